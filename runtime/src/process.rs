@@ -1,0 +1,540 @@
+//! Processes: the actors users write, and the shell that supervises them.
+//!
+//! A user implements [`Process`]: a state, a message type, and callbacks
+//! for messages, link exits and failed children. The runtime wraps each one
+//! in a [`ProcessActor`], an actix actor that
+//! - delivers messages and timer ticks to the process with the sender's
+//!   address and certificate identity,
+//! - calls every callback under `catch_unwind`, so a panic is a failure of
+//!   that process only (actix alone would let the panic kill the actor
+//!   silently and never restart it),
+//! - restarts a failed process from its factory under the same id, after a
+//!   backoff, within the restart intensity of its [`RestartPolicy`], and
+//!   otherwise gives up and reports to the parent,
+//! - keeps the process's mailbox bounded (see [`SpawnOptions`]).
+
+use std::any::type_name;
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::fut::{ActorFutureExt, wrap_future};
+use actix::{Actor, ActorContext, AsyncContext, Handler, Recipient, SpawnHandle};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{error, info, warn};
+
+use crate::codec;
+use crate::metrics::Metrics;
+use crate::node::{Entry, Node, RemoteMailbox, SpawnError};
+use crate::supervision::{Failure, RestartDecision, RestartPolicy, RestartTracker};
+use crate::tls::PeerIdentity;
+use crate::transport::{InboundError, Pending, SendError};
+use crate::upid::Upid;
+
+/// A message that can travel between processes: local sends move it as
+/// is, remote sends encode it with the wire codec.
+pub trait Message: Serialize + DeserializeOwned + Send + 'static {
+    /// A short name of the message's kind, for logs and simulation
+    /// filters. Enums should name their variant.
+    fn kind(&self) -> &'static str {
+        type_name::<Self>()
+    }
+}
+
+impl Message for String {}
+impl Message for Vec<u8> {}
+impl Message for u64 {}
+
+/// A process: an actor with an address, written by users of the runtime.
+///
+/// Every callback runs on the process's own actor, one at a time. A panic
+/// in any of them is caught and treated as a failure of the process (see
+/// the module docs).
+pub trait Process: Sized + 'static {
+    /// What the process receives.
+    type Message: Message;
+
+    /// Runs when the process starts and after every restart.
+    fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let _ = ctx;
+    }
+
+    /// Receives one message.
+    fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, message: Self::Message);
+
+    /// A process this one linked to stopped, or its node became
+    /// unreachable. As in libprocess this means "state unknown", not
+    /// "dead": the linked process may still be running behind a partition.
+    /// The link is gone once this is called.
+    fn exited(&mut self, ctx: &mut ProcessContext<'_, Self>, pid: Upid) {
+        let _ = (ctx, pid);
+    }
+
+    /// A child spawned with [`ProcessContext::spawn_child`] failed more
+    /// often than its restart policy allows, and its supervisor gave up.
+    fn child_gave_up(&mut self, ctx: &mut ProcessContext<'_, Self>, child: Upid, failure: Failure) {
+        warn!(pid = %ctx.pid(), child = %child, %failure, "child process gave up");
+    }
+
+    /// Runs once when the process stops for good.
+    fn stopped(&mut self) {}
+}
+
+/// Identifies a timer set with [`ProcessContext::send_later`] or
+/// [`ProcessContext::send_every`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TimerId(u64);
+
+/// How a process is spawned.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// How failures are handled.
+    pub restart: RestartPolicy,
+    /// Mailbox capacity; the node's default when `None`. A local send to a
+    /// full mailbox fails at once with [`SendError::MailboxFull`]; a remote
+    /// message waits up to the node's `remote_mailbox_wait` for room (the
+    /// connection stops reading meanwhile, which slows the sender through
+    /// QUIC flow control) and is then dropped and counted.
+    pub mailbox_capacity: Option<usize>,
+}
+
+impl SpawnOptions {
+    pub fn restart(mut self, policy: RestartPolicy) -> SpawnOptions {
+        self.restart = policy;
+        self
+    }
+
+    pub fn mailbox_capacity(mut self, capacity: usize) -> SpawnOptions {
+        self.mailbox_capacity = Some(capacity);
+        self
+    }
+}
+
+/// A message on its way into a process's mailbox.
+pub(crate) struct Delivery<M> {
+    pub(crate) from: Upid,
+    pub(crate) sender: Arc<PeerIdentity>,
+    pub(crate) message: M,
+}
+
+impl<M: Send + 'static> actix::Message for Delivery<M> {
+    type Result = ();
+}
+
+/// What the runtime itself tells a process.
+pub(crate) enum Signal {
+    Exited(Upid),
+    ChildGaveUp { child: Upid, failure: Failure },
+    Stop,
+}
+
+impl actix::Message for Signal {
+    type Result = ();
+}
+
+enum Request {
+    Stop,
+    Fail(String),
+}
+
+/// The parts of a process's shell its callbacks can reach.
+struct Shell {
+    pid: Upid,
+    node: Node,
+    parent: Option<Upid>,
+    serial: u64,
+    timers: HashMap<TimerId, SpawnHandle>,
+    next_timer: u64,
+    request: Option<Request>,
+    sender: Option<Arc<PeerIdentity>>,
+}
+
+/// What a callback can do: send, link, set timers, spawn children, stop.
+pub struct ProcessContext<'a, P: Process> {
+    actix: &'a mut actix::Context<ProcessActor<P>>,
+    shell: &'a mut Shell,
+}
+
+impl<P: Process> std::fmt::Debug for ProcessContext<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessContext")
+            .field("pid", &self.shell.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Process> ProcessContext<'_, P> {
+    /// This process's address.
+    pub fn pid(&self) -> &Upid {
+        &self.shell.pid
+    }
+
+    /// The node this process runs on.
+    pub fn node(&self) -> &Node {
+        &self.shell.node
+    }
+
+    /// Sends `message` to `to`, locally or over the network. Ordered and
+    /// at most once per pair of processes; an error says why it was
+    /// dropped at once (a message lost later in the network is not seen).
+    pub fn send<M: Message>(&self, to: &Upid, message: M) -> Result<(), SendError> {
+        self.shell.node.send(&self.shell.pid, to, message)
+    }
+
+    /// The certificate identity of the node that sent the message being
+    /// handled (this node's own for local messages and timers).
+    pub fn sender_identity(&self) -> Option<&PeerIdentity> {
+        self.shell.sender.as_deref()
+    }
+
+    /// Links this process to `pid`: [`Process::exited`] runs when `pid`
+    /// stops (local) or its node becomes unreachable (remote).
+    pub fn link(&self, pid: &Upid) {
+        self.shell.node.link(&self.shell.pid, pid);
+    }
+
+    /// Removes a link made with [`ProcessContext::link`].
+    pub fn unlink(&self, pid: &Upid) {
+        self.shell.node.unlink(&self.shell.pid, pid);
+    }
+
+    fn next_timer_id(&mut self) -> TimerId {
+        self.shell.next_timer += 1;
+        TimerId(self.shell.next_timer)
+    }
+
+    /// Delivers `message` to this process after `delay`, on tokio's clock
+    /// (so tests can pause and advance time).
+    pub fn send_later(&mut self, delay: Duration, message: P::Message) -> TimerId {
+        let id = self.next_timer_id();
+        let handle = self.actix.run_later(delay, move |actor, ctx| {
+            actor.shell.timers.remove(&id);
+            let me = actor.shell.pid.clone();
+            actor.shell.sender = Some(actor.shell.node.identity());
+            actor.invoke(ctx, move |process, pctx| process.handle(pctx, me, message));
+        });
+        self.shell.timers.insert(id, handle);
+        id
+    }
+
+    /// Delivers `make()` to this process every `interval` until cancelled.
+    pub fn send_every(
+        &mut self,
+        interval: Duration,
+        mut make: impl FnMut() -> P::Message + 'static,
+    ) -> TimerId {
+        let id = self.next_timer_id();
+        let handle = self.actix.run_interval(interval, move |actor, ctx| {
+            let me = actor.shell.pid.clone();
+            actor.shell.sender = Some(actor.shell.node.identity());
+            actor.invoke(ctx, |process, pctx| {
+                let message = make();
+                process.handle(pctx, me, message);
+            });
+        });
+        self.shell.timers.insert(id, handle);
+        id
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        match self.shell.timers.remove(&id) {
+            Some(handle) => self.actix.cancel_future(handle),
+            None => false,
+        }
+    }
+
+    /// Spawns a process supervised by this one: if its supervisor gives
+    /// up, [`Process::child_gave_up`] runs here.
+    pub fn spawn_child<C: Process>(
+        &self,
+        id: &str,
+        factory: impl Fn() -> C + 'static,
+        options: SpawnOptions,
+    ) -> Result<Upid, SpawnError> {
+        spawn(
+            &self.shell.node,
+            id,
+            Box::new(factory),
+            options,
+            Some(self.shell.pid.clone()),
+        )
+    }
+
+    /// Stops this process for good once the current callback returns.
+    pub fn stop(&mut self) {
+        self.shell.request = Some(Request::Stop);
+    }
+
+    /// Fails this process once the current callback returns: its
+    /// supervisor restarts it or gives up, as after a panic.
+    pub fn fail(&mut self, reason: impl Into<String>) {
+        self.shell.request = Some(Request::Fail(reason.into()));
+    }
+}
+
+/// The actix actor that hosts and supervises one [`Process`].
+pub struct ProcessActor<P: Process> {
+    process: Option<Box<P>>,
+    factory: Box<dyn Fn() -> P>,
+    shell: Shell,
+    restarts: RestartTracker,
+    span: tracing::Span,
+}
+
+impl<P: Process> std::fmt::Debug for ProcessActor<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessActor")
+            .field("pid", &self.shell.pid)
+            .field("running", &self.process.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Process> ProcessActor<P> {
+    fn metrics(&self) -> &Metrics {
+        self.shell.node.metrics_ref()
+    }
+
+    /// Runs one callback with panics caught, then acts on a panic or on a
+    /// stop or fail the callback requested.
+    fn invoke(
+        &mut self,
+        ctx: &mut actix::Context<Self>,
+        call: impl FnOnce(&mut P, &mut ProcessContext<'_, P>),
+    ) {
+        let Some(process) = self.process.as_deref_mut() else {
+            return;
+        };
+        let span = self.span.clone();
+        let _entered = span.enter();
+        let shell = &mut self.shell;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let mut pctx = ProcessContext { actix: ctx, shell };
+            call(process, &mut pctx);
+        }));
+        match outcome {
+            Err(payload) => self.fail_now(ctx, Failure::from_panic(&*payload)),
+            Ok(()) => match self.shell.request.take() {
+                Some(Request::Stop) => ctx.stop(),
+                Some(Request::Fail(reason)) => self.fail_now(ctx, Failure::Failed(reason)),
+                None => {}
+            },
+        }
+    }
+
+    fn cancel_timers(&mut self, ctx: &mut actix::Context<Self>) {
+        for (_, handle) in self.shell.timers.drain() {
+            ctx.cancel_future(handle);
+        }
+    }
+
+    fn fail_now(&mut self, ctx: &mut actix::Context<Self>, failure: Failure) {
+        // The failed state is dropped; its destructor must not take the
+        // shell down with it.
+        let failed = self.process.take();
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(failed)));
+        self.cancel_timers(ctx);
+        self.shell.request = None;
+        let pid = self.shell.pid.clone();
+        let now = tokio::time::Instant::now().into_std();
+        match self.restarts.on_failure(now) {
+            RestartDecision::RestartAfter(backoff) => {
+                warn!(pid = %pid, %failure, backoff_ms = backoff.as_millis() as u64, "process failed; restarting");
+                // `wait` holds the mailbox until the restart: messages
+                // queue (bounded) instead of reaching a process that is
+                // not there.
+                ctx.wait(
+                    wrap_future::<_, Self>(tokio::time::sleep(backoff))
+                        .map(|(), actor, ctx| actor.restart(ctx)),
+                );
+            }
+            RestartDecision::GiveUp { restarts } => {
+                Metrics::bump(&self.metrics().restarts_exhausted);
+                error!(pid = %pid, %failure, restarts, "process failed too often; supervisor gives up");
+                self.shell.node.record_failure(&pid, &failure);
+                if let Some(parent) = &self.shell.parent {
+                    self.shell
+                        .node
+                        .signal(parent, Signal::ChildGaveUp { child: pid, failure });
+                }
+                ctx.stop();
+            }
+        }
+    }
+
+    fn restart(&mut self, ctx: &mut actix::Context<Self>) {
+        Metrics::bump(&self.metrics().restarts);
+        info!(pid = %self.shell.pid, "process restarted");
+        match catch_unwind(AssertUnwindSafe(|| (self.factory)())) {
+            Ok(process) => {
+                self.process = Some(Box::new(process));
+                self.invoke(ctx, |process, pctx| process.started(pctx));
+            }
+            Err(payload) => self.fail_now(ctx, Failure::from_panic(&*payload)),
+        }
+    }
+}
+
+impl<P: Process> Actor for ProcessActor<P> {
+    type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.invoke(ctx, |process, pctx| process.started(pctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if let Some(process) = self.process.as_deref_mut() {
+            let _entered = self.span.enter();
+            if catch_unwind(AssertUnwindSafe(|| process.stopped())).is_err() {
+                warn!(pid = %self.shell.pid, "process panicked while stopping");
+            }
+        }
+        self.shell.node.deregister(&self.shell.pid, self.shell.serial);
+    }
+}
+
+impl<P: Process> Handler<Delivery<P::Message>> for ProcessActor<P> {
+    type Result = ();
+
+    fn handle(&mut self, delivery: Delivery<P::Message>, ctx: &mut Self::Context) {
+        self.shell.sender = Some(delivery.sender);
+        let from = delivery.from;
+        let message = delivery.message;
+        self.invoke(ctx, move |process, pctx| process.handle(pctx, from, message));
+    }
+}
+
+impl<P: Process> Handler<Signal> for ProcessActor<P> {
+    type Result = ();
+
+    fn handle(&mut self, signal: Signal, ctx: &mut Self::Context) {
+        match signal {
+            Signal::Exited(pid) => self.invoke(ctx, move |process, pctx| process.exited(pctx, pid)),
+            Signal::ChildGaveUp { child, failure } => self.invoke(ctx, move |process, pctx| {
+                process.child_gave_up(pctx, child, failure)
+            }),
+            Signal::Stop => ctx.stop(),
+        }
+    }
+}
+
+/// Decodes remote payloads into one process's message type.
+struct TypedRemote<M: Message> {
+    recipient: Recipient<Delivery<M>>,
+}
+
+impl<M: Message> RemoteMailbox for TypedRemote<M> {
+    fn deliver(
+        &self,
+        from: Upid,
+        sender: Arc<PeerIdentity>,
+        payload: &[u8],
+        wait: Duration,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Option<Pending>, InboundError> {
+        let message: M = codec::decode("message", payload)?;
+        let delivery = Delivery {
+            from,
+            sender,
+            message,
+        };
+        match self.recipient.try_send(delivery) {
+            Ok(()) => {
+                Metrics::bump(&metrics.messages_received_remote);
+                Ok(None)
+            }
+            Err(actix::prelude::SendError::Full(delivery)) => {
+                let recipient = self.recipient.clone();
+                let metrics = metrics.clone();
+                Ok(Some(Box::pin(async move {
+                    match tokio::time::timeout(wait, recipient.send(delivery)).await {
+                        Ok(Ok(())) => Metrics::bump(&metrics.messages_received_remote),
+                        _ => Metrics::bump(&metrics.dropped_mailbox_full),
+                    }
+                })))
+            }
+            Err(actix::prelude::SendError::Closed(_)) => {
+                Metrics::bump(&metrics.dropped_unknown_process);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Tries a local delivery into a mailbox registered for `M`.
+pub(crate) fn deliver_local<M: Message>(
+    entry: &Entry,
+    from: &Upid,
+    sender: Arc<PeerIdentity>,
+    message: M,
+) -> Result<(), SendError> {
+    let Some(recipient) = entry.local.downcast_ref::<Recipient<Delivery<M>>>() else {
+        return Err(SendError::WrongType {
+            to: entry.pid.clone(),
+            kind: type_name::<M>(),
+        });
+    };
+    let delivery = Delivery {
+        from: from.clone(),
+        sender,
+        message,
+    };
+    recipient.try_send(delivery).map_err(|error| match error {
+        actix::prelude::SendError::Full(_) => SendError::MailboxFull(entry.pid.clone()),
+        actix::prelude::SendError::Closed(_) => SendError::UnknownProcess(entry.pid.clone()),
+    })
+}
+
+/// Starts a process under `id` on `node`. Must run inside an actix system.
+pub(crate) fn spawn<P: Process>(
+    node: &Node,
+    id: &str,
+    factory: Box<dyn Fn() -> P>,
+    options: SpawnOptions,
+    parent: Option<Upid>,
+) -> Result<Upid, SpawnError> {
+    let pid = node.pid(id).map_err(SpawnError::InvalidId)?;
+    // The first instance is built before any lock is taken: the factory is
+    // user code and may itself use the node.
+    let first = catch_unwind(AssertUnwindSafe(&factory))
+        .map_err(|payload| SpawnError::FactoryPanicked(Failure::from_panic(&*payload).to_string()))?;
+    let capacity = options
+        .mailbox_capacity
+        .unwrap_or_else(|| node.default_mailbox_capacity())
+        .max(1);
+    node.register(&pid, |serial| {
+        let actor = ProcessActor {
+            process: Some(Box::new(first)),
+            factory,
+            shell: Shell {
+                pid: pid.clone(),
+                node: node.clone(),
+                parent,
+                serial,
+                timers: HashMap::new(),
+                next_timer: 0,
+                request: None,
+                sender: None,
+            },
+            restarts: RestartTracker::new(options.restart),
+            span: tracing::info_span!("process", pid = %pid),
+        };
+        let addr = ProcessActor::create(move |ctx| {
+            ctx.set_mailbox_capacity(capacity);
+            actor
+        });
+        Entry {
+            serial,
+            pid: pid.clone(),
+            local: Box::new(addr.clone().recipient::<Delivery<P::Message>>()),
+            remote: Box::new(TypedRemote {
+                recipient: addr.clone().recipient::<Delivery<P::Message>>(),
+            }),
+            signals: addr.recipient(),
+        }
+    })?;
+    Ok(pid)
+}

@@ -1,0 +1,499 @@
+//! Mutual TLS: the cluster CA, node certificates and peer identities.
+//!
+//! Every connection between nodes is mutually authenticated with ECDSA P-256
+//! certificates (RSA signs thirty times slower). A node trusts exactly the
+//! certificates its cluster CA signed; a peer whose certificate does not
+//! chain to that CA is refused during the handshake.
+//!
+//! Two ways to get material:
+//! - production: [`TlsMaterial::load`] reads `ca.pem`, `node.pem` and
+//!   `node-key.pem` from a directory (`--tls-dir`);
+//! - development and tests: [`TlsMaterial::development`] keeps a CA
+//!   (`dev-ca.pem`, certificate and key, mode 0600) in the work directory,
+//!   creating it on first use, and issues a fresh node certificate from it
+//!   at every start, so nothing needs configuring.
+//!
+//! A node's identity is its certificate's common name; the receiving
+//! process can read the sender's [`PeerIdentity`] to authorise on it.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// The name every node certificate carries as a DNS subject alternative
+/// name, and that dialling nodes verify. Which node a peer is comes from
+/// its common name, not from this.
+pub const SERVER_NAME: &str = "strata-node";
+
+/// File names in a TLS directory.
+pub const CA_FILE: &str = "ca.pem";
+pub const NODE_CERT_FILE: &str = "node.pem";
+pub const NODE_KEY_FILE: &str = "node-key.pem";
+pub const CA_KEY_FILE: &str = "ca-key.pem";
+pub const DEV_CA_FILE: &str = "dev-ca.pem";
+
+/// Why TLS material could not be made, read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} holds no {what}")]
+    Missing { path: PathBuf, what: &'static str },
+    #[error("{path} is not valid PEM: {reason}")]
+    Pem { path: PathBuf, reason: String },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("invalid TLS configuration: {0}")]
+    Config(String),
+}
+
+/// Who a peer node is, as its certificate says.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PeerIdentity {
+    /// The certificate's common name: the node's name in the cluster.
+    pub name: String,
+    /// SHA-256 of the certificate, hex: pins one certificate exactly.
+    pub fingerprint: String,
+}
+
+impl PeerIdentity {
+    /// Reads the identity from a verified end-entity certificate.
+    pub fn from_certificate(der: &CertificateDer<'_>) -> PeerIdentity {
+        let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+        let fingerprint = digest
+            .as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        // The certificate has passed webpki verification before this runs,
+        // so it parses; a certificate without a common name is named by
+        // its fingerprint alone.
+        let name = x509_parser::parse_x509_certificate(der.as_ref())
+            .ok()
+            .and_then(|(_, cert)| {
+                cert.subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|cn| cn.as_str().ok().map(str::to_owned))
+            })
+            .unwrap_or_default();
+        PeerIdentity { name, fingerprint }
+    }
+}
+
+impl fmt::Debug for PeerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}…)", self.name, &self.fingerprint[..12.min(self.fingerprint.len())])
+    }
+}
+
+impl fmt::Display for PeerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// What a node needs for mutual TLS: the CA certificates it trusts and its
+/// own certificate chain and key.
+pub struct TlsMaterial {
+    pub(crate) roots: Vec<CertificateDer<'static>>,
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    pub(crate) key: PrivateKeyDer<'static>,
+}
+
+impl fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("identity", &self.identity())
+            .field("roots", &self.roots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clone for TlsMaterial {
+    fn clone(&self) -> TlsMaterial {
+        TlsMaterial {
+            roots: self.roots.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl TlsMaterial {
+    /// Production material from `dir`: `ca.pem` (the CA certificates to
+    /// trust), `node.pem` (this node's chain) and `node-key.pem`.
+    pub fn load(dir: &Path) -> Result<TlsMaterial, TlsError> {
+        let roots = read_certificates(&dir.join(CA_FILE), "CA certificate")?;
+        let chain = read_certificates(&dir.join(NODE_CERT_FILE), "node certificate")?;
+        let key = read_key(&dir.join(NODE_KEY_FILE))?;
+        Ok(TlsMaterial { roots, chain, key })
+    }
+
+    /// Development material: the CA in `dir` (created on first use) issues
+    /// a certificate for `name`. Safe when several processes start at once
+    /// on an empty directory: the first CA written wins and all use it.
+    pub fn development(dir: &Path, name: &str) -> Result<TlsMaterial, TlsError> {
+        CertificateAuthority::development(dir)?.issue(name)
+    }
+
+    /// This node's identity, from its own certificate.
+    pub fn identity(&self) -> PeerIdentity {
+        self.chain
+            .first()
+            .map(PeerIdentity::from_certificate)
+            .unwrap_or_else(|| PeerIdentity {
+                name: String::new(),
+                fingerprint: String::new(),
+            })
+    }
+
+    /// Writes this material as a production TLS directory.
+    pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
+        fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
+        write_file(&dir.join(CA_FILE), pem_certificates(&self.roots).as_bytes(), 0o644)?;
+        write_file(&dir.join(NODE_CERT_FILE), pem_certificates(&self.chain).as_bytes(), 0o644)?;
+        let key = pem::encode(&pem::Pem::new("PRIVATE KEY", self.key.secret_der().to_vec()));
+        write_file(&dir.join(NODE_KEY_FILE), key.as_bytes(), 0o600)
+    }
+}
+
+fn pem_certificates(certificates: &[CertificateDer<'_>]) -> String {
+    certificates
+        .iter()
+        .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der.as_ref().to_vec())))
+        .collect()
+}
+
+/// A cluster certificate authority that can issue node certificates.
+pub struct CertificateAuthority {
+    certificate: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("identity", &PeerIdentity::from_certificate(&self.certificate))
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateAuthority {
+    /// A new CA named `name`, in memory.
+    pub fn generate(name: &str) -> Result<CertificateAuthority, TlsError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = distinguished_name(name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let certificate = params.self_signed(&key)?.der().clone();
+        Ok(CertificateAuthority {
+            certificate,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Reads a CA from its certificate and key PEM.
+    pub fn from_pem(certificate_pem: &str, key_pem: &str) -> Result<CertificateAuthority, TlsError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let certificate = CertificateDer::from_pem_slice(certificate_pem.as_bytes()).map_err(|e| {
+            TlsError::Pem {
+                path: PathBuf::from("<CA certificate>"),
+                reason: e.to_string(),
+            }
+        })?;
+        let issuer = Issuer::from_ca_cert_pem(certificate_pem, key)?;
+        Ok(CertificateAuthority {
+            certificate,
+            issuer,
+        })
+    }
+
+    /// The development CA kept in `dir`, created if absent.
+    pub fn development(dir: &Path) -> Result<CertificateAuthority, TlsError> {
+        let path = dir.join(DEV_CA_FILE);
+        if !path.exists() {
+            fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+                path: dir.to_owned(),
+                source,
+            })?;
+            let ca = CertificateAuthority::generate("Strata development CA")?;
+            let both = format!("{}{}", ca.certificate_pem(), ca.key_pem());
+            // Write aside, then link into place: linking fails if another
+            // process got there first, and then its CA is the one used.
+            let aside = dir.join(format!("{DEV_CA_FILE}.{}.tmp", std::process::id()));
+            write_file(&aside, both.as_bytes(), 0o600)?;
+            let linked = fs::hard_link(&aside, &path);
+            let _ = fs::remove_file(&aside);
+            match linked {
+                Ok(()) => return Ok(ca),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => return Err(TlsError::Write { path, source }),
+            }
+        }
+        let text = fs::read_to_string(&path).map_err(|source| TlsError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let (certificate, key) = split_certificate_and_key(&text).ok_or_else(|| TlsError::Missing {
+            path: path.clone(),
+            what: "CA certificate followed by its private key",
+        })?;
+        CertificateAuthority::from_pem(certificate, key)
+    }
+
+    /// Issues a node certificate for `name`, returning complete material
+    /// that trusts this CA.
+    pub fn issue(&self, name: &str) -> Result<TlsMaterial, TlsError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
+        params.distinguished_name = distinguished_name(name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let certificate = params.signed_by(&key, &self.issuer)?;
+        Ok(TlsMaterial {
+            roots: vec![self.certificate.clone()],
+            chain: vec![certificate.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn certificate_pem(&self) -> String {
+        pem_certificates(std::slice::from_ref(&self.certificate))
+    }
+
+    /// The CA private key, PEM. Keep it secret.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// Writes `ca.pem` and `ca-key.pem` (mode 0600) into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
+        fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
+        write_file(&dir.join(CA_FILE), self.certificate_pem().as_bytes(), 0o644)?;
+        write_file(&dir.join(CA_KEY_FILE), self.key_pem().as_bytes(), 0o600)
+    }
+
+    /// Reads `ca.pem` and `ca-key.pem` from `dir`.
+    pub fn load(dir: &Path) -> Result<CertificateAuthority, TlsError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            fs::read_to_string(&path).map_err(|source| TlsError::Read { path, source })
+        };
+        CertificateAuthority::from_pem(&read(CA_FILE)?, &read(CA_KEY_FILE)?)
+    }
+}
+
+fn distinguished_name(common_name: &str) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    name.push(DnType::OrganizationName, "Strata");
+    name
+}
+
+/// Splits a file holding a certificate PEM block and a key PEM block.
+fn split_certificate_and_key(text: &str) -> Option<(&str, &str)> {
+    let key_start = text.find("-----BEGIN PRIVATE KEY-----")?;
+    let (certificate, key) = text.split_at(key_start);
+    certificate
+        .contains("-----BEGIN CERTIFICATE-----")
+        .then_some((certificate, key))
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
+    let error = |source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(error)?;
+    file.write_all(contents).map_err(error)?;
+    file.sync_all().map_err(error)
+}
+
+fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let certificates = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if certificates.is_empty() {
+        return Err(TlsError::Missing {
+            path: path.to_owned(),
+            what,
+        });
+    }
+    Ok(certificates)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Timing knobs of the QUIC transport that the TLS-level configs carry.
+#[derive(Debug, Clone)]
+pub struct QuicTimeouts {
+    /// A connection with no packets for this long is dead.
+    pub idle_timeout: std::time::Duration,
+    /// How often an otherwise quiet connection sends a keep-alive; below
+    /// the idle timeout so a live peer is never mistaken for a dead one.
+    pub keep_alive_interval: std::time::Duration,
+}
+
+/// quinn server and client configs for mutual TLS with `material`,
+/// speaking protocol `version` (in the ALPN). Exposed so benchmarks and
+/// tests can build raw QUIC peers with exactly the node's settings.
+pub fn quic_configs(
+    material: &TlsMaterial,
+    version: u32,
+    timeouts: &QuicTimeouts,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TlsError> {
+    use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+    let config_error = |e: &dyn fmt::Display| TlsError::Config(e.to_string());
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for root in &material.roots {
+        roots.add(root.clone()).map_err(|e| config_error(&e))?;
+    }
+    let roots = Arc::new(roots);
+    let alpn = crate::codec::alpn(version);
+
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| config_error(&e))?;
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| config_error(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(material.chain.clone(), material.key.clone_key())
+        .map_err(|e| config_error(&e))?;
+    server.alpn_protocols = vec![alpn.clone()];
+
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| config_error(&e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(material.chain.clone(), material.key.clone_key())
+        .map_err(|e| config_error(&e))?;
+    client.alpn_protocols = vec![alpn];
+
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(timeouts.idle_timeout).map_err(|e| config_error(&e))?,
+        ))
+        .keep_alive_interval(Some(timeouts.keep_alive_interval))
+        // One bidirectional stream per connection carries both directions;
+        // a peer may open no more, so it cannot make the node hold streams.
+        .max_concurrent_bidi_streams(1u32.into())
+        .max_concurrent_uni_streams(0u32.into());
+    let transport = Arc::new(transport);
+
+    let server_crypto = QuicServerConfig::try_from(server).map_err(|e| config_error(&e))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+    server.transport_config(transport.clone());
+
+    let client_crypto = QuicClientConfig::try_from(client).map_err(|e| config_error(&e))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
+    client.transport_config(transport);
+    Ok((server, client))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_certificates_carry_the_node_name() {
+        let ca = CertificateAuthority::generate("test CA").unwrap();
+        let material = ca.issue("agent-7").unwrap();
+        assert_eq!(material.identity().name, "agent-7");
+        assert_eq!(material.identity().fingerprint.len(), 64);
+    }
+
+    #[test]
+    fn development_ca_is_created_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("strata-tls-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let first = CertificateAuthority::development(&dir).unwrap();
+        let second = CertificateAuthority::development(&dir).unwrap();
+        assert_eq!(first.certificate_pem(), second.certificate_pem());
+        let mode = fs::metadata(dir.join(DEV_CA_FILE)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn saved_material_loads_back() {
+        let dir = std::env::temp_dir().join(format!("strata-tls-save-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let ca = CertificateAuthority::generate("test CA").unwrap();
+        let material = ca.issue("master").unwrap();
+        material.save(&dir).unwrap();
+        let loaded = TlsMaterial::load(&dir).unwrap();
+        assert_eq!(loaded.identity(), material.identity());
+        ca.save(&dir).unwrap();
+        let reloaded = CertificateAuthority::load(&dir).unwrap();
+        assert_eq!(reloaded.certificate_pem(), ca.certificate_pem());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let error = TlsMaterial::load(Path::new("/nonexistent-strata-tls")).unwrap_err();
+        assert!(error.to_string().contains("ca.pem"), "{error}");
+    }
+}

@@ -1,0 +1,139 @@
+//! The seam between a node and the network.
+//!
+//! A node hands complete frames to a [`Transport`] and receives frames,
+//! peer arrivals and peer losses through [`Inbound`]. QUIC
+//! ([`quic::QuicTransport`]) is the real one; a simulated in-memory network
+//! implements the same trait so the whole cluster can run on one thread
+//! under a paused clock without touching anything above this module.
+//!
+//! The contract every transport keeps, libprocess's:
+//! - frames from one node to another arrive in the order they were sent,
+//!   at most once: a frame may be lost when a connection breaks, but a
+//!   later frame never overtakes an earlier one;
+//! - a lost peer is reported once through [`Inbound::peer_down`] and the
+//!   next send to it starts a new connection;
+//! - nothing queues without limit: [`Transport::send`] refuses a frame
+//!   rather than letting a slow or dead peer grow a queue.
+
+pub mod quic;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::codec::CodecError;
+use crate::tls::PeerIdentity;
+use crate::upid::{Incarnation, Upid};
+
+/// A future the transport awaits before reading further from a peer.
+pub type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A future returned by a transport.
+pub type TransportFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A peer node as the handshake established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The address the peer listens on and names its processes by.
+    pub addr: SocketAddr,
+    /// The peer's current incarnation.
+    pub incarnation: Incarnation,
+    /// Who the peer's certificate says it is.
+    pub identity: Arc<PeerIdentity>,
+}
+
+/// One encoded message on its way out.
+#[derive(Debug, Clone)]
+pub struct OutboundFrame {
+    pub to: Upid,
+    pub from: Upid,
+    /// The message's kind, for transports that filter by it (simulation).
+    pub kind: &'static str,
+    /// The whole frame, length prefix included.
+    pub bytes: Bytes,
+}
+
+/// Why a message could not be sent. Sends never block: each of these is
+/// returned at once and the message is dropped (and counted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no process {0} on this node")]
+    UnknownProcess(Upid),
+    #[error("{0} is addressed to an earlier incarnation of this node")]
+    StaleIncarnation(Upid),
+    #[error("mailbox of {0} is full")]
+    MailboxFull(Upid),
+    #[error("{to} does not receive messages of type {kind}")]
+    WrongType { to: Upid, kind: &'static str },
+    #[error("send queue to {0} is full")]
+    QueueFull(SocketAddr),
+    #[error("message too large: {0}")]
+    TooLarge(CodecError),
+    #[error("node is shutting down")]
+    ShutDown,
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot reach {addr}: {reason}")]
+    Unreachable { addr: SocketAddr, reason: String },
+    #[error("{addr} does not speak our protocol version {ours} (ALPN strata/{ours}); upgrade one side")]
+    VersionMismatch { addr: SocketAddr, ours: u32 },
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Handshake { addr: SocketAddr, reason: String },
+    #[error("{addr} broke the protocol: {reason}")]
+    Protocol { addr: SocketAddr, reason: String },
+    #[error("node is shutting down")]
+    ShutDown,
+}
+
+/// Why an inbound frame was refused; the connection it came on is closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboundError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("invalid sender id: {0}")]
+    InvalidSender(String),
+}
+
+/// What a transport tells its node.
+pub trait Inbound: Send + Sync + 'static {
+    /// A frame body (without length prefix) from `peer`. `Ok(Some(f))`
+    /// asks the transport to await `f` before reading more from that peer
+    /// (the target's mailbox is full); an error closes the connection.
+    fn deliver(&self, peer: &PeerInfo, body: Bytes) -> Result<Option<Pending>, InboundError>;
+
+    /// A connection to `peer` completed its handshake.
+    fn peer_up(&self, peer: &PeerInfo);
+
+    /// The connection to the node at `addr` is gone (or could not be made).
+    /// `incarnation` is the one the lost connection had, if it got that far.
+    fn peer_down(&self, addr: SocketAddr, incarnation: Option<Incarnation>, reason: &str);
+}
+
+/// A node's network side.
+pub trait Transport: Send + Sync + 'static {
+    /// The address this node listens on; processes are named by it.
+    fn local_addr(&self) -> SocketAddr;
+
+    /// Starts receiving: from now on frames and peer events go to `inbound`.
+    fn start(&self, inbound: Arc<dyn Inbound>);
+
+    /// Queues a frame for `frame.to`'s node, connecting if needed. Never
+    /// blocks; a full queue refuses the frame.
+    fn send(&self, frame: OutboundFrame) -> Result<(), SendError>;
+
+    /// Makes sure a connection to `peer` exists or is being made, so that
+    /// its loss will be reported (links rely on this).
+    fn watch(&self, peer: SocketAddr);
+
+    /// Connects to `peer` now, reporting why if that fails.
+    fn connect(&self, peer: SocketAddr) -> TransportFuture<Result<PeerInfo, TransportError>>;
+
+    /// Closes every connection; later sends fail with [`SendError::ShutDown`].
+    fn shutdown(&self);
+}

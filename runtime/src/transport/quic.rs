@@ -1,0 +1,731 @@
+//! The real transport: QUIC (quinn) with mutual TLS.
+//!
+//! One connection per peer node, one bidirectional stream per connection:
+//! the dialling node opens it, each side writes a [`Hello`] and then its
+//! frames on its half, so each direction is one long-lived ordered stream.
+//! The node that accepts a connection adopts it for its own sends to that
+//! peer, so two nodes normally share one connection; if both dial at once
+//! each writes on its own and reads both, and every direction still uses
+//! exactly one stream, which keeps it ordered.
+//!
+//! Each peer has a bounded send queue (frames and bytes) drained by one
+//! writer task; a full queue refuses the send. The reader cuts frames with
+//! [`FrameDecoder`] and hands them to the node; a malformed frame closes
+//! that peer's connection with the reason and nothing else. A dead peer is
+//! noticed by QUIC keep-alives and the idle timeout (no TCP-like reset
+//! exists); then the queue's contents are dropped and counted, the node is
+//! told (links fire), and the next send dials again.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Connection, ConnectionError, RecvStream, SendStream, TransportErrorCode, VarInt};
+use rustls::pki_types::CertificateDer;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::{
+    Inbound, OutboundFrame, PeerInfo, SendError, Transport, TransportError, TransportFuture,
+};
+use crate::codec::{self, FrameDecoder, Hello};
+use crate::metrics::Metrics;
+use crate::node::{NodeError, NodeSettings};
+use crate::tls::{self, PeerIdentity, QuicTimeouts, TlsMaterial};
+use crate::upid::Incarnation;
+
+/// Application close codes.
+const CLOSE_SHUTDOWN: u32 = 0;
+const CLOSE_MALFORMED: u32 = 1;
+const CLOSE_REPLACED: u32 = 2;
+
+/// TLS alert 120, no_application_protocol, as a QUIC crypto error: what a
+/// peer with another protocol version (ALPN) gets.
+const NO_APPLICATION_PROTOCOL_ALERT: u8 = 120;
+
+/// Most frames written in one batch.
+const WRITE_BATCH_FRAMES: usize = 64;
+
+/// Largest chunk read from a stream at once.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Settings of the QUIC transport.
+#[derive(Debug, Clone)]
+pub struct QuicConfig {
+    /// How long dialling and the hello exchange may take.
+    pub connect_timeout: Duration,
+    /// A connection silent for this long is dead. With the keep-alive
+    /// below, a killed peer is noticed within about this long.
+    pub idle_timeout: Duration,
+    /// Keep-alive interval on quiet connections; below `idle_timeout`.
+    pub keep_alive_interval: Duration,
+    /// Most frames queued for one peer; more are refused.
+    pub send_queue_frames: usize,
+    /// Most bytes queued for one peer; more are refused.
+    pub send_queue_bytes: usize,
+    /// Protocol version announced in the ALPN. Only tests of version skew
+    /// set anything but [`codec::PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+}
+
+impl Default for QuicConfig {
+    fn default() -> QuicConfig {
+        QuicConfig {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            keep_alive_interval: Duration::from_secs(1),
+            send_queue_frames: 65_536,
+            send_queue_bytes: 64 << 20,
+            protocol_version: codec::PROTOCOL_VERSION,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum DialStatus {
+    Pending,
+    Up(PeerInfo),
+    Failed(TransportError),
+}
+
+/// Everything the transport knows about one peer.
+struct Slot {
+    generation: u64,
+    queue: mpsc::Sender<Bytes>,
+    queued_bytes: Arc<AtomicUsize>,
+    connection: Option<Connection>,
+    incarnation: Option<Incarnation>,
+    status: Arc<watch::Sender<DialStatus>>,
+}
+
+/// What a writer task drains.
+struct Outbox {
+    queue: mpsc::Receiver<Bytes>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+struct Shared {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    hello: Bytes,
+    config: QuicConfig,
+    max_frame_bytes: usize,
+    metrics: Arc<Metrics>,
+    inbound: OnceLock<Arc<dyn Inbound>>,
+    peers: Mutex<HashMap<SocketAddr, Slot>>,
+    next_generation: AtomicU64,
+    closing: AtomicBool,
+}
+
+/// The QUIC transport. Cheap to clone.
+#[derive(Clone)]
+pub struct QuicTransport {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for QuicTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicTransport")
+            .field("local_addr", &self.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Why a handshake or a connection failed, in words an operator can act on.
+fn describe(addr: SocketAddr, error: &ConnectionError, version: u32) -> TransportError {
+    let code = match error {
+        ConnectionError::TransportError(error) => Some(error.code),
+        ConnectionError::ConnectionClosed(close) => Some(close.error_code),
+        _ => None,
+    };
+    if code == Some(TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL_ALERT)) {
+        return TransportError::VersionMismatch { addr, ours: version };
+    }
+    match error {
+        ConnectionError::TimedOut => TransportError::Unreachable {
+            addr,
+            reason: "no answer (timed out)".into(),
+        },
+        ConnectionError::TransportError(_) | ConnectionError::ConnectionClosed(_) => {
+            TransportError::Handshake {
+                addr,
+                reason: error.to_string(),
+            }
+        }
+        _ => TransportError::Unreachable {
+            addr,
+            reason: error.to_string(),
+        },
+    }
+}
+
+fn peer_identity(connection: &Connection) -> Option<PeerIdentity> {
+    let any = connection.peer_identity()?;
+    let chain = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    chain.first().map(PeerIdentity::from_certificate)
+}
+
+/// Reads the peer's hello; frames after it stay in `decoder`.
+async fn read_hello(
+    addr: SocketAddr,
+    recv: &mut RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Hello, TransportError> {
+    let protocol = |reason: String| TransportError::Protocol { addr, reason };
+    loop {
+        if let Some(frame) = decoder.next_frame().map_err(|e| protocol(e.to_string()))? {
+            return codec::decode_hello(&frame).map_err(|e| protocol(e.to_string()));
+        }
+        match recv.read_chunk(READ_CHUNK_BYTES, true).await {
+            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
+            Ok(None) => return Err(protocol("stream ended before the hello".into())),
+            Err(error) => {
+                return Err(TransportError::Unreachable {
+                    addr,
+                    reason: error.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// How a connection's reading ended.
+enum ReadEnd {
+    Lost(String),
+    Malformed(String),
+    Finished,
+}
+
+/// A connection that completed its handshake.
+struct Established {
+    connection: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    decoder: FrameDecoder,
+    peer: PeerInfo,
+}
+
+impl QuicTransport {
+    /// Binds the UDP socket. Must run inside a tokio runtime.
+    pub(crate) fn bind(
+        listen: SocketAddr,
+        tls: &TlsMaterial,
+        config: QuicConfig,
+        settings: &NodeSettings,
+        incarnation: Incarnation,
+    ) -> Result<QuicTransport, NodeError> {
+        if listen.ip().is_unspecified() {
+            return Err(NodeError::InvalidConfig(format!(
+                "listen address {listen} is unspecified; give the address peers reach this node at"
+            )));
+        }
+        if config.keep_alive_interval >= config.idle_timeout {
+            return Err(NodeError::InvalidConfig(format!(
+                "keep-alive interval ({:?}) must be shorter than the idle timeout ({:?})",
+                config.keep_alive_interval, config.idle_timeout
+            )));
+        }
+        if config.send_queue_frames == 0 || config.send_queue_bytes == 0 {
+            return Err(NodeError::InvalidConfig("send queue limits must be positive".into()));
+        }
+        let timeouts = QuicTimeouts {
+            idle_timeout: config.idle_timeout,
+            keep_alive_interval: config.keep_alive_interval,
+        };
+        let (server, client) = tls::quic_configs(tls, config.protocol_version, &timeouts)?;
+        let mut endpoint = quinn::Endpoint::server(server, listen)
+            .map_err(|source| NodeError::Bind { addr: listen, source })?;
+        endpoint.set_default_client_config(client);
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| NodeError::Bind { addr: listen, source })?;
+        let hello = codec::hello_frame(&Hello {
+            listen: local_addr,
+            incarnation,
+        })
+        .map_err(|e| NodeError::InvalidConfig(e.to_string()))?;
+        Ok(QuicTransport {
+            shared: Arc::new(Shared {
+                endpoint,
+                local_addr,
+                hello,
+                config,
+                max_frame_bytes: settings.max_frame_bytes,
+                metrics: Arc::new(Metrics::default()),
+                inbound: OnceLock::new(),
+                peers: Mutex::new(HashMap::new()),
+                next_generation: AtomicU64::new(1),
+                closing: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The counters this transport writes to, shared with its node.
+    pub(crate) fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+}
+
+impl Shared {
+    fn inbound(&self) -> Option<&Arc<dyn Inbound>> {
+        self.inbound.get()
+    }
+
+    fn new_slot(&self, status: DialStatus) -> (Slot, Outbox) {
+        let (sender, receiver) = mpsc::channel(self.config.send_queue_frames);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let slot = Slot {
+            generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
+            queue: sender,
+            queued_bytes: queued_bytes.clone(),
+            connection: None,
+            incarnation: None,
+            status: Arc::new(watch::channel(status).0),
+        };
+        let outbox = Outbox {
+            queue: receiver,
+            queued_bytes,
+        };
+        (slot, outbox)
+    }
+
+    /// A slot for `addr` whose connection is being dialled. Called with the
+    /// peers lock held.
+    fn dial(self: &Arc<Self>, addr: SocketAddr) -> Slot {
+        let (slot, outbox) = self.new_slot(DialStatus::Pending);
+        let shared = self.clone();
+        let generation = slot.generation;
+        let status = slot.status.clone();
+        tokio::spawn(async move { shared.dial_and_run(addr, generation, outbox, status).await });
+        slot
+    }
+
+    async fn handshake_out(&self, addr: SocketAddr) -> Result<Established, TransportError> {
+        let version = self.config.protocol_version;
+        let connecting = self
+            .endpoint
+            .connect(addr, tls::SERVER_NAME)
+            .map_err(|e| TransportError::Unreachable {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let connection = connecting.await.map_err(|e| describe(addr, &e, version))?;
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| describe(addr, &e, version))?;
+        send.write_all(&self.hello)
+            .await
+            .map_err(|e| TransportError::Unreachable {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let mut decoder = FrameDecoder::new(self.max_frame_bytes);
+        let hello = read_hello(addr, &mut recv, &mut decoder).await?;
+        if hello.listen != addr {
+            debug!(peer = %addr, announced = %hello.listen, "peer announces another listen address");
+        }
+        let identity = peer_identity(&connection).ok_or_else(|| TransportError::Handshake {
+            addr,
+            reason: "peer presented no certificate".into(),
+        })?;
+        Ok(Established {
+            connection,
+            send,
+            recv,
+            decoder,
+            peer: PeerInfo {
+                addr,
+                incarnation: hello.incarnation,
+                identity: Arc::new(identity),
+            },
+        })
+    }
+
+    async fn dial_and_run(
+        self: Arc<Self>,
+        addr: SocketAddr,
+        generation: u64,
+        outbox: Outbox,
+        status: Arc<watch::Sender<DialStatus>>,
+    ) {
+        let outcome = tokio::time::timeout(self.config.connect_timeout, self.handshake_out(addr))
+            .await
+            .unwrap_or_else(|_| {
+                Err(TransportError::Unreachable {
+                    addr,
+                    reason: format!("no handshake within {:?}", self.config.connect_timeout),
+                })
+            });
+        match outcome {
+            Ok(established) => {
+                Metrics::bump(&self.metrics.connections_opened);
+                let current = {
+                    let mut peers = lock(&self.peers);
+                    match peers.get_mut(&addr) {
+                        Some(slot) if slot.generation == generation => {
+                            slot.connection = Some(established.connection.clone());
+                            slot.incarnation = Some(established.peer.incarnation);
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                status.send_replace(DialStatus::Up(established.peer.clone()));
+                debug!(peer = %addr, identity = %established.peer.identity, "connected");
+                if let Some(inbound) = self.inbound() {
+                    inbound.peer_up(&established.peer);
+                }
+                let generation = current.then_some(generation);
+                self.run(established, Some(outbox), generation).await;
+            }
+            Err(error) => {
+                if matches!(
+                    error,
+                    TransportError::VersionMismatch { .. }
+                        | TransportError::Handshake { .. }
+                        | TransportError::Protocol { .. }
+                ) {
+                    Metrics::bump(&self.metrics.handshake_failures);
+                }
+                if !self.closing.load(Ordering::Relaxed) {
+                    warn!(peer = %addr, cause = %error, "cannot connect to peer");
+                }
+                status.send_replace(DialStatus::Failed(error.clone()));
+                self.end_slot(addr, generation);
+                drop(outbox);
+                if let Some(inbound) = self.inbound() {
+                    inbound.peer_down(addr, None, &error.to_string());
+                }
+            }
+        }
+    }
+
+    async fn handshake_in(
+        &self,
+        incoming: quinn::Incoming,
+    ) -> Result<Established, TransportError> {
+        let remote = incoming.remote_address();
+        let version = self.config.protocol_version;
+        let connection = incoming.await.map_err(|e| describe(remote, &e, version))?;
+        let (mut send, mut recv) = connection
+            .accept_bi()
+            .await
+            .map_err(|e| describe(remote, &e, version))?;
+        let mut decoder = FrameDecoder::new(self.max_frame_bytes);
+        let hello = read_hello(remote, &mut recv, &mut decoder).await?;
+        send.write_all(&self.hello)
+            .await
+            .map_err(|e| TransportError::Unreachable {
+                addr: remote,
+                reason: e.to_string(),
+            })?;
+        let identity = peer_identity(&connection).ok_or_else(|| TransportError::Handshake {
+            addr: remote,
+            reason: "peer presented no certificate".into(),
+        })?;
+        Ok(Established {
+            connection,
+            send,
+            recv,
+            decoder,
+            peer: PeerInfo {
+                addr: hello.listen,
+                incarnation: hello.incarnation,
+                identity: Arc::new(identity),
+            },
+        })
+    }
+
+    async fn accept(self: Arc<Self>, incoming: quinn::Incoming) {
+        let remote = incoming.remote_address();
+        let outcome = tokio::time::timeout(self.config.connect_timeout, self.handshake_in(incoming))
+            .await
+            .unwrap_or_else(|_| {
+                Err(TransportError::Unreachable {
+                    addr: remote,
+                    reason: "no hello in time".into(),
+                })
+            });
+        let established = match outcome {
+            Ok(established) => established,
+            Err(error) => {
+                Metrics::bump(&self.metrics.handshake_failures);
+                if !self.closing.load(Ordering::Relaxed) {
+                    warn!(peer = %remote, cause = %error, "refused connection");
+                }
+                return;
+            }
+        };
+        Metrics::bump(&self.metrics.connections_accepted);
+        let peer = established.peer.clone();
+        // Adopt the connection for our own sends unless we already have
+        // one to this peer's current life.
+        let adopted = {
+            let mut peers = lock(&self.peers);
+            let replace = match peers.get(&peer.addr) {
+                None => true,
+                Some(slot) => match slot.incarnation {
+                    Some(known) if known != peer.incarnation => {
+                        if let Some(old) = &slot.connection {
+                            old.close(VarInt::from_u32(CLOSE_REPLACED), b"peer restarted");
+                        }
+                        true
+                    }
+                    _ => false,
+                },
+            };
+            replace.then(|| {
+                let (mut slot, outbox) = self.new_slot(DialStatus::Up(peer.clone()));
+                slot.connection = Some(established.connection.clone());
+                slot.incarnation = Some(peer.incarnation);
+                let generation = slot.generation;
+                peers.insert(peer.addr, slot);
+                (outbox, generation)
+            })
+        };
+        debug!(peer = %peer.addr, identity = %peer.identity, adopted = adopted.is_some(), "accepted connection");
+        if let Some(inbound) = self.inbound() {
+            inbound.peer_up(&peer);
+        }
+        match adopted {
+            Some((outbox, generation)) => self.run(established, Some(outbox), Some(generation)).await,
+            None => self.run(established, None, None).await,
+        }
+    }
+
+    /// Serves an established connection until it ends. `generation` is the
+    /// slot it serves as the peer's active connection, if it does.
+    async fn run(self: Arc<Self>, established: Established, outbox: Option<Outbox>, generation: Option<u64>) {
+        let Established {
+            connection,
+            mut send,
+            mut recv,
+            mut decoder,
+            peer,
+        } = established;
+        let writer = match outbox {
+            Some(outbox) => Some(tokio::spawn(self.clone().write_loop(send, outbox))),
+            None => {
+                // A duplicate connection: the peer reads our half of it for
+                // nothing; close it so it does not wait.
+                let _ = send.finish();
+                None
+            }
+        };
+        let end = self.read_loop(&mut recv, &mut decoder, &peer).await;
+        if let Some(writer) = writer {
+            writer.abort();
+        }
+        let closing = self.closing.load(Ordering::Relaxed);
+        let reason = match end {
+            ReadEnd::Malformed(reason) => {
+                Metrics::bump(&self.metrics.decode_errors);
+                warn!(peer = %peer.addr, identity = %peer.identity, cause = %reason, "closing connection: malformed frame");
+                let mut close_reason = reason.clone().into_bytes();
+                close_reason.truncate(128);
+                connection.close(VarInt::from_u32(CLOSE_MALFORMED), &close_reason);
+                format!("malformed frame: {reason}")
+            }
+            ReadEnd::Lost(reason) => reason,
+            ReadEnd::Finished => {
+                connection.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"stream finished");
+                "peer finished its stream".to_owned()
+            }
+        };
+        if !closing {
+            Metrics::bump(&self.metrics.connections_lost);
+            info!(peer = %peer.addr, reason = %reason, "connection ended");
+        }
+        if let Some(generation) = generation {
+            self.end_slot(peer.addr, generation);
+            if let Some(inbound) = self.inbound() {
+                inbound.peer_down(peer.addr, Some(peer.incarnation), &reason);
+            }
+        }
+    }
+
+    /// Removes the slot of `addr` if it is still `generation`, counting the
+    /// frames still queued in it as dropped.
+    fn end_slot(&self, addr: SocketAddr, generation: u64) {
+        let mut peers = lock(&self.peers);
+        if let Entry::Occupied(entry) = peers.entry(addr) {
+            if entry.get().generation == generation {
+                let slot = entry.remove();
+                let queued = slot.queue.max_capacity() - slot.queue.capacity();
+                Metrics::add(&self.metrics.dropped_unreachable, queued as u64);
+            }
+        }
+    }
+
+    async fn write_loop(self: Arc<Self>, mut send: SendStream, mut outbox: Outbox) {
+        let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES);
+        while let Some(first) = outbox.queue.recv().await {
+            batch.push(first);
+            while batch.len() < WRITE_BATCH_FRAMES {
+                match outbox.queue.try_recv() {
+                    Ok(frame) => batch.push(frame),
+                    Err(_) => break,
+                }
+            }
+            let bytes: usize = batch.iter().map(Bytes::len).sum();
+            outbox.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            if let Err(error) = send.write_all_chunks(&mut batch).await {
+                Metrics::add(&self.metrics.dropped_unreachable, batch.len() as u64);
+                debug!(cause = %error, "write failed");
+                return;
+            }
+            Metrics::add(&self.metrics.bytes_sent, bytes as u64);
+            batch.clear();
+        }
+        let _ = send.finish();
+    }
+
+    async fn read_loop(&self, recv: &mut RecvStream, decoder: &mut FrameDecoder, peer: &PeerInfo) -> ReadEnd {
+        let Some(inbound) = self.inbound().cloned() else {
+            return ReadEnd::Lost("transport not started".into());
+        };
+        loop {
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => match inbound.deliver(peer, frame) {
+                        Ok(None) => {}
+                        Ok(Some(pending)) => pending.await,
+                        Err(error) => return ReadEnd::Malformed(error.to_string()),
+                    },
+                    Ok(None) => break,
+                    Err(error) => return ReadEnd::Malformed(error.to_string()),
+                }
+            }
+            match recv.read_chunk(READ_CHUNK_BYTES, true).await {
+                Ok(Some(chunk)) => {
+                    Metrics::add(&self.metrics.bytes_received, chunk.bytes.len() as u64);
+                    decoder.push(&chunk.bytes);
+                }
+                Ok(None) => {
+                    return match decoder.finish() {
+                        Ok(()) => ReadEnd::Finished,
+                        Err(error) => ReadEnd::Malformed(error.to_string()),
+                    };
+                }
+                Err(error) => return ReadEnd::Lost(error.to_string()),
+            }
+        }
+    }
+
+    async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            if self.closing.load(Ordering::Relaxed) {
+                incoming.refuse();
+                continue;
+            }
+            tokio::spawn(self.clone().accept(incoming));
+        }
+    }
+}
+
+impl Transport for QuicTransport {
+    fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    fn start(&self, inbound: Arc<dyn Inbound>) {
+        if self.shared.inbound.set(inbound).is_ok() {
+            tokio::spawn(self.shared.clone().accept_loop());
+        }
+    }
+
+    fn send(&self, frame: OutboundFrame) -> Result<(), SendError> {
+        let shared = &self.shared;
+        if shared.closing.load(Ordering::Relaxed) {
+            return Err(SendError::ShutDown);
+        }
+        let addr = frame.to.addr();
+        let len = frame.bytes.len();
+        let mut peers = lock(&shared.peers);
+        let slot = peers.entry(addr).or_insert_with(|| shared.dial(addr));
+        if slot.queued_bytes.load(Ordering::Relaxed) + len > shared.config.send_queue_bytes {
+            Metrics::bump(&shared.metrics.dropped_send_queue_full);
+            return Err(SendError::QueueFull(addr));
+        }
+        let mut bytes = frame.bytes;
+        for _ in 0..2 {
+            match slot.queue.try_send(bytes) {
+                Ok(()) => {
+                    slot.queued_bytes.fetch_add(len, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    Metrics::bump(&shared.metrics.dropped_send_queue_full);
+                    return Err(SendError::QueueFull(addr));
+                }
+                Err(mpsc::error::TrySendError::Closed(returned)) => {
+                    // The connection ended and its slot is about to go:
+                    // start the next connection now.
+                    *slot = shared.dial(addr);
+                    bytes = returned;
+                }
+            }
+        }
+        Metrics::bump(&shared.metrics.dropped_unreachable);
+        Err(SendError::QueueFull(addr))
+    }
+
+    fn watch(&self, peer: SocketAddr) {
+        if self.shared.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        let shared = &self.shared;
+        lock(&shared.peers)
+            .entry(peer)
+            .or_insert_with(|| shared.dial(peer));
+    }
+
+    fn connect(&self, peer: SocketAddr) -> TransportFuture<Result<PeerInfo, TransportError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            if shared.closing.load(Ordering::Relaxed) {
+                return Err(TransportError::ShutDown);
+            }
+            let mut status = lock(&shared.peers)
+                .entry(peer)
+                .or_insert_with(|| shared.dial(peer))
+                .status
+                .subscribe();
+            loop {
+                match &*status.borrow_and_update() {
+                    DialStatus::Up(info) => return Ok(info.clone()),
+                    DialStatus::Failed(error) => return Err(error.clone()),
+                    DialStatus::Pending => {}
+                }
+                if status.changed().await.is_err() {
+                    // The slot is gone; its last word says why.
+                    return match &*status.borrow() {
+                        DialStatus::Up(info) => Ok(info.clone()),
+                        DialStatus::Failed(error) => Err(error.clone()),
+                        DialStatus::Pending => Err(TransportError::Unreachable {
+                            addr: peer,
+                            reason: "connection ended during the handshake".into(),
+                        }),
+                    };
+                }
+            }
+        })
+    }
+
+    fn shutdown(&self) {
+        self.shared.closing.store(true, Ordering::Relaxed);
+        self.shared
+            .endpoint
+            .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"node shutting down");
+        lock(&self.shared.peers).clear();
+    }
+}
