@@ -1,0 +1,424 @@
+//! Nodes, sends, links, timers, supervision and bounds, in one OS process
+//! (several nodes talking over real QUIC on 127.0.0.1).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Command, DEADLINE, Echo, Probe, node, paused_system, system};
+use strata_runtime::{
+    CertificateAuthority, Failure, Incarnation, Process, ProcessContext, Received, RestartPolicy,
+    SendError, SpawnOptions, Upid,
+};
+
+#[test]
+fn local_send_reaches_the_process_and_the_reply_comes_back() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let node = node(&ca, "solo").await;
+        let echo = node.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let mut inbox = node.inbox::<String>("client", 16).unwrap();
+        inbox.send(&echo, "hi".to_string()).unwrap();
+        let (from, text) = inbox.message_within(DEADLINE).await.unwrap();
+        assert_eq!((from, text.as_str()), (echo, "hi"));
+        let metrics = node.metrics();
+        assert_eq!(metrics.messages_sent_local, 2);
+        assert_eq!(metrics.messages_sent_remote, 0);
+    });
+}
+
+#[test]
+fn remote_send_between_nodes_carries_the_sender_identity() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let master = node(&ca, "master").await;
+        let agent = node(&ca, "agent-1").await;
+        let probe = master.spawn("probe", Probe::default, SpawnOptions::default()).unwrap();
+        let mut inbox = agent.inbox::<String>("asker", 16).unwrap();
+        inbox.send(&probe, Command::WhoAmI).unwrap();
+        let (from, name) = inbox.message_within(DEADLINE).await.unwrap();
+        assert_eq!(from, probe);
+        assert_eq!(name, "agent-1");
+        assert_eq!(master.metrics().messages_received_remote, 1);
+        assert_eq!(agent.metrics().messages_received_remote, 1);
+        // The master adopted the agent's connection: one connection only.
+        assert_eq!(agent.metrics().connections_opened, 1);
+        assert_eq!(master.metrics().connections_opened, 0);
+    });
+}
+
+#[test]
+fn ten_thousand_remote_messages_arrive_in_order() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let a = node(&ca, "a").await;
+        let b = node(&ca, "b").await;
+        let mut sink = b.inbox::<u64>("sink", 20_000).unwrap();
+        let sender = a.pid("sender").unwrap();
+        for sequence in 0..10_000u64 {
+            a.send(&sender, sink.pid(), sequence).unwrap();
+        }
+        for expected in 0..10_000u64 {
+            let (_, sequence) = sink.message_within(DEADLINE).await.unwrap();
+            assert_eq!(sequence, expected);
+        }
+    });
+}
+
+#[test]
+fn messages_to_unknown_processes_are_dropped_and_counted() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let a = node(&ca, "a").await;
+        let b = node(&ca, "b").await;
+        let from = a.pid("ghost-sender").unwrap();
+        let local_nobody = a.pid("nobody").unwrap();
+        assert_eq!(
+            a.send(&from, &local_nobody, 1u64),
+            Err(SendError::UnknownProcess(local_nobody.clone()))
+        );
+        assert_eq!(a.metrics().dropped_unknown_process, 1);
+        // Remotely the sender learns nothing; the receiver counts it and
+        // keeps serving.
+        a.send(&from, &b.pid("nobody").unwrap(), 1u64).unwrap();
+        let echo = b.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let mut inbox = a.inbox::<String>("client", 4).unwrap();
+        inbox.send(&echo, "still here".to_string()).unwrap();
+        assert!(inbox.message_within(DEADLINE).await.is_some());
+        assert_eq!(b.metrics().dropped_unknown_process, 1);
+    });
+}
+
+#[test]
+fn messages_for_an_earlier_incarnation_are_dropped() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let node = node(&ca, "n").await;
+        let echo = node.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let stale = echo.with_incarnation(Incarnation(node.incarnation().0 ^ 1));
+        let from = node.pid("client").unwrap();
+        assert_eq!(
+            node.send(&from, &stale, "old".to_string()),
+            Err(SendError::StaleIncarnation(stale.clone()))
+        );
+        assert_eq!(node.metrics().dropped_stale_incarnation, 1);
+        // A typed address (any incarnation) still reaches it.
+        let typed: Upid = echo.to_string().parse().unwrap();
+        assert_eq!(typed.incarnation(), Incarnation::ANY);
+        node.send(&from, &typed, "new".to_string()).unwrap();
+    });
+}
+
+#[test]
+fn a_message_of_the_wrong_type_is_refused() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let node = node(&ca, "n").await;
+        let echo = node.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let from = node.pid("client").unwrap();
+        let result = node.send(&from, &echo, 7u64);
+        assert!(matches!(result, Err(SendError::WrongType { .. })), "{result:?}");
+        assert_eq!(node.metrics().dropped_wrong_type, 1);
+    });
+}
+
+#[test]
+fn a_panicking_process_is_restarted_under_the_same_id_and_keeps_receiving() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let node = node(&ca, "n").await;
+        let probe = node.spawn("probe", Probe::default, SpawnOptions::default()).unwrap();
+        let mut inbox = node.inbox::<u64>("client", 16).unwrap();
+        inbox.send(&probe, Command::Ping).unwrap();
+        inbox.send(&probe, Command::Ping).unwrap();
+        assert_eq!(inbox.message_within(DEADLINE).await.unwrap().1, 1);
+        assert_eq!(inbox.message_within(DEADLINE).await.unwrap().1, 2);
+        inbox.send(&probe, Command::Panic).unwrap();
+        // Queued behind the panic: held during the backoff, then handled
+        // by the fresh instance, whose count starts again.
+        inbox.send(&probe, Command::Ping).unwrap();
+        assert_eq!(inbox.message_within(DEADLINE).await.unwrap(), (probe.clone(), 1));
+        assert!(node.is_running("probe"));
+        assert_eq!(node.metrics().restarts, 1);
+        // A failure requested through the context is handled the same way.
+        inbox.send(&probe, Command::Fail).unwrap();
+        inbox.send(&probe, Command::Ping).unwrap();
+        assert_eq!(inbox.message_within(DEADLINE).await.unwrap(), (probe.clone(), 1));
+        assert_eq!(node.metrics().restarts, 2);
+    });
+}
+
+/// The trap the supervisor exists for: actix's own `Supervisor` restarts
+/// an actor that stopped, but a panic in a handler kills the actor for
+/// good and its address reports it closed.
+#[test]
+fn actix_alone_does_not_restart_a_panicked_actor() {
+    use actix::{Actor, Handler, Supervised, Supervisor};
+
+    struct Fragile;
+    impl Actor for Fragile {
+        type Context = actix::Context<Self>;
+    }
+    impl Supervised for Fragile {}
+    struct Boom;
+    impl actix::Message for Boom {
+        type Result = ();
+    }
+    impl Handler<Boom> for Fragile {
+        type Result = ();
+        fn handle(&mut self, _: Boom, _: &mut Self::Context) {
+            panic!("fragile actor panics");
+        }
+    }
+
+    system(async {
+        let address = Supervisor::start(|_| Fragile);
+        let first = address.send(Boom).await;
+        assert!(first.is_err(), "the panic drops the reply");
+        let second = address.send(Boom).await;
+        assert!(matches!(second, Err(actix::MailboxError::Closed)), "{second:?}");
+    });
+}
+
+/// Reports what its supervised child does.
+struct Parent {
+    report_to: Upid,
+    child_policy: RestartPolicy,
+}
+
+/// Panics whenever it starts.
+struct Doomed;
+
+impl Process for Doomed {
+    type Message = u64;
+
+    fn started(&mut self, _ctx: &mut ProcessContext<'_, Self>) {
+        panic!("doomed at start");
+    }
+
+    fn handle(&mut self, _: &mut ProcessContext<'_, Self>, _: Upid, _: u64) {}
+}
+
+impl Process for Parent {
+    type Message = u64;
+
+    fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        ctx.spawn_child("doomed", || Doomed, SpawnOptions::default().restart(self.child_policy.clone()))
+            .unwrap();
+    }
+
+    fn handle(&mut self, _: &mut ProcessContext<'_, Self>, _: Upid, _: u64) {}
+
+    fn child_gave_up(&mut self, ctx: &mut ProcessContext<'_, Self>, child: Upid, failure: Failure) {
+        let _ = ctx.send(&self.report_to, format!("{} {failure}", child.id()));
+    }
+}
+
+#[test]
+fn exceeding_the_restart_intensity_is_reported_to_the_parent() {
+    paused_system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let node = node(&ca, "n").await;
+        let mut inbox = node.inbox::<String>("observer", 16).unwrap();
+        let report_to = inbox.pid().clone();
+        let policy = RestartPolicy {
+            max_restarts: 3,
+            within: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        };
+        node.spawn(
+            "parent",
+            move || Parent {
+                report_to: report_to.clone(),
+                child_policy: policy.clone(),
+            },
+            SpawnOptions::default(),
+        )
+        .unwrap();
+        let (_, report) = inbox.message_within(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(report, "doomed panicked: doomed at start");
+        let metrics = node.metrics();
+        assert_eq!(metrics.restarts, 3);
+        assert_eq!(metrics.restarts_exhausted, 1);
+        assert!(!node.is_running("doomed"));
+        assert_eq!(node.failures().len(), 1);
+    });
+}
+
+/// Counts ticks and reports the count when told.
+struct Ticker {
+    ticks: u64,
+    report_to: Upid,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Tick {
+    Tick,
+    Report,
+}
+
+impl strata_runtime::Message for Tick {}
+
+impl Process for Ticker {
+    type Message = Tick;
+
+    fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        ctx.send_every(Duration::from_secs(1), || Tick::Tick);
+        let cancelled = ctx.send_later(Duration::from_secs(3), Tick::Report);
+        assert!(ctx.cancel_timer(cancelled));
+        ctx.send_later(Duration::from_millis(10_500), Tick::Report);
+    }
+
+    fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, _: Upid, tick: Tick) {
+        match tick {
+            Tick::Tick => self.ticks += 1,
+            Tick::Report => {
+                let _ = ctx.send(&self.report_to, self.ticks);
+            }
+        }
+    }
+}
+
+#[test]
+fn timers_follow_the_paused_clock() {
+    paused_system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let node = node(&ca, "n").await;
+        let mut inbox = node.inbox::<u64>("observer", 16).unwrap();
+        let report_to = inbox.pid().clone();
+        let started = tokio::time::Instant::now();
+        node.spawn(
+            "ticker",
+            move || Ticker {
+                ticks: 0,
+                report_to: report_to.clone(),
+            },
+            SpawnOptions::default(),
+        )
+        .unwrap();
+        let (_, ticks) = inbox.message_within(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(ticks, 10);
+        // Ten and a half virtual seconds passed, however long the test took.
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(10_500) && elapsed < Duration::from_secs(11), "{elapsed:?}");
+    });
+}
+
+#[test]
+fn a_full_local_mailbox_refuses_at_once_and_counts() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let node = node(&ca, "n").await;
+        let probe = node
+            .spawn("probe", Probe::default, SpawnOptions::default().mailbox_capacity(8))
+            .unwrap();
+        let mut inbox = node.inbox::<u64>("client", 1000).unwrap();
+        // The probe cannot run while this loop holds the thread, so its
+        // mailbox fills.
+        let results: Vec<_> = (0..100).map(|_| inbox.send(&probe, Command::Ping)).collect();
+        let accepted = results.iter().filter(|result| result.is_ok()).count();
+        let refused = results
+            .iter()
+            .filter(|result| matches!(result, Err(SendError::MailboxFull(_))))
+            .count();
+        assert_eq!(accepted + refused, 100);
+        assert!((8..=10).contains(&accepted), "accepted {accepted}");
+        assert_eq!(node.metrics().dropped_mailbox_full, refused as u64);
+        // Everything accepted is delivered, in order.
+        for expected in 1..=accepted as u64 {
+            assert_eq!(inbox.message_within(DEADLINE).await.unwrap().1, expected);
+        }
+    });
+}
+
+#[test]
+fn a_full_send_queue_refuses_and_a_dead_peer_drops_what_was_queued() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let mut config = common::config(&ca, "n");
+        config.quic.send_queue_frames = 16;
+        config.quic.connect_timeout = Duration::from_millis(500);
+        let node = strata_runtime::Node::bind(config).await.unwrap();
+        // A UDP socket that never answers: the handshake hangs until the
+        // connect timeout, while sends pile up in the queue.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let target: Upid = format!("nobody@{}", silent.local_addr().unwrap()).parse().unwrap();
+        let mut inbox = node.inbox::<u64>("client", 4).unwrap();
+        inbox.link(&target);
+        let results: Vec<_> = (0..20u64).map(|n| inbox.send(&target, n)).collect();
+        assert!(results[..16].iter().all(Result::is_ok), "{results:?}");
+        assert!(
+            results[16..]
+                .iter()
+                .all(|result| matches!(result, Err(SendError::QueueFull(_)))),
+            "{results:?}"
+        );
+        // The link reports the unreachable node.
+        assert_eq!(inbox.recv_within(DEADLINE).await, Some(Received::Exited(target.clone())));
+        let metrics = node.metrics();
+        assert_eq!(metrics.dropped_send_queue_full, 4);
+        assert_eq!(metrics.dropped_unreachable, 16);
+        // The next send tries again with a fresh connection attempt.
+        assert!(inbox.send(&target, 99).is_ok());
+    });
+}
+
+#[test]
+fn links_report_a_local_process_that_stops() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let node = node(&ca, "n").await;
+        let echo = node.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let mut inbox = node.inbox::<String>("watcher", 4).unwrap();
+        inbox.link(&echo);
+        node.stop(&echo);
+        assert_eq!(inbox.recv_within(DEADLINE).await, Some(Received::Exited(echo.clone())));
+        // Linking to a process that is not running reports at once.
+        inbox.link(&echo);
+        assert_eq!(inbox.recv_within(DEADLINE).await, Some(Received::Exited(echo)));
+    });
+}
+
+#[test]
+fn links_report_a_peer_node_that_shuts_down() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let a = node(&ca, "a").await;
+        let b = node(&ca, "b").await;
+        let echo = b.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let mut inbox = a.inbox::<String>("watcher", 4).unwrap();
+        inbox.link(&echo);
+        inbox.send(&echo, "ping".to_string()).unwrap();
+        assert!(matches!(inbox.recv_within(DEADLINE).await, Some(Received::Message(..))));
+        b.shutdown();
+        assert_eq!(inbox.recv_within(DEADLINE).await, Some(Received::Exited(echo)));
+    });
+}
+
+#[test]
+fn a_spawned_id_cannot_be_taken_twice() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let node = node(&ca, "n").await;
+        let echo = node.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let again = node.spawn("echo", || Echo, SpawnOptions::default());
+        assert_eq!(again, Err(strata_runtime::SpawnError::AlreadyRunning(echo)));
+        assert!(node.spawn("bad id", || Echo, SpawnOptions::default()).is_err());
+    });
+}
+
+#[test]
+fn oversized_messages_are_refused_by_the_sender() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let a = node(&ca, "a").await;
+        let b = node(&ca, "b").await;
+        let from = a.pid("client").unwrap();
+        let to = b.pid("anyone").unwrap();
+        let result = a.send(&from, &to, vec![0u8; 5 << 20]);
+        assert!(matches!(result, Err(SendError::TooLarge(_))), "{result:?}");
+        assert_eq!(a.metrics().dropped_too_large, 1);
+    });
+}
