@@ -1,1 +1,65 @@
-//! placeholder
+//! Multi-process tests of Strata over real QUIC on loopback, and what they
+//! share: child nodes in their own OS processes that are killed when the
+//! test ends, however it ends.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, bail};
+use strata_runtime::{Process, ProcessContext, Upid};
+
+/// Returns every number to its sender.
+#[derive(Debug)]
+pub struct NumberEcho;
+
+impl Process for NumberEcho {
+    type Message = u64;
+
+    fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, number: u64) {
+        let _ = ctx.send(&from, number);
+    }
+}
+
+/// A node running in a child OS process, killed on drop.
+#[derive(Debug)]
+pub struct ChildNode {
+    child: Child,
+    /// The address the child announced on its first line of output.
+    pub pid: Upid,
+}
+
+impl ChildNode {
+    /// Starts `program` with `args` and waits for its `ready <upid>` line.
+    pub fn start(program: &Path, args: &[&str]) -> anyhow::Result<ChildNode> {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        let stdout = child.stdout.take().context("child has no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(address) = line.trim().strip_prefix("ready ") else {
+            let _ = child.kill();
+            bail!("child did not announce itself; it printed {line:?}");
+        };
+        let pid = address.parse()?;
+        Ok(ChildNode { child, pid })
+    }
+
+    /// Kills the child with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
