@@ -1,1 +1,51 @@
-fn main() {}
+//! `strata-bench`: benchmarks that measure a baseline and Strata in the
+//! same run and print both with their ratio.
+//!
+//! Wall-clock results on shared machines are noisy; that is why every row
+//! carries its own baseline measured minutes apart at most, and why none of
+//! this is a test that asserts a time.
+
+mod report;
+mod runtime;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Suite {
+    /// Local and remote sends, remote round trips: ours against plain
+    /// actix and raw quinn.
+    Runtime,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "strata-bench",
+    about = "Strata benchmarks: baseline, ours and ratio from one run"
+)]
+struct Arguments {
+    /// Which suite to run.
+    suite: Suite,
+    /// Print the rows as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Scale the message counts (1.0 is the documented run).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Run only the rows whose group is named here (runtime: local,
+    /// remote, round-trip); all when absent.
+    #[arg(long)]
+    only: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let arguments = Arguments::parse();
+    let rows = match arguments.suite {
+        Suite::Runtime => runtime::run(arguments.scale, arguments.only.as_deref())?,
+    };
+    if arguments.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        report::print_table(&rows);
+    }
+    Ok(())
+}

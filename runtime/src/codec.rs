@@ -80,11 +80,12 @@ pub struct Hello {
 
 /// What precedes each message: which local process it is for, which
 /// process on the peer node sent it, and the incarnation of this node the
-/// sender believed it was talking to.
+/// sender believed it was talking to. Borrowed both ways: encoding needs no
+/// copies of the ids and decoding reads them in place.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EnvelopeHeader {
-    pub to: String,
-    pub from: String,
+pub struct EnvelopeHeader<'a> {
+    pub to: &'a str,
+    pub from: &'a str,
     pub to_incarnation: Incarnation,
 }
 
@@ -97,7 +98,8 @@ fn malformed(what: &'static str, error: impl std::fmt::Display) -> CodecError {
 
 /// Encodes one value on its own, as message payloads are.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, wire_config()).map_err(|e| CodecError::Encode(e.to_string()))
+    bincode::serde::encode_to_vec(value, wire_config())
+        .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// Decodes a value that must fill `bytes` exactly.
@@ -113,27 +115,58 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
     Ok(value)
 }
 
+/// Scratch space frames are encoded in, kept per thread so encoding does
+/// not regrow a fresh buffer for every message. Shrunk back after a frame
+/// larger than this so one big message does not pin memory.
+const SCRATCH_KEPT_BYTES: usize = 256 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Builds a whole frame (length prefix included) from parts, refusing one
 /// over `max_frame_bytes` so the peer never has to.
 fn frame(parts: &[&dyn ErasedSerialize], max_frame_bytes: usize) -> Result<Bytes, CodecError> {
-    let mut buf = Vec::with_capacity(64);
-    buf.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+    SCRATCH.with(|scratch| {
+        // A frame being encoded while another is (a message whose
+        // serialisation sends) would find the scratch borrowed: it gets
+        // its own buffer.
+        let mut own = Vec::new();
+        let mut borrowed = scratch.try_borrow_mut();
+        let buf = match borrowed.as_deref_mut() {
+            Ok(buf) => buf,
+            Err(_) => &mut own,
+        };
+        buf.clear();
+        buf.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+        let result = encode_parts(buf, parts, max_frame_bytes);
+        if buf.capacity() > SCRATCH_KEPT_BYTES {
+            buf.clear();
+            buf.shrink_to(SCRATCH_KEPT_BYTES);
+        }
+        result
+    })
+}
+
+fn encode_parts(
+    buf: &mut Vec<u8>,
+    parts: &[&dyn ErasedSerialize],
+    max_frame_bytes: usize,
+) -> Result<Bytes, CodecError> {
     for part in parts {
-        part.encode_into(&mut buf)?;
+        part.encode_into(buf)?;
     }
     let len = buf.len() - LENGTH_PREFIX_BYTES;
-    if len > max_frame_bytes {
-        return Err(CodecError::FrameTooLarge {
-            len,
-            max: max_frame_bytes,
-        });
-    }
-    let prefix = u32::try_from(len).map_err(|_| CodecError::FrameTooLarge {
+    let too_large = CodecError::FrameTooLarge {
         len,
         max: max_frame_bytes,
-    })?;
+    };
+    if len > max_frame_bytes {
+        return Err(too_large);
+    }
+    let prefix = u32::try_from(len).map_err(|_| too_large)?;
     buf[..LENGTH_PREFIX_BYTES].copy_from_slice(&prefix.to_le_bytes());
-    Ok(Bytes::from(buf))
+    Ok(Bytes::copy_from_slice(buf))
 }
 
 /// Object-safe serialisation into a buffer, so [`frame`] can take parts of
@@ -157,11 +190,56 @@ pub fn hello_frame(hello: &Hello) -> Result<Bytes, CodecError> {
 
 /// A complete envelope frame for `message`.
 pub fn envelope_frame<M: Serialize>(
-    header: &EnvelopeHeader,
+    header: &EnvelopeHeader<'_>,
     message: &M,
     max_frame_bytes: usize,
 ) -> Result<Bytes, CodecError> {
     frame(&[header, message], max_frame_bytes)
+}
+
+/// Opaque bytes in a message (framework messages, benchmark payloads):
+/// encoded as a length and the bytes in one piece, where a plain `Vec<u8>`
+/// would go through serde one element at a time.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Blob(pub Vec<u8>);
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Blob({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Blob, D::Error> {
+        struct BlobVisitor;
+        impl<'de> serde::de::Visitor<'de> for BlobVisitor {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(bytes.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob(bytes))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Blob, A::Error> {
+                // Formats that write bytes as a sequence (JSON) read back here.
+                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(byte) = seq.next_element()? {
+                    bytes.push(byte);
+                }
+                Ok(Blob(bytes))
+            }
+        }
+        deserializer.deserialize_byte_buf(BlobVisitor)
+    }
 }
 
 /// Decodes a hello frame's body.
@@ -171,8 +249,8 @@ pub fn decode_hello(body: &[u8]) -> Result<Hello, CodecError> {
 
 /// Splits an envelope frame's body into its header and the payload bytes,
 /// without copying the payload.
-pub fn decode_envelope(body: &[u8]) -> Result<(EnvelopeHeader, &[u8]), CodecError> {
-    let (header, used) = bincode::serde::decode_from_slice(body, wire_config())
+pub fn decode_envelope(body: &[u8]) -> Result<(EnvelopeHeader<'_>, &[u8]), CodecError> {
+    let (header, used) = bincode::serde::borrow_decode_from_slice(body, wire_config())
         .map_err(|e| malformed("envelope header", e))?;
     Ok((header, &body[used..]))
 }
@@ -272,8 +350,8 @@ mod tests {
     #[test]
     fn envelope_round_trip() {
         let header = EnvelopeHeader {
-            to: "master".into(),
-            from: "agent-1".into(),
+            to: "master",
+            from: "agent-1",
             to_incarnation: Incarnation(9),
         };
         let message = (42u32, "hello".to_string());
@@ -291,7 +369,10 @@ mod tests {
         assert_eq!(frames.len(), 1);
         let (decoded_header, payload) = decode_envelope(&frames[0]).unwrap();
         assert_eq!(decoded_header, header);
-        assert_eq!(decode::<(u32, String)>("payload", payload).unwrap(), message);
+        assert_eq!(
+            decode::<(u32, String)>("payload", payload).unwrap(),
+            message
+        );
     }
 
     #[test]
@@ -313,7 +394,10 @@ mod tests {
         let mut decoder = FrameDecoder::new(1024);
         decoder.push(&[10, 0, 0, 0, 1, 2, 3]);
         assert_eq!(decoder.next_frame(), Ok(None));
-        assert_eq!(decoder.finish(), Err(CodecError::Truncated { have: 7, need: 14 }));
+        assert_eq!(
+            decoder.finish(),
+            Err(CodecError::Truncated { have: 7, need: 14 })
+        );
         let mut decoder = FrameDecoder::new(1024);
         decoder.push(&[0, 0, 0, 0]);
         assert_eq!(decoder.next_frame(), Err(CodecError::EmptyFrame));
@@ -322,12 +406,15 @@ mod tests {
     #[test]
     fn sender_refuses_frames_over_the_cap() {
         let header = EnvelopeHeader {
-            to: "a".into(),
-            from: "b".into(),
+            to: "a",
+            from: "b",
             to_incarnation: Incarnation::ANY,
         };
         let result = envelope_frame(&header, &vec![7u8; 2048], 1024);
-        assert!(matches!(result, Err(CodecError::FrameTooLarge { max: 1024, .. })));
+        assert!(matches!(
+            result,
+            Err(CodecError::FrameTooLarge { max: 1024, .. })
+        ));
     }
 
     #[test]
@@ -341,6 +428,19 @@ mod tests {
                 count: 1
             })
         );
+    }
+
+    #[test]
+    fn blobs_round_trip_and_respect_the_limit() {
+        let blob = Blob(vec![7; 1000]);
+        let bytes = encode(&blob).unwrap();
+        assert!(
+            bytes.len() <= 1003,
+            "one length and the bytes, got {}",
+            bytes.len()
+        );
+        assert_eq!(decode::<Blob>("payload", &bytes).unwrap(), blob);
+        assert!(decode::<Blob>("payload", &ONE_TIB_STRING).is_err());
     }
 
     #[test]

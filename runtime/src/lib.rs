@@ -49,6 +49,7 @@
 
 pub mod codec;
 pub mod inbox;
+mod mailbox;
 pub mod metrics;
 pub mod node;
 pub mod process;
@@ -57,6 +58,7 @@ pub mod tls;
 pub mod transport;
 pub mod upid;
 
+pub use codec::Blob;
 pub use inbox::{Inbox, Received};
 pub use metrics::MetricsSnapshot;
 pub use node::{Node, NodeConfig, NodeError, NodeSettings, SpawnError};

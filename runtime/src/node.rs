@@ -9,23 +9,24 @@
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use actix::Recipient;
 use bytes::Bytes;
 use tracing::{debug, info};
 
 use crate::codec::{self, EnvelopeHeader};
 use crate::inbox::{Inbox, InboxProcess};
+use crate::mailbox::MailboxSender;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::process::{self, Message, Process, Signal, SpawnOptions};
 use crate::supervision::{Failure, RestartPolicy};
 use crate::tls::{PeerIdentity, TlsMaterial};
 use crate::transport::quic::{QuicConfig, QuicTransport};
 use crate::transport::{
-    Inbound, InboundError, OutboundFrame, Pending, PeerInfo, SendError, Transport, TransportError,
+    Inbound, InboundError, OutboundFrame, PeerInfo, Pending, SendError, SenderCache, Transport,
+    TransportError,
 };
 use crate::upid::{Incarnation, Upid, UpidParseError};
 
@@ -111,7 +112,7 @@ pub(crate) trait RemoteMailbox: Send + Sync {
     fn deliver(
         &self,
         from: Upid,
-        sender: Arc<PeerIdentity>,
+        sender: Option<Arc<PeerIdentity>>,
         payload: &[u8],
         wait: Duration,
         metrics: &Arc<Metrics>,
@@ -126,7 +127,19 @@ pub(crate) struct Entry {
     /// A `Recipient<Delivery<M>>` for the process's message type `M`.
     pub(crate) local: Box<dyn Any + Send + Sync>,
     pub(crate) remote: Box<dyn RemoteMailbox>,
-    pub(crate) signals: Recipient<Signal>,
+    pub(crate) signals: Box<dyn SignalSink>,
+}
+
+/// Where the runtime's signals for one process go.
+pub(crate) trait SignalSink: Send + Sync {
+    /// False if the process is gone.
+    fn signal(&self, signal: Signal) -> bool;
+}
+
+impl<M: Send> SignalSink for MailboxSender<M> {
+    fn signal(&self, signal: Signal) -> bool {
+        MailboxSender::signal(self, signal)
+    }
 }
 
 /// Who is linked to whom. Targets are keyed by name (incarnation
@@ -145,7 +158,10 @@ impl Links {
         let linkers = self.by_target.entry(key.clone()).or_default();
         linkers.retain(|(id, _)| id != linker);
         linkers.push((linker.clone(), target.clone()));
-        self.by_linker.entry(linker.clone()).or_default().insert(key.clone());
+        self.by_linker
+            .entry(linker.clone())
+            .or_default()
+            .insert(key.clone());
         if target.addr() != local_addr {
             self.by_peer.entry(target.addr()).or_default().insert(key);
         }
@@ -229,12 +245,16 @@ struct NodeCore {
 /// Locks a mutex, recovering the data if a panic elsewhere poisoned it:
 /// every critical section here leaves the data consistent.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl NodeCore {
     fn registry(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, Entry>> {
-        self.registry.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.registry
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn signal(&self, to_id: &str, signal: Signal) {
@@ -242,7 +262,7 @@ impl NodeCore {
             // Signals skip the mailbox bound: there are at most as many as
             // the links a process made, and losing an exit would leave a
             // process waiting on a peer that is gone.
-            entry.signals.do_send(signal);
+            entry.signals.signal(signal);
         }
     }
 
@@ -254,9 +274,15 @@ impl NodeCore {
 }
 
 impl Inbound for NodeCore {
-    fn deliver(&self, peer: &PeerInfo, body: Bytes) -> Result<Option<Pending>, InboundError> {
+    fn deliver(
+        &self,
+        peer: &PeerInfo,
+        senders: &mut SenderCache,
+        body: Bytes,
+    ) -> Result<Option<Pending>, InboundError> {
         let (header, payload) = codec::decode_envelope(&body)?;
-        let from = Upid::new(&header.from, peer.addr, peer.incarnation)
+        let from = senders
+            .get(peer, header.from)
             .map_err(|e| InboundError::InvalidSender(e.to_string()))?;
         if !header.to_incarnation.admits(self.incarnation) {
             Metrics::bump(&self.metrics.dropped_stale_incarnation);
@@ -264,14 +290,14 @@ impl Inbound for NodeCore {
             return Ok(None);
         }
         let registry = self.registry();
-        let Some(entry) = registry.get(header.to.as_str()) else {
+        let Some(entry) = registry.get(header.to) else {
             Metrics::bump(&self.metrics.dropped_unknown_process);
             debug!(from = %from, to = %header.to, "dropped message for unknown process");
             return Ok(None);
         };
         entry.remote.deliver(
             from,
-            peer.identity.clone(),
+            Some(peer.identity.clone()),
             payload,
             self.settings.remote_mailbox_wait,
             &self.metrics,
@@ -348,7 +374,8 @@ impl Node {
             settings,
             quic,
         } = config;
-        if settings.max_frame_bytes > codec::MAX_FRAME_BYTES_LIMIT || settings.max_frame_bytes < 64 {
+        if settings.max_frame_bytes > codec::MAX_FRAME_BYTES_LIMIT || settings.max_frame_bytes < 64
+        {
             return Err(NodeError::InvalidConfig(format!(
                 "max_frame_bytes must be between 64 and {}, not {}",
                 codec::MAX_FRAME_BYTES_LIMIT,
@@ -447,8 +474,8 @@ impl Node {
             return self.send_local(from, to, message);
         }
         let header = EnvelopeHeader {
-            to: to.id().to_owned(),
-            from: from.id().to_owned(),
+            to: to.id(),
+            from: from.id(),
             to_incarnation: to.incarnation(),
         };
         let kind = message.kind();
@@ -467,21 +494,26 @@ impl Node {
         Ok(())
     }
 
-    fn send_local<M: Message>(&self, from: &Upid, to: &Upid, message: M) -> Result<(), SendError> {
+    pub(crate) fn send_local<M: Message>(
+        &self,
+        from: &Upid,
+        to: &Upid,
+        message: M,
+    ) -> Result<(), SendError> {
         let metrics = &self.core.metrics;
         let result = if !to.incarnation().admits(self.core.incarnation) {
             Err(SendError::StaleIncarnation(to.clone()))
         } else {
             match self.core.registry().get(to.id()) {
-                Some(entry) => {
-                    process::deliver_local(entry, from, self.core.identity.clone(), message)
-                }
+                Some(entry) => process::deliver_local(entry, from, message),
                 None => Err(SendError::UnknownProcess(to.clone())),
             }
         };
         match &result {
             Ok(()) => Metrics::bump(&metrics.messages_sent_local),
-            Err(SendError::StaleIncarnation(_)) => Metrics::bump(&metrics.dropped_stale_incarnation),
+            Err(SendError::StaleIncarnation(_)) => {
+                Metrics::bump(&metrics.dropped_stale_incarnation)
+            }
             Err(SendError::UnknownProcess(_)) => {
                 debug!(from = %from, to = %to, "dropped message for unknown process");
                 Metrics::bump(&metrics.dropped_unknown_process)
@@ -493,6 +525,24 @@ impl Node {
         result
     }
 
+    /// The mailbox of local process `to` if it receives `M`, for callers
+    /// that send to it often and keep it.
+    pub(crate) fn local_route<M: Message>(&self, to: &Upid) -> Option<MailboxSender<M>> {
+        if !to.incarnation().admits(self.core.incarnation) {
+            return None;
+        }
+        self.core
+            .registry()
+            .get(to.id())?
+            .local
+            .downcast_ref::<MailboxSender<M>>()
+            .cloned()
+    }
+
+    pub(crate) fn identity_ref(&self) -> &PeerIdentity {
+        &self.core.identity
+    }
+
     /// Links `linker` (a process on this node) to `target`; see
     /// [`crate::ProcessContext::link`]. Linking to a local process that is
     /// not running reports its exit at once.
@@ -501,7 +551,8 @@ impl Node {
             let running = target.incarnation().admits(self.core.incarnation)
                 && self.core.registry().contains_key(target.id());
             if !running {
-                self.core.signal(linker.id(), Signal::Exited(target.clone()));
+                self.core
+                    .signal(linker.id(), Signal::Exited(target.clone()));
                 return;
             }
         }
@@ -542,7 +593,12 @@ impl Node {
 
     /// The processes running here, sorted.
     pub fn processes(&self) -> Vec<Upid> {
-        let mut pids: Vec<Upid> = self.core.registry().values().map(|entry| entry.pid.clone()).collect();
+        let mut pids: Vec<Upid> = self
+            .core
+            .registry()
+            .values()
+            .map(|entry| entry.pid.clone())
+            .collect();
         pids.sort();
         pids
     }
@@ -581,7 +637,11 @@ impl Node {
 
     /// Registers a process: `make` builds the entry given its serial. Holds
     /// the registry lock only around the check and the insert.
-    pub(crate) fn register(&self, pid: &Upid, make: impl FnOnce(u64) -> Entry) -> Result<(), SpawnError> {
+    pub(crate) fn register(
+        &self,
+        pid: &Upid,
+        make: impl FnOnce(u64) -> Entry,
+    ) -> Result<(), SpawnError> {
         let mut registry = self
             .core
             .registry

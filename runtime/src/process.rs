@@ -13,19 +13,20 @@
 //!   otherwise gives up and reports to the parent,
 //! - keeps the process's mailbox bounded (see [`SpawnOptions`]).
 
-use std::any::type_name;
+use std::any::{Any, type_name};
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::fut::{ActorFutureExt, wrap_future};
-use actix::{Actor, ActorContext, AsyncContext, Handler, Recipient, SpawnHandle};
+use actix::{Actor, ActorContext, AsyncContext, SpawnHandle, StreamHandler};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
 
 use crate::codec;
+use crate::mailbox::{self, Item, MailboxSender, Refused};
 use crate::metrics::Metrics;
 use crate::node::{Entry, Node, RemoteMailbox, SpawnError};
 use crate::supervision::{Failure, RestartDecision, RestartPolicy, RestartTracker};
@@ -46,6 +47,7 @@ pub trait Message: Serialize + DeserializeOwned + Send + 'static {
 impl Message for String {}
 impl Message for Vec<u8> {}
 impl Message for u64 {}
+impl Message for crate::codec::Blob {}
 
 /// A process: an actor with an address, written by users of the runtime.
 ///
@@ -115,12 +117,9 @@ impl SpawnOptions {
 /// A message on its way into a process's mailbox.
 pub(crate) struct Delivery<M> {
     pub(crate) from: Upid,
-    pub(crate) sender: Arc<PeerIdentity>,
+    /// The sending node's identity; `None` for this node.
+    pub(crate) sender: Option<Arc<PeerIdentity>>,
     pub(crate) message: M,
-}
-
-impl<M: Send + 'static> actix::Message for Delivery<M> {
-    type Result = ();
 }
 
 /// What the runtime itself tells a process.
@@ -128,10 +127,6 @@ pub(crate) enum Signal {
     Exited(Upid),
     ChildGaveUp { child: Upid, failure: Failure },
     Stop,
-}
-
-impl actix::Message for Signal {
-    type Result = ();
 }
 
 enum Request {
@@ -148,7 +143,61 @@ struct Shell {
     timers: HashMap<TimerId, SpawnHandle>,
     next_timer: u64,
     request: Option<Request>,
+    /// Identity of the node that sent the message being handled; `None`
+    /// for this node.
     sender: Option<Arc<PeerIdentity>>,
+    /// Mailboxes of local processes this one sent to lately, most recent
+    /// first, so a busy sender skips the registry.
+    routes: Vec<(Upid, Box<dyn Any>)>,
+}
+
+/// How many local routes a process keeps.
+const ROUTES_KEPT: usize = 8;
+
+impl Shell {
+    fn send_local<M: Message>(&mut self, to: &Upid, message: M) -> Result<(), SendError> {
+        let cached = self
+            .routes
+            .iter()
+            .position(|(pid, route)| pid == to && route.is::<MailboxSender<M>>());
+        let index = match cached {
+            Some(index) => index,
+            None => match self.node.local_route::<M>(to) {
+                Some(route) => {
+                    self.routes.truncate(ROUTES_KEPT - 1);
+                    self.routes.insert(0, (to.clone(), Box::new(route)));
+                    0
+                }
+                // Not running, stale or of another type: the node's own
+                // path reports and counts why.
+                None => return self.node.send_local(&self.pid, to, message),
+            },
+        };
+        let Some(route) = self.routes[index].1.downcast_ref::<MailboxSender<M>>() else {
+            return self.node.send_local(&self.pid, to, message);
+        };
+        let delivery = Delivery {
+            from: self.pid.clone(),
+            sender: None,
+            message,
+        };
+        let metrics = self.node.metrics_ref();
+        match route.try_send(delivery) {
+            Ok(()) => {
+                Metrics::bump(&metrics.messages_sent_local);
+                Ok(())
+            }
+            Err(Refused::Full(_)) => {
+                Metrics::bump(&metrics.dropped_mailbox_full);
+                Err(SendError::MailboxFull(to.clone()))
+            }
+            Err(Refused::Closed(delivery)) => {
+                // The process stopped; a new one may run under the id.
+                self.routes.remove(index);
+                self.node.send_local(&self.pid, to, delivery.message)
+            }
+        }
+    }
 }
 
 /// What a callback can do: send, link, set timers, spawn children, stop.
@@ -179,14 +228,20 @@ impl<P: Process> ProcessContext<'_, P> {
     /// Sends `message` to `to`, locally or over the network. Ordered and
     /// at most once per pair of processes; an error says why it was
     /// dropped at once (a message lost later in the network is not seen).
-    pub fn send<M: Message>(&self, to: &Upid, message: M) -> Result<(), SendError> {
+    pub fn send<M: Message>(&mut self, to: &Upid, message: M) -> Result<(), SendError> {
+        if to.addr() == self.shell.node.addr() {
+            return self.shell.send_local(to, message);
+        }
         self.shell.node.send(&self.shell.pid, to, message)
     }
 
     /// The certificate identity of the node that sent the message being
     /// handled (this node's own for local messages and timers).
-    pub fn sender_identity(&self) -> Option<&PeerIdentity> {
-        self.shell.sender.as_deref()
+    pub fn sender_identity(&self) -> &PeerIdentity {
+        match &self.shell.sender {
+            Some(identity) => identity,
+            None => self.shell.node.identity_ref(),
+        }
     }
 
     /// Links this process to `pid`: [`Process::exited`] runs when `pid`
@@ -212,7 +267,7 @@ impl<P: Process> ProcessContext<'_, P> {
         let handle = self.actix.run_later(delay, move |actor, ctx| {
             actor.shell.timers.remove(&id);
             let me = actor.shell.pid.clone();
-            actor.shell.sender = Some(actor.shell.node.identity());
+            actor.shell.sender = None;
             actor.invoke(ctx, move |process, pctx| process.handle(pctx, me, message));
         });
         self.shell.timers.insert(id, handle);
@@ -228,7 +283,7 @@ impl<P: Process> ProcessContext<'_, P> {
         let id = self.next_timer_id();
         let handle = self.actix.run_interval(interval, move |actor, ctx| {
             let me = actor.shell.pid.clone();
-            actor.shell.sender = Some(actor.shell.node.identity());
+            actor.shell.sender = None;
             actor.invoke(ctx, |process, pctx| {
                 let message = make();
                 process.handle(pctx, me, message);
@@ -276,7 +331,7 @@ impl<P: Process> ProcessContext<'_, P> {
 }
 
 /// The actix actor that hosts and supervises one [`Process`].
-pub struct ProcessActor<P: Process> {
+pub(crate) struct ProcessActor<P: Process> {
     process: Option<Box<P>>,
     factory: Box<dyn Fn() -> P>,
     shell: Shell,
@@ -356,9 +411,13 @@ impl<P: Process> ProcessActor<P> {
                 error!(pid = %pid, %failure, restarts, "process failed too often; supervisor gives up");
                 self.shell.node.record_failure(&pid, &failure);
                 if let Some(parent) = &self.shell.parent {
-                    self.shell
-                        .node
-                        .signal(parent, Signal::ChildGaveUp { child: pid, failure });
+                    self.shell.node.signal(
+                        parent,
+                        Signal::ChildGaveUp {
+                            child: pid,
+                            failure,
+                        },
+                    );
                 }
                 ctx.stop();
             }
@@ -392,45 +451,49 @@ impl<P: Process> Actor for ProcessActor<P> {
                 warn!(pid = %self.shell.pid, "process panicked while stopping");
             }
         }
-        self.shell.node.deregister(&self.shell.pid, self.shell.serial);
+        self.shell
+            .node
+            .deregister(&self.shell.pid, self.shell.serial);
     }
 }
 
-impl<P: Process> Handler<Delivery<P::Message>> for ProcessActor<P> {
-    type Result = ();
-
-    fn handle(&mut self, delivery: Delivery<P::Message>, ctx: &mut Self::Context) {
-        self.shell.sender = Some(delivery.sender);
-        let from = delivery.from;
-        let message = delivery.message;
-        self.invoke(ctx, move |process, pctx| process.handle(pctx, from, message));
-    }
-}
-
-impl<P: Process> Handler<Signal> for ProcessActor<P> {
-    type Result = ();
-
-    fn handle(&mut self, signal: Signal, ctx: &mut Self::Context) {
-        match signal {
-            Signal::Exited(pid) => self.invoke(ctx, move |process, pctx| process.exited(pctx, pid)),
-            Signal::ChildGaveUp { child, failure } => self.invoke(ctx, move |process, pctx| {
-                process.child_gave_up(pctx, child, failure)
-            }),
-            Signal::Stop => ctx.stop(),
+impl<P: Process> StreamHandler<Item<P::Message>> for ProcessActor<P> {
+    fn handle(&mut self, item: Item<P::Message>, ctx: &mut Self::Context) {
+        match item {
+            Item::Message(delivery) => {
+                self.shell.sender = delivery.sender;
+                let from = delivery.from;
+                let message = delivery.message;
+                self.invoke(ctx, move |process, pctx| {
+                    process.handle(pctx, from, message)
+                });
+            }
+            Item::Signal(Signal::Exited(pid)) => {
+                self.invoke(ctx, move |process, pctx| process.exited(pctx, pid))
+            }
+            Item::Signal(Signal::ChildGaveUp { child, failure }) => self
+                .invoke(ctx, move |process, pctx| {
+                    process.child_gave_up(pctx, child, failure)
+                }),
+            Item::Signal(Signal::Stop) => ctx.stop(),
         }
     }
+
+    /// The mailbox ends only when the process is deregistered, which
+    /// happens as it stops; nothing more to do.
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
 }
 
 /// Decodes remote payloads into one process's message type.
 struct TypedRemote<M: Message> {
-    recipient: Recipient<Delivery<M>>,
+    mailbox: MailboxSender<M>,
 }
 
 impl<M: Message> RemoteMailbox for TypedRemote<M> {
     fn deliver(
         &self,
         from: Upid,
-        sender: Arc<PeerIdentity>,
+        sender: Option<Arc<PeerIdentity>>,
         payload: &[u8],
         wait: Duration,
         metrics: &Arc<Metrics>,
@@ -441,22 +504,23 @@ impl<M: Message> RemoteMailbox for TypedRemote<M> {
             sender,
             message,
         };
-        match self.recipient.try_send(delivery) {
+        match self.mailbox.try_send(delivery) {
             Ok(()) => {
                 Metrics::bump(&metrics.messages_received_remote);
                 Ok(None)
             }
-            Err(actix::prelude::SendError::Full(delivery)) => {
-                let recipient = self.recipient.clone();
+            Err(Refused::Full(delivery)) => {
+                let mailbox = self.mailbox.clone();
                 let metrics = metrics.clone();
                 Ok(Some(Box::pin(async move {
-                    match tokio::time::timeout(wait, recipient.send(delivery)).await {
-                        Ok(Ok(())) => Metrics::bump(&metrics.messages_received_remote),
-                        _ => Metrics::bump(&metrics.dropped_mailbox_full),
+                    match tokio::time::timeout(wait, mailbox.send_waiting(delivery)).await {
+                        Ok(true) => Metrics::bump(&metrics.messages_received_remote),
+                        Ok(false) => Metrics::bump(&metrics.dropped_unknown_process),
+                        Err(_) => Metrics::bump(&metrics.dropped_mailbox_full),
                     }
                 })))
             }
-            Err(actix::prelude::SendError::Closed(_)) => {
+            Err(Refused::Closed(_)) => {
                 Metrics::bump(&metrics.dropped_unknown_process);
                 Ok(None)
             }
@@ -468,10 +532,9 @@ impl<M: Message> RemoteMailbox for TypedRemote<M> {
 pub(crate) fn deliver_local<M: Message>(
     entry: &Entry,
     from: &Upid,
-    sender: Arc<PeerIdentity>,
     message: M,
 ) -> Result<(), SendError> {
-    let Some(recipient) = entry.local.downcast_ref::<Recipient<Delivery<M>>>() else {
+    let Some(mailbox) = entry.local.downcast_ref::<MailboxSender<M>>() else {
         return Err(SendError::WrongType {
             to: entry.pid.clone(),
             kind: type_name::<M>(),
@@ -479,12 +542,12 @@ pub(crate) fn deliver_local<M: Message>(
     };
     let delivery = Delivery {
         from: from.clone(),
-        sender,
+        sender: None,
         message,
     };
-    recipient.try_send(delivery).map_err(|error| match error {
-        actix::prelude::SendError::Full(_) => SendError::MailboxFull(entry.pid.clone()),
-        actix::prelude::SendError::Closed(_) => SendError::UnknownProcess(entry.pid.clone()),
+    mailbox.try_send(delivery).map_err(|refused| match refused {
+        Refused::Full(_) => SendError::MailboxFull(entry.pid.clone()),
+        Refused::Closed(_) => SendError::UnknownProcess(entry.pid.clone()),
     })
 }
 
@@ -499,8 +562,9 @@ pub(crate) fn spawn<P: Process>(
     let pid = node.pid(id).map_err(SpawnError::InvalidId)?;
     // The first instance is built before any lock is taken: the factory is
     // user code and may itself use the node.
-    let first = catch_unwind(AssertUnwindSafe(&factory))
-        .map_err(|payload| SpawnError::FactoryPanicked(Failure::from_panic(&*payload).to_string()))?;
+    let first = catch_unwind(AssertUnwindSafe(&factory)).map_err(|payload| {
+        SpawnError::FactoryPanicked(Failure::from_panic(&*payload).to_string())
+    })?;
     let capacity = options
         .mailbox_capacity
         .unwrap_or_else(|| node.default_mailbox_capacity())
@@ -518,22 +582,24 @@ pub(crate) fn spawn<P: Process>(
                 next_timer: 0,
                 request: None,
                 sender: None,
+                routes: Vec::new(),
             },
             restarts: RestartTracker::new(options.restart),
             span: tracing::info_span!("process", pid = %pid),
         };
-        let addr = ProcessActor::create(move |ctx| {
-            ctx.set_mailbox_capacity(capacity);
+        let (sender, stream) = mailbox::mailbox::<P::Message>(capacity);
+        ProcessActor::create(move |ctx| {
+            ctx.add_stream(stream);
             actor
         });
         Entry {
             serial,
             pid: pid.clone(),
-            local: Box::new(addr.clone().recipient::<Delivery<P::Message>>()),
+            local: Box::new(sender.clone()),
             remote: Box::new(TypedRemote {
-                recipient: addr.clone().recipient::<Delivery<P::Message>>(),
+                mailbox: sender.clone(),
             }),
-            signals: addr.recipient(),
+            signals: Box::new(sender),
         }
     })?;
     Ok(pid)

@@ -101,7 +101,12 @@ impl PeerIdentity {
 
 impl fmt::Debug for PeerIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}…)", self.name, &self.fingerprint[..12.min(self.fingerprint.len())])
+        write!(
+            f,
+            "{} ({}…)",
+            self.name,
+            &self.fingerprint[..12.min(self.fingerprint.len())]
+        )
     }
 }
 
@@ -172,9 +177,20 @@ impl TlsMaterial {
             path: dir.to_owned(),
             source,
         })?;
-        write_file(&dir.join(CA_FILE), pem_certificates(&self.roots).as_bytes(), 0o644)?;
-        write_file(&dir.join(NODE_CERT_FILE), pem_certificates(&self.chain).as_bytes(), 0o644)?;
-        let key = pem::encode(&pem::Pem::new("PRIVATE KEY", self.key.secret_der().to_vec()));
+        write_file(
+            &dir.join(CA_FILE),
+            pem_certificates(&self.roots).as_bytes(),
+            0o644,
+        )?;
+        write_file(
+            &dir.join(NODE_CERT_FILE),
+            pem_certificates(&self.chain).as_bytes(),
+            0o644,
+        )?;
+        let key = pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            self.key.secret_der().to_vec(),
+        ));
         write_file(&dir.join(NODE_KEY_FILE), key.as_bytes(), 0o600)
     }
 }
@@ -195,7 +211,10 @@ pub struct CertificateAuthority {
 impl fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertificateAuthority")
-            .field("identity", &PeerIdentity::from_certificate(&self.certificate))
+            .field(
+                "identity",
+                &PeerIdentity::from_certificate(&self.certificate),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -220,14 +239,18 @@ impl CertificateAuthority {
     }
 
     /// Reads a CA from its certificate and key PEM.
-    pub fn from_pem(certificate_pem: &str, key_pem: &str) -> Result<CertificateAuthority, TlsError> {
+    pub fn from_pem(
+        certificate_pem: &str,
+        key_pem: &str,
+    ) -> Result<CertificateAuthority, TlsError> {
         let key = KeyPair::from_pem(key_pem)?;
-        let certificate = CertificateDer::from_pem_slice(certificate_pem.as_bytes()).map_err(|e| {
-            TlsError::Pem {
-                path: PathBuf::from("<CA certificate>"),
-                reason: e.to_string(),
-            }
-        })?;
+        let certificate =
+            CertificateDer::from_pem_slice(certificate_pem.as_bytes()).map_err(|e| {
+                TlsError::Pem {
+                    path: PathBuf::from("<CA certificate>"),
+                    reason: e.to_string(),
+                }
+            })?;
         let issuer = Issuer::from_ca_cert_pem(certificate_pem, key)?;
         Ok(CertificateAuthority {
             certificate,
@@ -261,10 +284,11 @@ impl CertificateAuthority {
             path: path.clone(),
             source,
         })?;
-        let (certificate, key) = split_certificate_and_key(&text).ok_or_else(|| TlsError::Missing {
-            path: path.clone(),
-            what: "CA certificate followed by its private key",
-        })?;
+        let (certificate, key) =
+            split_certificate_and_key(&text).ok_or_else(|| TlsError::Missing {
+                path: path.clone(),
+                what: "CA certificate followed by its private key",
+            })?;
         CertificateAuthority::from_pem(certificate, key)
     }
 
@@ -349,7 +373,10 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
     file.sync_all().map_err(error)
 }
 
-fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn read_certificates(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_owned(),
         source,
@@ -409,10 +436,12 @@ pub fn quic_configs(
     let roots = Arc::new(roots);
     let alpn = crate::codec::alpn(version);
 
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| config_error(&e))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| config_error(&e))?;
     let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| config_error(&e))?

@@ -275,10 +275,19 @@ mod tests {
             "m@localhost:1",
             Err(UpidParseError::InvalidIp("localhost".into())),
         );
-        check("m@::1:5050", Err(UpidParseError::UnbracketedIpv6("::1:5050".into())));
+        check(
+            "m@::1:5050",
+            Err(UpidParseError::UnbracketedIpv6("::1:5050".into())),
+        );
         check("m@[::1", Err(UpidParseError::InvalidIp("[::1".into())));
-        check("m@[::1]5050", Err(UpidParseError::MissingPort("[::1]5050".into())));
-        check("m@[zz::1]:1", Err(UpidParseError::InvalidIp("zz::1".into())));
+        check(
+            "m@[::1]5050",
+            Err(UpidParseError::MissingPort("[::1]5050".into())),
+        );
+        check(
+            "m@[zz::1]:1",
+            Err(UpidParseError::InvalidIp("zz::1".into())),
+        );
         let long = format!("{}@127.0.0.1:1", "x".repeat(MAX_ID_BYTES + 1));
         check(&long, Err(UpidParseError::IdTooLong(MAX_ID_BYTES + 1)));
     }

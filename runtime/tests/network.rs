@@ -11,22 +11,24 @@ use std::time::Duration;
 use common::{DEADLINE, Echo, node, system};
 use strata_runtime::codec::{self, Hello, PROTOCOL_VERSION};
 use strata_runtime::tls::{self, QuicTimeouts};
-use strata_runtime::{
-    CertificateAuthority, Incarnation, Node, SpawnOptions, TransportError, Upid,
-};
+use strata_runtime::{CertificateAuthority, Incarnation, Node, SpawnOptions, TransportError, Upid};
 
 /// Checks that `node` still answers a well-behaved peer's echo.
 async fn still_serves(ca: &CertificateAuthority, node: &Node) {
     let echo = if node.is_running("echo") {
         node.pid("echo").unwrap()
     } else {
-        node.spawn("echo", || Echo, SpawnOptions::default()).unwrap()
+        node.spawn("echo", || Echo, SpawnOptions::default())
+            .unwrap()
     };
     let good = common::node(ca, "good-peer").await;
     let mut inbox = good.inbox::<String>("client", 4).unwrap();
     inbox.send(&echo, "are you there".to_string()).unwrap();
     let reply = inbox.message_within(DEADLINE).await;
-    assert_eq!(reply.map(|(_, text)| text).as_deref(), Some("are you there"));
+    assert_eq!(
+        reply.map(|(_, text)| text).as_deref(),
+        Some("are you there")
+    );
     good.shutdown();
 }
 
@@ -38,10 +40,16 @@ fn a_peer_with_a_certificate_from_another_ca_is_refused() {
         let master = node(&ca, "master").await;
         let impostor = node(&impostor_ca, "impostor").await;
         let result = impostor.connect(master.addr()).await;
-        assert!(matches!(result, Err(TransportError::Handshake { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(TransportError::Handshake { .. })),
+            "{result:?}"
+        );
         // And the other way round: the master does not trust the impostor.
         let result = master.connect(impostor.addr()).await;
-        assert!(matches!(result, Err(TransportError::Handshake { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(TransportError::Handshake { .. })),
+            "{result:?}"
+        );
         assert!(master.metrics().handshake_failures >= 2);
         still_serves(&ca, &master).await;
     });
@@ -68,7 +76,10 @@ fn a_peer_speaking_another_protocol_version_is_refused_on_both_sides() {
         // The master refused it too, and says so in its counters.
         let deadline = tokio::time::Instant::now() + DEADLINE;
         while master.metrics().handshake_failures == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "master never counted the refusal");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "master never counted the refusal"
+            );
             tokio::task::yield_now().await;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -87,7 +98,11 @@ async fn raw_peer(ca: &CertificateAuthority, target: SocketAddr) -> RawPeer {
     let (_, client) = tls::quic_configs(&material, PROTOCOL_VERSION, &timeouts).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(client);
-    let connection = endpoint.connect(target, tls::SERVER_NAME).unwrap().await.unwrap();
+    let connection = endpoint
+        .connect(target, tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
     let (send, recv) = connection.open_bi().await.unwrap();
     RawPeer {
         endpoint,
@@ -116,7 +131,13 @@ fn hello_from(endpoint: &quinn::Endpoint) -> bytes::Bytes {
 
 /// Sends `bytes` (after a valid hello if `with_hello`) and waits for the
 /// node to close the connection.
-async fn hostile(ca: &CertificateAuthority, node: &Node, with_hello: bool, bytes: &[u8], finish: bool) {
+async fn hostile(
+    ca: &CertificateAuthority,
+    node: &Node,
+    with_hello: bool,
+    bytes: &[u8],
+    finish: bool,
+) {
     let RawPeer {
         endpoint,
         connection,
@@ -146,7 +167,14 @@ fn garbage_instead_of_a_hello_is_refused() {
     system(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let master = node(&ca, "master").await;
-        hostile(&ca, &master, false, b"GET / HTTP/1.1\r\nHost: strata\r\n\r\n", false).await;
+        hostile(
+            &ca,
+            &master,
+            false,
+            b"GET / HTTP/1.1\r\nHost: strata\r\n\r\n",
+            false,
+        )
+        .await;
         assert!(master.metrics().handshake_failures >= 1);
         still_serves(&ca, &master).await;
     });
@@ -157,7 +185,9 @@ fn a_garbage_frame_closes_only_that_connection() {
     system(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let master = node(&ca, "master").await;
-        master.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        master
+            .spawn("echo", || Echo, SpawnOptions::default())
+            .unwrap();
         hostile(&ca, &master, true, &frame(&[0xFF; 40]), false).await;
         assert_eq!(master.metrics().decode_errors, 1);
         still_serves(&ca, &master).await;
@@ -196,14 +226,16 @@ fn a_frame_claiming_a_terabyte_string_closes_only_that_connection() {
     system(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let master = node(&ca, "master").await;
-        master.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        master
+            .spawn("echo", || Echo, SpawnOptions::default())
+            .unwrap();
         let one_tib_string = [0xFD, 0, 0, 0, 0, 0, 1, 0, 0];
         hostile(&ca, &master, true, &frame(&one_tib_string), false).await;
         assert_eq!(master.metrics().decode_errors, 1);
         // The same claim inside a well-formed envelope's payload.
         let header = codec::EnvelopeHeader {
-            to: "echo".into(),
-            from: "raw".into(),
+            to: "echo",
+            from: "raw",
             to_incarnation: Incarnation::ANY,
         };
         let mut body = codec::encode(&header).unwrap();
@@ -232,15 +264,17 @@ fn a_valid_raw_peer_is_served() {
         } = raw_peer(&ca, master.addr()).await;
         send.write_all(&hello_from(&endpoint)).await.unwrap();
         let header = codec::EnvelopeHeader {
-            to: "target".into(),
-            from: "raw".into(),
+            to: "target",
+            from: "raw",
             to_incarnation: Incarnation::ANY,
         };
         let frame = codec::envelope_frame(&header, &"well formed".to_string(), 1 << 20).unwrap();
         send.write_all(&frame).await.unwrap();
         let (from, text) = inbox.message_within(DEADLINE).await.unwrap();
         assert_eq!(text, "well formed");
-        let expected: Upid = format!("raw@{}", endpoint.local_addr().unwrap()).parse().unwrap();
+        let expected: Upid = format!("raw@{}", endpoint.local_addr().unwrap())
+            .parse()
+            .unwrap();
         assert!(from.same_name(&expected));
         assert_eq!(from.incarnation(), Incarnation(42));
     });

@@ -17,7 +17,9 @@ fn local_send_reaches_the_process_and_the_reply_comes_back() {
     system(async {
         let ca = CertificateAuthority::generate("test").unwrap();
         let node = node(&ca, "solo").await;
-        let echo = node.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let echo = node
+            .spawn("echo", || Echo, SpawnOptions::default())
+            .unwrap();
         let mut inbox = node.inbox::<String>("client", 16).unwrap();
         inbox.send(&echo, "hi".to_string()).unwrap();
         let (from, text) = inbox.message_within(DEADLINE).await.unwrap();
@@ -34,7 +36,9 @@ fn remote_send_between_nodes_carries_the_sender_identity() {
         let ca = CertificateAuthority::generate("test").unwrap();
         let master = node(&ca, "master").await;
         let agent = node(&ca, "agent-1").await;
-        let probe = master.spawn("probe", Probe::default, SpawnOptions::default()).unwrap();
+        let probe = master
+            .spawn("probe", Probe::default, SpawnOptions::default())
+            .unwrap();
         let mut inbox = agent.inbox::<String>("asker", 16).unwrap();
         inbox.send(&probe, Command::WhoAmI).unwrap();
         let (from, name) = inbox.message_within(DEADLINE).await.unwrap();
@@ -95,7 +99,9 @@ fn messages_for_an_earlier_incarnation_are_dropped() {
     system(async {
         let ca = CertificateAuthority::generate("test").unwrap();
         let node = node(&ca, "n").await;
-        let echo = node.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let echo = node
+            .spawn("echo", || Echo, SpawnOptions::default())
+            .unwrap();
         let stale = echo.with_incarnation(Incarnation(node.incarnation().0 ^ 1));
         let from = node.pid("client").unwrap();
         assert_eq!(
@@ -115,10 +121,15 @@ fn a_message_of_the_wrong_type_is_refused() {
     system(async {
         let ca = CertificateAuthority::generate("test").unwrap();
         let node = node(&ca, "n").await;
-        let echo = node.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let echo = node
+            .spawn("echo", || Echo, SpawnOptions::default())
+            .unwrap();
         let from = node.pid("client").unwrap();
         let result = node.send(&from, &echo, 7u64);
-        assert!(matches!(result, Err(SendError::WrongType { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(SendError::WrongType { .. })),
+            "{result:?}"
+        );
         assert_eq!(node.metrics().dropped_wrong_type, 1);
     });
 }
@@ -128,7 +139,9 @@ fn a_panicking_process_is_restarted_under_the_same_id_and_keeps_receiving() {
     system(async {
         let ca = CertificateAuthority::generate("test").unwrap();
         let node = node(&ca, "n").await;
-        let probe = node.spawn("probe", Probe::default, SpawnOptions::default()).unwrap();
+        let probe = node
+            .spawn("probe", Probe::default, SpawnOptions::default())
+            .unwrap();
         let mut inbox = node.inbox::<u64>("client", 16).unwrap();
         inbox.send(&probe, Command::Ping).unwrap();
         inbox.send(&probe, Command::Ping).unwrap();
@@ -138,13 +151,19 @@ fn a_panicking_process_is_restarted_under_the_same_id_and_keeps_receiving() {
         // Queued behind the panic: held during the backoff, then handled
         // by the fresh instance, whose count starts again.
         inbox.send(&probe, Command::Ping).unwrap();
-        assert_eq!(inbox.message_within(DEADLINE).await.unwrap(), (probe.clone(), 1));
+        assert_eq!(
+            inbox.message_within(DEADLINE).await.unwrap(),
+            (probe.clone(), 1)
+        );
         assert!(node.is_running("probe"));
         assert_eq!(node.metrics().restarts, 1);
         // A failure requested through the context is handled the same way.
         inbox.send(&probe, Command::Fail).unwrap();
         inbox.send(&probe, Command::Ping).unwrap();
-        assert_eq!(inbox.message_within(DEADLINE).await.unwrap(), (probe.clone(), 1));
+        assert_eq!(
+            inbox.message_within(DEADLINE).await.unwrap(),
+            (probe.clone(), 1)
+        );
         assert_eq!(node.metrics().restarts, 2);
     });
 }
@@ -177,7 +196,10 @@ fn actix_alone_does_not_restart_a_panicked_actor() {
         let first = address.send(Boom).await;
         assert!(first.is_err(), "the panic drops the reply");
         let second = address.send(Boom).await;
-        assert!(matches!(second, Err(actix::MailboxError::Closed)), "{second:?}");
+        assert!(
+            matches!(second, Err(actix::MailboxError::Closed)),
+            "{second:?}"
+        );
     });
 }
 
@@ -204,8 +226,12 @@ impl Process for Parent {
     type Message = u64;
 
     fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
-        ctx.spawn_child("doomed", || Doomed, SpawnOptions::default().restart(self.child_policy.clone()))
-            .unwrap();
+        ctx.spawn_child(
+            "doomed",
+            || Doomed,
+            SpawnOptions::default().restart(self.child_policy.clone()),
+        )
+        .unwrap();
     }
 
     fn handle(&mut self, _: &mut ProcessContext<'_, Self>, _: Upid, _: u64) {}
@@ -302,7 +328,10 @@ fn timers_follow_the_paused_clock() {
         assert_eq!(ticks, 10);
         // Ten and a half virtual seconds passed, however long the test took.
         let elapsed = started.elapsed();
-        assert!(elapsed >= Duration::from_millis(10_500) && elapsed < Duration::from_secs(11), "{elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(10_500) && elapsed < Duration::from_secs(11),
+            "{elapsed:?}"
+        );
     });
 }
 
@@ -312,12 +341,18 @@ fn a_full_local_mailbox_refuses_at_once_and_counts() {
         let ca = CertificateAuthority::generate("test").unwrap();
         let node = node(&ca, "n").await;
         let probe = node
-            .spawn("probe", Probe::default, SpawnOptions::default().mailbox_capacity(8))
+            .spawn(
+                "probe",
+                Probe::default,
+                SpawnOptions::default().mailbox_capacity(8),
+            )
             .unwrap();
         let mut inbox = node.inbox::<u64>("client", 1000).unwrap();
         // The probe cannot run while this loop holds the thread, so its
         // mailbox fills.
-        let results: Vec<_> = (0..100).map(|_| inbox.send(&probe, Command::Ping)).collect();
+        let results: Vec<_> = (0..100)
+            .map(|_| inbox.send(&probe, Command::Ping))
+            .collect();
         let accepted = results.iter().filter(|result| result.is_ok()).count();
         let refused = results
             .iter()
@@ -344,7 +379,9 @@ fn a_full_send_queue_refuses_and_a_dead_peer_drops_what_was_queued() {
         // A UDP socket that never answers: the handshake hangs until the
         // connect timeout, while sends pile up in the queue.
         let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let target: Upid = format!("nobody@{}", silent.local_addr().unwrap()).parse().unwrap();
+        let target: Upid = format!("nobody@{}", silent.local_addr().unwrap())
+            .parse()
+            .unwrap();
         let mut inbox = node.inbox::<u64>("client", 4).unwrap();
         inbox.link(&target);
         let results: Vec<_> = (0..20u64).map(|n| inbox.send(&target, n)).collect();
@@ -356,7 +393,10 @@ fn a_full_send_queue_refuses_and_a_dead_peer_drops_what_was_queued() {
             "{results:?}"
         );
         // The link reports the unreachable node.
-        assert_eq!(inbox.recv_within(DEADLINE).await, Some(Received::Exited(target.clone())));
+        assert_eq!(
+            inbox.recv_within(DEADLINE).await,
+            Some(Received::Exited(target.clone()))
+        );
         let metrics = node.metrics();
         assert_eq!(metrics.dropped_send_queue_full, 4);
         assert_eq!(metrics.dropped_unreachable, 16);
@@ -370,14 +410,22 @@ fn links_report_a_local_process_that_stops() {
     system(async {
         let ca = CertificateAuthority::generate("test").unwrap();
         let node = node(&ca, "n").await;
-        let echo = node.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let echo = node
+            .spawn("echo", || Echo, SpawnOptions::default())
+            .unwrap();
         let mut inbox = node.inbox::<String>("watcher", 4).unwrap();
         inbox.link(&echo);
         node.stop(&echo);
-        assert_eq!(inbox.recv_within(DEADLINE).await, Some(Received::Exited(echo.clone())));
+        assert_eq!(
+            inbox.recv_within(DEADLINE).await,
+            Some(Received::Exited(echo.clone()))
+        );
         // Linking to a process that is not running reports at once.
         inbox.link(&echo);
-        assert_eq!(inbox.recv_within(DEADLINE).await, Some(Received::Exited(echo)));
+        assert_eq!(
+            inbox.recv_within(DEADLINE).await,
+            Some(Received::Exited(echo))
+        );
     });
 }
 
@@ -391,9 +439,15 @@ fn links_report_a_peer_node_that_shuts_down() {
         let mut inbox = a.inbox::<String>("watcher", 4).unwrap();
         inbox.link(&echo);
         inbox.send(&echo, "ping".to_string()).unwrap();
-        assert!(matches!(inbox.recv_within(DEADLINE).await, Some(Received::Message(..))));
+        assert!(matches!(
+            inbox.recv_within(DEADLINE).await,
+            Some(Received::Message(..))
+        ));
         b.shutdown();
-        assert_eq!(inbox.recv_within(DEADLINE).await, Some(Received::Exited(echo)));
+        assert_eq!(
+            inbox.recv_within(DEADLINE).await,
+            Some(Received::Exited(echo))
+        );
     });
 }
 
@@ -402,10 +456,15 @@ fn a_spawned_id_cannot_be_taken_twice() {
     system(async {
         let ca = CertificateAuthority::generate("test").unwrap();
         let node = node(&ca, "n").await;
-        let echo = node.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let echo = node
+            .spawn("echo", || Echo, SpawnOptions::default())
+            .unwrap();
         let again = node.spawn("echo", || Echo, SpawnOptions::default());
         assert_eq!(again, Err(strata_runtime::SpawnError::AlreadyRunning(echo)));
-        assert!(node.spawn("bad id", || Echo, SpawnOptions::default()).is_err());
+        assert!(
+            node.spawn("bad id", || Echo, SpawnOptions::default())
+                .is_err()
+        );
     });
 }
 

@@ -13,11 +13,18 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let mut args = std::env::args().skip(1);
-    let tls_dir: PathBuf = args.next().context("usage: strata-test-peer TLS_DIR")?.into();
+    let tls_dir: PathBuf = args
+        .next()
+        .context("usage: strata-test-peer TLS_DIR")?
+        .into();
     actix_rt::System::new().block_on(async move {
         let tls = TlsMaterial::development(&tls_dir, "test-peer")?;
         let node = Node::bind(NodeConfig::new("127.0.0.1:0".parse()?, tls)).await?;
-        let echo = node.spawn("echo", || strata_integration::NumberEcho, SpawnOptions::default())?;
+        let echo = node.spawn(
+            "echo",
+            || strata_integration::NumberEcho,
+            SpawnOptions::default(),
+        )?;
         println!("ready {echo}");
         std::future::pending::<()>().await;
         Ok(())

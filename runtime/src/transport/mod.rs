@@ -81,7 +81,9 @@ pub enum SendError {
 pub enum TransportError {
     #[error("cannot reach {addr}: {reason}")]
     Unreachable { addr: SocketAddr, reason: String },
-    #[error("{addr} does not speak our protocol version {ours} (ALPN strata/{ours}); upgrade one side")]
+    #[error(
+        "{addr} does not speak our protocol version {ours} (ALPN strata/{ours}); upgrade one side"
+    )]
     VersionMismatch { addr: SocketAddr, ours: u32 },
     #[error("TLS handshake with {addr} failed: {reason}")]
     Handshake { addr: SocketAddr, reason: String },
@@ -100,12 +102,44 @@ pub enum InboundError {
     InvalidSender(String),
 }
 
+/// Addresses of a peer's processes already parsed on one connection, so a
+/// busy connection does not check and allocate the sender's address for
+/// every frame. Bounded: emptied when full.
+#[derive(Debug, Default)]
+pub struct SenderCache {
+    senders: std::collections::HashMap<Box<str>, Upid>,
+}
+
+impl SenderCache {
+    /// Most distinct senders remembered per connection.
+    pub const CAPACITY: usize = 1024;
+
+    /// The address of process `id` on `peer`, parsed once.
+    pub fn get(&mut self, peer: &PeerInfo, id: &str) -> Result<Upid, crate::UpidParseError> {
+        if let Some(upid) = self.senders.get(id) {
+            return Ok(upid.clone());
+        }
+        let upid = Upid::new(id, peer.addr, peer.incarnation)?;
+        if self.senders.len() >= Self::CAPACITY {
+            self.senders.clear();
+        }
+        self.senders.insert(id.into(), upid.clone());
+        Ok(upid)
+    }
+}
+
 /// What a transport tells its node.
 pub trait Inbound: Send + Sync + 'static {
     /// A frame body (without length prefix) from `peer`. `Ok(Some(f))`
     /// asks the transport to await `f` before reading more from that peer
     /// (the target's mailbox is full); an error closes the connection.
-    fn deliver(&self, peer: &PeerInfo, body: Bytes) -> Result<Option<Pending>, InboundError>;
+    /// `senders` belongs to the connection the frame came on.
+    fn deliver(
+        &self,
+        peer: &PeerInfo,
+        senders: &mut SenderCache,
+        body: Bytes,
+    ) -> Result<Option<Pending>, InboundError>;
 
     /// A connection to `peer` completed its handshake.
     fn peer_up(&self, peer: &PeerInfo);

@@ -30,7 +30,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::{
-    Inbound, OutboundFrame, PeerInfo, SendError, Transport, TransportError, TransportFuture,
+    Inbound, OutboundFrame, PeerInfo, SendError, SenderCache, Transport, TransportError,
+    TransportFuture,
 };
 use crate::codec::{self, FrameDecoder, Hello};
 use crate::metrics::Metrics;
@@ -136,7 +137,9 @@ impl std::fmt::Debug for QuicTransport {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Why a handshake or a connection failed, in words an operator can act on.
@@ -147,7 +150,10 @@ fn describe(addr: SocketAddr, error: &ConnectionError, version: u32) -> Transpor
         _ => None,
     };
     if code == Some(TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL_ALERT)) {
-        return TransportError::VersionMismatch { addr, ours: version };
+        return TransportError::VersionMismatch {
+            addr,
+            ours: version,
+        };
     }
     match error {
         ConnectionError::TimedOut => TransportError::Unreachable {
@@ -234,19 +240,25 @@ impl QuicTransport {
             )));
         }
         if config.send_queue_frames == 0 || config.send_queue_bytes == 0 {
-            return Err(NodeError::InvalidConfig("send queue limits must be positive".into()));
+            return Err(NodeError::InvalidConfig(
+                "send queue limits must be positive".into(),
+            ));
         }
         let timeouts = QuicTimeouts {
             idle_timeout: config.idle_timeout,
             keep_alive_interval: config.keep_alive_interval,
         };
         let (server, client) = tls::quic_configs(tls, config.protocol_version, &timeouts)?;
-        let mut endpoint = quinn::Endpoint::server(server, listen)
-            .map_err(|source| NodeError::Bind { addr: listen, source })?;
+        let mut endpoint =
+            quinn::Endpoint::server(server, listen).map_err(|source| NodeError::Bind {
+                addr: listen,
+                source,
+            })?;
         endpoint.set_default_client_config(client);
-        let local_addr = endpoint
-            .local_addr()
-            .map_err(|source| NodeError::Bind { addr: listen, source })?;
+        let local_addr = endpoint.local_addr().map_err(|source| NodeError::Bind {
+            addr: listen,
+            source,
+        })?;
         let hello = codec::hello_frame(&Hello {
             listen: local_addr,
             incarnation,
@@ -310,13 +322,12 @@ impl Shared {
 
     async fn handshake_out(&self, addr: SocketAddr) -> Result<Established, TransportError> {
         let version = self.config.protocol_version;
-        let connecting = self
-            .endpoint
-            .connect(addr, tls::SERVER_NAME)
-            .map_err(|e| TransportError::Unreachable {
+        let connecting = self.endpoint.connect(addr, tls::SERVER_NAME).map_err(|e| {
+            TransportError::Unreachable {
                 addr,
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         let connection = connecting.await.map_err(|e| describe(addr, &e, version))?;
         let (mut send, mut recv) = connection
             .open_bi()
@@ -409,10 +420,7 @@ impl Shared {
         }
     }
 
-    async fn handshake_in(
-        &self,
-        incoming: quinn::Incoming,
-    ) -> Result<Established, TransportError> {
+    async fn handshake_in(&self, incoming: quinn::Incoming) -> Result<Established, TransportError> {
         let remote = incoming.remote_address();
         let version = self.config.protocol_version;
         let connection = incoming.await.map_err(|e| describe(remote, &e, version))?;
@@ -447,14 +455,15 @@ impl Shared {
 
     async fn accept(self: Arc<Self>, incoming: quinn::Incoming) {
         let remote = incoming.remote_address();
-        let outcome = tokio::time::timeout(self.config.connect_timeout, self.handshake_in(incoming))
-            .await
-            .unwrap_or_else(|_| {
-                Err(TransportError::Unreachable {
-                    addr: remote,
-                    reason: "no hello in time".into(),
-                })
-            });
+        let outcome =
+            tokio::time::timeout(self.config.connect_timeout, self.handshake_in(incoming))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TransportError::Unreachable {
+                        addr: remote,
+                        reason: "no hello in time".into(),
+                    })
+                });
         let established = match outcome {
             Ok(established) => established,
             Err(error) => {
@@ -497,14 +506,21 @@ impl Shared {
             inbound.peer_up(&peer);
         }
         match adopted {
-            Some((outbox, generation)) => self.run(established, Some(outbox), Some(generation)).await,
+            Some((outbox, generation)) => {
+                self.run(established, Some(outbox), Some(generation)).await
+            }
             None => self.run(established, None, None).await,
         }
     }
 
     /// Serves an established connection until it ends. `generation` is the
     /// slot it serves as the peer's active connection, if it does.
-    async fn run(self: Arc<Self>, established: Established, outbox: Option<Outbox>, generation: Option<u64>) {
+    async fn run(
+        self: Arc<Self>,
+        established: Established,
+        outbox: Option<Outbox>,
+        generation: Option<u64>,
+    ) {
         let Established {
             connection,
             mut send,
@@ -589,14 +605,20 @@ impl Shared {
         let _ = send.finish();
     }
 
-    async fn read_loop(&self, recv: &mut RecvStream, decoder: &mut FrameDecoder, peer: &PeerInfo) -> ReadEnd {
+    async fn read_loop(
+        &self,
+        recv: &mut RecvStream,
+        decoder: &mut FrameDecoder,
+        peer: &PeerInfo,
+    ) -> ReadEnd {
         let Some(inbound) = self.inbound().cloned() else {
             return ReadEnd::Lost("transport not started".into());
         };
+        let mut senders = SenderCache::default();
         loop {
             loop {
                 match decoder.next_frame() {
-                    Ok(Some(frame)) => match inbound.deliver(peer, frame) {
+                    Ok(Some(frame)) => match inbound.deliver(peer, &mut senders, frame) {
                         Ok(None) => {}
                         Ok(Some(pending)) => pending.await,
                         Err(error) => return ReadEnd::Malformed(error.to_string()),

@@ -88,10 +88,7 @@ impl Process for Probe {
             Command::Panic => panic!("probe asked to panic"),
             Command::Fail => ctx.fail("probe asked to fail"),
             Command::WhoAmI => {
-                let name = ctx
-                    .sender_identity()
-                    .map(|identity| identity.name.clone())
-                    .unwrap_or_default();
+                let name = ctx.sender_identity().name.clone();
                 let _ = ctx.send(&from, name);
             }
         }
