@@ -47,7 +47,7 @@ impl fmt::Display for Incarnation {
 ///
 /// Cloning is cheap (the id is shared), because addresses travel with every
 /// message.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "WireUpid", into = "WireUpid")]
 pub struct Upid {
     id: Arc<str>,
@@ -104,6 +104,19 @@ impl Upid {
         self.addr == other.addr && self.id == other.id
     }
 }
+
+impl PartialEq for Upid {
+    fn eq(&self, other: &Upid) -> bool {
+        // Copies of one address share their id: comparing the pointer
+        // first keeps the common case (a process sending to an address it
+        // holds) free of string comparisons.
+        self.addr == other.addr
+            && self.incarnation == other.incarnation
+            && (Arc::ptr_eq(&self.id, &other.id) || self.id == other.id)
+    }
+}
+
+impl Eq for Upid {}
 
 impl fmt::Display for Upid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
