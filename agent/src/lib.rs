@@ -1,1 +1,3 @@
-//! placeholder
+//! The Strata agent: detects its node's resources, registers with the
+//! master, runs tasks as real processes in per-task sandboxes, and reports
+//! every status update at least once.

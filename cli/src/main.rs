@@ -1,1 +1,80 @@
-fn main() {}
+//! `strata`: the one binary that runs and operates a Strata cluster.
+//!
+//! Every flag can also be set as a `STRATA_<FLAG>` environment variable;
+//! `RUST_LOG` filters logs, which go to stderr. Exit codes: 0 success,
+//! 1 failure, 2 usage error.
+
+mod ping;
+mod tls;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a cluster resource manager. Masters offer agents' resources to frameworks, which run tasks on them.",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make the certificates a production cluster uses for mutual TLS.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
+    /// Connect to a node as a peer would: checks reachability, mutual TLS and the protocol version.
+    Ping(ping::PingArgs),
+}
+
+/// Where a command finds TLS material: a production directory, or the
+/// development CA in the work directory (created if absent).
+#[derive(Debug, clap::Args)]
+pub struct TlsSource {
+    /// Directory with ca.pem, node.pem and node-key.pem (production).
+    #[arg(long, env = "STRATA_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Work directory; without --tls-dir, its tls/ folder holds the
+    /// development CA that `strata local` also uses.
+    #[arg(long, env = "STRATA_WORK_DIR", default_value = "./.strata")]
+    pub work_dir: PathBuf,
+}
+
+impl TlsSource {
+    pub fn material(&self, name: &str) -> anyhow::Result<strata_runtime::TlsMaterial> {
+        Ok(match &self.tls_dir {
+            Some(dir) => strata_runtime::TlsMaterial::load(dir)?,
+            None => strata_runtime::TlsMaterial::development(&self.work_dir.join("tls"), name)?,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // Failures reach the user as the command's error message;
+                // logs below that are for RUST_LOG=info and finer.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Tls(command) => tls::run(command),
+        Command::Ping(args) => ping::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("strata: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,7 @@
-//! placeholder
+//! The Strata master: the books of agents, frameworks, offers and tasks,
+//! the pluggable allocator that decides which framework is offered what,
+//! and the operators' HTTP API and web UI.
+//!
+//! Built in three rings: pure state machines (books, allocator) that take
+//! time as an argument and return commands as data; one actor per role
+//! that carries those commands out; and `strata-runtime` underneath.

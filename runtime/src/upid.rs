@@ -47,7 +47,7 @@ impl fmt::Display for Incarnation {
 ///
 /// Cloning is cheap (the id is shared), because addresses travel with every
 /// message.
-#[derive(Clone, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "WireUpid", into = "WireUpid")]
 pub struct Upid {
     id: Arc<str>,
@@ -117,6 +117,15 @@ impl PartialEq for Upid {
 }
 
 impl Eq for Upid {}
+
+impl std::hash::Hash for Upid {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The same fields as equality, so equal addresses hash alike.
+        self.id.hash(state);
+        self.addr.hash(state);
+        self.incarnation.hash(state);
+    }
+}
 
 impl fmt::Display for Upid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

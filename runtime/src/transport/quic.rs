@@ -573,12 +573,12 @@ impl Shared {
     /// frames still queued in it as dropped.
     fn end_slot(&self, addr: SocketAddr, generation: u64) {
         let mut peers = lock(&self.peers);
-        if let Entry::Occupied(entry) = peers.entry(addr) {
-            if entry.get().generation == generation {
-                let slot = entry.remove();
-                let queued = slot.queue.max_capacity() - slot.queue.capacity();
-                Metrics::add(&self.metrics.dropped_unreachable, queued as u64);
-            }
+        if let Entry::Occupied(entry) = peers.entry(addr)
+            && entry.get().generation == generation
+        {
+            let slot = entry.remove();
+            let queued = slot.queue.max_capacity() - slot.queue.capacity();
+            Metrics::add(&self.metrics.dropped_unreachable, queued as u64);
         }
     }
 
