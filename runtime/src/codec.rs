@@ -115,48 +115,15 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
     Ok(value)
 }
 
-/// Scratch space frames are encoded in, kept per thread so encoding does
-/// not regrow a fresh buffer for every message. Shrunk back after a frame
-/// larger than this so one big message does not pin memory.
-const SCRATCH_KEPT_BYTES: usize = 256 * 1024;
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Builds a whole frame (length prefix included) from parts, refusing one
-/// over `max_frame_bytes` so the peer never has to.
+/// over `max_frame_bytes` so the peer never has to. The parts are sized
+/// first, so an oversized message is refused before it is encoded and the
+/// frame is written once into a buffer of exactly its size.
 fn frame(parts: &[&dyn ErasedSerialize], max_frame_bytes: usize) -> Result<Bytes, CodecError> {
-    SCRATCH.with(|scratch| {
-        // A frame being encoded while another is (a message whose
-        // serialisation sends) would find the scratch borrowed: it gets
-        // its own buffer.
-        let mut own = Vec::new();
-        let mut borrowed = scratch.try_borrow_mut();
-        let buf = match borrowed.as_deref_mut() {
-            Ok(buf) => buf,
-            Err(_) => &mut own,
-        };
-        buf.clear();
-        buf.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
-        let result = encode_parts(buf, parts, max_frame_bytes);
-        if buf.capacity() > SCRATCH_KEPT_BYTES {
-            buf.clear();
-            buf.shrink_to(SCRATCH_KEPT_BYTES);
-        }
-        result
-    })
-}
-
-fn encode_parts(
-    buf: &mut Vec<u8>,
-    parts: &[&dyn ErasedSerialize],
-    max_frame_bytes: usize,
-) -> Result<Bytes, CodecError> {
+    let mut len = 0;
     for part in parts {
-        part.encode_into(buf)?;
+        len += part.encoded_len()?;
     }
-    let len = buf.len() - LENGTH_PREFIX_BYTES;
     let too_large = CodecError::FrameTooLarge {
         len,
         max: max_frame_bytes,
@@ -165,17 +132,44 @@ fn encode_parts(
         return Err(too_large);
     }
     let prefix = u32::try_from(len).map_err(|_| too_large)?;
-    buf[..LENGTH_PREFIX_BYTES].copy_from_slice(&prefix.to_le_bytes());
-    Ok(Bytes::copy_from_slice(buf))
+    let mut buf = Vec::with_capacity(LENGTH_PREFIX_BYTES + len);
+    buf.extend_from_slice(&prefix.to_le_bytes());
+    for part in parts {
+        part.encode_into(&mut buf)?;
+    }
+    debug_assert_eq!(buf.len(), LENGTH_PREFIX_BYTES + len);
+    Ok(Bytes::from(buf))
+}
+
+/// Counts what would be written.
+struct LengthCounter(usize);
+
+impl std::io::Write for LengthCounter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Object-safe serialisation into a buffer, so [`frame`] can take parts of
 /// different types.
 trait ErasedSerialize {
+    fn encoded_len(&self) -> Result<usize, CodecError>;
     fn encode_into(&self, buf: &mut Vec<u8>) -> Result<(), CodecError>;
 }
 
 impl<T: Serialize> ErasedSerialize for T {
+    fn encoded_len(&self) -> Result<usize, CodecError> {
+        let mut counter = LengthCounter(0);
+        bincode::serde::encode_into_std_write(self, &mut counter, wire_config())
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        Ok(counter.0)
+    }
+
     fn encode_into(&self, buf: &mut Vec<u8>) -> Result<(), CodecError> {
         bincode::serde::encode_into_std_write(self, buf, wire_config())
             .map(|_| ())
