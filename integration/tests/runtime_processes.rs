@@ -76,3 +76,51 @@ fn exited_arrives_when_the_peer_process_is_killed() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_restarted_peer_is_reached_again_and_its_old_life_is_refused() {
+    let dir = tls_dir("restart");
+    let tls_path = dir.to_str().unwrap().to_owned();
+    TlsMaterial::development(&dir, "bootstrap").unwrap();
+    // A port the restarted peer can bind again.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut first = ChildNode::start(Path::new(PEER), &[&tls_path, &port]).unwrap();
+    actix_rt::System::new().block_on(async {
+        let node = local_node(&dir).await;
+        let mut inbox = node.inbox::<u64>("driver", 16).unwrap();
+        inbox.link(&first.pid);
+        inbox.send(&first.pid, 1).unwrap();
+        let Some(Received::Message(old_life, 1)) = inbox.recv_within(Duration::from_secs(10)).await
+        else {
+            panic!("no answer from the first peer");
+        };
+        first.kill().unwrap();
+        assert_eq!(
+            inbox.recv_within(Duration::from_secs(15)).await,
+            Some(Received::Exited(first.pid.clone()))
+        );
+
+        let second = ChildNode::start(Path::new(PEER), &[&tls_path, &port]).unwrap();
+        assert_eq!(second.pid, first.pid, "same address, as typed");
+        // Addressed to the first life: refused by the second. Then one
+        // for whichever life is current. Delivery is ordered, so had the
+        // first been delivered its answer would come first.
+        inbox.send(&old_life, 100).unwrap();
+        inbox.send(&second.pid, 200).unwrap();
+        let Some(Received::Message(new_life, answer)) =
+            inbox.recv_within(Duration::from_secs(10)).await
+        else {
+            panic!("no answer from the restarted peer");
+        };
+        assert_eq!(answer, 200);
+        assert!(new_life.same_name(&old_life));
+        assert_ne!(new_life.incarnation(), old_life.incarnation());
+        drop(second);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

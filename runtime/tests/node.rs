@@ -481,3 +481,55 @@ fn oversized_messages_are_refused_by_the_sender() {
         assert_eq!(a.metrics().dropped_too_large, 1);
     });
 }
+
+/// Counts numbers and reports once it has seen `total`.
+struct Counter {
+    seen: u64,
+    total: u64,
+    report_to: Upid,
+}
+
+impl Process for Counter {
+    type Message = u64;
+
+    fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, _: Upid, _: u64) {
+        self.seen += 1;
+        if self.seen == self.total {
+            let report_to = self.report_to.clone();
+            let _ = ctx.send(&report_to, self.seen);
+        }
+    }
+}
+
+#[test]
+fn a_remote_burst_waits_for_room_in_a_small_mailbox_instead_of_dropping() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let a = node(&ca, "a").await;
+        let b = node(&ca, "b").await;
+        let mut report = b.inbox::<u64>("report", 4).unwrap();
+        let report_to = report.pid().clone();
+        let counter = b
+            .spawn(
+                "counter",
+                move || Counter {
+                    seen: 0,
+                    total: 2000,
+                    report_to: report_to.clone(),
+                },
+                SpawnOptions::default().mailbox_capacity(4),
+            )
+            .unwrap();
+        let from = a.pid("burst").unwrap();
+        for n in 0..2000u64 {
+            a.send(&from, &counter, n).unwrap();
+        }
+        assert_eq!(
+            report.message_within(DEADLINE).await.map(|(_, n)| n),
+            Some(2000)
+        );
+        let metrics = b.metrics();
+        assert_eq!(metrics.dropped_mailbox_full, 0);
+        assert_eq!(metrics.messages_received_remote, 2000);
+    });
+}
