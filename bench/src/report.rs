@@ -10,6 +10,16 @@ pub enum Better {
     Lower,
 }
 
+/// The ratio a row must reach, if it has a target.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// ours ÷ baseline must be at least this (`Better::Higher`) or at most
+    /// this (`Better::Lower`).
+    Ratio(f64),
+    /// Shown for context; no target.
+    None,
+}
+
 /// One measurement: the baseline and ours, same unit, same run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -21,40 +31,41 @@ pub struct Row {
     /// ours ÷ baseline.
     pub ratio: f64,
     pub better: Better,
-    /// The ratio the issue asks for, as text (`≥ 0.9`).
-    pub target: &'static str,
-    /// Whether the ratio meets the target in this run.
-    pub meets_target: bool,
+    /// The ratio asked for, as text (`≥ 0.9`), or `-` for context rows.
+    pub target: String,
+    /// Whether the ratio meets the target in this run; `None` without one.
+    pub meets_target: Option<bool>,
+}
+
+/// What a row measures, before the numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct Measure {
+    pub unit: &'static str,
+    pub baseline_name: &'static str,
+    pub better: Better,
+    pub target: Target,
 }
 
 impl Row {
-    pub fn new(
-        name: impl Into<String>,
-        unit: &'static str,
-        baseline_name: &'static str,
-        baseline: f64,
-        ours: f64,
-        better: Better,
-        target_ratio: f64,
-        target: &'static str,
-    ) -> Row {
+    pub fn new(name: impl Into<String>, measure: Measure, baseline: f64, ours: f64) -> Row {
         let ratio = if baseline > 0.0 {
             ours / baseline
         } else {
             f64::NAN
         };
-        let meets_target = match better {
-            Better::Higher => ratio >= target_ratio,
-            Better::Lower => ratio <= target_ratio,
+        let (target, meets_target) = match (measure.target, measure.better) {
+            (Target::Ratio(goal), Better::Higher) => (format!("≥ {goal}"), Some(ratio >= goal)),
+            (Target::Ratio(goal), Better::Lower) => (format!("≤ {goal}"), Some(ratio <= goal)),
+            (Target::None, _) => ("-".to_owned(), None),
         };
         Row {
             name: name.into(),
-            unit,
-            baseline_name,
+            unit: measure.unit,
+            baseline_name: measure.baseline_name,
             baseline,
             ours,
             ratio,
-            better,
+            better: measure.better,
             target,
             meets_target,
         }
@@ -75,19 +86,24 @@ fn human(value: f64) -> String {
 
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<34} {:>10} {:>12} {:>12} {:>7}  {:<8} {:<4}  baseline",
+        "{:<34} {:>7} {:>10} {:>10} {:>7}  {:<7} {:<4}  baseline",
         "benchmark", "unit", "baseline", "ours", "ratio", "target", "met"
     );
     for row in rows {
+        let met = match row.meets_target {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
         println!(
-            "{:<34} {:>10} {:>12} {:>12} {:>6.2}×  {:<8} {:<4}  {}",
+            "{:<34} {:>7} {:>10} {:>10} {:>6.2}×  {:<7} {:<4}  {}",
             row.name,
             row.unit,
             human(row.baseline),
             human(row.ours),
             row.ratio,
             row.target,
-            if row.meets_target { "yes" } else { "NO" },
+            met,
             row.baseline_name,
         );
     }

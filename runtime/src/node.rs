@@ -104,6 +104,8 @@ pub enum SpawnError {
     AlreadyRunning(Upid),
     #[error("process factory panicked: {0}")]
     FactoryPanicked(String),
+    #[error("processes are spawned from a thread running an actix system (or arbiter)")]
+    OutsideSystem,
 }
 
 /// Hands a remote payload to a process's mailbox, decoding it into the

@@ -81,7 +81,9 @@ pub trait Process: Sized + 'static {
         warn!(pid = %ctx.pid(), child = %child, %failure, "child process gave up");
     }
 
-    /// Runs once when the process stops for good.
+    /// Runs once when the process stops for good: asked to stop, or the
+    /// node shut down. Not after a failure: that instance's state is
+    /// already gone.
     fn stopped(&mut self) {}
 }
 
@@ -598,6 +600,11 @@ pub(crate) fn spawn<P: Process>(
     parent: Option<Upid>,
 ) -> Result<Upid, SpawnError> {
     let pid = node.pid(id).map_err(SpawnError::InvalidId)?;
+    // The actor runs on the calling thread's arbiter; without one actix
+    // would panic.
+    if actix_rt::Arbiter::try_current().is_none() {
+        return Err(SpawnError::OutsideSystem);
+    }
     // The first instance is built before any lock is taken: the factory is
     // user code and may itself use the node.
     let first = catch_unwind(AssertUnwindSafe(&factory)).map_err(|payload| {

@@ -533,3 +533,28 @@ fn a_remote_burst_waits_for_room_in_a_small_mailbox_instead_of_dropping() {
         assert_eq!(metrics.messages_received_remote, 2000);
     });
 }
+
+#[test]
+fn sends_from_other_threads_work_and_spawning_there_is_refused() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let a = node(&ca, "a").await;
+        let b = node(&ca, "b").await;
+        let echo = b.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let mut inbox = a.inbox::<String>("client", 4).unwrap();
+        let (node, from, to) = (a.clone(), inbox.pid().clone(), echo.clone());
+        // A plain thread with no runtime: the send still starts the
+        // connection on the node's own runtime.
+        let outcome = std::thread::spawn(move || {
+            let sent = node.send(&from, &to, "from afar".to_string());
+            let spawned = node.spawn("elsewhere", || Echo, SpawnOptions::default());
+            (sent, spawned)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(outcome.0, Ok(()));
+        assert_eq!(outcome.1, Err(strata_runtime::SpawnError::OutsideSystem));
+        let reply = inbox.message_within(DEADLINE).await;
+        assert_eq!(reply.map(|(_, text)| text).as_deref(), Some("from afar"));
+    });
+}

@@ -49,7 +49,12 @@ const CLOSE_REPLACED: u32 = 2;
 const NO_APPLICATION_PROTOCOL_ALERT: u8 = 120;
 
 /// Most frames written in one batch.
-const WRITE_BATCH_FRAMES: usize = 64;
+const WRITE_BATCH_FRAMES: usize = 1024;
+
+/// Bytes gathered before a batch is written. Frames are copied into one
+/// contiguous chunk: quinn spends far more per chunk than per byte when a
+/// stream's send buffer holds many small chunks.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 /// Largest chunk read from a stream at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -111,6 +116,9 @@ struct Outbox {
 
 struct Shared {
     endpoint: quinn::Endpoint,
+    /// The runtime the node was bound in: sends may come from any thread,
+    /// and the tasks they start belong there.
+    runtime: tokio::runtime::Handle,
     local_addr: SocketAddr,
     hello: Bytes,
     config: QuicConfig,
@@ -244,6 +252,11 @@ impl QuicTransport {
                 "send queue limits must be positive".into(),
             ));
         }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            NodeError::InvalidConfig(
+                "a node must be bound inside a tokio runtime (an actix system)".into(),
+            )
+        })?;
         let timeouts = QuicTimeouts {
             idle_timeout: config.idle_timeout,
             keep_alive_interval: config.keep_alive_interval,
@@ -267,6 +280,7 @@ impl QuicTransport {
         Ok(QuicTransport {
             shared: Arc::new(Shared {
                 endpoint,
+                runtime,
                 local_addr,
                 hello,
                 config,
@@ -316,7 +330,8 @@ impl Shared {
         let shared = self.clone();
         let generation = slot.generation;
         let status = slot.status.clone();
-        tokio::spawn(async move { shared.dial_and_run(addr, generation, outbox, status).await });
+        self.runtime
+            .spawn(async move { shared.dial_and_run(addr, generation, outbox, status).await });
         slot
     }
 
@@ -529,7 +544,7 @@ impl Shared {
             peer,
         } = established;
         let writer = match outbox {
-            Some(outbox) => Some(tokio::spawn(self.clone().write_loop(send, outbox))),
+            Some(outbox) => Some(self.runtime.spawn(self.clone().write_loop(send, outbox))),
             None => {
                 // A duplicate connection: the peer reads our half of it for
                 // nothing; close it so it does not wait.
@@ -583,24 +598,34 @@ impl Shared {
     }
 
     async fn write_loop(self: Arc<Self>, mut send: SendStream, mut outbox: Outbox) {
-        let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES);
+        let mut batch = bytes::BytesMut::new();
         while let Some(first) = outbox.queue.recv().await {
-            batch.push(first);
-            while batch.len() < WRITE_BATCH_FRAMES {
-                match outbox.queue.try_recv() {
-                    Ok(frame) => batch.push(frame),
-                    Err(_) => break,
+            let mut frames = 1;
+            let chunk = if first.len() >= WRITE_BATCH_BYTES {
+                // Large enough on its own: written without a copy.
+                first
+            } else {
+                batch.reserve(WRITE_BATCH_BYTES);
+                batch.extend_from_slice(&first);
+                while frames < WRITE_BATCH_FRAMES && batch.len() < WRITE_BATCH_BYTES {
+                    match outbox.queue.try_recv() {
+                        Ok(frame) => {
+                            batch.extend_from_slice(&frame);
+                            frames += 1;
+                        }
+                        Err(_) => break,
+                    }
                 }
-            }
-            let bytes: usize = batch.iter().map(Bytes::len).sum();
+                batch.split().freeze()
+            };
+            let bytes = chunk.len();
             outbox.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            if let Err(error) = send.write_all_chunks(&mut batch).await {
-                Metrics::add(&self.metrics.dropped_unreachable, batch.len() as u64);
+            if let Err(error) = send.write_chunk(chunk).await {
+                Metrics::add(&self.metrics.dropped_unreachable, frames as u64);
                 debug!(cause = %error, "write failed");
                 return;
             }
             Metrics::add(&self.metrics.bytes_sent, bytes as u64);
-            batch.clear();
         }
         let _ = send.finish();
     }
@@ -649,7 +674,7 @@ impl Shared {
                 incoming.refuse();
                 continue;
             }
-            tokio::spawn(self.clone().accept(incoming));
+            self.runtime.spawn(self.clone().accept(incoming));
         }
     }
 }
@@ -661,7 +686,7 @@ impl Transport for QuicTransport {
 
     fn start(&self, inbound: Arc<dyn Inbound>) {
         if self.shared.inbound.set(inbound).is_ok() {
-            tokio::spawn(self.shared.clone().accept_loop());
+            self.shared.runtime.spawn(self.shared.clone().accept_loop());
         }
     }
 
