@@ -598,26 +598,17 @@ impl Shared {
     }
 
     async fn write_loop(self: Arc<Self>, mut send: SendStream, mut outbox: Outbox) {
-        let mut batch = bytes::BytesMut::new();
-        while let Some(first) = outbox.queue.recv().await {
-            let mut frames = 1;
-            let chunk = if first.len() >= WRITE_BATCH_BYTES {
-                // Large enough on its own: written without a copy.
-                first
-            } else {
-                batch.reserve(WRITE_BATCH_BYTES);
-                batch.extend_from_slice(&first);
-                while frames < WRITE_BATCH_FRAMES && batch.len() < WRITE_BATCH_BYTES {
-                    match outbox.queue.try_recv() {
-                        Ok(frame) => {
-                            batch.extend_from_slice(&frame);
-                            frames += 1;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                batch.split().freeze()
+        // A frame taken from the queue that did not fit the last batch.
+        let mut carried: Option<Bytes> = None;
+        loop {
+            let first = match carried.take() {
+                Some(frame) => frame,
+                None => match outbox.queue.recv().await {
+                    Some(frame) => frame,
+                    None => break,
+                },
             };
+            let (chunk, frames) = gather(first, &mut outbox.queue, &mut carried);
             let bytes = chunk.len();
             outbox.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             if let Err(error) = send.write_chunk(chunk).await {
@@ -677,6 +668,39 @@ impl Shared {
             self.runtime.spawn(self.clone().accept(incoming));
         }
     }
+}
+
+/// One write's worth of frames starting with `first`: `first` itself when
+/// it is alone in the queue or large (no copy), otherwise the frames
+/// waiting behind it copied into one chunk of up to [`WRITE_BATCH_BYTES`].
+/// A frame that would overflow the chunk is left in `carried`.
+fn gather(
+    first: Bytes,
+    queue: &mut mpsc::Receiver<Bytes>,
+    carried: &mut Option<Bytes>,
+) -> (Bytes, usize) {
+    if first.len() >= WRITE_BATCH_BYTES {
+        return (first, 1);
+    }
+    let Ok(second) = queue.try_recv() else {
+        return (first, 1);
+    };
+    let mut batch = bytes::BytesMut::with_capacity(WRITE_BATCH_BYTES);
+    batch.extend_from_slice(&first);
+    let mut frames = 1;
+    let mut next = Some(second);
+    while let Some(frame) = next.take() {
+        if batch.len() + frame.len() > WRITE_BATCH_BYTES {
+            *carried = Some(frame);
+            break;
+        }
+        batch.extend_from_slice(&frame);
+        frames += 1;
+        if frames < WRITE_BATCH_FRAMES {
+            next = queue.try_recv().ok();
+        }
+    }
+    (batch.freeze(), frames)
 }
 
 impl Transport for QuicTransport {
