@@ -7,8 +7,6 @@
 //! thread each. Each figure is the best of a few runs, for the baseline and
 //! for ours alike.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::mpsc as std_mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -258,26 +256,40 @@ fn local_actix(total: u64) -> anyhow::Result<f64> {
     })
 }
 
-// ---- local: ours -----------------------------------------------------------
+// ---- ours: the processes ----------------------------------------------------
 
-struct LocalSink {
+/// Counts what it receives, acknowledges every `ack_every` to the sender,
+/// and reports the moment the last of `total` arrived.
+struct Sink<M> {
     received: u64,
     total: u64,
-    done: Rc<RefCell<Option<tokio::sync::oneshot::Sender<Instant>>>>,
+    ack_every: u64,
+    done: std_mpsc::Sender<Instant>,
+    _message: std::marker::PhantomData<fn(M)>,
 }
 
-impl Process for LocalSink {
-    type Message = u64;
+impl<M> Sink<M> {
+    fn new(total: u64, ack_every: u64, done: std_mpsc::Sender<Instant>) -> Sink<M> {
+        Sink {
+            received: 0,
+            total,
+            ack_every,
+            done,
+            _message: std::marker::PhantomData,
+        }
+    }
+}
 
-    fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, _sequence: u64) {
+impl<M: strata_runtime::Message> Process for Sink<M> {
+    type Message = M;
+
+    fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, _: M) {
         self.received += 1;
-        if self.received % LOCAL_BATCH == 0 {
+        if self.received % self.ack_every == 0 {
             let _ = ctx.send(&from, self.received);
         }
         if self.received == self.total {
-            if let Some(done) = self.done.borrow_mut().take() {
-                let _ = done.send(Instant::now());
-            }
+            let _ = self.done.send(Instant::now());
         }
     }
 }
@@ -324,22 +336,16 @@ impl Process for Source {
 }
 
 fn local_strata(ca: &CertificateAuthority, total: u64) -> anyhow::Result<f64> {
-    let material = ca.issue("bench-local")?;
-    actix_rt::System::new().block_on(async move {
-        let node = Node::bind(node_config(material)?).await?;
-        let (done, finished) = tokio::sync::oneshot::channel();
-        let done = Rc::new(RefCell::new(Some(done)));
+    let (done, finished) = std_mpsc::channel();
+    let (started, start_time) = std_mpsc::channel();
+    let (_, stop, node) = node_thread("local", ca.issue("bench-local")?, move |node| {
         let sink = node.spawn(
             "sink",
-            move || LocalSink {
-                received: 0,
-                total,
-                done: done.clone(),
-            },
+            move || Sink::<u64>::new(total, LOCAL_BATCH, done.clone()),
             SpawnOptions::default(),
         )?;
-        let start = Instant::now();
-        node.spawn(
+        let _ = started.send(Instant::now());
+        Ok(node.spawn(
             "source",
             move || Source {
                 sink: sink.clone(),
@@ -350,13 +356,13 @@ fn local_strata(ca: &CertificateAuthority, total: u64) -> anyhow::Result<f64> {
                 payload: None,
             },
             SpawnOptions::default(),
-        )?;
-        let end = tokio::time::timeout(STALL, finished)
-            .await
-            .context("local send stalled")??;
-        node.shutdown();
-        Ok(rate(total, start, end))
-    })
+        )?)
+    })?;
+    let start = start_time.recv_timeout(Duration::from_secs(30))?;
+    let end = finished.recv_timeout(STALL).context("local send stalled")?;
+    let _ = stop.send(());
+    join(node)?;
+    Ok(rate(total, start, end))
 }
 
 // ---- remote: threads --------------------------------------------------------
@@ -374,28 +380,6 @@ fn join<T>(handle: thread::JoinHandle<anyhow::Result<T>>) -> anyhow::Result<T> {
     handle
         .join()
         .map_err(|_| anyhow!("benchmark thread panicked"))?
-}
-
-// ---- remote: ours -------------------------------------------------------------
-
-struct RemoteSink {
-    received: u64,
-    total: u64,
-    done: std_mpsc::Sender<Instant>,
-}
-
-impl Process for RemoteSink {
-    type Message = Blob;
-
-    fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, _payload: Blob) {
-        self.received += 1;
-        if self.received % REMOTE_ACK_EVERY == 0 {
-            let _ = ctx.send(&from, self.received);
-        }
-        if self.received == self.total {
-            let _ = self.done.send(Instant::now());
-        }
-    }
 }
 
 /// Starts a node on its own thread hosting what `spawn` spawns; returns
@@ -433,11 +417,7 @@ fn remote_strata(ca: &CertificateAuthority, size: usize, total: u64) -> anyhow::
         node_thread("sink", ca.issue("bench-sink")?, move |node| {
             Ok(node.spawn(
                 "sink",
-                move || RemoteSink {
-                    received: 0,
-                    total,
-                    done: done.clone(),
-                },
+                move || Sink::<Blob>::new(total, REMOTE_ACK_EVERY, done.clone()),
                 SpawnOptions::default(),
             )?)
         })?;
