@@ -188,15 +188,15 @@ impl Handler<Item> for ActixSink {
     type Result = ();
     fn handle(&mut self, _: Item, _: &mut Self::Context) {
         self.received += 1;
-        if self.received % LOCAL_BATCH == 0 {
-            if let Some(source) = &self.source {
-                source.do_send(Ack);
-            }
+        if self.received.is_multiple_of(LOCAL_BATCH)
+            && let Some(source) = &self.source
+        {
+            source.do_send(Ack);
         }
-        if self.received == self.total {
-            if let Some(done) = self.done.take() {
-                let _ = done.send(Instant::now());
-            }
+        if self.received == self.total
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send(Instant::now());
         }
     }
 }
@@ -285,7 +285,7 @@ impl<M: strata_runtime::Message> Process for Sink<M> {
 
     fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, _: M) {
         self.received += 1;
-        if self.received % self.ack_every == 0 {
+        if self.received.is_multiple_of(self.ack_every) {
             let _ = ctx.send(&from, self.received);
         }
         if self.received == self.total {
