@@ -4,3 +4,22 @@
 //! Everything here is data and pure functions on it: no IO, no clock, no
 //! runtime. Masters, agents and frameworks exchange these types as
 //! messages through `strata-runtime`.
+
+pub mod agents;
+pub mod attributes;
+pub mod frameworks;
+pub mod ids;
+pub mod offers;
+pub mod resources;
+pub mod tasks;
+
+pub use agents::AgentInfo;
+pub use attributes::{AttributeValue, Attributes};
+pub use frameworks::{Capability, FrameworkInfo};
+pub use ids::{AgentId, ExecutorId, FrameworkId, IdError, OfferId, TaskId};
+pub use offers::{Filters, Offer, OfferConstraint};
+pub use resources::{Ranges, Resource, Resources, ResourcesError, Scalar, UNRESERVED, Value};
+pub use tasks::{
+    CommandInfo, ExecutorInfo, Reason, Source, Task, TaskInfo, TaskKind, TaskState, TaskStatus,
+    UpdateId,
+};

@@ -1,0 +1,816 @@
+//! Resources: what agents have, what is offered, what tasks use.
+//!
+//! A [`Resources`] value is a bag of named resources, each optionally
+//! reserved for a role: scalars (`cpus:4`, `mem:4096`), ranges
+//! (`ports:[31000-32000]`) and sets (`disks:{a,b}`). Scalars are exact
+//! fixed-point numbers in thousandths, as Apache Mesos keeps three
+//! decimals, so adding and removing `0.1` cpus a million times leaves no
+//! drift. The text syntax is Mesos's: `cpus:4;mem:4096;ports:[31000-32000]`
+//! and `cpus(prod):2` for a reservation; parse errors name the bad part.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The role of resources not reserved for anyone.
+pub const UNRESERVED: &str = "*";
+
+/// Longest resource or role name accepted.
+const MAX_NAME_BYTES: usize = 128;
+
+/// A scalar amount in thousandths: `Scalar::from_millis(1500)` is 1.5.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Scalar(u64);
+
+impl Scalar {
+    pub const ZERO: Scalar = Scalar(0);
+
+    pub const fn from_millis(millis: u64) -> Scalar {
+        Scalar(millis)
+    }
+
+    /// A whole amount: `Scalar::whole(4)` is 4.
+    pub const fn whole(units: u64) -> Scalar {
+        Scalar(units.saturating_mul(1000))
+    }
+
+    pub const fn millis(self) -> u64 {
+        self.0
+    }
+
+    /// The amount as a float, for ratios only (shares, percentages).
+    pub fn as_f64(self) -> f64 {
+        self.0 as f64 / 1000.0
+    }
+
+    /// Whole units, rounded down.
+    pub const fn floor(self) -> u64 {
+        self.0 / 1000
+    }
+
+    pub fn checked_sub(self, other: Scalar) -> Option<Scalar> {
+        self.0.checked_sub(other.0).map(Scalar)
+    }
+
+    pub fn saturating_sub(self, other: Scalar) -> Scalar {
+        Scalar(self.0.saturating_sub(other.0))
+    }
+
+    pub fn saturating_add(self, other: Scalar) -> Scalar {
+        Scalar(self.0.saturating_add(other.0))
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let whole = self.0 / 1000;
+        let fraction = self.0 % 1000;
+        if fraction == 0 {
+            return write!(f, "{whole}");
+        }
+        let digits = format!("{fraction:03}");
+        write!(f, "{whole}.{}", digits.trim_end_matches('0'))
+    }
+}
+
+impl FromStr for Scalar {
+    type Err = String;
+
+    /// Parses a non-negative decimal, rounding to the nearest thousandth
+    /// as Mesos does.
+    fn from_str(text: &str) -> Result<Scalar, String> {
+        let text = text.trim();
+        let not_number = || format!("{text:?} is not a non-negative number");
+        let (whole, fraction) = match text.split_once('.') {
+            Some((whole, fraction)) => (whole, fraction),
+            None => (text, ""),
+        };
+        if whole.is_empty() && fraction.is_empty() {
+            return Err(not_number());
+        }
+        let all_digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+        if !all_digits(whole) || !all_digits(fraction) {
+            return Err(not_number());
+        }
+        let whole: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole
+                .parse()
+                .map_err(|_| format!("{text:?} is too large"))?
+        };
+        let mut millis: u64 = 0;
+        for (position, digit) in fraction.bytes().take(3).enumerate() {
+            millis += u64::from(digit - b'0') * 10u64.pow(2 - position as u32);
+        }
+        if fraction.len() > 3 && fraction.as_bytes()[3] >= b'5' {
+            millis += 1;
+        }
+        whole
+            .checked_mul(1000)
+            .and_then(|scaled| scaled.checked_add(millis))
+            .map(Scalar)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+/// A set of integers as disjoint, sorted, inclusive intervals.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<(u64, u64)>", into = "Vec<(u64, u64)>")]
+pub struct Ranges(Vec<(u64, u64)>);
+
+impl TryFrom<Vec<(u64, u64)>> for Ranges {
+    type Error = String;
+
+    fn try_from(intervals: Vec<(u64, u64)>) -> Result<Ranges, String> {
+        let mut ranges = Ranges::default();
+        for (begin, end) in intervals {
+            if begin > end {
+                return Err(format!("range {begin}-{end} ends before it begins"));
+            }
+            ranges.insert(begin, end);
+        }
+        Ok(ranges)
+    }
+}
+
+impl From<Ranges> for Vec<(u64, u64)> {
+    fn from(ranges: Ranges) -> Vec<(u64, u64)> {
+        ranges.0
+    }
+}
+
+impl Ranges {
+    /// One interval, `begin..=end`.
+    pub fn interval(begin: u64, end: u64) -> Ranges {
+        let mut ranges = Ranges::default();
+        if begin <= end {
+            ranges.0.push((begin, end));
+        }
+        ranges
+    }
+
+    pub fn intervals(&self) -> &[(u64, u64)] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many integers are in the set.
+    pub fn count(&self) -> u64 {
+        self.0.iter().map(|(begin, end)| end - begin + 1).sum()
+    }
+
+    /// Adds `begin..=end`, merging with what it overlaps or touches.
+    pub fn insert(&mut self, begin: u64, end: u64) {
+        let mut merged = (begin, end);
+        let mut kept = Vec::with_capacity(self.0.len() + 1);
+        for &(b, e) in &self.0 {
+            let touches = b <= merged.1.saturating_add(1) && merged.0 <= e.saturating_add(1);
+            if touches {
+                merged = (merged.0.min(b), merged.1.max(e));
+            } else {
+                kept.push((b, e));
+            }
+        }
+        kept.push(merged);
+        kept.sort_unstable();
+        self.0 = kept;
+    }
+
+    pub fn union(&mut self, other: &Ranges) {
+        for &(begin, end) in &other.0 {
+            self.insert(begin, end);
+        }
+    }
+
+    /// Whether every integer of `other` is in `self`.
+    pub fn contains(&self, other: &Ranges) -> bool {
+        other
+            .0
+            .iter()
+            .all(|&(begin, end)| self.0.iter().any(|&(b, e)| b <= begin && end <= e))
+    }
+
+    /// Removes `other`; `None` unless `self` contains it.
+    pub fn checked_sub(&self, other: &Ranges) -> Option<Ranges> {
+        if !self.contains(other) {
+            return None;
+        }
+        let mut result = self.0.clone();
+        for &(begin, end) in &other.0 {
+            let mut next = Vec::with_capacity(result.len() + 1);
+            for (b, e) in result {
+                if e < begin || end < b {
+                    next.push((b, e));
+                    continue;
+                }
+                if b < begin {
+                    next.push((b, begin - 1));
+                }
+                if end < e {
+                    next.push((end + 1, e));
+                }
+            }
+            result = next;
+        }
+        Some(Ranges(result))
+    }
+
+    /// The first `count` integers, if there are that many.
+    pub fn take_first(&self, count: u64) -> Option<Ranges> {
+        let mut left = count;
+        let mut taken = Ranges::default();
+        for &(begin, end) in &self.0 {
+            if left == 0 {
+                break;
+            }
+            let size = end - begin + 1;
+            let used = size.min(left);
+            taken.0.push((begin, begin + used - 1));
+            left -= used;
+        }
+        (left == 0).then_some(taken)
+    }
+}
+
+impl fmt::Display for Ranges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (index, (begin, end)) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{begin}-{end}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// The value of one resource.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Value {
+    Scalar(Scalar),
+    Ranges(Ranges),
+    Set(BTreeSet<String>),
+}
+
+impl Value {
+    fn is_empty(&self) -> bool {
+        match self {
+            Value::Scalar(scalar) => scalar.is_zero(),
+            Value::Ranges(ranges) => ranges.is_empty(),
+            Value::Set(set) => set.is_empty(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Scalar(_) => "scalar",
+            Value::Ranges(_) => "ranges",
+            Value::Set(_) => "set",
+        }
+    }
+
+    fn contains(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Scalar(have), Value::Scalar(want)) => have >= want,
+            (Value::Ranges(have), Value::Ranges(want)) => have.contains(want),
+            (Value::Set(have), Value::Set(want)) => want.is_subset(have),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Scalar(scalar) => write!(f, "{scalar}"),
+            Value::Ranges(ranges) => write!(f, "{ranges}"),
+            Value::Set(set) => {
+                f.write_str("{")?;
+                for (index, item) in set.iter().enumerate() {
+                    if index > 0 {
+                        f.write_str(",")?;
+                    }
+                    f.write_str(item)?;
+                }
+                f.write_str("}")
+            }
+        }
+    }
+}
+
+/// The kind each well-known resource must have.
+fn expected_kind(name: &str) -> Option<&'static str> {
+    match name {
+        "cpus" | "mem" | "disk" | "gpus" => Some("scalar"),
+        "ports" => Some("ranges"),
+        _ => None,
+    }
+}
+
+/// One named resource, as serialised and as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resource {
+    pub name: String,
+    /// [`UNRESERVED`] when not reserved.
+    pub role: String,
+    pub value: Value,
+}
+
+/// A bag of resources. Empty values (zero scalars, empty ranges and sets)
+/// are never stored, so equal bags compare equal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Resource>", into = "Vec<Resource>")]
+pub struct Resources {
+    /// (name, role) → value.
+    entries: BTreeMap<(String, String), Value>,
+}
+
+/// Why resources could not be built or parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid resources at {part:?}: {reason}")]
+pub struct ResourcesError {
+    /// The offending part of the input.
+    pub part: String,
+    pub reason: String,
+}
+
+fn error(part: &str, reason: impl Into<String>) -> ResourcesError {
+    ResourcesError {
+        part: part.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+}
+
+fn valid_role(role: &str) -> bool {
+    role == UNRESERVED || valid_name(role) && !role.starts_with('.') && !role.contains("..")
+}
+
+impl TryFrom<Vec<Resource>> for Resources {
+    type Error = ResourcesError;
+
+    fn try_from(list: Vec<Resource>) -> Result<Resources, ResourcesError> {
+        let mut resources = Resources::default();
+        for resource in list {
+            resources.try_add_one(resource)?;
+        }
+        Ok(resources)
+    }
+}
+
+impl From<Resources> for Vec<Resource> {
+    fn from(resources: Resources) -> Vec<Resource> {
+        resources.iter().collect()
+    }
+}
+
+impl Resources {
+    pub fn new() -> Resources {
+        Resources::default()
+    }
+
+    /// Adds one resource, checking its name, role and kind.
+    pub fn try_add_one(&mut self, resource: Resource) -> Result<(), ResourcesError> {
+        let part = format!("{}({})", resource.name, resource.role);
+        if !valid_name(&resource.name) {
+            return Err(error(
+                &part,
+                "resource names use letters, digits, '_', '-', '.' and '/'",
+            ));
+        }
+        if !valid_role(&resource.role) {
+            return Err(error(
+                &part,
+                "role names use letters, digits, '_', '-', '.' and '/', or are '*'",
+            ));
+        }
+        if let Some(kind) = expected_kind(&resource.name)
+            && kind != resource.value.kind()
+        {
+            return Err(error(
+                &part,
+                format!("{} is a {kind} resource", resource.name),
+            ));
+        }
+        let key = (resource.name, resource.role);
+        if let Some(existing) = self.entries.get(&key)
+            && existing.kind() != resource.value.kind()
+        {
+            return Err(error(
+                &part,
+                format!(
+                    "given as both {} and {}",
+                    existing.kind(),
+                    resource.value.kind()
+                ),
+            ));
+        }
+        self.add_value(key, &resource.value);
+        Ok(())
+    }
+
+    /// A scalar resource, e.g. `Resources::scalar("cpus", UNRESERVED, Scalar::whole(2))`.
+    pub fn scalar(name: &str, role: &str, amount: Scalar) -> Resources {
+        let mut resources = Resources::default();
+        resources.add_value((name.to_owned(), role.to_owned()), &Value::Scalar(amount));
+        resources
+    }
+
+    /// Unreserved cpus and memory, the common case in tests and examples.
+    pub fn cpus_mem(cpus: Scalar, mem_mb: u64) -> Resources {
+        let mut resources = Resources::scalar("cpus", UNRESERVED, cpus);
+        resources.add(&Resources::scalar("mem", UNRESERVED, Scalar::whole(mem_mb)));
+        resources
+    }
+
+    fn add_value(&mut self, key: (String, String), value: &Value) {
+        if value.is_empty() {
+            return;
+        }
+        match self.entries.get_mut(&key) {
+            None => {
+                self.entries.insert(key, value.clone());
+            }
+            Some(existing) => match (existing, value) {
+                (Value::Scalar(have), Value::Scalar(more)) => *have = have.saturating_add(*more),
+                (Value::Ranges(have), Value::Ranges(more)) => have.union(more),
+                (Value::Set(have), Value::Set(more)) => have.extend(more.iter().cloned()),
+                // Kinds are checked where resources enter; a mismatch here
+                // would be a bug, and the existing value is kept.
+                _ => debug_assert!(false, "resource kinds differ for one name"),
+            },
+        }
+    }
+
+    /// Adds every resource of `other`.
+    pub fn add(&mut self, other: &Resources) {
+        for (key, value) in &other.entries {
+            self.add_value(key.clone(), value);
+        }
+    }
+
+    /// Whether `self` holds at least everything in `other`, role by role.
+    pub fn contains(&self, other: &Resources) -> bool {
+        other.entries.iter().all(|(key, want)| {
+            self.entries
+                .get(key)
+                .is_some_and(|have| have.contains(want))
+        })
+    }
+
+    /// `self` without `other`; `None` unless `self` contains `other`.
+    pub fn checked_sub(&self, other: &Resources) -> Option<Resources> {
+        let mut result = self.clone();
+        for (key, want) in &other.entries {
+            let have = result.entries.get(key)?;
+            let left = match (have, want) {
+                (Value::Scalar(have), Value::Scalar(want)) => {
+                    Value::Scalar(have.checked_sub(*want)?)
+                }
+                (Value::Ranges(have), Value::Ranges(want)) => {
+                    Value::Ranges(have.checked_sub(want)?)
+                }
+                (Value::Set(have), Value::Set(want)) => {
+                    if !want.is_subset(have) {
+                        return None;
+                    }
+                    Value::Set(have.difference(want).cloned().collect())
+                }
+                _ => return None,
+            };
+            if left.is_empty() {
+                result.entries.remove(key);
+            } else {
+                result.entries.insert(key.clone(), left);
+            }
+        }
+        Some(result)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every resource, sorted by name then role.
+    pub fn iter(&self) -> impl Iterator<Item = Resource> + '_ {
+        self.entries.iter().map(|((name, role), value)| Resource {
+            name: name.clone(),
+            role: role.clone(),
+            value: value.clone(),
+        })
+    }
+
+    /// The total of a scalar resource over all roles.
+    pub fn scalar_total(&self, name: &str) -> Scalar {
+        self.entries
+            .range((name.to_owned(), String::new())..)
+            .take_while(|((n, _), _)| n == name)
+            .filter_map(|(_, value)| match value {
+                Value::Scalar(scalar) => Some(*scalar),
+                _ => None,
+            })
+            .fold(Scalar::ZERO, Scalar::saturating_add)
+    }
+
+    pub fn cpus(&self) -> Scalar {
+        self.scalar_total("cpus")
+    }
+
+    pub fn mem_mb(&self) -> Scalar {
+        self.scalar_total("mem")
+    }
+
+    pub fn disk_mb(&self) -> Scalar {
+        self.scalar_total("disk")
+    }
+
+    pub fn gpus(&self) -> Scalar {
+        self.scalar_total("gpus")
+    }
+
+    /// All ports over all roles.
+    pub fn ports(&self) -> Ranges {
+        let mut ports = Ranges::default();
+        for ((name, _), value) in &self.entries {
+            if let (true, Value::Ranges(ranges)) = (name == "ports", value) {
+                ports.union(ranges);
+            }
+        }
+        ports
+    }
+
+    /// What a framework in `role` may be offered from these: the
+    /// resources reserved for `role` and the unreserved ones.
+    pub fn usable_by(&self, role: &str) -> Resources {
+        self.filtered(|resource_role| resource_role == role || resource_role == UNRESERVED)
+    }
+
+    /// Only the unreserved resources.
+    pub fn unreserved(&self) -> Resources {
+        self.filtered(|role| role == UNRESERVED)
+    }
+
+    fn filtered(&self, keep: impl Fn(&str) -> bool) -> Resources {
+        Resources {
+            entries: self
+                .entries
+                .iter()
+                .filter(|((_, role), _)| keep(role))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        }
+    }
+
+    /// The names of the scalar resources present, for share computations.
+    pub fn scalar_names(&self) -> BTreeSet<&str> {
+        self.entries
+            .iter()
+            .filter(|(_, value)| matches!(value, Value::Scalar(_)))
+            .map(|((name, _), _)| name.as_str())
+            .collect()
+    }
+}
+
+impl fmt::Display for Resources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, ((name, role), value)) in self.entries.iter().enumerate() {
+            if index > 0 {
+                f.write_str(";")?;
+            }
+            if role == UNRESERVED {
+                write!(f, "{name}:{value}")?;
+            } else {
+                write!(f, "{name}({role}):{value}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_ranges(part: &str, text: &str) -> Result<Ranges, ResourcesError> {
+    let inner = text
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .ok_or_else(|| error(part, "ranges are written [begin-end,...]"))?;
+    let mut ranges = Ranges::default();
+    for interval in inner.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (begin, end) = interval
+            .split_once('-')
+            .ok_or_else(|| error(part, format!("{interval:?} is not begin-end")))?;
+        let number = |text: &str| {
+            text.trim()
+                .parse::<u64>()
+                .map_err(|_| error(part, format!("{text:?} is not a whole number")))
+        };
+        let (begin, end) = (number(begin)?, number(end)?);
+        if begin > end {
+            return Err(error(part, format!("{interval:?} ends before it begins")));
+        }
+        ranges.insert(begin, end);
+    }
+    Ok(ranges)
+}
+
+fn parse_set(part: &str, text: &str) -> Result<BTreeSet<String>, ResourcesError> {
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+        .ok_or_else(|| error(part, "sets are written {a,b,...}"))?;
+    Ok(inner
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+impl FromStr for Resources {
+    type Err = ResourcesError;
+
+    /// Parses `name[(role)]:value;...` where a value is a number, ranges
+    /// `[a-b,c-d]` or a set `{x,y}`. Empty parts are ignored; the same
+    /// name and role twice add up.
+    fn from_str(text: &str) -> Result<Resources, ResourcesError> {
+        let mut resources = Resources::default();
+        for part in text
+            .split(';')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+        {
+            let (key, value) = part
+                .split_once(':')
+                .ok_or_else(|| error(part, "expected name:value"))?;
+            let key = key.trim();
+            let (name, role) = match key.split_once('(') {
+                Some((name, rest)) => {
+                    let role = rest
+                        .strip_suffix(')')
+                        .ok_or_else(|| error(part, "a role is written name(role)"))?;
+                    (name.trim(), role.trim())
+                }
+                None => (key, UNRESERVED),
+            };
+            let value = value.trim();
+            let value = if value.starts_with('[') {
+                Value::Ranges(parse_ranges(part, value)?)
+            } else if value.starts_with('{') {
+                Value::Set(parse_set(part, value)?)
+            } else {
+                Value::Scalar(
+                    value
+                        .parse::<Scalar>()
+                        .map_err(|reason| error(part, reason))?,
+                )
+            };
+            resources
+                .try_add_one(Resource {
+                    name: name.to_owned(),
+                    role: role.to_owned(),
+                    value,
+                })
+                .map_err(|e| error(part, e.reason))?;
+        }
+        Ok(resources)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(text: &str) -> Resources {
+        text.parse().unwrap()
+    }
+
+    fn check_parse(text: &str, expected: Result<&str, (&str, &str)>) {
+        let parsed = text.parse::<Resources>();
+        match (parsed, expected) {
+            (Ok(resources), Ok(printed)) => assert_eq!(resources.to_string(), printed, "{text}"),
+            (Err(e), Err((part, reason_contains))) => {
+                assert_eq!(e.part, part, "{text}");
+                assert!(e.reason.contains(reason_contains), "{text}: {}", e.reason);
+            }
+            (parsed, expected) => panic!("{text}: got {parsed:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_mesos_syntax() {
+        check_parse(
+            "cpus:4;mem:4096;ports:[31000-32000]",
+            Ok("cpus:4;mem:4096;ports:[31000-32000]"),
+        );
+        check_parse("cpus(prod):2; cpus:0.5", Ok("cpus:0.5;cpus(prod):2"));
+        check_parse("cpus:0.1;cpus:0.2", Ok("cpus:0.3"));
+        check_parse("disks:{b,a};gpus:1", Ok("disks:{a,b};gpus:1"));
+        check_parse("ports:[1-2,3-5,10-10]", Ok("ports:[1-5,10-10]"));
+        check_parse("cpus:0.0004", Ok(""));
+        check_parse("cpus:1.2345", Ok("cpus:1.235"));
+        check_parse("", Ok(""));
+    }
+
+    #[test]
+    fn parse_errors_name_the_bad_part() {
+        check_parse(
+            "cpus:4;mem:lots",
+            Err(("mem:lots", "not a non-negative number")),
+        );
+        check_parse("cpus:-1", Err(("cpus:-1", "not a non-negative number")));
+        check_parse("cpus4", Err(("cpus4", "expected name:value")));
+        check_parse("cpus(prod:2", Err(("cpus(prod:2", "name(role)")));
+        check_parse("ports:[5-1]", Err(("ports:[5-1]", "ends before it begins")));
+        check_parse("ports:[a-b]", Err(("ports:[a-b]", "not a whole number")));
+        check_parse("ports:1000", Err(("ports:1000", "ranges resource")));
+        check_parse("cpus:[1-2]", Err(("cpus:[1-2]", "scalar resource")));
+        check_parse("c pus:1", Err(("c pus:1", "resource names")));
+        check_parse("x:1;x:{a}", Err(("x:{a}", "both scalar and set")));
+    }
+
+    #[test]
+    fn scalar_arithmetic_is_exact() {
+        let tenth = r("cpus:0.1");
+        let mut total = Resources::new();
+        for _ in 0..1_000_000 {
+            total.add(&tenth);
+        }
+        assert_eq!(total.cpus(), Scalar::whole(100_000));
+        for _ in 0..1_000_000 {
+            total = total.checked_sub(&tenth).unwrap();
+        }
+        assert!(total.is_empty());
+        assert_eq!("0.125".parse::<Scalar>().unwrap().to_string(), "0.125");
+        assert_eq!("3.10".parse::<Scalar>().unwrap().to_string(), "3.1");
+    }
+
+    #[test]
+    fn containment_and_subtraction() {
+        let agent = r("cpus:4;mem:4096;ports:[31000-32000]");
+        assert!(agent.contains(&r("cpus:2;mem:1024;ports:[31000-31001]")));
+        assert!(!agent.contains(&r("cpus:5")));
+        assert!(!agent.contains(&r("ports:[30000-31000]")));
+        assert!(!agent.contains(&r("gpus:1")));
+        let left = agent
+            .checked_sub(&r("cpus:2;mem:1024;ports:[31500-31600]"))
+            .unwrap();
+        assert_eq!(
+            left.to_string(),
+            "cpus:2;mem:3072;ports:[31000-31499,31601-32000]"
+        );
+        assert_eq!(agent.checked_sub(&r("mem:5000")), None);
+        assert_eq!(left.ports().count(), 900);
+    }
+
+    #[test]
+    fn roles_are_kept_apart() {
+        let agent = r("cpus:2;cpus(prod):2;mem(prod):1024;mem:1024");
+        assert_eq!(agent.cpus(), Scalar::whole(4));
+        assert_eq!(agent.usable_by("prod"), agent);
+        assert_eq!(agent.usable_by("dev").to_string(), "cpus:2;mem:1024");
+        // Reserved resources do not satisfy an unreserved request.
+        assert!(!r("cpus(prod):4").contains(&r("cpus:1")));
+    }
+
+    #[test]
+    fn serde_round_trip_checks_what_it_reads() {
+        let resources = r("cpus:1.5;ports:[1-3]");
+        let list: Vec<Resource> = resources.clone().into();
+        assert_eq!(Resources::try_from(list).unwrap(), resources);
+        let bad = vec![Resource {
+            name: "cpus".into(),
+            role: "*".into(),
+            value: Value::Set(BTreeSet::new()),
+        }];
+        assert!(Resources::try_from(bad).is_err());
+        assert!(Ranges::try_from(vec![(5, 1)]).is_err());
+    }
+
+    #[test]
+    fn ranges_take_first() {
+        let ports = Ranges::try_from(vec![(10, 11), (20, 25)]).unwrap();
+        assert_eq!(
+            ports.take_first(3).unwrap().intervals(),
+            &[(10, 11), (20, 20)]
+        );
+        assert_eq!(ports.take_first(9), None);
+    }
+}

@@ -1,0 +1,288 @@
+//! Tasks: what frameworks ask agents to run, and the states they report.
+//!
+//! States, reasons and sources are Apache Mesos's. Terminal states are
+//! final: a task that reached one never leaves it (Strata treats LOST as
+//! terminal, as Mesos's own `isTerminalState` does; a partition-aware
+//! framework sees UNREACHABLE instead, which is not terminal).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
+use crate::resources::Resources;
+
+/// Every task state Mesos knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Accepted by the master, on its way to the agent (initial state).
+    Staging,
+    Starting,
+    Running,
+    /// Being killed: its kill was asked for and is under way.
+    Killing,
+    Finished,
+    Failed,
+    Killed,
+    /// Could not be launched: invalid, or its resources were not there.
+    Error,
+    /// Its agent was lost (frameworks that are not partition-aware).
+    Lost,
+    /// Dropped before it reached the agent.
+    Dropped,
+    /// Its agent is unreachable; it may come back (partition-aware).
+    Unreachable,
+    /// Its agent was removed for good.
+    Gone,
+    GoneByOperator,
+    /// The master does not know it (reconciliation answer).
+    Unknown,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 14] = [
+        TaskState::Staging,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Killing,
+        TaskState::Finished,
+        TaskState::Failed,
+        TaskState::Killed,
+        TaskState::Error,
+        TaskState::Lost,
+        TaskState::Dropped,
+        TaskState::Unreachable,
+        TaskState::Gone,
+        TaskState::GoneByOperator,
+        TaskState::Unknown,
+    ];
+
+    /// A state the task never leaves.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished
+                | TaskState::Failed
+                | TaskState::Killed
+                | TaskState::Error
+                | TaskState::Lost
+                | TaskState::Dropped
+                | TaskState::Gone
+                | TaskState::GoneByOperator
+        )
+    }
+
+    /// Whether a task may go from `self` to `next`. Repeating a
+    /// non-terminal state is allowed (reconciliation restates it).
+    pub fn can_become(self, next: TaskState) -> bool {
+        use TaskState::*;
+        if self.is_terminal() {
+            return false;
+        }
+        if self == next {
+            return true;
+        }
+        match self {
+            Staging | Unknown | Unreachable => next != Staging,
+            Starting => !matches!(next, Staging | Unknown),
+            Running => !matches!(next, Staging | Starting | Unknown),
+            Killing => next.is_terminal() || next == Unreachable,
+            _ => false,
+        }
+    }
+
+    /// The Mesos name, `TASK_RUNNING`.
+    pub fn mesos_name(self) -> &'static str {
+        match self {
+            TaskState::Staging => "TASK_STAGING",
+            TaskState::Starting => "TASK_STARTING",
+            TaskState::Running => "TASK_RUNNING",
+            TaskState::Killing => "TASK_KILLING",
+            TaskState::Finished => "TASK_FINISHED",
+            TaskState::Failed => "TASK_FAILED",
+            TaskState::Killed => "TASK_KILLED",
+            TaskState::Error => "TASK_ERROR",
+            TaskState::Lost => "TASK_LOST",
+            TaskState::Dropped => "TASK_DROPPED",
+            TaskState::Unreachable => "TASK_UNREACHABLE",
+            TaskState::Gone => "TASK_GONE",
+            TaskState::GoneByOperator => "TASK_GONE_BY_OPERATOR",
+            TaskState::Unknown => "TASK_UNKNOWN",
+        }
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.mesos_name())
+    }
+}
+
+/// Who reported a status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Source {
+    Master,
+    Agent,
+    Executor,
+}
+
+/// Why a task reached its state, when there is more to say than the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Reason {
+    Reconciliation,
+    AgentRemoved,
+    AgentDisconnected,
+    AgentUnreachable,
+    AgentRestarted,
+    AgentDraining,
+    ExecutorRegistrationTimeout,
+    ExecutorTerminated,
+    ExecutorUnregistered,
+    ContainerLimitationMemory,
+    CommandExecutorFailed,
+    TaskInvalid,
+    TaskUnknown,
+    TaskKilledDuringLaunch,
+    InvalidOffers,
+    ResourcesUnknown,
+    FrameworkRemoved,
+}
+
+/// Identifies one status update, so acknowledgements and duplicates can
+/// be matched. Chosen by whoever creates the update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UpdateId(pub u128);
+
+impl fmt::Display for UpdateId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// A task's state as reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub task_id: TaskId,
+    pub state: TaskState,
+    pub source: Source,
+    pub reason: Option<Reason>,
+    pub message: String,
+    pub agent_id: Option<AgentId>,
+    pub executor_id: Option<ExecutorId>,
+    /// Present on updates the agent delivers at least once; absent on
+    /// ones the master makes up (reconciliation, agent loss), which need
+    /// no acknowledgement.
+    pub update_id: Option<UpdateId>,
+    /// Milliseconds since the Unix epoch when the state was reached.
+    pub timestamp_ms: u64,
+}
+
+/// A command to run: a shell string (`shell`) or an executable with
+/// arguments.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CommandInfo {
+    /// Run `value` with `/bin/sh -c` when true; otherwise `value` is the
+    /// executable and `arguments` its argv (argv[0] included).
+    pub shell: bool,
+    pub value: String,
+    pub arguments: Vec<String>,
+    pub environment: BTreeMap<String, String>,
+}
+
+impl CommandInfo {
+    /// A shell command, the common case.
+    pub fn shell(command: impl Into<String>) -> CommandInfo {
+        CommandInfo {
+            shell: true,
+            value: command.into(),
+            ..CommandInfo::default()
+        }
+    }
+}
+
+/// A framework's executor: a process the agent starts once and hands
+/// several tasks to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorInfo {
+    pub executor_id: ExecutorId,
+    pub name: String,
+    pub command: CommandInfo,
+    /// What the executor itself uses, beside its tasks.
+    pub resources: Resources,
+}
+
+/// How a task runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskKind {
+    /// A command run by the agent's built-in command executor.
+    Command(CommandInfo),
+    /// A task handed to the framework's own executor.
+    Executor(ExecutorInfo),
+}
+
+/// What a framework asks to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub task_id: TaskId,
+    pub name: String,
+    pub agent_id: AgentId,
+    pub resources: Resources,
+    pub kind: TaskKind,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A task as the master and agents keep it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub info: TaskInfo,
+    pub framework_id: FrameworkId,
+    pub state: TaskState,
+    /// The last status, with reason and message.
+    pub status: Option<TaskStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TaskState::*;
+
+    #[test]
+    fn terminal_states_are_final() {
+        for from in TaskState::ALL
+            .into_iter()
+            .filter(|state| state.is_terminal())
+        {
+            for to in TaskState::ALL {
+                assert!(!from.can_become(to), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_usual_lifecycles_are_legal() {
+        for path in [
+            &[Staging, Starting, Running, Finished][..],
+            &[Staging, Running, Killing, Killed],
+            &[Staging, Error],
+            &[Staging, Starting, Running, Unreachable, Running, Failed],
+            &[Staging, Running, Running, Lost],
+        ] {
+            for pair in path.windows(2) {
+                assert!(pair[0].can_become(pair[1]), "{} -> {}", pair[0], pair[1]);
+            }
+        }
+    }
+
+    #[test]
+    fn going_back_is_not() {
+        for (from, to) in [
+            (Running, Staging),
+            (Running, Starting),
+            (Killing, Running),
+            (Starting, Staging),
+        ] {
+            assert!(!from.can_become(to), "{from} -> {to}");
+        }
+    }
+}
