@@ -5,3 +5,5 @@
 //! Built in three rings: pure state machines (books, allocator) that take
 //! time as an argument and return commands as data; one actor per role
 //! that carries those commands out; and `strata-runtime` underneath.
+
+pub mod allocator;
