@@ -5,6 +5,7 @@
 //! carries its own baseline measured minutes apart at most, and why none of
 //! this is a test that asserts a time.
 
+mod allocator;
 mod report;
 mod runtime;
 
@@ -15,6 +16,9 @@ enum Suite {
     /// Local and remote sends, remote round trips: ours against plain
     /// actix and raw quinn.
     Runtime,
+    /// Milliseconds per full allocation cycle, agents × frameworks, beside
+    /// Apache Mesos's published figure; memory per agent.
+    Allocator,
 }
 
 #[derive(Debug, Parser)]
@@ -38,9 +42,16 @@ struct Arguments {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The allocator suite measures memory in a child process of itself.
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some("allocator-memory") {
+        let agents = raw.next().unwrap_or_default().parse()?;
+        return allocator::print_memory_per_agent(agents);
+    }
     let arguments = Arguments::parse();
     let rows = match arguments.suite {
         Suite::Runtime => runtime::run(arguments.scale, arguments.only.as_deref())?,
+        Suite::Allocator => allocator::run(arguments.scale)?,
     };
     if arguments.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -16,6 +16,9 @@ pub enum Target {
     /// ours ÷ baseline must be at least this (`Better::Higher`) or at most
     /// this (`Better::Lower`).
     Ratio(f64),
+    /// Ours must be at least (`Better::Higher`) or at most
+    /// (`Better::Lower`) this, in the row's unit.
+    Absolute(f64),
     /// Shown for context; no target.
     None,
 }
@@ -26,10 +29,11 @@ pub struct Row {
     pub name: String,
     pub unit: &'static str,
     pub baseline_name: &'static str,
-    pub baseline: f64,
+    /// `None` where no baseline figure exists for the row.
+    pub baseline: Option<f64>,
     pub ours: f64,
     /// ours ÷ baseline.
-    pub ratio: f64,
+    pub ratio: Option<f64>,
     pub better: Better,
     /// The ratio asked for, as text (`≥ 0.9`), or `-` for context rows.
     pub target: String,
@@ -48,21 +52,27 @@ pub struct Measure {
 
 impl Row {
     pub fn new(name: impl Into<String>, measure: Measure, baseline: f64, ours: f64) -> Row {
-        let ratio = if baseline > 0.0 {
-            ours / baseline
-        } else {
-            f64::NAN
-        };
+        let ratio = (baseline > 0.0).then(|| ours / baseline);
         let (target, meets_target) = match (measure.target, measure.better) {
-            (Target::Ratio(goal), Better::Higher) => (format!("≥ {goal}"), Some(ratio >= goal)),
-            (Target::Ratio(goal), Better::Lower) => (format!("≤ {goal}"), Some(ratio <= goal)),
+            (Target::Ratio(goal), Better::Higher) => {
+                (format!("≥ {goal}"), ratio.map(|ratio| ratio >= goal))
+            }
+            (Target::Ratio(goal), Better::Lower) => {
+                (format!("≤ {goal}"), ratio.map(|ratio| ratio <= goal))
+            }
+            (Target::Absolute(goal), Better::Higher) => {
+                (format!("≥ {goal} {}", measure.unit), Some(ours >= goal))
+            }
+            (Target::Absolute(goal), Better::Lower) => {
+                (format!("≤ {goal} {}", measure.unit), Some(ours <= goal))
+            }
             (Target::None, _) => ("-".to_owned(), None),
         };
         Row {
             name: name.into(),
             unit: measure.unit,
             baseline_name: measure.baseline_name,
-            baseline,
+            baseline: (baseline > 0.0).then_some(baseline),
             ours,
             ratio,
             better: measure.better,
@@ -95,13 +105,17 @@ pub fn print_table(rows: &[Row]) {
             Some(false) => "NO",
             None => "-",
         };
+        let baseline = row.baseline.map_or_else(|| "-".to_owned(), human);
+        let ratio = row
+            .ratio
+            .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}×"));
         println!(
-            "{:<34} {:>7} {:>10} {:>10} {:>6.2}×  {:<7} {:<4}  {}",
+            "{:<34} {:>7} {:>10} {:>10} {:>7}  {:<7} {:<4}  {}",
             row.name,
             row.unit,
-            human(row.baseline),
+            baseline,
             human(row.ours),
-            row.ratio,
+            ratio,
             row.target,
             met,
             row.baseline_name,

@@ -4,7 +4,8 @@
 //! Ids come from users and frameworks (task ids, executor ids) and end up
 //! in sandbox paths and URLs, so every id is checked where it enters:
 //! non-empty, at most 255 bytes, no control characters, no `/` or `\`,
-//! and not `.` or `..`.
+//! and not `.` or `..`. Ids share their text, so copies (the master keeps
+//! many) cost no allocation.
 
 use std::fmt;
 
@@ -64,14 +65,14 @@ macro_rules! id_type {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             /// A checked id.
             pub fn new(id: impl Into<String>) -> Result<$name, IdError> {
                 let id = id.into();
                 validate($kind, &id)?;
-                Ok($name(id))
+                Ok($name(std::sync::Arc::from(id)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -89,7 +90,7 @@ macro_rules! id_type {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.to_string()
             }
         }
 

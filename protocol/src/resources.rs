@@ -522,9 +522,11 @@ impl Resources {
 
     /// The total of a scalar resource over all roles.
     pub fn scalar_total(&self, name: &str) -> Scalar {
+        // A bag holds a handful of entries: scanning them beats building
+        // an owned key for a range lookup, and this runs on hot paths.
         self.entries
-            .range((name.to_owned(), String::new())..)
-            .take_while(|((n, _), _)| n == name)
+            .iter()
+            .filter(|((n, _), _)| n == name)
             .filter_map(|(_, value)| match value {
                 Value::Scalar(scalar) => Some(*scalar),
                 _ => None,

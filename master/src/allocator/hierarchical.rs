@@ -47,6 +47,9 @@ struct Agent {
     total: Resources,
     free: Resources,
     attributes: Attributes,
+    /// Whether any resource is reserved for a role; if not, every role
+    /// may be offered all of `free` as it is.
+    has_reservations: bool,
 }
 
 struct Framework {
@@ -229,17 +232,18 @@ impl HierarchicalAllocator {
         }
     }
 
-    fn set_totals(&mut self) {
-        let mut totals: Quantities = [0; SHARED_SCALARS.len()];
-        for agent in self.agents.values() {
-            for (total, amount) in totals.iter_mut().zip(scalars(&agent.total)) {
-                *total += amount;
-            }
+    /// Adjusts the cluster's totals by an agent joining or leaving.
+    fn change_totals(&mut self, agent_total: &Resources, joined: bool) {
+        let amounts = scalars(agent_total);
+        if amounts.iter().all(|amount| *amount == 0) {
+            return;
         }
-        if totals != self.totals {
-            self.totals = totals;
-            self.keys_stale = true;
+        if joined {
+            add_quantities(&mut self.totals, amounts);
+        } else {
+            sub_quantities(&mut self.totals, amounts);
         }
+        self.keys_stale = true;
     }
 
     /// Records `resources` on `agent` as allocated to `framework`.
@@ -258,7 +262,12 @@ impl HierarchicalAllocator {
             }
         }
         if let Some(agent) = self.agents.get_mut(agent_id) {
-            agent.free = agent.free.checked_sub(resources).unwrap_or_default();
+            // Usually the whole of what was free is handed out.
+            agent.free = if agent.free == *resources {
+                Resources::new()
+            } else {
+                agent.free.checked_sub(resources).unwrap_or_default()
+            };
         }
         self.list_framework(framework_id);
     }
@@ -272,7 +281,11 @@ impl HierarchicalAllocator {
         }
         let mut chosen = None;
         'roles: for (_, role_name) in &self.role_order {
-            let offerable = agent.free.usable_by(role_name);
+            let offerable = if agent.has_reservations {
+                std::borrow::Cow::Owned(agent.free.usable_by(role_name))
+            } else {
+                std::borrow::Cow::Borrowed(&agent.free)
+            };
             if !worth_offering(&offerable) {
                 continue;
             }
@@ -298,7 +311,7 @@ impl HierarchicalAllocator {
                 ) {
                     continue;
                 }
-                chosen = Some((framework_id.clone(), offerable));
+                chosen = Some((framework_id.clone(), offerable.into_owned()));
                 break 'roles;
             }
         }
@@ -321,24 +334,27 @@ impl Allocator for HierarchicalAllocator {
         used: &[(FrameworkId, Resources)],
     ) {
         self.remove_agent(&agent_id);
+        self.change_totals(&total, true);
+        let has_reservations = total.unreserved() != total;
         self.agents.insert(
             agent_id.clone(),
             Agent {
                 free: total.clone(),
                 total,
                 attributes,
+                has_reservations,
             },
         );
-        self.set_totals();
         for (framework_id, resources) in used {
             self.charge(framework_id, &agent_id, resources);
         }
     }
 
     fn remove_agent(&mut self, agent_id: &AgentId) {
-        if self.agents.remove(agent_id).is_none() {
+        let Some(agent) = self.agents.remove(agent_id) else {
             return;
-        }
+        };
+        self.change_totals(&agent.total, false);
         let holders: Vec<FrameworkId> = self
             .frameworks
             .iter()
@@ -359,7 +375,6 @@ impl Allocator for HierarchicalAllocator {
             }
             self.list_framework(&framework_id);
         }
-        self.set_totals();
     }
 
     fn add_framework(&mut self, framework_id: FrameworkId, role: String) {
