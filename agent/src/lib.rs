@@ -1,3 +1,5 @@
 //! The Strata agent: detects its node's resources, registers with the
 //! master, runs tasks as real processes in per-task sandboxes, and reports
 //! every status update at least once.
+
+pub mod detection;
