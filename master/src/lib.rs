@@ -7,3 +7,4 @@
 //! that carries those commands out; and `strata-runtime` underneath.
 
 pub mod allocator;
+pub mod books;

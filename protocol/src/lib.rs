@@ -3,12 +3,14 @@
 //!
 //! Everything here is data and pure functions on it: no IO, no clock, no
 //! runtime. Masters, agents and frameworks exchange these types as
-//! messages through `strata-runtime`.
+//! messages through `strata-runtime` (whose `Message` trait the message
+//! enums implement, naming their variants for logs and simulation).
 
 pub mod agents;
 pub mod attributes;
 pub mod frameworks;
 pub mod ids;
+pub mod messages;
 pub mod offers;
 pub mod resources;
 pub mod tasks;
@@ -17,6 +19,7 @@ pub use agents::AgentInfo;
 pub use attributes::{AttributeValue, Attributes};
 pub use frameworks::{Capability, FrameworkInfo};
 pub use ids::{AgentId, ExecutorId, FrameworkId, IdError, OfferId, TaskId};
+pub use messages::{Operation, ReconcileTask, ToAgent, ToMaster, ToScheduler};
 pub use offers::{Filters, Offer, OfferConstraint};
 pub use resources::{Ranges, Resource, Resources, ResourcesError, Scalar, UNRESERVED, Value};
 pub use tasks::{

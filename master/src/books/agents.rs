@@ -1,0 +1,373 @@
+//! Agents: admission, pings, loss and return.
+//!
+//! An agent is pinged every `agent_ping_timeout`; after
+//! `max_missed_pongs` unanswered pings in a row it is unreachable: its
+//! offers are rescinded, its tasks are reported UNREACHABLE to
+//! partition-aware frameworks and LOST to the others, and every framework
+//! hears that the agent is lost. An agent that comes back re-registers
+//! with its tasks and they are reconciled: tasks a framework was told are
+//! LOST are killed rather than resurrected.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use strata_protocol::{
+    AgentId, AgentInfo, FrameworkId, Reason, Resources, Source, Task, TaskState, ToAgent,
+    ToScheduler,
+};
+use strata_runtime::Upid;
+
+use super::{AgentEntry, AgentStatus, Books, Command, Event};
+
+impl Books {
+    fn agent_entry(&self, now: Instant, info: AgentInfo, pid: Upid) -> AgentEntry {
+        AgentEntry {
+            info,
+            pid,
+            status: AgentStatus::Active,
+            missed_pongs: 0,
+            awaiting_pong: false,
+            next_ping_at: now + self.config.agent_ping_timeout,
+            ping_sequence: 0,
+            tasks: Default::default(),
+            offers: Default::default(),
+        }
+    }
+
+    fn refuse_agent(&self, pid: Upid, reason: String, out: &mut Vec<Command>) {
+        out.push(Command::Log(Event::AgentRefused {
+            pid: pid.clone(),
+            reason: reason.clone(),
+        }));
+        out.push(Command::ToAgent(
+            pid,
+            ToAgent::RegistrationRefused { reason },
+        ));
+    }
+
+    pub(super) fn register_agent(
+        &mut self,
+        now: Instant,
+        pid: Upid,
+        mut info: AgentInfo,
+        out: &mut Vec<Command>,
+    ) {
+        if info.resources.is_empty() {
+            return self.refuse_agent(pid, "the agent offers no resources".into(), out);
+        }
+        // A retried registration from an agent already admitted: answer
+        // again with the same id.
+        if let Some(agent_id) = self.agents_by_pid.get(&pid.to_string()).cloned() {
+            out.push(Command::ToAgent(pid, ToAgent::AgentRegistered { agent_id }));
+            return;
+        }
+        let id = Books::next_id(&self.id_prefix, "S", &mut self.next_agent);
+        let Ok(agent_id) = AgentId::new(id) else {
+            return self.refuse_agent(pid, "cannot make an agent id".into(), out);
+        };
+        info.id = Some(agent_id.clone());
+        self.admit(now, agent_id.clone(), pid.clone(), info, &[], out);
+        out.push(Command::Log(Event::AgentAdmitted {
+            agent_id: agent_id.clone(),
+            pid: pid.clone(),
+        }));
+        out.push(Command::ToAgent(
+            pid,
+            ToAgent::AgentRegistered {
+                agent_id: agent_id.clone(),
+            },
+        ));
+        self.allocate_agents(now, &[agent_id], out);
+    }
+
+    /// Records an agent as active and gives its resources to the allocator,
+    /// `used` already taken by running tasks.
+    fn admit(
+        &mut self,
+        now: Instant,
+        agent_id: AgentId,
+        pid: Upid,
+        info: AgentInfo,
+        used: &[(FrameworkId, Resources)],
+        out: &mut Vec<Command>,
+    ) {
+        self.allocator.add_agent(
+            agent_id.clone(),
+            info.resources.clone(),
+            info.attributes.clone(),
+            used,
+        );
+        let previous = self.agents.get(&agent_id).map(|entry| entry.tasks.clone());
+        let mut entry = self.agent_entry(now, info, pid.clone());
+        if let Some(tasks) = previous {
+            entry.tasks = tasks;
+        }
+        if let Some(old) = self.agents.insert(agent_id.clone(), entry) {
+            self.agents_by_pid.remove(&old.pid.to_string());
+        }
+        self.agents_by_pid.insert(pid.to_string(), agent_id);
+        out.push(Command::Link(pid));
+    }
+
+    pub(super) fn reregister_agent(
+        &mut self,
+        now: Instant,
+        pid: Upid,
+        info: AgentInfo,
+        reported: Vec<Task>,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(agent_id) = info.id.clone() else {
+            return self.refuse_agent(pid, "re-registration without an agent id".into(), out);
+        };
+        if info.resources.is_empty() {
+            return self.refuse_agent(pid, "the agent offers no resources".into(), out);
+        }
+        // Offers of the agent's earlier connection no longer stand.
+        self.rescind_agent_offers(&agent_id, out);
+        let mut used: BTreeMap<FrameworkId, Resources> = BTreeMap::new();
+        let mut running = std::collections::BTreeSet::new();
+        for task in reported {
+            let key = (task.framework_id.clone(), task.info.task_id.clone());
+            if self.reconcile_reported_task(now, &agent_id, &pid, task.clone(), out) {
+                used.entry(task.framework_id.clone())
+                    .or_default()
+                    .add(&task.info.resources);
+                running.insert(key);
+            }
+        }
+        // Tasks the master placed there that the agent no longer has.
+        let vanished: Vec<(FrameworkId, strata_protocol::TaskId)> = self
+            .agents
+            .get(&agent_id)
+            .map(|entry| entry.tasks.difference(&running).cloned().collect())
+            .unwrap_or_default();
+        for (framework_id, task_id) in vanished {
+            self.set_task_state(
+                now,
+                &framework_id,
+                &task_id,
+                TaskState::Lost,
+                Reason::AgentRestarted,
+                "the agent came back without this task",
+                out,
+            );
+        }
+        let used: Vec<(FrameworkId, Resources)> = used.into_iter().collect();
+        self.admit(now, agent_id.clone(), pid.clone(), info, &used, out);
+        if let Some(entry) = self.agents.get_mut(&agent_id) {
+            entry.tasks = running;
+        }
+        out.push(Command::Log(Event::AgentReturned {
+            agent_id: agent_id.clone(),
+        }));
+        out.push(Command::ToAgent(
+            pid,
+            ToAgent::AgentReregistered {
+                agent_id: agent_id.clone(),
+            },
+        ));
+        self.allocate_agents(now, &[agent_id], out);
+    }
+
+    /// Decides about one task a returning agent reports; true if it keeps
+    /// running there.
+    fn reconcile_reported_task(
+        &mut self,
+        now: Instant,
+        agent_id: &AgentId,
+        pid: &Upid,
+        task: Task,
+        out: &mut Vec<Command>,
+    ) -> bool {
+        if task.state.is_terminal() {
+            return false;
+        }
+        let framework_id = task.framework_id.clone();
+        let task_id = task.info.task_id.clone();
+        // A task that reached a terminal state has moved to the
+        // framework's history; it counts as known there too.
+        let known_state = self.frameworks.get(&framework_id).and_then(|framework| {
+            framework
+                .tasks
+                .get(&task_id)
+                .or_else(|| {
+                    framework
+                        .completed
+                        .iter()
+                        .rev()
+                        .find(|done| done.info.task_id == task_id)
+                })
+                .map(|known| known.state)
+        });
+        let framework_known = self.frameworks.contains_key(&framework_id);
+        match known_state {
+            // The framework was told the task is gone: it must not come
+            // back to life. Kill it.
+            Some(state) if state.is_terminal() => {
+                out.push(Command::ToAgent(
+                    pid.clone(),
+                    ToAgent::KillTask {
+                        framework_id,
+                        task_id,
+                    },
+                ));
+                false
+            }
+            _ if !framework_known => {
+                // A framework this master does not know (removed, or the
+                // master restarted without it): its tasks stop.
+                out.push(Command::ToAgent(
+                    pid.clone(),
+                    ToAgent::ShutdownFramework { framework_id },
+                ));
+                false
+            }
+            Some(previous) => {
+                if previous == TaskState::Unreachable || previous != task.state {
+                    self.set_task_state(
+                        now,
+                        &framework_id,
+                        &task_id,
+                        task.state,
+                        Reason::Reconciliation,
+                        "the agent came back",
+                        out,
+                    );
+                }
+                true
+            }
+            None => {
+                // Known framework, unknown task: adopt what the agent runs.
+                if let Some(framework) = self.frameworks.get_mut(&framework_id) {
+                    let mut adopted = task;
+                    adopted.info.agent_id = agent_id.clone();
+                    framework.tasks.insert(task_id, adopted);
+                }
+                true
+            }
+        }
+    }
+
+    pub(super) fn pong(&mut self, from: &Upid, sequence: u64) {
+        let Some(agent_id) = self.agents_by_pid.get(&from.to_string()) else {
+            return;
+        };
+        if let Some(agent) = self.agents.get_mut(agent_id)
+            && agent.ping_sequence == sequence
+        {
+            agent.awaiting_pong = false;
+            agent.missed_pongs = 0;
+        }
+    }
+
+    pub(super) fn ping_agents(&mut self, now: Instant, out: &mut Vec<Command>) {
+        let due: Vec<AgentId> = self
+            .agents
+            .iter()
+            .filter(|(_, agent)| agent.status == AgentStatus::Active && agent.next_ping_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut lost = Vec::new();
+        for agent_id in due {
+            let Some(agent) = self.agents.get_mut(&agent_id) else {
+                continue;
+            };
+            if agent.awaiting_pong {
+                agent.missed_pongs += 1;
+            }
+            if agent.missed_pongs >= self.config.max_missed_pongs {
+                lost.push((agent_id, agent.missed_pongs));
+                continue;
+            }
+            agent.ping_sequence += 1;
+            agent.awaiting_pong = true;
+            agent.next_ping_at = now + self.config.agent_ping_timeout;
+            out.push(Command::ToAgent(
+                agent.pid.clone(),
+                ToAgent::Ping {
+                    sequence: agent.ping_sequence,
+                },
+            ));
+        }
+        for (agent_id, missed_pongs) in lost {
+            self.mark_unreachable(now, &agent_id, missed_pongs, out);
+        }
+    }
+
+    pub(super) fn mark_unreachable(
+        &mut self,
+        now: Instant,
+        agent_id: &AgentId,
+        missed_pongs: u32,
+        out: &mut Vec<Command>,
+    ) {
+        self.rescind_agent_offers(agent_id, out);
+        self.allocator.remove_agent(agent_id);
+        let tasks: Vec<(FrameworkId, strata_protocol::TaskId)> = match self.agents.get_mut(agent_id)
+        {
+            Some(agent) => {
+                agent.status = AgentStatus::Unreachable { since: now };
+                agent.awaiting_pong = false;
+                agent.tasks.iter().cloned().collect()
+            }
+            None => return,
+        };
+        for (framework_id, task_id) in tasks {
+            let partition_aware = self
+                .frameworks
+                .get(&framework_id)
+                .is_some_and(|framework| framework.info.is_partition_aware());
+            let state = if partition_aware {
+                TaskState::Unreachable
+            } else {
+                TaskState::Lost
+            };
+            self.set_task_state(
+                now,
+                &framework_id,
+                &task_id,
+                state,
+                Reason::AgentUnreachable,
+                "the agent is unreachable",
+                out,
+            );
+        }
+        out.push(Command::Log(Event::AgentUnreachable {
+            agent_id: agent_id.clone(),
+            missed_pongs,
+        }));
+        for framework in self.frameworks.values() {
+            if let Some(pid) = &framework.pid {
+                out.push(Command::ToScheduler(
+                    pid.clone(),
+                    ToScheduler::AgentLost {
+                        agent_id: agent_id.clone(),
+                    },
+                ));
+            }
+        }
+    }
+
+    /// A status the master itself reports (source MASTER, nothing to
+    /// acknowledge).
+    pub(super) fn master_status(
+        task: &Task,
+        state: TaskState,
+        reason: Reason,
+        message: &str,
+        now_ms: u64,
+    ) -> strata_protocol::TaskStatus {
+        strata_protocol::TaskStatus {
+            task_id: task.info.task_id.clone(),
+            state,
+            source: Source::Master,
+            reason: Some(reason),
+            message: message.to_owned(),
+            agent_id: Some(task.info.agent_id.clone()),
+            executor_id: None,
+            update_id: None,
+            timestamp_ms: now_ms,
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Frameworks: subscription, disconnection, failover and removal.
+//!
+//! A scheduler subscribes without an id (a new framework) or with the id
+//! the master gave it (a failover). Every later call must come from the
+//! process that subscribed, for its own framework. A scheduler that
+//! disconnects keeps its tasks for its `failover_timeout` (zero: removed
+//! at once, Mesos's default); meanwhile it is offered nothing.
+
+use std::time::Instant;
+
+use strata_protocol::{
+    FrameworkId, FrameworkInfo, OfferConstraint, ToAgent, ToMaster, ToScheduler,
+};
+use strata_runtime::Upid;
+
+use super::{Books, Command, Event, FrameworkEntry};
+
+/// Most standing filters one framework may set.
+const MAX_CONSTRAINTS: usize = 64;
+
+fn valid_role(role: &str) -> bool {
+    role == strata_protocol::UNRESERVED
+        || (!role.is_empty()
+            && role.len() <= 128
+            && !role.starts_with('.')
+            && role
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
+}
+
+impl Books {
+    pub(super) fn subscribe(
+        &mut self,
+        now: Instant,
+        pid: Upid,
+        mut info: FrameworkInfo,
+        constraints: Vec<OfferConstraint>,
+        out: &mut Vec<Command>,
+    ) {
+        if info.roles.is_empty() {
+            info.roles.push(strata_protocol::UNRESERVED.to_owned());
+        }
+        let refusal = if let Some(role) = info.roles.iter().find(|role| !valid_role(role)) {
+            Some(format!("invalid role {role:?}"))
+        } else if constraints.len() > MAX_CONSTRAINTS {
+            Some(format!(
+                "at most {MAX_CONSTRAINTS} standing filters are allowed"
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            self.refuse_request(&pid, reason, out);
+            return;
+        }
+        let framework_id = match info.id.clone() {
+            Some(id) => id,
+            None => {
+                let id = Books::next_id(&self.id_prefix, "F", &mut self.next_framework);
+                match FrameworkId::new(id) {
+                    Ok(id) => id,
+                    Err(error) => return self.refuse_request(&pid, error.to_string(), out),
+                }
+            }
+        };
+        info.id = Some(framework_id.clone());
+        match self.frameworks.get_mut(&framework_id) {
+            Some(framework) => {
+                // A failover: the new scheduler takes over. Its role stays
+                // the one the allocator knows.
+                if let Some(old) = framework.pid.replace(pid.clone()) {
+                    self.frameworks_by_pid.remove(&old.to_string());
+                    if old.to_string() != pid.to_string() {
+                        out.push(Command::ToScheduler(
+                            old,
+                            ToScheduler::Error {
+                                message: "another scheduler took over this framework".into(),
+                            },
+                        ));
+                    }
+                }
+                framework.failover_deadline = None;
+                framework.constraints = constraints.clone();
+                framework.info.failover_timeout = info.failover_timeout;
+                framework.info.capabilities = info.capabilities.clone();
+                self.allocator.set_constraints(&framework_id, constraints);
+                self.allocator.revive(&framework_id);
+            }
+            None => {
+                self.allocator
+                    .add_framework(framework_id.clone(), info.role().to_owned());
+                self.allocator
+                    .set_constraints(&framework_id, constraints.clone());
+                out.push(Command::Log(Event::FrameworkRegistered {
+                    framework_id: framework_id.clone(),
+                    name: info.name.clone(),
+                }));
+                self.frameworks.insert(
+                    framework_id.clone(),
+                    FrameworkEntry {
+                        info,
+                        pid: Some(pid.clone()),
+                        failover_deadline: None,
+                        constraints,
+                        tasks: Default::default(),
+                        completed: Default::default(),
+                        offers: Default::default(),
+                    },
+                );
+            }
+        }
+        self.frameworks_by_pid
+            .insert(pid.to_string(), framework_id.clone());
+        out.push(Command::Link(pid.clone()));
+        out.push(Command::ToScheduler(
+            pid,
+            ToScheduler::Subscribed { framework_id },
+        ));
+        self.allocate_all(now, out);
+    }
+
+    pub(super) fn refuse_request(&self, pid: &Upid, reason: String, out: &mut Vec<Command>) {
+        out.push(Command::Log(Event::RequestRefused {
+            from: pid.clone(),
+            reason: reason.clone(),
+        }));
+        out.push(Command::ToScheduler(
+            pid.clone(),
+            ToScheduler::Error { message: reason },
+        ));
+    }
+
+    /// The framework a scheduler call is for, if it comes from that
+    /// framework's current scheduler.
+    pub(super) fn framework_of(
+        &self,
+        from: &Upid,
+        message: &ToMaster,
+        out: &mut Vec<Command>,
+    ) -> Option<FrameworkId> {
+        let claimed = match message {
+            ToMaster::Accept { framework_id, .. }
+            | ToMaster::Decline { framework_id, .. }
+            | ToMaster::Revive { framework_id }
+            | ToMaster::Suppress { framework_id }
+            | ToMaster::SetConstraints { framework_id, .. }
+            | ToMaster::Kill { framework_id, .. }
+            | ToMaster::Acknowledge { framework_id, .. }
+            | ToMaster::Reconcile { framework_id, .. }
+            | ToMaster::Teardown { framework_id } => framework_id,
+            _ => return None,
+        };
+        let current = self
+            .frameworks
+            .get(claimed)
+            .and_then(|framework| framework.pid.as_ref())
+            .is_some_and(|pid| pid.same_name(from));
+        if current {
+            Some(claimed.clone())
+        } else {
+            self.refuse_request(
+                from,
+                format!("framework {claimed} is not subscribed from this scheduler"),
+                out,
+            );
+            None
+        }
+    }
+
+    pub(super) fn disconnect_framework(
+        &mut self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(framework) = self.frameworks.get_mut(framework_id) else {
+            return;
+        };
+        let timeout = framework.info.failover_timeout;
+        if let Some(pid) = framework.pid.take() {
+            self.frameworks_by_pid.remove(&pid.to_string());
+        }
+        if timeout.is_zero() {
+            self.remove_framework(now, framework_id, "its scheduler disconnected", out);
+            return;
+        }
+        if let Some(framework) = self.frameworks.get_mut(framework_id) {
+            framework.failover_deadline = Some(now + timeout);
+        }
+        out.push(Command::Log(Event::FrameworkDisconnected {
+            framework_id: framework_id.clone(),
+        }));
+        self.allocator.suppress(framework_id);
+        self.rescind_framework_offers(now, framework_id);
+    }
+
+    pub(super) fn expire_failovers(&mut self, now: Instant, out: &mut Vec<Command>) {
+        let expired: Vec<FrameworkId> = self
+            .frameworks
+            .iter()
+            .filter(|(_, framework)| {
+                framework
+                    .failover_deadline
+                    .is_some_and(|deadline| deadline <= now)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for framework_id in expired {
+            self.remove_framework(now, &framework_id, "its failover timeout passed", out);
+        }
+    }
+
+    /// Forgets a framework: its offers go back, its agents shut its tasks
+    /// down, and the allocator returns everything it held.
+    pub(super) fn remove_framework(
+        &mut self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        reason: &str,
+        out: &mut Vec<Command>,
+    ) {
+        self.rescind_framework_offers(now, framework_id);
+        let Some(framework) = self.frameworks.remove(framework_id) else {
+            return;
+        };
+        if let Some(pid) = &framework.pid {
+            self.frameworks_by_pid.remove(&pid.to_string());
+        }
+        let mut agents_with_tasks = std::collections::BTreeSet::new();
+        for agent in self.agents.values_mut() {
+            let before = agent.tasks.len();
+            agent.tasks.retain(|(owner, _)| owner != framework_id);
+            if agent.tasks.len() != before {
+                agents_with_tasks.insert(agent.pid.clone());
+            }
+        }
+        for pid in agents_with_tasks {
+            out.push(Command::ToAgent(
+                pid,
+                ToAgent::ShutdownFramework {
+                    framework_id: framework_id.clone(),
+                },
+            ));
+        }
+        self.allocator.remove_framework(framework_id);
+        out.push(Command::Log(Event::FrameworkRemoved {
+            framework_id: framework_id.clone(),
+            reason: reason.to_owned(),
+        }));
+    }
+}

@@ -1,0 +1,80 @@
+//! The books' invariants, checked by tests after every step.
+//!
+//! - On every agent, outstanding offers plus non-terminal tasks never
+//!   exceed the agent's total, and no resource (a port, say) is in two of
+//!   them: subtracting each from the total in turn must always succeed.
+//! - Offers and tasks are indexed consistently: every offer is listed
+//!   under its agent and framework, every task an agent lists exists and
+//!   is not terminal.
+//! - An unreachable agent has no outstanding offers.
+
+use super::{AgentStatus, Books};
+
+pub(crate) fn check(books: &Books) -> Result<(), String> {
+    for (agent_id, agent) in &books.agents {
+        let mut left = agent.info.resources.clone();
+        for offer_id in &agent.offers {
+            let entry = books
+                .offers
+                .get(offer_id)
+                .ok_or_else(|| format!("agent {agent_id} lists unknown offer {offer_id}"))?;
+            if &entry.offer.agent_id != agent_id {
+                return Err(format!("offer {offer_id} is listed under the wrong agent"));
+            }
+            left = left.checked_sub(&entry.offer.resources).ok_or_else(|| {
+                format!(
+                    "agent {agent_id}: offer {offer_id} ({}) exceeds what is left ({left})",
+                    entry.offer.resources
+                )
+            })?;
+        }
+        for (framework_id, task_id) in &agent.tasks {
+            let task = books
+                .frameworks
+                .get(framework_id)
+                .and_then(|framework| framework.tasks.get(task_id))
+                .ok_or_else(|| {
+                    format!("agent {agent_id} lists unknown task {framework_id}/{task_id}")
+                })?;
+            if task.state.is_terminal() {
+                return Err(format!("agent {agent_id} lists terminal task {task_id}"));
+            }
+            left = left.checked_sub(&task.info.resources).ok_or_else(|| {
+                format!(
+                    "agent {agent_id}: task {task_id} ({}) exceeds what is left ({left})",
+                    task.info.resources
+                )
+            })?;
+        }
+        if matches!(agent.status, AgentStatus::Unreachable { .. }) && !agent.offers.is_empty() {
+            return Err(format!(
+                "unreachable agent {agent_id} has outstanding offers"
+            ));
+        }
+    }
+    for (offer_id, entry) in &books.offers {
+        let listed_by_agent = books
+            .agents
+            .get(&entry.offer.agent_id)
+            .is_some_and(|agent| agent.offers.contains(offer_id));
+        let listed_by_framework = books
+            .frameworks
+            .get(&entry.offer.framework_id)
+            .is_some_and(|framework| framework.offers.contains(offer_id));
+        if !listed_by_agent || !listed_by_framework {
+            return Err(format!(
+                "offer {offer_id} is not indexed under its agent and framework"
+            ));
+        }
+    }
+    for (framework_id, framework) in &books.frameworks {
+        for (task_id, task) in &framework.tasks {
+            if task.state.is_terminal() {
+                return Err(format!(
+                    "terminal task {framework_id}/{task_id} is still active"
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! The master's books: the authoritative record of agents, frameworks,
+//! offers and tasks, as a pure state machine.
+//!
+//! [`Books::handle`] takes what happened ([`Input`]: a message, a tick of
+//! the clock, a link that broke) and the current time, updates the books
+//! and returns what to do as data ([`Command`]: messages to send,
+//! processes to link to, events to log). It does no IO, reads no clock and
+//! draws no random numbers: ids come from counters under a prefix chosen by
+//! the shell, so a simulation replays exactly.
+//!
+//! Split by concern: [`agents`] (admission, pings, loss and return),
+//! [`frameworks`] (subscription, disconnection, teardown), [`offers`]
+//! (allocation into offers, accepts, declines, rescinds) and [`tasks`]
+//! (status updates, kills, reconciliation).
+
+mod agents;
+mod frameworks;
+mod offers;
+mod tasks;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use strata_protocol::{
+    AgentId, AgentInfo, FrameworkId, FrameworkInfo, Offer, OfferConstraint, OfferId, Resources,
+    Task, TaskId, ToAgent, ToMaster, ToScheduler,
+};
+use strata_runtime::Upid;
+
+use crate::allocator::{Allocator, HierarchicalAllocator, Policy};
+
+/// How the master judges agents and offers.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long an agent has to answer a ping (Mesos: 15 s).
+    pub agent_ping_timeout: Duration,
+    /// Unanswered pings in a row before an agent is unreachable (Mesos: 5).
+    pub max_missed_pongs: u32,
+    /// Offers unused for this long are rescinded; never when `None`
+    /// (Mesos's default).
+    pub offer_timeout: Option<Duration>,
+    /// How often the shell should send [`Input::Tick`] (Mesos: 1 s).
+    pub allocation_interval: Duration,
+    pub policy: Policy,
+    /// Most finished tasks remembered per framework for operators.
+    pub completed_tasks_kept: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            agent_ping_timeout: Duration::from_secs(15),
+            max_missed_pongs: 5,
+            offer_timeout: None,
+            allocation_interval: Duration::from_secs(1),
+            policy: Policy::Drf,
+            completed_tasks_kept: 1000,
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Received {
+        from: Upid,
+        message: ToMaster,
+    },
+    /// The periodic tick: pings, offer timeouts, failovers, allocation.
+    Tick,
+    /// A linked process exited or its node became unreachable.
+    Exited(Upid),
+}
+
+/// Something the books want logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    AgentAdmitted {
+        agent_id: AgentId,
+        pid: Upid,
+    },
+    AgentReturned {
+        agent_id: AgentId,
+    },
+    AgentUnreachable {
+        agent_id: AgentId,
+        missed_pongs: u32,
+    },
+    AgentRefused {
+        pid: Upid,
+        reason: String,
+    },
+    FrameworkRegistered {
+        framework_id: FrameworkId,
+        name: String,
+    },
+    FrameworkDisconnected {
+        framework_id: FrameworkId,
+    },
+    FrameworkRemoved {
+        framework_id: FrameworkId,
+        reason: String,
+    },
+    TaskLaunched {
+        framework_id: FrameworkId,
+        task_id: TaskId,
+        agent_id: AgentId,
+    },
+    RequestRefused {
+        from: Upid,
+        reason: String,
+    },
+}
+
+/// What to do.
+// Commands are made and carried out at once; boxing would only add
+// allocations.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    ToAgent(Upid, ToAgent),
+    ToScheduler(Upid, ToScheduler),
+    /// Link to a process, to hear when it goes away.
+    Link(Upid),
+    Log(Event),
+}
+
+/// Whether an agent is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentStatus {
+    Active,
+    Unreachable { since: Instant },
+}
+
+/// One agent in the books.
+#[derive(Debug, Clone)]
+pub struct AgentEntry {
+    pub info: AgentInfo,
+    pub pid: Upid,
+    pub status: AgentStatus,
+    /// Unanswered pings in a row.
+    pub missed_pongs: u32,
+    awaiting_pong: bool,
+    next_ping_at: Instant,
+    ping_sequence: u64,
+    /// Tasks on the agent that are not terminal.
+    pub tasks: BTreeSet<(FrameworkId, TaskId)>,
+    pub offers: BTreeSet<OfferId>,
+}
+
+/// One framework in the books.
+#[derive(Debug, Clone)]
+pub struct FrameworkEntry {
+    pub info: FrameworkInfo,
+    /// `None` while its scheduler is disconnected.
+    pub pid: Option<Upid>,
+    /// When a disconnected framework is removed.
+    pub failover_deadline: Option<Instant>,
+    pub constraints: Vec<OfferConstraint>,
+    /// Tasks not yet terminal, and terminal ones until their agent drops
+    /// them; see `completed` for history.
+    pub tasks: BTreeMap<TaskId, Task>,
+    /// Recently finished tasks, oldest first, at most
+    /// [`Config::completed_tasks_kept`].
+    pub completed: std::collections::VecDeque<Task>,
+    pub offers: BTreeSet<OfferId>,
+}
+
+/// An outstanding offer.
+#[derive(Debug, Clone)]
+pub struct OfferEntry {
+    pub offer: Offer,
+    pub created_at: Instant,
+}
+
+/// The master's books.
+pub struct Books {
+    config: Config,
+    /// Prefix of every id this master hands out.
+    id_prefix: String,
+    next_agent: u64,
+    next_framework: u64,
+    next_offer: u64,
+    allocator: Box<dyn Allocator>,
+    agents: BTreeMap<AgentId, AgentEntry>,
+    /// Agent ids by process address text (incarnation left out).
+    agents_by_pid: BTreeMap<String, AgentId>,
+    frameworks: BTreeMap<FrameworkId, FrameworkEntry>,
+    frameworks_by_pid: BTreeMap<String, FrameworkId>,
+    offers: BTreeMap<OfferId, OfferEntry>,
+    /// An instant and the wall-clock time then, in milliseconds since the
+    /// Unix epoch, so statuses carry wall-clock timestamps without the
+    /// books reading a clock.
+    epoch: Option<(Instant, u64)>,
+}
+
+impl std::fmt::Debug for Books {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Books")
+            .field("agents", &self.agents.len())
+            .field("frameworks", &self.frameworks.len())
+            .field("offers", &self.offers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Books {
+    /// Empty books; every id handed out starts with `id_prefix` (the
+    /// shell uses the master's incarnation, so ids never repeat across
+    /// restarts).
+    pub fn new(config: Config, id_prefix: impl Into<String>) -> Books {
+        let allocator = Box::new(HierarchicalAllocator::new(config.policy));
+        Books::with_allocator(config, id_prefix, allocator)
+    }
+
+    /// Books with another allocator.
+    pub fn with_allocator(
+        config: Config,
+        id_prefix: impl Into<String>,
+        allocator: Box<dyn Allocator>,
+    ) -> Books {
+        Books {
+            config,
+            id_prefix: id_prefix.into(),
+            next_agent: 0,
+            next_framework: 0,
+            next_offer: 0,
+            allocator,
+            agents: BTreeMap::new(),
+            agents_by_pid: BTreeMap::new(),
+            frameworks: BTreeMap::new(),
+            frameworks_by_pid: BTreeMap::new(),
+            offers: BTreeMap::new(),
+            epoch: None,
+        }
+    }
+
+    /// Anchors wall-clock timestamps: at `instant` it was `wall_ms`.
+    pub fn set_clock(&mut self, instant: Instant, wall_ms: u64) {
+        self.epoch = Some((instant, wall_ms));
+    }
+
+    /// Milliseconds since the Unix epoch at `now` (zero until anchored).
+    fn wall_ms(&self, now: Instant) -> u64 {
+        match self.epoch {
+            Some((instant, wall_ms)) => {
+                wall_ms + now.saturating_duration_since(instant).as_millis() as u64
+            }
+            None => 0,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn agents(&self) -> &BTreeMap<AgentId, AgentEntry> {
+        &self.agents
+    }
+
+    pub fn frameworks(&self) -> &BTreeMap<FrameworkId, FrameworkEntry> {
+        &self.frameworks
+    }
+
+    pub fn offers(&self) -> &BTreeMap<OfferId, OfferEntry> {
+        &self.offers
+    }
+
+    /// Free (neither offered nor used) resources of an agent.
+    pub fn free(&self, agent_id: &AgentId) -> Option<Resources> {
+        self.allocator.free(agent_id)
+    }
+
+    /// Applies one input at `now`.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Command> {
+        let mut out = Vec::new();
+        match input {
+            Input::Received { from, message } => self.received(now, from, message, &mut out),
+            Input::Tick => self.tick(now, &mut out),
+            Input::Exited(pid) => self.exited(now, &pid, &mut out),
+        }
+        out
+    }
+
+    fn received(&mut self, now: Instant, from: Upid, message: ToMaster, out: &mut Vec<Command>) {
+        match message {
+            ToMaster::RegisterAgent { info } => self.register_agent(now, from, info, out),
+            ToMaster::ReregisterAgent { info, tasks } => {
+                self.reregister_agent(now, from, info, tasks, out)
+            }
+            ToMaster::Pong { sequence } => self.pong(&from, sequence),
+            ToMaster::StatusUpdate {
+                framework_id,
+                status,
+            } => self.status_update(now, &from, framework_id, status, out),
+            ToMaster::Subscribe { info, constraints } => {
+                self.subscribe(now, from, info, constraints, out)
+            }
+            other => {
+                // Everything else comes from a subscribed scheduler, for
+                // its own framework only.
+                let Some(framework_id) = self.framework_of(&from, &other, out) else {
+                    return;
+                };
+                self.scheduler_call(now, &from, framework_id, other, out);
+            }
+        }
+    }
+
+    fn scheduler_call(
+        &mut self,
+        now: Instant,
+        from: &Upid,
+        framework_id: FrameworkId,
+        message: ToMaster,
+        out: &mut Vec<Command>,
+    ) {
+        match message {
+            ToMaster::Accept {
+                offer_ids,
+                operations,
+                filters,
+                ..
+            } => self.accept(now, &framework_id, offer_ids, operations, filters, out),
+            ToMaster::Decline {
+                offer_ids, filters, ..
+            } => self.decline(now, &framework_id, offer_ids, filters, out),
+            ToMaster::Revive { .. } => {
+                self.allocator.revive(&framework_id);
+                self.allocate_all(now, out);
+            }
+            ToMaster::Suppress { .. } => self.allocator.suppress(&framework_id),
+            ToMaster::SetConstraints { constraints, .. } => {
+                self.allocator
+                    .set_constraints(&framework_id, constraints.clone());
+                if let Some(framework) = self.frameworks.get_mut(&framework_id) {
+                    framework.constraints = constraints;
+                }
+                self.allocate_all(now, out);
+            }
+            ToMaster::Kill { task_id, .. } => self.kill(now, &framework_id, task_id, out),
+            ToMaster::Acknowledge {
+                agent_id,
+                task_id,
+                update_id,
+                ..
+            } => self.acknowledge(&framework_id, agent_id, task_id, update_id, out),
+            ToMaster::Reconcile { tasks, .. } => {
+                self.reconcile(now, &framework_id, from, tasks, out)
+            }
+            ToMaster::Teardown { .. } => {
+                self.remove_framework(now, &framework_id, "torn down by its scheduler", out)
+            }
+            ToMaster::RegisterAgent { .. }
+            | ToMaster::ReregisterAgent { .. }
+            | ToMaster::Pong { .. }
+            | ToMaster::StatusUpdate { .. }
+            | ToMaster::Subscribe { .. } => {}
+        }
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Vec<Command>) {
+        self.ping_agents(now, out);
+        self.expire_offers(now, out);
+        self.expire_failovers(now, out);
+        self.allocate_all(now, out);
+    }
+
+    fn exited(&mut self, now: Instant, pid: &Upid, out: &mut Vec<Command>) {
+        if let Some(framework_id) = self.frameworks_by_pid.get(&pid.to_string()).cloned() {
+            self.disconnect_framework(now, &framework_id, out);
+        }
+        // An agent's broken link means "state unknown": pings decide.
+    }
+
+    fn next_id(prefix: &str, kind: &str, counter: &mut u64) -> String {
+        *counter += 1;
+        format!("{prefix}-{kind}{counter}")
+    }
+}
+
+/// Invariants the property tests check after every step.
+#[cfg(test)]
+pub(crate) mod invariants;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,417 @@
+//! Offers: allocations turned into offers, and what frameworks do with
+//! them.
+//!
+//! An accept is checked before anything runs: the offers must exist,
+//! belong to the framework and be on one agent; each task must be for that
+//! agent, have a fresh id and fit in what is left of the offers. A task
+//! that fails is answered TASK_ERROR (invalid) or TASK_DROPPED (its offers
+//! are gone) with the reason, and the rest of the accept proceeds. What
+//! the accept leaves unused returns to the allocator with the accept's
+//! filters, as a decline does.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use strata_protocol::{
+    AgentId, Filters, FrameworkId, Offer, OfferId, Operation, Reason, Resources, Task, TaskInfo,
+    TaskState, ToAgent, ToScheduler,
+};
+
+use super::{AgentStatus, Books, Command, Event, OfferEntry};
+use crate::allocator::Allocation;
+
+/// Most tasks one accept may launch; more are refused.
+pub const MAX_TASKS_PER_ACCEPT: usize = 1024;
+
+/// Most offers one accept or decline may name.
+pub const MAX_OFFERS_PER_CALL: usize = 1024;
+
+impl Books {
+    pub(super) fn allocate_all(&mut self, now: Instant, out: &mut Vec<Command>) {
+        let allocations = self.allocator.allocate(now);
+        self.make_offers(now, allocations, out);
+    }
+
+    pub(super) fn allocate_agents(
+        &mut self,
+        now: Instant,
+        agents: &[AgentId],
+        out: &mut Vec<Command>,
+    ) {
+        let allocations = self.allocator.allocate_agents(agents, now);
+        self.make_offers(now, allocations, out);
+    }
+
+    fn make_offers(&mut self, now: Instant, allocations: Vec<Allocation>, out: &mut Vec<Command>) {
+        let mut batches: BTreeMap<FrameworkId, Vec<Offer>> = BTreeMap::new();
+        for allocation in allocations {
+            let reachable_framework = self
+                .frameworks
+                .get(&allocation.framework_id)
+                .is_some_and(|framework| framework.pid.is_some());
+            let agent = self
+                .agents
+                .get(&allocation.agent_id)
+                .filter(|agent| agent.status == AgentStatus::Active);
+            let (Some(agent), true) = (agent, reachable_framework) else {
+                // Nobody to offer to, or nothing to offer: give it back.
+                self.allocator.recover(
+                    &allocation.framework_id,
+                    &allocation.agent_id,
+                    &allocation.resources,
+                    None,
+                    now,
+                );
+                continue;
+            };
+            let id = Books::next_id(&self.id_prefix, "O", &mut self.next_offer);
+            let Ok(offer_id) = OfferId::new(id) else {
+                continue;
+            };
+            let offer = Offer {
+                id: offer_id.clone(),
+                framework_id: allocation.framework_id.clone(),
+                agent_id: allocation.agent_id.clone(),
+                hostname: agent.info.hostname.clone(),
+                resources: allocation.resources,
+                attributes: agent.info.attributes.clone(),
+            };
+            if let Some(agent) = self.agents.get_mut(&allocation.agent_id) {
+                agent.offers.insert(offer_id.clone());
+            }
+            if let Some(framework) = self.frameworks.get_mut(&allocation.framework_id) {
+                framework.offers.insert(offer_id.clone());
+            }
+            self.offers.insert(
+                offer_id,
+                OfferEntry {
+                    offer: offer.clone(),
+                    created_at: now,
+                },
+            );
+            batches
+                .entry(allocation.framework_id)
+                .or_default()
+                .push(offer);
+        }
+        for (framework_id, offers) in batches {
+            if let Some(pid) = self
+                .frameworks
+                .get(&framework_id)
+                .and_then(|f| f.pid.clone())
+            {
+                out.push(Command::ToScheduler(pid, ToScheduler::Offers(offers)));
+            }
+        }
+    }
+
+    /// Removes an offer from the books (not from the allocator).
+    fn take_offer(&mut self, offer_id: &OfferId) -> Option<Offer> {
+        let entry = self.offers.remove(offer_id)?;
+        let offer = entry.offer;
+        if let Some(agent) = self.agents.get_mut(&offer.agent_id) {
+            agent.offers.remove(offer_id);
+        }
+        if let Some(framework) = self.frameworks.get_mut(&offer.framework_id) {
+            framework.offers.remove(offer_id);
+        }
+        Some(offer)
+    }
+
+    /// Withdraws an offer: the framework is told, the resources go back.
+    fn rescind(&mut self, now: Instant, offer_id: &OfferId, out: &mut Vec<Command>) {
+        let Some(offer) = self.take_offer(offer_id) else {
+            return;
+        };
+        self.allocator.recover(
+            &offer.framework_id,
+            &offer.agent_id,
+            &offer.resources,
+            None,
+            now,
+        );
+        if let Some(pid) = self
+            .frameworks
+            .get(&offer.framework_id)
+            .and_then(|f| f.pid.clone())
+        {
+            out.push(Command::ToScheduler(
+                pid,
+                ToScheduler::OfferRescinded {
+                    offer_id: offer_id.clone(),
+                },
+            ));
+        }
+    }
+
+    pub(super) fn rescind_agent_offers(&mut self, agent_id: &AgentId, out: &mut Vec<Command>) {
+        let offers: Vec<OfferId> = self
+            .agents
+            .get(agent_id)
+            .map(|agent| agent.offers.iter().cloned().collect())
+            .unwrap_or_default();
+        // The agent is leaving the allocator or re-entering it whole, so
+        // the resources need not be recovered first; `now` is irrelevant.
+        for offer_id in offers {
+            if let Some(offer) = self.take_offer(&offer_id)
+                && let Some(pid) = self
+                    .frameworks
+                    .get(&offer.framework_id)
+                    .and_then(|f| f.pid.clone())
+            {
+                out.push(Command::ToScheduler(
+                    pid,
+                    ToScheduler::OfferRescinded { offer_id },
+                ));
+            }
+        }
+    }
+
+    /// Takes back a framework's offers without telling it: it is going
+    /// away or has disconnected.
+    pub(super) fn rescind_framework_offers(&mut self, now: Instant, framework_id: &FrameworkId) {
+        let offers: Vec<OfferId> = self
+            .frameworks
+            .get(framework_id)
+            .map(|framework| framework.offers.iter().cloned().collect())
+            .unwrap_or_default();
+        for offer_id in offers {
+            if let Some(offer) = self.take_offer(&offer_id) {
+                self.allocator.recover(
+                    &offer.framework_id,
+                    &offer.agent_id,
+                    &offer.resources,
+                    None,
+                    now,
+                );
+            }
+        }
+    }
+
+    pub(super) fn expire_offers(&mut self, now: Instant, out: &mut Vec<Command>) {
+        let Some(timeout) = self.config.offer_timeout else {
+            return;
+        };
+        let expired: Vec<OfferId> = self
+            .offers
+            .iter()
+            .filter(|(_, entry)| entry.created_at + timeout <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for offer_id in expired {
+            self.rescind(now, &offer_id, out);
+        }
+    }
+
+    pub(super) fn decline(
+        &mut self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        offer_ids: Vec<OfferId>,
+        filters: Filters,
+        out: &mut Vec<Command>,
+    ) {
+        let mut agents = Vec::new();
+        for offer_id in offer_ids.into_iter().take(MAX_OFFERS_PER_CALL) {
+            let owned = self
+                .offers
+                .get(&offer_id)
+                .is_some_and(|entry| &entry.offer.framework_id == framework_id);
+            if !owned {
+                continue;
+            }
+            if let Some(offer) = self.take_offer(&offer_id) {
+                self.allocator.recover(
+                    framework_id,
+                    &offer.agent_id,
+                    &offer.resources,
+                    Some(filters.refuse()),
+                    now,
+                );
+                agents.push(offer.agent_id);
+            }
+        }
+        // Another framework may want what was declined.
+        self.allocate_agents(now, &agents, out);
+    }
+
+    pub(super) fn accept(
+        &mut self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        offer_ids: Vec<OfferId>,
+        operations: Vec<Operation>,
+        filters: Filters,
+        out: &mut Vec<Command>,
+    ) {
+        let tasks: Vec<TaskInfo> = operations
+            .into_iter()
+            .flat_map(|operation| match operation {
+                Operation::Launch(tasks) => tasks,
+            })
+            .collect();
+        // Take the offers that are valid; note why the accept cannot use
+        // them if some are not.
+        let mut offers = Vec::new();
+        let mut problem = None;
+        for offer_id in offer_ids.iter().take(MAX_OFFERS_PER_CALL) {
+            match self.offers.get(offer_id) {
+                Some(entry) if &entry.offer.framework_id == framework_id => {
+                    offers.push(entry.offer.clone())
+                }
+                Some(_) => problem = Some(format!("offer {offer_id} belongs to another framework")),
+                None => problem = Some(format!("offer {offer_id} is no longer valid")),
+            }
+        }
+        if offers.is_empty() && problem.is_none() {
+            problem = Some("the accept names no offers".into());
+        }
+        let agent_id = offers.first().map(|offer| offer.agent_id.clone());
+        if offers
+            .iter()
+            .any(|offer| Some(&offer.agent_id) != agent_id.as_ref())
+        {
+            problem = Some("the offers are on different agents".into());
+        }
+        if tasks.len() > MAX_TASKS_PER_ACCEPT {
+            problem = Some(format!("at most {MAX_TASKS_PER_ACCEPT} tasks per accept"));
+        }
+        for offer in &offers {
+            self.take_offer(&offer.id);
+        }
+        let (Some(agent_id), None) = (agent_id.clone(), problem.clone()) else {
+            // Nothing launches: tasks are dropped, valid offers go back.
+            let reason = problem.unwrap_or_default();
+            for task in &tasks {
+                self.answer_task(
+                    now,
+                    framework_id,
+                    task,
+                    TaskState::Dropped,
+                    Reason::InvalidOffers,
+                    &reason,
+                    out,
+                );
+            }
+            let agents: Vec<AgentId> = offers.iter().map(|offer| offer.agent_id.clone()).collect();
+            for offer in offers {
+                self.allocator.recover(
+                    framework_id,
+                    &offer.agent_id,
+                    &offer.resources,
+                    Some(filters.refuse()),
+                    now,
+                );
+            }
+            self.allocate_agents(now, &agents, out);
+            return;
+        };
+        let mut remaining = Resources::new();
+        for offer in &offers {
+            remaining.add(&offer.resources);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for task in tasks {
+            match self.check_task(framework_id, &agent_id, &task, &remaining, &seen) {
+                Err(reason) => self.answer_task(
+                    now,
+                    framework_id,
+                    &task,
+                    TaskState::Error,
+                    Reason::TaskInvalid,
+                    &reason,
+                    out,
+                ),
+                Ok(()) => {
+                    remaining = remaining.checked_sub(&task.resources).unwrap_or_default();
+                    seen.insert(task.task_id.clone());
+                    self.launch(now, framework_id, &agent_id, task, out);
+                }
+            }
+        }
+        if !remaining.is_empty() {
+            self.allocator.recover(
+                framework_id,
+                &agent_id,
+                &remaining,
+                Some(filters.refuse()),
+                now,
+            );
+        }
+        self.allocate_agents(now, &[agent_id], out);
+    }
+
+    fn check_task(
+        &self,
+        framework_id: &FrameworkId,
+        agent_id: &AgentId,
+        task: &TaskInfo,
+        remaining: &Resources,
+        seen: &std::collections::BTreeSet<strata_protocol::TaskId>,
+    ) -> Result<(), String> {
+        if &task.agent_id != agent_id {
+            return Err(format!(
+                "task is for agent {} but the offers are on {agent_id}",
+                task.agent_id
+            ));
+        }
+        if task.resources.is_empty() {
+            return Err("task asks for no resources".into());
+        }
+        let active = self
+            .frameworks
+            .get(framework_id)
+            .and_then(|framework| framework.tasks.get(&task.task_id))
+            .is_some_and(|existing| !existing.state.is_terminal());
+        if active || seen.contains(&task.task_id) {
+            return Err(format!("task id {} is already in use", task.task_id));
+        }
+        if !remaining.contains(&task.resources) {
+            return Err(format!(
+                "task needs {} but the offers have {remaining} left",
+                task.resources
+            ));
+        }
+        Ok(())
+    }
+
+    fn launch(
+        &mut self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        agent_id: &AgentId,
+        info: TaskInfo,
+        out: &mut Vec<Command>,
+    ) {
+        let _ = now;
+        let Some(framework) = self.frameworks.get_mut(framework_id) else {
+            return;
+        };
+        let task = Task {
+            info: info.clone(),
+            framework_id: framework_id.clone(),
+            state: TaskState::Staging,
+            status: None,
+        };
+        framework.tasks.insert(info.task_id.clone(), task);
+        let framework_info = framework.info.clone();
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        agent
+            .tasks
+            .insert((framework_id.clone(), info.task_id.clone()));
+        out.push(Command::Log(Event::TaskLaunched {
+            framework_id: framework_id.clone(),
+            task_id: info.task_id.clone(),
+            agent_id: agent_id.clone(),
+        }));
+        out.push(Command::ToAgent(
+            agent.pid.clone(),
+            ToAgent::RunTask {
+                framework: framework_info,
+                task: info,
+            },
+        ));
+    }
+}

@@ -1,0 +1,319 @@
+//! Tasks: status updates, kills, acknowledgements and reconciliation.
+//!
+//! Status updates travel agent → master → framework, acknowledgements
+//! framework → master → agent. The master forwards every update it gets,
+//! duplicates included (the framework deduplicates by update id and must
+//! acknowledge each, or the agent keeps resending), but its books only
+//! follow legal transitions, so a late duplicate never moves a task back.
+//! A task that reaches a terminal state gives its resources back.
+
+use std::time::Instant;
+
+use strata_protocol::{
+    AgentId, FrameworkId, Reason, ReconcileTask, Source, Task, TaskId, TaskInfo, TaskState,
+    TaskStatus, ToAgent, ToScheduler, UpdateId,
+};
+use strata_runtime::Upid;
+
+use super::{AgentStatus, Books, Command};
+
+/// Most tasks one reconciliation may name; the rest are ignored.
+const MAX_RECONCILE_TASKS: usize = 100_000;
+
+impl Books {
+    pub(super) fn status_update(
+        &mut self,
+        now: Instant,
+        from: &Upid,
+        framework_id: FrameworkId,
+        status: TaskStatus,
+        out: &mut Vec<Command>,
+    ) {
+        // Only an admitted agent reports statuses, and only for its tasks.
+        let Some(agent_id) = self.agents_by_pid.get(&from.to_string()).cloned() else {
+            return;
+        };
+        let task_id = status.task_id.clone();
+        let known = self
+            .frameworks
+            .get(&framework_id)
+            .and_then(|framework| framework.tasks.get(&task_id))
+            .is_some_and(|task| task.info.agent_id == agent_id);
+        if known {
+            self.apply_status(now, &framework_id, &task_id, status.clone());
+        }
+        // With nobody to tell now, the agent resends until acknowledged.
+        if let Some(pid) = self
+            .frameworks
+            .get(&framework_id)
+            .and_then(|framework| framework.pid.clone())
+        {
+            out.push(Command::ToScheduler(pid, ToScheduler::Update { status }));
+        }
+    }
+
+    /// Moves a task to `status` if that is a legal transition; a terminal
+    /// state frees its resources and files the task under completed.
+    fn apply_status(
+        &mut self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+        status: TaskStatus,
+    ) {
+        let kept = self.config.completed_tasks_kept;
+        let Some(framework) = self.frameworks.get_mut(framework_id) else {
+            return;
+        };
+        let Some(task) = framework.tasks.get_mut(task_id) else {
+            return;
+        };
+        if !task.state.can_become(status.state) {
+            return;
+        }
+        task.state = status.state;
+        task.status = Some(status);
+        if !task.state.is_terminal() {
+            return;
+        }
+        let Some(task) = framework.tasks.remove(task_id) else {
+            return;
+        };
+        let agent_id = task.info.agent_id.clone();
+        let resources = task.info.resources.clone();
+        if framework.completed.len() >= kept {
+            framework.completed.pop_front();
+        }
+        framework.completed.push_back(task);
+        if let Some(agent) = self.agents.get_mut(&agent_id) {
+            agent.tasks.remove(&(framework_id.clone(), task_id.clone()));
+        }
+        self.allocator
+            .recover(framework_id, &agent_id, &resources, None, now);
+    }
+
+    /// Sets a task's state on the master's own authority and tells the
+    /// framework (agent loss, reconciliation after a return).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn set_task_state(
+        &mut self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+        state: TaskState,
+        reason: Reason,
+        message: &str,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(task) = self
+            .frameworks
+            .get(framework_id)
+            .and_then(|framework| framework.tasks.get(task_id))
+            .cloned()
+        else {
+            return;
+        };
+        let status = Books::master_status(&task, state, reason, message, self.wall_ms(now));
+        self.apply_status(now, framework_id, task_id, status.clone());
+        if let Some(pid) = self
+            .frameworks
+            .get(framework_id)
+            .and_then(|f| f.pid.clone())
+        {
+            out.push(Command::ToScheduler(pid, ToScheduler::Update { status }));
+        }
+    }
+
+    /// Answers a task that never launched (invalid, or its offers gone).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn answer_task(
+        &self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        task: &TaskInfo,
+        state: TaskState,
+        reason: Reason,
+        message: &str,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(pid) = self
+            .frameworks
+            .get(framework_id)
+            .and_then(|f| f.pid.clone())
+        else {
+            return;
+        };
+        let status = TaskStatus {
+            task_id: task.task_id.clone(),
+            state,
+            source: Source::Master,
+            reason: Some(reason),
+            message: message.to_owned(),
+            agent_id: Some(task.agent_id.clone()),
+            executor_id: None,
+            update_id: None,
+            timestamp_ms: self.wall_ms(now),
+        };
+        out.push(Command::ToScheduler(pid, ToScheduler::Update { status }));
+    }
+
+    pub(super) fn kill(
+        &mut self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        task_id: TaskId,
+        out: &mut Vec<Command>,
+    ) {
+        let task = self
+            .frameworks
+            .get(framework_id)
+            .and_then(|framework| framework.tasks.get(&task_id))
+            .filter(|task| !task.state.is_terminal())
+            .cloned();
+        let Some(task) = task else {
+            self.answer_unknown(now, framework_id, &task_id, None, Reason::TaskUnknown, out);
+            return;
+        };
+        match self.agents.get(&task.info.agent_id) {
+            Some(agent) if agent.status == AgentStatus::Active => out.push(Command::ToAgent(
+                agent.pid.clone(),
+                ToAgent::KillTask {
+                    framework_id: framework_id.clone(),
+                    task_id,
+                },
+            )),
+            // The agent is unreachable: the kill is sent when it returns;
+            // the framework already knows the task as UNREACHABLE or LOST.
+            _ => {}
+        }
+    }
+
+    /// Tells a framework a task is not known: UNKNOWN if it is
+    /// partition-aware, LOST otherwise.
+    fn answer_unknown(
+        &self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+        agent_id: Option<AgentId>,
+        reason: Reason,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(framework) = self.frameworks.get(framework_id) else {
+            return;
+        };
+        let Some(pid) = framework.pid.clone() else {
+            return;
+        };
+        let state = if framework.info.is_partition_aware() {
+            TaskState::Unknown
+        } else {
+            TaskState::Lost
+        };
+        let status = TaskStatus {
+            task_id: task_id.clone(),
+            state,
+            source: Source::Master,
+            reason: Some(reason),
+            message: "the master does not know this task".into(),
+            agent_id,
+            executor_id: None,
+            update_id: None,
+            timestamp_ms: self.wall_ms(now),
+        };
+        out.push(Command::ToScheduler(pid, ToScheduler::Update { status }));
+    }
+
+    pub(super) fn acknowledge(
+        &mut self,
+        framework_id: &FrameworkId,
+        agent_id: AgentId,
+        task_id: TaskId,
+        update_id: UpdateId,
+        out: &mut Vec<Command>,
+    ) {
+        if let Some(agent) = self.agents.get(&agent_id) {
+            out.push(Command::ToAgent(
+                agent.pid.clone(),
+                ToAgent::StatusUpdateAcknowledged {
+                    framework_id: framework_id.clone(),
+                    task_id,
+                    update_id,
+                },
+            ));
+        }
+    }
+
+    /// Answers with each named task's latest state (reason
+    /// RECONCILIATION), or every non-terminal task's when none is named.
+    pub(super) fn reconcile(
+        &mut self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        pid: &Upid,
+        tasks: Vec<ReconcileTask>,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(framework) = self.frameworks.get(framework_id) else {
+            return;
+        };
+        let wall_ms = self.wall_ms(now);
+        let restate = |task: &Task| {
+            let mut status = Books::master_status(
+                task,
+                task.state,
+                Reason::Reconciliation,
+                "reconciliation",
+                wall_ms,
+            );
+            if let Some(last) = &task.status {
+                status.message = last.message.clone();
+            }
+            status
+        };
+        if tasks.is_empty() {
+            for task in framework
+                .tasks
+                .values()
+                .filter(|task| !task.state.is_terminal())
+            {
+                out.push(Command::ToScheduler(
+                    pid.clone(),
+                    ToScheduler::Update {
+                        status: restate(task),
+                    },
+                ));
+            }
+            return;
+        }
+        let mut unknown = Vec::new();
+        for asked in tasks.into_iter().take(MAX_RECONCILE_TASKS) {
+            let known = framework.tasks.get(&asked.task_id).or_else(|| {
+                framework
+                    .completed
+                    .iter()
+                    .rev()
+                    .find(|task| task.info.task_id == asked.task_id)
+            });
+            match known {
+                Some(task) => out.push(Command::ToScheduler(
+                    pid.clone(),
+                    ToScheduler::Update {
+                        status: restate(task),
+                    },
+                )),
+                None => unknown.push(asked),
+            }
+        }
+        for asked in unknown {
+            self.answer_unknown(
+                now,
+                framework_id,
+                &asked.task_id,
+                asked.agent_id,
+                Reason::Reconciliation,
+                out,
+            );
+        }
+    }
+}

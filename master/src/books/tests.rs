@@ -1,0 +1,699 @@
+//! The books driven by inputs, asserting on the commands they return.
+
+use std::time::{Duration, Instant};
+
+use strata_protocol::{
+    AgentId, AgentInfo, Attributes, Capability, CommandInfo, Filters, FrameworkId, FrameworkInfo,
+    Offer, OfferConstraint, OfferId, Operation, Resources, Source, Task, TaskId, TaskInfo,
+    TaskKind, TaskState, TaskStatus, ToAgent, ToMaster, ToScheduler, UpdateId,
+};
+use strata_runtime::Upid;
+
+use super::{Books, Command, Config, Input, invariants};
+
+fn r(text: &str) -> Resources {
+    text.parse().unwrap()
+}
+
+fn pid(text: &str) -> Upid {
+    text.parse().unwrap()
+}
+
+/// The books and a virtual clock.
+struct Harness {
+    books: Books,
+    now: Instant,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with(Config::default())
+    }
+
+    fn with(config: Config) -> Harness {
+        Harness {
+            books: Books::new(config, "m1"),
+            now: Instant::now(),
+        }
+    }
+
+    fn send(&mut self, from: &Upid, message: ToMaster) -> Vec<Command> {
+        let out = self.books.handle(
+            self.now,
+            Input::Received {
+                from: from.clone(),
+                message,
+            },
+        );
+        invariants::check(&self.books).unwrap();
+        out
+    }
+
+    fn advance(&mut self, seconds: u64) -> Vec<Command> {
+        self.now += Duration::from_secs(seconds);
+        let out = self.books.handle(self.now, Input::Tick);
+        invariants::check(&self.books).unwrap();
+        out
+    }
+
+    fn register_agent(&mut self, agent: &Upid, resources: &str, attributes: &str) -> AgentId {
+        let info = AgentInfo {
+            id: None,
+            hostname: agent.addr().ip().to_string(),
+            resources: r(resources),
+            attributes: attributes.parse().unwrap(),
+        };
+        let out = self.send(agent, ToMaster::RegisterAgent { info });
+        out.iter()
+            .find_map(|command| match command {
+                Command::ToAgent(to, ToAgent::AgentRegistered { agent_id }) if to == agent => {
+                    Some(agent_id.clone())
+                }
+                _ => None,
+            })
+            .expect("agent registered")
+    }
+
+    fn subscribe(
+        &mut self,
+        scheduler: &Upid,
+        info: FrameworkInfo,
+        constraints: Vec<OfferConstraint>,
+    ) -> (FrameworkId, Vec<Command>) {
+        let out = self.send(scheduler, ToMaster::Subscribe { info, constraints });
+        let id = out
+            .iter()
+            .find_map(|command| match command {
+                Command::ToScheduler(to, ToScheduler::Subscribed { framework_id })
+                    if to == scheduler =>
+                {
+                    Some(framework_id.clone())
+                }
+                _ => None,
+            })
+            .expect("subscribed");
+        (id, out)
+    }
+
+    fn finish(
+        &mut self,
+        agent: &Upid,
+        framework_id: &FrameworkId,
+        task_id: &str,
+        state: TaskState,
+    ) -> Vec<Command> {
+        let status = TaskStatus {
+            task_id: TaskId::new(task_id).unwrap(),
+            state,
+            source: Source::Executor,
+            reason: None,
+            message: String::new(),
+            agent_id: None,
+            executor_id: None,
+            update_id: Some(UpdateId(7)),
+            timestamp_ms: 0,
+        };
+        self.send(
+            agent,
+            ToMaster::StatusUpdate {
+                framework_id: framework_id.clone(),
+                status,
+            },
+        )
+    }
+}
+
+fn offers_to(out: &[Command], scheduler: &Upid) -> Vec<Offer> {
+    out.iter()
+        .filter_map(|command| match command {
+            Command::ToScheduler(to, ToScheduler::Offers(offers)) if to == scheduler => {
+                Some(offers.clone())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn updates_to(out: &[Command], scheduler: &Upid) -> Vec<TaskStatus> {
+    out.iter()
+        .filter_map(|command| match command {
+            Command::ToScheduler(to, ToScheduler::Update { status }) if to == scheduler => {
+                Some(status.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn task(id: &str, agent: &AgentId, resources: &str) -> TaskInfo {
+    TaskInfo {
+        task_id: TaskId::new(id).unwrap(),
+        name: id.to_owned(),
+        agent_id: agent.clone(),
+        resources: r(resources),
+        kind: TaskKind::Command(CommandInfo::shell("true")),
+        labels: Default::default(),
+    }
+}
+
+fn accept(
+    framework_id: &FrameworkId,
+    offers: &[&Offer],
+    tasks: Vec<TaskInfo>,
+    refuse_seconds: u64,
+) -> ToMaster {
+    ToMaster::Accept {
+        framework_id: framework_id.clone(),
+        offer_ids: offers.iter().map(|offer| offer.id.clone()).collect(),
+        operations: vec![Operation::Launch(tasks)],
+        filters: Filters {
+            refuse: Duration::from_secs(refuse_seconds),
+        },
+    }
+}
+
+/// The seeds' walk-through: framework 1 is offered the whole
+/// `cpus:4;mem:4096` agent and launches ⟨2 CPU, 1 GB⟩ and ⟨1 CPU, 2 GB⟩;
+/// the remaining ⟨1 CPU, 1 GB⟩ is offered to framework 2; when the tasks
+/// finish, their resources are offered again.
+#[test]
+fn seed_walkthrough() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:4;mem:4096", "");
+    let (s1, s2) = (
+        pid("scheduler-1@10.0.0.9:4000"),
+        pid("scheduler-2@10.0.0.9:4001"),
+    );
+    let (fw1, out) = h.subscribe(&s1, FrameworkInfo::new("fw1", "alice"), vec![]);
+    let offers = offers_to(&out, &s1);
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].resources, r("cpus:4;mem:4096"));
+    let (fw2, out) = h.subscribe(&s2, FrameworkInfo::new("fw2", "bob"), vec![]);
+    assert!(
+        offers_to(&out, &s2).is_empty(),
+        "nothing free for framework 2 yet"
+    );
+
+    let out = h.send(
+        &s1,
+        accept(
+            &fw1,
+            &[&offers[0]],
+            vec![
+                task("t1", &agent_id, "cpus:2;mem:1024"),
+                task("t2", &agent_id, "cpus:1;mem:2048"),
+            ],
+            0,
+        ),
+    );
+    let launches: Vec<_> = out
+        .iter()
+        .filter(|command| matches!(command, Command::ToAgent(to, ToAgent::RunTask { .. }) if to == &agent))
+        .collect();
+    assert_eq!(launches.len(), 2);
+    let second = offers_to(&out, &s2);
+    assert_eq!(second.len(), 1, "{out:#?}");
+    assert_eq!(second[0].resources, r("cpus:1;mem:1024"));
+
+    // Framework 2 declines (what it declined goes to framework 1 at
+    // once); the tasks finish and their resources are offered again: in
+    // all, framework 1 holds offers for the whole agent.
+    let out = h.send(
+        &s2,
+        ToMaster::Decline {
+            framework_id: fw2.clone(),
+            offer_ids: vec![second[0].id.clone()],
+            filters: Filters::default(),
+        },
+    );
+    let mut again = offers_to(&out, &s1);
+    let out = h.finish(&agent, &fw1, "t1", TaskState::Finished);
+    assert_eq!(updates_to(&out, &s1)[0].state, TaskState::Finished);
+    h.finish(&agent, &fw1, "t2", TaskState::Finished);
+    again.extend(offers_to(&h.advance(1), &s1));
+    let mut total = Resources::new();
+    for offer in &again {
+        total.add(&offer.resources);
+    }
+    assert_eq!(total, r("cpus:4;mem:4096"));
+    assert!(
+        offers_to(&h.advance(1), &s2).is_empty(),
+        "framework 2 declined for 5 s"
+    );
+}
+
+#[test]
+fn a_decline_keeps_the_agent_away_for_refuse_seconds() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    h.register_agent(&agent, "cpus:1;mem:1024", "");
+    let scheduler = pid("s@10.0.0.9:4000");
+    let (framework_id, out) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    let offer = offers_to(&out, &scheduler).remove(0);
+    h.send(
+        &scheduler,
+        ToMaster::Decline {
+            framework_id,
+            offer_ids: vec![offer.id],
+            filters: Filters {
+                refuse: Duration::from_secs(10),
+            },
+        },
+    );
+    for second in 1..10 {
+        let out = h.advance(1);
+        assert!(
+            offers_to(&out, &scheduler).is_empty(),
+            "offered again after {second} s"
+        );
+    }
+    let out = h.advance(1);
+    assert_eq!(offers_to(&out, &scheduler).len(), 1);
+}
+
+/// The seeds' "only nodes with at least 32 GB of RAM".
+#[test]
+fn the_32_gb_filter() {
+    let mut h = Harness::new();
+    h.register_agent(&pid("small@10.0.0.1:5051"), "cpus:8;mem:16384", "");
+    let large = h.register_agent(&pid("large@10.0.0.2:5051"), "cpus:8;mem:65536", "");
+    let scheduler = pid("s@10.0.0.9:4000");
+    let (_, out) = h.subscribe(
+        &scheduler,
+        FrameworkInfo::new("big-memory", "u"),
+        vec![OfferConstraint::MinimumFree(r("mem:32768"))],
+    );
+    let offers = offers_to(&out, &scheduler);
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].agent_id, large);
+    for _ in 0..3 {
+        assert!(offers_to(&h.advance(1), &scheduler).is_empty());
+    }
+}
+
+#[test]
+fn invalid_accepts_are_answered_and_nothing_breaks() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:2;mem:2048", "");
+    let scheduler = pid("s@10.0.0.9:4000");
+    let (framework_id, out) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    let offer = offers_to(&out, &scheduler).remove(0);
+    let out = h.send(
+        &scheduler,
+        accept(
+            &framework_id,
+            &[&offer],
+            vec![
+                task("ok", &agent_id, "cpus:1;mem:512"),
+                task("ok", &agent_id, "cpus:0.5;mem:128"),
+                task("huge", &agent_id, "cpus:8;mem:128"),
+                task("empty", &agent_id, ""),
+                task(
+                    "elsewhere",
+                    &AgentId::new("other").unwrap(),
+                    "cpus:0.1;mem:32",
+                ),
+            ],
+            5,
+        ),
+    );
+    let updates = updates_to(&out, &scheduler);
+    let states: Vec<_> = updates
+        .iter()
+        .map(|status| (status.task_id.to_string(), status.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("ok".to_owned(), TaskState::Error),
+            ("huge".to_owned(), TaskState::Error),
+            ("empty".to_owned(), TaskState::Error),
+            ("elsewhere".to_owned(), TaskState::Error),
+        ]
+    );
+    assert!(
+        updates[1].message.contains("needs"),
+        "{}",
+        updates[1].message
+    );
+    // The offer is used up: accepting it again drops the tasks.
+    let out = h.send(
+        &scheduler,
+        accept(
+            &framework_id,
+            &[&offer],
+            vec![task("late", &agent_id, "cpus:0.1")],
+            0,
+        ),
+    );
+    let updates = updates_to(&out, &scheduler);
+    assert_eq!(updates[0].state, TaskState::Dropped);
+    assert!(updates[0].message.contains("no longer valid"));
+}
+
+#[test]
+fn calls_for_another_framework_are_refused() {
+    let mut h = Harness::new();
+    let owner = pid("owner@10.0.0.9:4000");
+    let intruder = pid("intruder@10.0.0.9:4001");
+    let (framework_id, _) = h.subscribe(&owner, FrameworkInfo::new("f", "u"), vec![]);
+    let out = h.send(
+        &intruder,
+        ToMaster::Teardown {
+            framework_id: framework_id.clone(),
+        },
+    );
+    assert!(
+        matches!(&out[..], [Command::Log(_), Command::ToScheduler(to, ToScheduler::Error { .. })] if to == &intruder)
+    );
+    assert!(h.books.frameworks().contains_key(&framework_id));
+}
+
+#[test]
+fn a_silent_agent_is_lost_and_its_tasks_reported_then_reconciled_on_return() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:4;mem:4096", "");
+    let (plain, aware) = (pid("plain@10.0.0.9:4000"), pid("aware@10.0.0.9:4001"));
+    let (plain_id, out) = h.subscribe(&plain, FrameworkInfo::new("plain", "u"), vec![]);
+    let offer = offers_to(&out, &plain).remove(0);
+    h.send(
+        &plain,
+        accept(
+            &plain_id,
+            &[&offer],
+            vec![task("p1", &agent_id, "cpus:1;mem:512")],
+            3600,
+        ),
+    );
+    let mut info = FrameworkInfo::new("aware", "u");
+    info.capabilities.insert(Capability::PartitionAware);
+    let (aware_id, out) = h.subscribe(&aware, info, vec![]);
+    let offer = offers_to(&out, &aware).remove(0);
+    h.send(
+        &aware,
+        accept(
+            &aware_id,
+            &[&offer],
+            vec![task("a1", &agent_id, "cpus:1;mem:512")],
+            3600,
+        ),
+    );
+    h.finish(&agent, &plain_id, "p1", TaskState::Running);
+    h.finish(&agent, &aware_id, "a1", TaskState::Running);
+
+    // The agent answers nothing: 5 pings of 15 s go unanswered.
+    let mut lost_at = None;
+    for second in 1..=120 {
+        let out = h.advance(1);
+        if out.iter().any(|command| {
+            matches!(
+                command,
+                Command::ToScheduler(_, ToScheduler::AgentLost { .. })
+            )
+        }) {
+            lost_at = Some(second);
+            assert_eq!(updates_to(&out, &plain)[0].state, TaskState::Lost);
+            assert_eq!(updates_to(&out, &aware)[0].state, TaskState::Unreachable);
+            break;
+        }
+    }
+    assert_eq!(
+        lost_at,
+        Some(90),
+        "15 s pings, unreachable at the 6th ping time"
+    );
+
+    // It comes back with both tasks still running.
+    let running = |framework_id: &FrameworkId, id: &str| Task {
+        info: task(id, &agent_id, "cpus:1;mem:512"),
+        framework_id: framework_id.clone(),
+        state: TaskState::Running,
+        status: None,
+    };
+    let info = AgentInfo {
+        id: Some(agent_id.clone()),
+        hostname: "10.0.0.1".into(),
+        resources: r("cpus:4;mem:4096"),
+        attributes: Attributes::new(),
+    };
+    let out = h.send(
+        &agent,
+        ToMaster::ReregisterAgent {
+            info,
+            tasks: vec![running(&plain_id, "p1"), running(&aware_id, "a1")],
+        },
+    );
+    // The partition-aware framework sees its task running again ...
+    let aware_updates = updates_to(&out, &aware);
+    assert_eq!(aware_updates[0].state, TaskState::Running);
+    // ... the other framework was told LOST, so its task is killed, not
+    // resurrected.
+    assert!(out.iter().any(|command| matches!(
+        command,
+        Command::ToAgent(to, ToAgent::KillTask { task_id, .. }) if to == &agent && task_id.as_str() == "p1"
+    )));
+    assert!(updates_to(&out, &plain).is_empty());
+}
+
+#[test]
+fn a_scheduler_that_disconnects_without_failover_is_removed() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:4;mem:4096", "");
+    let scheduler = pid("s@10.0.0.9:4000");
+    let (framework_id, out) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    let offer = offers_to(&out, &scheduler).remove(0);
+    h.send(
+        &scheduler,
+        accept(
+            &framework_id,
+            &[&offer],
+            vec![task("t", &agent_id, "cpus:1;mem:128")],
+            0,
+        ),
+    );
+    let out = h.books.handle(h.now, Input::Exited(scheduler.clone()));
+    assert!(out.iter().any(|command| matches!(
+        command,
+        Command::ToAgent(to, ToAgent::ShutdownFramework { .. }) if to == &agent
+    )));
+    assert!(h.books.frameworks().is_empty());
+    assert_eq!(h.books.free(&agent_id), Some(r("cpus:4;mem:4096")));
+    invariants::check(&h.books).unwrap();
+}
+
+#[test]
+fn offers_time_out_when_configured() {
+    let mut h = Harness::with(Config {
+        offer_timeout: Some(Duration::from_secs(30)),
+        ..Config::default()
+    });
+    h.register_agent(&pid("agent@10.0.0.1:5051"), "cpus:1;mem:1024", "");
+    let scheduler = pid("s@10.0.0.9:4000");
+    let (_, out) = h.subscribe(&scheduler, FrameworkInfo::new("hoarder", "u"), vec![]);
+    let offer = offers_to(&out, &scheduler).remove(0);
+    let mut rescinded = false;
+    for _ in 0..30 {
+        let out = h.advance(1);
+        rescinded |= out.iter().any(|command| matches!(
+            command,
+            Command::ToScheduler(_, ToScheduler::OfferRescinded { offer_id }) if offer_id == &offer.id
+        ));
+    }
+    assert!(rescinded);
+    let _: &OfferId = &offer.id;
+}
+
+/// A small deterministic generator, so random runs replay.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound.max(1) as u64) as usize
+    }
+}
+
+/// Random accepts, declines, launches, finishes, kills, agent losses and
+/// returns never break the invariants (checked after every step by the
+/// harness).
+#[test]
+fn random_operations_never_break_the_invariants() {
+    for seed in 0..40 {
+        let mut random = SplitMix(seed);
+        let mut h = Harness::with(Config {
+            agent_ping_timeout: Duration::from_secs(2),
+            max_missed_pongs: 2,
+            ..Config::default()
+        });
+        let agents: Vec<Upid> = (0..4)
+            .map(|index| pid(&format!("agent@10.0.0.{index}:5051")))
+            .collect();
+        let schedulers: Vec<Upid> = (0..3)
+            .map(|index| pid(&format!("s{index}@10.0.1.1:4000")))
+            .collect();
+        let mut agent_ids: Vec<Option<AgentId>> = vec![None; agents.len()];
+        let mut framework_ids: Vec<Option<FrameworkId>> = vec![None; schedulers.len()];
+        let mut offers: Vec<(usize, Offer)> = Vec::new();
+        let mut launched: Vec<(usize, usize, String)> = Vec::new();
+        let mut next_task = 0;
+        for _step in 0..400 {
+            let out = match random.below(9) {
+                0 => {
+                    let index = random.below(agents.len());
+                    if agent_ids[index].is_none() {
+                        agent_ids[index] = Some(h.register_agent(
+                            &agents[index],
+                            "cpus:4;mem:4096;ports:[100-110]",
+                            "rack:r1",
+                        ));
+                    }
+                    Vec::new()
+                }
+                1 => {
+                    let index = random.below(schedulers.len());
+                    let mut info = FrameworkInfo::new(format!("f{index}"), "u");
+                    info.id = framework_ids[index].clone();
+                    if random.below(2) == 0 {
+                        info.capabilities.insert(Capability::PartitionAware);
+                    }
+                    let (id, out) = h.subscribe(&schedulers[index], info, vec![]);
+                    framework_ids[index] = Some(id);
+                    out
+                }
+                2 | 3 if !offers.is_empty() => {
+                    let (scheduler, offer) = offers.swap_remove(random.below(offers.len()));
+                    let Some(framework_id) = framework_ids[scheduler].clone() else {
+                        continue;
+                    };
+                    let mut tasks = Vec::new();
+                    for _ in 0..random.below(3) {
+                        next_task += 1;
+                        let spec = [
+                            "cpus:1;mem:512",
+                            "cpus:0.5;mem:256;ports:[100-101]",
+                            "cpus:9",
+                            "mem:100",
+                        ][random.below(4)];
+                        let id = format!("t{next_task}");
+                        tasks.push(task(&id, &offer.agent_id, spec));
+                        let agent_index = agent_ids
+                            .iter()
+                            .position(|a| a.as_ref() == Some(&offer.agent_id))
+                            .unwrap_or(0);
+                        launched.push((scheduler, agent_index, id));
+                    }
+                    h.send(
+                        &schedulers[scheduler],
+                        accept(&framework_id, &[&offer], tasks, random.below(3) as u64),
+                    )
+                }
+                4 if !offers.is_empty() => {
+                    let (scheduler, offer) = offers.swap_remove(random.below(offers.len()));
+                    let Some(framework_id) = framework_ids[scheduler].clone() else {
+                        continue;
+                    };
+                    h.send(
+                        &schedulers[scheduler],
+                        ToMaster::Decline {
+                            framework_id,
+                            offer_ids: vec![offer.id],
+                            filters: Filters::default(),
+                        },
+                    )
+                }
+                5 if !launched.is_empty() => {
+                    let (scheduler, agent, id) = launched[random.below(launched.len())].clone();
+                    let Some(framework_id) = framework_ids[scheduler].clone() else {
+                        continue;
+                    };
+                    let state = [
+                        TaskState::Running,
+                        TaskState::Finished,
+                        TaskState::Failed,
+                        TaskState::Starting,
+                    ][random.below(4)];
+                    h.finish(&agents[agent], &framework_id, &id, state)
+                }
+                6 => {
+                    // Time passes; agents answer pings only sometimes.
+                    let out = h.advance(1 + random.below(3) as u64);
+                    for command in &out {
+                        if let Command::ToAgent(to, ToAgent::Ping { sequence }) = command
+                            && random.below(3) != 0
+                        {
+                            h.send(
+                                to,
+                                ToMaster::Pong {
+                                    sequence: *sequence,
+                                },
+                            );
+                        }
+                    }
+                    out
+                }
+                7 => {
+                    // An agent that was lost comes back with what it runs.
+                    let index = random.below(agents.len());
+                    let Some(agent_id) = agent_ids[index].clone() else {
+                        continue;
+                    };
+                    let tasks: Vec<Task> = h
+                        .books
+                        .frameworks()
+                        .values()
+                        .flat_map(|framework| framework.tasks.values())
+                        .filter(|task| task.info.agent_id == agent_id)
+                        .cloned()
+                        .collect();
+                    let info = AgentInfo {
+                        id: Some(agent_id),
+                        hostname: "h".into(),
+                        resources: r("cpus:4;mem:4096;ports:[100-110]"),
+                        attributes: Attributes::new(),
+                    };
+                    offers.retain(|(_, offer)| Some(&offer.agent_id) != agent_ids[index].as_ref());
+                    h.send(&agents[index], ToMaster::ReregisterAgent { info, tasks })
+                }
+                _ if !launched.is_empty() => {
+                    let (scheduler, _, id) = launched[random.below(launched.len())].clone();
+                    let Some(framework_id) = framework_ids[scheduler].clone() else {
+                        continue;
+                    };
+                    h.send(
+                        &schedulers[scheduler],
+                        ToMaster::Kill {
+                            framework_id,
+                            task_id: TaskId::new(id).unwrap(),
+                        },
+                    )
+                }
+                _ => Vec::new(),
+            };
+            for (index, scheduler) in schedulers.iter().enumerate() {
+                offers.extend(
+                    offers_to(&out, scheduler)
+                        .into_iter()
+                        .map(|offer| (index, offer)),
+                );
+            }
+            for command in &out {
+                if let Command::ToScheduler(_, ToScheduler::OfferRescinded { offer_id }) = command {
+                    offers.retain(|(_, offer)| &offer.id != offer_id);
+                }
+            }
+            offers.retain(|(_, offer)| h.books.offers().contains_key(&offer.id));
+        }
+    }
+}

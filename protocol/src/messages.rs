@@ -1,0 +1,205 @@
+//! The messages masters, agents and schedulers send each other.
+//!
+//! Each process receives one message type: the master [`ToMaster`], an
+//! agent [`ToAgent`], a scheduler [`ToScheduler`]. Requests are imperative
+//! (`RegisterAgent`, `Accept`), notifications past tense
+//! (`AgentRegistered`, `OfferRescinded`), in Apache Mesos's vocabulary.
+
+use serde::{Deserialize, Serialize};
+
+use crate::agents::AgentInfo;
+use crate::frameworks::FrameworkInfo;
+use crate::ids::{AgentId, FrameworkId, OfferId, TaskId};
+use crate::offers::{Filters, Offer, OfferConstraint};
+use crate::tasks::{Task, TaskInfo, TaskStatus, UpdateId};
+
+/// What an accept does with the offered resources.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Launch these tasks on the offers' agent.
+    Launch(Vec<TaskInfo>),
+}
+
+/// A task the scheduler asks about in a reconciliation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileTask {
+    pub task_id: TaskId,
+    pub agent_id: Option<AgentId>,
+}
+
+/// Everything the master receives.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToMaster {
+    // From agents.
+    /// A new agent asks to be admitted.
+    RegisterAgent { info: AgentInfo },
+    /// An agent the master admitted before comes back, with the tasks it
+    /// runs.
+    ReregisterAgent { info: AgentInfo, tasks: Vec<Task> },
+    /// The answer to a [`ToAgent::Ping`].
+    Pong { sequence: u64 },
+    /// A task's state changed; the agent resends until acknowledged.
+    StatusUpdate {
+        framework_id: FrameworkId,
+        status: TaskStatus,
+    },
+
+    // From schedulers.
+    /// Register (no id in `info`) or re-register (with the id the master
+    /// assigned) a framework.
+    Subscribe {
+        info: FrameworkInfo,
+        constraints: Vec<OfferConstraint>,
+    },
+    /// Use offers: launch tasks; whatever is left is declined with `filters`.
+    Accept {
+        framework_id: FrameworkId,
+        offer_ids: Vec<OfferId>,
+        operations: Vec<Operation>,
+        filters: Filters,
+    },
+    Decline {
+        framework_id: FrameworkId,
+        offer_ids: Vec<OfferId>,
+        filters: Filters,
+    },
+    /// Offers again, and forget earlier declines.
+    Revive { framework_id: FrameworkId },
+    /// No offers until revived.
+    Suppress { framework_id: FrameworkId },
+    /// Replace the framework's standing filters.
+    SetConstraints {
+        framework_id: FrameworkId,
+        constraints: Vec<OfferConstraint>,
+    },
+    Kill {
+        framework_id: FrameworkId,
+        task_id: TaskId,
+    },
+    /// The framework received a status update.
+    Acknowledge {
+        framework_id: FrameworkId,
+        agent_id: AgentId,
+        task_id: TaskId,
+        update_id: UpdateId,
+    },
+    /// Ask for the state of these tasks, or of all (empty list).
+    Reconcile {
+        framework_id: FrameworkId,
+        tasks: Vec<ReconcileTask>,
+    },
+    /// The framework is done: kill its tasks and forget it.
+    Teardown { framework_id: FrameworkId },
+}
+
+impl strata_runtime::Message for ToMaster {
+    fn kind(&self) -> &'static str {
+        match self {
+            ToMaster::RegisterAgent { .. } => "RegisterAgent",
+            ToMaster::ReregisterAgent { .. } => "ReregisterAgent",
+            ToMaster::Pong { .. } => "Pong",
+            ToMaster::StatusUpdate { .. } => "StatusUpdate",
+            ToMaster::Subscribe { .. } => "Subscribe",
+            ToMaster::Accept { .. } => "Accept",
+            ToMaster::Decline { .. } => "Decline",
+            ToMaster::Revive { .. } => "Revive",
+            ToMaster::Suppress { .. } => "Suppress",
+            ToMaster::SetConstraints { .. } => "SetConstraints",
+            ToMaster::Kill { .. } => "Kill",
+            ToMaster::Acknowledge { .. } => "Acknowledge",
+            ToMaster::Reconcile { .. } => "Reconcile",
+            ToMaster::Teardown { .. } => "Teardown",
+        }
+    }
+}
+
+/// Everything an agent receives from the master.
+// Built once and moved into a mailbox: boxing the large variants would
+// only add an allocation per message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToAgent {
+    AgentRegistered {
+        agent_id: AgentId,
+    },
+    AgentReregistered {
+        agent_id: AgentId,
+    },
+    /// The master will not admit this agent, and says why.
+    RegistrationRefused {
+        reason: String,
+    },
+    Ping {
+        sequence: u64,
+    },
+    RunTask {
+        framework: FrameworkInfo,
+        task: TaskInfo,
+    },
+    KillTask {
+        framework_id: FrameworkId,
+        task_id: TaskId,
+    },
+    /// The framework acknowledged this update: send the next one.
+    StatusUpdateAcknowledged {
+        framework_id: FrameworkId,
+        task_id: TaskId,
+        update_id: UpdateId,
+    },
+    /// Kill every task of the framework and forget it.
+    ShutdownFramework {
+        framework_id: FrameworkId,
+    },
+}
+
+impl strata_runtime::Message for ToAgent {
+    fn kind(&self) -> &'static str {
+        match self {
+            ToAgent::AgentRegistered { .. } => "AgentRegistered",
+            ToAgent::AgentReregistered { .. } => "AgentReregistered",
+            ToAgent::RegistrationRefused { .. } => "RegistrationRefused",
+            ToAgent::Ping { .. } => "Ping",
+            ToAgent::RunTask { .. } => "RunTask",
+            ToAgent::KillTask { .. } => "KillTask",
+            ToAgent::StatusUpdateAcknowledged { .. } => "StatusUpdateAcknowledged",
+            ToAgent::ShutdownFramework { .. } => "ShutdownFramework",
+        }
+    }
+}
+
+/// Everything a scheduler receives from the master.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToScheduler {
+    Subscribed {
+        framework_id: FrameworkId,
+    },
+    Offers(Vec<Offer>),
+    OfferRescinded {
+        offer_id: OfferId,
+    },
+    /// A task's status; acknowledge it if it carries an update id.
+    Update {
+        status: TaskStatus,
+    },
+    AgentLost {
+        agent_id: AgentId,
+    },
+    /// A request was refused; the message says why.
+    Error {
+        message: String,
+    },
+}
+
+impl strata_runtime::Message for ToScheduler {
+    fn kind(&self) -> &'static str {
+        match self {
+            ToScheduler::Subscribed { .. } => "Subscribed",
+            ToScheduler::Offers(_) => "Offers",
+            ToScheduler::OfferRescinded { .. } => "OfferRescinded",
+            ToScheduler::Update { .. } => "Update",
+            ToScheduler::AgentLost { .. } => "AgentLost",
+            ToScheduler::Error { .. } => "Error",
+        }
+    }
+}
