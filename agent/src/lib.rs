@@ -3,3 +3,7 @@
 //! every status update at least once.
 
 pub mod detection;
+pub mod process;
+pub mod status_updates;
+
+pub use process::{AGENT_ID, Agent, AgentConfig};

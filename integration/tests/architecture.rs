@@ -13,6 +13,10 @@ const CORE: &[&str] = &[
     "runtime/src/codec.rs",
     "runtime/src/supervision.rs",
     "runtime/src/metrics.rs",
+    "runtime/src/random.rs",
+    "master/src/allocator",
+    "master/src/books",
+    "agent/src/status_updates.rs",
 ];
 
 /// Crates the core must not use.

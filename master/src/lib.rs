@@ -8,3 +8,7 @@
 
 pub mod allocator;
 pub mod books;
+pub mod process;
+
+pub use books::Config;
+pub use process::{MASTER_ID, Master};

@@ -53,6 +53,7 @@ mod mailbox;
 pub mod metrics;
 pub mod node;
 pub mod process;
+pub mod random;
 pub mod supervision;
 pub mod tls;
 pub mod transport;

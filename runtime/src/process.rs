@@ -295,6 +295,39 @@ impl<P: Process> ProcessContext<'_, P> {
         id
     }
 
+    /// Runs `call` on this process after `delay`, on tokio's clock: for
+    /// work that is not a message (a retry, a deadline).
+    pub fn run_later(
+        &mut self,
+        delay: Duration,
+        call: impl FnOnce(&mut P, &mut ProcessContext<'_, P>) + 'static,
+    ) -> TimerId {
+        let id = self.next_timer_id();
+        let handle = self.actix.run_later(delay, move |actor, ctx| {
+            actor.shell.timers.remove(&id);
+            actor.shell.sender = None;
+            actor.invoke(ctx, call);
+        });
+        self.shell.timers.insert(id, handle);
+        id
+    }
+
+    /// Runs `call` on this process every `interval` until cancelled: for
+    /// periodic work (a tick, a ping round).
+    pub fn run_every(
+        &mut self,
+        interval: Duration,
+        mut call: impl FnMut(&mut P, &mut ProcessContext<'_, P>) + 'static,
+    ) -> TimerId {
+        let id = self.next_timer_id();
+        let handle = self.actix.run_interval(interval, move |actor, ctx| {
+            actor.shell.sender = None;
+            actor.invoke(ctx, |process, pctx| call(process, pctx));
+        });
+        self.shell.timers.insert(id, handle);
+        id
+    }
+
     /// Cancels a timer; false if it already fired or was cancelled.
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
         match self.shell.timers.remove(&id) {

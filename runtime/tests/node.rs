@@ -276,6 +276,7 @@ fn exceeding_the_restart_intensity_is_reported_to_the_parent() {
 /// Counts ticks and reports the count when told.
 struct Ticker {
     ticks: u64,
+    closure_ticks: u64,
     report_to: Upid,
 }
 
@@ -294,7 +295,14 @@ impl Process for Ticker {
         ctx.send_every(Duration::from_secs(1), || Tick::Tick);
         let cancelled = ctx.send_later(Duration::from_secs(3), Tick::Report);
         assert!(ctx.cancel_timer(cancelled));
-        ctx.send_later(Duration::from_millis(10_500), Tick::Report);
+        // Closures on the process: every 2 s, and once at 10.5 s.
+        ctx.run_every(Duration::from_secs(2), |ticker, _| {
+            ticker.closure_ticks += 1
+        });
+        ctx.run_later(Duration::from_millis(10_500), |ticker, ctx| {
+            let report_to = ticker.report_to.clone();
+            let _ = ctx.send(&report_to, ticker.ticks * 100 + ticker.closure_ticks);
+        });
     }
 
     fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, _: Upid, tick: Tick) {
@@ -319,13 +327,15 @@ fn timers_follow_the_paused_clock() {
             "ticker",
             move || Ticker {
                 ticks: 0,
+                closure_ticks: 0,
                 report_to: report_to.clone(),
             },
             SpawnOptions::default(),
         )
         .unwrap();
         let (_, ticks) = inbox.message_within(Duration::from_secs(60)).await.unwrap();
-        assert_eq!(ticks, 10);
+        // 10 message ticks (every 1 s) and 5 closure ticks (every 2 s).
+        assert_eq!(ticks, 1005);
         // Ten and a half virtual seconds passed, however long the test took.
         let elapsed = started.elapsed();
         assert!(

@@ -1,0 +1,374 @@
+//! The agent process: registration, pings, tasks and status updates.
+//!
+//! The agent registers with its master, retrying with jittered
+//! exponential backoff (a random wait in [0, 1 s·2ⁿ], capped at a
+//! minute, as Mesos's agents do), and re-registers under the same id with
+//! the tasks it runs whenever it loses the master. It answers pings, runs
+//! the tasks the master sends, and reports every state change through the
+//! status update streams, resending until acknowledged. It obeys only its
+//! master: messages from anyone else are dropped.
+//!
+//! Tasks run in the in-process [`TestExecutor`]: a task runs for the time
+//! its `strata.test/run-ms` label gives (forever without one) and ends
+//! FINISHED, or FAILED if its `strata.test/outcome` label says `failed`.
+//! Real processes take its place with the command executor.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use strata_protocol::{
+    AgentId, AgentInfo, FrameworkId, FrameworkInfo, Source, Task, TaskId, TaskInfo, TaskState,
+    TaskStatus, ToAgent, ToMaster, UpdateId,
+};
+use strata_runtime::random::SplitMix;
+use strata_runtime::{Process, ProcessContext, TimerId, Upid};
+use tracing::{debug, error, info, warn};
+
+use crate::status_updates::{Forward, StatusUpdates};
+
+/// The agent's process id.
+pub const AGENT_ID: &str = "agent";
+
+/// Label: how long a test task runs, in milliseconds.
+pub const RUN_MS_LABEL: &str = "strata.test/run-ms";
+
+/// Label: `failed` makes a test task end FAILED instead of FINISHED.
+pub const OUTCOME_LABEL: &str = "strata.test/outcome";
+
+/// Longest wait between registration attempts.
+const MAX_REGISTRATION_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How often unacknowledged updates are checked for resending.
+const UPDATE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What an agent needs to start.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub master: Upid,
+    pub hostname: String,
+    pub resources: strata_protocol::Resources,
+    pub attributes: strata_protocol::Attributes,
+    /// Seeds the agent's jitter and update ids.
+    pub seed: u64,
+}
+
+/// Runs tasks inside the agent process, for tests and simulation.
+#[derive(Debug, Default)]
+pub struct TestExecutor {
+    timers: BTreeMap<(FrameworkId, TaskId), TimerId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registration {
+    Registering { attempt: u32 },
+    Registered,
+    Refused,
+}
+
+/// The agent.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    agent_id: Option<AgentId>,
+    registration: Registration,
+    frameworks: BTreeMap<FrameworkId, FrameworkInfo>,
+    tasks: BTreeMap<(FrameworkId, TaskId), Task>,
+    updates: StatusUpdates,
+    executor: TestExecutor,
+    random: SplitMix,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Agent {
+        let random = SplitMix::new(config.seed);
+        Agent {
+            config,
+            agent_id: None,
+            registration: Registration::Registering { attempt: 0 },
+            frameworks: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            updates: StatusUpdates::new(),
+            executor: TestExecutor::default(),
+            random,
+        }
+    }
+
+    /// The id the master gave this agent, once registered.
+    pub fn agent_id(&self) -> Option<&AgentId> {
+        self.agent_id.as_ref()
+    }
+
+    fn info(&self) -> AgentInfo {
+        AgentInfo {
+            id: self.agent_id.clone(),
+            hostname: self.config.hostname.clone(),
+            resources: self.config.resources.clone(),
+            attributes: self.config.attributes.clone(),
+        }
+    }
+
+    fn to_master(&self, ctx: &mut ProcessContext<'_, Self>, message: ToMaster) {
+        let master = self.config.master.clone();
+        if let Err(error) = ctx.send(&master, message) {
+            debug!(master = %master, cause = %error, "message to the master not sent");
+        }
+    }
+
+    /// Sends a (re-)registration and schedules the next attempt in case
+    /// no answer comes.
+    fn register(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let Registration::Registering { attempt } = self.registration else {
+            return;
+        };
+        let message = match &self.agent_id {
+            None => ToMaster::RegisterAgent { info: self.info() },
+            Some(_) => ToMaster::ReregisterAgent {
+                info: self.info(),
+                tasks: self.tasks.values().cloned().collect(),
+            },
+        };
+        self.to_master(ctx, message);
+        let ceiling = Duration::from_secs(1)
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(MAX_REGISTRATION_BACKOFF);
+        let wait = Duration::from_millis(self.random.below(ceiling.as_millis() as u64 + 1));
+        self.registration = Registration::Registering {
+            attempt: attempt.saturating_add(1),
+        };
+        ctx.run_later(wait, |agent, ctx| agent.register(ctx));
+    }
+
+    fn registered(&mut self, ctx: &mut ProcessContext<'_, Self>, agent_id: AgentId) {
+        if self
+            .agent_id
+            .as_ref()
+            .is_some_and(|known| known != &agent_id)
+        {
+            warn!(old = ?self.agent_id, new = %agent_id, "master gave this agent a new id");
+        }
+        info!(agent_id = %agent_id, master = %self.config.master, "registered with the master");
+        self.agent_id = Some(agent_id);
+        self.registration = Registration::Registered;
+        for forward in self.updates.heads(now()) {
+            self.forward(ctx, forward);
+        }
+    }
+
+    fn forward(&self, ctx: &mut ProcessContext<'_, Self>, forward: Forward) {
+        self.to_master(
+            ctx,
+            ToMaster::StatusUpdate {
+                framework_id: forward.framework_id,
+                status: forward.status,
+            },
+        );
+    }
+
+    /// Records a state change of a task and reports it (at least once).
+    fn report(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+        state: TaskState,
+        message: &str,
+    ) {
+        let key = (framework_id.clone(), task_id.clone());
+        let Some(task) = self.tasks.get_mut(&key) else {
+            return;
+        };
+        if !task.state.can_become(state) {
+            return;
+        }
+        let status = TaskStatus {
+            task_id: task_id.clone(),
+            state,
+            source: Source::Executor,
+            reason: None,
+            message: message.to_owned(),
+            agent_id: self.agent_id.clone(),
+            executor_id: None,
+            update_id: Some(UpdateId(self.random.next_u128())),
+            timestamp_ms: wall_ms(),
+        };
+        task.state = state;
+        task.status = Some(status.clone());
+        if state.is_terminal() {
+            // The agent forgets a finished task; its update stream stays
+            // until the framework acknowledges.
+            self.tasks.remove(&key);
+            if let Some(timer) = self.executor.timers.remove(&key) {
+                ctx.cancel_timer(timer);
+            }
+        }
+        let send_now = self.updates.push(now(), framework_id, status);
+        if let (Some(forward), Registration::Registered) = (send_now, self.registration) {
+            self.forward(ctx, forward);
+        }
+    }
+
+    fn run_task(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        framework: FrameworkInfo,
+        info: TaskInfo,
+    ) {
+        let Some(framework_id) = framework.id.clone() else {
+            return;
+        };
+        if Some(&info.agent_id) != self.agent_id.as_ref() {
+            warn!(task_id = %info.task_id, "task for another agent ignored");
+            return;
+        }
+        let key = (framework_id.clone(), info.task_id.clone());
+        if self.tasks.contains_key(&key) {
+            return;
+        }
+        let run_ms = info
+            .labels
+            .get(RUN_MS_LABEL)
+            .and_then(|ms| ms.parse::<u64>().ok());
+        let failed = info
+            .labels
+            .get(OUTCOME_LABEL)
+            .is_some_and(|outcome| outcome == "failed");
+        self.frameworks.insert(framework_id.clone(), framework);
+        self.tasks.insert(
+            key.clone(),
+            Task {
+                info: info.clone(),
+                framework_id: framework_id.clone(),
+                state: TaskState::Staging,
+                status: None,
+            },
+        );
+        self.report(ctx, &framework_id, &info.task_id, TaskState::Running, "");
+        if let Some(run_ms) = run_ms {
+            let task_id = info.task_id.clone();
+            let (end, message) = if failed {
+                (TaskState::Failed, "the test task failed as its label asked")
+            } else {
+                (TaskState::Finished, "")
+            };
+            let timer = ctx.run_later(Duration::from_millis(run_ms), move |agent, ctx| {
+                agent
+                    .executor
+                    .timers
+                    .remove(&(framework_id.clone(), task_id.clone()));
+                agent.report(ctx, &framework_id, &task_id, end, message);
+            });
+            self.executor.timers.insert(key, timer);
+        }
+    }
+
+    fn kill_task(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+    ) {
+        self.report(
+            ctx,
+            framework_id,
+            task_id,
+            TaskState::Killed,
+            "killed at the framework's request",
+        );
+    }
+
+    fn shutdown_framework(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        framework_id: &FrameworkId,
+    ) {
+        let keys: Vec<(FrameworkId, TaskId)> = self
+            .tasks
+            .keys()
+            .filter(|(owner, _)| owner == framework_id)
+            .cloned()
+            .collect();
+        for key in keys {
+            if let Some(timer) = self.executor.timers.remove(&key) {
+                ctx.cancel_timer(timer);
+            }
+            self.tasks.remove(&key);
+        }
+        self.frameworks.remove(framework_id);
+        self.updates.remove_framework(framework_id);
+    }
+}
+
+impl Process for Agent {
+    type Message = ToAgent;
+
+    fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let master = self.config.master.clone();
+        ctx.link(&master);
+        self.register(ctx);
+        ctx.run_every(UPDATE_CHECK_INTERVAL, |agent, ctx| {
+            if agent.registration == Registration::Registered {
+                for forward in agent.updates.due(now()) {
+                    agent.forward(ctx, forward);
+                }
+            }
+        });
+    }
+
+    fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, message: ToAgent) {
+        if !from.same_name(&self.config.master) {
+            warn!(from = %from, kind = strata_runtime::Message::kind(&message), "message not from the master dropped");
+            return;
+        }
+        match message {
+            ToAgent::AgentRegistered { agent_id } | ToAgent::AgentReregistered { agent_id } => {
+                self.registered(ctx, agent_id)
+            }
+            ToAgent::RegistrationRefused { reason } => {
+                error!(reason = %reason, "the master refused this agent");
+                self.registration = Registration::Refused;
+            }
+            ToAgent::Ping { sequence } => self.to_master(ctx, ToMaster::Pong { sequence }),
+            ToAgent::RunTask { framework, task } => self.run_task(ctx, framework, task),
+            ToAgent::KillTask {
+                framework_id,
+                task_id,
+            } => self.kill_task(ctx, &framework_id, &task_id),
+            ToAgent::StatusUpdateAcknowledged {
+                framework_id,
+                task_id,
+                update_id,
+            } => {
+                if let Some(next) =
+                    self.updates
+                        .acknowledge(now(), &framework_id, &task_id, update_id)
+                {
+                    self.forward(ctx, next);
+                }
+            }
+            ToAgent::ShutdownFramework { framework_id } => {
+                self.shutdown_framework(ctx, &framework_id)
+            }
+        }
+    }
+
+    fn exited(&mut self, ctx: &mut ProcessContext<'_, Self>, pid: Upid) {
+        if !pid.same_name(&self.config.master) || self.registration == Registration::Refused {
+            return;
+        }
+        warn!(master = %pid, "lost the master; re-registering");
+        self.registration = Registration::Registering { attempt: 0 };
+        ctx.link(&pid);
+        self.register(ctx);
+    }
+}
