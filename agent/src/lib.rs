@@ -4,6 +4,7 @@
 
 pub mod detection;
 pub mod process;
+pub mod resources;
 pub mod status_updates;
 
 pub use process::{AGENT_ID, Agent, AgentConfig};
