@@ -209,7 +209,7 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
         target: Target::None,
     };
     rows.push(Row::new(
-        format!("memory per agent at {agents}"),
+        format!("master memory per agent at {agents}"),
         measure,
         0.0,
         per_agent,
