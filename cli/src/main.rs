@@ -4,6 +4,7 @@
 //! `RUST_LOG` filters logs, which go to stderr. Exit codes: 0 success,
 //! 1 failure, 2 usage error.
 
+mod master;
 mod ping;
 mod tls;
 
@@ -26,6 +27,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a master: it admits agents and offers their resources to
+    /// frameworks.
+    Master(master::MasterArgs),
     /// Make the certificates a production cluster uses for mutual TLS.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -55,18 +59,44 @@ impl TlsSource {
     }
 }
 
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn wait_for_shutdown() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Daemons log what they do; one-shot commands report failures as their
+    // error message and log only errors unless RUST_LOG asks for more.
+    let default_filter = match cli.command {
+        Command::Master(_) => "info",
+        _ => "error",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                // Failures reach the user as the command's error message;
-                // logs below that are for RUST_LOG=info and finer.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Master(args) => master::run(args),
         Command::Tls(command) => tls::run(command),
         Command::Ping(args) => ping::run(args),
     };

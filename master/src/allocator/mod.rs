@@ -45,6 +45,15 @@ pub enum Policy {
     StrictPriority,
 }
 
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Policy::Drf => "drf",
+            Policy::StrictPriority => "priority",
+        })
+    }
+}
+
 impl std::str::FromStr for Policy {
     type Err = String;
 
