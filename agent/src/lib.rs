@@ -2,9 +2,10 @@
 //! master, runs tasks as real processes in per-task sandboxes, and reports
 //! every status update at least once.
 
+pub mod command_executor;
 pub mod detection;
 pub mod process;
 pub mod resources;
 pub mod status_updates;
 
-pub use process::{AGENT_ID, Agent, AgentConfig};
+pub use process::{AGENT_ID, Agent, AgentConfig, Runner};

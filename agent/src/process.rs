@@ -8,22 +8,28 @@
 //! status update streams, resending until acknowledged. It obeys only its
 //! master: messages from anyone else are dropped.
 //!
-//! Tasks run in the in-process [`TestExecutor`]: a task runs for the time
-//! its `strata.test/run-ms` label gives (forever without one) and ends
-//! FINISHED, or FAILED if its `strata.test/outcome` label says `failed`.
-//! Real processes take its place with the command executor.
+//! Tasks run as real OS processes through the command executor
+//! ([`Runner::Processes`]), or, in tests and simulation, in the in-process
+//! [`TestExecutor`] ([`Runner::InProcess`]): there a task runs for the
+//! time its `strata.test/run-ms` label gives (forever without one) and
+//! ends FINISHED, or FAILED if its `strata.test/outcome` label says
+//! `failed`.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rustix::process::Signal;
+
 use strata_protocol::{
-    AgentId, AgentInfo, FrameworkId, FrameworkInfo, Source, Task, TaskId, TaskInfo, TaskState,
-    TaskStatus, ToAgent, ToMaster, UpdateId,
+    AgentId, AgentInfo, FrameworkId, FrameworkInfo, Reason, Source, Task, TaskId, TaskInfo,
+    TaskKind, TaskState, TaskStatus, ToAgent, ToMaster, UpdateId,
 };
 use strata_runtime::random::SplitMix;
 use strata_runtime::{Process, ProcessContext, TimerId, Upid};
 use tracing::{debug, error, info, warn};
 
+use crate::command_executor;
 use crate::status_updates::{Forward, StatusUpdates};
 
 /// The agent's process id.
@@ -50,6 +56,29 @@ pub struct AgentConfig {
     pub attributes: strata_protocol::Attributes,
     /// Seeds the agent's jitter and update ids.
     pub seed: u64,
+    pub runner: Runner,
+}
+
+/// Mesos's default grace between SIGTERM and SIGKILL.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// How tasks run.
+#[derive(Debug, Clone)]
+pub enum Runner {
+    /// As OS processes, in sandboxes under `work_dir`.
+    Processes {
+        work_dir: PathBuf,
+        kill_grace: Duration,
+    },
+    /// Inside the agent, for tests and simulation.
+    InProcess,
+}
+
+/// A task process the agent started.
+#[derive(Debug, Clone, Copy)]
+struct TaskProcess {
+    group: i32,
+    kill_requested: bool,
 }
 
 /// Runs tasks inside the agent process, for tests and simulation.
@@ -75,6 +104,7 @@ pub struct Agent {
     tasks: BTreeMap<(FrameworkId, TaskId), Task>,
     updates: StatusUpdates,
     executor: TestExecutor,
+    processes: BTreeMap<(FrameworkId, TaskId), TaskProcess>,
     random: SplitMix,
 }
 
@@ -100,6 +130,7 @@ impl Agent {
             tasks: BTreeMap::new(),
             updates: StatusUpdates::new(),
             executor: TestExecutor::default(),
+            processes: BTreeMap::new(),
             random,
         }
     }
@@ -184,6 +215,18 @@ impl Agent {
         state: TaskState,
         message: &str,
     ) {
+        self.report_with(ctx, framework_id, task_id, state, None, message);
+    }
+
+    fn report_with(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+        state: TaskState,
+        reason: Option<Reason>,
+        message: &str,
+    ) {
         let key = (framework_id.clone(), task_id.clone());
         let Some(task) = self.tasks.get_mut(&key) else {
             return;
@@ -195,7 +238,7 @@ impl Agent {
             task_id: task_id.clone(),
             state,
             source: Source::Executor,
-            reason: None,
+            reason,
             message: message.to_owned(),
             agent_id: self.agent_id.clone(),
             executor_id: None,
@@ -253,6 +296,11 @@ impl Agent {
                 status: None,
             },
         );
+        if let Runner::Processes { work_dir, .. } = &self.config.runner {
+            let work_dir = work_dir.clone();
+            self.start_process(ctx, &work_dir, &framework_id, &info);
+            return;
+        }
         self.report(ctx, &framework_id, &info.task_id, TaskState::Running, "");
         if let Some(run_ms) = run_ms {
             let task_id = info.task_id.clone();
@@ -272,19 +320,125 @@ impl Agent {
         }
     }
 
+    /// Starts a task's command as a process and waits for it to end.
+    fn start_process(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        work_dir: &std::path::Path,
+        framework_id: &FrameworkId,
+        info: &TaskInfo,
+    ) {
+        let task_id = info.task_id.clone();
+        let TaskKind::Command(command) = &info.kind else {
+            self.report_with(
+                ctx,
+                framework_id,
+                &task_id,
+                TaskState::Error,
+                Some(Reason::TaskInvalid),
+                "this agent runs command tasks; custom executors are not available on it",
+            );
+            return;
+        };
+        let Some(agent_id) = self.agent_id.clone() else {
+            return;
+        };
+        self.report(ctx, framework_id, &task_id, TaskState::Starting, "");
+        let run = format!("{:016x}", self.random.next_u64());
+        let sandbox = command_executor::sandbox_path(
+            work_dir,
+            &agent_id,
+            framework_id,
+            &command_executor::executor_name(&task_id),
+            &run,
+        );
+        let environment = BTreeMap::from([
+            ("STRATA_TASK_ID".to_owned(), task_id.to_string()),
+            ("STRATA_FRAMEWORK_ID".to_owned(), framework_id.to_string()),
+            ("STRATA_AGENT_ID".to_owned(), agent_id.to_string()),
+        ]);
+        match command_executor::start(&sandbox, command, &environment) {
+            Err(reason) => self.report_with(
+                ctx,
+                framework_id,
+                &task_id,
+                TaskState::Failed,
+                Some(Reason::CommandExecutorFailed),
+                &reason,
+            ),
+            Ok(started) => {
+                let key = (framework_id.clone(), task_id.clone());
+                let group = started.group;
+                self.processes.insert(
+                    key.clone(),
+                    TaskProcess {
+                        group,
+                        kill_requested: false,
+                    },
+                );
+                let message = format!("running in {}", started.sandbox.display());
+                self.report(ctx, framework_id, &task_id, TaskState::Running, &message);
+                let mut child = started.child;
+                ctx.spawn_future(
+                    async move { child.wait().await },
+                    move |agent, ctx, status| agent.process_exited(ctx, key, group, status),
+                );
+            }
+        }
+    }
+
+    fn process_exited(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        key: (FrameworkId, TaskId),
+        group: i32,
+        status: std::io::Result<std::process::ExitStatus>,
+    ) {
+        // Nothing the task started outlives it.
+        command_executor::signal_group(group, Signal::KILL);
+        let kill_requested = self
+            .processes
+            .remove(&key)
+            .is_some_and(|process| process.kill_requested);
+        let (state, message) = command_executor::outcome(status, kill_requested);
+        self.report(ctx, &key.0, &key.1, state, &message);
+    }
+
     fn kill_task(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
         framework_id: &FrameworkId,
         task_id: &TaskId,
     ) {
-        self.report(
-            ctx,
-            framework_id,
-            task_id,
-            TaskState::Killed,
-            "killed at the framework's request",
-        );
+        let key = (framework_id.clone(), task_id.clone());
+        let grace = match &self.config.runner {
+            Runner::Processes { kill_grace, .. } => *kill_grace,
+            Runner::InProcess => Duration::ZERO,
+        };
+        let Some(process) = self.processes.get_mut(&key) else {
+            self.report(
+                ctx,
+                framework_id,
+                task_id,
+                TaskState::Killed,
+                "killed at the framework's request",
+            );
+            return;
+        };
+        // SIGTERM now, SIGKILL after the grace period if it is still
+        // there; its exit reports KILLED.
+        process.kill_requested = true;
+        let group = process.group;
+        command_executor::signal_group(group, Signal::TERM);
+        ctx.run_later(grace, move |agent, _| {
+            if agent
+                .processes
+                .get(&key)
+                .is_some_and(|process| process.group == group)
+            {
+                command_executor::signal_group(group, Signal::KILL);
+            }
+        });
     }
 
     fn shutdown_framework(
@@ -301,6 +455,9 @@ impl Agent {
         for key in keys {
             if let Some(timer) = self.executor.timers.remove(&key) {
                 ctx.cancel_timer(timer);
+            }
+            if let Some(process) = self.processes.remove(&key) {
+                command_executor::signal_group(process.group, Signal::KILL);
             }
             self.tasks.remove(&key);
         }
@@ -359,6 +516,14 @@ impl Process for Agent {
             ToAgent::ShutdownFramework { framework_id } => {
                 self.shutdown_framework(ctx, &framework_id)
             }
+        }
+    }
+
+    /// The agent stops: its task processes stop with it (until agents
+    /// checkpoint and recover them).
+    fn stopped(&mut self) {
+        for process in self.processes.values() {
+            command_executor::signal_group(process.group, Signal::KILL);
         }
     }
 

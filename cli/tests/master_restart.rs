@@ -125,6 +125,7 @@ fn agents_re_register_with_a_restarted_master_under_the_same_id() {
             resources: "cpus:2;mem:1024".parse().unwrap(),
             attributes: Default::default(),
             seed: 1,
+            runner: strata_agent::Runner::InProcess,
         };
         agent_node
             .spawn(

@@ -2,6 +2,8 @@
 //! share: child nodes in their own OS processes that are killed when the
 //! test ends, however it ends.
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -6,163 +6,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use strata_agent::process::RUN_MS_LABEL;
-use strata_agent::{Agent, AgentConfig};
-use strata_master::{Config, MASTER_ID, Master};
-use strata_protocol::{
-    AgentId, CommandInfo, Filters, FrameworkId, FrameworkInfo, Offer, Operation, Resources, TaskId,
-    TaskInfo, TaskKind, TaskState, TaskStatus, ToMaster, ToScheduler,
+use strata_agent::Runner;
+use strata_integration::cluster::{
+    Scheduler, fast_master, node, r, start_agent, start_master, task,
 };
-use strata_runtime::{CertificateAuthority, Inbox, Node, NodeConfig, Received, SpawnOptions, Upid};
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-fn r(text: &str) -> Resources {
-    text.parse().unwrap()
-}
-
-async fn node(ca: &CertificateAuthority, name: &str) -> Node {
-    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), ca.issue(name).unwrap());
-    config.quic.idle_timeout = Duration::from_secs(2);
-    config.quic.keep_alive_interval = Duration::from_millis(500);
-    Node::bind(config).await.unwrap()
-}
-
-fn fast_master() -> Config {
-    Config {
-        allocation_interval: Duration::from_millis(100),
-        agent_ping_timeout: Duration::from_millis(300),
-        max_missed_pongs: 2,
-        ..Config::default()
-    }
-}
-
-async fn start_master(ca: &CertificateAuthority, config: Config) -> (Node, Upid) {
-    let node = node(ca, "master").await;
-    let pid = node
-        .spawn(
-            MASTER_ID,
-            move || Master::new(config.clone(), "m"),
-            SpawnOptions::default(),
-        )
-        .unwrap();
-    (node, pid)
-}
-
-async fn start_agent(
-    ca: &CertificateAuthority,
-    master: &Upid,
-    name: &str,
-    resources: &str,
-) -> Node {
-    let node = node(ca, name).await;
-    let config = AgentConfig {
-        master: master.clone(),
-        hostname: name.to_owned(),
-        resources: r(resources),
-        attributes: Default::default(),
-        seed: 7,
-    };
-    node.spawn(
-        "agent",
-        move || Agent::new(config.clone()),
-        SpawnOptions::default(),
-    )
-    .unwrap();
-    node
-}
-
-/// A scheduler written as plain async code over an inbox.
-struct Scheduler {
-    inbox: Inbox<ToScheduler>,
-    master: Upid,
-    framework_id: Option<FrameworkId>,
-}
-
-impl Scheduler {
-    async fn subscribe(node: &Node, id: &str, master: &Upid, info: FrameworkInfo) -> Scheduler {
-        let inbox = node.inbox::<ToScheduler>(id, 1024).unwrap();
-        inbox.link(master);
-        inbox
-            .send(
-                master,
-                ToMaster::Subscribe {
-                    info,
-                    constraints: vec![],
-                },
-            )
-            .unwrap();
-        let mut scheduler = Scheduler {
-            inbox,
-            master: master.clone(),
-            framework_id: None,
-        };
-        match scheduler.next().await {
-            ToScheduler::Subscribed { framework_id } => scheduler.framework_id = Some(framework_id),
-            other => panic!("expected Subscribed, got {other:?}"),
-        }
-        scheduler
-    }
-
-    fn id(&self) -> FrameworkId {
-        self.framework_id.clone().unwrap()
-    }
-
-    async fn next(&mut self) -> ToScheduler {
-        match self.inbox.recv_within(DEADLINE).await {
-            Some(Received::Message(_, message)) => message,
-            Some(Received::Exited(pid)) => panic!("lost {pid}"),
-            None => panic!("nothing from the master within {DEADLINE:?}"),
-        }
-    }
-
-    /// The next offers, skipping (and acknowledging) updates.
-    async fn offers(&mut self) -> Vec<Offer> {
-        loop {
-            match self.next().await {
-                ToScheduler::Offers(offers) => return offers,
-                ToScheduler::Update { status } => self.acknowledge(&status),
-                _ => {}
-            }
-        }
-    }
-
-    /// The next status update, acknowledged.
-    async fn update(&mut self) -> TaskStatus {
-        loop {
-            if let ToScheduler::Update { status } = self.next().await {
-                self.acknowledge(&status);
-                return status;
-            }
-        }
-    }
-
-    fn acknowledge(&self, status: &TaskStatus) {
-        if let (Some(update_id), Some(agent_id)) = (status.update_id, status.agent_id.clone()) {
-            self.send(ToMaster::Acknowledge {
-                framework_id: self.id(),
-                agent_id,
-                task_id: status.task_id.clone(),
-                update_id,
-            });
-        }
-    }
-
-    fn send(&self, message: ToMaster) {
-        self.inbox.send(&self.master, message).unwrap();
-    }
-}
-
-fn task(id: &str, agent: &AgentId, resources: &str, run_ms: u64) -> TaskInfo {
-    TaskInfo {
-        task_id: TaskId::new(id).unwrap(),
-        name: id.to_owned(),
-        agent_id: agent.clone(),
-        resources: r(resources),
-        kind: TaskKind::Command(CommandInfo::shell("true")),
-        labels: BTreeMap::from([(RUN_MS_LABEL.to_owned(), run_ms.to_string())]),
-    }
-}
+use strata_protocol::{
+    Filters, FrameworkInfo, Operation, Resources, TaskInfo, TaskState, ToMaster, ToScheduler,
+};
+use strata_runtime::CertificateAuthority;
 
 /// The seeds' walk-through: an agent with `cpus:4;mem:4096`; framework 1
 /// is offered all of it and launches ⟨2 CPU, 1 GB⟩ and ⟨1 CPU, 2 GB⟩; the
@@ -173,7 +24,14 @@ fn seed_walkthrough_over_quic() {
     actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
-        let _agent = start_agent(&ca, &master, "agent-1", "cpus:4;mem:4096").await;
+        let _agent = start_agent(
+            &ca,
+            &master,
+            "agent-1",
+            "cpus:4;mem:4096",
+            Runner::InProcess,
+        )
+        .await;
         let schedulers = node(&ca, "schedulers").await;
 
         let mut fw1 = Scheduler::subscribe(
@@ -242,7 +100,7 @@ fn a_lost_agent_rescinds_its_offers_and_reports_its_tasks() {
     actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
-        let agent = start_agent(&ca, &master, "doomed", "cpus:2;mem:2048").await;
+        let agent = start_agent(&ca, &master, "doomed", "cpus:2;mem:2048", Runner::InProcess).await;
         let schedulers = node(&ca, "schedulers").await;
         let mut fw = Scheduler::subscribe(
             &schedulers,

@@ -328,6 +328,33 @@ impl<P: Process> ProcessContext<'_, P> {
         id
     }
 
+    /// Runs `future` on this process's thread and hands its output to
+    /// `then` on this process, like a message: for waiting on something
+    /// (a child process, a file) without blocking the mailbox. Cancelled,
+    /// like timers, if the process fails and restarts.
+    pub fn spawn_future<F, T>(
+        &mut self,
+        future: F,
+        then: impl FnOnce(&mut P, &mut ProcessContext<'_, P>, T) + 'static,
+    ) -> TimerId
+    where
+        F: std::future::Future<Output = T> + 'static,
+        T: 'static,
+    {
+        let id = self.next_timer_id();
+        let handle = self
+            .actix
+            .spawn(
+                wrap_future::<_, ProcessActor<P>>(future).map(move |output, actor, ctx| {
+                    actor.shell.timers.remove(&id);
+                    actor.shell.sender = None;
+                    actor.invoke(ctx, move |process, pctx| then(process, pctx, output));
+                }),
+            );
+        self.shell.timers.insert(id, handle);
+        id
+    }
+
     /// Cancels a timer; false if it already fired or was cancelled.
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
         match self.shell.timers.remove(&id) {

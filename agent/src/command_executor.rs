@@ -1,0 +1,187 @@
+//! The command executor: a task's command as a real OS process.
+//!
+//! Each task runs in its own sandbox,
+//! `<work>/agents/<agent>/frameworks/<framework>/executors/<executor>/runs/<run>/`,
+//! with its stdout and stderr in files there, and in its own process
+//! group, so a kill reaches everything it started and nothing it started
+//! outlives it: after the task's process ends, whatever is left of its
+//! group is killed. Processes are started with `std::process::Command`
+//! (posix_spawn where it can), never by forking the agent.
+//!
+//! Kills are SIGTERM to the group, then SIGKILL after a grace period.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+
+use rustix::process::{Pid, Signal};
+use strata_protocol::{AgentId, CommandInfo, FrameworkId, TaskId, TaskState};
+
+/// The sandbox of one run of one executor.
+pub fn sandbox_path(
+    work_dir: &Path,
+    agent_id: &AgentId,
+    framework_id: &FrameworkId,
+    executor: &str,
+    run: &str,
+) -> PathBuf {
+    work_dir
+        .join("agents")
+        .join(agent_id.as_str())
+        .join("frameworks")
+        .join(framework_id.as_str())
+        .join("executors")
+        .join(executor)
+        .join("runs")
+        .join(run)
+}
+
+/// A started task process.
+#[derive(Debug)]
+pub struct Started {
+    pub child: tokio::process::Child,
+    /// Its process group (the child's pid).
+    pub group: i32,
+    pub sandbox: PathBuf,
+}
+
+/// Creates the sandbox and starts `command` in it.
+pub fn start(
+    sandbox: &Path,
+    command: &CommandInfo,
+    extra_environment: &BTreeMap<String, String>,
+) -> Result<Started, String> {
+    fs::create_dir_all(sandbox)
+        .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
+    let stdout = fs::File::create(sandbox.join("stdout"))
+        .map_err(|e| format!("cannot create {}: {e}", sandbox.join("stdout").display()))?;
+    let stderr = fs::File::create(sandbox.join("stderr"))
+        .map_err(|e| format!("cannot create {}: {e}", sandbox.join("stderr").display()))?;
+    let mut process = if command.shell {
+        let mut process = tokio::process::Command::new("/bin/sh");
+        process.arg("-c").arg(&command.value);
+        process
+    } else {
+        if command.value.is_empty() {
+            return Err("the command names no executable".into());
+        }
+        let mut process = tokio::process::Command::new(&command.value);
+        // Mesos's convention: `arguments` is the whole argv, argv[0] first.
+        process.args(command.arguments.iter().skip(1));
+        process
+    };
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    process
+        .current_dir(sandbox)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", sandbox)
+        .env("STRATA_SANDBOX", sandbox)
+        .envs(extra_environment)
+        .envs(&command.environment)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0)
+        .kill_on_drop(false);
+    let child = process
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", command.value))?;
+    let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
+        return Err("the task process exited before it could be tracked".into());
+    };
+    Ok(Started {
+        child,
+        group,
+        sandbox: sandbox.to_owned(),
+    })
+}
+
+/// Sends `signal` to a process group; a group that is gone is no error.
+pub fn signal_group(group: i32, signal: Signal) {
+    if let Some(pid) = Pid::from_raw(group) {
+        let _ = rustix::process::kill_process_group(pid, signal);
+    }
+}
+
+/// What an exited task's state is, and the message that says why.
+pub fn outcome(status: std::io::Result<ExitStatus>, kill_requested: bool) -> (TaskState, String) {
+    match status {
+        Err(error) => (
+            TaskState::Failed,
+            format!("lost track of the task process: {error}"),
+        ),
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(0), _) => (TaskState::Finished, "exited with status 0".into()),
+            (_, Some(signal)) if kill_requested => (
+                TaskState::Killed,
+                format!("killed by signal {signal} as requested"),
+            ),
+            (Some(code), _) if kill_requested => (
+                TaskState::Killed,
+                format!("exited with status {code} after a kill request"),
+            ),
+            (Some(code), _) => (TaskState::Failed, format!("exited with status {code}")),
+            (None, Some(signal)) => (TaskState::Failed, format!("killed by signal {signal}")),
+            (None, None) => (TaskState::Failed, "ended without a status".into()),
+        },
+    }
+}
+
+/// The task id as an executor id: the command executor of a task is
+/// named after it, as in Mesos.
+pub fn executor_name(task_id: &TaskId) -> String {
+    task_id.as_str().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn check(raw_wait_status: i32, killed: bool, expected: (TaskState, &str)) {
+        let (state, message) = outcome(Ok(ExitStatus::from_raw(raw_wait_status)), killed);
+        assert_eq!(
+            (state, message.as_str()),
+            expected,
+            "{raw_wait_status:#x} killed={killed}"
+        );
+    }
+
+    #[test]
+    fn exits_become_states() {
+        check(0, false, (TaskState::Finished, "exited with status 0"));
+        check(3 << 8, false, (TaskState::Failed, "exited with status 3"));
+        check(9, false, (TaskState::Failed, "killed by signal 9"));
+        check(
+            15,
+            true,
+            (TaskState::Killed, "killed by signal 15 as requested"),
+        );
+        check(
+            1 << 8,
+            true,
+            (
+                TaskState::Killed,
+                "exited with status 1 after a kill request",
+            ),
+        );
+    }
+
+    #[test]
+    fn sandboxes_follow_the_mesos_layout() {
+        let path = sandbox_path(
+            Path::new("/w"),
+            &AgentId::new("a1").unwrap(),
+            &FrameworkId::new("f1").unwrap(),
+            "t1",
+            "r1",
+        );
+        assert_eq!(
+            path,
+            Path::new("/w/agents/a1/frameworks/f1/executors/t1/runs/r1")
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! Tasks as real OS processes: an agent runs commands in sandboxes and
+//! reports how they ended; kills reach the whole process group and
+//! nothing a task started outlives it.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use strata_agent::Runner;
+use strata_integration::cluster::{
+    Scheduler, command_task, fast_master, node, start_agent, start_master,
+};
+use strata_protocol::{
+    CommandInfo, Filters, FrameworkInfo, Operation, Reason, TaskState, TaskStatus, ToMaster,
+};
+use strata_runtime::CertificateAuthority;
+
+/// Whether any process is still in process group `group`.
+fn group_alive(group: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // Fields after the parenthesised command: state, ppid, pgrp, ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.len() > 2 && fields[0] != "Z" && fields[2] == group.to_string()
+    })
+}
+
+/// Waits (with a deadline) for a group to be gone.
+fn wait_group_gone(group: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if !group_alive(group) {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    false
+}
+
+fn sandbox_of(status: &TaskStatus) -> PathBuf {
+    PathBuf::from(status.message.strip_prefix("running in ").unwrap())
+}
+
+fn read_pid(sandbox: &Path, file: &str) -> i32 {
+    std::fs::read_to_string(sandbox.join(file))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn commands_run_as_processes_and_end_as_they_should() {
+    let work_dir = std::env::temp_dir().join(format!("strata-tasks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let runner = Runner::Processes {
+        work_dir: work_dir.clone(),
+        kill_grace: Duration::from_secs(2),
+    };
+    actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let (_master_node, master) = start_master(&ca, fast_master()).await;
+        let _agent = start_agent(&ca, &master, "agent-1", "cpus:8;mem:8192", runner).await;
+        let schedulers = node(&ca, "schedulers").await;
+        let mut fw = Scheduler::subscribe(
+            &schedulers,
+            "scheduler",
+            &master,
+            FrameworkInfo::new("fw", "u"),
+        )
+        .await;
+        let offer = fw.offers().await.remove(0);
+        let agent = offer.agent_id.clone();
+        let missing = CommandInfo {
+            shell: false,
+            value: "/nonexistent/strata-test-binary".into(),
+            ..CommandInfo::default()
+        };
+        let tasks = vec![
+            command_task(
+                "echo",
+                &agent,
+                "cpus:0.1;mem:32",
+                CommandInfo::shell("echo hi"),
+            ),
+            command_task(
+                "exit-3",
+                &agent,
+                "cpus:0.1;mem:32",
+                CommandInfo::shell("exit 3"),
+            ),
+            command_task("missing", &agent, "cpus:0.1;mem:32", missing),
+            command_task(
+                "leaves-a-child",
+                &agent,
+                "cpus:0.1;mem:32",
+                CommandInfo::shell("sleep 1000 & echo $! > child; echo $$ > pid"),
+            ),
+            command_task(
+                "sleeper",
+                &agent,
+                "cpus:0.1;mem:32",
+                CommandInfo::shell("echo $$ > pid; exec sleep 1000"),
+            ),
+        ];
+        fw.send(ToMaster::Accept {
+            framework_id: fw.id(),
+            offer_ids: vec![offer.id.clone()],
+            operations: vec![Operation::Launch(tasks)],
+            filters: Filters::default(),
+        });
+        let mut history: BTreeMap<String, Vec<TaskStatus>> = BTreeMap::new();
+        let mut kill_sent = false;
+        let done = |history: &BTreeMap<String, Vec<TaskStatus>>| {
+            history.len() == 5
+                && history.values().all(|statuses| {
+                    statuses
+                        .last()
+                        .is_some_and(|status| status.state.is_terminal())
+                })
+        };
+        while !done(&history) {
+            let status = fw.update().await;
+            let name = status.task_id.to_string();
+            if name == "sleeper" && status.state == TaskState::Running && !kill_sent {
+                // Kill once the shell has written its pid: a kill before
+                // that would leave the test nothing to check.
+                let pid_file = sandbox_of(&status).join("pid");
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !pid_file.exists() && Instant::now() < deadline {
+                    tokio::task::yield_now().await;
+                }
+                fw.send(ToMaster::Kill {
+                    framework_id: fw.id(),
+                    task_id: status.task_id.clone(),
+                });
+                kill_sent = true;
+            }
+            history.entry(name).or_default().push(status);
+        }
+        let states = |name: &str| {
+            history[name]
+                .iter()
+                .map(|status| status.state)
+                .collect::<Vec<_>>()
+        };
+        let last = |name: &str| history[name].last().unwrap().clone();
+
+        assert_eq!(
+            states("echo"),
+            vec![TaskState::Starting, TaskState::Running, TaskState::Finished]
+        );
+        let sandbox = sandbox_of(&history["echo"][1]);
+        assert!(sandbox.starts_with(&work_dir), "{}", sandbox.display());
+        assert_eq!(
+            std::fs::read_to_string(sandbox.join("stdout")).unwrap(),
+            "hi\n"
+        );
+
+        assert_eq!(last("exit-3").state, TaskState::Failed);
+        assert_eq!(last("exit-3").message, "exited with status 3");
+
+        assert_eq!(last("missing").state, TaskState::Failed);
+        assert_eq!(last("missing").reason, Some(Reason::CommandExecutorFailed));
+        assert!(
+            last("missing").message.contains("cannot start"),
+            "{}",
+            last("missing").message
+        );
+
+        // The task exited at once, leaving a sleeping child in its group:
+        // the child is killed too.
+        assert_eq!(last("leaves-a-child").state, TaskState::Finished);
+        let child_sandbox = sandbox_of(&history["leaves-a-child"][1]);
+        let group = read_pid(&child_sandbox, "pid");
+        assert!(wait_group_gone(group), "the task's child survived it");
+
+        assert_eq!(last("sleeper").state, TaskState::Killed);
+        let sleeper_sandbox = sandbox_of(&history["sleeper"][1]);
+        let group = read_pid(&sleeper_sandbox, "pid");
+        assert!(wait_group_gone(group), "the killed task's group survived");
+    });
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
