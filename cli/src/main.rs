@@ -4,6 +4,7 @@
 //! `RUST_LOG` filters logs, which go to stderr. Exit codes: 0 success,
 //! 1 failure, 2 usage error.
 
+mod agent;
 mod master;
 mod ping;
 mod tls;
@@ -30,6 +31,9 @@ enum Command {
     /// Run a master: it admits agents and offers their resources to
     /// frameworks.
     Master(master::MasterArgs),
+    /// Run an agent: it offers this machine's resources through the
+    /// master and runs tasks.
+    Agent(agent::AgentArgs),
     /// Make the certificates a production cluster uses for mutual TLS.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -85,7 +89,7 @@ fn main() -> ExitCode {
     // Daemons log what they do; one-shot commands report failures as their
     // error message and log only errors unless RUST_LOG asks for more.
     let default_filter = match cli.command {
-        Command::Master(_) => "info",
+        Command::Master(_) | Command::Agent(_) => "info",
         _ => "error",
     };
     tracing_subscriber::fmt()
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Master(args) => master::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Tls(command) => tls::run(command),
         Command::Ping(args) => ping::run(args),
     };

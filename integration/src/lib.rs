@@ -32,6 +32,32 @@ pub struct ChildNode {
 }
 
 impl ChildNode {
+    /// Starts `program` with `args` and reads the address from its first
+    /// line of output: the first word shaped like `id@ip:port`. A `strata`
+    /// daemon's first line names its address that way.
+    pub fn start_daemon(program: &Path, args: &[&str]) -> anyhow::Result<ChildNode> {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        let stdout = child.stdout.take().context("child has no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let address = line
+            .split_whitespace()
+            .map(|word| word.trim_end_matches(','))
+            .find_map(|word| word.parse::<Upid>().ok());
+        match address {
+            Some(pid) => Ok(ChildNode { child, pid }),
+            None => {
+                let _ = child.kill();
+                bail!("{} printed no address: {line:?}", program.display())
+            }
+        }
+    }
+
     /// Starts `program` with `args` and waits for its `ready <upid>` line.
     pub fn start(program: &Path, args: &[&str]) -> anyhow::Result<ChildNode> {
         let mut child = Command::new(program)

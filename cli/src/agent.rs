@@ -1,0 +1,105 @@
+//! `strata agent`: run an agent.
+//!
+//! Detects what this machine can offer (cpus and memory within the
+//! agent's cgroup, the work directory's disk, ports 31000-32000), applies
+//! `--resources` overrides and `--attributes`, registers with the master
+//! and runs tasks as processes in sandboxes under the work directory,
+//! until Ctrl-C or SIGTERM, when its tasks are killed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use strata_agent::{AGENT_ID, Agent, AgentConfig, Runner};
+use strata_master::MASTER_ID;
+use strata_protocol::{Attributes, Resources};
+use strata_runtime::upid::parse_socket_addr;
+use strata_runtime::{Node, NodeConfig, SpawnOptions, Upid};
+use tracing::info;
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The master's address, HOST:PORT.
+    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050", value_parser = parse_address)]
+    pub master: SocketAddr,
+    /// Address to listen on; the master reaches the agent here.
+    #[arg(long, env = "STRATA_IP", default_value = "127.0.0.1")]
+    pub ip: IpAddr,
+    /// Port to listen on (0 picks a free one and prints it).
+    #[arg(long, env = "STRATA_PORT", default_value_t = 5051)]
+    pub port: u16,
+    /// Resources to offer instead of the detected ones, in Mesos syntax:
+    /// `cpus:4;mem:4096;ports:[31000-32000]`. Named resources replace the
+    /// detected ones; others are added.
+    #[arg(long, env = "STRATA_RESOURCES", default_value = "", value_parser = parse_resources)]
+    pub resources: Resources,
+    /// Attributes frameworks place by: `rack:r1;zone:a`.
+    #[arg(long, env = "STRATA_ATTRIBUTES", default_value = "", value_parser = parse_attributes)]
+    pub attributes: Attributes,
+    /// Seconds between SIGTERM and SIGKILL when a task is killed.
+    #[arg(long, env = "STRATA_KILL_GRACE", default_value_t = 5.0)]
+    pub kill_grace: f64,
+    #[command(flatten)]
+    pub tls: crate::TlsSource,
+}
+
+fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    parse_socket_addr(text).map_err(|e| e.to_string())
+}
+
+fn parse_resources(text: &str) -> Result<Resources, String> {
+    text.parse()
+        .map_err(|e: strata_protocol::ResourcesError| e.to_string())
+}
+
+fn parse_attributes(text: &str) -> Result<Attributes, String> {
+    text.parse()
+        .map_err(|e: strata_protocol::attributes::AttributesError| e.to_string())
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let work_dir: PathBuf = args.tls.work_dir.clone();
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("cannot create the work directory {}", work_dir.display()))?;
+    let detected = strata_agent::detection::detect(&work_dir)?;
+    let resources = strata_agent::resources::total(detected, &args.resources);
+    let kill_grace = Duration::try_from_secs_f64(args.kill_grace).map_err(|_| {
+        anyhow::anyhow!(
+            "--kill-grace must be a number of seconds, not {}",
+            args.kill_grace
+        )
+    })?;
+    let master = Upid::new(MASTER_ID, args.master, strata_runtime::Incarnation::ANY)?;
+    let material = args.tls.material("agent")?;
+    actix_rt::System::new().block_on(async move {
+        let node = Node::bind(NodeConfig::new(
+            SocketAddr::new(args.ip, args.port),
+            material,
+        ))
+        .await?;
+        let config = AgentConfig {
+            master: master.clone(),
+            hostname: args.ip.to_string(),
+            resources: resources.clone(),
+            attributes: args.attributes.clone(),
+            seed: node.incarnation().0,
+            runner: Runner::Processes {
+                work_dir: work_dir.clone(),
+                kill_grace,
+            },
+        };
+        let pid = node.spawn(
+            AGENT_ID,
+            move || Agent::new(config.clone()),
+            SpawnOptions::default(),
+        )?;
+        println!("agent listening at {pid}, offering {resources}, registering with {master}");
+        crate::wait_for_shutdown().await;
+        info!("shutting down; killing tasks");
+        node.shutdown();
+        // Let the agent's stop run before the system ends.
+        tokio::task::yield_now().await;
+        Ok(())
+    })
+}

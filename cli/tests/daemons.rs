@@ -1,0 +1,166 @@
+//! `strata master` and `strata agent` as separate OS processes, a
+//! scheduler in the test: a command runs on the agent and finishes.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use strata_integration::ChildNode;
+use strata_protocol::{
+    CommandInfo, Filters, FrameworkInfo, Operation, TaskId, TaskInfo, TaskKind, TaskState,
+    ToMaster, ToScheduler,
+};
+use strata_runtime::{Node, NodeConfig, Received, TlsMaterial};
+
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+#[test]
+fn a_command_runs_on_an_agent_daemon() {
+    let work_dir = std::env::temp_dir().join(format!("strata-daemons-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let work = work_dir.to_str().unwrap();
+    TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
+    let master = ChildNode::start_daemon(
+        Path::new(STRATA),
+        &[
+            "master",
+            "--port",
+            "0",
+            "--work-dir",
+            work,
+            "--allocation-interval",
+            "0.1",
+        ],
+    )
+    .unwrap();
+    let master_address = master.pid.addr().to_string();
+    let _agent = ChildNode::start_daemon(
+        Path::new(STRATA),
+        &[
+            "agent",
+            "--master",
+            &master_address,
+            "--port",
+            "0",
+            "--work-dir",
+            work,
+            "--resources",
+            "cpus:2;mem:512",
+            "--attributes",
+            "rack:r1",
+        ],
+    )
+    .unwrap();
+    actix_rt::System::new().block_on(async {
+        let tls = TlsMaterial::development(&work_dir.join("tls"), "scheduler").unwrap();
+        let node = Node::bind(NodeConfig::new("127.0.0.1:0".parse().unwrap(), tls))
+            .await
+            .unwrap();
+        let mut inbox = node.inbox::<ToScheduler>("scheduler", 64).unwrap();
+        let info = FrameworkInfo::new("test", "test");
+        inbox
+            .send(
+                &master.pid,
+                ToMaster::Subscribe {
+                    info,
+                    constraints: vec![],
+                },
+            )
+            .unwrap();
+        let mut framework_id = None;
+        let mut finished = None;
+        while finished.is_none() {
+            let Some(Received::Message(_, message)) =
+                inbox.recv_within(Duration::from_secs(30)).await
+            else {
+                panic!("the master went quiet");
+            };
+            match message {
+                ToScheduler::Subscribed { framework_id: id } => framework_id = Some(id),
+                ToScheduler::Offers(offers) => {
+                    let offer = &offers[0];
+                    assert_eq!(offer.resources.cpus().to_string(), "2");
+                    assert_eq!(offer.attributes.to_string(), "rack:r1");
+                    let task = TaskInfo {
+                        task_id: TaskId::new("hello").unwrap(),
+                        name: "hello".into(),
+                        agent_id: offer.agent_id.clone(),
+                        resources: "cpus:0.5;mem:64".parse().unwrap(),
+                        kind: TaskKind::Command(CommandInfo::shell(
+                            "echo hello from $STRATA_TASK_ID",
+                        )),
+                        labels: Default::default(),
+                    };
+                    inbox
+                        .send(
+                            &master.pid,
+                            ToMaster::Accept {
+                                framework_id: framework_id.clone().unwrap(),
+                                offer_ids: vec![offer.id.clone()],
+                                operations: vec![Operation::Launch(vec![task])],
+                                filters: Filters::default(),
+                            },
+                        )
+                        .unwrap();
+                }
+                ToScheduler::Update { status } => {
+                    if let (Some(update_id), Some(agent_id)) =
+                        (status.update_id, status.agent_id.clone())
+                    {
+                        let acknowledge = ToMaster::Acknowledge {
+                            framework_id: framework_id.clone().unwrap(),
+                            agent_id,
+                            task_id: status.task_id.clone(),
+                            update_id,
+                        };
+                        inbox.send(&master.pid, acknowledge).unwrap();
+                    }
+                    if status.state.is_terminal() {
+                        finished = Some(status);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let status = finished.unwrap();
+        assert_eq!(status.state, TaskState::Finished, "{}", status.message);
+    });
+    let stdout = find_file(&work_dir.join("agents"), "stdout").expect("a sandbox with stdout");
+    assert_eq!(
+        std::fs::read_to_string(stdout).unwrap(),
+        "hello from hello\n"
+    );
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+fn find_file(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|file| file == name) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+#[test]
+fn bad_flags_are_refused_with_the_bad_part_named() {
+    for (args, expected) in [
+        (&["agent", "--resources", "cpus:lots"][..], "cpus:lots"),
+        (&["agent", "--attributes", "rack"][..], "rack"),
+        (&["agent", "--master", "localhost:5050"][..], "localhost"),
+        (&["master", "--allocation-policy", "fair"][..], "fair"),
+    ] {
+        let output = std::process::Command::new(STRATA)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
