@@ -97,9 +97,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         println!("agent listening at {pid}, offering {resources}, registering with {master}");
         crate::wait_for_shutdown().await;
         info!("shutting down; killing tasks");
-        node.shutdown();
-        // Let the agent's stop run before the system ends.
-        tokio::task::yield_now().await;
+        node.close(Duration::from_secs(2)).await;
         Ok(())
     })
 }

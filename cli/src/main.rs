@@ -5,6 +5,8 @@
 //! 1 failure, 2 usage error.
 
 mod agent;
+mod execute;
+mod local;
 mod master;
 mod ping;
 mod tls;
@@ -28,12 +30,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a master and agents in this process, on loopback: the
+    /// embedded cluster, with zero configuration.
+    Local(local::LocalArgs),
     /// Run a master: it admits agents and offers their resources to
     /// frameworks.
     Master(master::MasterArgs),
     /// Run an agent: it offers this machine's resources through the
     /// master and runs tasks.
     Agent(agent::AgentArgs),
+    /// Run a command on the cluster and follow it to the end (exit 0 if
+    /// every instance finished, 1 if any failed, 2 if it could not be
+    /// placed).
+    Execute(execute::ExecuteArgs),
     /// Make the certificates a production cluster uses for mutual TLS.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -90,6 +99,7 @@ fn main() -> ExitCode {
     // error message and log only errors unless RUST_LOG asks for more.
     let default_filter = match cli.command {
         Command::Master(_) | Command::Agent(_) => "info",
+        Command::Local(_) => "warn",
         _ => "error",
     };
     tracing_subscriber::fmt()
@@ -100,6 +110,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Execute(args) => match execute::run(args) {
+            Ok(code) => return ExitCode::from(code),
+            Err(error) => Err(error),
+        },
+        Command::Local(args) => local::run(args),
         Command::Master(args) => master::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Tls(command) => tls::run(command),

@@ -84,7 +84,7 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
         );
         crate::wait_for_shutdown().await;
         info!("shutting down");
-        node.shutdown();
+        node.close(Duration::from_secs(2)).await;
         Ok(())
     })
 }

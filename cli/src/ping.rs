@@ -27,25 +27,28 @@ fn parse_address(text: &str) -> Result<SocketAddr, String> {
     parse_socket_addr(text).map_err(|e| e.to_string())
 }
 
+/// The local address a client node should bind to reach `peer`: loopback
+/// for a loopback peer, otherwise the address the route to it uses.
+pub fn local_ip_towards(peer: SocketAddr) -> anyhow::Result<std::net::IpAddr> {
+    if peer.ip().is_loopback() {
+        return Ok(if peer.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let probe = std::net::UdpSocket::bind(if peer.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })?;
+    probe.connect(peer)?;
+    Ok(probe.local_addr()?.ip())
+}
+
 pub fn run(args: PingArgs) -> anyhow::Result<()> {
     let material = args.tls.material("strata-cli")?;
-    let local_ip = if args.address.is_ipv4() {
-        "127.0.0.1"
-    } else {
-        "::1"
-    };
-    let local_ip = if args.address.ip().is_loopback() {
-        local_ip.parse()?
-    } else {
-        // Reach remote nodes from the address the route to them uses.
-        let probe = std::net::UdpSocket::bind(if args.address.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        })?;
-        probe.connect(args.address)?;
-        probe.local_addr()?.ip()
-    };
+    let local_ip = local_ip_towards(args.address)?;
     actix_rt::System::new().block_on(async move {
         let mut config = NodeConfig::new(SocketAddr::new(local_ip, 0), material);
         config.quic.connect_timeout = Duration::from_secs(args.timeout);
@@ -61,7 +64,7 @@ pub fn run(args: PingArgs) -> anyhow::Result<()> {
             peer.incarnation,
             handshake.as_secs_f64() * 1e3
         );
-        node.shutdown();
+        node.close(Duration::from_secs(1)).await;
         Ok(())
     })
 }

@@ -610,6 +610,16 @@ impl Node {
         self.core.registry().contains_key(id)
     }
 
+    /// Shuts down and waits (at most `limit`) until peers have been told
+    /// the connections are closed, so they learn of it at once rather than
+    /// at their idle timeout. Call it before a program exits.
+    pub async fn close(&self, limit: std::time::Duration) {
+        self.shutdown();
+        // Let stopping processes run their last callbacks first.
+        tokio::task::yield_now().await;
+        let _ = tokio::time::timeout(limit, self.transport.closed()).await;
+    }
+
     /// Stops every process and closes every connection.
     pub fn shutdown(&self) {
         let pids = self.processes();

@@ -170,4 +170,8 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Closes every connection; later sends fail with [`SendError::ShutDown`].
     fn shutdown(&self);
+
+    /// Resolves once, after a shutdown, the closing of every connection
+    /// has been sent to its peer.
+    fn closed(&self) -> TransportFuture<()>;
 }

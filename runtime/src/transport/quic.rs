@@ -792,6 +792,11 @@ impl Transport for QuicTransport {
         })
     }
 
+    fn closed(&self) -> TransportFuture<()> {
+        let endpoint = self.shared.endpoint.clone();
+        Box::pin(async move { endpoint.wait_idle().await })
+    }
+
     fn shutdown(&self) {
         self.shared.closing.store(true, Ordering::Relaxed);
         self.shared

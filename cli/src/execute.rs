@@ -1,0 +1,372 @@
+//! `strata execute`: run a command on the cluster, like `mesos-execute`.
+//!
+//! A small framework: it subscribes, takes offers that fit its tasks
+//! (resources, `--constraint`s as standing filters), launches them, prints
+//! one line per status update as it arrives and acknowledges it. Exit
+//! codes: 0 when every task FINISHED, 1 when any ended otherwise (or the
+//! master could not be reached), 2 when the tasks could not be placed
+//! within `--timeout`, with what was asked and the largest offer seen.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use strata_master::MASTER_ID;
+use strata_protocol::{
+    AgentId, AttributeValue, Capability, CommandInfo, Filters, FrameworkId, FrameworkInfo, Offer,
+    OfferConstraint, Operation, Resources, TaskId, TaskInfo, TaskKind, TaskState, TaskStatus,
+    ToMaster, ToScheduler,
+};
+use strata_runtime::upid::parse_socket_addr;
+use strata_runtime::{Incarnation, Node, NodeConfig, Received, Upid};
+
+#[derive(Debug, clap::Args)]
+pub struct ExecuteArgs {
+    /// The task's name; also its id (with `-N` appended for several instances).
+    #[arg(long)]
+    pub name: String,
+    /// The shell command to run.
+    #[arg(long)]
+    pub command: String,
+    /// The master's address, HOST:PORT.
+    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050", value_parser = parse_address)]
+    pub master: SocketAddr,
+    /// Resources each instance needs.
+    #[arg(long, env = "STRATA_RESOURCES", default_value = "cpus:0.1;mem:32", value_parser = parse_resources)]
+    pub resources: Resources,
+    /// How many instances to run.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub instances: u32,
+    /// The role to be offered resources in.
+    #[arg(long, env = "STRATA_ROLE", default_value = "*")]
+    pub role: String,
+    /// Only agents whose attribute has this value: ATTR:VALUE (repeatable).
+    #[arg(long = "constraint", value_parser = parse_constraint)]
+    pub constraints: Vec<(String, String)>,
+    /// Give up placing the tasks after this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    /// Ask agents to checkpoint the tasks.
+    #[arg(long)]
+    pub checkpoint: bool,
+    /// Seconds the master keeps the tasks if this command disconnects.
+    #[arg(long, default_value_t = 0.0)]
+    pub failover_timeout: f64,
+    /// See UNREACHABLE instead of LOST when an agent is partitioned away.
+    #[arg(long)]
+    pub partition_aware: bool,
+    #[command(flatten)]
+    pub tls: crate::TlsSource,
+}
+
+fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    parse_socket_addr(text).map_err(|e| e.to_string())
+}
+
+fn parse_resources(text: &str) -> Result<Resources, String> {
+    let resources: Resources = text
+        .parse()
+        .map_err(|e: strata_protocol::ResourcesError| e.to_string())?;
+    if resources.is_empty() {
+        return Err("a task must ask for some resources".into());
+    }
+    Ok(resources)
+}
+
+fn parse_constraint(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((name, value)) if !name.is_empty() && !value.is_empty() => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("constraint {text:?} is not ATTR:VALUE")),
+    }
+}
+
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| anyhow::anyhow!("--{flag} must be a number of seconds, not {value}"))
+}
+
+/// Exit codes.
+pub const FINISHED: u8 = 0;
+pub const FAILED: u8 = 1;
+pub const NOT_PLACED: u8 = 2;
+
+fn clock() -> String {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis())
+        .unwrap_or(0);
+    let seconds_today = (millis / 1000) % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        seconds_today / 3600,
+        (seconds_today / 60) % 60,
+        seconds_today % 60,
+        millis % 1000
+    )
+}
+
+fn print_status(status: &TaskStatus) {
+    let agent = status
+        .agent_id
+        .as_ref()
+        .map(AgentId::to_string)
+        .unwrap_or_else(|| "-".into());
+    let message = if status.message.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", status.message)
+    };
+    println!(
+        "{} {} {} agent={agent}{message}",
+        clock(),
+        status.task_id,
+        status.state
+    );
+}
+
+struct Execution {
+    args: ExecuteArgs,
+    master: Upid,
+    framework_id: Option<FrameworkId>,
+    /// Tasks not placed yet, in order.
+    pending: Vec<TaskId>,
+    states: BTreeMap<TaskId, TaskState>,
+    largest_offer: Option<Resources>,
+}
+
+impl Execution {
+    fn admits(&self, offer: &Offer) -> bool {
+        self.args.constraints.iter().all(|(name, value)| {
+            offer
+                .attributes
+                .get(name)
+                .is_some_and(|have| have.as_text() == *value)
+        })
+    }
+
+    /// Launches what fits in `offer`; declines it otherwise.
+    fn use_offer(&mut self, offer: Offer) -> ToMaster {
+        let framework_id = self
+            .framework_id
+            .clone()
+            .unwrap_or_else(|| offer.framework_id.clone());
+        let bigger = self.largest_offer.as_ref().is_none_or(|largest| {
+            offer.resources.cpus() > largest.cpus() || offer.resources.mem_mb() > largest.mem_mb()
+        });
+        if bigger {
+            self.largest_offer = Some(offer.resources.clone());
+        }
+        let mut left = offer.resources.clone();
+        let mut tasks = Vec::new();
+        if self.admits(&offer) {
+            while let Some(task_id) = self.pending.first().cloned() {
+                let Some(rest) = left.checked_sub(&self.args.resources) else {
+                    break;
+                };
+                left = rest;
+                self.pending.remove(0);
+                self.states.insert(task_id.clone(), TaskState::Staging);
+                tasks.push(TaskInfo {
+                    task_id,
+                    name: self.args.name.clone(),
+                    agent_id: offer.agent_id.clone(),
+                    resources: self.args.resources.clone(),
+                    kind: TaskKind::Command(CommandInfo::shell(self.args.command.clone())),
+                    labels: Default::default(),
+                });
+            }
+        }
+        if tasks.is_empty() {
+            return ToMaster::Decline {
+                framework_id,
+                offer_ids: vec![offer.id],
+                filters: Filters {
+                    refuse: Duration::from_secs(1),
+                },
+            };
+        }
+        ToMaster::Accept {
+            framework_id,
+            offer_ids: vec![offer.id],
+            operations: vec![Operation::Launch(tasks)],
+            filters: Filters::default(),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.pending.is_empty() && self.states.values().all(|state| state.is_terminal())
+    }
+
+    fn explain_not_placed(&self) -> String {
+        let asked = format!(
+            "{} of {} instance(s) could not be placed within {} s; each needs {}",
+            self.pending.len(),
+            self.args.instances,
+            self.args.timeout,
+            self.args.resources
+        );
+        let constraints = if self.args.constraints.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = self
+                .args
+                .constraints
+                .iter()
+                .map(|(name, value)| format!("{name}:{value}"))
+                .collect();
+            format!(" on agents with {}", list.join(", "))
+        };
+        let seen = match &self.largest_offer {
+            Some(largest) => format!("; the largest offer seen was {largest}"),
+            None => "; no offer arrived (no agent has free resources for this role, or none passes the constraints)".into(),
+        };
+        format!("{asked}{constraints}{seen}")
+    }
+}
+
+pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
+    let timeout = seconds("timeout", args.timeout)?;
+    let failover_timeout = seconds("failover-timeout", args.failover_timeout)?;
+    let material = args.tls.material("strata-execute")?;
+    let master = Upid::new(MASTER_ID, args.master, Incarnation::ANY)?;
+    let local_ip = crate::ping::local_ip_towards(args.master)?;
+    let pending: Vec<TaskId> = (0..args.instances)
+        .map(|index| {
+            if args.instances == 1 {
+                TaskId::new(args.name.clone())
+            } else {
+                TaskId::new(format!("{}-{index}", args.name))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let mut info = FrameworkInfo::new(format!("strata-execute {}", args.name), whoami());
+    info.roles = vec![args.role.clone()];
+    info.checkpoint = args.checkpoint;
+    info.failover_timeout = failover_timeout;
+    if args.partition_aware {
+        info.capabilities.insert(Capability::PartitionAware);
+    }
+    let constraints: Vec<OfferConstraint> = args
+        .constraints
+        .iter()
+        .map(|(name, value)| OfferConstraint::AttributeEquals {
+            name: name.clone(),
+            value: AttributeValue::parse(value),
+        })
+        .collect();
+    let mut execution = Execution {
+        args,
+        master: master.clone(),
+        framework_id: None,
+        pending,
+        states: BTreeMap::new(),
+        largest_offer: None,
+    };
+    actix_rt::System::new().block_on(async move {
+        let node = Node::bind(NodeConfig::new(SocketAddr::new(local_ip, 0), material)).await?;
+        node.connect(master.addr()).await?;
+        let scheduler_id = format!("execute-{:08x}", node.incarnation().0 as u32);
+        let mut inbox = node.inbox::<ToScheduler>(&scheduler_id, 4096)?;
+        inbox.link(&master);
+        let placement_deadline = tokio::time::Instant::now() + timeout;
+        let mut acknowledged: BTreeSet<(TaskId, u128)> = BTreeSet::new();
+        let mut next_subscribe = tokio::time::Instant::now();
+        loop {
+            let now = tokio::time::Instant::now();
+            if execution.framework_id.is_none() && now >= next_subscribe {
+                let subscribe = ToMaster::Subscribe {
+                    info: info.clone(),
+                    constraints: constraints.clone(),
+                };
+                // Repeated until answered: a message may be lost.
+                let _ = inbox.send(&execution.master, subscribe);
+                next_subscribe = now + Duration::from_secs(2);
+            }
+            if !execution.pending.is_empty() && now >= placement_deadline {
+                eprintln!("strata execute: {}", execution.explain_not_placed());
+                teardown(&inbox, &execution);
+                node.close(Duration::from_secs(1)).await;
+                return Ok(NOT_PLACED);
+            }
+            let event = inbox.recv_within(Duration::from_millis(500)).await;
+            match event {
+                None => continue,
+                Some(Received::Exited(_)) => {
+                    eprintln!("strata execute: lost the master at {}", execution.master);
+                    return Ok(FAILED);
+                }
+                Some(Received::Message(_, message)) => match message {
+                    ToScheduler::Subscribed { framework_id } => {
+                        execution.framework_id = Some(framework_id)
+                    }
+                    ToScheduler::Offers(offers) => {
+                        for offer in offers {
+                            let call = execution.use_offer(offer);
+                            let _ = inbox.send(&execution.master, call);
+                        }
+                        if execution.pending.is_empty()
+                            && let Some(framework_id) = execution.framework_id.clone()
+                        {
+                            let _ =
+                                inbox.send(&execution.master, ToMaster::Suppress { framework_id });
+                        }
+                    }
+                    ToScheduler::Update { status } => {
+                        if let (Some(update_id), Some(agent_id), Some(framework_id)) = (
+                            status.update_id,
+                            status.agent_id.clone(),
+                            execution.framework_id.clone(),
+                        ) {
+                            let _ = inbox.send(
+                                &execution.master,
+                                ToMaster::Acknowledge {
+                                    framework_id,
+                                    agent_id,
+                                    task_id: status.task_id.clone(),
+                                    update_id,
+                                },
+                            );
+                            // An update resent before our acknowledgement
+                            // arrived is printed once.
+                            if !acknowledged.insert((status.task_id.clone(), update_id.0)) {
+                                continue;
+                            }
+                        }
+                        if execution.states.contains_key(&status.task_id) {
+                            print_status(&status);
+                            execution
+                                .states
+                                .insert(status.task_id.clone(), status.state);
+                        }
+                        if execution.done() {
+                            teardown(&inbox, &execution);
+                            node.close(Duration::from_secs(1)).await;
+                            let all_finished = execution
+                                .states
+                                .values()
+                                .all(|state| *state == TaskState::Finished);
+                            return Ok(if all_finished { FINISHED } else { FAILED });
+                        }
+                    }
+                    ToScheduler::Error { message } => {
+                        eprintln!("strata execute: the master refused: {message}");
+                        return Ok(FAILED);
+                    }
+                    ToScheduler::OfferRescinded { .. } | ToScheduler::AgentLost { .. } => {}
+                },
+            }
+        }
+    })
+}
+
+fn teardown(inbox: &strata_runtime::Inbox<ToScheduler>, execution: &Execution) {
+    if let Some(framework_id) = execution.framework_id.clone() {
+        let _ = inbox.send(&execution.master, ToMaster::Teardown { framework_id });
+    }
+}
+
+fn whoami() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "nobody".into())
+}

@@ -1,0 +1,179 @@
+//! `strata local`: a master and agents in one process, on loopback.
+//!
+//! The embedded cluster for trying Strata and developing frameworks: zero
+//! configuration (a development CA is created in the work directory), the
+//! machine's detected resources shared between the agents, tasks run as
+//! real processes in sandboxes under the work directory. Runs until
+//! Ctrl-C or SIGTERM, then kills its tasks and exits 0.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use strata_agent::detection::HostResources;
+use strata_agent::process::DEFAULT_KILL_GRACE;
+use strata_agent::{Agent, AgentConfig, Runner};
+use strata_master::allocator::Policy;
+use strata_master::{Config, MASTER_ID, Master};
+use strata_protocol::{Attributes, Ranges, Resource, Resources, UNRESERVED, Value};
+use strata_runtime::{Node, NodeConfig, SpawnOptions, TlsMaterial};
+
+#[derive(Debug, clap::Args)]
+pub struct LocalArgs {
+    /// How many agents to run.
+    #[arg(long, env = "STRATA_AGENTS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub agents: u64,
+    /// Resources of each agent, in Mesos syntax; resources not named are
+    /// this machine's, shared equally between the agents.
+    #[arg(long, env = "STRATA_RESOURCES", default_value = "", value_parser = parse_resources)]
+    pub resources: Resources,
+    /// Attributes of every agent: `rack:r1;zone:a`.
+    #[arg(long, env = "STRATA_ATTRIBUTES", default_value = "", value_parser = parse_attributes)]
+    pub attributes: Attributes,
+    /// The master's port (0 picks a free one and prints it).
+    #[arg(long, env = "STRATA_PORT", default_value_t = 5050)]
+    pub port: u16,
+    /// Allocation policy: drf or priority.
+    #[arg(long, env = "STRATA_ALLOCATION_POLICY", default_value = "drf", value_parser = parse_policy)]
+    pub allocation_policy: Policy,
+    /// Where sandboxes and the development CA live.
+    #[arg(long, env = "STRATA_WORK_DIR", default_value = "./.strata")]
+    pub work_dir: PathBuf,
+}
+
+fn parse_resources(text: &str) -> Result<Resources, String> {
+    text.parse()
+        .map_err(|e: strata_protocol::ResourcesError| e.to_string())
+}
+
+fn parse_attributes(text: &str) -> Result<Attributes, String> {
+    text.parse()
+        .map_err(|e: strata_protocol::attributes::AttributesError| e.to_string())
+}
+
+fn parse_policy(text: &str) -> Result<Policy, String> {
+    text.parse()
+}
+
+/// Agent `index` of `count`'s share of the machine and of the task ports.
+fn share(detected: HostResources, count: u64, index: u64, overrides: &Resources) -> Resources {
+    let part = HostResources {
+        cpus_millis: detected.cpus_millis / count,
+        mem_mib: detected.mem_mib / count,
+        disk_mib: detected.disk_mib / count,
+    };
+    let mut total = strata_agent::resources::total(part, overrides);
+    let named_ports = overrides.iter().any(|resource| resource.name == "ports");
+    if !named_ports {
+        let (first, last) = strata_agent::resources::DEFAULT_PORTS;
+        let width = (last - first + 1) / count;
+        let begin = first + index * width;
+        let ports = Resource {
+            name: "ports".into(),
+            role: UNRESERVED.into(),
+            value: Value::Ranges(Ranges::interval(begin, begin + width - 1)),
+        };
+        let mut without_ports = Resources::new();
+        for resource in total.iter().filter(|resource| resource.name != "ports") {
+            // Resources already in a valid bag re-enter one without error.
+            let _ = without_ports.try_add_one(resource);
+        }
+        let _ = without_ports.try_add_one(ports);
+        total = without_ports;
+    }
+    total
+}
+
+pub fn run(args: LocalArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.work_dir).with_context(|| {
+        format!(
+            "cannot create the work directory {}",
+            args.work_dir.display()
+        )
+    })?;
+    let work_dir = args.work_dir.canonicalize()?;
+    let tls_dir = work_dir.join("tls");
+    let detected = strata_agent::detection::detect(&work_dir)?;
+    let config = Config {
+        policy: args.allocation_policy,
+        ..Config::default()
+    };
+    actix_rt::System::new().block_on(async move {
+        let loopback = Ipv4Addr::LOCALHOST.into();
+        let master_tls = TlsMaterial::development(&tls_dir, "master")?;
+        let master_node = Node::bind(NodeConfig::new(SocketAddr::new(loopback, args.port), master_tls)).await?;
+        let prefix = format!("{:08x}", master_node.incarnation().0 as u32);
+        let master = master_node.spawn(
+            MASTER_ID,
+            move || Master::new(config.clone(), &prefix),
+            SpawnOptions::default(),
+        )?;
+        println!("Strata local cluster, work directory {}", work_dir.display());
+        println!("  master   {master}  (allocation policy {})", args.allocation_policy);
+        let mut nodes = vec![master_node];
+        for index in 0..args.agents {
+            let name = format!("agent-{}", index + 1);
+            let tls = TlsMaterial::development(&tls_dir, &name)?;
+            let node = Node::bind(NodeConfig::new(SocketAddr::new(loopback, 0), tls)).await?;
+            let resources = share(detected, args.agents, index, &args.resources);
+            let agent = AgentConfig {
+                master: master.clone(),
+                hostname: name.clone(),
+                resources: resources.clone(),
+                attributes: args.attributes.clone(),
+                seed: node.incarnation().0,
+                runner: Runner::Processes {
+                    work_dir: work_dir.clone(),
+                    kill_grace: DEFAULT_KILL_GRACE,
+                },
+            };
+            let pid = node.spawn("agent", move || Agent::new(agent.clone()), SpawnOptions::default())?;
+            println!("  {name}  {pid}  {resources}");
+            nodes.push(node);
+        }
+        let master_address = master.addr();
+        let master_flag = if master_address.port() == 5050 {
+            String::new()
+        } else {
+            format!(" --master {master_address}")
+        };
+        println!("Submit work: cargo run --release -- execute{master_flag} --name hello --command 'echo hello'");
+        println!("Stop with Ctrl-C.");
+        crate::wait_for_shutdown().await;
+        println!("Stopping: killing tasks.");
+        // Agents first, so their tasks are killed before the master goes.
+        for node in nodes.iter().rev() {
+            node.close(Duration::from_secs(1)).await;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_share_the_machine_and_the_ports() {
+        let detected = HostResources {
+            cpus_millis: 2000,
+            mem_mib: 4000,
+            disk_mib: 10000,
+        };
+        let none = Resources::new();
+        assert_eq!(
+            share(detected, 2, 0, &none).to_string(),
+            "cpus:1;disk:5000;mem:2000;ports:[31000-31499]"
+        );
+        assert_eq!(
+            share(detected, 2, 1, &none).to_string(),
+            "cpus:1;disk:5000;mem:2000;ports:[31500-31999]"
+        );
+        let given: Resources = "cpus:4;ports:[8000-8001]".parse().unwrap();
+        assert_eq!(
+            share(detected, 2, 1, &given).to_string(),
+            "cpus:4;disk:5000;mem:2000;ports:[8000-8001]"
+        );
+    }
+}

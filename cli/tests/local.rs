@@ -1,0 +1,88 @@
+//! `strata local` and `strata execute`, both as real processes: exit 0 for
+//! `true`, 1 for `false`, 2 for what cannot be placed; `local` stops
+//! cleanly on SIGTERM.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+#[test]
+fn execute_against_local_returns_the_documented_exit_codes() {
+    let work_dir = std::env::temp_dir().join(format!("strata-local-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let mut local = Command::new(STRATA)
+        .args(["local", "--port", "0", "--agents", "2", "--work-dir"])
+        .arg(&work_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(local.stdout.take().unwrap()).lines();
+    let mut master = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(word) = line
+            .split_whitespace()
+            .find(|word| word.starts_with("master@"))
+        {
+            master = Some(word.trim_start_matches("master@").to_owned());
+        }
+        if line.starts_with("Submit work") {
+            break;
+        }
+    }
+    let master = master.expect("local printed its master");
+    let execute = |name: &str, command: &str, extra: &[&str]| {
+        Command::new(STRATA)
+            .args([
+                "execute",
+                "--master",
+                &master,
+                "--name",
+                name,
+                "--command",
+                command,
+                "--work-dir",
+            ])
+            .arg(&work_dir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = execute("ok", "true", &[]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        stdout.contains("ok TASK_RUNNING") && stdout.contains("ok TASK_FINISHED"),
+        "{stdout}"
+    );
+
+    let failed = execute("bad", "false", &[]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("TASK_FAILED"));
+
+    let huge = execute(
+        "huge",
+        "true",
+        &["--resources", "cpus:1000", "--timeout", "2"],
+    );
+    assert_eq!(huge.status.code(), Some(2));
+    let explanation = String::from_utf8_lossy(&huge.stderr);
+    assert!(
+        explanation.contains("cpus:1000") && explanation.contains("largest offer"),
+        "{explanation}"
+    );
+
+    let pid = rustix::process::Pid::from_raw(local.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = local.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
