@@ -6,6 +6,7 @@
 //! this is a test that asserts a time.
 
 mod allocator;
+mod launch;
 mod report;
 mod runtime;
 
@@ -19,6 +20,9 @@ enum Suite {
     /// Milliseconds per full allocation cycle, agents × frameworks, beside
     /// Apache Mesos's published figure; memory per agent.
     Allocator,
+    /// Tasks per second from accept to finished for /bin/true, beside
+    /// spawning and reaping /bin/true directly.
+    Launch,
 }
 
 #[derive(Debug, Parser)]
@@ -52,6 +56,7 @@ fn main() -> anyhow::Result<()> {
     let rows = match arguments.suite {
         Suite::Runtime => runtime::run(arguments.scale, arguments.only.as_deref())?,
         Suite::Allocator => allocator::run(arguments.scale)?,
+        Suite::Launch => launch::run(arguments.scale)?,
     };
     if arguments.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -41,6 +41,10 @@ impl Books {
             .is_some_and(|task| task.info.agent_id == agent_id);
         if known {
             self.apply_status(now, &framework_id, &task_id, status.clone());
+            // Freed resources are offered at once, not at the next tick.
+            if status.state.is_terminal() {
+                self.allocate_agents(now, std::slice::from_ref(&agent_id), out);
+            }
         }
         // With nobody to tell now, the agent resends until acknowledged.
         if let Some(pid) = self

@@ -231,7 +231,11 @@ fn seed_walkthrough() {
     let mut again = offers_to(&out, &s1);
     let out = h.finish(&agent, &fw1, "t1", TaskState::Finished);
     assert_eq!(updates_to(&out, &s1)[0].state, TaskState::Finished);
-    h.finish(&agent, &fw1, "t2", TaskState::Finished);
+    again.extend(offers_to(&out, &s1));
+    again.extend(offers_to(
+        &h.finish(&agent, &fw1, "t2", TaskState::Finished),
+        &s1,
+    ));
     again.extend(offers_to(&h.advance(1), &s1));
     let mut total = Resources::new();
     for offer in &again {
@@ -242,6 +246,28 @@ fn seed_walkthrough() {
         offers_to(&h.advance(1), &s2).is_empty(),
         "framework 2 declined for 5 s"
     );
+}
+
+#[test]
+fn resources_a_task_frees_are_offered_at_once() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:1;mem:1024", "");
+    let scheduler = pid("s@10.0.0.9:4000");
+    let (framework_id, out) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    let offer = offers_to(&out, &scheduler).remove(0);
+    h.send(
+        &scheduler,
+        accept(
+            &framework_id,
+            &[&offer],
+            vec![task("t", &agent_id, "cpus:1;mem:1024")],
+            0,
+        ),
+    );
+    // No tick between the task's end and the new offer.
+    let out = h.finish(&agent, &framework_id, "t", TaskState::Finished);
+    assert_eq!(offers_to(&out, &scheduler).len(), 1);
 }
 
 #[test]

@@ -1,0 +1,203 @@
+//! The launch suite: `/bin/true` tasks per second from ACCEPT to
+//! TASK_FINISHED on one local agent, beside the raw rate of spawning and
+//! reaping `/bin/true` on the same machine, in the same run.
+//!
+//! Both keep at most 64 processes in flight. Ours goes through everything
+//! a task does: the scheduler accepts offers, the master validates and
+//! forwards, the agent makes a sandbox with stdout and stderr files and
+//! starts the process in its own group, and every status update
+//! (STARTING, RUNNING, FINISHED) goes to the scheduler and is
+//! acknowledged before the next one is sent.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use strata_agent::{Agent, AgentConfig, Runner};
+use strata_master::{Config, MASTER_ID, Master};
+use strata_protocol::{
+    CommandInfo, Filters, FrameworkInfo, Operation, Resources, TaskId, TaskInfo, TaskKind,
+    TaskState, ToMaster, ToScheduler,
+};
+use strata_runtime::{CertificateAuthority, Node, NodeConfig, Received, SpawnOptions};
+
+use crate::report::{Better, Measure, Row, Target};
+
+/// Processes in flight at once, for both.
+const IN_FLIGHT: usize = 64;
+
+pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
+    let total = ((2000.0 * scale) as usize).max(IN_FLIGHT);
+    let baseline = raw_spawns(total)?;
+    let ours = through_strata(total)?;
+    let measure = Measure {
+        unit: "tasks/s",
+        baseline_name: "spawn and reap /bin/true directly, 64 in flight",
+        better: Better::Higher,
+        target: Target::Ratio(0.5),
+    };
+    Ok(vec![Row::new(
+        format!("launch {total} /bin/true, accept to finished"),
+        measure,
+        baseline,
+        ours,
+    )])
+}
+
+fn raw_spawns(total: usize) -> anyhow::Result<f64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let start = Instant::now();
+        let mut running = tokio::task::JoinSet::new();
+        let mut launched = 0;
+        let mut reaped = 0;
+        while reaped < total {
+            while running.len() < IN_FLIGHT && launched < total {
+                let mut child = tokio::process::Command::new("/bin/true").spawn()?;
+                running.spawn(async move { child.wait().await });
+                launched += 1;
+            }
+            if let Some(done) = running.join_next().await {
+                done??;
+                reaped += 1;
+            }
+        }
+        Ok(total as f64 / start.elapsed().as_secs_f64())
+    })
+}
+
+fn through_strata(total: usize) -> anyhow::Result<f64> {
+    let work_dir = std::env::temp_dir().join(format!("strata-bench-launch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let ca = CertificateAuthority::generate("strata-bench")?;
+    let rate = actix_rt::System::new().block_on(launch_all(&ca, &work_dir, total));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    rate
+}
+
+async fn launch_all(
+    ca: &CertificateAuthority,
+    work_dir: &std::path::Path,
+    total: usize,
+) -> anyhow::Result<f64> {
+    let bind = |name: &str| -> anyhow::Result<NodeConfig> {
+        Ok(NodeConfig::new("127.0.0.1:0".parse()?, ca.issue(name)?))
+    };
+    let master_node = Node::bind(bind("master")?).await?;
+    let master = master_node.spawn(
+        MASTER_ID,
+        || Master::new(Config::default(), "bench"),
+        SpawnOptions::default(),
+    )?;
+    let agent_node = Node::bind(bind("agent")?).await?;
+    let agent = AgentConfig {
+        master: master.clone(),
+        hostname: "bench".into(),
+        resources: format!("cpus:{IN_FLIGHT};mem:{}", IN_FLIGHT * 32).parse()?,
+        attributes: Default::default(),
+        seed: 1,
+        runner: Runner::Processes {
+            work_dir: work_dir.to_owned(),
+            kill_grace: Duration::from_secs(1),
+        },
+    };
+    agent_node.spawn(
+        "agent",
+        move || Agent::new(agent.clone()),
+        SpawnOptions::default(),
+    )?;
+    let scheduler_node = Node::bind(bind("scheduler")?).await?;
+    let mut inbox = scheduler_node.inbox::<ToScheduler>("scheduler", 65_536)?;
+    inbox
+        .send(
+            &master,
+            ToMaster::Subscribe {
+                info: FrameworkInfo::new("bench", "bench"),
+                constraints: vec![],
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let need: Resources = "cpus:1;mem:32".parse()?;
+    let mut framework_id = None;
+    let mut launched = 0;
+    let mut finished = 0;
+    let mut start = None;
+    while finished < total {
+        let Some(Received::Message(_, message)) = inbox.recv_within(Duration::from_secs(60)).await
+        else {
+            anyhow::bail!("the cluster went quiet after {finished} of {total} tasks");
+        };
+        match message {
+            ToScheduler::Subscribed { framework_id: id } => framework_id = Some(id),
+            ToScheduler::Offers(offers) => {
+                let framework_id = framework_id.clone().context("offers before subscription")?;
+                for offer in offers {
+                    let mut left = offer.resources.clone();
+                    let mut tasks = Vec::new();
+                    while launched < total {
+                        let Some(rest) = left.checked_sub(&need) else {
+                            break;
+                        };
+                        left = rest;
+                        launched += 1;
+                        tasks.push(TaskInfo {
+                            task_id: TaskId::new(format!("true-{launched}"))?,
+                            name: "true".into(),
+                            agent_id: offer.agent_id.clone(),
+                            resources: need.clone(),
+                            kind: TaskKind::Command(CommandInfo {
+                                shell: false,
+                                value: "/bin/true".into(),
+                                ..CommandInfo::default()
+                            }),
+                            labels: Default::default(),
+                        });
+                    }
+                    start.get_or_insert_with(Instant::now);
+                    let accept = ToMaster::Accept {
+                        framework_id: framework_id.clone(),
+                        offer_ids: vec![offer.id],
+                        operations: vec![Operation::Launch(tasks)],
+                        filters: Filters {
+                            refuse: Duration::ZERO,
+                        },
+                    };
+                    inbox
+                        .send(&master, accept)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+            }
+            ToScheduler::Update { status } => {
+                if let (Some(update_id), Some(agent_id), Some(framework_id)) = (
+                    status.update_id,
+                    status.agent_id.clone(),
+                    framework_id.clone(),
+                ) {
+                    let acknowledge = ToMaster::Acknowledge {
+                        framework_id,
+                        agent_id,
+                        task_id: status.task_id.clone(),
+                        update_id,
+                    };
+                    inbox
+                        .send(&master, acknowledge)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+                match status.state {
+                    TaskState::Finished => finished += 1,
+                    state if state.is_terminal() => {
+                        anyhow::bail!("{} ended {state}: {}", status.task_id, status.message)
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let elapsed = start.context("nothing launched")?.elapsed();
+    for node in [&scheduler_node, &agent_node, &master_node] {
+        node.close(Duration::from_secs(1)).await;
+    }
+    Ok(total as f64 / elapsed.as_secs_f64())
+}
