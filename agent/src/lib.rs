@@ -7,5 +7,6 @@ pub mod detection;
 pub mod process;
 pub mod resources;
 pub mod status_updates;
+pub mod usage;
 
-pub use process::{AGENT_ID, Agent, AgentConfig, Runner};
+pub use process::{AGENT_ID, Agent, AgentConfig, ResourceAccount, Runner};

@@ -57,6 +57,42 @@ pub struct AgentConfig {
     /// Seeds the agent's jitter and update ids.
     pub seed: u64,
     pub runner: Runner,
+    /// First wait before an unacknowledged status update is resent
+    /// (Mesos: 10 s; it doubles up to 10 min).
+    pub status_update_retry: Duration,
+    /// How often task usage is sampled and memory limits checked.
+    pub usage_interval: Duration,
+}
+
+impl AgentConfig {
+    /// A configuration with Mesos's defaults for the timings.
+    pub fn new(
+        master: Upid,
+        hostname: String,
+        resources: strata_protocol::Resources,
+        attributes: strata_protocol::Attributes,
+        seed: u64,
+        runner: Runner,
+    ) -> AgentConfig {
+        AgentConfig {
+            master,
+            hostname,
+            resources,
+            attributes,
+            seed,
+            runner,
+            status_update_retry: crate::status_updates::FIRST_RETRY,
+            usage_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// An agent's resources: everything, what its tasks hold, what is left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceAccount {
+    pub total: strata_protocol::Resources,
+    pub allocated: strata_protocol::Resources,
+    pub free: strata_protocol::Resources,
 }
 
 /// Mesos's default grace between SIGTERM and SIGKILL.
@@ -75,10 +111,12 @@ pub enum Runner {
 }
 
 /// A task process the agent started.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct TaskProcess {
     group: i32,
     kill_requested: bool,
+    /// Why the agent killed it for exceeding a limit, if it did.
+    limit_exceeded: Option<String>,
 }
 
 /// Runs tasks inside the agent process, for tests and simulation.
@@ -105,6 +143,10 @@ pub struct Agent {
     updates: StatusUpdates,
     executor: TestExecutor,
     processes: BTreeMap<(FrameworkId, TaskId), TaskProcess>,
+    /// Resources of the tasks that are not terminal.
+    allocated: strata_protocol::Resources,
+    /// The latest usage sample of each running task process.
+    usage: BTreeMap<(FrameworkId, TaskId), crate::usage::GroupUsage>,
     random: SplitMix,
 }
 
@@ -122,15 +164,21 @@ fn wall_ms() -> u64 {
 impl Agent {
     pub fn new(config: AgentConfig) -> Agent {
         let random = SplitMix::new(config.seed);
+        let updates = StatusUpdates::with_retries(
+            config.status_update_retry,
+            crate::status_updates::LAST_RETRY,
+        );
         Agent {
             config,
             agent_id: None,
             registration: Registration::Registering { attempt: 0 },
             frameworks: BTreeMap::new(),
             tasks: BTreeMap::new(),
-            updates: StatusUpdates::new(),
+            updates,
             executor: TestExecutor::default(),
             processes: BTreeMap::new(),
+            allocated: strata_protocol::Resources::new(),
+            usage: BTreeMap::new(),
             random,
         }
     }
@@ -138,6 +186,54 @@ impl Agent {
     /// The id the master gave this agent, once registered.
     pub fn agent_id(&self) -> Option<&AgentId> {
         self.agent_id.as_ref()
+    }
+
+    /// Total, allocated and free resources.
+    pub fn resources(&self) -> ResourceAccount {
+        ResourceAccount {
+            total: self.config.resources.clone(),
+            allocated: self.allocated.clone(),
+            free: self
+                .config
+                .resources
+                .checked_sub(&self.allocated)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The latest usage of each running task process.
+    pub fn usage(&self) -> &BTreeMap<(FrameworkId, TaskId), crate::usage::GroupUsage> {
+        &self.usage
+    }
+
+    /// Samples the task processes; kills any over its memory.
+    fn sample_usage(&mut self) {
+        let groups = self
+            .processes
+            .values()
+            .map(|process| process.group)
+            .collect();
+        let sampled = crate::usage::sample(&groups);
+        self.usage.clear();
+        for (key, process) in &mut self.processes {
+            let Some(usage) = sampled.get(&process.group) else {
+                continue;
+            };
+            self.usage.insert(key.clone(), *usage);
+            let mem_mb = self
+                .tasks
+                .get(key)
+                .map_or(0, |task| task.info.resources.mem_mb().floor());
+            if process.limit_exceeded.is_none()
+                && crate::usage::over_memory_limit(usage.rss_bytes, mem_mb)
+            {
+                process.limit_exceeded = Some(format!(
+                    "memory limit exceeded: {} MB used of {mem_mb} MB",
+                    usage.rss_bytes / (1024 * 1024)
+                ));
+                command_executor::signal_group(process.group, Signal::KILL);
+            }
+        }
     }
 
     fn info(&self) -> AgentInfo {
@@ -248,6 +344,10 @@ impl Agent {
         task.state = state;
         task.status = Some(status.clone());
         if state.is_terminal() {
+            self.allocated = self
+                .allocated
+                .checked_sub(&task.info.resources)
+                .unwrap_or_default();
             // The agent forgets a finished task; its update stream stays
             // until the framework acknowledges.
             self.tasks.remove(&key);
@@ -287,6 +387,11 @@ impl Agent {
             .get(OUTCOME_LABEL)
             .is_some_and(|outcome| outcome == "failed");
         self.frameworks.insert(framework_id.clone(), framework);
+        if !self.resources().free.contains(&info.resources) {
+            // The master should never over-commit; say so if it did.
+            warn!(task_id = %info.task_id, "task exceeds the agent's free resources");
+        }
+        self.allocated.add(&info.resources);
         self.tasks.insert(
             key.clone(),
             Task {
@@ -374,6 +479,7 @@ impl Agent {
                     TaskProcess {
                         group,
                         kill_requested: false,
+                        limit_exceeded: None,
                     },
                 );
                 let message = format!("running in {}", started.sandbox.display());
@@ -396,10 +502,23 @@ impl Agent {
     ) {
         // Nothing the task started outlives it.
         command_executor::signal_group(group, Signal::KILL);
-        let kill_requested = self
-            .processes
-            .remove(&key)
-            .is_some_and(|process| process.kill_requested);
+        let process = self.processes.remove(&key);
+        self.usage.remove(&key);
+        if let Some(message) = process
+            .as_ref()
+            .and_then(|process| process.limit_exceeded.clone())
+        {
+            self.report_with(
+                ctx,
+                &key.0,
+                &key.1,
+                TaskState::Failed,
+                Some(Reason::ContainerLimitationMemory),
+                &message,
+            );
+            return;
+        }
+        let kill_requested = process.is_some_and(|process| process.kill_requested);
         let (state, message) = command_executor::outcome(status, kill_requested);
         self.report(ctx, &key.0, &key.1, state, &message);
     }
@@ -473,13 +592,19 @@ impl Process for Agent {
         let master = self.config.master.clone();
         ctx.link(&master);
         self.register(ctx);
-        ctx.run_every(UPDATE_CHECK_INTERVAL, |agent, ctx| {
-            if agent.registration == Registration::Registered {
-                for forward in agent.updates.due(now()) {
-                    agent.forward(ctx, forward);
+        if matches!(self.config.runner, Runner::Processes { .. }) {
+            ctx.run_every(self.config.usage_interval, |agent, _| agent.sample_usage());
+        }
+        ctx.run_every(
+            UPDATE_CHECK_INTERVAL.min(self.config.status_update_retry),
+            |agent, ctx| {
+                if agent.registration == Registration::Registered {
+                    for forward in agent.updates.due(now()) {
+                        agent.forward(ctx, forward);
+                    }
                 }
-            }
-        });
+            },
+        );
     }
 
     fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, message: ToAgent) {

@@ -39,14 +39,32 @@ struct Stream {
 }
 
 /// Every task's stream of updates.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StatusUpdates {
     streams: BTreeMap<(FrameworkId, TaskId), Stream>,
+    first_retry: Duration,
+    last_retry: Duration,
+}
+
+impl Default for StatusUpdates {
+    fn default() -> StatusUpdates {
+        StatusUpdates::new()
+    }
 }
 
 impl StatusUpdates {
+    /// Streams resent after [`FIRST_RETRY`], doubling up to [`LAST_RETRY`].
     pub fn new() -> StatusUpdates {
-        StatusUpdates::default()
+        StatusUpdates::with_retries(FIRST_RETRY, LAST_RETRY)
+    }
+
+    /// Streams with other resend waits (tests, simulation).
+    pub fn with_retries(first_retry: Duration, last_retry: Duration) -> StatusUpdates {
+        StatusUpdates {
+            streams: BTreeMap::new(),
+            first_retry,
+            last_retry: last_retry.max(first_retry),
+        }
     }
 
     /// Queues an update (it must carry an update id); returns it if it
@@ -58,10 +76,11 @@ impl StatusUpdates {
         status: TaskStatus,
     ) -> Option<Forward> {
         let key = (framework_id.clone(), status.task_id.clone());
+        let first_retry = self.first_retry;
         let stream = self.streams.entry(key).or_insert_with(|| Stream {
             pending: VecDeque::new(),
             retry_at: None,
-            backoff: FIRST_RETRY,
+            backoff: first_retry,
         });
         if stream.pending.len() >= MAX_STREAM_LENGTH {
             // Keep the head (in flight) and every terminal update.
@@ -97,7 +116,7 @@ impl StatusUpdates {
             return None;
         }
         stream.pending.pop_front();
-        stream.backoff = FIRST_RETRY;
+        stream.backoff = self.first_retry;
         let Some(next) = stream.pending.front().cloned() else {
             self.streams.remove(&key);
             return None;
@@ -117,7 +136,7 @@ impl StatusUpdates {
             if stream.retry_at.is_some_and(|at| at <= now)
                 && let Some(head) = stream.pending.front()
             {
-                stream.backoff = (stream.backoff * 2).min(LAST_RETRY);
+                stream.backoff = (stream.backoff * 2).min(self.last_retry);
                 stream.retry_at = Some(now + stream.backoff);
                 due.push(Forward {
                     framework_id: framework_id.clone(),
@@ -131,7 +150,7 @@ impl StatusUpdates {
     /// Every head, to send at once (after registering with a master).
     pub fn heads(&mut self, now: Instant) -> Vec<Forward> {
         for stream in self.streams.values_mut() {
-            stream.backoff = FIRST_RETRY;
+            stream.backoff = self.first_retry;
             stream.retry_at = Some(now + stream.backoff);
         }
         self.streams

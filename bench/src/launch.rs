@@ -126,6 +126,8 @@ async fn launch_all(
             work_dir: work_dir.to_owned(),
             kill_grace: Duration::from_secs(1),
         },
+        status_update_retry: strata_agent::status_updates::FIRST_RETRY,
+        usage_interval: std::time::Duration::from_secs(1),
     };
     agent_node.spawn(
         "agent",

@@ -88,6 +88,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 work_dir: work_dir.clone(),
                 kill_grace,
             },
+            status_update_retry: strata_agent::status_updates::FIRST_RETRY,
+            usage_interval: std::time::Duration::from_secs(1),
         };
         let pid = node.spawn(
             AGENT_ID,

@@ -127,6 +127,8 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                     work_dir: work_dir.clone(),
                     kill_grace: DEFAULT_KILL_GRACE,
                 },
+                status_update_retry: strata_agent::status_updates::FIRST_RETRY,
+                usage_interval: std::time::Duration::from_secs(1),
             };
             let pid = node.spawn("agent", move || Agent::new(agent.clone()), SpawnOptions::default())?;
             println!("  {name}  {pid}  {resources}");

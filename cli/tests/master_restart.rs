@@ -126,6 +126,8 @@ fn agents_re_register_with_a_restarted_master_under_the_same_id() {
             attributes: Default::default(),
             seed: 1,
             runner: strata_agent::Runner::InProcess,
+            status_update_retry: strata_agent::status_updates::FIRST_RETRY,
+            usage_interval: std::time::Duration::from_secs(1),
         };
         agent_node
             .spawn(

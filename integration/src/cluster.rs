@@ -61,15 +61,20 @@ pub async fn start_agent(
     resources: &str,
     runner: Runner,
 ) -> Node {
-    let node = node(ca, name).await;
-    let config = AgentConfig {
-        master: master.clone(),
-        hostname: name.to_owned(),
-        resources: r(resources),
-        attributes: Default::default(),
-        seed: 7,
+    let config = AgentConfig::new(
+        master.clone(),
+        name.to_owned(),
+        r(resources),
+        Default::default(),
+        7,
         runner,
-    };
+    );
+    start_agent_with(ca, name, config).await
+}
+
+/// Starts an agent with a configuration of the test's own.
+pub async fn start_agent_with(ca: &CertificateAuthority, name: &str, config: AgentConfig) -> Node {
+    let node = node(ca, name).await;
     node.spawn(
         "agent",
         move || Agent::new(config.clone()),

@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use strata_agent::AgentConfig;
 use strata_agent::Runner;
 use strata_integration::cluster::{
-    Scheduler, fast_master, node, r, start_agent, start_master, task,
+    Scheduler, fast_master, node, r, start_agent, start_agent_with, start_master, task,
 };
 use strata_protocol::{
     Filters, FrameworkInfo, Operation, Resources, TaskInfo, TaskState, ToMaster, ToScheduler,
@@ -152,6 +153,77 @@ fn a_lost_agent_rescinds_its_offers_and_reports_its_tasks() {
                     lost_agent = true;
                 }
                 _ => {}
+            }
+        }
+    });
+}
+
+/// Status updates are delivered at least once and in order per task: an
+/// update the framework does not acknowledge is resent (same update id),
+/// and the task's next update waits behind it.
+#[test]
+fn unacknowledged_updates_are_resent_and_hold_back_the_next() {
+    actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let (_master_node, master) = start_master(&ca, fast_master()).await;
+        let mut config = AgentConfig::new(
+            master.clone(),
+            "agent".into(),
+            r("cpus:1;mem:512"),
+            Default::default(),
+            3,
+            Runner::InProcess,
+        );
+        config.status_update_retry = Duration::from_millis(200);
+        let _agent = start_agent_with(&ca, "agent", config).await;
+        let schedulers = node(&ca, "schedulers").await;
+        let mut fw = Scheduler::subscribe(
+            &schedulers,
+            "scheduler",
+            &master,
+            FrameworkInfo::new("fw", "u"),
+        )
+        .await;
+        let offer = fw.offers().await.remove(0);
+        fw.send(ToMaster::Accept {
+            framework_id: fw.id(),
+            offer_ids: vec![offer.id.clone()],
+            operations: vec![Operation::Launch(vec![task(
+                "t",
+                &offer.agent_id,
+                "cpus:0.5;mem:64",
+                50,
+            )])],
+            filters: Filters::default(),
+        });
+        // Withhold the acknowledgement of RUNNING: it comes again, with
+        // the same update id, and FINISHED (due after 50 ms) does not.
+        let mut running = Vec::new();
+        while running.len() < 3 {
+            if let ToScheduler::Update { status } = fw.next().await {
+                assert_eq!(
+                    status.state,
+                    TaskState::Running,
+                    "nothing overtakes an unacknowledged update"
+                );
+                running.push(status);
+            }
+        }
+        assert!(
+            running
+                .iter()
+                .all(|status| status.update_id == running[0].update_id)
+        );
+        fw.acknowledge(&running[0]);
+        // Now FINISHED follows; acknowledged, nothing more comes for it.
+        loop {
+            if let ToScheduler::Update { status } = fw.next().await {
+                if status.state == TaskState::Running {
+                    continue; // a resend already on its way
+                }
+                assert_eq!(status.state, TaskState::Finished);
+                fw.acknowledge(&status);
+                break;
             }
         }
     });

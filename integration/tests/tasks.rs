@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use strata_agent::Runner;
+use strata_agent::{AgentConfig, Runner};
 use strata_integration::cluster::{
-    Scheduler, command_task, fast_master, node, start_agent, start_master,
+    Scheduler, command_task, fast_master, node, r, start_agent, start_agent_with, start_master,
 };
 use strata_protocol::{
     CommandInfo, Filters, FrameworkInfo, Operation, Reason, TaskState, TaskStatus, ToMaster,
@@ -188,6 +188,62 @@ fn commands_run_as_processes_and_end_as_they_should() {
         let sleeper_sandbox = sandbox_of(&history["sleeper"][1]);
         let group = read_pid(&sleeper_sandbox, "pid");
         assert!(wait_group_gone(group), "the killed task's group survived");
+    });
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+#[test]
+fn a_task_over_its_memory_fails_with_the_memory_reason() {
+    let work_dir = std::env::temp_dir().join(format!("strata-memory-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let (_master_node, master) = start_master(&ca, fast_master()).await;
+        let runner = Runner::Processes {
+            work_dir: work_dir.clone(),
+            kill_grace: Duration::from_secs(1),
+        };
+        let mut config = AgentConfig::new(
+            master.clone(),
+            "agent".into(),
+            r("cpus:1;mem:1024"),
+            Default::default(),
+            5,
+            runner,
+        );
+        config.usage_interval = Duration::from_millis(100);
+        let _agent = start_agent_with(&ca, "agent", config).await;
+        let schedulers = node(&ca, "schedulers").await;
+        let mut fw = Scheduler::subscribe(
+            &schedulers,
+            "scheduler",
+            &master,
+            FrameworkInfo::new("fw", "u"),
+        )
+        .await;
+        let offer = fw.offers().await.remove(0);
+        // dd fills a 300 MB buffer and then blocks writing to a pipe nobody reads.
+        let hog = CommandInfo::shell("dd if=/dev/zero bs=300M count=1 2>/dev/null | sleep 60");
+        fw.send(ToMaster::Accept {
+            framework_id: fw.id(),
+            offer_ids: vec![offer.id.clone()],
+            operations: vec![Operation::Launch(vec![command_task(
+                "hog",
+                &offer.agent_id,
+                "cpus:0.5;mem:64",
+                hog,
+            )])],
+            filters: Filters::default(),
+        });
+        let last = loop {
+            let status = fw.update().await;
+            if status.state.is_terminal() {
+                break status;
+            }
+        };
+        assert_eq!(last.state, TaskState::Failed, "{}", last.message);
+        assert_eq!(last.reason, Some(Reason::ContainerLimitationMemory));
+        assert!(last.message.contains("of 64 MB"), "{}", last.message);
     });
     let _ = std::fs::remove_dir_all(&work_dir);
 }
