@@ -292,6 +292,27 @@ impl Agent {
         }
     }
 
+    /// Saves a task's unacknowledged updates, for frameworks that asked
+    /// agents to checkpoint. A failed write is logged: the update is still
+    /// delivered, but would not survive an agent restart.
+    fn checkpoint_stream(&self, framework_id: &FrameworkId, task_id: &TaskId) {
+        let Runner::Processes { work_dir, .. } = &self.config.runner else {
+            return;
+        };
+        let checkpointing = self
+            .frameworks
+            .get(framework_id)
+            .is_some_and(|framework| framework.checkpoint);
+        let (true, Some(agent_id)) = (checkpointing, &self.agent_id) else {
+            return;
+        };
+        let path = crate::checkpoint::stream_path(work_dir, agent_id, framework_id, task_id);
+        let pending = self.updates.pending(framework_id, task_id);
+        if let Err(error) = crate::checkpoint::save_stream(&path, framework_id, task_id, &pending) {
+            error!(cause = %error, "status update checkpoint failed");
+        }
+    }
+
     fn forward(&self, ctx: &mut ProcessContext<'_, Self>, forward: Forward) {
         self.to_master(
             ctx,
@@ -356,6 +377,7 @@ impl Agent {
             }
         }
         let send_now = self.updates.push(now(), framework_id, status);
+        self.checkpoint_stream(framework_id, task_id);
         if let (Some(forward), Registration::Registered) = (send_now, self.registration) {
             self.forward(ctx, forward);
         }
@@ -631,10 +653,11 @@ impl Process for Agent {
                 task_id,
                 update_id,
             } => {
-                if let Some(next) =
-                    self.updates
-                        .acknowledge(now(), &framework_id, &task_id, update_id)
-                {
+                let next = self
+                    .updates
+                    .acknowledge(now(), &framework_id, &task_id, update_id);
+                self.checkpoint_stream(&framework_id, &task_id);
+                if let Some(next) = next {
                     self.forward(ctx, next);
                 }
             }

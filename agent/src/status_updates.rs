@@ -164,6 +164,14 @@ impl StatusUpdates {
             .collect()
     }
 
+    /// A task's updates not yet acknowledged, oldest first.
+    pub fn pending(&self, framework_id: &FrameworkId, task_id: &TaskId) -> Vec<TaskStatus> {
+        self.streams
+            .get(&(framework_id.clone(), task_id.clone()))
+            .map(|stream| stream.pending.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Forgets a framework's streams (it was shut down).
     pub fn remove_framework(&mut self, framework_id: &FrameworkId) {
         self.streams.retain(|(owner, _), _| owner != framework_id);

@@ -247,3 +247,58 @@ fn a_task_over_its_memory_fails_with_the_memory_reason() {
     });
     let _ = std::fs::remove_dir_all(&work_dir);
 }
+
+#[test]
+fn checkpointing_frameworks_have_their_update_streams_on_disk() {
+    use strata_agent::checkpoint::{load_stream, stream_path};
+    let work_dir =
+        std::env::temp_dir().join(format!("strata-checkpointing-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let (_master_node, master) = start_master(&ca, fast_master()).await;
+        let runner = Runner::Processes {
+            work_dir: work_dir.clone(),
+            kill_grace: Duration::from_secs(1),
+        };
+        let _agent = start_agent(&ca, &master, "agent", "cpus:1;mem:256", runner).await;
+        let schedulers = node(&ca, "schedulers").await;
+        let mut info = FrameworkInfo::new("fw", "u");
+        info.checkpoint = true;
+        let mut fw = Scheduler::subscribe(&schedulers, "scheduler", &master, info).await;
+        let offer = fw.offers().await.remove(0);
+        fw.send(ToMaster::Accept {
+            framework_id: fw.id(),
+            offer_ids: vec![offer.id.clone()],
+            operations: vec![Operation::Launch(vec![command_task(
+                "t",
+                &offer.agent_id,
+                "cpus:0.5;mem:64",
+                CommandInfo::shell("true"),
+            )])],
+            filters: Filters::default(),
+        });
+        // STARTING arrives and is not acknowledged yet: it is on disk.
+        let starting = loop {
+            if let strata_protocol::ToScheduler::Update { status } = fw.next().await {
+                break status;
+            }
+        };
+        assert_eq!(starting.state, TaskState::Starting);
+        let path = stream_path(&work_dir, &offer.agent_id, &fw.id(), &starting.task_id);
+        let saved = load_stream(&path).unwrap();
+        assert_eq!(
+            saved.pending.first().map(|status| status.update_id),
+            Some(starting.update_id)
+        );
+        // Acknowledge everything: the stream empties and its file goes.
+        fw.acknowledge(&starting);
+        while fw.update().await.state != TaskState::Finished {}
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while path.exists() && Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        assert!(!path.exists(), "an acknowledged stream stays on disk");
+    });
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
