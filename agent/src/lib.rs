@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod command_executor;
 pub mod detection;
+mod executors;
 pub mod process;
 pub mod resources;
 pub mod status_updates;

@@ -62,6 +62,11 @@ pub struct AgentConfig {
     pub status_update_retry: Duration,
     /// How often task usage is sampled and memory limits checked.
     pub usage_interval: Duration,
+    /// TLS material copied into custom executors' sandboxes; without it
+    /// the agent cannot run custom executors.
+    pub tls: Option<strata_runtime::TlsMaterial>,
+    /// How long a custom executor has to register (Mesos: 1 min).
+    pub executor_registration_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -83,6 +88,8 @@ impl AgentConfig {
             runner,
             status_update_retry: crate::status_updates::FIRST_RETRY,
             usage_interval: Duration::from_secs(1),
+            tls: None,
+            executor_registration_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -147,6 +154,7 @@ pub struct Agent {
     allocated: strata_protocol::Resources,
     /// The latest usage sample of each running task process.
     usage: BTreeMap<(FrameworkId, TaskId), crate::usage::GroupUsage>,
+    executors: crate::executors::Executors,
     random: SplitMix,
 }
 
@@ -179,6 +187,7 @@ impl Agent {
             processes: BTreeMap::new(),
             allocated: strata_protocol::Resources::new(),
             usage: BTreeMap::new(),
+            executors: BTreeMap::new(),
             random,
         }
     }
@@ -186,6 +195,22 @@ impl Agent {
     /// The id the master gave this agent, once registered.
     pub fn agent_id(&self) -> Option<&AgentId> {
         self.agent_id.as_ref()
+    }
+
+    pub(crate) fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    pub(crate) fn executors(&self) -> &crate::executors::Executors {
+        &self.executors
+    }
+
+    pub(crate) fn executors_mut(&mut self) -> &mut crate::executors::Executors {
+        &mut self.executors
+    }
+
+    pub(crate) fn next_random(&mut self) -> u64 {
+        self.random.next_u64()
     }
 
     /// Total, allocated and free resources.
@@ -324,7 +349,7 @@ impl Agent {
     }
 
     /// Records a state change of a task and reports it (at least once).
-    fn report(
+    pub(crate) fn report(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
         framework_id: &FrameworkId,
@@ -335,7 +360,7 @@ impl Agent {
         self.report_with(ctx, framework_id, task_id, state, None, message);
     }
 
-    fn report_with(
+    pub(crate) fn report_with(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
         framework_id: &FrameworkId,
@@ -456,16 +481,12 @@ impl Agent {
         info: &TaskInfo,
     ) {
         let task_id = info.task_id.clone();
-        let TaskKind::Command(command) = &info.kind else {
-            self.report_with(
-                ctx,
-                framework_id,
-                &task_id,
-                TaskState::Error,
-                Some(Reason::TaskInvalid),
-                "this agent runs command tasks; custom executors are not available on it",
-            );
-            return;
+        let command = match &info.kind {
+            TaskKind::Command(command) => command,
+            TaskKind::Executor(executor) => {
+                self.run_on_executor(ctx, work_dir, framework_id, info.clone(), executor);
+                return;
+            }
         };
         let Some(agent_id) = self.agent_id.clone() else {
             return;
@@ -551,6 +572,9 @@ impl Agent {
         framework_id: &FrameworkId,
         task_id: &TaskId,
     ) {
+        if self.kill_executor_task(ctx, framework_id, task_id) {
+            return;
+        }
         let key = (framework_id.clone(), task_id.clone());
         let grace = match &self.config.runner {
             Runner::Processes { kill_grace, .. } => *kill_grace,
@@ -602,6 +626,7 @@ impl Agent {
             }
             self.tasks.remove(&key);
         }
+        self.shutdown_executors(ctx, framework_id);
         self.frameworks.remove(framework_id);
         self.updates.remove_framework(framework_id);
     }
@@ -630,6 +655,20 @@ impl Process for Agent {
     }
 
     fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, message: ToAgent) {
+        // Executors speak for themselves; everything else must come from
+        // the master.
+        let message = match message {
+            ToAgent::RegisterExecutor {
+                framework_id,
+                executor_id,
+            } => return self.executor_message(ctx, from, framework_id, executor_id, None),
+            ToAgent::ExecutorStatus {
+                framework_id,
+                executor_id,
+                status,
+            } => return self.executor_message(ctx, from, framework_id, executor_id, Some(status)),
+            other => other,
+        };
         if !from.same_name(&self.config.master) {
             warn!(from = %from, kind = strata_runtime::Message::kind(&message), "message not from the master dropped");
             return;
@@ -664,6 +703,8 @@ impl Process for Agent {
             ToAgent::ShutdownFramework { framework_id } => {
                 self.shutdown_framework(ctx, &framework_id)
             }
+            // Routed to the executors above.
+            ToAgent::RegisterExecutor { .. } | ToAgent::ExecutorStatus { .. } => {}
         }
     }
 
@@ -673,9 +714,15 @@ impl Process for Agent {
         for process in self.processes.values() {
             command_executor::signal_group(process.group, Signal::KILL);
         }
+        for group in self.executor_groups() {
+            command_executor::signal_group(group, Signal::KILL);
+        }
     }
 
     fn exited(&mut self, ctx: &mut ProcessContext<'_, Self>, pid: Upid) {
+        if self.executor_lost(&pid) {
+            return;
+        }
         if !pid.same_name(&self.config.master) || self.registration == Registration::Refused {
             return;
         }

@@ -128,6 +128,8 @@ async fn launch_all(
         },
         status_update_retry: strata_agent::status_updates::FIRST_RETRY,
         usage_interval: std::time::Duration::from_secs(1),
+        tls: None,
+        executor_registration_timeout: std::time::Duration::from_secs(60),
     };
     agent_node.spawn(
         "agent",

@@ -75,7 +75,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     actix_rt::System::new().block_on(async move {
         let node = Node::bind(NodeConfig::new(
             SocketAddr::new(args.ip, args.port),
-            material,
+            material.clone(),
         ))
         .await?;
         let config = AgentConfig {
@@ -90,6 +90,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             },
             status_update_retry: strata_agent::status_updates::FIRST_RETRY,
             usage_interval: std::time::Duration::from_secs(1),
+            tls: Some(material.clone()),
+            executor_registration_timeout: std::time::Duration::from_secs(60),
         };
         let pid = node.spawn(
             AGENT_ID,

@@ -115,7 +115,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         for index in 0..args.agents {
             let name = format!("agent-{}", index + 1);
             let tls = TlsMaterial::development(&tls_dir, &name)?;
-            let node = Node::bind(NodeConfig::new(SocketAddr::new(loopback, 0), tls)).await?;
+            let node = Node::bind(NodeConfig::new(SocketAddr::new(loopback, 0), tls.clone())).await?;
             let resources = share(detected, args.agents, index, &args.resources);
             let agent = AgentConfig {
                 master: master.clone(),
@@ -129,6 +129,8 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 },
                 status_update_retry: strata_agent::status_updates::FIRST_RETRY,
                 usage_interval: std::time::Duration::from_secs(1),
+                tls: Some(tls.clone()),
+                executor_registration_timeout: std::time::Duration::from_secs(60),
             };
             let pid = node.spawn("agent", move || Agent::new(agent.clone()), SpawnOptions::default())?;
             println!("  {name}  {pid}  {resources}");

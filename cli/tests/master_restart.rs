@@ -128,6 +128,8 @@ fn agents_re_register_with_a_restarted_master_under_the_same_id() {
             runner: strata_agent::Runner::InProcess,
             status_update_retry: strata_agent::status_updates::FIRST_RETRY,
             usage_interval: std::time::Duration::from_secs(1),
+            tls: None,
+            executor_registration_timeout: std::time::Duration::from_secs(60),
         };
         agent_node
             .spawn(

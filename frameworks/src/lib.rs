@@ -1,3 +1,7 @@
 //! The framework SDK: schedulers and executors written as Strata
-//! processes, with a driver that finds the master, re-registers after
-//! losing it and acknowledges status updates.
+//! processes.
+//!
+//! [`executor`] turns a type with a few callbacks into a custom executor
+//! an agent can run.
+
+pub mod executor;

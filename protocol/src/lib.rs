@@ -19,7 +19,7 @@ pub use agents::AgentInfo;
 pub use attributes::{AttributeValue, Attributes};
 pub use frameworks::{Capability, FrameworkInfo};
 pub use ids::{AgentId, ExecutorId, FrameworkId, IdError, OfferId, TaskId};
-pub use messages::{Operation, ReconcileTask, ToAgent, ToMaster, ToScheduler};
+pub use messages::{Operation, ReconcileTask, ToAgent, ToExecutor, ToMaster, ToScheduler};
 pub use offers::{Filters, Offer, OfferConstraint};
 pub use resources::{Ranges, Resource, Resources, ResourcesError, Scalar, UNRESERVED, Value};
 pub use tasks::{

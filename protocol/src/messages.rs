@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agents::AgentInfo;
 use crate::frameworks::FrameworkInfo;
-use crate::ids::{AgentId, FrameworkId, OfferId, TaskId};
+use crate::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
 use crate::offers::{Filters, Offer, OfferConstraint};
 use crate::tasks::{Task, TaskInfo, TaskStatus, UpdateId};
 
@@ -151,6 +151,19 @@ pub enum ToAgent {
     ShutdownFramework {
         framework_id: FrameworkId,
     },
+
+    // From executors the agent started.
+    /// An executor started by this agent is ready for its tasks.
+    RegisterExecutor {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+    },
+    /// A task of an executor changed state.
+    ExecutorStatus {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        status: TaskStatus,
+    },
 }
 
 impl strata_runtime::Message for ToAgent {
@@ -164,6 +177,37 @@ impl strata_runtime::Message for ToAgent {
             ToAgent::KillTask { .. } => "KillTask",
             ToAgent::StatusUpdateAcknowledged { .. } => "StatusUpdateAcknowledged",
             ToAgent::ShutdownFramework { .. } => "ShutdownFramework",
+            ToAgent::RegisterExecutor { .. } => "RegisterExecutor",
+            ToAgent::ExecutorStatus { .. } => "ExecutorStatus",
+        }
+    }
+}
+
+/// Everything an executor receives from its agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToExecutor {
+    ExecutorRegistered {
+        agent_id: AgentId,
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+    },
+    LaunchTask {
+        task: TaskInfo,
+    },
+    KillTask {
+        task_id: TaskId,
+    },
+    /// Kill every task and exit.
+    Shutdown,
+}
+
+impl strata_runtime::Message for ToExecutor {
+    fn kind(&self) -> &'static str {
+        match self {
+            ToExecutor::ExecutorRegistered { .. } => "ExecutorRegistered",
+            ToExecutor::LaunchTask { .. } => "LaunchTask",
+            ToExecutor::KillTask { .. } => "KillTask",
+            ToExecutor::Shutdown => "Shutdown",
         }
     }
 }

@@ -1,0 +1,339 @@
+//! Custom executors: a framework's own process that runs several of its
+//! tasks.
+//!
+//! The agent starts an executor's command like a task's, in its own
+//! sandbox and process group, and tells it through environment variables
+//! where to register (`STRATA_AGENT_PID`), who it is (`STRATA_EXECUTOR_ID`,
+//! `STRATA_FRAMEWORK_ID`) and where its TLS material is (`STRATA_TLS_DIR`,
+//! a copy of the agent's, mode 0600, in the sandbox). Tasks wait until the
+//! executor registers, then go to it as `LaunchTask`s; it reports their
+//! states. An executor that does not register within the registration
+//! timeout (1 min) is killed and its tasks fail with
+//! EXECUTOR_REGISTRATION_TIMEOUT; one that exits fails its remaining tasks
+//! with EXECUTOR_TERMINATED.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use rustix::process::Signal;
+use strata_protocol::{
+    ExecutorId, ExecutorInfo, FrameworkId, Reason, TaskId, TaskInfo, TaskState, ToExecutor,
+};
+use strata_runtime::{ProcessContext, Upid};
+use tracing::{debug, warn};
+
+use crate::command_executor;
+use crate::process::{Agent, Runner};
+
+/// An executor this agent started.
+#[derive(Debug)]
+pub(crate) struct ExecutorRun {
+    group: i32,
+    /// Set once it registered.
+    pid: Option<Upid>,
+    /// Tasks waiting for it to register.
+    queued: Vec<TaskInfo>,
+    /// Its tasks that are not terminal (queued ones included).
+    tasks: BTreeSet<TaskId>,
+    registration_timed_out: bool,
+}
+
+/// The agent's executors, by framework and executor id.
+pub(crate) type Executors = BTreeMap<(FrameworkId, ExecutorId), ExecutorRun>;
+
+impl Agent {
+    /// Hands a task to its framework's executor, starting it if needed.
+    pub(crate) fn run_on_executor(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        work_dir: &Path,
+        framework_id: &FrameworkId,
+        task: TaskInfo,
+        executor: &ExecutorInfo,
+    ) {
+        let key = (framework_id.clone(), executor.executor_id.clone());
+        if !self.executors().contains_key(&key)
+            && let Err(reason) = self.start_executor(ctx, work_dir, framework_id, executor)
+        {
+            self.report_with(
+                ctx,
+                framework_id,
+                &task.task_id,
+                TaskState::Failed,
+                Some(Reason::ExecutorTerminated),
+                &reason,
+            );
+            return;
+        }
+        let Some(run) = self.executors_mut().get_mut(&key) else {
+            return;
+        };
+        run.tasks.insert(task.task_id.clone());
+        match run.pid.clone() {
+            Some(pid) => send(ctx, &pid, ToExecutor::LaunchTask { task }),
+            None => run.queued.push(task),
+        }
+    }
+
+    fn start_executor(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        work_dir: &Path,
+        framework_id: &FrameworkId,
+        executor: &ExecutorInfo,
+    ) -> Result<(), String> {
+        let agent_id = self
+            .agent_id()
+            .cloned()
+            .ok_or("the agent is not registered")?;
+        let tls = self
+            .config()
+            .tls
+            .clone()
+            .ok_or("this agent has no TLS material to give executors")?;
+        let run = format!("{:016x}", self.next_random());
+        let sandbox = command_executor::sandbox_path(
+            work_dir,
+            &agent_id,
+            framework_id,
+            executor.executor_id.as_str(),
+            &run,
+        );
+        let tls_dir = sandbox.join(".tls");
+        tls.save(&tls_dir)
+            .map_err(|e| format!("cannot give the executor its TLS material: {e}"))?;
+        let environment = BTreeMap::from([
+            ("STRATA_AGENT_PID".to_owned(), ctx.pid().to_string()),
+            ("STRATA_AGENT_ID".to_owned(), agent_id.to_string()),
+            ("STRATA_FRAMEWORK_ID".to_owned(), framework_id.to_string()),
+            (
+                "STRATA_EXECUTOR_ID".to_owned(),
+                executor.executor_id.to_string(),
+            ),
+            ("STRATA_TLS_DIR".to_owned(), tls_dir.display().to_string()),
+        ]);
+        let started = command_executor::start(&sandbox, &executor.command, &environment)?;
+        let key = (framework_id.clone(), executor.executor_id.clone());
+        let group = started.group;
+        self.executors_mut().insert(
+            key.clone(),
+            ExecutorRun {
+                group,
+                pid: None,
+                queued: Vec::new(),
+                tasks: BTreeSet::new(),
+                registration_timed_out: false,
+            },
+        );
+        let mut child = started.child;
+        let exit_key = key.clone();
+        ctx.spawn_future(
+            async move { child.wait().await },
+            move |agent, ctx, status| agent.executor_exited(ctx, exit_key, group, status),
+        );
+        let timeout = self.config().executor_registration_timeout;
+        ctx.run_later(timeout, move |agent, _| {
+            if let Some(run) = agent.executors_mut().get_mut(&key)
+                && run.pid.is_none()
+                && run.group == group
+            {
+                warn!(executor_id = %key.1, "executor did not register in time; killing it");
+                run.registration_timed_out = true;
+                command_executor::signal_group(group, Signal::KILL);
+            }
+        });
+        Ok(())
+    }
+
+    /// `RegisterExecutor` and `ExecutorStatus`, from executor processes.
+    pub(crate) fn executor_message(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        from: Upid,
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        status: Option<strata_protocol::TaskStatus>,
+    ) {
+        let key = (framework_id.clone(), executor_id.clone());
+        let Some(agent_id) = self.agent_id().cloned() else {
+            return;
+        };
+        let Some(run) = self.executors_mut().get_mut(&key) else {
+            warn!(from = %from, executor_id = %executor_id, "message from an executor this agent did not start");
+            return;
+        };
+        match status {
+            None => {
+                if run.pid.as_ref().is_some_and(|pid| !pid.same_name(&from)) {
+                    warn!(from = %from, executor_id = %executor_id, "a second process registered for an executor");
+                    return;
+                }
+                run.pid = Some(from.clone());
+                let queued = std::mem::take(&mut run.queued);
+                ctx.link(&from);
+                send(
+                    ctx,
+                    &from,
+                    ToExecutor::ExecutorRegistered {
+                        agent_id,
+                        framework_id,
+                        executor_id,
+                    },
+                );
+                for task in queued {
+                    send(ctx, &from, ToExecutor::LaunchTask { task });
+                }
+            }
+            Some(status) => {
+                let own_task = run.tasks.contains(&status.task_id);
+                let registered_sender = run.pid.as_ref().is_some_and(|pid| pid.same_name(&from));
+                if !own_task || !registered_sender {
+                    warn!(from = %from, task_id = %status.task_id, "status for a task this executor does not run");
+                    return;
+                }
+                if status.state.is_terminal() {
+                    run.tasks.remove(&status.task_id);
+                }
+                self.report_with(
+                    ctx,
+                    &framework_id,
+                    &status.task_id,
+                    status.state,
+                    status.reason,
+                    &status.message,
+                );
+            }
+        }
+    }
+
+    fn executor_exited(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        key: (FrameworkId, ExecutorId),
+        group: i32,
+        status: std::io::Result<std::process::ExitStatus>,
+    ) {
+        command_executor::signal_group(group, Signal::KILL);
+        let Some(run) = self.executors_mut().remove(&key) else {
+            return;
+        };
+        let (reason, message) = if run.registration_timed_out {
+            (
+                Reason::ExecutorRegistrationTimeout,
+                "the executor did not register in time".to_owned(),
+            )
+        } else {
+            let (_, how) = command_executor::outcome(status, false);
+            (
+                Reason::ExecutorTerminated,
+                format!("the executor ended: {how}"),
+            )
+        };
+        debug!(executor_id = %key.1, tasks = run.tasks.len(), "executor ended");
+        for task_id in run.tasks {
+            self.report_with(
+                ctx,
+                &key.0,
+                &task_id,
+                TaskState::Failed,
+                Some(reason),
+                &message,
+            );
+        }
+    }
+
+    /// Kills a task an executor runs; false if no executor runs it.
+    pub(crate) fn kill_executor_task(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+    ) -> bool {
+        let Some((_, run)) = self
+            .executors_mut()
+            .iter_mut()
+            .find(|((owner, _), run)| owner == framework_id && run.tasks.contains(task_id))
+        else {
+            return false;
+        };
+        if let Some(pid) = run.pid.clone() {
+            send(
+                ctx,
+                &pid,
+                ToExecutor::KillTask {
+                    task_id: task_id.clone(),
+                },
+            );
+            return true;
+        }
+        run.queued.retain(|task| &task.task_id != task_id);
+        run.tasks.remove(task_id);
+        self.report(
+            ctx,
+            framework_id,
+            task_id,
+            TaskState::Killed,
+            "killed before its executor registered",
+        );
+        true
+    }
+
+    /// Asks a framework's executors to shut down, killing them after the
+    /// grace period.
+    pub(crate) fn shutdown_executors(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        framework_id: &FrameworkId,
+    ) {
+        let grace = match &self.config().runner {
+            Runner::Processes { kill_grace, .. } => *kill_grace,
+            Runner::InProcess => std::time::Duration::ZERO,
+        };
+        let keys: Vec<_> = self
+            .executors()
+            .keys()
+            .filter(|(owner, _)| owner == framework_id)
+            .cloned()
+            .collect();
+        for key in keys {
+            let Some(run) = self.executors_mut().remove(&key) else {
+                continue;
+            };
+            if let Some(pid) = &run.pid {
+                send(ctx, pid, ToExecutor::Shutdown);
+            }
+            let group = run.group;
+            ctx.run_later(grace, move |_, _| {
+                command_executor::signal_group(group, Signal::KILL)
+            });
+        }
+    }
+
+    /// The process groups of all executors, for a stopping agent.
+    pub(crate) fn executor_groups(&self) -> Vec<i32> {
+        self.executors().values().map(|run| run.group).collect()
+    }
+
+    /// An executor's process went away (its link broke): kill what is
+    /// left of it; its exit then fails its tasks.
+    pub(crate) fn executor_lost(&mut self, pid: &Upid) -> bool {
+        let lost = self
+            .executors()
+            .values()
+            .find(|run| run.pid.as_ref().is_some_and(|known| known.same_name(pid)))
+            .map(|run| run.group);
+        match lost {
+            Some(group) => {
+                command_executor::signal_group(group, Signal::KILL);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn send(ctx: &mut ProcessContext<'_, Agent>, to: &Upid, message: ToExecutor) {
+    if let Err(error) = ctx.send(to, message) {
+        debug!(to = %to, cause = %error, "message to an executor not sent");
+    }
+}

@@ -1,0 +1,287 @@
+//! Custom executors: a framework's own process that runs its tasks.
+//!
+//! An agent starts the executor's command with its address and the
+//! executor's identity in the environment. The executor registers back,
+//! receives tasks, and reports their states. With this module an executor
+//! is a type with a few callbacks:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use strata_frameworks::executor::{self, Executor, ExecutorDriver};
+//! use strata_protocol::{TaskId, TaskInfo, TaskState};
+//!
+//! /// Runs each task for a second.
+//! struct OneSecond;
+//!
+//! impl Executor for OneSecond {
+//!     fn launch_task(&mut self, driver: &mut ExecutorDriver<'_, '_, Self>, task: TaskInfo) {
+//!         driver.update(&task.task_id, TaskState::Running, "started");
+//!         let id = task.task_id.clone();
+//!         driver.after(Duration::from_secs(1), move |_, driver| {
+//!             driver.update(&id, TaskState::Finished, "done")
+//!         });
+//!     }
+//!
+//!     fn kill_task(&mut self, driver: &mut ExecutorDriver<'_, '_, Self>, task_id: TaskId) {
+//!         driver.update(&task_id, TaskState::Killed, "killed");
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), executor::ExecutorError> {
+//!     executor::run(|| OneSecond)
+//! }
+//! ```
+//!
+//! Several tasks may run in one executor at once. Updates are delivered
+//! at least once by the agent: the executor sends each once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use strata_protocol::{
+    AgentId, ExecutorId, FrameworkId, Source, TaskId, TaskInfo, TaskState, TaskStatus, ToAgent,
+    ToExecutor,
+};
+use strata_runtime::{
+    Node, NodeConfig, Process, ProcessContext, Received, RestartPolicy, SpawnOptions, TlsMaterial,
+    Upid,
+};
+use tracing::warn;
+
+/// What an executor does when the agent speaks.
+pub trait Executor: Sized + 'static {
+    /// The agent accepted this executor; tasks follow.
+    fn registered(&mut self, driver: &mut ExecutorDriver<'_, '_, Self>, agent_id: &AgentId) {
+        let _ = (driver, agent_id);
+    }
+
+    /// Run this task; report its states with [`ExecutorDriver::update`].
+    fn launch_task(&mut self, driver: &mut ExecutorDriver<'_, '_, Self>, task: TaskInfo);
+
+    /// Kill this task and report it KILLED.
+    fn kill_task(&mut self, driver: &mut ExecutorDriver<'_, '_, Self>, task_id: TaskId);
+
+    /// Kill every task and exit (the default exits at once).
+    fn shutdown(&mut self, driver: &mut ExecutorDriver<'_, '_, Self>) {
+        driver.exit();
+    }
+}
+
+/// What an executor can do from its callbacks.
+pub struct ExecutorDriver<'a, 'b, E: Executor> {
+    ctx: &'a mut ProcessContext<'b, ExecutorProcess<E>>,
+    identity: &'a Identity,
+}
+
+impl<E: Executor> std::fmt::Debug for ExecutorDriver<'_, '_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorDriver")
+            .field("executor_id", &self.identity.executor_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Executor> ExecutorDriver<'_, '_, E> {
+    /// Reports a task's state to the agent, which delivers it to the
+    /// framework at least once.
+    pub fn update(&mut self, task_id: &TaskId, state: TaskState, message: &str) {
+        let status = TaskStatus {
+            task_id: task_id.clone(),
+            state,
+            source: Source::Executor,
+            reason: None,
+            message: message.to_owned(),
+            agent_id: None,
+            executor_id: Some(self.identity.executor_id.clone()),
+            update_id: None,
+            timestamp_ms: 0,
+        };
+        let message = ToAgent::ExecutorStatus {
+            framework_id: self.identity.framework_id.clone(),
+            executor_id: self.identity.executor_id.clone(),
+            status,
+        };
+        if let Err(error) = self.ctx.send(&self.identity.agent, message) {
+            warn!(cause = %error, "status update not sent to the agent");
+        }
+    }
+
+    /// Runs `call` on the executor after `delay`.
+    pub fn after(
+        &mut self,
+        delay: Duration,
+        call: impl FnOnce(&mut E, &mut ExecutorDriver<'_, '_, E>) + 'static,
+    ) {
+        self.ctx.run_later(delay, move |process, ctx| {
+            let identity = process.identity.clone();
+            let mut driver = ExecutorDriver {
+                ctx,
+                identity: &identity,
+            };
+            call(&mut process.executor, &mut driver);
+        });
+    }
+
+    /// Ends the executor: [`run`] returns.
+    pub fn exit(&mut self) {
+        self.ctx.stop();
+    }
+
+    /// This executor's id.
+    pub fn executor_id(&self) -> &ExecutorId {
+        &self.identity.executor_id
+    }
+}
+
+/// Who this executor is and whom it answers to.
+#[derive(Debug, Clone)]
+struct Identity {
+    agent: Upid,
+    framework_id: FrameworkId,
+    executor_id: ExecutorId,
+}
+
+/// The process hosting an [`Executor`].
+#[derive(Debug)]
+pub struct ExecutorProcess<E> {
+    executor: E,
+    identity: Identity,
+}
+
+impl<E: Executor> ExecutorProcess<E> {
+    fn with_driver(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        call: impl FnOnce(&mut E, &mut ExecutorDriver<'_, '_, E>),
+    ) {
+        let identity = self.identity.clone();
+        let mut driver = ExecutorDriver {
+            ctx,
+            identity: &identity,
+        };
+        call(&mut self.executor, &mut driver);
+    }
+}
+
+impl<E: Executor> Process for ExecutorProcess<E> {
+    type Message = ToExecutor;
+
+    fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let agent = self.identity.agent.clone();
+        ctx.link(&agent);
+        let register = ToAgent::RegisterExecutor {
+            framework_id: self.identity.framework_id.clone(),
+            executor_id: self.identity.executor_id.clone(),
+        };
+        if let Err(error) = ctx.send(&agent, register) {
+            warn!(cause = %error, "cannot register with the agent");
+            ctx.stop();
+        }
+    }
+
+    fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, message: ToExecutor) {
+        if !from.same_name(&self.identity.agent) {
+            warn!(from = %from, "message not from this executor's agent dropped");
+            return;
+        }
+        match message {
+            ToExecutor::ExecutorRegistered { agent_id, .. } => self
+                .with_driver(ctx, |executor, driver| {
+                    executor.registered(driver, &agent_id)
+                }),
+            ToExecutor::LaunchTask { task } => {
+                self.with_driver(ctx, |executor, driver| executor.launch_task(driver, task))
+            }
+            ToExecutor::KillTask { task_id } => {
+                self.with_driver(ctx, |executor, driver| executor.kill_task(driver, task_id))
+            }
+            ToExecutor::Shutdown => {
+                self.with_driver(ctx, |executor, driver| executor.shutdown(driver))
+            }
+        }
+    }
+
+    fn exited(&mut self, ctx: &mut ProcessContext<'_, Self>, pid: Upid) {
+        // Without its agent an executor has nobody to report to.
+        if pid.same_name(&self.identity.agent) {
+            warn!(agent = %pid, "lost the agent; exiting");
+            ctx.stop();
+        }
+    }
+}
+
+/// Why an executor could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("{0} is not set: run executors through a Strata agent")]
+    MissingEnvironment(&'static str),
+    #[error("{name} is invalid: {reason}")]
+    InvalidEnvironment { name: &'static str, reason: String },
+    #[error(transparent)]
+    Tls(#[from] strata_runtime::tls::TlsError),
+    #[error(transparent)]
+    Node(#[from] strata_runtime::NodeError),
+    #[error(transparent)]
+    Spawn(#[from] strata_runtime::SpawnError),
+}
+
+fn environment(name: &'static str) -> Result<String, ExecutorError> {
+    std::env::var(name).map_err(|_| ExecutorError::MissingEnvironment(name))
+}
+
+fn parsed<T>(
+    name: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ExecutorError> {
+    let text = environment(name)?;
+    parse(&text).map_err(|reason| ExecutorError::InvalidEnvironment { name, reason })
+}
+
+/// Runs an executor until it exits or loses its agent. Reads what the
+/// agent put in the environment: `STRATA_AGENT_PID`, `STRATA_FRAMEWORK_ID`,
+/// `STRATA_EXECUTOR_ID` and `STRATA_TLS_DIR`.
+pub fn run<E: Executor>(factory: impl Fn() -> E + 'static) -> Result<(), ExecutorError> {
+    let agent: Upid = parsed("STRATA_AGENT_PID", |text| {
+        text.parse().map_err(|e| format!("{e}"))
+    })?;
+    let framework_id: FrameworkId = parsed("STRATA_FRAMEWORK_ID", |text| {
+        text.parse().map_err(|e| format!("{e}"))
+    })?;
+    let executor_id: ExecutorId = parsed("STRATA_EXECUTOR_ID", |text| {
+        text.parse().map_err(|e| format!("{e}"))
+    })?;
+    let tls_dir = PathBuf::from(environment("STRATA_TLS_DIR")?);
+    let tls = TlsMaterial::load(&tls_dir)?;
+    actix_rt::System::new().block_on(async move {
+        // On the agent's host, at the address it reaches.
+        let node = Node::bind(NodeConfig::new(SocketAddr::new(agent.addr().ip(), 0), tls)).await?;
+        let identity = Identity {
+            agent,
+            framework_id,
+            executor_id: executor_id.clone(),
+        };
+        let pid = node.spawn(
+            &format!(
+                "executor-{}",
+                executor_id
+                    .as_str()
+                    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
+            ),
+            move || ExecutorProcess {
+                executor: factory(),
+                identity: identity.clone(),
+            },
+            SpawnOptions::default().restart(RestartPolicy::never()),
+        )?;
+        let mut watcher = node.inbox::<u64>("executor-watcher", 1)?;
+        watcher.link(&pid);
+        while let Some(event) = watcher.recv().await {
+            if matches!(event, Received::Exited(_)) {
+                break;
+            }
+        }
+        node.close(Duration::from_secs(1)).await;
+        Ok(())
+    })
+}

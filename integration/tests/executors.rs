@@ -1,0 +1,179 @@
+//! Custom executors as real processes: the agent starts the executor,
+//! which registers back over QUIC, runs several tasks and reports them.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use strata_agent::{AgentConfig, Runner};
+use strata_integration::cluster::{
+    Scheduler, fast_master, node, r, start_agent_with, start_master,
+};
+use strata_protocol::{
+    CommandInfo, ExecutorId, ExecutorInfo, Filters, FrameworkInfo, Operation, Reason, TaskId,
+    TaskInfo, TaskKind, TaskState, TaskStatus, ToMaster,
+};
+use strata_runtime::CertificateAuthority;
+
+const EXECUTOR: &str = env!("CARGO_BIN_EXE_strata-test-executor");
+
+fn executor(id: &str, command: CommandInfo) -> ExecutorInfo {
+    ExecutorInfo {
+        executor_id: ExecutorId::new(id).unwrap(),
+        name: id.to_owned(),
+        command,
+        resources: Default::default(),
+    }
+}
+
+fn binary(path: &str) -> CommandInfo {
+    CommandInfo {
+        shell: false,
+        value: path.to_owned(),
+        arguments: vec![path.to_owned()],
+        ..CommandInfo::default()
+    }
+}
+
+/// Runs `tasks` on one agent and returns each task's statuses.
+fn run_tasks(
+    test: &str,
+    registration_timeout: Duration,
+    make: impl Fn(&strata_protocol::AgentId) -> Vec<TaskInfo>,
+) -> (BTreeMap<String, Vec<TaskStatus>>, std::path::PathBuf) {
+    let work_dir =
+        std::env::temp_dir().join(format!("strata-executors-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let statuses = actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let (_master_node, master) = start_master(&ca, fast_master()).await;
+        let runner = Runner::Processes {
+            work_dir: work_dir.clone(),
+            kill_grace: Duration::from_secs(1),
+        };
+        let mut config = AgentConfig::new(
+            master.clone(),
+            "agent".into(),
+            r("cpus:4;mem:1024"),
+            Default::default(),
+            9,
+            runner,
+        );
+        config.tls = Some(ca.issue("agent").unwrap());
+        config.executor_registration_timeout = registration_timeout;
+        let _agent = start_agent_with(&ca, "agent", config).await;
+        let schedulers = node(&ca, "schedulers").await;
+        let mut fw = Scheduler::subscribe(
+            &schedulers,
+            "scheduler",
+            &master,
+            FrameworkInfo::new("fw", "u"),
+        )
+        .await;
+        let offer = fw.offers().await.remove(0);
+        let tasks = make(&offer.agent_id);
+        let count = tasks.len();
+        fw.send(ToMaster::Accept {
+            framework_id: fw.id(),
+            offer_ids: vec![offer.id.clone()],
+            operations: vec![Operation::Launch(tasks)],
+            filters: Filters::default(),
+        });
+        let mut statuses: BTreeMap<String, Vec<TaskStatus>> = BTreeMap::new();
+        let finished = |statuses: &BTreeMap<String, Vec<TaskStatus>>| {
+            statuses.len() == count
+                && statuses
+                    .values()
+                    .all(|s| s.last().is_some_and(|last| last.state.is_terminal()))
+        };
+        while !finished(&statuses) {
+            let status = fw.update().await;
+            statuses
+                .entry(status.task_id.to_string())
+                .or_default()
+                .push(status);
+        }
+        statuses
+    });
+    (statuses, work_dir)
+}
+
+fn task(id: &str, agent: &strata_protocol::AgentId, executor: ExecutorInfo) -> TaskInfo {
+    TaskInfo {
+        task_id: TaskId::new(id).unwrap(),
+        name: id.to_owned(),
+        agent_id: agent.clone(),
+        resources: r("cpus:0.5;mem:32"),
+        kind: TaskKind::Executor(executor),
+        labels: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn one_custom_executor_runs_three_tasks() {
+    let (statuses, work_dir) = run_tasks("three", Duration::from_secs(60), |agent| {
+        (1..=3)
+            .map(|n| task(&format!("t{n}"), agent, executor("e1", binary(EXECUTOR))))
+            .collect()
+    });
+    for n in 1..=3 {
+        let states: Vec<TaskState> = statuses[&format!("t{n}")].iter().map(|s| s.state).collect();
+        assert_eq!(
+            states,
+            vec![TaskState::Running, TaskState::Finished],
+            "t{n}"
+        );
+    }
+    // One executor process served all three: one run of e1.
+    let runs: Vec<_> = walk(&work_dir)
+        .into_iter()
+        .filter(|path| path.ends_with("runs") && path.parent().is_some_and(|p| p.ends_with("e1")))
+        .collect();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(std::fs::read_dir(&runs[0]).unwrap().count(), 1);
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+#[test]
+fn an_executor_that_exits_fails_its_tasks() {
+    let (statuses, work_dir) = run_tasks("exits", Duration::from_secs(60), |agent| {
+        vec![task(
+            "orphan",
+            agent,
+            executor("quitter", CommandInfo::shell("exit 0")),
+        )]
+    });
+    let last = statuses["orphan"].last().unwrap();
+    assert_eq!(last.state, TaskState::Failed);
+    assert_eq!(last.reason, Some(Reason::ExecutorTerminated));
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+#[test]
+fn an_executor_that_never_registers_times_out() {
+    let (statuses, work_dir) = run_tasks("timeout", Duration::from_millis(300), |agent| {
+        vec![task(
+            "waiting",
+            agent,
+            executor("silent", CommandInfo::shell("sleep 100")),
+        )]
+    });
+    let last = statuses["waiting"].last().unwrap();
+    assert_eq!(last.state, TaskState::Failed);
+    assert_eq!(last.reason, Some(Reason::ExecutorRegistrationTimeout));
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.push(path.clone());
+                found.extend(walk(&path));
+            }
+        }
+    }
+    found
+}
