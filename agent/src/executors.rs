@@ -18,6 +18,7 @@ use std::path::Path;
 use rustix::process::Signal;
 use strata_protocol::{
     ExecutorId, ExecutorInfo, FrameworkId, Reason, TaskId, TaskInfo, TaskState, ToExecutor,
+    ToMaster,
 };
 use strata_runtime::{ProcessContext, Upid};
 use tracing::{debug, warn};
@@ -206,6 +207,53 @@ impl Agent {
         }
     }
 
+    /// Framework messages: from the master for an executor, or from an
+    /// executor for its scheduler. Delivered at most once, as in Mesos.
+    pub(crate) fn relay_framework_message(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        from: Upid,
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        data: strata_runtime::Blob,
+    ) {
+        let master = self.config().master.clone();
+        let key = (framework_id.clone(), executor_id.clone());
+        let Some(executor) = self.executors().get(&key).and_then(|run| run.pid.clone()) else {
+            debug!(executor_id = %executor_id, "framework message for an executor not running here dropped");
+            return;
+        };
+        if from.same_name(&master) {
+            send(ctx, &executor, ToExecutor::FrameworkMessage { data });
+        } else if from.same_name(&executor) {
+            let message = ToMaster::ExecutorMessage {
+                framework_id,
+                executor_id,
+                data,
+            };
+            if let Err(error) = ctx.send(&master, message) {
+                debug!(cause = %error, "executor message not sent to the master");
+            }
+        }
+    }
+
+    /// Tells the master an executor's own resources are free again.
+    fn report_executor_exited(
+        &self,
+        ctx: &mut ProcessContext<'_, Self>,
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+    ) {
+        let master = self.config().master.clone();
+        let message = ToMaster::ExecutorExited {
+            framework_id,
+            executor_id,
+        };
+        if let Err(error) = ctx.send(&master, message) {
+            debug!(cause = %error, "executor exit not reported to the master");
+        }
+    }
+
     fn executor_exited(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
@@ -217,6 +265,7 @@ impl Agent {
         let Some(run) = self.executors_mut().remove(&key) else {
             return;
         };
+        self.report_executor_exited(ctx, key.0.clone(), key.1.clone());
         let (reason, message) = if run.registration_timed_out {
             (
                 Reason::ExecutorRegistrationTimeout,
@@ -302,6 +351,7 @@ impl Agent {
             if let Some(pid) = &run.pid {
                 send(ctx, pid, ToExecutor::Shutdown);
             }
+            self.report_executor_exited(ctx, key.0.clone(), key.1.clone());
             let group = run.group;
             ctx.run_later(grace, move |_, _| {
                 command_executor::signal_group(group, Signal::KILL)

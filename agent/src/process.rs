@@ -667,6 +667,11 @@ impl Process for Agent {
                 executor_id,
                 status,
             } => return self.executor_message(ctx, from, framework_id, executor_id, Some(status)),
+            ToAgent::FrameworkMessage {
+                framework_id,
+                executor_id,
+                data,
+            } => return self.relay_framework_message(ctx, from, framework_id, executor_id, data),
             other => other,
         };
         if !from.same_name(&self.config.master) {
@@ -703,8 +708,10 @@ impl Process for Agent {
             ToAgent::ShutdownFramework { framework_id } => {
                 self.shutdown_framework(ctx, &framework_id)
             }
-            // Routed to the executors above.
-            ToAgent::RegisterExecutor { .. } | ToAgent::ExecutorStatus { .. } => {}
+            // Routed above.
+            ToAgent::RegisterExecutor { .. }
+            | ToAgent::ExecutorStatus { .. }
+            | ToAgent::FrameworkMessage { .. } => {}
         }
     }
 

@@ -354,7 +354,9 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
                         eprintln!("strata execute: the master refused: {message}");
                         return Ok(FAILED);
                     }
-                    ToScheduler::OfferRescinded { .. } | ToScheduler::AgentLost { .. } => {}
+                    ToScheduler::OfferRescinded { .. }
+                    | ToScheduler::AgentLost { .. }
+                    | ToScheduler::FrameworkMessage { .. } => {}
                 },
             }
         }

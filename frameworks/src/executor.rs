@@ -62,6 +62,11 @@ pub trait Executor: Sized + 'static {
     /// Kill this task and report it KILLED.
     fn kill_task(&mut self, driver: &mut ExecutorDriver<'_, '_, Self>, task_id: TaskId);
 
+    /// Data from the framework's scheduler (delivered at most once).
+    fn framework_message(&mut self, driver: &mut ExecutorDriver<'_, '_, Self>, data: Vec<u8>) {
+        let _ = (driver, data);
+    }
+
     /// Kill every task and exit (the default exits at once).
     fn shutdown(&mut self, driver: &mut ExecutorDriver<'_, '_, Self>) {
         driver.exit();
@@ -104,6 +109,18 @@ impl<E: Executor> ExecutorDriver<'_, '_, E> {
         };
         if let Err(error) = self.ctx.send(&self.identity.agent, message) {
             warn!(cause = %error, "status update not sent to the agent");
+        }
+    }
+
+    /// Sends data to the framework's scheduler (at most once).
+    pub fn send_framework_message(&mut self, data: Vec<u8>) {
+        let message = ToAgent::FrameworkMessage {
+            framework_id: self.identity.framework_id.clone(),
+            executor_id: self.identity.executor_id.clone(),
+            data: strata_runtime::Blob(data),
+        };
+        if let Err(error) = self.ctx.send(&self.identity.agent, message) {
+            warn!(cause = %error, "framework message not sent to the agent");
         }
     }
 
@@ -199,6 +216,9 @@ impl<E: Executor> Process for ExecutorProcess<E> {
             ToExecutor::Shutdown => {
                 self.with_driver(ctx, |executor, driver| executor.shutdown(driver))
             }
+            ToExecutor::FrameworkMessage { data } => self.with_driver(ctx, |executor, driver| {
+                executor.framework_message(driver, data.0)
+            }),
         }
     }
 

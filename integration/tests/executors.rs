@@ -177,3 +177,69 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+#[test]
+fn framework_messages_reach_the_executor_and_come_back() {
+    let work_dir =
+        std::env::temp_dir().join(format!("strata-executors-messages-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let (_master_node, master) = start_master(&ca, fast_master()).await;
+        let runner = Runner::Processes {
+            work_dir: work_dir.clone(),
+            kill_grace: Duration::from_secs(1),
+        };
+        let mut config = AgentConfig::new(
+            master.clone(),
+            "agent".into(),
+            r("cpus:4;mem:1024"),
+            Default::default(),
+            9,
+            runner,
+        );
+        config.tls = Some(ca.issue("agent").unwrap());
+        let _agent = start_agent_with(&ca, "agent", config).await;
+        let schedulers = node(&ca, "schedulers").await;
+        let mut fw = Scheduler::subscribe(
+            &schedulers,
+            "scheduler",
+            &master,
+            FrameworkInfo::new("fw", "u"),
+        )
+        .await;
+        let offer = fw.offers().await.remove(0);
+        let mut long = task("long", &offer.agent_id, executor("e1", binary(EXECUTOR)));
+        long.labels
+            .insert("strata.test/run-ms".into(), "60000".into());
+        fw.send(ToMaster::Accept {
+            framework_id: fw.id(),
+            offer_ids: vec![offer.id.clone()],
+            operations: vec![Operation::Launch(vec![long])],
+            filters: Filters::default(),
+        });
+        assert_eq!(fw.update().await.state, TaskState::Running);
+        fw.send(ToMaster::FrameworkMessage {
+            framework_id: fw.id(),
+            agent_id: offer.agent_id.clone(),
+            executor_id: ExecutorId::new("e1").unwrap(),
+            data: strata_runtime::Blob(b"hello".to_vec()),
+        });
+        loop {
+            if let strata_protocol::ToScheduler::FrameworkMessage {
+                data, executor_id, ..
+            } = fw.next().await
+            {
+                assert_eq!(executor_id.as_str(), "e1");
+                assert_eq!(data.0, b"olleh");
+                break;
+            }
+        }
+        fw.send(ToMaster::Kill {
+            framework_id: fw.id(),
+            task_id: TaskId::new("long").unwrap(),
+        });
+        assert_eq!(fw.update().await.state, TaskState::Killed);
+    });
+    let _ = std::fs::remove_dir_all(&work_dir);
+}

@@ -12,6 +12,7 @@ use crate::frameworks::FrameworkInfo;
 use crate::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
 use crate::offers::{Filters, Offer, OfferConstraint};
 use crate::tasks::{Task, TaskInfo, TaskStatus, UpdateId};
+use strata_runtime::Blob;
 
 /// What an accept does with the offered resources.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +92,27 @@ pub enum ToMaster {
     },
     /// The framework is done: kill its tasks and forget it.
     Teardown { framework_id: FrameworkId },
+    /// Opaque data for one of the framework's executors (at most once).
+    FrameworkMessage {
+        framework_id: FrameworkId,
+        agent_id: AgentId,
+        executor_id: ExecutorId,
+        data: Blob,
+    },
+
+    // From agents, about executors.
+    /// An executor ended; the resources it held (beside its tasks') are
+    /// free again.
+    ExecutorExited {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+    },
+    /// Opaque data from an executor for its scheduler (at most once).
+    ExecutorMessage {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        data: Blob,
+    },
 }
 
 impl strata_runtime::Message for ToMaster {
@@ -110,6 +132,9 @@ impl strata_runtime::Message for ToMaster {
             ToMaster::Acknowledge { .. } => "Acknowledge",
             ToMaster::Reconcile { .. } => "Reconcile",
             ToMaster::Teardown { .. } => "Teardown",
+            ToMaster::FrameworkMessage { .. } => "FrameworkMessage",
+            ToMaster::ExecutorExited { .. } => "ExecutorExited",
+            ToMaster::ExecutorMessage { .. } => "ExecutorMessage",
         }
     }
 }
@@ -164,6 +189,13 @@ pub enum ToAgent {
         executor_id: ExecutorId,
         status: TaskStatus,
     },
+    /// Data from a scheduler for an executor (from the master), or from an
+    /// executor for its scheduler (from the executor).
+    FrameworkMessage {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        data: Blob,
+    },
 }
 
 impl strata_runtime::Message for ToAgent {
@@ -179,6 +211,7 @@ impl strata_runtime::Message for ToAgent {
             ToAgent::ShutdownFramework { .. } => "ShutdownFramework",
             ToAgent::RegisterExecutor { .. } => "RegisterExecutor",
             ToAgent::ExecutorStatus { .. } => "ExecutorStatus",
+            ToAgent::FrameworkMessage { .. } => "FrameworkMessage",
         }
     }
 }
@@ -199,6 +232,10 @@ pub enum ToExecutor {
     },
     /// Kill every task and exit.
     Shutdown,
+    /// Data from the scheduler.
+    FrameworkMessage {
+        data: Blob,
+    },
 }
 
 impl strata_runtime::Message for ToExecutor {
@@ -208,6 +245,7 @@ impl strata_runtime::Message for ToExecutor {
             ToExecutor::LaunchTask { .. } => "LaunchTask",
             ToExecutor::KillTask { .. } => "KillTask",
             ToExecutor::Shutdown => "Shutdown",
+            ToExecutor::FrameworkMessage { .. } => "FrameworkMessage",
         }
     }
 }
@@ -229,6 +267,12 @@ pub enum ToScheduler {
     AgentLost {
         agent_id: AgentId,
     },
+    /// Data from one of the framework's executors.
+    FrameworkMessage {
+        agent_id: AgentId,
+        executor_id: ExecutorId,
+        data: Blob,
+    },
     /// A request was refused; the message says why.
     Error {
         message: String,
@@ -243,6 +287,7 @@ impl strata_runtime::Message for ToScheduler {
             ToScheduler::OfferRescinded { .. } => "OfferRescinded",
             ToScheduler::Update { .. } => "Update",
             ToScheduler::AgentLost { .. } => "AgentLost",
+            ToScheduler::FrameworkMessage { .. } => "FrameworkMessage",
             ToScheduler::Error { .. } => "Error",
         }
     }

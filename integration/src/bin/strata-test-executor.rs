@@ -1,6 +1,6 @@
 //! A custom executor for tests: each task runs for the milliseconds its
 //! `strata.test/run-ms` label gives (100 without one) and finishes; kills
-//! are honoured at once.
+//! are honoured at once; framework messages come back reversed.
 
 use std::time::Duration;
 
@@ -29,6 +29,12 @@ impl Executor for Timed {
 
     fn kill_task(&mut self, driver: &mut ExecutorDriver<'_, '_, Self>, task_id: TaskId) {
         driver.update(&task_id, TaskState::Killed, "killed");
+    }
+
+    /// Echoes framework messages back, reversed.
+    fn framework_message(&mut self, driver: &mut ExecutorDriver<'_, '_, Self>, mut data: Vec<u8>) {
+        data.reverse();
+        driver.send_framework_message(data);
     }
 }
 

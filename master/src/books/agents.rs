@@ -30,6 +30,7 @@ impl Books {
             next_ping_at: now + self.config.agent_ping_timeout,
             ping_sequence: 0,
             tasks: Default::default(),
+            executors: Default::default(),
             offers: Default::default(),
         }
     }
@@ -97,10 +98,14 @@ impl Books {
             info.attributes.clone(),
             used,
         );
-        let previous = self.agents.get(&agent_id).map(|entry| entry.tasks.clone());
+        let previous = self
+            .agents
+            .get(&agent_id)
+            .map(|entry| (entry.tasks.clone(), entry.executors.clone()));
         let mut entry = self.agent_entry(now, info, pid.clone());
-        if let Some(tasks) = previous {
+        if let Some((tasks, executors)) = previous {
             entry.tasks = tasks;
+            entry.executors = executors;
         }
         if let Some(old) = self.agents.insert(agent_id.clone(), entry) {
             self.agents_by_pid.remove(&old.pid.to_string());
@@ -152,6 +157,13 @@ impl Books {
                 "the agent came back without this task",
                 out,
             );
+        }
+        // Executors the master placed there are taken to run still; an
+        // agent that comes back reports their exits as they happen.
+        if let Some(entry) = self.agents.get(&agent_id) {
+            for ((framework_id, _), resources) in &entry.executors {
+                used.entry(framework_id.clone()).or_default().add(resources);
+            }
         }
         let used: Vec<(FrameworkId, Resources)> = used.into_iter().collect();
         self.admit(now, agent_id.clone(), pid.clone(), info, &used, out);

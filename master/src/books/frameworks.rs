@@ -147,7 +147,8 @@ impl Books {
             | ToMaster::Kill { framework_id, .. }
             | ToMaster::Acknowledge { framework_id, .. }
             | ToMaster::Reconcile { framework_id, .. }
-            | ToMaster::Teardown { framework_id } => framework_id,
+            | ToMaster::Teardown { framework_id }
+            | ToMaster::FrameworkMessage { framework_id, .. } => framework_id,
             _ => return None,
         };
         let current = self
@@ -228,9 +229,12 @@ impl Books {
         }
         let mut agents_with_tasks = std::collections::BTreeSet::new();
         for agent in self.agents.values_mut() {
-            let before = agent.tasks.len();
+            let before = agent.tasks.len() + agent.executors.len();
             agent.tasks.retain(|(owner, _)| owner != framework_id);
-            if agent.tasks.len() != before {
+            agent
+                .executors
+                .retain(|(owner, _), _| owner != framework_id);
+            if agent.tasks.len() + agent.executors.len() != before {
                 agents_with_tasks.insert(agent.pid.clone());
             }
         }

@@ -1,8 +1,9 @@
 //! The books' invariants, checked by tests after every step.
 //!
-//! - On every agent, outstanding offers plus non-terminal tasks never
-//!   exceed the agent's total, and no resource (a port, say) is in two of
-//!   them: subtracting each from the total in turn must always succeed.
+//! - On every agent, outstanding offers plus non-terminal tasks plus
+//!   running executors never exceed the agent's total, and no resource (a
+//!   port, say) is in two of them: subtracting each from the total in turn
+//!   must always succeed.
 //! - Offers and tasks are indexed consistently: every offer is listed
 //!   under its agent and framework, every task an agent lists exists and
 //!   is not terminal.
@@ -44,6 +45,11 @@ pub(crate) fn check(books: &Books) -> Result<(), String> {
                     "agent {agent_id}: task {task_id} ({}) exceeds what is left ({left})",
                     task.info.resources
                 )
+            })?;
+        }
+        for ((framework_id, executor_id), resources) in &agent.executors {
+            left = left.checked_sub(resources).ok_or_else(|| {
+                format!("agent {agent_id}: executor {framework_id}/{executor_id} ({resources}) exceeds what is left ({left})")
             })?;
         }
         if matches!(agent.status, AgentStatus::Unreachable { .. }) && !agent.offers.is_empty() {

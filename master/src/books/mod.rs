@@ -145,6 +145,8 @@ pub struct AgentEntry {
     ping_sequence: u64,
     /// Tasks on the agent that are not terminal.
     pub tasks: BTreeSet<(FrameworkId, TaskId)>,
+    /// Custom executors running there, with their own resources.
+    pub executors: BTreeMap<(FrameworkId, strata_protocol::ExecutorId), Resources>,
     pub offers: BTreeSet<OfferId>,
 }
 
@@ -296,6 +298,15 @@ impl Books {
             ToMaster::Subscribe { info, constraints } => {
                 self.subscribe(now, from, info, constraints, out)
             }
+            ToMaster::ExecutorExited {
+                framework_id,
+                executor_id,
+            } => self.executor_exited(now, &from, framework_id, executor_id, out),
+            ToMaster::ExecutorMessage {
+                framework_id,
+                executor_id,
+                data,
+            } => self.executor_message(&from, framework_id, executor_id, data, out),
             other => {
                 // Everything else comes from a subscribed scheduler, for
                 // its own framework only.
@@ -351,11 +362,60 @@ impl Books {
             ToMaster::Teardown { .. } => {
                 self.remove_framework(now, &framework_id, "torn down by its scheduler", out)
             }
+            ToMaster::FrameworkMessage {
+                agent_id,
+                executor_id,
+                data,
+                ..
+            } => {
+                if let Some(agent) = self.agents.get(&agent_id)
+                    && agent.status == AgentStatus::Active
+                {
+                    out.push(Command::ToAgent(
+                        agent.pid.clone(),
+                        ToAgent::FrameworkMessage {
+                            framework_id,
+                            executor_id,
+                            data,
+                        },
+                    ));
+                }
+            }
             ToMaster::RegisterAgent { .. }
             | ToMaster::ReregisterAgent { .. }
             | ToMaster::Pong { .. }
             | ToMaster::StatusUpdate { .. }
-            | ToMaster::Subscribe { .. } => {}
+            | ToMaster::Subscribe { .. }
+            | ToMaster::ExecutorExited { .. }
+            | ToMaster::ExecutorMessage { .. } => {}
+        }
+    }
+
+    /// Data from an executor, forwarded to its scheduler (at most once).
+    fn executor_message(
+        &self,
+        from: &Upid,
+        framework_id: FrameworkId,
+        executor_id: strata_protocol::ExecutorId,
+        data: strata_runtime::Blob,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(agent_id) = self.agents_by_pid.get(&from.to_string()).cloned() else {
+            return;
+        };
+        if let Some(pid) = self
+            .frameworks
+            .get(&framework_id)
+            .and_then(|f| f.pid.clone())
+        {
+            out.push(Command::ToScheduler(
+                pid,
+                ToScheduler::FrameworkMessage {
+                    agent_id,
+                    executor_id,
+                    data,
+                },
+            ));
         }
     }
 

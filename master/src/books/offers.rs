@@ -27,6 +27,29 @@ pub const MAX_TASKS_PER_ACCEPT: usize = 1024;
 pub const MAX_OFFERS_PER_CALL: usize = 1024;
 
 impl Books {
+    /// An agent reports an executor ended: its own resources return.
+    pub(super) fn executor_exited(
+        &mut self,
+        now: Instant,
+        from: &strata_runtime::Upid,
+        framework_id: FrameworkId,
+        executor_id: strata_protocol::ExecutorId,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(agent_id) = self.agents_by_pid.get(&from.to_string()).cloned() else {
+            return;
+        };
+        let released = self
+            .agents
+            .get_mut(&agent_id)
+            .and_then(|agent| agent.executors.remove(&(framework_id.clone(), executor_id)));
+        if let Some(resources) = released {
+            self.allocator
+                .recover(&framework_id, &agent_id, &resources, None, now);
+            self.allocate_agents(now, &[agent_id], out);
+        }
+    }
+
     pub(super) fn allocate_all(&mut self, now: Instant, out: &mut Vec<Command>) {
         let allocations = self.allocator.allocate(now);
         self.make_offers(now, allocations, out);
@@ -312,7 +335,14 @@ impl Books {
         }
         let mut seen = std::collections::BTreeSet::new();
         for task in tasks {
-            match self.check_task(framework_id, &agent_id, &task, &remaining, &seen) {
+            // A task that starts a new executor also needs the executor's
+            // own resources; later tasks of that executor do not.
+            let executor = self.new_executor(framework_id, &agent_id, &task);
+            let mut needs = task.resources.clone();
+            if let Some((_, executor_resources)) = &executor {
+                needs.add(executor_resources);
+            }
+            match self.check_task(framework_id, &agent_id, &task, &needs, &remaining, &seen) {
                 Err(reason) => self.answer_task(
                     now,
                     framework_id,
@@ -323,8 +353,15 @@ impl Books {
                     out,
                 ),
                 Ok(()) => {
-                    remaining = remaining.checked_sub(&task.resources).unwrap_or_default();
+                    remaining = remaining.checked_sub(&needs).unwrap_or_default();
                     seen.insert(task.task_id.clone());
+                    if let (Some((executor_id, resources)), Some(agent)) =
+                        (executor, self.agents.get_mut(&agent_id))
+                    {
+                        agent
+                            .executors
+                            .insert((framework_id.clone(), executor_id), resources);
+                    }
                     self.launch(now, framework_id, &agent_id, task, out);
                 }
             }
@@ -341,11 +378,31 @@ impl Books {
         self.allocate_agents(now, &[agent_id], out);
     }
 
+    /// The executor a task would start on the agent, with its resources,
+    /// if the task names one the agent does not run yet.
+    fn new_executor(
+        &self,
+        framework_id: &FrameworkId,
+        agent_id: &AgentId,
+        task: &TaskInfo,
+    ) -> Option<(strata_protocol::ExecutorId, Resources)> {
+        let strata_protocol::TaskKind::Executor(info) = &task.kind else {
+            return None;
+        };
+        let running = self.agents.get(agent_id).is_some_and(|agent| {
+            agent
+                .executors
+                .contains_key(&(framework_id.clone(), info.executor_id.clone()))
+        });
+        (!running).then(|| (info.executor_id.clone(), info.resources.clone()))
+    }
+
     fn check_task(
         &self,
         framework_id: &FrameworkId,
         agent_id: &AgentId,
         task: &TaskInfo,
+        needs: &Resources,
         remaining: &Resources,
         seen: &std::collections::BTreeSet<strata_protocol::TaskId>,
     ) -> Result<(), String> {
@@ -366,10 +423,9 @@ impl Books {
         if active || seen.contains(&task.task_id) {
             return Err(format!("task id {} is already in use", task.task_id));
         }
-        if !remaining.contains(&task.resources) {
+        if !remaining.contains(needs) {
             return Err(format!(
-                "task needs {} but the offers have {remaining} left",
-                task.resources
+                "task needs {needs} but the offers have {remaining} left"
             ));
         }
         Ok(())

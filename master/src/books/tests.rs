@@ -271,6 +271,53 @@ fn resources_a_task_frees_are_offered_at_once() {
 }
 
 #[test]
+fn a_new_executor_is_charged_once_and_released_when_it_exits() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:4;mem:1024", "");
+    let scheduler = pid("s@10.0.0.9:4000");
+    let (framework_id, out) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    let offer = offers_to(&out, &scheduler).remove(0);
+    let executor = strata_protocol::ExecutorInfo {
+        executor_id: strata_protocol::ExecutorId::new("e1").unwrap(),
+        name: "e1".into(),
+        command: CommandInfo::shell("run-executor"),
+        resources: r("cpus:1;mem:128"),
+    };
+    let on_executor = |id: &str| TaskInfo {
+        kind: TaskKind::Executor(executor.clone()),
+        ..task(id, &agent_id, "cpus:1;mem:128")
+    };
+    // Two tasks of one new executor: 1 + 1 cpus of tasks, 1 of executor.
+    let out = h.send(
+        &scheduler,
+        accept(
+            &framework_id,
+            &[&offer],
+            vec![on_executor("a"), on_executor("b")],
+            3600,
+        ),
+    );
+    assert!(updates_to(&out, &scheduler).is_empty(), "{out:#?}");
+    assert_eq!(h.books.free(&agent_id), Some(r("cpus:1;mem:640")));
+    h.finish(&agent, &framework_id, "a", TaskState::Finished);
+    h.finish(&agent, &framework_id, "b", TaskState::Finished);
+    assert_eq!(
+        h.books.free(&agent_id),
+        Some(r("cpus:3;mem:896")),
+        "the executor still holds its share"
+    );
+    h.send(
+        &agent,
+        ToMaster::ExecutorExited {
+            framework_id,
+            executor_id: executor.executor_id.clone(),
+        },
+    );
+    assert_eq!(h.books.free(&agent_id), Some(r("cpus:4;mem:1024")));
+}
+
+#[test]
 fn a_decline_keeps_the_agent_away_for_refuse_seconds() {
     let mut h = Harness::new();
     let agent = pid("agent@10.0.0.1:5051");
