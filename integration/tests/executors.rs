@@ -240,6 +240,44 @@ fn framework_messages_reach_the_executor_and_come_back() {
             task_id: TaskId::new("long").unwrap(),
         });
         assert_eq!(fw.update().await.state, TaskState::Killed);
+        // Tearing the framework down shuts its executor down.
+        let framework_id = fw.id();
+        assert!(executor_alive(&framework_id));
+        fw.send(ToMaster::Teardown {
+            framework_id: framework_id.clone(),
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while executor_alive(&framework_id) && std::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !executor_alive(&framework_id),
+            "the executor outlived its framework"
+        );
     });
     let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+/// Whether a live process runs with this framework's id in its
+/// environment (executors get it from their agent).
+fn executor_alive(framework_id: &strata_protocol::FrameworkId) -> bool {
+    let marker = format!("STRATA_FRAMEWORK_ID={framework_id}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        !zombie
+            && std::fs::read(entry.path().join("environ")).is_ok_and(|environ| {
+                environ
+                    .split(|byte| *byte == 0)
+                    .any(|var| var == marker.as_bytes())
+            })
+    })
 }
