@@ -71,8 +71,7 @@ fn seed_walkthrough_over_quic() {
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].resources, r("cpus:1;mem:1024"));
         // Framework 2 declines for an hour; framework 1's tasks run and
-        // finish, and what they free is offered again to framework 1 as
-        // it is freed.
+        // finish.
         fw2.send(ToMaster::Decline {
             framework_id: fw2.id(),
             offer_ids: vec![second[0].id.clone()],
@@ -80,25 +79,27 @@ fn seed_walkthrough_over_quic() {
                 refuse: Duration::from_secs(3600),
             },
         });
+        // What the tasks free is offered again, to one framework or the
+        // other: framework 2's refusal holds back only what it declined.
         let mut states: BTreeMap<String, Vec<TaskState>> = BTreeMap::new();
         let mut offered = Resources::new();
         while states.values().map(Vec::len).sum::<usize>() < 4
             || !offered.contains(&r("cpus:3;mem:3072"))
         {
-            match fw1.next().await {
-                ToScheduler::Update { status } => {
-                    fw1.acknowledge(&status);
-                    states
-                        .entry(status.task_id.to_string())
-                        .or_default()
-                        .push(status.state);
-                }
-                ToScheduler::Offers(offers) => {
-                    for offer in offers {
-                        offered.add(&offer.resources);
+            tokio::select! {
+                message = fw1.next() => match message {
+                    ToScheduler::Update { status } => {
+                        fw1.acknowledge(&status);
+                        states.entry(status.task_id.to_string()).or_default().push(status.state);
+                    }
+                    ToScheduler::Offers(offers) => offers.iter().for_each(|offer| offered.add(&offer.resources)),
+                    _ => {}
+                },
+                message = fw2.next() => {
+                    if let ToScheduler::Offers(offers) = message {
+                        offers.iter().for_each(|offer| offered.add(&offer.resources));
                     }
                 }
-                _ => {}
             }
         }
         for task in ["t1", "t2"] {

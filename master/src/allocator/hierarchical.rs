@@ -61,8 +61,10 @@ struct Framework {
     on_agents: BTreeMap<AgentId, Resources>,
     suppressed: bool,
     constraints: Vec<OfferConstraint>,
-    /// Agents refused until the given instant.
-    refusals: HashMap<AgentId, Instant>,
+    /// Agents refused until the given instant, with what was refused: as
+    /// in Mesos, an offer is held back only while it holds nothing more
+    /// than what was refused, so resources freed later are offered at once.
+    refusals: HashMap<AgentId, (Instant, Resources)>,
     key: Key,
 }
 
@@ -299,7 +301,7 @@ impl HierarchicalAllocator {
                 if framework
                     .refusals
                     .get(agent_id)
-                    .is_some_and(|until| *until > now)
+                    .is_some_and(|(until, refused)| *until > now && refused.contains(&offerable))
                 {
                     continue;
                 }
@@ -459,7 +461,9 @@ impl Allocator for HierarchicalAllocator {
                 sub_quantities(&mut role.allocated, amounts);
             }
             if let Some(refuse) = refuse.filter(|refuse| !refuse.is_zero()) {
-                framework.refusals.insert(agent_id.clone(), now + refuse);
+                framework
+                    .refusals
+                    .insert(agent_id.clone(), (now + refuse, returned.clone()));
             }
         }
         if let Some(agent) = self.agents.get_mut(agent_id) {
@@ -519,7 +523,7 @@ impl Allocator for HierarchicalAllocator {
         // Expired refusals are dropped once per cycle so the tables do not
         // grow with every decline ever made.
         for framework in self.frameworks.values_mut() {
-            framework.refusals.retain(|_, until| *until > now);
+            framework.refusals.retain(|_, (until, _)| *until > now);
         }
         agents
             .iter()

@@ -157,6 +157,37 @@ fn a_decline_keeps_the_agent_away_for_the_refusal() {
     assert_eq!(allocator.allocate(start + Duration::from_secs(5)).len(), 1);
 }
 
+/// As in Mesos, a refusal holds back only what was refused: when more is
+/// freed on that agent, it is offered at once.
+#[test]
+fn a_refusal_does_not_hold_back_resources_freed_later() {
+    let now = Instant::now();
+    let mut allocator = HierarchicalAllocator::new(Policy::Drf);
+    let node = agent("a");
+    allocator.add_agent(node.clone(), r("cpus:2;mem:2048"), Attributes::new(), &[]);
+    allocator.add_framework(framework("f"), "*".into());
+    let offer = allocator.allocate(now).remove(0);
+    // Half is used by a task; the other half is declined for an hour.
+    let used = r("cpus:1;mem:1024");
+    let rest = offer.resources.checked_sub(&used).unwrap();
+    allocator.recover(
+        &framework("f"),
+        &node,
+        &rest,
+        Some(Duration::from_secs(3600)),
+        now,
+    );
+    assert!(
+        allocator.allocate(now).is_empty(),
+        "the declined half alone stays refused"
+    );
+    // The task ends: the whole agent is more than was refused.
+    allocator.recover(&framework("f"), &node, &used, None, now);
+    let again = allocator.allocate(now);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].resources, r("cpus:2;mem:2048"));
+}
+
 #[test]
 fn revive_forgets_refusals_and_suppress_stops_offers() {
     let start = Instant::now();

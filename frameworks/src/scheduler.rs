@@ -1,0 +1,461 @@
+//! Schedulers: the part of a framework that talks to the master.
+//!
+//! A scheduler is a type with callbacks ([`Scheduler`]); the SDK runs it
+//! as a process ([`spawn`]) and handles the master for it: subscribing
+//! (repeated until answered, since messages are delivered at most once),
+//! re-subscribing with its framework id after losing the master (a
+//! failover), acknowledging status updates on delivery (unless asked not
+//! to), and reconciling its tasks after every (re)registration. The
+//! [`SchedulerDriver`] given to every callback accepts, declines, kills,
+//! revives and so on; every call is a message, nothing is buffered.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use strata_frameworks::scheduler::{self, Scheduler, SchedulerConfig, SchedulerDriver};
+//! use strata_protocol::{CommandInfo, FrameworkInfo, Offer, TaskId, TaskInfo, TaskKind, TaskStatus};
+//! use strata_runtime::{Node, NodeConfig, TlsMaterial};
+//!
+//! /// Runs `echo hello` once, then stops.
+//! struct Hello {
+//!     launched: bool,
+//! }
+//!
+//! impl Scheduler for Hello {
+//!     fn resource_offers(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, offers: Vec<Offer>) {
+//!         for offer in offers {
+//!             let wanted = "cpus:0.1;mem:32".parse().expect("a valid spec");
+//!             if self.launched || !offer.resources.contains(&wanted) {
+//!                 driver.decline(&offer.id);
+//!                 continue;
+//!             }
+//!             let task = TaskInfo {
+//!                 task_id: TaskId::new("hello").expect("a valid id"),
+//!                 name: "hello".into(),
+//!                 agent_id: offer.agent_id.clone(),
+//!                 resources: wanted,
+//!                 kind: TaskKind::Command(CommandInfo::shell("echo hello")),
+//!                 labels: Default::default(),
+//!             };
+//!             driver.launch(&offer.id, vec![task]);
+//!             self.launched = true;
+//!         }
+//!     }
+//!
+//!     fn status_update(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, status: &TaskStatus) {
+//!         println!("{} is {}", status.task_id, status.state);
+//!         if status.state.is_terminal() {
+//!             driver.stop(false);
+//!         }
+//!     }
+//! }
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! actix_rt::System::new().block_on(async {
+//!     let tls = TlsMaterial::development(std::path::Path::new(".strata/tls"), "hello")?;
+//!     let node = Node::bind(NodeConfig::new("127.0.0.1:0".parse()?, tls)).await?;
+//!     let master = "master@127.0.0.1:5050".parse()?;
+//!     let config = SchedulerConfig::new(master, FrameworkInfo::new("hello", "me"));
+//!     let pid = scheduler::spawn(&node, "hello", config, || Hello { launched: false })?;
+//!     scheduler::wait(&node, &pid).await?;
+//!     Ok(())
+//! })
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use strata_protocol::{
+    AgentId, ExecutorId, Filters, FrameworkId, FrameworkInfo, Offer, OfferConstraint, OfferId,
+    Operation, ReconcileTask, TaskId, TaskInfo, TaskStatus, ToMaster, ToScheduler,
+};
+use strata_runtime::{
+    Blob, Node, Process, ProcessContext, Received, RestartPolicy, SpawnError, SpawnOptions, Upid,
+};
+use tracing::{debug, info, warn};
+
+/// What a scheduler does when the master speaks. Only offers and status
+/// updates must be handled; the rest default to doing nothing.
+#[allow(unused_variables)]
+pub trait Scheduler: Sized + 'static {
+    /// The master registered this framework under `framework_id`.
+    fn registered(
+        &mut self,
+        driver: &mut SchedulerDriver<'_, '_, Self>,
+        framework_id: &FrameworkId,
+    ) {
+    }
+
+    /// The master (a new one, or the same after a break) took this
+    /// framework back; offers made before are void.
+    fn reregistered(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>) {}
+
+    /// The master is unreachable; the SDK keeps trying to re-subscribe.
+    fn disconnected(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>) {}
+
+    /// Resources to accept or decline. Each offer must be answered.
+    fn resource_offers(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, offers: Vec<Offer>);
+
+    /// An offer was withdrawn (its agent left, or it timed out).
+    fn offer_rescinded(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, offer_id: &OfferId) {}
+
+    /// A task's state; acknowledged by the SDK unless configured otherwise.
+    /// May arrive more than once: it carries an update id to tell.
+    fn status_update(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, status: &TaskStatus);
+
+    /// Data from one of this framework's executors.
+    fn framework_message(
+        &mut self,
+        driver: &mut SchedulerDriver<'_, '_, Self>,
+        agent_id: &AgentId,
+        executor_id: &ExecutorId,
+        data: Vec<u8>,
+    ) {
+    }
+
+    /// An agent is gone; its tasks' updates follow.
+    fn agent_lost(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, agent_id: &AgentId) {}
+
+    /// The master refused something; the message says what.
+    fn error(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, message: &str) {
+        warn!(message, "the master reported an error");
+    }
+}
+
+/// How a scheduler meets its master.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub master: Upid,
+    pub info: FrameworkInfo,
+    /// Standing filters: the master offers only agents passing all.
+    pub constraints: Vec<OfferConstraint>,
+    /// Acknowledge status updates as they are delivered (the default);
+    /// when false, call [`SchedulerDriver::acknowledge`].
+    pub implicit_acknowledgements: bool,
+    /// How often an unanswered subscription is repeated.
+    pub resubscribe_interval: Duration,
+}
+
+impl SchedulerConfig {
+    pub fn new(master: Upid, info: FrameworkInfo) -> SchedulerConfig {
+        SchedulerConfig {
+            master,
+            info,
+            constraints: Vec::new(),
+            implicit_acknowledgements: true,
+            resubscribe_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The driver's own state, beside the scheduler's.
+#[derive(Debug)]
+struct State {
+    config: SchedulerConfig,
+    framework_id: Option<FrameworkId>,
+    subscribed: bool,
+}
+
+/// What a scheduler can ask of the master.
+pub struct SchedulerDriver<'a, 'b, S: Scheduler> {
+    ctx: &'a mut ProcessContext<'b, SchedulerProcess<S>>,
+    state: &'a mut State,
+}
+
+impl<S: Scheduler> std::fmt::Debug for SchedulerDriver<'_, '_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerDriver")
+            .field("framework_id", &self.state.framework_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Scheduler> SchedulerDriver<'_, '_, S> {
+    /// This framework's id, once registered.
+    pub fn framework_id(&self) -> Option<&FrameworkId> {
+        self.state.framework_id.as_ref()
+    }
+
+    fn call(&mut self, make: impl FnOnce(FrameworkId) -> ToMaster) {
+        let Some(framework_id) = self.state.framework_id.clone() else {
+            debug!("call before registration dropped");
+            return;
+        };
+        let master = self.state.config.master.clone();
+        if let Err(error) = self.ctx.send(&master, make(framework_id)) {
+            // At most once: the protocol recovers (offers are rescinded or
+            // re-made, tasks reconciled).
+            debug!(cause = %error, "call to the master not sent");
+        }
+    }
+
+    /// Uses offers (all on one agent): runs the operations; what is left is
+    /// declined with `filters`.
+    pub fn accept(
+        &mut self,
+        offer_ids: Vec<OfferId>,
+        operations: Vec<Operation>,
+        filters: Filters,
+    ) {
+        self.call(|framework_id| ToMaster::Accept {
+            framework_id,
+            offer_ids,
+            operations,
+            filters,
+        });
+    }
+
+    /// Launches tasks on one offer, declining the rest with default filters.
+    pub fn launch(&mut self, offer_id: &OfferId, tasks: Vec<TaskInfo>) {
+        self.accept(
+            vec![offer_id.clone()],
+            vec![Operation::Launch(tasks)],
+            Filters::default(),
+        );
+    }
+
+    /// Declines an offer with default filters (5 s).
+    pub fn decline(&mut self, offer_id: &OfferId) {
+        self.decline_with(offer_id, Filters::default());
+    }
+
+    /// Declines an offer, refusing its agent for `filters.refuse`.
+    pub fn decline_with(&mut self, offer_id: &OfferId, filters: Filters) {
+        let offer_ids = vec![offer_id.clone()];
+        self.call(|framework_id| ToMaster::Decline {
+            framework_id,
+            offer_ids,
+            filters,
+        });
+    }
+
+    /// Offers again, and forget earlier declines.
+    pub fn revive(&mut self) {
+        self.call(|framework_id| ToMaster::Revive { framework_id });
+    }
+
+    /// No offers until revived.
+    pub fn suppress(&mut self) {
+        self.call(|framework_id| ToMaster::Suppress { framework_id });
+    }
+
+    /// Replaces the standing filters.
+    pub fn set_constraints(&mut self, constraints: Vec<OfferConstraint>) {
+        self.state.config.constraints = constraints.clone();
+        self.call(|framework_id| ToMaster::SetConstraints {
+            framework_id,
+            constraints,
+        });
+    }
+
+    pub fn kill(&mut self, task_id: &TaskId) {
+        let task_id = task_id.clone();
+        self.call(|framework_id| ToMaster::Kill {
+            framework_id,
+            task_id,
+        });
+    }
+
+    /// Acknowledges a status update (needed only without implicit
+    /// acknowledgements; updates without an update id need none).
+    pub fn acknowledge(&mut self, status: &TaskStatus) {
+        let (Some(update_id), Some(agent_id)) = (status.update_id, status.agent_id.clone()) else {
+            return;
+        };
+        let task_id = status.task_id.clone();
+        self.call(|framework_id| ToMaster::Acknowledge {
+            framework_id,
+            agent_id,
+            task_id,
+            update_id,
+        });
+    }
+
+    /// Asks for these tasks' states (all non-terminal ones if empty);
+    /// answers arrive as status updates with reason RECONCILIATION.
+    pub fn reconcile(&mut self, tasks: Vec<ReconcileTask>) {
+        self.call(|framework_id| ToMaster::Reconcile {
+            framework_id,
+            tasks,
+        });
+    }
+
+    /// Sends data to one of this framework's executors (at most once).
+    pub fn send_framework_message(
+        &mut self,
+        agent_id: &AgentId,
+        executor_id: &ExecutorId,
+        data: Vec<u8>,
+    ) {
+        let (agent_id, executor_id) = (agent_id.clone(), executor_id.clone());
+        self.call(|framework_id| ToMaster::FrameworkMessage {
+            framework_id,
+            agent_id,
+            executor_id,
+            data: Blob(data),
+        });
+    }
+
+    /// Stops the scheduler. With `failover`, the master keeps the
+    /// framework and its tasks for its failover timeout, for another
+    /// scheduler to take over; without, the framework is torn down.
+    pub fn stop(&mut self, failover: bool) {
+        if !failover {
+            self.call(|framework_id| ToMaster::Teardown { framework_id });
+        }
+        self.ctx.stop();
+    }
+}
+
+/// The process hosting a [`Scheduler`].
+#[derive(Debug)]
+pub struct SchedulerProcess<S> {
+    scheduler: S,
+    state: State,
+}
+
+impl<S: Scheduler> SchedulerProcess<S> {
+    fn with_driver(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        call: impl FnOnce(&mut S, &mut SchedulerDriver<'_, '_, S>),
+    ) {
+        let mut driver = SchedulerDriver {
+            ctx,
+            state: &mut self.state,
+        };
+        call(&mut self.scheduler, &mut driver);
+    }
+
+    fn subscribe(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        if self.state.subscribed {
+            return;
+        }
+        let mut info = self.state.config.info.clone();
+        // After the first registration, a subscription is a failover.
+        info.id = self.state.framework_id.clone().or(info.id);
+        let message = ToMaster::Subscribe {
+            info,
+            constraints: self.state.config.constraints.clone(),
+        };
+        let master = self.state.config.master.clone();
+        if let Err(error) = ctx.send(&master, message) {
+            debug!(cause = %error, "subscription not sent; retrying");
+        }
+    }
+}
+
+impl<S: Scheduler> Process for SchedulerProcess<S> {
+    type Message = ToScheduler;
+
+    fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let master = self.state.config.master.clone();
+        ctx.link(&master);
+        self.subscribe(ctx);
+        ctx.run_every(self.state.config.resubscribe_interval, |process, ctx| {
+            process.subscribe(ctx)
+        });
+    }
+
+    fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, message: ToScheduler) {
+        if !from.same_name(&self.state.config.master) {
+            warn!(from = %from, "message not from the master dropped");
+            return;
+        }
+        match message {
+            ToScheduler::Subscribed { framework_id } => {
+                if self.state.subscribed {
+                    return;
+                }
+                let first = self.state.framework_id.is_none();
+                self.state.subscribed = true;
+                self.state.framework_id = Some(framework_id.clone());
+                info!(framework_id = %framework_id, "subscribed");
+                self.with_driver(ctx, |scheduler, driver| {
+                    if first {
+                        scheduler.registered(driver, &framework_id);
+                    } else {
+                        scheduler.reregistered(driver);
+                    }
+                    // Learn the state of every task the master knows.
+                    driver.reconcile(Vec::new());
+                });
+            }
+            ToScheduler::Offers(offers) => self.with_driver(ctx, |scheduler, driver| {
+                scheduler.resource_offers(driver, offers)
+            }),
+            ToScheduler::OfferRescinded { offer_id } => self
+                .with_driver(ctx, |scheduler, driver| {
+                    scheduler.offer_rescinded(driver, &offer_id)
+                }),
+            ToScheduler::Update { status } => {
+                let implicit = self.state.config.implicit_acknowledgements;
+                self.with_driver(ctx, |scheduler, driver| {
+                    // Acknowledged on delivery, before the callback, so a
+                    // scheduler that stops in it has acknowledged already.
+                    if implicit {
+                        driver.acknowledge(&status);
+                    }
+                    scheduler.status_update(driver, &status);
+                });
+            }
+            ToScheduler::AgentLost { agent_id } => self.with_driver(ctx, |scheduler, driver| {
+                scheduler.agent_lost(driver, &agent_id)
+            }),
+            ToScheduler::FrameworkMessage {
+                agent_id,
+                executor_id,
+                data,
+            } => self.with_driver(ctx, |scheduler, driver| {
+                scheduler.framework_message(driver, &agent_id, &executor_id, data.0)
+            }),
+            ToScheduler::Error { message } => {
+                self.with_driver(ctx, |scheduler, driver| scheduler.error(driver, &message))
+            }
+        }
+    }
+
+    fn exited(&mut self, ctx: &mut ProcessContext<'_, Self>, pid: Upid) {
+        if !pid.same_name(&self.state.config.master) {
+            return;
+        }
+        warn!(master = %pid, "lost the master; re-subscribing");
+        self.state.subscribed = false;
+        ctx.link(&pid);
+        self.with_driver(ctx, |scheduler, driver| scheduler.disconnected(driver));
+    }
+}
+
+/// Starts a scheduler as process `id` on `node`.
+pub fn spawn<S: Scheduler>(
+    node: &Node,
+    id: &str,
+    config: SchedulerConfig,
+    factory: impl Fn() -> S + 'static,
+) -> Result<Upid, SpawnError> {
+    node.spawn(
+        id,
+        move || SchedulerProcess {
+            scheduler: factory(),
+            state: State {
+                config: config.clone(),
+                framework_id: None,
+                subscribed: false,
+            },
+        },
+        // A scheduler that fails is reported, not silently restarted with
+        // an empty state.
+        SpawnOptions::default().restart(RestartPolicy::never()),
+    )
+}
+
+/// Waits until the scheduler `pid` on `node` stops.
+pub async fn wait(node: &Node, pid: &Upid) -> Result<(), SpawnError> {
+    let mut watcher = node.inbox::<u64>(&format!("{}-watcher", pid.id()), 1)?;
+    watcher.link(pid);
+    while let Some(event) = watcher.recv().await {
+        if matches!(event, Received::Exited(_)) {
+            break;
+        }
+    }
+    Ok(())
+}
