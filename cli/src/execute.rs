@@ -356,7 +356,8 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
                     }
                     ToScheduler::OfferRescinded { .. }
                     | ToScheduler::AgentLost { .. }
-                    | ToScheduler::FrameworkMessage { .. } => {}
+                    | ToScheduler::FrameworkMessage { .. }
+                    | ToScheduler::ExecutorLost { .. } => {}
                 },
             }
         }

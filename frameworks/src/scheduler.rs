@@ -115,6 +115,15 @@ pub trait Scheduler: Sized + 'static {
     /// An agent is gone; its tasks' updates follow.
     fn agent_lost(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, agent_id: &AgentId) {}
 
+    /// One of this framework's executors ended; its tasks' updates follow.
+    fn executor_lost(
+        &mut self,
+        driver: &mut SchedulerDriver<'_, '_, Self>,
+        agent_id: &AgentId,
+        executor_id: &ExecutorId,
+    ) {
+    }
+
     /// The master refused something; the message says what.
     fn error(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, message: &str) {
         warn!(message, "the master reported an error");
@@ -407,6 +416,12 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
                 data,
             } => self.with_driver(ctx, |scheduler, driver| {
                 scheduler.framework_message(driver, &agent_id, &executor_id, data.0)
+            }),
+            ToScheduler::ExecutorLost {
+                agent_id,
+                executor_id,
+            } => self.with_driver(ctx, |scheduler, driver| {
+                scheduler.executor_lost(driver, &agent_id, &executor_id)
             }),
             ToScheduler::Error { message } => {
                 self.with_driver(ctx, |scheduler, driver| scheduler.error(driver, &message))

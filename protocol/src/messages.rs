@@ -273,6 +273,11 @@ pub enum ToScheduler {
         executor_id: ExecutorId,
         data: Blob,
     },
+    /// One of the framework's executors ended; its tasks' updates follow.
+    ExecutorLost {
+        agent_id: AgentId,
+        executor_id: ExecutorId,
+    },
     /// A request was refused; the message says why.
     Error {
         message: String,
@@ -288,6 +293,7 @@ impl strata_runtime::Message for ToScheduler {
             ToScheduler::Update { .. } => "Update",
             ToScheduler::AgentLost { .. } => "AgentLost",
             ToScheduler::FrameworkMessage { .. } => "FrameworkMessage",
+            ToScheduler::ExecutorLost { .. } => "ExecutorLost",
             ToScheduler::Error { .. } => "Error",
         }
     }

@@ -403,19 +403,30 @@ impl Books {
         let Some(agent_id) = self.agents_by_pid.get(&from.to_string()).cloned() else {
             return;
         };
+        self.tell_scheduler(
+            &framework_id,
+            ToScheduler::FrameworkMessage {
+                agent_id,
+                executor_id,
+                data,
+            },
+            out,
+        );
+    }
+
+    /// Sends `message` to the framework's scheduler if one is connected.
+    fn tell_scheduler(
+        &self,
+        framework_id: &FrameworkId,
+        message: ToScheduler,
+        out: &mut Vec<Command>,
+    ) {
         if let Some(pid) = self
             .frameworks
-            .get(&framework_id)
+            .get(framework_id)
             .and_then(|f| f.pid.clone())
         {
-            out.push(Command::ToScheduler(
-                pid,
-                ToScheduler::FrameworkMessage {
-                    agent_id,
-                    executor_id,
-                    data,
-                },
-            ));
+            out.push(Command::ToScheduler(pid, message));
         }
     }
 

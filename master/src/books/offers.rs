@@ -39,10 +39,19 @@ impl Books {
         let Some(agent_id) = self.agents_by_pid.get(&from.to_string()).cloned() else {
             return;
         };
-        let released = self
-            .agents
-            .get_mut(&agent_id)
-            .and_then(|agent| agent.executors.remove(&(framework_id.clone(), executor_id)));
+        let released = self.agents.get_mut(&agent_id).and_then(|agent| {
+            agent
+                .executors
+                .remove(&(framework_id.clone(), executor_id.clone()))
+        });
+        self.tell_scheduler(
+            &framework_id,
+            ToScheduler::ExecutorLost {
+                agent_id: agent_id.clone(),
+                executor_id,
+            },
+            out,
+        );
         if let Some(resources) = released {
             self.allocator
                 .recover(&framework_id, &agent_id, &resources, None, now);
@@ -118,13 +127,7 @@ impl Books {
                 .push(offer);
         }
         for (framework_id, offers) in batches {
-            if let Some(pid) = self
-                .frameworks
-                .get(&framework_id)
-                .and_then(|f| f.pid.clone())
-            {
-                out.push(Command::ToScheduler(pid, ToScheduler::Offers(offers)));
-            }
+            self.tell_scheduler(&framework_id, ToScheduler::Offers(offers), out);
         }
     }
 
@@ -153,18 +156,13 @@ impl Books {
             None,
             now,
         );
-        if let Some(pid) = self
-            .frameworks
-            .get(&offer.framework_id)
-            .and_then(|f| f.pid.clone())
-        {
-            out.push(Command::ToScheduler(
-                pid,
-                ToScheduler::OfferRescinded {
-                    offer_id: offer_id.clone(),
-                },
-            ));
-        }
+        self.tell_scheduler(
+            &offer.framework_id,
+            ToScheduler::OfferRescinded {
+                offer_id: offer_id.clone(),
+            },
+            out,
+        );
     }
 
     pub(super) fn rescind_agent_offers(&mut self, agent_id: &AgentId, out: &mut Vec<Command>) {
@@ -176,16 +174,12 @@ impl Books {
         // The agent is leaving the allocator or re-entering it whole, so
         // the resources need not be recovered first; `now` is irrelevant.
         for offer_id in offers {
-            if let Some(offer) = self.take_offer(&offer_id)
-                && let Some(pid) = self
-                    .frameworks
-                    .get(&offer.framework_id)
-                    .and_then(|f| f.pid.clone())
-            {
-                out.push(Command::ToScheduler(
-                    pid,
+            if let Some(offer) = self.take_offer(&offer_id) {
+                self.tell_scheduler(
+                    &offer.framework_id,
                     ToScheduler::OfferRescinded { offer_id },
-                ));
+                    out,
+                );
             }
         }
     }

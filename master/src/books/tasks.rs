@@ -119,13 +119,7 @@ impl Books {
         };
         let status = Books::master_status(&task, state, reason, message, self.wall_ms(now));
         self.apply_status(now, framework_id, task_id, status.clone());
-        if let Some(pid) = self
-            .frameworks
-            .get(framework_id)
-            .and_then(|f| f.pid.clone())
-        {
-            out.push(Command::ToScheduler(pid, ToScheduler::Update { status }));
-        }
+        self.tell_scheduler(framework_id, ToScheduler::Update { status }, out);
     }
 
     /// Answers a task that never launched (invalid, or its offers gone).

@@ -274,7 +274,7 @@ fn resources_a_task_frees_are_offered_at_once() {
 }
 
 #[test]
-fn a_new_executor_is_charged_once_and_released_when_it_exits() {
+fn a_new_executor_is_charged_once_released_when_it_exits_and_reported_lost() {
     let mut h = Harness::new();
     let agent = pid("agent@10.0.0.1:5051");
     let agent_id = h.register_agent(&agent, "cpus:4;mem:1024", "");
@@ -310,12 +310,20 @@ fn a_new_executor_is_charged_once_and_released_when_it_exits() {
         r("cpus:3;mem:896"),
         "the executor still holds its share"
     );
-    h.send(
+    let out = h.send(
         &agent,
         ToMaster::ExecutorExited {
             framework_id,
             executor_id: executor.executor_id.clone(),
         },
+    );
+    assert!(
+        out.iter().any(|command| matches!(
+            command,
+            Command::ToScheduler(to, ToScheduler::ExecutorLost { executor_id, .. })
+                if to == &scheduler && executor_id.as_str() == "e1"
+        )),
+        "the scheduler hears its executor is lost: {out:#?}"
     );
     assert_eq!(offered_or_free(&h, &agent_id), r("cpus:4;mem:1024"));
 }
