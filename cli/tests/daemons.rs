@@ -20,37 +20,14 @@ fn a_command_runs_on_an_agent_daemon() {
     let _ = std::fs::remove_dir_all(&work_dir);
     let work = work_dir.to_str().unwrap();
     TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
-    let master = ChildNode::start_daemon(
-        Path::new(STRATA),
-        &[
-            "master",
-            "--port",
-            "0",
-            "--work-dir",
-            work,
-            "--allocation-interval",
-            "0.1",
-        ],
-    )
-    .unwrap();
+    let master = start_master(work);
     let master_address = master.pid.addr().to_string();
-    let _agent = ChildNode::start_daemon(
-        Path::new(STRATA),
-        &[
-            "agent",
-            "--master",
-            &master_address,
-            "--port",
-            "0",
-            "--work-dir",
-            work,
-            "--resources",
-            "cpus:2;mem:512",
-            "--attributes",
-            "rack:r1",
-        ],
-    )
-    .unwrap();
+    let _agent = start_agent(
+        &master_address,
+        work,
+        "cpus:2;mem:512",
+        &["--attributes", "rack:r1"],
+    );
     actix_rt::System::new().block_on(async {
         let tls = TlsMaterial::development(&work_dir.join("tls"), "scheduler").unwrap();
         let node = Node::bind(NodeConfig::new("127.0.0.1:0".parse().unwrap(), tls))
@@ -130,6 +107,86 @@ fn a_command_runs_on_an_agent_daemon() {
         std::fs::read_to_string(stdout).unwrap(),
         "hello from hello\n"
     );
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+fn start_master(work: &str) -> ChildNode {
+    ChildNode::start_daemon(
+        Path::new(STRATA),
+        &[
+            "master",
+            "--port",
+            "0",
+            "--work-dir",
+            work,
+            "--allocation-interval",
+            "0.1",
+        ],
+    )
+    .unwrap()
+}
+
+fn start_agent(master: &str, work: &str, resources: &str, extra: &[&str]) -> ChildNode {
+    let mut args = vec![
+        "agent",
+        "--master",
+        master,
+        "--port",
+        "0",
+        "--work-dir",
+        work,
+        "--resources",
+        resources,
+    ];
+    args.extend_from_slice(extra);
+    ChildNode::start_daemon(Path::new(STRATA), &args).unwrap()
+}
+
+#[test]
+fn execute_spreads_instances_over_agent_daemons() {
+    let work_dir = std::env::temp_dir().join(format!("strata-spread-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let work = work_dir.to_str().unwrap();
+    TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
+    let master = start_master(work);
+    let master_address = master.pid.addr().to_string();
+    // One cpu each: two one-cpu instances cannot share an agent.
+    let _first = start_agent(&master_address, work, "cpus:1;mem:256", &[]);
+    let _second = start_agent(&master_address, work, "cpus:1;mem:256", &[]);
+    let output = std::process::Command::new(STRATA)
+        .args([
+            "execute",
+            "--master",
+            &master_address,
+            "--name",
+            "spread",
+            "--command",
+            "true",
+            "--instances",
+            "2",
+            "--resources",
+            "cpus:1;mem:64",
+            "--work-dir",
+            work,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let agents: std::collections::BTreeSet<&str> = stdout
+        .lines()
+        .filter(|line| line.contains("TASK_FINISHED"))
+        .filter_map(|line| {
+            line.split_whitespace()
+                .find(|word| word.starts_with("agent="))
+        })
+        .collect();
+    assert_eq!(agents.len(), 2, "one instance per agent: {stdout}");
     let _ = std::fs::remove_dir_all(&work_dir);
 }
 
