@@ -150,7 +150,8 @@ fn execute_spreads_instances_over_agent_daemons() {
     TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
     let master = start_master(work);
     let master_address = master.pid.addr().to_string();
-    // One cpu each: two one-cpu instances cannot share an agent.
+    // One cpu per agent and per instance, and the instances overlap for
+    // two seconds: they can only run at once on two different agents.
     let _first = start_agent(&master_address, work, "cpus:1;mem:256", &[]);
     let _second = start_agent(&master_address, work, "cpus:1;mem:256", &[]);
     let output = std::process::Command::new(STRATA)
@@ -161,7 +162,7 @@ fn execute_spreads_instances_over_agent_daemons() {
             "--name",
             "spread",
             "--command",
-            "true",
+            "sleep 2",
             "--instances",
             "2",
             "--resources",
