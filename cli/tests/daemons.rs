@@ -12,6 +12,8 @@ use strata_protocol::{
 };
 use strata_runtime::{Node, NodeConfig, Received, TlsMaterial};
 
+mod common;
+
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
 #[test]
@@ -150,44 +152,13 @@ fn execute_spreads_instances_over_agent_daemons() {
     TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
     let master = start_master(work);
     let master_address = master.pid.addr().to_string();
-    // One cpu per agent and per instance, and the instances overlap for
-    // two seconds: they can only run at once on two different agents.
     let _first = start_agent(&master_address, work, "cpus:1;mem:256", &[]);
     let _second = start_agent(&master_address, work, "cpus:1;mem:256", &[]);
     let output = std::process::Command::new(STRATA)
-        .args([
-            "execute",
-            "--master",
-            &master_address,
-            "--name",
-            "spread",
-            "--command",
-            "sleep 2",
-            "--instances",
-            "2",
-            "--resources",
-            "cpus:1;mem:64",
-            "--work-dir",
-            work,
-        ])
+        .args(common::two_overlapping_instances(&master_address, work))
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let agents: std::collections::BTreeSet<&str> = stdout
-        .lines()
-        .filter(|line| line.contains("TASK_FINISHED"))
-        .filter_map(|line| {
-            line.split_whitespace()
-                .find(|word| word.starts_with("agent="))
-        })
-        .collect();
-    assert_eq!(agents.len(), 2, "one instance per agent: {stdout}");
+    common::assert_one_instance_per_agent(&output);
     let _ = std::fs::remove_dir_all(&work_dir);
 }
 

@@ -10,12 +10,13 @@
 //! the sandbox forbids it the test says why and passes without running.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use strata_integration::ChildNode;
 use strata_runtime::TlsMaterial;
+
+mod common;
 
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
@@ -176,45 +177,13 @@ fn a_framework_runs_across_three_hosts_in_network_namespaces() {
     assert_eq!(first.pid.addr().ip().to_string(), first_ip);
     assert_eq!(second.pid.addr().ip().to_string(), second_ip);
 
-    // One cpu per agent and per instance, and the instances overlap for
-    // two seconds: they can only run at once on two different agents.
-    let execute = in_namespace(
-        master_ns,
-        &[
-            "execute",
-            "--master",
-            &master_address,
-            "--name",
-            "across",
-            "--command",
-            "sleep 2",
-            "--instances",
-            "2",
-            "--resources",
-            "cpus:1;mem:64",
-            "--work-dir",
-            work,
-            "--timeout",
-            "30",
-        ],
-    );
-    let output = Command::new("ip").args(&execute).output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let agents: BTreeSet<&str> = stdout
-        .lines()
-        .filter(|line| line.contains("TASK_FINISHED"))
-        .filter_map(|line| {
-            line.split_whitespace()
-                .find(|word| word.starts_with("agent="))
-        })
-        .collect();
-    assert_eq!(agents.len(), 2, "one instance per host: {stdout}");
+    let execute = common::two_overlapping_instances(&master_address, work);
+    let execute: Vec<&str> = execute.iter().map(String::as_str).collect();
+    let output = Command::new("ip")
+        .args(in_namespace(master_ns, &execute))
+        .output()
+        .unwrap();
+    common::assert_one_instance_per_agent(&output);
 
     drop((first, second, master));
     drop(namespaces);
