@@ -1,6 +1,6 @@
 //! `strata local` and `strata execute`, both as real processes: exit 0 for
 //! `true`, 1 for `false`, 2 for what cannot be placed; `local` stops
-//! cleanly on SIGTERM.
+//! cleanly on SIGTERM and its running tasks die with it.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -80,9 +80,68 @@ fn execute_against_local_returns_the_documented_exit_codes() {
         "{explanation}"
     );
 
+    // A task still running when `local` is told to stop dies with it.
+    let mut long = Command::new(STRATA)
+        .args([
+            "execute",
+            "--master",
+            &master,
+            "--name",
+            "long",
+            "--command",
+            "echo $$ > pid; exec sleep 1000",
+            "--work-dir",
+        ])
+        .arg(&work_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sandbox = BufReader::new(long.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .find_map(|line| {
+            line.split_once(" running in ")
+                .map(|(_, sandbox)| std::path::PathBuf::from(sandbox))
+        })
+        .expect("the long task runs");
+    let pid_file = sandbox.join("pid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&pid_file).map_or(true, |pid| !pid.ends_with('\n')) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never wrote its pid"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let task_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(task_pid), "the task runs before the stop");
+
     let pid = rustix::process::Pid::from_raw(local.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let status = local.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alive(task_pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task outlived `strata local`"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = long.kill();
+    let _ = long.wait();
     let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
 }
