@@ -183,6 +183,7 @@ fn bad_flags_are_refused_with_the_bad_part_named() {
         (&["agent", "--attributes", "rack"][..], "rack"),
         (&["agent", "--master", "localhost:5050"][..], "localhost"),
         (&["master", "--allocation-policy", "fair"][..], "fair"),
+        (&["master", "--log-format", "yaml"][..], "yaml"),
     ] {
         let output = std::process::Command::new(STRATA)
             .args(args)
@@ -192,4 +193,39 @@ fn bad_flags_are_refused_with_the_bad_part_named() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn daemons_can_log_json_lines() {
+    use std::io::{BufRead, BufReader};
+    let work_dir = std::env::temp_dir().join(format!("strata-json-logs-{}", std::process::id()));
+    let mut master = std::process::Command::new(STRATA)
+        .args([
+            "master",
+            "--port",
+            "0",
+            "--log-format",
+            "json",
+            "--work-dir",
+        ])
+        .arg(&work_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(master.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = master.kill();
+    let _ = master.wait();
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let line = line.trim();
+    assert!(
+        line.starts_with('{')
+            && line.ends_with('}')
+            && line.contains(r#""level":"INFO""#)
+            && line.contains(r#""fields":{"message":"#),
+        "{line}"
+    );
 }
