@@ -124,7 +124,9 @@ pub trait Scheduler: Sized + 'static {
     ) {
     }
 
-    /// The master refused something; the message says what.
+    /// The master refused something; the message says what. A refused
+    /// subscription (an invalid role, a framework the master removed) is
+    /// final: the scheduler stops after this callback.
     fn error(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, message: &str) {
         warn!(message, "the master reported an error");
     }
@@ -185,9 +187,14 @@ impl<S: Scheduler> SchedulerDriver<'_, '_, S> {
     }
 
     fn call(&mut self, make: impl FnOnce(FrameworkId) -> ToMaster) {
-        let Some(framework_id) = self.state.framework_id.clone() else {
-            debug!("call before registration dropped");
-            return;
+        let framework_id = match &self.state.framework_id {
+            Some(framework_id) if self.state.subscribed => framework_id.clone(),
+            // The master does not know this scheduler now; at most once,
+            // so the call is dropped and the protocol recovers.
+            _ => {
+                debug!("call while not subscribed dropped");
+                return;
+            }
         };
         let master = self.state.config.master.clone();
         if let Err(error) = self.ctx.send(&master, make(framework_id)) {
@@ -424,7 +431,13 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
                 scheduler.executor_lost(driver, &agent_id, &executor_id)
             }),
             ToScheduler::Error { message } => {
-                self.with_driver(ctx, |scheduler, driver| scheduler.error(driver, &message))
+                self.with_driver(ctx, |scheduler, driver| scheduler.error(driver, &message));
+                // Calls are only sent while subscribed, so an error now
+                // answers the subscription itself.
+                if !self.state.subscribed {
+                    warn!(message, "the master refused the subscription; stopping");
+                    ctx.stop();
+                }
             }
         }
     }

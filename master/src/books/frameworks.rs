@@ -54,6 +54,10 @@ impl Books {
             return;
         }
         let framework_id = match info.id.clone() {
+            Some(id) if self.removed_frameworks.contains(&id) => {
+                let reason = format!("framework {id} was removed; subscribe as a new framework");
+                return self.refuse_request(&pid, reason, out);
+            }
             Some(id) => id,
             None => {
                 let id = Books::next_id(&self.id_prefix, "F", &mut self.next_framework);
@@ -83,6 +87,9 @@ impl Books {
                 framework.constraints = constraints.clone();
                 framework.info.failover_timeout = info.failover_timeout;
                 framework.info.capabilities = info.capabilities.clone();
+                // Offers made to the previous scheduler are void: their
+                // resources go back to be offered to this one.
+                self.rescind_framework_offers(now, &framework_id);
                 self.allocator.set_constraints(&framework_id, constraints);
                 self.allocator.revive(&framework_id);
             }
@@ -247,6 +254,10 @@ impl Books {
             ));
         }
         self.allocator.remove_framework(framework_id);
+        if self.removed_frameworks.len() == super::REMOVED_FRAMEWORKS_KEPT {
+            self.removed_frameworks.pop_front();
+        }
+        self.removed_frameworks.push_back(framework_id.clone());
         out.push(Command::Log(Event::FrameworkRemoved {
             framework_id: framework_id.clone(),
             reason: reason.to_owned(),

@@ -176,6 +176,11 @@ pub struct OfferEntry {
 }
 
 /// The master's books.
+/// Most removed framework ids remembered to refuse their return. Apache
+/// Mesos remembers 50 completed frameworks by default
+/// (`--max_completed_frameworks`); ids are small, so more are kept here.
+pub const REMOVED_FRAMEWORKS_KEPT: usize = 1000;
+
 pub struct Books {
     config: Config,
     /// Prefix of every id this master hands out.
@@ -189,6 +194,9 @@ pub struct Books {
     agents_by_pid: BTreeMap<String, AgentId>,
     frameworks: BTreeMap<FrameworkId, FrameworkEntry>,
     frameworks_by_pid: BTreeMap<String, FrameworkId>,
+    /// Frameworks this master removed, most recent last, so one cannot
+    /// come back under its old id (at most [`REMOVED_FRAMEWORKS_KEPT`]).
+    removed_frameworks: std::collections::VecDeque<FrameworkId>,
     offers: BTreeMap<OfferId, OfferEntry>,
     /// An instant and the wall-clock time then, in milliseconds since the
     /// Unix epoch, so statuses carry wall-clock timestamps without the
@@ -232,6 +240,7 @@ impl Books {
             agents_by_pid: BTreeMap::new(),
             frameworks: BTreeMap::new(),
             frameworks_by_pid: BTreeMap::new(),
+            removed_frameworks: std::collections::VecDeque::new(),
             offers: BTreeMap::new(),
             epoch: None,
         }

@@ -568,6 +568,85 @@ fn a_scheduler_that_disconnects_without_failover_is_removed() {
     assert!(h.books.frameworks().is_empty());
     assert_eq!(h.books.free(&agent_id), Some(r("cpus:4;mem:4096")));
     invariants::check(&h.books).unwrap();
+
+    // It cannot come back under its old id.
+    let returning = pid("s@10.0.0.9:4001");
+    let info = FrameworkInfo {
+        id: Some(framework_id.clone()),
+        ..FrameworkInfo::new("f", "u")
+    };
+    let out = h.send(
+        &returning,
+        ToMaster::Subscribe {
+            info,
+            constraints: vec![],
+        },
+    );
+    assert!(
+        out.iter().any(|command| matches!(
+            command,
+            Command::ToScheduler(to, ToScheduler::Error { message })
+                if to == &returning && message.contains("was removed")
+        )),
+        "{out:#?}"
+    );
+    assert!(h.books.frameworks().is_empty());
+}
+
+#[test]
+fn a_scheduler_taking_over_is_offered_what_its_predecessor_held() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:4;mem:4096", "");
+    let first = pid("s@10.0.0.9:4000");
+    let info = FrameworkInfo {
+        failover_timeout: Duration::from_secs(60),
+        ..FrameworkInfo::new("f", "u")
+    };
+    let (framework_id, out) = h.subscribe(&first, info.clone(), vec![]);
+    assert_eq!(offers_to(&out, &first).len(), 1);
+    // The master has not noticed the first scheduler is gone when the
+    // second one subscribes with the framework's id.
+    let second = pid("s@10.0.0.8:4000");
+    let (same, out) = h.subscribe(
+        &second,
+        FrameworkInfo {
+            id: Some(framework_id.clone()),
+            ..info
+        },
+        vec![],
+    );
+    assert_eq!(same, framework_id);
+    let offers = offers_to(&out, &second);
+    assert_eq!(offers.len(), 1, "{out:#?}");
+    assert_eq!(offers[0].resources, r("cpus:4;mem:4096"));
+    invariants::check(&h.books).unwrap();
+
+    // The second scheduler runs a task, keeping the rest refused, and
+    // goes away; a third takes over and is offered the rest at once.
+    h.send(
+        &second,
+        accept(
+            &framework_id,
+            &[&offers[0]],
+            vec![task("t", &agent_id, "cpus:1;mem:128")],
+            5,
+        ),
+    );
+    h.books.handle(h.now, Input::Exited(second.clone()));
+    let third = pid("s@10.0.0.7:4000");
+    let (_, out) = h.subscribe(
+        &third,
+        FrameworkInfo {
+            id: Some(framework_id.clone()),
+            ..FrameworkInfo::new("f", "u")
+        },
+        vec![],
+    );
+    let offers = offers_to(&out, &third);
+    assert_eq!(offers.len(), 1, "{out:#?}");
+    assert_eq!(offers[0].resources, r("cpus:3;mem:3968"));
+    invariants::check(&h.books).unwrap();
 }
 
 #[test]
