@@ -1,0 +1,151 @@
+//! Framework failover over QUIC: a scheduler that goes away keeps its
+//! framework's tasks for the framework's failover timeout; a new scheduler
+//! subscribing with the framework's id within it takes them over. After
+//! it, the tasks are killed, their resources go to others and the old id
+//! is refused.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strata_agent::Runner;
+use strata_frameworks::scheduler::{self, SchedulerConfig, SchedulerDriver};
+use strata_integration::cluster::{
+    DEADLINE, Scheduler, fast_master, node, r, start_agent, start_master, task,
+};
+use strata_protocol::{FrameworkInfo, Offer, Operation, Reason, TaskState, TaskStatus, ToMaster};
+use strata_runtime::{CertificateAuthority, Node, Upid};
+
+fn with_failover(seconds: u64) -> FrameworkInfo {
+    FrameworkInfo {
+        failover_timeout: Duration::from_secs(seconds),
+        ..FrameworkInfo::new("service", "u")
+    }
+}
+
+/// Subscribes a scheduler on a node of its own and launches one long task
+/// on the first offer, taking `resources`; returns once it runs.
+async fn launch_long_task(
+    ca: &CertificateAuthority,
+    master: &Upid,
+    info: FrameworkInfo,
+    resources: &str,
+) -> (Node, Scheduler) {
+    let node = node(ca, "scheduler-1").await;
+    let mut scheduler = Scheduler::subscribe(&node, "scheduler", master, info).await;
+    let offers = scheduler.offers().await;
+    scheduler.send(ToMaster::Accept {
+        framework_id: scheduler.id(),
+        offer_ids: vec![offers[0].id.clone()],
+        operations: vec![Operation::Launch(vec![task(
+            "long",
+            &offers[0].agent_id,
+            resources,
+            600_000,
+        )])],
+        filters: Default::default(),
+    });
+    while scheduler.update().await.state != TaskState::Running {}
+    (node, scheduler)
+}
+
+#[test]
+fn a_scheduler_replaced_within_the_failover_timeout_keeps_its_tasks() {
+    actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let (_master_node, master) = start_master(&ca, fast_master()).await;
+        let _agent = start_agent(&ca, &master, "agent", "cpus:2;mem:1024", Runner::InProcess).await;
+        let (first_node, first) =
+            launch_long_task(&ca, &master, with_failover(60), "cpus:1;mem:128").await;
+        let framework_id = first.id();
+        // The scheduler's process goes away without a word.
+        drop(first);
+        first_node.close(Duration::from_secs(1)).await;
+        drop(first_node);
+
+        let second_node = node(&ca, "scheduler-2").await;
+        let info = FrameworkInfo {
+            id: Some(framework_id.clone()),
+            ..with_failover(60)
+        };
+        let mut second = Scheduler::subscribe(&second_node, "scheduler", &master, info).await;
+        assert_eq!(second.id(), framework_id);
+        // The new scheduler is offered what the task leaves free...
+        let offers = second.offers().await;
+        assert_eq!(offers[0].resources, r("cpus:1;mem:896"));
+        // ...and learns that the task still runs.
+        second.send(ToMaster::Reconcile {
+            framework_id,
+            tasks: vec![],
+        });
+        let status = loop {
+            let status = second.update().await;
+            if status.reason == Some(Reason::Reconciliation) {
+                break status;
+            }
+        };
+        assert_eq!(status.task_id.as_str(), "long");
+        assert_eq!(status.state, TaskState::Running);
+    });
+}
+
+/// Records the master's error and otherwise does nothing.
+struct Returning {
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl scheduler::Scheduler for Returning {
+    fn resource_offers(&mut self, _: &mut SchedulerDriver<'_, '_, Self>, _: Vec<Offer>) {}
+
+    fn status_update(&mut self, _: &mut SchedulerDriver<'_, '_, Self>, _: &TaskStatus) {}
+
+    fn error(&mut self, _: &mut SchedulerDriver<'_, '_, Self>, message: &str) {
+        *self.error.lock().unwrap() = Some(message.to_owned());
+    }
+}
+
+#[test]
+fn beyond_the_failover_timeout_tasks_are_killed_and_the_id_refused() {
+    actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let (_master_node, master) = start_master(&ca, fast_master()).await;
+        let _agent = start_agent(&ca, &master, "agent", "cpus:2;mem:1024", Runner::InProcess).await;
+        // The task takes the whole agent, so another framework is offered
+        // nothing while it runs.
+        let (first_node, first) =
+            launch_long_task(&ca, &master, with_failover(1), "cpus:2;mem:1024").await;
+        let framework_id = first.id();
+        let others = node(&ca, "others").await;
+        let mut other =
+            Scheduler::subscribe(&others, "other", &master, FrameworkInfo::new("other", "u")).await;
+        drop(first);
+        first_node.close(Duration::from_secs(1)).await;
+        drop(first_node);
+
+        // A second after the scheduler went, its task is killed and the
+        // whole agent is offered to the other framework.
+        let offers = other.offers().await;
+        assert_eq!(offers[0].resources, r("cpus:2;mem:1024"));
+
+        // A scheduler coming back under the old id is refused and stops.
+        let error = Arc::new(Mutex::new(None));
+        let config = SchedulerConfig::new(
+            master.clone(),
+            FrameworkInfo {
+                id: Some(framework_id),
+                ..with_failover(1)
+            },
+        );
+        let recorded = error.clone();
+        let pid = scheduler::spawn(&others, "returning", config, move || Returning {
+            error: recorded.clone(),
+        })
+        .unwrap();
+        tokio::time::timeout(DEADLINE, scheduler::wait(&others, &pid))
+            .await
+            .expect("a refused scheduler stops")
+            .unwrap();
+        let message = error.lock().unwrap().clone().unwrap();
+        assert!(message.contains("was removed"), "{message}");
+    });
+}
