@@ -5,9 +5,12 @@
 //! (repeated until answered, since messages are delivered at most once),
 //! re-subscribing with its framework id after losing the master (a
 //! failover), acknowledging status updates on delivery (unless asked not
-//! to), and reconciling its tasks after every (re)registration. The
+//! to), and reconciling its tasks after every (re)registration: each task
+//! it launched or heard of is asked about until the master answers, with
+//! backoff, and then every task the master knows. The
 //! [`SchedulerDriver`] given to every callback accepts, declines, kills,
-//! revives and so on; every call is a message, nothing is buffered.
+//! revives and so on; every call is a message, nothing is buffered (the
+//! driver remembers only its framework's unfinished tasks).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -62,6 +65,7 @@
 //! # }
 //! ```
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use strata_protocol::{
@@ -144,7 +148,17 @@ pub struct SchedulerConfig {
     pub implicit_acknowledgements: bool,
     /// How often an unanswered subscription is repeated.
     pub resubscribe_interval: Duration,
+    /// After a (re)registration the driver asks the master for the state
+    /// of every task it knows; tasks not answered within this are asked
+    /// again, the wait doubling up to [`MAX_RECONCILE_BACKOFF`].
+    pub reconcile_backoff: Duration,
 }
+
+/// The longest wait between two reconciliations of unanswered tasks.
+pub const MAX_RECONCILE_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Most tasks named in one reconciliation message.
+const RECONCILE_CHUNK: usize = 10_000;
 
 impl SchedulerConfig {
     pub fn new(master: Upid, info: FrameworkInfo) -> SchedulerConfig {
@@ -154,6 +168,7 @@ impl SchedulerConfig {
             constraints: Vec::new(),
             implicit_acknowledgements: true,
             resubscribe_interval: Duration::from_secs(2),
+            reconcile_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -164,6 +179,36 @@ struct State {
     config: SchedulerConfig,
     framework_id: Option<FrameworkId>,
     subscribed: bool,
+    /// Tasks launched or reported and not yet terminal, with their agents.
+    tasks: BTreeMap<TaskId, Option<AgentId>>,
+    /// Tasks of the current reconciliation not answered yet.
+    unanswered: BTreeSet<TaskId>,
+    /// Bumped by every reconciliation, so older retries stand down.
+    reconciliation: u64,
+}
+
+impl State {
+    fn new(config: SchedulerConfig) -> State {
+        State {
+            config,
+            framework_id: None,
+            subscribed: false,
+            tasks: BTreeMap::new(),
+            unanswered: BTreeSet::new(),
+            reconciliation: 0,
+        }
+    }
+
+    /// Keeps the driver's view of a task in step with what it hears.
+    fn track(&mut self, status: &TaskStatus) {
+        self.unanswered.remove(&status.task_id);
+        if status.state.is_terminal() {
+            self.tasks.remove(&status.task_id);
+        } else {
+            self.tasks
+                .insert(status.task_id.clone(), status.agent_id.clone());
+        }
+    }
 }
 
 /// What a scheduler can ask of the master.
@@ -212,6 +257,17 @@ impl<S: Scheduler> SchedulerDriver<'_, '_, S> {
         operations: Vec<Operation>,
         filters: Filters,
     ) {
+        for operation in &operations {
+            match operation {
+                Operation::Launch(tasks) => {
+                    for task in tasks {
+                        self.state
+                            .tasks
+                            .insert(task.task_id.clone(), Some(task.agent_id.clone()));
+                    }
+                }
+            }
+        }
         self.call(|framework_id| ToMaster::Accept {
             framework_id,
             offer_ids,
@@ -342,6 +398,59 @@ impl<S: Scheduler> SchedulerProcess<S> {
         call(&mut self.scheduler, &mut driver);
     }
 
+    /// Asks for the state of every task the driver knows, then of every
+    /// task the master knows (which finds tasks the driver never heard
+    /// of), and asks again for the unanswered ones with backoff.
+    fn start_reconciliation(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        self.state.reconciliation += 1;
+        self.state.unanswered = self.state.tasks.keys().cloned().collect();
+        self.reconcile_unanswered(ctx);
+        self.with_driver(ctx, |_, driver| driver.reconcile(Vec::new()));
+        let backoff = self.state.config.reconcile_backoff;
+        self.retry_reconciliation(ctx, self.state.reconciliation, backoff);
+    }
+
+    fn reconcile_unanswered(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let asked: Vec<ReconcileTask> = self
+            .state
+            .unanswered
+            .iter()
+            .map(|task_id| ReconcileTask {
+                task_id: task_id.clone(),
+                agent_id: self.state.tasks.get(task_id).cloned().flatten(),
+            })
+            .collect();
+        self.with_driver(ctx, |_, driver| {
+            for chunk in asked.chunks(RECONCILE_CHUNK) {
+                driver.reconcile(chunk.to_vec());
+            }
+        });
+    }
+
+    fn retry_reconciliation(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        reconciliation: u64,
+        delay: Duration,
+    ) {
+        ctx.run_later(delay, move |process, ctx| {
+            let state = &process.state;
+            if state.reconciliation != reconciliation
+                || !state.subscribed
+                || state.unanswered.is_empty()
+            {
+                return;
+            }
+            debug!(
+                tasks = state.unanswered.len(),
+                "reconciling unanswered tasks again"
+            );
+            process.reconcile_unanswered(ctx);
+            let next = (delay * 2).min(MAX_RECONCILE_BACKOFF);
+            process.retry_reconciliation(ctx, reconciliation, next);
+        });
+    }
+
     fn subscribe(&mut self, ctx: &mut ProcessContext<'_, Self>) {
         if self.state.subscribed {
             return;
@@ -392,9 +501,8 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
                     } else {
                         scheduler.reregistered(driver);
                     }
-                    // Learn the state of every task the master knows.
-                    driver.reconcile(Vec::new());
                 });
+                self.start_reconciliation(ctx);
             }
             ToScheduler::Offers(offers) => self.with_driver(ctx, |scheduler, driver| {
                 scheduler.resource_offers(driver, offers)
@@ -404,6 +512,7 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
                     scheduler.offer_rescinded(driver, &offer_id)
                 }),
             ToScheduler::Update { status } => {
+                self.state.track(&status);
                 let implicit = self.state.config.implicit_acknowledgements;
                 self.with_driver(ctx, |scheduler, driver| {
                     // Acknowledged on delivery, before the callback, so a
@@ -464,11 +573,7 @@ pub fn spawn<S: Scheduler>(
         id,
         move || SchedulerProcess {
             scheduler: factory(),
-            state: State {
-                config: config.clone(),
-                framework_id: None,
-                subscribed: false,
-            },
+            state: State::new(config.clone()),
         },
         // A scheduler that fails is reported, not silently restarted with
         // an empty state.

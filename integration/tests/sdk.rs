@@ -97,3 +97,150 @@ fn a_batch_scheduler_runs_its_tasks_and_stops() {
         assert_eq!(record.finished, 5);
     });
 }
+
+/// Launches one task on the first offer it gets and declines the rest.
+struct LaunchOnce {
+    launched: bool,
+}
+
+impl Scheduler for LaunchOnce {
+    fn resource_offers(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, offers: Vec<Offer>) {
+        for offer in offers {
+            if self.launched {
+                driver.decline(&offer.id);
+            } else {
+                self.launched = true;
+                driver.launch(&offer.id, vec![task("t", &offer.agent_id, "cpus:1", 1000)]);
+            }
+        }
+    }
+
+    fn status_update(&mut self, _: &mut SchedulerDriver<'_, '_, Self>, _: &TaskStatus) {}
+}
+
+/// The next message a master played by the test receives.
+async fn next(
+    inbox: &mut strata_runtime::Inbox<strata_protocol::ToMaster>,
+) -> strata_protocol::ToMaster {
+    match inbox.recv_within(std::time::Duration::from_secs(10)).await {
+        Some(strata_runtime::Received::Message(_, message)) => message,
+        other => panic!("the scheduler went quiet: {other:?}"),
+    }
+}
+
+/// A master played by the test: it takes the SDK through a launch and a
+/// master failover, then leaves the reconciliation unanswered twice. The
+/// SDK asks again with backoff until answered, and then stops asking.
+#[test]
+fn the_sdk_reconciles_its_tasks_until_the_master_answers() {
+    use std::time::Duration;
+    use strata_protocol::{AgentId, Attributes, OfferId, Reason, Source, ToMaster, ToScheduler};
+    use strata_runtime::Received;
+
+    actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let master_node = node(&ca, "master").await;
+        let mut master = master_node.inbox::<ToMaster>("master", 64).unwrap();
+        let schedulers = node(&ca, "schedulers").await;
+        // Named as users name it, so any incarnation of it is the master.
+        let master_pid = format!("master@{}", master_node.addr()).parse().unwrap();
+        let mut config = SchedulerConfig::new(master_pid, FrameworkInfo::new("reconciling", "u"));
+        config.resubscribe_interval = Duration::from_millis(100);
+        config.reconcile_backoff = Duration::from_millis(100);
+        let scheduler = scheduler::spawn(&schedulers, "scheduler", config, || LaunchOnce {
+            launched: false,
+        })
+        .unwrap();
+        let framework_id = FrameworkId::new("F1").unwrap();
+        let agent_id = AgentId::new("S1").unwrap();
+        // Registration, an offer, a launch.
+        assert!(matches!(
+            next(&mut master).await,
+            ToMaster::Subscribe { .. }
+        ));
+        let subscribed = ToScheduler::Subscribed {
+            framework_id: framework_id.clone(),
+        };
+        master.send(&scheduler, subscribed.clone()).unwrap();
+        let offer = Offer {
+            id: OfferId::new("O1").unwrap(),
+            framework_id: framework_id.clone(),
+            agent_id: agent_id.clone(),
+            hostname: "h".into(),
+            resources: r("cpus:1"),
+            attributes: Attributes::default(),
+        };
+        master
+            .send(&scheduler, ToScheduler::Offers(vec![offer]))
+            .unwrap();
+        loop {
+            if let ToMaster::Accept { .. } = next(&mut master).await {
+                break;
+            }
+        }
+
+        // The master fails over: its node goes, a new one takes its
+        // address, and the scheduler subscribes again with its id.
+        let address = master_node.addr();
+        drop(master);
+        master_node.close(Duration::from_secs(1)).await;
+        drop(master_node);
+        let mut config = strata_runtime::NodeConfig::new(address, ca.issue("master").unwrap());
+        config.quic.idle_timeout = Duration::from_secs(2);
+        // The old endpoint lets go of its socket once its driver ends.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let master_node = loop {
+            match strata_runtime::Node::bind(config.clone()).await {
+                Ok(node) => break node,
+                Err(error) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(%error, "address not free yet");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!("cannot bind the master's address again: {error}"),
+            }
+        };
+        let mut master = master_node.inbox::<ToMaster>("master", 64).unwrap();
+        loop {
+            if let ToMaster::Subscribe { info, .. } = next(&mut master).await {
+                assert_eq!(info.id.as_ref(), Some(&framework_id));
+                break;
+            }
+        }
+        master.send(&scheduler, subscribed).unwrap();
+
+        // The scheduler names its task until answered; the third time, the
+        // master answers.
+        let mut asked = 0;
+        while asked < 3 {
+            if let ToMaster::Reconcile { tasks, .. } = next(&mut master).await
+                && tasks.iter().any(|task| task.task_id.as_str() == "t")
+            {
+                assert_eq!(tasks[0].agent_id.as_ref(), Some(&agent_id));
+                asked += 1;
+            }
+        }
+        let status = TaskStatus {
+            task_id: strata_protocol::TaskId::new("t").unwrap(),
+            state: TaskState::Running,
+            source: Source::Master,
+            reason: Some(Reason::Reconciliation),
+            message: String::new(),
+            agent_id: Some(agent_id),
+            executor_id: None,
+            update_id: None,
+            timestamp_ms: 0,
+        };
+        master
+            .send(&scheduler, ToScheduler::Update { status })
+            .unwrap();
+        // Answered: no more questions about it (the backoff had reached
+        // 400 ms; a second is more than two more rounds).
+        while let Some(Received::Message(_, message)) =
+            master.recv_within(Duration::from_secs(1)).await
+        {
+            if let ToMaster::Reconcile { tasks, .. } = message {
+                assert!(tasks.is_empty(), "asked again after the answer: {tasks:?}");
+            }
+        }
+    });
+}
