@@ -46,6 +46,8 @@ const MAX_REGISTRATION_BACKOFF: Duration = Duration::from_secs(60);
 
 /// How often unacknowledged updates are checked for resending.
 const UPDATE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the agent checks that its master still pings it.
+const MASTER_SILENCE_CHECK: Duration = Duration::from_millis(250);
 
 /// What an agent needs to start.
 #[derive(Debug, Clone)]
@@ -156,6 +158,10 @@ pub struct Agent {
     usage: BTreeMap<(FrameworkId, TaskId), crate::usage::GroupUsage>,
     executors: crate::executors::Executors,
     random: SplitMix,
+    /// The longest the master may stay silent, as it said when it
+    /// registered this agent, and when it last pinged.
+    master_ping_limit: Option<Duration>,
+    last_ping: Instant,
 }
 
 fn now() -> Instant {
@@ -189,6 +195,8 @@ impl Agent {
             usage: BTreeMap::new(),
             executors: BTreeMap::new(),
             random,
+            master_ping_limit: None,
+            last_ping: now(),
         }
     }
 
@@ -299,6 +307,27 @@ impl Agent {
             attempt: attempt.saturating_add(1),
         };
         ctx.run_later(wait, |agent, ctx| agent.register(ctx));
+    }
+
+    /// A master that stopped pinging has lost this agent (a partition it
+    /// may not even see from here, with the connection still up): it has
+    /// marked the agent unreachable, so the agent registers again.
+    fn check_master_silence(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let Some(limit) = self.master_ping_limit else {
+            return;
+        };
+        if self.registration != Registration::Registered
+            || now().saturating_duration_since(self.last_ping) <= limit
+        {
+            return;
+        }
+        warn!(
+            master = %self.config.master,
+            silent_for = ?limit,
+            "no ping from the master; registering again"
+        );
+        self.registration = Registration::Registering { attempt: 0 };
+        self.register(ctx);
     }
 
     fn registered(&mut self, ctx: &mut ProcessContext<'_, Self>, agent_id: AgentId) {
@@ -642,6 +671,9 @@ impl Process for Agent {
         if matches!(self.config.runner, Runner::Processes { .. }) {
             ctx.run_every(self.config.usage_interval, |agent, _| agent.sample_usage());
         }
+        ctx.run_every(MASTER_SILENCE_CHECK, |agent, ctx| {
+            agent.check_master_silence(ctx)
+        });
         ctx.run_every(
             UPDATE_CHECK_INTERVAL.min(self.config.status_update_retry),
             |agent, ctx| {
@@ -679,14 +711,26 @@ impl Process for Agent {
             return;
         }
         match message {
-            ToAgent::AgentRegistered { agent_id } | ToAgent::AgentReregistered { agent_id } => {
+            ToAgent::AgentRegistered {
+                agent_id,
+                ping_timeout,
+            }
+            | ToAgent::AgentReregistered {
+                agent_id,
+                ping_timeout,
+            } => {
+                self.master_ping_limit = Some(ping_timeout);
+                self.last_ping = now();
                 self.registered(ctx, agent_id)
             }
             ToAgent::RegistrationRefused { reason } => {
                 error!(reason = %reason, "the master refused this agent");
                 self.registration = Registration::Refused;
             }
-            ToAgent::Ping { sequence } => self.to_master(ctx, ToMaster::Pong { sequence }),
+            ToAgent::Ping { sequence } => {
+                self.last_ping = now();
+                self.to_master(ctx, ToMaster::Pong { sequence })
+            }
             ToAgent::RunTask { framework, task } => self.run_task(ctx, framework, task),
             ToAgent::KillTask {
                 framework_id,

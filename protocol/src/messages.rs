@@ -145,11 +145,17 @@ impl strata_runtime::Message for ToMaster {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToAgent {
+    /// Admitted under `agent_id`. The master takes the agent as gone
+    /// after `ping_timeout` without a pong; the agent likewise takes the
+    /// master as lost, and registers again, after as long without a ping.
     AgentRegistered {
         agent_id: AgentId,
+        ping_timeout: std::time::Duration,
     },
+    /// Taken back under its old id; `ping_timeout` as for registration.
     AgentReregistered {
         agent_id: AgentId,
+        ping_timeout: std::time::Duration,
     },
     /// The master will not admit this agent, and says why.
     RegistrationRefused {

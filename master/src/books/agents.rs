@@ -59,7 +59,14 @@ impl Books {
         // A retried registration from an agent already admitted: answer
         // again with the same id.
         if let Some(agent_id) = self.agents_by_pid.get(&pid.to_string()).cloned() {
-            out.push(Command::ToAgent(pid, ToAgent::AgentRegistered { agent_id }));
+            let ping_timeout = self.agent_ping_limit();
+            out.push(Command::ToAgent(
+                pid,
+                ToAgent::AgentRegistered {
+                    agent_id,
+                    ping_timeout,
+                },
+            ));
             return;
         }
         let id = Books::next_id(&self.id_prefix, "S", &mut self.next_agent);
@@ -76,6 +83,7 @@ impl Books {
             pid,
             ToAgent::AgentRegistered {
                 agent_id: agent_id.clone(),
+                ping_timeout: self.agent_ping_limit(),
             },
         ));
         self.allocate_agents(now, &[agent_id], out);
@@ -177,6 +185,7 @@ impl Books {
             pid,
             ToAgent::AgentReregistered {
                 agent_id: agent_id.clone(),
+                ping_timeout: self.agent_ping_limit(),
             },
         ));
         self.allocate_agents(now, &[agent_id], out);
@@ -305,6 +314,14 @@ impl Books {
         for (agent_id, missed_pongs) in lost {
             self.mark_unreachable(now, &agent_id, missed_pongs, out);
         }
+    }
+
+    /// How long an agent may stay silent before it is unreachable: the
+    /// ping timeout times the pongs it may miss (Mesos: 15 s x 5).
+    fn agent_ping_limit(&self) -> std::time::Duration {
+        self.config
+            .agent_ping_timeout
+            .saturating_mul(self.config.max_missed_pongs)
     }
 
     pub(super) fn mark_unreachable(

@@ -66,7 +66,7 @@ impl Harness {
         let out = self.send(agent, ToMaster::RegisterAgent { info });
         out.iter()
             .find_map(|command| match command {
-                Command::ToAgent(to, ToAgent::AgentRegistered { agent_id }) if to == agent => {
+                Command::ToAgent(to, ToAgent::AgentRegistered { agent_id, .. }) if to == agent => {
                     Some(agent_id.clone())
                 }
                 _ => None,
