@@ -6,6 +6,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+mod common;
+
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
 #[test]
@@ -105,28 +107,15 @@ fn execute_against_local_returns_the_documented_exit_codes() {
                 .map(|(_, sandbox)| std::path::PathBuf::from(sandbox))
         })
         .expect("the long task runs");
-    let pid_file = sandbox.join("pid");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::fs::read_to_string(&pid_file).map_or(true, |pid| !pid.ends_with('\n')) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the task never wrote its pid"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let task_pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(alive(task_pid), "the task runs before the stop");
+    let task_pid = common::task_pid(&sandbox);
+    assert!(common::alive(task_pid), "the task runs before the stop");
 
     let pid = rustix::process::Pid::from_raw(local.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let status = local.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while alive(task_pid) {
+    while common::alive(task_pid) {
         assert!(
             std::time::Instant::now() < deadline,
             "the task outlived `strata local`"
@@ -136,12 +125,4 @@ fn execute_against_local_returns_the_documented_exit_codes() {
     let _ = long.kill();
     let _ = long.wait();
     let _ = std::fs::remove_dir_all(&work_dir);
-}
-
-/// Whether process `pid` exists and is not a zombie.
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-    })
 }

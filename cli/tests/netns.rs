@@ -43,6 +43,22 @@ impl Drop for Namespaces {
     }
 }
 
+/// Namespaces `strata-<host>-<tag>` for each host, or `None` (with the
+/// reason logged) where the sandbox does not permit them.
+fn namespaces_or_skip(hosts: &[&str], tag: &str) -> Option<(Namespaces, Vec<String>)> {
+    let names: Vec<String> = hosts
+        .iter()
+        .map(|host| format!("strata-{host}-{tag}"))
+        .collect();
+    match Namespaces::create(&names) {
+        Ok(namespaces) => Some((namespaces, names)),
+        Err(reason) => {
+            eprintln!("skipped: network namespaces are not permitted here ({reason})");
+            None
+        }
+    }
+}
+
 fn ip(args: &[&str]) -> Result<Output, String> {
     let output = Command::new("ip")
         .args(args)
@@ -117,19 +133,48 @@ fn start_in(namespace: &str, args: &[&str]) -> ChildNode {
     ChildNode::start_daemon(Path::new("ip"), &args).unwrap()
 }
 
+/// Starts `strata master` in `namespace` on `ip`, with `extra` flags.
+fn start_master_in(namespace: &str, ip: &str, work: &str, extra: &[&str]) -> ChildNode {
+    let mut args = vec![
+        "master",
+        "--ip",
+        ip,
+        "--port",
+        "0",
+        "--work-dir",
+        work,
+        "--allocation-interval",
+        "0.1",
+    ];
+    args.extend_from_slice(extra);
+    start_in(namespace, &args)
+}
+
+/// Starts `strata agent` in `namespace` on `ip`, with one cpu.
+fn start_agent_in(namespace: &str, master: &str, ip: &str, work: &str) -> ChildNode {
+    start_in(
+        namespace,
+        &[
+            "agent",
+            "--master",
+            master,
+            "--ip",
+            ip,
+            "--port",
+            "0",
+            "--work-dir",
+            work,
+            "--resources",
+            "cpus:1;mem:256",
+        ],
+    )
+}
+
 #[test]
 fn a_framework_runs_across_three_hosts_in_network_namespaces() {
     let tag = (std::process::id() % 100_000).to_string();
-    let names: Vec<String> = ["m", "a1", "a2"]
-        .iter()
-        .map(|host| format!("strata-{host}-{tag}"))
-        .collect();
-    let namespaces = match Namespaces::create(&names) {
-        Ok(namespaces) => namespaces,
-        Err(reason) => {
-            eprintln!("skipped: network namespaces are not permitted here ({reason})");
-            return;
-        }
+    let Some((namespaces, names)) = namespaces_or_skip(&["m", "a1", "a2"], &tag) else {
+        return;
     };
     let (master_ns, first_ns, second_ns) = (&names[0], &names[1], &names[2]);
     let first_ip = link(master_ns, first_ns, 1, &tag).unwrap();
@@ -139,41 +184,10 @@ fn a_framework_runs_across_three_hosts_in_network_namespaces() {
     let _ = std::fs::remove_dir_all(&work_dir);
     let work = work_dir.to_str().unwrap();
     TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
-    let master = start_in(
-        master_ns,
-        &[
-            "master",
-            "--ip",
-            "10.77.1.1",
-            "--port",
-            "0",
-            "--work-dir",
-            work,
-            "--allocation-interval",
-            "0.1",
-        ],
-    );
+    let master = start_master_in(master_ns, "10.77.1.1", work, &[]);
     let master_address = master.pid.addr().to_string();
-    let agent = |namespace: &str, address: &str| {
-        start_in(
-            namespace,
-            &[
-                "agent",
-                "--master",
-                &master_address,
-                "--ip",
-                address,
-                "--port",
-                "0",
-                "--work-dir",
-                work,
-                "--resources",
-                "cpus:1;mem:256",
-            ],
-        )
-    };
-    let first = agent(first_ns, &first_ip);
-    let second = agent(second_ns, &second_ip);
+    let first = start_agent_in(first_ns, &master_address, &first_ip, work);
+    let second = start_agent_in(second_ns, &master_address, &second_ip, work);
     assert_eq!(first.pid.addr().ip().to_string(), first_ip);
     assert_eq!(second.pid.addr().ip().to_string(), second_ip);
 
@@ -188,4 +202,137 @@ fn a_framework_runs_across_three_hosts_in_network_namespaces() {
     drop((first, second, master));
     drop(namespaces);
     let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+/// The lines a child prints, read on a thread so waiting has a deadline.
+fn lines_of(output: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Waits up to 30 s for a line containing `wanted`; returns it.
+fn read_until(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(wanted) => return line,
+            Ok(_) => {}
+            Err(error) => panic!("no line with {wanted:?} within 30 s: {error}"),
+        }
+    }
+}
+
+/// A partition between the master and an agent that keeps running: the
+/// master gives up on the agent and tells a partition-aware framework its
+/// task is UNREACHABLE; when the link heals, the agent (which noticed the
+/// master's pings stopped) registers again and the task, never killed, is
+/// RUNNING again.
+#[test]
+fn a_partitioned_agent_returns_with_its_task_for_a_partition_aware_framework() {
+    use std::process::Stdio;
+
+    let tag = format!("p{}", std::process::id() % 100_000);
+    let Some((namespaces, names)) = namespaces_or_skip(&["pm", "pa"], &tag) else {
+        return;
+    };
+    let (master_ns, agent_ns) = (&names[0], &names[1]);
+    let agent_ip = link(master_ns, agent_ns, 3, &tag).unwrap();
+    let work_dir = std::env::temp_dir().join(format!("strata-partition-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let work = work_dir.to_str().unwrap();
+    TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
+    let master = start_master_in(
+        master_ns,
+        "10.77.3.1",
+        work,
+        &[
+            "--agent-ping-timeout",
+            "0.2",
+            "--max-agent-ping-timeouts",
+            "3",
+        ],
+    );
+    let master_address = master.pid.addr().to_string();
+    let agent = start_agent_in(agent_ns, &master_address, &agent_ip, work);
+    let execute = in_namespace(
+        master_ns,
+        &[
+            "execute",
+            "--master",
+            &master_address,
+            "--name",
+            "part",
+            "--command",
+            "echo $$ > pid; exec sleep 1000",
+            "--resources",
+            "cpus:1;mem:64",
+            "--partition-aware",
+            "--work-dir",
+            work,
+        ],
+    );
+    let mut framework = Command::new("ip")
+        .args(&execute)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(framework.stdout.take().unwrap());
+    let framework_guard = KillOnDrop(framework);
+    let running = read_until(&lines, "part TASK_RUNNING");
+    let sandbox = std::path::PathBuf::from(running.split_once(" running in ").unwrap().1);
+    let task_pid = common::task_pid(&sandbox);
+    // The daemons are killed outright at the end, so the task's group (it
+    // leads it) is killed here, on success or failure.
+    let task_group = KillGroupOnDrop(task_pid);
+
+    // Cut the link; the agent and its task keep running.
+    let agent_end = format!("va3{tag}");
+    ip(&["-n", agent_ns, "link", "set", &agent_end, "down"]).unwrap();
+    read_until(&lines, "part TASK_UNREACHABLE");
+    assert!(common::alive(task_pid), "a partition does not kill tasks");
+    ip(&["-n", agent_ns, "link", "set", &agent_end, "up"]).unwrap();
+    let back = read_until(&lines, "part TASK_RUNNING");
+    assert!(back.contains("came back"), "{back}");
+    assert!(
+        common::alive(task_pid),
+        "the task still runs after the heal"
+    );
+
+    drop(task_group);
+    drop(framework_guard);
+    drop((agent, master));
+    drop(namespaces);
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A process group killed when the test ends, however it ends.
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(group) = rustix::process::Pid::from_raw(self.0) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+    }
 }

@@ -50,3 +50,30 @@ pub fn assert_one_instance_per_agent(output: &Output) {
         .collect();
     assert_eq!(agents.len(), 2, "one instance per agent: {stdout}");
 }
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+/// Waits up to 30 s for the task in `sandbox` to write its pid (a line
+/// `echo $$ > pid` writes) and returns it.
+pub fn task_pid(sandbox: &std::path::Path) -> i32 {
+    let pid_file = sandbox.join("pid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&pid_file)
+            && text.ends_with('\n')
+        {
+            return text.trim().parse().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never wrote its pid"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
