@@ -91,7 +91,7 @@ fn execute_against_local_returns_the_documented_exit_codes() {
             "--name",
             "long",
             "--command",
-            "echo $$ > pid; exec sleep 1000",
+            "exec sleep 1000",
             "--work-dir",
         ])
         .arg(&work_dir)
@@ -114,14 +114,10 @@ fn execute_against_local_returns_the_documented_exit_codes() {
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let status = local.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while common::alive(task_pid) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the task outlived `strata local`"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    assert!(
+        common::exits_within(task_pid, std::time::Duration::from_secs(10)),
+        "the task outlived `strata local`"
+    );
     let _ = long.kill();
     let _ = long.wait();
     let _ = std::fs::remove_dir_all(&work_dir);

@@ -273,7 +273,7 @@ fn a_partitioned_agent_returns_with_its_task_for_a_partition_aware_framework() {
             "--name",
             "part",
             "--command",
-            "echo $$ > pid; exec sleep 1000",
+            "exec sleep 1000",
             "--resources",
             "cpus:1;mem:64",
             "--partition-aware",

@@ -187,14 +187,15 @@ fn the_sdk_reconciles_its_tasks_until_the_master_answers() {
         drop(master_node);
         let mut config = strata_runtime::NodeConfig::new(address, ca.issue("master").unwrap());
         config.quic.idle_timeout = Duration::from_secs(2);
-        // The old endpoint lets go of its socket once its driver ends.
+        // The old endpoint lets go of its socket once its driver task
+        // ends: let it run, then bind again.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let master_node = loop {
             match strata_runtime::Node::bind(config.clone()).await {
                 Ok(node) => break node,
                 Err(error) if std::time::Instant::now() < deadline => {
                     tracing::debug!(%error, "address not free yet");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::task::yield_now().await;
                 }
                 Err(error) => panic!("cannot bind the master's address again: {error}"),
             }

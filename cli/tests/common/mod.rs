@@ -59,21 +59,31 @@ pub fn alive(pid: i32) -> bool {
     })
 }
 
-/// Waits up to 30 s for the task in `sandbox` to write its pid (a line
-/// `echo $$ > pid` writes) and returns it.
+/// The process running in `sandbox`: a task's process is started there,
+/// so once its agent reports it RUNNING, it is the one whose working
+/// directory that is.
 pub fn task_pid(sandbox: &std::path::Path) -> i32 {
-    let pid_file = sandbox.join("pid");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&pid_file)
-            && text.ends_with('\n')
-        {
-            return text.trim().parse().unwrap();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the task never wrote its pid"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let sandbox = sandbox.canonicalize().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == sandbox))
+        .expect("a process in the task's sandbox")
+}
+
+/// Whether process `pid` ends within `limit`: a pidfd becomes readable
+/// when its process exits, so this waits for the event, not for time.
+pub fn exits_within(pid: i32, limit: std::time::Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return true;
+    };
+    let Ok(pidfd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else {
+        // Gone already (reaped).
+        return true;
+    };
+    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+    let timeout = Timespec::try_from(limit).unwrap();
+    poll(&mut fds, Some(&timeout)).unwrap() == 1
 }
