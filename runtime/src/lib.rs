@@ -48,6 +48,7 @@
 //! ```
 
 pub mod codec;
+pub mod durable;
 pub mod inbox;
 mod mailbox;
 pub mod metrics;
