@@ -2,21 +2,31 @@
 //! carry on.
 //!
 //! For frameworks that ask for it (`FrameworkInfo::checkpoint`, as in
-//! Mesos), each task's unacknowledged status updates are kept in
-//! `<work>/meta/agents/<agent>/frameworks/<framework>/tasks/<task>/updates.json`,
-//! rewritten whole after every change and removed when the stream is
-//! empty. Every write goes to a temporary file that is synced, renamed
-//! over the old one and followed by a sync of the directory, so after a
-//! crash the file is either the old stream or the new one, never a torn
-//! mix. The format is versioned JSON, readable by people and by the agent
-//! recovery that reads it back.
+//! Mesos) the agent records, under `<work>/meta/agents/`:
+//!
+//! - `latest`: the id of the agent this work directory belongs to;
+//! - `<agent>/agent.json`: its info (resources, attributes) when it last
+//!   registered;
+//! - `<agent>/frameworks/<framework>/framework.json`: the framework's info;
+//! - `.../tasks/<task>/task.json`: the task, its last state and the process
+//!   that runs it (its process group and start time, its sandbox);
+//! - `.../tasks/<task>/updates.json`: its unacknowledged status updates;
+//! - `.../tasks/<task>/exit.json`: how its process ended, written by the
+//!   task monitor (see [`crate::monitor`]).
+//!
+//! Every write is atomic and durable ([`strata_runtime::durable`]): after a
+//! crash a file is either the old one or the new one, never a torn mix.
+//! The format is versioned JSON, readable by people and by the agent
+//! recovery that reads it back ([`crate::recovery`]); the state of a task
+//! is written after its update is queued, so recovery takes the later of
+//! the two.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use strata_protocol::{AgentId, FrameworkId, TaskId, TaskStatus};
+use strata_protocol::{AgentId, AgentInfo, FrameworkId, FrameworkInfo, Task, TaskId, TaskStatus};
+use strata_runtime::durable;
 
 /// The format version written; readers refuse others.
 pub const FORMAT_VERSION: u32 = 1;
@@ -31,6 +41,57 @@ pub struct StreamCheckpoint {
     pub framework_id: FrameworkId,
     pub task_id: TaskId,
     pub pending: Vec<TaskStatus>,
+}
+
+/// The agent as it last registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentCheckpoint {
+    pub version: u32,
+    pub info: AgentInfo,
+}
+
+/// A framework with checkpointed tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkCheckpoint {
+    pub version: u32,
+    pub info: FrameworkInfo,
+}
+
+/// A task that is not terminal, and what runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCheckpoint {
+    pub version: u32,
+    pub task: Task,
+    /// Its process, once started.
+    pub run: Option<RunCheckpoint>,
+}
+
+/// A task's process: its group (the pid of its leader) and the leader's
+/// start time in clock ticks since boot, so a recycled pid is not taken
+/// for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCheckpoint {
+    pub group: i32,
+    pub start_ticks: u64,
+    pub sandbox: PathBuf,
+    /// Whether the leader is a task monitor that records the exit.
+    pub monitored: bool,
+}
+
+/// How a task's process ended, as its monitor recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitCheckpoint {
+    pub version: u32,
+    pub outcome: ExitOutcome,
+}
+
+/// How a monitored command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitOutcome {
+    /// It ran and ended with this raw wait status.
+    Exited { wait_status: i32 },
+    /// It could not be started.
+    NotStarted { message: String },
 }
 
 /// Why a checkpoint could not be written or read.
@@ -50,6 +111,43 @@ pub enum CheckpointError {
     Invalid { path: PathBuf, reason: String },
 }
 
+/// `<work>/meta/agents`.
+pub fn agents_dir(work_dir: &Path) -> PathBuf {
+    work_dir.join("meta").join("agents")
+}
+
+/// The file naming the agent this work directory belongs to.
+pub fn latest_path(work_dir: &Path) -> PathBuf {
+    agents_dir(work_dir).join("latest")
+}
+
+/// Where an agent's info is kept.
+pub fn agent_path(work_dir: &Path, agent_id: &AgentId) -> PathBuf {
+    agents_dir(work_dir)
+        .join(agent_id.as_str())
+        .join("agent.json")
+}
+
+/// The directory of a framework's checkpoints.
+pub fn framework_dir(work_dir: &Path, agent_id: &AgentId, framework_id: &FrameworkId) -> PathBuf {
+    agents_dir(work_dir)
+        .join(agent_id.as_str())
+        .join("frameworks")
+        .join(framework_id.as_str())
+}
+
+/// The directory of a task's checkpoints.
+pub fn task_dir(
+    work_dir: &Path,
+    agent_id: &AgentId,
+    framework_id: &FrameworkId,
+    task_id: &TaskId,
+) -> PathBuf {
+    framework_dir(work_dir, agent_id, framework_id)
+        .join("tasks")
+        .join(task_id.as_str())
+}
+
 /// Where a task's update stream is kept.
 pub fn stream_path(
     work_dir: &Path,
@@ -57,39 +155,63 @@ pub fn stream_path(
     framework_id: &FrameworkId,
     task_id: &TaskId,
 ) -> PathBuf {
-    work_dir
-        .join("meta")
-        .join("agents")
-        .join(agent_id.as_str())
-        .join("frameworks")
-        .join(framework_id.as_str())
-        .join("tasks")
-        .join(task_id.as_str())
-        .join("updates.json")
+    task_dir(work_dir, agent_id, framework_id, task_id).join("updates.json")
 }
 
-/// Writes `contents` to `path` atomically and durably.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), CheckpointError> {
-    let error = |source| CheckpointError::Write {
+/// Writes `value` as versioned JSON, atomically.
+pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), CheckpointError> {
+    let json = serde_json::to_vec_pretty(value).map_err(|e| CheckpointError::Invalid {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    durable::write_atomically(path, &json).map_err(|source| CheckpointError::Write {
         path: path.to_owned(),
         source,
-    };
-    let dir = path.parent().ok_or_else(|| {
-        error(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "no parent directory",
-        ))
+    })
+}
+
+/// Removes a checkpoint file; one that is gone already is no error.
+pub fn remove(path: &Path) -> Result<(), CheckpointError> {
+    durable::remove_if_present(path).map_err(|source| CheckpointError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    version: u32,
+}
+
+/// Reads a checkpoint back, checking its size and version.
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
+    let bytes = durable::read_bounded(path, MAX_CHECKPOINT_BYTES).map_err(|source| match source
+        .kind()
+    {
+        std::io::ErrorKind::InvalidData => CheckpointError::Invalid {
+            path: path.to_owned(),
+            reason: source.to_string(),
+        },
+        _ => CheckpointError::Read {
+            path: path.to_owned(),
+            source,
+        },
     })?;
-    fs::create_dir_all(dir).map_err(error)?;
-    let aside = path.with_extension("json.tmp");
-    let mut file = fs::File::create(&aside).map_err(error)?;
-    file.write_all(contents).map_err(error)?;
-    file.sync_all().map_err(error)?;
-    drop(file);
-    fs::rename(&aside, path).map_err(error)?;
-    fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(error)
+    let invalid = |e: serde_json::Error| CheckpointError::Invalid {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let probe: VersionProbe = serde_json::from_slice(&bytes).map_err(invalid)?;
+    if probe.version != FORMAT_VERSION {
+        return Err(CheckpointError::Invalid {
+            path: path.to_owned(),
+            reason: format!(
+                "format version {} (this agent reads {FORMAT_VERSION})",
+                probe.version
+            ),
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(invalid)
 }
 
 /// Saves a stream, or removes its file when nothing is pending.
@@ -100,62 +222,28 @@ pub fn save_stream(
     pending: &[TaskStatus],
 ) -> Result<(), CheckpointError> {
     if pending.is_empty() {
-        return match fs::remove_file(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(CheckpointError::Write {
-                path: path.to_owned(),
-                source,
-            }),
-        };
+        return remove(path);
     }
-    let checkpoint = StreamCheckpoint {
-        version: FORMAT_VERSION,
-        framework_id: framework_id.clone(),
-        task_id: task_id.clone(),
-        pending: pending.to_vec(),
-    };
-    let json = serde_json::to_vec_pretty(&checkpoint).map_err(|e| CheckpointError::Invalid {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    write_atomically(path, &json)
+    save(
+        path,
+        &StreamCheckpoint {
+            version: FORMAT_VERSION,
+            framework_id: framework_id.clone(),
+            task_id: task_id.clone(),
+            pending: pending.to_vec(),
+        },
+    )
 }
 
-/// Reads a stream back, checking its size and version.
+/// Reads a stream back.
 pub fn load_stream(path: &Path) -> Result<StreamCheckpoint, CheckpointError> {
-    let read_error = |source| CheckpointError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let size = fs::metadata(path).map_err(read_error)?.len();
-    if size > MAX_CHECKPOINT_BYTES {
-        return Err(CheckpointError::Invalid {
-            path: path.to_owned(),
-            reason: format!("{size} bytes is more than a checkpoint can hold"),
-        });
-    }
-    let bytes = fs::read(path).map_err(read_error)?;
-    let checkpoint: StreamCheckpoint =
-        serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Invalid {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-    if checkpoint.version != FORMAT_VERSION {
-        return Err(CheckpointError::Invalid {
-            path: path.to_owned(),
-            reason: format!(
-                "format version {} (this agent reads {FORMAT_VERSION})",
-                checkpoint.version
-            ),
-        });
-    }
-    Ok(checkpoint)
+    load(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use strata_protocol::{Source, TaskState, UpdateId};
 
     fn status(state: TaskState, id: u128) -> TaskStatus {
@@ -186,6 +274,7 @@ mod tests {
         let loaded = load_stream(&path).unwrap();
         assert_eq!(loaded.pending, pending);
         assert!(!path.with_extension("json.tmp").exists());
+        assert!(!path.with_file_name("updates.json.tmp").exists());
         save_stream(&path, &framework, &task, &[]).unwrap();
         assert!(!path.exists());
         fs::remove_dir_all(&dir).unwrap();

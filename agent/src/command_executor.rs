@@ -47,11 +47,24 @@ pub struct Started {
     pub sandbox: PathBuf,
 }
 
-/// Creates the sandbox and starts `command` in it.
+/// A task monitor to start the command under (see [`crate::monitor`]).
+#[derive(Debug, Clone)]
+pub struct Monitoring {
+    /// The monitor program (the `strata` binary).
+    pub program: PathBuf,
+    /// Where it records the command's end.
+    pub exit_file: PathBuf,
+    /// The agent's pid, for tasks that must not outlive it.
+    pub agent_pid: Option<i32>,
+}
+
+/// Creates the sandbox and starts `command` in it, under `monitoring`'s
+/// monitor when given.
 pub fn start(
     sandbox: &Path,
     command: &CommandInfo,
     extra_environment: &BTreeMap<String, String>,
+    monitoring: Option<&Monitoring>,
 ) -> Result<Started, String> {
     fs::create_dir_all(sandbox)
         .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
@@ -59,22 +72,39 @@ pub fn start(
         .map_err(|e| format!("cannot create {}: {e}", sandbox.join("stdout").display()))?;
     let stderr = fs::File::create(sandbox.join("stderr"))
         .map_err(|e| format!("cannot create {}: {e}", sandbox.join("stderr").display()))?;
-    let mut process = if command.shell {
-        let mut process = tokio::process::Command::new("/bin/sh");
-        process.arg("-c").arg(&command.value);
-        process
+    let argv: Vec<std::ffi::OsString> = if command.shell {
+        vec!["/bin/sh".into(), "-c".into(), command.value.clone().into()]
     } else {
         if command.value.is_empty() {
             return Err("the command names no executable".into());
         }
-        let mut process = tokio::process::Command::new(&command.value);
         // Mesos's convention: `arguments` is the whole argv, argv[0] first.
-        process.args(command.arguments.iter().skip(1));
-        process
+        std::iter::once(command.value.clone().into())
+            .chain(command.arguments.iter().skip(1).map(Into::into))
+            .collect()
+    };
+    let mut process = match monitoring {
+        Some(monitoring) => {
+            let arguments = crate::monitor::MonitorArgs {
+                exit_file: monitoring.exit_file.clone(),
+                sandbox: sandbox.to_owned(),
+                agent_pid: monitoring.agent_pid,
+                command: argv,
+            }
+            .to_arguments();
+            let mut process = tokio::process::Command::new(&monitoring.program);
+            // The monitor stays out of the sandbox; the command runs in it.
+            process.args(arguments).current_dir("/");
+            process
+        }
+        None => {
+            let mut process = tokio::process::Command::new(&argv[0]);
+            process.args(&argv[1..]).current_dir(sandbox);
+            process
+        }
     };
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     process
-        .current_dir(sandbox)
         .env_clear()
         .env("PATH", path)
         .env("HOME", sandbox)
@@ -97,6 +127,24 @@ pub fn start(
         group,
         sandbox: sandbox.to_owned(),
     })
+}
+
+/// When process `pid` started, in clock ticks since boot; `None` when it
+/// is gone.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    procfs::process::Process::new(pid)
+        .and_then(|process| process.stat())
+        .ok()
+        .map(|stat| stat.starttime)
+}
+
+/// Whether process group leader `group` still runs and is the process
+/// that started at `start_ticks` (not a recycled pid). A zombie no longer
+/// runs.
+pub fn still_running(group: i32, start_ticks: u64) -> bool {
+    procfs::process::Process::new(group)
+        .and_then(|process| process.stat())
+        .is_ok_and(|stat| stat.starttime == start_ticks && stat.state != 'Z' && stat.state != 'X')
 }
 
 /// Sends `signal` to a process group; a group that is gone is no error.

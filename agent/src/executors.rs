@@ -113,7 +113,7 @@ impl Agent {
             ),
             ("STRATA_TLS_DIR".to_owned(), tls_dir.display().to_string()),
         ]);
-        let started = command_executor::start(&sandbox, &executor.command, &environment)?;
+        let started = command_executor::start(&sandbox, &executor.command, &environment, None)?;
         let key = (framework_id.clone(), executor.executor_id.clone());
         let group = started.group;
         self.executors_mut().insert(

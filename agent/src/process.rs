@@ -69,6 +69,15 @@ pub struct AgentConfig {
     pub tls: Option<strata_runtime::TlsMaterial>,
     /// How long a custom executor has to register (Mesos: 1 min).
     pub executor_registration_timeout: Duration,
+    /// The task monitor program (the `strata` binary, run as
+    /// `strata monitor-task`); with it, tasks survive an agent restart and
+    /// their ends are still known (see [`crate::monitor`]). Without it
+    /// tasks are the agent's own children.
+    pub task_monitor: Option<PathBuf>,
+    /// Whether stopping the agent kills every task; when false only the
+    /// tasks of frameworks that do not checkpoint are killed, and the rest
+    /// keep running for the restarted agent to recover.
+    pub kill_tasks_on_stop: bool,
 }
 
 impl AgentConfig {
@@ -92,6 +101,8 @@ impl AgentConfig {
             usage_interval: Duration::from_secs(1),
             tls: None,
             executor_registration_timeout: Duration::from_secs(60),
+            task_monitor: None,
+            kill_tasks_on_stop: true,
         }
     }
 }
@@ -121,21 +132,27 @@ pub enum Runner {
 
 /// A task process the agent started.
 #[derive(Debug, Clone)]
-struct TaskProcess {
-    group: i32,
-    kill_requested: bool,
+pub(crate) struct TaskProcess {
+    pub(crate) group: i32,
+    pub(crate) kill_requested: bool,
     /// Why the agent killed it for exceeding a limit, if it did.
-    limit_exceeded: Option<String>,
+    pub(crate) limit_exceeded: Option<String>,
+    /// Where its monitor records its end, when it has a monitor (the
+    /// group's leader then).
+    pub(crate) exit_file: Option<PathBuf>,
+    /// When the group's leader started, to tell it from a recycled pid.
+    pub(crate) start_ticks: u64,
+    pub(crate) sandbox: PathBuf,
 }
 
 /// Runs tasks inside the agent process, for tests and simulation.
 #[derive(Debug, Default)]
 pub struct TestExecutor {
-    timers: BTreeMap<(FrameworkId, TaskId), TimerId>,
+    pub(crate) timers: BTreeMap<(FrameworkId, TaskId), TimerId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Registration {
+pub(crate) enum Registration {
     Registering { attempt: u32 },
     Registered,
     Refused,
@@ -144,27 +161,32 @@ enum Registration {
 /// The agent.
 #[derive(Debug)]
 pub struct Agent {
-    config: AgentConfig,
-    agent_id: Option<AgentId>,
-    registration: Registration,
-    frameworks: BTreeMap<FrameworkId, FrameworkInfo>,
-    tasks: BTreeMap<(FrameworkId, TaskId), Task>,
-    updates: StatusUpdates,
-    executor: TestExecutor,
-    processes: BTreeMap<(FrameworkId, TaskId), TaskProcess>,
+    pub(crate) config: AgentConfig,
+    pub(crate) agent_id: Option<AgentId>,
+    pub(crate) registration: Registration,
+    pub(crate) frameworks: BTreeMap<FrameworkId, FrameworkInfo>,
+    pub(crate) tasks: BTreeMap<(FrameworkId, TaskId), Task>,
+    /// Terminal tasks whose last updates are not acknowledged yet; they
+    /// are reported on re-registration so the master waits for them.
+    pub(crate) finished: BTreeMap<(FrameworkId, TaskId), Task>,
+    pub(crate) updates: StatusUpdates,
+    pub(crate) executor: TestExecutor,
+    pub(crate) processes: BTreeMap<(FrameworkId, TaskId), TaskProcess>,
     /// Resources of the tasks that are not terminal.
-    allocated: strata_protocol::Resources,
+    pub(crate) allocated: strata_protocol::Resources,
     /// The latest usage sample of each running task process.
-    usage: BTreeMap<(FrameworkId, TaskId), crate::usage::GroupUsage>,
-    executors: crate::executors::Executors,
-    random: SplitMix,
+    pub(crate) usage: BTreeMap<(FrameworkId, TaskId), crate::usage::GroupUsage>,
+    pub(crate) executors: crate::executors::Executors,
+    pub(crate) random: SplitMix,
     /// The longest the master may stay silent, as it said when it
     /// registered this agent, and when it last pinged.
-    master_ping_limit: Option<Duration>,
-    last_ping: Instant,
+    pub(crate) master_ping_limit: Option<Duration>,
+    /// The master followed: older masters' messages are ignored.
+    pub(crate) master_epoch: strata_protocol::MasterEpoch,
+    pub(crate) last_ping: Instant,
 }
 
-fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -188,6 +210,7 @@ impl Agent {
             registration: Registration::Registering { attempt: 0 },
             frameworks: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            finished: BTreeMap::new(),
             updates,
             executor: TestExecutor::default(),
             processes: BTreeMap::new(),
@@ -196,6 +219,7 @@ impl Agent {
             executors: BTreeMap::new(),
             random,
             master_ping_limit: None,
+            master_epoch: Default::default(),
             last_ping: now(),
         }
     }
@@ -246,7 +270,13 @@ impl Agent {
             .values()
             .map(|process| process.group)
             .collect();
-        let sampled = crate::usage::sample(&groups);
+        let monitors = self
+            .processes
+            .values()
+            .filter(|process| process.exit_file.is_some())
+            .map(|process| process.group)
+            .collect();
+        let sampled = crate::usage::sample(&groups, &monitors);
         self.usage.clear();
         for (key, process) in &mut self.processes {
             let Some(usage) = sampled.get(&process.group) else {
@@ -295,7 +325,12 @@ impl Agent {
             None => ToMaster::RegisterAgent { info: self.info() },
             Some(_) => ToMaster::ReregisterAgent {
                 info: self.info(),
-                tasks: self.tasks.values().cloned().collect(),
+                tasks: self
+                    .tasks
+                    .values()
+                    .chain(self.finished.values())
+                    .cloned()
+                    .collect(),
             },
         };
         self.to_master(ctx, message);
@@ -340,9 +375,69 @@ impl Agent {
         }
         info!(agent_id = %agent_id, master = %self.config.master, "registered with the master");
         self.agent_id = Some(agent_id);
+        self.checkpoint_agent();
         self.registration = Registration::Registered;
         for forward in self.updates.heads(now()) {
             self.forward(ctx, forward);
+        }
+    }
+
+    /// Whether a framework asked agents to checkpoint its tasks.
+    pub(crate) fn checkpointing(&self, framework_id: &FrameworkId) -> bool {
+        self.frameworks
+            .get(framework_id)
+            .is_some_and(|framework| framework.checkpoint)
+    }
+
+    /// The work directory and agent id, when this agent keeps checkpoints.
+    fn checkpoint_root(&self) -> Option<(&std::path::Path, &AgentId)> {
+        match (&self.config.runner, &self.agent_id) {
+            (Runner::Processes { work_dir, .. }, Some(agent_id)) => Some((work_dir, agent_id)),
+            _ => None,
+        }
+    }
+
+    /// Records which agent this work directory belongs to, and its info.
+    fn checkpoint_agent(&self) {
+        let Some((work_dir, agent_id)) = self.checkpoint_root() else {
+            return;
+        };
+        let agent = crate::checkpoint::AgentCheckpoint {
+            version: crate::checkpoint::FORMAT_VERSION,
+            info: self.info(),
+        };
+        let written =
+            crate::checkpoint::save(&crate::checkpoint::agent_path(work_dir, agent_id), &agent)
+                .and_then(|()| {
+                    let latest = crate::checkpoint::latest_path(work_dir);
+                    strata_runtime::durable::write_atomically(&latest, agent_id.as_str().as_bytes())
+                        .map_err(|source| crate::checkpoint::CheckpointError::Write {
+                            path: latest,
+                            source,
+                        })
+                });
+        if let Err(error) = written {
+            error!(cause = %error, "agent checkpoint failed; a restart would register anew");
+        }
+    }
+
+    fn checkpoint_framework(&self, framework_id: &FrameworkId) {
+        let (Some((work_dir, agent_id)), Some(info)) =
+            (self.checkpoint_root(), self.frameworks.get(framework_id))
+        else {
+            return;
+        };
+        if !info.checkpoint {
+            return;
+        }
+        let path = crate::checkpoint::framework_dir(work_dir, agent_id, framework_id)
+            .join("framework.json");
+        let framework = crate::checkpoint::FrameworkCheckpoint {
+            version: crate::checkpoint::FORMAT_VERSION,
+            info: info.clone(),
+        };
+        if let Err(error) = crate::checkpoint::save(&path, &framework) {
+            error!(cause = %error, "framework checkpoint failed");
         }
     }
 
@@ -350,21 +445,92 @@ impl Agent {
     /// agents to checkpoint. A failed write is logged: the update is still
     /// delivered, but would not survive an agent restart.
     fn checkpoint_stream(&self, framework_id: &FrameworkId, task_id: &TaskId) {
-        let Runner::Processes { work_dir, .. } = &self.config.runner else {
+        let Some((work_dir, agent_id)) = self.checkpoint_root() else {
             return;
         };
-        let checkpointing = self
-            .frameworks
-            .get(framework_id)
-            .is_some_and(|framework| framework.checkpoint);
-        let (true, Some(agent_id)) = (checkpointing, &self.agent_id) else {
+        if !self.checkpointing(framework_id) {
             return;
-        };
+        }
         let path = crate::checkpoint::stream_path(work_dir, agent_id, framework_id, task_id);
         let pending = self.updates.pending(framework_id, task_id);
         if let Err(error) = crate::checkpoint::save_stream(&path, framework_id, task_id, &pending) {
             error!(cause = %error, "status update checkpoint failed");
         }
+    }
+
+    /// Saves a task's state and process, or removes them once it is
+    /// terminal.
+    fn checkpoint_task(&self, framework_id: &FrameworkId, task_id: &TaskId) {
+        let Some((work_dir, agent_id)) = self.checkpoint_root() else {
+            return;
+        };
+        if !self.checkpointing(framework_id) {
+            return;
+        }
+        let path = crate::checkpoint::task_dir(work_dir, agent_id, framework_id, task_id)
+            .join("task.json");
+        let key = (framework_id.clone(), task_id.clone());
+        let written = match self.tasks.get(&key).or_else(|| self.finished.get(&key)) {
+            None => crate::checkpoint::remove(&path),
+            Some(task) => {
+                let run =
+                    self.processes
+                        .get(&key)
+                        .map(|process| crate::checkpoint::RunCheckpoint {
+                            group: process.group,
+                            start_ticks: process.start_ticks,
+                            sandbox: process.sandbox.clone(),
+                            monitored: process.exit_file.is_some(),
+                        });
+                let checkpoint = crate::checkpoint::TaskCheckpoint {
+                    version: crate::checkpoint::FORMAT_VERSION,
+                    task: task.clone(),
+                    run,
+                };
+                crate::checkpoint::save(&path, &checkpoint)
+            }
+        };
+        if let Err(error) = written {
+            error!(cause = %error, "task checkpoint failed");
+        }
+    }
+
+    /// Removes a framework's checkpoints (it was shut down).
+    fn forget_framework_checkpoints(&self, framework_id: &FrameworkId) {
+        let Some((work_dir, agent_id)) = self.checkpoint_root() else {
+            return;
+        };
+        let dir = crate::checkpoint::framework_dir(work_dir, agent_id, framework_id);
+        if let Err(error) = std::fs::remove_dir_all(&dir)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(dir = %dir.display(), cause = %error, "cannot remove a framework's checkpoints");
+        }
+    }
+
+    /// How a task's command is monitored, when the agent has a monitor.
+    fn monitoring(
+        &self,
+        work_dir: &std::path::Path,
+        agent_id: &AgentId,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+    ) -> Option<command_executor::Monitoring> {
+        let program = self.config.task_monitor.clone()?;
+        let exit_file = crate::checkpoint::task_dir(work_dir, agent_id, framework_id, task_id)
+            .join("exit.json");
+        // A stale record of an earlier run must not be taken for this one.
+        if let Err(error) = crate::checkpoint::remove(&exit_file) {
+            warn!(cause = %error, "cannot clear a task's old exit record");
+        }
+        let agent_pid = (!self.checkpointing(framework_id))
+            .then(|| i32::try_from(std::process::id()).ok())
+            .flatten();
+        Some(command_executor::Monitoring {
+            program,
+            exit_file,
+            agent_pid,
+        })
     }
 
     fn forward(&self, ctx: &mut ProcessContext<'_, Self>, forward: Forward) {
@@ -423,15 +589,18 @@ impl Agent {
                 .allocated
                 .checked_sub(&task.info.resources)
                 .unwrap_or_default();
-            // The agent forgets a finished task; its update stream stays
-            // until the framework acknowledges.
-            self.tasks.remove(&key);
+            // The agent forgets a finished task once the framework has
+            // acknowledged its last update.
+            if let Some(task) = self.tasks.remove(&key) {
+                self.finished.insert(key.clone(), task);
+            }
             if let Some(timer) = self.executor.timers.remove(&key) {
                 ctx.cancel_timer(timer);
             }
         }
         let send_now = self.updates.push(now(), framework_id, status);
         self.checkpoint_stream(framework_id, task_id);
+        self.checkpoint_task(framework_id, task_id);
         if let (Some(forward), Registration::Registered) = (send_now, self.registration) {
             self.forward(ctx, forward);
         }
@@ -463,6 +632,7 @@ impl Agent {
             .get(OUTCOME_LABEL)
             .is_some_and(|outcome| outcome == "failed");
         self.frameworks.insert(framework_id.clone(), framework);
+        self.checkpoint_framework(&framework_id);
         if !self.resources().free.contains(&info.resources) {
             // The master should never over-commit; say so if it did.
             warn!(task_id = %info.task_id, "task exceeds the agent's free resources");
@@ -534,7 +704,8 @@ impl Agent {
             ("STRATA_FRAMEWORK_ID".to_owned(), framework_id.to_string()),
             ("STRATA_AGENT_ID".to_owned(), agent_id.to_string()),
         ]);
-        match command_executor::start(&sandbox, command, &environment) {
+        let monitoring = self.monitoring(work_dir, &agent_id, framework_id, &task_id);
+        match command_executor::start(&sandbox, command, &environment, monitoring.as_ref()) {
             Err(reason) => self.report_with(
                 ctx,
                 framework_id,
@@ -552,6 +723,9 @@ impl Agent {
                         group,
                         kill_requested: false,
                         limit_exceeded: None,
+                        exit_file: monitoring.map(|monitoring| monitoring.exit_file),
+                        start_ticks: command_executor::start_ticks(group).unwrap_or(0),
+                        sandbox: started.sandbox.clone(),
                     },
                 );
                 let message = format!("running in {}", started.sandbox.display());
@@ -565,7 +739,7 @@ impl Agent {
         }
     }
 
-    fn process_exited(
+    pub(crate) fn process_exited(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
         key: (FrameworkId, TaskId),
@@ -590,7 +764,30 @@ impl Agent {
             );
             return;
         }
-        let kill_requested = process.is_some_and(|process| process.kill_requested);
+        let kill_requested = process
+            .as_ref()
+            .is_some_and(|process| process.kill_requested);
+        let recorded = process
+            .and_then(|process| process.exit_file)
+            .and_then(|exit_file| crate::recovery::take_exit_record(&exit_file));
+        let status = match recorded {
+            Some(crate::checkpoint::ExitOutcome::NotStarted { message }) => {
+                return self.report_with(
+                    ctx,
+                    &key.0,
+                    &key.1,
+                    TaskState::Failed,
+                    Some(Reason::CommandExecutorFailed),
+                    &message,
+                );
+            }
+            Some(crate::checkpoint::ExitOutcome::Exited { wait_status }) => Ok(
+                <std::process::ExitStatus as std::os::unix::process::ExitStatusExt>::from_raw(
+                    wait_status,
+                ),
+            ),
+            None => status,
+        };
         let (state, message) = command_executor::outcome(status, kill_requested);
         self.report(ctx, &key.0, &key.1, state, &message);
     }
@@ -655,9 +852,11 @@ impl Agent {
             }
             self.tasks.remove(&key);
         }
+        self.finished.retain(|(owner, _), _| owner != framework_id);
         self.shutdown_executors(ctx, framework_id);
         self.frameworks.remove(framework_id);
         self.updates.remove_framework(framework_id);
+        self.forget_framework_checkpoints(framework_id);
     }
 }
 
@@ -667,6 +866,11 @@ impl Process for Agent {
     fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
         let master = self.config.master.clone();
         ctx.link(&master);
+        if let Err(error) = self.recover(ctx) {
+            error!(cause = %error, "cannot recover this agent's checkpoints; not registering");
+            self.registration = Registration::Refused;
+            return;
+        }
         self.register(ctx);
         if matches!(self.config.runner, Runner::Processes { .. }) {
             ctx.run_every(self.config.usage_interval, |agent, _| agent.sample_usage());
@@ -710,15 +914,31 @@ impl Process for Agent {
             warn!(from = %from, kind = strata_runtime::Message::kind(&message), "message not from the master dropped");
             return;
         }
+        let answer = matches!(
+            message,
+            ToAgent::AgentRegistered { .. }
+                | ToAgent::AgentReregistered { .. }
+                | ToAgent::RegistrationRefused { .. }
+        );
+        if !answer && !self.master_epoch.admits(&from) {
+            debug!(from = %from, "message from an earlier master ignored");
+            return;
+        }
         match message {
             ToAgent::AgentRegistered {
                 agent_id,
                 ping_timeout,
+                epoch,
             }
             | ToAgent::AgentReregistered {
                 agent_id,
                 ping_timeout,
+                epoch,
             } => {
+                if !self.master_epoch.registered(epoch, &from) {
+                    warn!(from = %from, epoch, "registration by an earlier master ignored");
+                    return;
+                }
                 self.master_ping_limit = Some(ping_timeout);
                 self.last_ping = now();
                 self.registered(ctx, agent_id)
@@ -745,6 +965,11 @@ impl Process for Agent {
                     .updates
                     .acknowledge(now(), &framework_id, &task_id, update_id);
                 self.checkpoint_stream(&framework_id, &task_id);
+                let key = (framework_id.clone(), task_id.clone());
+                if next.is_none() && self.updates.pending(&framework_id, &task_id).is_empty() {
+                    self.finished.remove(&key);
+                    self.checkpoint_task(&framework_id, &task_id);
+                }
                 if let Some(next) = next {
                     self.forward(ctx, next);
                 }
@@ -759,11 +984,13 @@ impl Process for Agent {
         }
     }
 
-    /// The agent stops: its task processes stop with it (until agents
-    /// checkpoint and recover them).
+    /// The agent stops: tasks of frameworks that do not checkpoint stop
+    /// with it; the others too unless it keeps them for its restart.
     fn stopped(&mut self) {
-        for process in self.processes.values() {
-            command_executor::signal_group(process.group, Signal::KILL);
+        for ((framework_id, _), process) in &self.processes {
+            if self.config.kill_tasks_on_stop || !self.checkpointing(framework_id) {
+                command_executor::signal_group(process.group, Signal::KILL);
+            }
         }
         for group in self.executor_groups() {
             command_executor::signal_group(group, Signal::KILL);

@@ -130,6 +130,8 @@ async fn launch_all(
         usage_interval: std::time::Duration::from_secs(1),
         tls: None,
         executor_registration_timeout: std::time::Duration::from_secs(60),
+        task_monitor: None,
+        kill_tasks_on_stop: true,
     };
     agent_node.spawn(
         "agent",
@@ -158,7 +160,9 @@ async fn launch_all(
             anyhow::bail!("the cluster went quiet after {finished} of {total} tasks");
         };
         match message {
-            ToScheduler::Subscribed { framework_id: id } => framework_id = Some(id),
+            ToScheduler::Subscribed {
+                framework_id: id, ..
+            } => framework_id = Some(id),
             ToScheduler::Offers(offers) => {
                 let framework_id = framework_id.clone().context("offers before subscription")?;
                 for offer in offers {

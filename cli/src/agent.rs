@@ -4,7 +4,9 @@
 //! agent's cgroup, the work directory's disk, ports 31000-32000), applies
 //! `--resources` overrides and `--attributes`, registers with the master
 //! and runs tasks as processes in sandboxes under the work directory,
-//! until Ctrl-C or SIGTERM, when its tasks are killed.
+//! until Ctrl-C or SIGTERM. Then the tasks of frameworks that do not
+//! checkpoint are killed; the others keep running, and the agent started
+//! again on the same work directory recovers them (also after a SIGKILL).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -70,6 +72,17 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             args.kill_grace
         )
     })?;
+    let _lock = strata_agent::recovery::lock_work_dir(&work_dir)?;
+    // Checked before starting, so a refusal is this command's error.
+    let recovering = match strata_agent::recovery::read(&work_dir)? {
+        Some(recovered) => {
+            recovered.check(&resources)?;
+            Some(recovered.agent_id)
+        }
+        None => None,
+    };
+    let task_monitor =
+        std::env::current_exe().context("cannot find this program to monitor tasks")?;
     let master = Upid::new(MASTER_ID, args.master, strata_runtime::Incarnation::ANY)?;
     let material = args.tls.material("agent")?;
     actix_rt::System::new().block_on(async move {
@@ -92,15 +105,23 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             usage_interval: std::time::Duration::from_secs(1),
             tls: Some(material.clone()),
             executor_registration_timeout: std::time::Duration::from_secs(60),
+            task_monitor: Some(task_monitor),
+            kill_tasks_on_stop: false,
         };
         let pid = node.spawn(
             AGENT_ID,
             move || Agent::new(config.clone()),
             SpawnOptions::default(),
         )?;
-        println!("agent listening at {pid}, offering {resources}, registering with {master}");
+        say!("agent listening at {pid}, offering {resources}, registering with {master}");
+        if let Some(agent_id) = recovering {
+            say!(
+                "recovering agent {agent_id} and its tasks from {}",
+                work_dir.display()
+            );
+        }
         crate::wait_for_shutdown().await;
-        info!("shutting down; killing tasks");
+        info!("shutting down; tasks of frameworks that checkpoint keep running");
         node.close(Duration::from_secs(2)).await;
         Ok(())
     })

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strata_master::MASTER_ID;
 use strata_protocol::{
     AgentId, AttributeValue, Capability, CommandInfo, Filters, FrameworkId, FrameworkInfo, Offer,
-    OfferConstraint, Operation, Resources, TaskId, TaskInfo, TaskKind, TaskState, TaskStatus,
-    ToMaster, ToScheduler,
+    OfferConstraint, Operation, Reason, ReconcileTask, Resources, TaskId, TaskInfo, TaskKind,
+    TaskState, TaskStatus, ToMaster, ToScheduler,
 };
 use strata_runtime::upid::parse_socket_addr;
 use strata_runtime::{Incarnation, Node, NodeConfig, Received, Upid};
@@ -273,11 +273,27 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
         let placement_deadline = tokio::time::Instant::now() + timeout;
         let mut acknowledged: BTreeSet<(TaskId, u128)> = BTreeSet::new();
         let mut next_subscribe = tokio::time::Instant::now();
+        let mut subscribed = false;
+        let mut master_epoch = strata_protocol::MasterEpoch::default();
+        // Set while the master is lost: when to give up on it.
+        let mut master_lost_until: Option<tokio::time::Instant> = None;
         loop {
             let now = tokio::time::Instant::now();
-            if execution.framework_id.is_none() && now >= next_subscribe {
+            if master_lost_until.is_some_and(|until| now >= until) {
+                eprintln!(
+                    "strata execute: the master at {} did not come back within {} s",
+                    execution.master,
+                    timeout.as_secs_f64()
+                );
+                return Ok(FAILED);
+            }
+            if !subscribed && now >= next_subscribe {
+                // After losing the master, subscribe again as the same
+                // framework.
+                let mut info = info.clone();
+                info.id = execution.framework_id.clone();
                 let subscribe = ToMaster::Subscribe {
-                    info: info.clone(),
+                    info,
                     constraints: constraints.clone(),
                 };
                 // Repeated until answered: a message may be lost.
@@ -294,13 +310,51 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
             match event {
                 None => continue,
                 Some(Received::Exited(_)) => {
-                    eprintln!("strata execute: lost the master at {}", execution.master);
-                    return Ok(FAILED);
-                }
-                Some(Received::Message(_, message)) => match message {
-                    ToScheduler::Subscribed { framework_id } => {
-                        execution.framework_id = Some(framework_id)
+                    if master_lost_until.is_none() {
+                        eprintln!(
+                            "strata execute: lost the master at {}; subscribing again",
+                            execution.master
+                        );
+                        master_lost_until = Some(now + timeout);
                     }
+                    subscribed = false;
+                    next_subscribe = now;
+                    inbox.link(&execution.master);
+                }
+                Some(Received::Message(from, message)) => match message {
+                    ToScheduler::Subscribed {
+                        framework_id,
+                        epoch,
+                    } => {
+                        if subscribed || !master_epoch.registered(epoch, &from) {
+                            continue;
+                        }
+                        subscribed = true;
+                        master_lost_until = None;
+                        let again = execution
+                            .framework_id
+                            .replace(framework_id.clone())
+                            .is_some();
+                        // Back with a (restarted) master: ask where the
+                        // launched tasks are.
+                        let launched: Vec<ReconcileTask> = execution
+                            .states
+                            .iter()
+                            .filter(|(_, state)| !state.is_terminal())
+                            .map(|(task_id, _)| ReconcileTask {
+                                task_id: task_id.clone(),
+                                agent_id: None,
+                            })
+                            .collect();
+                        if again && !launched.is_empty() {
+                            let reconcile = ToMaster::Reconcile {
+                                framework_id,
+                                tasks: launched,
+                            };
+                            let _ = inbox.send(&execution.master, reconcile);
+                        }
+                    }
+                    _ if !master_epoch.admits(&from) => {}
                     ToScheduler::Offers(offers) => {
                         for offer in offers {
                             let call = execution.use_offer(offer);
@@ -334,7 +388,11 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
                                 continue;
                             }
                         }
-                        if execution.states.contains_key(&status.task_id) {
+                        // A reconciliation answer that changes nothing is
+                        // not news.
+                        let restated = status.reason == Some(Reason::Reconciliation)
+                            && execution.states.get(&status.task_id) == Some(&status.state);
+                        if execution.states.contains_key(&status.task_id) && !restated {
                             print_status(&status);
                             execution
                                 .states

@@ -94,6 +94,8 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     })?;
     let work_dir = args.work_dir.canonicalize()?;
     let tls_dir = work_dir.join("tls");
+    let task_monitor = std::env::current_exe().ok();
+    let master_work_dir = work_dir.join("master");
     let detected = strata_agent::detection::detect(&work_dir)?;
     let config = Config {
         policy: args.allocation_policy,
@@ -106,11 +108,11 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         let prefix = format!("{:08x}", master_node.incarnation().0 as u32);
         let master = master_node.spawn(
             MASTER_ID,
-            move || Master::new(config.clone(), &prefix),
+            move || Master::durable(config.clone(), &prefix, &master_work_dir),
             SpawnOptions::default(),
         )?;
-        println!("Strata local cluster, work directory {}", work_dir.display());
-        println!("  master   {master}  (allocation policy {})", args.allocation_policy);
+        say!("Strata local cluster, work directory {}", work_dir.display());
+        say!("  master   {master}  (allocation policy {})", args.allocation_policy);
         let mut nodes = vec![master_node];
         for index in 0..args.agents {
             let name = format!("agent-{}", index + 1);
@@ -124,16 +126,19 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 attributes: args.attributes.clone(),
                 seed: node.incarnation().0,
                 runner: Runner::Processes {
-                    work_dir: work_dir.clone(),
+                    // Each agent keeps its own checkpoints.
+                    work_dir: work_dir.join(&name),
                     kill_grace: DEFAULT_KILL_GRACE,
                 },
                 status_update_retry: strata_agent::status_updates::FIRST_RETRY,
                 usage_interval: std::time::Duration::from_secs(1),
                 tls: Some(tls.clone()),
                 executor_registration_timeout: std::time::Duration::from_secs(60),
+                task_monitor: task_monitor.clone(),
+                kill_tasks_on_stop: true,
             };
             let pid = node.spawn("agent", move || Agent::new(agent.clone()), SpawnOptions::default())?;
-            println!("  {name}  {pid}  {resources}");
+            say!("  {name}  {pid}  {resources}");
             nodes.push(node);
         }
         let master_address = master.addr();
@@ -142,10 +147,10 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         } else {
             format!(" --master {master_address}")
         };
-        println!("Submit work: cargo run --release -- execute{master_flag} --name hello --command 'echo hello'");
-        println!("Stop with Ctrl-C.");
+        say!("Submit work: cargo run --release -- execute{master_flag} --name hello --command 'echo hello'");
+        say!("Stop with Ctrl-C.");
         crate::wait_for_shutdown().await;
-        println!("Stopping: killing tasks.");
+        say!("Stopping: killing tasks.");
         // Agents first, so their tasks are killed before the master goes.
         for node in nodes.iter().rev() {
             node.close(Duration::from_secs(1)).await;

@@ -4,6 +4,16 @@
 //! `RUST_LOG` filters logs, which go to stderr. Exit codes: 0 success,
 //! 1 failure, 2 usage error.
 
+/// Prints a status line on stdout. Daemons print where they listen for
+/// whoever started them; a reader that went away (a closed pipe) is no
+/// reason to stop, so write errors are ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod agent;
 mod execute;
 mod local;
@@ -104,6 +114,21 @@ pub async fn wait_for_shutdown() {
 }
 
 fn main() -> ExitCode {
+    // The task monitor runs with a task's environment, so it reads only
+    // its own arguments, before anything else.
+    let mut arguments = std::env::args_os().skip(1);
+    if arguments
+        .next()
+        .is_some_and(|first| first == strata_agent::monitor::SUBCOMMAND)
+    {
+        return match strata_agent::monitor::MonitorArgs::parse(arguments) {
+            Ok(args) => ExitCode::from(strata_agent::monitor::run(args).clamp(0, 255) as u8),
+            Err(error) => {
+                eprintln!("strata {}: {error}", strata_agent::monitor::SUBCOMMAND);
+                ExitCode::from(2)
+            }
+        };
+    }
     let cli = Cli::parse();
     // Daemons log what they do; one-shot commands report failures as their
     // error message and log only errors unless RUST_LOG asks for more.

@@ -2,7 +2,8 @@
 //!
 //! Binds the master's node on `--ip`:`--port` (QUIC), spawns the master
 //! process and runs until Ctrl-C or SIGTERM. Agents and schedulers reach it
-//! at `master@IP:PORT`.
+//! at `master@IP:PORT`. Its registry lives in the work directory: started
+//! again there, it recovers its agents and frameworks under a new epoch.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -36,6 +37,10 @@ pub struct MasterArgs {
     /// Unanswered pings in a row before an agent is unreachable.
     #[arg(long, env = "STRATA_MAX_AGENT_PING_TIMEOUTS", default_value_t = 5)]
     pub max_agent_ping_timeouts: u32,
+    /// Seconds a restarted master waits for its agents to re-register
+    /// before taking the missing ones as unreachable.
+    #[arg(long, env = "STRATA_AGENT_REREGISTER_TIMEOUT", default_value_t = 600.0)]
+    pub agent_reregister_timeout: f64,
     #[command(flatten)]
     pub tls: crate::TlsSource,
 }
@@ -63,8 +68,26 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
         agent_ping_timeout: seconds("agent-ping-timeout", args.agent_ping_timeout)?,
         max_missed_pongs: args.max_agent_ping_timeouts.max(1),
         policy: args.allocation_policy,
+        agent_reregister_timeout: seconds(
+            "agent-reregister-timeout",
+            args.agent_reregister_timeout,
+        )?,
         ..Config::default()
     };
+    let work_dir = args.tls.work_dir.clone();
+    let registry = strata_master::registry::path(&work_dir);
+    let lock = registry.with_file_name("lock");
+    let _lock = strata_runtime::durable::lock_exclusive(&lock)
+        .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", lock.display()))?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "another master uses the work directory {}; give each master its own --work-dir",
+                work_dir.display()
+            )
+        })?;
+    // Checked before starting, so a damaged registry is this command's
+    // error.
+    let recovered = strata_master::registry::load(&registry)?;
     let material = args.tls.material("master")?;
     actix_rt::System::new().block_on(async move {
         let node = Node::bind(NodeConfig::new(
@@ -75,13 +98,21 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
         let prefix = format!("{:08x}", node.incarnation().0 as u32);
         let pid = node.spawn(
             MASTER_ID,
-            move || Master::new(config.clone(), &prefix),
+            move || Master::durable(config.clone(), &prefix, &work_dir),
             SpawnOptions::default(),
         )?;
-        println!(
+        say!(
             "master listening at {pid} (allocation policy {})",
             args.allocation_policy
         );
+        if let Some(registry) = recovered {
+            say!(
+                "recovering the registry of epoch {}: {} agents, {} frameworks",
+                registry.epoch,
+                registry.agents.len(),
+                registry.frameworks.len()
+            );
+        }
         crate::wait_for_shutdown().await;
         info!("shutting down");
         node.close(Duration::from_secs(2)).await;

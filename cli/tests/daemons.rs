@@ -22,11 +22,12 @@ fn a_command_runs_on_an_agent_daemon() {
     let _ = std::fs::remove_dir_all(&work_dir);
     let work = work_dir.to_str().unwrap();
     TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
-    let master = start_master(work);
+    let master = common::start_master(work);
     let master_address = master.pid.addr().to_string();
+    let agent_work = common::agent_work_dir(&work_dir, "agent");
     let _agent = start_agent(
         &master_address,
-        work,
+        &agent_work,
         "cpus:2;mem:512",
         &["--attributes", "rack:r1"],
     );
@@ -55,7 +56,9 @@ fn a_command_runs_on_an_agent_daemon() {
                 panic!("the master went quiet");
             };
             match message {
-                ToScheduler::Subscribed { framework_id: id } => framework_id = Some(id),
+                ToScheduler::Subscribed {
+                    framework_id: id, ..
+                } => framework_id = Some(id),
                 ToScheduler::Offers(offers) => {
                     let offer = &offers[0];
                     assert_eq!(offer.resources.cpus().to_string(), "2");
@@ -104,28 +107,13 @@ fn a_command_runs_on_an_agent_daemon() {
         let status = finished.unwrap();
         assert_eq!(status.state, TaskState::Finished, "{}", status.message);
     });
-    let stdout = find_file(&work_dir.join("agents"), "stdout").expect("a sandbox with stdout");
+    let stdout =
+        find_file(&work_dir.join("agent").join("agents"), "stdout").expect("a sandbox with stdout");
     assert_eq!(
         std::fs::read_to_string(stdout).unwrap(),
         "hello from hello\n"
     );
     let _ = std::fs::remove_dir_all(&work_dir);
-}
-
-fn start_master(work: &str) -> ChildNode {
-    ChildNode::start_daemon(
-        Path::new(STRATA),
-        &[
-            "master",
-            "--port",
-            "0",
-            "--work-dir",
-            work,
-            "--allocation-interval",
-            "0.1",
-        ],
-    )
-    .unwrap()
 }
 
 fn start_agent(master: &str, work: &str, resources: &str, extra: &[&str]) -> ChildNode {
@@ -150,10 +138,12 @@ fn execute_spreads_instances_over_agent_daemons() {
     let _ = std::fs::remove_dir_all(&work_dir);
     let work = work_dir.to_str().unwrap();
     TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
-    let master = start_master(work);
+    let master = common::start_master(work);
     let master_address = master.pid.addr().to_string();
-    let _first = start_agent(&master_address, work, "cpus:1;mem:256", &[]);
-    let _second = start_agent(&master_address, work, "cpus:1;mem:256", &[]);
+    let first_work = common::agent_work_dir(&work_dir, "agent-1");
+    let second_work = common::agent_work_dir(&work_dir, "agent-2");
+    let _first = start_agent(&master_address, &first_work, "cpus:1;mem:256", &[]);
+    let _second = start_agent(&master_address, &second_work, "cpus:1;mem:256", &[]);
     let output = std::process::Command::new(STRATA)
         .args(common::two_overlapping_instances(&master_address, work))
         .output()

@@ -186,8 +186,10 @@ fn a_framework_runs_across_three_hosts_in_network_namespaces() {
     TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
     let master = start_master_in(master_ns, "10.77.1.1", work, &[]);
     let master_address = master.pid.addr().to_string();
-    let first = start_agent_in(first_ns, &master_address, &first_ip, work);
-    let second = start_agent_in(second_ns, &master_address, &second_ip, work);
+    let first_work = common::agent_work_dir(&work_dir, "agent-1");
+    let second_work = common::agent_work_dir(&work_dir, "agent-2");
+    let first = start_agent_in(first_ns, &master_address, &first_ip, &first_work);
+    let second = start_agent_in(second_ns, &master_address, &second_ip, &second_work);
     assert_eq!(first.pid.addr().ip().to_string(), first_ip);
     assert_eq!(second.pid.addr().ip().to_string(), second_ip);
 
@@ -205,33 +207,6 @@ fn a_framework_runs_across_three_hosts_in_network_namespaces() {
 }
 
 /// The lines a child prints, read on a thread so waiting has a deadline.
-fn lines_of(output: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
-    use std::io::BufRead;
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(output).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
-}
-
-/// Waits up to 30 s for a line containing `wanted`; returns it.
-fn read_until(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(wanted) => return line,
-            Ok(_) => {}
-            Err(error) => panic!("no line with {wanted:?} within 30 s: {error}"),
-        }
-    }
-}
-
 /// A partition between the master and an agent that keeps running: the
 /// master gives up on the agent and tells a partition-aware framework its
 /// task is UNREACHABLE; when the link heals, the agent (which noticed the
@@ -263,7 +238,8 @@ fn a_partitioned_agent_returns_with_its_task_for_a_partition_aware_framework() {
         ],
     );
     let master_address = master.pid.addr().to_string();
-    let agent = start_agent_in(agent_ns, &master_address, &agent_ip, work);
+    let agent_work = common::agent_work_dir(&work_dir, "agent");
+    let agent = start_agent_in(agent_ns, &master_address, &agent_ip, &agent_work);
     let execute = in_namespace(
         master_ns,
         &[
@@ -287,22 +263,22 @@ fn a_partitioned_agent_returns_with_its_task_for_a_partition_aware_framework() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let lines = lines_of(framework.stdout.take().unwrap());
-    let framework_guard = KillOnDrop(framework);
-    let running = read_until(&lines, "part TASK_RUNNING");
+    let lines = common::lines_of(framework.stdout.take().unwrap());
+    let framework_guard = common::KillOnDrop(framework);
+    let running = common::read_until(&lines, "part TASK_RUNNING");
     let sandbox = std::path::PathBuf::from(running.split_once(" running in ").unwrap().1);
     let task_pid = common::task_pid(&sandbox);
     // The daemons are killed outright at the end, so the task's group (it
     // leads it) is killed here, on success or failure.
-    let task_group = KillGroupOnDrop(task_pid);
+    let task_group = common::KillGroupOnDrop::of(task_pid);
 
     // Cut the link; the agent and its task keep running.
     let agent_end = format!("va3{tag}");
     ip(&["-n", agent_ns, "link", "set", &agent_end, "down"]).unwrap();
-    read_until(&lines, "part TASK_UNREACHABLE");
+    common::read_until(&lines, "part TASK_UNREACHABLE");
     assert!(common::alive(task_pid), "a partition does not kill tasks");
     ip(&["-n", agent_ns, "link", "set", &agent_end, "up"]).unwrap();
-    let back = read_until(&lines, "part TASK_RUNNING");
+    let back = common::read_until(&lines, "part TASK_RUNNING");
     assert!(back.contains("came back"), "{back}");
     assert!(
         common::alive(task_pid),
@@ -314,25 +290,4 @@ fn a_partitioned_agent_returns_with_its_task_for_a_partition_aware_framework() {
     drop((agent, master));
     drop(namespaces);
     let _ = std::fs::remove_dir_all(&work_dir);
-}
-
-/// A child process killed when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A process group killed when the test ends, however it ends.
-struct KillGroupOnDrop(i32);
-
-impl Drop for KillGroupOnDrop {
-    fn drop(&mut self) {
-        if let Some(group) = rustix::process::Pid::from_raw(self.0) {
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-        }
-    }
 }

@@ -185,6 +185,8 @@ struct State {
     unanswered: BTreeSet<TaskId>,
     /// Bumped by every reconciliation, so older retries stand down.
     reconciliation: u64,
+    /// The master followed: older masters' messages are ignored.
+    master_epoch: strata_protocol::MasterEpoch,
 }
 
 impl State {
@@ -196,6 +198,7 @@ impl State {
             tasks: BTreeMap::new(),
             unanswered: BTreeSet::new(),
             reconciliation: 0,
+            master_epoch: Default::default(),
         }
     }
 
@@ -486,8 +489,23 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
             warn!(from = %from, "message not from the master dropped");
             return;
         }
+        let answer = matches!(
+            message,
+            ToScheduler::Subscribed { .. } | ToScheduler::Error { .. }
+        );
+        if !answer && !self.state.master_epoch.admits(&from) {
+            debug!(from = %from, "message from an earlier master ignored");
+            return;
+        }
         match message {
-            ToScheduler::Subscribed { framework_id } => {
+            ToScheduler::Subscribed {
+                framework_id,
+                epoch,
+            } => {
+                if !self.state.master_epoch.registered(epoch, &from) {
+                    warn!(from = %from, epoch, "subscription from an earlier master ignored");
+                    return;
+                }
                 if self.state.subscribed {
                     return;
                 }

@@ -111,7 +111,9 @@ impl Scheduler {
             framework_id: None,
         };
         match scheduler.next().await {
-            ToScheduler::Subscribed { framework_id } => scheduler.framework_id = Some(framework_id),
+            ToScheduler::Subscribed { framework_id, .. } => {
+                scheduler.framework_id = Some(framework_id)
+            }
             other => panic!("expected Subscribed, got {other:?}"),
         }
         scheduler

@@ -43,8 +43,12 @@ impl ChildNode {
             .spawn()
             .with_context(|| format!("cannot start {}", program.display()))?;
         let stdout = child.stdout.take().context("child has no stdout")?;
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        stdout.read_line(&mut line)?;
+        // What it prints later is read and dropped, so it never writes to
+        // a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let address = line
             .split_whitespace()
             .map(|word| word.trim_end_matches(','))
@@ -67,8 +71,12 @@ impl ChildNode {
             .spawn()
             .with_context(|| format!("cannot start {}", program.display()))?;
         let stdout = child.stdout.take().context("child has no stdout")?;
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        stdout.read_line(&mut line)?;
+        // What it prints later is read and dropped, so it never writes to
+        // a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let Some(address) = line.trim().strip_prefix("ready ") else {
             let _ = child.kill();
             bail!("child did not announce itself; it printed {line:?}");

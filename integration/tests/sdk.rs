@@ -160,6 +160,7 @@ fn the_sdk_reconciles_its_tasks_until_the_master_answers() {
         ));
         let subscribed = ToScheduler::Subscribed {
             framework_id: framework_id.clone(),
+            epoch: 1,
         };
         master.send(&scheduler, subscribed.clone()).unwrap();
         let offer = Offer {

@@ -9,6 +9,7 @@
 pub mod allocator;
 pub mod books;
 pub mod process;
+pub mod registry;
 
 pub use books::Config;
 pub use process::{MASTER_ID, Master};

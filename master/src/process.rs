@@ -2,32 +2,116 @@
 //!
 //! It turns what the runtime delivers (messages, link exits, its own
 //! periodic tick) into [`Input`]s for the [`Books`] and carries out the
-//! [`Command`]s they return: sends, links and log lines. Nothing else
-//! happens here.
+//! [`Command`]s they return: sends, links and log lines. A durable master
+//! also keeps the books' registry in its work directory (see
+//! [`crate::registry`]): it recovers it on start, takes the next epoch and
+//! writes it back before serving, then writes it again shortly after
+//! every change. Writes are group commits: changes within
+//! [`REGISTRY_FLUSH_DELAY`] are written together, and until they are on
+//! disk every message the master sends waits (in order), so nobody hears
+//! of an admission or a subscription the registry could still lose.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use strata_protocol::ToMaster;
 use strata_runtime::{Process, ProcessContext, Upid};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::books::{Books, Command, Config, Event, Input};
 
 /// The master's process id.
 pub const MASTER_ID: &str = "master";
 
+/// Longest a registry change waits to be written.
+pub const REGISTRY_FLUSH_DELAY: Duration = Duration::from_millis(5);
+
 /// The master: books, allocator, and the loop that drives them.
 #[derive(Debug)]
 pub struct Master {
     books: Books,
+    registry: Option<RegistryFile>,
+}
+
+/// Where a durable master keeps its registry, and what it wrote last.
+#[derive(Debug)]
+struct RegistryFile {
+    path: PathBuf,
+    written: u64,
+    flush_pending: bool,
+    /// Messages held until the pending write is done.
+    held: Vec<Command>,
 }
 
 impl Master {
     /// A master whose ids start with `id_prefix` (the shell passes the
-    /// node's incarnation, so ids differ across restarts).
+    /// node's incarnation, so ids differ across restarts), and that keeps
+    /// nothing across restarts (tests, simulation).
     pub fn new(config: Config, id_prefix: &str) -> Master {
         Master {
             books: Books::new(config, id_prefix),
+            registry: None,
+        }
+    }
+
+    /// A master that keeps its registry in `work_dir` and recovers it
+    /// when started again.
+    pub fn durable(config: Config, id_prefix: &str, work_dir: &Path) -> Master {
+        Master {
+            books: Books::new(config, id_prefix),
+            registry: Some(RegistryFile {
+                path: crate::registry::path(work_dir),
+                written: 0,
+                flush_pending: false,
+                held: Vec::new(),
+            }),
+        }
+    }
+
+    /// Recovers the registry and writes it back under the next epoch.
+    fn recover(&mut self) -> Result<(), crate::registry::RegistryError> {
+        let Some(file) = &mut self.registry else {
+            return Ok(());
+        };
+        let previous = crate::registry::load(&file.path)?;
+        let epoch = previous.as_ref().map_or(0, |registry| registry.epoch) + 1;
+        if let Some(registry) = &previous {
+            info!(
+                epoch,
+                agents = registry.agents.len(),
+                frameworks = registry.frameworks.len(),
+                "recovered the registry; waiting for agents to re-register"
+            );
+        }
+        self.books.recover(
+            now(),
+            previous.unwrap_or_else(crate::registry::Registry::empty),
+            epoch,
+        );
+        crate::registry::save(&file.path, &self.books.registry())?;
+        file.written = self.books.registry_changes();
+        Ok(())
+    }
+
+    /// Writes the registry if it changed since it was last written, then
+    /// sends what waited for it.
+    fn flush_registry(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let Some(file) = &mut self.registry else {
+            return;
+        };
+        file.flush_pending = false;
+        let changes = self.books.registry_changes();
+        if changes != file.written {
+            match crate::registry::save(&file.path, &self.books.registry()) {
+                Ok(()) => file.written = changes,
+                // Holding messages back would stall the cluster on a
+                // broken disk; the next change tries again.
+                Err(cause) => error!(%cause, "the registry was not written"),
+            }
+        }
+        let held = std::mem::take(&mut file.held);
+        for command in held {
+            carry_out(ctx, command);
         }
     }
 
@@ -38,14 +122,33 @@ impl Master {
 
     fn apply(&mut self, ctx: &mut ProcessContext<'_, Self>, input: Input) {
         let now = now();
-        for command in self.books.handle(now, input) {
-            match command {
-                Command::ToAgent(pid, message) => send(ctx, &pid, message),
-                Command::ToScheduler(pid, message) => send(ctx, &pid, message),
-                Command::Link(pid) => ctx.link(&pid),
-                Command::Log(event) => log(&event),
+        let commands = self.books.handle(now, input);
+        let changes = self.books.registry_changes();
+        match &mut self.registry {
+            Some(file) if file.flush_pending || file.written != changes => {
+                file.held.extend(commands);
+                if !file.flush_pending {
+                    file.flush_pending = true;
+                    ctx.run_later(REGISTRY_FLUSH_DELAY, |master, ctx| {
+                        master.flush_registry(ctx)
+                    });
+                }
+            }
+            _ => {
+                for command in commands {
+                    carry_out(ctx, command);
+                }
             }
         }
+    }
+}
+
+fn carry_out(ctx: &mut ProcessContext<'_, Master>, command: Command) {
+    match command {
+        Command::ToAgent(pid, message) => send(ctx, &pid, message),
+        Command::ToScheduler(pid, message) => send(ctx, &pid, message),
+        Command::Link(pid) => ctx.link(&pid),
+        Command::Log(event) => log(&event),
     }
 }
 
@@ -110,13 +213,18 @@ impl Process for Master {
             .map(|elapsed| elapsed.as_millis() as u64)
             .unwrap_or(0);
         self.books.set_clock(now(), wall_ms);
+        if let Err(cause) = self.recover() {
+            error!(%cause, "cannot recover the registry; stopping");
+            ctx.stop();
+            return;
+        }
         let interval = self
             .books
             .config()
             .allocation_interval
             .max(Duration::from_millis(10));
         ctx.run_every(interval, |master, ctx| master.apply(ctx, Input::Tick));
-        info!(pid = %ctx.pid(), "master started");
+        info!(pid = %ctx.pid(), epoch = self.books.master_epoch(), "master started");
     }
 
     fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, message: ToMaster) {

@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod attributes;
+pub mod epoch;
 pub mod frameworks;
 pub mod ids;
 pub mod messages;
@@ -17,6 +18,7 @@ pub mod tasks;
 
 pub use agents::AgentInfo;
 pub use attributes::{AttributeValue, Attributes};
+pub use epoch::MasterEpoch;
 pub use frameworks::{Capability, FrameworkInfo};
 pub use ids::{AgentId, ExecutorId, FrameworkId, IdError, OfferId, TaskId};
 pub use messages::{Operation, ReconcileTask, ToAgent, ToExecutor, ToMaster, ToScheduler};

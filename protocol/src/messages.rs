@@ -148,14 +148,17 @@ pub enum ToAgent {
     /// Admitted under `agent_id`. The master takes the agent as gone
     /// after `ping_timeout` without a pong; the agent likewise takes the
     /// master as lost, and registers again, after as long without a ping.
+    /// `epoch` is the master's (see [`ToScheduler::Subscribed`]).
     AgentRegistered {
         agent_id: AgentId,
         ping_timeout: std::time::Duration,
+        epoch: u64,
     },
     /// Taken back under its old id; `ping_timeout` as for registration.
     AgentReregistered {
         agent_id: AgentId,
         ping_timeout: std::time::Duration,
+        epoch: u64,
     },
     /// The master will not admit this agent, and says why.
     RegistrationRefused {
@@ -259,8 +262,11 @@ impl strata_runtime::Message for ToExecutor {
 /// Everything a scheduler receives from the master.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToScheduler {
+    /// Subscribed under `framework_id` by the master of `epoch`; messages
+    /// from masters of earlier epochs are to be ignored from now on.
     Subscribed {
         framework_id: FrameworkId,
+        epoch: u64,
     },
     Offers(Vec<Offer>),
     OfferRescinded {

@@ -59,17 +59,41 @@ pub fn alive(pid: i32) -> bool {
     })
 }
 
-/// The process running in `sandbox`: a task's process is started there,
-/// so once its agent reports it RUNNING, it is the one whose working
-/// directory that is.
+/// The process running in `sandbox`: a task's command is started there
+/// (by its monitor, just after the agent reports it RUNNING), so it is
+/// the oldest process whose working directory that is. Waits up to 30 s
+/// for it to appear.
 pub fn task_pid(sandbox: &std::path::Path) -> i32 {
     let sandbox = sandbox.canonicalize().unwrap();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == sandbox))
-        .expect("a process in the task's sandbox")
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let oldest = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == sandbox)
+            })
+            .filter_map(|pid| Some((start_ticks(pid)?, pid)))
+            .min();
+        if let Some((_, pid)) = oldest {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no process in {}",
+            sandbox.display()
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// When process `pid` started, in clock ticks since boot.
+fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    // Fields after the command: state is the 3rd field, starttime the 22nd.
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Whether process `pid` ends within `limit`: a pidfd becomes readable
@@ -86,4 +110,99 @@ pub fn exits_within(pid: i32, limit: std::time::Duration) -> bool {
     let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
     let timeout = Timespec::try_from(limit).unwrap();
     poll(&mut fds, Some(&timeout)).unwrap() == 1
+}
+
+/// The lines `output` produces, as they come.
+pub fn lines_of(output: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Waits up to 30 s for a line containing `wanted`; returns it.
+pub fn read_until(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(wanted) => return line,
+            Ok(_) => {}
+            Err(error) => panic!("no line with {wanted:?} within 30 s: {error}"),
+        }
+    }
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A process group killed when the test ends, however it ends.
+pub struct KillGroupOnDrop(pub i32);
+
+impl KillGroupOnDrop {
+    /// The group process `pid` belongs to.
+    pub fn of(pid: i32) -> KillGroupOnDrop {
+        let group = rustix::process::getpgid(rustix::process::Pid::from_raw(pid))
+            .map_or(pid, |group| group.as_raw_nonzero().get());
+        KillGroupOnDrop(group)
+    }
+}
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(group) = rustix::process::Pid::from_raw(self.0) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// A `strata master` daemon on a free port, allocating every 100 ms.
+pub fn start_master(work: &str) -> strata_integration::ChildNode {
+    start_master_with(work, "0", &[])
+}
+
+/// [`start_master`] on `port`, with more flags.
+pub fn start_master_with(work: &str, port: &str, extra: &[&str]) -> strata_integration::ChildNode {
+    let mut args = vec![
+        "master",
+        "--port",
+        port,
+        "--work-dir",
+        work,
+        "--allocation-interval",
+        "0.1",
+    ];
+    args.extend_from_slice(extra);
+    strata_integration::ChildNode::start_daemon(
+        std::path::Path::new(env!("CARGO_BIN_EXE_strata")),
+        &args,
+    )
+    .unwrap()
+}
+
+/// A work directory of its own for agent `name` under `work_dir` (an
+/// agent holds its work directory), sharing the development CA in
+/// `work_dir/tls` through a symbolic link.
+pub fn agent_work_dir(work_dir: &std::path::Path, name: &str) -> String {
+    let dir = work_dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("tls");
+    if !link.exists() {
+        std::os::unix::fs::symlink(work_dir.join("tls"), &link).unwrap();
+    }
+    dir.to_str().unwrap().to_owned()
 }

@@ -20,7 +20,7 @@ use strata_runtime::Upid;
 use super::{AgentEntry, AgentStatus, Books, Command, Event};
 
 impl Books {
-    fn agent_entry(&self, now: Instant, info: AgentInfo, pid: Upid) -> AgentEntry {
+    pub(super) fn agent_entry(&self, now: Instant, info: AgentInfo, pid: Upid) -> AgentEntry {
         AgentEntry {
             info,
             pid,
@@ -65,6 +65,7 @@ impl Books {
                 ToAgent::AgentRegistered {
                     agent_id,
                     ping_timeout,
+                    epoch: self.master_epoch(),
                 },
             ));
             return;
@@ -84,6 +85,7 @@ impl Books {
             ToAgent::AgentRegistered {
                 agent_id: agent_id.clone(),
                 ping_timeout: self.agent_ping_limit(),
+                epoch: self.master_epoch(),
             },
         ));
         self.allocate_agents(now, &[agent_id], out);
@@ -118,7 +120,9 @@ impl Books {
         if let Some(old) = self.agents.insert(agent_id.clone(), entry) {
             self.agents_by_pid.remove(&old.pid.to_string());
         }
+        self.agent_recovered(&agent_id);
         self.agents_by_pid.insert(pid.to_string(), agent_id);
+        self.registry_changed();
         out.push(Command::Link(pid));
     }
 
@@ -136,13 +140,29 @@ impl Books {
         if info.resources.is_empty() {
             return self.refuse_agent(pid, "the agent offers no resources".into(), out);
         }
+        // An agent restarted with less than its tasks hold cannot take
+        // them back.
+        let mut held = Resources::new();
+        for task in reported.iter().filter(|task| !task.state.is_terminal()) {
+            held.add(&task.info.resources);
+        }
+        if !info.resources.contains(&held) {
+            let reason = format!(
+                "the agent offers {} but its tasks hold {held}; it must offer at least that",
+                info.resources
+            );
+            return self.refuse_agent(pid, reason, out);
+        }
         // Offers of the agent's earlier connection no longer stand.
         self.rescind_agent_offers(&agent_id, out);
+        // What the agent is told about its tasks follows its answer, which
+        // it must see first to take this master's messages.
+        let mut followups = Vec::new();
         let mut used: BTreeMap<FrameworkId, Resources> = BTreeMap::new();
         let mut running = std::collections::BTreeSet::new();
         for task in reported {
             let key = (task.framework_id.clone(), task.info.task_id.clone());
-            if self.reconcile_reported_task(now, &agent_id, &pid, task.clone(), out) {
+            if self.reconcile_reported_task(now, &agent_id, &pid, task.clone(), &mut followups) {
                 used.entry(task.framework_id.clone())
                     .or_default()
                     .add(&task.info.resources);
@@ -186,8 +206,10 @@ impl Books {
             ToAgent::AgentReregistered {
                 agent_id: agent_id.clone(),
                 ping_timeout: self.agent_ping_limit(),
+                epoch: self.master_epoch(),
             },
         ));
+        out.append(&mut followups);
         self.allocate_agents(now, &[agent_id], out);
     }
 
@@ -201,9 +223,6 @@ impl Books {
         task: Task,
         out: &mut Vec<Command>,
     ) -> bool {
-        if task.state.is_terminal() {
-            return false;
-        }
         let framework_id = task.framework_id.clone();
         let task_id = task.info.task_id.clone();
         // A task that reached a terminal state has moved to the
@@ -222,6 +241,11 @@ impl Books {
                 .map(|known| known.state)
         });
         let framework_known = self.frameworks.contains_key(&framework_id);
+        if task.state.is_terminal() {
+            // It ended while the agent was away; its terminal update is on
+            // its way and frees its resources then.
+            return known_state.is_some_and(|state| !state.is_terminal());
+        }
         match known_state {
             // The framework was told the task is gone: it must not come
             // back to life. Kill it.
@@ -333,6 +357,7 @@ impl Books {
     ) {
         self.rescind_agent_offers(agent_id, out);
         self.allocator.remove_agent(agent_id);
+        self.registry_changed();
         let tasks: Vec<(FrameworkId, strata_protocol::TaskId)> = match self.agents.get_mut(agent_id)
         {
             Some(agent) => {

@@ -118,10 +118,14 @@ impl Books {
         }
         self.frameworks_by_pid
             .insert(pid.to_string(), framework_id.clone());
+        self.registry_changed();
         out.push(Command::Link(pid.clone()));
         out.push(Command::ToScheduler(
             pid,
-            ToScheduler::Subscribed { framework_id },
+            ToScheduler::Subscribed {
+                framework_id,
+                epoch: self.master_epoch(),
+            },
         ));
         self.allocate_all(now, out);
     }
@@ -254,6 +258,7 @@ impl Books {
             ));
         }
         self.allocator.remove_framework(framework_id);
+        self.registry_changed();
         if self.removed_frameworks.len() == super::REMOVED_FRAMEWORKS_KEPT {
             self.removed_frameworks.pop_front();
         }

@@ -16,6 +16,7 @@
 mod agents;
 mod frameworks;
 mod offers;
+mod recovery;
 mod tasks;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +45,9 @@ pub struct Config {
     pub policy: Policy,
     /// Most finished tasks remembered per framework for operators.
     pub completed_tasks_kept: usize,
+    /// How long a restarted master waits for its agents to re-register
+    /// before it takes them as unreachable (Mesos: 10 min).
+    pub agent_reregister_timeout: Duration,
 }
 
 impl Default for Config {
@@ -55,6 +59,7 @@ impl Default for Config {
             allocation_interval: Duration::from_secs(1),
             policy: Policy::Drf,
             completed_tasks_kept: 1000,
+            agent_reregister_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -201,7 +206,15 @@ pub struct Books {
     /// An instant and the wall-clock time then, in milliseconds since the
     /// Unix epoch, so statuses carry wall-clock timestamps without the
     /// books reading a clock.
-    epoch: Option<(Instant, u64)>,
+    clock_anchor: Option<(Instant, u64)>,
+    /// This master's epoch, higher than any earlier master's.
+    master_epoch: u64,
+    /// Bumped whenever what the registry holds changes.
+    registry_changes: u64,
+    /// Agents of the previous master that have not re-registered yet, and
+    /// until when they may.
+    recovering_agents: BTreeSet<AgentId>,
+    recovery_deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for Books {
@@ -242,18 +255,22 @@ impl Books {
             frameworks_by_pid: BTreeMap::new(),
             removed_frameworks: std::collections::VecDeque::new(),
             offers: BTreeMap::new(),
-            epoch: None,
+            clock_anchor: None,
+            master_epoch: 0,
+            registry_changes: 0,
+            recovering_agents: BTreeSet::new(),
+            recovery_deadline: None,
         }
     }
 
     /// Anchors wall-clock timestamps: at `instant` it was `wall_ms`.
     pub fn set_clock(&mut self, instant: Instant, wall_ms: u64) {
-        self.epoch = Some((instant, wall_ms));
+        self.clock_anchor = Some((instant, wall_ms));
     }
 
     /// Milliseconds since the Unix epoch at `now` (zero until anchored).
     fn wall_ms(&self, now: Instant) -> u64 {
-        match self.epoch {
+        match self.clock_anchor {
             Some((instant, wall_ms)) => {
                 wall_ms + now.saturating_duration_since(instant).as_millis() as u64
             }
@@ -441,6 +458,7 @@ impl Books {
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Command>) {
         self.ping_agents(now, out);
+        self.end_recovery(now, out);
         self.expire_offers(now, out);
         self.expire_failovers(now, out);
         self.allocate_all(now, out);

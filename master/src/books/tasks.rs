@@ -303,6 +303,11 @@ impl Books {
                 None => unknown.push(asked),
             }
         }
+        // Agents of the previous master may still bring these back: no
+        // answer yet, the scheduler asks again.
+        if self.recovering() {
+            return;
+        }
         for asked in unknown {
             self.answer_unknown(
                 now,

@@ -84,7 +84,7 @@ impl Harness {
         let id = out
             .iter()
             .find_map(|command| match command {
-                Command::ToScheduler(to, ToScheduler::Subscribed { framework_id })
+                Command::ToScheduler(to, ToScheduler::Subscribed { framework_id, .. })
                     if to == scheduler =>
                 {
                     Some(framework_id.clone())
@@ -859,4 +859,139 @@ fn random_operations_never_break_the_invariants() {
             offers.retain(|(_, offer)| h.books.offers().contains_key(&offer.id));
         }
     }
+}
+
+/// A master restarted from its registry: agents and frameworks come back
+/// under a higher epoch; an agent that re-registers keeps its tasks (none
+/// is killed); reconciliation leaves unknown tasks unanswered while agents
+/// may still return; one that never returns is unreachable after the
+/// re-registration timeout, and the registry says so.
+#[test]
+fn a_restarted_master_recovers_its_registry() {
+    let config = Config {
+        agent_reregister_timeout: Duration::from_secs(30),
+        ..Config::default()
+    };
+    let mut h = Harness::with(config.clone());
+    let (agent, straggler) = (pid("agent@10.0.0.1:5051"), pid("agent@10.0.0.2:5051"));
+    let agent_id = h.register_agent(&agent, "cpus:4;mem:4096", "");
+    let straggler_id = h.register_agent(&straggler, "cpus:4;mem:4096", "");
+    let scheduler = pid("scheduler-1@10.0.0.9:4000");
+    let (framework_id, out) = h.subscribe(&scheduler, FrameworkInfo::new("fw", "u"), vec![]);
+    let offer = offers_to(&out, &scheduler)
+        .into_iter()
+        .find(|offer| offer.agent_id == agent_id)
+        .unwrap();
+    let launched = task("t1", &agent_id, "cpus:1;mem:128");
+    h.send(
+        &scheduler,
+        accept(&framework_id, &[&offer], vec![launched.clone()], 5),
+    );
+    let registry = h.books.registry();
+    assert_eq!(registry.agents.len(), 2);
+    assert_eq!(registry.frameworks.len(), 1);
+
+    let mut restarted = Harness::with(config);
+    let epoch = h.books.master_epoch() + 1;
+    restarted.books.recover(restarted.now, registry, epoch);
+    assert!(restarted.books.recovering());
+    // The scheduler comes back first and asks about its task.
+    let mut info = FrameworkInfo::new("fw", "u");
+    info.id = Some(framework_id.clone());
+    let new_scheduler = pid("scheduler-1@10.0.0.9:4001");
+    let out = restarted.send(
+        &new_scheduler,
+        ToMaster::Subscribe {
+            info,
+            constraints: vec![],
+        },
+    );
+    assert!(out.iter().any(|command| matches!(command,
+        Command::ToScheduler(_, ToScheduler::Subscribed { epoch: said, .. }) if *said == epoch)));
+    let out = restarted.send(
+        &new_scheduler,
+        ToMaster::Reconcile {
+            framework_id: framework_id.clone(),
+            tasks: vec![strata_protocol::ReconcileTask {
+                task_id: launched.task_id.clone(),
+                agent_id: None,
+            }],
+        },
+    );
+    assert!(
+        updates_to(&out, &new_scheduler).is_empty(),
+        "no LOST while agents may return"
+    );
+    // The agent returns with its task: it is kept, and known again.
+    let out = restarted.send(
+        &agent,
+        ToMaster::ReregisterAgent {
+            info: AgentInfo {
+                id: Some(agent_id.clone()),
+                hostname: "10.0.0.1".into(),
+                resources: r("cpus:4;mem:4096"),
+                attributes: Default::default(),
+            },
+            tasks: vec![Task {
+                info: launched.clone(),
+                framework_id: framework_id.clone(),
+                state: TaskState::Running,
+                status: None,
+            }],
+        },
+    );
+    assert!(!out.iter().any(|command| matches!(
+        command,
+        Command::ToAgent(
+            _,
+            ToAgent::KillTask { .. } | ToAgent::ShutdownFramework { .. }
+        )
+    )));
+    assert!(out.iter().any(|command| matches!(command,
+        Command::ToAgent(_, ToAgent::AgentReregistered { epoch: said, .. }) if *said == epoch)));
+    assert!(
+        restarted.books.frameworks()[&framework_id]
+            .tasks
+            .contains_key(&launched.task_id)
+    );
+    assert!(restarted.books.recovering(), "the straggler may still come");
+    restarted.advance(31);
+    assert!(!restarted.books.recovering());
+    let registry = restarted.books.registry();
+    let unreachable: Vec<_> = registry
+        .agents
+        .iter()
+        .filter(|agent| agent.unreachable)
+        .filter_map(|agent| agent.info.id.clone())
+        .collect();
+    assert_eq!(unreachable, vec![straggler_id]);
+}
+
+/// A restarted agent offering less than its tasks hold is refused, with
+/// what they hold in the reason.
+#[test]
+fn an_agent_that_shrank_below_its_tasks_is_refused() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:4;mem:4096", "");
+    let out = h.send(
+        &agent,
+        ToMaster::ReregisterAgent {
+            info: AgentInfo {
+                id: Some(agent_id.clone()),
+                hostname: "10.0.0.1".into(),
+                resources: r("cpus:1;mem:4096"),
+                attributes: Default::default(),
+            },
+            tasks: vec![Task {
+                info: task("t1", &agent_id, "cpus:2;mem:128"),
+                framework_id: FrameworkId::new("f").unwrap(),
+                state: TaskState::Running,
+                status: None,
+            }],
+        },
+    );
+    assert!(out.iter().any(|command| matches!(command,
+        Command::ToAgent(_, ToAgent::RegistrationRefused { reason })
+            if reason.contains("tasks hold cpus:2;mem:128"))));
 }

@@ -1,0 +1,403 @@
+//! Agent recovery: a restarted agent carries on where it stopped.
+//!
+//! On start, an agent whose work directory names an agent (see
+//! [`crate::checkpoint`]) reads back that agent's checkpointed frameworks,
+//! tasks and update streams. Tasks whose process still runs (the same
+//! process group leader, by pid and start time) are re-attached: the agent
+//! waits for them through a pidfd and reads how they ended from their
+//! monitor's record. Tasks whose process ended while the agent was down
+//! are reported with that record's outcome, or FAILED with
+//! EXECUTOR_TERMINATED when none exists; tasks that never started are
+//! LOST with AGENT_RESTARTED. The agent then re-registers under its old id
+//! with its tasks, and resends the unacknowledged updates.
+//!
+//! An agent restarted with fewer resources than its recovered tasks hold
+//! refuses to start, saying what the tasks need; more resources, or other
+//! attributes, are fine.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use strata_protocol::{
+    AgentId, AgentInfo, FrameworkId, FrameworkInfo, Reason, Resources, TaskId, TaskKind, TaskState,
+    TaskStatus,
+};
+use strata_runtime::ProcessContext;
+use tracing::{info, warn};
+
+use crate::checkpoint::{
+    self, AgentCheckpoint, CheckpointError, ExitCheckpoint, ExitOutcome, FrameworkCheckpoint,
+    TaskCheckpoint,
+};
+use crate::command_executor;
+use crate::process::{Agent, Runner, TaskProcess};
+
+/// What an agent's work directory says about its previous life.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recovered {
+    pub agent_id: AgentId,
+    /// The agent as it last registered.
+    pub info: AgentInfo,
+    pub frameworks: Vec<RecoveredFramework>,
+}
+
+/// A framework with checkpointed tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveredFramework {
+    pub info: FrameworkInfo,
+    pub tasks: Vec<RecoveredTask>,
+}
+
+/// One task's checkpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveredTask {
+    pub task_id: TaskId,
+    /// Its last recorded state and process; absent once it was terminal
+    /// and acknowledged.
+    pub checkpoint: Option<TaskCheckpoint>,
+    /// Its unacknowledged updates, oldest first.
+    pub pending: Vec<TaskStatus>,
+}
+
+/// Why an agent cannot recover.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("cannot use {}: {source}", .path.display())]
+    List {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "another agent uses the work directory {}; give each agent its own --work-dir",
+        .work_dir.display()
+    )]
+    InUse { work_dir: PathBuf },
+    #[error(
+        "this agent's recovered tasks hold {needed}, more than the {offered} it would now offer; \
+         start it with at least what its tasks hold, or with a new work directory"
+    )]
+    Shrunk {
+        needed: Resources,
+        offered: Resources,
+    },
+}
+
+impl Recovered {
+    /// What the recovered tasks that are not terminal hold.
+    pub fn allocated(&self) -> Resources {
+        let mut allocated = Resources::new();
+        for task in self
+            .frameworks
+            .iter()
+            .flat_map(|framework| &framework.tasks)
+        {
+            if let Some(checkpoint) = &task.checkpoint
+                && !task.state().is_some_and(TaskState::is_terminal)
+            {
+                allocated.add(&checkpoint.task.info.resources);
+            }
+        }
+        allocated
+    }
+
+    /// Whether an agent offering `resources` can take these tasks back.
+    pub fn check(&self, resources: &Resources) -> Result<(), RecoveryError> {
+        let needed = self.allocated();
+        if resources.contains(&needed) {
+            Ok(())
+        } else {
+            Err(RecoveryError::Shrunk {
+                needed,
+                offered: resources.clone(),
+            })
+        }
+    }
+}
+
+impl RecoveredTask {
+    /// The task's latest state: its checkpoint's, or its last update's if
+    /// that came later (the update is written first).
+    pub fn state(&self) -> Option<TaskState> {
+        let recorded = self.checkpoint.as_ref()?.task.state;
+        Some(match self.pending.last() {
+            Some(last) if recorded.can_become(last.state) => last.state,
+            _ => recorded,
+        })
+    }
+}
+
+fn entries(dir: &Path) -> Result<Vec<PathBuf>, RecoveryError> {
+    match fs::read_dir(dir) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(RecoveryError::List {
+            path: dir.to_owned(),
+            source,
+        }),
+        Ok(listing) => {
+            let mut paths: Vec<PathBuf> = listing
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| path.is_dir())
+                .collect();
+            paths.sort();
+            Ok(paths)
+        }
+    }
+}
+
+fn load_if_present<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>, CheckpointError> {
+    if path.exists() {
+        checkpoint::load(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Reads a work directory's checkpoints; `None` when it has none (a new
+/// agent).
+pub fn read(work_dir: &Path) -> Result<Option<Recovered>, RecoveryError> {
+    let latest = checkpoint::latest_path(work_dir);
+    let Some(bytes) = load_raw_if_present(&latest)? else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| CheckpointError::Invalid {
+        path: latest.clone(),
+        reason,
+    };
+    let text = String::from_utf8(bytes).map_err(|e| invalid(e.to_string()))?;
+    let agent_id = AgentId::new(text.trim()).map_err(|e| invalid(e.to_string()))?;
+    let agent: AgentCheckpoint = checkpoint::load(&checkpoint::agent_path(work_dir, &agent_id))?;
+    let frameworks_dir = checkpoint::agents_dir(work_dir)
+        .join(agent_id.as_str())
+        .join("frameworks");
+    let mut frameworks = Vec::new();
+    for dir in entries(&frameworks_dir)? {
+        let Some(framework) = load_if_present::<FrameworkCheckpoint>(&dir.join("framework.json"))?
+        else {
+            continue;
+        };
+        let mut tasks = Vec::new();
+        for task_dir in entries(&dir.join("tasks"))? {
+            let checkpoint: Option<TaskCheckpoint> = load_if_present(&task_dir.join("task.json"))?;
+            let pending =
+                load_if_present::<checkpoint::StreamCheckpoint>(&task_dir.join("updates.json"))?
+                    .map(|stream| stream.pending)
+                    .unwrap_or_default();
+            let task_id = match &checkpoint {
+                Some(checkpoint) => checkpoint.task.info.task_id.clone(),
+                None => match pending.first() {
+                    Some(first) => first.task_id.clone(),
+                    None => continue,
+                },
+            };
+            tasks.push(RecoveredTask {
+                task_id,
+                checkpoint,
+                pending,
+            });
+        }
+        frameworks.push(RecoveredFramework {
+            info: framework.info,
+            tasks,
+        });
+    }
+    Ok(Some(Recovered {
+        agent_id,
+        info: agent.info,
+        frameworks,
+    }))
+}
+
+fn load_raw_if_present(path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
+    match strata_runtime::durable::read_bounded(path, 4096) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CheckpointError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Reads and removes a monitor's exit record; `None` when there is none
+/// (or it cannot be read, which is logged).
+pub(crate) fn take_exit_record(path: &Path) -> Option<ExitOutcome> {
+    let record = match load_if_present::<ExitCheckpoint>(path) {
+        Ok(record) => record.map(|record| record.outcome),
+        Err(error) => {
+            warn!(cause = %error, "a task's exit record is unreadable");
+            None
+        }
+    };
+    let _ = checkpoint::remove(path);
+    // The task's checkpoint directory goes once nothing is left in it.
+    if let Some(dir) = path.parent() {
+        let _ = fs::remove_dir(dir);
+    }
+    record
+}
+
+impl Agent {
+    /// Reads this agent's checkpoints, if any, and takes its tasks back.
+    pub(crate) fn recover(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+    ) -> Result<(), RecoveryError> {
+        let Runner::Processes { work_dir, .. } = &self.config.runner else {
+            return Ok(());
+        };
+        let work_dir = work_dir.clone();
+        let Some(recovered) = read(&work_dir)? else {
+            return Ok(());
+        };
+        recovered.check(&self.config.resources)?;
+        info!(
+            agent_id = %recovered.agent_id,
+            frameworks = recovered.frameworks.len(),
+            "recovering from checkpoints"
+        );
+        self.agent_id = Some(recovered.agent_id.clone());
+        for framework in recovered.frameworks {
+            let Some(framework_id) = framework.info.id.clone() else {
+                continue;
+            };
+            self.frameworks.insert(framework_id.clone(), framework.info);
+            for task in framework.tasks {
+                self.recover_task(ctx, &work_dir, &framework_id, task);
+            }
+        }
+        Ok(())
+    }
+
+    fn recover_task(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        work_dir: &Path,
+        framework_id: &FrameworkId,
+        recovered: RecoveredTask,
+    ) {
+        let state = recovered.state();
+        for status in &recovered.pending {
+            self.updates
+                .push(crate::process::now(), framework_id, status.clone());
+        }
+        let Some(checkpoint) = recovered.checkpoint else {
+            return;
+        };
+        let key = (framework_id.clone(), recovered.task_id.clone());
+        let mut task = checkpoint.task;
+        if let (Some(state), Some(last)) = (state, recovered.pending.last())
+            && state == last.state
+        {
+            task.state = state;
+            task.status = Some(last.clone());
+        }
+        if task.state.is_terminal() {
+            self.finished.insert(key, task);
+            return;
+        }
+        let task_id = recovered.task_id;
+        let executor_task = matches!(task.info.kind, TaskKind::Executor(_));
+        self.allocated.add(&task.info.resources);
+        self.tasks.insert(key.clone(), task);
+        let Some(agent_id) = self.agent_id.clone() else {
+            return;
+        };
+        let exit_file =
+            checkpoint::task_dir(work_dir, &agent_id, framework_id, &task_id).join("exit.json");
+        match checkpoint.run {
+            Some(run) if command_executor::still_running(run.group, run.start_ticks) => {
+                info!(task_id = %task_id, group = run.group, "re-attached to a running task");
+                self.processes.insert(
+                    key.clone(),
+                    TaskProcess {
+                        group: run.group,
+                        kill_requested: false,
+                        limit_exceeded: None,
+                        exit_file: run.monitored.then(|| exit_file.clone()),
+                        start_ticks: run.start_ticks,
+                        sandbox: run.sandbox,
+                    },
+                );
+                let group = run.group;
+                ctx.spawn_future(
+                    crate::monitor::wait_for_exit(group),
+                    move |agent, ctx, watched| {
+                        let status = match watched {
+                            Ok(()) => Err(std::io::Error::other(
+                                "its process was started by an earlier life of this agent, \
+                                 and no exit record was left",
+                            )),
+                            Err(error) => Err(error),
+                        };
+                        agent.process_exited(ctx, key, group, status);
+                    },
+                );
+            }
+            Some(run) => {
+                let outcome = run
+                    .monitored
+                    .then(|| take_exit_record(&exit_file))
+                    .flatten();
+                let (state, reason, message) = match outcome {
+                    Some(ExitOutcome::Exited { wait_status }) => {
+                        let status = <std::process::ExitStatus as std::os::unix::process::ExitStatusExt>::from_raw(wait_status);
+                        let (state, how) = command_executor::outcome(Ok(status), false);
+                        (state, None, format!("{how} while the agent was down"))
+                    }
+                    Some(ExitOutcome::NotStarted { message }) => (
+                        TaskState::Failed,
+                        Some(Reason::CommandExecutorFailed),
+                        message,
+                    ),
+                    None => (
+                        TaskState::Failed,
+                        Some(Reason::ExecutorTerminated),
+                        "the task's process ended while the agent was down, and how is not known"
+                            .to_owned(),
+                    ),
+                };
+                self.report_with(ctx, framework_id, &task_id, state, reason, &message);
+            }
+            None if executor_task => self.report_with(
+                ctx,
+                framework_id,
+                &task_id,
+                TaskState::Failed,
+                Some(Reason::ExecutorTerminated),
+                "its executor did not survive the agent's restart",
+            ),
+            None => self.report_with(
+                ctx,
+                framework_id,
+                &task_id,
+                TaskState::Lost,
+                Some(Reason::AgentRestarted),
+                "the agent restarted before the task's process started",
+            ),
+        }
+    }
+}
+
+/// An agent's hold on its work directory, for as long as it lives.
+#[derive(Debug)]
+pub struct WorkDirLock {
+    _file: fs::File,
+}
+
+/// Takes the work directory for one agent: a second agent on the same
+/// directory would read the first one's checkpoints as its own.
+pub fn lock_work_dir(work_dir: &Path) -> Result<WorkDirLock, RecoveryError> {
+    let path = checkpoint::agents_dir(work_dir).join("lock");
+    match strata_runtime::durable::lock_exclusive(&path) {
+        Ok(Some(file)) => Ok(WorkDirLock { _file: file }),
+        Ok(None) => Err(RecoveryError::InUse {
+            work_dir: work_dir.to_owned(),
+        }),
+        Err(source) => Err(RecoveryError::List { path, source }),
+    }
+}

@@ -1,0 +1,135 @@
+//! The registry's side of the books: what is persisted, and how a
+//! restarted master takes it back.
+//!
+//! Every change to what the registry holds (an agent admitted or lost, a
+//! framework subscribed or removed) bumps a counter the shell watches to
+//! know when to write [`Books::registry`]. A restarted master calls
+//! [`Books::recover`]: its agents wait, unreachable, for up to
+//! `agent_reregister_timeout` to re-register (Mesos's
+//! `--agent_reregister_timeout`); those that do not are then recorded as
+//! unreachable. Its frameworks wait, disconnected, for their schedulers
+//! to subscribe again, for at least as long. While agents may still come
+//! back, reconciliation leaves tasks the master does not know unanswered
+//! (the scheduler asks again) rather than calling them lost.
+
+use std::time::Instant;
+
+use super::{AgentStatus, Books, Command, Event, FrameworkEntry};
+use crate::registry::{RegisteredAgent, Registry};
+
+impl Books {
+    /// The epoch this master's messages carry.
+    pub fn master_epoch(&self) -> u64 {
+        self.master_epoch
+    }
+
+    /// Counts changes to what [`Books::registry`] returns.
+    pub fn registry_changes(&self) -> u64 {
+        self.registry_changes
+    }
+
+    pub(super) fn registry_changed(&mut self) {
+        self.registry_changes += 1;
+    }
+
+    /// Whether agents of the previous master may still re-register.
+    pub fn recovering(&self) -> bool {
+        !self.recovering_agents.is_empty()
+    }
+
+    /// What must survive a restart, now.
+    pub fn registry(&self) -> Registry {
+        let mut registry = Registry::empty();
+        registry.epoch = self.master_epoch;
+        registry.agents = self
+            .agents
+            .values()
+            .map(|agent| RegisteredAgent {
+                info: agent.info.clone(),
+                pid: agent.pid.clone(),
+                unreachable: matches!(agent.status, AgentStatus::Unreachable { .. })
+                    && !agent
+                        .info
+                        .id
+                        .as_ref()
+                        .is_some_and(|id| self.recovering_agents.contains(id)),
+            })
+            .collect();
+        registry.frameworks = self
+            .frameworks
+            .values()
+            .map(|framework| framework.info.clone())
+            .collect();
+        registry.removed_frameworks = self.removed_frameworks.iter().cloned().collect();
+        registry
+    }
+
+    /// Takes back a previous master's registry, as master epoch `epoch`.
+    pub fn recover(&mut self, now: Instant, registry: Registry, epoch: u64) {
+        self.master_epoch = epoch;
+        let wait = self.config.agent_reregister_timeout;
+        for agent in registry.agents {
+            let Some(agent_id) = agent.info.id.clone() else {
+                continue;
+            };
+            let mut entry = self.agent_entry(now, agent.info, agent.pid.clone());
+            entry.status = AgentStatus::Unreachable { since: now };
+            if !agent.unreachable {
+                self.recovering_agents.insert(agent_id.clone());
+            }
+            self.agents_by_pid
+                .insert(agent.pid.to_string(), agent_id.clone());
+            self.agents.insert(agent_id, entry);
+        }
+        if self.recovering() {
+            self.recovery_deadline = Some(now + wait);
+        }
+        for info in registry.frameworks {
+            let Some(framework_id) = info.id.clone() else {
+                continue;
+            };
+            self.allocator
+                .add_framework(framework_id.clone(), info.role().to_owned());
+            self.allocator.suppress(&framework_id);
+            let deadline = now + info.failover_timeout.max(wait);
+            self.frameworks.insert(
+                framework_id,
+                FrameworkEntry {
+                    info,
+                    pid: None,
+                    failover_deadline: Some(deadline),
+                    constraints: Vec::new(),
+                    tasks: Default::default(),
+                    completed: Default::default(),
+                    offers: Default::default(),
+                },
+            );
+        }
+        self.removed_frameworks = registry.removed_frameworks.into_iter().collect();
+        while self.removed_frameworks.len() > super::REMOVED_FRAMEWORKS_KEPT {
+            self.removed_frameworks.pop_front();
+        }
+    }
+
+    /// An agent of the previous master came back.
+    pub(super) fn agent_recovered(&mut self, agent_id: &strata_protocol::AgentId) {
+        if self.recovering_agents.remove(agent_id) && !self.recovering() {
+            self.recovery_deadline = None;
+        }
+    }
+
+    /// Agents that did not come back in time are unreachable from now on.
+    pub(super) fn end_recovery(&mut self, now: Instant, out: &mut Vec<Command>) {
+        if self.recovery_deadline.is_none_or(|deadline| deadline > now) {
+            return;
+        }
+        self.recovery_deadline = None;
+        for agent_id in std::mem::take(&mut self.recovering_agents) {
+            out.push(Command::Log(Event::AgentUnreachable {
+                agent_id,
+                missed_pongs: 0,
+            }));
+        }
+        self.registry_changed();
+    }
+}
