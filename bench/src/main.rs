@@ -7,6 +7,7 @@
 
 mod allocator;
 mod launch;
+mod recovery;
 mod report;
 mod runtime;
 
@@ -23,6 +24,10 @@ enum Suite {
     /// Tasks per second from accept to finished for /bin/true, beside
     /// spawning and reaping /bin/true directly.
     Launch,
+    /// Agent restart with 100 running tasks, master restart with 1,000
+    /// agents, beside a fresh agent start and Apache Mesos's published
+    /// master fail-over time (needs the release `strata` binary).
+    Recovery,
 }
 
 #[derive(Debug, Parser)]
@@ -57,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Runtime => runtime::run(arguments.scale, arguments.only.as_deref())?,
         Suite::Allocator => allocator::run(arguments.scale)?,
         Suite::Launch => launch::run(arguments.scale)?,
+        Suite::Recovery => recovery::run(arguments.scale)?,
     };
     if arguments.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
