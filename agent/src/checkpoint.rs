@@ -12,7 +12,9 @@
 //!   that runs it (its process group and start time, its sandbox);
 //! - `.../tasks/<task>/updates.json`: its unacknowledged status updates;
 //! - `.../tasks/<task>/exit.json`: how its process ended, written by the
-//!   task monitor (see [`crate::monitor`]).
+//!   task monitor (see [`crate::monitor`]);
+//! - `.../executors/<executor>/executor.json`: a custom executor's process
+//!   and address.
 //!
 //! Every write is atomic and durable ([`strata_runtime::durable`]): after a
 //! crash a file is either the old one or the new one, never a torn mix.
@@ -25,7 +27,9 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use strata_protocol::{AgentId, AgentInfo, FrameworkId, FrameworkInfo, Task, TaskId, TaskStatus};
+use strata_protocol::{
+    AgentId, AgentInfo, ExecutorId, FrameworkId, FrameworkInfo, Task, TaskId, TaskStatus,
+};
 use strata_runtime::durable;
 
 /// The format version written; readers refuse others.
@@ -76,6 +80,17 @@ pub struct RunCheckpoint {
     pub sandbox: PathBuf,
     /// Whether the leader is a task monitor that records the exit.
     pub monitored: bool,
+}
+
+/// A custom executor of a checkpointing framework: its process group
+/// (leader pid and start time) and, once it registered, its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorCheckpoint {
+    pub version: u32,
+    pub executor_id: ExecutorId,
+    pub group: i32,
+    pub start_ticks: u64,
+    pub pid: Option<strata_runtime::Upid>,
 }
 
 /// How a task's process ended, as its monitor recorded it.
@@ -134,6 +149,19 @@ pub fn framework_dir(work_dir: &Path, agent_id: &AgentId, framework_id: &Framewo
         .join(agent_id.as_str())
         .join("frameworks")
         .join(framework_id.as_str())
+}
+
+/// Where a custom executor's checkpoint is kept.
+pub fn executor_path(
+    work_dir: &Path,
+    agent_id: &AgentId,
+    framework_id: &FrameworkId,
+    executor_id: &ExecutorId,
+) -> PathBuf {
+    framework_dir(work_dir, agent_id, framework_id)
+        .join("executors")
+        .join(executor_id.as_str())
+        .join("executor.json")
 }
 
 /// The directory of a task's checkpoints.

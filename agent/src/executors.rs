@@ -24,6 +24,11 @@ use strata_runtime::{ProcessContext, Upid};
 use tracing::{debug, warn};
 
 use crate::command_executor;
+
+/// How long an executor of a checkpointing framework waits for a
+/// restarted agent (Mesos's `--recovery_timeout`).
+pub(crate) const EXECUTOR_RECOVERY_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(15 * 60);
 use crate::process::{Agent, Runner};
 
 /// An executor this agent started.
@@ -37,6 +42,8 @@ pub(crate) struct ExecutorRun {
     /// Its tasks that are not terminal (queued ones included).
     tasks: BTreeSet<TaskId>,
     registration_timed_out: bool,
+    /// When its group leader started, to tell it from a recycled pid.
+    start_ticks: u64,
 }
 
 /// The agent's executors, by framework and executor id.
@@ -103,7 +110,7 @@ impl Agent {
         let tls_dir = sandbox.join(".tls");
         tls.save(&tls_dir)
             .map_err(|e| format!("cannot give the executor its TLS material: {e}"))?;
-        let environment = BTreeMap::from([
+        let mut environment = BTreeMap::from([
             ("STRATA_AGENT_PID".to_owned(), ctx.pid().to_string()),
             ("STRATA_AGENT_ID".to_owned(), agent_id.to_string()),
             ("STRATA_FRAMEWORK_ID".to_owned(), framework_id.to_string()),
@@ -113,6 +120,14 @@ impl Agent {
             ),
             ("STRATA_TLS_DIR".to_owned(), tls_dir.display().to_string()),
         ]);
+        if self.checkpointing(framework_id) {
+            // It outlives this agent, waiting to be reconnected.
+            environment.insert("STRATA_CHECKPOINT".to_owned(), "1".to_owned());
+            environment.insert(
+                "STRATA_RECOVERY_TIMEOUT".to_owned(),
+                EXECUTOR_RECOVERY_TIMEOUT.as_secs().to_string(),
+            );
+        }
         let started = command_executor::start(&sandbox, &executor.command, &environment, None)?;
         let key = (framework_id.clone(), executor.executor_id.clone());
         let group = started.group;
@@ -124,14 +139,27 @@ impl Agent {
                 queued: Vec::new(),
                 tasks: BTreeSet::new(),
                 registration_timed_out: false,
+                start_ticks: command_executor::start_ticks(group).unwrap_or(0),
             },
         );
+        self.checkpoint_executor(&key);
         let mut child = started.child;
         let exit_key = key.clone();
         ctx.spawn_future(
             async move { child.wait().await },
             move |agent, ctx, status| agent.executor_exited(ctx, exit_key, group, status),
         );
+        self.expect_registration(ctx, key, group);
+        Ok(())
+    }
+
+    /// Kills an executor that does not register in time.
+    fn expect_registration(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        key: (FrameworkId, ExecutorId),
+        group: i32,
+    ) {
         let timeout = self.config().executor_registration_timeout;
         ctx.run_later(timeout, move |agent, _| {
             if let Some(run) = agent.executors_mut().get_mut(&key)
@@ -143,7 +171,102 @@ impl Agent {
                 command_executor::signal_group(group, Signal::KILL);
             }
         });
-        Ok(())
+    }
+
+    /// Takes back an executor an earlier life of this agent started, if
+    /// it still runs: it is asked to register again, and its tasks wait
+    /// for it. False if it is gone.
+    pub(crate) fn adopt_executor(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        framework_id: &FrameworkId,
+        checkpoint: &crate::checkpoint::ExecutorCheckpoint,
+    ) -> bool {
+        let running = command_executor::still_running(checkpoint.group, checkpoint.start_ticks);
+        let Some(pid) = checkpoint.pid.clone().filter(|_| running) else {
+            return false;
+        };
+        let key = (framework_id.clone(), checkpoint.executor_id.clone());
+        let group = checkpoint.group;
+        self.executors_mut().insert(
+            key.clone(),
+            ExecutorRun {
+                group,
+                pid: None,
+                queued: Vec::new(),
+                tasks: BTreeSet::new(),
+                registration_timed_out: false,
+                start_ticks: checkpoint.start_ticks,
+            },
+        );
+        send(ctx, &pid, ToExecutor::Reconnect);
+        let exit_key = key.clone();
+        ctx.spawn_future(
+            crate::monitor::wait_for_exit(group),
+            move |agent, ctx, watched| {
+                let status = watched.and_then(|()| {
+                    Err(std::io::Error::other(
+                        "it was started by an earlier life of this agent",
+                    ))
+                });
+                agent.executor_exited(ctx, exit_key, group, status)
+            },
+        );
+        self.expect_registration(ctx, key, group);
+        true
+    }
+
+    /// A recovered task of a recovered executor waits for it again; false
+    /// if that executor is gone.
+    pub(crate) fn adopt_executor_task(
+        &mut self,
+        framework_id: &FrameworkId,
+        executor_id: &ExecutorId,
+        task_id: &TaskId,
+    ) -> bool {
+        match self
+            .executors_mut()
+            .get_mut(&(framework_id.clone(), executor_id.clone()))
+        {
+            Some(run) => {
+                run.tasks.insert(task_id.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Saves an executor's process and address, for frameworks that
+    /// checkpoint.
+    fn checkpoint_executor(&self, key: &(FrameworkId, ExecutorId)) {
+        let (Some((work_dir, agent_id)), Some(run)) =
+            (self.checkpoint_root(), self.executors().get(key))
+        else {
+            return;
+        };
+        if !self.checkpointing(&key.0) {
+            return;
+        }
+        let checkpoint = crate::checkpoint::ExecutorCheckpoint {
+            version: crate::checkpoint::FORMAT_VERSION,
+            executor_id: key.1.clone(),
+            group: run.group,
+            start_ticks: run.start_ticks,
+            pid: run.pid.clone(),
+        };
+        let path = crate::checkpoint::executor_path(work_dir, agent_id, &key.0, &key.1);
+        if let Err(error) = crate::checkpoint::save(&path, &checkpoint) {
+            tracing::error!(cause = %error, "executor checkpoint failed");
+        }
+    }
+
+    fn forget_executor_checkpoint(&self, key: &(FrameworkId, ExecutorId)) {
+        if let Some((work_dir, agent_id)) = self.checkpoint_root() {
+            let path = crate::checkpoint::executor_path(work_dir, agent_id, &key.0, &key.1);
+            if let Err(error) = crate::checkpoint::remove(&path) {
+                warn!(cause = %error, "cannot remove an executor checkpoint");
+            }
+        }
     }
 
     /// `RegisterExecutor` and `ExecutorStatus`, from executor processes.
@@ -171,6 +294,7 @@ impl Agent {
                 }
                 run.pid = Some(from.clone());
                 let queued = std::mem::take(&mut run.queued);
+                self.checkpoint_executor(&key);
                 ctx.link(&from);
                 send(
                     ctx,
@@ -194,6 +318,17 @@ impl Agent {
                 }
                 if status.state.is_terminal() {
                     run.tasks.remove(&status.task_id);
+                }
+                // An executor reconnected after an agent restart resends
+                // its tasks' latest states; one already recorded is no news.
+                let recorded = self
+                    .tasks
+                    .get(&(framework_id.clone(), status.task_id.clone()))
+                    .and_then(|task| task.status.as_ref());
+                if recorded.is_some_and(|known| {
+                    known.state == status.state && known.message == status.message
+                }) {
+                    return;
                 }
                 self.report_with(
                     ctx,
@@ -265,6 +400,7 @@ impl Agent {
         let Some(run) = self.executors_mut().remove(&key) else {
             return;
         };
+        self.forget_executor_checkpoint(&key);
         self.report_executor_exited(ctx, key.0.clone(), key.1.clone());
         let (reason, message) = if run.registration_timed_out {
             (
@@ -359,9 +495,13 @@ impl Agent {
         }
     }
 
-    /// The process groups of all executors, for a stopping agent.
-    pub(crate) fn executor_groups(&self) -> Vec<i32> {
-        self.executors().values().map(|run| run.group).collect()
+    /// The process groups of all executors and their frameworks, for a
+    /// stopping agent.
+    pub(crate) fn executor_groups(&self) -> Vec<(FrameworkId, i32)> {
+        self.executors()
+            .iter()
+            .map(|((framework_id, _), run)| (framework_id.clone(), run.group))
+            .collect()
     }
 
     /// An executor's process went away (its link broke): kill what is

@@ -390,7 +390,7 @@ impl Agent {
     }
 
     /// The work directory and agent id, when this agent keeps checkpoints.
-    fn checkpoint_root(&self) -> Option<(&std::path::Path, &AgentId)> {
+    pub(crate) fn checkpoint_root(&self) -> Option<(&std::path::Path, &AgentId)> {
         match (&self.config.runner, &self.agent_id) {
             (Runner::Processes { work_dir, .. }, Some(agent_id)) => Some((work_dir, agent_id)),
             _ => None,
@@ -992,8 +992,10 @@ impl Process for Agent {
                 command_executor::signal_group(process.group, Signal::KILL);
             }
         }
-        for group in self.executor_groups() {
-            command_executor::signal_group(group, Signal::KILL);
+        for (framework_id, group) in self.executor_groups() {
+            if self.config.kill_tasks_on_stop || !self.checkpointing(&framework_id) {
+                command_executor::signal_group(group, Signal::KILL);
+            }
         }
     }
 

@@ -8,8 +8,10 @@
 //! monitor's record. Tasks whose process ended while the agent was down
 //! are reported with that record's outcome, or FAILED with
 //! EXECUTOR_TERMINATED when none exists; tasks that never started are
-//! LOST with AGENT_RESTARTED. The agent then re-registers under its old id
-//! with its tasks, and resends the unacknowledged updates.
+//! LOST with AGENT_RESTARTED. Custom executors that still run are sent
+//! `Reconnect` and their tasks wait for them to register again. The agent
+//! then re-registers under its old id with its tasks, and resends the
+//! unacknowledged updates.
 //!
 //! An agent restarted with fewer resources than its recovered tasks hold
 //! refuses to start, saying what the tasks need; more resources, or other
@@ -26,8 +28,8 @@ use strata_runtime::ProcessContext;
 use tracing::{info, warn};
 
 use crate::checkpoint::{
-    self, AgentCheckpoint, CheckpointError, ExitCheckpoint, ExitOutcome, FrameworkCheckpoint,
-    TaskCheckpoint,
+    self, AgentCheckpoint, CheckpointError, ExecutorCheckpoint, ExitCheckpoint, ExitOutcome,
+    FrameworkCheckpoint, TaskCheckpoint,
 };
 use crate::command_executor;
 use crate::process::{Agent, Runner, TaskProcess};
@@ -46,6 +48,8 @@ pub struct Recovered {
 pub struct RecoveredFramework {
     pub info: FrameworkInfo,
     pub tasks: Vec<RecoveredTask>,
+    /// Its custom executors as last recorded.
+    pub executors: Vec<ExecutorCheckpoint>,
 }
 
 /// One task's checkpoints.
@@ -200,9 +204,16 @@ pub fn read(work_dir: &Path) -> Result<Option<Recovered>, RecoveryError> {
                 pending,
             });
         }
+        let mut executors = Vec::new();
+        for executor_dir in entries(&dir.join("executors"))? {
+            if let Some(executor) = load_if_present(&executor_dir.join("executor.json"))? {
+                executors.push(executor);
+            }
+        }
         frameworks.push(RecoveredFramework {
             info: framework.info,
             tasks,
+            executors,
         });
     }
     Ok(Some(Recovered {
@@ -266,6 +277,20 @@ impl Agent {
                 continue;
             };
             self.frameworks.insert(framework_id.clone(), framework.info);
+            // Executors first: their tasks wait for them.
+            for executor in &framework.executors {
+                if !self.adopt_executor(ctx, &framework_id, executor)
+                    && let Some(agent_id) = &self.agent_id
+                {
+                    let path = checkpoint::executor_path(
+                        &work_dir,
+                        agent_id,
+                        &framework_id,
+                        &executor.executor_id,
+                    );
+                    let _ = checkpoint::remove(&path);
+                }
+            }
             for task in framework.tasks {
                 self.recover_task(ctx, &work_dir, &framework_id, task);
             }
@@ -301,9 +326,17 @@ impl Agent {
             return;
         }
         let task_id = recovered.task_id;
-        let executor_task = matches!(task.info.kind, TaskKind::Executor(_));
+        let executor = match &task.info.kind {
+            TaskKind::Executor(executor) => Some(executor.executor_id.clone()),
+            TaskKind::Command(_) => None,
+        };
         self.allocated.add(&task.info.resources);
         self.tasks.insert(key.clone(), task);
+        if let Some(executor_id) = &executor
+            && self.adopt_executor_task(framework_id, executor_id, &task_id)
+        {
+            return;
+        }
         let Some(agent_id) = self.agent_id.clone() else {
             return;
         };
@@ -363,7 +396,7 @@ impl Agent {
                 };
                 self.report_with(ctx, framework_id, &task_id, state, reason, &message);
             }
-            None if executor_task => self.report_with(
+            None if executor.is_some() => self.report_with(
                 ctx,
                 framework_id,
                 &task_id,

@@ -35,6 +35,7 @@
 //! Several tasks may run in one executor at once. Updates are delivered
 //! at least once by the agent: the executor sends each once.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,7 +48,7 @@ use strata_runtime::{
     Node, NodeConfig, Process, ProcessContext, Received, RestartPolicy, SpawnOptions, TlsMaterial,
     Upid,
 };
-use tracing::warn;
+use tracing::{info, warn};
 
 /// What an executor does when the agent speaks.
 pub trait Executor: Sized + 'static {
@@ -77,6 +78,7 @@ pub trait Executor: Sized + 'static {
 pub struct ExecutorDriver<'a, 'b, E: Executor> {
     ctx: &'a mut ProcessContext<'b, ExecutorProcess<E>>,
     identity: &'a Identity,
+    latest: &'a mut BTreeMap<TaskId, TaskStatus>,
 }
 
 impl<E: Executor> std::fmt::Debug for ExecutorDriver<'_, '_, E> {
@@ -102,14 +104,8 @@ impl<E: Executor> ExecutorDriver<'_, '_, E> {
             update_id: None,
             timestamp_ms: 0,
         };
-        let message = ToAgent::ExecutorStatus {
-            framework_id: self.identity.framework_id.clone(),
-            executor_id: self.identity.executor_id.clone(),
-            status,
-        };
-        if let Err(error) = self.ctx.send(&self.identity.agent, message) {
-            warn!(cause = %error, "status update not sent to the agent");
-        }
+        remember(self.latest, &status);
+        send_status(self.ctx, self.identity, status);
     }
 
     /// Sends data to the framework's scheduler (at most once).
@@ -131,12 +127,7 @@ impl<E: Executor> ExecutorDriver<'_, '_, E> {
         call: impl FnOnce(&mut E, &mut ExecutorDriver<'_, '_, E>) + 'static,
     ) {
         self.ctx.run_later(delay, move |process, ctx| {
-            let identity = process.identity.clone();
-            let mut driver = ExecutorDriver {
-                ctx,
-                identity: &identity,
-            };
-            call(&mut process.executor, &mut driver);
+            process.with_driver(ctx, call);
         });
     }
 
@@ -151,12 +142,42 @@ impl<E: Executor> ExecutorDriver<'_, '_, E> {
     }
 }
 
+/// Most task statuses remembered for resending after an agent restart;
+/// beyond it terminal ones are forgotten.
+const REMEMBERED_STATUSES: usize = 10_000;
+
+fn remember(latest: &mut BTreeMap<TaskId, TaskStatus>, status: &TaskStatus) {
+    latest.insert(status.task_id.clone(), status.clone());
+    if latest.len() > REMEMBERED_STATUSES {
+        latest.retain(|_, status| !status.state.is_terminal());
+    }
+}
+
+fn send_status<E: Executor>(
+    ctx: &mut ProcessContext<'_, ExecutorProcess<E>>,
+    identity: &Identity,
+    status: TaskStatus,
+) {
+    let message = ToAgent::ExecutorStatus {
+        framework_id: identity.framework_id.clone(),
+        executor_id: identity.executor_id.clone(),
+        status,
+    };
+    if let Err(error) = ctx.send(&identity.agent, message) {
+        warn!(cause = %error, "status update not sent to the agent");
+    }
+}
+
 /// Who this executor is and whom it answers to.
 #[derive(Debug, Clone)]
 struct Identity {
     agent: Upid,
     framework_id: FrameworkId,
     executor_id: ExecutorId,
+    /// Whether the framework checkpoints: then the executor outlives its
+    /// agent for up to `recovery_timeout`, waiting to be reconnected.
+    checkpoint: bool,
+    recovery_timeout: Duration,
 }
 
 /// The process hosting an [`Executor`].
@@ -164,9 +185,34 @@ struct Identity {
 pub struct ExecutorProcess<E> {
     executor: E,
     identity: Identity,
+    /// Each task's latest status, resent to a restarted agent (an update
+    /// sent while it was down is lost).
+    latest: BTreeMap<TaskId, TaskStatus>,
+    registered: bool,
+    /// Bumped on every loss of the agent, so a stale wait stands down.
+    losses: u64,
 }
 
 impl<E: Executor> ExecutorProcess<E> {
+    /// A restarted agent recovered this executor: register with it.
+    fn reconnect(&mut self, ctx: &mut ProcessContext<'_, Self>, agent: Upid) {
+        if agent.id() != self.identity.agent.id() {
+            warn!(from = %agent, "reconnect from a process that is no agent dropped");
+            return;
+        }
+        info!(agent = %agent, "reconnecting to the restarted agent");
+        self.losses += 1;
+        self.identity.agent = agent.clone();
+        ctx.link(&agent);
+        let register = ToAgent::RegisterExecutor {
+            framework_id: self.identity.framework_id.clone(),
+            executor_id: self.identity.executor_id.clone(),
+        };
+        if let Err(error) = ctx.send(&agent, register) {
+            warn!(cause = %error, "cannot register with the restarted agent");
+        }
+    }
+
     fn with_driver(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
@@ -176,6 +222,7 @@ impl<E: Executor> ExecutorProcess<E> {
         let mut driver = ExecutorDriver {
             ctx,
             identity: &identity,
+            latest: &mut self.latest,
         };
         call(&mut self.executor, &mut driver);
     }
@@ -198,15 +245,28 @@ impl<E: Executor> Process for ExecutorProcess<E> {
     }
 
     fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, message: ToExecutor) {
+        if matches!(message, ToExecutor::Reconnect) && self.identity.checkpoint {
+            return self.reconnect(ctx, from);
+        }
         if !from.same_name(&self.identity.agent) {
             warn!(from = %from, "message not from this executor's agent dropped");
             return;
         }
         match message {
-            ToExecutor::ExecutorRegistered { agent_id, .. } => self
-                .with_driver(ctx, |executor, driver| {
+            ToExecutor::ExecutorRegistered { agent_id, .. } => {
+                if std::mem::replace(&mut self.registered, true) {
+                    // Registered again with a restarted agent: it may have
+                    // missed updates sent while it was down.
+                    let identity = self.identity.clone();
+                    for status in self.latest.values().cloned().collect::<Vec<_>>() {
+                        send_status(ctx, &identity, status);
+                    }
+                    return;
+                }
+                self.with_driver(ctx, |executor, driver| {
                     executor.registered(driver, &agent_id)
-                }),
+                })
+            }
             ToExecutor::LaunchTask { task } => {
                 self.with_driver(ctx, |executor, driver| executor.launch_task(driver, task))
             }
@@ -219,15 +279,32 @@ impl<E: Executor> Process for ExecutorProcess<E> {
             ToExecutor::FrameworkMessage { data } => self.with_driver(ctx, |executor, driver| {
                 executor.framework_message(driver, data.0)
             }),
+            ToExecutor::Reconnect => {}
         }
     }
 
     fn exited(&mut self, ctx: &mut ProcessContext<'_, Self>, pid: Upid) {
-        // Without its agent an executor has nobody to report to.
-        if pid.same_name(&self.identity.agent) {
+        if !pid.same_name(&self.identity.agent) {
+            return;
+        }
+        // Without its agent an executor has nobody to report to, unless
+        // the agent checkpoints it and will reconnect after a restart.
+        if !self.identity.checkpoint {
             warn!(agent = %pid, "lost the agent; exiting");
             ctx.stop();
+            return;
         }
+        self.losses += 1;
+        let loss = self.losses;
+        let wait = self.identity.recovery_timeout;
+        warn!(agent = %pid, ?wait, "lost the agent; waiting for it to come back");
+        ctx.run_later(wait, move |process, ctx| {
+            // Neither reconnected nor lost again since.
+            if process.losses == loss {
+                warn!("the agent did not come back; exiting");
+                ctx.stop();
+            }
+        });
     }
 }
 
@@ -258,9 +335,16 @@ fn parsed<T>(
     parse(&text).map_err(|reason| ExecutorError::InvalidEnvironment { name, reason })
 }
 
+/// How long an executor of a checkpointing framework waits for its agent
+/// to come back (Mesos's `--recovery_timeout`: 15 min).
+pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 /// Runs an executor until it exits or loses its agent. Reads what the
 /// agent put in the environment: `STRATA_AGENT_PID`, `STRATA_FRAMEWORK_ID`,
-/// `STRATA_EXECUTOR_ID` and `STRATA_TLS_DIR`.
+/// `STRATA_EXECUTOR_ID` and `STRATA_TLS_DIR`; for frameworks that
+/// checkpoint, `STRATA_CHECKPOINT=1` and `STRATA_RECOVERY_TIMEOUT`
+/// (seconds): the executor then outlives its agent for that long, and a
+/// restarted agent that recovers it reconnects it.
 pub fn run<E: Executor>(factory: impl Fn() -> E + 'static) -> Result<(), ExecutorError> {
     let agent: Upid = parsed("STRATA_AGENT_PID", |text| {
         text.parse().map_err(|e| format!("{e}"))
@@ -272,6 +356,16 @@ pub fn run<E: Executor>(factory: impl Fn() -> E + 'static) -> Result<(), Executo
         text.parse().map_err(|e| format!("{e}"))
     })?;
     let tls_dir = PathBuf::from(environment("STRATA_TLS_DIR")?);
+    let checkpoint = std::env::var("STRATA_CHECKPOINT").is_ok_and(|value| value == "1");
+    let recovery_timeout = match std::env::var("STRATA_RECOVERY_TIMEOUT") {
+        Err(_) => DEFAULT_RECOVERY_TIMEOUT,
+        Ok(_) => parsed("STRATA_RECOVERY_TIMEOUT", |text| {
+            text.parse::<f64>()
+                .ok()
+                .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+                .ok_or_else(|| format!("{text:?} is not a number of seconds"))
+        })?,
+    };
     let tls = TlsMaterial::load(&tls_dir)?;
     actix_rt::System::new().block_on(async move {
         // On the agent's host, at the address it reaches.
@@ -280,6 +374,8 @@ pub fn run<E: Executor>(factory: impl Fn() -> E + 'static) -> Result<(), Executo
             agent,
             framework_id,
             executor_id: executor_id.clone(),
+            checkpoint,
+            recovery_timeout,
         };
         let pid = node.spawn(
             &format!(
@@ -291,6 +387,9 @@ pub fn run<E: Executor>(factory: impl Fn() -> E + 'static) -> Result<(), Executo
             move || ExecutorProcess {
                 executor: factory(),
                 identity: identity.clone(),
+                latest: BTreeMap::new(),
+                registered: false,
+                losses: 0,
             },
             SpawnOptions::default().restart(RestartPolicy::never()),
         )?;

@@ -281,3 +281,93 @@ fn executor_alive(framework_id: &strata_protocol::FrameworkId) -> bool {
             })
     })
 }
+
+/// A checkpointing framework's executor outlives its agent: the agent is
+/// stopped and started again on the same work directory, reconnects the
+/// executor, which registers again (resending what the agent may have
+/// missed), and its task runs on to FINISHED, never failed.
+#[test]
+fn a_restarted_agent_reconnects_a_checkpointing_frameworks_executor() {
+    let work_dir =
+        std::env::temp_dir().join(format!("strata-executors-reconnect-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let states = actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let patient = strata_master::Config {
+            allocation_interval: Duration::from_millis(100),
+            ..strata_master::Config::default()
+        };
+        // Ids of its own, so other tests' executors are not taken for its.
+        let master_node = node(&ca, "master").await;
+        let master = master_node
+            .spawn(
+                strata_master::MASTER_ID,
+                move || strata_master::Master::new(patient.clone(), "reconnect"),
+                strata_runtime::SpawnOptions::default(),
+            )
+            .unwrap();
+        let runner = Runner::Processes {
+            work_dir: work_dir.clone(),
+            kill_grace: Duration::from_secs(1),
+        };
+        let mut config = AgentConfig::new(
+            master.clone(),
+            "agent".into(),
+            r("cpus:4;mem:1024"),
+            Default::default(),
+            9,
+            runner,
+        );
+        config.tls = Some(ca.issue("agent").unwrap());
+        config.kill_tasks_on_stop = false;
+        let agent = start_agent_with(&ca, "agent", config.clone()).await;
+        let schedulers = node(&ca, "schedulers").await;
+        let mut info = FrameworkInfo::new("fw", "u");
+        info.checkpoint = true;
+        let mut fw = Scheduler::subscribe(&schedulers, "scheduler", &master, info).await;
+        let offer = fw.offers().await.remove(0);
+        let mut launched = task("kept", &offer.agent_id, executor("e1", binary(EXECUTOR)));
+        launched
+            .labels
+            .insert("strata.test/run-ms".into(), "1500".into());
+        fw.send(ToMaster::Accept {
+            framework_id: fw.id(),
+            offer_ids: vec![offer.id.clone()],
+            operations: vec![Operation::Launch(vec![launched])],
+            filters: Filters::default(),
+        });
+        // Updates are delivered at least once: a resent one has the same
+        // id and counts once.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut states = Vec::new();
+        let mut record = |status: TaskStatus, states: &mut Vec<TaskState>| {
+            if seen.insert(status.update_id) {
+                states.push(status.state);
+            }
+        };
+        record(fw.update().await, &mut states);
+        assert_eq!(states, vec![TaskState::Running]);
+        agent.close(Duration::from_secs(1)).await;
+        drop(agent);
+        let _agent = start_agent_with(&ca, "agent", config).await;
+        while !states.last().is_some_and(|state| state.is_terminal()) {
+            record(fw.update().await, &mut states);
+        }
+        // Its executor goes with its framework.
+        let framework_id = fw.id();
+        fw.send(ToMaster::Teardown {
+            framework_id: framework_id.clone(),
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while executor_alive(&framework_id) && std::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !executor_alive(&framework_id),
+            "the executor outlived its framework"
+        );
+        states
+    });
+    assert_eq!(states, vec![TaskState::Running, TaskState::Finished]);
+    let _ = std::fs::remove_dir_all(&work_dir);
+}

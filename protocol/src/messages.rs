@@ -241,6 +241,9 @@ pub enum ToExecutor {
     },
     /// Kill every task and exit.
     Shutdown,
+    /// The agent restarted and recovered this executor: register again
+    /// with the sender, the restarted agent.
+    Reconnect,
     /// Data from the scheduler.
     FrameworkMessage {
         data: Blob,
@@ -254,6 +257,7 @@ impl strata_runtime::Message for ToExecutor {
             ToExecutor::LaunchTask { .. } => "LaunchTask",
             ToExecutor::KillTask { .. } => "KillTask",
             ToExecutor::Shutdown => "Shutdown",
+            ToExecutor::Reconnect => "Reconnect",
             ToExecutor::FrameworkMessage { .. } => "FrameworkMessage",
         }
     }
