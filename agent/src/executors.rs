@@ -46,6 +46,20 @@ pub(crate) struct ExecutorRun {
     start_ticks: u64,
 }
 
+impl ExecutorRun {
+    /// An executor process that has not registered (yet, or again).
+    fn unregistered(group: i32, start_ticks: u64) -> ExecutorRun {
+        ExecutorRun {
+            group,
+            pid: None,
+            queued: Vec::new(),
+            tasks: BTreeSet::new(),
+            registration_timed_out: false,
+            start_ticks,
+        }
+    }
+}
+
 /// The agent's executors, by framework and executor id.
 pub(crate) type Executors = BTreeMap<(FrameworkId, ExecutorId), ExecutorRun>;
 
@@ -131,17 +145,9 @@ impl Agent {
         let started = command_executor::start(&sandbox, &executor.command, &environment, None)?;
         let key = (framework_id.clone(), executor.executor_id.clone());
         let group = started.group;
-        self.executors_mut().insert(
-            key.clone(),
-            ExecutorRun {
-                group,
-                pid: None,
-                queued: Vec::new(),
-                tasks: BTreeSet::new(),
-                registration_timed_out: false,
-                start_ticks: command_executor::start_ticks(group).unwrap_or(0),
-            },
-        );
+        let start_ticks = command_executor::start_ticks(group).unwrap_or(0);
+        self.executors_mut()
+            .insert(key.clone(), ExecutorRun::unregistered(group, start_ticks));
         self.checkpoint_executor(&key);
         let mut child = started.child;
         let exit_key = key.clone();
@@ -190,14 +196,7 @@ impl Agent {
         let group = checkpoint.group;
         self.executors_mut().insert(
             key.clone(),
-            ExecutorRun {
-                group,
-                pid: None,
-                queued: Vec::new(),
-                tasks: BTreeSet::new(),
-                registration_timed_out: false,
-                start_ticks: checkpoint.start_ticks,
-            },
+            ExecutorRun::unregistered(group, checkpoint.start_ticks),
         );
         send(ctx, &pid, ToExecutor::Reconnect);
         let exit_key = key.clone();

@@ -35,6 +35,29 @@ fn binary(path: &str) -> CommandInfo {
     }
 }
 
+/// An agent running processes under `work_dir`, with TLS material for
+/// its executors.
+fn agent_config(
+    ca: &CertificateAuthority,
+    master: &strata_runtime::Upid,
+    work_dir: &std::path::Path,
+) -> AgentConfig {
+    let runner = Runner::Processes {
+        work_dir: work_dir.to_owned(),
+        kill_grace: Duration::from_secs(1),
+    };
+    let mut config = AgentConfig::new(
+        master.clone(),
+        "agent".into(),
+        r("cpus:4;mem:1024"),
+        Default::default(),
+        9,
+        runner,
+    );
+    config.tls = Some(ca.issue("agent").unwrap());
+    config
+}
+
 /// Runs `tasks` on one agent and returns each task's statuses.
 fn run_tasks(
     test: &str,
@@ -47,19 +70,7 @@ fn run_tasks(
     let statuses = actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
-        let runner = Runner::Processes {
-            work_dir: work_dir.clone(),
-            kill_grace: Duration::from_secs(1),
-        };
-        let mut config = AgentConfig::new(
-            master.clone(),
-            "agent".into(),
-            r("cpus:4;mem:1024"),
-            Default::default(),
-            9,
-            runner,
-        );
-        config.tls = Some(ca.issue("agent").unwrap());
+        let mut config = agent_config(&ca, &master, &work_dir);
         config.executor_registration_timeout = registration_timeout;
         let _agent = start_agent_with(&ca, "agent", config).await;
         let schedulers = node(&ca, "schedulers").await;
@@ -186,19 +197,7 @@ fn framework_messages_reach_the_executor_and_come_back() {
     actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
-        let runner = Runner::Processes {
-            work_dir: work_dir.clone(),
-            kill_grace: Duration::from_secs(1),
-        };
-        let mut config = AgentConfig::new(
-            master.clone(),
-            "agent".into(),
-            r("cpus:4;mem:1024"),
-            Default::default(),
-            9,
-            runner,
-        );
-        config.tls = Some(ca.issue("agent").unwrap());
+        let config = agent_config(&ca, &master, &work_dir);
         let _agent = start_agent_with(&ca, "agent", config).await;
         let schedulers = node(&ca, "schedulers").await;
         let mut fw = Scheduler::subscribe(
@@ -306,19 +305,7 @@ fn a_restarted_agent_reconnects_a_checkpointing_frameworks_executor() {
                 strata_runtime::SpawnOptions::default(),
             )
             .unwrap();
-        let runner = Runner::Processes {
-            work_dir: work_dir.clone(),
-            kill_grace: Duration::from_secs(1),
-        };
-        let mut config = AgentConfig::new(
-            master.clone(),
-            "agent".into(),
-            r("cpus:4;mem:1024"),
-            Default::default(),
-            9,
-            runner,
-        );
-        config.tls = Some(ca.issue("agent").unwrap());
+        let mut config = agent_config(&ca, &master, &work_dir);
         config.kill_tasks_on_stop = false;
         let agent = start_agent_with(&ca, "agent", config.clone()).await;
         let schedulers = node(&ca, "schedulers").await;
