@@ -6,6 +6,14 @@
 //! codes: 0 when every task FINISHED, 1 when any ended otherwise (or the
 //! master could not be reached), 2 when the tasks could not be placed
 //! within `--timeout`, with what was asked and the largest offer seen.
+//!
+//! It says on stderr which framework it subscribed as. When it loses the
+//! master it subscribes again as that framework (giving up after
+//! `--timeout`) and reconciles its tasks; messages from an older master
+//! epoch are ignored. `--framework-id` takes over a framework whose
+//! earlier `strata execute` stopped within its `--failover-timeout`: it
+//! follows the tasks `--name` and `--instances` name, learning their
+//! states by reconciliation, instead of launching them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -26,8 +34,8 @@ pub struct ExecuteArgs {
     #[arg(long)]
     pub name: String,
     /// The shell command to run.
-    #[arg(long)]
-    pub command: String,
+    #[arg(long, required_unless_present = "framework_id")]
+    pub command: Option<String>,
     /// The master's address, HOST:PORT.
     #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050", value_parser = parse_address)]
     pub master: SocketAddr,
@@ -55,8 +63,17 @@ pub struct ExecuteArgs {
     /// See UNREACHABLE instead of LOST when an agent is partitioned away.
     #[arg(long)]
     pub partition_aware: bool,
+    /// Take over this framework, whose earlier `strata execute` stopped
+    /// (within its --failover-timeout): follow its tasks, named by --name
+    /// and --instances, to their end instead of launching them.
+    #[arg(long, value_parser = parse_framework_id)]
+    pub framework_id: Option<FrameworkId>,
     #[command(flatten)]
     pub tls: crate::TlsSource,
+}
+
+fn parse_framework_id(text: &str) -> Result<FrameworkId, String> {
+    FrameworkId::new(text).map_err(|e| e.to_string())
 }
 
 fn parse_address(text: &str) -> Result<SocketAddr, String> {
@@ -173,7 +190,11 @@ impl Execution {
                     name: self.args.name.clone(),
                     agent_id: offer.agent_id.clone(),
                     resources: self.args.resources.clone(),
-                    kind: TaskKind::Command(CommandInfo::shell(self.args.command.clone())),
+                    // Launching only happens without --framework-id, when
+                    // --command is required.
+                    kind: TaskKind::Command(CommandInfo::shell(
+                        self.args.command.clone().unwrap_or_default(),
+                    )),
                     labels: Default::default(),
                 });
             }
@@ -256,12 +277,24 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
             value: AttributeValue::parse(value),
         })
         .collect();
+    // Taking over: the tasks exist already; their states come from
+    // reconciliation.
+    let (pending, states) = match &args.framework_id {
+        None => (pending, BTreeMap::new()),
+        Some(_) => (
+            Vec::new(),
+            pending
+                .into_iter()
+                .map(|task_id| (task_id, TaskState::Staging))
+                .collect(),
+        ),
+    };
     let mut execution = Execution {
+        framework_id: args.framework_id.clone(),
         args,
         master: master.clone(),
-        framework_id: None,
         pending,
-        states: BTreeMap::new(),
+        states,
         largest_offer: None,
     };
     actix_rt::System::new().block_on(async move {
@@ -274,6 +307,7 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
         let mut acknowledged: BTreeSet<(TaskId, u128)> = BTreeSet::new();
         let mut next_subscribe = tokio::time::Instant::now();
         let mut subscribed = false;
+        let mut subscribed_once = false;
         let mut master_epoch = strata_protocol::MasterEpoch::default();
         // Set while the master is lost: when to give up on it.
         let mut master_lost_until: Option<tokio::time::Instant> = None;
@@ -328,6 +362,9 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
                     } => {
                         if subscribed || !master_epoch.registered(epoch, &from) {
                             continue;
+                        }
+                        if !std::mem::replace(&mut subscribed_once, true) {
+                            eprintln!("strata execute: subscribed as framework {framework_id}");
                         }
                         subscribed = true;
                         master_lost_until = None;

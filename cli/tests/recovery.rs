@@ -50,7 +50,7 @@ fn execute(
     work: &str,
     name: &str,
     extra: &[&str],
-) -> (common::KillOnDrop, Receiver<String>) {
+) -> (common::KillOnDrop, Receiver<String>, Receiver<String>) {
     let mut child = Command::new(STRATA)
         .args([
             "execute",
@@ -71,11 +71,12 @@ fn execute(
         ])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let lines = common::lines_of(child.stdout.take().unwrap());
-    (common::KillOnDrop(child), lines)
+    let errors = common::lines_of(child.stderr.take().unwrap());
+    (common::KillOnDrop(child), lines, errors)
 }
 
 /// The sandbox a TASK_RUNNING line names.
@@ -157,7 +158,7 @@ fn a_killed_agent_comes_back_to_its_running_tasks() {
     let master = common::start_master(&work);
     let address = master.pid.addr().to_string();
     let mut agent = start_agent(&address, &agent_work, "cpus:1;mem:256");
-    let (mut framework, lines) = execute(
+    let (mut framework, lines, _errors) = execute(
         &address,
         &work,
         "kept",
@@ -243,8 +244,8 @@ fn only_tasks_of_checkpointing_frameworks_outlive_their_agent() {
     let master = common::start_master(&work);
     let address = master.pid.addr().to_string();
     let mut agent = start_agent(&address, &agent_work, "cpus:1;mem:256");
-    let (mut kept, kept_lines) = execute(&address, &work, "kept", &["--checkpoint"]);
-    let (_dropped, dropped_lines) = execute(&address, &work, "dropped", &[]);
+    let (mut kept, kept_lines, _kept_errors) = execute(&address, &work, "kept", &["--checkpoint"]);
+    let (_dropped, dropped_lines, _dropped_errors) = execute(&address, &work, "dropped", &[]);
     let kept_sandbox = sandbox_of(&common::read_until(&kept_lines, "TASK_RUNNING"));
     let dropped_shell = common::task_pid(&sandbox_of(&common::read_until(
         &dropped_lines,
@@ -263,7 +264,7 @@ fn only_tasks_of_checkpointing_frameworks_outlive_their_agent() {
 
     let mut agent = start_agent(&address, &agent_work, "cpus:1;mem:256");
     common::read_until(&agent.logs, "re-attached to a running task");
-    let (_late, late_lines) = execute(&address, &work, "late", &[]);
+    let (_late, late_lines, _late_errors) = execute(&address, &work, "late", &[]);
     let late_shell = common::task_pid(&sandbox_of(&common::read_until(
         &late_lines,
         "TASK_RUNNING",
@@ -295,8 +296,9 @@ fn a_killed_master_comes_back_and_nothing_is_lost() {
     let port = master.pid.addr().port().to_string();
     let agent = start_agent(&address, &agent_work, "cpus:1;mem:256");
     common::read_until(&agent.logs, "registered with the master");
-    let (mut alpha, alpha_lines) = execute(&address, &work, "alpha", &["--instances", "2"]);
-    let (mut beta, beta_lines) = execute(&address, &work, "beta", &["--checkpoint"]);
+    let (mut alpha, alpha_lines, _alpha_errors) =
+        execute(&address, &work, "alpha", &["--instances", "2"]);
+    let (mut beta, beta_lines, _beta_errors) = execute(&address, &work, "beta", &["--checkpoint"]);
     let sandboxes = [
         sandbox_of(&common::read_until(&alpha_lines, "TASK_RUNNING")),
         sandbox_of(&common::read_until(&alpha_lines, "TASK_RUNNING")),
@@ -328,6 +330,99 @@ fn a_killed_master_comes_back_and_nothing_is_lost() {
             "{text}"
         );
     }
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The framework id a `strata execute` announces on stderr.
+fn framework_id_of(errors: &Receiver<String>) -> String {
+    let line = common::read_until(errors, "subscribed as framework");
+    line.rsplit(' ').next().unwrap().to_owned()
+}
+
+/// A scheduler process killed and replaced: within its failover timeout
+/// the replacement (`strata execute --framework-id`) takes the framework
+/// over, learns its tasks by reconciliation and follows them to FINISHED;
+/// beyond it the tasks are killed and the id is refused.
+#[test]
+fn a_replaced_scheduler_keeps_its_tasks_only_within_its_failover_timeout() {
+    let (dir, work, agent_work) = work_dirs("failover");
+    let master = common::start_master(&work);
+    let address = master.pid.addr().to_string();
+    let agent = start_agent(&address, &agent_work, "cpus:1;mem:256");
+    common::read_until(&agent.logs, "registered with the master");
+    let takeover = |name: &str, id: &str| {
+        let mut child = Command::new(STRATA)
+            .args(["execute", "--master", &address, "--name", name])
+            .args([
+                "--instances",
+                "2",
+                "--framework-id",
+                id,
+                "--work-dir",
+                &work,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = common::lines_of(child.stdout.take().unwrap());
+        let errors = common::lines_of(child.stderr.take().unwrap());
+        (common::KillOnDrop(child), lines, errors)
+    };
+
+    // Within the failover timeout.
+    let within = ["--instances", "2", "--failover-timeout", "60"];
+    let (mut first, lines, errors) = execute(&address, &work, "kept", &within);
+    let id = framework_id_of(&errors);
+    let sandboxes = [
+        sandbox_of(&common::read_until(&lines, "TASK_RUNNING")),
+        sandbox_of(&common::read_until(&lines, "TASK_RUNNING")),
+    ];
+    let _groups = sandboxes
+        .each_ref()
+        .map(|sandbox| common::KillGroupOnDrop::of(common::task_pid(sandbox)));
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let (mut second, second_lines, _second_errors) = takeover("kept", &id);
+    // It knows its tasks again before they end.
+    common::read_until(&second_lines, "TASK_RUNNING");
+    common::read_until(&second_lines, "TASK_RUNNING");
+    for sandbox in &sandboxes {
+        release(sandbox);
+    }
+    let (rest, code) = rest_of(&mut second, &second_lines);
+    let text = rest.join("\n");
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        rest.iter()
+            .filter(|line| line.contains("TASK_FINISHED"))
+            .count(),
+        2,
+        "{text}"
+    );
+
+    // Beyond it.
+    let beyond = ["--instances", "2", "--failover-timeout", "0.5"];
+    let (mut third, lines, errors) = execute(&address, &work, "dropped", &beyond);
+    let id = framework_id_of(&errors);
+    let pids = [
+        common::task_pid(&sandbox_of(&common::read_until(&lines, "TASK_RUNNING"))),
+        common::task_pid(&sandbox_of(&common::read_until(&lines, "TASK_RUNNING"))),
+    ];
+    let _groups = pids.map(common::KillGroupOnDrop::of);
+    third.0.kill().unwrap();
+    third.0.wait().unwrap();
+    for pid in pids {
+        assert!(
+            common::exits_within(pid, Duration::from_secs(30)),
+            "killed after the timeout"
+        );
+    }
+    let (mut fourth, _lines, fourth_errors) = takeover("dropped", &id);
+    let refused = common::read_until(&fourth_errors, "refused");
+    assert!(refused.contains("was removed"), "{refused}");
+    assert_eq!(fourth.0.wait().unwrap().code(), Some(1));
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
