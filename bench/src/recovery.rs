@@ -70,7 +70,7 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
 }
 
 /// The `strata` binary beside this one.
-fn strata_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn strata_binary() -> anyhow::Result<PathBuf> {
     let here = std::env::current_exe()?;
     let strata = here.with_file_name("strata");
     if !strata.is_file() {
