@@ -105,14 +105,18 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         let loopback = Ipv4Addr::LOCALHOST.into();
         let master_tls = TlsMaterial::development(&tls_dir, "master")?;
         let master_node = Node::bind(NodeConfig::new(SocketAddr::new(loopback, args.port), master_tls)).await?;
+        let publisher_and_routes = strata_master::state::channel();
+        let http = crate::serve_http(master_node.addr(), &publisher_and_routes).await?;
         let prefix = format!("{:08x}", master_node.incarnation().0 as u32);
+        let publisher = publisher_and_routes.0.clone();
         let master = master_node.spawn(
             MASTER_ID,
-            move || Master::durable(config.clone(), &prefix, &master_work_dir),
+            move || Master::durable(config.clone(), &prefix, &master_work_dir).publishing(publisher.clone()),
             SpawnOptions::default(),
         )?;
         say!("Strata local cluster, work directory {}", work_dir.display());
         say!("  master   {master}  (allocation policy {})", args.allocation_policy);
+        say!("  HTTP API http://{http}/  (state, metrics)");
         let mut nodes = vec![master_node];
         for index in 0..args.agents {
             let name = format!("agent-{}", index + 1);

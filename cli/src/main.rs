@@ -92,6 +92,26 @@ impl TlsSource {
     }
 }
 
+/// Serves the master's HTTP endpoints on the TCP port of `addr` (the
+/// master's QUIC address); returns where.
+pub async fn serve_http(
+    addr: std::net::SocketAddr,
+    (_, snapshots): &(
+        strata_master::state::Publisher,
+        tokio::sync::watch::Receiver<Option<std::sync::Arc<strata_master::state::State>>>,
+    ),
+) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = strata_runtime::http::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve HTTP on TCP {addr} (the master's port): {e}"))?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(strata_runtime::http::serve(
+        listener,
+        strata_master::state::routes(snapshots.clone()),
+    ));
+    Ok(bound)
+}
+
 /// Waits for Ctrl-C or SIGTERM.
 pub async fn wait_for_shutdown() {
     let interrupt = tokio::signal::ctrl_c();

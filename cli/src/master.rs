@@ -89,22 +89,28 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
     // error.
     let recovered = strata_master::registry::load(&registry)?;
     let material = args.tls.material("master")?;
+    let publisher_and_routes = strata_master::state::channel();
     actix_rt::System::new().block_on(async move {
         let node = Node::bind(NodeConfig::new(
             SocketAddr::new(args.ip, args.port),
             material,
         ))
         .await?;
+        let http = crate::serve_http(node.addr(), &publisher_and_routes).await?;
         let prefix = format!("{:08x}", node.incarnation().0 as u32);
+        let publisher = publisher_and_routes.0.clone();
         let pid = node.spawn(
             MASTER_ID,
-            move || Master::durable(config.clone(), &prefix, &work_dir),
+            move || {
+                Master::durable(config.clone(), &prefix, &work_dir).publishing(publisher.clone())
+            },
             SpawnOptions::default(),
         )?;
         say!(
             "master listening at {pid} (allocation policy {})",
             args.allocation_policy
         );
+        say!("HTTP API at http://{http}/ (state, metrics)");
         if let Some(registry) = recovered {
             say!(
                 "recovering the registry of epoch {}: {} agents, {} frameworks",

@@ -10,6 +10,7 @@ pub mod allocator;
 pub mod books;
 pub mod process;
 pub mod registry;
+pub mod state;
 
 pub use books::Config;
 pub use process::{MASTER_ID, Master};

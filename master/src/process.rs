@@ -31,6 +31,10 @@ pub const REGISTRY_FLUSH_DELAY: Duration = Duration::from_millis(5);
 pub struct Master {
     books: Books,
     registry: Option<RegistryFile>,
+    /// Where snapshots for the HTTP endpoints go, and what they need.
+    publisher: Option<crate::state::Publisher>,
+    start_time_ms: u64,
+    pid: String,
 }
 
 /// Where a durable master keeps its registry, and what it wrote last.
@@ -51,6 +55,24 @@ impl Master {
         Master {
             books: Books::new(config, id_prefix),
             registry: None,
+            publisher: None,
+            start_time_ms: 0,
+            pid: String::new(),
+        }
+    }
+
+    /// Publishes a snapshot of the books on every allocation tick, for
+    /// the HTTP endpoints ([`crate::state::routes`]).
+    pub fn publishing(mut self, publisher: crate::state::Publisher) -> Master {
+        self.publisher = Some(publisher);
+        self
+    }
+
+    fn publish(&self) {
+        if let Some(publisher) = &self.publisher {
+            let now_ms = self.books.wall_clock_ms(now());
+            let state = crate::state::State::of(&self.books, &self.pid, self.start_time_ms, now_ms);
+            publisher.send_replace(Some(std::sync::Arc::new(state)));
         }
     }
 
@@ -58,6 +80,9 @@ impl Master {
     /// when started again.
     pub fn durable(config: Config, id_prefix: &str, work_dir: &Path) -> Master {
         Master {
+            publisher: None,
+            start_time_ms: 0,
+            pid: String::new(),
             books: Books::new(config, id_prefix),
             registry: Some(RegistryFile {
                 path: crate::registry::path(work_dir),
@@ -213,6 +238,8 @@ impl Process for Master {
             .map(|elapsed| elapsed.as_millis() as u64)
             .unwrap_or(0);
         self.books.set_clock(now(), wall_ms);
+        self.start_time_ms = wall_ms;
+        self.pid = ctx.pid().to_string();
         if let Err(cause) = self.recover() {
             error!(%cause, "cannot recover the registry; stopping");
             ctx.stop();
@@ -223,7 +250,11 @@ impl Process for Master {
             .config()
             .allocation_interval
             .max(Duration::from_millis(10));
-        ctx.run_every(interval, |master, ctx| master.apply(ctx, Input::Tick));
+        ctx.run_every(interval, |master, ctx| {
+            master.apply(ctx, Input::Tick);
+            master.publish();
+        });
+        self.publish();
         info!(pid = %ctx.pid(), epoch = self.books.master_epoch(), "master started");
     }
 

@@ -49,6 +49,7 @@
 
 pub mod codec;
 pub mod durable;
+pub mod http;
 pub mod inbox;
 mod mailbox;
 pub mod metrics;

@@ -111,6 +111,7 @@ impl Books {
                         constraints,
                         tasks: Default::default(),
                         completed: Default::default(),
+                        history: Default::default(),
                         offers: Default::default(),
                     },
                 );

@@ -171,6 +171,31 @@ pub struct FrameworkEntry {
     /// [`Config::completed_tasks_kept`].
     pub completed: std::collections::VecDeque<Task>,
     pub offers: BTreeSet<OfferId>,
+    /// Each known task's states so far, oldest first (at most
+    /// [`HISTORY_KEPT`] per task: the first and the latest).
+    pub history: BTreeMap<TaskId, Vec<Transition>>,
+}
+
+/// Most state changes remembered per task.
+pub const HISTORY_KEPT: usize = 32;
+
+/// One state a task reached, when, and what was said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub state: strata_protocol::TaskState,
+    pub timestamp_ms: u64,
+    pub message: String,
+}
+
+impl FrameworkEntry {
+    /// Records that `task_id` reached `state`.
+    pub(crate) fn record(&mut self, task_id: &TaskId, transition: Transition) {
+        let history = self.history.entry(task_id.clone()).or_default();
+        if history.len() >= HISTORY_KEPT {
+            history.remove(1);
+        }
+        history.push(transition);
+    }
 }
 
 /// An outstanding offer.
@@ -215,6 +240,8 @@ pub struct Books {
     /// until when they may.
     recovering_agents: BTreeSet<AgentId>,
     recovery_deadline: Option<Instant>,
+    /// How many tasks ended in each terminal state, for metrics.
+    ended: BTreeMap<strata_protocol::TaskState, u64>,
 }
 
 impl std::fmt::Debug for Books {
@@ -260,6 +287,7 @@ impl Books {
             registry_changes: 0,
             recovering_agents: BTreeSet::new(),
             recovery_deadline: None,
+            ended: BTreeMap::new(),
         }
     }
 
@@ -292,6 +320,18 @@ impl Books {
 
     pub fn offers(&self) -> &BTreeMap<OfferId, OfferEntry> {
         &self.offers
+    }
+
+    /// How many tasks ended in each terminal state since this master
+    /// started.
+    pub fn ended(&self) -> &BTreeMap<strata_protocol::TaskState, u64> {
+        &self.ended
+    }
+
+    /// Milliseconds since the Unix epoch at `now`, by the clock the shell
+    /// anchored.
+    pub fn wall_clock_ms(&self, now: Instant) -> u64 {
+        self.wall_ms(now)
     }
 
     /// Free (neither offered nor used) resources of an agent.

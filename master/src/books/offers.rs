@@ -433,7 +433,7 @@ impl Books {
         info: TaskInfo,
         out: &mut Vec<Command>,
     ) {
-        let _ = now;
+        let timestamp_ms = self.wall_ms(now);
         let Some(framework) = self.frameworks.get_mut(framework_id) else {
             return;
         };
@@ -444,6 +444,14 @@ impl Books {
             status: None,
         };
         framework.tasks.insert(info.task_id.clone(), task);
+        framework.record(
+            &info.task_id,
+            super::Transition {
+                state: TaskState::Staging,
+                timestamp_ms,
+                message: String::new(),
+            },
+        );
         let framework_info = framework.info.clone();
         let Some(agent) = self.agents.get_mut(agent_id) else {
             return;

@@ -101,6 +101,7 @@ impl Books {
                     constraints: Vec::new(),
                     tasks: Default::default(),
                     completed: Default::default(),
+                    history: Default::default(),
                     offers: Default::default(),
                 },
             );

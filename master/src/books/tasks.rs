@@ -75,18 +75,31 @@ impl Books {
         if !task.state.can_become(status.state) {
             return;
         }
+        let transition = super::Transition {
+            state: status.state,
+            timestamp_ms: status.timestamp_ms,
+            message: status.message.clone(),
+        };
         task.state = status.state;
         task.status = Some(status);
-        if !task.state.is_terminal() {
+        let state = task.state;
+        framework.record(task_id, transition);
+        if !state.is_terminal() {
             return;
         }
+        *self.ended.entry(state).or_default() += 1;
+        let Some(framework) = self.frameworks.get_mut(framework_id) else {
+            return;
+        };
         let Some(task) = framework.tasks.remove(task_id) else {
             return;
         };
         let agent_id = task.info.agent_id.clone();
         let resources = task.info.resources.clone();
-        if framework.completed.len() >= kept {
-            framework.completed.pop_front();
+        if framework.completed.len() >= kept
+            && let Some(forgotten) = framework.completed.pop_front()
+        {
+            framework.history.remove(&forgotten.info.task_id);
         }
         framework.completed.push_back(task);
         if let Some(agent) = self.agents.get_mut(&agent_id) {

@@ -1,0 +1,167 @@
+//! The master's HTTP endpoints on a live `strata master`, with an agent
+//! daemon and a running task: each endpoint's shape, and refusals.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use strata_runtime::TlsMaterial;
+
+mod common;
+
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+/// One raw HTTP exchange; returns the status code and the body.
+fn http(address: &str, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+fn get(address: &str, path: &str) -> (u16, String) {
+    http(
+        address,
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"),
+    )
+}
+
+/// `/state` once it shows what `ready` wants (snapshots follow the
+/// master's ticks); waits up to 30 s.
+fn state_when(address: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(address, "/state");
+        if status == 200 {
+            let state: Value = serde_json::from_str(&body).unwrap();
+            if ready(&state) {
+                return state;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/state never became ready: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_master_serves_state_and_metrics() {
+    let dir = std::env::temp_dir().join(format!("strata-operators-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    TlsMaterial::development(&dir.join("tls"), "bootstrap").unwrap();
+    let work = dir.to_str().unwrap().to_owned();
+    let master = common::start_master(&work);
+    let address = master.pid.addr().to_string();
+    let agent_work = common::agent_work_dir(&dir, "agent");
+    let _agent = strata_integration::ChildNode::start_daemon(
+        std::path::Path::new(STRATA),
+        &[
+            "agent",
+            "--master",
+            &address,
+            "--port",
+            "0",
+            "--work-dir",
+            &agent_work,
+        ]
+        .into_iter()
+        .chain([
+            "--resources",
+            "cpus:2;mem:1024;disk:2048",
+            "--attributes",
+            "rack:r1",
+        ])
+        .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut framework = Command::new(STRATA)
+        .args([
+            "execute",
+            "--master",
+            &address,
+            "--name",
+            "web",
+            "--command",
+            "sleep 600",
+        ])
+        .args(["--resources", "cpus:0.5;mem:64", "--work-dir", &work])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = common::lines_of(framework.stdout.take().unwrap());
+    let _framework = common::KillOnDrop(framework);
+    let running = common::read_until(&lines, "TASK_RUNNING");
+    let sandbox = std::path::PathBuf::from(running.split_once("running in ").unwrap().1);
+    let _task = common::KillGroupOnDrop::of(common::task_pid(&sandbox));
+
+    let (status, body) = get(&address, "/health");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    let state = state_when(&address, |state| {
+        state["tasks"][0]["state"] == "TASK_RUNNING"
+    });
+    assert_eq!(state["pid"], master.pid.to_string());
+    let agent = &state["agents"][0];
+    assert_eq!(agent["status"], "active");
+    assert_eq!(agent["attributes"]["rack"], "r1");
+    assert_eq!(agent["total"]["cpus"], 2.0);
+    assert_eq!(agent["used"]["cpus"], 0.5);
+    assert_eq!(agent["total"]["mem"], 1024.0);
+    assert!(agent["offered"].is_object());
+    let framework = &state["frameworks"][0];
+    assert_eq!(framework["role"], "*");
+    assert_eq!(framework["active"], true);
+    assert_eq!(framework["tasks"], 1);
+    assert_eq!(framework["used"]["cpus"], 0.5);
+    let task = &state["tasks"][0];
+    assert_eq!(task["name"], "web");
+    assert_eq!(task["agent_id"], agent["id"]);
+    let history: Vec<&str> = task["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING"]);
+    assert!(state["offers"].is_array());
+
+    let (status, body) = get(&address, "/metrics/snapshot");
+    assert_eq!(status, 200);
+    let metrics: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(metrics["master/elected"], 1.0);
+    assert_eq!(metrics["master/agents_active"], 1.0);
+    assert_eq!(metrics["master/frameworks_active"], 1.0);
+    assert_eq!(metrics["master/tasks_running"], 1.0);
+    assert_eq!(metrics["master/cpus_total"], 2.0);
+    assert_eq!(metrics["master/cpus_used"], 0.5);
+    assert!(metrics["master/outstanding_offers"].is_number());
+
+    let (status, body) = get(&address, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("# TYPE strata_master_tasks_running gauge\nstrata_master_tasks_running 1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE strata_master_tasks_finished_total counter\n"),
+        "{body}"
+    );
+
+    assert_eq!(get(&address, "/nothing").0, 404);
+    assert_eq!(http(&address, "POST /state HTTP/1.1\r\n\r\n").0, 405);
+    assert_eq!(http(&address, "GET /state\r\n\r\n").0, 400);
+    drop(master);
+    let _ = std::fs::remove_dir_all(&dir);
+}

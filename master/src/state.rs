@@ -1,0 +1,420 @@
+//! What operators see of the master: `/state` and the metrics.
+//!
+//! The master process takes a [`State`] snapshot of its books on every
+//! allocation tick and publishes it; the HTTP endpoints serve the latest
+//! snapshot, so a large `/state` is serialized outside the master's
+//! process and never holds it up. [`routes`] answers `/health`, `/state`,
+//! `/metrics` (Prometheus text, `strata_*`) and `/metrics/snapshot` (flat
+//! JSON with Apache Mesos's metric names).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use strata_protocol::{Resources, TaskState};
+use strata_runtime::http::{Request, Response};
+use tokio::sync::watch;
+
+use crate::books::{AgentStatus, Books};
+
+/// Resources as operators read them: each scalar as a number (mem and
+/// disk in MB), ports as Mesos range text.
+pub type ResourceView = BTreeMap<String, serde_json::Value>;
+
+fn view(resources: &Resources) -> ResourceView {
+    let mut view = ResourceView::new();
+    for name in resources.scalar_names() {
+        view.insert(
+            name.to_owned(),
+            serde_json::json!(resources.scalar_total(name).as_f64()),
+        );
+    }
+    let ports = resources.ports();
+    if !ports.is_empty() {
+        let text = ports
+            .intervals()
+            .iter()
+            .map(|(begin, end)| format!("{begin}-{end}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        view.insert("ports".into(), serde_json::json!(format!("[{text}]")));
+    }
+    view
+}
+
+/// The master's state at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct State {
+    pub pid: String,
+    pub epoch: u64,
+    /// When this master started and when the snapshot was taken,
+    /// milliseconds since the Unix epoch.
+    pub start_time_ms: u64,
+    pub snapshot_time_ms: u64,
+    /// Whether agents may still come back to this (restarted) master.
+    pub recovering: bool,
+    pub agents: Vec<AgentView>,
+    pub frameworks: Vec<FrameworkView>,
+    /// Tasks that are not terminal.
+    pub tasks: Vec<TaskView>,
+    /// Recently ended tasks, oldest first per framework.
+    pub completed_tasks: Vec<TaskView>,
+    pub offers: Vec<OfferView>,
+    /// Tasks that ended in each terminal state since the master started.
+    pub ended: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    pub id: String,
+    pub pid: String,
+    pub hostname: String,
+    /// `active` or `unreachable`.
+    pub status: &'static str,
+    pub attributes: BTreeMap<String, String>,
+    pub total: ResourceView,
+    pub used: ResourceView,
+    pub offered: ResourceView,
+    pub tasks: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FrameworkView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    /// Whether its scheduler is connected.
+    pub active: bool,
+    pub pid: Option<String>,
+    pub failover_timeout_secs: f64,
+    pub checkpoint: bool,
+    pub partition_aware: bool,
+    pub tasks: usize,
+    pub completed_tasks: usize,
+    pub offers: usize,
+    pub used: ResourceView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub name: String,
+    pub framework_id: String,
+    pub agent_id: String,
+    /// Mesos's name: `TASK_RUNNING`, ...
+    pub state: String,
+    pub resources: ResourceView,
+    pub message: String,
+    pub history: Vec<TransitionView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TransitionView {
+    pub state: String,
+    pub timestamp_ms: u64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OfferView {
+    pub id: String,
+    pub framework_id: String,
+    pub agent_id: String,
+    pub resources: ResourceView,
+}
+
+impl State {
+    /// A snapshot of `books`, for the master at `pid`.
+    pub fn of(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> State {
+        let mut offered: BTreeMap<&strata_protocol::AgentId, Resources> = BTreeMap::new();
+        let mut offers = Vec::with_capacity(books.offers().len());
+        for entry in books.offers().values() {
+            offered
+                .entry(&entry.offer.agent_id)
+                .or_default()
+                .add(&entry.offer.resources);
+            offers.push(OfferView {
+                id: entry.offer.id.to_string(),
+                framework_id: entry.offer.framework_id.to_string(),
+                agent_id: entry.offer.agent_id.to_string(),
+                resources: view(&entry.offer.resources),
+            });
+        }
+        let agents = books
+            .agents()
+            .iter()
+            .map(|(id, agent)| {
+                let total = &agent.info.resources;
+                let offered = offered.get(id).cloned().unwrap_or_default();
+                let used = match (&agent.status, books.free(id)) {
+                    (AgentStatus::Active, Some(free)) => total
+                        .checked_sub(&free)
+                        .and_then(|taken| taken.checked_sub(&offered))
+                        .unwrap_or_default(),
+                    _ => Resources::new(),
+                };
+                AgentView {
+                    id: id.to_string(),
+                    pid: agent.pid.to_string(),
+                    hostname: agent.info.hostname.clone(),
+                    status: match agent.status {
+                        AgentStatus::Active => "active",
+                        AgentStatus::Unreachable { .. } => "unreachable",
+                    },
+                    attributes: agent
+                        .info
+                        .attributes
+                        .iter()
+                        .map(|(name, value)| (name.to_owned(), value.to_string()))
+                        .collect(),
+                    total: view(total),
+                    used: view(&used),
+                    offered: view(&offered),
+                    tasks: agent.tasks.len(),
+                }
+            })
+            .collect();
+        let mut frameworks = Vec::new();
+        let mut tasks = Vec::new();
+        let mut completed_tasks = Vec::new();
+        for (id, framework) in books.frameworks() {
+            let task_view = |task: &strata_protocol::Task| TaskView {
+                id: task.info.task_id.to_string(),
+                name: task.info.name.clone(),
+                framework_id: id.to_string(),
+                agent_id: task.info.agent_id.to_string(),
+                state: task.state.to_string(),
+                resources: view(&task.info.resources),
+                message: task
+                    .status
+                    .as_ref()
+                    .map(|status| status.message.clone())
+                    .unwrap_or_default(),
+                history: framework
+                    .history
+                    .get(&task.info.task_id)
+                    .map(|history| {
+                        history
+                            .iter()
+                            .map(|transition| TransitionView {
+                                state: transition.state.to_string(),
+                                timestamp_ms: transition.timestamp_ms,
+                                message: transition.message.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            let mut used = Resources::new();
+            for task in framework.tasks.values() {
+                if !task.state.is_terminal() {
+                    used.add(&task.info.resources);
+                    tasks.push(task_view(task));
+                }
+            }
+            completed_tasks.extend(framework.completed.iter().map(task_view));
+            frameworks.push(FrameworkView {
+                id: id.to_string(),
+                name: framework.info.name.clone(),
+                role: framework.info.role().to_owned(),
+                active: framework.pid.is_some(),
+                pid: framework.pid.as_ref().map(ToString::to_string),
+                failover_timeout_secs: framework.info.failover_timeout.as_secs_f64(),
+                checkpoint: framework.info.checkpoint,
+                partition_aware: framework.info.is_partition_aware(),
+                tasks: framework
+                    .tasks
+                    .values()
+                    .filter(|task| !task.state.is_terminal())
+                    .count(),
+                completed_tasks: framework.completed.len(),
+                offers: framework.offers.len(),
+                used: view(&used),
+            });
+        }
+        State {
+            pid: pid.to_owned(),
+            epoch: books.master_epoch(),
+            start_time_ms,
+            snapshot_time_ms: now_ms,
+            recovering: books.recovering(),
+            agents,
+            frameworks,
+            tasks,
+            completed_tasks,
+            offers,
+            ended: books
+                .ended()
+                .iter()
+                .map(|(state, count)| (state.to_string(), *count))
+                .collect(),
+        }
+    }
+
+    /// The metrics, by Apache Mesos's names, in a stable order.
+    pub fn metrics(&self) -> Vec<(&'static str, f64)> {
+        let count_agents = |status: &str| {
+            self.agents
+                .iter()
+                .filter(|agent| agent.status == status)
+                .count() as f64
+        };
+        let count_tasks = |state: TaskState| {
+            let name = state.to_string();
+            self.tasks.iter().filter(|task| task.state == name).count() as f64
+        };
+        let ended = |state: TaskState| {
+            self.ended
+                .get(&state.to_string())
+                .copied()
+                .unwrap_or_default() as f64
+        };
+        let sum = |pick: &dyn Fn(&AgentView) -> &ResourceView, name: &str| -> f64 {
+            self.agents
+                .iter()
+                .filter(|agent| agent.status == "active")
+                .filter_map(|agent| pick(agent).get(name).and_then(serde_json::Value::as_f64))
+                .sum()
+        };
+        let frameworks_active = self.frameworks.iter().filter(|f| f.active).count() as f64;
+        let uptime = self.snapshot_time_ms.saturating_sub(self.start_time_ms) as f64 / 1000.0;
+        let mut metrics = vec![
+            ("master/elected", 1.0),
+            ("master/uptime_secs", uptime),
+            ("master/epoch", self.epoch as f64),
+            ("master/recovering", f64::from(u8::from(self.recovering))),
+            ("master/agents_active", count_agents("active")),
+            ("master/agents_unreachable", count_agents("unreachable")),
+            ("master/frameworks_active", frameworks_active),
+            (
+                "master/frameworks_inactive",
+                self.frameworks.len() as f64 - frameworks_active,
+            ),
+            ("master/outstanding_offers", self.offers.len() as f64),
+            ("master/tasks_staging", count_tasks(TaskState::Staging)),
+            ("master/tasks_starting", count_tasks(TaskState::Starting)),
+            ("master/tasks_running", count_tasks(TaskState::Running)),
+            ("master/tasks_killing", count_tasks(TaskState::Killing)),
+            (
+                "master/tasks_unreachable",
+                count_tasks(TaskState::Unreachable),
+            ),
+            ("master/tasks_finished", ended(TaskState::Finished)),
+            ("master/tasks_failed", ended(TaskState::Failed)),
+            ("master/tasks_killed", ended(TaskState::Killed)),
+            ("master/tasks_lost", ended(TaskState::Lost)),
+            ("master/tasks_error", ended(TaskState::Error)),
+            ("master/tasks_dropped", ended(TaskState::Dropped)),
+            ("master/tasks_gone", ended(TaskState::Gone)),
+        ];
+        for (resource, total_name, used_name, offered_name, percent_name) in [
+            (
+                "cpus",
+                "master/cpus_total",
+                "master/cpus_used",
+                "master/cpus_offered",
+                "master/cpus_percent",
+            ),
+            (
+                "mem",
+                "master/mem_total",
+                "master/mem_used",
+                "master/mem_offered",
+                "master/mem_percent",
+            ),
+            (
+                "disk",
+                "master/disk_total",
+                "master/disk_used",
+                "master/disk_offered",
+                "master/disk_percent",
+            ),
+            (
+                "gpus",
+                "master/gpus_total",
+                "master/gpus_used",
+                "master/gpus_offered",
+                "master/gpus_percent",
+            ),
+        ] {
+            let total = sum(&|agent| &agent.total, resource);
+            let used = sum(&|agent| &agent.used, resource);
+            metrics.push((total_name, total));
+            metrics.push((used_name, used));
+            metrics.push((offered_name, sum(&|agent| &agent.offered, resource)));
+            metrics.push((percent_name, if total > 0.0 { used / total } else { 0.0 }));
+        }
+        metrics
+    }
+}
+
+/// `/metrics/snapshot`: flat JSON by Apache Mesos's names.
+pub fn metrics_snapshot(state: &State) -> Vec<u8> {
+    let map: serde_json::Map<String, serde_json::Value> = state
+        .metrics()
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), serde_json::json!(value)))
+        .collect();
+    let mut body = serde_json::to_vec_pretty(&map).unwrap_or_default();
+    body.push(b'\n');
+    body
+}
+
+/// `/metrics`: Prometheus text; `master/tasks_finished` becomes
+/// `strata_master_tasks_finished_total` (counters end in `_total`).
+pub fn prometheus(state: &State) -> String {
+    const COUNTERS: [&str; 7] = [
+        "master/tasks_finished",
+        "master/tasks_failed",
+        "master/tasks_killed",
+        "master/tasks_lost",
+        "master/tasks_error",
+        "master/tasks_dropped",
+        "master/tasks_gone",
+    ];
+    let mut text = String::new();
+    for (name, value) in state.metrics() {
+        let counter = COUNTERS.contains(&name);
+        let base = format!("strata_{}", name.replace('/', "_"));
+        let (metric, kind) = if counter {
+            (format!("{base}_total"), "counter")
+        } else {
+            (base, "gauge")
+        };
+        text.push_str(&format!("# HELP {metric} Apache Mesos metric {name}.\n"));
+        text.push_str(&format!("# TYPE {metric} {kind}\n"));
+        text.push_str(&format!("{metric} {value}\n"));
+    }
+    text
+}
+
+/// Where the master publishes its snapshots.
+pub type Publisher = Arc<watch::Sender<Option<Arc<State>>>>;
+
+/// A publisher and the receiving end [`routes`] reads.
+pub fn channel() -> (Publisher, watch::Receiver<Option<Arc<State>>>) {
+    let (sender, receiver) = watch::channel(None);
+    (Arc::new(sender), receiver)
+}
+
+/// The master's HTTP endpoints, over its latest snapshot.
+pub fn routes(
+    snapshots: watch::Receiver<Option<Arc<State>>>,
+) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
+    move |request: &Request| {
+        let latest = snapshots.borrow().clone();
+        match (request.path.as_str(), latest) {
+            ("/health", Some(_)) => Response::text("text/plain", "ok\n"),
+            (_, None) => Response::error(503, "the master is starting"),
+            ("/state", Some(state)) => match serde_json::to_vec(&*state) {
+                Ok(body) => Response::json(body),
+                Err(error) => Response::error(500, &error.to_string()),
+            },
+            ("/metrics/snapshot", Some(state)) => Response::json(metrics_snapshot(&state)),
+            ("/metrics", Some(state)) => {
+                Response::text("text/plain; version=0.0.4", prometheus(&state))
+            }
+            _ => Response::error(404, "no such endpoint"),
+        }
+    }
+}
