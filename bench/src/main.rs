@@ -10,6 +10,7 @@ mod launch;
 mod recovery;
 mod report;
 mod runtime;
+mod state;
 
 use clap::{Parser, ValueEnum};
 
@@ -28,6 +29,9 @@ enum Suite {
     /// agents, beside a fresh agent start and Apache Mesos's published
     /// master fail-over time (needs the release `strata` binary).
     Recovery,
+    /// What `/state` costs at 10,000 agents: the master's time per
+    /// snapshot, JSON outside it, and `GET /state` latency.
+    State,
 }
 
 #[derive(Debug, Parser)]
@@ -63,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Allocator => allocator::run(arguments.scale)?,
         Suite::Launch => launch::run(arguments.scale)?,
         Suite::Recovery => recovery::run(arguments.scale)?,
+        Suite::State => state::run(arguments.scale)?,
     };
     if arguments.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

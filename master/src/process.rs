@@ -35,7 +35,14 @@ pub struct Master {
     publisher: Option<crate::state::Publisher>,
     start_time_ms: u64,
     pid: String,
+    /// When the next snapshot is due (see [`SNAPSHOT_SHARE`]).
+    next_snapshot: Instant,
 }
+
+/// Snapshots for the HTTP endpoints take at most this share of the
+/// master's time: after one that took `t`, the next waits at least
+/// `t / SNAPSHOT_SHARE` (and at least an allocation interval).
+pub const SNAPSHOT_SHARE: f64 = 0.1;
 
 /// Where a durable master keeps its registry, and what it wrote last.
 #[derive(Debug)]
@@ -58,6 +65,7 @@ impl Master {
             publisher: None,
             start_time_ms: 0,
             pid: String::new(),
+            next_snapshot: now(),
         }
     }
 
@@ -68,12 +76,23 @@ impl Master {
         self
     }
 
-    fn publish(&self) {
-        if let Some(publisher) = &self.publisher {
-            let now_ms = self.books.wall_clock_ms(now());
-            let state = crate::state::State::of(&self.books, &self.pid, self.start_time_ms, now_ms);
-            publisher.send_replace(Some(std::sync::Arc::new(state)));
+    /// Takes and publishes a snapshot when one is due.
+    fn publish(&mut self) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        let started = now();
+        if started < self.next_snapshot {
+            return;
         }
+        let now_ms = self.books.wall_clock_ms(started);
+        let state = crate::state::State::of(&self.books, &self.pid, self.start_time_ms, now_ms);
+        publisher.send_replace(Some(std::sync::Arc::new(state)));
+        let took = now().saturating_duration_since(started);
+        let wait = took
+            .div_f64(SNAPSHOT_SHARE)
+            .max(self.books.config().allocation_interval);
+        self.next_snapshot = started + wait;
     }
 
     /// A master that keeps its registry in `work_dir` and recovers it
@@ -83,6 +102,7 @@ impl Master {
             publisher: None,
             start_time_ms: 0,
             pid: String::new(),
+            next_snapshot: now(),
             books: Books::new(config, id_prefix),
             registry: Some(RegistryFile {
                 path: crate::registry::path(work_dir),

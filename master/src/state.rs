@@ -17,29 +17,75 @@ use tokio::sync::watch;
 
 use crate::books::{AgentStatus, Books};
 
-/// Resources as operators read them: each scalar as a number (mem and
-/// disk in MB), ports as Mesos range text.
-pub type ResourceView = BTreeMap<String, serde_json::Value>;
+/// Resources as operators read them: an object with each scalar as a
+/// number (mem and disk in MB) and ports as Mesos range text. The
+/// snapshot keeps the resources; they take this shape when serialized,
+/// outside the master's process.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceView(pub Resources);
+
+impl ResourceView {
+    /// The total of scalar `name`.
+    pub fn scalar(&self, name: &str) -> f64 {
+        self.0.scalar_total(name).as_f64()
+    }
+}
+
+impl Serialize for ResourceView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let names = self.0.scalar_names();
+        let ports = self.0.ports();
+        let mut map =
+            serializer.serialize_map(Some(names.len() + usize::from(!ports.is_empty())))?;
+        for name in names {
+            map.serialize_entry(name, &self.0.scalar_total(name).as_f64())?;
+        }
+        if !ports.is_empty() {
+            let text = ports
+                .intervals()
+                .iter()
+                .map(|(begin, end)| format!("{begin}-{end}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            map.serialize_entry("ports", &format!("[{text}]"))?;
+        }
+        map.end()
+    }
+}
 
 fn view(resources: &Resources) -> ResourceView {
-    let mut view = ResourceView::new();
-    for name in resources.scalar_names() {
-        view.insert(
-            name.to_owned(),
-            serde_json::json!(resources.scalar_total(name).as_f64()),
-        );
+    ResourceView(resources.clone())
+}
+
+/// Attributes, serialized as an object of name to text value.
+#[derive(Debug, Clone, Default)]
+pub struct AttributesView(pub strata_protocol::Attributes);
+
+impl Serialize for AttributesView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, value)| (name, value.to_string())))
     }
-    let ports = resources.ports();
-    if !ports.is_empty() {
-        let text = ports
-            .intervals()
-            .iter()
-            .map(|(begin, end)| format!("{begin}-{end}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        view.insert("ports".into(), serde_json::json!(format!("[{text}]")));
+}
+
+/// A task's history, serialized as a list of `{state, timestamp_ms,
+/// message}` outside the master's process.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryView(pub Vec<crate::books::Transition>);
+
+impl Serialize for HistoryView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for transition in &self.0 {
+            seq.serialize_element(&TransitionView {
+                state: transition.state.mesos_name(),
+                timestamp_ms: transition.timestamp_ms,
+                message: &transition.message,
+            })?;
+        }
+        seq.end()
     }
-    view
 }
 
 /// The master's state at one moment.
@@ -71,7 +117,7 @@ pub struct AgentView {
     pub hostname: String,
     /// `active` or `unreachable`.
     pub status: &'static str,
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: AttributesView,
     pub total: ResourceView,
     pub used: ResourceView,
     pub offered: ResourceView,
@@ -105,14 +151,14 @@ pub struct TaskView {
     pub state: String,
     pub resources: ResourceView,
     pub message: String,
-    pub history: Vec<TransitionView>,
+    pub history: HistoryView,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct TransitionView {
-    pub state: String,
-    pub timestamp_ms: u64,
-    pub message: String,
+struct TransitionView<'a> {
+    state: &'static str,
+    timestamp_ms: u64,
+    message: &'a str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,12 +207,7 @@ impl State {
                         AgentStatus::Active => "active",
                         AgentStatus::Unreachable { .. } => "unreachable",
                     },
-                    attributes: agent
-                        .info
-                        .attributes
-                        .iter()
-                        .map(|(name, value)| (name.to_owned(), value.to_string()))
-                        .collect(),
+                    attributes: AttributesView(agent.info.attributes.clone()),
                     total: view(total),
                     used: view(&used),
                     offered: view(&offered),
@@ -190,20 +231,13 @@ impl State {
                     .as_ref()
                     .map(|status| status.message.clone())
                     .unwrap_or_default(),
-                history: framework
-                    .history
-                    .get(&task.info.task_id)
-                    .map(|history| {
-                        history
-                            .iter()
-                            .map(|transition| TransitionView {
-                                state: transition.state.to_string(),
-                                timestamp_ms: transition.timestamp_ms,
-                                message: transition.message.clone(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                history: HistoryView(
+                    framework
+                        .history
+                        .get(&task.info.task_id)
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
             };
             let mut used = Resources::new();
             for task in framework.tasks.values() {
@@ -273,7 +307,7 @@ impl State {
             self.agents
                 .iter()
                 .filter(|agent| agent.status == "active")
-                .filter_map(|agent| pick(agent).get(name).and_then(serde_json::Value::as_f64))
+                .map(|agent| pick(agent).scalar(name))
                 .sum()
         };
         let frameworks_active = self.frameworks.iter().filter(|f| f.active).count() as f64;

@@ -1,0 +1,195 @@
+//! The state suite: what `/state` costs at 10,000 agents.
+//!
+//! A master's books are filled through their own inputs: 1,000
+//! frameworks subscribe and 10,000 agents re-register, each with a
+//! running task of one of them. Then three figures: the time the master's
+//! process spends taking the snapshot it publishes every allocation tick
+//! (the only `/state` work done inside it), the time to serialize that
+//! snapshot to JSON, and the latency of `GET /state` over HTTP from the
+//! snapshot, the median of 20. The baseline is what answering `/state`
+//! inside the master's process would hold it up for (snapshot and JSON
+//! together), which Apache Mesos's single-threaded master does.
+
+use std::time::Instant;
+
+use strata_master::books::{Books, Command, Config, Input};
+use strata_master::state::State;
+use strata_protocol::{
+    AgentId, AgentInfo, CommandInfo, FrameworkInfo, Task, TaskId, TaskInfo, TaskKind, TaskState,
+    ToMaster, ToScheduler,
+};
+use strata_runtime::Upid;
+
+use crate::report::{Better, Measure, Row, Target};
+
+fn upid(text: &str) -> anyhow::Result<Upid> {
+    Ok(text.parse()?)
+}
+
+/// Books with `agents` agents, `frameworks` frameworks and a running
+/// task on every agent. The agents arrive as after a master restart,
+/// re-registering with their tasks, which the books adopt: that fills
+/// them in linear time.
+fn cluster(agents: usize, frameworks: usize) -> anyhow::Result<Books> {
+    let mut books = Books::new(Config::default(), "bench");
+    let now = Instant::now();
+    books.set_clock(now, 1_700_000_000_000);
+    let mut framework_ids = Vec::with_capacity(frameworks);
+    for index in 0..frameworks {
+        let pid = upid(&format!("scheduler-{index}@10.200.0.1:{}", 10_000 + index))?;
+        let out = books.handle(
+            now,
+            Input::Received {
+                from: pid,
+                message: ToMaster::Subscribe {
+                    info: FrameworkInfo::new(format!("framework-{index}"), "bench"),
+                    constraints: vec![],
+                },
+            },
+        );
+        framework_ids.extend(out.into_iter().filter_map(|command| match command {
+            Command::ToScheduler(_, ToScheduler::Subscribed { framework_id, .. }) => {
+                Some(framework_id)
+            }
+            _ => None,
+        }));
+    }
+    for index in 0..agents {
+        let pid = upid(&format!(
+            "agent@10.{}.{}.{}:5051",
+            index / 65_536,
+            (index / 256) % 256,
+            index % 256
+        ))?;
+        let agent_id = AgentId::new(format!("bench-S{index}"))?;
+        let info = AgentInfo {
+            id: Some(agent_id.clone()),
+            hostname: format!("host-{index}"),
+            resources: "cpus:16;mem:65536;disk:409600;ports:[31000-32000]".parse()?,
+            attributes: format!("rack:r{};zone:z{}", index % 100, index % 3).parse()?,
+        };
+        let task = Task {
+            info: TaskInfo {
+                task_id: TaskId::new(format!("task-{index}"))?,
+                name: format!("task-{index}"),
+                agent_id,
+                resources: "cpus:1;mem:1024".parse()?,
+                kind: TaskKind::Command(CommandInfo::shell("sleep 1000")),
+                labels: Default::default(),
+            },
+            framework_id: framework_ids[index % framework_ids.len().max(1)].clone(),
+            state: TaskState::Running,
+            status: None,
+        };
+        books.handle(
+            now,
+            Input::Received {
+                from: pid,
+                message: ToMaster::ReregisterAgent {
+                    info,
+                    tasks: vec![task],
+                },
+            },
+        );
+    }
+    Ok(books)
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
+    let agents = ((10_000.0 * scale) as usize).max(10);
+    let frameworks = ((1_000.0 * scale) as usize).max(1);
+    let books = cluster(agents, frameworks)?;
+    let tasks: usize = books
+        .frameworks()
+        .values()
+        .map(|framework| framework.tasks.len())
+        .sum();
+    let mut snapshot_ms = Vec::new();
+    let mut json_ms = Vec::new();
+    let mut state = None;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let taken = State::of(&books, "master@127.0.0.1:5050", 0, 1);
+        snapshot_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        let started = Instant::now();
+        let json = serde_json::to_vec(&taken)?;
+        json_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        state = Some((taken, json.len()));
+    }
+    let (state, bytes) = state.ok_or_else(|| anyhow::anyhow!("no snapshot taken"))?;
+    let snapshot = median(snapshot_ms);
+    let json = median(json_ms);
+    let http = http_latency_ms(state)?;
+    let shape = format!("{agents} agents, {frameworks} frameworks, {tasks} tasks");
+    let context = |unit| Measure {
+        unit,
+        baseline_name: "answering /state inside the master's process (snapshot + JSON)",
+        better: Better::Lower,
+        target: Target::None,
+    };
+    Ok(vec![
+        Row::new(
+            format!("master process time per snapshot, {shape}"),
+            Measure {
+                target: Target::Ratio(1.0),
+                ..context("ms")
+            },
+            snapshot + json,
+            snapshot,
+        ),
+        Row::new(
+            format!(
+                "JSON of /state ({:.1} MB), outside the master",
+                bytes as f64 / 1e6
+            ),
+            context("ms"),
+            snapshot + json,
+            json,
+        ),
+        Row::new(
+            "GET /state over HTTP from the snapshot, median of 20".to_owned(),
+            context("ms"),
+            snapshot + json,
+            http,
+        ),
+    ])
+}
+
+/// Serves `state` as the master does and times `GET /state`.
+fn http_latency_ms(state: State) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (publisher, snapshots) = strata_master::state::channel();
+    publisher.send_replace(Some(std::sync::Arc::new(state)));
+    runtime.block_on(async {
+        let listener = strata_runtime::http::bind("127.0.0.1:0".parse()?).await?;
+        let address = listener.local_addr()?;
+        let server = tokio::spawn(strata_runtime::http::serve(
+            listener,
+            strata_master::state::routes(snapshots),
+        ));
+        let mut samples = Vec::new();
+        for _ in 0..20 {
+            let started = Instant::now();
+            let mut stream = tokio::net::TcpStream::connect(address).await?;
+            stream
+                .write_all(b"GET /state HTTP/1.1\r\nHost: bench\r\n\r\n")
+                .await?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await?;
+            samples.push(started.elapsed().as_secs_f64() * 1000.0);
+            if !answer.starts_with(b"HTTP/1.1 200") {
+                anyhow::bail!("GET /state failed");
+            }
+        }
+        server.abort();
+        Ok(median(samples))
+    })
+}
