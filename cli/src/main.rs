@@ -20,6 +20,7 @@ mod local;
 mod master;
 mod ping;
 mod tls;
+mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +69,12 @@ enum Command {
     Tls(tls::TlsCommand),
     /// Connect to a node as a peer would: checks reachability, mutual TLS and the protocol version.
     Ping(ping::PingArgs),
+    /// List the cluster's agents (an aligned table; --json for scripts).
+    Agents(view::ViewArgs),
+    /// List the frameworks.
+    Frameworks(view::ViewArgs),
+    /// List the tasks, running ones first, then recently ended ones.
+    Tasks(view::ViewArgs),
 }
 
 /// Where a command finds TLS material: a production directory, or the
@@ -177,6 +184,9 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::run(args),
         Command::Tls(command) => tls::run(command),
         Command::Ping(args) => ping::run(args),
+        Command::Agents(args) => view::run(view::Table::Agents, args),
+        Command::Frameworks(args) => view::run(view::Table::Frameworks, args),
+        Command::Tasks(args) => view::run(view::Table::Tasks, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

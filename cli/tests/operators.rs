@@ -159,6 +159,51 @@ fn the_master_serves_state_and_metrics() {
         "{body}"
     );
 
+    // The CLI's tables read the same state.
+    let strata = |args: &[&str]| {
+        let output = Command::new(STRATA).args(args).output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, table, _) = strata(&["agents", "--master", &address]);
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["ID", "HOSTNAME", "STATUS", "CPUS", "MEM", "TASKS", "ATTRIBUTES"],
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("active") && lines[1].contains("0.5/2") && lines[1].ends_with("rack:r1"),
+        "{table}"
+    );
+    let (code, table, _) = strata(&["frameworks", "--master", &address]);
+    assert_eq!(code, Some(0));
+    assert!(
+        table.lines().nth(1).unwrap().contains("strata-execute web"),
+        "{table}"
+    );
+    let (code, table, _) = strata(&["tasks", "--master", &address]);
+    assert_eq!(code, Some(0));
+    let row = table.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("web ") && row.contains("TASK_RUNNING"),
+        "{table}"
+    );
+    let (code, json, _) = strata(&["tasks", "--master", &address, "--json"]);
+    assert_eq!(code, Some(0));
+    let tasks: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(tasks[0]["state"], "TASK_RUNNING");
+    let (code, _, error) = strata(&["agents", "--master", "127.0.0.1:1"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        error.contains("cannot reach the master's HTTP API at 127.0.0.1:1"),
+        "{error}"
+    );
+
     assert_eq!(get(&address, "/nothing").0, 404);
     assert_eq!(http(&address, "POST /state HTTP/1.1\r\n\r\n").0, 405);
     assert_eq!(http(&address, "GET /state\r\n\r\n").0, 400);
