@@ -47,6 +47,16 @@ pub(crate) struct ExecutorRun {
 }
 
 impl ExecutorRun {
+    /// Whether it registered.
+    pub(crate) fn registered(&self) -> bool {
+        self.pid.is_some()
+    }
+
+    /// Its tasks that are not terminal.
+    pub(crate) fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
     /// An executor process that has not registered (yet, or again).
     fn unregistered(group: i32, start_ticks: u64) -> ExecutorRun {
         ExecutorRun {

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod command_executor;
 pub mod detection;
 mod executors;
+pub mod http;
 pub mod monitor;
 pub mod process;
 pub mod recovery;

@@ -183,6 +183,9 @@ pub struct Agent {
     pub(crate) master_ping_limit: Option<Duration>,
     /// The master followed: older masters' messages are ignored.
     pub(crate) master_epoch: strata_protocol::MasterEpoch,
+    /// Where snapshots for the HTTP endpoints go.
+    pub(crate) publisher: Option<crate::http::Publisher>,
+    pub(crate) pid: String,
     pub(crate) last_ping: Instant,
 }
 
@@ -220,8 +223,99 @@ impl Agent {
             random,
             master_ping_limit: None,
             master_epoch: Default::default(),
+            publisher: None,
+            pid: String::new(),
             last_ping: now(),
         }
+    }
+
+    /// Publishes a snapshot every usage interval, for the HTTP endpoints
+    /// ([`crate::http::routes`]).
+    pub fn publishing(mut self, publisher: crate::http::Publisher) -> Agent {
+        self.publisher = Some(publisher);
+        self
+    }
+
+    /// The sandbox root: `<work>/agents/<agent>`.
+    fn sandbox_root(&self) -> Option<PathBuf> {
+        match (&self.config.runner, &self.agent_id) {
+            (Runner::Processes { work_dir, .. }, Some(agent_id)) => {
+                Some(work_dir.join("agents").join(agent_id.as_str()))
+            }
+            _ => None,
+        }
+    }
+
+    fn publish(&self) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        let root = self.sandbox_root();
+        let tasks = self
+            .tasks
+            .iter()
+            .map(|(key, task)| {
+                let process = self.processes.get(key);
+                crate::http::TaskView {
+                    id: key.1.to_string(),
+                    name: task.info.name.clone(),
+                    framework_id: key.0.to_string(),
+                    state: task.state.to_string(),
+                    resources: strata_protocol::resources::ResourceView(
+                        task.info.resources.clone(),
+                    ),
+                    sandbox: process.and_then(|process| {
+                        let root = root.as_ref()?;
+                        Some(
+                            process
+                                .sandbox
+                                .strip_prefix(root)
+                                .ok()?
+                                .to_string_lossy()
+                                .into_owned(),
+                        )
+                    }),
+                    usage: self.usage.get(key).map(|usage| crate::http::UsageView {
+                        cpus_time_secs: usage.cpu_seconds,
+                        mem_rss_bytes: usage.rss_bytes,
+                        processes: usage.processes,
+                    }),
+                }
+            })
+            .collect();
+        let executors = self
+            .executors
+            .iter()
+            .map(
+                |((framework_id, executor_id), run)| crate::http::ExecutorView {
+                    framework_id: framework_id.to_string(),
+                    executor_id: executor_id.to_string(),
+                    registered: run.registered(),
+                    tasks: run.task_count(),
+                },
+            )
+            .collect();
+        let state = crate::http::State {
+            pid: self.pid.clone(),
+            id: self.agent_id.as_ref().map(ToString::to_string),
+            hostname: self.config.hostname.clone(),
+            master: self.config.master.to_string(),
+            registered: self.registration == Registration::Registered,
+            total: strata_protocol::resources::ResourceView(self.config.resources.clone()),
+            allocated: strata_protocol::resources::ResourceView(self.allocated.clone()),
+            attributes: self
+                .config
+                .attributes
+                .iter()
+                .map(|(name, value)| (name.to_owned(), value.to_string()))
+                .collect(),
+            sandbox_root: root,
+            tasks,
+            executors,
+            unacknowledged_updates: self.updates.unacknowledged(),
+            snapshot_time_ms: wall_ms(),
+        };
+        publisher.send_replace(Some(std::sync::Arc::new(state)));
     }
 
     /// The id the master gave this agent, once registered.
@@ -376,6 +470,7 @@ impl Agent {
         info!(agent_id = %agent_id, master = %self.config.master, "registered with the master");
         self.agent_id = Some(agent_id);
         self.checkpoint_agent();
+        self.publish();
         self.registration = Registration::Registered;
         for forward in self.updates.heads(now()) {
             self.forward(ctx, forward);
@@ -866,6 +961,10 @@ impl Process for Agent {
     fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
         let master = self.config.master.clone();
         ctx.link(&master);
+        self.pid = ctx.pid().to_string();
+        if self.publisher.is_some() {
+            ctx.run_every(self.config.usage_interval, |agent, _| agent.publish());
+        }
         if let Err(error) = self.recover(ctx) {
             error!(cause = %error, "cannot recover this agent's checkpoints; not registering");
             self.registration = Registration::Refused;

@@ -108,12 +108,15 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             task_monitor: Some(task_monitor),
             kill_tasks_on_stop: false,
         };
+        let (publisher, snapshots) = strata_agent::http::channel();
+        let http = crate::serve_http(node.addr(), strata_agent::http::routes(snapshots)).await?;
         let pid = node.spawn(
             AGENT_ID,
-            move || Agent::new(config.clone()),
+            move || Agent::new(config.clone()).publishing(publisher.clone()),
             SpawnOptions::default(),
         )?;
         say!("agent listening at {pid}, offering {resources}, registering with {master}");
+        say!("HTTP API at http://{http}/ (state, metrics, sandbox files)");
         if let Some(agent_id) = recovering {
             say!(
                 "recovering agent {agent_id} and its tasks from {}",

@@ -106,7 +106,11 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         let master_tls = TlsMaterial::development(&tls_dir, "master")?;
         let master_node = Node::bind(NodeConfig::new(SocketAddr::new(loopback, args.port), master_tls)).await?;
         let publisher_and_routes = strata_master::state::channel();
-        let http = crate::serve_http(master_node.addr(), &publisher_and_routes).await?;
+        let http = crate::serve_http(
+            master_node.addr(),
+            strata_master::state::routes(publisher_and_routes.1.clone()),
+        )
+        .await?;
         let prefix = format!("{:08x}", master_node.incarnation().0 as u32);
         let publisher = publisher_and_routes.0.clone();
         let master = master_node.spawn(
@@ -141,7 +145,13 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 task_monitor: task_monitor.clone(),
                 kill_tasks_on_stop: true,
             };
-            let pid = node.spawn("agent", move || Agent::new(agent.clone()), SpawnOptions::default())?;
+            let (publisher, snapshots) = strata_agent::http::channel();
+            crate::serve_http(node.addr(), strata_agent::http::routes(snapshots)).await?;
+            let pid = node.spawn(
+                "agent",
+                move || Agent::new(agent.clone()).publishing(publisher.clone()),
+                SpawnOptions::default(),
+            )?;
             say!("  {name}  {pid}  {resources}");
             nodes.push(node);
         }

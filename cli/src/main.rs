@@ -99,23 +99,20 @@ impl TlsSource {
     }
 }
 
-/// Serves the master's HTTP endpoints on the TCP port of `addr` (the
-/// master's QUIC address); returns where.
+/// Serves HTTP `routes` on the TCP port of `addr` (the node's QUIC
+/// address); returns where.
 pub async fn serve_http(
     addr: std::net::SocketAddr,
-    (_, snapshots): &(
-        strata_master::state::Publisher,
-        tokio::sync::watch::Receiver<Option<std::sync::Arc<strata_master::state::State>>>,
-    ),
+    routes: impl Fn(&strata_runtime::http::Request) -> strata_runtime::http::Response
+    + Send
+    + Sync
+    + 'static,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let listener = strata_runtime::http::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot serve HTTP on TCP {addr} (the master's port): {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot serve HTTP on TCP {addr} (the node's port): {e}"))?;
     let bound = listener.local_addr()?;
-    tokio::spawn(strata_runtime::http::serve(
-        listener,
-        strata_master::state::routes(snapshots.clone()),
-    ));
+    tokio::spawn(strata_runtime::http::serve(listener, routes));
     Ok(bound)
 }
 

@@ -96,7 +96,11 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             material,
         ))
         .await?;
-        let http = crate::serve_http(node.addr(), &publisher_and_routes).await?;
+        let http = crate::serve_http(
+            node.addr(),
+            strata_master::state::routes(publisher_and_routes.1.clone()),
+        )
+        .await?;
         let prefix = format!("{:08x}", node.incarnation().0 as u32);
         let publisher = publisher_and_routes.0.clone();
         let pid = node.spawn(

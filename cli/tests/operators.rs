@@ -56,56 +56,89 @@ fn state_when(address: &str, ready: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+/// A `strata master`, a `strata agent` with `agent_flags` and a task
+/// `name` running `command` (0.5 cpus, 64 MB) from `strata execute`; all
+/// killed, and the work directory removed, when dropped.
+struct Cluster {
+    dir: std::path::PathBuf,
+    master: strata_integration::ChildNode,
+    agent: strata_integration::ChildNode,
+    address: String,
+    /// The task's sandbox.
+    sandbox: std::path::PathBuf,
+    _framework: common::KillOnDrop,
+    _lines: std::sync::mpsc::Receiver<String>,
+    _task: common::KillGroupOnDrop,
+}
+
+impl Cluster {
+    fn start(test: &str, agent_flags: &[&str], name: &str, command: &str) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("strata-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TlsMaterial::development(&dir.join("tls"), "bootstrap").unwrap();
+        let work = dir.to_str().unwrap().to_owned();
+        let master = common::start_master(&work);
+        let address = master.pid.addr().to_string();
+        let agent_work = common::agent_work_dir(&dir, "agent");
+        let mut args = vec!["agent", "--master", &address, "--port", "0"];
+        args.extend(["--work-dir", &agent_work]);
+        args.extend_from_slice(agent_flags);
+        let agent =
+            strata_integration::ChildNode::start_daemon(std::path::Path::new(STRATA), &args)
+                .unwrap();
+        let mut framework = Command::new(STRATA)
+            .args([
+                "execute",
+                "--master",
+                &address,
+                "--name",
+                name,
+                "--command",
+                command,
+            ])
+            .args(["--resources", "cpus:0.5;mem:64", "--work-dir", &work])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = common::lines_of(framework.stdout.take().unwrap());
+        let framework = common::KillOnDrop(framework);
+        let running = common::read_until(&lines, "TASK_RUNNING");
+        let sandbox = std::path::PathBuf::from(running.split_once("running in ").unwrap().1);
+        let task = common::KillGroupOnDrop::of(common::task_pid(&sandbox));
+        Cluster {
+            dir,
+            master,
+            agent,
+            address,
+            sandbox,
+            _framework: framework,
+            _lines: lines,
+            _task: task,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn the_master_serves_state_and_metrics() {
-    let dir = std::env::temp_dir().join(format!("strata-operators-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    TlsMaterial::development(&dir.join("tls"), "bootstrap").unwrap();
-    let work = dir.to_str().unwrap().to_owned();
-    let master = common::start_master(&work);
-    let address = master.pid.addr().to_string();
-    let agent_work = common::agent_work_dir(&dir, "agent");
-    let _agent = strata_integration::ChildNode::start_daemon(
-        std::path::Path::new(STRATA),
+    let cluster = Cluster::start(
+        "operators",
         &[
-            "agent",
-            "--master",
-            &address,
-            "--port",
-            "0",
-            "--work-dir",
-            &agent_work,
-        ]
-        .into_iter()
-        .chain([
             "--resources",
             "cpus:2;mem:1024;disk:2048",
             "--attributes",
             "rack:r1",
-        ])
-        .collect::<Vec<_>>(),
-    )
-    .unwrap();
-    let mut framework = Command::new(STRATA)
-        .args([
-            "execute",
-            "--master",
-            &address,
-            "--name",
-            "web",
-            "--command",
-            "sleep 600",
-        ])
-        .args(["--resources", "cpus:0.5;mem:64", "--work-dir", &work])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = common::lines_of(framework.stdout.take().unwrap());
-    let _framework = common::KillOnDrop(framework);
-    let running = common::read_until(&lines, "TASK_RUNNING");
-    let sandbox = std::path::PathBuf::from(running.split_once("running in ").unwrap().1);
-    let _task = common::KillGroupOnDrop::of(common::task_pid(&sandbox));
+        ],
+        "web",
+        "sleep 600",
+    );
+    let (address, master) = (cluster.address.clone(), &cluster.master);
 
     let (status, body) = get(&address, "/health");
     assert_eq!((status, body.as_str()), (200, "ok\n"));
@@ -216,6 +249,87 @@ fn the_master_serves_state_and_metrics() {
     assert_eq!(get(&address, "/nothing").0, 404);
     assert_eq!(http(&address, "POST /state HTTP/1.1\r\n\r\n").0, 405);
     assert_eq!(http(&address, "GET /state\r\n\r\n").0, 400);
-    drop(master);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The agent's HTTP endpoints on a live `strata agent`: its state with
+/// each task's sandbox and usage, per-executor statistics, and sandbox
+/// files, with paths that leave the sandboxes refused.
+#[test]
+fn the_agent_serves_state_statistics_and_sandbox_files() {
+    let cluster = Cluster::start(
+        "agent-http",
+        &["--resources", "cpus:2;mem:1024"],
+        "files",
+        "echo hello; ln -s / escape; exec sleep 600",
+    );
+    let agent_http = cluster.agent.pid.addr().to_string();
+    let sandbox_path = cluster.sandbox.clone();
+
+    assert_eq!(get(&agent_http, "/health"), (200, "ok\n".to_owned()));
+    let state = state_when(&agent_http, |state| {
+        state["tasks"][0]["usage"].is_object() && state["tasks"][0]["sandbox"].is_string()
+    });
+    assert_eq!(state["registered"], true);
+    assert_eq!(state["total"]["cpus"], 2.0);
+    assert_eq!(state["allocated"]["cpus"], 0.5);
+    let task = &state["tasks"][0];
+    assert_eq!(task["state"], "TASK_RUNNING");
+    let sandbox = task["sandbox"].as_str().unwrap().to_owned();
+    assert!(sandbox_path.ends_with(&sandbox), "{sandbox}");
+
+    let (status, body) = get(&agent_http, "/monitor/statistics");
+    assert_eq!(status, 200);
+    let statistics: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(statistics[0]["executor_id"], "files");
+    assert_eq!(statistics[0]["statistics"]["cpus_limit"], 0.5);
+    assert!(
+        statistics[0]["statistics"]["mem_rss_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let (status, body) = get(&agent_http, &format!("/files/browse?path={sandbox}"));
+    assert_eq!(status, 200, "{body}");
+    let entries: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["path"].as_str().unwrap().rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(names, ["escape", "stderr", "stdout"]);
+    let (status, body) = get(&agent_http, &format!("/files/read?path={sandbox}/stdout"));
+    assert_eq!(status, 200, "{body}");
+    let chunk: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(chunk["data"], "hello\n");
+    let (_, body) = get(
+        &agent_http,
+        &format!("/files/read?path={sandbox}/stdout&offset=-1"),
+    );
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["offset"], 6);
+    let (_, body) = get(
+        &agent_http,
+        &format!("/files/read?path={sandbox}/stdout&offset=1&length=3"),
+    );
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["data"], "ell");
+
+    let refused = |path: &str| get(&agent_http, &format!("/files/read?path={path}")).0;
+    assert_eq!(
+        refused(&format!("{sandbox}/escape/etc/hostname")),
+        403,
+        "a link out"
+    );
+    assert_eq!(
+        refused(&format!("{sandbox}/../../../../../tls/ca.pem")),
+        403,
+        ".."
+    );
+    assert_eq!(refused("/etc/hostname"), 400, "absolute");
+    assert_eq!(get(&agent_http, "/files/read").0, 400);
+    assert_eq!(refused(&format!("{sandbox}/nothing")), 404);
+
+    let (status, body) = get(&agent_http, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("strata_agent_tasks_running 1\n"), "{body}");
 }

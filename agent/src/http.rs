@@ -1,0 +1,370 @@
+//! What operators see of an agent: `/health`, `/state`, `/metrics`,
+//! `/monitor/statistics`, and its sandboxes' files.
+//!
+//! Like the master, the agent publishes a [`State`] snapshot (every usage
+//! sample, each second) and the endpoints serve the latest one. The file
+//! endpoints read sandboxes directly: `path` is relative to the agent's
+//! sandbox root, `<work>/agents/<agent>/` (the part of a sandbox path
+//! after it, as `/state` gives each task's `sandbox`). Absolute paths, any
+//! `..` component, and symbolic links that lead out of the root are
+//! refused with 403; reads are at most [`MAX_READ`] bytes.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use strata_protocol::resources::ResourceView;
+use strata_runtime::http::{Request, Response};
+use tokio::sync::watch;
+
+/// Most bytes one `/files/read` returns.
+pub const MAX_READ: u64 = 1 << 20;
+
+/// An agent at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct State {
+    pub pid: String,
+    pub id: Option<String>,
+    pub hostname: String,
+    pub master: String,
+    pub registered: bool,
+    pub total: ResourceView,
+    pub allocated: ResourceView,
+    pub attributes: BTreeMapView,
+    /// Where sandboxes are, when tasks run as processes.
+    pub sandbox_root: Option<PathBuf>,
+    pub tasks: Vec<TaskView>,
+    pub executors: Vec<ExecutorView>,
+    pub unacknowledged_updates: usize,
+    pub snapshot_time_ms: u64,
+}
+
+/// Attribute names to their text values.
+pub type BTreeMapView = std::collections::BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub name: String,
+    pub framework_id: String,
+    pub state: String,
+    pub resources: ResourceView,
+    /// Its sandbox, relative to the sandbox root, for `/files/*`.
+    pub sandbox: Option<String>,
+    pub usage: Option<UsageView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutorView {
+    pub framework_id: String,
+    pub executor_id: String,
+    pub registered: bool,
+    pub tasks: usize,
+}
+
+/// A task's usage, as `/monitor/statistics` reports it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct UsageView {
+    pub cpus_time_secs: f64,
+    pub mem_rss_bytes: u64,
+    pub processes: u32,
+}
+
+/// Where the agent publishes its snapshots.
+pub type Publisher = Arc<watch::Sender<Option<Arc<State>>>>;
+
+/// A publisher and the receiving end [`routes`] reads.
+pub fn channel() -> (Publisher, watch::Receiver<Option<Arc<State>>>) {
+    let (sender, receiver) = watch::channel(None);
+    (Arc::new(sender), receiver)
+}
+
+/// Why a sandbox path was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRefusal {
+    /// 400: not a relative path of normal components.
+    Malformed(String),
+    /// 403: it leads out of the sandbox root.
+    Outside,
+    /// 404: nothing there.
+    Missing,
+}
+
+/// Resolves `path` (relative to `root`) to a file or directory inside
+/// `root`, following symbolic links only as far as they stay inside.
+pub fn confine(root: &Path, path: &str) -> Result<PathBuf, PathRefusal> {
+    let relative = Path::new(path);
+    if relative.is_absolute() {
+        return Err(PathRefusal::Malformed(
+            "the path must be relative to the sandbox root".into(),
+        ));
+    }
+    for component in relative.components() {
+        match component {
+            Component::Normal(_) | Component::CurDir => {}
+            Component::ParentDir => return Err(PathRefusal::Outside),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(PathRefusal::Malformed("the path must be relative".into()));
+            }
+        }
+    }
+    let root = root.canonicalize().map_err(|_| PathRefusal::Missing)?;
+    let resolved = root
+        .join(relative)
+        .canonicalize()
+        .map_err(|_| PathRefusal::Missing)?;
+    if resolved.starts_with(&root) {
+        Ok(resolved)
+    } else {
+        Err(PathRefusal::Outside)
+    }
+}
+
+fn refused(refusal: PathRefusal) -> Response {
+    match refusal {
+        PathRefusal::Malformed(why) => Response::error(400, &why),
+        PathRefusal::Outside => Response::error(403, "the path leads out of the sandboxes"),
+        PathRefusal::Missing => Response::error(404, "no such file or directory"),
+    }
+}
+
+#[derive(Serialize)]
+struct Entry {
+    path: String,
+    is_dir: bool,
+    size: u64,
+    mtime_ms: u64,
+}
+
+fn browse(root: &Path, path: &str) -> Response {
+    let dir = match confine(root, path) {
+        Ok(dir) => dir,
+        Err(refusal) => return refused(refusal),
+    };
+    let Ok(listing) = std::fs::read_dir(&dir) else {
+        return Response::error(400, "not a directory");
+    };
+    let mut entries: Vec<Entry> = listing
+        .flatten()
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let relative = Path::new(path).join(&name);
+            Some(Entry {
+                path: relative.to_string_lossy().into_owned(),
+                is_dir: meta.is_dir(),
+                size: meta.len(),
+                mtime_ms: meta
+                    .modified()
+                    .ok()
+                    .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |elapsed| elapsed.as_millis() as u64),
+            })
+        })
+        .collect();
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    match serde_json::to_vec(&entries) {
+        Ok(body) => Response::json(body),
+        Err(error) => Response::error(500, &error.to_string()),
+    }
+}
+
+#[derive(Serialize)]
+struct Chunk {
+    /// Where the data starts; with `offset=-1`, the file's size.
+    offset: u64,
+    /// How many bytes of the file `data` holds (it is UTF-8, with invalid
+    /// sequences replaced, so it may be longer).
+    length: u64,
+    data: String,
+}
+
+fn read(root: &Path, request: &Request) -> Response {
+    let Some(path) = request.param("path") else {
+        return Response::error(400, "path is required");
+    };
+    let file = match confine(root, path) {
+        Ok(file) => file,
+        Err(refusal) => return refused(refusal),
+    };
+    let number = |name: &str, default: i64| -> Result<i64, Response> {
+        match request.param(name) {
+            None | Some("") => Ok(default),
+            Some(text) => text
+                .parse()
+                .map_err(|_| Response::error(400, &format!("{name} must be a number"))),
+        }
+    };
+    let (offset, length) = match (number("offset", 0), number("length", MAX_READ as i64)) {
+        (Ok(offset), Ok(length)) => (offset, length),
+        (Err(response), _) | (_, Err(response)) => return response,
+    };
+    let Ok(mut handle) = std::fs::File::open(&file) else {
+        return Response::error(404, "cannot open the file");
+    };
+    let size = handle.metadata().map(|meta| meta.len()).unwrap_or(0);
+    if offset == -1 {
+        return chunk_response(Chunk {
+            offset: size,
+            length: 0,
+            data: String::new(),
+        });
+    }
+    let (Ok(offset), Ok(length)) = (u64::try_from(offset), u64::try_from(length)) else {
+        return Response::error(
+            400,
+            "offset and length must not be negative (offset -1: the size)",
+        );
+    };
+    let length = length.min(MAX_READ);
+    let mut data = Vec::new();
+    let read = handle
+        .seek(SeekFrom::Start(offset.min(size)))
+        .and_then(|_| handle.take(length).read_to_end(&mut data));
+    if read.is_err() {
+        return Response::error(400, "not a readable file");
+    }
+    chunk_response(Chunk {
+        offset,
+        length: data.len() as u64,
+        data: String::from_utf8_lossy(&data).into_owned(),
+    })
+}
+
+fn chunk_response(chunk: Chunk) -> Response {
+    match serde_json::to_vec(&chunk) {
+        Ok(body) => Response::json(body),
+        Err(error) => Response::error(500, &error.to_string()),
+    }
+}
+
+#[derive(Serialize)]
+struct Statistics<'a> {
+    framework_id: &'a str,
+    executor_id: &'a str,
+    statistics: StatisticsValues,
+}
+
+#[derive(Serialize)]
+struct StatisticsValues {
+    cpus_time_secs: f64,
+    mem_rss_bytes: u64,
+    processes: u32,
+    cpus_limit: f64,
+    mem_limit_bytes: u64,
+}
+
+fn statistics(state: &State) -> Response {
+    let rows: Vec<Statistics<'_>> = state
+        .tasks
+        .iter()
+        .filter_map(|task| {
+            let usage = task.usage?;
+            Some(Statistics {
+                framework_id: &task.framework_id,
+                executor_id: &task.id,
+                statistics: StatisticsValues {
+                    cpus_time_secs: usage.cpus_time_secs,
+                    mem_rss_bytes: usage.mem_rss_bytes,
+                    processes: usage.processes,
+                    cpus_limit: task.resources.scalar("cpus"),
+                    mem_limit_bytes: (task.resources.scalar("mem") * 1024.0 * 1024.0) as u64,
+                },
+            })
+        })
+        .collect();
+    match serde_json::to_vec(&rows) {
+        Ok(body) => Response::json(body),
+        Err(error) => Response::error(500, &error.to_string()),
+    }
+}
+
+fn prometheus(state: &State) -> String {
+    let running = state
+        .tasks
+        .iter()
+        .filter(|task| task.state == "TASK_RUNNING")
+        .count();
+    let metrics = [
+        ("registered", f64::from(u8::from(state.registered))),
+        ("tasks_running", running as f64),
+        ("tasks", state.tasks.len() as f64),
+        ("executors", state.executors.len() as f64),
+        (
+            "unacknowledged_updates",
+            state.unacknowledged_updates as f64,
+        ),
+        ("cpus_total", state.total.scalar("cpus")),
+        ("cpus_used", state.allocated.scalar("cpus")),
+        ("mem_total", state.total.scalar("mem")),
+        ("mem_used", state.allocated.scalar("mem")),
+        ("disk_total", state.total.scalar("disk")),
+        ("disk_used", state.allocated.scalar("disk")),
+    ];
+    let mut text = String::new();
+    for (name, value) in metrics {
+        text.push_str(&format!(
+            "# TYPE strata_agent_{name} gauge\nstrata_agent_{name} {value}\n"
+        ));
+    }
+    text
+}
+
+/// The agent's HTTP endpoints, over its latest snapshot.
+pub fn routes(
+    snapshots: watch::Receiver<Option<Arc<State>>>,
+) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
+    move |request: &Request| {
+        let Some(state) = snapshots.borrow().clone() else {
+            return Response::error(503, "the agent is starting");
+        };
+        let root = state.sandbox_root.as_deref();
+        match (request.path.as_str(), root) {
+            ("/health", _) => Response::text("text/plain", "ok\n"),
+            ("/state", _) => match serde_json::to_vec(&*state) {
+                Ok(body) => Response::json(body),
+                Err(error) => Response::error(500, &error.to_string()),
+            },
+            ("/metrics", _) => Response::text("text/plain; version=0.0.4", prometheus(&state)),
+            ("/monitor/statistics", _) => statistics(&state),
+            ("/files/browse" | "/files/read", None) => {
+                Response::error(404, "this agent has no sandboxes (tasks run in-process)")
+            }
+            ("/files/browse", Some(root)) => browse(root, request.param("path").unwrap_or("")),
+            ("/files/read", Some(root)) => read(root, request),
+            _ => Response::error(404, "no such endpoint"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_sandbox_root() {
+        let dir = std::env::temp_dir().join(format!("strata-confine-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("f/run")).unwrap();
+        std::fs::write(root.join("f/run/stdout"), b"hi").unwrap();
+        std::fs::write(dir.join("secret"), b"no").unwrap();
+        std::os::unix::fs::symlink(dir.join("secret"), root.join("f/run/escape")).unwrap();
+        std::os::unix::fs::symlink(root.join("f/run/stdout"), root.join("f/run/inside")).unwrap();
+        let resolved = confine(&root, "f/run/stdout").unwrap();
+        assert!(resolved.ends_with("f/run/stdout"));
+        assert!(
+            confine(&root, "f/run/inside").is_ok(),
+            "a link that stays inside"
+        );
+        assert_eq!(confine(&root, "f/run/escape"), Err(PathRefusal::Outside));
+        assert_eq!(confine(&root, "f/../../secret"), Err(PathRefusal::Outside));
+        assert_eq!(confine(&root, "f/nothing"), Err(PathRefusal::Missing));
+        assert!(matches!(
+            confine(&root, "/etc/passwd"),
+            Err(PathRefusal::Malformed(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
