@@ -75,6 +75,9 @@ enum Command {
     Frameworks(view::ViewArgs),
     /// List the tasks, running ones first, then recently ended ones.
     Tasks(view::ViewArgs),
+    /// Print a task's stdout (or stderr), read from its agent's sandbox;
+    /// --follow keeps printing until the task ends.
+    Logs(view::LogsArgs),
 }
 
 /// Where a command finds TLS material: a production directory, or the
@@ -184,6 +187,7 @@ fn main() -> ExitCode {
         Command::Agents(args) => view::run(view::Table::Agents, args),
         Command::Frameworks(args) => view::run(view::Table::Frameworks, args),
         Command::Tasks(args) => view::run(view::Table::Tasks, args),
+        Command::Logs(args) => view::logs(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

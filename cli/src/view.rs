@@ -218,3 +218,126 @@ pub fn run(table: Table, args: ViewArgs) -> anyhow::Result<()> {
     print_table(&lines);
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The task's id.
+    pub task_id: String,
+    /// Print its stderr instead of its stdout.
+    #[arg(long)]
+    pub stderr: bool,
+    /// Keep printing what the task writes until it ends.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// The master's address, HOST:PORT.
+    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050", value_parser = parse_address)]
+    pub master: SocketAddr,
+}
+
+/// Percent-encodes a query value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (byte as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// The task's entry in the master's state, running ones first.
+fn find_task(state: &Value, task_id: &str) -> Option<Value> {
+    ["tasks", "completed_tasks"].iter().find_map(|list| {
+        state[*list]
+            .as_array()?
+            .iter()
+            .rev()
+            .find(|task| task["id"] == task_id)
+            .cloned()
+    })
+}
+
+/// Where a task's sandbox is: its agent's HTTP address and the sandbox
+/// relative to the agent's sandbox root (from its RUNNING message, which
+/// names the sandbox).
+fn locate(state: &Value, task: &Value) -> anyhow::Result<(SocketAddr, String)> {
+    let agent_id = task["agent_id"].as_str().unwrap_or_default();
+    let agent = state["agents"]
+        .as_array()
+        .and_then(|agents| agents.iter().find(|agent| agent["id"] == agent_id))
+        .with_context(|| format!("the master no longer knows agent {agent_id}"))?;
+    let pid: strata_runtime::Upid = agent["pid"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .context("the master gave a malformed agent address")?;
+    let marker = format!("/agents/{agent_id}/");
+    let sandbox = task["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|step| step["message"].as_str()?.strip_prefix("running in "))
+        .find_map(|path| {
+            path.split_once(&marker)
+                .map(|(_, relative)| relative.to_owned())
+        })
+        .with_context(|| {
+            format!(
+                "task {} has no sandbox (it never ran, or ran in a custom executor)",
+                text(&task["id"])
+            )
+        })?;
+    Ok((pid.addr(), sandbox))
+}
+
+pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
+    // `/state` is a snapshot a moment old: a task launched just now may
+    // take a tick to appear, so look again for a little while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let (state, task) = loop {
+        let state: Value = serde_json::from_slice(&get(args.master, "/state")?)?;
+        if let Some(task) = find_task(&state, &args.task_id) {
+            break (state, task);
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "the master at {} knows no task {}",
+                args.master,
+                args.task_id
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (agent, sandbox) = locate(&state, &task)?;
+    let file = format!(
+        "{sandbox}/{}",
+        if args.stderr { "stderr" } else { "stdout" }
+    );
+    let mut offset: u64 = 0;
+    let mut out = std::io::stdout().lock();
+    let mut ended = false;
+    loop {
+        let path = format!("/files/read?path={}&offset={offset}", encode(&file));
+        let chunk: Value = serde_json::from_slice(&get(agent, &path)?)?;
+        let length = chunk["length"].as_u64().unwrap_or(0);
+        out.write_all(chunk["data"].as_str().unwrap_or_default().as_bytes())?;
+        offset += length;
+        if length > 0 {
+            continue;
+        }
+        // All read that there is. Following, wait for more until the task
+        // has ended and what it wrote last is read.
+        if !args.follow || ended {
+            return Ok(());
+        }
+        out.flush()?;
+        std::thread::sleep(Duration::from_millis(500));
+        let state: Value = serde_json::from_slice(&get(args.master, "/state")?)?;
+        ended = find_task(&state, &args.task_id).is_none_or(|task| {
+            state["tasks"]
+                .as_array()
+                .is_none_or(|running| !running.iter().any(|t| t["id"] == task["id"]))
+        });
+    }
+}

@@ -332,4 +332,44 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
     let (status, body) = get(&agent_http, "/metrics");
     assert_eq!(status, 200);
     assert!(body.contains("strata_agent_tasks_running 1\n"), "{body}");
+
+    // `strata logs` reads the same files through the master and agent.
+    let address = cluster.address.clone();
+    let logs = |args: &[&str]| {
+        let output = Command::new(STRATA)
+            .args(["logs", "--master", &address])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    assert_eq!(logs(&["files"]), (Some(0), "hello\n".into(), String::new()));
+    assert_eq!(
+        logs(&["files", "--stderr"]),
+        (Some(0), String::new(), String::new())
+    );
+    let (code, _, error) = logs(&["nope"]);
+    assert_eq!(code, Some(1));
+    assert!(error.contains("knows no task nope"), "{error}");
+    // Following a task that writes, pauses and ends prints all of it.
+    let mut writer = Command::new(STRATA)
+        .args(["execute", "--master", &address, "--name", "writer"])
+        .args(["--command", "echo one; sleep 1; echo two"])
+        .args(["--resources", "cpus:0.1;mem:32", "--work-dir"])
+        .arg(cluster.dir.to_str().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let writer_lines = common::lines_of(writer.stdout.take().unwrap());
+    let _writer = common::KillOnDrop(writer);
+    common::read_until(&writer_lines, "TASK_RUNNING");
+    assert_eq!(
+        logs(&["writer", "--follow"]),
+        (Some(0), "one\ntwo\n".into(), String::new())
+    );
 }
