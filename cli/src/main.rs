@@ -78,6 +78,9 @@ enum Command {
     /// Print a task's stdout (or stderr), read from its agent's sandbox;
     /// --follow keeps printing until the task ends.
     Logs(view::LogsArgs),
+    /// Kill a running task (SIGTERM, then SIGKILL after the agent's grace
+    /// period) and wait until it has ended.
+    Kill(view::KillArgs),
 }
 
 /// Where a command finds TLS material: a production directory, or the
@@ -188,6 +191,7 @@ fn main() -> ExitCode {
         Command::Frameworks(args) => view::run(view::Table::Frameworks, args),
         Command::Tasks(args) => view::run(view::Table::Tasks, args),
         Command::Logs(args) => view::logs(args),
+        Command::Kill(args) => view::kill(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -291,24 +291,153 @@ fn locate(state: &Value, task: &Value) -> anyhow::Result<(SocketAddr, String)> {
     Ok((pid.addr(), sandbox))
 }
 
-pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
-    // `/state` is a snapshot a moment old: a task launched just now may
-    // take a tick to appear, so look again for a little while.
+/// The master's state and the task in it. `/state` is a snapshot a
+/// moment old: a task launched just now may take a tick to appear, so
+/// this looks again for a little while.
+fn task_in_state(master: SocketAddr, task_id: &str) -> anyhow::Result<(Value, Value)> {
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    let (state, task) = loop {
-        let state: Value = serde_json::from_slice(&get(args.master, "/state")?)?;
-        if let Some(task) = find_task(&state, &args.task_id) {
-            break (state, task);
+    loop {
+        let state: Value = serde_json::from_slice(&get(master, "/state")?)?;
+        if let Some(task) = find_task(&state, task_id) {
+            return Ok((state, task));
         }
         if std::time::Instant::now() >= deadline {
-            bail!(
-                "the master at {} knows no task {}",
-                args.master,
-                args.task_id
-            );
+            bail!("the master at {master} knows no task {task_id}");
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether `task_id` (of `framework_id`) is among the running tasks.
+fn running(state: &Value, framework_id: &Value, task_id: &str) -> bool {
+    state["tasks"].as_array().is_some_and(|tasks| {
+        tasks
+            .iter()
+            .any(|task| task["id"] == task_id && &task["framework_id"] == framework_id)
+    })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KillArgs {
+    /// The task's id.
+    pub task_id: String,
+    /// The task's framework, when tasks of several frameworks have this id.
+    #[arg(long)]
+    pub framework: Option<String>,
+    /// The master's address, HOST:PORT.
+    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050", value_parser = parse_address)]
+    pub master: SocketAddr,
+    /// Seconds to wait for the task to end.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    #[command(flatten)]
+    pub tls: crate::TlsSource,
+}
+
+/// Asks the master to kill a task and waits until it has ended; prints its
+/// final state.
+pub fn kill(args: KillArgs) -> anyhow::Result<()> {
+    let timeout = Duration::try_from_secs_f64(args.timeout).map_err(|_| {
+        anyhow::anyhow!(
+            "--timeout must be a number of seconds, not {}",
+            args.timeout
+        )
+    })?;
+    let (state, _) = task_in_state(args.master, &args.task_id)?;
+    let candidates: Vec<Value> = state["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|task| task["id"] == args.task_id.as_str())
+        .filter(|task| {
+            args.framework
+                .as_ref()
+                .is_none_or(|framework| task["framework_id"] == framework.as_str())
+        })
+        .cloned()
+        .collect();
+    let task = match candidates.as_slice() {
+        [] => bail!("task {} is not running (see `strata tasks`)", args.task_id),
+        [task] => task.clone(),
+        several => bail!(
+            "tasks of several frameworks are called {}: {}; name one with --framework",
+            args.task_id,
+            several
+                .iter()
+                .map(|task| text(&task["framework_id"]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
+    let framework_id: strata_protocol::FrameworkId = text(&task["framework_id"]).parse()?;
+    let task_id: strata_protocol::TaskId = args.task_id.parse()?;
+    let master: strata_runtime::Upid = text(&state["pid"])
+        .parse()
+        .context("the master gave a malformed address")?;
+    let material = args.tls.material("strata-kill")?;
+    let local_ip = crate::ping::local_ip_towards(master.addr())?;
+    actix_rt::System::new().block_on(async move {
+        let node = strata_runtime::Node::bind(strata_runtime::NodeConfig::new(
+            SocketAddr::new(local_ip, 0),
+            material,
+        ))
+        .await?;
+        node.connect(master.addr()).await?;
+        let inbox = node.inbox::<strata_protocol::ToScheduler>("operator", 16)?;
+        let call = strata_protocol::ToMaster::OperatorKill {
+            framework_id,
+            task_id,
+        };
+        inbox
+            .send(&master, call)
+            .map_err(|e| anyhow::anyhow!("cannot reach the master at {master}: {e}"))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let ended = loop {
+            let address = args.master;
+            let id = args.task_id.clone();
+            let framework = task["framework_id"].clone();
+            let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Value>> {
+                let state: Value = serde_json::from_slice(&get(address, "/state")?)?;
+                if running(&state, &framework, &id) {
+                    return Ok(None);
+                }
+                // Ended; its framework may have finished and gone with it.
+                Ok(Some(find_task(&state, &id).unwrap_or_else(|| {
+                    serde_json::json!({
+                        "id": id,
+                        "state": "ended",
+                        "message": "(its framework has finished since)",
+                    })
+                })))
+            })
+            .await??;
+            if let Some(ended) = found {
+                break ended;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "task {} did not end within {} s",
+                    args.task_id,
+                    timeout.as_secs_f64()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        node.close(Duration::from_secs(1)).await;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{} {} {}",
+            text(&ended["id"]),
+            text(&ended["state"]),
+            text(&ended["message"])
+        );
+        Ok(())
+    })
+}
+
+pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
+    let (state, task) = task_in_state(args.master, &args.task_id)?;
     let (agent, sandbox) = locate(&state, &task)?;
     let file = format!(
         "{sandbox}/{}",

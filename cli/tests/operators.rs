@@ -67,7 +67,8 @@ struct Cluster {
     /// The task's sandbox.
     sandbox: std::path::PathBuf,
     _framework: common::KillOnDrop,
-    _lines: std::sync::mpsc::Receiver<String>,
+    /// The framework's status lines after TASK_RUNNING.
+    lines: std::sync::mpsc::Receiver<String>,
     _task: common::KillGroupOnDrop,
 }
 
@@ -113,7 +114,7 @@ impl Cluster {
             address,
             sandbox,
             _framework: framework,
-            _lines: lines,
+            lines,
             _task: task,
         }
     }
@@ -249,6 +250,19 @@ fn the_master_serves_state_and_metrics() {
     assert_eq!(get(&address, "/nothing").0, 404);
     assert_eq!(http(&address, "POST /state HTTP/1.1\r\n\r\n").0, 405);
     assert_eq!(http(&address, "GET /state\r\n\r\n").0, 400);
+
+    // An operator kills the task; its framework sees it KILLED.
+    let work = cluster.dir.to_str().unwrap().to_owned();
+    let (code, out, error) = strata(&["kill", "web", "--master", &address, "--work-dir", &work]);
+    assert_eq!(code, Some(0), "{error}");
+    assert!(
+        out.starts_with("web TASK_KILLED killed by signal 15"),
+        "{out}"
+    );
+    common::read_until(&cluster.lines, "web TASK_KILLED");
+    let (code, _, error) = strata(&["kill", "web", "--master", &address, "--work-dir", &work]);
+    assert_eq!(code, Some(1));
+    assert!(error.contains("task web is not running"), "{error}");
 }
 
 /// The agent's HTTP endpoints on a live `strata agent`: its state with

@@ -246,6 +246,13 @@ fn log(event: &Event) {
         Event::RequestRefused { from, reason } => {
             warn!(from = %from, reason = %reason, "request refused")
         }
+        Event::OperatorKill {
+            from,
+            framework_id,
+            task_id,
+        } => {
+            info!(from = %from, framework_id = %framework_id, task_id = %task_id, "operator kill")
+        }
     }
 }
 

@@ -66,6 +66,9 @@ pub struct State {
     pub recovering: bool,
     pub agents: Vec<AgentView>,
     pub frameworks: Vec<FrameworkView>,
+    /// Frameworks removed lately (their ended tasks are among
+    /// `completed_tasks`).
+    pub completed_frameworks: Vec<FrameworkView>,
     /// Tasks that are not terminal.
     pub tasks: Vec<TaskView>,
     /// Recently ended tasks, oldest first per framework.
@@ -183,7 +186,16 @@ impl State {
         let mut frameworks = Vec::new();
         let mut tasks = Vec::new();
         let mut completed_tasks = Vec::new();
-        for (id, framework) in books.frameworks() {
+        let mut completed_frameworks = Vec::new();
+        let removed = books
+            .completed_frameworks()
+            .iter()
+            .filter_map(|framework| Some((framework.info.id.as_ref()?, framework, false)));
+        let current = books
+            .frameworks()
+            .iter()
+            .map(|(id, framework)| (id, framework, true));
+        for (id, framework, is_current) in current.chain(removed) {
             let task_view = |task: &strata_protocol::Task| TaskView {
                 id: task.info.task_id.to_string(),
                 name: task.info.name.clone(),
@@ -212,7 +224,12 @@ impl State {
                 }
             }
             completed_tasks.extend(framework.completed.iter().map(task_view));
-            frameworks.push(FrameworkView {
+            let list = if is_current {
+                &mut frameworks
+            } else {
+                &mut completed_frameworks
+            };
+            list.push(FrameworkView {
                 id: id.to_string(),
                 name: framework.info.name.clone(),
                 role: framework.info.role().to_owned(),
@@ -239,6 +256,7 @@ impl State {
             recovering: books.recovering(),
             agents,
             frameworks,
+            completed_frameworks,
             tasks,
             completed_tasks,
             offers,

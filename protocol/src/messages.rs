@@ -78,6 +78,12 @@ pub enum ToMaster {
         framework_id: FrameworkId,
         task_id: TaskId,
     },
+    /// An operator (`strata kill`) asks for a task to be killed; the
+    /// framework hears of it through the task's updates.
+    OperatorKill {
+        framework_id: FrameworkId,
+        task_id: TaskId,
+    },
     /// The framework received a status update.
     Acknowledge {
         framework_id: FrameworkId,
@@ -129,6 +135,7 @@ impl strata_runtime::Message for ToMaster {
             ToMaster::Suppress { .. } => "Suppress",
             ToMaster::SetConstraints { .. } => "SetConstraints",
             ToMaster::Kill { .. } => "Kill",
+            ToMaster::OperatorKill { .. } => "OperatorKill",
             ToMaster::Acknowledge { .. } => "Acknowledge",
             ToMaster::Reconcile { .. } => "Reconcile",
             ToMaster::Teardown { .. } => "Teardown",

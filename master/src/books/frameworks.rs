@@ -260,6 +260,21 @@ impl Books {
         }
         self.allocator.remove_framework(framework_id);
         self.registry_changed();
+        // Kept a while for operators: what it ran and how that ended.
+        let mut kept = framework;
+        kept.pid = None;
+        kept.tasks.clear();
+        kept.offers.clear();
+        let ended: std::collections::BTreeSet<_> = kept
+            .completed
+            .iter()
+            .map(|task| task.info.task_id.clone())
+            .collect();
+        kept.history.retain(|task_id, _| ended.contains(task_id));
+        if self.completed_frameworks.len() == super::COMPLETED_FRAMEWORKS_KEPT {
+            self.completed_frameworks.pop_front();
+        }
+        self.completed_frameworks.push_back(kept);
         if self.removed_frameworks.len() == super::REMOVED_FRAMEWORKS_KEPT {
             self.removed_frameworks.pop_front();
         }

@@ -115,6 +115,11 @@ pub enum Event {
         from: Upid,
         reason: String,
     },
+    OperatorKill {
+        from: Upid,
+        framework_id: FrameworkId,
+        task_id: TaskId,
+    },
 }
 
 /// What to do.
@@ -242,7 +247,14 @@ pub struct Books {
     recovery_deadline: Option<Instant>,
     /// How many tasks ended in each terminal state, for metrics.
     ended: BTreeMap<strata_protocol::TaskState, u64>,
+    /// Frameworks removed lately, most recent last, with their ended
+    /// tasks, for operators (at most [`COMPLETED_FRAMEWORKS_KEPT`]).
+    completed_frameworks: std::collections::VecDeque<FrameworkEntry>,
 }
+
+/// Most removed frameworks kept for operators to see (Apache Mesos's
+/// `--max_completed_frameworks` default).
+pub const COMPLETED_FRAMEWORKS_KEPT: usize = 50;
 
 impl std::fmt::Debug for Books {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -288,6 +300,7 @@ impl Books {
             recovering_agents: BTreeSet::new(),
             recovery_deadline: None,
             ended: BTreeMap::new(),
+            completed_frameworks: std::collections::VecDeque::new(),
         }
     }
 
@@ -320,6 +333,11 @@ impl Books {
 
     pub fn offers(&self) -> &BTreeMap<OfferId, OfferEntry> {
         &self.offers
+    }
+
+    /// Frameworks removed lately, with their ended tasks.
+    pub fn completed_frameworks(&self) -> &std::collections::VecDeque<FrameworkEntry> {
+        &self.completed_frameworks
     }
 
     /// How many tasks ended in each terminal state since this master
@@ -373,6 +391,26 @@ impl Books {
                 executor_id,
                 data,
             } => self.executor_message(&from, framework_id, executor_id, data, out),
+            ToMaster::OperatorKill {
+                framework_id,
+                task_id,
+            } => {
+                // Unknown or finished tasks are left alone: the operator
+                // sees the outcome in /state.
+                let running = self
+                    .frameworks
+                    .get(&framework_id)
+                    .and_then(|framework| framework.tasks.get(&task_id))
+                    .is_some_and(|task| !task.state.is_terminal());
+                if running {
+                    out.push(Command::Log(Event::OperatorKill {
+                        from: from.clone(),
+                        framework_id: framework_id.clone(),
+                        task_id: task_id.clone(),
+                    }));
+                    self.kill(now, &framework_id, task_id, out);
+                }
+            }
             other => {
                 // Everything else comes from a subscribed scheduler, for
                 // its own framework only.
@@ -453,7 +491,8 @@ impl Books {
             | ToMaster::StatusUpdate { .. }
             | ToMaster::Subscribe { .. }
             | ToMaster::ExecutorExited { .. }
-            | ToMaster::ExecutorMessage { .. } => {}
+            | ToMaster::ExecutorMessage { .. }
+            | ToMaster::OperatorKill { .. } => {}
         }
     }
 
