@@ -405,6 +405,10 @@ pub fn prometheus(state: &State) -> String {
     text
 }
 
+/// The web UI: one page, embedded in the binary, that polls `/state`
+/// every second and reads task output from the agents' `/files/read`.
+pub const WEB_UI: &str = include_str!("ui/index.html");
+
 /// Where the master publishes its snapshots.
 pub type Publisher = Arc<watch::Sender<Option<Arc<State>>>>;
 
@@ -419,6 +423,9 @@ pub fn routes(
     snapshots: watch::Receiver<Option<Arc<State>>>,
 ) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
     move |request: &Request| {
+        if matches!(request.path.as_str(), "/" | "/index.html") {
+            return Response::text("text/html; charset=utf-8", WEB_UI);
+        }
         let latest = snapshots.borrow().clone();
         match (request.path.as_str(), latest) {
             ("/health", Some(_)) => Response::text("text/plain", "ok\n"),

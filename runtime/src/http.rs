@@ -7,6 +7,9 @@
 //! client sends is bounded: the request head must arrive within
 //! [`HEAD_TIMEOUT`] and fit in [`MAX_HEAD_BYTES`]; anything else gets a
 //! 4xx answer and the connection is closed. Request bodies are not read.
+//! Answers allow any origin (`Access-Control-Allow-Origin: *`): the
+//! master's web UI reads task output from the agents' ports, and the
+//! endpoints are read-only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -200,7 +203,7 @@ async fn read_head(stream: &mut TcpStream) -> Result<Request, (u16, &'static str
 
 async fn answer(stream: &mut TcpStream, response: &Response, head_only: bool) {
     let header = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
         response.status,
         reason(response.status),
         response.content_type,
