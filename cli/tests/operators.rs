@@ -387,3 +387,60 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
         (Some(0), "one\ntwo\n".into(), String::new())
     );
 }
+
+/// The CLI's tables on a live `strata local`: its agents, and JSON that
+/// scripts can read.
+#[test]
+fn tables_on_a_live_local_cluster() {
+    let dir = std::env::temp_dir().join(format!("strata-tables-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut local = Command::new(STRATA)
+        .args(["local", "--agents", "2", "--port", "0", "--work-dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = common::lines_of(local.stdout.take().unwrap());
+    let _local = common::KillOnDrop(local);
+    let http = common::read_until(&lines, "HTTP API");
+    let address = http
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("http://"))
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    // Both agents registered, as the master's snapshot shows.
+    state_when(&address, |state| {
+        state["agents"]
+            .as_array()
+            .is_some_and(|agents| agents.len() == 2)
+    });
+    let output = Command::new(STRATA)
+        .args(["agents", "--master", &address])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let table = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(
+        rows[1..].iter().all(|row| row.contains("active")),
+        "{table}"
+    );
+    assert!(
+        rows[1].contains("agent-1") && rows[2].contains("agent-2"),
+        "{table}"
+    );
+    for (command, length) in [("agents", 2), ("frameworks", 0), ("tasks", 0)] {
+        let output = Command::new(STRATA)
+            .args([command, "--master", &address, "--json"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{command}");
+        let rows: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(rows.as_array().unwrap().len(), length, "{command}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
