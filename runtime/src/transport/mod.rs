@@ -16,6 +16,7 @@
 //!   rather than letting a slow or dead peer grow a queue.
 
 pub mod quic;
+pub mod sim;
 
 use std::future::Future;
 use std::net::SocketAddr;
