@@ -14,6 +14,13 @@
 //! leaves it standing. A node shut down closes its connections at once (a
 //! clean close); a crashed node ([`SimNetwork::crash`]) goes silent and is
 //! noticed by its peers after the idle timeout.
+//!
+//! Filters, in the spirit of libprocess's test filters, act on message
+//! kinds: lose the next message of a kind from one node to another
+//! ([`SimNetwork::drop_next`]), wait until one is sent
+//! ([`SimNetwork::await_next`]), or hold a direction's frames back and
+//! release them later, in order ([`SimNetwork::hold`],
+//! [`SimNetwork::release`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -89,6 +96,12 @@ struct NetState {
     next_serial: u64,
     /// A running hash of what happened, for determinism checks.
     trace: u64,
+    /// Filters: the next frame of a kind on a direction is lost ...
+    drop_next: Vec<(Pair, &'static str)>,
+    /// ... or reported when sent ...
+    await_next: Vec<(Pair, &'static str, tokio::sync::oneshot::Sender<()>)>,
+    /// ... and directions whose frames are held back until released.
+    held: HashMap<Pair, Vec<Bytes>>,
 }
 
 impl NetState {
@@ -107,6 +120,58 @@ impl NetState {
             incarnation: node.incarnation,
             identity: node.identity.clone(),
         })
+    }
+
+    /// Queues `copies` of a frame on the connection from `from` to `to`,
+    /// after a latency drawn for it, never before an earlier frame.
+    fn enqueue(&mut self, from: SocketAddr, to: SocketAddr, frame: Bytes, copies: usize) {
+        let (low, high) = self.link(from, to).latency;
+        let spread = high.saturating_sub(low).as_nanos() as u64;
+        let latency = low + Duration::from_nanos(self.random().below(spread.saturating_add(1)));
+        self.note(frame.len() as u64 ^ ((latency.as_nanos() as u64) << 16));
+        let Some(direction) = self.directions.get_mut(&(from, to)) else {
+            return;
+        };
+        let when = (tokio::time::Instant::now() + latency).max(direction.last_delivery);
+        direction.last_delivery = when;
+        for _ in 0..copies {
+            let _ = direction.queue.send((when, frame.clone()));
+        }
+    }
+
+    /// Applies the filters to a frame about to go from `from` to `to`;
+    /// true if it goes on.
+    fn filter(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        kind: &'static str,
+        frame: &Bytes,
+    ) -> bool {
+        let pair = (from, to);
+        let mut index = 0;
+        while index < self.await_next.len() {
+            if self.await_next[index].0 == pair && self.await_next[index].1 == kind {
+                let (_, _, waiter) = self.await_next.swap_remove(index);
+                let _ = waiter.send(());
+            } else {
+                index += 1;
+            }
+        }
+        if let Some(position) = self
+            .drop_next
+            .iter()
+            .position(|(filtered, filtered_kind)| *filtered == pair && *filtered_kind == kind)
+        {
+            self.drop_next.remove(position);
+            self.note(0x4452_4f50);
+            return false;
+        }
+        if let Some(held) = self.held.get_mut(&pair) {
+            held.push(frame.clone());
+            return false;
+        }
+        true
     }
 
     fn link(&self, from: SocketAddr, to: SocketAddr) -> LinkConfig {
@@ -255,6 +320,47 @@ impl SimNetwork {
         };
         for ((a, b), serial) in pairs {
             self.expire_after_idle(a, b, serial);
+        }
+    }
+
+    /// Loses the next frame of message kind `kind` (a message's
+    /// [`crate::Message::kind`]) sent from `from` to `to`.
+    pub fn drop_next(&self, from: SocketAddr, to: SocketAddr, kind: &'static str) {
+        lock(&self.state).drop_next.push(((from, to), kind));
+    }
+
+    /// Resolves when the next frame of kind `kind` is sent from `from` to
+    /// `to` (whether or not it arrives).
+    pub fn await_next(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        kind: &'static str,
+    ) -> impl std::future::Future<Output = ()> + use<> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        lock(&self.state)
+            .await_next
+            .push(((from, to), kind, sender));
+        async move {
+            let _ = receiver.await;
+        }
+    }
+
+    /// Holds back every frame from `from` to `to` (the connection stays
+    /// up) until [`SimNetwork::release`].
+    pub fn hold(&self, from: SocketAddr, to: SocketAddr) {
+        lock(&self.state).held.entry((from, to)).or_default();
+    }
+
+    /// Sends what was held from `from` to `to`, in order, and lets later
+    /// frames through.
+    pub fn release(&self, from: SocketAddr, to: SocketAddr) {
+        let mut state = lock(&self.state);
+        let Some(frames) = state.held.remove(&(from, to)) else {
+            return;
+        };
+        for frame in frames {
+            state.enqueue(from, to, frame, 1);
         }
     }
 
@@ -444,22 +550,12 @@ impl Transport for SimTransport {
         let random = state.random();
         let lost = cut || chance(random, link.drop);
         let copies = if chance(random, link.duplicate) { 2 } else { 1 };
-        let (low, high) = link.latency;
-        let spread = high.saturating_sub(low).as_nanos() as u64;
-        let latency = low + Duration::from_nanos(random.below(spread.saturating_add(1)));
-        state.note(frame.bytes.len() as u64 ^ (latency.as_nanos() as u64) << 16 ^ u64::from(lost));
-        if lost {
+        state.note(u64::from(lost) << 63 | copies);
+        if lost || !state.filter(self.addr, to, frame.kind, &frame.bytes) {
             return Ok(());
         }
         Metrics::add(&self.metrics.bytes_sent, frame.bytes.len() as u64);
-        let Some(direction) = state.directions.get_mut(&(self.addr, to)) else {
-            return Ok(());
-        };
-        let when = (tokio::time::Instant::now() + latency).max(direction.last_delivery);
-        direction.last_delivery = when;
-        for _ in 0..copies {
-            let _ = direction.queue.send((when, frame.bytes.clone()));
-        }
+        state.enqueue(self.addr, to, frame.bytes, copies as usize);
         Ok(())
     }
 
