@@ -17,9 +17,8 @@
 //! published master fail-over recovery time, 4–8 s (its high-availability
 //! documentation; the midpoint is the baseline).
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +31,8 @@ use strata_runtime::{
     CertificateAuthority, Node, NodeConfig, Process, ProcessContext, SpawnOptions, TlsMaterial,
     Upid,
 };
+
+use strata_integration::{KillOnDrop, lines_of};
 
 use crate::report::{Better, Measure, Row, Target};
 
@@ -82,30 +83,6 @@ pub(crate) fn strata_binary() -> anyhow::Result<PathBuf> {
     Ok(strata)
 }
 
-/// A child process killed when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Lines of `output`, read on a thread.
-fn lines_of(output: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(output).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
-}
-
 /// Waits up to a minute for a line containing `wanted`; counts the lines
 /// before it that contain `counted`.
 fn read_until(
@@ -133,7 +110,7 @@ fn start_agent(
     strata: &Path,
     master: &str,
     work: &Path,
-) -> anyhow::Result<(Daemon, std::sync::mpsc::Receiver<String>)> {
+) -> anyhow::Result<(KillOnDrop, std::sync::mpsc::Receiver<String>)> {
     let mut child = Command::new(strata)
         .args(["agent", "--master", master, "--port", "0", "--work-dir"])
         .arg(work)
@@ -144,7 +121,7 @@ fn start_agent(
         .stderr(Stdio::piped())
         .spawn()?;
     let logs = lines_of(child.stderr.take().context("no stderr")?);
-    Ok((Daemon(child), logs))
+    Ok((KillOnDrop(child), logs))
 }
 
 /// Kills every process group whose leader works under `dir` (the task
@@ -218,7 +195,7 @@ fn agent_recovery(tasks: usize) -> anyhow::Result<(f64, f64)> {
             .stderr(Stdio::null())
             .spawn()?;
         let output = lines_of(execute.stdout.take().context("no stdout")?);
-        let _execute = Daemon(execute);
+        let _execute = KillOnDrop(execute);
         for _ in 0..tasks {
             read_until(&output, "TASK_RUNNING", "")?;
         }

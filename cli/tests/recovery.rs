@@ -211,19 +211,13 @@ fn a_killed_agent_comes_back_to_its_running_tasks() {
     let (rest, code) = rest_of(&mut framework, &lines);
     let text = rest.join("\n");
     assert_eq!(code, Some(1), "one task failed:\n{text}");
-    let finished: Vec<_> = rest
-        .iter()
-        .filter(|line| line.contains("TASK_FINISHED"))
-        .collect();
+    let finished = containing(&rest, "TASK_FINISHED");
     assert_eq!(finished.len(), 1, "{text}");
     assert!(
         finished[0].ends_with("exited with status 0"),
         "observed live:\n{text}"
     );
-    let failed: Vec<_> = rest
-        .iter()
-        .filter(|line| line.contains("TASK_FAILED"))
-        .collect();
+    let failed = containing(&rest, "TASK_FAILED");
     assert_eq!(failed.len(), 1, "{text}");
     assert!(
         failed[0].contains("killed by signal 9 while the agent was down"),
@@ -320,11 +314,7 @@ fn a_killed_master_comes_back_and_nothing_is_lost() {
         let (rest, code) = rest_of(framework, lines);
         let text = rest.join("\n");
         assert_eq!(code, Some(0), "{text}");
-        let finished = rest
-            .iter()
-            .filter(|line| line.contains("TASK_FINISHED"))
-            .count();
-        assert_eq!(finished, tasks, "{text}");
+        assert_eq!(containing(&rest, "TASK_FINISHED").len(), tasks, "{text}");
         assert!(
             !text.contains("TASK_LOST") && !text.contains("TASK_KILLED"),
             "{text}"
@@ -332,6 +322,11 @@ fn a_killed_master_comes_back_and_nothing_is_lost() {
     }
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The lines that contain `text`.
+fn containing<'a>(lines: &'a [String], text: &str) -> Vec<&'a String> {
+    lines.iter().filter(|line| line.contains(text)).collect()
 }
 
 /// The framework id a `strata execute` announces on stderr.
@@ -394,13 +389,7 @@ fn a_replaced_scheduler_keeps_its_tasks_only_within_its_failover_timeout() {
     let (rest, code) = rest_of(&mut second, &second_lines);
     let text = rest.join("\n");
     assert_eq!(code, Some(0), "{text}");
-    assert_eq!(
-        rest.iter()
-            .filter(|line| line.contains("TASK_FINISHED"))
-            .count(),
-        2,
-        "{text}"
-    );
+    assert_eq!(containing(&rest, "TASK_FINISHED").len(), 2, "{text}");
 
     // Beyond it.
     let beyond = ["--instances", "2", "--failover-timeout", "0.5"];

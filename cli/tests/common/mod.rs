@@ -1,9 +1,11 @@
 //! What the multi-process tests share: a `strata execute` run of two
 //! instances that can only overlap on two different agents, and its check.
-#![allow(clippy::unwrap_used, dead_code)]
+#![allow(clippy::unwrap_used, dead_code, unused_imports)]
 
 use std::collections::BTreeSet;
+
 use std::process::Output;
+pub use strata_integration::{KillOnDrop, lines_of};
 
 /// Arguments for `strata execute`: two instances of one cpu each, running
 /// for two seconds. Against agents of one cpu each they can only run at
@@ -112,21 +114,6 @@ pub fn exits_within(pid: i32, limit: std::time::Duration) -> bool {
     poll(&mut fds, Some(&timeout)).unwrap() == 1
 }
 
-/// The lines `output` produces, as they come.
-pub fn lines_of(output: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
-    use std::io::BufRead;
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(output).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
-}
-
 /// Waits up to 30 s for a line containing `wanted`; returns it.
 pub fn read_until(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -137,16 +124,6 @@ pub fn read_until(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> St
             Ok(_) => {}
             Err(error) => panic!("no line with {wanted:?} within 30 s: {error}"),
         }
-    }
-}
-
-/// A child process killed when the test ends, however it ends.
-pub struct KillOnDrop(pub std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
