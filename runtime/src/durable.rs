@@ -7,14 +7,105 @@
 //! ones, never a torn mix. [`read_bounded`] refuses files larger than the
 //! caller expects before reading them, so a corrupt or hostile file cannot
 //! make the reader allocate without limit.
+//!
+//! Simulations mount a [`SimDisk`] at a directory: these functions then
+//! keep what is written under it in memory, shared by every incarnation
+//! of the simulated node that owns it. A write returns only once it is
+//! durable, so a simulated crash (which can only happen between two
+//! steps of the single-threaded simulation) keeps every completed write
+//! and nothing else, which is what the real disk promises.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// An in-memory disk for simulated nodes, mounted at a directory with
+/// [`SimDisk::mount`]. Cloning shares it.
+#[derive(Debug, Clone, Default)]
+pub struct SimDisk {
+    files: Arc<Mutex<BTreeMap<PathBuf, Vec<u8>>>>,
+}
+
+/// Simulated disks by the directory they are mounted at.
+static MOUNTS: Mutex<Vec<(PathBuf, SimDisk)>> = Mutex::new(Vec::new());
+
+fn mounts() -> MutexGuard<'static, Vec<(PathBuf, SimDisk)>> {
+    MOUNTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A mounted [`SimDisk`]; unmounted when dropped.
+#[derive(Debug)]
+pub struct Mount {
+    root: PathBuf,
+    disk: SimDisk,
+}
+
+impl Mount {
+    /// The disk mounted.
+    pub fn disk(&self) -> &SimDisk {
+        &self.disk
+    }
+
+    /// Where it is mounted.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        mounts().retain(|(root, _)| root != &self.root);
+    }
+}
+
+impl SimDisk {
+    /// A new, empty disk mounted at `root` (which should not exist on the
+    /// real disk; simulations use paths like `/sim/<run>/master`).
+    pub fn mount(root: &Path) -> Mount {
+        let disk = SimDisk::default();
+        mounts().push((root.to_owned(), disk.clone()));
+        Mount {
+            root: root.to_owned(),
+            disk,
+        }
+    }
+
+    /// Every file on the disk, sorted.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Removes everything (a disk replaced by an empty one).
+    pub fn wipe(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<PathBuf, Vec<u8>>> {
+        self.files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The disk `path` is on, if a simulated one is mounted above it.
+    fn at(path: &Path) -> Option<SimDisk> {
+        mounts()
+            .iter()
+            .find(|(root, _)| path.starts_with(root))
+            .map(|(_, disk)| disk.clone())
+    }
+}
 
 /// Writes `contents` to `path` atomically and durably, creating the
 /// parent directories.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    if let Some(disk) = SimDisk::at(path) {
+        disk.lock().insert(path.to_owned(), contents.to_vec());
+        return Ok(());
+    }
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))?;
@@ -32,6 +123,22 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
 
 /// Reads `path` whole if it holds at most `limit` bytes.
 pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    if let Some(disk) = SimDisk::at(path) {
+        let files = disk.lock();
+        let bytes = files
+            .get(path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        if bytes.len() as u64 > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} bytes is more than the {limit} this file may hold",
+                    bytes.len()
+                ),
+            ));
+        }
+        return Ok(bytes.clone());
+    }
     let file = fs::File::open(path)?;
     let size = file.metadata()?.len();
     if size > limit {
@@ -74,6 +181,10 @@ pub fn lock_exclusive(path: &Path) -> io::Result<Option<fs::File>> {
 
 /// Removes a file; one that is already gone is no error.
 pub fn remove_if_present(path: &Path) -> io::Result<()> {
+    if let Some(disk) = SimDisk::at(path) {
+        disk.lock().remove(path);
+        return Ok(());
+    }
     match fs::remove_file(path) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),
@@ -83,6 +194,28 @@ pub fn remove_if_present(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_simulated_disk_keeps_writes_in_memory_under_its_mount() {
+        let root = Path::new("/sim/durable-test");
+        let file = root.join("meta/registry.json");
+        {
+            let mount = SimDisk::mount(root);
+            write_atomically(&file, b"one").unwrap();
+            write_atomically(&file, b"two").unwrap();
+            assert_eq!(read_bounded(&file, 16).unwrap(), b"two");
+            assert!(read_bounded(&file, 2).is_err());
+            assert!(!file.exists(), "nothing reaches the real disk");
+            assert_eq!(mount.disk().paths(), vec![file.clone()]);
+            remove_if_present(&file).unwrap();
+            assert_eq!(
+                read_bounded(&file, 16).unwrap_err().kind(),
+                io::ErrorKind::NotFound
+            );
+        }
+        // Unmounted: the path is the real disk's again.
+        assert!(read_bounded(&file, 16).is_err());
+    }
 
     #[test]
     fn writes_replace_whole_and_reads_are_bounded() {

@@ -168,6 +168,44 @@ fn a_crashed_node_goes_silent_and_is_noticed() {
 }
 
 #[test]
+fn a_node_restarted_at_the_same_address_replaces_the_crashed_one() {
+    paused_system(async {
+        let network = SimNetwork::new(6);
+        let (_a, mut a_inbox, b, mut b_inbox) = pair(&network);
+        let b_pid = linked(&mut a_inbox, &mut b_inbox).await;
+        // B crashes with a frame from A on its way, then a new B starts
+        // at once on the same address, before A's idle timeout.
+        a_inbox.send(&b_pid, 2).unwrap();
+        network.crash(addr(2));
+        b.shutdown();
+        let b = network.node(addr(2), "b", Incarnation(3));
+        let mut new_inbox = b.inbox::<u64>("inbox", 1024).unwrap();
+        // A hears at once that the old B is gone (the restarted node's
+        // reset), and the frame in flight went with it.
+        match received(&mut a_inbox, Duration::from_millis(10)).await {
+            Some(Received::Exited(pid)) => assert_eq!(pid.incarnation(), Incarnation(2)),
+            other => panic!("expected the old B's loss, got {other:?}"),
+        }
+        assert!(
+            received(&mut new_inbox, Duration::from_secs(1))
+                .await
+                .is_none()
+        );
+        // The new B is reachable; the old one's transport does nothing.
+        a_inbox.send(new_inbox.pid(), 3).unwrap();
+        assert!(matches!(
+            received(&mut new_inbox, Duration::from_secs(1)).await,
+            Some(Received::Message(_, 3))
+        ));
+        assert!(
+            received(&mut b_inbox, Duration::from_secs(1))
+                .await
+                .is_none()
+        );
+    });
+}
+
+#[test]
 fn filters_drop_await_and_hold_messages_by_kind() {
     paused_system(async {
         let network = SimNetwork::new(9);

@@ -52,6 +52,8 @@ pub struct LinkConfig {
     pub drop: f64,
     /// Probability that a frame is delivered twice.
     pub duplicate: f64,
+    /// The message kinds loss and duplication apply to; all when `None`.
+    pub kinds: Option<&'static [&'static str]>,
 }
 
 impl Default for LinkConfig {
@@ -61,11 +63,45 @@ impl Default for LinkConfig {
             latency: (Duration::from_micros(100), Duration::from_millis(1)),
             drop: 0.0,
             duplicate: 0.0,
+            kinds: None,
         }
     }
 }
 
 type Pair = (SocketAddr, SocketAddr);
+
+/// Something that happened on the network, as observers see it.
+#[derive(Debug, Clone, Copy)]
+pub enum SimEvent<'a> {
+    /// A frame was sent: `copies` of it are on their way (0 when it was
+    /// lost to a partition, the link's loss or a filter, or held back).
+    Frame {
+        from: SocketAddr,
+        to: SocketAddr,
+        kind: &'static str,
+        /// The whole frame, length prefix included.
+        bytes: &'a Bytes,
+        copies: usize,
+    },
+    /// A frame reached the node at `to` (a duplicate arrives twice).
+    Delivered {
+        from: SocketAddr,
+        to: SocketAddr,
+        /// The whole frame, length prefix included.
+        bytes: &'a Bytes,
+    },
+    /// A connection between two nodes was made.
+    Connected { a: SocketAddr, b: SocketAddr },
+    /// A connection between two nodes was lost or closed.
+    Disconnected {
+        a: SocketAddr,
+        b: SocketAddr,
+        reason: &'a str,
+    },
+}
+
+/// A function told of every [`SimEvent`].
+pub type Observer = Arc<dyn Fn(&SimEvent<'_>) + Send + Sync>;
 
 struct SimNode {
     inbound: Option<Arc<dyn Inbound>>,
@@ -102,6 +138,7 @@ struct NetState {
     await_next: Vec<(Pair, &'static str, tokio::sync::oneshot::Sender<()>)>,
     /// ... and directions whose frames are held back until released.
     held: HashMap<Pair, Vec<Bytes>>,
+    observer: Option<Observer>,
 }
 
 impl NetState {
@@ -212,7 +249,24 @@ impl SimNetwork {
         network
     }
 
-    /// A transport for a node at `addr` named `name`.
+    /// Tells `observer` of everything that happens from now on (one
+    /// observer; a second replaces the first). It is called outside the
+    /// network's lock but must not block.
+    pub fn observe(&self, observer: impl Fn(&SimEvent<'_>) + Send + Sync + 'static) {
+        lock(&self.state).observer = Some(Arc::new(observer));
+    }
+
+    fn tell(&self, event: &SimEvent<'_>) {
+        let observer = lock(&self.state).observer.clone();
+        if let Some(observer) = observer {
+            observer(event);
+        }
+    }
+
+    /// A transport for a node at `addr` named `name`. A node that was at
+    /// `addr` before (a crashed one being restarted) loses its
+    /// connections first, as a QUIC peer would on the restarted node's
+    /// stateless reset.
     pub fn transport(
         &self,
         addr: SocketAddr,
@@ -223,6 +277,15 @@ impl SimNetwork {
             name: name.to_owned(),
             fingerprint: format!("simulated-{name}"),
         });
+        let stale: Vec<Pair> = lock(&self.state)
+            .connections
+            .keys()
+            .filter(|(a, b)| *a == addr || *b == addr)
+            .copied()
+            .collect();
+        for (a, b) in stale {
+            self.disconnect(a, b, "the peer restarted");
+        }
         lock(&self.state).nodes.insert(
             addr,
             SimNode {
@@ -235,6 +298,7 @@ impl SimNetwork {
         Arc::new(SimTransport {
             network: self.clone(),
             addr,
+            incarnation,
             identity,
             metrics: Arc::new(Metrics::default()),
         })
@@ -260,6 +324,13 @@ impl SimNetwork {
     /// otherwise.
     pub fn set_default_link(&self, link: LinkConfig) {
         lock(&self.state).default_link = link;
+    }
+
+    /// Every link back to [`LinkConfig::default`].
+    pub fn reset_links(&self) {
+        let mut state = lock(&self.state);
+        state.links.clear();
+        state.default_link = LinkConfig::default();
     }
 
     /// How frames from `from` to `to` travel.
@@ -408,6 +479,7 @@ impl SimNetwork {
             (vec![side(a, b), side(b, a)], removed)
         };
         if removed {
+            self.tell(&SimEvent::Disconnected { a, b, reason });
             for (inbound, peer, incarnation) in sides.into_iter().flatten() {
                 inbound.peer_down(peer, incarnation, reason);
             }
@@ -456,11 +528,21 @@ impl SimNetwork {
                 let sender_info = state.peer_info(at);
                 if let (Some(target), Some(sender_info)) = (target, sender_info) {
                     ups.push((target.clone(), sender_info.clone()));
-                    tokio::spawn(deliver(self.clone(), target, sender_info, peer, receiver));
+                    tokio::spawn(deliver(
+                        self.clone(),
+                        target,
+                        sender_info,
+                        peer,
+                        serial,
+                        receiver,
+                    ));
                 }
             }
             (ups, info)
         };
+        if !ups.is_empty() {
+            self.tell(&SimEvent::Connected { a: from, b: to });
+        }
         for (inbound, peer) in ups {
             inbound.peer_up(&peer);
         }
@@ -468,24 +550,32 @@ impl SimNetwork {
     }
 }
 
-/// Delivers one direction's frames in order, each at its time.
+/// Delivers one direction's frames in order, each at its time, for as
+/// long as connection `serial` stands.
 async fn deliver(
     network: SimNetwork,
     target: Arc<dyn Inbound>,
     sender: PeerInfo,
     at: SocketAddr,
+    serial: u64,
     mut frames: mpsc::UnboundedReceiver<(tokio::time::Instant, Bytes)>,
 ) {
     let mut senders = SenderCache::default();
     while let Some((when, frame)) = frames.recv().await {
         tokio::time::sleep_until(when).await;
-        let alive = lock(&network.state)
-            .nodes
-            .get(&at)
-            .is_some_and(|node| node.up);
+        let alive = {
+            let state = lock(&network.state);
+            state.nodes.get(&at).is_some_and(|node| node.up)
+                && state.connections.get(&key(sender.addr, at)) == Some(&serial)
+        };
         if !alive {
             return;
         }
+        network.tell(&SimEvent::Delivered {
+            from: sender.addr,
+            to: at,
+            bytes: &frame,
+        });
         let body = frame.slice(4.min(frame.len())..);
         match target.deliver(&sender, &mut senders, body) {
             Ok(None) => {}
@@ -502,6 +592,9 @@ async fn deliver(
 pub struct SimTransport {
     network: SimNetwork,
     addr: SocketAddr,
+    /// A transport of an earlier incarnation at the same address does
+    /// nothing once a restarted node replaced it.
+    incarnation: Incarnation,
     identity: Arc<PeerIdentity>,
     metrics: Arc<Metrics>,
 }
@@ -520,7 +613,11 @@ impl Transport for SimTransport {
     }
 
     fn start(&self, inbound: Arc<dyn Inbound>) {
-        if let Some(node) = lock(&self.network.state).nodes.get_mut(&self.addr) {
+        if let Some(node) = lock(&self.network.state)
+            .nodes
+            .get_mut(&self.addr)
+            .filter(|node| node.incarnation == self.incarnation)
+        {
             node.inbound = Some(inbound);
             node.up = true;
         }
@@ -531,7 +628,7 @@ impl Transport for SimTransport {
         if !lock(&self.network.state)
             .nodes
             .get(&self.addr)
-            .is_some_and(|node| node.up)
+            .is_some_and(|node| node.up && node.incarnation == self.incarnation)
         {
             return Err(SendError::ShutDown);
         }
@@ -544,18 +641,34 @@ impl Transport for SimTransport {
             self.report_unreachable(to, reason);
             return Ok(());
         }
-        let mut state = lock(&self.network.state);
-        let link = state.link(self.addr, to);
-        let cut = state.cut.contains(&(self.addr, to));
-        let random = state.random();
-        let lost = cut || chance(random, link.drop);
-        let copies = if chance(random, link.duplicate) { 2 } else { 1 };
-        state.note(u64::from(lost) << 63 | copies);
-        if lost || !state.filter(self.addr, to, frame.kind, &frame.bytes) {
-            return Ok(());
-        }
-        Metrics::add(&self.metrics.bytes_sent, frame.bytes.len() as u64);
-        state.enqueue(self.addr, to, frame.bytes, copies as usize);
+        let copies = {
+            let mut state = lock(&self.network.state);
+            let link = state.link(self.addr, to);
+            let cut = state.cut.contains(&(self.addr, to));
+            let applies = link.kinds.is_none_or(|kinds| kinds.contains(&frame.kind));
+            let random = state.random();
+            let lost = cut || (chance(random, link.drop) && applies);
+            let copies = if chance(random, link.duplicate) && applies {
+                2
+            } else {
+                1
+            };
+            state.note(u64::from(lost) << 63 | copies);
+            if lost || !state.filter(self.addr, to, frame.kind, &frame.bytes) {
+                0
+            } else {
+                Metrics::add(&self.metrics.bytes_sent, frame.bytes.len() as u64);
+                state.enqueue(self.addr, to, frame.bytes.clone(), copies as usize);
+                copies as usize
+            }
+        };
+        self.network.tell(&SimEvent::Frame {
+            from: self.addr,
+            to,
+            kind: frame.kind,
+            bytes: &frame.bytes,
+            copies,
+        });
         Ok(())
     }
 
@@ -580,8 +693,17 @@ impl Transport for SimTransport {
     fn shutdown(&self) {
         let peers: Vec<SocketAddr> = {
             let mut state = lock(&self.network.state);
-            if let Some(node) = state.nodes.get_mut(&self.addr) {
-                node.up = false;
+            match state.nodes.get_mut(&self.addr) {
+                // A crashed node closes nothing: its peers find out at
+                // their idle timeout.
+                Some(node)
+                    if node.up
+                        && node.inbound.is_some()
+                        && node.incarnation == self.incarnation =>
+                {
+                    node.up = false
+                }
+                _ => return,
             }
             state
                 .connections
