@@ -427,6 +427,7 @@ impl Agent {
                     .collect(),
             },
         };
+        ctx.link(&self.config.master.clone());
         self.to_master(ctx, message);
         let ceiling = Duration::from_secs(1)
             .saturating_mul(1u32 << attempt.min(16))
@@ -1105,9 +1106,14 @@ impl Process for Agent {
         if !pid.same_name(&self.config.master) || self.registration == Registration::Refused {
             return;
         }
+        // While registering, attempts go on with their backoff; each links
+        // to the master again, so a failed one is reported here and
+        // ignored rather than retried at once.
+        if matches!(self.registration, Registration::Registering { .. }) {
+            return;
+        }
         warn!(master = %pid, "lost the master; re-registering");
         self.registration = Registration::Registering { attempt: 0 };
-        ctx.link(&pid);
         self.register(ctx);
     }
 }

@@ -466,6 +466,7 @@ impl<S: Scheduler> SchedulerProcess<S> {
             constraints: self.state.config.constraints.clone(),
         };
         let master = self.state.config.master.clone();
+        ctx.link(&master);
         if let Err(error) = ctx.send(&master, message) {
             debug!(cause = %error, "subscription not sent; retrying");
         }
@@ -476,8 +477,6 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
     type Message = ToScheduler;
 
     fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
-        let master = self.state.config.master.clone();
-        ctx.link(&master);
         self.subscribe(ctx);
         ctx.run_every(self.state.config.resubscribe_interval, |process, ctx| {
             process.subscribe(ctx)
@@ -573,10 +572,15 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
         if !pid.same_name(&self.state.config.master) {
             return;
         }
+        // Until subscribed again, each attempt links anew (and a failed
+        // one is reported here again): it is not news.
+        if !self.state.subscribed {
+            return;
+        }
         warn!(master = %pid, "lost the master; re-subscribing");
         self.state.subscribed = false;
-        ctx.link(&pid);
         self.with_driver(ctx, |scheduler, driver| scheduler.disconnected(driver));
+        self.subscribe(ctx);
     }
 }
 
