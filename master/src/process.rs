@@ -37,7 +37,12 @@ pub struct Master {
     pid: String,
     /// When the next snapshot is due (see [`SNAPSHOT_SHARE`]).
     next_snapshot: Instant,
+    /// Told of every broken invariant, when checking (simulation).
+    checker: Option<Checker>,
 }
+
+/// Where a checking master reports a broken invariant of its books.
+pub type InvariantSink = std::sync::Arc<dyn Fn(String) + Send + Sync>;
 
 /// Snapshots for the HTTP endpoints take at most this share of the
 /// master's time: after one that took `t`, the next waits at least
@@ -54,6 +59,14 @@ struct RegistryFile {
     held: Vec<Command>,
 }
 
+struct Checker(InvariantSink);
+
+impl std::fmt::Debug for Checker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Checker")
+    }
+}
+
 impl Master {
     /// A master whose ids start with `id_prefix` (the shell passes the
     /// node's incarnation, so ids differ across restarts), and that keeps
@@ -66,7 +79,16 @@ impl Master {
             start_time_ms: 0,
             pid: String::new(),
             next_snapshot: now(),
+            checker: None,
         }
+    }
+
+    /// Checks the books' invariants ([`Books::check_invariants`]) after
+    /// every input and tells `sink` of each violation: for simulations
+    /// and tests, since it costs a pass over the books per input.
+    pub fn checking(mut self, sink: InvariantSink) -> Master {
+        self.checker = Some(Checker(sink));
+        self
     }
 
     /// Publishes a snapshot of the books on every allocation tick, for
@@ -110,6 +132,7 @@ impl Master {
                 flush_pending: false,
                 held: Vec::new(),
             }),
+            checker: None,
         }
     }
 
@@ -168,6 +191,11 @@ impl Master {
     fn apply(&mut self, ctx: &mut ProcessContext<'_, Self>, input: Input) {
         let now = now();
         let commands = self.books.handle(now, input);
+        if let Some(Checker(sink)) = &self.checker
+            && let Err(violation) = self.books.check_invariants()
+        {
+            sink(violation);
+        }
         let changes = self.books.registry_changes();
         match &mut self.registry {
             Some(file) if file.flush_pending || file.written != changes => {

@@ -242,6 +242,21 @@ impl Books {
         });
         let framework_known = self.frameworks.contains_key(&framework_id);
         if task.state.is_terminal() {
+            if known_state.is_none()
+                && let Some(framework) = self.frameworks.get_mut(&framework_id)
+            {
+                // A task this master never saw (it restarted since) that
+                // ended with its update unacknowledged: filed as ended, so
+                // reconciliation answers its real end and its update
+                // still reaches the framework.
+                if framework.completed.len() >= self.config.completed_tasks_kept
+                    && let Some(forgotten) = framework.completed.pop_front()
+                {
+                    framework.history.remove(&forgotten.info.task_id);
+                }
+                framework.completed.push_back(task);
+                return false;
+            }
             // It ended while the agent was away; its terminal update is on
             // its way and frees its resources then.
             return known_state.is_some_and(|state| !state.is_terminal());

@@ -1,4 +1,6 @@
-//! The books' invariants, checked by tests after every step.
+//! The books' invariants, checked by tests after every step and by the
+//! simulation after every input a master handles
+//! ([`Books::check_invariants`]).
 //!
 //! - On every agent, outstanding offers plus non-terminal tasks plus
 //!   running executors never exceed the agent's total, and no resource (a
@@ -8,6 +10,8 @@
 //!   under its agent and framework, every task an agent lists exists and
 //!   is not terminal.
 //! - An unreachable agent has no outstanding offers.
+//! - The allocator's free resources of an agent are exactly what neither
+//!   its tasks and executors hold nor its offers.
 
 use super::{AgentStatus, Books};
 
@@ -52,6 +56,13 @@ pub(crate) fn check(books: &Books) -> Result<(), String> {
                 format!("agent {agent_id}: executor {framework_id}/{executor_id} ({resources}) exceeds what is left ({left})")
             })?;
         }
+        if let Some(free) = books.allocator.free(agent_id)
+            && free != left
+        {
+            return Err(format!(
+                "agent {agent_id}: the allocator has {free} free, the books leave {left}"
+            ));
+        }
         if matches!(agent.status, AgentStatus::Unreachable { .. }) && !agent.offers.is_empty() {
             return Err(format!(
                 "unreachable agent {agent_id} has outstanding offers"
@@ -83,4 +94,11 @@ pub(crate) fn check(books: &Books) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+impl Books {
+    /// Checks the invariants above; the first violation found, if any.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        check(self)
+    }
 }

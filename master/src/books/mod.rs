@@ -556,8 +556,8 @@ impl Books {
     }
 }
 
-/// Invariants the property tests check after every step.
-#[cfg(test)]
+/// Invariants the property tests and the simulation check after every
+/// step.
 pub(crate) mod invariants;
 
 #[cfg(test)]

@@ -45,6 +45,17 @@ impl Books {
             if status.state.is_terminal() {
                 self.allocate_agents(now, std::slice::from_ref(&agent_id), out);
             }
+        } else if let Some(ended) = self.ended_as(&framework_id, &task_id)
+            && ended != status.state
+        {
+            // The framework was told this task ended otherwise (LOST when
+            // its agent was unreachable, say): a task never leaves a
+            // terminal state, so the update goes no further. It is
+            // acknowledged here, or the agent would resend it for ever.
+            if let Some(update_id) = status.update_id {
+                self.acknowledge(&framework_id, agent_id, task_id, update_id, out);
+            }
+            return;
         }
         // With nobody to tell now, the agent resends until acknowledged.
         if let Some(pid) = self
@@ -54,6 +65,18 @@ impl Books {
         {
             out.push(Command::ToScheduler(pid, ToScheduler::Update { status }));
         }
+    }
+
+    /// The terminal state a task of the framework's recent history ended
+    /// in, if it is there.
+    fn ended_as(&self, framework_id: &FrameworkId, task_id: &TaskId) -> Option<TaskState> {
+        self.frameworks
+            .get(framework_id)?
+            .completed
+            .iter()
+            .rev()
+            .find(|task| task.info.task_id == *task_id)
+            .map(|task| task.state)
     }
 
     /// Moves a task to `status` if that is a legal transition; a terminal
@@ -147,13 +170,29 @@ impl Books {
         message: &str,
         out: &mut Vec<Command>,
     ) {
-        let Some(pid) = self
-            .frameworks
-            .get(framework_id)
-            .and_then(|f| f.pid.clone())
-        else {
+        let Some(framework) = self.frameworks.get(framework_id) else {
             return;
         };
+        let Some(pid) = framework.pid.clone() else {
+            return;
+        };
+        // A launch refused under the id of a task that exists (a repeated
+        // or duplicated accept, say) is not news about that task, which
+        // must not seem to end: the scheduler hears of it as an error.
+        if framework.tasks.contains_key(&task.task_id)
+            || framework
+                .completed
+                .iter()
+                .any(|done| done.info.task_id == task.task_id)
+        {
+            let message = format!(
+                "a launch of {} was refused ({reason:?}: {message}), and a task with that id \
+                 exists, which goes on",
+                task.task_id
+            );
+            out.push(Command::ToScheduler(pid, ToScheduler::Error { message }));
+            return;
+        }
         let status = TaskStatus {
             task_id: task.task_id.clone(),
             state,

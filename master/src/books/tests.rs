@@ -412,16 +412,32 @@ fn invalid_accepts_are_answered_and_nothing_breaks() {
     assert_eq!(
         states,
         vec![
-            ("ok".to_owned(), TaskState::Error),
             ("huge".to_owned(), TaskState::Error),
             ("empty".to_owned(), TaskState::Error),
             ("elsewhere".to_owned(), TaskState::Error),
         ]
     );
     assert!(
-        updates[1].message.contains("needs"),
+        updates[0].message.contains("needs"),
         "{}",
-        updates[1].message
+        updates[0].message
+    );
+    // The second "ok" is refused without an update about "ok", which
+    // runs: the scheduler hears of it as an error.
+    let errors: Vec<&String> = out
+        .iter()
+        .filter_map(|command| match command {
+            Command::ToScheduler(to, ToScheduler::Error { message }) if *to == scheduler => {
+                Some(message)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("a launch of ok was refused"),
+        "{}",
+        errors[0]
     );
     // The offer is used up: accepting it again drops the tasks.
     let out = h.send(
