@@ -10,6 +10,7 @@ mod launch;
 mod recovery;
 mod report;
 mod runtime;
+mod sim;
 mod state;
 
 use clap::{Parser, ValueEnum};
@@ -32,6 +33,9 @@ enum Suite {
     /// What `/state` costs at 10,000 agents: the master's time per
     /// snapshot, JSON outside it, and `GET /state` latency.
     State,
+    /// Simulated cluster-seconds per wall-second of the failure
+    /// simulation: 3 agents with 2 frameworks, 100 agents with 10.
+    Sim,
 }
 
 #[derive(Debug, Parser)]
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Launch => launch::run(arguments.scale)?,
         Suite::Recovery => recovery::run(arguments.scale)?,
         Suite::State => state::run(arguments.scale)?,
+        Suite::Sim => sim::run(arguments.scale)?,
     };
     if arguments.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

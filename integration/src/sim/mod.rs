@@ -1,0 +1,944 @@
+//! Failure simulation: a whole Strata cluster (master, agents, framework
+//! schedulers) in one process, on one thread, on a simulated network and a
+//! paused clock, driven by a seed, with its invariants checked as it runs.
+//!
+//! The master, agent and scheduler code is the code that runs in
+//! production; only the transport underneath ([`SimNetwork`]), the disk
+//! under the master's registry ([`strata_runtime::durable::SimDisk`]) and
+//! the tasks (the agent's in-process test executor, which runs a task for
+//! the virtual time its `strata.test/run-ms` label says) are simulated.
+//! Every random choice (latencies, losses, duplicates, and the scenario's
+//! own through [`SimCluster::random`]) derives from the seed, so a failing
+//! run is replayed exactly from its seed.
+//!
+//! A test drives a [`SimCluster`] inside [`run`]: it adds frameworks
+//! (any [`Scheduler`] written with the SDK), injects faults (crashes and
+//! restarts of agents, the master and schedulers, partitions, lossy
+//! links, message filters on [`SimCluster::network`]) and lets virtual
+//! time pass ([`SimCluster::run_for`]). Then [`SimCluster::converge`] heals
+//! everything and requires the cluster to settle, and
+//! [`SimCluster::finish`] returns what was checked or a [`Failure`] with
+//! the seed and the tail of the event trace. Checked all along:
+//!
+//! - after every input the master handles, its books: what an agent's
+//!   tasks use plus each of its outstanding offers fits in its total,
+//!   offer by offer (so no resource is in two offers), and the allocator
+//!   agrees ([`strata_master::books::Books::check_invariants`]);
+//! - at every status update that reaches a framework: no task leaves a
+//!   terminal state, updates with ids (the reliable stream) arrive in the
+//!   order their agent made them with none skipped and in legal
+//!   transitions, and a duplicate is only a repeat of the latest update,
+//!   with the same id and state ([`ledger`]);
+//! - after convergence: every update an agent made reached its framework
+//!   (unless the master ended the task), and every task is terminal and
+//!   known so to its framework, or running and agreed on by its agent,
+//!   the master and its framework.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use strata_integration::sim::{self, ClusterSpec, SimCluster, Workload, WorkloadSpec};
+//! use strata_protocol::FrameworkInfo;
+//!
+//! let report = sim::run(async {
+//!     let mut cluster = SimCluster::new(42, ClusterSpec::new(3, "cpus:4;mem:4096"));
+//!     let workload = WorkloadSpec::new(10, "cpus:1;mem:128", Duration::from_secs(5));
+//!     cluster.add_framework(FrameworkInfo::new("batch", "me"), Workload::factory(workload));
+//!     cluster.run_for(Duration::from_secs(3)).await;
+//!     cluster.crash_agent(0);
+//!     cluster.run_for(Duration::from_secs(10)).await;
+//!     cluster.restart_agent(0);
+//!     cluster.converge(Duration::from_secs(600)).await;
+//!     cluster.finish()
+//! });
+//! if let Err(failure) = report {
+//!     panic!("{failure}");
+//! }
+//! ```
+
+pub mod ledger;
+pub mod scenarios;
+pub mod sweep;
+mod workload;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use strata_agent::{Agent, AgentConfig, Runner};
+use strata_frameworks::scheduler::{self, Scheduler, SchedulerConfig};
+use strata_master::{Config, MASTER_ID, Master};
+use strata_protocol::{FrameworkId, FrameworkInfo, Resources, TaskState};
+use strata_runtime::durable::{Mount, SimDisk};
+use strata_runtime::random::SplitMix;
+use strata_runtime::transport::sim::{LinkConfig, SimEvent, SimNetwork};
+use strata_runtime::{Incarnation, Node, SpawnOptions, Upid};
+use tokio::sync::watch;
+
+pub use ledger::Ledger;
+pub use workload::{Workload, WorkloadSpec};
+
+/// Runs `scenario` on a fresh single-threaded actor system whose clock is
+/// paused: virtual time jumps to the next timer whenever every task is
+/// idle, so an hour of cluster time takes as long as the work in it.
+///
+/// # Panics
+///
+/// If the runtime cannot be built (the operating system refused it a
+/// thread-local clock or an event loop).
+pub fn run<T>(scenario: impl Future<Output = T>) -> T {
+    #[allow(clippy::expect_used)]
+    actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a current-thread runtime")
+    })
+    .block_on(scenario)
+}
+
+/// The shape of a simulated cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub agents: usize,
+    /// Every agent's resources.
+    pub agent_resources: Resources,
+    /// The master's configuration (Mesos's defaults unless changed).
+    pub master: Config,
+    /// Whether the master keeps its registry on a simulated disk, so it
+    /// can crash and recover (see [`SimCluster::restart_master`]).
+    pub durable_master: bool,
+    /// How agents resend unacknowledged updates (Mesos: 10 s, doubling).
+    pub status_update_retry: Duration,
+    /// Whether the master checks its books after every input (a pass
+    /// over them each time: on unless measuring speed without it).
+    pub check_invariants: bool,
+}
+
+impl ClusterSpec {
+    /// `agents` agents with `resources` each (`"cpus:4;mem:4096"`) and a
+    /// durable master with Mesos's timings.
+    ///
+    /// # Panics
+    ///
+    /// If `resources` does not parse.
+    pub fn new(agents: usize, resources: &str) -> ClusterSpec {
+        #[allow(clippy::expect_used)]
+        let agent_resources = resources.parse().expect("valid agent resources");
+        ClusterSpec {
+            agents,
+            agent_resources,
+            master: Config::default(),
+            durable_master: true,
+            status_update_retry: Duration::from_secs(10),
+            check_invariants: true,
+        }
+    }
+}
+
+/// Why a simulation failed, and how to replay it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub seed: u64,
+    pub violations: Vec<String>,
+    /// The events of the run, oldest first (at most the last 100,000,
+    /// pings and pongs left out).
+    pub trace: Vec<String>,
+}
+
+impl Failure {
+    /// Writes the whole trace to `path`.
+    pub fn write_trace(&self, path: &std::path::Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, self.trace.join("\n") + "\n")
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "simulation with seed {} failed:", self.seed)?;
+        for violation in &self.violations {
+            writeln!(f, "  - {violation}")?;
+        }
+        writeln!(f, "last events:")?;
+        for line in &self.trace[self.trace.len().saturating_sub(TRACE_SHOWN)..] {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a passing simulation checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub seed: u64,
+    /// The network's trace hash: equal for two runs of one seed.
+    pub trace_hash: u64,
+    /// Virtual time the run took.
+    pub simulated: Duration,
+    /// Tasks launched, and how many ended in each terminal state.
+    pub tasks: usize,
+    pub ended: BTreeMap<String, usize>,
+    /// Status updates that reached frameworks.
+    pub updates: usize,
+}
+
+/// Most events kept for a failure's trace (pings and pongs are left out).
+const TRACE_KEPT: usize = 100_000;
+
+/// Events shown with a failure (the whole trace goes to a file).
+const TRACE_SHOWN: usize = 60;
+
+/// One line of the trace, formatted only when shown.
+#[derive(Debug, Clone)]
+enum TraceLine {
+    Frame {
+        at: Duration,
+        from: SocketAddr,
+        to: SocketAddr,
+        kind: &'static str,
+        copies: usize,
+        /// What a status update or launch said.
+        detail: Option<String>,
+    },
+    Text(Duration, String),
+}
+
+/// What the network observer and the processes share with the harness.
+#[derive(Debug, Default)]
+struct Shared {
+    ledger: Ledger,
+    trace: VecDeque<TraceLine>,
+    /// Node names by address, for the trace.
+    names: BTreeMap<SocketAddr, String>,
+    agents: HashSet<SocketAddr>,
+    schedulers: HashSet<SocketAddr>,
+}
+
+impl Shared {
+    fn push(&mut self, line: TraceLine) {
+        if self.trace.len() >= TRACE_KEPT {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
+    fn name(&self, addr: &SocketAddr) -> String {
+        self.names
+            .get(addr)
+            .cloned()
+            .unwrap_or_else(|| addr.to_string())
+    }
+
+    fn show(&self, line: &TraceLine) -> String {
+        match line {
+            TraceLine::Frame {
+                at,
+                from,
+                to,
+                kind,
+                copies,
+                detail,
+            } => {
+                let detail = detail.as_deref().unwrap_or_default();
+                let fate = match copies {
+                    0 => " (lost)",
+                    1 => "",
+                    _ => " (duplicated)",
+                };
+                format!(
+                    "{:>10.3}s {} -> {}: {kind}{detail}{fate}",
+                    at.as_secs_f64(),
+                    self.name(from),
+                    self.name(to)
+                )
+            }
+            TraceLine::Text(at, text) => format!("{:>10.3}s {text}", at.as_secs_f64()),
+        }
+    }
+}
+
+type SharedRef = Arc<Mutex<Shared>>;
+
+fn lock(shared: &SharedRef) -> MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A node of the cluster and its lives.
+struct Slot {
+    name: String,
+    addr: SocketAddr,
+    node: Option<Node>,
+    lives: u64,
+}
+
+impl Slot {
+    fn new(name: String, addr: SocketAddr) -> Slot {
+        Slot {
+            name,
+            addr,
+            node: None,
+            lives: 0,
+        }
+    }
+
+    /// A fresh node for the next life at this address.
+    fn start(&mut self, network: &SimNetwork, index: u64) -> Node {
+        self.lives += 1;
+        let incarnation = Incarnation(index << 32 | self.lives);
+        let node = network.node(self.addr, &self.name, incarnation);
+        self.node = Some(node.clone());
+        node
+    }
+}
+
+type StartScheduler = Rc<dyn Fn(&Node, Option<FrameworkId>) -> Option<Upid>>;
+
+struct FrameworkSlot {
+    slot: Slot,
+    start: StartScheduler,
+}
+
+type AgentStates = watch::Receiver<Option<Arc<strata_agent::http::State>>>;
+type MasterState = watch::Receiver<Option<Arc<strata_master::state::State>>>;
+
+/// A simulated cluster; see the [module documentation](self).
+pub struct SimCluster {
+    seed: u64,
+    spec: ClusterSpec,
+    network: SimNetwork,
+    random: SplitMix,
+    shared: SharedRef,
+    started: tokio::time::Instant,
+    master: Slot,
+    master_state: Option<MasterState>,
+    disk: Mount,
+    agents: Vec<(Slot, Option<AgentStates>)>,
+    frameworks: Vec<FrameworkSlot>,
+}
+
+impl std::fmt::Debug for SimCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimCluster")
+            .field("seed", &self.seed)
+            .field("agents", &self.agents.len())
+            .field("frameworks", &self.frameworks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The address of a node: the master is 10.0.0.1, agent `n` is in
+/// 10.1.0.0/16, scheduler `n` in 10.2.0.0/16.
+fn address(group: u8, index: usize) -> SocketAddr {
+    let index = index as u32 + 1;
+    SocketAddr::from(([10, group, (index >> 8) as u8, (index & 0xff) as u8], 5050))
+}
+
+/// Distinguishes the simulated disks of clusters running at once.
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
+impl SimCluster {
+    /// Starts a master and `spec.agents` agents on a network seeded with
+    /// `seed`. Call it inside [`run`].
+    pub fn new(seed: u64, spec: ClusterSpec) -> SimCluster {
+        let network = SimNetwork::new(seed);
+        let shared = SharedRef::default();
+        let observer = shared.clone();
+        let started = tokio::time::Instant::now();
+        network.observe(move |event| {
+            let at = started.elapsed();
+            let mut shared = lock(&observer);
+            match *event {
+                SimEvent::Frame {
+                    from,
+                    to,
+                    kind,
+                    bytes,
+                    copies,
+                } => {
+                    let from_agent = shared.agents.contains(&from);
+                    shared.ledger.sent(from_agent, from, kind, bytes);
+                    if matches!(kind, "Ping" | "Pong") && copies > 0 {
+                        return;
+                    }
+                    let detail = ledger::describe(kind, bytes);
+                    shared.push(TraceLine::Frame {
+                        at,
+                        from,
+                        to,
+                        kind,
+                        copies,
+                        detail,
+                    });
+                }
+                SimEvent::Delivered { to, bytes, .. } => {
+                    if shared.schedulers.contains(&to) {
+                        shared.ledger.delivered_to_scheduler(to, bytes);
+                    }
+                }
+                SimEvent::Connected { a, b } => {
+                    let line = format!("connected {} <-> {}", shared.name(&a), shared.name(&b));
+                    shared.push(TraceLine::Text(at, line));
+                }
+                SimEvent::Disconnected { a, b, reason } => {
+                    let line = format!(
+                        "disconnected {} <-> {}: {reason}",
+                        shared.name(&a),
+                        shared.name(&b)
+                    );
+                    shared.push(TraceLine::Text(at, line));
+                }
+            }
+        });
+        let run = RUNS.fetch_add(1, Ordering::Relaxed);
+        let disk = SimDisk::mount(&PathBuf::from(format!("/strata-sim/{seed}-{run}/master")));
+        let master = Slot::new("master".into(), address(0, 0));
+        let agents = (0..spec.agents)
+            .map(|index| (Slot::new(format!("agent-{index}"), address(1, index)), None))
+            .collect();
+        let mut cluster = SimCluster {
+            seed,
+            random: SplitMix::new(seed ^ 0x5eed_5eed_5eed_5eed),
+            spec,
+            network,
+            shared,
+            started,
+            master,
+            master_state: None,
+            disk,
+            agents,
+            frameworks: Vec::new(),
+        };
+        {
+            let mut shared = lock(&cluster.shared);
+            shared.names.insert(cluster.master.addr, "master".into());
+            for (slot, _) in &cluster.agents {
+                shared.names.insert(slot.addr, slot.name.clone());
+                shared.agents.insert(slot.addr);
+            }
+        }
+        cluster.restart_master();
+        for index in 0..cluster.agents.len() {
+            cluster.restart_agent(index);
+        }
+        cluster
+    }
+
+    /// The seed this run derives from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The simulated network: links, partitions, filters.
+    pub fn network(&self) -> &SimNetwork {
+        &self.network
+    }
+
+    /// A generator for the scenario's own choices, seeded from the seed.
+    pub fn random(&mut self) -> &mut SplitMix {
+        &mut self.random
+    }
+
+    /// A duration drawn uniformly from `low..=high`.
+    pub fn between(&mut self, low: Duration, high: Duration) -> Duration {
+        let spread = high.saturating_sub(low).as_millis() as u64;
+        low + Duration::from_millis(self.random.below(spread + 1))
+    }
+
+    /// Virtual time since the cluster started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The master's address as agents and schedulers know it.
+    pub fn master(&self) -> Upid {
+        Upid::new(MASTER_ID, self.master.addr, Incarnation::ANY)
+            .unwrap_or_else(|_| unreachable!("the master's id is valid"))
+    }
+
+    pub fn master_addr(&self) -> SocketAddr {
+        self.master.addr
+    }
+
+    pub fn agent_count(&self) -> usize {
+        self.agents.len()
+    }
+
+    pub fn agent_addr(&self, index: usize) -> SocketAddr {
+        self.agents[index].0.addr
+    }
+
+    pub fn framework_addr(&self, index: usize) -> SocketAddr {
+        self.frameworks[index].slot.addr
+    }
+
+    /// Adds a line to the event trace.
+    pub fn note(&self, text: impl Into<String>) {
+        let at = self.elapsed();
+        lock(&self.shared).push(TraceLine::Text(at, text.into()));
+    }
+
+    /// Records a broken invariant found by the scenario itself.
+    pub fn violation(&self, text: impl Into<String>) {
+        let text = text.into();
+        self.note(format!("VIOLATION: {text}"));
+        lock(&self.shared).ledger.violations.push(text);
+    }
+
+    /// Starts a framework's scheduler on a node of its own; returns its
+    /// index. `factory` makes the scheduler, again for every restart.
+    pub fn add_framework<S: Scheduler>(
+        &mut self,
+        info: FrameworkInfo,
+        factory: impl Fn() -> S + Clone + 'static,
+    ) -> usize {
+        let index = self.frameworks.len();
+        let master = self.master();
+        let start: StartScheduler = Rc::new(move |node, framework_id| {
+            let mut info = info.clone();
+            if framework_id.is_some() {
+                info.id = framework_id;
+            }
+            scheduler::spawn(
+                node,
+                "scheduler",
+                SchedulerConfig::new(master.clone(), info),
+                factory.clone(),
+            )
+            .ok()
+        });
+        let slot = Slot::new(format!("scheduler-{index}"), address(2, index));
+        {
+            let mut shared = lock(&self.shared);
+            shared.names.insert(slot.addr, slot.name.clone());
+            shared.schedulers.insert(slot.addr);
+        }
+        self.frameworks.push(FrameworkSlot { slot, start });
+        self.restart_framework(index);
+        index
+    }
+
+    /// The id the master gave framework `index`, once subscribed.
+    pub fn framework_id(&self, index: usize) -> Option<FrameworkId> {
+        let addr = self.frameworks[index].slot.addr;
+        lock(&self.shared).ledger.framework_at(addr)
+    }
+
+    /// Crashes a node: its processes stop, messages in flight to or from
+    /// it are lost, its peers notice only at their idle timeout; its disk
+    /// stays.
+    fn crash(network: &SimNetwork, slot: &mut Slot) {
+        if let Some(node) = slot.node.take() {
+            network.crash(slot.addr);
+            node.shutdown();
+        }
+    }
+
+    /// Crashes agent `index` (its in-process tasks die with it).
+    pub fn crash_agent(&mut self, index: usize) {
+        self.note(format!("crash agent-{index}"));
+        Self::crash(&self.network, &mut self.agents[index].0);
+        self.agents[index].1 = None;
+    }
+
+    /// Starts agent `index` again (or for the first time), on the same
+    /// address with a new incarnation.
+    pub fn restart_agent(&mut self, index: usize) {
+        let master = self.master();
+        let (slot, states) = &mut self.agents[index];
+        if slot.node.is_some() {
+            return;
+        }
+        let node = slot.start(&self.network, 0x100 + index as u64);
+        let mut config = AgentConfig::new(
+            master,
+            slot.name.clone(),
+            self.spec.agent_resources.clone(),
+            Default::default(),
+            self.seed ^ (index as u64) << 20 ^ slot.lives,
+            Runner::InProcess,
+        );
+        config.status_update_retry = self.spec.status_update_retry;
+        let (publisher, receiver) = strata_agent::http::channel();
+        *states = Some(receiver);
+        let spawned = node.spawn(
+            "agent",
+            move || Agent::new(config.clone()).publishing(publisher.clone()),
+            SpawnOptions::default(),
+        );
+        let note = match spawned {
+            Ok(_) => format!("start agent-{index} (life {})", slot.lives),
+            Err(error) => format!("agent-{index} did not start: {error}"),
+        };
+        self.note(note);
+    }
+
+    /// Crashes the master.
+    pub fn crash_master(&mut self) {
+        self.note("crash master");
+        Self::crash(&self.network, &mut self.master);
+        self.master_state = None;
+    }
+
+    /// Starts the master again (or for the first time): a durable master
+    /// recovers its registry from its simulated disk.
+    pub fn restart_master(&mut self) {
+        if self.master.node.is_some() {
+            return;
+        }
+        let node = self.master.start(&self.network, 1);
+        let prefix = format!("m{}", self.master.lives);
+        let config = self.spec.master.clone();
+        let work_dir = self
+            .spec
+            .durable_master
+            .then(|| self.disk.root().to_owned());
+        let shared = self.shared.clone();
+        let started = self.started;
+        let sink: strata_master::process::InvariantSink = Arc::new(move |violation: String| {
+            let at = started.elapsed();
+            let mut shared = lock(&shared);
+            shared.push(TraceLine::Text(
+                at,
+                format!("VIOLATION: master: {violation}"),
+            ));
+            shared
+                .ledger
+                .violations
+                .push(format!("master: {violation}"));
+        });
+        let sink = self.spec.check_invariants.then_some(sink);
+        let (publisher, receiver) = strata_master::state::channel();
+        self.master_state = Some(receiver);
+        let spawned = node.spawn(
+            MASTER_ID,
+            move || {
+                let master = match &work_dir {
+                    Some(dir) => Master::durable(config.clone(), &prefix, dir),
+                    None => Master::new(config.clone(), &prefix),
+                };
+                let master = match &sink {
+                    Some(sink) => master.checking(sink.clone()),
+                    None => master,
+                };
+                master.publishing(publisher.clone())
+            },
+            SpawnOptions::default(),
+        );
+        let note = match spawned {
+            Ok(_) => format!("start master (life {})", self.master.lives),
+            Err(error) => format!("the master did not start: {error}"),
+        };
+        self.note(note);
+    }
+
+    /// Crashes framework `index`'s scheduler (a failover follows if it is
+    /// restarted within its failover timeout).
+    pub fn crash_framework(&mut self, index: usize) {
+        self.note(format!("crash scheduler-{index}"));
+        Self::crash(&self.network, &mut self.frameworks[index].slot);
+    }
+
+    /// Starts framework `index`'s scheduler again, re-subscribing with its
+    /// framework id if it had one (a failover).
+    pub fn restart_framework(&mut self, index: usize) {
+        if self.frameworks[index].slot.node.is_some() {
+            return;
+        }
+        let framework_id = self.framework_id(index);
+        let framework = &mut self.frameworks[index];
+        let node = framework.slot.start(&self.network, 0x200 + index as u64);
+        let started = (framework.start)(&node, framework_id.clone()).is_some();
+        let lives = framework.slot.lives;
+        self.note(match (started, framework_id) {
+            (false, _) => format!("scheduler-{index} did not start"),
+            (true, Some(id)) => format!("start scheduler-{index} (life {lives}) failing over {id}"),
+            (true, None) => format!("start scheduler-{index}"),
+        });
+    }
+
+    /// Cuts the network between `a` and `b` both ways.
+    pub fn partition(&self, a: SocketAddr, b: SocketAddr) {
+        self.note(format!("partition {} <-> {}", self.name(a), self.name(b)));
+        self.network.partition(a, b);
+    }
+
+    /// Heals every partition and gives every link back its default.
+    pub fn heal_all(&self) {
+        self.note("heal all");
+        self.network.heal_all();
+        self.network.reset_links();
+    }
+
+    /// Sets how every link behaves (loss, duplication, latency).
+    pub fn set_default_link(&self, link: LinkConfig) {
+        self.note(format!(
+            "links: drop {:.2}, duplicate {:.2}, latency {:?}..{:?}, kinds {:?}",
+            link.drop, link.duplicate, link.latency.0, link.latency.1, link.kinds
+        ));
+        self.network.set_default_link(link);
+    }
+
+    fn name(&self, addr: SocketAddr) -> String {
+        lock(&self.shared).name(&addr)
+    }
+
+    /// Lets `duration` of virtual time pass.
+    pub async fn run_for(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    /// Heals the network, then lets the cluster run fault-free until every
+    /// task is terminal and known so to its framework, or running and
+    /// agreed on by agent, master and framework; waits at most `limit`
+    /// of virtual time and records a violation if it never settles. Nodes
+    /// that are down stay down (restart them first if they should count).
+    pub async fn converge(&mut self, limit: Duration) {
+        self.heal_all();
+        let deadline = self.elapsed() + limit;
+        let mut problems;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            problems = self.disagreement();
+            if problems.is_empty() {
+                // Agreement reached; every update the agents made must
+                // also have reached its framework (a resent one may still
+                // be on its way).
+                let active = self.active_frameworks();
+                problems = lock(&self.shared).ledger.check_complete(&active);
+            }
+            if problems.is_empty() || self.elapsed() >= deadline {
+                break;
+            }
+        }
+        let waited = limit.saturating_sub(deadline.saturating_sub(self.elapsed()));
+        if problems.is_empty() {
+            self.note(format!("converged after {:.1}s", waited.as_secs_f64()));
+        }
+        for problem in problems {
+            self.violation(format!("not converged after {limit:?}: {problem}"));
+        }
+    }
+
+    /// The frameworks the master has (not removed), by id.
+    fn active_frameworks(&self) -> HashSet<String> {
+        self.master_state
+            .as_ref()
+            .and_then(|state| state.borrow().clone())
+            .map(|state| {
+                state
+                    .frameworks
+                    .iter()
+                    .map(|framework| framework.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What keeps the cluster from agreeing now, if anything.
+    fn disagreement(&self) -> Vec<String> {
+        let Some(master) = self
+            .master_state
+            .as_ref()
+            .and_then(|state| state.borrow().clone())
+        else {
+            return vec!["the master is down".into()];
+        };
+        if master.recovering {
+            return vec!["the master is still waiting for agents to re-register".into()];
+        }
+        // Non-terminal tasks by (framework, task): (state, agent).
+        let master_tasks: BTreeMap<(String, String), (&str, &str)> = master
+            .tasks
+            .iter()
+            .map(|task| {
+                (
+                    (task.framework_id.clone(), task.id.clone()),
+                    (task.state.as_str(), task.agent_id.as_str()),
+                )
+            })
+            .collect();
+        let mut agent_tasks: BTreeMap<String, BTreeMap<(String, String), String>> = BTreeMap::new();
+        for (_, states) in &self.agents {
+            let Some(state) = states.as_ref().and_then(|states| states.borrow().clone()) else {
+                continue;
+            };
+            let Some(id) = &state.id else {
+                continue;
+            };
+            agent_tasks.insert(
+                id.clone(),
+                state
+                    .tasks
+                    .iter()
+                    .map(|task| {
+                        (
+                            (task.framework_id.clone(), task.id.clone()),
+                            task.state.clone(),
+                        )
+                    })
+                    .collect(),
+            );
+        }
+        let active: HashSet<&str> = master
+            .frameworks
+            .iter()
+            .map(|framework| framework.id.as_str())
+            .collect();
+        let terminal = |name: &str| {
+            TaskState::ALL
+                .iter()
+                .any(|state| state.is_terminal() && state.mesos_name() == name)
+        };
+        let mut problems = Vec::new();
+        let shared = lock(&self.shared);
+        for (framework_id, ledger) in &shared.ledger.frameworks {
+            let framework = framework_id.to_string();
+            let removed = !active.contains(framework.as_str());
+            let known: std::collections::BTreeSet<_> =
+                ledger.tasks.keys().chain(ledger.launched.iter()).collect();
+            for task_id in known {
+                let key = (framework.clone(), task_id.to_string());
+                let on_master = master_tasks.get(&key).filter(|(state, _)| !terminal(state));
+                let on_agents: Vec<(&String, &String)> = agent_tasks
+                    .iter()
+                    .filter_map(|(agent, tasks)| Some((agent, tasks.get(&key)?)))
+                    .filter(|(_, state)| !terminal(state))
+                    .collect();
+                let state = ledger.tasks.get(task_id).and_then(|record| record.state);
+                match state {
+                    _ if removed => {
+                        if let Some((state, _)) = on_master {
+                            problems.push(format!(
+                                "{framework}/{task_id}: the framework is gone, the master has \
+                                 it {state}"
+                            ));
+                        }
+                        for (agent, state) in on_agents {
+                            problems.push(format!(
+                                "{framework}/{task_id}: the framework is gone, agent {agent} \
+                                 has it {state}"
+                            ));
+                        }
+                    }
+                    None => problems.push(format!(
+                        "{framework}/{task_id}: launched, and the framework never heard of it"
+                    )),
+                    // Whatever the framework last heard, a task that
+                    // ended, or that the master said it does not know, is
+                    // settled once nothing runs it any more.
+                    Some(state) if state.is_terminal() || state == TaskState::Unknown => {
+                        if let Some((master_state, _)) = on_master {
+                            problems.push(format!(
+                                "{framework}/{task_id}: {state} for the framework, \
+                                 {master_state} for the master"
+                            ));
+                        }
+                        for (agent, agent_state) in on_agents {
+                            problems.push(format!(
+                                "{framework}/{task_id}: {state} for the framework, \
+                                 {agent_state} on agent {agent}"
+                            ));
+                        }
+                    }
+                    Some(state) => {
+                        let state = state.to_string();
+                        match on_master {
+                            Some((master_state, agent)) if *master_state == state => {
+                                let agent_state =
+                                    agent_tasks.get(*agent).and_then(|tasks| tasks.get(&key));
+                                if agent_state != Some(&state) {
+                                    problems.push(format!(
+                                        "{framework}/{task_id}: {state} for the framework and \
+                                         the master, {agent_state:?} on agent {agent}"
+                                    ));
+                                }
+                            }
+                            other => problems.push(format!(
+                                "{framework}/{task_id}: {state} for the framework, {:?} for \
+                                 the master",
+                                other.map(|(state, _)| state)
+                            )),
+                        }
+                    }
+                }
+            }
+        }
+        for ((framework, task), (state, _)) in &master_tasks {
+            if terminal(state) {
+                continue;
+            }
+            let known = shared.ledger.frameworks.iter().any(|(id, ledger)| {
+                id.as_str() == framework && ledger.tasks.keys().any(|t| t.as_str() == task)
+            });
+            if !known {
+                problems.push(format!(
+                    "{framework}/{task}: {state} for the master, unknown to its framework"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Ends the run: the report, or every violation found with the seed
+    /// and the tail of the trace.
+    pub fn finish(self) -> Result<Report, Failure> {
+        let shared = lock(&self.shared);
+        let ledger = &shared.ledger;
+        if !ledger.violations.is_empty() {
+            return Err(Failure {
+                seed: self.seed,
+                violations: ledger.violations.clone(),
+                trace: shared.trace.iter().map(|line| shared.show(line)).collect(),
+            });
+        }
+        let mut ended = BTreeMap::new();
+        let mut tasks = 0;
+        let mut updates = 0;
+        for framework in ledger.frameworks.values() {
+            tasks += framework.launched.len();
+            for record in framework.tasks.values() {
+                updates += record.deliveries;
+                if let Some(state) = record.state.filter(|state| state.is_terminal()) {
+                    *ended.entry(state.to_string()).or_default() += 1;
+                }
+            }
+        }
+        Ok(Report {
+            seed: self.seed,
+            trace_hash: self.network.trace_hash(),
+            simulated: self.elapsed(),
+            tasks,
+            ended,
+            updates,
+        })
+    }
+}
+
+impl Drop for SimCluster {
+    fn drop(&mut self) {
+        for node in self
+            .agents
+            .iter_mut()
+            .map(|(slot, _)| slot)
+            .chain(
+                self.frameworks
+                    .iter_mut()
+                    .map(|framework| &mut framework.slot),
+            )
+            .chain(std::iter::once(&mut self.master))
+            .filter_map(|slot| slot.node.take())
+        {
+            node.shutdown();
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The built-in failure scenarios, each a function of its seed. They run
+//! on the same cluster: three agents (4 cpus, 4 GiB each) under a durable
+//! master with Mesos's timings, and two frameworks:
+//!
+//! - `batch` (index 0): 12 tasks of 1 cpu running 3 to 30 s, no
+//!   checkpointing, no failover timeout (Mesos's defaults);
+//! - `service` (index 1): 8 tasks of 1 cpu running 10 to 120 s,
+//!   checkpointing, partition-aware, with a 60 s failover timeout.
+//!
+//! Every scenario ends with [`SimCluster::converge`]: faults healed, the
+//! cluster must agree within an hour of virtual time.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use strata_protocol::{Capability, FrameworkInfo};
+use strata_runtime::transport::sim::LinkConfig;
+
+use super::{ClusterSpec, Failure, Report, SimCluster, Workload, WorkloadSpec};
+
+/// A scenario: a seed in, a report or a failure out. Run it inside
+/// [`super::run`].
+pub type Scenario = fn(u64) -> Pin<Box<dyn Future<Output = Result<Report, Failure>>>>;
+
+/// The longest a scenario waits for the cluster to settle.
+pub const CONVERGENCE_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Every built-in scenario, by name.
+pub const ALL: &[(&str, Scenario)] = &[
+    ("agent_crash_restart", |seed| {
+        Box::pin(agent_crash_restart(seed))
+    }),
+    ("master_agent_partition", |seed| {
+        Box::pin(master_agent_partition(seed))
+    }),
+    ("scheduler_failover", |seed| {
+        Box::pin(scheduler_failover(seed))
+    }),
+    ("scheduler_failover_too_late", |seed| {
+        Box::pin(scheduler_failover_too_late(seed))
+    }),
+    ("status_update_storm", |seed| {
+        Box::pin(status_update_storm(seed))
+    }),
+    ("master_crash_restart", |seed| {
+        Box::pin(master_crash_restart(seed))
+    }),
+];
+
+/// The framework index of `batch`.
+pub const BATCH: usize = 0;
+/// The framework index of `service`.
+pub const SERVICE: usize = 1;
+
+/// The cluster every built-in scenario starts from.
+pub fn standard_cluster(seed: u64) -> SimCluster {
+    let mut cluster = SimCluster::new(seed, ClusterSpec::new(3, "cpus:4;mem:4096"));
+    let batch = WorkloadSpec {
+        seed,
+        run: (Duration::from_secs(3), Duration::from_secs(30)),
+        ..WorkloadSpec::new(12, "cpus:1;mem:256", Duration::from_secs(30))
+    };
+    cluster.add_framework(FrameworkInfo::new("batch", "sim"), Workload::factory(batch));
+    let service = WorkloadSpec {
+        seed: seed ^ 1,
+        run: (Duration::from_secs(10), Duration::from_secs(120)),
+        ..WorkloadSpec::new(8, "cpus:1;mem:256", Duration::from_secs(120))
+    };
+    let mut info = FrameworkInfo::new("service", "sim");
+    info.checkpoint = true;
+    info.failover_timeout = Duration::from_secs(60);
+    info.capabilities.insert(Capability::PartitionAware);
+    cluster.add_framework(info, Workload::factory(service));
+    cluster
+}
+
+/// The standard cluster after running fault-free for a time drawn from
+/// `low..=high`.
+async fn running(seed: u64, low: Duration, high: Duration) -> SimCluster {
+    let mut cluster = standard_cluster(seed);
+    let first = cluster.between(low, high);
+    cluster.run_for(first).await;
+    cluster
+}
+
+fn secs(seconds: u64) -> Duration {
+    Duration::from_secs(seconds)
+}
+
+/// An agent crashes while tasks run and comes back after up to 90 s (its
+/// in-process tasks died with it; the master hears of its loss through
+/// the missing pongs or its new incarnation).
+pub async fn agent_crash_restart(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = running(seed, secs(2), secs(20)).await;
+    let agent = cluster.random().below(3) as usize;
+    cluster.crash_agent(agent);
+    let down = cluster.between(secs(1), secs(90));
+    cluster.run_for(down).await;
+    cluster.restart_agent(agent);
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
+
+/// The master and one agent cannot reach each other for longer than the
+/// master's ping timeout (5 pings of 15 s), then the network heals: the
+/// agent is unreachable meanwhile, the partition-aware framework sees
+/// its tasks UNREACHABLE and gets them back, the other sees them LOST.
+pub async fn master_agent_partition(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = running(seed, secs(2), secs(20)).await;
+    let agent = cluster.random().below(3) as usize;
+    cluster.partition(cluster.master_addr(), cluster.agent_addr(agent));
+    let cut = cluster.between(secs(80), secs(150));
+    cluster.run_for(cut).await;
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
+
+/// The service framework's scheduler crashes and a new one takes over
+/// with its id within the 60 s failover timeout: its tasks keep running.
+pub async fn scheduler_failover(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = running(seed, secs(2), secs(30)).await;
+    cluster.crash_framework(SERVICE);
+    // The master notices after the idle timeout; the failover timeout
+    // counts from then.
+    let down = cluster.between(secs(1), secs(55));
+    cluster.run_for(down).await;
+    cluster.restart_framework(SERVICE);
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
+
+/// The service framework's scheduler comes back after its failover
+/// timeout: the framework was removed, its tasks killed, and no agent or
+/// master may still hold them.
+pub async fn scheduler_failover_too_late(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = running(seed, secs(2), secs(30)).await;
+    cluster.crash_framework(SERVICE);
+    let down = cluster.between(secs(70), secs(180));
+    cluster.run_for(down).await;
+    cluster.restart_framework(SERVICE);
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
+
+/// The kinds of message a status update storm hits: updates on their way
+/// from agent to master and master to framework, and their
+/// acknowledgements on the way back.
+pub const STATUS_UPDATE_KINDS: &[&str] = &[
+    "StatusUpdate",
+    "Update",
+    "Acknowledge",
+    "StatusUpdateAcknowledged",
+];
+
+/// For up to two minutes every link loses and duplicates 5 to 30% of the
+/// status updates and acknowledgements (QUIC itself never loses or
+/// duplicates a message on a live connection: this tests the protocol's
+/// own recovery); agents resend, nothing is applied twice, no update is
+/// skipped.
+pub async fn status_update_storm(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = running(seed, secs(1), secs(10)).await;
+    let drop = 0.05 + cluster.random().below(26) as f64 / 100.0;
+    let duplicate = 0.05 + cluster.random().below(26) as f64 / 100.0;
+    cluster.set_default_link(LinkConfig {
+        drop,
+        duplicate,
+        kinds: Some(STATUS_UPDATE_KINDS),
+        ..LinkConfig::default()
+    });
+    let storm = cluster.between(secs(20), secs(120));
+    cluster.run_for(storm).await;
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
+
+/// The master crashes during the workload and restarts after up to 15 s
+/// from its registry: agents re-register with their tasks, frameworks
+/// re-subscribe and reconcile, nothing is lost.
+pub async fn master_crash_restart(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = running(seed, secs(2), secs(30)).await;
+    cluster.crash_master();
+    let down = cluster.between(secs(1), secs(15));
+    cluster.run_for(down).await;
+    cluster.restart_master();
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}

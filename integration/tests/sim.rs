@@ -1,0 +1,64 @@
+//! The failure scenarios, swept over seeds (see
+//! `strata_integration::sim::sweep` for `SIM_SEED`, `SIM_SEEDS` and
+//! `SIM_SEED_START`), the regression seeds, and the determinism check.
+
+use strata_integration::sim::scenarios::{self, Scenario};
+use strata_integration::sim::sweep;
+
+/// Seeds that once failed, by scenario; they always run.
+const REGRESSIONS: &str = include_str!("sim-regressions.txt");
+
+fn sweep_scenario(name: &str) {
+    let Some((_, scenario)) = scenarios::ALL.iter().find(|(known, _)| *known == name) else {
+        panic!("no scenario {name}");
+    };
+    let regressions = sweep::regressions(REGRESSIONS, name);
+    let summary = sweep::sweep(name, *scenario as Scenario, &regressions);
+    eprintln!(
+        "{name}: {} runs, {:.0} simulated seconds in {:.2} s, {} tasks, {} updates",
+        summary.runs,
+        summary.simulated.as_secs_f64(),
+        summary.wall.as_secs_f64(),
+        summary.tasks,
+        summary.updates
+    );
+}
+
+#[test]
+fn agent_crash_restart() {
+    sweep_scenario("agent_crash_restart");
+}
+
+#[test]
+fn master_agent_partition() {
+    sweep_scenario("master_agent_partition");
+}
+
+#[test]
+fn scheduler_failover() {
+    sweep_scenario("scheduler_failover");
+}
+
+#[test]
+fn scheduler_failover_too_late() {
+    sweep_scenario("scheduler_failover_too_late");
+}
+
+#[test]
+fn status_update_storm() {
+    sweep_scenario("status_update_storm");
+}
+
+#[test]
+fn master_crash_restart() {
+    sweep_scenario("master_crash_restart");
+}
+
+#[test]
+fn one_seed_runs_the_same_twice() {
+    for (name, scenario) in scenarios::ALL {
+        let first = sweep::run_seed(*scenario, 7).unwrap_or_else(|failure| panic!("{failure}"));
+        let second = sweep::run_seed(*scenario, 7).unwrap_or_else(|failure| panic!("{failure}"));
+        assert_eq!(first, second, "{name}: two runs of seed 7 differ");
+    }
+}
