@@ -370,6 +370,27 @@ fn random_incarnation() -> Incarnation {
 impl Node {
     /// Starts a node on QUIC. Must run inside an actix system.
     pub async fn bind(config: NodeConfig) -> Result<Node, NodeError> {
+        Node::start_quic(config, None, None)
+    }
+
+    /// Starts a node on QUIC over `socket` instead of a UDP socket of the
+    /// operating system: the simulation runs the real transport over a
+    /// [`crate::transport::sim_udp::SimUdpNetwork`] this way. `observer`,
+    /// if given, sees every frame the node sends and receives. Must run
+    /// inside an actix system.
+    pub fn bind_on_socket(
+        config: NodeConfig,
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        observer: Option<crate::transport::sim::Observer>,
+    ) -> Result<Node, NodeError> {
+        Node::start_quic(config, Some(socket), observer)
+    }
+
+    fn start_quic(
+        config: NodeConfig,
+        socket: Option<Arc<dyn quinn::AsyncUdpSocket>>,
+        observer: Option<crate::transport::sim::Observer>,
+    ) -> Result<Node, NodeError> {
         let NodeConfig {
             listen,
             tls,
@@ -386,10 +407,18 @@ impl Node {
         }
         let incarnation = settings.incarnation.unwrap_or_else(random_incarnation);
         let identity = Arc::new(tls.identity());
-        let transport = QuicTransport::bind(listen, &tls, quic, &settings, incarnation)?;
+        let transport = QuicTransport::bind(listen, socket, &tls, quic, &settings, incarnation)?;
+        let metrics = transport.metrics();
+        let transport: Arc<dyn Transport> = match observer {
+            Some(observer) => Arc::new(crate::transport::tap::Tap::new(
+                Arc::new(transport),
+                observer,
+            )),
+            None => Arc::new(transport),
+        };
         Ok(Node::with_transport(
-            Arc::new(transport.clone()),
-            transport.metrics(),
+            transport,
+            metrics,
             identity,
             NodeSettings {
                 incarnation: Some(incarnation),

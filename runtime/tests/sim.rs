@@ -245,3 +245,50 @@ fn filters_drop_await_and_hold_messages_by_kind() {
         assert_eq!(got, [3, 4, 5, 6]);
     });
 }
+
+/// Two real QUIC nodes over the simulated UDP network on a paused clock:
+/// the handshake, a partition noticed at the idle timeout, and a new
+/// connection once it heals.
+#[test]
+fn real_quic_runs_over_simulated_udp_in_virtual_time() {
+    use strata_runtime::transport::sim_udp::SimUdpNetwork;
+    use strata_runtime::{CertificateAuthority, Node};
+
+    paused_system(async {
+        let ca = CertificateAuthority::generate("sim-udp").unwrap();
+        let udp = SimUdpNetwork::new(4);
+        let node = |last: u8, name: &str| {
+            let mut config = common::config(&ca, name);
+            config.listen = addr(last);
+            Node::bind_on_socket(config, udp.bind(addr(last)), None).unwrap()
+        };
+        let a = node(1, "a");
+        let b = node(2, "b");
+        let mut a_inbox = a.inbox::<u64>("inbox", 64).unwrap();
+        let mut b_inbox = b.inbox::<u64>("inbox", 64).unwrap();
+        let started = tokio::time::Instant::now();
+        let b_pid = linked(&mut a_inbox, &mut b_inbox).await;
+
+        udp.partition(addr(1), addr(2));
+        let cut_at = tokio::time::Instant::now();
+        match received(&mut a_inbox, Duration::from_secs(30)).await {
+            Some(Received::Exited(pid)) => assert_eq!(pid.addr(), addr(2)),
+            other => panic!("expected the link to break, got {other:?}"),
+        }
+        let noticed = cut_at.elapsed();
+        // The nodes' idle timeout is 2 s (common::config).
+        assert!(
+            noticed >= Duration::from_secs(2) && noticed < Duration::from_secs(4),
+            "{noticed:?}"
+        );
+
+        udp.heal(addr(1), addr(2));
+        a_inbox.send(&b_pid, 7).unwrap();
+        match received(&mut b_inbox, Duration::from_secs(10)).await {
+            Some(Received::Message(_, 7)) => {}
+            other => panic!("expected 7 over a new connection, got {other:?}"),
+        }
+        // All of it in virtual time.
+        assert!(started.elapsed() < Duration::from_secs(20));
+    });
+}

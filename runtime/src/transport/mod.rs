@@ -17,6 +17,8 @@
 
 pub mod quic;
 pub mod sim;
+pub mod sim_udp;
+pub mod tap;
 
 use std::future::Future;
 use std::net::SocketAddr;

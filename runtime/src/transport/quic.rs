@@ -228,9 +228,11 @@ struct Established {
 }
 
 impl QuicTransport {
-    /// Binds the UDP socket. Must run inside a tokio runtime.
+    /// Binds the UDP socket, or runs on `socket` (a simulated one) when
+    /// given. Must run inside a tokio runtime.
     pub(crate) fn bind(
         listen: SocketAddr,
+        socket: Option<Arc<dyn quinn::AsyncUdpSocket>>,
         tls: &TlsMaterial,
         config: QuicConfig,
         settings: &NodeSettings,
@@ -262,11 +264,19 @@ impl QuicTransport {
             keep_alive_interval: config.keep_alive_interval,
         };
         let (server, client) = tls::quic_configs(tls, config.protocol_version, &timeouts)?;
-        let mut endpoint =
-            quinn::Endpoint::server(server, listen).map_err(|source| NodeError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let endpoint = match socket {
+            None => quinn::Endpoint::server(server, listen),
+            Some(socket) => quinn::Endpoint::new_with_abstract_socket(
+                quinn::EndpointConfig::default(),
+                Some(server),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            ),
+        };
+        let mut endpoint = endpoint.map_err(|source| NodeError::Bind {
+            addr: listen,
+            source,
+        })?;
         endpoint.set_default_client_config(client);
         let local_addr = endpoint.local_addr().map_err(|source| NodeError::Bind {
             addr: listen,

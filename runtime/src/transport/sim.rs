@@ -87,8 +87,8 @@ pub enum SimEvent<'a> {
     Delivered {
         from: SocketAddr,
         to: SocketAddr,
-        /// The whole frame, length prefix included.
-        bytes: &'a Bytes,
+        /// The frame's body, without its length prefix.
+        body: &'a Bytes,
     },
     /// A connection between two nodes was made.
     Connected { a: SocketAddr, b: SocketAddr },
@@ -571,12 +571,12 @@ async fn deliver(
         if !alive {
             return;
         }
+        let body = frame.slice(4.min(frame.len())..);
         network.tell(&SimEvent::Delivered {
             from: sender.addr,
             to: at,
-            bytes: &frame,
+            body: &body,
         });
-        let body = frame.slice(4.min(frame.len())..);
         match target.deliver(&sender, &mut senders, body) {
             Ok(None) => {}
             Ok(Some(pending)) => pending.await,
