@@ -149,3 +149,24 @@ fn ping_pong_runs() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("3 round trips done"));
 }
+
+#[test]
+fn the_simulation_example_passes_its_seeds_and_rejects_bad_flags() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simulate"))
+        .args(["--seeds", "20"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("20 seeds passed"), "{stdout}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simulate"))
+        .args(["--seed", "many"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a number"));
+}

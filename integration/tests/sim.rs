@@ -35,6 +35,11 @@ fn master_agent_partition() {
 }
 
 #[test]
+fn master_agent_partition_quic() {
+    sweep_scenario("master_agent_partition_quic");
+}
+
+#[test]
 fn scheduler_failover() {
     sweep_scenario("scheduler_failover");
 }
@@ -54,9 +59,14 @@ fn master_crash_restart() {
     sweep_scenario("master_crash_restart");
 }
 
+/// Runs on the simulated transport repeat exactly; runs on real QUIC do
+/// not (TLS draws its own randomness), so they are left out.
 #[test]
 fn one_seed_runs_the_same_twice() {
-    for (name, scenario) in scenarios::ALL {
+    for (name, scenario) in scenarios::ALL
+        .iter()
+        .filter(|(name, _)| !name.ends_with("_quic"))
+    {
         let first = sweep::run_seed(*scenario, 7).unwrap_or_else(|failure| panic!("{failure}"));
         let second = sweep::run_seed(*scenario, 7).unwrap_or_else(|failure| panic!("{failure}"));
         assert_eq!(first, second, "{name}: two runs of seed 7 differ");

@@ -101,9 +101,9 @@ impl Ledger {
         }
     }
 
-    /// A frame reached the scheduler's node at `to`.
-    pub(crate) fn delivered_to_scheduler(&mut self, to: SocketAddr, bytes: &[u8]) {
-        match payload::<ToScheduler>(bytes) {
+    /// A frame's body reached the scheduler's node at `to`.
+    pub(crate) fn delivered_to_scheduler(&mut self, to: SocketAddr, body: &[u8]) {
+        match payload_of_body::<ToScheduler>(body) {
             Some(ToScheduler::Subscribed { framework_id, .. }) => {
                 self.framework_at.insert(to, framework_id.clone());
                 self.frameworks.entry(framework_id).or_default();
@@ -291,7 +291,11 @@ pub(crate) fn describe(kind: &str, frame: &[u8]) -> Option<String> {
 /// The message in a whole frame (length prefix included), if it decodes
 /// as `M`.
 fn payload<M: serde::de::DeserializeOwned>(frame: &[u8]) -> Option<M> {
-    let body = frame.get(4..)?;
+    payload_of_body(frame.get(4..)?)
+}
+
+/// The message in a frame's body, if it decodes as `M`.
+fn payload_of_body<M: serde::de::DeserializeOwned>(body: &[u8]) -> Option<M> {
     let (_, payload) = codec::decode_envelope(body).ok()?;
     codec::decode("simulated frame", payload).ok()
 }

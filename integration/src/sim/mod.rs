@@ -75,12 +75,14 @@ use strata_master::{Config, MASTER_ID, Master};
 use strata_protocol::{FrameworkId, FrameworkInfo, Resources, TaskState};
 use strata_runtime::durable::{Mount, SimDisk};
 use strata_runtime::random::SplitMix;
-use strata_runtime::transport::sim::{LinkConfig, SimEvent, SimNetwork};
-use strata_runtime::{Incarnation, Node, SpawnOptions, Upid};
+use strata_runtime::transport::sim::{LinkConfig, Observer, SimEvent, SimNetwork};
+use strata_runtime::transport::sim_udp::SimUdpNetwork;
+use strata_runtime::{CertificateAuthority, Incarnation, Node, NodeConfig, SpawnOptions, Upid};
 use tokio::sync::watch;
 
 pub use ledger::Ledger;
-pub use workload::{Workload, WorkloadSpec};
+pub use strata_agent::process::RUN_MS_LABEL;
+pub use workload::{Workload, WorkloadSpec, test_task};
 
 /// Runs `scenario` on a fresh single-threaded actor system whose clock is
 /// paused: virtual time jumps to the next timer whenever every task is
@@ -118,6 +120,21 @@ pub struct ClusterSpec {
     /// Whether the master checks its books after every input (a pass
     /// over them each time: on unless measuring speed without it).
     pub check_invariants: bool,
+    /// What carries the messages.
+    pub network: NetworkKind,
+}
+
+/// What carries a simulated cluster's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkKind {
+    /// The simulated transport: messages as whole frames with a latency
+    /// each, fully determined by the seed, and fast.
+    #[default]
+    Frames,
+    /// The real QUIC transport (TLS, streams, keep-alives, idle timeouts,
+    /// reconnects) over simulated UDP: slower, and only the network's
+    /// choices follow the seed (TLS draws its own randomness).
+    Quic,
 }
 
 impl ClusterSpec {
@@ -137,6 +154,7 @@ impl ClusterSpec {
             durable_master: true,
             status_update_retry: Duration::from_secs(10),
             check_invariants: true,
+            network: NetworkKind::Frames,
         }
     }
 }
@@ -179,7 +197,8 @@ impl std::fmt::Display for Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub seed: u64,
-    /// The network's trace hash: equal for two runs of one seed.
+    /// A hash of everything the network did and every frame seen sent
+    /// and delivered: equal for two runs of one seed.
     pub trace_hash: u64,
     /// Virtual time the run took.
     pub simulated: Duration,
@@ -188,6 +207,8 @@ pub struct Report {
     pub ended: BTreeMap<String, usize>,
     /// Status updates that reached frameworks.
     pub updates: usize,
+    /// The run's events, when `SIM_TRACE` is set (as [`Failure::trace`]).
+    pub trace: Vec<String>,
 }
 
 /// Most events kept for a failure's trace (pings and pongs are left out).
@@ -220,9 +241,36 @@ struct Shared {
     names: BTreeMap<SocketAddr, String>,
     agents: HashSet<SocketAddr>,
     schedulers: HashSet<SocketAddr>,
+    /// A running hash of the frames seen sent and delivered.
+    events: u64,
 }
 
 impl Shared {
+    fn hash(&mut self, event: &SimEvent<'_>) {
+        let mut mix = |value: u64| {
+            self.events = (self.events ^ value).wrapping_mul(0x0100_0000_01b3);
+        };
+        match *event {
+            SimEvent::Frame {
+                from,
+                to,
+                kind,
+                bytes,
+                copies,
+            } => {
+                mix(u64::from(from.port()) << 32 ^ u64::from(to.port()));
+                mix(addr_bits(from) ^ addr_bits(to) << 1);
+                mix(kind.len() as u64 ^ (bytes.len() as u64) << 8 ^ (copies as u64) << 40);
+            }
+            SimEvent::Delivered { from, to, body } => {
+                mix(addr_bits(from) ^ addr_bits(to) << 1 ^ (body.len() as u64) << 32);
+            }
+            SimEvent::Connected { a, b } | SimEvent::Disconnected { a, b, .. } => {
+                mix(addr_bits(a) ^ addr_bits(b) << 2 ^ 0x5a5a);
+            }
+        }
+    }
+
     fn push(&mut self, line: TraceLine) {
         if self.trace.len() >= TRACE_KEPT {
             self.trace.pop_front();
@@ -267,6 +315,13 @@ impl Shared {
 
 type SharedRef = Arc<Mutex<Shared>>;
 
+fn addr_bits(addr: SocketAddr) -> u64 {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => u64::from(u32::from(ip)),
+        std::net::IpAddr::V6(ip) => u128::from(ip) as u64,
+    }
+}
+
 fn lock(shared: &SharedRef) -> MutexGuard<'_, Shared> {
     shared
         .lock()
@@ -292,12 +347,64 @@ impl Slot {
     }
 
     /// A fresh node for the next life at this address.
-    fn start(&mut self, network: &SimNetwork, index: u64) -> Node {
+    fn start(&mut self, fabric: &Fabric, index: u64) -> Option<Node> {
         self.lives += 1;
         let incarnation = Incarnation(index << 32 | self.lives);
-        let node = network.node(self.addr, &self.name, incarnation);
+        let node = fabric.node(self.addr, &self.name, incarnation)?;
         self.node = Some(node.clone());
-        node
+        Some(node)
+    }
+}
+
+/// The network under the cluster.
+enum Fabric {
+    Frames(SimNetwork),
+    Quic {
+        udp: SimUdpNetwork,
+        authority: Box<CertificateAuthority>,
+        observer: Observer,
+    },
+}
+
+impl Fabric {
+    fn node(&self, addr: SocketAddr, name: &str, incarnation: Incarnation) -> Option<Node> {
+        match self {
+            Fabric::Frames(network) => Some(network.node(addr, name, incarnation)),
+            Fabric::Quic {
+                udp,
+                authority,
+                observer,
+            } => {
+                let tls = authority.issue(name).ok()?;
+                let mut config = NodeConfig::new(addr, tls);
+                config.settings.incarnation = Some(incarnation);
+                Node::bind_on_socket(config, udp.bind(addr), Some(observer.clone())).ok()
+            }
+        }
+    }
+
+    fn crash(&self, addr: SocketAddr) {
+        match self {
+            Fabric::Frames(network) => network.crash(addr),
+            Fabric::Quic { udp, .. } => udp.crash(addr),
+        }
+    }
+
+    fn partition(&self, a: SocketAddr, b: SocketAddr) {
+        match self {
+            Fabric::Frames(network) => network.partition(a, b),
+            Fabric::Quic { udp, .. } => udp.partition(a, b),
+        }
+    }
+
+    fn heal_all(&self) {
+        match self {
+            Fabric::Frames(network) => {
+                network.heal_all();
+                network.reset_links();
+            }
+            Fabric::Quic { udp, .. } => udp.heal_all(),
+        }
     }
 }
 
@@ -316,6 +423,7 @@ pub struct SimCluster {
     seed: u64,
     spec: ClusterSpec,
     network: SimNetwork,
+    fabric: Fabric,
     random: SplitMix,
     shared: SharedRef,
     started: tokio::time::Instant,
@@ -352,11 +460,13 @@ impl SimCluster {
     pub fn new(seed: u64, spec: ClusterSpec) -> SimCluster {
         let network = SimNetwork::new(seed);
         let shared = SharedRef::default();
-        let observer = shared.clone();
+        let observed = shared.clone();
         let started = tokio::time::Instant::now();
-        network.observe(move |event| {
+        let observer: Observer = Arc::new(move |event: &SimEvent<'_>| {
+            let observer = &observed;
             let at = started.elapsed();
-            let mut shared = lock(&observer);
+            let mut shared = lock(observer);
+            shared.hash(event);
             match *event {
                 SimEvent::Frame {
                     from,
@@ -380,9 +490,9 @@ impl SimCluster {
                         detail,
                     });
                 }
-                SimEvent::Delivered { to, bytes, .. } => {
+                SimEvent::Delivered { to, body, .. } => {
                     if shared.schedulers.contains(&to) {
-                        shared.ledger.delivered_to_scheduler(to, bytes);
+                        shared.ledger.delivered_to_scheduler(to, body);
                     }
                 }
                 SimEvent::Connected { a, b } => {
@@ -399,6 +509,22 @@ impl SimCluster {
                 }
             }
         });
+        let fabric = match spec.network {
+            NetworkKind::Frames => {
+                let observer = observer.clone();
+                network.observe(move |event| observer(event));
+                Fabric::Frames(network.clone())
+            }
+            NetworkKind::Quic => Fabric::Quic {
+                udp: SimUdpNetwork::new(seed),
+                #[allow(clippy::expect_used)]
+                authority: Box::new(
+                    CertificateAuthority::generate("strata-sim")
+                        .expect("a certificate authority for the simulation"),
+                ),
+                observer,
+            },
+        };
         let run = RUNS.fetch_add(1, Ordering::Relaxed);
         let disk = SimDisk::mount(&PathBuf::from(format!("/strata-sim/{seed}-{run}/master")));
         let master = Slot::new("master".into(), address(0, 0));
@@ -410,6 +536,7 @@ impl SimCluster {
             random: SplitMix::new(seed ^ 0x5eed_5eed_5eed_5eed),
             spec,
             network,
+            fabric,
             shared,
             started,
             master,
@@ -536,9 +663,9 @@ impl SimCluster {
     /// Crashes a node: its processes stop, messages in flight to or from
     /// it are lost, its peers notice only at their idle timeout; its disk
     /// stays.
-    fn crash(network: &SimNetwork, slot: &mut Slot) {
+    fn crash(fabric: &Fabric, slot: &mut Slot) {
         if let Some(node) = slot.node.take() {
-            network.crash(slot.addr);
+            fabric.crash(slot.addr);
             node.shutdown();
         }
     }
@@ -546,7 +673,7 @@ impl SimCluster {
     /// Crashes agent `index` (its in-process tasks die with it).
     pub fn crash_agent(&mut self, index: usize) {
         self.note(format!("crash agent-{index}"));
-        Self::crash(&self.network, &mut self.agents[index].0);
+        Self::crash(&self.fabric, &mut self.agents[index].0);
         self.agents[index].1 = None;
     }
 
@@ -558,7 +685,11 @@ impl SimCluster {
         if slot.node.is_some() {
             return;
         }
-        let node = slot.start(&self.network, 0x100 + index as u64);
+        let Some(node) = slot.start(&self.fabric, 0x100 + index as u64) else {
+            let name = slot.name.clone();
+            self.violation(format!("{name}'s node could not be started"));
+            return;
+        };
         let mut config = AgentConfig::new(
             master,
             slot.name.clone(),
@@ -585,7 +716,7 @@ impl SimCluster {
     /// Crashes the master.
     pub fn crash_master(&mut self) {
         self.note("crash master");
-        Self::crash(&self.network, &mut self.master);
+        Self::crash(&self.fabric, &mut self.master);
         self.master_state = None;
     }
 
@@ -595,7 +726,10 @@ impl SimCluster {
         if self.master.node.is_some() {
             return;
         }
-        let node = self.master.start(&self.network, 1);
+        let Some(node) = self.master.start(&self.fabric, 1) else {
+            self.violation("the master's node could not be started");
+            return;
+        };
         let prefix = format!("m{}", self.master.lives);
         let config = self.spec.master.clone();
         let work_dir = self
@@ -645,7 +779,7 @@ impl SimCluster {
     /// restarted within its failover timeout).
     pub fn crash_framework(&mut self, index: usize) {
         self.note(format!("crash scheduler-{index}"));
-        Self::crash(&self.network, &mut self.frameworks[index].slot);
+        Self::crash(&self.fabric, &mut self.frameworks[index].slot);
     }
 
     /// Starts framework `index`'s scheduler again, re-subscribing with its
@@ -656,7 +790,10 @@ impl SimCluster {
         }
         let framework_id = self.framework_id(index);
         let framework = &mut self.frameworks[index];
-        let node = framework.slot.start(&self.network, 0x200 + index as u64);
+        let Some(node) = framework.slot.start(&self.fabric, 0x200 + index as u64) else {
+            self.violation(format!("scheduler-{index}'s node could not be started"));
+            return;
+        };
         let started = (framework.start)(&node, framework_id.clone()).is_some();
         let lives = framework.slot.lives;
         self.note(match (started, framework_id) {
@@ -669,14 +806,13 @@ impl SimCluster {
     /// Cuts the network between `a` and `b` both ways.
     pub fn partition(&self, a: SocketAddr, b: SocketAddr) {
         self.note(format!("partition {} <-> {}", self.name(a), self.name(b)));
-        self.network.partition(a, b);
+        self.fabric.partition(a, b);
     }
 
     /// Heals every partition and gives every link back its default.
     pub fn heal_all(&self) {
         self.note("heal all");
-        self.network.heal_all();
-        self.network.reset_links();
+        self.fabric.heal_all();
     }
 
     /// Sets how every link behaves (loss, duplication, latency).
@@ -915,11 +1051,16 @@ impl SimCluster {
         }
         Ok(Report {
             seed: self.seed,
-            trace_hash: self.network.trace_hash(),
+            trace_hash: self.network.trace_hash() ^ shared.events,
             simulated: self.elapsed(),
             tasks,
             ended,
             updates,
+            trace: if std::env::var_os("SIM_TRACE").is_some() {
+                shared.trace.iter().map(|line| shared.show(line)).collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use strata_protocol::{Capability, FrameworkInfo};
 use strata_runtime::transport::sim::LinkConfig;
 
-use super::{ClusterSpec, Failure, Report, SimCluster, Workload, WorkloadSpec};
+use super::{ClusterSpec, Failure, NetworkKind, Report, SimCluster, Workload, WorkloadSpec};
 
 /// A scenario: a seed in, a report or a failure out. Run it inside
 /// [`super::run`].
@@ -40,6 +40,9 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("scheduler_failover_too_late", |seed| {
         Box::pin(scheduler_failover_too_late(seed))
     }),
+    ("master_agent_partition_quic", |seed| {
+        Box::pin(master_agent_partition_quic(seed))
+    }),
     ("status_update_storm", |seed| {
         Box::pin(status_update_storm(seed))
     }),
@@ -55,7 +58,16 @@ pub const SERVICE: usize = 1;
 
 /// The cluster every built-in scenario starts from.
 pub fn standard_cluster(seed: u64) -> SimCluster {
-    let mut cluster = SimCluster::new(seed, ClusterSpec::new(3, "cpus:4;mem:4096"));
+    standard_cluster_on(seed, NetworkKind::Frames)
+}
+
+/// The standard cluster on the given network.
+pub fn standard_cluster_on(seed: u64, network: NetworkKind) -> SimCluster {
+    let spec = ClusterSpec {
+        network,
+        ..ClusterSpec::new(3, "cpus:4;mem:4096")
+    };
+    let mut cluster = SimCluster::new(seed, spec);
     let batch = WorkloadSpec {
         seed,
         run: (Duration::from_secs(3), Duration::from_secs(30)),
@@ -108,6 +120,22 @@ pub async fn agent_crash_restart(seed: u64) -> Result<Report, Failure> {
 /// its tasks UNREACHABLE and gets them back, the other sees them LOST.
 pub async fn master_agent_partition(seed: u64) -> Result<Report, Failure> {
     let mut cluster = running(seed, secs(2), secs(20)).await;
+    let agent = cluster.random().below(3) as usize;
+    cluster.partition(cluster.master_addr(), cluster.agent_addr(agent));
+    let cut = cluster.between(secs(80), secs(150));
+    cluster.run_for(cut).await;
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
+
+/// The partition of [`master_agent_partition`] on the real QUIC transport
+/// over simulated UDP: the connection's keep-alives stop, its idle timeout
+/// ends it, the agent's and master's reconnection attempts fail until the
+/// heal, then a new connection carries the agent's re-registration.
+pub async fn master_agent_partition_quic(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = standard_cluster_on(seed, NetworkKind::Quic);
+    let first = cluster.between(secs(2), secs(20));
+    cluster.run_for(first).await;
     let agent = cluster.random().below(3) as usize;
     cluster.partition(cluster.master_addr(), cluster.agent_addr(agent));
     let cut = cluster.between(secs(80), secs(150));

@@ -6,7 +6,9 @@
 //!   (default 0).
 //!
 //! A failure panics with the seed, the command that replays it and the
-//! tail of the event trace.
+//! tail of the event trace, and writes the whole trace to
+//! `$TMPDIR/strata-sim/<test>-<seed>.txt`; with `SIM_TRACE` set, passing
+//! runs write theirs there too.
 
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -63,6 +65,13 @@ pub fn regressions(list: &str, scenario: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Where the trace of `test` on `seed` is written.
+fn trace_path(test: &str, seed: u64) -> std::path::PathBuf {
+    std::env::temp_dir()
+        .join("strata-sim")
+        .join(format!("{test}-{seed}.txt"))
+}
+
 /// Runs `scenario` once on seed `seed`.
 pub fn run_seed(scenario: Scenario, seed: u64) -> Result<Report, super::Failure> {
     run(scenario(seed))
@@ -90,15 +99,22 @@ pub fn sweep(test: &str, scenario: Scenario, regressions: &[u64]) -> Summary {
         );
         match std::panic::catch_unwind(AssertUnwindSafe(|| run_seed(scenario, seed))) {
             Ok(Ok(report)) => {
+                if !report.trace.is_empty() {
+                    let path = trace_path(test, seed);
+                    let written = std::fs::create_dir_all(path.parent().unwrap_or(&path))
+                        .and_then(|()| std::fs::write(&path, report.trace.join("\n") + "\n"));
+                    match written {
+                        Ok(()) => eprintln!("seed {seed}: trace in {}", path.display()),
+                        Err(error) => eprintln!("seed {seed}: trace not written: {error}"),
+                    }
+                }
                 summary.runs += 1;
                 summary.simulated += report.simulated;
                 summary.tasks += report.tasks;
                 summary.updates += report.updates;
             }
             Ok(Err(failure)) => {
-                let path = std::env::temp_dir()
-                    .join("strata-sim")
-                    .join(format!("{test}-{seed}.txt"));
+                let path = trace_path(test, seed);
                 let saved = match failure.write_trace(&path) {
                     Ok(()) => format!("whole trace: {}", path.display()),
                     Err(error) => format!("the trace could not be saved: {error}"),

@@ -70,16 +70,24 @@ impl Workload {
         let index = self.launched.fetch_add(1, Ordering::Relaxed);
         let (low, high) = self.spec.run;
         let spread = high.saturating_sub(low).as_millis() as u64;
-        let run_ms = low.as_millis() as u64 + self.random.below(spread + 1);
-        let id = format!("task-{index}");
-        TaskInfo {
-            task_id: TaskId::new(&id).unwrap_or_else(|_| unreachable!("task ids are valid")),
-            name: id,
-            agent_id: offer.agent_id.clone(),
-            resources: self.spec.resources.clone(),
-            kind: TaskKind::Command(CommandInfo::shell("true")),
-            labels: [(RUN_MS_LABEL.to_owned(), run_ms.to_string())].into(),
-        }
+        let run = low + Duration::from_millis(self.random.below(spread + 1));
+        let task_id = TaskId::new(format!("task-{index}"))
+            .unwrap_or_else(|_| unreachable!("task ids are valid"));
+        test_task(task_id, offer, self.spec.resources.clone(), run)
+    }
+}
+
+/// A task for the agents' in-process test executor, which the simulation
+/// runs: it holds `resources` on `offer`'s agent for `run` of virtual
+/// time, then finishes.
+pub fn test_task(task_id: TaskId, offer: &Offer, resources: Resources, run: Duration) -> TaskInfo {
+    TaskInfo {
+        name: task_id.to_string(),
+        task_id,
+        agent_id: offer.agent_id.clone(),
+        resources,
+        kind: TaskKind::Command(CommandInfo::shell("true")),
+        labels: [(RUN_MS_LABEL.to_owned(), run.as_millis().to_string())].into(),
     }
 }
 
