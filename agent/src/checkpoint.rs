@@ -80,6 +80,10 @@ pub struct RunCheckpoint {
     pub sandbox: PathBuf,
     /// Whether the leader is a task monitor that records the exit.
     pub monitored: bool,
+    /// Whether it runs on a simulated machine
+    /// ([`crate::sim_host::SimHost`]) rather than as a process.
+    #[serde(default)]
+    pub simulated: bool,
 }
 
 /// A custom executor of a checkpointing framework: its process group

@@ -481,7 +481,7 @@ impl Agent {
     ) {
         let grace = match &self.config().runner {
             Runner::Processes { kill_grace, .. } => *kill_grace,
-            Runner::InProcess => std::time::Duration::ZERO,
+            Runner::InProcess | Runner::Simulated { .. } => std::time::Duration::ZERO,
         };
         let keys: Vec<_> = self
             .executors()

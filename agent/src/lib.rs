@@ -11,6 +11,7 @@ pub mod monitor;
 pub mod process;
 pub mod recovery;
 pub mod resources;
+pub mod sim_host;
 pub mod status_updates;
 pub mod usage;
 

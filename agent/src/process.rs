@@ -126,8 +126,15 @@ pub enum Runner {
         work_dir: PathBuf,
         kill_grace: Duration,
     },
-    /// Inside the agent, for tests and simulation.
+    /// Inside the agent, for tests.
     InProcess,
+    /// On a simulated machine that outlives the agent, with checkpoints
+    /// in `work_dir` (a simulated disk): the failure simulation's agents,
+    /// which a crash and restart on the same host and disk recover.
+    Simulated {
+        work_dir: PathBuf,
+        host: crate::sim_host::SimHost,
+    },
 }
 
 /// A task process the agent started.
@@ -149,6 +156,8 @@ pub(crate) struct TaskProcess {
 #[derive(Debug, Default)]
 pub struct TestExecutor {
     pub(crate) timers: BTreeMap<(FrameworkId, TaskId), TimerId>,
+    /// Tasks running on the simulated machine ([`Runner::Simulated`]).
+    pub(crate) hosted: std::collections::BTreeSet<(FrameworkId, TaskId)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -488,7 +497,10 @@ impl Agent {
     /// The work directory and agent id, when this agent keeps checkpoints.
     pub(crate) fn checkpoint_root(&self) -> Option<(&std::path::Path, &AgentId)> {
         match (&self.config.runner, &self.agent_id) {
-            (Runner::Processes { work_dir, .. }, Some(agent_id)) => Some((work_dir, agent_id)),
+            (
+                Runner::Processes { work_dir, .. } | Runner::Simulated { work_dir, .. },
+                Some(agent_id),
+            ) => Some((work_dir, agent_id)),
             _ => None,
         }
     }
@@ -569,15 +581,27 @@ impl Agent {
         let written = match self.tasks.get(&key).or_else(|| self.finished.get(&key)) {
             None => crate::checkpoint::remove(&path),
             Some(task) => {
-                let run =
-                    self.processes
-                        .get(&key)
-                        .map(|process| crate::checkpoint::RunCheckpoint {
-                            group: process.group,
-                            start_ticks: process.start_ticks,
-                            sandbox: process.sandbox.clone(),
-                            monitored: process.exit_file.is_some(),
-                        });
+                let run = self
+                    .processes
+                    .get(&key)
+                    .map(|process| crate::checkpoint::RunCheckpoint {
+                        group: process.group,
+                        start_ticks: process.start_ticks,
+                        sandbox: process.sandbox.clone(),
+                        monitored: process.exit_file.is_some(),
+                        simulated: false,
+                    })
+                    .or_else(|| {
+                        self.executor.hosted.contains(&key).then(|| {
+                            crate::checkpoint::RunCheckpoint {
+                                group: 0,
+                                start_ticks: 0,
+                                sandbox: PathBuf::new(),
+                                monitored: false,
+                                simulated: true,
+                            }
+                        })
+                    });
                 let checkpoint = crate::checkpoint::TaskCheckpoint {
                     version: crate::checkpoint::FORMAT_VERSION,
                     task: task.clone(),
@@ -597,7 +621,7 @@ impl Agent {
             return;
         };
         let dir = crate::checkpoint::framework_dir(work_dir, agent_id, framework_id);
-        if let Err(error) = std::fs::remove_dir_all(&dir)
+        if let Err(error) = strata_runtime::durable::remove_dir_all(&dir)
             && error.kind() != std::io::ErrorKind::NotFound
         {
             warn!(dir = %dir.display(), cause = %error, "cannot remove a framework's checkpoints");
@@ -748,6 +772,22 @@ impl Agent {
             self.start_process(ctx, &work_dir, &framework_id, &info);
             return;
         }
+        if let Runner::Simulated { host, .. } = &self.config.runner {
+            let ending = if failed {
+                (TaskState::Failed, "the test task failed as its label asked")
+            } else {
+                (TaskState::Finished, "")
+            };
+            host.start(
+                key.clone(),
+                run_ms.map(Duration::from_millis),
+                (ending.0, ending.1.to_owned()),
+            );
+            self.executor.hosted.insert(key.clone());
+            self.report(ctx, &framework_id, &info.task_id, TaskState::Running, "");
+            self.watch_hosted(ctx, key);
+            return;
+        }
         self.report(ctx, &framework_id, &info.task_id, TaskState::Running, "");
         if let Some(run_ms) = run_ms {
             let task_id = info.task_id.clone();
@@ -765,6 +805,33 @@ impl Agent {
             });
             self.executor.timers.insert(key, timer);
         }
+    }
+
+    /// Reports a task on the simulated machine when it ends.
+    pub(crate) fn watch_hosted(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        key: (FrameworkId, TaskId),
+    ) {
+        let Runner::Simulated { host, .. } = &self.config.runner else {
+            return;
+        };
+        let ended = host.wait(&key);
+        ctx.spawn_future(ended, move |agent, ctx, ending| {
+            if !agent.executor.hosted.remove(&key) {
+                return;
+            }
+            let (state, message) = ending.unwrap_or_else(|| {
+                (
+                    TaskState::Failed,
+                    "the simulated machine lost the task".to_owned(),
+                )
+            });
+            agent.report(ctx, &key.0, &key.1, state, &message);
+            if let Runner::Simulated { host, .. } = &agent.config.runner {
+                host.forget(&key);
+            }
+        });
     }
 
     /// Starts a task's command as a process and waits for it to end.
@@ -900,8 +967,15 @@ impl Agent {
         let key = (framework_id.clone(), task_id.clone());
         let grace = match &self.config.runner {
             Runner::Processes { kill_grace, .. } => *kill_grace,
-            Runner::InProcess => Duration::ZERO,
+            Runner::InProcess | Runner::Simulated { .. } => Duration::ZERO,
         };
+        if let Runner::Simulated { host, .. } = &self.config.runner
+            && self.executor.hosted.contains(&key)
+        {
+            // Its end, reported when the host says so, is KILLED.
+            host.kill(&key, "killed at the framework's request");
+            return;
+        }
         let Some(process) = self.processes.get_mut(&key) else {
             self.report(
                 ctx,
@@ -1087,6 +1161,14 @@ impl Process for Agent {
     /// The agent stops: tasks of frameworks that do not checkpoint stop
     /// with it; the others too unless it keeps them for its restart.
     fn stopped(&mut self) {
+        if let Runner::Simulated { host, .. } = &self.config.runner {
+            for key in &self.executor.hosted {
+                if self.config.kill_tasks_on_stop || !self.checkpointing(&key.0) {
+                    host.kill(key, "the agent stopped");
+                    host.forget(key);
+                }
+            }
+        }
         for ((framework_id, _), process) in &self.processes {
             if self.config.kill_tasks_on_stop || !self.checkpointing(framework_id) {
                 command_executor::signal_group(process.group, Signal::KILL);

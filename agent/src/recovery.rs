@@ -33,6 +33,7 @@ use crate::checkpoint::{
 };
 use crate::command_executor;
 use crate::process::{Agent, Runner, TaskProcess};
+use crate::sim_host::{HostKey, HostStatus};
 
 /// What an agent's work directory says about its previous life.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,28 +134,16 @@ impl RecoveredTask {
 }
 
 fn entries(dir: &Path) -> Result<Vec<PathBuf>, RecoveryError> {
-    match fs::read_dir(dir) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(RecoveryError::List {
-            path: dir.to_owned(),
-            source,
-        }),
-        Ok(listing) => {
-            let mut paths: Vec<PathBuf> = listing
-                .flatten()
-                .map(|entry| entry.path())
-                .filter(|path| path.is_dir())
-                .collect();
-            paths.sort();
-            Ok(paths)
-        }
-    }
+    strata_runtime::durable::list_dirs(dir).map_err(|source| RecoveryError::List {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 fn load_if_present<T: serde::de::DeserializeOwned>(
     path: &Path,
 ) -> Result<Option<T>, CheckpointError> {
-    if path.exists() {
+    if strata_runtime::durable::exists(path) {
         checkpoint::load(path).map(Some)
     } else {
         Ok(None)
@@ -247,7 +236,7 @@ pub(crate) fn take_exit_record(path: &Path) -> Option<ExitOutcome> {
     let _ = checkpoint::remove(path);
     // The task's checkpoint directory goes once nothing is left in it.
     if let Some(dir) = path.parent() {
-        let _ = fs::remove_dir(dir);
+        strata_runtime::durable::remove_empty_dir(dir);
     }
     record
 }
@@ -258,7 +247,9 @@ impl Agent {
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
     ) -> Result<(), RecoveryError> {
-        let Runner::Processes { work_dir, .. } = &self.config.runner else {
+        let (Runner::Processes { work_dir, .. } | Runner::Simulated { work_dir, .. }) =
+            &self.config.runner
+        else {
             return Ok(());
         };
         let work_dir = work_dir.clone();
@@ -343,6 +334,7 @@ impl Agent {
         let exit_file =
             checkpoint::task_dir(work_dir, &agent_id, framework_id, &task_id).join("exit.json");
         match checkpoint.run {
+            Some(run) if run.simulated => self.recover_hosted(ctx, key),
             Some(run) if command_executor::still_running(run.group, run.start_ticks) => {
                 info!(task_id = %task_id, group = run.group, "re-attached to a running task");
                 self.processes.insert(
@@ -411,6 +403,44 @@ impl Agent {
                 TaskState::Lost,
                 Some(Reason::AgentRestarted),
                 "the agent restarted before the task's process started",
+            ),
+        }
+    }
+}
+
+impl Agent {
+    /// Takes back a task of the simulated machine: re-attached if it runs
+    /// still, reported as it ended if it ended while the agent was down.
+    fn recover_hosted(&mut self, ctx: &mut ProcessContext<'_, Self>, key: HostKey) {
+        let status = match &self.config.runner {
+            Runner::Simulated { host, .. } => host.status(&key),
+            _ => None,
+        };
+        let (framework_id, task_id) = key.clone();
+        match status {
+            Some(HostStatus::Running) => {
+                info!(task_id = %task_id, "re-attached to a running task");
+                self.executor.hosted.insert(key.clone());
+                self.watch_hosted(ctx, key);
+            }
+            Some(HostStatus::Ended((state, message))) => {
+                if let Runner::Simulated { host, .. } = &self.config.runner {
+                    host.forget(&key);
+                }
+                let how = if message.is_empty() {
+                    "ended while the agent was down".to_owned()
+                } else {
+                    format!("{message} while the agent was down")
+                };
+                self.report_with(ctx, &framework_id, &task_id, state, None, &how);
+            }
+            None => self.report_with(
+                ctx,
+                &framework_id,
+                &task_id,
+                TaskState::Failed,
+                Some(Reason::ExecutorTerminated),
+                "the task's process ended while the agent was down, and how is not known",
             ),
         }
     }

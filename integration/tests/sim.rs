@@ -30,6 +30,11 @@ fn agent_crash_restart() {
 }
 
 #[test]
+fn agent_machine_lost() {
+    sweep_scenario("agent_machine_lost");
+}
+
+#[test]
 fn master_agent_partition() {
     sweep_scenario("master_agent_partition");
 }

@@ -191,6 +191,67 @@ pub fn remove_if_present(path: &Path) -> io::Result<()> {
     }
 }
 
+/// The directories directly in `dir`, sorted; none if `dir` is absent.
+pub fn list_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    if let Some(disk) = SimDisk::at(dir) {
+        // Directories are implied by the files under them.
+        let mut found: Vec<PathBuf> = disk
+            .lock()
+            .keys()
+            .filter_map(|path| {
+                let rest = path.strip_prefix(dir).ok()?;
+                let mut parts = rest.components();
+                let first = parts.next()?;
+                parts.next()?;
+                Some(dir.join(first))
+            })
+            .collect();
+        found.dedup();
+        return Ok(found);
+    }
+    match fs::read_dir(dir) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(error) => Err(error),
+        Ok(listing) => {
+            let mut found: Vec<PathBuf> = listing
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| path.is_dir())
+                .collect();
+            found.sort();
+            Ok(found)
+        }
+    }
+}
+
+/// Whether a file is at `path`.
+pub fn exists(path: &Path) -> bool {
+    match SimDisk::at(path) {
+        Some(disk) => disk.lock().contains_key(path),
+        None => path.exists(),
+    }
+}
+
+/// Removes a directory and everything in it; an absent one is no error.
+pub fn remove_dir_all(dir: &Path) -> io::Result<()> {
+    if let Some(disk) = SimDisk::at(dir) {
+        disk.lock().retain(|path, _| !path.starts_with(dir));
+        return Ok(());
+    }
+    match fs::remove_dir_all(dir) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// Removes a directory if it is empty (a simulated disk has no empty
+/// directories); anything else is left as it is.
+pub fn remove_empty_dir(dir: &Path) {
+    if SimDisk::at(dir).is_none() {
+        let _ = fs::remove_dir(dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +273,21 @@ mod tests {
                 read_bounded(&file, 16).unwrap_err().kind(),
                 io::ErrorKind::NotFound
             );
+        }
+        // Directories are implied by files; removing one removes them.
+        {
+            let mount = SimDisk::mount(root);
+            write_atomically(&root.join("a/x/f"), b"1").unwrap();
+            write_atomically(&root.join("a/y/g"), b"2").unwrap();
+            write_atomically(&root.join("a/top"), b"3").unwrap();
+            assert_eq!(
+                list_dirs(&root.join("a")).unwrap(),
+                vec![root.join("a/x"), root.join("a/y")]
+            );
+            assert!(exists(&root.join("a/top")));
+            remove_dir_all(&root.join("a/x")).unwrap();
+            assert_eq!(list_dirs(&root.join("a")).unwrap(), vec![root.join("a/y")]);
+            assert_eq!(mount.disk().paths().len(), 2);
         }
         // Unmounted: the path is the real disk's again.
         assert!(read_bounded(&file, 16).is_err());

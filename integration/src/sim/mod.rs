@@ -69,6 +69,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use strata_agent::sim_host::SimHost;
 use strata_agent::{Agent, AgentConfig, Runner};
 use strata_frameworks::scheduler::{self, Scheduler, SchedulerConfig};
 use strata_master::{Config, MASTER_ID, Master};
@@ -416,6 +417,15 @@ struct FrameworkSlot {
 }
 
 type AgentStates = watch::Receiver<Option<Arc<strata_agent::http::State>>>;
+
+/// An agent's node, its machine (where its tasks run, and survive it) and
+/// its disk (where its checkpoints are).
+struct AgentSlot {
+    slot: Slot,
+    states: Option<AgentStates>,
+    host: SimHost,
+    disk: Mount,
+}
 type MasterState = watch::Receiver<Option<Arc<strata_master::state::State>>>;
 
 /// A simulated cluster; see the [module documentation](self).
@@ -430,7 +440,7 @@ pub struct SimCluster {
     master: Slot,
     master_state: Option<MasterState>,
     disk: Mount,
-    agents: Vec<(Slot, Option<AgentStates>)>,
+    agents: Vec<AgentSlot>,
     frameworks: Vec<FrameworkSlot>,
 }
 
@@ -526,10 +536,16 @@ impl SimCluster {
             },
         };
         let run = RUNS.fetch_add(1, Ordering::Relaxed);
-        let disk = SimDisk::mount(&PathBuf::from(format!("/strata-sim/{seed}-{run}/master")));
+        let root = PathBuf::from(format!("/strata-sim/{seed}-{run}"));
+        let disk = SimDisk::mount(&root.join("master"));
         let master = Slot::new("master".into(), address(0, 0));
         let agents = (0..spec.agents)
-            .map(|index| (Slot::new(format!("agent-{index}"), address(1, index)), None))
+            .map(|index| AgentSlot {
+                slot: Slot::new(format!("agent-{index}"), address(1, index)),
+                states: None,
+                host: SimHost::default(),
+                disk: SimDisk::mount(&root.join(format!("agent-{index}"))),
+            })
             .collect();
         let mut cluster = SimCluster {
             seed,
@@ -548,9 +564,11 @@ impl SimCluster {
         {
             let mut shared = lock(&cluster.shared);
             shared.names.insert(cluster.master.addr, "master".into());
-            for (slot, _) in &cluster.agents {
-                shared.names.insert(slot.addr, slot.name.clone());
-                shared.agents.insert(slot.addr);
+            for agent in &cluster.agents {
+                shared
+                    .names
+                    .insert(agent.slot.addr, agent.slot.name.clone());
+                shared.agents.insert(agent.slot.addr);
             }
         }
         cluster.restart_master();
@@ -601,7 +619,7 @@ impl SimCluster {
     }
 
     pub fn agent_addr(&self, index: usize) -> SocketAddr {
-        self.agents[index].0.addr
+        self.agents[index].slot.addr
     }
 
     pub fn framework_addr(&self, index: usize) -> SocketAddr {
@@ -670,18 +688,38 @@ impl SimCluster {
         }
     }
 
-    /// Crashes agent `index` (its in-process tasks die with it).
+    /// Crashes agent `index`. Its machine goes on: the tasks of
+    /// frameworks that checkpoint keep running for its restart to take
+    /// back; the others die with it, as their monitors see it go.
     pub fn crash_agent(&mut self, index: usize) {
         self.note(format!("crash agent-{index}"));
-        Self::crash(&self.fabric, &mut self.agents[index].0);
-        self.agents[index].1 = None;
+        Self::crash(&self.fabric, &mut self.agents[index].slot);
+        self.agents[index].states = None;
+    }
+
+    /// Crashes agent `index`'s whole machine: its tasks die too, and its
+    /// disk is replaced by an empty one. A restart is a new agent.
+    pub fn crash_machine(&mut self, index: usize) {
+        self.crash_agent(index);
+        self.note(format!("agent-{index}'s machine lost with its disk"));
+        let agent = &mut self.agents[index];
+        for key in agent.host.running() {
+            agent.host.kill(&key, "the machine was lost");
+        }
+        agent.host = SimHost::default();
+        agent.disk.disk().wipe();
     }
 
     /// Starts agent `index` again (or for the first time), on the same
     /// address with a new incarnation.
     pub fn restart_agent(&mut self, index: usize) {
         let master = self.master();
-        let (slot, states) = &mut self.agents[index];
+        let AgentSlot {
+            slot,
+            states,
+            host,
+            disk,
+        } = &mut self.agents[index];
         if slot.node.is_some() {
             return;
         }
@@ -696,9 +734,14 @@ impl SimCluster {
             self.spec.agent_resources.clone(),
             Default::default(),
             self.seed ^ (index as u64) << 20 ^ slot.lives,
-            Runner::InProcess,
+            Runner::Simulated {
+                work_dir: disk.root().to_owned(),
+                host: host.clone(),
+            },
         );
         config.status_update_retry = self.spec.status_update_retry;
+        // Like a daemon killed with SIGKILL: checkpointed tasks live on.
+        config.kill_tasks_on_stop = false;
         let (publisher, receiver) = strata_agent::http::channel();
         *states = Some(receiver);
         let spawned = node.spawn(
@@ -904,8 +947,12 @@ impl SimCluster {
             })
             .collect();
         let mut agent_tasks: BTreeMap<String, BTreeMap<(String, String), String>> = BTreeMap::new();
-        for (_, states) in &self.agents {
-            let Some(state) = states.as_ref().and_then(|states| states.borrow().clone()) else {
+        for agent in &self.agents {
+            let Some(state) = agent
+                .states
+                .as_ref()
+                .and_then(|states| states.borrow().clone())
+            else {
                 continue;
             };
             let Some(id) = &state.id else {
@@ -1070,7 +1117,7 @@ impl Drop for SimCluster {
         for node in self
             .agents
             .iter_mut()
-            .map(|(slot, _)| slot)
+            .map(|agent| &mut agent.slot)
             .chain(
                 self.frameworks
                     .iter_mut()

@@ -31,6 +31,9 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("agent_crash_restart", |seed| {
         Box::pin(agent_crash_restart(seed))
     }),
+    ("agent_machine_lost", |seed| {
+        Box::pin(agent_machine_lost(seed))
+    }),
     ("master_agent_partition", |seed| {
         Box::pin(master_agent_partition(seed))
     }),
@@ -100,13 +103,30 @@ fn secs(seconds: u64) -> Duration {
     Duration::from_secs(seconds)
 }
 
-/// An agent crashes while tasks run and comes back after up to 90 s (its
-/// in-process tasks died with it; the master hears of its loss through
-/// the missing pongs or its new incarnation).
+/// An agent crashes while tasks run and comes back after up to 90 s on
+/// the same machine and disk: it recovers from its checkpoints, takes
+/// back the service framework's tasks (which kept running, or ended
+/// meanwhile and are reported so) and re-registers under its id; the
+/// batch framework's tasks died with it and are reported lost.
 pub async fn agent_crash_restart(seed: u64) -> Result<Report, Failure> {
     let mut cluster = running(seed, secs(2), secs(20)).await;
     let agent = cluster.random().below(3) as usize;
     cluster.crash_agent(agent);
+    let down = cluster.between(secs(1), secs(90));
+    cluster.run_for(down).await;
+    cluster.restart_agent(agent);
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
+
+/// An agent's machine is lost with its disk while tasks run, and a new
+/// agent starts there after up to 90 s: the old agent never returns, its
+/// tasks are lost (unreachable for the partition-aware framework, which
+/// learns they are gone by reconciliation), the new one gets a new id.
+pub async fn agent_machine_lost(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = running(seed, secs(2), secs(20)).await;
+    let agent = cluster.random().below(3) as usize;
+    cluster.crash_machine(agent);
     let down = cluster.between(secs(1), secs(90));
     cluster.run_for(down).await;
     cluster.restart_agent(agent);

@@ -22,7 +22,7 @@
 //! release them later, in order ([`SimNetwork::hold`],
 //! [`SimNetwork::release`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -127,7 +127,7 @@ struct NetState {
     cut: HashSet<Pair>,
     /// Open connections, keyed by the lower address first, with a serial
     /// that changes on every new connection.
-    connections: HashMap<Pair, u64>,
+    connections: BTreeMap<Pair, u64>,
     directions: HashMap<Pair, Direction>,
     next_serial: u64,
     /// A running hash of what happened, for determinism checks.
