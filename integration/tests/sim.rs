@@ -60,6 +60,11 @@ fn status_update_storm() {
 }
 
 #[test]
+fn master_crash_agent_straggler() {
+    sweep_scenario("master_crash_agent_straggler");
+}
+
+#[test]
 fn master_crash_restart() {
     sweep_scenario("master_crash_restart");
 }

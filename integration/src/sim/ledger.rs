@@ -280,6 +280,24 @@ pub(crate) fn describe(kind: &str, frame: &[u8]) -> Option<String> {
             ),
             _ => None,
         },
+        "Offers" => match payload::<ToScheduler>(frame)? {
+            ToScheduler::Offers(offers) => Some(
+                offers
+                    .iter()
+                    .map(|offer| format!(" {} {} {}", offer.id, offer.agent_id, offer.resources))
+                    .collect(),
+            ),
+            _ => None,
+        },
+        "Decline" => match payload::<ToMaster>(frame)? {
+            ToMaster::Decline { offer_ids, .. } => Some(
+                offer_ids
+                    .iter()
+                    .map(|offer_id| format!(" {offer_id}"))
+                    .collect(),
+            ),
+            _ => None,
+        },
         "Reconcile" => match payload::<ToMaster>(frame)? {
             ToMaster::Reconcile { tasks, .. } => Some(format!(" {} task(s)", tasks.len())),
             _ => None,

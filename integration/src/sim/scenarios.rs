@@ -5,7 +5,9 @@
 //! - `batch` (index 0): 12 tasks of 1 cpu running 3 to 30 s, no
 //!   checkpointing, no failover timeout (Mesos's defaults);
 //! - `service` (index 1): 8 tasks of 1 cpu running 10 to 120 s,
-//!   checkpointing, partition-aware, with a 60 s failover timeout.
+//!   checkpointing, partition-aware, with a 60 s failover timeout;
+//! - `records` (index 2): 6 tasks of 1 cpu running 5 to 60 s,
+//!   checkpointing, not partition-aware, with a 60 s failover timeout.
 //!
 //! Every scenario ends with [`SimCluster::converge`]: faults healed, the
 //! cluster must agree within an hour of virtual time.
@@ -49,6 +51,9 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("status_update_storm", |seed| {
         Box::pin(status_update_storm(seed))
     }),
+    ("master_crash_agent_straggler", |seed| {
+        Box::pin(master_crash_agent_straggler(seed))
+    }),
     ("master_crash_restart", |seed| {
         Box::pin(master_crash_restart(seed))
     }),
@@ -87,6 +92,15 @@ pub fn standard_cluster_on(seed: u64, network: NetworkKind) -> SimCluster {
     info.failover_timeout = Duration::from_secs(60);
     info.capabilities.insert(Capability::PartitionAware);
     cluster.add_framework(info, Workload::factory(service));
+    let records = WorkloadSpec {
+        seed: seed ^ 2,
+        run: (Duration::from_secs(5), Duration::from_secs(60)),
+        ..WorkloadSpec::new(6, "cpus:1;mem:256", Duration::from_secs(60))
+    };
+    let mut info = FrameworkInfo::new("records", "sim");
+    info.checkpoint = true;
+    info.failover_timeout = Duration::from_secs(60);
+    cluster.add_framework(info, Workload::factory(records));
     cluster
 }
 
@@ -218,6 +232,26 @@ pub async fn status_update_storm(seed: u64) -> Result<Report, Failure> {
     });
     let storm = cluster.between(secs(20), secs(120));
     cluster.run_for(storm).await;
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
+
+/// The master and an agent crash together; the master restarts within
+/// 15 s, the agent only after the master stopped waiting for it (10 min):
+/// frameworks learn its tasks are lost (or unknown, if partition-aware)
+/// by reconciliation, and when it returns with tasks it kept running,
+/// those of the framework told LOST are killed, not brought back.
+pub async fn master_crash_agent_straggler(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = running(seed, secs(2), secs(30)).await;
+    let agent = cluster.random().below(3) as usize;
+    cluster.crash_master();
+    cluster.crash_agent(agent);
+    let down = cluster.between(secs(1), secs(15));
+    cluster.run_for(down).await;
+    cluster.restart_master();
+    let away = cluster.between(secs(610), secs(900));
+    cluster.run_for(away).await;
+    cluster.restart_agent(agent);
     cluster.converge(CONVERGENCE_LIMIT).await;
     cluster.finish()
 }

@@ -461,9 +461,22 @@ impl Allocator for HierarchicalAllocator {
                 sub_quantities(&mut role.allocated, amounts);
             }
             if let Some(refuse) = refuse.filter(|refuse| !refuse.is_zero()) {
-                framework
-                    .refusals
-                    .insert(agent_id.clone(), (now + refuse, returned.clone()));
+                // Refusals of one agent add up while they last: an agent
+                // whose free resources are in two offers at two frameworks
+                // would otherwise pass its pieces round for ever, each
+                // framework refusing one piece and being offered the other.
+                let until = now + refuse;
+                match framework.refusals.get_mut(agent_id) {
+                    Some((expiry, refused)) if *expiry > now => {
+                        refused.add(&returned);
+                        *expiry = (*expiry).max(until);
+                    }
+                    _ => {
+                        framework
+                            .refusals
+                            .insert(agent_id.clone(), (until, returned.clone()));
+                    }
+                }
             }
         }
         if let Some(agent) = self.agents.get_mut(agent_id) {

@@ -241,20 +241,46 @@ impl Books {
                 .map(|known| known.state)
         });
         let framework_known = self.frameworks.contains_key(&framework_id);
+        // An agent back after it was given up (not one of a restarted
+        // master's agents coming back in time): a framework that is not
+        // partition-aware has been (or will be, when it asks) told its
+        // tasks this master does not know are LOST. So they are: filed
+        // as lost, killed if they run, their updates going no further.
+        if known_state.is_none()
+            && framework_known
+            && self.given_up(agent_id)
+            && !self.partition_aware(&framework_id)
+        {
+            if !task.state.is_terminal() {
+                out.push(Command::ToAgent(
+                    pid.clone(),
+                    ToAgent::KillTask {
+                        framework_id: framework_id.clone(),
+                        task_id,
+                    },
+                ));
+            }
+            let wall_ms = self.wall_ms(now);
+            let status = Books::master_status(
+                &task,
+                TaskState::Lost,
+                Reason::AgentRemoved,
+                "its agent came back after it was given up",
+                wall_ms,
+            );
+            let mut lost = task;
+            lost.state = TaskState::Lost;
+            lost.status = Some(status);
+            self.file_completed(&framework_id, lost);
+            return false;
+        }
         if task.state.is_terminal() {
-            if known_state.is_none()
-                && let Some(framework) = self.frameworks.get_mut(&framework_id)
-            {
+            if known_state.is_none() && framework_known {
                 // A task this master never saw (it restarted since) that
                 // ended with its update unacknowledged: filed as ended, so
                 // reconciliation answers its real end and its update
                 // still reaches the framework.
-                if framework.completed.len() >= self.config.completed_tasks_kept
-                    && let Some(forgotten) = framework.completed.pop_front()
-                {
-                    framework.history.remove(&forgotten.info.task_id);
-                }
-                framework.completed.push_back(task);
+                self.file_completed(&framework_id, task);
                 return false;
             }
             // It ended while the agent was away; its terminal update is on
@@ -307,6 +333,36 @@ impl Books {
                 true
             }
         }
+    }
+
+    /// Files an ended task in its framework's recent history.
+    fn file_completed(&mut self, framework_id: &FrameworkId, task: Task) {
+        let kept = self.config.completed_tasks_kept;
+        if let Some(framework) = self.frameworks.get_mut(framework_id) {
+            if framework.completed.len() >= kept
+                && let Some(forgotten) = framework.completed.pop_front()
+            {
+                framework.history.remove(&forgotten.info.task_id);
+            }
+            framework.completed.push_back(task);
+        }
+    }
+
+    /// Whether an agent is unreachable and no longer waited for.
+    fn given_up(&self, agent_id: &AgentId) -> bool {
+        self.agents
+            .get(agent_id)
+            .is_some_and(|agent| matches!(agent.status, AgentStatus::Unreachable { .. }))
+            && !self.recovering_agents.contains(agent_id)
+    }
+
+    fn partition_aware(&self, framework_id: &FrameworkId) -> bool {
+        self.frameworks.get(framework_id).is_some_and(|framework| {
+            framework
+                .info
+                .capabilities
+                .contains(&strata_protocol::Capability::PartitionAware)
+        })
     }
 
     pub(super) fn pong(&mut self, from: &Upid, sequence: u64) {

@@ -48,9 +48,9 @@ impl Books {
         } else if let Some(ended) = self.ended_as(&framework_id, &task_id)
             && ended != status.state
         {
-            // The framework was told this task ended otherwise (LOST when
-            // its agent was unreachable, say): a task never leaves a
-            // terminal state, so the update goes no further. It is
+            // The master told the framework this task ended otherwise
+            // (LOST when its agent was unreachable, say): a task never
+            // leaves a terminal state, so the update goes no further. It is
             // acknowledged here, or the agent would resend it for ever.
             if let Some(update_id) = status.update_id {
                 self.acknowledge(&framework_id, agent_id, task_id, update_id, out);
@@ -67,8 +67,10 @@ impl Books {
         }
     }
 
-    /// The terminal state a task of the framework's recent history ended
-    /// in, if it is there.
+    /// The terminal state the master itself declared for a task of the
+    /// framework's recent history (LOST for an unreachable agent's, say),
+    /// which the framework was told; `None` if the task ended otherwise
+    /// (its end then still travels the agent's update stream).
     fn ended_as(&self, framework_id: &FrameworkId, task_id: &TaskId) -> Option<TaskState> {
         self.frameworks
             .get(framework_id)?
@@ -76,6 +78,11 @@ impl Books {
             .iter()
             .rev()
             .find(|task| task.info.task_id == *task_id)
+            .filter(|task| {
+                task.status
+                    .as_ref()
+                    .is_some_and(|status| status.source == Source::Master)
+            })
             .map(|task| task.state)
     }
 

@@ -557,6 +557,15 @@ fn a_silent_agent_is_lost_and_its_tasks_reported_then_reconciled_on_return() {
         Command::ToAgent(to, ToAgent::KillTask { task_id, .. }) if to == &agent && task_id.as_str() == "p1"
     )));
     assert!(updates_to(&out, &plain).is_empty());
+    // The kill's KILLED would take p1 out of LOST, a terminal state: it
+    // goes no further, and the master acknowledges it for the framework.
+    let out = h.finish(&agent, &plain_id, "p1", TaskState::Killed);
+    assert!(updates_to(&out, &plain).is_empty(), "{out:?}");
+    assert!(out.iter().any(|command| matches!(
+        command,
+        Command::ToAgent(to, ToAgent::StatusUpdateAcknowledged { task_id, update_id, .. })
+            if to == &agent && task_id.as_str() == "p1" && *update_id == UpdateId(7)
+    )));
 }
 
 #[test]
@@ -948,12 +957,22 @@ fn a_restarted_master_recovers_its_registry() {
                 resources: r("cpus:4;mem:4096"),
                 attributes: Default::default(),
             },
-            tasks: vec![Task {
-                info: launched.clone(),
-                framework_id: framework_id.clone(),
-                state: TaskState::Running,
-                status: None,
-            }],
+            tasks: vec![
+                Task {
+                    info: launched.clone(),
+                    framework_id: framework_id.clone(),
+                    state: TaskState::Running,
+                    status: None,
+                },
+                // One ended while the master was down, its update not yet
+                // acknowledged.
+                Task {
+                    info: task("t0", &agent_id, "cpus:1;mem:128"),
+                    framework_id: framework_id.clone(),
+                    state: TaskState::Finished,
+                    status: None,
+                },
+            ],
         },
     );
     assert!(!out.iter().any(|command| matches!(
@@ -981,6 +1000,20 @@ fn a_restarted_master_recovers_its_registry() {
         .filter_map(|agent| agent.info.id.clone())
         .collect();
     assert_eq!(unreachable, vec![straggler_id]);
+    // The task that ended is known as ended, not lost.
+    let out = restarted.send(
+        &new_scheduler,
+        ToMaster::Reconcile {
+            framework_id: framework_id.clone(),
+            tasks: vec![strata_protocol::ReconcileTask {
+                task_id: TaskId::new("t0").unwrap(),
+                agent_id: None,
+            }],
+        },
+    );
+    let answers = updates_to(&out, &new_scheduler);
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].state, TaskState::Finished);
 }
 
 /// A restarted agent offering less than its tasks hold is refused, with

@@ -188,6 +188,30 @@ fn a_refusal_does_not_hold_back_resources_freed_later() {
     assert_eq!(again[0].resources, r("cpus:2;mem:2048"));
 }
 
+/// Two pieces of one agent declined one after the other add up: the
+/// framework is not offered their sum (found by the simulation, where two
+/// pieces at two frameworks went round for ever).
+#[test]
+fn refusals_of_one_agent_add_up_while_they_last() {
+    let now = Instant::now();
+    let mut allocator = HierarchicalAllocator::new(Policy::Drf);
+    let node = agent("a");
+    allocator.add_agent(node.clone(), r("cpus:2;mem:2048"), Attributes::new(), &[]);
+    allocator.add_framework(framework("f"), "*".into());
+    let offer = allocator.allocate(now).remove(0);
+    let first = r("cpus:1;mem:1024");
+    let second = offer.resources.checked_sub(&first).unwrap();
+    let refuse = Some(Duration::from_secs(5));
+    allocator.recover(&framework("f"), &node, &first, refuse, now);
+    allocator.recover(&framework("f"), &node, &second, refuse, now);
+    assert!(
+        allocator.allocate(now).is_empty(),
+        "both pieces were refused"
+    );
+    assert!(allocator.allocate(now + Duration::from_secs(4)).is_empty());
+    assert_eq!(allocator.allocate(now + Duration::from_secs(5)).len(), 1);
+}
+
 #[test]
 fn revive_forgets_refusals_and_suppress_stops_offers() {
     let start = Instant::now();
