@@ -13,7 +13,7 @@ use strata_runtime::{Node, NodeConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct PingArgs {
-    /// The node's address, HOST:PORT (IPv6 as [::1]:5050).
+    /// The node's address, HOST:PORT (IPv6 as `[::1]:5050`).
     #[arg(value_parser = parse_address)]
     pub address: SocketAddr,
     /// Give up after this many seconds.

@@ -183,7 +183,7 @@ pub struct TaskStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CommandInfo {
     /// Run `value` with `/bin/sh -c` when true; otherwise `value` is the
-    /// executable and `arguments` its argv (argv[0] included).
+    /// executable and `arguments` its argv (`argv[0]` included).
     pub shell: bool,
     pub value: String,
     pub arguments: Vec<String>,

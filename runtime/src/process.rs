@@ -2,7 +2,7 @@
 //!
 //! A user implements [`Process`]: a state, a message type, and callbacks
 //! for messages, link exits and failed children. The runtime wraps each one
-//! in a [`ProcessActor`], an actix actor that
+//! in a `ProcessActor`, an actix actor that
 //! - delivers messages and timer ticks to the process with the sender's
 //!   address and certificate identity,
 //! - calls every callback under `catch_unwind`, so a panic is a failure of

@@ -8,10 +8,11 @@
 //! draws no random numbers: ids come from counters under a prefix chosen by
 //! the shell, so a simulation replays exactly.
 //!
-//! Split by concern: [`agents`] (admission, pings, loss and return),
-//! [`frameworks`] (subscription, disconnection, teardown), [`offers`]
-//! (allocation into offers, accepts, declines, rescinds) and [`tasks`]
-//! (status updates, kills, reconciliation).
+//! Split by concern: `agents` (admission, pings, loss and return),
+//! `frameworks` (subscription, disconnection, teardown), `offers`
+//! (allocation into offers, accepts, declines, rescinds), `tasks`
+//! (status updates, kills, reconciliation), `recovery` (the registry) and
+//! `invariants` (what must hold after every input).
 
 mod agents;
 mod frameworks;
