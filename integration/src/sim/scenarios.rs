@@ -107,7 +107,12 @@ pub fn standard_cluster_on(seed: u64, network: NetworkKind) -> SimCluster {
 /// The standard cluster after running fault-free for a time drawn from
 /// `low..=high`.
 async fn running(seed: u64, low: Duration, high: Duration) -> SimCluster {
-    let mut cluster = standard_cluster(seed);
+    running_on(seed, NetworkKind::Frames, low, high).await
+}
+
+/// [`running`] on the given network.
+async fn running_on(seed: u64, network: NetworkKind, low: Duration, high: Duration) -> SimCluster {
+    let mut cluster = standard_cluster_on(seed, network);
     let first = cluster.between(low, high);
     cluster.run_for(first).await;
     cluster
@@ -123,14 +128,7 @@ fn secs(seconds: u64) -> Duration {
 /// meanwhile and are reported so) and re-registers under its id; the
 /// batch framework's tasks died with it and are reported lost.
 pub async fn agent_crash_restart(seed: u64) -> Result<Report, Failure> {
-    let mut cluster = running(seed, secs(2), secs(20)).await;
-    let agent = cluster.random().below(3) as usize;
-    cluster.crash_agent(agent);
-    let down = cluster.between(secs(1), secs(90));
-    cluster.run_for(down).await;
-    cluster.restart_agent(agent);
-    cluster.converge(CONVERGENCE_LIMIT).await;
-    cluster.finish()
+    agent_down_and_back(seed, false).await
 }
 
 /// An agent's machine is lost with its disk while tasks run, and a new
@@ -138,9 +136,19 @@ pub async fn agent_crash_restart(seed: u64) -> Result<Report, Failure> {
 /// tasks are lost (unreachable for the partition-aware framework, which
 /// learns they are gone by reconciliation), the new one gets a new id.
 pub async fn agent_machine_lost(seed: u64) -> Result<Report, Failure> {
+    agent_down_and_back(seed, true).await
+}
+
+/// A random agent crashes (with its machine if `machine`), then starts
+/// again on its address after up to 90 s.
+async fn agent_down_and_back(seed: u64, machine: bool) -> Result<Report, Failure> {
     let mut cluster = running(seed, secs(2), secs(20)).await;
     let agent = cluster.random().below(3) as usize;
-    cluster.crash_machine(agent);
+    if machine {
+        cluster.crash_machine(agent);
+    } else {
+        cluster.crash_agent(agent);
+    }
     let down = cluster.between(secs(1), secs(90));
     cluster.run_for(down).await;
     cluster.restart_agent(agent);
@@ -153,7 +161,13 @@ pub async fn agent_machine_lost(seed: u64) -> Result<Report, Failure> {
 /// agent is unreachable meanwhile, the partition-aware framework sees
 /// its tasks UNREACHABLE and gets them back, the other sees them LOST.
 pub async fn master_agent_partition(seed: u64) -> Result<Report, Failure> {
-    let mut cluster = running(seed, secs(2), secs(20)).await;
+    partition_and_heal(seed, NetworkKind::Frames).await
+}
+
+/// A random agent and the master cut off from each other for 80 to 150 s
+/// on `network`, then healed.
+async fn partition_and_heal(seed: u64, network: NetworkKind) -> Result<Report, Failure> {
+    let mut cluster = running_on(seed, network, secs(2), secs(20)).await;
     let agent = cluster.random().below(3) as usize;
     cluster.partition(cluster.master_addr(), cluster.agent_addr(agent));
     let cut = cluster.between(secs(80), secs(150));
@@ -167,15 +181,7 @@ pub async fn master_agent_partition(seed: u64) -> Result<Report, Failure> {
 /// ends it, the agent's and master's reconnection attempts fail until the
 /// heal, then a new connection carries the agent's re-registration.
 pub async fn master_agent_partition_quic(seed: u64) -> Result<Report, Failure> {
-    let mut cluster = standard_cluster_on(seed, NetworkKind::Quic);
-    let first = cluster.between(secs(2), secs(20));
-    cluster.run_for(first).await;
-    let agent = cluster.random().below(3) as usize;
-    cluster.partition(cluster.master_addr(), cluster.agent_addr(agent));
-    let cut = cluster.between(secs(80), secs(150));
-    cluster.run_for(cut).await;
-    cluster.converge(CONVERGENCE_LIMIT).await;
-    cluster.finish()
+    partition_and_heal(seed, NetworkKind::Quic).await
 }
 
 /// The service framework's scheduler crashes and a new one takes over
