@@ -35,6 +35,11 @@ fn agent_machine_lost() {
 }
 
 #[test]
+fn agent_to_master_stall() {
+    sweep_scenario("agent_to_master_stall");
+}
+
+#[test]
 fn master_agent_partition() {
     sweep_scenario("master_agent_partition");
 }

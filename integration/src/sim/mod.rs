@@ -29,10 +29,11 @@
 //!   order their agent made them with none skipped and in legal
 //!   transitions, and a duplicate is only a repeat of the latest update,
 //!   with the same id and state ([`ledger`]);
-//! - after convergence: every update an agent made reached its framework
-//!   (unless the master ended the task), and every task is terminal and
-//!   known so to its framework, or running and agreed on by its agent,
-//!   the master and its framework.
+//! - after convergence: every agent that runs is active in the master's
+//!   books, every update an agent made reached its framework (unless the
+//!   master ended the task), and every task is terminal and known so to
+//!   its framework, or running and agreed on by its agent, the master and
+//!   its framework.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -852,6 +853,27 @@ impl SimCluster {
         self.fabric.partition(a, b);
     }
 
+    /// Holds back every frame from `from` to `to`, the connection staying
+    /// up (a stalled path: nothing is lost, nothing arrives), until
+    /// [`SimCluster::release`]. On the simulated transport only: a QUIC
+    /// cluster records a violation instead.
+    pub fn hold(&self, from: SocketAddr, to: SocketAddr) {
+        self.note(format!("hold {} -> {}", self.name(from), self.name(to)));
+        match &self.fabric {
+            Fabric::Frames(network) => network.hold(from, to),
+            Fabric::Quic { .. } => self.violation("hold is not available on QUIC"),
+        }
+    }
+
+    /// Delivers what was held from `from` to `to`, in order, and lets
+    /// later frames through.
+    pub fn release(&self, from: SocketAddr, to: SocketAddr) {
+        self.note(format!("release {} -> {}", self.name(from), self.name(to)));
+        if let Fabric::Frames(network) = &self.fabric {
+            network.release(from, to);
+        }
+    }
+
     /// Heals every partition and gives every link back its default.
     pub fn heal_all(&self) {
         self.note("heal all");
@@ -877,8 +899,9 @@ impl SimCluster {
     }
 
     /// Heals the network, then lets the cluster run fault-free until every
-    /// task is terminal and known so to its framework, or running and
-    /// agreed on by agent, master and framework; waits at most `limit`
+    /// running agent is active in the master and every task is terminal
+    /// and known so to its framework, or running and agreed on by agent,
+    /// master and framework; waits at most `limit`
     /// of virtual time and records a violation if it never settles. Nodes
     /// that are down stay down (restart them first if they should count).
     pub async fn converge(&mut self, limit: Duration) {
@@ -946,6 +969,32 @@ impl SimCluster {
                 )
             })
             .collect();
+        let mut problems = Vec::new();
+        // Every agent that runs is back in the master's books, active.
+        for agent in &self.agents {
+            if agent.slot.node.is_none() {
+                continue;
+            }
+            let state = agent
+                .states
+                .as_ref()
+                .and_then(|states| states.borrow().clone());
+            let active = state
+                .as_ref()
+                .and_then(|state| state.id.as_ref())
+                .is_some_and(|id| {
+                    master
+                        .agents
+                        .iter()
+                        .any(|known| &known.id == id && known.status == "active")
+                });
+            if !active {
+                problems.push(format!(
+                    "{} is not an active agent of the master",
+                    agent.slot.name
+                ));
+            }
+        }
         let mut agent_tasks: BTreeMap<String, BTreeMap<(String, String), String>> = BTreeMap::new();
         for agent in &self.agents {
             let Some(state) = agent
@@ -982,7 +1031,6 @@ impl SimCluster {
                 .iter()
                 .any(|state| state.is_terminal() && state.mesos_name() == name)
         };
-        let mut problems = Vec::new();
         let shared = lock(&self.shared);
         for (framework_id, ledger) in &shared.ledger.frameworks {
             let framework = framework_id.to_string();

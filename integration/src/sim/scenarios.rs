@@ -36,6 +36,9 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("agent_machine_lost", |seed| {
         Box::pin(agent_machine_lost(seed))
     }),
+    ("agent_to_master_stall", |seed| {
+        Box::pin(agent_to_master_stall(seed))
+    }),
     ("master_agent_partition", |seed| {
         Box::pin(master_agent_partition(seed))
     }),
@@ -182,6 +185,24 @@ async fn partition_and_heal(seed: u64, network: NetworkKind) -> Result<Report, F
 /// heal, then a new connection carries the agent's re-registration.
 pub async fn master_agent_partition_quic(seed: u64) -> Result<Report, Failure> {
     partition_and_heal(seed, NetworkKind::Quic).await
+}
+
+/// Everything one agent sends to the master stalls for 20 s to 2 min
+/// while the connection stays up (a gray failure: the agent hears the
+/// master, the master hears nothing), then arrives at once, in order: the
+/// master may give the agent up meanwhile and must take its late pongs,
+/// updates and re-registration in their order without contradicting
+/// what frameworks were told.
+pub async fn agent_to_master_stall(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = running(seed, secs(2), secs(20)).await;
+    let agent = cluster.random().below(3) as usize;
+    let (from, to) = (cluster.agent_addr(agent), cluster.master_addr());
+    cluster.hold(from, to);
+    let stall = cluster.between(secs(20), secs(120));
+    cluster.run_for(stall).await;
+    cluster.release(from, to);
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
 }
 
 /// The service framework's scheduler crashes and a new one takes over
