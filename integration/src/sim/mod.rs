@@ -468,6 +468,11 @@ static RUNS: AtomicU64 = AtomicU64::new(0);
 impl SimCluster {
     /// Starts a master and `spec.agents` agents on a network seeded with
     /// `seed`. Call it inside [`run`].
+    ///
+    /// # Panics
+    ///
+    /// On real QUIC, if no certificate authority can be made for the
+    /// cluster (the system's randomness failed).
     pub fn new(seed: u64, spec: ClusterSpec) -> SimCluster {
         let network = SimNetwork::new(seed);
         let shared = SharedRef::default();
