@@ -335,19 +335,6 @@ impl Books {
         }
     }
 
-    /// Files an ended task in its framework's recent history.
-    fn file_completed(&mut self, framework_id: &FrameworkId, task: Task) {
-        let kept = self.config.completed_tasks_kept;
-        if let Some(framework) = self.frameworks.get_mut(framework_id) {
-            if framework.completed.len() >= kept
-                && let Some(forgotten) = framework.completed.pop_front()
-            {
-                framework.history.remove(&forgotten.info.task_id);
-            }
-            framework.completed.push_back(task);
-        }
-    }
-
     /// Whether an agent is unreachable and no longer waited for.
     fn given_up(&self, agent_id: &AgentId) -> bool {
         self.agents

@@ -67,6 +67,20 @@ impl Books {
         }
     }
 
+    /// Files an ended task in its framework's recent history, forgetting
+    /// the oldest beyond [`super::Config::completed_tasks_kept`].
+    pub(super) fn file_completed(&mut self, framework_id: &FrameworkId, task: Task) {
+        let kept = self.config.completed_tasks_kept;
+        if let Some(framework) = self.frameworks.get_mut(framework_id) {
+            if framework.completed.len() >= kept
+                && let Some(forgotten) = framework.completed.pop_front()
+            {
+                framework.history.remove(&forgotten.info.task_id);
+            }
+            framework.completed.push_back(task);
+        }
+    }
+
     /// The terminal state the master itself declared for a task of the
     /// framework's recent history (LOST for an unreachable agent's, say),
     /// which the framework was told; `None` if the task ended otherwise
@@ -95,7 +109,6 @@ impl Books {
         task_id: &TaskId,
         status: TaskStatus,
     ) {
-        let kept = self.config.completed_tasks_kept;
         let Some(framework) = self.frameworks.get_mut(framework_id) else {
             return;
         };
@@ -126,12 +139,7 @@ impl Books {
         };
         let agent_id = task.info.agent_id.clone();
         let resources = task.info.resources.clone();
-        if framework.completed.len() >= kept
-            && let Some(forgotten) = framework.completed.pop_front()
-        {
-            framework.history.remove(&forgotten.info.task_id);
-        }
-        framework.completed.push_back(task);
+        self.file_completed(framework_id, task);
         if let Some(agent) = self.agents.get_mut(&agent_id) {
             agent.tasks.remove(&(framework_id.clone(), task_id.clone()));
         }
