@@ -242,8 +242,18 @@ impl Ledger {
     }
 }
 
-/// A short account of a status update, launch or reconciliation frame,
-/// for the trace.
+/// The message kinds [`describe`] tells more of.
+pub(crate) const DESCRIBED: &[&str] = &[
+    "StatusUpdate",
+    "Update",
+    "Accept",
+    "Offers",
+    "Decline",
+    "Reconcile",
+];
+
+/// A short account of a status update, launch, offer, decline or
+/// reconciliation frame, for the trace.
 pub(crate) fn describe(kind: &str, frame: &[u8]) -> Option<String> {
     let status = |status: &TaskStatus| {
         format!(

@@ -228,8 +228,9 @@ enum TraceLine {
         to: SocketAddr,
         kind: &'static str,
         copies: usize,
-        /// What a status update or launch said.
-        detail: Option<String>,
+        /// The frame, for the kinds whose content the trace shows
+        /// (decoded only when the trace is shown).
+        frame: Option<bytes::Bytes>,
     },
     Text(Duration, String),
 }
@@ -295,9 +296,12 @@ impl Shared {
                 to,
                 kind,
                 copies,
-                detail,
+                frame,
             } => {
-                let detail = detail.as_deref().unwrap_or_default();
+                let detail = frame
+                    .as_ref()
+                    .and_then(|frame| ledger::describe(kind, frame))
+                    .unwrap_or_default();
                 let fate = match copies {
                     0 => " (lost)",
                     1 => "",
@@ -479,9 +483,8 @@ impl SimCluster {
         let observed = shared.clone();
         let started = tokio::time::Instant::now();
         let observer: Observer = Arc::new(move |event: &SimEvent<'_>| {
-            let observer = &observed;
             let at = started.elapsed();
-            let mut shared = lock(observer);
+            let mut shared = lock(&observed);
             shared.hash(event);
             match *event {
                 SimEvent::Frame {
@@ -496,14 +499,14 @@ impl SimCluster {
                     if matches!(kind, "Ping" | "Pong") && copies > 0 {
                         return;
                     }
-                    let detail = ledger::describe(kind, bytes);
+                    let frame = ledger::DESCRIBED.contains(&kind).then(|| bytes.clone());
                     shared.push(TraceLine::Frame {
                         at,
                         from,
                         to,
                         kind,
                         copies,
-                        detail,
+                        frame,
                     });
                 }
                 SimEvent::Delivered { to, body, .. } => {
