@@ -437,7 +437,6 @@ type MasterState = watch::Receiver<Option<Arc<strata_master::state::State>>>;
 pub struct SimCluster {
     seed: u64,
     spec: ClusterSpec,
-    network: SimNetwork,
     fabric: Fabric,
     random: SplitMix,
     shared: SharedRef,
@@ -478,7 +477,6 @@ impl SimCluster {
     /// On real QUIC, if no certificate authority can be made for the
     /// cluster (the system's randomness failed).
     pub fn new(seed: u64, spec: ClusterSpec) -> SimCluster {
-        let network = SimNetwork::new(seed);
         let shared = SharedRef::default();
         let observed = shared.clone();
         let started = tokio::time::Instant::now();
@@ -530,9 +528,9 @@ impl SimCluster {
         });
         let fabric = match spec.network {
             NetworkKind::Frames => {
-                let observer = observer.clone();
+                let network = SimNetwork::new(seed);
                 network.observe(move |event| observer(event));
-                Fabric::Frames(network.clone())
+                Fabric::Frames(network)
             }
             NetworkKind::Quic => Fabric::Quic {
                 udp: SimUdpNetwork::new(seed),
@@ -560,7 +558,6 @@ impl SimCluster {
             seed,
             random: SplitMix::new(seed ^ 0x5eed_5eed_5eed_5eed),
             spec,
-            network,
             fabric,
             shared,
             started,
@@ -592,9 +589,13 @@ impl SimCluster {
         self.seed
     }
 
-    /// The simulated network: links, partitions, filters.
-    pub fn network(&self) -> &SimNetwork {
-        &self.network
+    /// The simulated network, for links, partitions and filters; `None`
+    /// on real QUIC, which runs over simulated UDP instead.
+    pub fn network(&self) -> Option<&SimNetwork> {
+        match &self.fabric {
+            Fabric::Frames(network) => Some(network),
+            Fabric::Quic { .. } => None,
+        }
     }
 
     /// A generator for the scenario's own choices, seeded from the seed.
@@ -888,13 +889,25 @@ impl SimCluster {
         self.fabric.heal_all();
     }
 
-    /// Sets how every link behaves (loss, duplication, latency).
+    /// Sets how every link behaves (loss, duplication, latency). On real
+    /// QUIC, latency and loss apply to datagrams; duplication and message
+    /// kinds cannot (the wire is encrypted) and are recorded as a
+    /// violation of the scenario.
     pub fn set_default_link(&self, link: LinkConfig) {
         self.note(format!(
             "links: drop {:.2}, duplicate {:.2}, latency {:?}..{:?}, kinds {:?}",
             link.drop, link.duplicate, link.latency.0, link.latency.1, link.kinds
         ));
-        self.network.set_default_link(link);
+        match &self.fabric {
+            Fabric::Frames(network) => network.set_default_link(link),
+            Fabric::Quic { udp, .. } => {
+                if link.duplicate > 0.0 || link.kinds.is_some() {
+                    self.violation("duplication and message kinds are not available on QUIC");
+                }
+                udp.set_latency(link.latency.0, link.latency.1);
+                udp.set_loss(link.drop);
+            }
+        }
     }
 
     fn name(&self, addr: SocketAddr) -> String {
@@ -1154,7 +1167,10 @@ impl SimCluster {
         }
         Ok(Report {
             seed: self.seed,
-            trace_hash: self.network.trace_hash() ^ shared.events,
+            trace_hash: match &self.fabric {
+                Fabric::Frames(network) => network.trace_hash() ^ shared.events,
+                Fabric::Quic { .. } => shared.events,
+            },
             simulated: self.elapsed(),
             tasks,
             ended,
