@@ -20,10 +20,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use strata_master::MASTER_ID;
+use strata_protocol::offers::MAX_TASKS_PER_ACCEPT;
 use strata_protocol::{
     AgentId, AttributeValue, Capability, CommandInfo, Filters, FrameworkId, FrameworkInfo, Offer,
-    OfferConstraint, Operation, Reason, ReconcileTask, Resources, TaskId, TaskInfo, TaskKind,
-    TaskState, TaskStatus, ToMaster, ToScheduler,
+    OfferConstraint, Operation, Reason, ReconcileTask, Resources, Source, TaskId, TaskInfo,
+    TaskKind, TaskState, TaskStatus, ToMaster, ToScheduler,
 };
 use strata_runtime::upid::parse_socket_addr;
 use strata_runtime::{Incarnation, Node, NodeConfig, Received, Upid};
@@ -147,7 +148,7 @@ struct Execution {
     args: ExecuteArgs,
     master: Upid,
     framework_id: Option<FrameworkId>,
-    /// Tasks not placed yet, in order.
+    /// Tasks not placed yet, in the order they are tried.
     pending: Vec<TaskId>,
     states: BTreeMap<TaskId, TaskState>,
     largest_offer: Option<Resources>,
@@ -178,7 +179,9 @@ impl Execution {
         let mut left = offer.resources.clone();
         let mut tasks = Vec::new();
         if self.admits(&offer) {
-            while let Some(task_id) = self.pending.first().cloned() {
+            while tasks.len() < MAX_TASKS_PER_ACCEPT
+                && let Some(task_id) = self.pending.first().cloned()
+            {
                 let Some(rest) = left.checked_sub(&self.args.resources) else {
                     break;
                 };
@@ -214,6 +217,22 @@ impl Execution {
             operations: vec![Operation::Launch(tasks)],
             filters: Filters::default(),
         }
+    }
+
+    /// Whether `status` says the master dropped a launch because its offer
+    /// had gone (rescinded while the accept was on its way, say when the
+    /// agent re-registered): the task never started, so it waits for
+    /// another offer instead of ending.
+    fn relaunch_if_offer_gone(&mut self, status: &TaskStatus) -> bool {
+        let gone = status.source == Source::Master
+            && status.reason == Some(Reason::InvalidOffers)
+            && matches!(status.state, TaskState::Dropped | TaskState::Lost)
+            && self.states.get(&status.task_id) == Some(&TaskState::Staging);
+        if gone {
+            self.states.remove(&status.task_id);
+            self.pending.push(status.task_id.clone());
+        }
+        gone
     }
 
     fn done(&self) -> bool {
@@ -405,6 +424,17 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
                         }
                     }
                     ToScheduler::Update { status } => {
+                        if execution.relaunch_if_offer_gone(&status) {
+                            eprintln!(
+                                "strata execute: {}: {}; waiting for another offer",
+                                status.task_id, status.message
+                            );
+                            if let Some(framework_id) = execution.framework_id.clone() {
+                                let revive = ToMaster::Revive { framework_id };
+                                let _ = inbox.send(&execution.master, revive);
+                            }
+                            continue;
+                        }
                         if let (Some(update_id), Some(agent_id), Some(framework_id)) = (
                             status.update_id,
                             status.agent_id.clone(),
@@ -467,4 +497,108 @@ fn teardown(inbox: &strata_runtime::Inbox<ToScheduler>, execution: &Execution) {
 
 fn whoami() -> String {
     std::env::var("USER").unwrap_or_else(|_| "nobody".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use strata_protocol::OfferId;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: ExecuteArgs,
+    }
+
+    fn execution(flags: &[&str]) -> Execution {
+        let args = Command::try_parse_from([&["execute", "--command", "true"], flags].concat())
+            .unwrap()
+            .args;
+        let pending = (0..args.instances)
+            .map(|index| TaskId::new(format!("{}-{index}", args.name)).unwrap())
+            .collect();
+        Execution {
+            master: Upid::new(MASTER_ID, args.master, Incarnation::ANY).unwrap(),
+            framework_id: Some(FrameworkId::new("F1").unwrap()),
+            args,
+            pending,
+            states: BTreeMap::new(),
+            largest_offer: None,
+        }
+    }
+
+    fn offer(id: &str, resources: &str) -> Offer {
+        Offer {
+            id: OfferId::new(id).unwrap(),
+            framework_id: FrameworkId::new("F1").unwrap(),
+            agent_id: AgentId::new("S1").unwrap(),
+            hostname: "localhost".into(),
+            resources: resources.parse().unwrap(),
+            attributes: Default::default(),
+        }
+    }
+
+    fn launched(call: &ToMaster) -> Vec<String> {
+        match call {
+            ToMaster::Accept { operations, .. } => operations
+                .iter()
+                .flat_map(|Operation::Launch(tasks)| tasks)
+                .map(|task| task.task_id.to_string())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn from_master(task_id: &str, state: TaskState, reason: Reason) -> TaskStatus {
+        TaskStatus {
+            task_id: TaskId::new(task_id).unwrap(),
+            state,
+            source: Source::Master,
+            reason: Some(reason),
+            message: "offer O1 is no longer valid".into(),
+            agent_id: Some(AgentId::new("S1").unwrap()),
+            executor_id: None,
+            update_id: None,
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_launch_dropped_because_its_offer_was_gone_is_tried_again() {
+        let mut execution = execution(&["--name", "web", "--resources", "cpus:1;mem:32"]);
+        let first = execution.use_offer(offer("O1", "cpus:1;mem:64"));
+        assert_eq!(launched(&first), ["web-0"]);
+        assert!(execution.pending.is_empty());
+        let dropped = from_master("web-0", TaskState::Dropped, Reason::InvalidOffers);
+        assert!(execution.relaunch_if_offer_gone(&dropped));
+        assert!(!execution.done());
+        assert_eq!(execution.pending.len(), 1);
+        let second = execution.use_offer(offer("O2", "cpus:1;mem:64"));
+        assert_eq!(launched(&second), ["web-0"]);
+        // Once it is under way, the same answer is no reason to launch it
+        // again: it ends the task.
+        execution
+            .states
+            .insert(TaskId::new("web-0").unwrap(), TaskState::Running);
+        assert!(!execution.relaunch_if_offer_gone(&dropped));
+    }
+
+    #[test]
+    fn other_refusals_end_the_task() {
+        let mut execution = execution(&["--name", "web"]);
+        execution.use_offer(offer("O1", "cpus:1;mem:64"));
+        let invalid = from_master("web-0", TaskState::Error, Reason::TaskInvalid);
+        assert!(!execution.relaunch_if_offer_gone(&invalid));
+        execution.states.insert(invalid.task_id, invalid.state);
+        assert!(execution.done());
+    }
+
+    #[test]
+    fn an_accept_launches_no_more_than_the_master_takes() {
+        let mut execution = execution(&["--name", "many", "--instances", "2000"]);
+        let call = execution.use_offer(offer("O1", "cpus:1000;mem:100000"));
+        assert_eq!(launched(&call).len(), MAX_TASKS_PER_ACCEPT);
+        assert_eq!(execution.pending.len(), 2000 - MAX_TASKS_PER_ACCEPT);
+    }
 }

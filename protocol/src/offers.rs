@@ -21,6 +21,14 @@ pub const DEFAULT_REFUSE: Duration = Duration::from_secs(5);
 /// Longest refusal accepted (Mesos: 365 days).
 pub const MAX_REFUSE: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// Most tasks one accept may launch; the master drops all of a larger
+/// accept's tasks.
+pub const MAX_TASKS_PER_ACCEPT: usize = 1024;
+
+/// Most offers one accept or decline may name; the master ignores the
+/// rest.
+pub const MAX_OFFERS_PER_CALL: usize = 1024;
+
 /// Resources of one agent offered to one framework.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {

@@ -117,12 +117,16 @@ pub fn exits_within(pid: i32, limit: std::time::Duration) -> bool {
 /// Waits up to 30 s for a line containing `wanted`; returns it.
 pub fn read_until(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match lines.recv_timeout(left) {
             Ok(line) if line.contains(wanted) => return line,
-            Ok(_) => {}
-            Err(error) => panic!("no line with {wanted:?} within 30 s: {error}"),
+            Ok(line) => seen.push(line),
+            Err(error) => panic!(
+                "no line with {wanted:?} within 30 s: {error}; the lines read:\n{}",
+                seen.join("\n")
+            ),
         }
     }
 }

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use strata_protocol::offers::{MAX_OFFERS_PER_CALL, MAX_TASKS_PER_ACCEPT};
 use strata_protocol::{
     AgentId, Filters, FrameworkId, Offer, OfferId, Operation, Reason, Resources, Task, TaskInfo,
     TaskState, ToAgent, ToScheduler,
@@ -19,12 +20,6 @@ use strata_protocol::{
 
 use super::{AgentStatus, Books, Command, Event, OfferEntry};
 use crate::allocator::Allocation;
-
-/// Most tasks one accept may launch; more are refused.
-pub const MAX_TASKS_PER_ACCEPT: usize = 1024;
-
-/// Most offers one accept or decline may name.
-pub const MAX_OFFERS_PER_CALL: usize = 1024;
 
 impl Books {
     /// An agent reports an executor ended: its own resources return.
