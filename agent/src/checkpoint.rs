@@ -11,8 +11,6 @@
 //! - `.../tasks/<task>/task.json`: the task, its last state and the process
 //!   that runs it (its process group and start time, its sandbox);
 //! - `.../tasks/<task>/updates.json`: its unacknowledged status updates;
-//! - `.../tasks/<task>/exit.json`: how its process ended, written by the
-//!   task monitor (see [`crate::monitor`]);
 //! - `.../executors/<executor>/executor.json`: a custom executor's process
 //!   and address.
 //!
@@ -78,8 +76,10 @@ pub struct RunCheckpoint {
     pub group: i32,
     pub start_ticks: u64,
     pub sandbox: PathBuf,
-    /// Whether the leader is a task monitor that records the exit.
-    pub monitored: bool,
+    /// Whether the task launcher started it (see [`crate::launcher`]),
+    /// which then reports its end to a restarted agent.
+    #[serde(default)]
+    pub launched: bool,
     /// Whether it runs on a simulated machine
     /// ([`crate::sim_host::SimHost`]) rather than as a process.
     #[serde(default)]
@@ -95,22 +95,6 @@ pub struct ExecutorCheckpoint {
     pub group: i32,
     pub start_ticks: u64,
     pub pid: Option<strata_runtime::Upid>,
-}
-
-/// How a task's process ended, as its monitor recorded it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitCheckpoint {
-    pub version: u32,
-    pub outcome: ExitOutcome,
-}
-
-/// How a monitored command ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ExitOutcome {
-    /// It ran and ended with this raw wait status.
-    Exited { wait_status: i32 },
-    /// It could not be started.
-    NotStarted { message: String },
 }
 
 /// Why a checkpoint could not be written or read.
@@ -210,6 +194,16 @@ pub fn remove(path: &Path) -> Result<(), CheckpointError> {
     })
 }
 
+/// Removes a task's checkpoint file, and the task's directory once
+/// nothing is left in it.
+pub fn remove_task_file(path: &Path) -> Result<(), CheckpointError> {
+    remove(path)?;
+    if let Some(dir) = path.parent() {
+        durable::remove_empty_dir(dir);
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 struct VersionProbe {
     version: u32,
@@ -254,7 +248,7 @@ pub fn save_stream(
     pending: &[TaskStatus],
 ) -> Result<(), CheckpointError> {
     if pending.is_empty() {
-        return remove(path);
+        return remove_task_file(path);
     }
     save(
         path,

@@ -16,8 +16,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
 use rustix::process::{Pid, Signal};
 use strata_protocol::{AgentId, CommandInfo, FrameworkId, TaskId, TaskState};
+
+use crate::launcher::Launcher;
 
 /// The sandbox of one run of one executor.
 pub fn sandbox_path(
@@ -38,33 +43,47 @@ pub fn sandbox_path(
         .join(run)
 }
 
+/// How a started process ends.
+pub type Ending = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::io::Result<ExitStatus>> + Send + 'static>,
+>;
+
 /// A started task process.
-#[derive(Debug)]
 pub struct Started {
-    pub child: tokio::process::Child,
-    /// Its process group (the child's pid).
+    /// Resolves when it ends.
+    pub ending: Ending,
+    /// Its process group (the process's pid).
     pub group: i32,
     pub sandbox: PathBuf,
 }
 
-/// A task monitor to start the command under (see [`crate::monitor`]).
-#[derive(Debug, Clone)]
-pub struct Monitoring {
-    /// The monitor program (the `strata` binary).
-    pub program: PathBuf,
-    /// Where it records the command's end.
-    pub exit_file: PathBuf,
-    /// The agent's pid, for tasks that must not outlive it.
-    pub agent_pid: Option<i32>,
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started")
+            .field("group", &self.group)
+            .field("sandbox", &self.sandbox)
+            .finish_non_exhaustive()
+    }
 }
 
-/// Creates the sandbox and starts `command` in it, under `monitoring`'s
-/// monitor when given.
+/// Who starts a command: the agent itself, or its task launcher (see
+/// [`crate::launcher`]), for tasks that outlive the agent.
+#[derive(Debug, Clone, Copy)]
+pub enum Parent<'a> {
+    Agent,
+    Launcher {
+        launcher: &'a Launcher,
+        /// Killed when the agent goes (its framework does not checkpoint).
+        dies_with_agent: bool,
+    },
+}
+
+/// Creates the sandbox and starts `command` in it, as `parent`'s child.
 pub fn start(
     sandbox: &Path,
     command: &CommandInfo,
     extra_environment: &BTreeMap<String, String>,
-    monitoring: Option<&Monitoring>,
+    parent: Parent<'_>,
 ) -> Result<Started, String> {
     fs::create_dir_all(sandbox)
         .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
@@ -83,50 +102,74 @@ pub fn start(
             .chain(command.arguments.iter().skip(1).map(Into::into))
             .collect()
     };
-    let mut process = match monitoring {
-        Some(monitoring) => {
-            let arguments = crate::monitor::MonitorArgs {
-                exit_file: monitoring.exit_file.clone(),
-                sandbox: sandbox.to_owned(),
-                agent_pid: monitoring.agent_pid,
-                command: argv,
-            }
-            .to_arguments();
-            let mut process = tokio::process::Command::new(&monitoring.program);
-            // The monitor stays out of the sandbox; the command runs in it.
-            process.args(arguments).current_dir("/");
-            process
-        }
-        None => {
-            let mut process = tokio::process::Command::new(&argv[0]);
-            process.args(&argv[1..]).current_dir(sandbox);
-            process
-        }
-    };
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-    process
-        .env_clear()
-        .env("PATH", path)
-        .env("HOME", sandbox)
-        .env("STRATA_SANDBOX", sandbox)
-        .envs(extra_environment)
-        .envs(&command.environment)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .process_group(0)
-        .kill_on_drop(false);
-    let child = process
-        .spawn()
+    let mut environment: BTreeMap<OsString, OsString> = BTreeMap::from([
+        ("PATH".into(), path.into()),
+        ("HOME".into(), sandbox.into()),
+        ("STRATA_SANDBOX".into(), sandbox.into()),
+    ]);
+    for (name, value) in extra_environment.iter().chain(&command.environment) {
+        environment.insert(name.into(), value.into());
+    }
+    if let Parent::Launcher {
+        launcher,
+        dies_with_agent,
+    } = parent
+    {
+        let launch = crate::launcher::Launch {
+            argv: argv.into_iter().map(OsString::into_vec).collect(),
+            environment: environment
+                .into_iter()
+                .map(|(name, value)| (name.into_vec(), value.into_vec()))
+                .collect(),
+            directory: sandbox.to_owned(),
+            stdout: sandbox.join("stdout"),
+            stderr: sandbox.join("stderr"),
+            dies_with_agent,
+        };
+        let group = launcher.launch(launch)?;
+        return Ok(Started {
+            ending: Box::pin(launcher.end_of(group)),
+            group,
+            sandbox: sandbox.to_owned(),
+        });
+    }
+    let mut child = spawn_in_group(&argv, environment, sandbox, stdout, stderr)
         .map_err(|e| format!("cannot start {:?}: {e}", command.value))?;
     let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
         return Err("the task process exited before it could be tracked".into());
     };
     Ok(Started {
-        child,
+        ending: Box::pin(async move { child.wait().await }),
         group,
         sandbox: sandbox.to_owned(),
     })
+}
+
+/// Starts `argv` (not empty) in `directory` with exactly `environment`,
+/// its output to the given files, in a process group of its own: how
+/// every task process starts, by the agent or by its launcher.
+pub(crate) fn spawn_in_group(
+    argv: &[OsString],
+    environment: impl IntoIterator<Item = (OsString, OsString)>,
+    directory: &Path,
+    stdout: fs::File,
+    stderr: fs::File,
+) -> std::io::Result<tokio::process::Child> {
+    let Some((program, arguments)) = argv.split_first() else {
+        return Err(std::io::Error::other("the command names no executable"));
+    };
+    tokio::process::Command::new(program)
+        .args(arguments)
+        .current_dir(directory)
+        .env_clear()
+        .envs(environment)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()
 }
 
 /// When process `pid` started, in clock ticks since boot; `None` when it
@@ -145,6 +188,27 @@ pub fn still_running(group: i32, start_ticks: u64) -> bool {
     procfs::process::Process::new(group)
         .and_then(|process| process.stat())
         .is_ok_and(|stat| stat.starttime == start_ticks && stat.state != 'Z' && stat.state != 'X')
+}
+
+/// Waits until process `pid` has exited (also when it is not a child). A
+/// process that is gone already counts as exited.
+pub async fn wait_for_exit(pid: i32) -> std::io::Result<()> {
+    let Some(pid) = Pid::from_raw(pid) else {
+        return Ok(());
+    };
+    let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK) {
+        Ok(pidfd) => pidfd,
+        Err(rustix::io::Errno::SRCH) => return Ok(()),
+        Err(error) => return Err(error.into()),
+    };
+    // The constructor is deprecated because a borrowed descriptor could be
+    // closed under the registration; this one is owned by the `AsyncFd`
+    // and closed only when it is dropped, which is what it requires (the
+    // replacement is `unsafe`, which this workspace forbids).
+    #[allow(deprecated)]
+    let fd = tokio::io::unix::AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE)?;
+    let _ready = fd.readable().await?;
+    Ok(())
 }
 
 /// Sends `signal` to a process group; a group that is gone is no error.

@@ -152,19 +152,22 @@ impl Agent {
                 EXECUTOR_RECOVERY_TIMEOUT.as_secs().to_string(),
             );
         }
-        let started = command_executor::start(&sandbox, &executor.command, &environment, None)?;
+        let started = command_executor::start(
+            &sandbox,
+            &executor.command,
+            &environment,
+            command_executor::Parent::Agent,
+        )?;
         let key = (framework_id.clone(), executor.executor_id.clone());
         let group = started.group;
         let start_ticks = command_executor::start_ticks(group).unwrap_or(0);
         self.executors_mut()
             .insert(key.clone(), ExecutorRun::unregistered(group, start_ticks));
         self.checkpoint_executor(&key);
-        let mut child = started.child;
         let exit_key = key.clone();
-        ctx.spawn_future(
-            async move { child.wait().await },
-            move |agent, ctx, status| agent.executor_exited(ctx, exit_key, group, status),
-        );
+        ctx.spawn_future(started.ending, move |agent, ctx, status| {
+            agent.executor_exited(ctx, exit_key, group, status)
+        });
         self.expect_registration(ctx, key, group);
         Ok(())
     }
@@ -211,7 +214,7 @@ impl Agent {
         send(ctx, &pid, ToExecutor::Reconnect);
         let exit_key = key.clone();
         ctx.spawn_future(
-            crate::monitor::wait_for_exit(group),
+            command_executor::wait_for_exit(group),
             move |agent, ctx, watched| {
                 let status = watched.and_then(|()| {
                     Err(std::io::Error::other(

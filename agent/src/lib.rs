@@ -7,7 +7,7 @@ pub mod command_executor;
 pub mod detection;
 mod executors;
 pub mod http;
-pub mod monitor;
+pub mod launcher;
 pub mod process;
 pub mod recovery;
 pub mod resources;

@@ -69,11 +69,12 @@ pub struct AgentConfig {
     pub tls: Option<strata_runtime::TlsMaterial>,
     /// How long a custom executor has to register (Mesos: 1 min).
     pub executor_registration_timeout: Duration,
-    /// The task monitor program (the `strata` binary, run as
-    /// `strata monitor-task`); with it, tasks survive an agent restart and
-    /// their ends are still known (see [`crate::monitor`]). Without it
-    /// tasks are the agent's own children.
-    pub task_monitor: Option<PathBuf>,
+    /// The task launcher program (the `strata` binary, run as
+    /// `strata task-launcher`); with it, tasks are the launcher's children,
+    /// so they survive an agent restart and their ends are still known
+    /// (see [`crate::launcher`]). Without it tasks are the agent's own
+    /// children.
+    pub task_launcher: Option<PathBuf>,
     /// Whether stopping the agent kills every task; when false only the
     /// tasks of frameworks that do not checkpoint are killed, and the rest
     /// keep running for the restarted agent to recover.
@@ -101,7 +102,7 @@ impl AgentConfig {
             usage_interval: Duration::from_secs(1),
             tls: None,
             executor_registration_timeout: Duration::from_secs(60),
-            task_monitor: None,
+            task_launcher: None,
             kill_tasks_on_stop: true,
         }
     }
@@ -144,12 +145,25 @@ pub(crate) struct TaskProcess {
     pub(crate) kill_requested: bool,
     /// Why the agent killed it for exceeding a limit, if it did.
     pub(crate) limit_exceeded: Option<String>,
-    /// Where its monitor records its end, when it has a monitor (the
-    /// group's leader then).
-    pub(crate) exit_file: Option<PathBuf>,
+    /// Whether the task launcher started it (and reports its end).
+    pub(crate) launched: bool,
     /// When the group's leader started, to tell it from a recycled pid.
     pub(crate) start_ticks: u64,
     pub(crate) sandbox: PathBuf,
+}
+
+impl TaskProcess {
+    /// A process an earlier life of this agent started.
+    pub(crate) fn recovered(run: &crate::checkpoint::RunCheckpoint, launched: bool) -> TaskProcess {
+        TaskProcess {
+            group: run.group,
+            kill_requested: false,
+            limit_exceeded: None,
+            launched,
+            start_ticks: run.start_ticks,
+            sandbox: run.sandbox.clone(),
+        }
+    }
 }
 
 /// Runs tasks inside the agent process, for tests and simulation.
@@ -196,6 +210,8 @@ pub struct Agent {
     pub(crate) publisher: Option<crate::http::Publisher>,
     pub(crate) pid: String,
     pub(crate) last_ping: Instant,
+    /// The task launcher, once connected.
+    pub(crate) launcher: Option<crate::launcher::Launcher>,
 }
 
 pub(crate) fn now() -> Instant {
@@ -235,6 +251,7 @@ impl Agent {
             publisher: None,
             pid: String::new(),
             last_ping: now(),
+            launcher: None,
         }
     }
 
@@ -373,13 +390,7 @@ impl Agent {
             .values()
             .map(|process| process.group)
             .collect();
-        let monitors = self
-            .processes
-            .values()
-            .filter(|process| process.exit_file.is_some())
-            .map(|process| process.group)
-            .collect();
-        let sampled = crate::usage::sample(&groups, &monitors);
+        let sampled = crate::usage::sample(&groups);
         self.usage.clear();
         for (key, process) in &mut self.processes {
             let Some(usage) = sampled.get(&process.group) else {
@@ -579,7 +590,7 @@ impl Agent {
             .join("task.json");
         let key = (framework_id.clone(), task_id.clone());
         let written = match self.tasks.get(&key).or_else(|| self.finished.get(&key)) {
-            None => crate::checkpoint::remove(&path),
+            None => crate::checkpoint::remove_task_file(&path),
             Some(task) => {
                 let run = self
                     .processes
@@ -588,7 +599,7 @@ impl Agent {
                         group: process.group,
                         start_ticks: process.start_ticks,
                         sandbox: process.sandbox.clone(),
-                        monitored: process.exit_file.is_some(),
+                        launched: process.launched,
                         simulated: false,
                     })
                     .or_else(|| {
@@ -597,7 +608,7 @@ impl Agent {
                                 group: 0,
                                 start_ticks: 0,
                                 sandbox: PathBuf::new(),
-                                monitored: false,
+                                launched: false,
                                 simulated: true,
                             }
                         })
@@ -628,29 +639,23 @@ impl Agent {
         }
     }
 
-    /// How a task's command is monitored, when the agent has a monitor.
-    fn monitoring(
-        &self,
+    /// The task launcher, connected (and started) on first use; `None`
+    /// without one, or when it cannot be reached (logged: tasks then run
+    /// as the agent's children and do not outlive it knowingly).
+    pub(crate) fn launcher(
+        &mut self,
         work_dir: &std::path::Path,
-        agent_id: &AgentId,
-        framework_id: &FrameworkId,
-        task_id: &TaskId,
-    ) -> Option<command_executor::Monitoring> {
-        let program = self.config.task_monitor.clone()?;
-        let exit_file = crate::checkpoint::task_dir(work_dir, agent_id, framework_id, task_id)
-            .join("exit.json");
-        // A stale record of an earlier run must not be taken for this one.
-        if let Err(error) = crate::checkpoint::remove(&exit_file) {
-            warn!(cause = %error, "cannot clear a task's old exit record");
+    ) -> Option<crate::launcher::Launcher> {
+        if self.launcher.is_none() {
+            let program = self.config.task_launcher.as_ref()?;
+            match crate::launcher::Launcher::connect(program, work_dir) {
+                Ok(launcher) => self.launcher = Some(launcher),
+                Err(error) => {
+                    error!(cause = %error, "cannot reach the task launcher; tasks run as the agent's children");
+                }
+            }
         }
-        let agent_pid = (!self.checkpointing(framework_id))
-            .then(|| i32::try_from(std::process::id()).ok())
-            .flatten();
-        Some(command_executor::Monitoring {
-            program,
-            exit_file,
-            agent_pid,
-        })
+        self.launcher.clone()
     }
 
     fn forward(&self, ctx: &mut ProcessContext<'_, Self>, forward: Forward) {
@@ -867,8 +872,15 @@ impl Agent {
             ("STRATA_FRAMEWORK_ID".to_owned(), framework_id.to_string()),
             ("STRATA_AGENT_ID".to_owned(), agent_id.to_string()),
         ]);
-        let monitoring = self.monitoring(work_dir, &agent_id, framework_id, &task_id);
-        match command_executor::start(&sandbox, command, &environment, monitoring.as_ref()) {
+        let launcher = self.launcher(work_dir);
+        let parent = match &launcher {
+            Some(launcher) => command_executor::Parent::Launcher {
+                launcher,
+                dies_with_agent: !self.checkpointing(framework_id),
+            },
+            None => command_executor::Parent::Agent,
+        };
+        match command_executor::start(&sandbox, command, &environment, parent) {
             Err(reason) => self.report_with(
                 ctx,
                 framework_id,
@@ -886,18 +898,16 @@ impl Agent {
                         group,
                         kill_requested: false,
                         limit_exceeded: None,
-                        exit_file: monitoring.map(|monitoring| monitoring.exit_file),
+                        launched: launcher.is_some(),
                         start_ticks: command_executor::start_ticks(group).unwrap_or(0),
                         sandbox: started.sandbox.clone(),
                     },
                 );
                 let message = format!("running in {}", started.sandbox.display());
                 self.report(ctx, framework_id, &task_id, TaskState::Running, &message);
-                let mut child = started.child;
-                ctx.spawn_future(
-                    async move { child.wait().await },
-                    move |agent, ctx, status| agent.process_exited(ctx, key, group, status),
-                );
+                ctx.spawn_future(started.ending, move |agent, ctx, status| {
+                    agent.process_exited(ctx, key, group, status)
+                });
             }
         }
     }
@@ -930,27 +940,6 @@ impl Agent {
         let kill_requested = process
             .as_ref()
             .is_some_and(|process| process.kill_requested);
-        let recorded = process
-            .and_then(|process| process.exit_file)
-            .and_then(|exit_file| crate::recovery::take_exit_record(&exit_file));
-        let status = match recorded {
-            Some(crate::checkpoint::ExitOutcome::NotStarted { message }) => {
-                return self.report_with(
-                    ctx,
-                    &key.0,
-                    &key.1,
-                    TaskState::Failed,
-                    Some(Reason::CommandExecutorFailed),
-                    &message,
-                );
-            }
-            Some(crate::checkpoint::ExitOutcome::Exited { wait_status }) => Ok(
-                <std::process::ExitStatus as std::os::unix::process::ExitStatusExt>::from_raw(
-                    wait_status,
-                ),
-            ),
-            None => status,
-        };
         let (state, message) = command_executor::outcome(status, kill_requested);
         self.report(ctx, &key.0, &key.1, state, &message);
     }

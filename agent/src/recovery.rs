@@ -3,12 +3,12 @@
 //! On start, an agent whose work directory names an agent (see
 //! [`crate::checkpoint`]) reads back that agent's checkpointed frameworks,
 //! tasks and update streams. Tasks whose process still runs (the same
-//! process group leader, by pid and start time) are re-attached: the agent
-//! waits for them through a pidfd and reads how they ended from their
-//! monitor's record. Tasks whose process ended while the agent was down
-//! are reported with that record's outcome, or FAILED with
-//! EXECUTOR_TERMINATED when none exists; tasks that never started are
-//! LOST with AGENT_RESTARTED. Custom executors that still run are sent
+//! process group leader, by pid and start time) are re-attached: the task
+//! launcher that started them (see [`crate::launcher`]) reports how they
+//! end, also when they ended while the agent was down. A task whose
+//! launcher is gone is waited for through a pidfd and ends FAILED with
+//! EXECUTOR_TERMINATED, as does one that ended unseen; tasks that never
+//! started are LOST with AGENT_RESTARTED. Custom executors that still run are sent
 //! `Reconnect` and their tasks wait for them to register again. The agent
 //! then re-registers under its old id with its tasks, and resends the
 //! unacknowledged updates.
@@ -25,11 +25,10 @@ use strata_protocol::{
     TaskStatus,
 };
 use strata_runtime::ProcessContext;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::checkpoint::{
-    self, AgentCheckpoint, CheckpointError, ExecutorCheckpoint, ExitCheckpoint, ExitOutcome,
-    FrameworkCheckpoint, TaskCheckpoint,
+    self, AgentCheckpoint, CheckpointError, ExecutorCheckpoint, FrameworkCheckpoint, TaskCheckpoint,
 };
 use crate::command_executor;
 use crate::process::{Agent, Runner, TaskProcess};
@@ -223,24 +222,6 @@ fn load_raw_if_present(path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> 
     }
 }
 
-/// Reads and removes a monitor's exit record; `None` when there is none
-/// (or it cannot be read, which is logged).
-pub(crate) fn take_exit_record(path: &Path) -> Option<ExitOutcome> {
-    let record = match load_if_present::<ExitCheckpoint>(path) {
-        Ok(record) => record.map(|record| record.outcome),
-        Err(error) => {
-            warn!(cause = %error, "a task's exit record is unreadable");
-            None
-        }
-    };
-    let _ = checkpoint::remove(path);
-    // The task's checkpoint directory goes once nothing is left in it.
-    if let Some(dir) = path.parent() {
-        strata_runtime::durable::remove_empty_dir(dir);
-    }
-    record
-}
-
 impl Agent {
     /// Reads this agent's checkpoints, if any, and takes its tasks back.
     pub(crate) fn recover(
@@ -328,66 +309,56 @@ impl Agent {
         {
             return;
         }
-        let Some(agent_id) = self.agent_id.clone() else {
-            return;
-        };
-        let exit_file =
-            checkpoint::task_dir(work_dir, &agent_id, framework_id, &task_id).join("exit.json");
+        let launcher = self.launcher(work_dir);
         match checkpoint.run {
             Some(run) if run.simulated => self.recover_hosted(ctx, key),
-            Some(run) if command_executor::still_running(run.group, run.start_ticks) => {
+            // The launcher started it and runs it still, or holds its end.
+            Some(run)
+                if run.launched
+                    && let Some(launcher) =
+                        launcher.filter(|launcher| launcher.knows(run.group)) =>
+            {
+                if let Some(status) = launcher.take_end(run.group) {
+                    let (state, how) = command_executor::outcome(Ok(status), false);
+                    let message = format!("{how} while the agent was down");
+                    self.report(ctx, framework_id, &task_id, state, &message);
+                    return;
+                }
                 info!(task_id = %task_id, group = run.group, "re-attached to a running task");
-                self.processes.insert(
-                    key.clone(),
-                    TaskProcess {
-                        group: run.group,
-                        kill_requested: false,
-                        limit_exceeded: None,
-                        exit_file: run.monitored.then(|| exit_file.clone()),
-                        start_ticks: run.start_ticks,
-                        sandbox: run.sandbox,
-                    },
-                );
                 let group = run.group;
+                self.processes
+                    .insert(key.clone(), TaskProcess::recovered(&run, true));
+                ctx.spawn_future(launcher.end_of(group), move |agent, ctx, status| {
+                    agent.process_exited(ctx, key, group, status)
+                });
+            }
+            Some(run) if command_executor::still_running(run.group, run.start_ticks) => {
+                // Its parent is gone: that it ends is known, not how.
+                info!(task_id = %task_id, group = run.group, "re-attached to a running task");
+                let group = run.group;
+                self.processes
+                    .insert(key.clone(), TaskProcess::recovered(&run, false));
                 ctx.spawn_future(
-                    crate::monitor::wait_for_exit(group),
+                    command_executor::wait_for_exit(group),
                     move |agent, ctx, watched| {
-                        let status = match watched {
-                            Ok(()) => Err(std::io::Error::other(
+                        let status = watched.and_then(|()| {
+                            Err(std::io::Error::other(
                                 "its process was started by an earlier life of this agent, \
-                                 and no exit record was left",
-                            )),
-                            Err(error) => Err(error),
-                        };
+                                 and how it ended is not known",
+                            ))
+                        });
                         agent.process_exited(ctx, key, group, status);
                     },
                 );
             }
-            Some(run) => {
-                let outcome = run
-                    .monitored
-                    .then(|| take_exit_record(&exit_file))
-                    .flatten();
-                let (state, reason, message) = match outcome {
-                    Some(ExitOutcome::Exited { wait_status }) => {
-                        let status = <std::process::ExitStatus as std::os::unix::process::ExitStatusExt>::from_raw(wait_status);
-                        let (state, how) = command_executor::outcome(Ok(status), false);
-                        (state, None, format!("{how} while the agent was down"))
-                    }
-                    Some(ExitOutcome::NotStarted { message }) => (
-                        TaskState::Failed,
-                        Some(Reason::CommandExecutorFailed),
-                        message,
-                    ),
-                    None => (
-                        TaskState::Failed,
-                        Some(Reason::ExecutorTerminated),
-                        "the task's process ended while the agent was down, and how is not known"
-                            .to_owned(),
-                    ),
-                };
-                self.report_with(ctx, framework_id, &task_id, state, reason, &message);
-            }
+            Some(_) => self.report_with(
+                ctx,
+                framework_id,
+                &task_id,
+                TaskState::Failed,
+                Some(Reason::ExecutorTerminated),
+                "the task's process ended while the agent was down, and how is not known",
+            ),
             None if executor.is_some() => self.report_with(
                 ctx,
                 framework_id,

@@ -22,10 +22,9 @@ pub struct GroupUsage {
     pub processes: u32,
 }
 
-/// Reads `/proc` once and sums usage for each of `groups`, leaving out the
-/// processes in `skipped` (task monitors, which are not the task); a group
-/// with no live process is absent from the answer.
-pub fn sample(groups: &BTreeSet<i32>, skipped: &BTreeSet<i32>) -> BTreeMap<i32, GroupUsage> {
+/// Reads `/proc` once and sums usage for each of `groups`; a group with no
+/// live process is absent from the answer.
+pub fn sample(groups: &BTreeSet<i32>) -> BTreeMap<i32, GroupUsage> {
     let mut usage: BTreeMap<i32, GroupUsage> = BTreeMap::new();
     if groups.is_empty() {
         return usage;
@@ -40,7 +39,7 @@ pub fn sample(groups: &BTreeSet<i32>, skipped: &BTreeSet<i32>) -> BTreeMap<i32, 
         let Ok(stat) = process.stat() else {
             continue;
         };
-        if !groups.contains(&stat.pgrp) || skipped.contains(&stat.pid) {
+        if !groups.contains(&stat.pgrp) {
             continue;
         }
         let entry = usage.entry(stat.pgrp).or_default();
@@ -63,7 +62,7 @@ mod tests {
     #[test]
     fn this_process_group_is_seen() {
         let group = rustix::process::getpgrp().as_raw_nonzero().get();
-        let usage = sample(&BTreeSet::from([group]), &BTreeSet::new());
+        let usage = sample(&BTreeSet::from([group]));
         let ours = usage.get(&group).copied().unwrap_or_default();
         assert!(ours.processes >= 1, "{usage:?}");
         assert!(ours.rss_bytes > 0);

@@ -30,18 +30,18 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
     let total = ((2000.0 * scale) as usize).max(IN_FLIGHT);
     // Best of three for each: process creation and sandbox files make
     // single runs swing with the machine's disk and scheduler.
-    // `strata agent` starts each command under the task monitor (the
+    // `strata agent` starts each command through its task launcher (the
     // `strata` binary), so tasks survive agent restarts; measured too when
     // that binary is built beside this one.
-    let monitor = crate::recovery::strata_binary().ok();
+    let launcher = crate::recovery::strata_binary().ok();
     let mut baseline: f64 = 0.0;
     let mut ours: f64 = 0.0;
-    let mut monitored: f64 = 0.0;
+    let mut launched: f64 = 0.0;
     for _ in 0..3 {
         baseline = baseline.max(raw_spawns(total)?);
         ours = ours.max(through_strata(total, None)?);
-        if let Some(monitor) = &monitor {
-            monitored = monitored.max(through_strata(total, Some(monitor))?);
+        if let Some(launcher) = &launcher {
+            launched = launched.max(through_strata(total, Some(launcher))?);
         }
     }
     let measure = Measure {
@@ -52,22 +52,22 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
     };
     let mut rows = vec![Row::new(
         format!(
-            "launch {total} /bin/true, no monitor (sandboxes on {})",
+            "launch {total} /bin/true as the agent's children (sandboxes on {})",
             sandbox_root().1
         ),
         measure,
         baseline,
         ours,
     )];
-    if monitor.is_some() {
+    if launcher.is_some() {
         rows.push(Row::new(
             format!(
-                "launch {total} /bin/true under the task monitor (sandboxes on {})",
+                "launch {total} /bin/true through the task launcher (sandboxes on {})",
                 sandbox_root().1
             ),
             measure,
             baseline,
-            monitored,
+            launched,
         ));
     }
     Ok(rows)
@@ -110,13 +110,13 @@ fn sandbox_root() -> (std::path::PathBuf, &'static str) {
     }
 }
 
-fn through_strata(total: usize, monitor: Option<&std::path::Path>) -> anyhow::Result<f64> {
+fn through_strata(total: usize, launcher: Option<&std::path::Path>) -> anyhow::Result<f64> {
     let work_dir = sandbox_root()
         .0
         .join(format!("strata-bench-launch-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     let ca = CertificateAuthority::generate("strata-bench")?;
-    let rate = actix_rt::System::new().block_on(launch_all(&ca, &work_dir, total, monitor));
+    let rate = actix_rt::System::new().block_on(launch_all(&ca, &work_dir, total, launcher));
     let _ = std::fs::remove_dir_all(&work_dir);
     rate
 }
@@ -125,7 +125,7 @@ async fn launch_all(
     ca: &CertificateAuthority,
     work_dir: &std::path::Path,
     total: usize,
-    monitor: Option<&std::path::Path>,
+    launcher: Option<&std::path::Path>,
 ) -> anyhow::Result<f64> {
     let bind = |name: &str| -> anyhow::Result<NodeConfig> {
         Ok(NodeConfig::new("127.0.0.1:0".parse()?, ca.issue(name)?))
@@ -151,7 +151,7 @@ async fn launch_all(
         usage_interval: std::time::Duration::from_secs(1),
         tls: None,
         executor_registration_timeout: std::time::Duration::from_secs(60),
-        task_monitor: monitor.map(std::path::Path::to_owned),
+        task_launcher: launcher.map(std::path::Path::to_owned),
         kill_tasks_on_stop: true,
     };
     agent_node.spawn(

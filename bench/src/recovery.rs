@@ -124,8 +124,8 @@ fn start_agent(
     Ok((KillOnDrop(child), logs))
 }
 
-/// Kills every process group whose leader works under `dir` (the task
-/// monitors; checkpointed tasks outlive their agent by design).
+/// Kills every process group whose leader works under `dir` (the tasks,
+/// in their sandboxes; checkpointed tasks outlive their agent by design).
 fn kill_tasks_under(dir: &Path) {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;

@@ -81,8 +81,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let task_monitor =
-        std::env::current_exe().context("cannot find this program to monitor tasks")?;
+    let task_launcher =
+        std::env::current_exe().context("cannot find this program to run as the task launcher")?;
     let master = Upid::new(MASTER_ID, args.master, strata_runtime::Incarnation::ANY)?;
     let material = args.tls.material("agent")?;
     actix_rt::System::new().block_on(async move {
@@ -105,7 +105,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             usage_interval: std::time::Duration::from_secs(1),
             tls: Some(material.clone()),
             executor_registration_timeout: std::time::Duration::from_secs(60),
-            task_monitor: Some(task_monitor),
+            task_launcher: Some(task_launcher),
             kill_tasks_on_stop: false,
         };
         let (publisher, snapshots) = strata_agent::http::channel();

@@ -94,7 +94,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     })?;
     let work_dir = args.work_dir.canonicalize()?;
     let tls_dir = work_dir.join("tls");
-    let task_monitor = std::env::current_exe().ok();
+    let task_launcher = std::env::current_exe().ok();
     let master_work_dir = work_dir.join("master");
     let detected = strata_agent::detection::detect(&work_dir)?;
     let config = Config {
@@ -142,7 +142,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 usage_interval: std::time::Duration::from_secs(1),
                 tls: Some(tls.clone()),
                 executor_registration_timeout: std::time::Duration::from_secs(60),
-                task_monitor: task_monitor.clone(),
+                task_launcher: task_launcher.clone(),
                 kill_tasks_on_stop: true,
             };
             let (publisher, snapshots) = strata_agent::http::channel();

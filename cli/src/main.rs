@@ -144,17 +144,19 @@ pub async fn wait_for_shutdown() {
 }
 
 fn main() -> ExitCode {
-    // The task monitor runs with a task's environment, so it reads only
-    // its own arguments, before anything else.
+    // The task launcher is started by agents, not people: it reads only
+    // its own arguments.
     let mut arguments = std::env::args_os().skip(1);
     if arguments
         .next()
-        .is_some_and(|first| first == strata_agent::monitor::SUBCOMMAND)
+        .is_some_and(|first| first == strata_agent::launcher::SUBCOMMAND)
     {
-        return match strata_agent::monitor::MonitorArgs::parse(arguments) {
-            Ok(args) => ExitCode::from(strata_agent::monitor::run(args).clamp(0, 255) as u8),
+        return match strata_agent::launcher::parse_arguments(arguments) {
+            Ok(work_dir) => {
+                ExitCode::from(strata_agent::launcher::run(&work_dir).clamp(0, 255) as u8)
+            }
             Err(error) => {
-                eprintln!("strata {}: {error}", strata_agent::monitor::SUBCOMMAND);
+                eprintln!("strata {}: {error}", strata_agent::launcher::SUBCOMMAND);
                 ExitCode::from(2)
             }
         };

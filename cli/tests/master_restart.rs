@@ -130,7 +130,7 @@ fn agents_re_register_with_a_restarted_master_under_the_same_id() {
             usage_interval: std::time::Duration::from_secs(1),
             tls: None,
             executor_registration_timeout: std::time::Duration::from_secs(60),
-            task_monitor: None,
+            task_launcher: None,
             kill_tasks_on_stop: true,
         };
         agent_node

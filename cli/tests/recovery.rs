@@ -196,13 +196,9 @@ fn a_killed_agent_comes_back_to_its_running_tasks() {
     assert_eq!(shrunk.status.code(), Some(1), "{error}");
     assert!(error.contains("tasks hold cpus:0.2"), "{error}");
 
-    // Its monitor records how it died, then exits too.
-    let monitor = rustix::process::getpgid(rustix::process::Pid::from_raw(victim))
-        .unwrap()
-        .as_raw_nonzero()
-        .get();
+    // Its launcher, which outlives the agent, learns how it died.
     kill(victim, rustix::process::Signal::KILL);
-    assert!(common::exits_within(monitor, Duration::from_secs(30)));
+    assert!(common::exits_within(victim, Duration::from_secs(30)));
 
     let agent = start_agent(&address, &agent_work, "cpus:2;mem:512");
     common::read_until(&agent.logs, "re-attached to a running task");
@@ -271,6 +267,58 @@ fn only_tasks_of_checkpointing_frameworks_outlive_their_agent() {
     let _agent = start_agent(&address, &agent_work, "cpus:1;mem:256");
     release(&kept_sandbox);
     let (rest, code) = rest_of(&mut kept, &kept_lines);
+    assert_eq!(code, Some(0), "{}", rest.join("\n"));
+    drop(master);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The pid of the task launcher of agent work directory `work`.
+fn launcher_of(work: &str) -> i32 {
+    let work = std::fs::canonicalize(work).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                let parts: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
+                parts.contains(&b"task-launcher".as_slice())
+                    && parts.contains(&work.as_os_str().as_encoded_bytes())
+            })
+        })
+        .expect("a task launcher runs")
+}
+
+/// kill -9 the task launcher while a task runs: the agent loses track of
+/// the task, kills it and reports it FAILED; the next task starts a new
+/// launcher and runs to its end.
+#[test]
+fn a_killed_launcher_fails_its_tasks_and_is_replaced() {
+    let (dir, work, agent_work) = work_dirs("launcher-killed");
+    let master = common::start_master(&work);
+    let address = master.pid.addr().to_string();
+    let _agent = start_agent(&address, &agent_work, "cpus:1;mem:256");
+    let (mut first, first_lines, _first_errors) = execute(&address, &work, "first", &[]);
+    let shell = common::task_pid(&sandbox_of(&common::read_until(
+        &first_lines,
+        "TASK_RUNNING",
+    )));
+    let _group = common::KillGroupOnDrop::of(shell);
+    kill(launcher_of(&agent_work), rustix::process::Signal::KILL);
+    let (rest, code) = rest_of(&mut first, &first_lines);
+    assert_eq!(code, Some(1), "{}", rest.join("\n"));
+    assert!(
+        rest.iter()
+            .any(|line| line.contains("TASK_FAILED") && line.contains("lost track")),
+        "{}",
+        rest.join("\n")
+    );
+    assert!(common::exits_within(shell, Duration::from_secs(30)));
+
+    let (mut second, second_lines, _second_errors) = execute(&address, &work, "second", &[]);
+    let sandbox = sandbox_of(&common::read_until(&second_lines, "TASK_RUNNING"));
+    release(&sandbox);
+    let (rest, code) = rest_of(&mut second, &second_lines);
     assert_eq!(code, Some(0), "{}", rest.join("\n"));
     drop(master);
     let _ = std::fs::remove_dir_all(&dir);

@@ -191,6 +191,15 @@ pub fn envelope_frame<M: Serialize>(
     frame(&[header, message], max_frame_bytes)
 }
 
+/// A complete frame holding just `message`, for local streams that carry
+/// one kind of message (the agent's task launcher).
+pub fn message_frame<M: Serialize>(
+    message: &M,
+    max_frame_bytes: usize,
+) -> Result<Bytes, CodecError> {
+    frame(&[message], max_frame_bytes)
+}
+
 /// Opaque bytes in a message (framework messages, benchmark payloads):
 /// encoded as a length and the bytes in one piece, where a plain `Vec<u8>`
 /// would go through serde one element at a time.

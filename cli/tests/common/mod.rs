@@ -62,7 +62,7 @@ pub fn alive(pid: i32) -> bool {
 }
 
 /// The process running in `sandbox`: a task's command is started there
-/// (by its monitor, just after the agent reports it RUNNING), so it is
+/// (by the task launcher, before the agent reports it RUNNING), so it is
 /// the oldest process whose working directory that is. Waits up to 30 s
 /// for it to appear.
 pub fn task_pid(sandbox: &std::path::Path) -> i32 {

@@ -1,0 +1,853 @@
+//! The task launcher: one small process per agent work directory that
+//! starts the agent's tasks, is their parent, and outlives the agent, so a
+//! task survives its agent and its end is still known.
+//!
+//! A task's process cannot be waited for by an agent that was restarted:
+//! it is no longer the agent's child, and only its parent learns its exit
+//! status. So the agent asks the launcher (the `strata` binary's
+//! `task-launcher` subcommand, started by the first agent that needs it)
+//! to start each task's command, in the task's own process group, and the
+//! launcher reports each end. Ends the agent has not taken note of are
+//! kept, so an agent that was down meanwhile learns them when it comes
+//! back. One long-lived launcher costs a message per task, where a monitor
+//! process per task would cost an exec per task.
+//!
+//! The agent talks to it over a Unix socket in the abstract namespace,
+//! named after the work directory (the launcher accepts only its own
+//! user), on two connections: requests (start a command; the answer is
+//! its pid) and events (what runs, then every end). Messages are framed
+//! and bounded by the runtime's codec.
+//!
+//! Tasks of frameworks that do not checkpoint die with the agent: when the
+//! requests connection that started them closes, the launcher kills their
+//! groups. Each task's group is killed once its command ends, so nothing
+//! it started outlives it. The launcher leaves when no agent is connected
+//! and no task of its runs, or, with ends nobody collected, after
+//! [`UNCLAIMED_ENDS_KEPT`] without an agent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustix::process::Signal;
+use serde::{Deserialize, Serialize};
+use strata_runtime::codec::{self, FrameDecoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::command_executor::{signal_group, spawn_in_group};
+
+/// The launcher's subcommand in the `strata` binary.
+pub const SUBCOMMAND: &str = "task-launcher";
+
+/// How long a launcher with no agent and no running task keeps the ends
+/// nobody collected (Mesos's agent `--recovery_timeout`).
+pub const UNCLAIMED_ENDS_KEPT: Duration = Duration::from_secs(15 * 60);
+
+/// Largest message either side accepts (a command with its environment).
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// How long the agent waits for an answer from the launcher.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A command to start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launch {
+    /// Program then arguments, as bytes.
+    pub argv: Vec<Vec<u8>>,
+    /// The whole environment.
+    pub environment: Vec<(Vec<u8>, Vec<u8>)>,
+    pub directory: PathBuf,
+    /// Files for its standard output and error (created if missing).
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    /// Killed when the agent that asked goes away (its framework does not
+    /// checkpoint).
+    pub dies_with_agent: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum ToLauncher {
+    /// Opens a requests connection.
+    Requests,
+    /// Opens an events connection; the newest gets the events.
+    Events,
+    Launch(Launch),
+    /// The agent has taken note of the end of `pid`.
+    Forget {
+        pid: i32,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum FromLauncher {
+    Launched {
+        pid: i32,
+    },
+    NotLaunched {
+        message: String,
+    },
+    /// First on an events connection: the tasks that still run, and the
+    /// ends nobody took note of yet (pid, wait status).
+    Tasks {
+        running: Vec<i32>,
+        ended: Vec<(i32, i32)>,
+    },
+    Ended {
+        pid: i32,
+        wait_status: i32,
+    },
+}
+
+/// The abstract socket name of the launcher for `work_dir`.
+pub fn socket_name(work_dir: &Path) -> String {
+    let path = std::fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_owned());
+    // FNV-1a: stable across builds, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in path.as_os_str().as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("strata-task-launcher-{hash:016x}")
+}
+
+fn address(name: &str) -> std::io::Result<SocketAddr> {
+    SocketAddr::from_abstract_name(name.as_bytes())
+}
+
+fn frame(message: &impl Serialize) -> std::io::Result<Vec<u8>> {
+    codec::message_frame(message, MAX_MESSAGE_BYTES)
+        .map(|frame| frame.to_vec())
+        .map_err(std::io::Error::other)
+}
+
+/// Reads whole messages from a blocking stream.
+struct Reader<R> {
+    stream: R,
+    decoder: FrameDecoder,
+}
+
+impl<R: Read> Reader<R> {
+    fn new(stream: R) -> Self {
+        Reader {
+            stream,
+            decoder: FrameDecoder::new(MAX_MESSAGE_BYTES),
+        }
+    }
+
+    fn next(&mut self) -> std::io::Result<FromLauncher> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(body) = self.decoder.next_frame().map_err(std::io::Error::other)? {
+                return codec::decode("launcher message", &body).map_err(std::io::Error::other);
+            }
+            let read = self.stream.read(&mut chunk)?;
+            if read == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.decoder.push(&chunk[..read]);
+        }
+    }
+}
+
+/// Reads whole messages from an async stream; `None` at its end.
+async fn next_message<T: serde::de::DeserializeOwned>(
+    stream: &mut (impl AsyncReadExt + Unpin),
+    decoder: &mut FrameDecoder,
+) -> std::io::Result<Option<T>> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(body) = decoder.next_frame().map_err(std::io::Error::other)? {
+            let message =
+                codec::decode("launcher message", &body).map_err(std::io::Error::other)?;
+            return Ok(Some(message));
+        }
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            decoder.finish().map_err(std::io::Error::other)?;
+            return Ok(None);
+        }
+        decoder.push(&chunk[..read]);
+    }
+}
+
+// ---------------------------------------------------------------------
+// The agent's side.
+
+/// What the agent knows of its launcher's tasks.
+#[derive(Default)]
+struct Known {
+    /// Tasks the launcher runs, as it said when the agent connected, and
+    /// those started since.
+    running: BTreeSet<i32>,
+    /// Ends not yet claimed by [`Launcher::end_of`].
+    ended: BTreeMap<i32, i32>,
+    waiting: BTreeMap<i32, oneshot::Sender<std::io::Result<ExitStatus>>>,
+    /// Why the launcher is lost, once it is.
+    lost: Option<String>,
+}
+
+struct Connection {
+    requests: UnixStream,
+    answers: Reader<UnixStream>,
+    known: Arc<Mutex<Known>>,
+}
+
+/// The agent's handle on its task launcher.
+#[derive(Clone)]
+pub struct Launcher {
+    program: PathBuf,
+    work_dir: PathBuf,
+    connection: Arc<Mutex<Option<Connection>>>,
+}
+
+impl std::fmt::Debug for Launcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launcher")
+            .field("work_dir", &self.work_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Launcher {
+    /// Connects to the launcher of `work_dir`, starting `program` as one
+    /// when none runs. Must be called within a tokio runtime: the events
+    /// are read by a task on it.
+    pub fn connect(program: &Path, work_dir: &Path) -> std::io::Result<Launcher> {
+        let launcher = Launcher {
+            program: program.to_owned(),
+            // The launcher runs in `/`: it is told where, not how to get there.
+            work_dir: std::path::absolute(work_dir)?,
+            connection: Arc::new(Mutex::new(None)),
+        };
+        launcher.reconnect()?;
+        Ok(launcher)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
+        self.connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn reconnect(&self) -> std::io::Result<()> {
+        let name = socket_name(&self.work_dir);
+        let connection = match open(&name) {
+            Ok(connection) => connection,
+            Err(_) => {
+                start_launcher(&self.program, &self.work_dir)?;
+                open(&name)?
+            }
+        };
+        *self.lock() = Some(connection);
+        Ok(())
+    }
+
+    /// Starts `launch`; its pid (the leader of its own process group).
+    pub fn launch(&self, launch: Launch) -> Result<i32, String> {
+        let request = frame(&ToLauncher::Launch(launch)).map_err(|e| e.to_string())?;
+        let lost = self.lock().as_ref().is_none_or(|c| known(c).lost.is_some());
+        if lost {
+            self.reconnect()
+                .map_err(|e| format!("cannot reach the task launcher: {e}"))?;
+        }
+        let mut guard = self.lock();
+        let Some(connection) = guard.as_mut() else {
+            return Err("no task launcher".into());
+        };
+        let answer = connection
+            .requests
+            .write_all(&request)
+            .and_then(|()| connection.answers.next());
+        match answer {
+            Ok(FromLauncher::Launched { pid }) => {
+                known(connection).running.insert(pid);
+                Ok(pid)
+            }
+            Ok(FromLauncher::NotLaunched { message }) => Err(message),
+            Ok(other) => Err(format!("the task launcher answered {other:?}")),
+            Err(error) => {
+                *guard = None;
+                Err(format!("the task launcher did not answer: {error}"))
+            }
+        }
+    }
+
+    /// Whether the launcher runs `pid` or holds its end.
+    pub fn knows(&self, pid: i32) -> bool {
+        self.lock().as_ref().is_some_and(|connection| {
+            let known = known(connection);
+            known.running.contains(&pid) || known.ended.contains_key(&pid)
+        })
+    }
+
+    /// How the launcher's task `pid` ended, if it has ended already (it is
+    /// then taken: [`Launcher::end_of`] no longer sees it).
+    pub fn take_end(&self, pid: i32) -> Option<ExitStatus> {
+        let status = self
+            .lock()
+            .as_ref()
+            .and_then(|connection| known(connection).ended.remove(&pid))?;
+        self.forget(pid);
+        Some(ExitStatus::from_raw(status))
+    }
+
+    /// How the launcher's task `pid` ends; an error if the launcher is
+    /// lost first (its tasks are then no one's to wait for).
+    pub fn end_of(
+        &self,
+        pid: i32,
+    ) -> impl std::future::Future<Output = std::io::Result<ExitStatus>> + use<> {
+        let (sender, receiver) = oneshot::channel();
+        let forget = self.clone();
+        match self.lock().as_ref() {
+            None => {
+                let _ = sender.send(Err(std::io::Error::other("the task launcher is lost")));
+            }
+            Some(connection) => {
+                let mut known = known(connection);
+                if let Some(status) = known.ended.remove(&pid) {
+                    let _ = sender.send(Ok(ExitStatus::from_raw(status)));
+                } else if let Some(why) = &known.lost {
+                    let _ = sender.send(Err(std::io::Error::other(why.clone())));
+                } else {
+                    known.waiting.insert(pid, sender);
+                }
+            }
+        }
+        async move {
+            let status = receiver
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("the task launcher is lost")));
+            if status.is_ok() {
+                forget.forget(pid);
+            }
+            status
+        }
+    }
+
+    /// Tells the launcher the end of `pid` was taken note of.
+    fn forget(&self, pid: i32) {
+        if let (Some(connection), Ok(message)) =
+            (self.lock().as_mut(), frame(&ToLauncher::Forget { pid }))
+        {
+            let _ = connection.requests.write_all(&message);
+        }
+    }
+}
+
+fn known(connection: &Connection) -> std::sync::MutexGuard<'_, Known> {
+    connection
+        .known
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Opens both connections and starts reading events.
+fn open(name: &str) -> std::io::Result<Connection> {
+    let address = address(name)?;
+    let mut requests = UnixStream::connect_addr(&address)?;
+    requests.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    requests.write_all(&frame(&ToLauncher::Requests)?)?;
+    let mut events = UnixStream::connect_addr(&address)?;
+    events.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    events.write_all(&frame(&ToLauncher::Events)?)?;
+    let mut reader = Reader::new(events.try_clone()?);
+    let (running, ended) = match reader.next()? {
+        FromLauncher::Tasks { running, ended } => (running, ended),
+        other => {
+            return Err(std::io::Error::other(format!(
+                "the task launcher began with {other:?}"
+            )));
+        }
+    };
+    let known = Arc::new(Mutex::new(Known {
+        running: running.into_iter().collect(),
+        ended: ended.into_iter().collect(),
+        ..Known::default()
+    }));
+    let buffered = reader.decoder;
+    events.set_read_timeout(None)?;
+    events.set_nonblocking(true)?;
+    let events = tokio::net::UnixStream::from_std(events)?;
+    tokio::spawn(read_events(events, buffered, known.clone()));
+    Ok(Connection {
+        answers: Reader::new(requests.try_clone()?),
+        requests,
+        known,
+    })
+}
+
+async fn read_events(
+    mut events: tokio::net::UnixStream,
+    mut decoder: FrameDecoder,
+    known: Arc<Mutex<Known>>,
+) {
+    let why = loop {
+        match next_message::<FromLauncher>(&mut events, &mut decoder).await {
+            Ok(Some(FromLauncher::Ended { pid, wait_status })) => {
+                let mut known = known
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                known.running.remove(&pid);
+                match known.waiting.remove(&pid) {
+                    Some(waiter) => {
+                        let _ = waiter.send(Ok(ExitStatus::from_raw(wait_status)));
+                    }
+                    None => {
+                        known.ended.insert(pid, wait_status);
+                    }
+                }
+            }
+            Ok(Some(other)) => break format!("the task launcher sent {other:?} out of turn"),
+            Ok(None) => break "the task launcher ended".to_owned(),
+            Err(error) => break format!("the task launcher's events failed: {error}"),
+        }
+    };
+    tracing::warn!(cause = %why, "task launcher lost; the tasks it ran are lost with it");
+    let mut known = known
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (_, waiter) in std::mem::take(&mut known.waiting) {
+        let _ = waiter.send(Err(std::io::Error::other(why.clone())));
+    }
+    known.lost = Some(why);
+}
+
+/// Starts `program` as the launcher of `work_dir` and waits until it
+/// listens (or finds another one already listening).
+fn start_launcher(program: &Path, work_dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(work_dir)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(work_dir.join("task-launcher.log"))?;
+    let mut child = std::process::Command::new(program)
+        .arg(SUBCOMMAND)
+        .arg("--work-dir")
+        .arg(work_dir)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        // Out of the agent's group: a terminal's Ctrl-C to the agent does
+        // not reach it.
+        .process_group(0)
+        .spawn()?;
+    let mut said = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut said);
+    }
+    // It stays running; a launcher that found another one exits at once.
+    // Reaped here or never: it is re-parented when the agent goes.
+    std::thread::spawn(move || child.wait());
+    if said.trim() == "ready" || said.is_empty() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "the task launcher said {:?}",
+            said.trim()
+        )))
+    }
+}
+
+// ---------------------------------------------------------------------
+// The launcher's side.
+
+/// Reads the launcher's arguments after the subcommand: `--work-dir DIR`.
+pub fn parse_arguments(arguments: impl IntoIterator<Item = OsString>) -> Result<PathBuf, String> {
+    let arguments: Vec<OsString> = arguments.into_iter().collect();
+    match arguments.as_slice() {
+        [flag, dir] if flag == "--work-dir" && !dir.is_empty() => Ok(PathBuf::from(dir)),
+        _ => Err("usage: task-launcher --work-dir DIR".into()),
+    }
+}
+
+/// Runs the launcher of the agent work directory `work_dir`; returns the
+/// process's exit code. Prints `ready` on stdout once it listens.
+pub fn run(work_dir: &Path) -> i32 {
+    let name = socket_name(work_dir);
+    let listener = match address(&name).and_then(|address| UnixListener::bind_addr(&address)) {
+        Ok(listener) => listener,
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+            // Another launcher serves this work directory.
+            return 0;
+        }
+        Err(error) => {
+            eprintln!("strata {SUBCOMMAND}: cannot listen on {name}: {error}");
+            return 1;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("strata {SUBCOMMAND}: cannot start: {error}");
+            return 1;
+        }
+    };
+    runtime.block_on(async move {
+        let work_dir = work_dir.to_owned();
+        match serve(listener, &work_dir, UNCLAIMED_ENDS_KEPT, || {
+            println!("ready");
+            let _ = std::io::stdout().flush();
+        })
+        .await
+        {
+            Ok(()) => 0,
+            Err(error) => {
+                eprintln!("strata {SUBCOMMAND}: {error}");
+                1
+            }
+        }
+    })
+}
+
+/// What the launcher's connections and children tell its loop.
+enum Input {
+    Message(u64, ToLauncher),
+    Closed(u64),
+    Ended(i32, std::io::Result<ExitStatus>),
+}
+
+struct Child {
+    /// The requests connection whose end kills it, if any.
+    dies_with: Option<u64>,
+}
+
+/// Serves on `listener` until nothing is left to serve (see the module
+/// docs), or nobody is left to serve: no agent and no task, and `work_dir`
+/// removed. `ready` runs once it accepts connections.
+pub async fn serve(
+    listener: UnixListener,
+    work_dir: &Path,
+    keep_unclaimed: Duration,
+    ready: impl FnOnce(),
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(listener)?;
+    let me = rustix::process::geteuid().as_raw();
+    ready();
+    let (inputs, mut input) = mpsc::unbounded_channel::<Input>();
+    let mut writers: BTreeMap<u64, tokio::net::unix::OwnedWriteHalf> = BTreeMap::new();
+    let mut requests: BTreeSet<u64> = BTreeSet::new();
+    let mut events: Option<u64> = None;
+    let mut children: BTreeMap<i32, Child> = BTreeMap::new();
+    let mut ended: BTreeMap<i32, i32> = BTreeMap::new();
+    let mut next_connection = 0u64;
+    let mut served = false;
+    let mut alone_since: Option<tokio::time::Instant> = None;
+    loop {
+        if served && requests.is_empty() && children.is_empty() && ended.is_empty() {
+            return Ok(());
+        }
+        let alone = requests.is_empty() && children.is_empty();
+        if !alone {
+            alone_since = None;
+        }
+        let lonely_until =
+            *alone_since.get_or_insert_with(tokio::time::Instant::now) + keep_unclaimed;
+        let idle = async {
+            if !alone {
+                return std::future::pending::<bool>().await;
+            }
+            // Checked each second: an agent's work directory removed means
+            // nobody will come for the ends kept.
+            tokio::time::sleep_until(
+                lonely_until.min(tokio::time::Instant::now() + Duration::from_secs(1)),
+            )
+            .await;
+            tokio::time::Instant::now() >= lonely_until || !work_dir.exists()
+        };
+        let next = tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                // Only this user's agent may start commands here.
+                if !stream.peer_cred().is_ok_and(|peer| peer.uid() == me) {
+                    continue;
+                }
+                next_connection += 1;
+                let id = next_connection;
+                let (mut read, write) = stream.into_split();
+                writers.insert(id, write);
+                let inputs = inputs.clone();
+                tokio::spawn(async move {
+                    let mut decoder = FrameDecoder::new(MAX_MESSAGE_BYTES);
+                    while let Ok(Some(message)) = next_message(&mut read, &mut decoder).await {
+                        if inputs.send(Input::Message(id, message)).is_err() {
+                            return;
+                        }
+                    }
+                    let _ = inputs.send(Input::Closed(id));
+                });
+                continue;
+            }
+            next = input.recv() => next,
+            leave = idle => {
+                if leave {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        let Some(next) = next else {
+            return Ok(());
+        };
+        match next {
+            Input::Message(id, ToLauncher::Requests) => {
+                served = true;
+                requests.insert(id);
+            }
+            Input::Message(id, ToLauncher::Events) => {
+                if let Some(old) = events.replace(id) {
+                    writers.remove(&old);
+                }
+                let tasks = FromLauncher::Tasks {
+                    running: children.keys().copied().collect(),
+                    ended: ended.iter().map(|(pid, status)| (*pid, *status)).collect(),
+                };
+                send(&mut writers, id, &tasks).await;
+            }
+            Input::Message(id, ToLauncher::Launch(launch)) => {
+                let dies_with = launch.dies_with_agent.then_some(id);
+                let answer = match start(launch) {
+                    Ok(mut child) => match child.id().and_then(|pid| i32::try_from(pid).ok()) {
+                        Some(pid) => {
+                            children.insert(pid, Child { dies_with });
+                            let inputs = inputs.clone();
+                            tokio::spawn(async move {
+                                let status = child.wait().await;
+                                let _ = inputs.send(Input::Ended(pid, status));
+                            });
+                            FromLauncher::Launched { pid }
+                        }
+                        None => FromLauncher::NotLaunched {
+                            message: "the command ended before it could be tracked".into(),
+                        },
+                    },
+                    Err(message) => FromLauncher::NotLaunched { message },
+                };
+                send(&mut writers, id, &answer).await;
+            }
+            Input::Message(_, ToLauncher::Forget { pid }) => {
+                ended.remove(&pid);
+            }
+            Input::Closed(id) => {
+                writers.remove(&id);
+                if events == Some(id) {
+                    events = None;
+                }
+                if requests.remove(&id) {
+                    for (pid, child) in &mut children {
+                        if child.dies_with == Some(id) {
+                            signal_group(*pid, Signal::KILL);
+                        }
+                    }
+                }
+            }
+            Input::Ended(pid, status) => {
+                // Nothing the task started outlives it.
+                signal_group(pid, Signal::KILL);
+                let Some(child) = children.remove(&pid) else {
+                    continue;
+                };
+                let wait_status = match status {
+                    Ok(status) => status.into_raw(),
+                    // Lost track of it: report it killed.
+                    Err(_) => Signal::KILL.as_raw(),
+                };
+                let orphaned = child
+                    .dies_with
+                    .is_some_and(|connection| !requests.contains(&connection));
+                if orphaned {
+                    continue;
+                }
+                ended.insert(pid, wait_status);
+                if let Some(id) = events {
+                    let message = FromLauncher::Ended { pid, wait_status };
+                    send(&mut writers, id, &message).await;
+                }
+            }
+        }
+    }
+}
+
+async fn send(
+    writers: &mut BTreeMap<u64, tokio::net::unix::OwnedWriteHalf>,
+    id: u64,
+    message: &FromLauncher,
+) {
+    let Some(writer) = writers.get_mut(&id) else {
+        return;
+    };
+    let written = match frame(message) {
+        Ok(bytes) => writer.write_all(&bytes).await,
+        Err(error) => Err(error),
+    };
+    if written.is_err() {
+        writers.remove(&id);
+    }
+}
+
+fn start(launch: Launch) -> Result<tokio::process::Child, String> {
+    let argv: Vec<OsString> = launch.argv.into_iter().map(OsString::from_vec).collect();
+    let Some(program) = argv.first() else {
+        return Err("the command names no executable".into());
+    };
+    let open = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))
+    };
+    let (stdout, stderr) = (open(&launch.stdout)?, open(&launch.stderr)?);
+    let environment = launch
+        .environment
+        .into_iter()
+        .map(|(name, value)| (OsString::from_vec(name), OsString::from_vec(value)));
+    spawn_in_group(&argv, environment, &launch.directory, stdout, stderr)
+        .map_err(|e| format!("cannot start {:?}: {e}", program.to_string_lossy()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(command: &str, dir: &Path, dies_with_agent: bool) -> Launch {
+        Launch {
+            argv: ["/bin/sh", "-c", command]
+                .iter()
+                .map(|part| part.as_bytes().to_vec())
+                .collect(),
+            environment: vec![(b"PATH".to_vec(), b"/usr/bin:/bin".to_vec())],
+            directory: dir.to_owned(),
+            stdout: dir.join("stdout"),
+            stderr: dir.join("stderr"),
+            dies_with_agent,
+        }
+    }
+
+    /// The launcher of `dir`, served on a thread of this test.
+    fn serve_here(dir: &Path) -> std::thread::JoinHandle<()> {
+        let name = socket_name(dir);
+        let listener = UnixListener::bind_addr(&address(&name).unwrap()).unwrap();
+        let dir = dir.to_owned();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime
+                .block_on(serve(listener, &dir, Duration::from_secs(5), || {}))
+                .unwrap();
+        })
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn tasks_end_known_to_a_later_connection() {
+        let dir = scratch("launcher-ends");
+        let name = socket_name(&dir);
+        let served = serve_here(&dir);
+        let first = Launcher {
+            program: PathBuf::from("/nonexistent"),
+            work_dir: dir.clone(),
+            connection: Arc::new(Mutex::new(Some(open(&name).unwrap()))),
+        };
+        let quick = first
+            .launch(launch("echo out; exit 3", &dir, false))
+            .unwrap();
+        assert_eq!(first.end_of(quick).await.unwrap().code(), Some(3));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("stdout")).unwrap(),
+            "out\n"
+        );
+        let missing = first.launch(Launch {
+            argv: vec![b"/no/such/program".to_vec()],
+            ..launch("", &dir, false)
+        });
+        assert!(missing.unwrap_err().contains("/no/such/program"));
+
+        // A task that ends while no agent is connected is told to the
+        // next connection; one that dies with its agent is killed when
+        // the agent's connection closes.
+        let gate = dir.join("gate");
+        let kept = first
+            .launch(launch(
+                &format!("while [ ! -e {} ]; do sleep 0.01; done", gate.display()),
+                &dir,
+                false,
+            ))
+            .unwrap();
+        let doomed = first.launch(launch("sleep 60", &dir, true)).unwrap();
+        drop(first);
+        std::fs::write(&gate, b"").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while crate::command_executor::start_ticks(doomed).is_some()
+            || crate::command_executor::start_ticks(kept).is_some()
+        {
+            assert!(std::time::Instant::now() < deadline, "tasks still run");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let second = Launcher {
+            program: PathBuf::from("/nonexistent"),
+            work_dir: dir.clone(),
+            connection: Arc::new(Mutex::new(Some(open(&name).unwrap()))),
+        };
+        // The launcher may still be reaping: the end comes as an event.
+        assert_eq!(second.end_of(kept).await.unwrap().code(), Some(0));
+        assert!(!second.knows(doomed));
+        drop(second);
+        served.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_launcher_with_nothing_to_do_leaves() {
+        // Ends nobody collects are dropped once the work directory goes.
+        let dir = scratch("launcher-leaves");
+        let served = serve_here(&dir);
+        let launcher = Launcher {
+            program: PathBuf::from("/nonexistent"),
+            work_dir: dir.clone(),
+            connection: Arc::new(Mutex::new(Some(open(&socket_name(&dir)).unwrap()))),
+        };
+        let pid = launcher.launch(launch("true", &dir, false)).unwrap();
+        drop(launcher);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while crate::command_executor::start_ticks(pid).is_some() {
+            assert!(std::time::Instant::now() < deadline, "task still runs");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        served.join().unwrap();
+    }
+
+    #[test]
+    fn arguments_are_checked() {
+        let parse = |args: &[&str]| parse_arguments(args.iter().map(OsString::from));
+        assert_eq!(
+            parse(&["--work-dir", "/a b"]).unwrap(),
+            PathBuf::from("/a b")
+        );
+        assert!(parse(&["--work-dir", ""]).is_err());
+        assert!(parse(&["--work-dir"]).is_err());
+        assert!(parse(&[]).is_err());
+    }
+}
