@@ -212,8 +212,12 @@ pub async fn wait_for_exit(pid: i32) -> std::io::Result<()> {
 }
 
 /// Sends `signal` to a process group; a group that is gone is no error.
+/// Groups 0 and 1 are never signalled: they would mean the caller's own
+/// group and every process.
 pub fn signal_group(group: i32, signal: Signal) {
-    if let Some(pid) = Pid::from_raw(group) {
+    if group > 1
+        && let Some(pid) = Pid::from_raw(group)
+    {
         let _ = rustix::process::kill_process_group(pid, signal);
     }
 }

@@ -199,6 +199,15 @@ struct Connection {
     requests: UnixStream,
     answers: Reader<UnixStream>,
     known: Arc<Mutex<Known>>,
+    /// The events socket, read elsewhere: shut down when this connection
+    /// is given up, so its reader ends and fails whoever waits.
+    events: UnixStream,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let _ = self.events.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 /// The agent's handle on its task launcher.
@@ -240,11 +249,21 @@ impl Launcher {
 
     fn reconnect(&self) -> std::io::Result<()> {
         let name = socket_name(&self.work_dir);
-        let connection = match open(&name) {
-            Ok(connection) => connection,
-            Err(_) => {
-                start_launcher(&self.program, &self.work_dir)?;
-                open(&name)?
+        let mut attempt = 0;
+        let connection = loop {
+            match open(&name) {
+                Ok(connection) => break connection,
+                Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(error);
+                }
+                // A launcher leaving as this one arrived may still hold
+                // the name for a moment.
+                Err(error) if attempt == 3 => return Err(error),
+                Err(_) => {
+                    attempt += 1;
+                    start_launcher(&self.program, &self.work_dir)?;
+                    std::thread::sleep(Duration::from_millis(5 * (attempt - 1)));
+                }
             }
         };
         *self.lock() = Some(connection);
@@ -267,18 +286,23 @@ impl Launcher {
             .requests
             .write_all(&request)
             .and_then(|()| connection.answers.next());
-        match answer {
-            Ok(FromLauncher::Launched { pid }) => {
-                known(connection).running.insert(pid);
-                Ok(pid)
+        let problem = match answer {
+            // Never a group to signal: 1 would mean every process.
+            Ok(FromLauncher::Launched { pid }) if pid > 1 => {
+                let mut known = known(connection);
+                if !known.ended.contains_key(&pid) {
+                    known.running.insert(pid);
+                }
+                return Ok(pid);
             }
-            Ok(FromLauncher::NotLaunched { message }) => Err(message),
-            Ok(other) => Err(format!("the task launcher answered {other:?}")),
-            Err(error) => {
-                *guard = None;
-                Err(format!("the task launcher did not answer: {error}"))
-            }
-        }
+            Ok(FromLauncher::NotLaunched { message }) => return Err(message),
+            Ok(other) => format!("the task launcher answered {other:?}"),
+            Err(error) => format!("the task launcher did not answer: {error}"),
+        };
+        // Given up on: its tasks are lost with it (their waiters hear so
+        // when its events end), and the next launch connects afresh.
+        *guard = None;
+        Err(problem)
     }
 
     /// Whether the launcher runs `pid` or holds its end.
@@ -290,24 +314,24 @@ impl Launcher {
     }
 
     /// How the launcher's task `pid` ended, if it has ended already (it is
-    /// then taken: [`Launcher::end_of`] no longer sees it).
+    /// then taken: [`Launcher::end_of`] no longer sees it). The launcher
+    /// keeps it until told to [`Launcher::forget`] it.
     pub fn take_end(&self, pid: i32) -> Option<ExitStatus> {
         let status = self
             .lock()
             .as_ref()
             .and_then(|connection| known(connection).ended.remove(&pid))?;
-        self.forget(pid);
         Some(ExitStatus::from_raw(status))
     }
 
     /// How the launcher's task `pid` ends; an error if the launcher is
-    /// lost first (its tasks are then no one's to wait for).
+    /// lost first (its tasks are then no one's to wait for). The launcher
+    /// keeps the end until told to [`Launcher::forget`] it.
     pub fn end_of(
         &self,
         pid: i32,
     ) -> impl std::future::Future<Output = std::io::Result<ExitStatus>> + use<> {
         let (sender, receiver) = oneshot::channel();
-        let forget = self.clone();
         match self.lock().as_ref() {
             None => {
                 let _ = sender.send(Err(std::io::Error::other("the task launcher is lost")));
@@ -324,18 +348,15 @@ impl Launcher {
             }
         }
         async move {
-            let status = receiver
+            receiver
                 .await
-                .unwrap_or_else(|_| Err(std::io::Error::other("the task launcher is lost")));
-            if status.is_ok() {
-                forget.forget(pid);
-            }
-            status
+                .unwrap_or_else(|_| Err(std::io::Error::other("the task launcher is lost")))
         }
     }
 
-    /// Tells the launcher the end of `pid` was taken note of.
-    fn forget(&self, pid: i32) {
+    /// Tells the launcher the end of `pid` is recorded: a restarted agent
+    /// will not ask for it.
+    pub fn forget(&self, pid: i32) {
         if let (Some(connection), Ok(message)) =
             (self.lock().as_mut(), frame(&ToLauncher::Forget { pid }))
         {
@@ -351,13 +372,30 @@ fn known(connection: &Connection) -> std::sync::MutexGuard<'_, Known> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Connects to the launcher, which must run as this user: anyone can
+/// bind a name in the abstract namespace.
+fn connect(address: &SocketAddr) -> std::io::Result<UnixStream> {
+    let stream = UnixStream::connect_addr(address)?;
+    let peer = rustix::net::sockopt::socket_peercred(&stream)?;
+    if peer.uid != rustix::process::geteuid() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "the task launcher's socket is held by another user (uid {})",
+                peer.uid.as_raw()
+            ),
+        ));
+    }
+    Ok(stream)
+}
+
 /// Opens both connections and starts reading events.
 fn open(name: &str) -> std::io::Result<Connection> {
     let address = address(name)?;
-    let mut requests = UnixStream::connect_addr(&address)?;
+    let mut requests = connect(&address)?;
     requests.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     requests.write_all(&frame(&ToLauncher::Requests)?)?;
-    let mut events = UnixStream::connect_addr(&address)?;
+    let mut events = connect(&address)?;
     events.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     events.write_all(&frame(&ToLauncher::Events)?)?;
     let mut reader = Reader::new(events.try_clone()?);
@@ -375,6 +413,7 @@ fn open(name: &str) -> std::io::Result<Connection> {
         ..Known::default()
     }));
     let buffered = reader.decoder;
+    let kept = events.try_clone()?;
     events.set_read_timeout(None)?;
     events.set_nonblocking(true)?;
     let events = tokio::net::UnixStream::from_std(events)?;
@@ -383,6 +422,7 @@ fn open(name: &str) -> std::io::Result<Connection> {
         answers: Reader::new(requests.try_clone()?),
         requests,
         known,
+        events: kept,
     })
 }
 
@@ -539,7 +579,9 @@ pub async fn serve(
     let me = rustix::process::geteuid().as_raw();
     ready();
     let (inputs, mut input) = mpsc::unbounded_channel::<Input>();
-    let mut writers: BTreeMap<u64, tokio::net::unix::OwnedWriteHalf> = BTreeMap::new();
+    // Each connection's messages go out through a queue of its own, so a
+    // slow reader never holds up the answers to another.
+    let mut writers: BTreeMap<u64, mpsc::UnboundedSender<FromLauncher>> = BTreeMap::new();
     let mut requests: BTreeSet<u64> = BTreeSet::new();
     let mut events: Option<u64> = None;
     let mut children: BTreeMap<i32, Child> = BTreeMap::new();
@@ -578,8 +620,17 @@ pub async fn serve(
                 }
                 next_connection += 1;
                 let id = next_connection;
-                let (mut read, write) = stream.into_split();
-                writers.insert(id, write);
+                let (mut read, mut write) = stream.into_split();
+                let (queue, mut queued) = mpsc::unbounded_channel::<FromLauncher>();
+                writers.insert(id, queue);
+                tokio::spawn(async move {
+                    while let Some(message) = queued.recv().await {
+                        let Ok(bytes) = frame(&message) else { continue };
+                        if write.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                });
                 let inputs = inputs.clone();
                 tokio::spawn(async move {
                     let mut decoder = FrameDecoder::new(MAX_MESSAGE_BYTES);
@@ -616,13 +667,15 @@ pub async fn serve(
                     running: children.keys().copied().collect(),
                     ended: ended.iter().map(|(pid, status)| (*pid, *status)).collect(),
                 };
-                send(&mut writers, id, &tasks).await;
+                send(&writers, id, tasks);
             }
             Input::Message(id, ToLauncher::Launch(launch)) => {
                 let dies_with = launch.dies_with_agent.then_some(id);
                 let answer = match start(launch) {
                     Ok(mut child) => match child.id().and_then(|pid| i32::try_from(pid).ok()) {
                         Some(pid) => {
+                            // A recycled pid's old end is not this one's.
+                            ended.remove(&pid);
                             children.insert(pid, Child { dies_with });
                             let inputs = inputs.clone();
                             tokio::spawn(async move {
@@ -637,7 +690,7 @@ pub async fn serve(
                     },
                     Err(message) => FromLauncher::NotLaunched { message },
                 };
-                send(&mut writers, id, &answer).await;
+                send(&writers, id, answer);
             }
             Input::Message(_, ToLauncher::Forget { pid }) => {
                 ended.remove(&pid);
@@ -675,27 +728,20 @@ pub async fn serve(
                 ended.insert(pid, wait_status);
                 if let Some(id) = events {
                     let message = FromLauncher::Ended { pid, wait_status };
-                    send(&mut writers, id, &message).await;
+                    send(&writers, id, message);
                 }
             }
         }
     }
 }
 
-async fn send(
-    writers: &mut BTreeMap<u64, tokio::net::unix::OwnedWriteHalf>,
+fn send(
+    writers: &BTreeMap<u64, mpsc::UnboundedSender<FromLauncher>>,
     id: u64,
-    message: &FromLauncher,
+    message: FromLauncher,
 ) {
-    let Some(writer) = writers.get_mut(&id) else {
-        return;
-    };
-    let written = match frame(message) {
-        Ok(bytes) => writer.write_all(&bytes).await,
-        Err(error) => Err(error),
-    };
-    if written.is_err() {
-        writers.remove(&id);
+    if let Some(writer) = writers.get(&id) {
+        let _ = writer.send(message);
     }
 }
 
@@ -774,6 +820,7 @@ mod tests {
             .launch(launch("echo out; exit 3", &dir, false))
             .unwrap();
         assert_eq!(first.end_of(quick).await.unwrap().code(), Some(3));
+        first.forget(quick);
         assert_eq!(
             std::fs::read_to_string(dir.join("stdout")).unwrap(),
             "out\n"
@@ -812,6 +859,8 @@ mod tests {
         };
         // The launcher may still be reaping: the end comes as an event.
         assert_eq!(second.end_of(kept).await.unwrap().code(), Some(0));
+        // Forgotten, with nobody and nothing left, the launcher leaves.
+        second.forget(kept);
         assert!(!second.knows(doomed));
         drop(second);
         served.join().unwrap();

@@ -935,13 +935,19 @@ impl Agent {
                 Some(Reason::ContainerLimitationMemory),
                 &message,
             );
-            return;
+        } else {
+            let kill_requested = process
+                .as_ref()
+                .is_some_and(|process| process.kill_requested);
+            let (state, message) = command_executor::outcome(status, kill_requested);
+            self.report(ctx, &key.0, &key.1, state, &message);
         }
-        let kill_requested = process
-            .as_ref()
-            .is_some_and(|process| process.kill_requested);
-        let (state, message) = command_executor::outcome(status, kill_requested);
-        self.report(ctx, &key.0, &key.1, state, &message);
+        // The launcher forgets the end once its update is recorded.
+        if process.is_some_and(|process| process.launched)
+            && let Some(launcher) = &self.launcher
+        {
+            launcher.forget(group);
+        }
     }
 
     fn kill_task(

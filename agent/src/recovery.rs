@@ -322,6 +322,7 @@ impl Agent {
                     let (state, how) = command_executor::outcome(Ok(status), false);
                     let message = format!("{how} while the agent was down");
                     self.report(ctx, framework_id, &task_id, state, &message);
+                    launcher.forget(run.group);
                     return;
                 }
                 info!(task_id = %task_id, group = run.group, "re-attached to a running task");
