@@ -95,6 +95,9 @@ pub struct ExecutorCheckpoint {
     pub group: i32,
     pub start_ticks: u64,
     pub pid: Option<strata_runtime::Upid>,
+    /// Whether the task launcher started it (see [`crate::launcher`]).
+    #[serde(default)]
+    pub launched: bool,
 }
 
 /// Why a checkpoint could not be written or read.

@@ -78,6 +78,19 @@ pub enum Parent<'a> {
     },
 }
 
+impl<'a> Parent<'a> {
+    /// The launcher when there is one, else the agent.
+    pub fn of(launcher: Option<&'a Launcher>, dies_with_agent: bool) -> Parent<'a> {
+        match launcher {
+            Some(launcher) => Parent::Launcher {
+                launcher,
+                dies_with_agent,
+            },
+            None => Parent::Agent,
+        }
+    }
+}
+
 /// Creates the sandbox and starts `command` in it, as `parent`'s child.
 pub fn start(
     sandbox: &Path,

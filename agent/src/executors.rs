@@ -44,6 +44,8 @@ pub(crate) struct ExecutorRun {
     registration_timed_out: bool,
     /// When its group leader started, to tell it from a recycled pid.
     start_ticks: u64,
+    /// Whether the task launcher started it (and reports its end).
+    launched: bool,
 }
 
 impl ExecutorRun {
@@ -58,7 +60,7 @@ impl ExecutorRun {
     }
 
     /// An executor process that has not registered (yet, or again).
-    fn unregistered(group: i32, start_ticks: u64) -> ExecutorRun {
+    fn unregistered(group: i32, start_ticks: u64, launched: bool) -> ExecutorRun {
         ExecutorRun {
             group,
             pid: None,
@@ -66,6 +68,7 @@ impl ExecutorRun {
             tasks: BTreeSet::new(),
             registration_timed_out: false,
             start_ticks,
+            launched,
         }
     }
 }
@@ -152,17 +155,15 @@ impl Agent {
                 EXECUTOR_RECOVERY_TIMEOUT.as_secs().to_string(),
             );
         }
-        let started = command_executor::start(
-            &sandbox,
-            &executor.command,
-            &environment,
-            command_executor::Parent::Agent,
-        )?;
+        let launcher = self.launcher(work_dir);
+        let parent =
+            command_executor::Parent::of(launcher.as_ref(), !self.checkpointing(framework_id));
+        let started = command_executor::start(&sandbox, &executor.command, &environment, parent)?;
         let key = (framework_id.clone(), executor.executor_id.clone());
         let group = started.group;
         let start_ticks = command_executor::start_ticks(group).unwrap_or(0);
-        self.executors_mut()
-            .insert(key.clone(), ExecutorRun::unregistered(group, start_ticks));
+        let run = ExecutorRun::unregistered(group, start_ticks, launcher.is_some());
+        self.executors_mut().insert(key.clone(), run);
         self.checkpoint_executor(&key);
         let exit_key = key.clone();
         ctx.spawn_future(started.ending, move |agent, ctx, status| {
@@ -198,32 +199,45 @@ impl Agent {
     pub(crate) fn adopt_executor(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
+        work_dir: &Path,
         framework_id: &FrameworkId,
         checkpoint: &crate::checkpoint::ExecutorCheckpoint,
     ) -> bool {
-        let running = command_executor::still_running(checkpoint.group, checkpoint.start_ticks);
+        let group = checkpoint.group;
+        // The launcher that started it runs it still, or holds its end.
+        let launcher = checkpoint
+            .launched
+            .then(|| self.launcher(work_dir))
+            .flatten()
+            .filter(|launcher| launcher.knows(group));
+        if let Some(launcher) = &launcher
+            && launcher.take_end(group).is_some()
+        {
+            // Ended while the agent was down: its tasks are reported so.
+            launcher.forget(group);
+            return false;
+        }
+        let running = command_executor::still_running(group, checkpoint.start_ticks);
         let Some(pid) = checkpoint.pid.clone().filter(|_| running) else {
             return false;
         };
         let key = (framework_id.clone(), checkpoint.executor_id.clone());
-        let group = checkpoint.group;
-        self.executors_mut().insert(
-            key.clone(),
-            ExecutorRun::unregistered(group, checkpoint.start_ticks),
-        );
+        let run = ExecutorRun::unregistered(group, checkpoint.start_ticks, launcher.is_some());
+        self.executors_mut().insert(key.clone(), run);
         send(ctx, &pid, ToExecutor::Reconnect);
         let exit_key = key.clone();
-        ctx.spawn_future(
-            command_executor::wait_for_exit(group),
-            move |agent, ctx, watched| {
-                let status = watched.and_then(|()| {
-                    Err(std::io::Error::other(
-                        "it was started by an earlier life of this agent",
-                    ))
-                });
-                agent.executor_exited(ctx, exit_key, group, status)
-            },
-        );
+        let ending: command_executor::Ending = match launcher {
+            Some(launcher) => Box::pin(launcher.end_of(group)),
+            None => Box::pin(async move {
+                command_executor::wait_for_exit(group).await?;
+                Err(std::io::Error::other(
+                    "it was started by an earlier life of this agent",
+                ))
+            }),
+        };
+        ctx.spawn_future(ending, move |agent, ctx, status| {
+            agent.executor_exited(ctx, exit_key, group, status)
+        });
         self.expect_registration(ctx, key, group);
         true
     }
@@ -265,6 +279,7 @@ impl Agent {
             group: run.group,
             start_ticks: run.start_ticks,
             pid: run.pid.clone(),
+            launched: run.launched,
         };
         let path = crate::checkpoint::executor_path(work_dir, agent_id, &key.0, &key.1);
         if let Err(error) = crate::checkpoint::save(&path, &checkpoint) {
@@ -427,6 +442,8 @@ impl Agent {
             )
         };
         debug!(executor_id = %key.1, tasks = run.tasks.len(), "executor ended");
+        // The launcher forgets the end once the updates are recorded.
+        let launched = run.launched;
         for task_id in run.tasks {
             self.report_with(
                 ctx,
@@ -436,6 +453,9 @@ impl Agent {
                 Some(reason),
                 &message,
             );
+        }
+        if launched && let Some(launcher) = self.launcher.clone() {
+            launcher.forget(group);
         }
     }
 

@@ -873,13 +873,8 @@ impl Agent {
             ("STRATA_AGENT_ID".to_owned(), agent_id.to_string()),
         ]);
         let launcher = self.launcher(work_dir);
-        let parent = match &launcher {
-            Some(launcher) => command_executor::Parent::Launcher {
-                launcher,
-                dies_with_agent: !self.checkpointing(framework_id),
-            },
-            None => command_executor::Parent::Agent,
-        };
+        let parent =
+            command_executor::Parent::of(launcher.as_ref(), !self.checkpointing(framework_id));
         match command_executor::start(&sandbox, command, &environment, parent) {
             Err(reason) => self.report_with(
                 ctx,

@@ -251,7 +251,7 @@ impl Agent {
             self.frameworks.insert(framework_id.clone(), framework.info);
             // Executors first: their tasks wait for them.
             for executor in &framework.executors {
-                if !self.adopt_executor(ctx, &framework_id, executor)
+                if !self.adopt_executor(ctx, &work_dir, &framework_id, executor)
                     && let Some(agent_id) = &self.agent_id
                 {
                     let path = checkpoint::executor_path(

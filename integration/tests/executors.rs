@@ -287,8 +287,23 @@ fn executor_alive(framework_id: &strata_protocol::FrameworkId) -> bool {
 /// missed), and its task runs on to FINISHED, never failed.
 #[test]
 fn a_restarted_agent_reconnects_a_checkpointing_frameworks_executor() {
-    let work_dir =
-        std::env::temp_dir().join(format!("strata-executors-reconnect-{}", std::process::id()));
+    reconnects_executor(None);
+}
+
+/// The same with the executor started by the agent's task launcher, which
+/// outlives the agent and tells the restarted agent how the executor
+/// ends.
+#[test]
+fn a_restarted_agent_reconnects_an_executor_its_launcher_started() {
+    reconnects_executor(Some(env!("CARGO_BIN_EXE_strata-test-launcher")));
+}
+
+fn reconnects_executor(launcher: Option<&str>) {
+    let work_dir = std::env::temp_dir().join(format!(
+        "strata-executors-reconnect-{}-{}",
+        launcher.is_some(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&work_dir);
     let states = actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
@@ -297,16 +312,22 @@ fn a_restarted_agent_reconnects_a_checkpointing_frameworks_executor() {
             ..strata_master::Config::default()
         };
         // Ids of its own, so other tests' executors are not taken for its.
+        let prefix = if launcher.is_some() {
+            "relaunch"
+        } else {
+            "reconnect"
+        };
         let master_node = node(&ca, "master").await;
         let master = master_node
             .spawn(
                 strata_master::MASTER_ID,
-                move || strata_master::Master::new(patient.clone(), "reconnect"),
+                move || strata_master::Master::new(patient.clone(), prefix),
                 strata_runtime::SpawnOptions::default(),
             )
             .unwrap();
         let mut config = agent_config(&ca, &master, &work_dir);
         config.kill_tasks_on_stop = false;
+        config.task_launcher = launcher.map(std::path::PathBuf::from);
         let agent = start_agent_with(&ca, "agent", config.clone()).await;
         let schedulers = node(&ca, "schedulers").await;
         let mut info = FrameworkInfo::new("fw", "u");
@@ -356,5 +377,10 @@ fn a_restarted_agent_reconnects_a_checkpointing_frameworks_executor() {
         states
     });
     assert_eq!(states, vec![TaskState::Running, TaskState::Finished]);
+    assert_eq!(
+        work_dir.join("task-launcher.log").exists(),
+        launcher.is_some(),
+        "the executor's parent"
+    );
     let _ = std::fs::remove_dir_all(&work_dir);
 }
