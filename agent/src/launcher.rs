@@ -800,6 +800,15 @@ mod tests {
         })
     }
 
+    /// Waits for process `pid` to end (through a pidfd), 20 s at most.
+    async fn ends(pid: i32) {
+        let exited = crate::command_executor::wait_for_exit(pid);
+        tokio::time::timeout(Duration::from_secs(20), exited)
+            .await
+            .expect("the process ends within 20 s")
+            .unwrap();
+    }
+
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -835,23 +844,27 @@ mod tests {
         // next connection; one that dies with its agent is killed when
         // the agent's connection closes.
         let gate = dir.join("gate");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &gate,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+            0,
+        )
+        .unwrap();
         let kept = first
             .launch(launch(
-                &format!("while [ ! -e {} ]; do sleep 0.01; done", gate.display()),
+                &format!("read line < {}", gate.display()),
                 &dir,
                 false,
             ))
             .unwrap();
         let doomed = first.launch(launch("sleep 60", &dir, true)).unwrap();
         drop(first);
-        std::fs::write(&gate, b"").unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while crate::command_executor::start_ticks(doomed).is_some()
-            || crate::command_executor::start_ticks(kept).is_some()
-        {
-            assert!(std::time::Instant::now() < deadline, "tasks still run");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        ends(doomed).await;
+        // Opening blocks until the task opens its end.
+        std::fs::write(&gate, b"go\n").unwrap();
+        ends(kept).await;
         let second = Launcher {
             program: PathBuf::from("/nonexistent"),
             work_dir: dir.clone(),
@@ -879,11 +892,7 @@ mod tests {
         };
         let pid = launcher.launch(launch("true", &dir, false)).unwrap();
         drop(launcher);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while crate::command_executor::start_ticks(pid).is_some() {
-            assert!(std::time::Instant::now() < deadline, "task still runs");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        ends(pid).await;
         std::fs::remove_dir_all(&dir).unwrap();
         served.join().unwrap();
     }
