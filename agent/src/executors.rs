@@ -121,11 +121,11 @@ impl Agent {
             .agent_id()
             .cloned()
             .ok_or("the agent is not registered")?;
-        let tls = self
+        let credentials = self
             .config()
-            .tls
+            .executor_credentials
             .clone()
-            .ok_or("this agent has no TLS material to give executors")?;
+            .ok_or("this agent has no credentials to give executors")?;
         let run = format!("{:016x}", self.next_random());
         let sandbox = command_executor::sandbox_path(
             work_dir,
@@ -135,8 +135,10 @@ impl Agent {
             &run,
         );
         let tls_dir = sandbox.join(".tls");
-        tls.save(&tls_dir)
-            .map_err(|e| format!("cannot give the executor its TLS material: {e}"))?;
+        credentials
+            .issue(framework_id, &executor.executor_id)
+            .and_then(|material| material.save(&tls_dir))
+            .map_err(|e| format!("cannot give the executor its certificate: {e}"))?;
         let mut environment = BTreeMap::from([
             ("STRATA_AGENT_PID".to_owned(), ctx.pid().to_string()),
             ("STRATA_AGENT_ID".to_owned(), agent_id.to_string()),
@@ -305,6 +307,16 @@ impl Agent {
         executor_id: ExecutorId,
         status: Option<strata_protocol::TaskStatus>,
     ) {
+        let identity = ctx.sender_identity();
+        if !crate::credentials::is_executor(identity, &framework_id, &executor_id) {
+            warn!(
+                from = %from,
+                identity = %identity,
+                executor_id = %executor_id,
+                "executor message under another identity than the one issued to that executor dropped"
+            );
+            return;
+        }
         let key = (framework_id.clone(), executor_id.clone());
         let Some(agent_id) = self.agent_id().cloned() else {
             return;

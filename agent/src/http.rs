@@ -6,8 +6,10 @@
 //! endpoints read sandboxes directly: `path` is relative to the agent's
 //! sandbox root, `<work>/agents/<agent>/` (the part of a sandbox path
 //! after it, as `/state` gives each task's `sandbox`). Absolute paths, any
-//! `..` component, and symbolic links that lead out of the root are
-//! refused with 403; reads are at most [`MAX_READ`] bytes.
+//! `..` component, symbolic links that lead out of the root and a last
+//! component that is a link are refused with 403, anything but a regular
+//! file is refused for reading ([`open_confined`]); reads are at most
+//! [`MAX_READ`] bytes and run off the agent's thread.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
@@ -83,17 +85,31 @@ pub fn channel() -> (Publisher, watch::Receiver<Option<Arc<State>>>) {
 /// Why a sandbox path was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathRefusal {
-    /// 400: not a relative path of normal components.
+    /// 400: not a relative path of normal components, or not the kind of
+    /// file asked for.
     Malformed(String),
-    /// 403: it leads out of the sandbox root.
+    /// 403: it leads out of the sandbox root, or ends in a symbolic link.
     Outside,
     /// 404: nothing there.
     Missing,
 }
 
-/// Resolves `path` (relative to `root`) to a file or directory inside
-/// `root`, following symbolic links only as far as they stay inside.
-pub fn confine(root: &Path, path: &str) -> Result<PathBuf, PathRefusal> {
+/// What [`open_confined`] is to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Directory,
+}
+
+/// Opens `path` (relative to `root`) inside `root`, in one step the
+/// kernel checks (`openat2` with `RESOLVE_BENEATH`): a symbolic link on
+/// the way may not lead out of the root, the last component is never
+/// followed (`O_NOFOLLOW`), and the open never blocks (`O_NONBLOCK`: a
+/// FIFO a task left in its sandbox opens at once and is then refused as
+/// not a regular file). A task swapping components for links while the
+/// agent reads cannot make it open anything outside.
+pub fn open_confined(root: &Path, path: &str, kind: Kind) -> Result<std::fs::File, PathRefusal> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
     let relative = Path::new(path);
     if relative.is_absolute() {
         return Err(PathRefusal::Malformed(
@@ -109,22 +125,51 @@ pub fn confine(root: &Path, path: &str) -> Result<PathBuf, PathRefusal> {
             }
         }
     }
-    let root = root.canonicalize().map_err(|_| PathRefusal::Missing)?;
-    let resolved = root
-        .join(relative)
-        .canonicalize()
-        .map_err(|_| PathRefusal::Missing)?;
-    if resolved.starts_with(&root) {
-        Ok(resolved)
+    let root = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|_| PathRefusal::Missing)?;
+    let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    if kind == Kind::Directory {
+        flags |= OFlags::DIRECTORY;
+    }
+    let target = if relative.as_os_str().is_empty() {
+        Path::new(".")
     } else {
-        Err(PathRefusal::Outside)
+        relative
+    };
+    let fd = rustix::fs::openat2(
+        &root,
+        target,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|error| match error {
+        rustix::io::Errno::XDEV => PathRefusal::Outside,
+        rustix::io::Errno::LOOP => PathRefusal::Outside,
+        rustix::io::Errno::NOTDIR => PathRefusal::Malformed("not a directory".into()),
+        _ => PathRefusal::Missing,
+    })?;
+    let file = std::fs::File::from(fd);
+    let metadata = file.metadata().map_err(|_| PathRefusal::Missing)?;
+    match kind {
+        Kind::File if !metadata.file_type().is_file() => Err(PathRefusal::Malformed(
+            "not a regular file (only sandbox files are served)".into(),
+        )),
+        _ => Ok(file),
     }
 }
 
 fn refused(refusal: PathRefusal) -> Response {
     match refusal {
         PathRefusal::Malformed(why) => Response::error(400, &why),
-        PathRefusal::Outside => Response::error(403, "the path leads out of the sandboxes"),
+        PathRefusal::Outside => Response::error(
+            403,
+            "the path leads out of the sandboxes or ends in a symbolic link",
+        ),
         PathRefusal::Missing => Response::error(404, "no such file or directory"),
     }
 }
@@ -137,32 +182,41 @@ struct Entry {
     mtime_ms: u64,
 }
 
+/// Most entries one `/files/browse` lists.
+pub const MAX_ENTRIES: usize = 10_000;
+
 fn browse(root: &Path, path: &str) -> Response {
-    let dir = match confine(root, path) {
+    let dir = match open_confined(root, path, Kind::Directory) {
         Ok(dir) => dir,
         Err(refusal) => return refused(refusal),
     };
-    let Ok(listing) = std::fs::read_dir(&dir) else {
-        return Response::error(400, "not a directory");
+    let Ok(listing) = rustix::fs::Dir::read_from(&dir) else {
+        return Response::error(400, "not a readable directory");
     };
-    let mut entries: Vec<Entry> = listing
-        .flatten()
-        .filter_map(|entry| {
-            let meta = entry.metadata().ok()?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let relative = Path::new(path).join(&name);
-            Some(Entry {
-                path: relative.to_string_lossy().into_owned(),
-                is_dir: meta.is_dir(),
-                size: meta.len(),
-                mtime_ms: meta
-                    .modified()
-                    .ok()
-                    .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |elapsed| elapsed.as_millis() as u64),
-            })
-        })
-        .collect();
+    let mut entries = Vec::new();
+    for entry in listing.flatten() {
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        if entries.len() >= MAX_ENTRIES {
+            break;
+        }
+        // Entries are looked at, never followed.
+        let Ok(stat) = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(name.to_bytes()).into_owned();
+        let relative = Path::new(path).join(&name);
+        let file_type = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+        entries.push(Entry {
+            path: relative.to_string_lossy().into_owned(),
+            is_dir: file_type == rustix::fs::FileType::Directory,
+            size: u64::try_from(stat.st_size).unwrap_or(0),
+            mtime_ms: u64::try_from(stat.st_mtime).unwrap_or(0) * 1000
+                + stat.st_mtime_nsec / 1_000_000,
+        });
+    }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     match serde_json::to_vec(&entries) {
         Ok(body) => Response::json(body),
@@ -184,7 +238,7 @@ fn read(root: &Path, request: &Request) -> Response {
     let Some(path) = request.param("path") else {
         return Response::error(400, "path is required");
     };
-    let file = match confine(root, path) {
+    let mut handle = match open_confined(root, path, Kind::File) {
         Ok(file) => file,
         Err(refusal) => return refused(refusal),
     };
@@ -199,9 +253,6 @@ fn read(root: &Path, request: &Request) -> Response {
     let (offset, length) = match (number("offset", 0), number("length", MAX_READ as i64)) {
         (Ok(offset), Ok(length)) => (offset, length),
         (Err(response), _) | (_, Err(response)) => return response,
-    };
-    let Ok(mut handle) = std::fs::File::open(&file) else {
-        return Response::error(404, "cannot open the file");
     };
     let size = handle.metadata().map(|meta| meta.len()).unwrap_or(0);
     if offset == -1 {
@@ -352,19 +403,60 @@ mod tests {
         std::fs::write(dir.join("secret"), b"no").unwrap();
         std::os::unix::fs::symlink(dir.join("secret"), root.join("f/run/escape")).unwrap();
         std::os::unix::fs::symlink(root.join("f/run/stdout"), root.join("f/run/inside")).unwrap();
-        let resolved = confine(&root, "f/run/stdout").unwrap();
-        assert!(resolved.ends_with("f/run/stdout"));
-        assert!(
-            confine(&root, "f/run/inside").is_ok(),
-            "a link that stays inside"
+        std::os::unix::fs::symlink(&dir, root.join("f/up")).unwrap();
+        std::os::unix::fs::symlink("run", root.join("f/alias")).unwrap();
+        let open = |path: &str| open_confined(&root, path, Kind::File).map(|_| ());
+        assert_eq!(open("f/run/stdout"), Ok(()));
+        assert_eq!(open("f/run/escape"), Err(PathRefusal::Outside));
+        assert_eq!(
+            open("f/run/inside"),
+            Err(PathRefusal::Outside),
+            "never follows the last link"
         );
-        assert_eq!(confine(&root, "f/run/escape"), Err(PathRefusal::Outside));
-        assert_eq!(confine(&root, "f/../../secret"), Err(PathRefusal::Outside));
-        assert_eq!(confine(&root, "f/nothing"), Err(PathRefusal::Missing));
+        assert_eq!(open("f/up/secret"), Err(PathRefusal::Outside));
+        assert_eq!(
+            open("f/alias/stdout"),
+            Ok(()),
+            "a link on the way that stays inside"
+        );
+        assert_eq!(open("f/../../secret"), Err(PathRefusal::Outside));
+        assert_eq!(open("f/nothing"), Err(PathRefusal::Missing));
         assert!(matches!(
-            confine(&root, "/etc/passwd"),
+            open("/etc/passwd"),
             Err(PathRefusal::Malformed(_))
         ));
+        assert!(
+            matches!(open("f/run"), Err(PathRefusal::Malformed(_))),
+            "a directory"
+        );
+        assert!(open_confined(&root, "f", Kind::Directory).is_ok());
+        assert!(open_confined(&root, "", Kind::Directory).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_is_refused_at_once() {
+        let dir = std::env::temp_dir().join(format!("strata-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        // No writer: a blocking open would wait for ever.
+        let refusal = open_confined(&dir, "fifo", Kind::File).unwrap_err();
+        assert!(matches!(refusal, PathRefusal::Malformed(_)), "{refusal:?}");
+        let request = Request {
+            method: "GET".into(),
+            path: "/files/read".into(),
+            query: vec![("path".into(), "fifo".into())],
+            headers: vec![],
+        };
+        assert_eq!(read(&dir, &request).status, 400);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

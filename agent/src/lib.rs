@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod command_executor;
+pub mod credentials;
 pub mod detection;
 mod executors;
 pub mod http;
@@ -15,4 +16,5 @@ pub mod sim_host;
 pub mod status_updates;
 pub mod usage;
 
+pub use credentials::ExecutorCredentials;
 pub use process::{AGENT_ID, Agent, AgentConfig, ResourceAccount, Runner};

@@ -64,9 +64,10 @@ pub struct AgentConfig {
     pub status_update_retry: Duration,
     /// How often task usage is sampled and memory limits checked.
     pub usage_interval: Duration,
-    /// TLS material copied into custom executors' sandboxes; without it
-    /// the agent cannot run custom executors.
-    pub tls: Option<strata_runtime::TlsMaterial>,
+    /// What custom executors get their own certificates from; without
+    /// it the agent cannot run custom executors. The agent's node must
+    /// trust them ([`ExecutorCredentials::trusted_by`]).
+    pub executor_credentials: Option<crate::ExecutorCredentials>,
     /// How long a custom executor has to register (Mesos: 1 min).
     pub executor_registration_timeout: Duration,
     /// The task launcher program (the `strata` binary, run as
@@ -100,7 +101,7 @@ impl AgentConfig {
             runner,
             status_update_retry: crate::status_updates::FIRST_RETRY,
             usage_interval: Duration::from_secs(1),
-            tls: None,
+            executor_credentials: None,
             executor_registration_timeout: Duration::from_secs(60),
             task_launcher: None,
             kill_tasks_on_stop: true,

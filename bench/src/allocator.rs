@@ -131,6 +131,10 @@ pub fn print_memory_per_agent(agents: usize) -> anyhow::Result<()> {
         books.handle(
             now,
             Input::Received {
+                sender: std::sync::Arc::new(strata_runtime::PeerIdentity::simulated(
+                    Some(strata_runtime::Role::Agent),
+                    &from.to_string(),
+                )),
                 from,
                 message: ToMaster::RegisterAgent { info },
             },

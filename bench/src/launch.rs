@@ -127,16 +127,19 @@ async fn launch_all(
     total: usize,
     launcher: Option<&std::path::Path>,
 ) -> anyhow::Result<f64> {
-    let bind = |name: &str| -> anyhow::Result<NodeConfig> {
-        Ok(NodeConfig::new("127.0.0.1:0".parse()?, ca.issue(name)?))
+    let bind = |role: strata_runtime::Role, name: &str| -> anyhow::Result<NodeConfig> {
+        Ok(NodeConfig::new(
+            "127.0.0.1:0".parse()?,
+            ca.issue(role, name)?,
+        ))
     };
-    let master_node = Node::bind(bind("master")?).await?;
+    let master_node = Node::bind(bind(strata_runtime::Role::Master, "master")?).await?;
     let master = master_node.spawn(
         MASTER_ID,
         || Master::new(Config::default(), "bench"),
         SpawnOptions::default(),
     )?;
-    let agent_node = Node::bind(bind("agent")?).await?;
+    let agent_node = Node::bind(bind(strata_runtime::Role::Agent, "agent")?).await?;
     let agent = AgentConfig {
         master: master.clone(),
         hostname: "bench".into(),
@@ -149,7 +152,7 @@ async fn launch_all(
         },
         status_update_retry: strata_agent::status_updates::FIRST_RETRY,
         usage_interval: std::time::Duration::from_secs(1),
-        tls: None,
+        executor_credentials: None,
         executor_registration_timeout: std::time::Duration::from_secs(60),
         task_launcher: launcher.map(std::path::Path::to_owned),
         kill_tasks_on_stop: true,
@@ -159,7 +162,7 @@ async fn launch_all(
         move || Agent::new(agent.clone()),
         SpawnOptions::default(),
     )?;
-    let scheduler_node = Node::bind(bind("scheduler")?).await?;
+    let scheduler_node = Node::bind(bind(strata_runtime::Role::Framework, "scheduler")?).await?;
     let mut inbox = scheduler_node.inbox::<ToScheduler>("scheduler", 65_536)?;
     inbox
         .send(

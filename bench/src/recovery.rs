@@ -151,7 +151,11 @@ fn agent_recovery(tasks: usize) -> anyhow::Result<(f64, f64)> {
     let strata = strata_binary()?;
     let dir = std::env::temp_dir().join(format!("strata-bench-recovery-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    TlsMaterial::development(&dir.join("tls"), "bootstrap")?;
+    TlsMaterial::development(
+        &dir.join("tls"),
+        strata_runtime::Role::Operator,
+        "bootstrap",
+    )?;
     let agent_dir = dir.join("agent");
     std::fs::create_dir_all(&agent_dir)?;
     std::os::unix::fs::symlink(dir.join("tls"), agent_dir.join("tls"))?;
@@ -317,7 +321,7 @@ fn master_recovery(agents: usize) -> anyhow::Result<f64> {
     let _ = std::fs::remove_dir_all(&dir);
     let ca = CertificateAuthority::generate("strata-bench")?;
     let result = actix_rt::System::new().block_on(async {
-        let master_tls = ca.issue("master")?;
+        let master_tls = ca.issue(strata_runtime::Role::Master, "master")?;
         let first = Node::bind(NodeConfig::new("127.0.0.1:0".parse()?, master_tls.clone())).await?;
         let address = first.addr();
         let work = dir.clone();
@@ -333,7 +337,7 @@ fn master_recovery(agents: usize) -> anyhow::Result<f64> {
         for node_index in 0..agents.div_ceil(AGENTS_PER_NODE) {
             let node = Node::bind(NodeConfig::new(
                 "127.0.0.1:0".parse()?,
-                ca.issue(&format!("agents-{node_index}"))?,
+                ca.issue(strata_runtime::Role::Agent, &format!("agents-{node_index}"))?,
             ))
             .await?;
             for slot in 0..AGENTS_PER_NODE.min(agents - node_index * AGENTS_PER_NODE) {

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use strata_runtime::codec::{FrameDecoder, PROTOCOL_VERSION};
 use strata_runtime::tls::{self, QuicTimeouts};
 use strata_runtime::{
-    Blob, CertificateAuthority, Node, NodeConfig, Process, ProcessContext, SpawnOptions,
+    Blob, CertificateAuthority, Node, NodeConfig, Process, ProcessContext, Role, SpawnOptions,
     TlsMaterial, Upid,
 };
 
@@ -338,26 +338,30 @@ impl Process for Source {
 fn local_strata(ca: &CertificateAuthority, total: u64) -> anyhow::Result<f64> {
     let (done, finished) = std_mpsc::channel();
     let (started, start_time) = std_mpsc::channel();
-    let (_, stop, node) = node_thread("local", ca.issue("bench-local")?, move |node| {
-        let sink = node.spawn(
-            "sink",
-            move || Sink::<u64>::new(total, LOCAL_BATCH, done.clone()),
-            SpawnOptions::default(),
-        )?;
-        let _ = started.send(Instant::now());
-        Ok(node.spawn(
-            "source",
-            move || Source {
-                sink: sink.clone(),
-                sent: 0,
-                total,
-                window: LOCAL_BATCH,
-                step: LOCAL_BATCH,
-                payload: None,
-            },
-            SpawnOptions::default(),
-        )?)
-    })?;
+    let (_, stop, node) = node_thread(
+        "local",
+        ca.issue(Role::Framework, "bench-local")?,
+        move |node| {
+            let sink = node.spawn(
+                "sink",
+                move || Sink::<u64>::new(total, LOCAL_BATCH, done.clone()),
+                SpawnOptions::default(),
+            )?;
+            let _ = started.send(Instant::now());
+            Ok(node.spawn(
+                "source",
+                move || Source {
+                    sink: sink.clone(),
+                    sent: 0,
+                    total,
+                    window: LOCAL_BATCH,
+                    step: LOCAL_BATCH,
+                    payload: None,
+                },
+                SpawnOptions::default(),
+            )?)
+        },
+    )?;
     let start = start_time.recv_timeout(Duration::from_secs(30))?;
     let end = finished.recv_timeout(STALL).context("local send stalled")?;
     let _ = stop.send(());
@@ -413,16 +417,19 @@ fn node_thread(
 
 fn remote_strata(ca: &CertificateAuthority, size: usize, total: u64) -> anyhow::Result<f64> {
     let (done, finished) = std_mpsc::channel();
-    let (sink, stop_sink, sink_thread) =
-        node_thread("sink", ca.issue("bench-sink")?, move |node| {
+    let (sink, stop_sink, sink_thread) = node_thread(
+        "sink",
+        ca.issue(Role::Framework, "bench-sink")?,
+        move |node| {
             Ok(node.spawn(
                 "sink",
                 move || Sink::<Blob>::new(total, REMOTE_ACK_EVERY, done.clone()),
                 SpawnOptions::default(),
             )?)
-        })?;
+        },
+    )?;
     let (started, start_time) = std_mpsc::channel();
-    let material = ca.issue("bench-source")?;
+    let material = ca.issue(Role::Framework, "bench-source")?;
     let (stop_source, source_stopped) = tokio::sync::oneshot::channel::<()>();
     let source_thread = on_thread("source", move || {
         actix_rt::System::new().block_on(async move {
@@ -485,8 +492,11 @@ where
     F: FnOnce(quinn::SendStream, quinn::RecvStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let (server_config, _) =
-        tls::quic_configs(&ca.issue("raw-server")?, PROTOCOL_VERSION, &timeouts())?;
+    let (server_config, _) = tls::quic_configs(
+        &ca.issue(Role::Framework, "raw-server")?,
+        PROTOCOL_VERSION,
+        &timeouts(),
+    )?;
     let (ready, announced) = std_mpsc::channel();
     let handle = on_thread("raw-server", move || {
         raw_runtime()?.block_on(async move {
@@ -508,8 +518,11 @@ async fn raw_client(
     ca: &CertificateAuthority,
     server: std::net::SocketAddr,
 ) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
-    let (_, client_config) =
-        tls::quic_configs(&ca.issue("raw-client")?, PROTOCOL_VERSION, &timeouts())?;
+    let (_, client_config) = tls::quic_configs(
+        &ca.issue(Role::Framework, "raw-client")?,
+        PROTOCOL_VERSION,
+        &timeouts(),
+    )?;
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     endpoint.set_default_client_config(client_config);
     let connection = endpoint.connect(server, tls::SERVER_NAME)?.await?;
@@ -637,12 +650,15 @@ impl Process for Pinger {
 const WARM_UP: usize = 500;
 
 fn round_trips_strata(ca: &CertificateAuthority, count: u64) -> anyhow::Result<Vec<Duration>> {
-    let (echo, stop_echo, echo_thread) = node_thread("echo", ca.issue("bench-echo")?, |node| {
-        Ok(node.spawn("echo", || NumberEcho, SpawnOptions::default())?)
-    })?;
+    let (echo, stop_echo, echo_thread) =
+        node_thread("echo", ca.issue(Role::Framework, "bench-echo")?, |node| {
+            Ok(node.spawn("echo", || NumberEcho, SpawnOptions::default())?)
+        })?;
     let (done, finished) = std_mpsc::channel();
-    let (pinger, stop_pinger, pinger_thread) =
-        node_thread("pinger", ca.issue("bench-pinger")?, move |node| {
+    let (pinger, stop_pinger, pinger_thread) = node_thread(
+        "pinger",
+        ca.issue(Role::Framework, "bench-pinger")?,
+        move |node| {
             let total = count + WARM_UP as u64;
             Ok(node.spawn(
                 "pinger",
@@ -655,7 +671,8 @@ fn round_trips_strata(ca: &CertificateAuthority, count: u64) -> anyhow::Result<V
                 },
                 SpawnOptions::default(),
             )?)
-        })?;
+        },
+    )?;
     let samples = finished
         .recv_timeout(STALL)
         .context("round trips stalled")?;

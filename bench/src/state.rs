@@ -40,6 +40,10 @@ fn cluster(agents: usize, frameworks: usize) -> anyhow::Result<Books> {
         let out = books.handle(
             now,
             Input::Received {
+                sender: std::sync::Arc::new(strata_runtime::PeerIdentity::simulated(
+                    Some(strata_runtime::Role::Framework),
+                    "bench",
+                )),
                 from: pid,
                 message: ToMaster::Subscribe {
                     info: FrameworkInfo::new(format!("framework-{index}"), "bench"),
@@ -84,6 +88,10 @@ fn cluster(agents: usize, frameworks: usize) -> anyhow::Result<Books> {
         books.handle(
             now,
             Input::Received {
+                sender: std::sync::Arc::new(strata_runtime::PeerIdentity::simulated(
+                    Some(strata_runtime::Role::Agent),
+                    &pid.to_string(),
+                )),
                 from: pid,
                 message: ToMaster::ReregisterAgent {
                     info,
@@ -173,6 +181,7 @@ fn http_latency_ms(state: State) -> anyhow::Result<f64> {
         let address = listener.local_addr()?;
         let server = tokio::spawn(strata_runtime::http::serve(
             listener,
+            strata_runtime::http::Cors::SameOrigin,
             strata_master::state::routes(snapshots),
         ));
         let mut samples = Vec::new();

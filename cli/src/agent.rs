@@ -84,11 +84,19 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let task_launcher =
         std::env::current_exe().context("cannot find this program to run as the task launcher")?;
     let master = Upid::new(MASTER_ID, args.master, strata_runtime::Incarnation::ANY)?;
-    let material = args.tls.material("agent")?;
+    // A development agent is named after its machine and work directory,
+    // which a restarted agent keeps: the master binds the agent's id to
+    // that name.
+    let mut material = args.tls.material(
+        strata_runtime::Role::Agent,
+        &development_agent_name(&args.ip.to_string(), &work_dir),
+    )?;
+    let credentials = strata_agent::ExecutorCredentials::kept_in(&work_dir, &material)?;
+    credentials.trusted_by(&mut material);
     actix_rt::System::new().block_on(async move {
         let node = Node::bind(NodeConfig::new(
             SocketAddr::new(args.ip, args.port),
-            material.clone(),
+            material,
         ))
         .await?;
         let config = AgentConfig {
@@ -103,13 +111,18 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             },
             status_update_retry: strata_agent::status_updates::FIRST_RETRY,
             usage_interval: std::time::Duration::from_secs(1),
-            tls: Some(material.clone()),
+            executor_credentials: Some(credentials),
             executor_registration_timeout: std::time::Duration::from_secs(60),
             task_launcher: Some(task_launcher),
             kill_tasks_on_stop: false,
         };
         let (publisher, snapshots) = strata_agent::http::channel();
-        let http = crate::serve_http(node.addr(), strata_agent::http::routes(snapshots)).await?;
+        let http = crate::serve_http(
+            node.addr(),
+            crate::agent_cors(master.addr()),
+            strata_agent::http::routes(snapshots),
+        )
+        .await?;
         let pid = node.spawn(
             AGENT_ID,
             move || Agent::new(config.clone()).publishing(publisher.clone()),
@@ -123,9 +136,27 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 work_dir.display()
             );
         }
-        crate::wait_for_shutdown().await;
+        let served = crate::serve_until_shutdown(&node, std::slice::from_ref(&pid)).await;
         info!("shutting down; tasks of frameworks that checkpoint keep running");
         node.close(Duration::from_secs(2)).await;
-        Ok(())
+        served
     })
+}
+
+/// The development certificate name of an agent at `ip` working in
+/// `work_dir`: stable across restarts, different for two agents on one
+/// machine.
+fn development_agent_name(ip: &str, work_dir: &std::path::Path) -> String {
+    let place = work_dir
+        .canonicalize()
+        .unwrap_or_else(|_| work_dir.to_owned());
+    // FNV-1a: fixed across builds, unlike the standard library's hasher.
+    let hash = place
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5_u32, |hash, byte| {
+            (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+        });
+    format!("agent-{ip}-{hash:08x}")
 }

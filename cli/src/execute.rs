@@ -69,6 +69,15 @@ pub struct ExecuteArgs {
     /// and --instances, to their end instead of launching them.
     #[arg(long, value_parser = parse_framework_id)]
     pub framework_id: Option<FrameworkId>,
+    /// The framework's principal: who it authenticates as, which the
+    /// master's ACLs name. With --tls-dir it must be the certificate's
+    /// name; the development CA issues a certificate for it.
+    #[arg(long, env = "STRATA_PRINCIPAL", default_value = "strata-execute")]
+    pub principal: String,
+    /// The user the tasks run as on agents that switch users (default:
+    /// the user running this command).
+    #[arg(long, env = "STRATA_USER")]
+    pub user: Option<String>,
     #[command(flatten)]
     pub tls: crate::TlsSource,
 }
@@ -269,7 +278,9 @@ impl Execution {
 pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
     let timeout = seconds("timeout", args.timeout)?;
     let failover_timeout = seconds("failover-timeout", args.failover_timeout)?;
-    let material = args.tls.material("strata-execute")?;
+    let material = args
+        .tls
+        .material(strata_runtime::Role::Framework, &args.principal)?;
     let master = Upid::new(MASTER_ID, args.master, Incarnation::ANY)?;
     let local_ip = crate::ping::local_ip_towards(args.master)?;
     let pending: Vec<TaskId> = (0..args.instances)
@@ -281,7 +292,9 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
             }
         })
         .collect::<Result<_, _>>()?;
-    let mut info = FrameworkInfo::new(format!("strata-execute {}", args.name), whoami());
+    let user = args.user.clone().unwrap_or_else(whoami);
+    let mut info = FrameworkInfo::new(format!("strata-execute {}", args.name), user);
+    info.principal = Some(material.identity().name);
     info.roles = vec![args.role.clone()];
     info.checkpoint = args.checkpoint;
     info.failover_timeout = failover_timeout;

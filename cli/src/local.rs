@@ -17,7 +17,7 @@ use strata_agent::{Agent, AgentConfig, Runner};
 use strata_master::allocator::Policy;
 use strata_master::{Config, MASTER_ID, Master};
 use strata_protocol::{Attributes, Ranges, Resource, Resources, UNRESERVED, Value};
-use strata_runtime::{Node, NodeConfig, SpawnOptions, TlsMaterial};
+use strata_runtime::{Node, NodeConfig, Role, SpawnOptions, TlsMaterial};
 
 #[derive(Debug, clap::Args)]
 pub struct LocalArgs {
@@ -103,11 +103,12 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     };
     actix_rt::System::new().block_on(async move {
         let loopback = Ipv4Addr::LOCALHOST.into();
-        let master_tls = TlsMaterial::development(&tls_dir, "master")?;
+        let master_tls = TlsMaterial::development(&tls_dir, Role::Master, "master")?;
         let master_node = Node::bind(NodeConfig::new(SocketAddr::new(loopback, args.port), master_tls)).await?;
         let publisher_and_routes = strata_master::state::channel();
         let http = crate::serve_http(
             master_node.addr(),
+            strata_runtime::http::Cors::SameOrigin,
             strata_master::state::routes(publisher_and_routes.1.clone()),
         )
         .await?;
@@ -124,8 +125,11 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         let mut nodes = vec![master_node];
         for index in 0..args.agents {
             let name = format!("agent-{}", index + 1);
-            let tls = TlsMaterial::development(&tls_dir, &name)?;
-            let node = Node::bind(NodeConfig::new(SocketAddr::new(loopback, 0), tls.clone())).await?;
+            let mut tls = TlsMaterial::development(&tls_dir, Role::Agent, &name)?;
+            let agent_work_dir = work_dir.join(&name);
+            let credentials = strata_agent::ExecutorCredentials::kept_in(&agent_work_dir, &tls)?;
+            credentials.trusted_by(&mut tls);
+            let node = Node::bind(NodeConfig::new(SocketAddr::new(loopback, 0), tls)).await?;
             let resources = share(detected, args.agents, index, &args.resources);
             let agent = AgentConfig {
                 master: master.clone(),
@@ -135,18 +139,23 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 seed: node.incarnation().0,
                 runner: Runner::Processes {
                     // Each agent keeps its own checkpoints.
-                    work_dir: work_dir.join(&name),
+                    work_dir: agent_work_dir,
                     kill_grace: DEFAULT_KILL_GRACE,
                 },
                 status_update_retry: strata_agent::status_updates::FIRST_RETRY,
                 usage_interval: std::time::Duration::from_secs(1),
-                tls: Some(tls.clone()),
+                executor_credentials: Some(credentials),
                 executor_registration_timeout: std::time::Duration::from_secs(60),
                 task_launcher: task_launcher.clone(),
                 kill_tasks_on_stop: true,
             };
             let (publisher, snapshots) = strata_agent::http::channel();
-            crate::serve_http(node.addr(), strata_agent::http::routes(snapshots)).await?;
+            crate::serve_http(
+                node.addr(),
+                crate::agent_cors(master.addr()),
+                strata_agent::http::routes(snapshots),
+            )
+            .await?;
             let pid = node.spawn(
                 "agent",
                 move || Agent::new(agent.clone()).publishing(publisher.clone()),
@@ -163,13 +172,13 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         };
         say!("Submit work: cargo run --release -- execute{master_flag} --name hello --command 'echo hello'");
         say!("Stop with Ctrl-C.");
-        crate::wait_for_shutdown().await;
+        let served = crate::serve_until_shutdown(&nodes[0], std::slice::from_ref(&master)).await;
         say!("Stopping: killing tasks.");
         // Agents first, so their tasks are killed before the master goes.
         for node in nodes.iter().rev() {
             node.close(Duration::from_secs(1)).await;
         }
-        Ok(())
+        served
     })
 }
 

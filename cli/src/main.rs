@@ -97,11 +97,32 @@ pub struct TlsSource {
 }
 
 impl TlsSource {
-    pub fn material(&self, name: &str) -> anyhow::Result<strata_runtime::TlsMaterial> {
-        Ok(match &self.tls_dir {
-            Some(dir) => strata_runtime::TlsMaterial::load(dir)?,
-            None => strata_runtime::TlsMaterial::development(&self.work_dir.join("tls"), name)?,
-        })
+    /// The material for a node in `role`: the production directory's
+    /// (which must hold a certificate for that role), or one the
+    /// development CA issues for `name`.
+    pub fn material(
+        &self,
+        role: strata_runtime::Role,
+        name: &str,
+    ) -> anyhow::Result<strata_runtime::TlsMaterial> {
+        match &self.tls_dir {
+            Some(dir) => {
+                let material = strata_runtime::TlsMaterial::load(dir)?;
+                let identity = material.identity();
+                if identity.role != Some(role) {
+                    anyhow::bail!(
+                        "the certificate in {} is for {identity}, but this command needs a {role} certificate; issue one with `strata tls cert --role {role}`",
+                        dir.display()
+                    );
+                }
+                Ok(material)
+            }
+            None => Ok(strata_runtime::TlsMaterial::development(
+                &self.work_dir.join("tls"),
+                role,
+                name,
+            )?),
+        }
     }
 }
 
@@ -109,6 +130,7 @@ impl TlsSource {
 /// address); returns where.
 pub async fn serve_http(
     addr: std::net::SocketAddr,
+    cors: strata_runtime::http::Cors,
     routes: impl Fn(&strata_runtime::http::Request) -> strata_runtime::http::Response
     + Send
     + Sync
@@ -118,8 +140,52 @@ pub async fn serve_http(
         .await
         .map_err(|e| anyhow::anyhow!("cannot serve HTTP on TCP {addr} (the node's port): {e}"))?;
     let bound = listener.local_addr()?;
-    tokio::spawn(strata_runtime::http::serve(listener, routes));
+    tokio::spawn(strata_runtime::http::serve(listener, cors, routes));
     Ok(bound)
+}
+
+/// Who may read an agent's HTTP answers from a page of another origin:
+/// the web UI of its master at `master` (its HTTP shares the port).
+pub fn agent_cors(master: std::net::SocketAddr) -> strata_runtime::http::Cors {
+    let mut origins = vec![format!("http://{master}")];
+    if master.ip().is_loopback() {
+        origins.push(format!("http://localhost:{}", master.port()));
+    }
+    strata_runtime::http::Cors::Origins(origins)
+}
+
+/// Waits for Ctrl-C or SIGTERM, or for one of `processes` on `node` to
+/// stop: a daemon whose master or agent gave up must not go on serving
+/// without it, so that is an error naming why.
+pub async fn serve_until_shutdown(
+    node: &strata_runtime::Node,
+    processes: &[strata_runtime::Upid],
+) -> anyhow::Result<()> {
+    let mut watcher = node.inbox::<u64>("daemon-watch", 1)?;
+    for pid in processes {
+        watcher.link(pid);
+    }
+    let gone = async {
+        loop {
+            match watcher.recv().await {
+                Some(strata_runtime::Received::Exited(pid)) => return Some(pid),
+                Some(strata_runtime::Received::Message(..)) => {}
+                None => return None,
+            }
+        }
+    };
+    tokio::select! {
+        _ = wait_for_shutdown() => Ok(()),
+        Some(pid) = gone => {
+            let why = node
+                .failures()
+                .into_iter()
+                .find(|(failed, _)| failed.id() == pid.id())
+                .map(|(_, failure)| failure.to_string())
+                .unwrap_or_else(|| "it stopped (see the log above)".to_owned());
+            anyhow::bail!("{} gave up: {why}", pid.id())
+        }
+    }
 }
 
 /// Waits for Ctrl-C or SIGTERM.

@@ -88,7 +88,7 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
     // Checked before starting, so a damaged registry is this command's
     // error.
     let recovered = strata_master::registry::load(&registry)?;
-    let material = args.tls.material("master")?;
+    let material = args.tls.material(strata_runtime::Role::Master, "master")?;
     let publisher_and_routes = strata_master::state::channel();
     actix_rt::System::new().block_on(async move {
         let node = Node::bind(NodeConfig::new(
@@ -98,6 +98,7 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
         .await?;
         let http = crate::serve_http(
             node.addr(),
+            strata_runtime::http::Cors::SameOrigin,
             strata_master::state::routes(publisher_and_routes.1.clone()),
         )
         .await?;
@@ -123,9 +124,9 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
                 registry.frameworks.len()
             );
         }
-        crate::wait_for_shutdown().await;
+        let served = crate::serve_until_shutdown(&node, std::slice::from_ref(&pid)).await;
         info!("shutting down");
         node.close(Duration::from_secs(2)).await;
-        Ok(())
+        served
     })
 }

@@ -47,7 +47,9 @@ pub fn local_ip_towards(peer: SocketAddr) -> anyhow::Result<std::net::IpAddr> {
 }
 
 pub fn run(args: PingArgs) -> anyhow::Result<()> {
-    let material = args.tls.material("strata-cli")?;
+    let material = args
+        .tls
+        .material(strata_runtime::Role::Operator, "strata-cli")?;
     let local_ip = local_ip_towards(args.address)?;
     actix_rt::System::new().block_on(async move {
         let mut config = NodeConfig::new(SocketAddr::new(local_ip, 0), material);

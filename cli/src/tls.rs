@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use strata_runtime::CertificateAuthority;
 use strata_runtime::tls::{CA_FILE, CA_KEY_FILE};
+use strata_runtime::{CertificateAuthority, Role};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TlsCommand {
@@ -28,14 +28,27 @@ pub enum TlsCommand {
         /// Directory holding ca.pem and ca-key.pem.
         #[arg(long, env = "STRATA_CA_DIR")]
         ca_dir: PathBuf,
+        /// What the node is: master, agent, framework, executor or
+        /// operator. Peers let it act only as that role (an agent
+        /// certificate can never speak as the master).
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
         /// The node's name, its identity to peers (its certificate's
-        /// common name).
+        /// common name): an agent's name, a framework's principal, an
+        /// operator's user.
         #[arg(long)]
         name: String,
+        /// How many days the certificate is valid.
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=3650))]
+        days: u64,
         /// Where to write the node's files.
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    text.parse()
 }
 
 pub fn run(command: TlsCommand) -> anyhow::Result<()> {
@@ -55,13 +68,23 @@ pub fn run(command: TlsCommand) -> anyhow::Result<()> {
                 dir.join(CA_KEY_FILE).display()
             );
         }
-        TlsCommand::Cert { ca_dir, name, out } => {
+        TlsCommand::Cert {
+            ca_dir,
+            role,
+            name,
+            days,
+            out,
+        } => {
             let ca = CertificateAuthority::load(&ca_dir)
                 .with_context(|| format!("cannot read the CA in {}", ca_dir.display()))?;
-            let material = ca.issue(&name)?;
+            let material = ca.issue_for(
+                role,
+                &name,
+                std::time::Duration::from_secs(days * 24 * 3600),
+            )?;
             material.save(&out)?;
             println!(
-                "issued {name:?} into {}; start the node with --tls-dir {}",
+                "issued {role} {name:?}, valid {days} days, into {}; start the node with --tls-dir {}",
                 out.display(),
                 out.display()
             );

@@ -374,7 +374,9 @@ pub fn kill(args: KillArgs) -> anyhow::Result<()> {
     let master: strata_runtime::Upid = text(&state["pid"])
         .parse()
         .context("the master gave a malformed address")?;
-    let material = args.tls.material("strata-kill")?;
+    let material = args
+        .tls
+        .material(strata_runtime::Role::Operator, "strata-cli")?;
     let local_ip = crate::ping::local_ip_towards(master.addr())?;
     actix_rt::System::new().block_on(async move {
         let node = strata_runtime::Node::bind(strata_runtime::NodeConfig::new(

@@ -21,7 +21,12 @@ fn a_command_runs_on_an_agent_daemon() {
     let work_dir = std::env::temp_dir().join(format!("strata-daemons-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     let work = work_dir.to_str().unwrap();
-    TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
+    TlsMaterial::development(
+        &work_dir.join("tls"),
+        strata_runtime::Role::Operator,
+        "bootstrap",
+    )
+    .unwrap();
     let master = common::start_master(work);
     let master_address = master.pid.addr().to_string();
     let agent_work = common::agent_work_dir(&work_dir, "agent");
@@ -32,7 +37,12 @@ fn a_command_runs_on_an_agent_daemon() {
         &["--attributes", "rack:r1"],
     );
     actix_rt::System::new().block_on(async {
-        let tls = TlsMaterial::development(&work_dir.join("tls"), "scheduler").unwrap();
+        let tls = TlsMaterial::development(
+            &work_dir.join("tls"),
+            strata_runtime::Role::Framework,
+            "scheduler",
+        )
+        .unwrap();
         let node = Node::bind(NodeConfig::new("127.0.0.1:0".parse().unwrap(), tls))
             .await
             .unwrap();
@@ -137,7 +147,12 @@ fn execute_spreads_instances_over_agent_daemons() {
     let work_dir = std::env::temp_dir().join(format!("strata-spread-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     let work = work_dir.to_str().unwrap();
-    TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
+    TlsMaterial::development(
+        &work_dir.join("tls"),
+        strata_runtime::Role::Operator,
+        "bootstrap",
+    )
+    .unwrap();
     let master = common::start_master(work);
     let master_address = master.pid.addr().to_string();
     let first_work = common::agent_work_dir(&work_dir, "agent-1");

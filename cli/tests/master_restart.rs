@@ -63,10 +63,10 @@ impl Drop for MasterProcess {
     }
 }
 
-async fn node(tls_dir: &Path, name: &str) -> Node {
+async fn node(tls_dir: &Path, role: strata_runtime::Role, name: &str) -> Node {
     let mut config = NodeConfig::new(
         "127.0.0.1:0".parse().unwrap(),
-        TlsMaterial::development(tls_dir, name).unwrap(),
+        TlsMaterial::development(tls_dir, role, name).unwrap(),
     );
     config.quic.idle_timeout = Duration::from_secs(2);
     config.quic.keep_alive_interval = Duration::from_millis(500);
@@ -109,7 +109,7 @@ fn agents_re_register_with_a_restarted_master_under_the_same_id() {
     let _ = std::fs::remove_dir_all(&work_dir);
     let tls_dir = work_dir.join("tls");
     // The CA exists before any process reads it.
-    TlsMaterial::development(&tls_dir, "bootstrap").unwrap();
+    TlsMaterial::development(&tls_dir, strata_runtime::Role::Operator, "bootstrap").unwrap();
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -118,7 +118,7 @@ fn agents_re_register_with_a_restarted_master_under_the_same_id() {
     let mut first = MasterProcess::start(&work_dir, port);
     let master = first.pid.clone();
     actix_rt::System::new().block_on(async {
-        let agent_node = node(&tls_dir, "agent-1").await;
+        let agent_node = node(&tls_dir, strata_runtime::Role::Agent, "agent-1").await;
         let config = AgentConfig {
             master: master.clone(),
             hostname: "agent-1".into(),
@@ -128,7 +128,7 @@ fn agents_re_register_with_a_restarted_master_under_the_same_id() {
             runner: strata_agent::Runner::InProcess,
             status_update_retry: strata_agent::status_updates::FIRST_RETRY,
             usage_interval: std::time::Duration::from_secs(1),
-            tls: None,
+            executor_credentials: None,
             executor_registration_timeout: std::time::Duration::from_secs(60),
             task_launcher: None,
             kill_tasks_on_stop: true,
@@ -140,7 +140,7 @@ fn agents_re_register_with_a_restarted_master_under_the_same_id() {
                 SpawnOptions::default(),
             )
             .unwrap();
-        let schedulers = node(&tls_dir, "schedulers").await;
+        let schedulers = node(&tls_dir, strata_runtime::Role::Framework, "schedulers").await;
         let before = first_offer_agent(&schedulers, "scheduler-1", &master).await;
 
         first.kill();

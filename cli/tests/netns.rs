@@ -183,7 +183,12 @@ fn a_framework_runs_across_three_hosts_in_network_namespaces() {
     let work_dir = std::env::temp_dir().join(format!("strata-netns-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     let work = work_dir.to_str().unwrap();
-    TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
+    TlsMaterial::development(
+        &work_dir.join("tls"),
+        strata_runtime::Role::Operator,
+        "bootstrap",
+    )
+    .unwrap();
     let master = start_master_in(master_ns, "10.77.1.1", work, &[]);
     let master_address = master.pid.addr().to_string();
     let first_work = common::agent_work_dir(&work_dir, "agent-1");
@@ -225,7 +230,12 @@ fn a_partitioned_agent_returns_with_its_task_for_a_partition_aware_framework() {
     let work_dir = std::env::temp_dir().join(format!("strata-partition-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     let work = work_dir.to_str().unwrap();
-    TlsMaterial::development(&work_dir.join("tls"), "bootstrap").unwrap();
+    TlsMaterial::development(
+        &work_dir.join("tls"),
+        strata_runtime::Role::Operator,
+        "bootstrap",
+    )
+    .unwrap();
     let master = start_master_in(
         master_ns,
         "10.77.3.1",

@@ -76,7 +76,12 @@ impl Cluster {
     fn start(test: &str, agent_flags: &[&str], name: &str, command: &str) -> Cluster {
         let dir = std::env::temp_dir().join(format!("strata-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        TlsMaterial::development(&dir.join("tls"), "bootstrap").unwrap();
+        TlsMaterial::development(
+            &dir.join("tls"),
+            strata_runtime::Role::Operator,
+            "bootstrap",
+        )
+        .unwrap();
         let work = dir.to_str().unwrap().to_owned();
         let master = common::start_master(&work);
         let address = master.pid.addr().to_string();

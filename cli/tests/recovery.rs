@@ -121,7 +121,12 @@ fn kill(pid: i32, signal: rustix::process::Signal) {
 fn work_dirs(name: &str) -> (PathBuf, String, String) {
     let dir = std::env::temp_dir().join(format!("strata-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    TlsMaterial::development(&dir.join("tls"), "bootstrap").unwrap();
+    TlsMaterial::development(
+        &dir.join("tls"),
+        strata_runtime::Role::Operator,
+        "bootstrap",
+    )
+    .unwrap();
     let text = dir.to_str().unwrap().to_owned();
     let agent = common::agent_work_dir(&dir, "agent");
     (dir, text, agent)

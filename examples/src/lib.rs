@@ -54,7 +54,11 @@ impl Cluster {
 
     /// A node to run schedulers on, trusted by the local cluster.
     pub async fn node(&self, name: &str) -> anyhow::Result<Node> {
-        let tls = TlsMaterial::development(&self.work_dir.join("tls"), name)?;
+        let tls = TlsMaterial::development(
+            &self.work_dir.join("tls"),
+            strata_runtime::Role::Framework,
+            name,
+        )?;
         let ip = if self.master.ip().is_loopback() {
             self.master.ip()
         } else {

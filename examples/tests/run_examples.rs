@@ -14,13 +14,15 @@ use strata_runtime::{Node, NodeConfig, SpawnOptions, TlsMaterial};
 /// resources; returns the master's address and the nodes to keep.
 async fn cluster(work_dir: &Path, agents: &[&str]) -> (String, Vec<Node>) {
     let tls_dir = work_dir.join("tls");
-    let bind = |name: &str| {
+    let bind = |role: strata_runtime::Role, name: &str| {
         NodeConfig::new(
             "127.0.0.1:0".parse().unwrap(),
-            TlsMaterial::development(&tls_dir, name).unwrap(),
+            TlsMaterial::development(&tls_dir, role, name).unwrap(),
         )
     };
-    let master_node = Node::bind(bind("master")).await.unwrap();
+    let master_node = Node::bind(bind(strata_runtime::Role::Master, "master"))
+        .await
+        .unwrap();
     let config = Config {
         allocation_interval: Duration::from_millis(200),
         ..Config::default()
@@ -35,7 +37,13 @@ async fn cluster(work_dir: &Path, agents: &[&str]) -> (String, Vec<Node>) {
     let mut nodes = vec![master_node];
     for (index, resources) in agents.iter().enumerate() {
         let name = format!("agent-{}", index + 1);
-        let node = Node::bind(bind(&name)).await.unwrap();
+        let mut material =
+            TlsMaterial::development(&tls_dir, strata_runtime::Role::Agent, &name).unwrap();
+        let credentials = strata_agent::ExecutorCredentials::in_memory(&material).unwrap();
+        credentials.trusted_by(&mut material);
+        let node = Node::bind(NodeConfig::new("127.0.0.1:0".parse().unwrap(), material))
+            .await
+            .unwrap();
         let runner = Runner::Processes {
             work_dir: work_dir.to_owned(),
             kill_grace: Duration::from_secs(1),
@@ -48,7 +56,7 @@ async fn cluster(work_dir: &Path, agents: &[&str]) -> (String, Vec<Node>) {
             index as u64,
             runner,
         );
-        config.tls = Some(TlsMaterial::development(&tls_dir, &name).unwrap());
+        config.executor_credentials = Some(credentials);
         node.spawn(
             "agent",
             move || Agent::new(config.clone()),

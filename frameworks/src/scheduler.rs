@@ -54,7 +54,7 @@
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! actix_rt::System::new().block_on(async {
-//!     let tls = TlsMaterial::development(std::path::Path::new(".strata/tls"), "hello")?;
+//!     let tls = TlsMaterial::development(std::path::Path::new(".strata/tls"), strata_runtime::Role::Framework, "hello")?;
 //!     let node = Node::bind(NodeConfig::new("127.0.0.1:0".parse()?, tls)).await?;
 //!     let master = "master@127.0.0.1:5050".parse()?;
 //!     let config = SchedulerConfig::new(master, FrameworkInfo::new("hello", "me"));

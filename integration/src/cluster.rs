@@ -12,7 +12,9 @@ use strata_protocol::{
     AgentId, CommandInfo, FrameworkId, FrameworkInfo, Offer, Resources, TaskId, TaskInfo, TaskKind,
     TaskStatus, ToMaster, ToScheduler,
 };
-use strata_runtime::{CertificateAuthority, Inbox, Node, NodeConfig, Received, SpawnOptions, Upid};
+use strata_runtime::{
+    CertificateAuthority, Inbox, Node, NodeConfig, Received, Role, SpawnOptions, Upid,
+};
 
 /// How long a test waits for the master to say something.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -23,8 +25,11 @@ pub fn r(text: &str) -> Resources {
 }
 
 /// A node on 127.0.0.1 with quick failure detection.
-pub async fn node(ca: &CertificateAuthority, name: &str) -> Node {
-    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), ca.issue(name).unwrap());
+pub async fn node(ca: &CertificateAuthority, role: Role, name: &str) -> Node {
+    let mut config = NodeConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        ca.issue(role, name).unwrap(),
+    );
     config.quic.idle_timeout = Duration::from_secs(2);
     config.quic.keep_alive_interval = Duration::from_millis(500);
     Node::bind(config).await.unwrap()
@@ -42,7 +47,7 @@ pub fn fast_master() -> Config {
 
 /// Starts a master on its own node.
 pub async fn start_master(ca: &CertificateAuthority, config: Config) -> (Node, Upid) {
-    let node = node(ca, "master").await;
+    let node = node(ca, Role::Master, "master").await;
     let pid = node
         .spawn(
             MASTER_ID,
@@ -74,7 +79,14 @@ pub async fn start_agent(
 
 /// Starts an agent with a configuration of the test's own.
 pub async fn start_agent_with(ca: &CertificateAuthority, name: &str, config: AgentConfig) -> Node {
-    let node = node(ca, name).await;
+    let mut material = ca.issue(Role::Agent, name).unwrap();
+    if let Some(credentials) = &config.executor_credentials {
+        credentials.trusted_by(&mut material);
+    }
+    let mut node_config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), material);
+    node_config.quic.idle_timeout = Duration::from_secs(2);
+    node_config.quic.keep_alive_interval = Duration::from_millis(500);
+    let node = Node::bind(node_config).await.unwrap();
     node.spawn(
         "agent",
         move || Agent::new(config.clone()),

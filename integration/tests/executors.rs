@@ -13,7 +13,7 @@ use strata_protocol::{
     CommandInfo, ExecutorId, ExecutorInfo, Filters, FrameworkInfo, Operation, Reason, TaskId,
     TaskInfo, TaskKind, TaskState, TaskStatus, ToMaster,
 };
-use strata_runtime::CertificateAuthority;
+use strata_runtime::{CertificateAuthority, Role};
 
 const EXECUTOR: &str = env!("CARGO_BIN_EXE_strata-test-executor");
 
@@ -54,7 +54,9 @@ fn agent_config(
         9,
         runner,
     );
-    config.tls = Some(ca.issue("agent").unwrap());
+    let cluster = ca.issue(Role::Agent, "agent").unwrap();
+    config.executor_credentials =
+        Some(strata_agent::ExecutorCredentials::in_memory(&cluster).unwrap());
     config
 }
 
@@ -73,7 +75,7 @@ fn run_tasks(
         let mut config = agent_config(&ca, &master, &work_dir);
         config.executor_registration_timeout = registration_timeout;
         let _agent = start_agent_with(&ca, "agent", config).await;
-        let schedulers = node(&ca, "schedulers").await;
+        let schedulers = node(&ca, Role::Framework, "schedulers").await;
         let mut fw = Scheduler::subscribe(
             &schedulers,
             "scheduler",
@@ -199,7 +201,7 @@ fn framework_messages_reach_the_executor_and_come_back() {
         let (_master_node, master) = start_master(&ca, fast_master()).await;
         let config = agent_config(&ca, &master, &work_dir);
         let _agent = start_agent_with(&ca, "agent", config).await;
-        let schedulers = node(&ca, "schedulers").await;
+        let schedulers = node(&ca, Role::Framework, "schedulers").await;
         let mut fw = Scheduler::subscribe(
             &schedulers,
             "scheduler",
@@ -317,7 +319,7 @@ fn reconnects_executor(launcher: Option<&str>) {
         } else {
             "reconnect"
         };
-        let master_node = node(&ca, "master").await;
+        let master_node = node(&ca, Role::Master, "master").await;
         let master = master_node
             .spawn(
                 strata_master::MASTER_ID,
@@ -329,7 +331,7 @@ fn reconnects_executor(launcher: Option<&str>) {
         config.kill_tasks_on_stop = false;
         config.task_launcher = launcher.map(std::path::PathBuf::from);
         let agent = start_agent_with(&ca, "agent", config.clone()).await;
-        let schedulers = node(&ca, "schedulers").await;
+        let schedulers = node(&ca, Role::Framework, "schedulers").await;
         let mut info = FrameworkInfo::new("fw", "u");
         info.checkpoint = true;
         let mut fw = Scheduler::subscribe(&schedulers, "scheduler", &master, info).await;

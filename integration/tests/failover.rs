@@ -14,7 +14,7 @@ use strata_integration::cluster::{
     DEADLINE, Scheduler, fast_master, node, r, start_agent, start_master, task,
 };
 use strata_protocol::{FrameworkInfo, Offer, Operation, Reason, TaskState, TaskStatus, ToMaster};
-use strata_runtime::{CertificateAuthority, Node, Upid};
+use strata_runtime::{CertificateAuthority, Node, Role, Upid};
 
 fn with_failover(seconds: u64) -> FrameworkInfo {
     FrameworkInfo {
@@ -31,7 +31,7 @@ async fn launch_long_task(
     info: FrameworkInfo,
     resources: &str,
 ) -> (Node, Scheduler) {
-    let node = node(ca, "scheduler-1").await;
+    let node = node(ca, Role::Framework, "scheduler-1").await;
     let mut scheduler = Scheduler::subscribe(&node, "scheduler", master, info).await;
     let offers = scheduler.offers().await;
     scheduler.send(ToMaster::Accept {
@@ -63,7 +63,8 @@ fn a_scheduler_replaced_within_the_failover_timeout_keeps_its_tasks() {
         first_node.close(Duration::from_secs(1)).await;
         drop(first_node);
 
-        let second_node = node(&ca, "scheduler-2").await;
+        // The same principal, from another process.
+        let second_node = node(&ca, Role::Framework, "scheduler-1").await;
         let info = FrameworkInfo {
             id: Some(framework_id.clone()),
             ..with_failover(60)
@@ -115,7 +116,7 @@ fn beyond_the_failover_timeout_tasks_are_killed_and_the_id_refused() {
         let (first_node, first) =
             launch_long_task(&ca, &master, with_failover(1), "cpus:2;mem:1024").await;
         let framework_id = first.id();
-        let others = node(&ca, "others").await;
+        let others = node(&ca, Role::Framework, "others").await;
         let mut other =
             Scheduler::subscribe(&others, "other", &master, FrameworkInfo::new("other", "u")).await;
         drop(first);

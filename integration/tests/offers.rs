@@ -14,7 +14,7 @@ use strata_integration::cluster::{
 use strata_protocol::{
     Filters, FrameworkInfo, Operation, Resources, TaskInfo, TaskState, ToMaster, ToScheduler,
 };
-use strata_runtime::CertificateAuthority;
+use strata_runtime::{CertificateAuthority, Role};
 
 /// The seeds' walk-through: an agent with `cpus:4;mem:4096`; framework 1
 /// is offered all of it and launches ⟨2 CPU, 1 GB⟩ and ⟨1 CPU, 2 GB⟩; the
@@ -33,7 +33,7 @@ fn seed_walkthrough_over_quic() {
             Runner::InProcess,
         )
         .await;
-        let schedulers = node(&ca, "schedulers").await;
+        let schedulers = node(&ca, Role::Framework, "schedulers").await;
 
         let mut fw1 = Scheduler::subscribe(
             &schedulers,
@@ -120,7 +120,7 @@ fn a_lost_agent_rescinds_its_offers_and_reports_its_tasks() {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
         let agent = start_agent(&ca, &master, "doomed", "cpus:2;mem:2048", Runner::InProcess).await;
-        let schedulers = node(&ca, "schedulers").await;
+        let schedulers = node(&ca, Role::Framework, "schedulers").await;
         let mut fw = Scheduler::subscribe(
             &schedulers,
             "scheduler",
@@ -177,7 +177,7 @@ fn unacknowledged_updates_are_resent_and_hold_back_the_next() {
         );
         config.status_update_retry = Duration::from_millis(200);
         let _agent = start_agent_with(&ca, "agent", config).await;
-        let schedulers = node(&ca, "schedulers").await;
+        let schedulers = node(&ca, Role::Framework, "schedulers").await;
         let mut fw = Scheduler::subscribe(
             &schedulers,
             "scheduler",

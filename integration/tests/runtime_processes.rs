@@ -17,7 +17,8 @@ fn tls_dir(test: &str) -> PathBuf {
 }
 
 async fn local_node(dir: &Path) -> Node {
-    let tls = TlsMaterial::development(dir, "test-driver").unwrap();
+    let tls =
+        TlsMaterial::development(dir, strata_runtime::Role::Framework, "test-driver").unwrap();
     let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), tls);
     // The idle timeout in force is the smaller of both sides': a killed
     // peer is noticed within about two seconds.
@@ -31,7 +32,7 @@ fn two_processes_exchange_ten_thousand_messages_in_order() {
     let dir = tls_dir("order");
     let tls_path = dir.to_str().unwrap().to_owned();
     // The driver makes the CA first so both processes share it.
-    TlsMaterial::development(&dir, "bootstrap").unwrap();
+    TlsMaterial::development(&dir, strata_runtime::Role::Operator, "bootstrap").unwrap();
     let peer = ChildNode::start(Path::new(PEER), &[&tls_path]).unwrap();
     actix_rt::System::new().block_on(async {
         let node = local_node(&dir).await;
@@ -55,7 +56,7 @@ fn two_processes_exchange_ten_thousand_messages_in_order() {
 fn exited_arrives_when_the_peer_process_is_killed() {
     let dir = tls_dir("kill");
     let tls_path = dir.to_str().unwrap().to_owned();
-    TlsMaterial::development(&dir, "bootstrap").unwrap();
+    TlsMaterial::development(&dir, strata_runtime::Role::Operator, "bootstrap").unwrap();
     let mut peer = ChildNode::start(Path::new(PEER), &[&tls_path]).unwrap();
     actix_rt::System::new().block_on(async {
         let node = local_node(&dir).await;
@@ -81,7 +82,7 @@ fn exited_arrives_when_the_peer_process_is_killed() {
 fn a_restarted_peer_is_reached_again_and_its_old_life_is_refused() {
     let dir = tls_dir("restart");
     let tls_path = dir.to_str().unwrap().to_owned();
-    TlsMaterial::development(&dir, "bootstrap").unwrap();
+    TlsMaterial::development(&dir, strata_runtime::Role::Operator, "bootstrap").unwrap();
     // A port the restarted peer can bind again.
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()

@@ -9,7 +9,7 @@ use strata_agent::Runner;
 use strata_frameworks::scheduler::{self, Scheduler, SchedulerConfig, SchedulerDriver};
 use strata_integration::cluster::{fast_master, node, r, start_agent, start_master, task};
 use strata_protocol::{FrameworkId, FrameworkInfo, Offer, TaskState, TaskStatus};
-use strata_runtime::CertificateAuthority;
+use strata_runtime::{CertificateAuthority, Role};
 
 /// What the test reads back.
 #[derive(Debug, Default)]
@@ -77,7 +77,7 @@ fn a_batch_scheduler_runs_its_tasks_and_stops() {
         let (_master_node, master) = start_master(&ca, fast_master()).await;
         // Room for two tasks at a time: the batch needs several offers.
         let _agent = start_agent(&ca, &master, "agent", "cpus:1;mem:256", Runner::InProcess).await;
-        let scheduler_node = node(&ca, "scheduler").await;
+        let scheduler_node = node(&ca, Role::Framework, "scheduler").await;
         let record = Rc::new(RefCell::new(Record::default()));
         let shared = record.clone();
         let config = SchedulerConfig::new(master.clone(), FrameworkInfo::new("batch", "test"));
@@ -139,9 +139,9 @@ fn the_sdk_reconciles_its_tasks_until_the_master_answers() {
 
     actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
-        let master_node = node(&ca, "master").await;
+        let master_node = node(&ca, Role::Master, "master").await;
         let mut master = master_node.inbox::<ToMaster>("master", 64).unwrap();
-        let schedulers = node(&ca, "schedulers").await;
+        let schedulers = node(&ca, Role::Framework, "schedulers").await;
         // Named as users name it, so any incarnation of it is the master.
         let master_pid = format!("master@{}", master_node.addr()).parse().unwrap();
         let mut config = SchedulerConfig::new(master_pid, FrameworkInfo::new("reconciling", "u"));
@@ -186,7 +186,8 @@ fn the_sdk_reconciles_its_tasks_until_the_master_answers() {
         drop(master);
         master_node.close(Duration::from_secs(1)).await;
         drop(master_node);
-        let mut config = strata_runtime::NodeConfig::new(address, ca.issue("master").unwrap());
+        let mut config =
+            strata_runtime::NodeConfig::new(address, ca.issue(Role::Master, "master").unwrap());
         config.quic.idle_timeout = Duration::from_secs(2);
         // The old endpoint lets go of its socket once its driver task
         // ends: let it run, then bind again.

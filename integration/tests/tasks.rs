@@ -14,7 +14,7 @@ use strata_integration::cluster::{
 use strata_protocol::{
     CommandInfo, Filters, FrameworkInfo, Operation, Reason, TaskState, TaskStatus, ToMaster,
 };
-use strata_runtime::CertificateAuthority;
+use strata_runtime::{CertificateAuthority, Role};
 
 /// Whether any process is still in process group `group`.
 fn group_alive(group: i32) -> bool {
@@ -70,7 +70,7 @@ fn commands_run_as_processes_and_end_as_they_should() {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
         let _agent = start_agent(&ca, &master, "agent-1", "cpus:8;mem:8192", runner).await;
-        let schedulers = node(&ca, "schedulers").await;
+        let schedulers = node(&ca, Role::Framework, "schedulers").await;
         let mut fw = Scheduler::subscribe(
             &schedulers,
             "scheduler",
@@ -213,7 +213,7 @@ fn a_task_over_its_memory_fails_with_the_memory_reason() {
         );
         config.usage_interval = Duration::from_millis(100);
         let _agent = start_agent_with(&ca, "agent", config).await;
-        let schedulers = node(&ca, "schedulers").await;
+        let schedulers = node(&ca, Role::Framework, "schedulers").await;
         let mut fw = Scheduler::subscribe(
             &schedulers,
             "scheduler",
@@ -262,7 +262,7 @@ fn checkpointing_frameworks_have_their_update_streams_on_disk() {
             kill_grace: Duration::from_secs(1),
         };
         let _agent = start_agent(&ca, &master, "agent", "cpus:1;mem:256", runner).await;
-        let schedulers = node(&ca, "schedulers").await;
+        let schedulers = node(&ca, Role::Framework, "schedulers").await;
         let mut info = FrameworkInfo::new("fw", "u");
         info.checkpoint = true;
         let mut fw = Scheduler::subscribe(&schedulers, "scheduler", &master, info).await;

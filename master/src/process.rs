@@ -26,6 +26,16 @@ pub const MASTER_ID: &str = "master";
 /// Longest a registry change waits to be written.
 pub const REGISTRY_FLUSH_DELAY: Duration = Duration::from_millis(5);
 
+/// How long the master keeps retrying a registry write that fails before
+/// it gives up (Mesos's `--registry_store_timeout` is 20 s): meanwhile
+/// whatever depended on the change waits; then the master process fails,
+/// and a daemon exits rather than serve from books it cannot keep.
+pub const REGISTRY_STORE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// First wait before a failed registry write is tried again; it doubles
+/// up to a second.
+const REGISTRY_RETRY: Duration = Duration::from_millis(50);
+
 /// The master: books, allocator, and the loop that drives them.
 #[derive(Debug)]
 pub struct Master {
@@ -57,6 +67,8 @@ struct RegistryFile {
     flush_pending: bool,
     /// Messages held until the pending write is done.
     held: Vec<Command>,
+    /// Since when writes have been failing, and the next retry's wait.
+    failing: Option<(Instant, Duration)>,
 }
 
 struct Checker(InvariantSink);
@@ -131,6 +143,7 @@ impl Master {
                 written: 0,
                 flush_pending: false,
                 held: Vec::new(),
+                failing: None,
             }),
             checker: None,
         }
@@ -171,10 +184,33 @@ impl Master {
         let changes = self.books.registry_changes();
         if changes != file.written {
             match crate::registry::save(&file.path, &self.books.registry()) {
-                Ok(()) => file.written = changes,
-                // Holding messages back would stall the cluster on a
-                // broken disk; the next change tries again.
-                Err(cause) => error!(%cause, "the registry was not written"),
+                Ok(()) => {
+                    if file.failing.take().is_some() {
+                        info!("the registry is written again; sending what waited for it");
+                    }
+                    file.written = changes;
+                }
+                Err(cause) => {
+                    // Nothing that depended on the change goes out before
+                    // it is durable: retry, and give up after a while.
+                    let now = now();
+                    let (since, wait) = file.failing.unwrap_or((now, REGISTRY_RETRY));
+                    if now.saturating_duration_since(since) >= REGISTRY_STORE_TIMEOUT {
+                        error!(%cause, "the registry could not be written for {REGISTRY_STORE_TIMEOUT:?}; the master gives up");
+                        ctx.fail(format!(
+                            "the registry {} could not be written for {REGISTRY_STORE_TIMEOUT:?}: {cause}",
+                            file.path.display()
+                        ));
+                        return;
+                    }
+                    if file.failing.is_none() {
+                        error!(%cause, held = file.held.len(), "the registry was not written; holding back what depends on it and retrying");
+                    }
+                    file.failing = Some((since, (wait * 2).min(Duration::from_secs(1))));
+                    file.flush_pending = true;
+                    ctx.run_later(wait, |master, ctx| master.flush_registry(ctx));
+                    return;
+                }
             }
         }
         let held = std::mem::take(&mut file.held);
@@ -314,7 +350,15 @@ impl Process for Master {
     }
 
     fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, message: ToMaster) {
-        self.apply(ctx, Input::Received { from, message });
+        let sender = ctx.sender();
+        self.apply(
+            ctx,
+            Input::Received {
+                from,
+                sender,
+                message,
+            },
+        );
     }
 
     fn exited(&mut self, ctx: &mut ProcessContext<'_, Self>, pid: Upid) {

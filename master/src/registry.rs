@@ -32,6 +32,12 @@ pub struct Registry {
     pub frameworks: Vec<FrameworkInfo>,
     /// Most recently removed last.
     pub removed_frameworks: Vec<FrameworkId>,
+    /// How many agent and framework ids the masters before handed out,
+    /// so a restarted master never hands out one of theirs again.
+    #[serde(default)]
+    pub agents_admitted: u64,
+    #[serde(default)]
+    pub frameworks_created: u64,
 }
 
 impl Registry {
@@ -43,6 +49,8 @@ impl Registry {
             agents: Vec::new(),
             frameworks: Vec::new(),
             removed_frameworks: Vec::new(),
+            agents_admitted: 0,
+            frameworks_created: 0,
         }
     }
 }
@@ -53,6 +61,10 @@ pub struct RegisteredAgent {
     /// With its id set.
     pub info: AgentInfo,
     pub pid: Upid,
+    /// The name in the certificate that registered it; only that
+    /// certificate may re-register it.
+    #[serde(default)]
+    pub certificate_name: String,
     /// Whether the master had lost it.
     pub unreachable: bool,
 }
@@ -144,6 +156,7 @@ mod tests {
                 attributes: Default::default(),
             },
             pid: "agent@127.0.0.1:5051".parse().unwrap(),
+            certificate_name: "agent-a1".into(),
             unreachable: true,
         });
         save(&file, &registry).unwrap();

@@ -22,6 +22,18 @@ pub enum Capability {
     GpuResources,
 }
 
+/// Longest failover timeout the master honours (Mesos takes any double
+/// of seconds; a year is beyond any real use and keeps deadlines far from
+/// the clock's limits). Longer ones are taken as this.
+pub const MAX_FAILOVER_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `now` plus `after`, saturating far in the future instead of
+/// overflowing: durations that come from peers can be anything.
+pub fn deadline(now: std::time::Instant, after: Duration) -> std::time::Instant {
+    now.checked_add(after.min(MAX_FAILOVER_TIMEOUT))
+        .unwrap_or(now)
+}
+
 /// What a framework tells the master when it registers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrameworkInfo {
@@ -59,6 +71,11 @@ impl FrameworkInfo {
     /// The role offers and shares are counted in: the first one.
     pub fn role(&self) -> &str {
         self.roles.first().map(String::as_str).unwrap_or(UNRESERVED)
+    }
+
+    /// The failover timeout, at most [`MAX_FAILOVER_TIMEOUT`].
+    pub fn failover_timeout(&self) -> Duration {
+        self.failover_timeout.min(MAX_FAILOVER_TIMEOUT)
     }
 
     pub fn is_partition_aware(&self) -> bool {

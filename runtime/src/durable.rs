@@ -99,6 +99,46 @@ impl SimDisk {
     }
 }
 
+/// Creates `dir` and its missing parents durably: each new directory's
+/// entry is fsynced in its parent, so a crash cannot lose a directory
+/// whose files were themselves synced.
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    create_dir_all_syncing(dir, &mut |parent| fs::File::open(parent)?.sync_all())
+}
+
+/// [`create_dir_all`] with the directory sync passed in, for tests.
+fn create_dir_all_syncing(
+    dir: &Path,
+    sync: &mut dyn FnMut(&Path) -> io::Result<()>,
+) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at {
+        if path.as_os_str().is_empty() || path.is_dir() {
+            break;
+        }
+        missing.push(path);
+        at = path.parent();
+    }
+    for path in missing.into_iter().rev() {
+        match fs::create_dir(path) {
+            Ok(()) => {}
+            // Another process made it meanwhile: it syncs it.
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => continue,
+            Err(error) => return Err(error),
+        }
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        sync(parent)?;
+    }
+    Ok(())
+}
+
 /// Writes `contents` to `path` atomically and durably, creating the
 /// parent directories.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
@@ -109,7 +149,7 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))?;
-    fs::create_dir_all(dir)?;
+    create_dir_all(dir)?;
     let mut aside = path.as_os_str().to_owned();
     aside.push(".tmp");
     let aside = std::path::PathBuf::from(aside);
@@ -291,6 +331,30 @@ mod tests {
         }
         // Unmounted: the path is the real disk's again.
         assert!(read_bounded(&file, 16).is_err());
+    }
+
+    #[test]
+    fn new_directories_are_synced_in_their_parents() {
+        let root = std::env::temp_dir().join(format!("strata-durable-dirs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let mut synced = Vec::new();
+        let dir = root.join("a/b/c");
+        create_dir_all_syncing(&dir, &mut |parent| {
+            synced.push(parent.to_owned());
+            Ok(())
+        })
+        .unwrap();
+        assert!(dir.is_dir());
+        assert_eq!(synced, vec![root.clone(), root.join("a"), root.join("a/b")]);
+        synced.clear();
+        create_dir_all_syncing(&dir, &mut |parent| {
+            synced.push(parent.to_owned());
+            Ok(())
+        })
+        .unwrap();
+        assert!(synced.is_empty());
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

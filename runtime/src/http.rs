@@ -7,9 +7,11 @@
 //! client sends is bounded: the request head must arrive within
 //! [`HEAD_TIMEOUT`] and fit in [`MAX_HEAD_BYTES`]; anything else gets a
 //! 4xx answer and the connection is closed. Request bodies are not read.
-//! Answers allow any origin (`Access-Control-Allow-Origin: *`): the
-//! master's web UI reads task output from the agents' ports, and the
-//! endpoints are read-only.
+//! Handlers run on tokio's blocking pool, never on the thread of the
+//! process whose snapshots they serve, so a slow one (a large JSON
+//! answer, a file read) cannot stall it. Cross-origin reads are allowed
+//! only from the origins a server names ([`Cors`]): agents allow their
+//! master's web UI, which reads task output from the agents' ports.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,9 +34,43 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,
+    /// Header names in lower case, with their values, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Which other origins' pages may read a server's answers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Cors {
+    /// None: only pages the server itself serves.
+    #[default]
+    SameOrigin,
+    /// Exactly these origins (`http://host:port`).
+    Origins(Vec<String>),
+}
+
+impl Cors {
+    /// The `Access-Control-Allow-Origin` value for a request from
+    /// `origin`, if it is allowed.
+    fn allow(&self, origin: Option<&str>) -> Option<String> {
+        match (self, origin) {
+            (Cors::Origins(allowed), Some(origin)) => allowed
+                .iter()
+                .any(|allowed| allowed == origin)
+                .then(|| origin.to_owned()),
+            _ => None,
+        }
+    }
 }
 
 impl Request {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
     /// The first value of query parameter `name`.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query
@@ -101,6 +137,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -172,10 +209,19 @@ pub fn parse_head(head: &[u8]) -> Result<Request, (u16, &'static str)> {
             Ok((percent_decode(key, true)?, percent_decode(value, true)?))
         })
         .collect::<Result<Vec<_>, Refusal>>()?;
+    let headers = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let (name, value) = line.split_once(':').ok_or((400, "malformed header line"))?;
+            Ok((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        })
+        .collect::<Result<Vec<_>, Refusal>>()?;
     Ok(Request {
         method: method.to_owned(),
         path: percent_decode(path, false)?,
         query,
+        headers,
     })
 }
 
@@ -201,9 +247,22 @@ async fn read_head(stream: &mut TcpStream) -> Result<Request, (u16, &'static str
     }
 }
 
-async fn answer(stream: &mut TcpStream, response: &Response, head_only: bool) {
+async fn answer(
+    stream: &mut TcpStream,
+    response: &Response,
+    head_only: bool,
+    allow_origin: Option<String>,
+) {
+    let cors = allow_origin
+        .map(|origin| format!("Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"))
+        .unwrap_or_default();
+    let challenge = if response.status == 401 {
+        "WWW-Authenticate: Basic realm=\"strata\"\r\n"
+    } else {
+        ""
+    };
     let header = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{cors}{challenge}Connection: close\r\n\r\n",
         response.status,
         reason(response.status),
         response.content_type,
@@ -216,33 +275,44 @@ async fn answer(stream: &mut TcpStream, response: &Response, head_only: bool) {
     let _ = stream.shutdown().await;
 }
 
-async fn serve_connection<H>(mut stream: TcpStream, handler: Arc<H>)
+async fn serve_connection<H>(mut stream: TcpStream, cors: Arc<Cors>, handler: Arc<H>)
 where
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
     let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await;
-    let (response, head_only) = match head {
+    let (response, head_only, origin) = match head {
         Err(_) => (
             Response::error(408, "the request head did not arrive in time"),
             false,
+            None,
         ),
-        Ok(Err((status, message))) => (Response::error(status, message), false),
-        Ok(Ok(request)) => (handler(&request), request.method == "HEAD"),
+        Ok(Err((status, message))) => (Response::error(status, message), false, None),
+        Ok(Ok(request)) => {
+            let head_only = request.method == "HEAD";
+            let origin = request.header("origin").map(str::to_owned);
+            let response = tokio::task::spawn_blocking(move || handler(&request))
+                .await
+                .unwrap_or_else(|_| Response::error(500, "the handler failed"));
+            (response, head_only, origin)
+        }
     };
-    answer(&mut stream, &response, head_only).await;
+    let allow_origin = cors.allow(origin.as_deref());
+    answer(&mut stream, &response, head_only, allow_origin).await;
 }
 
-/// Serves `handler` on `listener` until the task is dropped.
-pub async fn serve<H>(listener: TcpListener, handler: H)
+/// Serves `handler` on `listener` until the task is dropped, letting
+/// pages of the origins `cors` names read the answers.
+pub async fn serve<H>(listener: TcpListener, cors: Cors, handler: H)
 where
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
     let handler = Arc::new(handler);
+    let cors = Arc::new(cors);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 debug!(%peer, "http connection");
-                tokio::spawn(serve_connection(stream, handler.clone()));
+                tokio::spawn(serve_connection(stream, cors.clone(), handler.clone()));
             }
             Err(error) => {
                 // Out of descriptors and the like: wait a moment, go on.
@@ -308,7 +378,8 @@ mod tests {
     async fn served_over_tcp_within_limits() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, |request: &Request| {
+        let cors = Cors::Origins(vec!["http://127.0.0.1:5050".into()]);
+        let server = tokio::spawn(serve(listener, cors, |request: &Request| {
             Response::text("text/plain", request.path.clone())
         }));
         let got = exchange(addr, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await;
@@ -319,6 +390,22 @@ mod tests {
             got.contains("Content-Length: 6") && got.ends_with("\r\n\r\n"),
             "{got}"
         );
+        // Cross-origin reads only from the named origin.
+        let got = exchange(
+            addr,
+            b"GET /a HTTP/1.1\r\nOrigin: http://127.0.0.1:5050\r\n\r\n".to_vec(),
+        )
+        .await;
+        assert!(
+            got.contains("Access-Control-Allow-Origin: http://127.0.0.1:5050\r\n"),
+            "{got}"
+        );
+        let got = exchange(
+            addr,
+            b"GET /a HTTP/1.1\r\nOrigin: http://evil.example\r\n\r\n".to_vec(),
+        )
+        .await;
+        assert!(!got.contains("Access-Control-Allow-Origin"), "{got}");
         let got = exchange(addr, b"BREW /pot HTTP/1.1\r\n\r\n".to_vec()).await;
         assert!(got.starts_with("HTTP/1.1 405"), "{got}");
         // A head that never ends is cut off at the limit.

@@ -35,7 +35,7 @@
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! actix_rt::System::new().block_on(async {
-//!     let tls = TlsMaterial::development(std::path::Path::new(".strata/tls"), "example")?;
+//!     let tls = TlsMaterial::development(std::path::Path::new(".strata/tls"), strata_runtime::Role::Framework, "example")?;
 //!     let node = Node::bind(NodeConfig::new("127.0.0.1:0".parse()?, tls)).await?;
 //!     let echo = node.spawn("echo", || Echo, SpawnOptions::default())?;
 //!     let mut inbox = node.inbox::<String>("client", 16)?;
@@ -67,7 +67,7 @@ pub use metrics::MetricsSnapshot;
 pub use node::{Node, NodeConfig, NodeError, NodeSettings, SpawnError};
 pub use process::{Message, Process, ProcessContext, SpawnOptions, TimerId};
 pub use supervision::{Failure, RestartPolicy};
-pub use tls::{CertificateAuthority, PeerIdentity, TlsMaterial};
+pub use tls::{CertificateAuthority, PeerIdentity, Role, TlsMaterial};
 pub use transport::quic::QuicConfig;
 pub use transport::{PeerInfo, SendError, TransportError};
 pub use upid::{Incarnation, Upid, UpidParseError};

@@ -49,6 +49,9 @@ counters! {
     dropped_unknown_process,
     /// Messages addressed to an earlier incarnation of this node.
     dropped_stale_incarnation,
+    /// Messages a peer sent under a process id its certificate's role may
+    /// not use (an agent sending as `master@`, say).
+    dropped_impersonation,
     /// Messages whose target's mailbox was full (after the wait allowed for remote ones).
     dropped_mailbox_full,
     /// Messages refused because the peer's send queue was full.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::codec::{self, EnvelopeHeader};
 use crate::inbox::{Inbox, InboxProcess};
@@ -25,8 +25,8 @@ use crate::supervision::{Failure, RestartPolicy};
 use crate::tls::{PeerIdentity, TlsMaterial};
 use crate::transport::quic::{QuicConfig, QuicTransport};
 use crate::transport::{
-    Inbound, InboundError, OutboundFrame, PeerInfo, Pending, SendError, SenderCache, Transport,
-    TransportError,
+    Inbound, InboundError, OutboundFrame, PeerInfo, Pending, SendError, Sender, SenderCache,
+    Transport, TransportError,
 };
 use crate::upid::{Incarnation, Upid, UpidParseError};
 
@@ -283,9 +283,25 @@ impl Inbound for NodeCore {
         body: Bytes,
     ) -> Result<Option<Pending>, InboundError> {
         let (header, payload) = codec::decode_envelope(&body)?;
-        let from = senders
+        let from = match senders
             .get(peer, header.from)
-            .map_err(|e| InboundError::InvalidSender(e.to_string()))?;
+            .map_err(|e| InboundError::InvalidSender(e.to_string()))?
+        {
+            Sender::Allowed(from) => from,
+            Sender::Refused { first } => {
+                Metrics::bump(&self.metrics.dropped_impersonation);
+                if first {
+                    warn!(
+                        peer = %peer.addr,
+                        identity = %peer.identity,
+                        sender = header.from,
+                        to = %header.to,
+                        "dropping messages sent under a process id the peer's certificate does not allow"
+                    );
+                }
+                return Ok(None);
+            }
+        };
         if !header.to_incarnation.admits(self.incarnation) {
             Metrics::bump(&self.metrics.dropped_stale_incarnation);
             debug!(from = %from, to = %header.to, "dropped message for an earlier incarnation");

@@ -246,6 +246,14 @@ impl<P: Process> ProcessContext<'_, P> {
         }
     }
 
+    /// [`Self::sender_identity`], shared.
+    pub fn sender(&self) -> std::sync::Arc<PeerIdentity> {
+        match &self.shell.sender {
+            Some(identity) => identity.clone(),
+            None => self.shell.node.identity(),
+        }
+    }
+
     /// Links this process to `pid`: [`Process::exited`] runs when `pid`
     /// stops (local) or its node becomes unreachable (remote).
     pub fn link(&self, pid: &Upid) {

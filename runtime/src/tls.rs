@@ -13,8 +13,12 @@
 //!   creating it on first use, and issues a fresh node certificate from it
 //!   at every start, so nothing needs configuring.
 //!
-//! A node's identity is its certificate's common name; the receiving
-//! process can read the sender's [`PeerIdentity`] to authorise on it.
+//! A node's identity is what its verified certificate says: a [`Role`]
+//! (master, agent, framework, executor, operator, in the organizational
+//! unit) and a name (the common name). Nothing a peer announces about
+//! itself counts: the runtime lets a peer send only under process ids its
+//! role may use ([`PeerIdentity::may_send_as`]), and the receiving process
+//! reads the sender's [`PeerIdentity`] to authorise on it.
 
 use std::fmt;
 use std::fs;
@@ -63,12 +67,113 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("invalid TLS configuration: {0}")]
     Config(String),
+    #[error("refusing {path}: {reason}")]
+    Unsafe { path: PathBuf, reason: String },
+}
+
+/// How long certificates issued by [`CertificateAuthority::issue`] are
+/// valid unless told otherwise (a year, as `strata tls cert` defaults).
+pub const DEFAULT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// How long the development CA's node certificates are valid: nodes get a
+/// fresh one at every start.
+pub const DEVELOPMENT_VALIDITY: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// What a certificate lets its holder be in a cluster.
+///
+/// Process ids are namespaced by role: `master` and `master-*` belong to
+/// masters, `agent` and `agent-*` to agents, `executor-*` to executors,
+/// `operator` and `operator-*` to operators; any other id is open to every
+/// role. A peer whose certificate has another role (or none) cannot send
+/// under such an id: the runtime drops the message and counts it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Role {
+    Master,
+    Agent,
+    /// A framework's scheduler; the certificate's name is its principal.
+    Framework,
+    /// One executor of one framework, issued by the agent that runs it.
+    Executor,
+    /// A person or tool acting on the whole cluster (kills, teardowns).
+    Operator,
+}
+
+impl Role {
+    /// Every role, in order.
+    pub const ALL: [Role; 5] = [
+        Role::Master,
+        Role::Agent,
+        Role::Framework,
+        Role::Executor,
+        Role::Operator,
+    ];
+
+    /// The role's name, as certificates and flags spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Agent => "agent",
+            Role::Framework => "framework",
+            Role::Executor => "executor",
+            Role::Operator => "operator",
+        }
+    }
+
+    /// The role that owns process id `id`, if any does.
+    pub fn owning(id: &str) -> Option<Role> {
+        let owned = |prefix: &str, bare: bool| {
+            (bare && id == prefix)
+                || id
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('-'))
+        };
+        if owned("master", true) {
+            Some(Role::Master)
+        } else if owned("agent", true) {
+            Some(Role::Agent)
+        } else if owned("executor", false) {
+            Some(Role::Executor)
+        } else if owned("operator", true) {
+            Some(Role::Operator)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Role, String> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str() == text)
+            .ok_or_else(|| {
+                format!(
+                    "unknown role {text:?}; one of master, agent, framework, executor, operator"
+                )
+            })
+    }
 }
 
 /// Who a peer node is, as its certificate says.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PeerIdentity {
-    /// The certificate's common name: the node's name in the cluster.
+    /// The certificate's role; `None` for a certificate that names none
+    /// (such a peer may send only under ids no role owns).
+    pub role: Option<Role>,
+    /// The certificate's common name: the node's name in the cluster (a
+    /// framework's principal, an agent's name, an executor's
+    /// `framework/executor`).
     pub name: String,
     /// SHA-256 of the certificate, hex: pins one certificate exactly.
     pub fingerprint: String,
@@ -86,16 +191,58 @@ impl PeerIdentity {
         // The certificate has passed webpki verification before this runs,
         // so it parses; a certificate without a common name is named by
         // its fingerprint alone.
-        let name = x509_parser::parse_x509_certificate(der.as_ref())
-            .ok()
-            .and_then(|(_, cert)| {
-                cert.subject()
+        let parsed = x509_parser::parse_x509_certificate(der.as_ref()).ok();
+        let subject = parsed.as_ref().map(|(_, cert)| cert.subject());
+        let name = subject
+            .and_then(|subject| {
+                subject
                     .iter_common_name()
                     .next()
                     .and_then(|cn| cn.as_str().ok().map(str::to_owned))
             })
             .unwrap_or_default();
-        PeerIdentity { name, fingerprint }
+        // A certificate naming several roles names none.
+        let roles: Vec<Role> = subject
+            .map(|subject| {
+                subject
+                    .iter_organizational_unit()
+                    .filter_map(|unit| unit.as_str().ok()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let role = match roles.as_slice() {
+            [role] => Some(*role),
+            _ => None,
+        };
+        PeerIdentity {
+            role,
+            name,
+            fingerprint,
+        }
+    }
+
+    /// An identity made up for a simulated or in-memory peer, which has
+    /// no certificate.
+    pub fn simulated(role: Option<Role>, name: &str) -> PeerIdentity {
+        PeerIdentity {
+            role,
+            name: name.to_owned(),
+            fingerprint: format!("simulated-{name}"),
+        }
+    }
+
+    /// Whether this peer may send under process id `id`: ids a role owns
+    /// ([`Role::owning`]) only with that role's certificate.
+    pub fn may_send_as(&self, id: &str) -> bool {
+        match Role::owning(id) {
+            None => true,
+            Some(owner) => self.role == Some(owner),
+        }
+    }
+
+    /// Whether this identity has `role`.
+    pub fn is(&self, role: Role) -> bool {
+        self.role == Some(role)
     }
 }
 
@@ -103,8 +250,7 @@ impl fmt::Debug for PeerIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} ({}…)",
-            self.name,
+            "{self} ({}…)",
             &self.fingerprint[..12.min(self.fingerprint.len())]
         )
     }
@@ -112,7 +258,10 @@ impl fmt::Debug for PeerIdentity {
 
 impl fmt::Display for PeerIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)
+        match self.role {
+            Some(role) => write!(f, "{role} {}", self.name),
+            None => write!(f, "(no role) {}", self.name),
+        }
     }
 }
 
@@ -154,10 +303,11 @@ impl TlsMaterial {
     }
 
     /// Development material: the CA in `dir` (created on first use) issues
-    /// a certificate for `name`. Safe when several processes start at once
-    /// on an empty directory: the first CA written wins and all use it.
-    pub fn development(dir: &Path, name: &str) -> Result<TlsMaterial, TlsError> {
-        CertificateAuthority::development(dir)?.issue(name)
+    /// a certificate for `name` in `role`. Safe when several processes
+    /// start at once on an empty directory: the first CA written wins and
+    /// all use it.
+    pub fn development(dir: &Path, role: Role, name: &str) -> Result<TlsMaterial, TlsError> {
+        CertificateAuthority::development(dir)?.issue_for(role, name, DEVELOPMENT_VALIDITY)
     }
 
     /// This node's identity, from its own certificate.
@@ -166,9 +316,24 @@ impl TlsMaterial {
             .first()
             .map(PeerIdentity::from_certificate)
             .unwrap_or_else(|| PeerIdentity {
+                role: None,
                 name: String::new(),
                 fingerprint: String::new(),
             })
+    }
+
+    /// Also trusts certificates `ca` issued (an agent trusts the
+    /// executors it issued credentials to).
+    pub fn trust(&mut self, ca: &CertificateAuthority) {
+        if !self.roots.contains(&ca.certificate) {
+            self.roots.push(ca.certificate.clone());
+        }
+    }
+
+    /// This material, trusting exactly what `other` trusts.
+    pub fn with_roots_of(mut self, other: &TlsMaterial) -> TlsMaterial {
+        self.roots = other.roots.clone();
+        self
     }
 
     /// Writes this material as a production TLS directory.
@@ -260,44 +425,82 @@ impl CertificateAuthority {
 
     /// The development CA kept in `dir`, created if absent.
     pub fn development(dir: &Path) -> Result<CertificateAuthority, TlsError> {
-        let path = dir.join(DEV_CA_FILE);
+        CertificateAuthority::kept_in(&dir.join(DEV_CA_FILE), "Strata development CA")
+    }
+
+    /// A CA kept in one file at `path` (its certificate, then its key;
+    /// mode 0600), created with the common name `name` if absent. Safe
+    /// when several processes start at once: the first CA written wins
+    /// and all use it. A file another user owns or could write is
+    /// refused.
+    pub fn kept_in(path: &Path, name: &str) -> Result<CertificateAuthority, TlsError> {
         if !path.exists() {
+            let dir = path.parent().unwrap_or(Path::new("."));
             fs::create_dir_all(dir).map_err(|source| TlsError::Write {
                 path: dir.to_owned(),
                 source,
             })?;
-            let ca = CertificateAuthority::generate("Strata development CA")?;
+            let ca = CertificateAuthority::generate(name)?;
             let both = format!("{}{}", ca.certificate_pem(), ca.key_pem());
             // Write aside, then link into place: linking fails if another
             // process got there first, and then its CA is the one used.
-            let aside = dir.join(format!("{DEV_CA_FILE}.{}.tmp", std::process::id()));
+            let file_name = path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let aside = dir.join(format!("{file_name}.{}.tmp", std::process::id()));
             write_file(&aside, both.as_bytes(), 0o600)?;
-            let linked = fs::hard_link(&aside, &path);
+            let linked = fs::hard_link(&aside, path);
             let _ = fs::remove_file(&aside);
             match linked {
                 Ok(()) => return Ok(ca),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(source) => return Err(TlsError::Write { path, source }),
+                Err(source) => {
+                    return Err(TlsError::Write {
+                        path: path.to_owned(),
+                        source,
+                    });
+                }
             }
         }
-        let text = fs::read_to_string(&path).map_err(|source| TlsError::Read {
-            path: path.clone(),
+        check_private(path)?;
+        let text = fs::read_to_string(path).map_err(|source| TlsError::Read {
+            path: path.to_owned(),
             source,
         })?;
         let (certificate, key) =
             split_certificate_and_key(&text).ok_or_else(|| TlsError::Missing {
-                path: path.clone(),
+                path: path.to_owned(),
                 what: "CA certificate followed by its private key",
             })?;
         CertificateAuthority::from_pem(certificate, key)
     }
 
-    /// Issues a node certificate for `name`, returning complete material
-    /// that trusts this CA.
-    pub fn issue(&self, name: &str) -> Result<TlsMaterial, TlsError> {
+    /// Issues a node certificate for `name` in `role`, valid for
+    /// [`DEFAULT_VALIDITY`], returning complete material that trusts this
+    /// CA.
+    pub fn issue(&self, role: Role, name: &str) -> Result<TlsMaterial, TlsError> {
+        self.issue_for(role, name, DEFAULT_VALIDITY)
+    }
+
+    /// Issues a node certificate for `name` in `role`, valid from an hour
+    /// ago (clocks differ) for `validity`.
+    pub fn issue_for(
+        &self,
+        role: Role,
+        name: &str,
+        validity: std::time::Duration,
+    ) -> Result<TlsMaterial, TlsError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
-        params.distinguished_name = distinguished_name(name);
+        let mut subject = distinguished_name(name);
+        subject.push(DnType::OrganizationalUnitName, role.as_str());
+        params.distinguished_name = subject;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now
+            + time::Duration::try_from(validity)
+                .map_err(|e| TlsError::Config(format!("validity {validity:?}: {e}")))?;
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -355,6 +558,37 @@ fn split_certificate_and_key(text: &str) -> Option<(&str, &str)> {
     certificate
         .contains("-----BEGIN CERTIFICATE-----")
         .then_some((certificate, key))
+}
+
+/// Refuses a key file that another user owns or could have written: a CA
+/// key planted or swapped by someone else would let them mint identities.
+fn check_private(path: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = fs::symlink_metadata(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let unsafe_file = |reason: String| TlsError::Unsafe {
+        path: path.to_owned(),
+        reason,
+    };
+    if !metadata.file_type().is_file() {
+        return Err(unsafe_file("it is not a regular file".into()));
+    }
+    let uid = rustix::process::geteuid().as_raw();
+    if metadata.uid() != uid {
+        return Err(unsafe_file(format!(
+            "it is owned by uid {}, not by this user (uid {uid})",
+            metadata.uid()
+        )));
+    }
+    if metadata.mode() & 0o077 != 0 {
+        return Err(unsafe_file(format!(
+            "its mode {:o} lets other users read or write it; it should be 600",
+            metadata.mode() & 0o777
+        )));
+    }
+    Ok(())
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
@@ -487,9 +721,66 @@ mod tests {
     #[test]
     fn issued_certificates_carry_the_node_name() {
         let ca = CertificateAuthority::generate("test CA").unwrap();
-        let material = ca.issue("agent-7").unwrap();
+        let material = ca.issue(Role::Agent, "agent-7").unwrap();
         assert_eq!(material.identity().name, "agent-7");
+        assert_eq!(material.identity().role, Some(Role::Agent));
         assert_eq!(material.identity().fingerprint.len(), 64);
+    }
+
+    #[test]
+    fn ids_belong_to_roles() {
+        let check =
+            |id: &str, expected: Option<Role>| assert_eq!(Role::owning(id), expected, "{id}");
+        check("master", Some(Role::Master));
+        check("master-2", Some(Role::Master));
+        check("masterful", None);
+        check("agent", Some(Role::Agent));
+        check("agent-17", Some(Role::Agent));
+        check("agents", None);
+        check("executor-web-1", Some(Role::Executor));
+        check("executor", None);
+        check("operator", Some(Role::Operator));
+        check("scheduler-1", None);
+        let agent = PeerIdentity::simulated(Some(Role::Agent), "a1");
+        assert!(agent.may_send_as("agent"));
+        assert!(agent.may_send_as("echo"));
+        assert!(!agent.may_send_as("master"));
+        assert!(!agent.may_send_as("operator"));
+        let nobody = PeerIdentity::simulated(None, "n");
+        assert!(!nobody.may_send_as("agent"));
+        assert!(nobody.may_send_as("scheduler-1"));
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+        }
+        assert!("root".parse::<Role>().unwrap_err().contains("root"));
+    }
+
+    #[test]
+    fn certificates_expire() {
+        let ca = CertificateAuthority::generate("test CA").unwrap();
+        let material = ca
+            .issue_for(Role::Executor, "f/e", std::time::Duration::from_secs(3600))
+            .unwrap();
+        let der = material.chain[0].clone();
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let lifetime =
+            cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        assert_eq!(lifetime, 2 * 3600);
+    }
+
+    #[test]
+    fn development_ca_refuses_files_others_could_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("strata-tls-unsafe-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        CertificateAuthority::development(&dir).unwrap();
+        let path = dir.join(DEV_CA_FILE);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        let error = CertificateAuthority::development(&dir).unwrap_err();
+        assert!(error.to_string().contains("should be 600"), "{error}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        CertificateAuthority::development(&dir).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -510,7 +801,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("strata-tls-save-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let ca = CertificateAuthority::generate("test CA").unwrap();
-        let material = ca.issue("master").unwrap();
+        let material = ca.issue(Role::Master, "master").unwrap();
         material.save(&dir).unwrap();
         let loaded = TlsMaterial::load(&dir).unwrap();
         assert_eq!(loaded.identity(), material.identity());

@@ -90,7 +90,9 @@ fn a_peer_speaking_another_protocol_version_is_refused_on_both_sides() {
 /// A raw QUIC peer with a valid certificate: it speaks TLS and QUIC
 /// correctly and then writes whatever the test wants.
 async fn raw_peer(ca: &CertificateAuthority, target: SocketAddr) -> RawPeer {
-    let material = ca.issue("raw-peer").unwrap();
+    let material = ca
+        .issue(strata_runtime::Role::Framework, "raw-peer")
+        .unwrap();
     let timeouts = QuicTimeouts {
         idle_timeout: Duration::from_secs(5),
         keep_alive_interval: Duration::from_secs(1),
@@ -277,5 +279,85 @@ fn a_valid_raw_peer_is_served() {
             .unwrap();
         assert!(from.same_name(&expected));
         assert_eq!(from.incarnation(), Incarnation(42));
+    });
+}
+
+/// A node whose certificate is for `role`.
+async fn node_as(ca: &CertificateAuthority, role: strata_runtime::Role, name: &str) -> Node {
+    let mut config = common::config(ca, name);
+    config.tls = ca.issue(role, name).unwrap();
+    Node::bind(config).await.unwrap()
+}
+
+#[test]
+fn a_peer_cannot_send_under_an_id_its_certificate_does_not_allow() {
+    system(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let target = node(&ca, "target").await;
+        let echo = target
+            .spawn("echo", || Echo, SpawnOptions::default())
+            .unwrap();
+        let agent = node_as(&ca, strata_runtime::Role::Agent, "agent-7").await;
+        let mut as_master = agent.inbox::<String>("master", 4).unwrap();
+        let mut as_operator = agent.inbox::<String>("operator-1", 4).unwrap();
+        let mut as_itself = agent.inbox::<String>("agent", 4).unwrap();
+        as_master
+            .send(&echo, "I am the master".to_string())
+            .unwrap();
+        as_operator
+            .send(&echo, "kill everything".to_string())
+            .unwrap();
+        as_master.send(&echo, "really".to_string()).unwrap();
+        as_itself.send(&echo, "hello".to_string()).unwrap();
+        // Frames on one connection arrive in order: once the agent's own
+        // message is answered, the others were refused.
+        let reply = as_itself.message_within(DEADLINE).await;
+        assert_eq!(reply.map(|(_, text)| text).as_deref(), Some("hello"));
+        assert_eq!(target.metrics().dropped_impersonation, 3);
+        assert!(
+            as_master
+                .message_within(Duration::from_millis(200))
+                .await
+                .is_none()
+        );
+        assert!(
+            as_operator
+                .message_within(Duration::from_millis(200))
+                .await
+                .is_none()
+        );
+        // The connection stays up for what the certificate allows.
+        assert_eq!(target.metrics().decode_errors, 0);
+        still_serves(&ca, &target).await;
+    });
+}
+
+#[test]
+fn a_peer_announcing_another_nodes_address_is_refused() {
+    system(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let target = node(&ca, "target").await;
+        let master = node_as(&ca, strata_runtime::Role::Master, "master").await;
+        let RawPeer {
+            endpoint,
+            connection,
+            mut send,
+            _recv,
+        } = raw_peer(&ca, target.addr()).await;
+        // It claims to be the node at the master's address.
+        let hello = codec::hello_frame(&Hello {
+            listen: master.addr(),
+            incarnation: Incarnation(42),
+        })
+        .unwrap();
+        send.write_all(&hello).await.unwrap();
+        let closed = tokio::time::timeout(DEADLINE, connection.closed()).await;
+        assert!(
+            closed.is_ok(),
+            "the node kept the connection of a peer lying about its address"
+        );
+        endpoint.close(0u32.into(), b"done");
+        assert!(target.metrics().handshake_failures >= 1);
+        still_serves(&ca, &target).await;
     });
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::paused_system;
 use strata_runtime::transport::sim::{IDLE_TIMEOUT, LinkConfig, SimNetwork};
-use strata_runtime::{Inbox, Incarnation, Received};
+use strata_runtime::{Inbox, Incarnation, Received, Role};
 
 fn addr(last: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, last], 5050))
@@ -26,8 +26,8 @@ fn pair(
     strata_runtime::Node,
     Inbox<u64>,
 ) {
-    let a = network.node(addr(1), "a", Incarnation(1));
-    let b = network.node(addr(2), "b", Incarnation(2));
+    let a = network.node(addr(1), Role::Operator, "a", Incarnation(1));
+    let b = network.node(addr(2), Role::Operator, "b", Incarnation(2));
     let a_inbox = a.inbox::<u64>("inbox", 1024).unwrap();
     let b_inbox = b.inbox::<u64>("inbox", 1024).unwrap();
     (a, a_inbox, b, b_inbox)
@@ -178,7 +178,7 @@ fn a_node_restarted_at_the_same_address_replaces_the_crashed_one() {
         a_inbox.send(&b_pid, 2).unwrap();
         network.crash(addr(2));
         b.shutdown();
-        let b = network.node(addr(2), "b", Incarnation(3));
+        let b = network.node(addr(2), Role::Operator, "b", Incarnation(3));
         let mut new_inbox = b.inbox::<u64>("inbox", 1024).unwrap();
         // A hears at once that the old B is gone (the restarted node's
         // reset), and the frame in flight went with it.

@@ -72,12 +72,12 @@ fn main() -> anyhow::Result<()> {
         let listen = "127.0.0.1:0".parse()?;
         let left = Node::bind(NodeConfig::new(
             listen,
-            TlsMaterial::development(&tls_dir, "left")?,
+            TlsMaterial::development(&tls_dir, strata_runtime::Role::Framework, "left")?,
         ))
         .await?;
         let right = Node::bind(NodeConfig::new(
             listen,
-            TlsMaterial::development(&tls_dir, "right")?,
+            TlsMaterial::development(&tls_dir, strata_runtime::Role::Framework, "right")?,
         ))
         .await?;
         let ponger = right.spawn("ponger", || Ponger, SpawnOptions::default())?;

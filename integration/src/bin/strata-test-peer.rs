@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
         None => 0,
     };
     actix_rt::System::new().block_on(async move {
-        let tls = TlsMaterial::development(&tls_dir, "test-peer")?;
+        let tls = TlsMaterial::development(&tls_dir, strata_runtime::Role::Framework, "test-peer")?;
         let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let node = Node::bind(NodeConfig::new(listen, tls)).await?;
         let echo = node.spawn(

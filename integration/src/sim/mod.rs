@@ -79,7 +79,9 @@ use strata_runtime::durable::{Mount, SimDisk};
 use strata_runtime::random::SplitMix;
 use strata_runtime::transport::sim::{LinkConfig, Observer, SimEvent, SimNetwork};
 use strata_runtime::transport::sim_udp::SimUdpNetwork;
-use strata_runtime::{CertificateAuthority, Incarnation, Node, NodeConfig, SpawnOptions, Upid};
+use strata_runtime::{
+    CertificateAuthority, Incarnation, Node, NodeConfig, Role, SpawnOptions, Upid,
+};
 use tokio::sync::watch;
 
 pub use ledger::Ledger;
@@ -336,6 +338,7 @@ fn lock(shared: &SharedRef) -> MutexGuard<'_, Shared> {
 
 /// A node of the cluster and its lives.
 struct Slot {
+    role: Role,
     name: String,
     addr: SocketAddr,
     node: Option<Node>,
@@ -343,8 +346,9 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(name: String, addr: SocketAddr) -> Slot {
+    fn new(role: Role, name: String, addr: SocketAddr) -> Slot {
         Slot {
+            role,
             name,
             addr,
             node: None,
@@ -356,7 +360,7 @@ impl Slot {
     fn start(&mut self, fabric: &Fabric, index: u64) -> Option<Node> {
         self.lives += 1;
         let incarnation = Incarnation(index << 32 | self.lives);
-        let node = fabric.node(self.addr, &self.name, incarnation)?;
+        let node = fabric.node(self.addr, self.role, &self.name, incarnation)?;
         self.node = Some(node.clone());
         Some(node)
     }
@@ -373,15 +377,21 @@ enum Fabric {
 }
 
 impl Fabric {
-    fn node(&self, addr: SocketAddr, name: &str, incarnation: Incarnation) -> Option<Node> {
+    fn node(
+        &self,
+        addr: SocketAddr,
+        role: Role,
+        name: &str,
+        incarnation: Incarnation,
+    ) -> Option<Node> {
         match self {
-            Fabric::Frames(network) => Some(network.node(addr, name, incarnation)),
+            Fabric::Frames(network) => Some(network.node(addr, role, name, incarnation)),
             Fabric::Quic {
                 udp,
                 authority,
                 observer,
             } => {
-                let tls = authority.issue(name).ok()?;
+                let tls = authority.issue(role, name).ok()?;
                 let mut config = NodeConfig::new(addr, tls);
                 config.settings.incarnation = Some(incarnation);
                 Node::bind_on_socket(config, udp.bind(addr), Some(observer.clone())).ok()
@@ -545,10 +555,10 @@ impl SimCluster {
         let run = RUNS.fetch_add(1, Ordering::Relaxed);
         let root = PathBuf::from(format!("/strata-sim/{seed}-{run}"));
         let disk = SimDisk::mount(&root.join("master"));
-        let master = Slot::new("master".into(), address(0, 0));
+        let master = Slot::new(Role::Master, "master".into(), address(0, 0));
         let agents = (0..spec.agents)
             .map(|index| AgentSlot {
-                slot: Slot::new(format!("agent-{index}"), address(1, index)),
+                slot: Slot::new(Role::Agent, format!("agent-{index}"), address(1, index)),
                 states: None,
                 host: SimHost::default(),
                 disk: SimDisk::mount(&root.join(format!("agent-{index}"))),
@@ -671,7 +681,11 @@ impl SimCluster {
             )
             .ok()
         });
-        let slot = Slot::new(format!("scheduler-{index}"), address(2, index));
+        let slot = Slot::new(
+            Role::Framework,
+            format!("scheduler-{index}"),
+            address(2, index),
+        );
         {
             let mut shared = lock(&self.shared);
             shared.names.insert(slot.addr, slot.name.clone());

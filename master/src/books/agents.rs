@@ -20,10 +20,17 @@ use strata_runtime::Upid;
 use super::{AgentEntry, AgentStatus, Books, Command, Event};
 
 impl Books {
-    pub(super) fn agent_entry(&self, now: Instant, info: AgentInfo, pid: Upid) -> AgentEntry {
+    pub(super) fn agent_entry(
+        &self,
+        now: Instant,
+        info: AgentInfo,
+        pid: Upid,
+        certificate_name: &str,
+    ) -> AgentEntry {
         AgentEntry {
             info,
             pid,
+            certificate_name: certificate_name.to_owned(),
             status: AgentStatus::Active,
             missed_pongs: 0,
             awaiting_pong: false,
@@ -35,7 +42,7 @@ impl Books {
         }
     }
 
-    fn refuse_agent(&self, pid: Upid, reason: String, out: &mut Vec<Command>) {
+    pub(super) fn refuse_agent(&self, pid: Upid, reason: String, out: &mut Vec<Command>) {
         out.push(Command::Log(Event::AgentRefused {
             pid: pid.clone(),
             reason: reason.clone(),
@@ -50,6 +57,7 @@ impl Books {
         &mut self,
         now: Instant,
         pid: Upid,
+        certificate_name: &str,
         mut info: AgentInfo,
         out: &mut Vec<Command>,
     ) {
@@ -59,6 +67,10 @@ impl Books {
         // A retried registration from an agent already admitted: answer
         // again with the same id.
         if let Some(agent_id) = self.agents_by_pid.get(&pid.to_string()).cloned() {
+            if let Some(reason) = self.bound_elsewhere(&agent_id, certificate_name) {
+                self.denied += 1;
+                return self.refuse_agent(pid, reason, out);
+            }
             let ping_timeout = self.agent_ping_limit();
             out.push(Command::ToAgent(
                 pid,
@@ -70,12 +82,27 @@ impl Books {
             ));
             return;
         }
-        let id = Books::next_id(&self.id_prefix, "S", &mut self.next_agent);
-        let Ok(agent_id) = AgentId::new(id) else {
-            return self.refuse_agent(pid, "cannot make an agent id".into(), out);
+        let agent_id = loop {
+            let id = Books::next_id(&self.id_prefix, "S", &mut self.next_agent);
+            let Ok(agent_id) = AgentId::new(id) else {
+                return self.refuse_agent(pid, "cannot make an agent id".into(), out);
+            };
+            // Ids of agents recovered from the registry are never reused,
+            // whatever prefix this master runs with.
+            if !self.agents.contains_key(&agent_id) {
+                break agent_id;
+            }
         };
         info.id = Some(agent_id.clone());
-        self.admit(now, agent_id.clone(), pid.clone(), info, &[], out);
+        self.admit(
+            now,
+            agent_id.clone(),
+            pid.clone(),
+            certificate_name,
+            info,
+            &[],
+            out,
+        );
         out.push(Command::Log(Event::AgentAdmitted {
             agent_id: agent_id.clone(),
             pid: pid.clone(),
@@ -93,11 +120,24 @@ impl Books {
 
     /// Records an agent as active and gives its resources to the allocator,
     /// `used` already taken by running tasks.
+    /// Why a certificate named `certificate_name` may not take
+    /// `agent_id`, if it may not: the id is bound to another one.
+    fn bound_elsewhere(&self, agent_id: &AgentId, certificate_name: &str) -> Option<String> {
+        let bound = &self.agents.get(agent_id)?.certificate_name;
+        (!bound.is_empty() && bound != certificate_name).then(|| {
+            format!(
+                "agent {agent_id} belongs to the agent certificate {bound:?}, not {certificate_name:?}; an agent re-registers only with its own certificate's name"
+            )
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn admit(
         &mut self,
         now: Instant,
         agent_id: AgentId,
         pid: Upid,
+        certificate_name: &str,
         info: AgentInfo,
         used: &[(FrameworkId, Resources)],
         out: &mut Vec<Command>,
@@ -112,7 +152,7 @@ impl Books {
             .agents
             .get(&agent_id)
             .map(|entry| (entry.tasks.clone(), entry.executors.clone()));
-        let mut entry = self.agent_entry(now, info, pid.clone());
+        let mut entry = self.agent_entry(now, info, pid.clone(), certificate_name);
         if let Some((tasks, executors)) = previous {
             entry.tasks = tasks;
             entry.executors = executors;
@@ -130,6 +170,7 @@ impl Books {
         &mut self,
         now: Instant,
         pid: Upid,
+        certificate_name: &str,
         info: AgentInfo,
         reported: Vec<Task>,
         out: &mut Vec<Command>,
@@ -137,6 +178,10 @@ impl Books {
         let Some(agent_id) = info.id.clone() else {
             return self.refuse_agent(pid, "re-registration without an agent id".into(), out);
         };
+        if let Some(reason) = self.bound_elsewhere(&agent_id, certificate_name) {
+            self.denied += 1;
+            return self.refuse_agent(pid, reason, out);
+        }
         if info.resources.is_empty() {
             return self.refuse_agent(pid, "the agent offers no resources".into(), out);
         }
@@ -194,7 +239,15 @@ impl Books {
             }
         }
         let used: Vec<(FrameworkId, Resources)> = used.into_iter().collect();
-        self.admit(now, agent_id.clone(), pid.clone(), info, &used, out);
+        self.admit(
+            now,
+            agent_id.clone(),
+            pid.clone(),
+            certificate_name,
+            info,
+            &used,
+            out,
+        );
         if let Some(entry) = self.agents.get_mut(&agent_id) {
             entry.tasks = running;
         }

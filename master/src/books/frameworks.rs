@@ -33,12 +33,43 @@ impl Books {
         &mut self,
         now: Instant,
         pid: Upid,
+        principal: &str,
         mut info: FrameworkInfo,
         constraints: Vec<OfferConstraint>,
         out: &mut Vec<Command>,
     ) {
         if info.roles.is_empty() {
             info.roles.push(strata_protocol::UNRESERVED.to_owned());
+        }
+        info.failover_timeout = info.failover_timeout();
+        // The principal is the certificate's; one named in the info must
+        // agree, and a framework id belongs to the principal that made it.
+        match &info.principal {
+            Some(named) if named != principal => {
+                self.denied += 1;
+                let reason = format!(
+                    "the framework names principal {named:?} but its certificate is for principal {principal:?}"
+                );
+                return self.refuse_request(&pid, reason, out);
+            }
+            _ => info.principal = Some(principal.to_owned()),
+        }
+        if let Some(owner) = info
+            .id
+            .as_ref()
+            .and_then(|id| self.frameworks.get(id))
+            .and_then(|framework| framework.info.principal.as_deref())
+            .filter(|owner| *owner != principal)
+        {
+            self.denied += 1;
+            let reason = format!(
+                "framework {} belongs to principal {owner:?}; principal {principal:?} may not take it over",
+                info.id
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            );
+            return self.refuse_request(&pid, reason, out);
         }
         let refusal = if let Some(role) = info.roles.iter().find(|role| !valid_role(role)) {
             Some(format!("invalid role {role:?}"))
@@ -60,10 +91,15 @@ impl Books {
             }
             Some(id) => id,
             None => {
-                let id = Books::next_id(&self.id_prefix, "F", &mut self.next_framework);
-                match FrameworkId::new(id) {
-                    Ok(id) => id,
-                    Err(error) => return self.refuse_request(&pid, error.to_string(), out),
+                loop {
+                    let id = Books::next_id(&self.id_prefix, "F", &mut self.next_framework);
+                    match FrameworkId::new(id) {
+                        Ok(id)
+                            if self.frameworks.contains_key(&id)
+                                || self.removed_frameworks.contains(&id) => {}
+                        Ok(id) => break id,
+                        Err(error) => return self.refuse_request(&pid, error.to_string(), out),
+                    }
                 }
             }
         };
@@ -84,6 +120,7 @@ impl Books {
                     }
                 }
                 framework.failover_deadline = None;
+                framework.info.principal = info.principal.clone();
                 framework.constraints = constraints.clone();
                 framework.info.failover_timeout = info.failover_timeout;
                 framework.info.capabilities = info.capabilities.clone();
@@ -198,7 +235,7 @@ impl Books {
             return;
         }
         if let Some(framework) = self.frameworks.get_mut(framework_id) {
-            framework.failover_deadline = Some(now + timeout);
+            framework.failover_deadline = Some(strata_protocol::frameworks::deadline(now, timeout));
         }
         out.push(Command::Log(Event::FrameworkDisconnected {
             framework_id: framework_id.clone(),

@@ -27,7 +27,7 @@ use strata_protocol::{
     AgentId, AgentInfo, FrameworkId, FrameworkInfo, Offer, OfferConstraint, OfferId, Resources,
     Task, TaskId, ToAgent, ToMaster, ToScheduler,
 };
-use strata_runtime::Upid;
+use strata_runtime::{PeerIdentity, Role, Upid};
 
 use crate::allocator::{Allocator, HierarchicalAllocator, Policy};
 
@@ -70,6 +70,8 @@ impl Default for Config {
 pub enum Input {
     Received {
         from: Upid,
+        /// Who the sender's certificate says it is.
+        sender: std::sync::Arc<PeerIdentity>,
         message: ToMaster,
     },
     /// The periodic tick: pings, offer timeouts, failovers, allocation.
@@ -148,6 +150,9 @@ pub enum AgentStatus {
 pub struct AgentEntry {
     pub info: AgentInfo,
     pub pid: Upid,
+    /// The name in the certificate that registered this agent id; only
+    /// that certificate may re-register it.
+    pub certificate_name: String,
     pub status: AgentStatus,
     /// Unanswered pings in a row.
     pub missed_pongs: u32,
@@ -248,6 +253,8 @@ pub struct Books {
     recovery_deadline: Option<Instant>,
     /// How many tasks ended in each terminal state, for metrics.
     ended: BTreeMap<strata_protocol::TaskState, u64>,
+    /// Requests refused because the sender's identity may not make them.
+    denied: u64,
     /// Frameworks removed lately, most recent last, with their ended
     /// tasks, for operators (at most [`COMPLETED_FRAMEWORKS_KEPT`]).
     completed_frameworks: std::collections::VecDeque<FrameworkEntry>,
@@ -301,6 +308,7 @@ impl Books {
             recovering_agents: BTreeSet::new(),
             recovery_deadline: None,
             ended: BTreeMap::new(),
+            denied: 0,
             completed_frameworks: std::collections::VecDeque::new(),
         }
     }
@@ -347,6 +355,13 @@ impl Books {
         &self.ended
     }
 
+    /// Requests refused since this master started because the sender's
+    /// identity was not allowed to make them (wrong role, another
+    /// principal's framework, another certificate's agent id, an ACL).
+    pub fn denied(&self) -> u64 {
+        self.denied
+    }
+
     /// Milliseconds since the Unix epoch at `now`, by the clock the shell
     /// anchored.
     pub fn wall_clock_ms(&self, now: Instant) -> u64 {
@@ -362,18 +377,54 @@ impl Books {
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Command> {
         let mut out = Vec::new();
         match input {
-            Input::Received { from, message } => self.received(now, from, message, &mut out),
+            Input::Received {
+                from,
+                sender,
+                message,
+            } => self.received(now, from, &sender, message, &mut out),
             Input::Tick => self.tick(now, &mut out),
             Input::Exited(pid) => self.exited(now, &pid, &mut out),
         }
         out
     }
 
-    fn received(&mut self, now: Instant, from: Upid, message: ToMaster, out: &mut Vec<Command>) {
+    fn received(
+        &mut self,
+        now: Instant,
+        from: Upid,
+        sender: &PeerIdentity,
+        message: ToMaster,
+        out: &mut Vec<Command>,
+    ) {
         match message {
-            ToMaster::RegisterAgent { info } => self.register_agent(now, from, info, out),
+            ToMaster::RegisterAgent { .. } | ToMaster::ReregisterAgent { .. }
+                if !sender.is(Role::Agent) =>
+            {
+                self.denied += 1;
+                let reason = format!(
+                    "{sender} may not register an agent: that needs a certificate with the agent role"
+                );
+                self.refuse_agent(from, reason, out)
+            }
+            ToMaster::RegisterAgent { info } => {
+                self.register_agent(now, from, &sender.name, info, out)
+            }
             ToMaster::ReregisterAgent { info, tasks } => {
-                self.reregister_agent(now, from, info, tasks, out)
+                self.reregister_agent(now, from, &sender.name, info, tasks, out)
+            }
+            ToMaster::Subscribe { .. } if !sender.is(Role::Framework) => {
+                self.denied += 1;
+                let reason = format!(
+                    "{sender} may not subscribe a framework: that needs a certificate with the framework role, named after the framework's principal"
+                );
+                self.refuse_request(&from, reason, out)
+            }
+            ToMaster::OperatorKill { .. } if !sender.is(Role::Operator) => {
+                self.denied += 1;
+                let reason = format!(
+                    "{sender} may not kill other frameworks' tasks: that needs a certificate with the operator role"
+                );
+                self.refuse_request(&from, reason, out)
             }
             ToMaster::Pong { sequence } => self.pong(&from, sequence),
             ToMaster::StatusUpdate {
@@ -381,7 +432,7 @@ impl Books {
                 status,
             } => self.status_update(now, &from, framework_id, status, out),
             ToMaster::Subscribe { info, constraints } => {
-                self.subscribe(now, from, info, constraints, out)
+                self.subscribe(now, from, &sender.name, info, constraints, out)
             }
             ToMaster::ExecutorExited {
                 framework_id,

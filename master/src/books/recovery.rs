@@ -47,6 +47,7 @@ impl Books {
             .map(|agent| RegisteredAgent {
                 info: agent.info.clone(),
                 pid: agent.pid.clone(),
+                certificate_name: agent.certificate_name.clone(),
                 unreachable: matches!(agent.status, AgentStatus::Unreachable { .. })
                     && !agent
                         .info
@@ -61,18 +62,23 @@ impl Books {
             .map(|framework| framework.info.clone())
             .collect();
         registry.removed_frameworks = self.removed_frameworks.iter().cloned().collect();
+        registry.agents_admitted = self.next_agent;
+        registry.frameworks_created = self.next_framework;
         registry
     }
 
     /// Takes back a previous master's registry, as master epoch `epoch`.
     pub fn recover(&mut self, now: Instant, registry: Registry, epoch: u64) {
         self.master_epoch = epoch;
+        self.next_agent = self.next_agent.max(registry.agents_admitted);
+        self.next_framework = self.next_framework.max(registry.frameworks_created);
         let wait = self.config.agent_reregister_timeout;
         for agent in registry.agents {
             let Some(agent_id) = agent.info.id.clone() else {
                 continue;
             };
-            let mut entry = self.agent_entry(now, agent.info, agent.pid.clone());
+            let mut entry =
+                self.agent_entry(now, agent.info, agent.pid.clone(), &agent.certificate_name);
             entry.status = AgentStatus::Unreachable { since: now };
             if !agent.unreachable {
                 self.recovering_agents.insert(agent_id.clone());
@@ -91,7 +97,8 @@ impl Books {
             self.allocator
                 .add_framework(framework_id.clone(), info.role().to_owned());
             self.allocator.suppress(&framework_id);
-            let deadline = now + info.failover_timeout.max(wait);
+            let deadline =
+                strata_protocol::frameworks::deadline(now, info.failover_timeout().max(wait));
             self.frameworks.insert(
                 framework_id,
                 FrameworkEntry {

@@ -7,9 +7,11 @@ use strata_protocol::{
     Offer, OfferConstraint, OfferId, Operation, Resources, Source, Task, TaskId, TaskInfo,
     TaskKind, TaskState, TaskStatus, ToAgent, ToMaster, ToScheduler, UpdateId,
 };
-use strata_runtime::Upid;
+use strata_runtime::{PeerIdentity, Role, Upid};
 
 use super::{Books, Command, Config, Input, invariants};
+
+mod identity;
 
 fn r(text: &str) -> Resources {
     text.parse().unwrap()
@@ -17,6 +19,15 @@ fn r(text: &str) -> Resources {
 
 fn pid(text: &str) -> Upid {
     text.parse().unwrap()
+}
+
+/// The identity the harness sends as for `from`.
+fn default_identity(from: &Upid) -> PeerIdentity {
+    match Role::owning(from.id()) {
+        Some(Role::Agent) => PeerIdentity::simulated(Some(Role::Agent), &from.to_string()),
+        Some(role) => PeerIdentity::simulated(Some(role), from.id()),
+        None => PeerIdentity::simulated(Some(Role::Framework), "test-principal"),
+    }
 }
 
 /// The books and a virtual clock.
@@ -37,11 +48,20 @@ impl Harness {
         }
     }
 
+    /// Sends as the identity a sender with that process id has in these
+    /// tests: agents are named by their address, schedulers share one
+    /// principal, `operator` ids are operators.
     fn send(&mut self, from: &Upid, message: ToMaster) -> Vec<Command> {
+        let identity = default_identity(from);
+        self.send_as(from, identity, message)
+    }
+
+    fn send_as(&mut self, from: &Upid, sender: PeerIdentity, message: ToMaster) -> Vec<Command> {
         let out = self.books.handle(
             self.now,
             Input::Received {
                 from: from.clone(),
+                sender: std::sync::Arc::new(sender),
                 message,
             },
         );
@@ -63,7 +83,8 @@ impl Harness {
             resources: r(resources),
             attributes: attributes.parse().unwrap(),
         };
-        let out = self.send(agent, ToMaster::RegisterAgent { info });
+        let identity = PeerIdentity::simulated(Some(Role::Agent), &agent.to_string());
+        let out = self.send_as(agent, identity, ToMaster::RegisterAgent { info });
         out.iter()
             .find_map(|command| match command {
                 Command::ToAgent(to, ToAgent::AgentRegistered { agent_id, .. }) if to == agent => {

@@ -105,29 +105,50 @@ pub enum InboundError {
     InvalidSender(String),
 }
 
-/// Addresses of a peer's processes already parsed on one connection, so a
-/// busy connection does not check and allocate the sender's address for
-/// every frame. Bounded: emptied when full.
+/// Addresses of a peer's processes already parsed and checked on one
+/// connection, so a busy connection does not check and allocate the
+/// sender's address for every frame. Bounded: emptied when full.
 #[derive(Debug, Default)]
 pub struct SenderCache {
-    senders: std::collections::HashMap<Box<str>, Upid>,
+    /// `None`: the peer's certificate may not send under that id.
+    senders: std::collections::HashMap<Box<str>, Option<Upid>>,
+}
+
+/// Who sent a frame, as far as its connection's certificate allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// A process on the peer's node that its certificate may send as.
+    Allowed(Upid),
+    /// An id the peer's certificate may not use; `first` on the first
+    /// such frame under that id on this connection (log it once).
+    Refused { first: bool },
 }
 
 impl SenderCache {
     /// Most distinct senders remembered per connection.
     pub const CAPACITY: usize = 1024;
 
-    /// The address of process `id` on `peer`, parsed once.
-    pub fn get(&mut self, peer: &PeerInfo, id: &str) -> Result<Upid, crate::UpidParseError> {
-        if let Some(upid) = self.senders.get(id) {
-            return Ok(upid.clone());
+    /// The address of process `id` on `peer`, parsed and checked once:
+    /// always on the peer's own node (the address its connection proved),
+    /// and refused when the peer's certificate may not send under `id`
+    /// ([`PeerIdentity::may_send_as`]).
+    pub fn get(&mut self, peer: &PeerInfo, id: &str) -> Result<Sender, crate::UpidParseError> {
+        if let Some(known) = self.senders.get(id) {
+            return Ok(match known {
+                Some(upid) => Sender::Allowed(upid.clone()),
+                None => Sender::Refused { first: false },
+            });
         }
         let upid = Upid::new(id, peer.addr, peer.incarnation)?;
+        let checked = peer.identity.may_send_as(id).then_some(upid);
         if self.senders.len() >= Self::CAPACITY {
             self.senders.clear();
         }
-        self.senders.insert(id.into(), upid.clone());
-        Ok(upid)
+        self.senders.insert(id.into(), checked.clone());
+        Ok(match checked {
+            Some(upid) => Sender::Allowed(upid),
+            None => Sender::Refused { first: true },
+        })
     }
 }
 

@@ -187,6 +187,33 @@ fn peer_identity(connection: &Connection) -> Option<PeerIdentity> {
     chain.first().map(PeerIdentity::from_certificate)
 }
 
+/// The address an accepted peer is known by: the one it announced, which
+/// must be the one its packets come from (a node dials from the socket it
+/// listens on). Otherwise any certificate holder could announce another
+/// node's address, have replies for that node sent to itself and send
+/// under that node's name. A peer listening on a wildcard address is
+/// known by where it connects from.
+fn proven_listen_address(
+    announced: SocketAddr,
+    remote: SocketAddr,
+) -> Result<SocketAddr, TransportError> {
+    let canonical = |addr: SocketAddr| SocketAddr::new(addr.ip().to_canonical(), addr.port());
+    let (announced_c, remote_c) = (canonical(announced), canonical(remote));
+    if announced_c == remote_c {
+        return Ok(announced);
+    }
+    if announced.ip().is_unspecified() && announced.port() == remote.port() {
+        return Ok(remote_c);
+    }
+    Err(TransportError::Handshake {
+        addr: remote,
+        reason: format!(
+            "the peer announces listen address {announced} but connects from {remote}; \
+             a node must dial from the address it listens on"
+        ),
+    })
+}
+
 /// Reads the peer's hello; frames after it stay in `decoder`.
 async fn read_hello(
     addr: SocketAddr,
@@ -465,13 +492,14 @@ impl Shared {
             addr: remote,
             reason: "peer presented no certificate".into(),
         })?;
+        let addr = proven_listen_address(hello.listen, remote)?;
         Ok(Established {
             connection,
             send,
             recv,
             decoder,
             peer: PeerInfo {
-                addr: hello.listen,
+                addr,
                 incarnation: hello.incarnation,
                 identity: Arc::new(identity),
             },

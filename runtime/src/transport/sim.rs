@@ -263,20 +263,19 @@ impl SimNetwork {
         }
     }
 
-    /// A transport for a node at `addr` named `name`. A node that was at
+    /// A transport for a node at `addr` named `name`, with the identity a
+    /// certificate for `role` would give it. A node that was at
     /// `addr` before (a crashed one being restarted) loses its
     /// connections first, as a QUIC peer would on the restarted node's
     /// stateless reset.
     pub fn transport(
         &self,
         addr: SocketAddr,
+        role: crate::Role,
         name: &str,
         incarnation: Incarnation,
     ) -> Arc<SimTransport> {
-        let identity = Arc::new(PeerIdentity {
-            name: name.to_owned(),
-            fingerprint: format!("simulated-{name}"),
-        });
+        let identity = Arc::new(PeerIdentity::simulated(Some(role), name));
         let stale: Vec<Pair> = lock(&self.state)
             .connections
             .keys()
@@ -304,9 +303,15 @@ impl SimNetwork {
         })
     }
 
-    /// A node at `addr` on this network.
-    pub fn node(&self, addr: SocketAddr, name: &str, incarnation: Incarnation) -> crate::Node {
-        let transport = self.transport(addr, name, incarnation);
+    /// A node at `addr` on this network, with a certificate for `role`.
+    pub fn node(
+        &self,
+        addr: SocketAddr,
+        role: crate::Role,
+        name: &str,
+        incarnation: Incarnation,
+    ) -> crate::Node {
+        let transport = self.transport(addr, role, name, incarnation);
         let metrics = transport.metrics.clone();
         let identity = transport.identity.clone();
         crate::Node::with_transport(

@@ -36,7 +36,10 @@ pub async fn node(ca: &CertificateAuthority, name: &str) -> Node {
 }
 
 pub fn config(ca: &CertificateAuthority, name: &str) -> NodeConfig {
-    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), ca.issue(name).unwrap());
+    let mut config = NodeConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        ca.issue(strata_runtime::Role::Framework, name).unwrap(),
+    );
     config.quic.idle_timeout = Duration::from_secs(2);
     config.quic.keep_alive_interval = Duration::from_millis(500);
     config.quic.connect_timeout = Duration::from_secs(2);
