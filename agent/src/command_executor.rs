@@ -23,6 +23,7 @@ use rustix::process::{Pid, Signal};
 use strata_protocol::{AgentId, CommandInfo, FrameworkId, TaskId, TaskState};
 
 use crate::launcher::Launcher;
+use crate::users::RunAs;
 
 /// The sandbox of one run of one executor.
 pub fn sandbox_path(
@@ -91,12 +92,14 @@ impl<'a> Parent<'a> {
     }
 }
 
-/// Creates the sandbox and starts `command` in it, as `parent`'s child.
+/// Creates the sandbox and starts `command` in it, as `parent`'s child,
+/// as `run_as` (who then owns the sandbox) or as the agent's user.
 pub fn start(
     sandbox: &Path,
     command: &CommandInfo,
     extra_environment: &BTreeMap<String, String>,
     parent: Parent<'_>,
+    run_as: Option<&RunAs>,
 ) -> Result<Started, String> {
     fs::create_dir_all(sandbox)
         .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
@@ -104,6 +107,25 @@ pub fn start(
         .map_err(|e| format!("cannot create {}: {e}", sandbox.join("stdout").display()))?;
     let stderr = fs::File::create(sandbox.join("stderr"))
         .map_err(|e| format!("cannot create {}: {e}", sandbox.join("stderr").display()))?;
+    // Others never read a sandbox: it is its user's (and group's) alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(sandbox, fs::Permissions::from_mode(0o750)).map_err(|e| {
+            format!(
+                "cannot close the sandbox {} to others: {e}",
+                sandbox.display()
+            )
+        })?;
+    }
+    if let Some(run_as) = run_as {
+        crate::users::hand_over(sandbox, run_as).map_err(|e| {
+            format!(
+                "cannot give the sandbox {} to {}: {e}",
+                sandbox.display(),
+                run_as.user
+            )
+        })?;
+    }
     let argv: Vec<std::ffi::OsString> = if command.shell {
         vec!["/bin/sh".into(), "-c".into(), command.value.clone().into()]
     } else {
@@ -121,6 +143,10 @@ pub fn start(
         ("HOME".into(), sandbox.into()),
         ("STRATA_SANDBOX".into(), sandbox.into()),
     ]);
+    if let Some(run_as) = run_as {
+        environment.insert("USER".into(), run_as.user.clone().into());
+        environment.insert("LOGNAME".into(), run_as.user.clone().into());
+    }
     for (name, value) in extra_environment.iter().chain(&command.environment) {
         environment.insert(name.into(), value.into());
     }
@@ -139,6 +165,7 @@ pub fn start(
             stdout: sandbox.join("stdout"),
             stderr: sandbox.join("stderr"),
             dies_with_agent,
+            run_as: run_as.cloned(),
         };
         let group = launcher.launch(launch)?;
         return Ok(Started {
@@ -147,7 +174,7 @@ pub fn start(
             sandbox: sandbox.to_owned(),
         });
     }
-    let mut child = spawn_in_group(&argv, environment, sandbox, stdout, stderr)
+    let mut child = spawn_in_group(&argv, environment, sandbox, stdout, stderr, run_as)
         .map_err(|e| format!("cannot start {:?}: {e}", command.value))?;
     let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
         return Err("the task process exited before it could be tracked".into());
@@ -168,11 +195,16 @@ pub(crate) fn spawn_in_group(
     directory: &Path,
     stdout: fs::File,
     stderr: fs::File,
+    run_as: Option<&RunAs>,
 ) -> std::io::Result<tokio::process::Child> {
     let Some((program, arguments)) = argv.split_first() else {
         return Err(std::io::Error::other("the command names no executable"));
     };
-    tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    if let Some(run_as) = run_as {
+        crate::users::switch_in_child(&mut command, run_as);
+    }
+    command
         .args(arguments)
         .current_dir(directory)
         .env_clear()

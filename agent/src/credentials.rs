@@ -52,7 +52,7 @@ impl ExecutorCredentials {
         cluster: &TlsMaterial,
     ) -> Result<ExecutorCredentials, TlsError> {
         let authority = CertificateAuthority::kept_in(
-            &work_dir.join(EXECUTOR_CA_FILE),
+            &work_dir.join("meta").join(EXECUTOR_CA_FILE),
             "Strata agent executor CA",
         )?;
         Ok(ExecutorCredentials {

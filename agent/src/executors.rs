@@ -160,7 +160,24 @@ impl Agent {
         let launcher = self.launcher(work_dir);
         let parent =
             command_executor::Parent::of(launcher.as_ref(), !self.checkpointing(framework_id));
-        let started = command_executor::start(&sandbox, &executor.command, &environment, parent)?;
+        let user = executor
+            .command
+            .user
+            .clone()
+            .or_else(|| {
+                self.frameworks
+                    .get(framework_id)
+                    .map(|framework| framework.user.clone())
+            })
+            .unwrap_or_default();
+        let run_as = crate::users::run_as(&user, self.config().switch_user)?;
+        let started = command_executor::start(
+            &sandbox,
+            &executor.command,
+            &environment,
+            parent,
+            run_as.as_ref(),
+        )?;
         let key = (framework_id.clone(), executor.executor_id.clone());
         let group = started.group;
         let start_ticks = command_executor::start_ticks(group).unwrap_or(0);

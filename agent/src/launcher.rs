@@ -15,8 +15,14 @@
 //! The agent talks to it over a Unix socket in the abstract namespace,
 //! named after the work directory (the launcher accepts only its own
 //! user), on two connections: requests (start a command; the answer is
-//! its pid) and events (what runs, then every end). Messages are framed
-//! and bounded by the runtime's codec.
+//! its pid) and events (what runs, then every end). Each connection
+//! opens with the launcher's secret (`meta/task-launcher.secret` in the
+//! work directory, mode 0600): a process of the same user that cannot
+//! read the agent's files (a task) can neither start commands nor take
+//! the agent's events. Messages are framed and bounded by the runtime's
+//! codec. A lost events connection is opened again, and what ended
+//! meanwhile is learnt then; only a launcher that cannot be reached
+//! again loses its tasks.
 //!
 //! Tasks of frameworks that do not checkpoint die with the agent: when the
 //! requests connection that started them closes, the launcher kills their
@@ -72,14 +78,20 @@ pub struct Launch {
     /// Killed when the agent that asked goes away (its framework does not
     /// checkpoint).
     pub dies_with_agent: bool,
+    /// Whom to run it as; the launcher's own user when `None`.
+    pub run_as: Option<crate::users::RunAs>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum ToLauncher {
     /// Opens a requests connection.
-    Requests,
+    Requests {
+        secret: Vec<u8>,
+    },
     /// Opens an events connection; the newest gets the events.
-    Events,
+    Events {
+        secret: Vec<u8>,
+    },
     Launch(Launch),
     /// The agent has taken note of the end of `pid`.
     Forget {
@@ -117,6 +129,68 @@ pub fn socket_name(work_dir: &Path) -> String {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("strata-task-launcher-{hash:016x}")
+}
+
+/// Bytes in the launcher's secret.
+const SECRET_BYTES: usize = 32;
+
+/// Where the launcher of `work_dir` keeps its secret.
+pub fn secret_path(work_dir: &Path) -> PathBuf {
+    work_dir.join("meta").join("task-launcher.secret")
+}
+
+/// The launcher's secret for `work_dir`, made on first use: random bytes
+/// in a file only this user can read. A file someone else owns or could
+/// read is refused.
+pub fn secret(work_dir: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let path = secret_path(work_dir);
+    if let Some(dir) = path.parent() {
+        strata_runtime::durable::create_dir_all(dir)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(mut file) => {
+            let mut bytes = vec![0u8; SECRET_BYTES];
+            std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            return Ok(bytes);
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(error),
+    }
+    let metadata = std::fs::symlink_metadata(&path)?;
+    let me = rustix::process::geteuid().as_raw();
+    if !metadata.is_file() || metadata.uid() != me || metadata.mode() & 0o077 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} must be a file of this user's that nobody else can read",
+                path.display()
+            ),
+        ));
+    }
+    let bytes = strata_runtime::durable::read_bounded(&path, SECRET_BYTES as u64)?;
+    if bytes.len() != SECRET_BYTES {
+        // Cut short by a crash while it was written: the next launcher
+        // and agent make a new one.
+        std::fs::remove_file(&path)?;
+        return Err(std::io::Error::other(format!(
+            "{} was incomplete and has been removed; try again",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn address(name: &str) -> std::io::Result<SocketAddr> {
@@ -193,6 +267,8 @@ struct Known {
     waiting: BTreeMap<i32, oneshot::Sender<std::io::Result<ExitStatus>>>,
     /// Why the launcher is lost, once it is.
     lost: Option<String>,
+    /// The agent gave this connection up: its events are not reopened.
+    given_up: bool,
 }
 
 struct Connection {
@@ -206,6 +282,7 @@ struct Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        known(self).given_up = true;
         let _ = self.events.shutdown(std::net::Shutdown::Both);
     }
 }
@@ -249,9 +326,10 @@ impl Launcher {
 
     fn reconnect(&self) -> std::io::Result<()> {
         let name = socket_name(&self.work_dir);
+        let secret = secret(&self.work_dir)?;
         let mut attempt = 0;
         let connection = loop {
-            match open(&name) {
+            match open(&name, &secret) {
                 Ok(connection) => break connection,
                 Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
                     return Err(error);
@@ -389,35 +467,56 @@ fn connect(address: &SocketAddr) -> std::io::Result<UnixStream> {
     Ok(stream)
 }
 
+/// An events connection, its first message read: what runs, what ended.
+struct Events {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+    running: Vec<i32>,
+    ended: Vec<(i32, i32)>,
+}
+
+/// Opens an events connection.
+fn open_events(address: &SocketAddr, secret: &[u8]) -> std::io::Result<Events> {
+    let mut events = connect(address)?;
+    events.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    events.write_all(&frame(&ToLauncher::Events {
+        secret: secret.to_vec(),
+    })?)?;
+    let mut reader = Reader::new(events.try_clone()?);
+    match reader.next()? {
+        FromLauncher::Tasks { running, ended } => Ok(Events {
+            stream: events,
+            decoder: reader.decoder,
+            running,
+            ended,
+        }),
+        other => Err(std::io::Error::other(format!(
+            "the task launcher began with {other:?}"
+        ))),
+    }
+}
+
 /// Opens both connections and starts reading events.
-fn open(name: &str) -> std::io::Result<Connection> {
+fn open(name: &str, secret: &[u8]) -> std::io::Result<Connection> {
     let address = address(name)?;
     let mut requests = connect(&address)?;
     requests.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-    requests.write_all(&frame(&ToLauncher::Requests)?)?;
-    let mut events = connect(&address)?;
-    events.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-    events.write_all(&frame(&ToLauncher::Events)?)?;
-    let mut reader = Reader::new(events.try_clone()?);
-    let (running, ended) = match reader.next()? {
-        FromLauncher::Tasks { running, ended } => (running, ended),
-        other => {
-            return Err(std::io::Error::other(format!(
-                "the task launcher began with {other:?}"
-            )));
-        }
-    };
+    requests.write_all(&frame(&ToLauncher::Requests {
+        secret: secret.to_vec(),
+    })?)?;
+    let events = open_events(&address, secret)?;
     let known = Arc::new(Mutex::new(Known {
-        running: running.into_iter().collect(),
-        ended: ended.into_iter().collect(),
+        running: events.running.iter().copied().collect(),
+        ended: events.ended.iter().copied().collect(),
         ..Known::default()
     }));
-    let buffered = reader.decoder;
-    let kept = events.try_clone()?;
-    events.set_read_timeout(None)?;
-    events.set_nonblocking(true)?;
-    let events = tokio::net::UnixStream::from_std(events)?;
-    tokio::spawn(read_events(events, buffered, known.clone()));
+    let kept = events.stream.try_clone()?;
+    let reading = ReadingEvents {
+        address,
+        secret: secret.to_vec(),
+        known: known.clone(),
+    };
+    tokio::spawn(reading.run(events.stream, events.decoder));
     Ok(Connection {
         answers: Reader::new(requests.try_clone()?),
         requests,
@@ -426,12 +525,100 @@ fn open(name: &str) -> std::io::Result<Connection> {
     })
 }
 
-async fn read_events(
-    mut events: tokio::net::UnixStream,
-    mut decoder: FrameDecoder,
+/// How many times a lost events connection is opened again before the
+/// launcher is taken as lost.
+const EVENTS_REOPEN_ATTEMPTS: u32 = 5;
+
+/// What reading a launcher's events needs to open them again.
+struct ReadingEvents {
+    address: SocketAddr,
+    secret: Vec<u8>,
     known: Arc<Mutex<Known>>,
-) {
-    let why = loop {
+}
+
+impl ReadingEvents {
+    async fn run(self, first: UnixStream, decoder: FrameDecoder) {
+        let mut current = Some((first, decoder));
+        let why = loop {
+            let Some((stream, decoder)) = current.take() else {
+                break "the task launcher's events could not be opened again".to_owned();
+            };
+            let lost = match read_events(stream, decoder, &self.known).await {
+                Ok(lost) => lost,
+                Err(why) => break why,
+            };
+            let given_up = self
+                .known
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .given_up;
+            if given_up {
+                break format!("the agent gave the task launcher up ({lost})");
+            }
+            tracing::warn!(cause = %lost, "task launcher events lost; opening them again");
+            for attempt in 0..EVENTS_REOPEN_ATTEMPTS {
+                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                if let Ok(events) = open_events(&self.address, &self.secret) {
+                    self.resync(&events);
+                    current = Some((events.stream, events.decoder));
+                    break;
+                }
+            }
+        };
+        tracing::warn!(cause = %why, "task launcher lost; the tasks it ran are lost with it");
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (_, waiter) in std::mem::take(&mut known.waiting) {
+            let _ = waiter.send(Err(std::io::Error::other(why.clone())));
+        }
+        known.lost = Some(why);
+    }
+
+    /// Takes in what a reopened events connection says: ends that came
+    /// meanwhile go to their waiters; a waited-for task the launcher no
+    /// longer knows is lost.
+    fn resync(&self, events: &Events) {
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        known.running = events.running.iter().copied().collect();
+        for (pid, wait_status) in &events.ended {
+            known.ended.insert(*pid, *wait_status);
+        }
+        let waiting: Vec<i32> = known.waiting.keys().copied().collect();
+        for pid in waiting {
+            if let Some(status) = known.ended.remove(&pid) {
+                if let Some(waiter) = known.waiting.remove(&pid) {
+                    let _ = waiter.send(Ok(ExitStatus::from_raw(status)));
+                }
+            } else if !known.running.contains(&pid)
+                && let Some(waiter) = known.waiting.remove(&pid)
+            {
+                let _ = waiter.send(Err(std::io::Error::other(
+                    "the task launcher no longer knows this task",
+                )));
+            }
+        }
+    }
+}
+
+/// Reads events until the connection ends: `Ok(why)` when it was lost
+/// (open it again), `Err(why)` when it cannot be read at all.
+async fn read_events(
+    events: UnixStream,
+    mut decoder: FrameDecoder,
+    known: &Arc<Mutex<Known>>,
+) -> Result<String, String> {
+    let prepared = events
+        .set_read_timeout(None)
+        .and_then(|()| events.set_nonblocking(true))
+        .and_then(|()| tokio::net::UnixStream::from_std(events));
+    let mut events =
+        prepared.map_err(|error| format!("cannot read the launcher's events: {error}"))?;
+    loop {
         match next_message::<FromLauncher>(&mut events, &mut decoder).await {
             Ok(Some(FromLauncher::Ended { pid, wait_status })) => {
                 let mut known = known
@@ -447,19 +634,13 @@ async fn read_events(
                     }
                 }
             }
-            Ok(Some(other)) => break format!("the task launcher sent {other:?} out of turn"),
-            Ok(None) => break "the task launcher ended".to_owned(),
-            Err(error) => break format!("the task launcher's events failed: {error}"),
+            Ok(Some(other)) => {
+                return Ok(format!("the task launcher sent {other:?} out of turn"));
+            }
+            Ok(None) => return Ok("the task launcher ended its events".to_owned()),
+            Err(error) => return Ok(format!("the task launcher's events failed: {error}")),
         }
-    };
-    tracing::warn!(cause = %why, "task launcher lost; the tasks it ran are lost with it");
-    let mut known = known
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for (_, waiter) in std::mem::take(&mut known.waiting) {
-        let _ = waiter.send(Err(std::io::Error::other(why.clone())));
     }
-    known.lost = Some(why);
 }
 
 /// Starts `program` as the launcher of `work_dir` and waits until it
@@ -583,6 +764,9 @@ pub async fn serve(
     // slow reader never holds up the answers to another.
     let mut writers: BTreeMap<u64, mpsc::UnboundedSender<FromLauncher>> = BTreeMap::new();
     let mut requests: BTreeSet<u64> = BTreeSet::new();
+    // Connections that opened with the secret.
+    let mut opened: BTreeSet<u64> = BTreeSet::new();
+    let secret = secret(work_dir)?;
     let mut events: Option<u64> = None;
     let mut children: BTreeMap<i32, Child> = BTreeMap::new();
     let mut ended: BTreeMap<i32, i32> = BTreeMap::new();
@@ -655,11 +839,23 @@ pub async fn serve(
             return Ok(());
         };
         match next {
-            Input::Message(id, ToLauncher::Requests) => {
+            Input::Message(id, ToLauncher::Requests { secret: offered })
+            | Input::Message(id, ToLauncher::Events { secret: offered })
+                if !same_secret(&offered, &secret) =>
+            {
+                tracing::warn!(
+                    connection = id,
+                    "a connection without the launcher's secret ignored"
+                );
+                writers.remove(&id);
+            }
+            Input::Message(id, ToLauncher::Requests { .. }) => {
                 served = true;
+                opened.insert(id);
                 requests.insert(id);
             }
-            Input::Message(id, ToLauncher::Events) => {
+            Input::Message(id, ToLauncher::Events { .. }) => {
+                opened.insert(id);
                 if let Some(old) = events.replace(id) {
                     writers.remove(&old);
                 }
@@ -668,6 +864,11 @@ pub async fn serve(
                     ended: ended.iter().map(|(pid, status)| (*pid, *status)).collect(),
                 };
                 send(&writers, id, tasks);
+            }
+            // Nothing else is taken from a connection that did not open
+            // with the secret.
+            Input::Message(id, _) if !opened.contains(&id) => {
+                writers.remove(&id);
             }
             Input::Message(id, ToLauncher::Launch(launch)) => {
                 let dies_with = launch.dies_with_agent.then_some(id);
@@ -697,6 +898,7 @@ pub async fn serve(
             }
             Input::Closed(id) => {
                 writers.remove(&id);
+                opened.remove(&id);
                 if events == Some(id) {
                     events = None;
                 }
@@ -762,8 +964,15 @@ fn start(launch: Launch) -> Result<tokio::process::Child, String> {
         .environment
         .into_iter()
         .map(|(name, value)| (OsString::from_vec(name), OsString::from_vec(value)));
-    spawn_in_group(&argv, environment, &launch.directory, stdout, stderr)
-        .map_err(|e| format!("cannot start {:?}: {e}", program.to_string_lossy()))
+    spawn_in_group(
+        &argv,
+        environment,
+        &launch.directory,
+        stdout,
+        stderr,
+        launch.run_as.as_ref(),
+    )
+    .map_err(|e| format!("cannot start {:?}: {e}", program.to_string_lossy()))
 }
 
 #[cfg(test)]
@@ -781,6 +990,7 @@ mod tests {
             stdout: dir.join("stdout"),
             stderr: dir.join("stderr"),
             dies_with_agent,
+            run_as: None,
         }
     }
 
@@ -823,7 +1033,9 @@ mod tests {
         let first = Launcher {
             program: PathBuf::from("/nonexistent"),
             work_dir: dir.clone(),
-            connection: Arc::new(Mutex::new(Some(open(&name).unwrap()))),
+            connection: Arc::new(Mutex::new(Some(
+                open(&name, &secret(&dir).unwrap()).unwrap(),
+            ))),
         };
         let quick = first
             .launch(launch("echo out; exit 3", &dir, false))
@@ -868,7 +1080,9 @@ mod tests {
         let second = Launcher {
             program: PathBuf::from("/nonexistent"),
             work_dir: dir.clone(),
-            connection: Arc::new(Mutex::new(Some(open(&name).unwrap()))),
+            connection: Arc::new(Mutex::new(Some(
+                open(&name, &secret(&dir).unwrap()).unwrap(),
+            ))),
         };
         // The launcher may still be reaping: the end comes as an event.
         assert_eq!(second.end_of(kept).await.unwrap().code(), Some(0));
@@ -880,6 +1094,56 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A process of the agent's user that opens the launcher's socket
+    /// itself, with `secret`, asking for events: what a task could try.
+    fn intruder(dir: &Path, secret: Vec<u8>) -> UnixStream {
+        let mut stream = connect(&address(&socket_name(dir)).unwrap()).unwrap();
+        stream
+            .write_all(&frame(&ToLauncher::Events { secret }).unwrap())
+            .unwrap();
+        stream
+    }
+
+    #[tokio::test]
+    async fn only_the_secret_opens_the_launcher_and_lost_events_are_reopened() {
+        let dir = scratch("launcher-secret");
+        let served = serve_here(&dir);
+        let agent = Launcher {
+            program: PathBuf::from("/nonexistent"),
+            work_dir: dir.clone(),
+            connection: Arc::new(Mutex::new(Some(
+                open(&socket_name(&dir), &secret(&dir).unwrap()).unwrap(),
+            ))),
+        };
+        let mode = std::fs::metadata(secret_path(&dir)).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o600
+        );
+        let pid = agent
+            .launch(launch("sleep 0.5; exit 4", &dir, false))
+            .unwrap();
+        let ending = agent.end_of(pid);
+        // Without the secret: ignored, and it cannot launch either.
+        let mut guesser = intruder(&dir, vec![0; SECRET_BYTES]);
+        guesser
+            .write_all(&frame(&ToLauncher::Launch(launch("touch pwned", &dir, false))).unwrap())
+            .unwrap();
+        // With it (as a task that could read the agent's files would):
+        // the launcher hands it the events, and the agent takes them back.
+        let _thief = intruder(&dir, secret(&dir).unwrap());
+        let status = tokio::time::timeout(Duration::from_secs(20), ending)
+            .await
+            .expect("the end arrives");
+        assert_eq!(status.unwrap().code(), Some(4));
+        assert!(!dir.join("pwned").exists());
+        agent.forget(pid);
+        drop(guesser);
+        drop(agent);
+        let _ = tokio::task::spawn_blocking(move || served.join()).await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_launcher_with_nothing_to_do_leaves() {
         // Ends nobody collects are dropped once the work directory goes.
@@ -888,7 +1152,9 @@ mod tests {
         let launcher = Launcher {
             program: PathBuf::from("/nonexistent"),
             work_dir: dir.clone(),
-            connection: Arc::new(Mutex::new(Some(open(&socket_name(&dir)).unwrap()))),
+            connection: Arc::new(Mutex::new(Some(
+                open(&socket_name(&dir), &secret(&dir).unwrap()).unwrap(),
+            ))),
         };
         let pid = launcher.launch(launch("true", &dir, false)).unwrap();
         drop(launcher);

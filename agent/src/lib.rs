@@ -15,6 +15,7 @@ pub mod resources;
 pub mod sim_host;
 pub mod status_updates;
 pub mod usage;
+pub mod users;
 
 pub use credentials::ExecutorCredentials;
 pub use process::{AGENT_ID, Agent, AgentConfig, ResourceAccount, Runner};

@@ -76,6 +76,9 @@ pub struct AgentConfig {
     /// (see [`crate::launcher`]). Without it tasks are the agent's own
     /// children.
     pub task_launcher: Option<PathBuf>,
+    /// Whether tasks run as their framework's user (when the agent is
+    /// root); otherwise as the agent's own user (`--switch-user=false`).
+    pub switch_user: bool,
     /// Whether stopping the agent kills every task; when false only the
     /// tasks of frameworks that do not checkpoint are killed, and the rest
     /// keep running for the restarted agent to recover.
@@ -104,6 +107,7 @@ impl AgentConfig {
             executor_credentials: None,
             executor_registration_timeout: Duration::from_secs(60),
             task_launcher: None,
+            switch_user: false,
             kill_tasks_on_stop: true,
         }
     }
@@ -876,7 +880,19 @@ impl Agent {
         let launcher = self.launcher(work_dir);
         let parent =
             command_executor::Parent::of(launcher.as_ref(), !self.checkpointing(framework_id));
-        match command_executor::start(&sandbox, command, &environment, parent) {
+        let user = command
+            .user
+            .clone()
+            .or_else(|| {
+                self.frameworks
+                    .get(framework_id)
+                    .map(|framework| framework.user.clone())
+            })
+            .unwrap_or_default();
+        let started = crate::users::run_as(&user, self.config.switch_user).and_then(|run_as| {
+            command_executor::start(&sandbox, command, &environment, parent, run_as.as_ref())
+        });
+        match started {
             Err(reason) => self.report_with(
                 ctx,
                 framework_id,
@@ -1030,6 +1046,15 @@ impl Process for Agent {
         self.pid = ctx.pid().to_string();
         if self.publisher.is_some() {
             ctx.run_every(self.config.usage_interval, |agent, _| agent.publish());
+        }
+        // Checkpoints, the launcher's secret and keys are the agent's
+        // alone: tasks running as other users must not read them.
+        if let Runner::Processes { work_dir, .. } = &self.config.runner
+            && let Err(error) = crate::users::make_private(&work_dir.join("meta"))
+        {
+            error!(cause = %error, "cannot make the agent's meta directory private; not registering");
+            self.registration = Registration::Refused;
+            return;
         }
         if let Err(error) = self.recover(ctx) {
             error!(cause = %error, "cannot recover this agent's checkpoints; not registering");

@@ -155,6 +155,7 @@ async fn launch_all(
         executor_credentials: None,
         executor_registration_timeout: std::time::Duration::from_secs(60),
         task_launcher: launcher.map(std::path::Path::to_owned),
+        switch_user: false,
         kill_tasks_on_stop: true,
     };
     agent_node.spawn(

@@ -42,6 +42,10 @@ pub struct AgentArgs {
     /// Seconds between SIGTERM and SIGKILL when a task is killed.
     #[arg(long, env = "STRATA_KILL_GRACE", default_value_t = 5.0)]
     pub kill_grace: f64,
+    /// Run tasks as their framework's user (needs root); false runs them
+    /// all as this agent's user.
+    #[arg(long, env = "STRATA_SWITCH_USER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub switch_user: bool,
     #[command(flatten)]
     pub tls: crate::TlsSource,
 }
@@ -114,6 +118,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             executor_credentials: Some(credentials),
             executor_registration_timeout: std::time::Duration::from_secs(60),
             task_launcher: Some(task_launcher),
+            switch_user: args.switch_user,
             kill_tasks_on_stop: false,
         };
         let (publisher, snapshots) = strata_agent::http::channel();

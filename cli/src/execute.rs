@@ -509,7 +509,7 @@ fn teardown(inbox: &strata_runtime::Inbox<ToScheduler>, execution: &Execution) {
 }
 
 fn whoami() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "nobody".into())
+    strata_agent::users::current_user()
 }
 
 #[cfg(test)]

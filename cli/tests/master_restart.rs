@@ -131,6 +131,7 @@ fn agents_re_register_with_a_restarted_master_under_the_same_id() {
             executor_credentials: None,
             executor_registration_timeout: std::time::Duration::from_secs(60),
             task_launcher: None,
+            switch_user: false,
             kill_tasks_on_stop: true,
         };
         agent_node

@@ -279,7 +279,7 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
         "agent-http",
         &["--resources", "cpus:2;mem:1024"],
         "files",
-        "echo hello; ln -s / escape; exec sleep 600",
+        "echo hello; ln -s / escape; mkfifo pipe; exec sleep 600",
     );
     let agent_http = cluster.agent.pid.addr().to_string();
     let sandbox_path = cluster.sandbox.clone();
@@ -317,7 +317,7 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
         .iter()
         .map(|entry| entry["path"].as_str().unwrap().rsplit('/').next().unwrap())
         .collect();
-    assert_eq!(names, ["escape", "stderr", "stdout"]);
+    assert_eq!(names, ["escape", "pipe", "stderr", "stdout"]);
     let (status, body) = get(&agent_http, &format!("/files/read?path={sandbox}/stdout"));
     assert_eq!(status, 200, "{body}");
     let chunk: Value = serde_json::from_str(&body).unwrap();
@@ -345,6 +345,14 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
         ".."
     );
     assert_eq!(refused("/etc/hostname"), 400, "absolute");
+    // A FIFO nobody writes to: refused at once, the agent keeps serving
+    // and stays in touch with its master.
+    let (status, body) = get(&agent_http, &format!("/files/read?path={sandbox}/pipe"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not a regular file"), "{body}");
+    assert_eq!(get(&agent_http, "/health").0, 200);
+    let master_state = state_when(&cluster.address, |state| state["agents"][0].is_object());
+    assert_eq!(master_state["agents"][0]["status"], "active");
     assert_eq!(get(&agent_http, "/files/read").0, 400);
     assert_eq!(refused(&format!("{sandbox}/nothing")), 404);
 
@@ -390,6 +398,98 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
     assert_eq!(
         logs(&["writer", "--follow"]),
         (Some(0), "one\ntwo\n".into(), String::new())
+    );
+}
+
+/// With the agent as root, a task of a framework whose user is `nobody`
+/// runs as nobody and can read none of the agent's secrets nor another
+/// framework's sandbox.
+#[test]
+fn tasks_run_as_their_frameworks_user() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root, so this test must run there"
+        );
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let cluster = Cluster::start(
+        "run-as",
+        &["--resources", "cpus:2;mem:1024"],
+        "root-task",
+        "echo secret > private; exec sleep 600",
+    );
+    let agent_work = std::path::PathBuf::from(common::agent_work_dir(&cluster.dir, "agent"));
+    let targets = [
+        cluster.dir.join("tls").join("dev-ca.pem"),
+        agent_work.join("meta").join("executor-ca.pem"),
+        agent_work.join("meta").join("task-launcher.secret"),
+        cluster.sandbox.join("private"),
+    ];
+    for target in &targets {
+        assert!(target.exists(), "{} exists", target.display());
+    }
+    let probes: Vec<String> = targets
+        .iter()
+        .map(|target| {
+            let target = target.display();
+            format!(
+                "if cat {target} >/dev/null 2>&1; then echo READ {target}; else echo DENIED; fi"
+            )
+        })
+        .collect();
+    let command = format!("id -un; {}", probes.join("; "));
+    let output = Command::new(STRATA)
+        .args([
+            "execute",
+            "--master",
+            &cluster.address,
+            "--name",
+            "as-nobody",
+        ])
+        .args(["--user", "nobody", "--command", &command])
+        .args(["--resources", "cpus:0.1;mem:32", "--work-dir"])
+        .arg(cluster.dir.to_str().unwrap())
+        .args(["--timeout", "60"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{printed}");
+    let running = printed
+        .lines()
+        .find(|line| line.contains("running in "))
+        .unwrap_or_else(|| panic!("no sandbox in {printed}"));
+    let sandbox = std::path::PathBuf::from(running.split_once("running in ").unwrap().1);
+    let stdout = std::fs::read_to_string(sandbox.join("stdout")).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "nobody", "{stdout}");
+    assert_eq!(lines[1..], ["DENIED"; 4], "{stdout}");
+    // Its sandbox is nobody's, and closed to others.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&sandbox).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o750);
+    assert_ne!(meta.uid(), 0);
+    // An unknown user fails the task, saying which.
+    let output = Command::new(STRATA)
+        .args([
+            "execute",
+            "--master",
+            &cluster.address,
+            "--name",
+            "as-ghost",
+        ])
+        .args(["--user", "no-such-user-strata", "--command", "true"])
+        .args(["--resources", "cpus:0.1;mem:32", "--work-dir"])
+        .arg(cluster.dir.to_str().unwrap())
+        .args(["--timeout", "60"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{printed}");
+    assert!(
+        printed.contains("TASK_FAILED") && printed.contains("no-such-user-strata"),
+        "{printed}"
     );
 }
 

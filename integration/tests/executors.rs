@@ -144,6 +144,18 @@ fn one_custom_executor_runs_three_tasks() {
         .collect();
     assert_eq!(runs.len(), 1);
     assert_eq!(std::fs::read_dir(&runs[0]).unwrap().count(), 1);
+    // The executor held a certificate of its own, never the agent's key:
+    // an executor identity named after its framework and itself, from an
+    // authority only its agent trusts.
+    let tls_dirs: Vec<_> = walk(&work_dir)
+        .into_iter()
+        .filter(|path| path.ends_with(".tls"))
+        .collect();
+    assert_eq!(tls_dirs.len(), 1);
+    let material = strata_runtime::TlsMaterial::load(&tls_dirs[0]).unwrap();
+    let identity = material.identity();
+    assert_eq!(identity.role, Some(Role::Executor));
+    assert!(identity.name.ends_with("/e1"), "{identity}");
     let _ = std::fs::remove_dir_all(&work_dir);
 }
 

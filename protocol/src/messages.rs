@@ -233,6 +233,9 @@ impl strata_runtime::Message for ToAgent {
 }
 
 /// Everything an executor receives from its agent.
+// Launches are most of what an executor receives; boxing them would only
+// add allocations, as for the other message enums.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToExecutor {
     ExecutorRegistered {

@@ -188,6 +188,8 @@ pub struct CommandInfo {
     pub value: String,
     pub arguments: Vec<String>,
     pub environment: BTreeMap<String, String>,
+    /// The user to run it as; the framework's user when `None`.
+    pub user: Option<String>,
 }
 
 impl CommandInfo {
