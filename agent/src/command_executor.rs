@@ -174,13 +174,13 @@ pub fn start(
             sandbox: sandbox.to_owned(),
         });
     }
-    let mut child = spawn_in_group(&argv, environment, sandbox, stdout, stderr, run_as)
+    let child = spawn_in_group(&argv, environment, sandbox, stdout, stderr, run_as)
         .map_err(|e| format!("cannot start {:?}: {e}", command.value))?;
     let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
         return Err("the task process exited before it could be tracked".into());
     };
     Ok(Started {
-        ending: Box::pin(async move { child.wait().await }),
+        ending: Box::pin(reap_after_killing_group(child)),
         group,
         sandbox: sandbox.to_owned(),
     })
@@ -254,6 +254,44 @@ pub async fn wait_for_exit(pid: i32) -> std::io::Result<()> {
     let fd = tokio::io::unix::AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE)?;
     let _ready = fd.readable().await?;
     Ok(())
+}
+
+/// Signals the group of a task process the agent tracks, without ever
+/// reaching a group whose leader was reaped (its number may be someone
+/// else's by then): through the launcher when it started the task (it
+/// signals only children it has not reaped), otherwise only while the
+/// leader still runs as the process that started at `start_ticks` (the
+/// agent's own child keeps its number until the agent reaps it, and the
+/// agent kills the group before it does).
+pub fn signal_process(
+    launcher: Option<&Launcher>,
+    group: i32,
+    start_ticks: u64,
+    launched: bool,
+    signal: Signal,
+) {
+    match launcher {
+        Some(launcher) if launched => launcher.signal(group, signal),
+        _ => {
+            if still_running(group, start_ticks) {
+                signal_group(group, signal);
+            }
+        }
+    }
+}
+
+/// Waits for `child` (a group leader) to exit, kills what is left of its
+/// group while the exited leader still holds the group's number, then
+/// reaps it.
+pub async fn reap_after_killing_group(
+    mut child: tokio::process::Child,
+) -> std::io::Result<ExitStatus> {
+    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok())
+        && wait_for_exit(pid).await.is_ok()
+    {
+        signal_group(pid, Signal::KILL);
+    }
+    child.wait().await
 }
 
 /// Sends `signal` to a process group; a group that is gone is no error.

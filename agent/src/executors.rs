@@ -207,7 +207,14 @@ impl Agent {
             {
                 warn!(executor_id = %key.1, "executor did not register in time; killing it");
                 run.registration_timed_out = true;
-                command_executor::signal_group(group, Signal::KILL);
+                let (start_ticks, launched) = (run.start_ticks, run.launched);
+                command_executor::signal_process(
+                    agent.launcher.as_ref(),
+                    group,
+                    start_ticks,
+                    launched,
+                    Signal::KILL,
+                );
             }
         });
     }
@@ -452,10 +459,14 @@ impl Agent {
         group: i32,
         status: std::io::Result<std::process::ExitStatus>,
     ) {
-        command_executor::signal_group(group, Signal::KILL);
         let Some(run) = self.executors_mut().remove(&key) else {
             return;
         };
+        // Its parent killed what was left of its group before reaping it;
+        // one whose end is unknown (its launcher was lost) may still run.
+        if status.is_err() {
+            command_executor::signal_process(None, group, run.start_ticks, false, Signal::KILL);
+        }
         self.forget_executor_checkpoint(&key);
         self.report_executor_exited(ctx, key.0.clone(), key.1.clone());
         let (reason, message) = if run.registration_timed_out {
@@ -549,19 +560,33 @@ impl Agent {
                 send(ctx, pid, ToExecutor::Shutdown);
             }
             self.report_executor_exited(ctx, key.0.clone(), key.1.clone());
-            let group = run.group;
-            ctx.run_later(grace, move |_, _| {
-                command_executor::signal_group(group, Signal::KILL)
+            let (group, start_ticks, launched) = (run.group, run.start_ticks, run.launched);
+            ctx.run_later(grace, move |agent, _| {
+                command_executor::signal_process(
+                    agent.launcher.as_ref(),
+                    group,
+                    start_ticks,
+                    launched,
+                    Signal::KILL,
+                )
             });
         }
     }
 
-    /// The process groups of all executors and their frameworks, for a
-    /// stopping agent.
-    pub(crate) fn executor_groups(&self) -> Vec<(FrameworkId, i32)> {
+    /// The process groups of all executors and their frameworks (with
+    /// their leaders' start times and whether the launcher started them),
+    /// for a stopping agent.
+    pub(crate) fn executor_groups(&self) -> Vec<(FrameworkId, i32, u64, bool)> {
         self.executors()
             .iter()
-            .map(|((framework_id, _), run)| (framework_id.clone(), run.group))
+            .map(|((framework_id, _), run)| {
+                (
+                    framework_id.clone(),
+                    run.group,
+                    run.start_ticks,
+                    run.launched,
+                )
+            })
             .collect()
     }
 
@@ -572,10 +597,16 @@ impl Agent {
             .executors()
             .values()
             .find(|run| run.pid.as_ref().is_some_and(|known| known.same_name(pid)))
-            .map(|run| run.group);
+            .map(|run| (run.group, run.start_ticks, run.launched));
         match lost {
-            Some(group) => {
-                command_executor::signal_group(group, Signal::KILL);
+            Some((group, start_ticks, launched)) => {
+                command_executor::signal_process(
+                    self.launcher.as_ref(),
+                    group,
+                    start_ticks,
+                    launched,
+                    Signal::KILL,
+                );
                 true
             }
             None => false,

@@ -97,6 +97,12 @@ enum ToLauncher {
     Forget {
         pid: i32,
     },
+    /// Signal the process group of `pid`, if its leader was not reaped
+    /// yet (only the launcher, its parent, knows that for sure).
+    Signal {
+        pid: i32,
+        signal: i32,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -432,6 +438,19 @@ impl Launcher {
         }
     }
 
+    /// Asks the launcher to signal the group of its task `pid`: it does
+    /// so only while it has not reaped the task, so a recycled number is
+    /// never signalled.
+    pub fn signal(&self, pid: i32, signal: Signal) {
+        let message = ToLauncher::Signal {
+            pid,
+            signal: signal.as_raw(),
+        };
+        if let (Some(connection), Ok(message)) = (self.lock().as_mut(), frame(&message)) {
+            let _ = connection.requests.write_all(&message);
+        }
+    }
+
     /// Tells the launcher the end of `pid` is recorded: a restarted agent
     /// will not ask for it.
     pub fn forget(&self, pid: i32) {
@@ -738,7 +757,12 @@ pub fn run(work_dir: &Path) -> i32 {
 enum Input {
     Message(u64, ToLauncher),
     Closed(u64),
-    Ended(i32, std::io::Result<ExitStatus>),
+    /// A child exited and is not reaped yet: its group id cannot be
+    /// anyone else's until it is.
+    Exited(i32, tokio::process::Child),
+    /// Its exit could not be watched through a pidfd, so it was reaped
+    /// by waiting: its group's number may be someone else's by now.
+    Reaped(i32, std::io::Result<ExitStatus>),
 }
 
 struct Child {
@@ -880,8 +904,12 @@ pub async fn serve(
                             children.insert(pid, Child { dies_with });
                             let inputs = inputs.clone();
                             tokio::spawn(async move {
-                                let status = child.wait().await;
-                                let _ = inputs.send(Input::Ended(pid, status));
+                                let exited = crate::command_executor::wait_for_exit(pid).await;
+                                let input = match exited {
+                                    Ok(()) => Input::Exited(pid, child),
+                                    Err(_) => Input::Reaped(pid, child.wait().await),
+                                };
+                                let _ = inputs.send(input);
                             });
                             FromLauncher::Launched { pid }
                         }
@@ -895,6 +923,14 @@ pub async fn serve(
             }
             Input::Message(_, ToLauncher::Forget { pid }) => {
                 ended.remove(&pid);
+            }
+            Input::Message(_, ToLauncher::Signal { pid, signal }) => {
+                // Only an unreaped child's group is surely still its own.
+                if children.contains_key(&pid)
+                    && let Some(signal) = Signal::from_named_raw(signal)
+                {
+                    signal_group(pid, signal);
+                }
             }
             Input::Closed(id) => {
                 writers.remove(&id);
@@ -910,9 +946,27 @@ pub async fn serve(
                     }
                 }
             }
-            Input::Ended(pid, status) => {
-                // Nothing the task started outlives it.
-                signal_group(pid, Signal::KILL);
+            Input::Exited(..) | Input::Reaped(..) => {
+                let (pid, status) = match next {
+                    Input::Exited(pid, mut child) => {
+                        // Nothing the task started outlives it: its group
+                        // is killed while the exited leader still holds
+                        // the group's number, then the leader is reaped.
+                        signal_group(pid, Signal::KILL);
+                        let status = child.try_wait().and_then(|status| {
+                            status.ok_or_else(|| std::io::Error::other("the task had not exited"))
+                        });
+                        (pid, status)
+                    }
+                    Input::Reaped(pid, status) => {
+                        tracing::warn!(
+                            pid,
+                            "a task was reaped without a pidfd; what it left running is not killed"
+                        );
+                        (pid, status)
+                    }
+                    _ => continue,
+                };
                 let Some(child) = children.remove(&pid) else {
                     continue;
                 };

@@ -66,7 +66,7 @@ pub struct AgentConfig {
     pub usage_interval: Duration,
     /// What custom executors get their own certificates from; without
     /// it the agent cannot run custom executors. The agent's node must
-    /// trust them ([`ExecutorCredentials::trusted_by`]).
+    /// trust them ([`crate::ExecutorCredentials::trusted_by`]).
     pub executor_credentials: Option<crate::ExecutorCredentials>,
     /// How long a custom executor has to register (Mesos: 1 min).
     pub executor_registration_timeout: Duration,
@@ -413,7 +413,13 @@ impl Agent {
                     "memory limit exceeded: {} MB used of {mem_mb} MB",
                     usage.rss_bytes / (1024 * 1024)
                 ));
-                command_executor::signal_group(process.group, Signal::KILL);
+                command_executor::signal_process(
+                    self.launcher.as_ref(),
+                    process.group,
+                    process.start_ticks,
+                    process.launched,
+                    Signal::KILL,
+                );
             }
         }
     }
@@ -931,9 +937,15 @@ impl Agent {
         group: i32,
         status: std::io::Result<std::process::ExitStatus>,
     ) {
-        // Nothing the task started outlives it.
-        command_executor::signal_group(group, Signal::KILL);
+        // Nothing the task started outlives it: its parent (the launcher
+        // or the agent's reaping) killed its group before reaping it. One
+        // whose end is unknown (its launcher was lost) may still run.
         let process = self.processes.remove(&key);
+        if status.is_err()
+            && let Some(process) = &process
+        {
+            command_executor::signal_process(None, group, process.start_ticks, false, Signal::KILL);
+        }
         self.usage.remove(&key);
         if let Some(message) = process
             .as_ref()
@@ -996,15 +1008,27 @@ impl Agent {
         // SIGTERM now, SIGKILL after the grace period if it is still
         // there; its exit reports KILLED.
         process.kill_requested = true;
-        let group = process.group;
-        command_executor::signal_group(group, Signal::TERM);
+        let (group, start_ticks, launched) = (process.group, process.start_ticks, process.launched);
+        command_executor::signal_process(
+            self.launcher.as_ref(),
+            group,
+            start_ticks,
+            launched,
+            Signal::TERM,
+        );
         ctx.run_later(grace, move |agent, _| {
             if agent
                 .processes
                 .get(&key)
                 .is_some_and(|process| process.group == group)
             {
-                command_executor::signal_group(group, Signal::KILL);
+                command_executor::signal_process(
+                    agent.launcher.as_ref(),
+                    group,
+                    start_ticks,
+                    launched,
+                    Signal::KILL,
+                );
             }
         });
     }
@@ -1025,7 +1049,13 @@ impl Agent {
                 ctx.cancel_timer(timer);
             }
             if let Some(process) = self.processes.remove(&key) {
-                command_executor::signal_group(process.group, Signal::KILL);
+                command_executor::signal_process(
+                    self.launcher.as_ref(),
+                    process.group,
+                    process.start_ticks,
+                    process.launched,
+                    Signal::KILL,
+                );
             }
             self.tasks.remove(&key);
         }
@@ -1187,12 +1217,24 @@ impl Process for Agent {
         }
         for ((framework_id, _), process) in &self.processes {
             if self.config.kill_tasks_on_stop || !self.checkpointing(framework_id) {
-                command_executor::signal_group(process.group, Signal::KILL);
+                command_executor::signal_process(
+                    self.launcher.as_ref(),
+                    process.group,
+                    process.start_ticks,
+                    process.launched,
+                    Signal::KILL,
+                );
             }
         }
-        for (framework_id, group) in self.executor_groups() {
+        for (framework_id, group, start_ticks, launched) in self.executor_groups() {
             if self.config.kill_tasks_on_stop || !self.checkpointing(&framework_id) {
-                command_executor::signal_group(group, Signal::KILL);
+                command_executor::signal_process(
+                    self.launcher.as_ref(),
+                    group,
+                    start_ticks,
+                    launched,
+                    Signal::KILL,
+                );
             }
         }
     }

@@ -40,6 +40,8 @@ pub struct LocalArgs {
     /// Where sandboxes and the development CA live.
     #[arg(long, env = "STRATA_WORK_DIR", default_value = "./.strata")]
     pub work_dir: PathBuf,
+    #[command(flatten)]
+    pub authorization: crate::master::AuthorizationArgs,
 }
 
 fn parse_resources(text: &str) -> Result<Resources, String> {
@@ -86,6 +88,9 @@ fn share(detected: HostResources, count: u64, index: u64, overrides: &Resources)
 }
 
 pub fn run(args: LocalArgs) -> anyhow::Result<()> {
+    // Checked before anything is created, so a bad file changes nothing.
+    let authorizer = args.authorization.authorizer()?;
+    let authorization = args.authorization.describe(&authorizer);
     std::fs::create_dir_all(&args.work_dir).with_context(|| {
         format!(
             "cannot create the work directory {}",
@@ -99,6 +104,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     let detected = strata_agent::detection::detect(&work_dir)?;
     let config = Config {
         policy: args.allocation_policy,
+        authorizer,
         ..Config::default()
     };
     actix_rt::System::new().block_on(async move {
@@ -122,6 +128,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         say!("Strata local cluster, work directory {}", work_dir.display());
         say!("  master   {master}  (allocation policy {})", args.allocation_policy);
         say!("  HTTP API http://{http}/  (state, metrics)");
+        say!("  authorization: {authorization}");
         let mut nodes = vec![master_node];
         for index in 0..args.agents {
             let name = format!("agent-{}", index + 1);
@@ -147,6 +154,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 executor_credentials: Some(credentials),
                 executor_registration_timeout: std::time::Duration::from_secs(60),
                 task_launcher: task_launcher.clone(),
+                switch_user: true,
                 kill_tasks_on_stop: true,
             };
             let (publisher, snapshots) = strata_agent::http::channel();

@@ -4,11 +4,15 @@
 //! process and runs until Ctrl-C or SIGTERM. Agents and schedulers reach it
 //! at `master@IP:PORT`. Its registry lives in the work directory: started
 //! again there, it recovers its agents and frameworks under a new epoch.
+//! `--acls` gives it Apache Mesos's ACLs, read and checked before it
+//! starts, so a bad file is this command's error.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use strata_master::allocator::Policy;
+use strata_master::authorization::{Acls, Authorizer, DefaultDecision};
 use strata_master::{Config, MASTER_ID, Master};
 use strata_runtime::{Node, NodeConfig, SpawnOptions};
 use tracing::info;
@@ -42,7 +46,59 @@ pub struct MasterArgs {
     #[arg(long, env = "STRATA_AGENT_REREGISTER_TIMEOUT", default_value_t = 600.0)]
     pub agent_reregister_timeout: f64,
     #[command(flatten)]
+    pub authorization: AuthorizationArgs,
+    #[command(flatten)]
     pub tls: crate::TlsSource,
+}
+
+/// Who may do what, by Apache Mesos's ACLs (`strata master` and `strata
+/// local`).
+#[derive(Debug, clap::Args)]
+pub struct AuthorizationArgs {
+    /// ACLs in Apache Mesos's JSON: register_frameworks (principals,
+    /// roles), run_tasks (principals, users), teardown_frameworks,
+    /// view_frameworks, view_tasks and permissive.
+    #[arg(long, env = "STRATA_ACLS")]
+    pub acls: Option<PathBuf>,
+    /// What decides a request no ACL applies to when the file has no
+    /// "permissive" (and every request without --acls): default-allow or
+    /// default-deny.
+    #[arg(long, env = "STRATA_AUTHORIZATION", default_value = "default-allow", value_parser = parse_default)]
+    pub authorization: DefaultDecision,
+}
+
+fn parse_default(text: &str) -> Result<DefaultDecision, String> {
+    text.parse()
+}
+
+impl AuthorizationArgs {
+    /// The authorizer the flags describe; an unreadable or invalid ACL
+    /// file is an error naming the file and what is wrong with it.
+    pub fn authorizer(&self) -> anyhow::Result<Authorizer> {
+        let acls = match &self.acls {
+            Some(path) => strata_master::authorization::load(path)?,
+            None => Acls::default(),
+        };
+        Ok(Authorizer::new(acls, self.authorization))
+    }
+
+    /// One line on what `authorizer` does, for the start-up banner.
+    pub fn describe(&self, authorizer: &Authorizer) -> String {
+        let unmatched = if authorizer.permissive() {
+            "allowed"
+        } else {
+            "denied"
+        };
+        let rules = authorizer.acls().len();
+        let plural = if rules == 1 { "" } else { "s" };
+        match &self.acls {
+            Some(path) => format!(
+                "{rules} ACL rule{plural} from {}; requests no rule applies to are {unmatched}",
+                path.display()
+            ),
+            None => format!("no ACLs; every framework registration and task launch is {unmatched}"),
+        }
+    }
 }
 
 fn parse_policy(text: &str) -> Result<Policy, String> {
@@ -72,8 +128,10 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             "agent-reregister-timeout",
             args.agent_reregister_timeout,
         )?,
+        authorizer: args.authorization.authorizer()?,
         ..Config::default()
     };
+    let authorization = args.authorization.describe(&config.authorizer);
     let work_dir = args.tls.work_dir.clone();
     let registry = strata_master::registry::path(&work_dir);
     let lock = registry.with_file_name("lock");
@@ -116,6 +174,7 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             args.allocation_policy
         );
         say!("HTTP API at http://{http}/ (state, metrics)");
+        say!("authorization: {authorization}");
         if let Some(registry) = recovered {
             say!(
                 "recovering the registry of epoch {}: {} agents, {} frameworks",

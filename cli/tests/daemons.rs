@@ -47,7 +47,7 @@ fn a_command_runs_on_an_agent_daemon() {
             .await
             .unwrap();
         let mut inbox = node.inbox::<ToScheduler>("scheduler", 64).unwrap();
-        let info = FrameworkInfo::new("test", "test");
+        let info = FrameworkInfo::new("test", strata_agent::users::current_user());
         inbox
             .send(
                 &master.pid,

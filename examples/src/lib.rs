@@ -85,10 +85,7 @@ pub async fn run_scheduler<S: Scheduler>(
 
 /// A framework description with a name and the current user.
 pub fn framework(name: &str) -> FrameworkInfo {
-    FrameworkInfo::new(
-        name,
-        std::env::var("USER").unwrap_or_else(|_| "nobody".into()),
-    )
+    FrameworkInfo::new(name, strata_agent::users::current_user())
 }
 
 /// A shell command task.

@@ -16,6 +16,7 @@ const CORE: &[&str] = &[
     "runtime/src/random.rs",
     "master/src/allocator",
     "master/src/books",
+    "master/src/authorization.rs",
     "agent/src/status_updates.rs",
 ];
 

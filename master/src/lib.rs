@@ -1,12 +1,14 @@
 //! The Strata master: the books of agents, frameworks, offers and tasks,
 //! the pluggable allocator that decides which framework is offered what,
-//! and the operators' HTTP API and web UI.
+//! authorization by Apache Mesos's ACLs, and the operators' HTTP API and
+//! web UI.
 //!
 //! Built in three rings: pure state machines (books, allocator) that take
 //! time as an argument and return commands as data; one actor per role
 //! that carries those commands out; and `strata-runtime` underneath.
 
 pub mod allocator;
+pub mod authorization;
 pub mod books;
 pub mod process;
 pub mod registry;

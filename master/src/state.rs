@@ -76,6 +76,9 @@ pub struct State {
     pub offers: Vec<OfferView>,
     /// Tasks that ended in each terminal state since the master started.
     pub ended: BTreeMap<String, u64>,
+    /// Requests refused since the master started because the sender may
+    /// not make them: its certificate's role or principal, or an ACL.
+    pub authorization_denials: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -265,6 +268,7 @@ impl State {
                 .iter()
                 .map(|(state, count)| (state.to_string(), *count))
                 .collect(),
+            authorization_denials: books.denied(),
         }
     }
 
@@ -323,6 +327,11 @@ impl State {
             ("master/tasks_error", ended(TaskState::Error)),
             ("master/tasks_dropped", ended(TaskState::Dropped)),
             ("master/tasks_gone", ended(TaskState::Gone)),
+            // Strata's own, under a name in Mesos's style.
+            (
+                "master/authorization_denials",
+                self.authorization_denials as f64,
+            ),
         ];
         for (resource, total_name, used_name, offered_name, percent_name) in [
             (
@@ -380,7 +389,7 @@ pub fn metrics_snapshot(state: &State) -> Vec<u8> {
 /// `/metrics`: Prometheus text; `master/tasks_finished` becomes
 /// `strata_master_tasks_finished_total` (counters end in `_total`).
 pub fn prometheus(state: &State) -> String {
-    const COUNTERS: [&str; 7] = [
+    const COUNTERS: [&str; 8] = [
         "master/tasks_finished",
         "master/tasks_failed",
         "master/tasks_killed",
@@ -388,6 +397,7 @@ pub fn prometheus(state: &State) -> String {
         "master/tasks_error",
         "master/tasks_dropped",
         "master/tasks_gone",
+        "master/authorization_denials",
     ];
     let mut text = String::new();
     for (name, value) in state.metrics() {

@@ -142,6 +142,9 @@ pub enum Reason {
     ContainerLimitationMemory,
     CommandExecutorFailed,
     TaskInvalid,
+    /// An ACL does not let the framework's principal run the task as its
+    /// user (Mesos's REASON_TASK_UNAUTHORIZED).
+    TaskUnauthorized,
     TaskUnknown,
     TaskKilledDuringLaunch,
     InvalidOffers,

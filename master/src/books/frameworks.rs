@@ -1,10 +1,13 @@
 //! Frameworks: subscription, disconnection, failover and removal.
 //!
 //! A scheduler subscribes without an id (a new framework) or with the id
-//! the master gave it (a failover). Every later call must come from the
-//! process that subscribed, for its own framework. A scheduler that
-//! disconnects keeps its tasks for its `failover_timeout` (zero: removed
-//! at once, Mesos's default); meanwhile it is offered nothing.
+//! the master gave it (a failover), under the principal of its
+//! certificate, in roles the register_frameworks ACLs allow that principal
+//! (checked on every subscription, failovers included). Every later call
+//! must come from the process that subscribed, for its own framework. A
+//! scheduler that disconnects keeps its tasks for its `failover_timeout`
+//! (zero: removed at once, Mesos's default); meanwhile it is offered
+//! nothing.
 
 use std::time::Instant;
 
@@ -84,24 +87,26 @@ impl Books {
             self.refuse_request(&pid, reason, out);
             return;
         }
+        if let Err(reason) = self.authorize_roles(principal, &info.roles) {
+            self.denied += 1;
+            return self.refuse_request(&pid, reason, out);
+        }
         let framework_id = match info.id.clone() {
             Some(id) if self.removed_frameworks.contains(&id) => {
                 let reason = format!("framework {id} was removed; subscribe as a new framework");
                 return self.refuse_request(&pid, reason, out);
             }
             Some(id) => id,
-            None => {
-                loop {
-                    let id = Books::next_id(&self.id_prefix, "F", &mut self.next_framework);
-                    match FrameworkId::new(id) {
-                        Ok(id)
-                            if self.frameworks.contains_key(&id)
-                                || self.removed_frameworks.contains(&id) => {}
-                        Ok(id) => break id,
-                        Err(error) => return self.refuse_request(&pid, error.to_string(), out),
-                    }
+            None => loop {
+                let id = Books::next_id(&self.id_prefix, "F", &mut self.next_framework);
+                match FrameworkId::new(id) {
+                    Ok(id)
+                        if self.frameworks.contains_key(&id)
+                            || self.removed_frameworks.contains(&id) => {}
+                    Ok(id) => break id,
+                    Err(error) => return self.refuse_request(&pid, error.to_string(), out),
                 }
-            }
+            },
         };
         info.id = Some(framework_id.clone());
         match self.frameworks.get_mut(&framework_id) {
@@ -166,6 +171,21 @@ impl Books {
             },
         ));
         self.allocate_all(now, out);
+    }
+
+    /// Whether `principal` may register a framework in every one of
+    /// `roles` (the register_frameworks ACLs); a refusal names the rule.
+    fn authorize_roles(&self, principal: &str, roles: &[String]) -> Result<(), String> {
+        roles.iter().try_for_each(|role| {
+            self.config
+                .authorizer
+                .may_register(Some(principal), role)
+                .map_err(|denial| {
+                    format!(
+                        "principal {principal:?} may not register a framework in role {role:?}: {denial}"
+                    )
+                })
+        })
     }
 
     pub(super) fn refuse_request(&self, pid: &Upid, reason: String, out: &mut Vec<Command>) {

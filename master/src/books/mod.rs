@@ -8,6 +8,10 @@
 //! draws no random numbers: ids come from counters under a prefix chosen by
 //! the shell, so a simulation replays exactly.
 //!
+//! Requests are checked against the sender's certificate: its role, the
+//! principal it names, and the ACLs in [`Config::authorizer`]
+//! (register_frameworks on subscription, run_tasks on launch).
+//!
 //! Split by concern: `agents` (admission, pings, loss and return),
 //! `frameworks` (subscription, disconnection, teardown), `offers`
 //! (allocation into offers, accepts, declines, rescinds), `tasks`
@@ -30,6 +34,7 @@ use strata_protocol::{
 use strata_runtime::{PeerIdentity, Role, Upid};
 
 use crate::allocator::{Allocator, HierarchicalAllocator, Policy};
+use crate::authorization::Authorizer;
 
 /// How the master judges agents and offers.
 #[derive(Debug, Clone)]
@@ -49,6 +54,9 @@ pub struct Config {
     /// How long a restarted master waits for its agents to re-register
     /// before it takes them as unreachable (Mesos: 10 min).
     pub agent_reregister_timeout: Duration,
+    /// Who may register frameworks in which roles and run tasks as which
+    /// users; allows everything by default, as Mesos without ACLs does.
+    pub authorizer: Authorizer,
 }
 
 impl Default for Config {
@@ -61,6 +69,7 @@ impl Default for Config {
             policy: Policy::Drf,
             completed_tasks_kept: 1000,
             agent_reregister_timeout: Duration::from_secs(600),
+            authorizer: Authorizer::default(),
         }
     }
 }
@@ -330,6 +339,12 @@ impl Books {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The ACLs the books enforce (register_frameworks, run_tasks), for
+    /// views to decide who sees what by the same rules.
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.config.authorizer
     }
 
     pub fn agents(&self) -> &BTreeMap<AgentId, AgentEntry> {

@@ -2,12 +2,14 @@
 //! them.
 //!
 //! An accept is checked before anything runs: the offers must exist,
-//! belong to the framework and be on one agent; each task must be for that
-//! agent, have a fresh id and fit in what is left of the offers. A task
-//! that fails is answered TASK_ERROR (invalid) or TASK_DROPPED (its offers
-//! are gone) with the reason, and the rest of the accept proceeds. What
-//! the accept leaves unused returns to the allocator with the accept's
-//! filters, as a decline does.
+//! belong to the framework and be on one agent; the run_tasks ACLs must
+//! let the framework's principal run each task as its user (the command's
+//! own, else the framework's); each task must be for that agent, have a
+//! fresh id and fit in what is left of the offers. A task that fails is
+//! answered TASK_ERROR (invalid or not allowed) or TASK_DROPPED (its
+//! offers are gone) with the reason, and the rest of the accept proceeds.
+//! What the accept leaves unused returns to the allocator with the
+//! accept's filters, as a decline does.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -324,6 +326,19 @@ impl Books {
         }
         let mut seen = std::collections::BTreeSet::new();
         for task in tasks {
+            if let Err(reason) = self.authorize_run(framework_id, &task) {
+                self.denied += 1;
+                self.answer_task(
+                    now,
+                    framework_id,
+                    &task,
+                    TaskState::Error,
+                    Reason::TaskUnauthorized,
+                    &reason,
+                    out,
+                );
+                continue;
+            }
             // A task that starts a new executor also needs the executor's
             // own resources; later tasks of that executor do not.
             let executor = self.new_executor(framework_id, &agent_id, &task);
@@ -365,6 +380,32 @@ impl Books {
             );
         }
         self.allocate_agents(now, &[agent_id], out);
+    }
+
+    /// Whether the framework's principal may run `task` as the user the
+    /// agent will run it as (its command's own, else the framework's), by
+    /// the run_tasks ACLs; a refusal names the rule.
+    fn authorize_run(&self, framework_id: &FrameworkId, task: &TaskInfo) -> Result<(), String> {
+        let Some(framework) = self.frameworks.get(framework_id) else {
+            // Nothing launches for a framework the books do not know.
+            return Ok(());
+        };
+        let command = match &task.kind {
+            strata_protocol::TaskKind::Command(command) => command,
+            strata_protocol::TaskKind::Executor(executor) => &executor.command,
+        };
+        let user = command.user.as_deref().unwrap_or(&framework.info.user);
+        let principal = framework.info.principal.as_deref();
+        self.config
+            .authorizer
+            .may_run_as(principal, user)
+            .map_err(|denial| {
+                let who = match principal {
+                    Some(principal) => format!("principal {principal:?}"),
+                    None => "a framework without a principal".to_owned(),
+                };
+                format!("{who} may not run tasks as user {user:?}: {denial}")
+            })
     }
 
     /// The executor a task would start on the agent, with its resources,

@@ -11,6 +11,7 @@ use strata_runtime::{PeerIdentity, Role, Upid};
 
 use super::{Books, Command, Config, Input, invariants};
 
+mod authorization;
 mod identity;
 
 fn r(text: &str) -> Resources {
