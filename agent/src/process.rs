@@ -759,6 +759,24 @@ impl Agent {
         if self.tasks.contains_key(&key) {
             return;
         }
+        // Nothing is taken that a restart could not read back from its
+        // checkpoint (the master checks the same before it sends).
+        let too_large = strata_protocol::limits::too_large(
+            "task description",
+            &info,
+            strata_protocol::limits::MAX_TASK_INFO_BYTES,
+        )
+        .or_else(|| {
+            strata_protocol::limits::too_large(
+                "framework description",
+                &framework,
+                strata_protocol::limits::MAX_FRAMEWORK_INFO_BYTES,
+            )
+        });
+        if let Some(reason) = too_large {
+            warn!(task_id = %info.task_id, %reason, "task refused");
+            return;
+        }
         let run_ms = info
             .labels
             .get(RUN_MS_LABEL)

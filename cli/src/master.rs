@@ -45,6 +45,13 @@ pub struct MasterArgs {
     /// before taking the missing ones as unreachable.
     #[arg(long, env = "STRATA_AGENT_REREGISTER_TIMEOUT", default_value_t = 600.0)]
     pub agent_reregister_timeout: f64,
+    /// Most frameworks one principal may have at once.
+    #[arg(long, env = "STRATA_MAX_FRAMEWORKS_PER_PRINCIPAL", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_frameworks_per_principal: u64,
+    /// Most tasks one framework may have that have not ended and been
+    /// acknowledged; launches beyond are answered TASK_ERROR.
+    #[arg(long, env = "STRATA_MAX_TASKS_PER_FRAMEWORK", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tasks_per_framework: u64,
     #[command(flatten)]
     pub authorization: AuthorizationArgs,
     #[command(flatten)]
@@ -129,6 +136,10 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             args.agent_reregister_timeout,
         )?,
         authorizer: args.authorization.authorizer()?,
+        max_frameworks_per_principal: usize::try_from(args.max_frameworks_per_principal)
+            .unwrap_or(usize::MAX),
+        max_tasks_per_framework: usize::try_from(args.max_tasks_per_framework)
+            .unwrap_or(usize::MAX),
         ..Config::default()
     };
     let authorization = args.authorization.describe(&config.authorizer);

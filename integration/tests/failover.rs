@@ -2,7 +2,7 @@
 //! framework's tasks for the framework's failover timeout; a new scheduler
 //! subscribing with the framework's id within it takes them over. After
 //! it, the tasks are killed, their resources go to others and the old id
-//! is refused.
+//! is refused. And an agent certificate cannot speak as the master.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
@@ -149,4 +149,171 @@ fn beyond_the_failover_timeout_tasks_are_killed_and_the_id_refused() {
         let message = error.lock().unwrap().clone().unwrap();
         assert!(message.contains("was removed"), "{message}");
     });
+}
+
+/// An agent's certificate (say, stolen from a compromised node) cannot
+/// speak as the master: the runtime drops what it sends under the
+/// master's name, the agent ignores what it sends under its own, the
+/// master will not let it take the real agent's id, and the agent goes on
+/// serving its master.
+#[test]
+fn an_agent_certificate_cannot_speak_as_the_master() {
+    actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let (_master_node, master) = start_master(&ca, fast_master()).await;
+        let agent = start_agent(
+            &ca,
+            &master,
+            "agent-1",
+            "cpus:2;mem:1024",
+            Runner::InProcess,
+        )
+        .await;
+        let agent_pid = agent.pid("agent").unwrap();
+        let schedulers = node(&ca, Role::Framework, "schedulers").await;
+        let mut framework = Scheduler::subscribe(
+            &schedulers,
+            "scheduler",
+            &master,
+            FrameworkInfo::new("fw", "u"),
+        )
+        .await;
+        let offers = framework.offers().await;
+        let agent_id = offers[0].agent_id.clone();
+
+        let attacker = node(&ca, Role::Agent, "agent-stolen").await;
+        let mut as_master = attacker
+            .inbox::<strata_protocol::ToAgent>("master", 16)
+            .unwrap();
+        let mut as_itself = attacker
+            .inbox::<strata_protocol::ToAgent>("agent", 16)
+            .unwrap();
+        let takeover = strata_protocol::ToAgent::AgentReregistered {
+            agent_id: strata_protocol::AgentId::new("evil").unwrap(),
+            ping_timeout: Duration::from_secs(3600),
+            epoch: u64::MAX,
+        };
+        let shutdown = strata_protocol::ToAgent::ShutdownFramework {
+            framework_id: framework.id(),
+        };
+        for inbox in [&as_master, &as_itself] {
+            inbox.send(&agent_pid, takeover.clone()).unwrap();
+            inbox.send(&agent_pid, shutdown.clone()).unwrap();
+        }
+        // It claims the real agent's id at the master.
+        let claim = ToMaster::ReregisterAgent {
+            info: strata_protocol::AgentInfo {
+                id: Some(agent_id.clone()),
+                hostname: "stolen".into(),
+                resources: r("cpus:64;mem:65536"),
+                attributes: Default::default(),
+            },
+            tasks: vec![],
+        };
+        as_itself.send(&master, claim).unwrap();
+        let answer = as_itself.message_within(DEADLINE).await;
+        assert!(
+            matches!(&answer, Some((_, strata_protocol::ToAgent::RegistrationRefused { reason }))
+                if reason.contains("agent-1")),
+            "{answer:?}"
+        );
+
+        // The framework still runs its task on the real agent to its end.
+        framework.send(ToMaster::Accept {
+            framework_id: framework.id(),
+            offer_ids: vec![offers[0].id.clone()],
+            operations: vec![Operation::Launch(vec![task(
+                "after",
+                &agent_id,
+                "cpus:1;mem:128",
+                200,
+            )])],
+            filters: Default::default(),
+        });
+        loop {
+            let status = framework.update().await;
+            assert!(
+                matches!(status.state, TaskState::Running | TaskState::Finished),
+                "{status:?}"
+            );
+            if status.state == TaskState::Finished {
+                break;
+            }
+        }
+        assert!(agent.metrics().dropped_impersonation >= 2);
+        assert!(
+            as_master
+                .message_within(Duration::from_millis(100))
+                .await
+                .is_none()
+        );
+    });
+}
+
+/// A registry write that fails holds back what depends on it: a new
+/// framework hears it is subscribed only once the master has it on disk.
+#[test]
+fn nothing_is_acknowledged_before_the_registry_has_it() {
+    let work_dir =
+        std::env::temp_dir().join(format!("strata-registry-hold-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let master_node = node(&ca, Role::Master, "master").await;
+        let dir = work_dir.clone();
+        let master = master_node
+            .spawn(
+                strata_master::MASTER_ID,
+                move || strata_master::Master::durable(fast_master(), "m", &dir),
+                strata_runtime::SpawnOptions::default(),
+            )
+            .unwrap();
+        // The registry's directory turns into a file: writes fail.
+        let registry_dir = strata_master::registry::path(&work_dir)
+            .parent()
+            .unwrap()
+            .to_owned();
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while !registry_dir.is_dir() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the master never wrote its registry"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let away = registry_dir.with_extension("away");
+        std::fs::rename(&registry_dir, &away).unwrap();
+        std::fs::write(&registry_dir, b"not a directory").unwrap();
+
+        let schedulers = node(&ca, Role::Framework, "schedulers").await;
+        let mut inbox = schedulers
+            .inbox::<strata_protocol::ToScheduler>("scheduler", 16)
+            .unwrap();
+        let subscribe = ToMaster::Subscribe {
+            info: FrameworkInfo::new("held", "u"),
+            constraints: vec![],
+        };
+        inbox.send(&master, subscribe).unwrap();
+        let early = inbox.message_within(Duration::from_millis(700)).await;
+        assert!(
+            early.is_none(),
+            "answered before the registry had it: {early:?}"
+        );
+
+        std::fs::remove_file(&registry_dir).unwrap();
+        std::fs::rename(&away, &registry_dir).unwrap();
+        let answer = inbox.message_within(DEADLINE).await;
+        assert!(
+            matches!(
+                answer,
+                Some((_, strata_protocol::ToScheduler::Subscribed { .. }))
+            ),
+            "{answer:?}"
+        );
+        let registry = strata_master::registry::load(&strata_master::registry::path(&work_dir))
+            .unwrap()
+            .unwrap();
+        assert_eq!(registry.frameworks.len(), 1);
+    });
+    let _ = std::fs::remove_dir_all(&work_dir);
 }

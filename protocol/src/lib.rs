@@ -11,6 +11,7 @@ pub mod attributes;
 pub mod epoch;
 pub mod frameworks;
 pub mod ids;
+pub mod limits;
 pub mod messages;
 pub mod offers;
 pub mod resources;

@@ -64,6 +64,13 @@ impl Books {
         if info.resources.is_empty() {
             return self.refuse_agent(pid, "the agent offers no resources".into(), out);
         }
+        if let Some(reason) = strata_protocol::limits::too_large(
+            "agent description",
+            &info,
+            strata_protocol::limits::MAX_AGENT_INFO_BYTES,
+        ) {
+            return self.refuse_agent(pid, reason, out);
+        }
         // A retried registration from an agent already admitted: answer
         // again with the same id.
         if let Some(agent_id) = self.agents_by_pid.get(&pid.to_string()).cloned() {
@@ -81,6 +88,13 @@ impl Books {
                 },
             ));
             return;
+        }
+        if self.agents.len() >= self.config.max_agents {
+            let reason = format!(
+                "the master admits at most {} agents and has that many",
+                self.config.max_agents
+            );
+            return self.refuse_agent(pid, reason, out);
         }
         let agent_id = loop {
             let id = Books::next_id(&self.id_prefix, "S", &mut self.next_agent);
@@ -184,6 +198,20 @@ impl Books {
         }
         if info.resources.is_empty() {
             return self.refuse_agent(pid, "the agent offers no resources".into(), out);
+        }
+        if let Some(reason) = strata_protocol::limits::too_large(
+            "agent description",
+            &info,
+            strata_protocol::limits::MAX_AGENT_INFO_BYTES,
+        ) {
+            return self.refuse_agent(pid, reason, out);
+        }
+        if !self.agents.contains_key(&agent_id) && self.agents.len() >= self.config.max_agents {
+            let reason = format!(
+                "the master admits at most {} agents and has that many",
+                self.config.max_agents
+            );
+            return self.refuse_agent(pid, reason, out);
         }
         // An agent restarted with less than its tasks hold cannot take
         // them back.

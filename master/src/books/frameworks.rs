@@ -45,6 +45,30 @@ impl Books {
             info.roles.push(strata_protocol::UNRESERVED.to_owned());
         }
         info.failover_timeout = info.failover_timeout();
+        if let Some(reason) = strata_protocol::limits::too_large(
+            "framework description",
+            &info,
+            strata_protocol::limits::MAX_FRAMEWORK_INFO_BYTES,
+        ) {
+            return self.refuse_request(&pid, reason, out);
+        }
+        let known = info
+            .id
+            .as_ref()
+            .is_some_and(|id| self.frameworks.contains_key(id));
+        if !known {
+            let owned = self
+                .frameworks
+                .values()
+                .filter(|framework| framework.info.principal.as_deref() == Some(principal))
+                .count();
+            if owned >= self.config.max_frameworks_per_principal {
+                let reason = format!(
+                    "principal {principal:?} has {owned} frameworks, the most the master allows one principal"
+                );
+                return self.refuse_request(&pid, reason, out);
+            }
+        }
         // The principal is the certificate's; one named in the info must
         // agree, and a framework id belongs to the principal that made it.
         match &info.principal {

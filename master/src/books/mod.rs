@@ -57,6 +57,14 @@ pub struct Config {
     /// Who may register frameworks in which roles and run tasks as which
     /// users; allows everything by default, as Mesos without ACLs does.
     pub authorizer: Authorizer,
+    /// Most agents admitted; more are refused. With agent descriptions
+    /// of at most `MAX_AGENT_INFO_BYTES` the registry stays readable.
+    pub max_agents: usize,
+    /// Most frameworks one principal may have at once.
+    pub max_frameworks_per_principal: usize,
+    /// Most unfinished tasks one framework may have; launches beyond are
+    /// answered TASK_ERROR.
+    pub max_tasks_per_framework: usize,
 }
 
 impl Default for Config {
@@ -70,6 +78,9 @@ impl Default for Config {
             completed_tasks_kept: 1000,
             agent_reregister_timeout: Duration::from_secs(600),
             authorizer: Authorizer::default(),
+            max_agents: 50_000,
+            max_frameworks_per_principal: 1_000,
+            max_tasks_per_framework: 100_000,
         }
     }
 }

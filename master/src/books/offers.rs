@@ -326,6 +326,18 @@ impl Books {
         }
         let mut seen = std::collections::BTreeSet::new();
         for task in tasks {
+            if let Some(reason) = self.oversized(framework_id, &task) {
+                self.answer_task(
+                    now,
+                    framework_id,
+                    &task,
+                    TaskState::Error,
+                    Reason::TaskInvalid,
+                    &reason,
+                    out,
+                );
+                continue;
+            }
             if let Err(reason) = self.authorize_run(framework_id, &task) {
                 self.denied += 1;
                 self.answer_task(
@@ -380,6 +392,26 @@ impl Books {
             );
         }
         self.allocate_agents(now, &[agent_id], out);
+    }
+
+    /// Why `task` may not be kept, if it may not: too large to checkpoint,
+    /// or one more than its framework may have unfinished.
+    fn oversized(&self, framework_id: &FrameworkId, task: &TaskInfo) -> Option<String> {
+        if let Some(reason) = strata_protocol::limits::too_large(
+            "task description",
+            task,
+            strata_protocol::limits::MAX_TASK_INFO_BYTES,
+        ) {
+            return Some(reason);
+        }
+        // The books keep a task until its end is acknowledged: that is
+        // what the bound counts, at no cost per launch.
+        let kept = self.frameworks.get(framework_id)?.tasks.len();
+        (kept >= self.config.max_tasks_per_framework).then(|| {
+            format!(
+                "the framework has {kept} tasks not yet ended and acknowledged, the most the master allows one framework"
+            )
+        })
     }
 
     /// Whether the framework's principal may run `task` as the user the

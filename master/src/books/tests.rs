@@ -12,6 +12,7 @@ use strata_runtime::{PeerIdentity, Role, Upid};
 use super::{Books, Command, Config, Input, invariants};
 
 mod authorization;
+mod hardening;
 mod identity;
 
 fn r(text: &str) -> Resources {

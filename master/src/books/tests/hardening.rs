@@ -1,0 +1,167 @@
+//! Values from peers that must not break the books: durations that would
+//! overflow the clock, ids reused after a restart, descriptions too large
+//! for the registry, and frameworks or tasks without bound.
+
+use super::*;
+
+fn subscribed_id(out: &[Command]) -> Option<FrameworkId> {
+    out.iter().find_map(|command| match command {
+        Command::ToScheduler(_, ToScheduler::Subscribed { framework_id, .. }) => {
+            Some(framework_id.clone())
+        }
+        _ => None,
+    })
+}
+
+fn error_to(out: &[Command]) -> Option<String> {
+    out.iter().find_map(|command| match command {
+        Command::ToScheduler(_, ToScheduler::Error { message }) => Some(message.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_failover_timeout_of_u64_max_seconds_neither_overflows_nor_crash_loops() {
+    let mut h = Harness::new();
+    let scheduler = pid("s@10.0.0.9:4000");
+    let info = FrameworkInfo {
+        failover_timeout: Duration::from_secs(u64::MAX),
+        ..FrameworkInfo::new("forever", "u")
+    };
+    let (framework_id, _) = h.subscribe(&scheduler, info, vec![]);
+    // Its scheduler goes away: the deadline is computed, capped.
+    h.books.handle(h.now, Input::Exited(scheduler.clone()));
+    invariants::check(&h.books).unwrap();
+    assert!(
+        h.books.frameworks()[&framework_id]
+            .failover_deadline
+            .is_some()
+    );
+    h.advance(3600);
+    assert!(h.books.frameworks().contains_key(&framework_id));
+    // A master restarted from its registry takes it back, and again.
+    let mut registry = h.books.registry();
+    // As an older registry might hold it, uncapped.
+    registry.frameworks[0].failover_timeout = Duration::from_secs(u64::MAX);
+    for epoch in 2..4 {
+        let mut restarted = Harness::new();
+        restarted
+            .books
+            .recover(restarted.now, registry.clone(), epoch);
+        restarted.advance(1);
+        assert!(restarted.books.frameworks().contains_key(&framework_id));
+        registry = restarted.books.registry();
+    }
+}
+
+#[test]
+fn a_restarted_master_never_hands_out_a_recovered_id() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let first_agent = h.register_agent(&agent, "cpus:1;mem:64", "");
+    let (first_framework, _) = h.subscribe(
+        &pid("s@10.0.0.9:4000"),
+        FrameworkInfo::new("f", "u"),
+        vec![],
+    );
+    // The same id prefix as before: only the counters tell ids apart.
+    let mut restarted = Harness::new();
+    restarted
+        .books
+        .recover(restarted.now, h.books.registry(), 2);
+    let second_agent = restarted.register_agent(&pid("agent@10.0.0.2:5051"), "cpus:1;mem:64", "");
+    assert_ne!(second_agent, first_agent);
+    let out = restarted.send(
+        &pid("s@10.0.0.10:4000"),
+        ToMaster::Subscribe {
+            info: FrameworkInfo::new("g", "u"),
+            constraints: vec![],
+        },
+    );
+    let second_framework = subscribed_id(&out).expect("subscribed");
+    assert_ne!(second_framework, first_framework);
+    // And a registry without counters (an older one) still never
+    // collides: recovered ids are skipped.
+    let mut old = h.books.registry();
+    old.agents_admitted = 0;
+    old.frameworks_created = 0;
+    let mut restarted = Harness::new();
+    restarted.books.recover(restarted.now, old, 2);
+    let third_agent = restarted.register_agent(&pid("agent@10.0.0.3:5051"), "cpus:1;mem:64", "");
+    assert_ne!(third_agent, first_agent);
+}
+
+#[test]
+fn what_the_registry_could_not_read_back_is_refused() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let info = AgentInfo {
+        id: None,
+        hostname: "h".repeat(5000),
+        resources: r("cpus:1;mem:64"),
+        attributes: Default::default(),
+    };
+    let identity = PeerIdentity::simulated(Some(Role::Agent), "big");
+    let out = h.send_as(&agent, identity, ToMaster::RegisterAgent { info });
+    assert!(
+        out.iter().any(|command| matches!(command,
+            Command::ToAgent(_, ToAgent::RegistrationRefused { reason }) if reason.contains("at most 4096"))),
+        "{out:?}"
+    );
+    assert!(h.books.agents().is_empty());
+    let out = h.send(
+        &pid("s@10.0.0.9:4000"),
+        ToMaster::Subscribe {
+            info: FrameworkInfo::new("n".repeat(5000), "u"),
+            constraints: vec![],
+        },
+    );
+    assert!(error_to(&out).is_some_and(|message| message.contains("at most 4096")));
+    assert!(h.books.frameworks().is_empty());
+}
+
+#[test]
+fn frameworks_per_principal_and_tasks_per_framework_are_bounded() {
+    let mut h = Harness::with(Config {
+        max_frameworks_per_principal: 2,
+        max_tasks_per_framework: 2,
+        ..Config::default()
+    });
+    let agent = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:8;mem:4096", "");
+    let mut ids = Vec::new();
+    for index in 0..3 {
+        let scheduler = pid(&format!("s@10.0.0.9:{}", 4000 + index));
+        let out = h.send(
+            &scheduler,
+            ToMaster::Subscribe {
+                info: FrameworkInfo::new("f", "u"),
+                constraints: vec![],
+            },
+        );
+        match index {
+            2 => assert!(
+                error_to(&out).is_some_and(|message| message.contains("2 frameworks")),
+                "{out:?}"
+            ),
+            _ => ids.push((scheduler, subscribed_id(&out).expect("subscribed"), out)),
+        }
+    }
+    let (scheduler, framework_id, out) = ids.remove(0);
+    let offer = offers_to(&out, &scheduler).remove(0);
+    let tasks = (0..3)
+        .map(|n| task(&format!("t{n}"), &agent_id, "cpus:1;mem:64"))
+        .collect();
+    let out = h.send(&scheduler, accept(&framework_id, &[&offer], tasks, 0));
+    let refused: Vec<TaskStatus> = updates_to(&out, &scheduler)
+        .into_iter()
+        .filter(|status| status.state == TaskState::Error)
+        .collect();
+    assert_eq!(refused.len(), 1, "{out:?}");
+    assert!(
+        refused[0].message.contains("2 tasks"),
+        "{}",
+        refused[0].message
+    );
+    assert_eq!(h.books.frameworks()[&framework_id].tasks.len(), 2);
+}
