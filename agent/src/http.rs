@@ -362,6 +362,10 @@ fn prometheus(state: &State) -> String {
     text
 }
 
+/// Endpoints served without credentials when the agent asks for them:
+/// they reveal no task data.
+pub const PUBLIC_PATHS: &[&str] = &["/health", "/metrics"];
+
 /// The agent's HTTP endpoints, over its latest snapshot.
 pub fn routes(
     snapshots: watch::Receiver<Option<Arc<State>>>,
@@ -455,6 +459,7 @@ mod tests {
             path: "/files/read".into(),
             query: vec![("path".into(), "fifo".into())],
             headers: vec![],
+            principal: None,
         };
         assert_eq!(read(&dir, &request).status, 400);
         std::fs::remove_dir_all(&dir).unwrap();

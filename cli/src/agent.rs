@@ -47,6 +47,8 @@ pub struct AgentArgs {
     #[arg(long, env = "STRATA_SWITCH_USER", default_value_t = true, action = clap::ArgAction::Set)]
     pub switch_user: bool,
     #[command(flatten)]
+    pub http_auth: crate::HttpAuthArgs,
+    #[command(flatten)]
     pub tls: crate::TlsSource,
 }
 
@@ -96,6 +98,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         &development_agent_name(&args.ip.to_string(), &work_dir),
     )?;
     let credentials = strata_agent::ExecutorCredentials::kept_in(&work_dir, &material)?;
+    let http_credentials = args.http_auth.credentials()?;
     credentials.trusted_by(&mut material);
     actix_rt::System::new().block_on(async move {
         let node = Node::bind(NodeConfig::new(
@@ -125,7 +128,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         let http = crate::serve_http(
             node.addr(),
             crate::agent_cors(master.addr()),
-            strata_agent::http::routes(snapshots),
+            strata_runtime::http_auth::guard(
+                http_credentials,
+                strata_agent::http::PUBLIC_PATHS,
+                strata_agent::http::routes(snapshots),
+            ),
         )
         .await?;
         let pid = node.spawn(

@@ -144,6 +144,38 @@ pub async fn serve_http(
     Ok(bound)
 }
 
+/// Whether HTTP endpoints that reveal task data need credentials
+/// (`strata master` and `strata agent`).
+#[derive(Debug, clap::Args)]
+pub struct HttpAuthArgs {
+    /// Serve /state, sandbox files and usage only to principals that
+    /// authenticate (HTTP Basic, or a bearer token: the secret) with
+    /// --http-credentials; /health and /metrics stay open.
+    #[arg(long, env = "STRATA_AUTHENTICATE_HTTP_READONLY")]
+    pub authenticate_http_readonly: bool,
+    /// Principals and secrets in Apache Mesos's credentials JSON:
+    /// {"credentials": [{"principal": "ops", "secret": "..."}]}.
+    #[arg(long, env = "STRATA_HTTP_CREDENTIALS")]
+    pub http_credentials: Option<std::path::PathBuf>,
+}
+
+impl HttpAuthArgs {
+    /// The credentials to check, when authentication is asked for.
+    pub fn credentials(
+        &self,
+    ) -> anyhow::Result<Option<std::sync::Arc<strata_runtime::http_auth::HttpCredentials>>> {
+        match (self.authenticate_http_readonly, &self.http_credentials) {
+            (false, _) => Ok(None),
+            (true, None) => anyhow::bail!(
+                "--authenticate-http-readonly needs --http-credentials FILE naming who may read"
+            ),
+            (true, Some(path)) => Ok(Some(std::sync::Arc::new(
+                strata_runtime::http_auth::HttpCredentials::load(path)?,
+            ))),
+        }
+    }
+}
+
 /// Who may read an agent's HTTP answers from a page of another origin:
 /// the web UI of its master at `master` (its HTTP shares the port).
 pub fn agent_cors(master: std::net::SocketAddr) -> strata_runtime::http::Cors {

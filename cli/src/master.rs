@@ -55,6 +55,8 @@ pub struct MasterArgs {
     #[command(flatten)]
     pub authorization: AuthorizationArgs,
     #[command(flatten)]
+    pub http_auth: crate::HttpAuthArgs,
+    #[command(flatten)]
     pub tls: crate::TlsSource,
 }
 
@@ -143,6 +145,7 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
         ..Config::default()
     };
     let authorization = args.authorization.describe(&config.authorizer);
+    let http_credentials = args.http_auth.credentials()?;
     let work_dir = args.tls.work_dir.clone();
     let registry = strata_master::registry::path(&work_dir);
     let lock = registry.with_file_name("lock");
@@ -168,7 +171,11 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
         let http = crate::serve_http(
             node.addr(),
             strata_runtime::http::Cors::SameOrigin,
-            strata_master::state::routes(publisher_and_routes.1.clone()),
+            strata_runtime::http_auth::guard(
+                http_credentials,
+                strata_master::state::PUBLIC_PATHS,
+                strata_master::state::routes(publisher_and_routes.1.clone()),
+            ),
         )
         .await?;
         let prefix = format!("{:08x}", node.incarnation().0 as u32);

@@ -40,10 +40,26 @@ pub fn get(master: SocketAddr, path: &str) -> anyhow::Result<Vec<u8>> {
     let mut stream =
         TcpStream::connect_timeout(&master, Duration::from_secs(5)).with_context(unreachable)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // Endpoints that need credentials get the principal and secret from
+    // STRATA_HTTP_PRINCIPAL and STRATA_HTTP_SECRET.
+    let authorization = match (
+        std::env::var("STRATA_HTTP_PRINCIPAL"),
+        std::env::var("STRATA_HTTP_SECRET"),
+    ) {
+        (Ok(principal), Ok(secret)) => {
+            use base64::Engine;
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{principal}:{secret}"));
+            format!("Authorization: Basic {token}\r\n")
+        }
+        _ => String::new(),
+    };
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {master}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {master}\r\n{authorization}Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .with_context(unreachable)?;
     let mut answer = Vec::new();
@@ -60,7 +76,12 @@ pub fn get(master: SocketAddr, path: &str) -> anyhow::Result<Vec<u8>> {
             .ok()
             .and_then(|error| error["error"].as_str().map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
-        bail!("the master answered {path} with {status}: {reason}");
+        let hint = if status == "401" {
+            " (set STRATA_HTTP_PRINCIPAL and STRATA_HTTP_SECRET)"
+        } else {
+            ""
+        };
+        bail!("the master answered {path} with {status}: {reason}{hint}");
     }
     Ok(body)
 }

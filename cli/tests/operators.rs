@@ -401,6 +401,48 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
     );
 }
 
+/// An agent asked to authenticate its readers serves task data only to
+/// principals of its credentials file; health and metrics stay open.
+#[test]
+fn agent_endpoints_need_credentials_when_asked() {
+    let credentials = std::env::temp_dir().join(format!(
+        "strata-http-credentials-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(
+        &credentials,
+        r#"{"credentials": [{"principal": "ops", "secret": "s3cret"}]}"#,
+    )
+    .unwrap();
+    let cluster = Cluster::start(
+        "agent-auth",
+        &[
+            "--authenticate-http-readonly",
+            "--http-credentials",
+            credentials.to_str().unwrap(),
+        ],
+        "guarded",
+        "echo hidden; exec sleep 600",
+    );
+    let agent_http = cluster.agent.pid.addr().to_string();
+    assert_eq!(get(&agent_http, "/health").0, 200);
+    assert_eq!(get(&agent_http, "/metrics").0, 200);
+    let (status, body) = get(&agent_http, "/state");
+    assert_eq!(status, 401, "{body}");
+    let with = |authorization: &str, path: &str| {
+        http(
+            &agent_http,
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: {authorization}\r\n\r\n"),
+        )
+    };
+    // "ops:s3cret" and a wrong secret, in Basic; the secret as a token.
+    assert_eq!(with("Basic b3BzOnMzY3JldA==", "/state").0, 200);
+    assert_eq!(with("Basic b3BzOndyb25n", "/state").0, 401);
+    let state = with("Bearer s3cret", "/state");
+    assert_eq!(state.0, 200);
+    let _ = std::fs::remove_file(&credentials);
+}
+
 /// With the agent as root, a task of a framework whose user is `nobody`
 /// runs as nobody and can read none of the agent's secrets nor another
 /// framework's sandbox.

@@ -428,6 +428,17 @@ pub fn channel() -> (Publisher, watch::Receiver<Option<Arc<State>>>) {
     (Arc::new(sender), receiver)
 }
 
+/// Endpoints served without credentials when the master asks for them:
+/// the web UI's page (its requests for `/state` then ask), health and
+/// the metrics, which reveal no task data.
+pub const PUBLIC_PATHS: &[&str] = &[
+    "/",
+    "/index.html",
+    "/health",
+    "/metrics",
+    "/metrics/snapshot",
+];
+
 /// The master's HTTP endpoints, over its latest snapshot.
 pub fn routes(
     snapshots: watch::Receiver<Option<Arc<State>>>,

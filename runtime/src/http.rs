@@ -36,6 +36,8 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     /// Header names in lower case, with their values, in order.
     pub headers: Vec<(String, String)>,
+    /// Who sent it, once authenticated (see [`crate::http_auth::guard`]).
+    pub principal: Option<String>,
 }
 
 /// Which other origins' pages may read a server's answers.
@@ -222,6 +224,7 @@ pub fn parse_head(head: &[u8]) -> Result<Request, (u16, &'static str)> {
         path: percent_decode(path, false)?,
         query,
         headers,
+        principal: None,
     })
 }
 

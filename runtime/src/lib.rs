@@ -50,6 +50,7 @@
 pub mod codec;
 pub mod durable;
 pub mod http;
+pub mod http_auth;
 pub mod inbox;
 mod mailbox;
 pub mod metrics;
