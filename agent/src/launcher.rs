@@ -1198,6 +1198,50 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The launcher signals a group only while its leader is a child it
+    /// has not reaped: a number that was its task's and is now someone
+    /// else's group is left alone.
+    #[tokio::test]
+    async fn groups_are_signalled_only_before_their_leader_is_reaped() {
+        let dir = scratch("launcher-signals");
+        let served = serve_here(&dir);
+        let agent = Launcher {
+            program: PathBuf::from("/nonexistent"),
+            work_dir: dir.clone(),
+            connection: Arc::new(Mutex::new(Some(
+                open(&socket_name(&dir), &secret(&dir).unwrap()).unwrap(),
+            ))),
+        };
+        let quick = agent.launch(launch("exit 0", &dir, false)).unwrap();
+        agent.end_of(quick).await.unwrap();
+        // A group the launcher never started, standing in for a reaped
+        // task's number given to another process.
+        let mut stranger = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let stranger_pid = i32::try_from(stranger.id()).unwrap();
+        agent.signal(stranger_pid, Signal::KILL);
+        agent.signal(quick, Signal::KILL);
+        // Its own running task is signalled.
+        let running = agent.launch(launch("exec sleep 30", &dir, false)).unwrap();
+        agent.signal(running, Signal::KILL);
+        let status = tokio::time::timeout(Duration::from_secs(20), agent.end_of(running))
+            .await
+            .expect("the killed task ends")
+            .unwrap();
+        assert_eq!(status.signal(), Some(Signal::KILL.as_raw()));
+        assert!(stranger.try_wait().unwrap().is_none(), "a stranger's group was signalled");
+        let _ = stranger.kill();
+        let _ = stranger.wait();
+        agent.forget(quick);
+        agent.forget(running);
+        drop(agent);
+        let _ = tokio::task::spawn_blocking(move || served.join()).await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_launcher_with_nothing_to_do_leaves() {
         // Ends nobody collects are dropped once the work directory goes.

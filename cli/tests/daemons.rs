@@ -234,3 +234,40 @@ fn daemons_can_log_json_lines() {
         "{line}"
     );
 }
+
+/// A master process that gives up (here: its registry cannot be written)
+/// takes its daemon down with an error, rather than leaving a daemon that
+/// serves without a master.
+#[test]
+fn a_daemon_whose_master_gives_up_exits_with_an_error() {
+    let work_dir = std::env::temp_dir().join(format!("strata-gives-up-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    // The registry's temporary file is a directory: every write fails.
+    let registry = strata_master::registry::path(&work_dir);
+    let mut aside = registry.clone().into_os_string();
+    aside.push(".tmp");
+    std::fs::create_dir_all(&aside).unwrap();
+    let mut daemon = std::process::Command::new(STRATA)
+        .args(["master", "--port", "0", "--work-dir"])
+        .arg(&work_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = daemon.kill();
+            panic!("the daemon kept running without its master");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut daemon.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("master gave up"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
