@@ -182,7 +182,7 @@ fn http_latency_ms(state: State) -> anyhow::Result<f64> {
         let server = tokio::spawn(strata_runtime::http::serve(
             listener,
             strata_runtime::http::Cors::SameOrigin,
-            strata_master::state::routes(snapshots),
+            strata_master::state::routes(snapshots, Default::default()),
         ));
         let mut samples = Vec::new();
         for _ in 0..20 {

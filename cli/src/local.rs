@@ -115,7 +115,10 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         let http = crate::serve_http(
             master_node.addr(),
             strata_runtime::http::Cors::SameOrigin,
-            strata_master::state::routes(publisher_and_routes.1.clone()),
+            strata_master::state::routes(
+                publisher_and_routes.1.clone(),
+                config.authorizer.clone(),
+            ),
         )
         .await?;
         let prefix = format!("{:08x}", master_node.incarnation().0 as u32);

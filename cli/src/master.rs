@@ -174,7 +174,10 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             strata_runtime::http_auth::guard(
                 http_credentials,
                 strata_master::state::PUBLIC_PATHS,
-                strata_master::state::routes(publisher_and_routes.1.clone()),
+                strata_master::state::routes(
+                    publisher_and_routes.1.clone(),
+                    config.authorizer.clone(),
+                ),
             ),
         )
         .await?;

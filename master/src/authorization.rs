@@ -434,6 +434,12 @@ impl Authorizer {
     }
 
     /// Whether `principal` may register a framework in `role`.
+    /// Whether every request is allowed: no rules, and the default (or
+    /// the file's `permissive`) allows.
+    pub fn allows_everything(&self) -> bool {
+        self.acls.is_empty() && self.permissive()
+    }
+
     pub fn may_register(&self, principal: Option<&str>, role: &str) -> Result<(), Denial> {
         self.authorize(Action::RegisterFrameworks, principal, Some(role))
     }

@@ -15,6 +15,7 @@ use strata_protocol::{Resources, TaskState};
 use strata_runtime::http::{Request, Response};
 use tokio::sync::watch;
 
+use crate::authorization::Authorizer;
 use crate::books::{AgentStatus, Books};
 
 pub use strata_protocol::resources::ResourceView;
@@ -100,6 +101,9 @@ pub struct FrameworkView {
     pub id: String,
     pub name: String,
     pub role: String,
+    /// The user its tasks run as, and who it authenticated as.
+    pub user: String,
+    pub principal: Option<String>,
     /// Whether its scheduler is connected.
     pub active: bool,
     pub pid: Option<String>,
@@ -117,6 +121,8 @@ pub struct TaskView {
     pub id: String,
     pub name: String,
     pub framework_id: String,
+    /// The user it runs as.
+    pub user: String,
     pub agent_id: String,
     /// Mesos's name: `TASK_RUNNING`, ...
     pub state: String,
@@ -203,6 +209,12 @@ impl State {
                 id: task.info.task_id.to_string(),
                 name: task.info.name.clone(),
                 framework_id: id.to_string(),
+                user: match &task.info.kind {
+                    strata_protocol::TaskKind::Command(command) => command.user.as_ref(),
+                    strata_protocol::TaskKind::Executor(executor) => executor.command.user.as_ref(),
+                }
+                .unwrap_or(&framework.info.user)
+                .clone(),
                 agent_id: task.info.agent_id.to_string(),
                 state: task.state.to_string(),
                 resources: view(&task.info.resources),
@@ -236,6 +248,8 @@ impl State {
                 id: id.to_string(),
                 name: framework.info.name.clone(),
                 role: framework.info.role().to_owned(),
+                user: framework.info.user.clone(),
+                principal: framework.info.principal.clone(),
                 active: framework.pid.is_some(),
                 pid: framework.pid.as_ref().map(ToString::to_string),
                 failover_timeout_secs: framework.info.failover_timeout.as_secs_f64(),
@@ -439,9 +453,44 @@ pub const PUBLIC_PATHS: &[&str] = &[
     "/metrics/snapshot",
 ];
 
-/// The master's HTTP endpoints, over its latest snapshot.
+impl State {
+    /// What `principal` may see of this state by the view ACLs:
+    /// frameworks by `view_frameworks` (their user), tasks by
+    /// `view_tasks` (their user), offers of the frameworks it sees.
+    pub fn visible_to(&self, authorizer: &Authorizer, principal: Option<&str>) -> State {
+        let framework_visible = |framework: &FrameworkView| {
+            authorizer
+                .may_view_framework(principal, &framework.user)
+                .is_ok()
+        };
+        let task_visible =
+            |task: &TaskView| authorizer.may_view_task(principal, &task.user).is_ok();
+        let mut visible = self.clone();
+        visible.frameworks.retain(framework_visible);
+        visible.completed_frameworks.retain(framework_visible);
+        visible.tasks.retain(task_visible);
+        visible.completed_tasks.retain(task_visible);
+        let seen: std::collections::BTreeSet<&str> = visible
+            .frameworks
+            .iter()
+            .map(|framework| framework.id.as_str())
+            .collect();
+        let offers = self
+            .offers
+            .iter()
+            .filter(|offer| seen.contains(offer.framework_id.as_str()))
+            .cloned()
+            .collect();
+        visible.offers = offers;
+        visible
+    }
+}
+
+/// The master's HTTP endpoints, over its latest snapshot, showing each
+/// reader what the view ACLs of `authorizer` let its principal see.
 pub fn routes(
     snapshots: watch::Receiver<Option<Arc<State>>>,
+    authorizer: Authorizer,
 ) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
     move |request: &Request| {
         if matches!(request.path.as_str(), "/" | "/index.html") {
@@ -451,6 +500,13 @@ pub fn routes(
         match (request.path.as_str(), latest) {
             ("/health", Some(_)) => Response::text("text/plain", "ok\n"),
             (_, None) => Response::error(503, "the master is starting"),
+            ("/state", Some(state)) if !authorizer.allows_everything() => {
+                let visible = state.visible_to(&authorizer, request.principal.as_deref());
+                match serde_json::to_vec(&visible) {
+                    Ok(body) => Response::json(body),
+                    Err(error) => Response::error(500, &error.to_string()),
+                }
+            }
             ("/state", Some(state)) => match serde_json::to_vec(&*state) {
                 Ok(body) => Response::json(body),
                 Err(error) => Response::error(500, &error.to_string()),

@@ -289,3 +289,54 @@ fn a_task_is_authorized_as_the_user_its_command_names() {
         }
     }
 }
+
+/// `/state` shows each reader only what view_frameworks and view_tasks
+/// let its principal see.
+#[test]
+fn views_show_what_the_view_acls_allow() {
+    let mut h = Harness::new();
+    let first_agent = h.register_agent(&pid("agent@10.0.0.1:5051"), "cpus:4;mem:4096", "");
+    let alice = pid("s@10.0.0.9:4000");
+    let (alice_id, out) = h.subscribe(&alice, FrameworkInfo::new("fw", "alice"), vec![]);
+    let offer = offers_to(&out, &alice).remove(0);
+    let launched = task("t-alice", &first_agent, "cpus:1;mem:64");
+    h.send(&alice, accept(&alice_id, &[&offer], vec![launched], 0));
+    // Bob is subscribed first, so the next agent is offered to him.
+    let bob = pid("s@10.0.0.9:4001");
+    let (bob_id, _) = h.subscribe(&bob, FrameworkInfo::new("fw", "bob"), vec![]);
+    let second = pid("agent@10.0.0.2:5051");
+    let info = AgentInfo {
+        id: None,
+        hostname: "h2".into(),
+        resources: r("cpus:4;mem:4096"),
+        attributes: Default::default(),
+    };
+    let out = h.send_as(
+        &second,
+        PeerIdentity::simulated(Some(Role::Agent), "h2"),
+        ToMaster::RegisterAgent { info },
+    );
+    let offer = offers_to(&out, &bob).remove(0);
+    let launched = task("t-bob", &offer.agent_id, "cpus:1;mem:64");
+    h.send(&bob, accept(&bob_id, &[&offer], vec![launched], 0));
+    let state = crate::state::State::of(&h.books, "master@10.0.0.1:5050", 0, 0);
+    assert_eq!((state.frameworks.len(), state.tasks.len()), (2, 2));
+    let acls = r#"{"permissive": false,
+        "view_frameworks": [{"principals": {"values": ["ops"]}, "users": {"type": "ANY"}},
+                            {"principals": {"values": ["alice-team"]}, "users": {"values": ["alice"]}}],
+        "view_tasks": [{"principals": {"values": ["ops"]}, "users": {"type": "ANY"}},
+                       {"principals": {"values": ["alice-team"]}, "users": {"values": ["alice"]}}]}"#;
+    let authorizer = Authorizer::new(acls.parse().unwrap(), DefaultDecision::Allow);
+    let seen = |principal: Option<&str>| {
+        let visible = state.visible_to(&authorizer, principal);
+        let mut users: Vec<String> = visible.frameworks.iter().map(|f| f.user.clone()).collect();
+        users.extend(visible.tasks.iter().map(|t| format!("task of {}", t.user)));
+        users
+    };
+    assert_eq!(seen(Some("ops")).len(), 4);
+    assert_eq!(seen(Some("alice-team")), ["alice", "task of alice"]);
+    assert!(seen(Some("mallory")).is_empty());
+    assert!(seen(None).is_empty());
+    assert!(Authorizer::default().allows_everything());
+    assert!(!authorizer.allows_everything());
+}
