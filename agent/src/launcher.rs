@@ -1232,7 +1232,10 @@ mod tests {
             .expect("the killed task ends")
             .unwrap();
         assert_eq!(status.signal(), Some(Signal::KILL.as_raw()));
-        assert!(stranger.try_wait().unwrap().is_none(), "a stranger's group was signalled");
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "a stranger's group was signalled"
+        );
         let _ = stranger.kill();
         let _ = stranger.wait();
         agent.forget(quick);
