@@ -74,6 +74,11 @@ fn master_crash_restart() {
     sweep_scenario("master_crash_restart");
 }
 
+#[test]
+fn stolen_agent_certificate() {
+    sweep_scenario("stolen_agent_certificate");
+}
+
 /// Runs on the simulated transport repeat exactly; runs on real QUIC do
 /// not (TLS draws its own randomness), so they are left out.
 #[test]

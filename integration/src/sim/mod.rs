@@ -14,8 +14,10 @@
 //! A test drives a [`SimCluster`] inside [`run`]: it adds frameworks
 //! (any [`Scheduler`] written with the SDK), injects faults (crashes and
 //! restarts of agents, the master and schedulers, partitions, lossy
-//! links, message filters on [`SimCluster::network`]) and lets virtual
-//! time pass ([`SimCluster::run_for`]). Then [`SimCluster::converge`] heals
+//! links, message filters on [`SimCluster::network`]), adds intruders
+//! that send raw protocol messages under a certificate of their own
+//! ([`SimCluster::add_intruder`]) and lets virtual time pass
+//! ([`SimCluster::run_for`]). Then [`SimCluster::converge`] heals
 //! everything and requires the cluster to settle, and
 //! [`SimCluster::finish`] returns what was checked or a [`Failure`] with
 //! the seed and the tail of the event trace. Checked all along:
@@ -56,6 +58,7 @@
 //! }
 //! ```
 
+pub mod intruder;
 pub mod ledger;
 pub mod scenarios;
 pub mod sweep;
@@ -70,20 +73,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use strata_agent::process::AGENT_ID;
 use strata_agent::sim_host::SimHost;
 use strata_agent::{Agent, AgentConfig, Runner};
 use strata_frameworks::scheduler::{self, Scheduler, SchedulerConfig};
 use strata_master::{Config, MASTER_ID, Master};
-use strata_protocol::{FrameworkId, FrameworkInfo, Resources, TaskState};
+use strata_protocol::{AgentId, FrameworkId, FrameworkInfo, Resources, TaskState};
 use strata_runtime::durable::{Mount, SimDisk};
 use strata_runtime::random::SplitMix;
 use strata_runtime::transport::sim::{LinkConfig, Observer, SimEvent, SimNetwork};
 use strata_runtime::transport::sim_udp::SimUdpNetwork;
 use strata_runtime::{
-    CertificateAuthority, Incarnation, Node, NodeConfig, Role, SpawnOptions, Upid,
+    CertificateAuthority, Incarnation, MetricsSnapshot, Node, NodeConfig, Role, SpawnOptions, Upid,
 };
 use tokio::sync::watch;
 
+pub use intruder::Intruder;
 pub use ledger::Ledger;
 pub use strata_agent::process::RUN_MS_LABEL;
 pub use workload::{Workload, WorkloadSpec, test_task};
@@ -456,6 +461,7 @@ pub struct SimCluster {
     disk: Mount,
     agents: Vec<AgentSlot>,
     frameworks: Vec<FrameworkSlot>,
+    intruders: Vec<Intruder>,
 }
 
 impl std::fmt::Debug for SimCluster {
@@ -469,7 +475,8 @@ impl std::fmt::Debug for SimCluster {
 }
 
 /// The address of a node: the master is 10.0.0.1, agent `n` is in
-/// 10.1.0.0/16, scheduler `n` in 10.2.0.0/16.
+/// 10.1.0.0/16, scheduler `n` in 10.2.0.0/16, intruder `n` in
+/// 10.3.0.0/16.
 fn address(group: u8, index: usize) -> SocketAddr {
     let index = index as u32 + 1;
     SocketAddr::from(([10, group, (index >> 8) as u8, (index & 0xff) as u8], 5050))
@@ -576,6 +583,7 @@ impl SimCluster {
             disk,
             agents,
             frameworks: Vec::new(),
+            intruders: Vec::new(),
         };
         {
             let mut shared = lock(&cluster.shared);
@@ -646,6 +654,44 @@ impl SimCluster {
         self.frameworks[index].slot.addr
     }
 
+    /// Agent `index`'s process, as its master addresses it.
+    pub fn agent(&self, index: usize) -> Upid {
+        Upid::new(AGENT_ID, self.agent_addr(index), Incarnation::ANY)
+            .unwrap_or_else(|_| unreachable!("the agent's id is valid"))
+    }
+
+    /// What agent `index` last published about itself, while it runs.
+    pub fn agent_state(&self, index: usize) -> Option<Arc<strata_agent::http::State>> {
+        self.agents[index]
+            .states
+            .as_ref()
+            .and_then(|states| states.borrow().clone())
+    }
+
+    /// The id agent `index` is registered under, once it is.
+    pub fn agent_id(&self, index: usize) -> Option<AgentId> {
+        let state = self.agent_state(index)?;
+        AgentId::new(state.id.as_deref()?).ok()
+    }
+
+    /// The counters of agent `index`'s node in its current life.
+    pub fn agent_metrics(&self, index: usize) -> Option<MetricsSnapshot> {
+        self.agents[index].slot.node.as_ref().map(Node::metrics)
+    }
+
+    /// What the master last published of its books, while it runs.
+    pub fn master_state(&self) -> Option<Arc<strata_master::state::State>> {
+        self.master_state
+            .as_ref()
+            .and_then(|state| state.borrow().clone())
+    }
+
+    /// Reads what the network showed so far (updates made and delivered,
+    /// tasks launched).
+    pub fn ledger<T>(&self, read: impl FnOnce(&Ledger) -> T) -> T {
+        read(&lock(&self.shared).ledger)
+    }
+
     /// Adds a line to the event trace.
     pub fn note(&self, text: impl Into<String>) {
         let at = self.elapsed();
@@ -694,6 +740,28 @@ impl SimCluster {
         self.frameworks.push(FrameworkSlot { slot, start });
         self.restart_framework(index);
         index
+    }
+
+    /// Adds a node that runs nothing, holding a certificate for `role`
+    /// named `name`, for the scenario to send raw messages from (an
+    /// attacker with a stolen certificate); it is in 10.3.0.0/16. `None`
+    /// (and a violation) if its node could not be started.
+    pub fn add_intruder(&mut self, role: Role, name: &str) -> Option<Intruder> {
+        let index = self.intruders.len();
+        let addr = address(3, index);
+        let incarnation = Incarnation((0x300 + index as u64) << 32 | 1);
+        let Some(node) = self.fabric.node(addr, role, name, incarnation) else {
+            self.violation(format!("intruder {name}'s node could not be started"));
+            return None;
+        };
+        lock(&self.shared).names.insert(addr, name.to_owned());
+        self.note(format!(
+            "start intruder {name} ({}) at {addr}",
+            role.as_str()
+        ));
+        let intruder = Intruder::new(name.to_owned(), node);
+        self.intruders.push(intruder.clone());
+        Some(intruder)
     }
 
     /// The id the master gave framework `index`, once subscribed.
@@ -931,6 +999,25 @@ impl SimCluster {
     /// Lets `duration` of virtual time pass.
     pub async fn run_for(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
+    }
+
+    /// Lets virtual time pass, a second at a time, until `done` says so
+    /// or `limit` has passed; whether `done` said so.
+    pub async fn run_until(
+        &self,
+        limit: Duration,
+        mut done: impl FnMut(&SimCluster) -> bool,
+    ) -> bool {
+        let deadline = self.elapsed() + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.elapsed() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// Heals the network, then lets the cluster run fault-free until every
@@ -1213,6 +1300,9 @@ impl Drop for SimCluster {
             .filter_map(|slot| slot.node.take())
         {
             node.shutdown();
+        }
+        for intruder in self.intruders.drain(..) {
+            intruder.node().shutdown();
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The built-in failure scenarios, each a function of its seed. They run
 //! on the same cluster: three agents (4 cpus, 4 GiB each) under a durable
-//! master with Mesos's timings, and two frameworks:
+//! master with Mesos's timings, and three frameworks:
 //!
 //! - `batch` (index 0): 12 tasks of 1 cpu running 3 to 30 s, no
 //!   checkpointing, no failover timeout (Mesos's defaults);
@@ -9,17 +9,34 @@
 //! - `records` (index 2): 6 tasks of 1 cpu running 5 to 60 s,
 //!   checkpointing, not partition-aware, with a 60 s failover timeout.
 //!
+//! Most inject faults (crashes, partitions, stalls, lossy links); one,
+//! [`stolen_agent_certificate`], is an attack: an [`Intruder`] holding an
+//! agent certificate sends the agents and the master forged messages, as
+//! `master` and as itself, and must achieve nothing: no agent obeys it
+//! (what it sends as `master` the runtime drops, counted as
+//! impersonations), the master binds it no real agent's id, and every
+//! task of the workload ends FINISHED.
+//!
 //! Every scenario ends with [`SimCluster::converge`]: faults healed, the
 //! cluster must agree within an hour of virtual time.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use strata_protocol::{Capability, FrameworkInfo};
+use strata_master::MASTER_ID;
+use strata_protocol::{
+    AgentId, AgentInfo, Capability, CommandInfo, FrameworkId, FrameworkInfo, Resources, TaskId,
+    TaskInfo, TaskKind, TaskState, ToAgent, ToMaster,
+};
 use strata_runtime::transport::sim::LinkConfig;
+use strata_runtime::{Inbox, Received, Role};
 
-use super::{ClusterSpec, Failure, NetworkKind, Report, SimCluster, Workload, WorkloadSpec};
+use super::{
+    ClusterSpec, Failure, Intruder, NetworkKind, RUN_MS_LABEL, Report, SimCluster, Workload,
+    WorkloadSpec,
+};
 
 /// A scenario: a seed in, a report or a failure out. Run it inside
 /// [`super::run`].
@@ -60,12 +77,18 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("master_crash_restart", |seed| {
         Box::pin(master_crash_restart(seed))
     }),
+    ("stolen_agent_certificate", |seed| {
+        Box::pin(stolen_agent_certificate(seed))
+    }),
 ];
 
 /// The framework index of `batch`.
 pub const BATCH: usize = 0;
 /// The framework index of `service`.
 pub const SERVICE: usize = 1;
+
+/// How many tasks `batch`, `service` and `records` launch.
+pub const WORKLOAD_TASKS: [usize; 3] = [12, 8, 6];
 
 /// The cluster every built-in scenario starts from.
 pub fn standard_cluster(seed: u64) -> SimCluster {
@@ -82,13 +105,17 @@ pub fn standard_cluster_on(seed: u64, network: NetworkKind) -> SimCluster {
     let batch = WorkloadSpec {
         seed,
         run: (Duration::from_secs(3), Duration::from_secs(30)),
-        ..WorkloadSpec::new(12, "cpus:1;mem:256", Duration::from_secs(30))
+        ..WorkloadSpec::new(WORKLOAD_TASKS[0], "cpus:1;mem:256", Duration::from_secs(30))
     };
     cluster.add_framework(FrameworkInfo::new("batch", "sim"), Workload::factory(batch));
     let service = WorkloadSpec {
         seed: seed ^ 1,
         run: (Duration::from_secs(10), Duration::from_secs(120)),
-        ..WorkloadSpec::new(8, "cpus:1;mem:256", Duration::from_secs(120))
+        ..WorkloadSpec::new(
+            WORKLOAD_TASKS[1],
+            "cpus:1;mem:256",
+            Duration::from_secs(120),
+        )
     };
     let mut info = FrameworkInfo::new("service", "sim");
     info.checkpoint = true;
@@ -98,7 +125,7 @@ pub fn standard_cluster_on(seed: u64, network: NetworkKind) -> SimCluster {
     let records = WorkloadSpec {
         seed: seed ^ 2,
         run: (Duration::from_secs(5), Duration::from_secs(60)),
-        ..WorkloadSpec::new(6, "cpus:1;mem:256", Duration::from_secs(60))
+        ..WorkloadSpec::new(WORKLOAD_TASKS[2], "cpus:1;mem:256", Duration::from_secs(60))
     };
     let mut info = FrameworkInfo::new("records", "sim");
     info.checkpoint = true;
@@ -294,4 +321,399 @@ pub async fn master_crash_restart(seed: u64) -> Result<Report, Failure> {
     cluster.restart_master();
     cluster.converge(CONVERGENCE_LIMIT).await;
     cluster.finish()
+}
+
+/// The name on the stolen certificate of [`stolen_agent_certificate`].
+pub const STOLEN: &str = "agent-stolen";
+
+/// Ids the attacker makes up (tasks, agents, a framework) start with this.
+const FORGED_PREFIX: &str = "stolen-";
+
+/// How many times the attacker sends its messages.
+const ATTACK_ROUNDS: u64 = 20;
+
+/// An agent's certificate is stolen: while the workload runs, its holder
+/// (a node of its own in 10.3.0.0/16, certificate `agent` named
+/// `agent-stolen`) sends every agent, as `master` and as itself, forged
+/// registrations with a huge epoch, a task of its own to run, kills of
+/// every task launched so far and shutdowns of every framework, and asks
+/// the master to (re-)register it under the real agents' ids. The runtime
+/// drops what it sends as `master` (the agents' nodes count every such
+/// message as an impersonation), the agents ignore what it sends as
+/// itself (it is not their master), the master refuses it the ids bound
+/// to the real agents' certificates: no agent runs or reports its task,
+/// changes its id or leaves the real master, and every task of the
+/// workload ends FINISHED.
+pub async fn stolen_agent_certificate(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = standard_cluster(seed);
+    let Some(intruder) = cluster.add_intruder(Role::Agent, STOLEN) else {
+        return cluster.finish();
+    };
+    // Holds the stolen certificate's own id, so the master's answers to
+    // its registrations are read.
+    let mut answers = match intruder.node().inbox::<ToAgent>(STOLEN, 4096) {
+        Ok(inbox) => inbox,
+        Err(error) => {
+            cluster.violation(format!("no inbox on the intruder: {error}"));
+            return cluster.finish();
+        }
+    };
+    let mut attack = Attack::new(intruder, cluster.agent_count());
+    let first = cluster.between(secs(1), secs(10));
+    cluster.run_for(first).await;
+    for round in 0..ATTACK_ROUNDS {
+        attack.learn(&cluster);
+        attack.strike(&cluster, round);
+        let pause = cluster.between(secs(1), secs(5));
+        cluster.run_for(pause).await;
+        attack.read_answers(&cluster, &mut answers).await;
+        attack.inspect(&cluster);
+    }
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    let expected: usize = WORKLOAD_TASKS.iter().sum();
+    let ended = cluster
+        .run_until(CONVERGENCE_LIMIT, |cluster| {
+            workload_ends(cluster).len() == expected
+        })
+        .await;
+    attack.read_answers(&cluster, &mut answers).await;
+    attack.inspect(&cluster);
+    let ends = workload_ends(&cluster);
+    if !ended {
+        attack.problem(
+            &cluster,
+            format!(
+                "{} of the workload's {expected} tasks ended within {CONVERGENCE_LIMIT:?}",
+                ends.len()
+            ),
+        );
+    }
+    for ((framework_id, task_id), state) in ends {
+        if state != TaskState::Finished {
+            attack.problem(
+                &cluster,
+                format!("{framework_id}/{task_id} ended {state}, not TASK_FINISHED"),
+            );
+        }
+    }
+    attack.check_impersonations(&cluster);
+    cluster.finish()
+}
+
+/// The workload's tasks that ended, with how, as their frameworks heard.
+fn workload_ends(cluster: &SimCluster) -> BTreeMap<(FrameworkId, TaskId), TaskState> {
+    cluster.ledger(|ledger| {
+        ledger
+            .frameworks
+            .iter()
+            .flat_map(|(framework_id, framework)| {
+                framework.launched.iter().filter_map(|task_id| {
+                    let state = framework.tasks.get(task_id)?.state?;
+                    state
+                        .is_terminal()
+                        .then(|| ((framework_id.clone(), task_id.clone()), state))
+                })
+            })
+            .collect()
+    })
+}
+
+/// The attacker of [`stolen_agent_certificate`]: what it sends, and the
+/// checks that it achieved nothing.
+struct Attack {
+    intruder: Intruder,
+    /// The ids the real agents registered under, as first seen.
+    agent_ids: Vec<Option<AgentId>>,
+    /// Messages sent as `master` that the runtime let out.
+    sent_as_master: u64,
+    /// Problems already recorded (each is recorded once).
+    found: BTreeSet<String>,
+    /// Ids the master gave the stolen certificate as a new agent.
+    admitted: BTreeSet<AgentId>,
+}
+
+impl Attack {
+    fn new(intruder: Intruder, agents: usize) -> Attack {
+        Attack {
+            intruder,
+            agent_ids: vec![None; agents],
+            sent_as_master: 0,
+            found: BTreeSet::new(),
+            admitted: BTreeSet::new(),
+        }
+    }
+
+    fn problem(&mut self, cluster: &SimCluster, problem: String) {
+        if self.found.insert(problem.clone()) {
+            cluster.violation(problem);
+        }
+    }
+
+    /// Takes note of the ids the agents registered under.
+    fn learn(&mut self, cluster: &SimCluster) {
+        for (index, known) in self.agent_ids.iter_mut().enumerate() {
+            if known.is_none() {
+                *known = cluster.agent_id(index);
+            }
+        }
+    }
+
+    /// Sends one round of forged messages: to every agent as `master` and
+    /// as the stolen certificate's own id, and to the master as the
+    /// stolen certificate claiming an agent's id.
+    fn strike(&mut self, cluster: &SimCluster, round: u64) {
+        let (frameworks, launched) = cluster.ledger(|ledger| {
+            let frameworks: Vec<FrameworkId> = ledger.frameworks.keys().cloned().collect();
+            let launched: Vec<(FrameworkId, TaskId)> = ledger
+                .frameworks
+                .iter()
+                .flat_map(|(framework_id, framework)| {
+                    framework
+                        .launched
+                        .iter()
+                        .map(|task_id| (framework_id.clone(), task_id.clone()))
+                })
+                .collect();
+            (frameworks, launched)
+        });
+        for index in 0..cluster.agent_count() {
+            let target = cluster.agent(index);
+            for sender in [MASTER_ID, STOLEN] {
+                for message in self.forgeries(index, round, sender, &frameworks, &launched) {
+                    let sent = self.intruder.send_as(sender, &target, message).is_ok();
+                    if sent && sender == MASTER_ID {
+                        self.sent_as_master += 1;
+                    }
+                }
+            }
+        }
+        let victim = round as usize % self.agent_ids.len();
+        if let Some(agent_id) = self.agent_ids[victim].clone() {
+            let info = AgentInfo {
+                id: Some(agent_id),
+                hostname: format!("agent-{victim}"),
+                resources: cluster.spec.agent_resources.clone(),
+                attributes: Default::default(),
+            };
+            let master = cluster.master();
+            let claims = [
+                ToMaster::ReregisterAgent {
+                    info: info.clone(),
+                    tasks: Vec::new(),
+                },
+                ToMaster::RegisterAgent { info },
+            ];
+            for claim in claims {
+                // Refused or not, the master's answer is read later.
+                let _ = self.intruder.send_as(STOLEN, &master, claim);
+            }
+        }
+    }
+
+    /// What the attacker sends agent `index` as `sender` in `round`.
+    fn forgeries(
+        &self,
+        index: usize,
+        round: u64,
+        sender: &str,
+        frameworks: &[FrameworkId],
+        launched: &[(FrameworkId, TaskId)],
+    ) -> Vec<ToAgent> {
+        let ping_timeout = Duration::from_secs(86_400);
+        let own_id = forged_id::<AgentId>(&format!("{FORGED_PREFIX}S{index}"));
+        let agent_id = self.agent_ids[index]
+            .clone()
+            .unwrap_or_else(|| own_id.clone());
+        let mut messages = vec![
+            ToAgent::AgentReregistered {
+                agent_id: agent_id.clone(),
+                ping_timeout,
+                epoch: u64::MAX,
+            },
+            ToAgent::AgentRegistered {
+                agent_id: own_id,
+                ping_timeout,
+                epoch: u64::MAX,
+            },
+        ];
+        // A task under a framework of its own, and one under a real
+        // framework's id (whose updates would reach that framework).
+        let own_framework = forged_id::<FrameworkId>(&format!("{FORGED_PREFIX}framework"));
+        for (which, framework_id) in std::iter::once(own_framework)
+            .chain(
+                frameworks
+                    .get(round as usize % frameworks.len().max(1))
+                    .cloned(),
+            )
+            .enumerate()
+        {
+            let task_id =
+                forged_id::<TaskId>(&format!("{FORGED_PREFIX}{round}-{index}-{sender}-{which}"));
+            let mut framework = FrameworkInfo::new("stolen", "root");
+            framework.id = Some(framework_id);
+            framework.checkpoint = true;
+            let task = TaskInfo {
+                name: task_id.to_string(),
+                task_id,
+                agent_id: agent_id.clone(),
+                resources: forged_resources(),
+                kind: TaskKind::Command(CommandInfo::shell("true")),
+                labels: [(RUN_MS_LABEL.to_owned(), "600000".to_owned())].into(),
+            };
+            messages.push(ToAgent::RunTask { framework, task });
+        }
+        messages.extend(
+            launched
+                .iter()
+                .map(|(framework_id, task_id)| ToAgent::KillTask {
+                    framework_id: framework_id.clone(),
+                    task_id: task_id.clone(),
+                }),
+        );
+        messages.extend(
+            frameworks
+                .iter()
+                .map(|framework_id| ToAgent::ShutdownFramework {
+                    framework_id: framework_id.clone(),
+                }),
+        );
+        messages
+    }
+
+    /// Reads what the master answered the stolen certificate.
+    async fn read_answers(&mut self, cluster: &SimCluster, answers: &mut Inbox<ToAgent>) {
+        // A zero timeout still polls the inbox once: what arrived so far.
+        while let Some(received) = answers.recv_within(Duration::ZERO).await {
+            let Received::Message(from, message) = received else {
+                continue;
+            };
+            match message {
+                ToAgent::AgentRegistered { agent_id, .. }
+                | ToAgent::AgentReregistered { agent_id, .. } => {
+                    if self.agent_ids.contains(&Some(agent_id.clone())) {
+                        self.problem(
+                            cluster,
+                            format!(
+                                "{from} gave the stolen certificate {STOLEN:?} the id of a real \
+                                 agent, {agent_id}"
+                            ),
+                        );
+                    } else if self.admitted.insert(agent_id.clone()) {
+                        cluster.note(format!(
+                            "{from} admitted the stolen certificate as a new agent {agent_id}"
+                        ));
+                    }
+                }
+                ToAgent::RunTask { task, .. } => cluster.note(format!(
+                    "{from} placed {} on the stolen certificate's agent",
+                    task.task_id
+                )),
+                _ => {}
+            }
+        }
+    }
+
+    /// Checks that nothing obeyed the attacker so far.
+    fn inspect(&mut self, cluster: &SimCluster) {
+        let mut problems = Vec::new();
+        let forged = |task_id: &str| task_id.starts_with(FORGED_PREFIX);
+        // No agent made an update about a forged task, and none reached a
+        // framework.
+        cluster.ledger(|ledger| {
+            for (framework_id, task_id) in ledger.generated.keys() {
+                if forged(task_id.as_str()) {
+                    problems.push(format!(
+                        "an agent reported {framework_id}/{task_id}, a task of the attacker's"
+                    ));
+                }
+            }
+            for (framework_id, framework) in &ledger.frameworks {
+                for task_id in framework.tasks.keys() {
+                    if forged(task_id.as_str()) {
+                        problems.push(format!(
+                            "{framework_id} heard of {task_id}, a task of the attacker's"
+                        ));
+                    }
+                }
+            }
+        });
+        // Every agent keeps its id and runs none of the attacker's tasks.
+        for index in 0..cluster.agent_count() {
+            let Some(state) = cluster.agent_state(index) else {
+                continue;
+            };
+            if let (Some(known), Some(now)) = (&self.agent_ids[index], &state.id)
+                && known.as_str() != now
+            {
+                problems.push(format!("agent-{index} was {known} and is now {now}"));
+            }
+            for task in state.tasks.iter().filter(|task| forged(&task.id)) {
+                problems.push(format!(
+                    "agent-{index} has the attacker's task {}/{} ({})",
+                    task.framework_id, task.id, task.state
+                ));
+            }
+        }
+        // The master binds no real agent's id to the intruder.
+        if let Some(master) = cluster.master_state() {
+            let intruder = format!("@{}", self.intruder.addr());
+            for agent in &master.agents {
+                let real = self
+                    .agent_ids
+                    .iter()
+                    .any(|known| known.as_ref().is_some_and(|id| id.as_str() == agent.id));
+                if real && agent.pid.ends_with(&intruder) {
+                    problems.push(format!(
+                        "the master has agent {} at the stolen certificate's {}",
+                        agent.id, agent.pid
+                    ));
+                }
+            }
+            for task in master.tasks.iter().chain(&master.completed_tasks) {
+                if forged(&task.id) {
+                    problems.push(format!(
+                        "the master has the attacker's task {}/{} ({})",
+                        task.framework_id, task.id, task.state
+                    ));
+                }
+            }
+        }
+        for problem in problems {
+            self.problem(cluster, problem);
+        }
+    }
+
+    /// Every message sent as `master` was dropped by the receiving
+    /// agent's runtime as an impersonation (no frame is lost here), and
+    /// there were some.
+    fn check_impersonations(&mut self, cluster: &SimCluster) {
+        let dropped: u64 = (0..cluster.agent_count())
+            .filter_map(|index| cluster.agent_metrics(index))
+            .map(|metrics| metrics.dropped_impersonation)
+            .sum();
+        cluster.note(format!(
+            "{} messages sent as master to agents, {dropped} dropped as impersonations",
+            self.sent_as_master
+        ));
+        if self.sent_as_master == 0 || dropped != self.sent_as_master {
+            let problem = format!(
+                "the agents' nodes dropped {dropped} impersonations of the {} messages sent as \
+                 master",
+                self.sent_as_master
+            );
+            self.problem(cluster, problem);
+        }
+    }
+}
+
+/// An id the attacker makes up.
+fn forged_id<T: TryFrom<String>>(id: &str) -> T {
+    T::try_from(id.to_owned()).unwrap_or_else(|_| panic!("{id:?} is a valid id"))
+}
+
+/// What the attacker's task asks for.
+fn forged_resources() -> Resources {
+    "cpus:1;mem:128"
+        .parse()
+        .unwrap_or_else(|_| unreachable!("valid resources"))
 }

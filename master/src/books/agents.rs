@@ -71,6 +71,14 @@ impl Books {
         ) {
             return self.refuse_agent(pid, reason, out);
         }
+        // A registration naming an agent id claims it: only that agent's
+        // certificate may.
+        if let Some(agent_id) = &info.id
+            && let Some(reason) = self.bound_elsewhere(agent_id, certificate_name)
+        {
+            self.denied += 1;
+            return self.refuse_agent(pid, reason, out);
+        }
         // A retried registration from an agent already admitted: answer
         // again with the same id.
         if let Some(agent_id) = self.agents_by_pid.get(&pid.to_string()).cloned() {

@@ -87,6 +87,16 @@ fn an_agent_id_is_bound_to_the_certificate_that_registered_it() {
     let reason = refusal_to_agent(&out).expect("refused");
     assert!(reason.contains("node-1"), "{reason}");
     assert_eq!(h.books.agents()[&agent_id].pid, agent);
+    // Or in a first registration naming it.
+    let out = h.send_as(
+        &thief,
+        as_role(Role::Agent, "node-2"),
+        ToMaster::RegisterAgent {
+            info: agent_info(Some(&agent_id)),
+        },
+    );
+    assert!(refusal_to_agent(&out).is_some_and(|reason| reason.contains("node-1")));
+    assert_eq!(h.books.agents().len(), 1);
     // The registry keeps the binding for a restarted master.
     let registry = h.books.registry();
     assert_eq!(registry.agents[0].certificate_name, "node-1");
