@@ -134,7 +134,7 @@ impl Agent {
             executor.executor_id.as_str(),
             &run,
         );
-        let tls_dir = sandbox.join(".tls");
+        let tls_dir = sandbox.join(crate::http::CREDENTIALS_DIR);
         credentials
             .issue(framework_id, &executor.executor_id)
             .and_then(|material| material.save(&tls_dir))

@@ -92,7 +92,13 @@ pub enum PathRefusal {
     Outside,
     /// 404: nothing there.
     Missing,
+    /// 403: an executor's credentials (its `.tls` folder), which only the
+    /// executor itself reads.
+    Private,
 }
+
+/// The folder of an executor's sandbox holding its certificate and key.
+pub const CREDENTIALS_DIR: &str = ".tls";
 
 /// What [`open_confined`] is to open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +124,9 @@ pub fn open_confined(root: &Path, path: &str, kind: Kind) -> Result<std::fs::Fil
     }
     for component in relative.components() {
         match component {
+            Component::Normal(name) if name == CREDENTIALS_DIR => {
+                return Err(PathRefusal::Private);
+            }
             Component::Normal(_) | Component::CurDir => {}
             Component::ParentDir => return Err(PathRefusal::Outside),
             Component::RootDir | Component::Prefix(_) => {
@@ -171,6 +180,7 @@ fn refused(refusal: PathRefusal) -> Response {
             "the path leads out of the sandboxes or ends in a symbolic link",
         ),
         PathRefusal::Missing => Response::error(404, "no such file or directory"),
+        PathRefusal::Private => Response::error(403, "an executor's credentials are not served"),
     }
 }
 
@@ -196,7 +206,8 @@ fn browse(root: &Path, path: &str) -> Response {
     let mut entries = Vec::new();
     for entry in listing.flatten() {
         let name = entry.file_name();
-        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+        if matches!(name.to_bytes(), b"." | b"..") || name.to_bytes() == CREDENTIALS_DIR.as_bytes()
+        {
             continue;
         }
         if entries.len() >= MAX_ENTRIES {
@@ -435,6 +446,15 @@ mod tests {
         );
         assert!(open_confined(&root, "f", Kind::Directory).is_ok());
         assert!(open_confined(&root, "", Kind::Directory).is_ok());
+        std::fs::create_dir_all(root.join("f/run/.tls")).unwrap();
+        std::fs::write(root.join("f/run/.tls/node-key.pem"), b"key").unwrap();
+        assert_eq!(open("f/run/.tls/node-key.pem"), Err(PathRefusal::Private));
+        assert_eq!(
+            open_confined(&root, "f/run/.tls", Kind::Directory).map(|_| ()),
+            Err(PathRefusal::Private)
+        );
+        let listing = String::from_utf8(browse(&root, "f/run").body).unwrap();
+        assert!(!listing.contains(".tls"), "{listing}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -760,8 +760,11 @@ enum Input {
     /// A child exited and is not reaped yet: its group id cannot be
     /// anyone else's until it is.
     Exited(i32, tokio::process::Child),
-    /// Its exit could not be watched through a pidfd, so it was reaped
-    /// by waiting: its group's number may be someone else's by now.
+    /// Its exit cannot be watched through a pidfd: it can only be waited
+    /// for, which reaps it.
+    Unwatched(i32, tokio::process::Child),
+    /// An unwatched child was reaped: its group's number may be someone
+    /// else's by now.
     Reaped(i32, std::io::Result<ExitStatus>),
 }
 
@@ -793,15 +796,22 @@ pub async fn serve(
     let secret = secret(work_dir)?;
     let mut events: Option<u64> = None;
     let mut children: BTreeMap<i32, Child> = BTreeMap::new();
+    // Children being waited for without a pidfd: no longer signalled.
+    let mut unwatched: BTreeMap<i32, Child> = BTreeMap::new();
     let mut ended: BTreeMap<i32, i32> = BTreeMap::new();
     let mut next_connection = 0u64;
     let mut served = false;
     let mut alone_since: Option<tokio::time::Instant> = None;
     loop {
-        if served && requests.is_empty() && children.is_empty() && ended.is_empty() {
+        if served
+            && requests.is_empty()
+            && children.is_empty()
+            && unwatched.is_empty()
+            && ended.is_empty()
+        {
             return Ok(());
         }
-        let alone = requests.is_empty() && children.is_empty();
+        let alone = requests.is_empty() && children.is_empty() && unwatched.is_empty();
         if !alone {
             alone_since = None;
         }
@@ -897,7 +907,7 @@ pub async fn serve(
             Input::Message(id, ToLauncher::Launch(launch)) => {
                 let dies_with = launch.dies_with_agent.then_some(id);
                 let answer = match start(launch) {
-                    Ok(mut child) => match child.id().and_then(|pid| i32::try_from(pid).ok()) {
+                    Ok(child) => match child.id().and_then(|pid| i32::try_from(pid).ok()) {
                         Some(pid) => {
                             // A recycled pid's old end is not this one's.
                             ended.remove(&pid);
@@ -907,7 +917,7 @@ pub async fn serve(
                                 let exited = crate::command_executor::wait_for_exit(pid).await;
                                 let input = match exited {
                                     Ok(()) => Input::Exited(pid, child),
-                                    Err(_) => Input::Reaped(pid, child.wait().await),
+                                    Err(_) => Input::Unwatched(pid, child),
                                 };
                                 let _ = inputs.send(input);
                             });
@@ -946,8 +956,20 @@ pub async fn serve(
                     }
                 }
             }
+            Input::Unwatched(pid, mut child) => {
+                // It leaves the children first, so no signal reaches its
+                // number once it is reaped; then it is waited for.
+                if let Some(record) = children.remove(&pid) {
+                    unwatched.insert(pid, record);
+                }
+                let inputs = inputs.clone();
+                tokio::spawn(async move {
+                    let status = child.wait().await;
+                    let _ = inputs.send(Input::Reaped(pid, status));
+                });
+            }
             Input::Exited(..) | Input::Reaped(..) => {
-                let (pid, status) = match next {
+                let (pid, status, child) = match next {
                     Input::Exited(pid, mut child) => {
                         // Nothing the task started outlives it: its group
                         // is killed while the exited leader still holds
@@ -956,18 +978,18 @@ pub async fn serve(
                         let status = child.try_wait().and_then(|status| {
                             status.ok_or_else(|| std::io::Error::other("the task had not exited"))
                         });
-                        (pid, status)
+                        (pid, status, children.remove(&pid))
                     }
                     Input::Reaped(pid, status) => {
                         tracing::warn!(
                             pid,
                             "a task was reaped without a pidfd; what it left running is not killed"
                         );
-                        (pid, status)
+                        (pid, status, unwatched.remove(&pid))
                     }
                     _ => continue,
                 };
-                let Some(child) = children.remove(&pid) else {
+                let Some(child) = child else {
                     continue;
                 };
                 let wait_status = match status {
@@ -1006,12 +1028,23 @@ fn start(launch: Launch) -> Result<tokio::process::Child, String> {
     let Some(program) = argv.first() else {
         return Err("the command names no executable".into());
     };
+    // The files are in a sandbox its task's user may write in: never
+    // follow a link planted there, never block on a FIFO, and take only
+    // a regular file.
     let open = |path: &Path| {
-        std::fs::OpenOptions::new()
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+            )
             .open(path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        match file.metadata() {
+            Ok(metadata) if metadata.is_file() => Ok(file),
+            _ => Err(format!("{} is not a regular file", path.display())),
+        }
     };
     let (stdout, stderr) = (open(&launch.stdout)?, open(&launch.stderr)?);
     let environment = launch

@@ -57,8 +57,15 @@ pub fn resolve(user: &str) -> Result<RunAs, String> {
 /// when `switch_user` is set: `None` to run as the agent's own user.
 pub fn run_as(user: &str, switch_user: bool) -> Result<Option<RunAs>, String> {
     let me = rustix::process::geteuid().as_raw();
-    if !switch_user || user.is_empty() {
+    if !switch_user {
         return Ok(None);
+    }
+    // No user would mean the agent's own: root, for an agent that
+    // switches users.
+    if user.is_empty() {
+        return Err(
+            "the task names no user to run as (set the framework's user or the command's)".into(),
+        );
     }
     let target = resolve(user)?;
     if target.uid == me {
@@ -75,26 +82,32 @@ pub fn run_as(user: &str, switch_user: bool) -> Result<Option<RunAs>, String> {
 
 /// Gives `path` (and, for a directory, everything in it) to `run_as`,
 /// and makes a directory readable by that user alone (mode 0750).
+///
+/// Everything below is handed over before the directory itself: until
+/// then the directory is still the agent's, so nothing of that user can
+/// swap an entry for a link while the agent, as root, walks it. Links
+/// are never followed.
 pub fn hand_over(path: &Path, run_as: &RunAs) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use rustix::fs::{AtFlags, CWD, Mode, OFlags};
     let owner = (
         Some(rustix::fs::Uid::from_raw(run_as.uid)),
         Some(rustix::fs::Gid::from_raw(run_as.gid)),
     );
     let metadata = std::fs::symlink_metadata(path)?;
-    rustix::fs::chownat(
-        rustix::fs::CWD,
-        path,
-        owner.0,
-        owner.1,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )?;
     if metadata.is_dir() {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o750))?;
+        let dir = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         for entry in std::fs::read_dir(path)? {
             hand_over(&entry?.path(), run_as)?;
         }
+        rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o750))?;
+        rustix::fs::fchown(&dir, owner.0, owner.1)?;
+        return Ok(());
     }
+    rustix::fs::chownat(CWD, path, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }
 
@@ -144,7 +157,8 @@ mod tests {
         assert!(root.groups.contains(&0));
         let error = resolve("no-such-user-strata").unwrap_err();
         assert!(error.contains("no-such-user-strata"), "{error}");
-        assert_eq!(run_as("", true), Ok(None));
+        assert!(run_as("", true).is_err_and(|error| error.contains("no user")));
+        assert_eq!(run_as("", false), Ok(None));
         assert_eq!(run_as(&current_user(), true), Ok(None));
         assert_eq!(run_as("nobody", false), Ok(None));
         let unknown = run_as("no-such-user-strata", true).unwrap_err();

@@ -104,6 +104,18 @@ impl Books {
             );
             return self.refuse_agent(pid, reason, out);
         }
+        let held = self
+            .agents_per_certificate
+            .get(certificate_name)
+            .copied()
+            .unwrap_or(0);
+        if held >= self.config.max_agents_per_certificate {
+            self.denied += 1;
+            let reason = format!(
+                "the agent certificate {certificate_name:?} holds {held} agent ids already, the most one certificate may"
+            );
+            return self.refuse_agent(pid, reason, out);
+        }
         let agent_id = loop {
             let id = Books::next_id(&self.id_prefix, "S", &mut self.next_agent);
             let Ok(agent_id) = AgentId::new(id) else {
@@ -179,8 +191,16 @@ impl Books {
             entry.tasks = tasks;
             entry.executors = executors;
         }
-        if let Some(old) = self.agents.insert(agent_id.clone(), entry) {
-            self.agents_by_pid.remove(&old.pid.to_string());
+        match self.agents.insert(agent_id.clone(), entry) {
+            Some(old) => {
+                self.agents_by_pid.remove(&old.pid.to_string());
+            }
+            None => {
+                *self
+                    .agents_per_certificate
+                    .entry(certificate_name.to_owned())
+                    .or_default() += 1;
+            }
         }
         self.agent_recovered(&agent_id);
         self.agents_by_pid.insert(pid.to_string(), agent_id);
@@ -314,6 +334,16 @@ impl Books {
     ) -> bool {
         let framework_id = task.framework_id.clone();
         let task_id = task.info.task_id.clone();
+        // An agent reports only its own tasks: one placed on another
+        // agent (or claiming to be) is not taken from it.
+        let placed_elsewhere = self
+            .frameworks
+            .get(&framework_id)
+            .and_then(|framework| framework.tasks.get(&task_id))
+            .is_some_and(|known| known.info.agent_id != *agent_id);
+        if placed_elsewhere || task.info.agent_id != *agent_id {
+            return false;
+        }
         // A task that reached a terminal state has moved to the
         // framework's history; it counts as known there too.
         let known_state = self.frameworks.get(&framework_id).and_then(|framework| {

@@ -19,7 +19,7 @@ use strata_runtime::Upid;
 use super::{Books, Command, Event, FrameworkEntry};
 
 /// Most standing filters one framework may set.
-const MAX_CONSTRAINTS: usize = 64;
+pub(super) const MAX_CONSTRAINTS: usize = 64;
 
 fn valid_role(role: &str) -> bool {
     role == strata_protocol::UNRESERVED
@@ -118,6 +118,17 @@ impl Books {
         let framework_id = match info.id.clone() {
             Some(id) if self.removed_frameworks.contains(&id) => {
                 let reason = format!("framework {id} was removed; subscribe as a new framework");
+                return self.refuse_request(&pid, reason, out);
+            }
+            // A master with a registry knows every framework it did not
+            // remove: an id it does not know was never issued, or was
+            // removed long enough ago to be forgotten, and is nobody's
+            // to take.
+            Some(id) if self.knows_every_framework && !self.frameworks.contains_key(&id) => {
+                self.denied += 1;
+                let reason = format!(
+                    "framework {id} is not known to this master; subscribe as a new framework"
+                );
                 return self.refuse_request(&pid, reason, out);
             }
             Some(id) => id,

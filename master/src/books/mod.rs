@@ -60,6 +60,10 @@ pub struct Config {
     /// Most agents admitted; more are refused. With agent descriptions
     /// of at most `MAX_AGENT_INFO_BYTES` the registry stays readable.
     pub max_agents: usize,
+    /// Most agent ids one agent certificate may hold: a stolen one cannot
+    /// use up the agents the master admits. Nodes that host many agents
+    /// (emulators) share one certificate, hence more than one.
+    pub max_agents_per_certificate: usize,
     /// Most frameworks one principal may have at once.
     pub max_frameworks_per_principal: usize,
     /// Most unfinished tasks one framework may have; launches beyond are
@@ -79,6 +83,7 @@ impl Default for Config {
             agent_reregister_timeout: Duration::from_secs(600),
             authorizer: Authorizer::default(),
             max_agents: 50_000,
+            max_agents_per_certificate: 1_000,
             max_frameworks_per_principal: 1_000,
             max_tasks_per_framework: 100_000,
         }
@@ -275,6 +280,12 @@ pub struct Books {
     ended: BTreeMap<strata_protocol::TaskState, u64>,
     /// Requests refused because the sender's identity may not make them.
     denied: u64,
+    /// How many agent ids each agent certificate name holds.
+    agents_per_certificate: BTreeMap<String, usize>,
+    /// Whether every framework this master (or its predecessors) issued
+    /// and did not remove is in the books: true once a registry was
+    /// recovered; a master without one accepts ids it does not know.
+    knows_every_framework: bool,
     /// Frameworks removed lately, most recent last, with their ended
     /// tasks, for operators (at most [`COMPLETED_FRAMEWORKS_KEPT`]).
     completed_frameworks: std::collections::VecDeque<FrameworkEntry>,
@@ -329,6 +340,8 @@ impl Books {
             recovery_deadline: None,
             ended: BTreeMap::new(),
             denied: 0,
+            agents_per_certificate: BTreeMap::new(),
+            knows_every_framework: false,
             completed_frameworks: std::collections::VecDeque::new(),
         }
     }
@@ -523,6 +536,15 @@ impl Books {
                 self.allocate_all(now, out);
             }
             ToMaster::Suppress { .. } => self.allocator.suppress(&framework_id),
+            ToMaster::SetConstraints { constraints, .. }
+                if constraints.len() > frameworks::MAX_CONSTRAINTS =>
+            {
+                let reason = format!(
+                    "at most {} standing filters are allowed",
+                    frameworks::MAX_CONSTRAINTS
+                );
+                self.refuse_request(from, reason, out);
+            }
             ToMaster::SetConstraints { constraints, .. } => {
                 self.allocator
                     .set_constraints(&framework_id, constraints.clone());

@@ -70,6 +70,7 @@ impl Books {
     /// Takes back a previous master's registry, as master epoch `epoch`.
     pub fn recover(&mut self, now: Instant, registry: Registry, epoch: u64) {
         self.master_epoch = epoch;
+        self.knows_every_framework = true;
         self.next_agent = self.next_agent.max(registry.agents_admitted);
         self.next_framework = self.next_framework.max(registry.frameworks_created);
         let wait = self.config.agent_reregister_timeout;
@@ -85,6 +86,10 @@ impl Books {
             }
             self.agents_by_pid
                 .insert(agent.pid.to_string(), agent_id.clone());
+            *self
+                .agents_per_certificate
+                .entry(agent.certificate_name.clone())
+                .or_default() += 1;
             self.agents.insert(agent_id, entry);
         }
         if self.recovering() {

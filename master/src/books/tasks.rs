@@ -34,11 +34,19 @@ impl Books {
             return;
         };
         let task_id = status.task_id.clone();
-        let known = self
+        let placed = self
             .frameworks
             .get(&framework_id)
             .and_then(|framework| framework.tasks.get(&task_id))
-            .is_some_and(|task| task.info.agent_id == agent_id);
+            .map(|task| task.info.agent_id == agent_id);
+        // An agent speaks only of its own tasks: one of another agent's
+        // goes no further, and what it forwards names the sender's id.
+        if placed == Some(false) {
+            return;
+        }
+        let known = placed == Some(true);
+        let mut status = status;
+        status.agent_id = Some(agent_id.clone());
         if known {
             self.apply_status(now, &framework_id, &task_id, status.clone());
             // Freed resources are offered at once, not at the next tick.

@@ -112,6 +112,8 @@ pub enum InboundError {
 pub struct SenderCache {
     /// `None`: the peer's certificate may not send under that id.
     senders: std::collections::HashMap<Box<str>, Option<Upid>>,
+    /// Whether a refusal was reported on this connection already.
+    refused: bool,
 }
 
 /// Who sent a frame, as far as its connection's certificate allows.
@@ -120,7 +122,7 @@ pub enum Sender {
     /// A process on the peer's node that its certificate may send as.
     Allowed(Upid),
     /// An id the peer's certificate may not use; `first` on the first
-    /// such frame under that id on this connection (log it once).
+    /// such frame on this connection (log it once, whatever the ids).
     Refused { first: bool },
 }
 
@@ -147,7 +149,9 @@ impl SenderCache {
         self.senders.insert(id.into(), checked.clone());
         Ok(match checked {
             Some(upid) => Sender::Allowed(upid),
-            None => Sender::Refused { first: true },
+            None => Sender::Refused {
+                first: !std::mem::replace(&mut self.refused, true),
+            },
         })
     }
 }

@@ -200,7 +200,7 @@ fn proven_listen_address(
     let canonical = |addr: SocketAddr| SocketAddr::new(addr.ip().to_canonical(), addr.port());
     let (announced_c, remote_c) = (canonical(announced), canonical(remote));
     if announced_c == remote_c {
-        return Ok(announced);
+        return Ok(remote_c);
     }
     if announced.ip().is_unspecified() && announced.port() == remote.port() {
         return Ok(remote_c);

@@ -165,3 +165,25 @@ fn frameworks_per_principal_and_tasks_per_framework_are_bounded() {
     );
     assert_eq!(h.books.frameworks()[&framework_id].tasks.len(), 2);
 }
+
+#[test]
+fn standing_filters_are_bounded_when_changed_too() {
+    let mut h = Harness::new();
+    let scheduler = pid("s@10.0.0.9:4000");
+    let (framework_id, _) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    let many = (0..65)
+        .map(|index| OfferConstraint::AttributeEquals {
+            name: format!("a{index}"),
+            value: strata_protocol::AttributeValue::parse("x"),
+        })
+        .collect();
+    let out = h.send(
+        &scheduler,
+        ToMaster::SetConstraints {
+            framework_id: framework_id.clone(),
+            constraints: many,
+        },
+    );
+    assert!(error_to(&out).is_some_and(|message| message.contains("at most 64")));
+    assert!(h.books.frameworks()[&framework_id].constraints.is_empty());
+}

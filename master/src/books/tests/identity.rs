@@ -235,3 +235,115 @@ fn only_operators_kill_other_frameworks_tasks() {
             .any(|command| matches!(command, Command::ToAgent(_, ToAgent::KillTask { .. })))
     );
 }
+
+/// One agent cannot speak for another's tasks: a task placed on agent B
+/// that agent A reports (and then drops) stays B's and running, and A's
+/// updates about it go nowhere.
+#[test]
+fn an_agent_speaks_only_of_its_own_tasks() {
+    let mut h = Harness::new();
+    let (a, b) = (pid("agent@10.0.0.1:5051"), pid("agent@10.0.0.2:5051"));
+    let a_id = h.register_agent(&a, "cpus:1;mem:128", "");
+    let b_id = h.register_agent(&b, "cpus:4;mem:4096", "");
+    let scheduler = pid("scheduler-1@10.0.0.9:4000");
+    let (framework_id, out) = h.subscribe(&scheduler, FrameworkInfo::new("fw", "u"), vec![]);
+    let offer = offers_to(&out, &scheduler)
+        .into_iter()
+        .find(|offer| offer.agent_id == b_id)
+        .unwrap();
+    let launched = task("on-b", &b_id, "cpus:1;mem:128");
+    h.send(
+        &scheduler,
+        accept(&framework_id, &[&offer], vec![launched.clone()], 0),
+    );
+    let stolen = Task {
+        info: launched.clone(),
+        framework_id: framework_id.clone(),
+        state: TaskState::Running,
+        status: None,
+    };
+    let reregister = |tasks: Vec<Task>| ToMaster::ReregisterAgent {
+        info: AgentInfo {
+            id: Some(a_id.clone()),
+            hostname: "h".into(),
+            resources: r("cpus:1;mem:128"),
+            attributes: Default::default(),
+        },
+        tasks,
+    };
+    h.send(&a, reregister(vec![stolen]));
+    let out = h.send(&a, reregister(vec![]));
+    assert!(updates_to(&out, &scheduler).is_empty(), "{out:?}");
+    let kept = &h.books.frameworks()[&framework_id].tasks[&launched.task_id];
+    assert_eq!(
+        (kept.info.agent_id.clone(), kept.state),
+        (b_id.clone(), TaskState::Staging)
+    );
+    // Nor does A's word about it reach the framework.
+    let lie = TaskStatus {
+        task_id: launched.task_id.clone(),
+        state: TaskState::Failed,
+        source: Source::Executor,
+        reason: None,
+        message: "lies".into(),
+        agent_id: Some(b_id.clone()),
+        executor_id: None,
+        update_id: Some(UpdateId(9)),
+        timestamp_ms: 0,
+    };
+    let out = h.send(
+        &a,
+        ToMaster::StatusUpdate {
+            framework_id: framework_id.clone(),
+            status: lie,
+        },
+    );
+    assert!(updates_to(&out, &scheduler).is_empty(), "{out:?}");
+    assert!(
+        !h.books.frameworks()[&framework_id].tasks[&launched.task_id]
+            .state
+            .is_terminal()
+    );
+}
+
+#[test]
+fn one_agent_certificate_holds_a_bounded_number_of_agent_ids() {
+    let mut h = Harness::with(Config {
+        max_agents_per_certificate: 2,
+        ..Config::default()
+    });
+    let refusals: Vec<bool> = (0..3)
+        .map(|index| {
+            let out = h.send_as(
+                &pid(&format!("agent-{index}@10.0.0.66:5051")),
+                as_role(Role::Agent, "stolen"),
+                ToMaster::RegisterAgent {
+                    info: agent_info(None),
+                },
+            );
+            refusal_to_agent(&out).is_some_and(|reason| reason.contains("holds 2 agent ids"))
+        })
+        .collect();
+    assert_eq!(refusals, [false, false, true]);
+    assert_eq!(h.books.agents().len(), 2);
+}
+
+/// A master with a registry knows every framework it issued: an id it
+/// does not know is nobody's to take.
+#[test]
+fn a_durable_master_refuses_framework_ids_it_never_issued() {
+    let mut h = Harness::new();
+    h.books
+        .recover(h.now, crate::registry::Registry::empty(), 1);
+    let mut info = FrameworkInfo::new("fw", "u");
+    info.id = Some(FrameworkId::new("forgotten-F7").unwrap());
+    let out = h.send(
+        &pid("scheduler-1@10.0.0.9:4000"),
+        ToMaster::Subscribe {
+            info,
+            constraints: vec![],
+        },
+    );
+    assert!(error_to_scheduler(&out).is_some_and(|message| message.contains("not known")));
+    assert!(h.books.frameworks().is_empty());
+}
