@@ -226,11 +226,17 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
             source,
         },
     })?;
+    parse(path, &bytes)
+}
+
+/// Reads a checkpoint from `bytes` (the file at `path`), checking its
+/// version; a document of another shape is an error naming the file.
+pub fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError> {
     let invalid = |e: serde_json::Error| CheckpointError::Invalid {
         path: path.to_owned(),
         reason: e.to_string(),
     };
-    let probe: VersionProbe = serde_json::from_slice(&bytes).map_err(invalid)?;
+    let probe: VersionProbe = serde_json::from_slice(bytes).map_err(invalid)?;
     if probe.version != FORMAT_VERSION {
         return Err(CheckpointError::Invalid {
             path: path.to_owned(),
@@ -240,7 +246,7 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
             ),
         });
     }
-    serde_json::from_slice(&bytes).map_err(invalid)
+    serde_json::from_slice(bytes).map_err(invalid)
 }
 
 /// Saves a stream, or removes its file when nothing is pending.

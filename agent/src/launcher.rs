@@ -59,7 +59,7 @@ pub const SUBCOMMAND: &str = "task-launcher";
 pub const UNCLAIMED_ENDS_KEPT: Duration = Duration::from_secs(15 * 60);
 
 /// Largest message either side accepts (a command with its environment).
-const MAX_MESSAGE_BYTES: usize = 1 << 20;
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// How long the agent waits for an answer from the launcher.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,8 +82,9 @@ pub struct Launch {
     pub run_as: Option<crate::users::RunAs>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-enum ToLauncher {
+/// What the agent (or anyone on its socket) sends the launcher.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToLauncher {
     /// Opens a requests connection.
     Requests {
         secret: Vec<u8>,
@@ -105,8 +106,9 @@ enum ToLauncher {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-enum FromLauncher {
+/// What the launcher sends the agent.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromLauncher {
     Launched {
         pid: i32,
     },

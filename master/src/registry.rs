@@ -103,6 +103,12 @@ pub fn load(path: &Path) -> Result<Option<Registry>, RegistryError> {
             });
         }
     };
+    parse(path, &bytes).map(Some)
+}
+
+/// Reads a registry from `bytes` (the file at `path`), checking its
+/// version; anything else is an error naming the file.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Registry, RegistryError> {
     let invalid = |reason: String| RegistryError::Invalid {
         path: path.to_owned(),
         reason,
@@ -111,16 +117,14 @@ pub fn load(path: &Path) -> Result<Option<Registry>, RegistryError> {
     struct Probe {
         version: u32,
     }
-    let probe: Probe = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
     if probe.version != FORMAT_VERSION {
         return Err(invalid(format!(
             "format version {} (this master reads {FORMAT_VERSION})",
             probe.version
         )));
     }
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| invalid(e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))
 }
 
 /// Writes the registry atomically and durably.
