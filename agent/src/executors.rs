@@ -160,17 +160,7 @@ impl Agent {
         let launcher = self.launcher(work_dir);
         let parent =
             command_executor::Parent::of(launcher.as_ref(), !self.checkpointing(framework_id));
-        let user = executor
-            .command
-            .user
-            .clone()
-            .or_else(|| {
-                self.frameworks
-                    .get(framework_id)
-                    .map(|framework| framework.user.clone())
-            })
-            .unwrap_or_default();
-        let run_as = crate::users::run_as(&user, self.config().switch_user)?;
+        let run_as = self.run_as(framework_id, &executor.command)?;
         let started = command_executor::start(
             &sandbox,
             &executor.command,

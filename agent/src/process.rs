@@ -868,6 +868,25 @@ impl Agent {
         });
     }
 
+    /// Whom `command` of `framework_id` runs as: its own user, else its
+    /// framework's; `None` for the agent's own user.
+    pub(crate) fn run_as(
+        &self,
+        framework_id: &FrameworkId,
+        command: &strata_protocol::CommandInfo,
+    ) -> Result<Option<crate::users::RunAs>, String> {
+        let user = command
+            .user
+            .clone()
+            .or_else(|| {
+                self.frameworks
+                    .get(framework_id)
+                    .map(|framework| framework.user.clone())
+            })
+            .unwrap_or_default();
+        crate::users::run_as(&user, self.config.switch_user)
+    }
+
     /// Starts a task's command as a process and waits for it to end.
     fn start_process(
         &mut self,
@@ -904,16 +923,7 @@ impl Agent {
         let launcher = self.launcher(work_dir);
         let parent =
             command_executor::Parent::of(launcher.as_ref(), !self.checkpointing(framework_id));
-        let user = command
-            .user
-            .clone()
-            .or_else(|| {
-                self.frameworks
-                    .get(framework_id)
-                    .map(|framework| framework.user.clone())
-            })
-            .unwrap_or_default();
-        let started = crate::users::run_as(&user, self.config.switch_user).and_then(|run_as| {
+        let started = self.run_as(framework_id, command).and_then(|run_as| {
             command_executor::start(&sandbox, command, &environment, parent, run_as.as_ref())
         });
         match started {
