@@ -158,6 +158,18 @@ pub(crate) struct TaskProcess {
 }
 
 impl TaskProcess {
+    /// Signals its process group, never once its leader was reaped (see
+    /// [`command_executor::signal_process`]).
+    pub(crate) fn signal(&self, launcher: Option<&crate::launcher::Launcher>, signal: Signal) {
+        command_executor::signal_process(
+            launcher,
+            self.group,
+            self.start_ticks,
+            self.launched,
+            signal,
+        );
+    }
+
     /// A process an earlier life of this agent started.
     pub(crate) fn recovered(run: &crate::checkpoint::RunCheckpoint, launched: bool) -> TaskProcess {
         TaskProcess {
@@ -413,13 +425,7 @@ impl Agent {
                     "memory limit exceeded: {} MB used of {mem_mb} MB",
                     usage.rss_bytes / (1024 * 1024)
                 ));
-                command_executor::signal_process(
-                    self.launcher.as_ref(),
-                    process.group,
-                    process.start_ticks,
-                    process.launched,
-                    Signal::KILL,
-                );
+                process.signal(self.launcher.as_ref(), Signal::KILL);
             }
         }
     }
@@ -1077,13 +1083,7 @@ impl Agent {
                 ctx.cancel_timer(timer);
             }
             if let Some(process) = self.processes.remove(&key) {
-                command_executor::signal_process(
-                    self.launcher.as_ref(),
-                    process.group,
-                    process.start_ticks,
-                    process.launched,
-                    Signal::KILL,
-                );
+                process.signal(self.launcher.as_ref(), Signal::KILL);
             }
             self.tasks.remove(&key);
         }
@@ -1245,13 +1245,7 @@ impl Process for Agent {
         }
         for ((framework_id, _), process) in &self.processes {
             if self.config.kill_tasks_on_stop || !self.checkpointing(framework_id) {
-                command_executor::signal_process(
-                    self.launcher.as_ref(),
-                    process.group,
-                    process.start_ticks,
-                    process.launched,
-                    Signal::KILL,
-                );
+                process.signal(self.launcher.as_ref(), Signal::KILL);
             }
         }
         for (framework_id, group, start_ticks, launched) in self.executor_groups() {

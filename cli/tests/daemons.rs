@@ -254,19 +254,22 @@ fn a_daemon_whose_master_gives_up_exits_with_an_error() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = daemon.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = daemon.kill();
-            panic!("the daemon kept running without its master");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    // Its exit is awaited on a thread of its own, with a deadline.
+    let pid = daemon.id();
+    let mut stderr_pipe = daemon.stderr.take().unwrap();
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited.send(daemon.wait());
+    });
+    let Ok(status) = exit.recv_timeout(Duration::from_secs(30)) else {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        panic!("the daemon kept running without its master");
     };
+    let status = status.unwrap();
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut daemon.stderr.take().unwrap(), &mut stderr).unwrap();
+    std::io::Read::read_to_string(&mut stderr_pipe, &mut stderr).unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("master gave up"), "{stderr}");
     let _ = std::fs::remove_dir_all(&work_dir);
