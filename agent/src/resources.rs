@@ -6,6 +6,7 @@
 //! entirely (all roles), and resources detection knows nothing about
 //! (gpus, custom ones) are added as given.
 
+use strata_protocol::resources::MAX_SCALAR_MILLIS;
 use strata_protocol::{Ranges, Resource, Resources, Scalar, UNRESERVED, Value};
 
 use crate::detection::HostResources;
@@ -16,10 +17,12 @@ pub const DEFAULT_PORTS: (u64, u64) = (31000, 32000);
 /// The agent's total resources.
 pub fn total(detected: HostResources, overrides: &Resources) -> Resources {
     let mut defaults = Resources::new();
+    // A filesystem may report exabytes; what is offered stops at the
+    // largest amount a resource may hold.
     let scalar = |name: &str, amount: Scalar| Resource {
         name: name.to_owned(),
         role: UNRESERVED.to_owned(),
-        value: Value::Scalar(amount),
+        value: Value::Scalar(Scalar::from_millis(amount.millis().min(MAX_SCALAR_MILLIS))),
     };
     let defaults_list = [
         scalar("cpus", Scalar::from_millis(detected.cpus_millis)),
@@ -35,7 +38,8 @@ pub fn total(detected: HostResources, overrides: &Resources) -> Resources {
         overrides.iter().map(|resource| resource.name).collect();
     for resource in defaults_list {
         if !overridden.contains(&resource.name) {
-            // Each default has a known name and kind: adding cannot fail.
+            // Each default has a known name and kind and a bounded amount:
+            // adding cannot fail.
             let _ = defaults.try_add_one(resource);
         }
     }
@@ -60,6 +64,20 @@ mod tests {
             expected,
             "{overrides}"
         );
+    }
+
+    #[test]
+    fn an_enormous_filesystem_offers_the_largest_amount() {
+        let detected = HostResources {
+            disk_mib: u64::MAX / 2,
+            ..DETECTED
+        };
+        let total = total(detected, &Resources::new());
+        assert_eq!(
+            total.scalar_total("disk"),
+            Scalar::from_millis(MAX_SCALAR_MILLIS)
+        );
+        assert_eq!(total.scalar_total("mem"), Scalar::whole(23081));
     }
 
     #[test]

@@ -19,6 +19,9 @@ const TARGETS: &[(&str, Target)] = &[
     ("launcher", strata_fuzz::launcher),
     ("http_request", strata_fuzz::http_request),
     ("acls", strata_fuzz::acls),
+    ("message_values", strata_fuzz::message_values),
+    ("resource_values", strata_fuzz::resource_values),
+    ("master_books", strata_fuzz::master_books),
 ];
 
 fn corpus(target: &str) -> PathBuf {
@@ -272,4 +275,17 @@ fn write_seeds() {
         frames.extend_from_slice(&message);
     }
     write("launcher", "requests-launch", &frames);
+
+    // The structure-aware targets read any bytes as choices; seeds of a
+    // few shapes start them off (libFuzzer grows its own corpus).
+    let counting: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    let mut stepping = Vec::new();
+    for step in 0..64u8 {
+        stepping.extend_from_slice(&[step % 10, step, 1, 0, 0x40, step.wrapping_mul(37)]);
+    }
+    for target in ["message_values", "resource_values", "master_books"] {
+        write(target, "zeros", &[0; 256]);
+        write(target, "counting", &counting);
+        write(target, "stepping", &stepping);
+    }
 }

@@ -8,6 +8,7 @@ use crate::resources::Resources;
 
 /// What an agent tells the master when it registers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct AgentInfo {
     /// Set when re-registering under an id the master assigned before.
     pub id: Option<AgentId>,

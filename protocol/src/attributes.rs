@@ -14,6 +14,7 @@ use crate::resources::Scalar;
 
 /// One attribute's value.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum AttributeValue {
     Text(String),
     Scalar(Scalar),
@@ -45,6 +46,7 @@ impl fmt::Display for AttributeValue {
 
 /// An agent's attributes, by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Attributes(BTreeMap<String, AttributeValue>);
 
 /// Why an attribute spec could not be parsed.

@@ -10,6 +10,7 @@ use crate::resources::UNRESERVED;
 
 /// What a framework can handle beyond the basics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Capability {
     /// Sees TASK_UNREACHABLE instead of TASK_LOST, and keeps tasks whose
     /// agent comes back.
@@ -36,6 +37,7 @@ pub fn deadline(now: std::time::Instant, after: Duration) -> std::time::Instant 
 
 /// What a framework tells the master when it registers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct FrameworkInfo {
     /// Set when re-registering a framework the master already assigned.
     pub id: Option<FrameworkId>,

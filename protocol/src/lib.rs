@@ -10,6 +10,8 @@ pub mod agents;
 pub mod attributes;
 pub mod epoch;
 pub mod frameworks;
+#[cfg(feature = "arbitrary")]
+mod fuzzing;
 pub mod ids;
 pub mod limits;
 pub mod messages;

@@ -16,6 +16,7 @@ use strata_runtime::Blob;
 
 /// What an accept does with the offered resources.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Operation {
     /// Launch these tasks on the offers' agent.
     Launch(Vec<TaskInfo>),
@@ -23,6 +24,7 @@ pub enum Operation {
 
 /// A task the scheduler asks about in a reconciliation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ReconcileTask {
     pub task_id: TaskId,
     pub agent_id: Option<AgentId>,
@@ -31,6 +33,7 @@ pub struct ReconcileTask {
 /// Everything the master receives.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ToMaster {
     // From agents.
     /// A new agent asks to be admitted.
@@ -151,6 +154,7 @@ impl strata_runtime::Message for ToMaster {
 // only add an allocation per message.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ToAgent {
     /// Admitted under `agent_id`. The master takes the agent as gone
     /// after `ping_timeout` without a pong; the agent likewise takes the
@@ -237,6 +241,7 @@ impl strata_runtime::Message for ToAgent {
 // add allocations, as for the other message enums.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ToExecutor {
     ExecutorRegistered {
         agent_id: AgentId,
@@ -275,6 +280,7 @@ impl strata_runtime::Message for ToExecutor {
 
 /// Everything a scheduler receives from the master.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ToScheduler {
     /// Subscribed under `framework_id` by the master of `epoch`; messages
     /// from masters of earlier epochs are to be ignored from now on.

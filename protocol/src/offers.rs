@@ -31,6 +31,7 @@ pub const MAX_OFFERS_PER_CALL: usize = 1024;
 
 /// Resources of one agent offered to one framework.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Offer {
     pub id: OfferId,
     pub framework_id: FrameworkId,
@@ -43,6 +44,7 @@ pub struct Offer {
 /// How long an agent's resources are not offered again to a framework
 /// that declined them (or left them unused in an accept).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Filters {
     pub refuse: Duration,
 }
@@ -64,6 +66,7 @@ impl Filters {
 
 /// A standing filter: only agents that satisfy it are offered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum OfferConstraint {
     /// The agent's free resources (for the framework's role) contain these.
     MinimumFree(Resources),

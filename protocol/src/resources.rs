@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 /// The role of resources not reserved for anyone.
 pub const UNRESERVED: &str = "*";
 
+/// Largest scalar one resource may hold, in thousandths: 100 billion
+/// units (100 PB of memory in MB). Sums over every agent of a cluster of
+/// 100,000 stay far from overflow.
+pub const MAX_SCALAR_MILLIS: u64 = 100_000_000_000_000;
+
 /// Longest resource or role name accepted.
 const MAX_NAME_BYTES: usize = 128;
 
@@ -24,6 +29,7 @@ const MAX_NAME_BYTES: usize = 128;
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Scalar(u64);
 
 impl Scalar {
@@ -259,6 +265,7 @@ impl fmt::Display for Ranges {
 
 /// The value of one resource.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Value {
     Scalar(Scalar),
     Ranges(Ranges),
@@ -362,6 +369,15 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
 }
 
+/// A set item prints and parses back as itself in the text syntax.
+fn valid_set_item(item: &str) -> bool {
+    !item.is_empty()
+        && item.trim() == item
+        && !item
+            .chars()
+            .any(|c| c.is_control() || matches!(c, ',' | '{' | '}' | ';'))
+}
+
 fn valid_role(role: &str) -> bool {
     role == UNRESERVED || valid_name(role) && !role.starts_with('.') && !role.contains("..")
 }
@@ -413,6 +429,32 @@ impl Resources {
             ));
         }
         let key = (resource.name, resource.role);
+        let already = match self.entries.get(&key) {
+            Some(Value::Scalar(existing)) => existing.0,
+            _ => 0,
+        };
+        if let Value::Scalar(amount) = &resource.value
+            && amount.0.saturating_add(already) > MAX_SCALAR_MILLIS
+        {
+            return Err(error(
+                &part,
+                format!(
+                    "{} is more than {} can hold",
+                    Scalar(amount.0.saturating_add(already)),
+                    Scalar(MAX_SCALAR_MILLIS)
+                ),
+            ));
+        }
+        if let Value::Set(items) = &resource.value
+            && let Some(item) = items.iter().find(|item| !valid_set_item(item))
+        {
+            return Err(error(
+                &part,
+                format!(
+                    "set item {item:?} is empty, has surrounding spaces or holds one of , {{ }} ; or a control character"
+                ),
+            ));
+        }
         if let Some(existing) = self.entries.get(&key)
             && existing.kind() != resource.value.kind()
         {
@@ -462,7 +504,26 @@ impl Resources {
         }
     }
 
-    /// Adds every resource of `other`.
+    /// Adds every resource of `other`, unless one has another kind here
+    /// than there (`cpus` a scalar here and a set there): bags from
+    /// different peers are combined this way.
+    pub fn try_add(&mut self, other: &Resources) -> Result<(), ResourcesError> {
+        for ((name, role), value) in &other.entries {
+            if let Some(existing) = self.entries.get(&(name.clone(), role.clone()))
+                && existing.kind() != value.kind()
+            {
+                return Err(error(
+                    &format!("{name}({role})"),
+                    format!("given as both {} and {}", existing.kind(), value.kind()),
+                ));
+            }
+        }
+        self.add(other);
+        Ok(())
+    }
+
+    /// Adds every resource of `other`, whose kinds must agree with these
+    /// (see [`Resources::try_add`]).
     pub fn add(&mut self, other: &Resources) {
         for (key, value) in &other.entries {
             self.add_value(key.clone(), value);
@@ -735,6 +796,65 @@ impl serde::Serialize for ResourceView {
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by fuzzing (`fuzz/`, target `resource_values`): a set item
+    /// the text syntax cannot write (here the empty one) came in over the
+    /// wire and printed as `{}`, which reads back as nothing.
+    #[test]
+    fn set_items_the_text_cannot_write_are_refused() {
+        for item in ["", " x", "x ", "a,b", "{", "}", "a;b", "\n"] {
+            let set = Value::Set([item.to_owned()].into_iter().collect());
+            let wire = vec![Resource {
+                name: "zones".into(),
+                role: UNRESERVED.into(),
+                value: set,
+            }];
+            let refused = Resources::try_from(wire).unwrap_err();
+            assert!(refused.reason.contains("set item"), "{item:?}: {refused}");
+        }
+        let resources: Resources = "zones:{a, b-1,c.d}".parse().unwrap();
+        assert_eq!(
+            resources.to_string().parse::<Resources>().unwrap(),
+            resources
+        );
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `resource_values`): sums of
+    /// scalars near `u64::MAX` thousandths saturated, so a sum minus one
+    /// part was less than the other part.
+    #[test]
+    fn scalars_are_bounded_where_they_enter() {
+        let largest = Scalar::from_millis(MAX_SCALAR_MILLIS);
+        let at_bound = format!("mem:{largest}");
+        assert_eq!(
+            at_bound.parse::<Resources>().unwrap().scalar_total("mem"),
+            largest
+        );
+        let refused = "disk:18446744073709551.615"
+            .parse::<Resources>()
+            .unwrap_err();
+        assert!(refused.reason.contains("more than"), "{refused}");
+        let wire = vec![Resource {
+            name: "disk".into(),
+            role: UNRESERVED.into(),
+            value: Value::Scalar(Scalar::from_millis(MAX_SCALAR_MILLIS + 1)),
+        }];
+        assert!(Resources::try_from(wire).is_err());
+        // Parts of one resource add up to within the bound too.
+        let twice = format!("mem:{largest};mem:0.001");
+        assert!(twice.parse::<Resources>().is_err());
+    }
+
+    #[test]
+    fn bags_that_disagree_on_a_kind_are_not_added() {
+        let mut scalar: Resources = "zones:2".parse().unwrap();
+        let set: Resources = "zones:{a}".parse().unwrap();
+        let refused = scalar.try_add(&set).unwrap_err();
+        assert!(refused.to_string().contains("scalar and set"), "{refused}");
+        assert_eq!(scalar, "zones:2".parse().unwrap());
+        scalar.try_add(&"zones:1;cpus:1".parse().unwrap()).unwrap();
+        assert_eq!(scalar, "zones:3;cpus:1".parse().unwrap());
+    }
     use super::*;
 
     fn r(text: &str) -> Resources {

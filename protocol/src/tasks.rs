@@ -15,6 +15,7 @@ use crate::resources::Resources;
 
 /// Every task state Mesos knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum TaskState {
     /// Accepted by the master, on its way to the agent (initial state).
     Staging,
@@ -121,6 +122,7 @@ impl fmt::Display for TaskState {
 
 /// Who reported a status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Source {
     Master,
     Agent,
@@ -129,6 +131,7 @@ pub enum Source {
 
 /// Why a task reached its state, when there is more to say than the state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Reason {
     Reconciliation,
     AgentRemoved,
@@ -155,6 +158,7 @@ pub enum Reason {
 /// Identifies one status update, so acknowledgements and duplicates can
 /// be matched. Chosen by whoever creates the update.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct UpdateId(pub u128);
 
 impl fmt::Display for UpdateId {
@@ -165,6 +169,7 @@ impl fmt::Display for UpdateId {
 
 /// A task's state as reported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TaskStatus {
     pub task_id: TaskId,
     pub state: TaskState,
@@ -184,6 +189,7 @@ pub struct TaskStatus {
 /// A command to run: a shell string (`shell`) or an executable with
 /// arguments.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct CommandInfo {
     /// Run `value` with `/bin/sh -c` when true; otherwise `value` is the
     /// executable and `arguments` its argv (`argv[0]` included).
@@ -209,6 +215,7 @@ impl CommandInfo {
 /// A framework's executor: a process the agent starts once and hands
 /// several tasks to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ExecutorInfo {
     pub executor_id: ExecutorId,
     pub name: String,
@@ -219,6 +226,7 @@ pub struct ExecutorInfo {
 
 /// How a task runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum TaskKind {
     /// A command run by the agent's built-in command executor.
     Command(CommandInfo),
@@ -228,6 +236,7 @@ pub enum TaskKind {
 
 /// What a framework asks to run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TaskInfo {
     pub task_id: TaskId,
     pub name: String,
@@ -239,6 +248,7 @@ pub struct TaskInfo {
 
 /// A task as the master and agents keep it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Task {
     pub info: TaskInfo,
     pub framework_id: FrameworkId,

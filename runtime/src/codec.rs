@@ -204,6 +204,7 @@ pub fn message_frame<M: Serialize>(
 /// encoded as a length and the bytes in one piece, where a plain `Vec<u8>`
 /// would go through serde one element at a time.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Blob(pub Vec<u8>);
 
 impl std::fmt::Debug for Blob {

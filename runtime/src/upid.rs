@@ -23,6 +23,7 @@ pub const MAX_ID_BYTES: usize = 128;
 /// Which life of a node an address belongs to. Chosen afresh each time a
 /// node starts; [`Incarnation::ANY`] (zero) means "whichever is current".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Incarnation(pub u64);
 
 impl Incarnation {
@@ -326,5 +327,21 @@ mod tests {
         assert!(Incarnation(7).admits(Incarnation(7)));
         assert!(!Incarnation(7).admits(Incarnation(8)));
         assert_eq!(format!("{first:?}"), "m@127.0.0.1:1#0000000000000007");
+    }
+}
+
+/// Valid addresses for structure-aware fuzzing: ids from the characters
+/// an id may hold, any socket address and incarnation.
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for Upid {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Upid> {
+        const ALPHABET: &[u8] =
+            b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+        let length = u.int_in_range(1..=MAX_ID_BYTES)?;
+        let id: String = (0..length)
+            .map(|_| u.choose(ALPHABET).map(|&byte| char::from(byte)))
+            .collect::<arbitrary::Result<_>>()?;
+        Upid::new(&id, u.arbitrary()?, u.arbitrary()?)
+            .map_err(|_| arbitrary::Error::IncorrectFormat)
     }
 }

@@ -245,7 +245,10 @@ impl Books {
         // them back.
         let mut held = Resources::new();
         for task in reported.iter().filter(|task| !task.state.is_terminal()) {
-            held.add(&task.info.resources);
+            if let Err(error) = held.try_add(&task.info.resources) {
+                let reason = format!("task {} holds {error}", task.info.task_id);
+                return self.refuse_agent(pid, reason, out);
+            }
         }
         if !info.resources.contains(&held) {
             let reason = format!(

@@ -180,6 +180,26 @@ fn task(id: &str, agent: &AgentId, resources: &str) -> TaskInfo {
     }
 }
 
+/// A task an agent reports running when it comes back.
+fn running_task(framework_id: &FrameworkId, info: TaskInfo) -> Task {
+    Task {
+        info,
+        framework_id: framework_id.clone(),
+        state: TaskState::Running,
+        status: None,
+    }
+}
+
+/// What an agent registered before says of itself when it comes back.
+fn returning_agent(agent_id: &AgentId, resources: &str) -> AgentInfo {
+    AgentInfo {
+        id: Some(agent_id.clone()),
+        hostname: "10.0.0.1".into(),
+        resources: r(resources),
+        attributes: Attributes::new(),
+    }
+}
+
 fn accept(
     framework_id: &FrameworkId,
     offers: &[&Offer],
@@ -551,18 +571,10 @@ fn a_silent_agent_is_lost_and_its_tasks_reported_then_reconciled_on_return() {
     );
 
     // It comes back with both tasks still running.
-    let running = |framework_id: &FrameworkId, id: &str| Task {
-        info: task(id, &agent_id, "cpus:1;mem:512"),
-        framework_id: framework_id.clone(),
-        state: TaskState::Running,
-        status: None,
+    let running = |framework_id: &FrameworkId, id: &str| {
+        running_task(framework_id, task(id, &agent_id, "cpus:1;mem:512"))
     };
-    let info = AgentInfo {
-        id: Some(agent_id.clone()),
-        hostname: "10.0.0.1".into(),
-        resources: r("cpus:4;mem:4096"),
-        attributes: Attributes::new(),
-    };
+    let info = returning_agent(&agent_id, "cpus:4;mem:4096");
     let out = h.send(
         &agent,
         ToMaster::ReregisterAgent {

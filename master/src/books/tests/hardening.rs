@@ -187,3 +187,37 @@ fn standing_filters_are_bounded_when_changed_too() {
     assert!(error_to(&out).is_some_and(|message| message.contains("at most 64")));
     assert!(h.books.frameworks()[&framework_id].constraints.is_empty());
 }
+
+/// Found by fuzzing the books (`fuzz/`, target `master_books`): an agent
+/// coming back with two tasks that give one resource different kinds
+/// made the master add a scalar to a set while checking what the tasks
+/// hold.
+#[test]
+fn an_agent_whose_tasks_disagree_on_a_resource_kind_is_refused() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:4;mem:4096", "");
+    let framework_id = FrameworkId::new("m-F1").unwrap();
+    let task =
+        |id: &str, resources: &str| running_task(&framework_id, task(id, &agent_id, resources));
+    let info = returning_agent(&agent_id, "cpus:4;mem:4096");
+    let out = h.send(
+        &agent,
+        ToMaster::ReregisterAgent {
+            info,
+            tasks: vec![task("a", "gpus2:1"), task("b", "gpus2:{x}")],
+        },
+    );
+    invariants::check(&h.books).unwrap();
+    let refusal = out.iter().find_map(|command| match command {
+        Command::ToAgent(to, ToAgent::RegistrationRefused { reason }) if to == &agent => {
+            Some(reason.clone())
+        }
+        _ => None,
+    });
+    let refusal = refusal.unwrap_or_else(|| panic!("not refused: {out:?}"));
+    assert!(
+        refusal.contains("task b") && refusal.contains("scalar and set"),
+        "{refusal}"
+    );
+}
