@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use strata_protocol::resources::ResourceView;
-use strata_runtime::http::{Request, Response};
+use strata_runtime::http::{Request, Response, SharedJson};
 use tokio::sync::watch;
 
 /// Most bytes one `/files/read` returns.
@@ -375,23 +375,25 @@ fn prometheus(state: &State) -> String {
 
 /// Endpoints served without credentials when the agent asks for them:
 /// they reveal no task data.
-pub const PUBLIC_PATHS: &[&str] = &["/health", "/metrics"];
+pub const PUBLIC_PATHS: &[&str] = &["/health", "/version", "/metrics"];
 
 /// The agent's HTTP endpoints, over its latest snapshot.
 pub fn routes(
     snapshots: watch::Receiver<Option<Arc<State>>>,
 ) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
+    let serialized = SharedJson::default();
     move |request: &Request| {
+        if request.method == "POST" {
+            return Response::error(405, "these endpoints answer GET and HEAD");
+        }
         let Some(state) = snapshots.borrow().clone() else {
             return Response::error(503, "the agent is starting");
         };
         let root = state.sandbox_root.as_deref();
         match (request.path.as_str(), root) {
             ("/health", _) => Response::text("text/plain", "ok\n"),
-            ("/state", _) => match serde_json::to_vec(&*state) {
-                Ok(body) => Response::json(body),
-                Err(error) => Response::error(500, &error.to_string()),
-            },
+            ("/version", _) => strata_runtime::http::version(),
+            ("/state", _) => serialized.answer(&state),
             ("/metrics", _) => Response::text("text/plain; version=0.0.4", prometheus(&state)),
             ("/monitor/statistics", _) => statistics(&state),
             ("/files/browse" | "/files/read", None) => {
@@ -453,7 +455,7 @@ mod tests {
             open_confined(&root, "f/run/.tls", Kind::Directory).map(|_| ()),
             Err(PathRefusal::Private)
         );
-        let listing = String::from_utf8(browse(&root, "f/run").body).unwrap();
+        let listing = String::from_utf8(browse(&root, "f/run").body.to_vec()).unwrap();
         assert!(!listing.contains(".tls"), "{listing}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -478,8 +480,7 @@ mod tests {
             method: "GET".into(),
             path: "/files/read".into(),
             query: vec![("path".into(), "fifo".into())],
-            headers: vec![],
-            principal: None,
+            ..Request::default()
         };
         assert_eq!(read(&dir, &request).status, 400);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -189,7 +189,7 @@ fn http_latency_ms(state: State) -> anyhow::Result<f64> {
             let started = Instant::now();
             let mut stream = tokio::net::TcpStream::connect(address).await?;
             stream
-                .write_all(b"GET /state HTTP/1.1\r\nHost: bench\r\n\r\n")
+                .write_all(b"GET /state HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
                 .await?;
             let mut answer = Vec::new();
             stream.read_to_end(&mut answer).await?;

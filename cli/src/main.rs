@@ -15,6 +15,7 @@ macro_rules! say {
 }
 
 mod agent;
+mod client;
 mod execute;
 mod local;
 mod master;

@@ -1,12 +1,14 @@
 //! `strata agents | frameworks | tasks`: the cluster as aligned tables,
 //! read from the master's `/state` (or as JSON with `--json`).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+
+use crate::client::get;
 
 /// Which table.
 #[derive(Debug, Clone, Copy)]
@@ -28,62 +30,6 @@ pub struct ViewArgs {
 
 fn parse_address(text: &str) -> Result<SocketAddr, String> {
     strata_runtime::upid::parse_socket_addr(text).map_err(|e| e.to_string())
-}
-
-/// `GET path` on the master; the body of a 200 answer.
-pub fn get(master: SocketAddr, path: &str) -> anyhow::Result<Vec<u8>> {
-    let unreachable = || {
-        format!(
-            "cannot reach the master's HTTP API at {master} (is it running? --master or STRATA_MASTER names it)"
-        )
-    };
-    let mut stream =
-        TcpStream::connect_timeout(&master, Duration::from_secs(5)).with_context(unreachable)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    // Endpoints that need credentials get the principal and secret from
-    // STRATA_HTTP_PRINCIPAL and STRATA_HTTP_SECRET.
-    let authorization = match (
-        std::env::var("STRATA_HTTP_PRINCIPAL"),
-        std::env::var("STRATA_HTTP_SECRET"),
-    ) {
-        (Ok(principal), Ok(secret)) => {
-            use base64::Engine;
-            let token =
-                base64::engine::general_purpose::STANDARD.encode(format!("{principal}:{secret}"));
-            format!("Authorization: Basic {token}\r\n")
-        }
-        _ => String::new(),
-    };
-    stream
-        .write_all(
-            format!(
-                "GET {path} HTTP/1.1\r\nHost: {master}\r\n{authorization}Connection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .with_context(unreachable)?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).with_context(unreachable)?;
-    let split = answer
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .context("the master's answer is not HTTP")?;
-    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
-    let body = answer[split + 4..].to_vec();
-    let status = head.split(' ').nth(1).unwrap_or_default();
-    if status != "200" {
-        let reason = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|error| error["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
-        let hint = if status == "401" {
-            " (set STRATA_HTTP_PRINCIPAL and STRATA_HTTP_SECRET)"
-        } else {
-            ""
-        };
-        bail!("the master answered {path} with {status}: {reason}{hint}");
-    }
-    Ok(body)
 }
 
 /// Prints `rows` (header first) with columns aligned.

@@ -31,7 +31,7 @@ fn http(address: &str, request: &str) -> (u16, String) {
 fn get(address: &str, path: &str) -> (u16, String) {
     http(
         address,
-        &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"),
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
     )
 }
 
@@ -148,6 +148,12 @@ fn the_master_serves_state_and_metrics() {
 
     let (status, body) = get(&address, "/health");
     assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // Mesos client libraries read the version as numbers.
+    let (status, body) = get(&address, "/version");
+    assert_eq!(status, 200, "{body}");
+    let version: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(version["version"], "1.11.0", "{body}");
+    assert!(version["strata_version"].is_string(), "{body}");
 
     let state = state_when(&address, |state| {
         state["tasks"][0]["state"] == "TASK_RUNNING"
@@ -248,12 +254,19 @@ fn the_master_serves_state_and_metrics() {
     let (code, _, error) = strata(&["agents", "--master", "127.0.0.1:1"]);
     assert_eq!(code, Some(1));
     assert!(
-        error.contains("cannot reach the master's HTTP API at 127.0.0.1:1"),
+        error.contains("cannot reach the HTTP API at 127.0.0.1:1"),
         "{error}"
     );
 
     assert_eq!(get(&address, "/nothing").0, 404);
-    assert_eq!(http(&address, "POST /state HTTP/1.1\r\n\r\n").0, 405);
+    assert_eq!(
+        http(
+            &address,
+            "POST /state HTTP/1.1\r\nConnection: close\r\n\r\n"
+        )
+        .0,
+        405
+    );
     assert_eq!(http(&address, "GET /state\r\n\r\n").0, 400);
 
     // An operator kills the task; its framework sees it KILLED.
@@ -432,7 +445,9 @@ fn agent_endpoints_need_credentials_when_asked() {
     let with = |authorization: &str, path: &str| {
         http(
             &agent_http,
-            &format!("GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: {authorization}\r\n\r\n"),
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+            ),
         )
     };
     // "ops:s3cret" and a wrong secret, in Basic; the secret as a token.

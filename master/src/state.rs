@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use strata_protocol::{Resources, TaskState};
-use strata_runtime::http::{Request, Response};
+use strata_runtime::http::{Request, Response, SharedJson};
 use tokio::sync::watch;
 
 use crate::authorization::Authorizer;
@@ -449,6 +449,7 @@ pub const PUBLIC_PATHS: &[&str] = &[
     "/",
     "/index.html",
     "/health",
+    "/version",
     "/metrics",
     "/metrics/snapshot",
 ];
@@ -492,13 +493,18 @@ pub fn routes(
     snapshots: watch::Receiver<Option<Arc<State>>>,
     authorizer: Authorizer,
 ) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
+    let serialized = SharedJson::default();
     move |request: &Request| {
+        if request.method == "POST" {
+            return Response::error(405, "these endpoints answer GET and HEAD");
+        }
         if matches!(request.path.as_str(), "/" | "/index.html") {
             return Response::text("text/html; charset=utf-8", WEB_UI);
         }
         let latest = snapshots.borrow().clone();
         match (request.path.as_str(), latest) {
             ("/health", Some(_)) => Response::text("text/plain", "ok\n"),
+            ("/version", _) => strata_runtime::http::version(),
             (_, None) => Response::error(503, "the master is starting"),
             ("/state", Some(state)) if !authorizer.allows_everything() => {
                 let visible = state.visible_to(&authorizer, request.principal.as_deref());
@@ -507,10 +513,7 @@ pub fn routes(
                     Err(error) => Response::error(500, &error.to_string()),
                 }
             }
-            ("/state", Some(state)) => match serde_json::to_vec(&*state) {
-                Ok(body) => Response::json(body),
-                Err(error) => Response::error(500, &error.to_string()),
-            },
+            ("/state", Some(state)) => serialized.answer(&state),
             ("/metrics/snapshot", Some(state)) => Response::json(metrics_snapshot(&state)),
             ("/metrics", Some(state)) => {
                 Response::text("text/plain; version=0.0.4", prometheus(&state))

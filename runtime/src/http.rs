@@ -1,41 +1,92 @@
-//! A small HTTP/1.1 server for the operators' endpoints.
+//! The HTTP/1.1 server for the operators' endpoints, on hyper.
 //!
-//! Masters and agents answer `GET` (and `HEAD`) on the TCP port with the
-//! number of their QUIC port. The endpoints serve snapshots, so a handler
-//! is a plain function from a [`Request`] to a [`Response`]; each
-//! connection carries one request and is closed after the answer. What a
-//! client sends is bounded: the request head must arrive within
-//! [`HEAD_TIMEOUT`] and fit in [`MAX_HEAD_BYTES`]; anything else gets a
-//! 4xx answer and the connection is closed. Request bodies are not read.
-//! Handlers run on tokio's blocking pool, never on the thread of the
-//! process whose snapshots they serve, so a slow one (a large JSON
-//! answer, a file read) cannot stall it. Cross-origin reads are allowed
-//! only from the origins a server names ([`Cors`]): agents allow their
-//! master's web UI, which reads task output from the agents' ports.
+//! Masters and agents serve HTTP on the TCP port with the number of their
+//! QUIC port. A handler is a plain function from a [`Request`] to a
+//! [`Response`]; it runs on tokio's blocking pool, never on the thread of
+//! the process whose snapshots it serves, so a slow one (a large JSON
+//! answer, a file read) cannot stall that process.
+//!
+//! Everything a client controls is bounded ([`Limits`]): concurrent
+//! connections (one more is answered 503 and closed), the request head's
+//! size and header count (431), the body's size (413), the time to send a
+//! head (which is also how long an idle keep-alive connection stays open)
+//! and a body (408), and the time a write may wait for the client to read:
+//! a client that never reads its answer loses its connection after
+//! [`Limits::write_timeout`] and holds at most one answer meanwhile.
+//! Connections are kept alive between requests. Cross-origin reads are
+//! allowed only from the origins a server names ([`Cors`]): agents allow
+//! their master's web UI, which reads task output from the agents' ports.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 use tracing::debug;
 
 /// Largest request head (request line and headers) accepted.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-/// How long a client has to send its request head.
+/// Most headers one request may carry.
+pub const MAX_HEADERS: usize = 64;
+
+/// How long a client has to send its request head; also how long an idle
+/// keep-alive connection stays open.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A request: its method, its path (percent-decoded) and its query
-/// parameters (decoded, in order).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a server accepts from its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; one more is answered 503.
+    pub max_connections: usize,
+    /// Largest request head, in bytes.
+    pub max_head_bytes: usize,
+    /// Most headers in one request.
+    pub max_headers: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Time to send a request head, and an idle connection's lifetime.
+    pub head_timeout: Duration,
+    /// Time to send a request body.
+    pub body_timeout: Duration,
+    /// Longest a write may wait for the client to read.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 1024,
+            max_head_bytes: MAX_HEAD_BYTES,
+            max_headers: MAX_HEADERS,
+            max_body_bytes: 4 << 20,
+            head_timeout: HEAD_TIMEOUT,
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A request: its method, its path (percent-decoded), its query
+/// parameters (decoded, in order), its headers and its body.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
     pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,
     /// Header names in lower case, with their values, in order.
     pub headers: Vec<(String, String)>,
+    /// The body, read whole (at most [`Limits::max_body_bytes`]).
+    pub body: Bytes,
     /// Who sent it, once authenticated (see [`crate::http_auth::guard`]).
     pub principal: Option<String>,
 }
@@ -87,25 +138,30 @@ impl Request {
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    /// Shared, so one serialized snapshot can answer many clients.
+    pub body: Bytes,
+    /// Headers besides the content type and length, caching and CORS.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Response {
     /// 200 with a JSON body.
-    pub fn json(body: Vec<u8>) -> Response {
+    pub fn json(body: impl Into<Bytes>) -> Response {
         Response {
             status: 200,
             content_type: "application/json",
-            body,
+            body: body.into(),
+            headers: Vec::new(),
         }
     }
 
     /// 200 with a text body of `content_type`.
-    pub fn text(content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
+    pub fn text(content_type: &'static str, body: impl Into<Bytes>) -> Response {
         Response {
             status: 200,
             content_type,
             body: body.into(),
+            headers: Vec::new(),
         }
     }
 
@@ -115,7 +171,72 @@ impl Response {
         Response {
             status,
             content_type: "application/json",
-            body: body.into_bytes(),
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+impl Response {
+    /// The same answer with one more header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// The Apache Mesos release whose HTTP APIs Strata's follow: `/version`
+/// reports it as `version`, which Mesos client libraries parse as
+/// numbers to decide what they may call.
+pub const MESOS_COMPATIBLE_VERSION: &str = "1.11.0";
+
+/// The `/version` answer of masters and agents: Mesos's `version` and
+/// Strata's own.
+pub fn version() -> Response {
+    let body = serde_json::json!({
+        "version": MESOS_COMPATIBLE_VERSION,
+        "strata_version": env!("CARGO_PKG_VERSION"),
+    });
+    Response::json(body.to_string())
+}
+
+/// Serializes each snapshot once, as JSON, for every reader of it: many
+/// clients polling one snapshot share one buffer (and one serialization)
+/// instead of each holding a copy while its answer is written.
+#[derive(Debug)]
+pub struct SharedJson<T> {
+    latest: std::sync::Mutex<Option<(Arc<T>, Bytes)>>,
+}
+
+impl<T> Default for SharedJson<T> {
+    fn default() -> SharedJson<T> {
+        SharedJson {
+            latest: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<T: serde::Serialize> SharedJson<T> {
+    /// 200 with `snapshot` as JSON, serialized if it is not the snapshot
+    /// serialized last. Readers arriving meanwhile wait for that one
+    /// serialization rather than each making their own.
+    pub fn answer(&self, snapshot: &Arc<T>) -> Response {
+        let mut latest = self
+            .latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((serialized, body)) = latest.as_ref()
+            && Arc::ptr_eq(serialized, snapshot)
+        {
+            return Response::json(body.clone());
+        }
+        match serde_json::to_vec(&**snapshot) {
+            Ok(body) => {
+                let body = Bytes::from(body);
+                *latest = Some((snapshot.clone(), body.clone()));
+                Response::json(body)
+            }
+            Err(error) => Response::error(500, &error.to_string()),
         }
     }
 }
@@ -133,22 +254,6 @@ fn json_string(text: &str) -> String {
     }
     quoted.push('"');
     quoted
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Payload Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Error",
-    }
 }
 
 /// Why a request head was refused: the status and what to say.
@@ -183,21 +288,14 @@ fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, Refusal> {
     String::from_utf8(decoded).map_err(|_| (400, "the target is not UTF-8"))
 }
 
-/// Parses a request head (everything before the blank line).
-pub fn parse_head(head: &[u8]) -> Result<Request, (u16, &'static str)> {
-    let text = std::str::from_utf8(head).map_err(|_| (400, "the request is not UTF-8"))?;
-    let line = text.lines().next().ok_or((400, "empty request"))?;
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err((400, "malformed request line"));
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err((400, "only HTTP/1.x is served"));
-    }
-    if method != "GET" && method != "HEAD" {
-        return Err((405, "only GET and HEAD are served"));
+/// Builds a [`Request`] from a method, a request target and headers.
+fn request_from<'a>(
+    method: &str,
+    target: &str,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Result<Request, Refusal> {
+    if !matches!(method, "GET" | "HEAD" | "POST") {
+        return Err((405, "only GET, HEAD and POST are served"));
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if !path.starts_with('/') {
@@ -211,12 +309,10 @@ pub fn parse_head(head: &[u8]) -> Result<Request, (u16, &'static str)> {
             Ok((percent_decode(key, true)?, percent_decode(value, true)?))
         })
         .collect::<Result<Vec<_>, Refusal>>()?;
-    let headers = text
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let (name, value) = line.split_once(':').ok_or((400, "malformed header line"))?;
-            Ok((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+    let headers = headers
+        .map(|(name, value)| {
+            let value = std::str::from_utf8(value).map_err(|_| (400, "a header is not UTF-8"))?;
+            Ok((name.to_ascii_lowercase(), value.trim().to_owned()))
         })
         .collect::<Result<Vec<_>, Refusal>>()?;
     Ok(Request {
@@ -224,101 +320,219 @@ pub fn parse_head(head: &[u8]) -> Result<Request, (u16, &'static str)> {
         path: percent_decode(path, false)?,
         query,
         headers,
+        body: Bytes::new(),
         principal: None,
     })
 }
 
-/// Reads one request head from `stream`.
-async fn read_head(stream: &mut TcpStream) -> Result<Request, (u16, &'static str)> {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    loop {
-        if let Some(end) = head.windows(4).position(|window| window == b"\r\n\r\n") {
-            return parse_head(&head[..end]);
-        }
-        if head.len() > MAX_HEAD_BYTES {
-            return Err((413, "the request head is too large"));
-        }
-        let read = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|_| (400, "the connection failed"))?;
-        if read == 0 {
-            return Err((400, "the request ended early"));
-        }
-        head.extend_from_slice(&chunk[..read]);
+/// Parses a complete request head (up to and with the blank line), as
+/// the server does before routing: for tests and fuzzing.
+pub fn parse_head(head: &[u8]) -> Result<Request, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let status = parsed.parse(head).map_err(|error| match error {
+        httparse::Error::TooManyHeaders => (431, "too many headers"),
+        _ => (400, "malformed request head"),
+    })?;
+    if status.is_partial() {
+        return Err((400, "the request head is incomplete"));
     }
-}
-
-async fn answer(
-    stream: &mut TcpStream,
-    response: &Response,
-    head_only: bool,
-    allow_origin: Option<String>,
-) {
-    let cors = allow_origin
-        .map(|origin| format!("Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"))
-        .unwrap_or_default();
-    let challenge = if response.status == 401 {
-        "WWW-Authenticate: Basic realm=\"strata\"\r\n"
-    } else {
-        ""
+    let (Some(method), Some(target)) = (parsed.method, parsed.path) else {
+        return Err((400, "malformed request line"));
     };
-    let header = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{cors}{challenge}Connection: close\r\n\r\n",
-        response.status,
-        reason(response.status),
-        response.content_type,
-        response.body.len()
-    );
-    let _ = stream.write_all(header.as_bytes()).await;
-    if !head_only {
-        let _ = stream.write_all(&response.body).await;
-    }
-    let _ = stream.shutdown().await;
+    request_from(
+        method,
+        target,
+        parsed
+            .headers
+            .iter()
+            .map(|header| (header.name, header.value)),
+    )
 }
 
-async fn serve_connection<H>(mut stream: TcpStream, cors: Arc<Cors>, handler: Arc<H>)
+/// What every connection of one server shares.
+struct Server<H> {
+    handler: H,
+    cors: Cors,
+    limits: Limits,
+}
+
+impl<H> Server<H>
 where
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
-    let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await;
-    let (response, head_only, origin) = match head {
-        Err(_) => (
-            Response::error(408, "the request head did not arrive in time"),
-            false,
-            None,
-        ),
-        Ok(Err((status, message))) => (Response::error(status, message), false, None),
-        Ok(Ok(request)) => {
-            let head_only = request.method == "HEAD";
-            let origin = request.header("origin").map(str::to_owned);
-            let response = tokio::task::spawn_blocking(move || handler(&request))
-                .await
-                .unwrap_or_else(|_| Response::error(500, "the handler failed"));
-            (response, head_only, origin)
+    /// Reads the request's body, runs the handler and builds the answer.
+    async fn answer(
+        self: Arc<Self>,
+        request: hyper::Request<Incoming>,
+    ) -> hyper::Response<Full<Bytes>> {
+        let origin = request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|origin| origin.to_str().ok())
+            .map(str::to_owned);
+        let allow_origin = self.cors.allow(origin.as_deref());
+        let response = match self.read(request).await {
+            Ok(request) => {
+                let server = self.clone();
+                tokio::task::spawn_blocking(move || (server.handler)(&request))
+                    .await
+                    .unwrap_or_else(|_| Response::error(500, "the handler failed"))
+            }
+            Err((status, message)) => Response::error(status, message),
+        };
+        build(response, allow_origin)
+    }
+
+    async fn read(&self, request: hyper::Request<Incoming>) -> Result<Request, Refusal> {
+        let (parts, body) = request.into_parts();
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |target| target.as_str());
+        let mut request = request_from(
+            parts.method.as_str(),
+            target,
+            parts
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_bytes())),
+        )?;
+        let announced = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
+        let too_large = (413, "the request body is too large");
+        if announced.is_some_and(|length| length > self.limits.max_body_bytes as u64) {
+            return Err(too_large);
         }
-    };
-    let allow_origin = cors.allow(origin.as_deref());
-    answer(&mut stream, &response, head_only, allow_origin).await;
+        let collected = tokio::time::timeout(
+            self.limits.body_timeout,
+            Limited::new(body, self.limits.max_body_bytes).collect(),
+        )
+        .await
+        .map_err(|_| (408, "the request body did not arrive in time"))?;
+        request.body = collected
+            .map_err(|error| {
+                if error.is::<http_body_util::LengthLimitError>() {
+                    too_large
+                } else {
+                    (400, "the request body could not be read")
+                }
+            })?
+            .to_bytes();
+        Ok(request)
+    }
 }
 
-/// Serves `handler` on `listener` until the task is dropped, letting
-/// pages of the origins `cors` names read the answers.
+/// The hyper answer for `response`.
+fn build(response: Response, allow_origin: Option<String>) -> hyper::Response<Full<Bytes>> {
+    let mut answer = hyper::Response::new(Full::new(response.body));
+    *answer.status_mut() = hyper::StatusCode::from_u16(response.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = answer.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(response.content_type),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(origin) = allow_origin.and_then(|origin| HeaderValue::from_str(&origin).ok()) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if response.status == 401 {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"strata\""),
+        );
+    }
+    for (name, value) in response.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.append(name, value);
+        }
+    }
+    answer
+}
+
+/// Serves one connection until the client closes it, it idles past the
+/// head timeout or a write waits past the write timeout.
+async fn serve_connection<H>(stream: TcpStream, server: Arc<Server<H>>)
+where
+    H: Fn(&Request) -> Response + Send + Sync + 'static,
+{
+    let limits = server.limits;
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(limits.write_timeout));
+    let io = TokioIo::new(Box::pin(stream));
+    let service = hyper::service::service_fn(move |request| {
+        let server = server.clone();
+        async move { Ok::<_, Infallible>(server.answer(request).await) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.head_timeout)
+        .max_header_size(limits.max_head_bytes)
+        .max_buf_size(limits.max_head_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true)
+        .serve_connection(io, service)
+        .await;
+    if let Err(error) = served {
+        debug!(cause = %error, "http connection ended");
+    }
+}
+
+/// Answers a connection beyond the limit 503 and closes it.
+async fn refuse_busy(mut stream: TcpStream) {
+    let body = "{\"error\":\"too many connections; try again\"}\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Serves `handler` on `listener` with the default [`Limits`].
 pub async fn serve<H>(listener: TcpListener, cors: Cors, handler: H)
 where
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
-    let handler = Arc::new(handler);
-    let cors = Arc::new(cors);
+    serve_with(listener, cors, Limits::default(), handler).await
+}
+
+/// Serves `handler` on `listener` within `limits`.
+pub async fn serve_with<H>(listener: TcpListener, cors: Cors, limits: Limits, handler: H)
+where
+    H: Fn(&Request) -> Response + Send + Sync + 'static,
+{
+    let server = Arc::new(Server {
+        handler,
+        cors,
+        limits,
+    });
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                debug!(%peer, "http connection");
-                tokio::spawn(serve_connection(stream, cors.clone(), handler.clone()));
-            }
+            Ok((stream, peer)) => match permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    debug!(%peer, "http connection");
+                    let server = server.clone();
+                    tokio::spawn(async move {
+                        serve_connection(stream, server).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    debug!(%peer, "http connection refused: too many");
+                    tokio::spawn(refuse_busy(stream));
+                }
+            },
             Err(error) => {
-                // Out of descriptors and the like: wait a moment, go on.
+                // Out of file descriptors, most likely: let some close.
                 debug!(cause = %error, "http accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -326,7 +540,6 @@ where
     }
 }
 
-/// Binds the TCP side of `addr` (the port a node's QUIC uses).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
@@ -334,15 +547,18 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[test]
     fn request_heads_parse_and_bad_ones_are_refused() {
         let request =
-            parse_head(b"GET /files/read?path=a%20b&offset=10&x HTTP/1.1\r\nHost: h").unwrap();
+            parse_head(b"GET /files/read?path=a%20b&offset=10&x HTTP/1.1\r\nHost: h\r\n\r\n")
+                .unwrap();
         assert_eq!(request.path, "/files/read");
         assert_eq!(request.param("path"), Some("a b"));
         assert_eq!(request.param("offset"), Some("10"));
         assert_eq!(request.param("x"), Some(""));
+        assert_eq!(request.header("host"), Some("h"));
         let check = |head: &[u8], status: u16| {
             assert_eq!(
                 parse_head(head).unwrap_err().0,
@@ -351,70 +567,207 @@ mod tests {
                 String::from_utf8_lossy(head)
             );
         };
-        check(b"POST /state HTTP/1.1", 405);
-        check(b"GET /state", 400);
-        check(b"GET state HTTP/1.1", 400);
-        check(b"GET /a%zz HTTP/1.1", 400);
-        check(b"GET /a%ff HTTP/1.1", 400);
-        check(b"GET / HTTP/2", 400);
+        check(b"PUT /state HTTP/1.1\r\n\r\n", 405);
+        check(b"GET /state\r\n\r\n", 400);
+        check(b"GET state HTTP/1.1\r\n\r\n", 400);
+        check(b"GET /a%zz HTTP/1.1\r\n\r\n", 400);
+        check(b"GET /a%ff HTTP/1.1\r\n\r\n", 400);
+        check(b"GET / HTTP/2\r\n\r\n", 400);
+        check(b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n", 400);
+        check(b"GET / HTTP/1.1\r\nHost: h\r\n", 400);
         check(b"\xff\xfe", 400);
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "X: y\r\n".repeat(MAX_HEADERS + 1)
+        );
+        check(many.as_bytes(), 431);
+    }
+
+    #[test]
+    fn a_snapshot_is_serialized_once_for_all_its_readers() {
+        let shared = SharedJson::default();
+        let first = Arc::new(vec![1, 2, 3]);
+        let (a, b) = (shared.answer(&first), shared.answer(&first));
+        assert_eq!(&a.body[..], b"[1,2,3]");
+        assert_eq!(a.body.as_ptr(), b.body.as_ptr(), "one buffer for both");
+        let second = Arc::new(vec![4]);
+        assert_eq!(&shared.answer(&second).body[..], b"[4]");
     }
 
     #[test]
     fn error_bodies_are_json() {
         let response = Response::error(404, "no \"such\" path\n");
         assert_eq!(
-            String::from_utf8(response.body).unwrap(),
+            String::from_utf8(response.body.to_vec()).unwrap(),
             "{\"error\":\"no \\\"such\\\" path\\u000a\"}\n"
         );
     }
 
-    async fn exchange(addr: SocketAddr, bytes: Vec<u8>) -> String {
+    async fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(&bytes).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
         let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.unwrap();
+        // A reset after the answer (the server closing with unread
+        // input) still leaves what was read.
+        let _ = stream.read_to_end(&mut answer).await;
         String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// Serves a handler that answers with the path, or with the body's
+    /// length for POST, or with `big` bytes for `/big`.
+    async fn server(limits: Limits, big: usize) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cors = Cors::Origins(vec!["http://127.0.0.1:5050".into()]);
+        tokio::spawn(serve_with(
+            listener,
+            cors,
+            limits,
+            move |request: &Request| match (request.method.as_str(), request.path.as_str()) {
+                ("POST", _) => Response::text("text/plain", request.body.len().to_string()),
+                (_, "/big") => Response::text("text/plain", vec![b'x'; big]),
+                _ => Response::text("text/plain", request.path.clone())
+                    .with_header("x-strata", "yes"),
+            },
+        ));
+        addr
     }
 
     #[tokio::test]
     async fn served_over_tcp_within_limits() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cors = Cors::Origins(vec!["http://127.0.0.1:5050".into()]);
-        let server = tokio::spawn(serve(listener, cors, |request: &Request| {
-            Response::text("text/plain", request.path.clone())
-        }));
-        let got = exchange(addr, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await;
+        let limits = Limits {
+            max_body_bytes: 1000,
+            ..Limits::default()
+        };
+        let addr = server(limits, 0).await;
+        let got = exchange(
+            addr,
+            b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.contains("x-strata: yes\r\n"), "{got}");
         assert!(got.ends_with("\r\n\r\n/hello"), "{got}");
-        let got = exchange(addr, b"HEAD /hello HTTP/1.1\r\n\r\n".to_vec()).await;
+        let got = exchange(addr, b"HEAD /hello HTTP/1.1\r\nConnection: close\r\n\r\n").await;
         assert!(
-            got.contains("Content-Length: 6") && got.ends_with("\r\n\r\n"),
-            "{got}"
-        );
-        // Cross-origin reads only from the named origin.
-        let got = exchange(
-            addr,
-            b"GET /a HTTP/1.1\r\nOrigin: http://127.0.0.1:5050\r\n\r\n".to_vec(),
-        )
-        .await;
-        assert!(
-            got.contains("Access-Control-Allow-Origin: http://127.0.0.1:5050\r\n"),
+            got.contains("content-length: 6") && got.ends_with("\r\n\r\n"),
             "{got}"
         );
         let got = exchange(
             addr,
-            b"GET /a HTTP/1.1\r\nOrigin: http://evil.example\r\n\r\n".to_vec(),
+            b"GET /a HTTP/1.1\r\nOrigin: http://127.0.0.1:5050\r\nConnection: close\r\n\r\n",
         )
         .await;
-        assert!(!got.contains("Access-Control-Allow-Origin"), "{got}");
-        let got = exchange(addr, b"BREW /pot HTTP/1.1\r\n\r\n".to_vec()).await;
+        assert!(
+            got.contains("access-control-allow-origin: http://127.0.0.1:5050\r\n"),
+            "{got}"
+        );
+        let got = exchange(
+            addr,
+            b"GET /a HTTP/1.1\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(!got.contains("access-control-allow-origin"), "{got}");
+        let got = exchange(addr, b"BREW /pot HTTP/1.1\r\nConnection: close\r\n\r\n").await;
         assert!(got.starts_with("HTTP/1.1 405"), "{got}");
-        // A head that never ends is cut off at the limit.
         let endless = vec![b'a'; MAX_HEAD_BYTES + 100];
-        let got = exchange(addr, endless).await;
+        let got = exchange(addr, &endless).await;
+        assert!(got.starts_with("HTTP/1.1 4"), "{got}");
+        let mut long_head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        long_head.extend(vec![b'a'; MAX_HEAD_BYTES + 100]);
+        long_head.extend_from_slice(b"\r\n\r\n");
+        let got = exchange(addr, &long_head).await;
+        assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+        // Bodies: read whole, within the limit.
+        let got = exchange(
+            addr,
+            b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        )
+        .await;
+        assert!(got.ends_with("\r\n\r\n5"), "{got}");
+        let got = exchange(
+            addr,
+            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(got.ends_with("\r\n\r\n5"), "{got}");
+        let got = exchange(
+            addr,
+            b"POST /echo HTTP/1.1\r\nContent-Length: 1001\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(got.starts_with("HTTP/1.1 413"), "{got}");
-        server.abort();
+        let mut chunked =
+            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                .to_vec();
+        for _ in 0..3 {
+            chunked.extend_from_slice(b"1f4\r\n");
+            chunked.extend(vec![b'a'; 500]);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let got = exchange(addr, &chunked).await;
+        assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn connections_are_kept_alive() {
+        let addr = server(Limits::default(), 0).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut answers = String::new();
+        for path in ["/one", "/two"] {
+            stream
+                .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut buffer = [0; 4096];
+            // Each answer is small: it arrives in one read or a few.
+            while !answers.ends_with(path) {
+                let read = stream.read(&mut buffer).await.unwrap();
+                assert!(read > 0, "closed after {answers}");
+                answers.push_str(&String::from_utf8_lossy(&buffer[..read]));
+            }
+        }
+        assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
+    }
+
+    #[tokio::test]
+    async fn idle_and_unread_connections_are_closed_and_free_their_place() {
+        let limits = Limits {
+            max_connections: 1,
+            head_timeout: Duration::from_millis(200),
+            write_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let addr = server(limits, 64 << 20).await;
+        // An idle connection holds the only place: another is refused.
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        let got = exchange(addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+        // The idle one is closed after the head timeout.
+        let mut nothing = Vec::new();
+        let _ = idle.read_to_end(&mut nothing).await;
+        assert!(nothing.is_empty());
+        drop(idle);
+        // A client that asks for a large answer and never reads it holds
+        // its place only until a write has waited the write timeout.
+        let mut unread = TcpStream::connect(addr).await.unwrap();
+        unread
+            .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = exchange(addr, b"GET /after HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+            if got.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the unread connection kept its place"
+            );
+        }
+        drop(unread);
     }
 }

@@ -196,7 +196,7 @@ mod tests {
             headers: authorization
                 .map(|value| vec![("authorization".to_owned(), value.to_owned())])
                 .unwrap_or_default(),
-            principal: None,
+            ..Request::default()
         }
     }
 
@@ -241,7 +241,7 @@ mod tests {
         assert_eq!(guarded(&request(None, "/state")).status, 401);
         assert_eq!(guarded(&request(None, "/health")).status, 200);
         let answer = guarded(&request(Some("Bearer s3cret"), "/state"));
-        assert_eq!((answer.status, answer.body), (200, b"ops".to_vec()));
+        assert_eq!((answer.status, &answer.body[..]), (200, &b"ops"[..]));
         let open = guard(None, &[], |_: &Request| Response::text("text/plain", "ok"));
         assert_eq!(open(&request(None, "/state")).status, 200);
     }
