@@ -402,3 +402,55 @@ pub fn master_books(data: &[u8]) {
         }
     }
 }
+
+/// A v1 scheduler API call as a framework POSTs it: parsed, and when it
+/// is valid translated into the master message it stands for, which must
+/// encode and decode like any other.
+pub fn v1_calls(data: &[u8]) {
+    use strata_api::scheduler::{Call, Translated};
+    let Ok(call) = Call::parse(data) else {
+        return;
+    };
+    let _ = call.framework_id();
+    if let Some(subscribe) = &call.subscribe {
+        let _ = subscribe.framework_info.to_protocol();
+    }
+    let framework_id = strata_protocol::FrameworkId::new("m-F1").expect("a valid id");
+    if let Ok(Translated::ToMaster(message)) = call.to_protocol(&framework_id) {
+        let encoded = codec::encode(&message).expect("a translated call encodes");
+        let decoded: strata_protocol::ToMaster =
+            codec::decode("fuzz", &encoded).expect("a translated call decodes");
+        assert_eq!(decoded, message);
+    }
+}
+
+/// A RecordIO stream as an HTTP body delivers it, in two chunks: the
+/// records read, written again, read back the same.
+pub fn recordio(data: &[u8]) {
+    use strata_api::recordio::{RecordReader, encode};
+    let split = data
+        .first()
+        .map_or(0, |first| usize::from(*first))
+        .min(data.len());
+    let mut reader = RecordReader::new(1 << 16);
+    let mut records = Vec::new();
+    'chunks: for chunk in [&data[..split], &data[split..]] {
+        reader.push(chunk);
+        loop {
+            match reader.next_record() {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => break,
+                Err(_) => break 'chunks,
+            }
+        }
+    }
+    let _ = reader.finish();
+    let written: Vec<u8> = records.iter().flat_map(|record| encode(record)).collect();
+    let mut again = RecordReader::new(1 << 16);
+    again.push(&written);
+    for record in &records {
+        assert_eq!(again.next_record().as_ref(), Ok(&Some(record.clone())));
+    }
+    assert_eq!(again.next_record(), Ok(None));
+    assert_eq!(again.finish(), Ok(()));
+}

@@ -22,6 +22,8 @@ const TARGETS: &[(&str, Target)] = &[
     ("message_values", strata_fuzz::message_values),
     ("resource_values", strata_fuzz::resource_values),
     ("master_books", strata_fuzz::master_books),
+    ("v1_calls", strata_fuzz::v1_calls),
+    ("recordio", strata_fuzz::recordio),
 ];
 
 fn corpus(target: &str) -> PathBuf {

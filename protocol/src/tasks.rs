@@ -114,6 +114,15 @@ impl TaskState {
     }
 }
 
+impl TaskState {
+    /// The state of a Mesos name, `TASK_RUNNING`.
+    pub fn from_mesos_name(name: &str) -> Option<TaskState> {
+        TaskState::ALL
+            .into_iter()
+            .find(|state| state.mesos_name() == name)
+    }
+}
+
 impl fmt::Display for TaskState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.mesos_name())
@@ -153,6 +162,85 @@ pub enum Reason {
     InvalidOffers,
     ResourcesUnknown,
     FrameworkRemoved,
+}
+
+impl Source {
+    /// The Mesos name, `SOURCE_EXECUTOR`.
+    pub fn mesos_name(self) -> &'static str {
+        match self {
+            Source::Master => "SOURCE_MASTER",
+            Source::Agent => "SOURCE_AGENT",
+            Source::Executor => "SOURCE_EXECUTOR",
+        }
+    }
+
+    /// The source of a Mesos name (`SOURCE_SLAVE` as well as
+    /// `SOURCE_AGENT`).
+    pub fn from_mesos_name(name: &str) -> Option<Source> {
+        match name {
+            "SOURCE_MASTER" => Some(Source::Master),
+            "SOURCE_AGENT" | "SOURCE_SLAVE" => Some(Source::Agent),
+            "SOURCE_EXECUTOR" => Some(Source::Executor),
+            _ => None,
+        }
+    }
+}
+
+impl Reason {
+    pub const ALL: [Reason; 18] = [
+        Reason::Reconciliation,
+        Reason::AgentRemoved,
+        Reason::AgentDisconnected,
+        Reason::AgentUnreachable,
+        Reason::AgentRestarted,
+        Reason::AgentDraining,
+        Reason::ExecutorRegistrationTimeout,
+        Reason::ExecutorTerminated,
+        Reason::ExecutorUnregistered,
+        Reason::ContainerLimitationMemory,
+        Reason::CommandExecutorFailed,
+        Reason::TaskInvalid,
+        Reason::TaskUnauthorized,
+        Reason::TaskUnknown,
+        Reason::TaskKilledDuringLaunch,
+        Reason::InvalidOffers,
+        Reason::ResourcesUnknown,
+        Reason::FrameworkRemoved,
+    ];
+
+    /// The Mesos name, `REASON_RECONCILIATION`. Mesos has no reason for
+    /// an unreachable agent of its own: it says the agent was removed
+    /// (with the state TASK_UNREACHABLE).
+    pub fn mesos_name(self) -> &'static str {
+        match self {
+            Reason::Reconciliation => "REASON_RECONCILIATION",
+            Reason::AgentRemoved | Reason::AgentUnreachable => "REASON_AGENT_REMOVED",
+            Reason::AgentDisconnected => "REASON_AGENT_DISCONNECTED",
+            Reason::AgentRestarted => "REASON_AGENT_RESTARTED",
+            Reason::AgentDraining => "REASON_AGENT_DRAINING",
+            Reason::ExecutorRegistrationTimeout => "REASON_EXECUTOR_REGISTRATION_TIMEOUT",
+            Reason::ExecutorTerminated => "REASON_EXECUTOR_TERMINATED",
+            Reason::ExecutorUnregistered => "REASON_EXECUTOR_UNREGISTERED",
+            Reason::ContainerLimitationMemory => "REASON_CONTAINER_LIMITATION_MEMORY",
+            Reason::CommandExecutorFailed => "REASON_COMMAND_EXECUTOR_FAILED",
+            Reason::TaskInvalid => "REASON_TASK_INVALID",
+            Reason::TaskUnauthorized => "REASON_TASK_UNAUTHORIZED",
+            Reason::TaskUnknown => "REASON_TASK_UNKNOWN",
+            Reason::TaskKilledDuringLaunch => "REASON_TASK_KILLED_DURING_LAUNCH",
+            Reason::InvalidOffers => "REASON_INVALID_OFFERS",
+            Reason::ResourcesUnknown => "REASON_RESOURCES_UNKNOWN",
+            Reason::FrameworkRemoved => "REASON_FRAMEWORK_REMOVED",
+        }
+    }
+
+    /// The reason of a Mesos name (`REASON_SLAVE_*` as well as
+    /// `REASON_AGENT_*`); `None` for reasons Strata does not make.
+    pub fn from_mesos_name(name: &str) -> Option<Reason> {
+        let name = name.replace("REASON_SLAVE_", "REASON_AGENT_");
+        Reason::ALL
+            .into_iter()
+            .find(|reason| reason.mesos_name() == name)
+    }
 }
 
 /// Identifies one status update, so acknowledgements and duplicates can
@@ -261,6 +349,23 @@ pub struct Task {
 mod tests {
     use super::*;
     use TaskState::*;
+
+    #[test]
+    fn mesos_names_read_back() {
+        for state in TaskState::ALL {
+            assert_eq!(TaskState::from_mesos_name(state.mesos_name()), Some(state));
+        }
+        for reason in Reason::ALL {
+            let read = Reason::from_mesos_name(reason.mesos_name()).unwrap();
+            assert_eq!(read.mesos_name(), reason.mesos_name());
+        }
+        assert_eq!(
+            Reason::from_mesos_name("REASON_SLAVE_RESTARTED"),
+            Some(Reason::AgentRestarted)
+        );
+        assert_eq!(Source::from_mesos_name("SOURCE_SLAVE"), Some(Source::Agent));
+        assert_eq!(TaskState::from_mesos_name("TASK_BOGUS"), None);
+    }
 
     #[test]
     fn terminal_states_are_final() {
