@@ -112,12 +112,16 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         let master_tls = TlsMaterial::development(&tls_dir, Role::Master, "master")?;
         let master_node = Node::bind(NodeConfig::new(SocketAddr::new(loopback, args.port), master_tls)).await?;
         let publisher_and_routes = strata_master::state::channel();
+        let (api, api_calls) = strata_master::api::channel();
         let http = crate::serve_http(
             master_node.addr(),
             strata_runtime::http::Cors::SameOrigin,
-            strata_master::state::routes(
-                publisher_and_routes.1.clone(),
-                config.authorizer.clone(),
+            strata_master::api::routes(
+                api,
+                strata_master::state::routes(
+                    publisher_and_routes.1.clone(),
+                    config.authorizer.clone(),
+                ),
             ),
         )
         .await?;
@@ -125,7 +129,11 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         let publisher = publisher_and_routes.0.clone();
         let master = master_node.spawn(
             MASTER_ID,
-            move || Master::durable(config.clone(), &prefix, &master_work_dir).publishing(publisher.clone()),
+            move || {
+                Master::durable(config.clone(), &prefix, &master_work_dir)
+                    .publishing(publisher.clone())
+                    .serving_api(api_calls.clone())
+            },
             SpawnOptions::default(),
         )?;
         say!("Strata local cluster, work directory {}", work_dir.display());

@@ -168,15 +168,19 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             material,
         ))
         .await?;
+        let (api, api_calls) = strata_master::api::channel();
         let http = crate::serve_http(
             node.addr(),
             strata_runtime::http::Cors::SameOrigin,
-            strata_runtime::http_auth::guard(
-                http_credentials,
-                strata_master::state::PUBLIC_PATHS,
-                strata_master::state::routes(
-                    publisher_and_routes.1.clone(),
-                    config.authorizer.clone(),
+            strata_master::api::routes(
+                api,
+                strata_runtime::http_auth::guard(
+                    http_credentials,
+                    strata_master::state::PUBLIC_PATHS,
+                    strata_master::state::routes(
+                        publisher_and_routes.1.clone(),
+                        config.authorizer.clone(),
+                    ),
                 ),
             ),
         )
@@ -186,7 +190,9 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
         let pid = node.spawn(
             MASTER_ID,
             move || {
-                Master::durable(config.clone(), &prefix, &work_dir).publishing(publisher.clone())
+                Master::durable(config.clone(), &prefix, &work_dir)
+                    .publishing(publisher.clone())
+                    .serving_api(api_calls.clone())
             },
             SpawnOptions::default(),
         )?;

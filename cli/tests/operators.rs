@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use strata_runtime::TlsMaterial;
 
 mod common;
 
@@ -74,18 +73,9 @@ struct Cluster {
 
 impl Cluster {
     fn start(test: &str, agent_flags: &[&str], name: &str, command: &str) -> Cluster {
-        let dir = std::env::temp_dir().join(format!("strata-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TlsMaterial::development(
-            &dir.join("tls"),
-            strata_runtime::Role::Operator,
-            "bootstrap",
-        )
-        .unwrap();
-        let work = dir.to_str().unwrap().to_owned();
+        let (dir, work, agent_work) = common::work_dirs(test);
         let master = common::start_master(&work);
         let address = master.pid.addr().to_string();
-        let agent_work = common::agent_work_dir(&dir, "agent");
         let mut args = vec!["agent", "--master", &address, "--port", "0"];
         args.extend(["--work-dir", &agent_work]);
         args.extend_from_slice(agent_flags);

@@ -11,7 +11,6 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use strata_runtime::TlsMaterial;
 
 mod common;
 
@@ -117,21 +116,6 @@ fn kill(pid: i32, signal: rustix::process::Signal) {
     rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), signal).unwrap();
 }
 
-/// A work directory for the master and frameworks, and one for the agent.
-fn work_dirs(name: &str) -> (PathBuf, String, String) {
-    let dir = std::env::temp_dir().join(format!("strata-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    TlsMaterial::development(
-        &dir.join("tls"),
-        strata_runtime::Role::Operator,
-        "bootstrap",
-    )
-    .unwrap();
-    let text = dir.to_str().unwrap().to_owned();
-    let agent = common::agent_work_dir(&dir, "agent");
-    (dir, text, agent)
-}
-
 /// Reads lines until the framework exits (killing it after a minute of
 /// silence); returns them and its exit code.
 fn rest_of(
@@ -159,7 +143,7 @@ fn rest_of(
 /// is reported FINISHED, each update once.
 #[test]
 fn a_killed_agent_comes_back_to_its_running_tasks() {
-    let (dir, work, agent_work) = work_dirs("recovery");
+    let (dir, work, agent_work) = common::work_dirs("recovery");
     let master = common::start_master(&work);
     let address = master.pid.addr().to_string();
     let mut agent = start_agent(&address, &agent_work, "cpus:1;mem:256");
@@ -235,7 +219,7 @@ fn a_killed_agent_comes_back_to_its_running_tasks() {
 /// such a task (its monitor sees the agent go).
 #[test]
 fn only_tasks_of_checkpointing_frameworks_outlive_their_agent() {
-    let (dir, work, agent_work) = work_dirs("recovery-term");
+    let (dir, work, agent_work) = common::work_dirs("recovery-term");
     let master = common::start_master(&work);
     let address = master.pid.addr().to_string();
     let mut agent = start_agent(&address, &agent_work, "cpus:1;mem:256");
@@ -299,7 +283,7 @@ fn launcher_of(work: &str) -> i32 {
 /// launcher and runs to its end.
 #[test]
 fn a_killed_launcher_fails_its_tasks_and_is_replaced() {
-    let (dir, work, agent_work) = work_dirs("launcher-killed");
+    let (dir, work, agent_work) = common::work_dirs("launcher-killed");
     let master = common::start_master(&work);
     let address = master.pid.addr().to_string();
     let _agent = start_agent(&address, &agent_work, "cpus:1;mem:256");
@@ -336,7 +320,7 @@ fn a_killed_launcher_fails_its_tasks_and_is_replaced() {
 /// lost.
 #[test]
 fn a_killed_master_comes_back_and_nothing_is_lost() {
-    let (dir, work, agent_work) = work_dirs("master-recovery");
+    let (dir, work, agent_work) = common::work_dirs("master-recovery");
     let patience = ["--agent-reregister-timeout", "60"];
     let mut master = common::start_master_with(&work, "0", &patience);
     let address = master.pid.addr().to_string();
@@ -394,7 +378,7 @@ fn framework_id_of(errors: &Receiver<String>) -> String {
 /// beyond it the tasks are killed and the id is refused.
 #[test]
 fn a_replaced_scheduler_keeps_its_tasks_only_within_its_failover_timeout() {
-    let (dir, work, agent_work) = work_dirs("failover");
+    let (dir, work, agent_work) = common::work_dirs("failover");
     let master = common::start_master(&work);
     let address = master.pid.addr().to_string();
     let agent = start_agent(&address, &agent_work, "cpus:1;mem:256");

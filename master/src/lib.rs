@@ -8,6 +8,7 @@
 //! that carries those commands out; and `strata-runtime` underneath.
 
 pub mod allocator;
+pub mod api;
 pub mod authorization;
 pub mod books;
 pub mod process;

@@ -49,6 +49,10 @@ pub struct Master {
     next_snapshot: Instant,
     /// Told of every broken invariant, when checking (simulation).
     checker: Option<Checker>,
+    /// Calls from the v1 scheduler API, when the master serves it.
+    api: Option<crate::api::ApiReceiver>,
+    /// The subscriptions of HTTP frameworks.
+    http: crate::api::HttpFrameworks,
 }
 
 /// Where a checking master reports a broken invariant of its books.
@@ -92,7 +96,16 @@ impl Master {
             pid: String::new(),
             next_snapshot: now(),
             checker: None,
+            api: None,
+            http: crate::api::HttpFrameworks::new(id_prefix),
         }
+    }
+
+    /// Serves the v1 scheduler API's calls that arrive on `api` (see
+    /// [`crate::api`]).
+    pub fn serving_api(mut self, api: crate::api::ApiReceiver) -> Master {
+        self.api = Some(api);
+        self
     }
 
     /// Checks the books' invariants ([`Books::check_invariants`]) after
@@ -146,6 +159,8 @@ impl Master {
                 failing: None,
             }),
             checker: None,
+            api: None,
+            http: crate::api::HttpFrameworks::new(id_prefix),
         }
     }
 
@@ -214,9 +229,7 @@ impl Master {
             }
         }
         let held = std::mem::take(&mut file.held);
-        for command in held {
-            carry_out(ctx, command);
-        }
+        self.carry_out_all(ctx, held);
     }
 
     /// The books, for operators' views and tests.
@@ -243,22 +256,80 @@ impl Master {
                     });
                 }
             }
-            _ => {
-                for command in commands {
-                    carry_out(ctx, command);
+            _ => self.carry_out_all(ctx, commands),
+        }
+    }
+
+    /// Carries out the books' commands: sends, links and logs; messages
+    /// for HTTP frameworks go to their streams. A framework whose stream
+    /// is gone is disconnected next, as if its link broke.
+    fn carry_out_all(&mut self, ctx: &mut ProcessContext<'_, Self>, commands: Vec<Command>) {
+        let master = ctx.pid().clone();
+        for command in commands {
+            match command {
+                Command::ToScheduler(pid, message) if self.http.serves(&pid) => {
+                    if !self.http.deliver(&master, &pid, &message) {
+                        self.stream_gone(ctx, pid);
+                    }
                 }
+                Command::Link(pid) if self.http.serves(&pid) => {}
+                Command::ToAgent(pid, message) => send(ctx, &pid, message),
+                Command::ToScheduler(pid, message) => send(ctx, &pid, message),
+                Command::Link(pid) => ctx.link(&pid),
+                Command::Log(event) => log(&event),
             }
         }
     }
+
+    /// Closes an HTTP framework's stream and, after what is being carried
+    /// out, disconnects its framework.
+    fn stream_gone(&mut self, ctx: &mut ProcessContext<'_, Self>, pid: Upid) {
+        self.http.forget(&pid);
+        ctx.run_later(Duration::ZERO, move |master, ctx| {
+            master.apply(ctx, Input::Exited(pid))
+        });
+    }
+
+    /// Takes the next call of the v1 scheduler API, then waits for more.
+    fn take_api_calls(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let Some(api) = self.api.clone() else {
+            return;
+        };
+        ctx.spawn_future(async move { api.next().await }, |master, ctx, call| {
+            let Some(call) = call else {
+                return;
+            };
+            let Some(stream_id) = fresh_stream_id() else {
+                call.refuse("the master has no random source for a stream id");
+                return master.take_api_calls(ctx);
+            };
+            match master.http.admit(&ctx.pid().clone(), stream_id, call) {
+                crate::api::Admitted::Message {
+                    from,
+                    sender,
+                    message,
+                } => master.apply(
+                    ctx,
+                    Input::Received {
+                        from,
+                        sender,
+                        message,
+                    },
+                ),
+                crate::api::Admitted::Answered => {}
+            }
+            master.take_api_calls(ctx);
+        });
+    }
 }
 
-fn carry_out(ctx: &mut ProcessContext<'_, Master>, command: Command) {
-    match command {
-        Command::ToAgent(pid, message) => send(ctx, &pid, message),
-        Command::ToScheduler(pid, message) => send(ctx, &pid, message),
-        Command::Link(pid) => ctx.link(&pid),
-        Command::Log(event) => log(&event),
-    }
+/// An unguessable stream id (128 bits from the system's random source):
+/// it is what lets a call act for its framework.
+fn fresh_stream_id() -> Option<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
 /// The runtime's clock (tokio's, so paused tests and simulation drive it).
@@ -346,6 +417,16 @@ impl Process for Master {
             master.publish();
         });
         self.publish();
+        if self.api.is_some() {
+            self.take_api_calls(ctx);
+            let heartbeat =
+                Duration::from_secs_f64(strata_api::scheduler::HEARTBEAT_INTERVAL_SECONDS);
+            ctx.run_every(heartbeat, |master, ctx| {
+                for pid in master.http.heartbeat() {
+                    master.stream_gone(ctx, pid);
+                }
+            });
+        }
         info!(pid = %ctx.pid(), epoch = self.books.master_epoch(), "master started");
     }
 

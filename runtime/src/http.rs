@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -134,7 +134,7 @@ impl Request {
 }
 
 /// An answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
@@ -142,6 +142,10 @@ pub struct Response {
     pub body: Bytes,
     /// Headers besides the content type and length, caching and CORS.
     pub headers: Vec<(&'static str, String)>,
+    /// A body that follows `body` as it is produced (an event stream),
+    /// sent chunked until the sender closes; dropped when the client
+    /// goes, which closes the channel for the sender.
+    pub stream: Option<tokio::sync::mpsc::Receiver<Bytes>>,
 }
 
 impl Response {
@@ -152,6 +156,7 @@ impl Response {
             content_type: "application/json",
             body: body.into(),
             headers: Vec::new(),
+            stream: None,
         }
     }
 
@@ -162,6 +167,7 @@ impl Response {
             content_type,
             body: body.into(),
             headers: Vec::new(),
+            stream: None,
         }
     }
 
@@ -173,11 +179,24 @@ impl Response {
             content_type: "application/json",
             body: body.into(),
             headers: Vec::new(),
+            stream: None,
         }
     }
 }
 
 impl Response {
+    /// 200 with a body of `content_type` that is whatever `stream`
+    /// yields, in order, until its sender closes.
+    pub fn streaming(
+        content_type: &'static str,
+        stream: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> Response {
+        Response {
+            stream: Some(stream),
+            ..Response::text(content_type, Bytes::new())
+        }
+    }
+
     /// The same answer with one more header.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
@@ -362,10 +381,7 @@ where
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
     /// Reads the request's body, runs the handler and builds the answer.
-    async fn answer(
-        self: Arc<Self>,
-        request: hyper::Request<Incoming>,
-    ) -> hyper::Response<Full<Bytes>> {
+    async fn answer(self: Arc<Self>, request: hyper::Request<Incoming>) -> hyper::Response<Answer> {
         let origin = request
             .headers()
             .get(header::ORIGIN)
@@ -425,9 +441,51 @@ where
     }
 }
 
+/// An answer's body: whole, or whole then streamed.
+#[derive(Debug)]
+pub struct Answer {
+    first: Option<Bytes>,
+    stream: Option<tokio::sync::mpsc::Receiver<Bytes>>,
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if let Some(first) = self.first.take().filter(|first| !first.is_empty()) {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(first))));
+        }
+        match self.stream.as_mut() {
+            None => std::task::Poll::Ready(None),
+            Some(stream) => stream
+                .poll_recv(context)
+                .map(|next| next.map(|bytes| Ok(hyper::body::Frame::data(bytes)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stream.is_none() && self.first.as_ref().is_none_or(Bytes::is_empty)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match (&self.stream, &self.first) {
+            (Some(_), _) => hyper::body::SizeHint::default(),
+            (None, Some(first)) => hyper::body::SizeHint::with_exact(first.len() as u64),
+            (None, None) => hyper::body::SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// The hyper answer for `response`.
-fn build(response: Response, allow_origin: Option<String>) -> hyper::Response<Full<Bytes>> {
-    let mut answer = hyper::Response::new(Full::new(response.body));
+fn build(response: Response, allow_origin: Option<String>) -> hyper::Response<Answer> {
+    let mut answer = hyper::Response::new(Answer {
+        first: Some(response.body),
+        stream: response.stream,
+    });
     *answer.status_mut() = hyper::StatusCode::from_u16(response.status)
         .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     let headers = answer.headers_mut();
@@ -708,6 +766,56 @@ mod tests {
         chunked.extend_from_slice(b"0\r\n\r\n");
         let got = exchange(addr, &chunked).await;
         assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn answers_stream_chunked_until_the_sender_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (senders, mut made) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(serve(listener, Cors::SameOrigin, move |_: &Request| {
+            let (sender, receiver) = tokio::sync::mpsc::channel(4);
+            let _ = senders.send(sender);
+            Response::streaming("application/json", receiver).with_header("mesos-stream-id", "s1")
+        }));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let sender = made.recv().await.unwrap();
+        sender.send(Bytes::from_static(b"first")).await.unwrap();
+        sender.send(Bytes::from_static(b"second")).await.unwrap();
+        drop(sender);
+        let mut answer = Vec::new();
+        let mut buffer = [0; 1024];
+        while !answer.ends_with(b"0\r\n\r\n") {
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "{}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buffer[..read]);
+        }
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(
+            answer.contains("transfer-encoding: chunked\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("mesos-stream-id: s1\r\n"), "{answer}");
+        assert!(
+            answer.ends_with("\r\n\r\n5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n"),
+            "{answer}"
+        );
+        // A client that goes away closes the stream for its sender.
+        stream
+            .write_all(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let sender = made.recv().await.unwrap();
+        sender.send(Bytes::from_static(b"hello")).await.unwrap();
+        drop(stream);
+        tokio::time::timeout(Duration::from_secs(30), sender.closed())
+            .await
+            .expect("the stream closes when its client goes");
     }
 
     #[tokio::test]

@@ -187,3 +187,20 @@ pub fn agent_work_dir(work_dir: &std::path::Path, name: &str) -> String {
     }
     dir.to_str().unwrap().to_owned()
 }
+
+/// A fresh directory for the master and frameworks of test `name`, with
+/// a development CA, and a work directory for one agent beside it: the
+/// directory, its path as text, and the agent's.
+pub fn work_dirs(name: &str) -> (std::path::PathBuf, String, String) {
+    let dir = std::env::temp_dir().join(format!("strata-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    strata_runtime::TlsMaterial::development(
+        &dir.join("tls"),
+        strata_runtime::Role::Operator,
+        "bootstrap",
+    )
+    .unwrap();
+    let text = dir.to_str().unwrap().to_owned();
+    let agent = agent_work_dir(&dir, "agent");
+    (dir, text, agent)
+}

@@ -1,0 +1,232 @@
+//! The v1 scheduler API over raw HTTP, as a framework in another language
+//! drives it: SUBSCRIBE opens a chunked RecordIO stream, calls carry its
+//! Mesos-Stream-Id and are answered 202, a task runs to TASK_FINISHED
+//! with every update acknowledged, and bad calls get a 4xx that names
+//! what is wrong.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use strata_api::recordio::RecordReader;
+
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+/// The events of one subscription, record by record.
+struct Events {
+    body: Box<dyn Read + Send>,
+    reader: RecordReader,
+}
+
+impl Events {
+    fn next(&mut self) -> Value {
+        loop {
+            if let Some(record) = self.reader.next_record().unwrap() {
+                return serde_json::from_slice(&record).unwrap();
+            }
+            let mut buffer = [0; 4096];
+            let read = self.body.read(&mut buffer).unwrap();
+            assert!(read > 0, "the stream ended");
+            self.reader.push(&buffer[..read]);
+        }
+    }
+
+    /// The next event of type `kind`, skipping heartbeats and others.
+    fn next_of(&mut self, kind: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let event = self.next();
+            if event["type"] == kind {
+                return event;
+            }
+            assert!(Instant::now() < deadline, "no {kind} event");
+        }
+    }
+}
+
+struct Api {
+    url: String,
+    client: ureq::Agent,
+}
+
+impl Api {
+    /// POSTs `call` with `stream_id`; the status and body.
+    fn call(&self, stream_id: Option<&str>, content_type: &str, call: &str) -> (u16, String) {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header("Content-Type", content_type);
+        if let Some(stream_id) = stream_id {
+            request = request.header("Mesos-Stream-Id", stream_id);
+        }
+        let mut response = request.send(call).unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    fn subscribe(&self, framework_info: Value) -> (String, Events) {
+        let call = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": framework_info}});
+        let response = self
+            .client
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .send(call.to_string())
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(
+            response.headers().get("transfer-encoding").unwrap(),
+            "chunked",
+            "Mesos clients expect a chunked SUBSCRIBE answer"
+        );
+        let stream_id = response
+            .headers()
+            .get("mesos-stream-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = Box::new(response.into_body().into_reader());
+        let events = Events {
+            body,
+            reader: RecordReader::new(1 << 20),
+        };
+        (stream_id, events)
+    }
+}
+
+#[test]
+fn a_v1_http_framework_runs_a_task_to_finished() {
+    let (dir, work, agent_work) = common::work_dirs("v1-api");
+    let master = common::start_master(&work);
+    let address = master.pid.addr().to_string();
+    let _agent = strata_integration::ChildNode::start_daemon(
+        std::path::Path::new(STRATA),
+        &[
+            "agent",
+            "--master",
+            &address,
+            "--port",
+            "0",
+            "--work-dir",
+            &agent_work,
+            "--resources",
+            "cpus:2;mem:512",
+        ],
+    )
+    .unwrap();
+    let api = Api {
+        url: format!("http://{address}/api/v1/scheduler"),
+        client: client(),
+    };
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+
+    let (stream_id, mut events) = api.subscribe(json!({
+        "user": user, "name": "raw-http", "failover_timeout": 60.0,
+        "capabilities": [{"type": "PARTITION_AWARE"}]
+    }));
+    let subscribed = events.next();
+    assert_eq!(subscribed["type"], "SUBSCRIBED", "{subscribed}");
+    let framework_id = subscribed["subscribed"]["framework_id"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(subscribed["subscribed"]["heartbeat_interval_seconds"], 15.0);
+    assert_eq!(
+        subscribed["subscribed"]["master_info"]["address"]["port"],
+        master.pid.addr().port()
+    );
+
+    let offers = events.next_of("OFFERS");
+    let offer = &offers["offers"]["offers"][0];
+    let cpus = offer["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|resource| resource["name"] == "cpus")
+        .unwrap();
+    assert_eq!(cpus["type"], "SCALAR");
+    assert_eq!(cpus["scalar"]["value"], 2.0);
+
+    // Bad calls change nothing and say why.
+    let decline = json!({"framework_id": {"value": framework_id}, "type": "DECLINE",
+                         "decline": {"offer_ids": [offer["id"]]}})
+    .to_string();
+    let (status, body) = api.call(None, "application/json", &decline);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = api.call(Some("not-a-stream"), "application/json", &decline);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = api.call(Some(&stream_id), "application/json", "{\"type\": ");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("malformed JSON"), "{body}");
+    let (status, body) = api.call(Some(&stream_id), "application/x-protobuf", &decline);
+    assert_eq!(status, 415, "{body}");
+    assert!(body.contains("application/json"), "{body}");
+    let other = json!({"framework_id": {"value": "someone-else"}, "type": "REVIVE"}).to_string();
+    let (status, body) = api.call(Some(&stream_id), "application/json", &other);
+    assert_eq!(status, 403, "{body}");
+
+    // Launch on the offer.
+    let accept = json!({
+        "framework_id": {"value": framework_id},
+        "type": "ACCEPT",
+        "accept": {
+            "offer_ids": [offer["id"]],
+            "operations": [{"type": "LAUNCH", "launch": {"task_infos": [{
+                "name": "hello", "task_id": {"value": "hello-1"}, "agent_id": offer["agent_id"],
+                "resources": [
+                    {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}},
+                    {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}}
+                ],
+                "command": {"value": "echo hello from a v1 framework"}
+            }]}}],
+            "filters": {"refuse_seconds": 1}
+        }
+    });
+    let (status, body) = api.call(Some(&stream_id), "application/json", &accept.to_string());
+    assert_eq!(status, 202, "{body}");
+
+    let mut states = Vec::new();
+    while states.last().map(String::as_str) != Some("TASK_FINISHED") {
+        let update = events.next_of("UPDATE");
+        let status = &update["update"]["status"];
+        assert_eq!(status["task_id"]["value"], "hello-1", "{update}");
+        states.push(status["state"].as_str().unwrap().to_owned());
+        assert!(
+            !status["state"].as_str().unwrap().ends_with("FAILED"),
+            "{update}"
+        );
+        if let Some(uuid) = status["uuid"].as_str() {
+            let acknowledge = json!({
+                "framework_id": {"value": framework_id},
+                "type": "ACKNOWLEDGE",
+                "acknowledge": {"agent_id": status["agent_id"], "task_id": status["task_id"],
+                                "uuid": uuid}
+            });
+            let (code, body) = api.call(
+                Some(&stream_id),
+                "application/json",
+                &acknowledge.to_string(),
+            );
+            assert_eq!(code, 202, "{body}");
+        }
+    }
+    assert!(states.contains(&"TASK_RUNNING".to_owned()), "{states:?}");
+
+    let teardown = json!({"framework_id": {"value": framework_id}, "type": "TEARDOWN"});
+    let (status, body) = api.call(Some(&stream_id), "application/json", &teardown.to_string());
+    assert_eq!(status, 202, "{body}");
+    drop(events);
+    let _ = std::fs::remove_dir_all(&dir);
+}
