@@ -230,3 +230,104 @@ fn a_v1_http_framework_runs_a_task_to_finished() {
     drop(events);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_resubscribed_http_framework_keeps_its_tasks() {
+    let (dir, work, agent_work) = common::work_dirs("v1-failover");
+    let master = common::start_master(&work);
+    let address = master.pid.addr().to_string();
+    let _agent = strata_integration::ChildNode::start_daemon(
+        std::path::Path::new(STRATA),
+        &[
+            "agent",
+            "--master",
+            &address,
+            "--port",
+            "0",
+            "--work-dir",
+            &agent_work,
+        ],
+    )
+    .unwrap();
+    let api = Api {
+        url: format!("http://{address}/master/api/v1/scheduler"),
+        client: client(),
+    };
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let info = json!({"user": user, "name": "failing-over", "failover_timeout": 300.0});
+    let (stream_id, mut events) = api.subscribe(info.clone());
+    let framework_id = events.next_of("SUBSCRIBED")["subscribed"]["framework_id"].clone();
+    let offer = events.next_of("OFFERS")["offers"]["offers"][0].clone();
+    let accept = json!({
+        "framework_id": framework_id, "type": "ACCEPT",
+        "accept": {"offer_ids": [offer["id"]], "operations": [{"type": "LAUNCH", "launch": {
+            "task_infos": [{"name": "long", "task_id": {"value": "long-1"},
+                            "agent_id": offer["agent_id"],
+                            "resources": [{"name": "cpus", "type": "SCALAR",
+                                           "scalar": {"value": 0.1}}],
+                            "command": {"value": "exec sleep 600"}}]}}]}
+    });
+    let (status, body) = api.call(Some(&stream_id), "application/json", &accept.to_string());
+    assert_eq!(status, 202, "{body}");
+    loop {
+        let update = events.next_of("UPDATE");
+        let status = &update["update"]["status"];
+        if let Some(uuid) = status["uuid"].as_str() {
+            let acknowledge = json!({"framework_id": framework_id, "type": "ACKNOWLEDGE",
+                "acknowledge": {"agent_id": status["agent_id"], "task_id": status["task_id"],
+                                "uuid": uuid}});
+            api.call(
+                Some(&stream_id),
+                "application/json",
+                &acknowledge.to_string(),
+            );
+        }
+        if status["state"] == "TASK_RUNNING" {
+            break;
+        }
+    }
+
+    // The connection drops; the framework subscribes again on a new one,
+    // within its failover timeout.
+    drop(events);
+    let mut again = info.clone();
+    again["id"] = framework_id.clone();
+    let (new_stream_id, mut events) = api.subscribe(again);
+    assert_ne!(new_stream_id, stream_id);
+    let subscribed = events.next_of("SUBSCRIBED");
+    assert_eq!(subscribed["subscribed"]["framework_id"], framework_id);
+    // The old stream id no longer acts for the framework.
+    let revive = json!({"framework_id": framework_id, "type": "REVIVE"}).to_string();
+    assert_eq!(
+        api.call(Some(&stream_id), "application/json", &revive).0,
+        403
+    );
+    // Its task still runs: reconciliation says so.
+    let reconcile = json!({"framework_id": framework_id, "type": "RECONCILE",
+                           "reconcile": {"tasks": [{"task_id": {"value": "long-1"}}]}});
+    let (status, body) = api.call(
+        Some(&new_stream_id),
+        "application/json",
+        &reconcile.to_string(),
+    );
+    assert_eq!(status, 202, "{body}");
+    let update = events.next_of("UPDATE");
+    assert_eq!(
+        update["update"]["status"]["state"], "TASK_RUNNING",
+        "{update}"
+    );
+    let kill = json!({"framework_id": framework_id, "type": "KILL",
+                      "kill": {"task_id": {"value": "long-1"}, "agent_id": offer["agent_id"]}});
+    let (status, body) = api.call(Some(&new_stream_id), "application/json", &kill.to_string());
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let update = events.next_of("UPDATE");
+        let status = &update["update"]["status"];
+        if status["state"] == "TASK_KILLED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not killed: {update}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
