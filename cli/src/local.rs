@@ -118,6 +118,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
             strata_runtime::http::Cors::SameOrigin,
             strata_master::api::routes(
                 api,
+                None,
                 strata_master::state::routes(
                     publisher_and_routes.1.clone(),
                     config.authorizer.clone(),

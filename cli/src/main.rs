@@ -161,6 +161,20 @@ pub struct HttpAuthArgs {
 }
 
 impl HttpAuthArgs {
+    /// The credentials file read, if one is named.
+    pub fn credentials_file(
+        &self,
+    ) -> anyhow::Result<Option<std::sync::Arc<strata_runtime::http_auth::HttpCredentials>>> {
+        self.http_credentials
+            .as_ref()
+            .map(|path| {
+                Ok(std::sync::Arc::new(
+                    strata_runtime::http_auth::HttpCredentials::load(path)?,
+                ))
+            })
+            .transpose()
+    }
+
     /// The credentials to check, when authentication is asked for.
     pub fn credentials(
         &self,

@@ -56,6 +56,12 @@ pub struct MasterArgs {
     pub authorization: AuthorizationArgs,
     #[command(flatten)]
     pub http_auth: crate::HttpAuthArgs,
+    /// Take v1 scheduler API calls only from frameworks that authenticate
+    /// (HTTP Basic, or a bearer token: the secret) with --http-credentials;
+    /// a framework's principal is then the one it authenticated as, and
+    /// the ACLs decide what it may do.
+    #[arg(long, env = "STRATA_AUTHENTICATE_HTTP_FRAMEWORKS")]
+    pub authenticate_http_frameworks: bool,
     #[command(flatten)]
     pub tls: crate::TlsSource,
 }
@@ -146,6 +152,16 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
     };
     let authorization = args.authorization.describe(&config.authorizer);
     let http_credentials = args.http_auth.credentials()?;
+    let framework_credentials = match (
+        args.authenticate_http_frameworks,
+        args.http_auth.credentials_file()?,
+    ) {
+        (false, _) => None,
+        (true, Some(credentials)) => Some(credentials),
+        (true, None) => anyhow::bail!(
+            "--authenticate-http-frameworks needs --http-credentials FILE naming the frameworks' principals"
+        ),
+    };
     let work_dir = args.tls.work_dir.clone();
     let registry = strata_master::registry::path(&work_dir);
     let lock = registry.with_file_name("lock");
@@ -174,6 +190,7 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             strata_runtime::http::Cors::SameOrigin,
             strata_master::api::routes(
                 api,
+                framework_credentials,
                 strata_runtime::http_auth::guard(
                     http_credentials,
                     strata_master::state::PUBLIC_PATHS,

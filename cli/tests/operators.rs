@@ -138,6 +138,18 @@ fn the_master_serves_state_and_metrics() {
 
     let (status, body) = get(&address, "/health");
     assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // Tools find the leader through the redirect: this master.
+    let mut stream = TcpStream::connect(&address).unwrap();
+    stream
+        .write_all(b"GET /master/redirect HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 307"), "{answer}");
+    assert!(
+        answer.contains(&format!("location: //{address}\r\n")),
+        "{answer}"
+    );
     // Mesos client libraries read the version as numbers.
     let (status, body) = get(&address, "/version");
     assert_eq!(status, 200, "{body}");

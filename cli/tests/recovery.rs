@@ -11,7 +11,6 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-
 mod common;
 
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");

@@ -331,3 +331,77 @@ fn a_resubscribed_http_framework_keeps_its_tasks() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn http_frameworks_authenticate_and_the_acls_decide() {
+    let (dir, work, _) = common::work_dirs("v1-auth");
+    let credentials = dir.join("credentials.json");
+    std::fs::write(
+        &credentials,
+        r#"{"credentials": [{"principal": "alice", "secret": "a-secret"},
+                            {"principal": "bob", "secret": "b-secret"}]}"#,
+    )
+    .unwrap();
+    let acls = dir.join("acls.json");
+    std::fs::write(
+        &acls,
+        r#"{"register_frameworks": [{"principals": {"values": ["bob"]}, "roles": {"type": "NONE"}}]}"#,
+    )
+    .unwrap();
+    let master = common::start_master_with(
+        &work,
+        "0",
+        &[
+            "--http-credentials",
+            credentials.to_str().unwrap(),
+            "--authenticate-http-frameworks",
+            "--acls",
+            acls.to_str().unwrap(),
+        ],
+    );
+    let url = format!("http://{}/api/v1/scheduler", master.pid.addr());
+    let subscribe = |authorization: Option<&str>, principal: Option<&str>| {
+        let mut info = json!({"user": "nobody", "name": "authenticated"});
+        if let Some(principal) = principal {
+            info["principal"] = json!(principal);
+        }
+        let call = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": info}});
+        let mut request = client()
+            .post(&url)
+            .header("Content-Type", "application/json");
+        if let Some(authorization) = authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let mut response = request.send(call.to_string()).unwrap();
+        let status = response.status().as_u16();
+        if status == 200 {
+            // The stream stays open; its first record is enough.
+            let mut reader = response.body_mut().as_reader();
+            let mut first = [0; 64];
+            let read = reader.read(&mut first).unwrap();
+            return (status, String::from_utf8_lossy(&first[..read]).into_owned());
+        }
+        (status, response.body_mut().read_to_string().unwrap())
+    };
+    // "alice:a-secret" and "bob:b-secret" in Basic.
+    let alice = "Basic YWxpY2U6YS1zZWNyZXQ=";
+    let bob = "Basic Ym9iOmItc2VjcmV0";
+    let (status, body) = subscribe(None, None);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = subscribe(Some("Basic YWxpY2U6d3Jvbmc="), None);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = subscribe(Some(alice), None);
+    assert_eq!(status, 200, "{body}");
+    // A framework cannot claim another principal than it authenticated as.
+    let (status, body) = subscribe(Some(alice), Some("bob"));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("principal"), "{body}");
+    // Bob may register in no role.
+    let (status, body) = subscribe(Some(bob), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("principal \\\"bob\\\" may not register a framework in role"),
+        "{body}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -414,14 +414,22 @@ impl HttpFrameworks {
 pub const SCHEDULER_PATHS: [&str; 2] = ["/api/v1/scheduler", "/master/api/v1/scheduler"];
 
 /// The master's endpoints with the scheduler API in front: its paths go
-/// to [`scheduler`], every other to `rest`.
+/// to [`scheduler`], every other to `rest`. With `credentials`, only
+/// frameworks that authenticate (HTTP Basic, or a bearer token) may call,
+/// and the principal they authenticate as is theirs; without, a
+/// framework's principal is the one its FrameworkInfo names, as in Mesos
+/// without `--authenticate_http_frameworks`.
 pub fn routes(
     api: ApiSender,
+    credentials: Option<Arc<strata_runtime::http_auth::HttpCredentials>>,
     rest: impl Fn(&Request) -> Response + Send + Sync + 'static,
 ) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
+    let scheduler = strata_runtime::http_auth::guard(credentials, &[], move |request: &Request| {
+        scheduler(&api, request)
+    });
     move |request: &Request| {
         if SCHEDULER_PATHS.contains(&request.path.as_str()) {
-            scheduler(&api, request)
+            scheduler(request)
         } else {
             rest(request)
         }

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::Serialize;
 use strata_protocol::{Resources, TaskState};
 use strata_runtime::http::{Request, Response, SharedJson};
@@ -450,6 +451,8 @@ pub const PUBLIC_PATHS: &[&str] = &[
     "/index.html",
     "/health",
     "/version",
+    "/redirect",
+    "/master/redirect",
     "/metrics",
     "/metrics/snapshot",
 ];
@@ -487,6 +490,21 @@ impl State {
     }
 }
 
+/// `/master/redirect`: 307 to the leading master's HTTP address in
+/// Mesos's protocol-relative form (`//host:port`), which tools follow to
+/// find the leader. A single master leads itself.
+fn redirect_to_leader(pid: &str) -> Response {
+    match pid.parse::<strata_runtime::Upid>() {
+        Ok(pid) => {
+            let mut response = Response::text("text/plain", Bytes::new())
+                .with_header("Location", format!("//{}", pid.addr()));
+            response.status = 307;
+            response
+        }
+        Err(_) => Response::error(503, "no leading master is known"),
+    }
+}
+
 /// The master's HTTP endpoints, over its latest snapshot, showing each
 /// reader what the view ACLs of `authorizer` let its principal see.
 pub fn routes(
@@ -514,6 +532,7 @@ pub fn routes(
                 }
             }
             ("/state", Some(state)) => serialized.answer(&state),
+            ("/master/redirect" | "/redirect", Some(state)) => redirect_to_leader(&state.pid),
             ("/metrics/snapshot", Some(state)) => Response::json(metrics_snapshot(&state)),
             ("/metrics", Some(state)) => {
                 Response::text("text/plain; version=0.0.4", prometheus(&state))
