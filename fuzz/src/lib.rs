@@ -15,6 +15,25 @@ use std::sync::{Arc, OnceLock};
 
 use strata_runtime::codec::{self, FrameDecoder};
 
+/// Every target by name, as `fuzz_targets/` and `corpus/` name them.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("frames", frames),
+    ("messages", messages),
+    ("resources", resources),
+    ("attributes", attributes),
+    ("upid", upid),
+    ("checkpoints", checkpoints),
+    ("registry", registry),
+    ("launcher", launcher),
+    ("http_request", http_request),
+    ("acls", acls),
+    ("message_values", message_values),
+    ("resource_values", resource_values),
+    ("master_books", master_books),
+    ("v1_calls", v1_calls),
+    ("recordio", recordio),
+];
+
 /// Wire messages as a node reads them: frames from a stream, then a
 /// hello or an envelope whose payload is one of the message types.
 pub fn frames(data: &[u8]) {
@@ -396,6 +415,9 @@ pub fn master_books(data: &[u8]) {
                 Input::Tick
             }
         };
+        if std::env::var_os("STRATA_FUZZ_TRACE").is_some() {
+            eprintln!("{input:?}");
+        }
         books.handle(now, input);
         if let Err(violation) = books.check_invariants() {
             panic!("the books broke: {violation}");

@@ -6,25 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-type Target = fn(&[u8]);
-
-const TARGETS: &[(&str, Target)] = &[
-    ("frames", strata_fuzz::frames),
-    ("messages", strata_fuzz::messages),
-    ("resources", strata_fuzz::resources),
-    ("attributes", strata_fuzz::attributes),
-    ("upid", strata_fuzz::upid),
-    ("checkpoints", strata_fuzz::checkpoints),
-    ("registry", strata_fuzz::registry),
-    ("launcher", strata_fuzz::launcher),
-    ("http_request", strata_fuzz::http_request),
-    ("acls", strata_fuzz::acls),
-    ("message_values", strata_fuzz::message_values),
-    ("resource_values", strata_fuzz::resource_values),
-    ("master_books", strata_fuzz::master_books),
-    ("v1_calls", strata_fuzz::v1_calls),
-    ("recordio", strata_fuzz::recordio),
-];
+use strata_fuzz::TARGETS;
 
 fn corpus(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -241,13 +241,25 @@ impl Books {
             );
             return self.refuse_agent(pid, reason, out);
         }
-        // An agent restarted with less than its tasks hold cannot take
-        // them back.
+        // An agent restarted with less than its tasks and executors hold
+        // cannot take them back. What they hold is what the books charge
+        // for them: a task the master knows keeps the resources it was
+        // launched with, whatever the agent reports.
         let mut held = Resources::new();
-        for task in reported.iter().filter(|task| !task.state.is_terminal()) {
-            if let Err(error) = held.try_add(&task.info.resources) {
+        for task in &reported {
+            if let Some(resources) = self.charged_on_return(&agent_id, task)
+                && let Err(error) = held.try_add(&resources)
+            {
                 let reason = format!("task {} holds {error}", task.info.task_id);
                 return self.refuse_agent(pid, reason, out);
+            }
+        }
+        if let Some(entry) = self.agents.get(&agent_id) {
+            for ((_, executor_id), resources) in &entry.executors {
+                if let Err(error) = held.try_add(resources) {
+                    let reason = format!("executor {executor_id} holds {error}");
+                    return self.refuse_agent(pid, reason, out);
+                }
             }
         }
         if !info.resources.contains(&held) {
@@ -266,10 +278,17 @@ impl Books {
         let mut running = std::collections::BTreeSet::new();
         for task in reported {
             let key = (task.framework_id.clone(), task.info.task_id.clone());
-            if self.reconcile_reported_task(now, &agent_id, &pid, task.clone(), &mut followups) {
-                used.entry(task.framework_id.clone())
-                    .or_default()
-                    .add(&task.info.resources);
+            if self.reconcile_reported_task(now, &agent_id, &pid, task, &mut followups) {
+                // Charged as the books hold the task (adopted ones as
+                // reported, and checked above).
+                if let Some(resources) = self
+                    .frameworks
+                    .get(&key.0)
+                    .and_then(|framework| framework.tasks.get(&key.1))
+                    .map(|known| known.info.resources.clone())
+                {
+                    used.entry(key.0.clone()).or_default().add(&resources);
+                }
                 running.insert(key);
             }
         }
@@ -454,6 +473,24 @@ impl Books {
                 }
                 true
             }
+        }
+    }
+
+    /// What the books will charge an agent that comes back for a task it
+    /// reports: a task the master knows as running there keeps its own
+    /// resources; one it does not know is adopted as reported if it runs.
+    fn charged_on_return(&self, agent_id: &AgentId, task: &Task) -> Option<Resources> {
+        let known = self
+            .frameworks
+            .get(&task.framework_id)
+            .and_then(|framework| framework.tasks.get(&task.info.task_id));
+        match known {
+            Some(known) if known.info.agent_id == *agent_id && !known.state.is_terminal() => {
+                Some(known.info.resources.clone())
+            }
+            Some(_) => None,
+            None if !task.state.is_terminal() => Some(task.info.resources.clone()),
+            None => None,
         }
     }
 

@@ -221,3 +221,57 @@ fn an_agent_whose_tasks_disagree_on_a_resource_kind_is_refused() {
         "{refusal}"
     );
 }
+
+/// Found by fuzzing the books (`fuzz/`, target `master_books`): an agent
+/// came back reporting a task the master knew as running, now ended and
+/// with other resources than it was launched with; the allocator was
+/// charged the reported resources, which the agent did not have, and
+/// lost track of what was free.
+#[test]
+fn a_returning_agent_is_charged_what_the_books_hold_for_its_tasks() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:4;mem:4096", "");
+    let scheduler = pid("s@10.0.0.9:4000");
+    let (framework_id, _) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    // The agent comes back with a task the master adopts.
+    let adopted = running_task(&framework_id, task("t", &agent_id, "cpus:1"));
+    let info = returning_agent(&agent_id, "cpus:4;mem:4096");
+    h.send(
+        &agent,
+        ToMaster::ReregisterAgent {
+            info: info.clone(),
+            tasks: vec![adopted],
+        },
+    );
+    invariants::check(&h.books).unwrap();
+    // Again, reporting it ended, holding what the agent does not have.
+    let mut ended = running_task(&framework_id, task("t", &agent_id, "gpus:3"));
+    ended.state = TaskState::Failed;
+    h.send(
+        &agent,
+        ToMaster::ReregisterAgent {
+            info,
+            tasks: vec![ended],
+        },
+    );
+    invariants::check(&h.books).unwrap();
+    // An agent that comes back with less than its known tasks hold is
+    // refused.
+    let still = running_task(&framework_id, task("t", &agent_id, "cpus:1"));
+    let out = h.send(
+        &agent,
+        ToMaster::ReregisterAgent {
+            info: returning_agent(&agent_id, "mem:4096"),
+            tasks: vec![still],
+        },
+    );
+    invariants::check(&h.books).unwrap();
+    assert!(
+        out.iter().any(|command| matches!(
+            command,
+            Command::ToAgent(_, ToAgent::RegistrationRefused { reason }) if reason.contains("must offer at least")
+        )),
+        "{out:?}"
+    );
+}
