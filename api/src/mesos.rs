@@ -603,10 +603,20 @@ pub struct TaskInfo {
     pub command: Option<CommandInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Labels>,
+    /// A container to run in: refused until Strata runs containers,
+    /// rather than running the command on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<serde_json::Value>,
 }
 
 impl TaskInfo {
     pub fn to_protocol(&self) -> Result<protocol::TaskInfo, ApiError> {
+        if self.container.is_some() {
+            return Err(ApiError::Unsupported(format!(
+                "task {} asks for a container; tasks run as commands on the agent's host",
+                self.task_id.value
+            )));
+        }
         let kind = match (&self.command, &self.executor) {
             (Some(command), None) => protocol::TaskKind::Command(command.to_protocol()?),
             (None, Some(executor)) => protocol::TaskKind::Executor(executor.to_protocol()?),
@@ -647,6 +657,7 @@ impl TaskInfo {
             executor,
             command,
             labels: labels_to(&task.labels),
+            container: None,
         }
     }
 }

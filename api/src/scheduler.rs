@@ -354,13 +354,14 @@ impl Call {
             }
             CallType::Request => return Ok(Translated::Nothing),
             CallType::UpdateFramework => {
-                let update = body(&self.update_framework, "update_framework")?;
-                let mut info = update.framework_info.to_protocol()?;
-                info.id = Some(framework_id);
-                ToMaster::Subscribe {
-                    info,
-                    constraints: Vec::new(),
-                }
+                // A re-subscription would rescind the framework's offers
+                // and revive it; a change in place is not a call Strata
+                // takes yet.
+                body(&self.update_framework, "update_framework")?;
+                return Err(ApiError::Unsupported(
+                    "UPDATE_FRAMEWORK (subscribe again with the framework's id to change it)"
+                        .into(),
+                ));
             }
             other @ (CallType::AcceptInverseOffers
             | CallType::DeclineInverseOffers

@@ -311,6 +311,19 @@ fn bad_calls_are_refused_with_what_is_wrong() {
         400,
         "exactly one of `command` and `executor`",
     );
+    refused(
+        r#"{"type": "ACCEPT", "accept": {"offer_ids": [], "operations": [{"type": "LAUNCH",
+            "launch": {"task_infos": [{"name": "t", "task_id": {"value": "t"},
+            "agent_id": {"value": "a"}, "command": {"value": "true"},
+            "container": {"type": "DOCKER", "docker": {"image": "busybox"}}}]}}]}}"#,
+        501,
+        "asks for a container",
+    );
+    refused(
+        r#"{"type": "UPDATE_FRAMEWORK", "update_framework": {"framework_info": {"user": "u", "name": "n"}}}"#,
+        501,
+        "UPDATE_FRAMEWORK",
+    );
     let many: Vec<Value> = (0..=protocol::offers::MAX_OFFERS_PER_CALL)
         .map(|index| json!({"value": format!("o{index}")}))
         .collect();

@@ -116,9 +116,11 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         let http = crate::serve_http(
             master_node.addr(),
             strata_runtime::http::Cors::SameOrigin,
+            // A development cluster on loopback: frameworks of the
+            // machine's users may call without credentials.
             strata_master::api::routes(
                 api,
-                None,
+                strata_master::api::FrameworkAccess::Unauthenticated,
                 strata_master::state::routes(
                     publisher_and_routes.1.clone(),
                     config.authorizer.clone(),

@@ -62,6 +62,16 @@ pub struct MasterArgs {
     /// the ACLs decide what it may do.
     #[arg(long, env = "STRATA_AUTHENTICATE_HTTP_FRAMEWORKS")]
     pub authenticate_http_frameworks: bool,
+    /// Take v1 scheduler API calls from any client that reaches the port,
+    /// under the principal its FrameworkInfo names (as Apache Mesos does
+    /// by default). Without this or --authenticate-http-frameworks the
+    /// API is off: anyone who may call it may run tasks.
+    #[arg(
+        long,
+        env = "STRATA_ALLOW_UNAUTHENTICATED_HTTP_FRAMEWORKS",
+        conflicts_with = "authenticate_http_frameworks"
+    )]
+    pub allow_unauthenticated_http_frameworks: bool,
     #[command(flatten)]
     pub tls: crate::TlsSource,
 }
@@ -152,15 +162,19 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
     };
     let authorization = args.authorization.describe(&config.authorizer);
     let http_credentials = args.http_auth.credentials()?;
-    let framework_credentials = match (
+    let framework_access = match (
         args.authenticate_http_frameworks,
+        args.allow_unauthenticated_http_frameworks,
         args.http_auth.credentials_file()?,
     ) {
-        (false, _) => None,
-        (true, Some(credentials)) => Some(credentials),
-        (true, None) => anyhow::bail!(
+        (true, _, Some(credentials)) => {
+            strata_master::api::FrameworkAccess::Authenticated(credentials)
+        }
+        (true, _, None) => anyhow::bail!(
             "--authenticate-http-frameworks needs --http-credentials FILE naming the frameworks' principals"
         ),
+        (false, true, _) => strata_master::api::FrameworkAccess::Unauthenticated,
+        (false, false, _) => strata_master::api::FrameworkAccess::Off,
     };
     let work_dir = args.tls.work_dir.clone();
     let registry = strata_master::registry::path(&work_dir);
@@ -190,7 +204,7 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             strata_runtime::http::Cors::SameOrigin,
             strata_master::api::routes(
                 api,
-                framework_credentials,
+                framework_access,
                 strata_runtime::http_auth::guard(
                     http_credentials,
                     strata_master::state::PUBLIC_PATHS,

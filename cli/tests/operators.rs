@@ -150,6 +150,16 @@ fn the_master_serves_state_and_metrics() {
         answer.contains(&format!("location: //{address}\r\n")),
         "{answer}"
     );
+    // The scheduler API is off unless the master is told who may use it.
+    let (status, body) = http(
+        &address,
+        "POST /api/v1/scheduler HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("--allow-unauthenticated-http-frameworks"),
+        "{body}"
+    );
     // Mesos client libraries read the version as numbers.
     let (status, body) = get(&address, "/version");
     assert_eq!(status, 200, "{body}");

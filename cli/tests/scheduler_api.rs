@@ -109,7 +109,8 @@ impl Api {
 #[test]
 fn a_v1_http_framework_runs_a_task_to_finished() {
     let (dir, work, agent_work) = common::work_dirs("v1-api");
-    let master = common::start_master(&work);
+    let master =
+        common::start_master_with(&work, "0", &["--allow-unauthenticated-http-frameworks"]);
     let address = master.pid.addr().to_string();
     let _agent = strata_integration::ChildNode::start_daemon(
         std::path::Path::new(STRATA),
@@ -227,14 +228,19 @@ fn a_v1_http_framework_runs_a_task_to_finished() {
     let teardown = json!({"framework_id": {"value": framework_id}, "type": "TEARDOWN"});
     let (status, body) = api.call(Some(&stream_id), "application/json", &teardown.to_string());
     assert_eq!(status, 202, "{body}");
-    drop(events);
+    // The stream ends after the teardown.
+    let mut rest = Vec::new();
+    events.body.read_to_end(&mut rest).unwrap();
+    let (status, body) = api.call(Some(&stream_id), "application/json", &decline);
+    assert_eq!(status, 403, "{body}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_resubscribed_http_framework_keeps_its_tasks() {
     let (dir, work, agent_work) = common::work_dirs("v1-failover");
-    let master = common::start_master(&work);
+    let master =
+        common::start_master_with(&work, "0", &["--allow-unauthenticated-http-frameworks"]);
     let address = master.pid.addr().to_string();
     let _agent = strata_integration::ChildNode::start_daemon(
         std::path::Path::new(STRATA),

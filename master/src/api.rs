@@ -31,6 +31,10 @@ use tokio::sync::mpsc;
 /// Events a subscription may have unread before its stream is closed.
 pub const EVENT_BUFFER: usize = 1024;
 
+/// Subscriptions open at once; more are refused (each holds one of the
+/// server's connections for as long as it lasts).
+pub const MAX_SUBSCRIPTIONS: usize = 256;
+
 /// Calls waiting for the master before more are answered 503.
 pub const MAX_PENDING_CALLS: usize = 1024;
 
@@ -223,6 +227,9 @@ impl Accepted for Response {
     }
 }
 
+/// The process ids of subscriptions start so, on the master's node.
+const HTTP_PROCESS_PREFIX: &str = "scheduler-http-";
+
 /// One subscription's stream, as the master keeps it.
 #[derive(Debug)]
 struct Stream {
@@ -274,6 +281,13 @@ impl HttpFrameworks {
         self.streams.contains_key(pid)
     }
 
+    /// Whether `pid` is, or was, a subscription's process on the master's
+    /// node (`master`): what the books send to one that is gone goes
+    /// nowhere, not over the network.
+    pub fn owns(master: &Upid, pid: &Upid) -> bool {
+        pid.addr() == master.addr() && pid.id().starts_with(HTTP_PROCESS_PREFIX)
+    }
+
     /// Takes a call from the HTTP side; `master` is the master's own
     /// process id, on whose node subscriptions get theirs, and
     /// `stream_id` a fresh unguessable id for a new subscription.
@@ -285,8 +299,14 @@ impl HttpFrameworks {
                 events,
                 answer,
             } => {
+                if self.streams.len() >= MAX_SUBSCRIPTIONS {
+                    let _ = answer.try_send(Err(format!(
+                        "the master has {MAX_SUBSCRIPTIONS} subscriptions open, the most it takes"
+                    )));
+                    return Admitted::Answered;
+                }
                 self.next += 1;
-                let id = format!("scheduler-http-{}", self.next);
+                let id = format!("{HTTP_PROCESS_PREFIX}{}", self.next);
                 let Ok(pid) = Upid::new(&id, master.addr(), master.incarnation()) else {
                     let _ = answer.try_send(Err("no process id for the subscription".into()));
                     return Admitted::Answered;
@@ -343,7 +363,11 @@ impl HttpFrameworks {
                     )));
                     return Admitted::Answered;
                 }
-                let _ = answer.try_send(Ok(()));
+                if answer.try_send(Ok(())).is_err() {
+                    // The client gave up waiting (and was told 503): the
+                    // call is not made behind its back.
+                    return Admitted::Answered;
+                }
                 Admitted::Message {
                     from: pid.clone(),
                     sender: stream.identity.clone(),
@@ -364,15 +388,24 @@ impl HttpFrameworks {
             ToScheduler::Subscribed { framework_id, .. } => {
                 stream.framework_id = Some(framework_id.clone());
                 if let Some(waiting) = stream.waiting.take() {
-                    let _ = waiting.try_send(Ok(Subscription {
+                    let answered = waiting.try_send(Ok(Subscription {
                         stream_id: stream.stream_id.clone(),
                         framework_id: framework_id.clone(),
                     }));
+                    if answered.is_err() {
+                        // The client gave up waiting: its framework is
+                        // disconnected at once.
+                        return false;
+                    }
                 }
-                Event::subscribed(
+                let event = Event::subscribed(
                     framework_id,
                     strata_api::mesos::MasterInfo::of(master, &self.master_id),
-                )
+                );
+                let framework_id = framework_id.clone();
+                let delivered = stream.events.try_send(Bytes::from(event.record())).is_ok();
+                self.close_others(pid, &framework_id);
+                return delivered;
             }
             ToScheduler::Error { message } if stream.waiting.is_some() => {
                 // The SUBSCRIBE was refused: answered, no stream opens.
@@ -402,6 +435,28 @@ impl HttpFrameworks {
             .collect()
     }
 
+    /// Closes the other streams of `framework_id` (a framework that
+    /// subscribed again elsewhere), telling them why.
+    fn close_others(&mut self, pid: &Upid, framework_id: &FrameworkId) {
+        let others: Vec<Upid> = self
+            .streams
+            .iter()
+            .filter(|(other, stream)| {
+                *other != pid && stream.framework_id.as_ref() == Some(framework_id)
+            })
+            .map(|(other, _)| other.clone())
+            .collect();
+        let record = Bytes::from(
+            Event::error("the framework subscribed again on another connection").record(),
+        );
+        for other in others {
+            if let Some(stream) = self.streams.get(&other) {
+                let _ = stream.events.try_send(record.clone());
+            }
+            self.forget(&other);
+        }
+    }
+
     /// Forgets `pid`'s stream (closing it).
     pub fn forget(&mut self, pid: &Upid) {
         if let Some(stream) = self.streams.remove(pid) {
@@ -413,25 +468,44 @@ impl HttpFrameworks {
 /// Where frameworks reach the scheduler API.
 pub const SCHEDULER_PATHS: [&str; 2] = ["/api/v1/scheduler", "/master/api/v1/scheduler"];
 
+/// Who may use the scheduler API.
+#[derive(Debug, Clone)]
+pub enum FrameworkAccess {
+    /// Nobody: the API answers 403 saying how to turn it on.
+    Off,
+    /// Any client that reaches the port, under the principal its
+    /// FrameworkInfo names (Mesos without `--authenticate_http_frameworks`).
+    Unauthenticated,
+    /// Frameworks that authenticate (HTTP Basic, or a bearer token) with
+    /// these credentials, under the principal they authenticate as.
+    Authenticated(Arc<strata_runtime::http_auth::HttpCredentials>),
+}
+
 /// The master's endpoints with the scheduler API in front: its paths go
-/// to [`scheduler`], every other to `rest`. With `credentials`, only
-/// frameworks that authenticate (HTTP Basic, or a bearer token) may call,
-/// and the principal they authenticate as is theirs; without, a
-/// framework's principal is the one its FrameworkInfo names, as in Mesos
-/// without `--authenticate_http_frameworks`.
+/// to [`scheduler`] as `access` allows, every other to `rest`.
 pub fn routes(
     api: ApiSender,
-    credentials: Option<Arc<strata_runtime::http_auth::HttpCredentials>>,
+    access: FrameworkAccess,
     rest: impl Fn(&Request) -> Response + Send + Sync + 'static,
 ) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
+    let credentials = match &access {
+        FrameworkAccess::Authenticated(credentials) => Some(credentials.clone()),
+        FrameworkAccess::Off | FrameworkAccess::Unauthenticated => None,
+    };
+    let open = !matches!(access, FrameworkAccess::Off);
     let scheduler = strata_runtime::http_auth::guard(credentials, &[], move |request: &Request| {
         scheduler(&api, request)
     });
     move |request: &Request| {
-        if SCHEDULER_PATHS.contains(&request.path.as_str()) {
+        if !SCHEDULER_PATHS.contains(&request.path.as_str()) {
+            rest(request)
+        } else if open {
             scheduler(request)
         } else {
-            rest(request)
+            refused(
+                403,
+                "the scheduler API is off: start the master with --authenticate-http-frameworks (and --http-credentials) or --allow-unauthenticated-http-frameworks",
+            )
         }
     }
 }
@@ -518,6 +592,34 @@ mod tests {
                 .unwrap_err()
                 .contains("no subscription")
         );
+    }
+
+    #[test]
+    fn a_framework_that_subscribes_again_closes_its_old_stream() {
+        let mut frameworks = HttpFrameworks::new("m");
+        let subscribed = ToScheduler::Subscribed {
+            framework_id: FrameworkId::new("m-F1").unwrap(),
+            epoch: 1,
+        };
+        let (old, mut old_stream, _answered) = subscribe(&mut frameworks);
+        assert!(frameworks.deliver(&master(), &old, &subscribed));
+        let (new, _new_stream, _answered_again) = subscribe(&mut frameworks);
+        assert!(frameworks.deliver(&master(), &new, &subscribed));
+        assert!(!frameworks.serves(&old) && frameworks.serves(&new));
+        let _subscribed = old_stream.try_recv().unwrap();
+        let error = old_stream.try_recv().unwrap();
+        assert!(String::from_utf8_lossy(&error).contains("subscribed again"));
+        assert!(old_stream.try_recv().is_err(), "the old stream is closed");
+        // What the books still send the old process goes nowhere.
+        assert!(HttpFrameworks::owns(&master(), &old));
+        assert!(!HttpFrameworks::owns(
+            &master(),
+            &"scheduler-1@127.0.0.1:5050".parse().unwrap()
+        ));
+        assert!(!HttpFrameworks::owns(
+            &"master@127.0.0.2:5050".parse().unwrap(),
+            &old
+        ));
     }
 
     #[test]

@@ -273,6 +273,9 @@ impl Master {
                     }
                 }
                 Command::Link(pid) if self.http.serves(&pid) => {}
+                // A subscription that is gone: nothing to send to.
+                Command::ToScheduler(pid, _) | Command::Link(pid)
+                    if crate::api::HttpFrameworks::owns(&master, &pid) => {}
                 Command::ToAgent(pid, message) => send(ctx, &pid, message),
                 Command::ToScheduler(pid, message) => send(ctx, &pid, message),
                 Command::Link(pid) => ctx.link(&pid),
@@ -308,14 +311,21 @@ impl Master {
                     from,
                     sender,
                     message,
-                } => master.apply(
-                    ctx,
-                    Input::Received {
-                        from,
-                        sender,
-                        message,
-                    },
-                ),
+                } => {
+                    let ends = matches!(message, ToMaster::Teardown { .. });
+                    master.apply(
+                        ctx,
+                        Input::Received {
+                            from: from.clone(),
+                            sender,
+                            message,
+                        },
+                    );
+                    if ends {
+                        // Torn down: its stream ends, as in Mesos.
+                        master.http.forget(&from);
+                    }
+                }
                 crate::api::Admitted::Answered => {}
             }
             master.take_api_calls(ctx);
