@@ -106,15 +106,23 @@ impl Api {
     }
 }
 
-#[test]
-fn a_v1_http_framework_runs_a_task_to_finished() {
-    let (dir, work, agent_work) = common::work_dirs("v1-api");
-    let master =
-        common::start_master_with(&work, "0", &["--allow-unauthenticated-http-frameworks"]);
-    let address = master.pid.addr().to_string();
-    let _agent = strata_integration::ChildNode::start_daemon(
-        std::path::Path::new(STRATA),
-        &[
+/// A master taking unauthenticated scheduler API calls and one agent.
+struct Cluster {
+    dir: std::path::PathBuf,
+    work: String,
+    address: String,
+    master: strata_integration::ChildNode,
+    _agent: strata_integration::ChildNode,
+    api: Api,
+}
+
+impl Cluster {
+    fn start(name: &str, agent_flags: &[&str]) -> Cluster {
+        let (dir, work, agent_work) = common::work_dirs(name);
+        let master =
+            common::start_master_with(&work, "0", &["--allow-unauthenticated-http-frameworks"]);
+        let address = master.pid.addr().to_string();
+        let mut args = vec![
             "agent",
             "--master",
             &address,
@@ -122,15 +130,36 @@ fn a_v1_http_framework_runs_a_task_to_finished() {
             "0",
             "--work-dir",
             &agent_work,
-            "--resources",
-            "cpus:2;mem:512",
-        ],
-    )
-    .unwrap();
-    let api = Api {
-        url: format!("http://{address}/api/v1/scheduler"),
-        client: client(),
-    };
+        ];
+        args.extend_from_slice(agent_flags);
+        let agent =
+            strata_integration::ChildNode::start_daemon(std::path::Path::new(STRATA), &args)
+                .unwrap();
+        let api = Api {
+            url: format!("http://{address}/api/v1/scheduler"),
+            client: client(),
+        };
+        Cluster {
+            dir,
+            work,
+            address,
+            master,
+            _agent: agent,
+            api,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_v1_http_framework_runs_a_task_to_finished() {
+    let cluster = Cluster::start("v1-api", &["--resources", "cpus:2;mem:512"]);
+    let (api, master) = (&cluster.api, &cluster.master);
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
 
     let (stream_id, mut events) = api.subscribe(json!({
@@ -233,30 +262,14 @@ fn a_v1_http_framework_runs_a_task_to_finished() {
     events.body.read_to_end(&mut rest).unwrap();
     let (status, body) = api.call(Some(&stream_id), "application/json", &decline);
     assert_eq!(status, 403, "{body}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_resubscribed_http_framework_keeps_its_tasks() {
-    let (dir, work, agent_work) = common::work_dirs("v1-failover");
-    let master =
-        common::start_master_with(&work, "0", &["--allow-unauthenticated-http-frameworks"]);
-    let address = master.pid.addr().to_string();
-    let _agent = strata_integration::ChildNode::start_daemon(
-        std::path::Path::new(STRATA),
-        &[
-            "agent",
-            "--master",
-            &address,
-            "--port",
-            "0",
-            "--work-dir",
-            &agent_work,
-        ],
-    )
-    .unwrap();
+    let cluster = Cluster::start("v1-failover", &[]);
+    // The API under its other path.
     let api = Api {
-        url: format!("http://{address}/master/api/v1/scheduler"),
+        url: format!("http://{}/master/api/v1/scheduler", cluster.address),
         client: client(),
     };
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
@@ -335,7 +348,6 @@ fn a_resubscribed_http_framework_keeps_its_tasks() {
         }
         assert!(Instant::now() < deadline, "not killed: {update}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -410,4 +422,102 @@ fn http_frameworks_authenticate_and_the_acls_decide() {
         "{body}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_http_framework_and_an_sdk_framework_share_an_agent() {
+    let cluster = Cluster::start("v1-sharing", &["--resources", "cpus:2;mem:1024"]);
+    let (address, api) = (&cluster.address, &cluster.api);
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let (stream_id, mut events) = api.subscribe(json!({"user": user, "name": "http-half"}));
+    let framework_id = events.next_of("SUBSCRIBED")["subscribed"]["framework_id"].clone();
+    let call = |call: Value| {
+        let (status, body) = api.call(Some(&stream_id), "application/json", &call.to_string());
+        assert_eq!(status, 202, "{call}: {body}");
+    };
+    // Half the agent, for a long while; the rest goes back at once.
+    let offer = events.next_of("OFFERS")["offers"]["offers"][0].clone();
+    call(json!({
+        "framework_id": framework_id, "type": "ACCEPT",
+        "accept": {"offer_ids": [offer["id"]], "filters": {"refuse_seconds": 0},
+                   "operations": [{"type": "LAUNCH", "launch": {"task_infos": [{
+                       "name": "half", "task_id": {"value": "half-1"},
+                       "agent_id": offer["agent_id"],
+                       "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 1}},
+                                     {"name": "mem", "type": "SCALAR", "scalar": {"value": 64}}],
+                       "command": {"value": "exec sleep 600"}}]}}]}
+    }));
+    // Offers it does not use it declines, or they would stay its own;
+    // updates it acknowledges. Returns the state of each update.
+    let handle = |event: &Value| -> Option<String> {
+        if event["type"] == "OFFERS" {
+            let ids: Vec<Value> = event["offers"]["offers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|offer| offer["id"].clone())
+                .collect();
+            call(json!({"framework_id": framework_id, "type": "DECLINE",
+                        "decline": {"offer_ids": ids, "filters": {"refuse_seconds": 1}}}));
+        }
+        if event["type"] != "UPDATE" {
+            return None;
+        }
+        let status = &event["update"]["status"];
+        if let Some(uuid) = status["uuid"].as_str() {
+            call(json!({"framework_id": framework_id, "type": "ACKNOWLEDGE",
+                        "acknowledge": {"agent_id": status["agent_id"],
+                                        "task_id": status["task_id"], "uuid": uuid}}));
+        }
+        Some(status["state"].as_str().unwrap().to_owned())
+    };
+    while handle(&events.next()).as_deref() != Some("TASK_RUNNING") {}
+    // Meanwhile an SDK framework runs two tasks of half a cpu beside it.
+    let state = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < deadline {
+                if let Some(state) = handle(&events.next()) {
+                    return state;
+                }
+            }
+            String::new()
+        });
+        let sdk = std::process::Command::new(STRATA)
+            .args([
+                "execute",
+                "--master",
+                address,
+                "--name",
+                "sdk-half",
+                "--command",
+                "true",
+                "--instances",
+                "2",
+                "--resources",
+                "cpus:0.5;mem:64",
+                "--work-dir",
+                &cluster.work,
+                "--timeout",
+                "60",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&sdk.stdout);
+        assert_eq!(
+            sdk.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&sdk.stderr)
+        );
+        assert_eq!(stdout.matches("TASK_FINISHED").count(), 2, "{stdout}");
+        // The HTTP framework's task ran all along: the first update
+        // after its RUNNING is the one its kill causes.
+        let kill = json!({"framework_id": framework_id, "type": "KILL",
+                          "kill": {"task_id": {"value": "half-1"}}});
+        let (status, body) = api.call(Some(&stream_id), "application/json", &kill.to_string());
+        assert_eq!(status, 202, "{body}");
+        watcher.join().unwrap()
+    });
+    assert_eq!(state, "TASK_KILLED");
 }
