@@ -22,6 +22,16 @@ fn base64() -> &'static base64::engine::GeneralPurpose {
     &base64::engine::general_purpose::STANDARD
 }
 
+/// `null` read as the default, as protobuf's JSON mapping reads it:
+/// client libraries send `null` for fields they leave unset.
+pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// Bytes as Mesos's JSON carries them: base64 text.
 pub fn encode_bytes(bytes: &[u8]) -> String {
     base64().encode(bytes)
@@ -89,13 +99,13 @@ pub struct Range {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ranges {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub range: Vec<Range>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Set {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub item: Vec<String>,
 }
 
@@ -136,7 +146,11 @@ pub struct Resource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     /// The reservations, innermost last (reservation refinement).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::mesos::nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub reservations: Vec<Reservation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocation_info: Option<AllocationInfo>,
@@ -312,13 +326,13 @@ pub fn attributes_to(attributes: &protocol::Attributes) -> Vec<Attribute> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Label {
     pub key: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub value: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Labels {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub labels: Vec<Label>,
 }
 
@@ -387,13 +401,21 @@ pub struct FrameworkInfo {
     /// The single role of frameworks without MULTI_ROLE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::mesos::nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub roles: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::mesos::nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub capabilities: Vec<Capability>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Labels>,
@@ -471,13 +493,13 @@ impl FrameworkInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Variable {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub value: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Environment {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub variables: Vec<Variable>,
 }
 
@@ -489,7 +511,11 @@ pub struct CommandInfo {
     pub shell: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::mesos::nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub arguments: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<Environment>,
@@ -560,7 +586,11 @@ pub struct ExecutorInfo {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandInfo>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::mesos::nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub resources: Vec<Resource>,
 }
 
@@ -595,7 +625,7 @@ pub struct TaskInfo {
     pub name: String,
     pub task_id: Id,
     pub agent_id: Id,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub resources: Vec<Resource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor: Option<ExecutorInfo>,
@@ -762,12 +792,23 @@ pub struct Offer {
     pub framework_id: Id,
     pub agent_id: Id,
     pub hostname: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub resources: Vec<Resource>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub attributes: Vec<Attribute>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocation_info: Option<AllocationInfo>,
+    /// The agent's HTTP endpoint, as Mesos sets it on every offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Url>,
+}
+
+/// Where an HTTP endpoint is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Url {
+    pub scheme: String,
+    pub address: Address,
+    pub path: String,
 }
 
 impl Offer {
@@ -782,6 +823,15 @@ impl Offer {
             attributes: attributes_to(&offer.attributes),
             allocation_info: Some(AllocationInfo {
                 role: role.to_owned(),
+            }),
+            url: Some(Url {
+                scheme: "http".to_owned(),
+                address: Address {
+                    hostname: offer.hostname.clone(),
+                    ip: offer.agent_address.ip().to_string(),
+                    port: offer.agent_address.port(),
+                },
+                path: "/agent".to_owned(),
             }),
         }
     }

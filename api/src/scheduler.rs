@@ -62,13 +62,13 @@ pub enum OperationType {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Launch {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub task_infos: Vec<TaskInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskGroupInfo {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub tasks: Vec<TaskInfo>,
 }
 
@@ -92,9 +92,9 @@ pub struct Operation {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Accept {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub offer_ids: Vec<Id>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub operations: Vec<Operation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<crate::mesos::Filters>,
@@ -102,7 +102,7 @@ pub struct Accept {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decline {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub offer_ids: Vec<Id>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<crate::mesos::Filters>,
@@ -137,7 +137,7 @@ pub struct ReconcileTask {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reconcile {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::mesos::nullable")]
     pub tasks: Vec<ReconcileTask>,
 }
 

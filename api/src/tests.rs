@@ -375,6 +375,7 @@ fn events_have_mesos_shapes() {
         framework_id: framework(),
         agent_id: AgentId::new("m-S1").unwrap(),
         hostname: "host-1".into(),
+        agent_address: "10.0.0.7:5051".parse().unwrap(),
         resources: "cpus:2;mem:1024;ports:[31000-31009];zones(web):{a,b}"
             .parse()
             .unwrap(),
@@ -387,6 +388,11 @@ fn events_have_mesos_shapes() {
     assert_eq!(sent["id"]["value"], "m-O1");
     assert_eq!(sent["agent_id"]["value"], "m-S1");
     assert_eq!(sent["allocation_info"]["role"], "web");
+    assert_eq!(
+        sent["url"],
+        json!({"scheme": "http", "address": {"hostname": "host-1", "ip": "10.0.0.7", "port": 5051},
+               "path": "/agent"})
+    );
     let cpus = sent["resources"]
         .as_array()
         .unwrap()

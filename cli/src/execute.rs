@@ -547,6 +547,7 @@ mod tests {
             framework_id: FrameworkId::new("F1").unwrap(),
             agent_id: AgentId::new("S1").unwrap(),
             hostname: "localhost".into(),
+            agent_address: "127.0.0.1:5051".parse().unwrap(),
             resources: resources.parse().unwrap(),
             attributes: Default::default(),
         }

@@ -503,13 +503,7 @@ fn an_http_framework_and_an_sdk_framework_share_an_agent() {
             ])
             .output()
             .unwrap();
-        let stdout = String::from_utf8_lossy(&sdk.stdout);
-        assert_eq!(
-            sdk.status.code(),
-            Some(0),
-            "{stdout}{}",
-            String::from_utf8_lossy(&sdk.stderr)
-        );
+        let stdout = common::succeeded(&sdk);
         assert_eq!(stdout.matches("TASK_FINISHED").count(), 2, "{stdout}");
         // The HTTP framework's task ran all along: the first update
         // after its RUNNING is the one its kill causes.
@@ -520,4 +514,48 @@ fn an_http_framework_and_an_sdk_framework_share_an_agent() {
         watcher.join().unwrap()
     });
     assert_eq!(state, "TASK_KILLED");
+}
+
+/// An unmodified third-party Mesos client library from npm
+/// (`mesos-framework`, in `cli/tests/mesos-framework/`) runs its
+/// scheduler to TASK_FINISHED. `.ci/run` installs it; elsewhere, without
+/// node or the package, the test says why and passes unless `CI` is set.
+#[test]
+fn a_scheduler_written_with_mesos_framework_from_npm_runs_a_task() {
+    let script_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mesos-framework");
+    let missing = if !script_dir.join("node_modules/mesos-framework").is_dir() {
+        Some(format!(
+            "no mesos-framework in {} (npm install there)",
+            script_dir.display()
+        ))
+    } else if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        Some("no node".to_owned())
+    } else {
+        None
+    };
+    if let Some(reason) = missing {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the mesos-framework test: {reason}"
+        );
+        eprintln!("skipping the mesos-framework test: {reason}");
+        return;
+    }
+    let cluster = Cluster::start("v1-npm", &["--resources", "cpus:1;mem:256"]);
+    // The library writes its logs to ./logs.
+    std::fs::create_dir_all(cluster.dir.join("logs")).unwrap();
+    let output = std::process::Command::new("node")
+        .arg(script_dir.join("framework.js"))
+        .arg(&cluster.address)
+        .current_dir(&cluster.dir)
+        .output()
+        .unwrap();
+    let stdout = common::succeeded(&output);
+    assert!(stdout.contains("SUBSCRIBED"), "{stdout}");
+    assert!(stdout.contains(" TASK_RUNNING"), "{stdout}");
+    assert!(stdout.contains(" TASK_FINISHED"), "{stdout}");
 }

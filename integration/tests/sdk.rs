@@ -168,6 +168,7 @@ fn the_sdk_reconciles_its_tasks_until_the_master_answers() {
             framework_id: framework_id.clone(),
             agent_id: agent_id.clone(),
             hostname: "h".into(),
+            agent_address: master_node.addr(),
             resources: r("cpus:1"),
             attributes: Attributes::default(),
         };

@@ -37,6 +37,8 @@ pub struct Offer {
     pub framework_id: FrameworkId,
     pub agent_id: AgentId,
     pub hostname: String,
+    /// The agent's node address: its HTTP endpoints are on that port.
+    pub agent_address: std::net::SocketAddr,
     pub resources: Resources,
     pub attributes: Attributes,
 }

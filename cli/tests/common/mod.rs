@@ -33,15 +33,22 @@ pub fn two_overlapping_instances(master: &str, work: &str) -> Vec<String> {
     .collect()
 }
 
-/// Asserts the run exited 0 and its instances finished on two agents.
-pub fn assert_one_instance_per_agent(output: &Output) {
-    let stdout = String::from_utf8_lossy(&output.stdout);
+/// The standard output of a run, which must have exited 0 (else the
+/// assertion shows both outputs).
+pub fn succeeded(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(
         output.status.code(),
         Some(0),
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+/// Asserts the run exited 0 and its instances finished on two agents.
+pub fn assert_one_instance_per_agent(output: &Output) {
+    let stdout = succeeded(output);
     let agents: BTreeSet<&str> = stdout
         .lines()
         .filter(|line| line.contains("TASK_FINISHED"))

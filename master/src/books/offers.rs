@@ -102,6 +102,7 @@ impl Books {
                 framework_id: allocation.framework_id.clone(),
                 agent_id: allocation.agent_id.clone(),
                 hostname: agent.info.hostname.clone(),
+                agent_address: agent.pid.addr(),
                 resources: allocation.resources,
                 attributes: agent.info.attributes.clone(),
             };
