@@ -179,14 +179,14 @@ impl HttpAuthArgs {
     pub fn credentials(
         &self,
     ) -> anyhow::Result<Option<std::sync::Arc<strata_runtime::http_auth::HttpCredentials>>> {
-        match (self.authenticate_http_readonly, &self.http_credentials) {
-            (false, _) => Ok(None),
-            (true, None) => anyhow::bail!(
+        if !self.authenticate_http_readonly {
+            return Ok(None);
+        }
+        match self.credentials_file()? {
+            Some(credentials) => Ok(Some(credentials)),
+            None => anyhow::bail!(
                 "--authenticate-http-readonly needs --http-credentials FILE naming who may read"
             ),
-            (true, Some(path)) => Ok(Some(std::sync::Arc::new(
-                strata_runtime::http_auth::HttpCredentials::load(path)?,
-            ))),
         }
     }
 }

@@ -164,7 +164,7 @@ pub fn scheduler(api: &ApiSender, request: &Request) -> Response {
     let message = match call.to_protocol(&framework_id) {
         Ok(Translated::ToMaster(message)) => message,
         Ok(Translated::Nothing) => {
-            return Response::text("application/json", Bytes::new()).accepted();
+            return accepted();
         }
         Err(error) => return refused(error.status(), &error.to_string()),
     };
@@ -175,7 +175,7 @@ pub fn scheduler(api: &ApiSender, request: &Request) -> Response {
         answer,
     });
     match answer {
-        Ok(Ok(())) => Response::text("application/json", Bytes::new()).accepted(),
+        Ok(Ok(())) => accepted(),
         Ok(Err(reason)) => refused(403, &reason),
         Err(response) => response,
     }
@@ -215,16 +215,11 @@ fn subscribe(
     }
 }
 
-trait Accepted {
-    fn accepted(self) -> Response;
-}
-
-impl Accepted for Response {
-    /// 202, as every call but SUBSCRIBE is answered.
-    fn accepted(mut self) -> Response {
-        self.status = 202;
-        self
-    }
+/// 202 with no body, as every call but SUBSCRIBE is answered.
+fn accepted() -> Response {
+    let mut response = Response::text("application/json", Bytes::new());
+    response.status = 202;
+    response
 }
 
 /// The process ids of subscriptions start so, on the master's node.

@@ -32,8 +32,9 @@ scheduler.on("update", function (update) {
     var state = update.status.state;
     console.log("UPDATE " + update.status.task_id.value + " " + state);
     if (state === "TASK_FINISHED") {
+        // Done once the library has sent the TEARDOWN.
+        scheduler.on("sent_teardown", function () { process.exit(0); });
         scheduler.teardown();
-        setTimeout(function () { process.exit(0); }, 200);
     } else if (["TASK_FAILED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_KILLED"].indexOf(state) >= 0) {
         process.exit(1);
     }
