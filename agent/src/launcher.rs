@@ -150,27 +150,47 @@ pub fn secret_path(work_dir: &Path) -> PathBuf {
 /// The launcher's secret for `work_dir`, made on first use: random bytes
 /// in a file only this user can read. A file someone else owns or could
 /// read is refused.
+///
+/// The launcher and the agent may both make it at once: each writes its
+/// own temporary file and links it into place, so the secret's path only
+/// ever names a whole file and the first link wins.
 pub fn secret(work_dir: &Path) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let path = secret_path(work_dir);
     if let Some(dir) = path.parent() {
         strata_runtime::durable::create_dir_all(dir)?;
     }
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-    {
-        Ok(mut file) => {
+    if !path.exists() {
+        let draft = path.with_extension(format!(
+            "secret.new-{}-{}",
+            std::process::id(),
+            MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let written = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&draft)?;
             let mut bytes = vec![0u8; SECRET_BYTES];
             std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
-            return Ok(bytes);
+            Ok::<_, std::io::Error>(bytes)
+        })();
+        let linked = written.and_then(|bytes| std::fs::hard_link(&draft, &path).map(|()| bytes));
+        let _ = std::fs::remove_file(&draft);
+        match linked {
+            Ok(bytes) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                return Ok(bytes);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error),
         }
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(error) => return Err(error),
     }
     let metadata = std::fs::symlink_metadata(&path)?;
     let me = rustix::process::geteuid().as_raw();
@@ -185,8 +205,8 @@ pub fn secret(work_dir: &Path) -> std::io::Result<Vec<u8>> {
     }
     let bytes = strata_runtime::durable::read_bounded(&path, SECRET_BYTES as u64)?;
     if bytes.len() != SECRET_BYTES {
-        // Cut short by a crash while it was written: the next launcher
-        // and agent make a new one.
+        // Not one this code wrote whole (it links only whole files):
+        // the next launcher and agent make a new one.
         std::fs::remove_file(&path)?;
         return Err(std::io::Error::other(format!(
             "{} was incomplete and has been removed; try again",
@@ -1181,6 +1201,33 @@ mod tests {
         drop(second);
         served.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The launcher and the agent make the secret at once: both read the
+    /// same whole secret, never a file still being written.
+    #[test]
+    fn a_secret_made_by_many_at_once_is_one_whole_secret() {
+        for round in 0..20 {
+            let dir = scratch(&format!("launcher-secret-race-{round}"));
+            let makers: Vec<_> = (0..4)
+                .map(|_| {
+                    let dir = dir.clone();
+                    std::thread::spawn(move || secret(&dir))
+                })
+                .collect();
+            let secrets: Vec<Vec<u8>> = makers
+                .into_iter()
+                .map(|maker| maker.join().unwrap().expect("every maker reads the secret"))
+                .collect();
+            assert_eq!(secrets[0].len(), SECRET_BYTES);
+            assert!(secrets.iter().all(|made| *made == secrets[0]));
+            let left: Vec<_> = std::fs::read_dir(dir.join("meta"))
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name())
+                .collect();
+            assert_eq!(left, vec![std::ffi::OsString::from("task-launcher.secret")]);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     /// A process of the agent's user that opens the launcher's socket
