@@ -175,7 +175,7 @@ fn http_latency_ms(state: State) -> anyhow::Result<f64> {
         .enable_all()
         .build()?;
     let (publisher, snapshots) = strata_master::state::channel();
-    publisher.send_replace(Some(std::sync::Arc::new(state)));
+    publisher.publish(std::sync::Arc::new(state), 0);
     runtime.block_on(async {
         let listener = strata_runtime::http::bind("127.0.0.1:0".parse()?).await?;
         let address = listener.local_addr()?;

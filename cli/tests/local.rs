@@ -1,6 +1,7 @@
 //! `strata local` and `strata execute`, both as real processes: exit 0 for
-//! `true`, 1 for `false`, 2 for what cannot be placed; `local` stops
-//! cleanly on SIGTERM and its running tasks die with it.
+//! `true`, 1 for `false`, 2 for what cannot be placed; `strata logs` right
+//! after `strata execute` finds the task; `local` stops cleanly on
+//! SIGTERM and its running tasks die with it.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -81,6 +82,33 @@ fn execute_against_local_returns_the_documented_exit_codes() {
         explanation.contains("cpus:1000") && explanation.contains("largest offer"),
         "{explanation}"
     );
+
+    // Read your writes: what `strata execute` printed (TASK_FINISHED) is
+    // in what the master answers next, so `strata logs` at once finds the
+    // task and its output, every time.
+    let rounds: usize = std::env::var("STRATA_READ_YOUR_WRITES_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(200);
+    for round in 0..rounds {
+        let name = format!("ryw-{round}");
+        let ran = execute(&name, &format!("echo said {round}"), &[]);
+        assert_eq!(ran.status.code(), Some(0), "round {round}");
+        assert!(String::from_utf8_lossy(&ran.stdout).contains("TASK_FINISHED"));
+        let logs = Command::new(STRATA)
+            .args(["logs", "--master", &master, &name])
+            .output()
+            .unwrap();
+        assert_eq!(
+            (
+                logs.status.code(),
+                String::from_utf8_lossy(&logs.stdout).into_owned()
+            ),
+            (Some(0), format!("said {round}\n")),
+            "round {round}: {}",
+            String::from_utf8_lossy(&logs.stderr)
+        );
+    }
 
     // A task still running when `local` is told to stop dies with it.
     let mut long = Command::new(STRATA)

@@ -45,8 +45,14 @@ pub struct Master {
     publisher: Option<crate::state::Publisher>,
     start_time_ms: u64,
     pid: String,
-    /// When the next snapshot is due (see [`SNAPSHOT_SHARE`]).
+    /// When the next periodic snapshot is due, and the earliest a fresh
+    /// one asked for by a reader is taken (see [`SNAPSHOT_SHARE`]).
     next_snapshot: Instant,
+    next_fresh: Instant,
+    /// Whether the books took an input since the last snapshot.
+    changed: bool,
+    /// Held while this master publishes snapshots.
+    listening: Option<crate::state::Listening>,
     /// Told of every broken invariant, when checking (simulation).
     checker: Option<Checker>,
     /// Calls from the v1 scheduler API, when the master serves it.
@@ -60,7 +66,9 @@ pub type InvariantSink = std::sync::Arc<dyn Fn(String) + Send + Sync>;
 
 /// Snapshots for the HTTP endpoints take at most this share of the
 /// master's time: after one that took `t`, the next waits at least
-/// `t / SNAPSHOT_SHARE` (and at least an allocation interval).
+/// `t / SNAPSHOT_SHARE` (and a periodic one at least an allocation
+/// interval; fresh ones readers ask for are taken as soon as that share
+/// allows, one for all readers that asked meanwhile).
 pub const SNAPSHOT_SHARE: f64 = 0.1;
 
 /// Where a durable master keeps its registry, and what it wrote last.
@@ -95,6 +103,9 @@ impl Master {
             start_time_ms: 0,
             pid: String::new(),
             next_snapshot: now(),
+            next_fresh: now(),
+            changed: true,
+            listening: None,
             checker: None,
             api: None,
             http: crate::api::HttpFrameworks::new(id_prefix),
@@ -125,21 +136,62 @@ impl Master {
 
     /// Takes and publishes a snapshot when one is due.
     fn publish(&mut self) {
-        let Some(publisher) = &self.publisher else {
-            return;
-        };
-        let started = now();
-        if started < self.next_snapshot {
+        if self.publisher.is_none() || now() < self.next_snapshot {
             return;
         }
-        let now_ms = self.books.wall_clock_ms(started);
-        let state = crate::state::State::of(&self.books, &self.pid, self.start_time_ms, now_ms);
-        publisher.send_replace(Some(std::sync::Arc::new(state)));
-        let took = now().saturating_duration_since(started);
+        let (started, took) = self.snapshot();
         let wait = took
             .div_f64(SNAPSHOT_SHARE)
             .max(self.books.config().allocation_interval);
         self.next_snapshot = started + wait;
+    }
+
+    /// Takes and publishes a snapshot, answering the readers that asked
+    /// for one before; when and how long it took.
+    fn snapshot(&mut self) -> (Instant, Duration) {
+        let started = now();
+        let Some(publisher) = &self.publisher else {
+            return (started, Duration::ZERO);
+        };
+        let covers = publisher.asked();
+        let now_ms = self.books.wall_clock_ms(started);
+        let state = crate::state::State::of(&self.books, &self.pid, self.start_time_ms, now_ms);
+        publisher.publish(std::sync::Arc::new(state), covers);
+        self.changed = false;
+        let took = now().saturating_duration_since(started);
+        self.next_fresh = started + took.div_f64(SNAPSHOT_SHARE);
+        (started, took)
+    }
+
+    /// Answers readers waiting for a fresh snapshot: a new one if the
+    /// books changed since the last, else the last confirmed current.
+    fn answer_readers(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        if self.changed {
+            self.snapshot();
+        } else {
+            publisher.confirm(publisher.asked());
+        }
+        self.await_readers(ctx);
+    }
+
+    /// Waits (without holding anything up) for a reader to ask for a
+    /// fresh snapshot, and for the snapshots' share of time to allow one.
+    fn await_readers(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        let requested = publisher.requested();
+        let not_before = tokio::time::Instant::from_std(self.next_fresh);
+        ctx.spawn_future(
+            async move {
+                requested.await;
+                tokio::time::sleep_until(not_before).await;
+            },
+            |master, ctx, ()| master.answer_readers(ctx),
+        );
     }
 
     /// A master that keeps its registry in `work_dir` and recovers it
@@ -150,6 +202,9 @@ impl Master {
             start_time_ms: 0,
             pid: String::new(),
             next_snapshot: now(),
+            next_fresh: now(),
+            changed: true,
+            listening: None,
             books: Books::new(config, id_prefix),
             registry: Some(RegistryFile {
                 path: crate::registry::path(work_dir),
@@ -240,6 +295,7 @@ impl Master {
     fn apply(&mut self, ctx: &mut ProcessContext<'_, Self>, input: Input) {
         let now = now();
         let commands = self.books.handle(now, input);
+        self.changed = true;
         if let Some(Checker(sink)) = &self.checker
             && let Err(violation) = self.books.check_invariants()
         {
@@ -427,6 +483,10 @@ impl Process for Master {
             master.publish();
         });
         self.publish();
+        if let Some(publisher) = &self.publisher {
+            self.listening = Some(publisher.listen());
+            self.await_readers(ctx);
+        }
         if self.api.is_some() {
             self.take_api_calls(ctx);
             let heartbeat =

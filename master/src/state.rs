@@ -1,20 +1,25 @@
 //! What operators see of the master: `/state` and the metrics.
 //!
 //! The master process takes a [`State`] snapshot of its books on every
-//! allocation tick and publishes it; the HTTP endpoints serve the latest
-//! snapshot, so a large `/state` is serialized outside the master's
-//! process and never holds it up. [`routes`] answers `/health`, `/state`,
+//! allocation tick and publishes it; the HTTP endpoints serve snapshots,
+//! so a large `/state` is serialized outside the master's process and
+//! never holds it up. `/state` asks for a fresh one ([`Snapshots::fresh`]):
+//! the master takes it between two messages, one for every reader that
+//! asked meanwhile, within its share of time ([`crate::process::SNAPSHOT_SHARE`]),
+//! so an update a client saw is in the `/state` it reads next. [`routes`] answers `/health`, `/state`,
 //! `/metrics` (Prometheus text, `strata_*`) and `/metrics/snapshot` (flat
 //! JSON with Apache Mesos's metric names).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
 use strata_protocol::{Resources, TaskState};
 use strata_runtime::http::{Request, Response, SharedJson};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::authorization::Authorizer;
 use crate::books::{AgentStatus, Books};
@@ -434,13 +439,149 @@ pub fn prometheus(state: &State) -> String {
 /// every second and reads task output from the agents' `/files/read`.
 pub const WEB_UI: &str = include_str!("ui/index.html");
 
-/// Where the master publishes its snapshots.
-pub type Publisher = Arc<watch::Sender<Option<Arc<State>>>>;
+/// A published snapshot and the requests for a fresh one it answers.
+#[derive(Debug, Clone, Default)]
+struct Published {
+    state: Option<Arc<State>>,
+    /// Taken after the first `covers` requests for a fresh snapshot.
+    covers: u64,
+}
 
-/// A publisher and the receiving end [`routes`] reads.
-pub fn channel() -> (Publisher, watch::Receiver<Option<Arc<State>>>) {
-    let (sender, receiver) = watch::channel(None);
-    (Arc::new(sender), receiver)
+/// What readers and the master share: requests for a fresh snapshot.
+#[derive(Debug, Default)]
+struct Wanted {
+    /// Requests made so far.
+    asked: AtomicU64,
+    /// Rung on every request.
+    bell: Notify,
+    /// Masters publishing now (0 between a crash and the restart).
+    listening: AtomicU64,
+}
+
+/// How long a reader waits for a fresh snapshot before it answers with
+/// the latest one (the master is restarting or very busy).
+pub const FRESH_SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
+
+/// Where the master publishes its snapshots, and learns that a reader
+/// wants a fresh one.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    sender: Arc<watch::Sender<Published>>,
+    wanted: Arc<Wanted>,
+}
+
+/// Held by a master while it publishes: readers wait for fresh
+/// snapshots only while one does.
+#[derive(Debug)]
+pub struct Listening(Arc<Wanted>);
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.listening.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Publisher {
+    /// Marks a master as publishing until the guard is dropped.
+    pub fn listen(&self) -> Listening {
+        self.wanted.listening.fetch_add(1, Ordering::SeqCst);
+        Listening(self.wanted.clone())
+    }
+
+    /// The requests made so far: read before taking a snapshot, which
+    /// then answers them.
+    pub fn asked(&self) -> u64 {
+        self.wanted.asked.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when a reader asks for a fresh snapshot (at once if one
+    /// asked since the last call).
+    pub fn requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let wanted = self.wanted.clone();
+        async move { wanted.bell.notified().await }
+    }
+
+    /// Publishes `state`, taken after the first `covers` requests.
+    pub fn publish(&self, state: Arc<State>, covers: u64) {
+        self.sender.send_replace(Published {
+            state: Some(state),
+            covers,
+        });
+    }
+
+    /// Says that the latest snapshot is still current after the first
+    /// `covers` requests (nothing changed since it was taken).
+    pub fn confirm(&self, covers: u64) {
+        self.sender.send_if_modified(|published| {
+            let newer = published.state.is_some() && covers > published.covers;
+            if newer {
+                published.covers = covers;
+            }
+            newer
+        });
+    }
+
+    /// The latest snapshot.
+    pub fn latest(&self) -> Option<Arc<State>> {
+        self.sender.borrow().state.clone()
+    }
+}
+
+/// What the endpoints read: the latest snapshot, or a fresh one.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    receiver: watch::Receiver<Published>,
+    wanted: Arc<Wanted>,
+}
+
+impl Snapshots {
+    /// The latest snapshot, however old (up to an allocation interval
+    /// while the master is idle).
+    pub fn latest(&self) -> Option<Arc<State>> {
+        self.receiver.borrow().state.clone()
+    }
+
+    /// A snapshot taken after this call began, so it holds everything
+    /// the master had done before: what a client saw from the master
+    /// (a TASK_FINISHED) is in it. Blocks the calling thread (the HTTP
+    /// handlers run on the blocking pool) for at most `wait`; the master
+    /// never waits for it. The latest snapshot when no master publishes
+    /// or it does not answer in time.
+    pub fn fresh(&self, wait: Duration) -> Option<Arc<State>> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.latest();
+        };
+        if self.wanted.listening.load(Ordering::SeqCst) == 0 {
+            return self.latest();
+        }
+        let ticket = self.wanted.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        self.wanted.bell.notify_one();
+        let mut receiver = self.receiver.clone();
+        let answered = runtime.block_on(async {
+            tokio::time::timeout(
+                wait,
+                receiver.wait_for(|published| published.covers >= ticket),
+            )
+            .await
+            .ok()?
+            .ok()
+            .and_then(|published| published.state.clone())
+        });
+        answered.or_else(|| self.latest())
+    }
+}
+
+/// A publisher and the snapshots [`routes`] read.
+pub fn channel() -> (Publisher, Snapshots) {
+    let (sender, receiver) = watch::channel(Published::default());
+    let wanted = Arc::new(Wanted::default());
+    (
+        Publisher {
+            sender: Arc::new(sender),
+            wanted: wanted.clone(),
+        },
+        Snapshots { receiver, wanted },
+    )
 }
 
 /// Endpoints served without credentials when the master asks for them:
@@ -508,7 +649,7 @@ fn redirect_to_leader(pid: &str) -> Response {
 /// The master's HTTP endpoints, over its latest snapshot, showing each
 /// reader what the view ACLs of `authorizer` let its principal see.
 pub fn routes(
-    snapshots: watch::Receiver<Option<Arc<State>>>,
+    snapshots: Snapshots,
     authorizer: Authorizer,
 ) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
     let serialized = SharedJson::default();
@@ -519,7 +660,13 @@ pub fn routes(
         if matches!(request.path.as_str(), "/" | "/index.html") {
             return Response::text("text/html; charset=utf-8", WEB_UI);
         }
-        let latest = snapshots.borrow().clone();
+        // `/state` is read fresh, so what a client saw is in it; the
+        // rest from the latest snapshot.
+        let latest = if request.path == "/state" {
+            snapshots.fresh(FRESH_SNAPSHOT_WAIT)
+        } else {
+            snapshots.latest()
+        };
         match (request.path.as_str(), latest) {
             ("/health", Some(_)) => Response::text("text/plain", "ok\n"),
             ("/version", _) => strata_runtime::http::version(),
@@ -539,5 +686,52 @@ pub fn routes(
             }
             _ => Response::error(404, "no such endpoint"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(pid: &str) -> Arc<State> {
+        let books = Books::new(crate::Config::default(), "m");
+        Arc::new(State::of(&books, pid, 0, 0))
+    }
+
+    /// A reader asking for a fresh snapshot gets one taken after it
+    /// asked, never the older one; with no master publishing it gets the
+    /// latest at once.
+    #[tokio::test]
+    async fn a_fresh_snapshot_is_taken_after_it_was_asked_for() {
+        let (publisher, snapshots) = channel();
+        publisher.publish(state("old@127.0.0.1:1"), publisher.asked());
+        let reader = snapshots.clone();
+        let alone = tokio::task::spawn_blocking(move || reader.fresh(Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(alone.pid, "old@127.0.0.1:1", "nobody publishes: the latest");
+
+        let listening = publisher.listen();
+        let reader = snapshots.clone();
+        let asked = tokio::task::spawn_blocking(move || reader.fresh(Duration::from_secs(60)));
+        publisher.requested().await;
+        // Something older than the request does not answer it.
+        publisher.publish(state("older@127.0.0.1:1"), 0);
+        publisher.publish(state("new@127.0.0.1:1"), publisher.asked());
+        assert_eq!(asked.await.unwrap().unwrap().pid, "new@127.0.0.1:1");
+
+        // Nothing changed since: the same snapshot, confirmed current.
+        let reader = snapshots.clone();
+        let asked = tokio::task::spawn_blocking(move || reader.fresh(Duration::from_secs(60)));
+        publisher.requested().await;
+        publisher.confirm(publisher.asked());
+        assert_eq!(asked.await.unwrap().unwrap().pid, "new@127.0.0.1:1");
+
+        // A master that does not answer in time: the latest.
+        let reader = snapshots.clone();
+        let late = tokio::task::spawn_blocking(move || reader.fresh(Duration::from_millis(1)));
+        assert_eq!(late.await.unwrap().unwrap().pid, "new@127.0.0.1:1");
+        drop(listening);
     }
 }

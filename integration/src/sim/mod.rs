@@ -446,7 +446,7 @@ struct AgentSlot {
     host: SimHost,
     disk: Mount,
 }
-type MasterState = watch::Receiver<Option<Arc<strata_master::state::State>>>;
+type MasterState = strata_master::state::Snapshots;
 
 /// A simulated cluster; see the [module documentation](self).
 pub struct SimCluster {
@@ -683,7 +683,7 @@ impl SimCluster {
     pub fn master_state(&self) -> Option<Arc<strata_master::state::State>> {
         self.master_state
             .as_ref()
-            .and_then(|state| state.borrow().clone())
+            .and_then(strata_master::state::Snapshots::latest)
     }
 
     /// Reads what the network showed so far (updates made and delivered,
@@ -1057,7 +1057,7 @@ impl SimCluster {
     fn active_frameworks(&self) -> HashSet<String> {
         self.master_state
             .as_ref()
-            .and_then(|state| state.borrow().clone())
+            .and_then(strata_master::state::Snapshots::latest)
             .map(|state| {
                 state
                     .frameworks
@@ -1073,7 +1073,7 @@ impl SimCluster {
         let Some(master) = self
             .master_state
             .as_ref()
-            .and_then(|state| state.borrow().clone())
+            .and_then(strata_master::state::Snapshots::latest)
         else {
             return vec!["the master is down".into()];
         };
