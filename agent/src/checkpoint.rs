@@ -292,6 +292,7 @@ mod tests {
             executor_id: None,
             update_id: Some(UpdateId(id)),
             timestamp_ms: 1,
+            sandbox: None,
         }
     }
 

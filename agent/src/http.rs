@@ -12,66 +12,19 @@
 //! [`MAX_READ`] bytes and run off the agent's thread.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use std::sync::Arc;
 
 use serde::Serialize;
-use strata_protocol::resources::ResourceView;
+use strata_api::metrics::Metric;
 use strata_runtime::http::{Request, Response, SharedJson};
 use tokio::sync::watch;
 
 /// Most bytes one `/files/read` returns.
 pub const MAX_READ: u64 = 1 << 20;
 
-/// An agent at one moment.
-#[derive(Debug, Clone, Serialize)]
-pub struct State {
-    pub pid: String,
-    pub id: Option<String>,
-    pub hostname: String,
-    pub master: String,
-    pub registered: bool,
-    pub total: ResourceView,
-    pub allocated: ResourceView,
-    pub attributes: BTreeMapView,
-    /// Where sandboxes are, when tasks run as processes.
-    pub sandbox_root: Option<PathBuf>,
-    pub tasks: Vec<TaskView>,
-    pub executors: Vec<ExecutorView>,
-    pub unacknowledged_updates: usize,
-    pub snapshot_time_ms: u64,
-}
-
-/// Attribute names to their text values.
-pub type BTreeMapView = std::collections::BTreeMap<String, String>;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskView {
-    pub id: String,
-    pub name: String,
-    pub framework_id: String,
-    pub state: String,
-    pub resources: ResourceView,
-    /// Its sandbox, relative to the sandbox root, for `/files/*`.
-    pub sandbox: Option<String>,
-    pub usage: Option<UsageView>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ExecutorView {
-    pub framework_id: String,
-    pub executor_id: String,
-    pub registered: bool,
-    pub tasks: usize,
-}
-
-/// A task's usage, as `/monitor/statistics` reports it.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct UsageView {
-    pub cpus_time_secs: f64,
-    pub mem_rss_bytes: u64,
-    pub processes: u32,
-}
+/// An agent at one moment: the typed view every reader shares.
+pub type State = strata_api::views::AgentState;
 
 /// Where the agent publishes its snapshots.
 pub type Publisher = Arc<watch::Sender<Option<Arc<State>>>>;
@@ -324,14 +277,14 @@ fn statistics(state: &State) -> Response {
         .filter_map(|task| {
             let usage = task.usage?;
             Some(Statistics {
-                framework_id: &task.framework_id,
-                executor_id: &task.id,
+                framework_id: task.framework_id.as_str(),
+                executor_id: task.id.as_str(),
                 statistics: StatisticsValues {
                     cpus_time_secs: usage.cpus_time_secs,
                     mem_rss_bytes: usage.mem_rss_bytes,
                     processes: usage.processes,
-                    cpus_limit: task.resources.scalar("cpus"),
-                    mem_limit_bytes: (task.resources.scalar("mem") * 1024.0 * 1024.0) as u64,
+                    cpus_limit: task.resources.cpus().as_f64(),
+                    mem_limit_bytes: (task.resources.mem_mb().as_f64() * 1024.0 * 1024.0) as u64,
                 },
             })
         })
@@ -342,40 +295,37 @@ fn statistics(state: &State) -> Response {
     }
 }
 
-fn prometheus(state: &State) -> String {
+/// The agent's metrics, by Apache Mesos's names (`slave/…`; Strata's own
+/// in that style).
+pub fn metrics(state: &State) -> Vec<Metric> {
     let running = state
         .tasks
         .iter()
-        .filter(|task| task.state == "TASK_RUNNING")
+        .filter(|task| task.state == strata_protocol::TaskState::Running)
         .count();
-    let metrics = [
-        ("registered", f64::from(u8::from(state.registered))),
-        ("tasks_running", running as f64),
-        ("tasks", state.tasks.len() as f64),
-        ("executors", state.executors.len() as f64),
-        (
-            "unacknowledged_updates",
+    let scalar =
+        |resources: &strata_protocol::Resources, name: &str| resources.scalar_total(name).as_f64();
+    vec![
+        Metric::gauge("slave/registered", f64::from(u8::from(state.registered))),
+        Metric::gauge("slave/tasks_running", running as f64),
+        Metric::gauge("slave/tasks", state.tasks.len() as f64),
+        Metric::gauge("slave/executors", state.executors.len() as f64),
+        Metric::gauge(
+            "slave/unacknowledged_updates",
             state.unacknowledged_updates as f64,
         ),
-        ("cpus_total", state.total.scalar("cpus")),
-        ("cpus_used", state.allocated.scalar("cpus")),
-        ("mem_total", state.total.scalar("mem")),
-        ("mem_used", state.allocated.scalar("mem")),
-        ("disk_total", state.total.scalar("disk")),
-        ("disk_used", state.allocated.scalar("disk")),
-    ];
-    let mut text = String::new();
-    for (name, value) in metrics {
-        text.push_str(&format!(
-            "# TYPE strata_agent_{name} gauge\nstrata_agent_{name} {value}\n"
-        ));
-    }
-    text
+        Metric::gauge("slave/cpus_total", scalar(&state.total, "cpus")),
+        Metric::gauge("slave/cpus_used", scalar(&state.allocated, "cpus")),
+        Metric::gauge("slave/mem_total", scalar(&state.total, "mem")),
+        Metric::gauge("slave/mem_used", scalar(&state.allocated, "mem")),
+        Metric::gauge("slave/disk_total", scalar(&state.total, "disk")),
+        Metric::gauge("slave/disk_used", scalar(&state.allocated, "disk")),
+    ]
 }
 
 /// Endpoints served without credentials when the agent asks for them:
 /// they reveal no task data.
-pub const PUBLIC_PATHS: &[&str] = &["/health", "/version", "/metrics"];
+pub const PUBLIC_PATHS: &[&str] = &["/health", "/version", "/metrics", "/metrics/snapshot"];
 
 /// The agent's HTTP endpoints, over its latest snapshot.
 pub fn routes(
@@ -394,7 +344,13 @@ pub fn routes(
             ("/health", _) => Response::text("text/plain", "ok\n"),
             ("/version", _) => strata_runtime::http::version(),
             ("/state", _) => serialized.answer(&state),
-            ("/metrics", _) => Response::text("text/plain; version=0.0.4", prometheus(&state)),
+            ("/metrics", _) => Response::text(
+                strata_api::metrics::PROMETHEUS_CONTENT_TYPE,
+                strata_api::metrics::prometheus(&metrics(&state)),
+            ),
+            ("/metrics/snapshot", _) => {
+                Response::json(strata_api::metrics::snapshot(&metrics(&state)))
+            }
             ("/monitor/statistics", _) => statistics(&state),
             ("/files/browse" | "/files/read", None) => {
                 Response::error(404, "this agent has no sandboxes (tasks run in-process)")

@@ -289,50 +289,42 @@ impl Agent {
         }
     }
 
+    /// Task `key`'s sandbox relative to the sandbox root, once it has
+    /// one.
+    fn relative_sandbox(&self, key: &(FrameworkId, TaskId)) -> Option<String> {
+        let process = self.processes.get(key)?;
+        let relative = process.sandbox.strip_prefix(self.sandbox_root()?).ok()?;
+        relative.to_str().map(str::to_owned)
+    }
+
     fn publish(&self) {
         let Some(publisher) = &self.publisher else {
             return;
         };
-        let root = self.sandbox_root();
         let tasks = self
             .tasks
             .iter()
-            .map(|(key, task)| {
-                let process = self.processes.get(key);
-                crate::http::TaskView {
-                    id: key.1.to_string(),
-                    name: task.info.name.clone(),
-                    framework_id: key.0.to_string(),
-                    state: task.state.to_string(),
-                    resources: strata_protocol::resources::ResourceView(
-                        task.info.resources.clone(),
-                    ),
-                    sandbox: process.and_then(|process| {
-                        let root = root.as_ref()?;
-                        Some(
-                            process
-                                .sandbox
-                                .strip_prefix(root)
-                                .ok()?
-                                .to_string_lossy()
-                                .into_owned(),
-                        )
-                    }),
-                    usage: self.usage.get(key).map(|usage| crate::http::UsageView {
-                        cpus_time_secs: usage.cpu_seconds,
-                        mem_rss_bytes: usage.rss_bytes,
-                        processes: usage.processes,
-                    }),
-                }
+            .map(|(key, task)| strata_api::views::AgentTask {
+                id: key.1.clone(),
+                name: task.info.name.clone(),
+                framework_id: key.0.clone(),
+                state: task.state,
+                resources: task.info.resources.clone(),
+                sandbox: self.relative_sandbox(key),
+                usage: self.usage.get(key).map(|usage| strata_api::views::Usage {
+                    cpus_time_secs: usage.cpu_seconds,
+                    mem_rss_bytes: usage.rss_bytes,
+                    processes: usage.processes,
+                }),
             })
             .collect();
         let executors = self
             .executors
             .iter()
             .map(
-                |((framework_id, executor_id), run)| crate::http::ExecutorView {
-                    framework_id: framework_id.to_string(),
-                    executor_id: executor_id.to_string(),
+                |((framework_id, executor_id), run)| strata_api::views::Executor {
+                    framework_id: framework_id.clone(),
+                    executor_id: executor_id.clone(),
                     registered: run.registered(),
                     tasks: run.task_count(),
                 },
@@ -340,19 +332,14 @@ impl Agent {
             .collect();
         let state = crate::http::State {
             pid: self.pid.clone(),
-            id: self.agent_id.as_ref().map(ToString::to_string),
+            id: self.agent_id.clone(),
             hostname: self.config.hostname.clone(),
             master: self.config.master.to_string(),
             registered: self.registration == Registration::Registered,
-            total: strata_protocol::resources::ResourceView(self.config.resources.clone()),
-            allocated: strata_protocol::resources::ResourceView(self.allocated.clone()),
-            attributes: self
-                .config
-                .attributes
-                .iter()
-                .map(|(name, value)| (name.to_owned(), value.to_string()))
-                .collect(),
-            sandbox_root: root,
+            total: self.config.resources.clone(),
+            allocated: self.allocated.clone(),
+            attributes: self.config.attributes.clone(),
+            sandbox_root: self.sandbox_root(),
             tasks,
             executors,
             unacknowledged_updates: self.updates.unacknowledged(),
@@ -707,6 +694,7 @@ impl Agent {
         message: &str,
     ) {
         let key = (framework_id.clone(), task_id.clone());
+        let sandbox = self.relative_sandbox(&key);
         let Some(task) = self.tasks.get_mut(&key) else {
             return;
         };
@@ -723,6 +711,7 @@ impl Agent {
             executor_id: None,
             update_id: Some(UpdateId(self.random.next_u128())),
             timestamp_ms: wall_ms(),
+            sandbox,
         };
         task.state = state;
         task.status = Some(status.clone());

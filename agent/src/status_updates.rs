@@ -202,6 +202,7 @@ mod tests {
             executor_id: None,
             update_id: Some(UpdateId(id)),
             timestamp_ms: 0,
+            sandbox: None,
         }
     }
 

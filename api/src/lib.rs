@@ -9,8 +9,10 @@
 //! with these types, translate, and hand the result to their cores.
 
 pub mod mesos;
+pub mod metrics;
 pub mod recordio;
 pub mod scheduler;
+pub mod views;
 
 pub use strata_runtime::http::MESOS_COMPATIBLE_VERSION;
 

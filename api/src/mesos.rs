@@ -781,6 +781,7 @@ impl TaskStatus {
                 .map(|uuid| uuid_from(uuid, "status.uuid"))
                 .transpose()?,
             timestamp_ms,
+            sandbox: None,
         })
     }
 }

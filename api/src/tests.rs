@@ -346,6 +346,7 @@ fn events_have_mesos_shapes() {
         executor_id: None,
         update_id: Some(UpdateId(0x0102)),
         timestamp_ms: 1_500,
+        sandbox: None,
     };
     let event = Event::from_protocol(
         &ToScheduler::Update {

@@ -122,7 +122,7 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
     let mut state = None;
     for _ in 0..5 {
         let started = Instant::now();
-        let taken = State::of(&books, "master@127.0.0.1:5050", 0, 1);
+        let taken = strata_master::state::snapshot(&books, "master@127.0.0.1:5050", 0, 1);
         snapshot_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         let started = Instant::now();
         let json = serde_json::to_vec(&taken)?;

@@ -575,6 +575,7 @@ mod tests {
             executor_id: None,
             update_id: None,
             timestamp_ms: 0,
+            sandbox: None,
         }
     }
 

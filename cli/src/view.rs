@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use strata_api::views::{MasterState, Task};
+use strata_protocol::{FrameworkId, Resources};
 
 use crate::client::get;
 
@@ -57,66 +59,61 @@ fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(text) => text.clone(),
-        Value::Null => "-".into(),
-        Value::Number(number) => number
-            .as_f64()
-            .map(|n| {
-                if n.fract() == 0.0 {
-                    format!("{n:.0}")
-                } else {
-                    format!("{n:.2}").trim_end_matches('0').to_owned()
-                }
-            })
-            .unwrap_or_else(|| number.to_string()),
-        other => other.to_string(),
+/// A number as a person writes it: `2`, `0.5`, `1.25`.
+fn number(n: f64) -> String {
+    if n.fract() == 0.0 {
+        format!("{n:.0}")
+    } else {
+        format!("{n:.2}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
     }
+}
+
+/// The total of scalar `name` in `resources`.
+fn amount(resources: &Resources, name: &str) -> String {
+    number(resources.scalar_total(name).as_f64())
 }
 
 /// `used/total` of resource `name`.
-fn share(used: &Value, total: &Value, name: &str) -> String {
-    let amount = |resources: &Value| text(resources.get(name).unwrap_or(&Value::from(0)));
-    format!("{}/{}", amount(used), amount(total))
+fn share(used: &Resources, total: &Resources, name: &str) -> String {
+    format!("{}/{}", amount(used, name), amount(total, name))
 }
 
-fn attributes(value: &Value) -> String {
-    let Some(map) = value.as_object() else {
-        return "-".into();
-    };
-    if map.is_empty() {
+fn attributes(attributes: &strata_protocol::Attributes) -> String {
+    if attributes.is_empty() {
         return "-".into();
     }
-    map.iter()
-        .map(|(name, value)| format!("{name}:{}", text(value)))
+    attributes
+        .iter()
+        .map(|(name, value)| format!("{name}:{value}"))
         .collect::<Vec<_>>()
         .join(";")
 }
 
+/// The master's `/state`, read as the typed view it is written from.
+fn master_state(master: SocketAddr) -> anyhow::Result<MasterState> {
+    serde_json::from_slice(&get(master, "/state")?)
+        .with_context(|| format!("the master at {master} answered /state with something else"))
+}
+
+fn print_json(rows: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = serde_json::to_string_pretty(rows)?;
+    out.push('\n');
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(())
+}
+
 pub fn run(table: Table, args: ViewArgs) -> anyhow::Result<()> {
-    let body = get(args.master, "/state")?;
-    let state: Value = serde_json::from_slice(&body).context("the master's /state is not JSON")?;
-    let empty = Vec::new();
-    let list = |key: &str| state[key].as_array().unwrap_or(&empty).clone();
-    let rows: Vec<Value> = match table {
-        Table::Agents => list("agents"),
-        Table::Frameworks => list("frameworks"),
-        Table::Tasks => list("tasks")
-            .into_iter()
-            .chain(list("completed_tasks"))
-            .collect(),
-    };
-    if args.json {
-        let mut out = serde_json::to_string_pretty(&rows)?;
-        out.push('\n');
-        std::io::stdout().lock().write_all(out.as_bytes())?;
-        return Ok(());
-    }
-    let mut lines: Vec<Vec<String>> = Vec::with_capacity(rows.len() + 1);
+    let state = master_state(args.master)?;
     let header = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect();
+    let mut lines: Vec<Vec<String>> = Vec::new();
     match table {
         Table::Agents => {
+            if args.json {
+                return print_json(&state.agents);
+            }
             lines.push(header(&[
                 "ID",
                 "HOSTNAME",
@@ -126,40 +123,42 @@ pub fn run(table: Table, args: ViewArgs) -> anyhow::Result<()> {
                 "TASKS",
                 "ATTRIBUTES",
             ]));
-            for agent in &rows {
+            for agent in &state.agents {
                 lines.push(vec![
-                    text(&agent["id"]),
-                    text(&agent["hostname"]),
-                    text(&agent["status"]),
-                    share(&agent["used"], &agent["total"], "cpus"),
-                    share(&agent["used"], &agent["total"], "mem"),
-                    text(&agent["tasks"]),
-                    attributes(&agent["attributes"]),
+                    agent.id.to_string(),
+                    agent.hostname.clone(),
+                    agent.status.name().to_owned(),
+                    share(&agent.used, &agent.total, "cpus"),
+                    share(&agent.used, &agent.total, "mem"),
+                    agent.tasks.to_string(),
+                    attributes(&agent.attributes),
                 ]);
             }
         }
         Table::Frameworks => {
+            if args.json {
+                return print_json(&state.frameworks);
+            }
             lines.push(header(&[
                 "ID", "NAME", "ROLE", "ACTIVE", "TASKS", "CPUS", "MEM",
             ]));
-            for framework in &rows {
-                let yes_no = if framework["active"] == Value::Bool(true) {
-                    "yes"
-                } else {
-                    "no"
-                };
+            for framework in &state.frameworks {
                 lines.push(vec![
-                    text(&framework["id"]),
-                    text(&framework["name"]),
-                    text(&framework["role"]),
-                    yes_no.to_owned(),
-                    text(&framework["tasks"]),
-                    text(framework["used"].get("cpus").unwrap_or(&Value::from(0))),
-                    text(framework["used"].get("mem").unwrap_or(&Value::from(0))),
+                    framework.id.to_string(),
+                    framework.name.clone(),
+                    framework.role.clone(),
+                    if framework.active { "yes" } else { "no" }.to_owned(),
+                    framework.tasks.to_string(),
+                    amount(&framework.used, "cpus"),
+                    amount(&framework.used, "mem"),
                 ]);
             }
         }
         Table::Tasks => {
+            let tasks: Vec<&Task> = state.tasks.iter().chain(&state.completed_tasks).collect();
+            if args.json {
+                return print_json(&tasks);
+            }
             lines.push(header(&[
                 "ID",
                 "NAME",
@@ -169,15 +168,15 @@ pub fn run(table: Table, args: ViewArgs) -> anyhow::Result<()> {
                 "CPUS",
                 "MEM",
             ]));
-            for task in &rows {
+            for task in tasks {
                 lines.push(vec![
-                    text(&task["id"]),
-                    text(&task["name"]),
-                    text(&task["state"]),
-                    text(&task["framework_id"]),
-                    text(&task["agent_id"]),
-                    text(task["resources"].get("cpus").unwrap_or(&Value::from(0))),
-                    text(task["resources"].get("mem").unwrap_or(&Value::from(0))),
+                    task.id.to_string(),
+                    task.name.clone(),
+                    task.state.to_string(),
+                    task.framework_id.to_string(),
+                    task.agent_id.to_string(),
+                    amount(&task.resources, "cpus"),
+                    amount(&task.resources, "mem"),
                 ]);
             }
         }
@@ -213,69 +212,45 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-/// The task's entry in the master's state, running ones first.
-fn find_task(state: &Value, task_id: &str) -> Option<Value> {
-    ["tasks", "completed_tasks"].iter().find_map(|list| {
-        state[*list]
-            .as_array()?
-            .iter()
-            .rev()
-            .find(|task| task["id"] == task_id)
-            .cloned()
-    })
-}
-
 /// Where a task's sandbox is: its agent's HTTP address and the sandbox
-/// relative to the agent's sandbox root (from its RUNNING message, which
-/// names the sandbox).
-fn locate(state: &Value, task: &Value) -> anyhow::Result<(SocketAddr, String)> {
-    let agent_id = task["agent_id"].as_str().unwrap_or_default();
-    let agent = state["agents"]
-        .as_array()
-        .and_then(|agents| agents.iter().find(|agent| agent["id"] == agent_id))
-        .with_context(|| format!("the master no longer knows agent {agent_id}"))?;
-    let pid: strata_runtime::Upid = agent["pid"]
-        .as_str()
-        .unwrap_or_default()
+/// relative to the agent's sandbox root.
+fn locate(state: &MasterState, task: &Task) -> anyhow::Result<(SocketAddr, String)> {
+    let agent = state
+        .agent(&task.agent_id)
+        .with_context(|| format!("the master no longer knows agent {}", task.agent_id))?;
+    let pid: strata_runtime::Upid = agent
+        .pid
         .parse()
         .context("the master gave a malformed agent address")?;
-    let marker = format!("/agents/{agent_id}/");
-    let sandbox = task["history"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|step| step["message"].as_str()?.strip_prefix("running in "))
-        .find_map(|path| {
-            path.split_once(&marker)
-                .map(|(_, relative)| relative.to_owned())
-        })
-        .with_context(|| {
-            format!(
-                "task {} has no sandbox (it never ran, or ran in a custom executor)",
-                text(&task["id"])
-            )
-        })?;
+    let sandbox = task.sandbox.clone().with_context(|| {
+        format!(
+            "task {} has no sandbox (it never ran, or ran in a custom executor)",
+            task.id
+        )
+    })?;
     Ok((pid.addr(), sandbox))
 }
 
 /// The master's state and the task in it. `/state` holds everything the
 /// master did before it was asked, so a task whose update a client saw
 /// is there.
-fn task_in_state(master: SocketAddr, task_id: &str) -> anyhow::Result<(Value, Value)> {
-    let state: Value = serde_json::from_slice(&get(master, "/state")?)?;
-    match find_task(&state, task_id) {
-        Some(task) => Ok((state, task)),
+fn task_in_state(master: SocketAddr, task_id: &str) -> anyhow::Result<(MasterState, Task)> {
+    let state = master_state(master)?;
+    match state.task(task_id) {
+        Some(task) => {
+            let task = task.clone();
+            Ok((state, task))
+        }
         None => bail!("the master at {master} knows no task {task_id}"),
     }
 }
 
 /// Whether `task_id` (of `framework_id`) is among the running tasks.
-fn running(state: &Value, framework_id: &Value, task_id: &str) -> bool {
-    state["tasks"].as_array().is_some_and(|tasks| {
-        tasks
-            .iter()
-            .any(|task| task["id"] == task_id && &task["framework_id"] == framework_id)
-    })
+fn running(state: &MasterState, framework_id: &FrameworkId, task_id: &str) -> bool {
+    state
+        .tasks
+        .iter()
+        .any(|task| task.id.as_str() == task_id && task.framework_id == *framework_id)
 }
 
 #[derive(Debug, clap::Args)]
@@ -305,34 +280,33 @@ pub fn kill(args: KillArgs) -> anyhow::Result<()> {
         )
     })?;
     let (state, _) = task_in_state(args.master, &args.task_id)?;
-    let candidates: Vec<Value> = state["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|task| task["id"] == args.task_id.as_str())
+    let candidates: Vec<&Task> = state
+        .tasks
+        .iter()
+        .filter(|task| task.id.as_str() == args.task_id)
         .filter(|task| {
             args.framework
                 .as_ref()
-                .is_none_or(|framework| task["framework_id"] == framework.as_str())
+                .is_none_or(|framework| task.framework_id.as_str() == framework)
         })
-        .cloned()
         .collect();
     let task = match candidates.as_slice() {
         [] => bail!("task {} is not running (see `strata tasks`)", args.task_id),
-        [task] => task.clone(),
+        [task] => (*task).clone(),
         several => bail!(
             "tasks of several frameworks are called {}: {}; name one with --framework",
             args.task_id,
             several
                 .iter()
-                .map(|task| text(&task["framework_id"]))
+                .map(|task| task.framework_id.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
     };
-    let framework_id: strata_protocol::FrameworkId = text(&task["framework_id"]).parse()?;
-    let task_id: strata_protocol::TaskId = args.task_id.parse()?;
-    let master: strata_runtime::Upid = text(&state["pid"])
+    let framework_id = task.framework_id.clone();
+    let task_id = task.id.clone();
+    let master: strata_runtime::Upid = state
+        .pid
         .parse()
         .context("the master gave a malformed address")?;
     let material = args
@@ -358,20 +332,17 @@ pub fn kill(args: KillArgs) -> anyhow::Result<()> {
         let ended = loop {
             let address = args.master;
             let id = args.task_id.clone();
-            let framework = task["framework_id"].clone();
-            let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Value>> {
-                let state: Value = serde_json::from_slice(&get(address, "/state")?)?;
+            let framework = task.framework_id.clone();
+            let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<String>> {
+                let state = master_state(address)?;
                 if running(&state, &framework, &id) {
                     return Ok(None);
                 }
                 // Ended; its framework may have finished and gone with it.
-                Ok(Some(find_task(&state, &id).unwrap_or_else(|| {
-                    serde_json::json!({
-                        "id": id,
-                        "state": "ended",
-                        "message": "(its framework has finished since)",
-                    })
-                })))
+                Ok(Some(match state.task(&id) {
+                    Some(task) => format!("{} {} {}", task.id, task.state, task.message),
+                    None => format!("{id} ended (its framework has finished since)"),
+                }))
             })
             .await??;
             if let Some(ended) = found {
@@ -388,13 +359,7 @@ pub fn kill(args: KillArgs) -> anyhow::Result<()> {
         };
         node.close(Duration::from_secs(1)).await;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "{} {} {}",
-            text(&ended["id"]),
-            text(&ended["state"]),
-            text(&ended["message"])
-        );
+        let _ = writeln!(out, "{ended}");
         Ok(())
     })
 }
@@ -425,11 +390,7 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
         }
         out.flush()?;
         std::thread::sleep(Duration::from_millis(500));
-        let state: Value = serde_json::from_slice(&get(args.master, "/state")?)?;
-        ended = find_task(&state, &args.task_id).is_none_or(|task| {
-            state["tasks"]
-                .as_array()
-                .is_none_or(|running| !running.iter().any(|t| t["id"] == task["id"]))
-        });
+        let state = master_state(args.master)?;
+        ended = !running(&state, &task.framework_id, &args.task_id);
     }
 }

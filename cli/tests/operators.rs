@@ -313,13 +313,25 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
     let state = state_when(&agent_http, |state| {
         state["tasks"][0]["usage"].is_object() && state["tasks"][0]["sandbox"].is_string()
     });
-    assert_eq!(state["registered"], true);
-    assert_eq!(state["total"]["cpus"], 2.0);
-    assert_eq!(state["allocated"]["cpus"], 0.5);
-    let task = &state["tasks"][0];
-    assert_eq!(task["state"], "TASK_RUNNING");
-    let sandbox = task["sandbox"].as_str().unwrap().to_owned();
+    // Read as the typed view the agent writes it from.
+    let state: strata_api::views::AgentState = serde_json::from_value(state).unwrap();
+    assert!(state.registered);
+    assert_eq!(state.total.cpus().as_f64(), 2.0);
+    assert_eq!(state.allocated.cpus().as_f64(), 0.5);
+    let task = &state.tasks[0];
+    assert_eq!(task.state, strata_protocol::TaskState::Running);
+    let sandbox = task.sandbox.clone().unwrap();
     assert!(sandbox_path.ends_with(&sandbox), "{sandbox}");
+    // The master's view of the task names the same sandbox.
+    let master: strata_api::views::MasterState =
+        serde_json::from_value(state_when(&cluster.address, |state| {
+            state["tasks"][0]["sandbox"].is_string()
+        }))
+        .unwrap();
+    assert_eq!(
+        master.task("files").unwrap().sandbox.as_ref(),
+        Some(&sandbox)
+    );
 
     let (status, body) = get(&agent_http, "/monitor/statistics");
     assert_eq!(status, 200);

@@ -103,6 +103,7 @@ impl<E: Executor> ExecutorDriver<'_, '_, E> {
             executor_id: Some(self.identity.executor_id.clone()),
             update_id: None,
             timestamp_ms: 0,
+            sandbox: None,
         };
         remember(self.latest, &status);
         send_status(self.ctx, self.identity, status);

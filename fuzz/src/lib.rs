@@ -228,7 +228,7 @@ fn master_http() -> &'static Handler {
     HANDLER.get_or_init(|| {
         let books = strata_master::books::Books::new(strata_master::Config::default(), "fuzz");
         let (publisher, snapshots) = strata_master::state::channel();
-        let state = strata_master::state::State::of(&books, "master@127.0.0.1:5050", 0, 0);
+        let state = strata_master::state::snapshot(&books, "master@127.0.0.1:5050", 0, 0);
         publisher.publish(Arc::new(state), 0);
         // The receiver keeps the snapshot; the sender may go.
         drop(publisher);

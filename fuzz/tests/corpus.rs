@@ -70,6 +70,7 @@ fn write_seeds() {
         executor_id: None,
         update_id: Some(UpdateId(7)),
         timestamp_ms: 1,
+        sandbox: None,
     };
     let messages: Vec<(&str, Vec<u8>)> = vec![
         (

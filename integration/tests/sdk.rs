@@ -233,6 +233,7 @@ fn the_sdk_reconciles_its_tasks_until_the_master_answers() {
             executor_id: None,
             update_id: None,
             timestamp_ms: 0,
+            sandbox: None,
         };
         master
             .send(&scheduler, ToScheduler::Update { status })

@@ -155,7 +155,7 @@ impl Master {
         };
         let covers = publisher.asked();
         let now_ms = self.books.wall_clock_ms(started);
-        let state = crate::state::State::of(&self.books, &self.pid, self.start_time_ms, now_ms);
+        let state = crate::state::snapshot(&self.books, &self.pid, self.start_time_ms, now_ms);
         publisher.publish(std::sync::Arc::new(state), covers);
         self.changed = false;
         let took = now().saturating_duration_since(started);

@@ -16,423 +16,265 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
+use strata_api::metrics::Metric;
+use strata_api::views::{Agent, AgentStatus, Framework, Offer, Task};
 use strata_protocol::{Resources, TaskState};
 use strata_runtime::http::{Request, Response, SharedJson};
 use tokio::sync::{Notify, watch};
 
 use crate::authorization::Authorizer;
-use crate::books::{AgentStatus, Books};
+use crate::books::Books;
 
-pub use strata_protocol::resources::ResourceView;
+/// The master's state at one moment: the typed view every reader shares.
+pub type State = strata_api::views::MasterState;
 
-fn view(resources: &Resources) -> ResourceView {
-    ResourceView(resources.clone())
-}
-
-/// Attributes, serialized as an object of name to text value.
-#[derive(Debug, Clone, Default)]
-pub struct AttributesView(pub strata_protocol::Attributes);
-
-impl Serialize for AttributesView {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(name, value)| (name, value.to_string())))
+/// A snapshot of `books`, for the master at `pid`.
+pub fn snapshot(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> State {
+    let mut offered: BTreeMap<&strata_protocol::AgentId, Resources> = BTreeMap::new();
+    let mut offers = Vec::with_capacity(books.offers().len());
+    for entry in books.offers().values() {
+        offered
+            .entry(&entry.offer.agent_id)
+            .or_default()
+            .add(&entry.offer.resources);
+        offers.push(Offer {
+            id: entry.offer.id.clone(),
+            framework_id: entry.offer.framework_id.clone(),
+            agent_id: entry.offer.agent_id.clone(),
+            resources: entry.offer.resources.clone(),
+        });
     }
-}
-
-/// A task's history, serialized as a list of `{state, timestamp_ms,
-/// message}` outside the master's process.
-#[derive(Debug, Clone, Default)]
-pub struct HistoryView(pub Vec<crate::books::Transition>);
-
-impl Serialize for HistoryView {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for transition in &self.0 {
-            seq.serialize_element(&TransitionView {
-                state: transition.state.mesos_name(),
-                timestamp_ms: transition.timestamp_ms,
-                message: &transition.message,
-            })?;
-        }
-        seq.end()
-    }
-}
-
-/// The master's state at one moment.
-#[derive(Debug, Clone, Serialize)]
-pub struct State {
-    pub pid: String,
-    pub epoch: u64,
-    /// When this master started and when the snapshot was taken,
-    /// milliseconds since the Unix epoch.
-    pub start_time_ms: u64,
-    pub snapshot_time_ms: u64,
-    /// Whether agents may still come back to this (restarted) master.
-    pub recovering: bool,
-    pub agents: Vec<AgentView>,
-    pub frameworks: Vec<FrameworkView>,
-    /// Frameworks removed lately (their ended tasks are among
-    /// `completed_tasks`).
-    pub completed_frameworks: Vec<FrameworkView>,
-    /// Tasks that are not terminal.
-    pub tasks: Vec<TaskView>,
-    /// Recently ended tasks, oldest first per framework.
-    pub completed_tasks: Vec<TaskView>,
-    pub offers: Vec<OfferView>,
-    /// Tasks that ended in each terminal state since the master started.
-    pub ended: BTreeMap<String, u64>,
-    /// Requests refused since the master started because the sender may
-    /// not make them: its certificate's role or principal, or an ACL.
-    pub authorization_denials: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AgentView {
-    pub id: String,
-    pub pid: String,
-    pub hostname: String,
-    /// `active` or `unreachable`.
-    pub status: &'static str,
-    pub attributes: AttributesView,
-    pub total: ResourceView,
-    pub used: ResourceView,
-    pub offered: ResourceView,
-    pub tasks: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FrameworkView {
-    pub id: String,
-    pub name: String,
-    pub role: String,
-    /// The user its tasks run as, and who it authenticated as.
-    pub user: String,
-    pub principal: Option<String>,
-    /// Whether its scheduler is connected.
-    pub active: bool,
-    pub pid: Option<String>,
-    pub failover_timeout_secs: f64,
-    pub checkpoint: bool,
-    pub partition_aware: bool,
-    pub tasks: usize,
-    pub completed_tasks: usize,
-    pub offers: usize,
-    pub used: ResourceView,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskView {
-    pub id: String,
-    pub name: String,
-    pub framework_id: String,
-    /// The user it runs as.
-    pub user: String,
-    pub agent_id: String,
-    /// Mesos's name: `TASK_RUNNING`, ...
-    pub state: String,
-    pub resources: ResourceView,
-    pub message: String,
-    pub history: HistoryView,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct TransitionView<'a> {
-    state: &'static str,
-    timestamp_ms: u64,
-    message: &'a str,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct OfferView {
-    pub id: String,
-    pub framework_id: String,
-    pub agent_id: String,
-    pub resources: ResourceView,
-}
-
-impl State {
-    /// A snapshot of `books`, for the master at `pid`.
-    pub fn of(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> State {
-        let mut offered: BTreeMap<&strata_protocol::AgentId, Resources> = BTreeMap::new();
-        let mut offers = Vec::with_capacity(books.offers().len());
-        for entry in books.offers().values() {
-            offered
-                .entry(&entry.offer.agent_id)
-                .or_default()
-                .add(&entry.offer.resources);
-            offers.push(OfferView {
-                id: entry.offer.id.to_string(),
-                framework_id: entry.offer.framework_id.to_string(),
-                agent_id: entry.offer.agent_id.to_string(),
-                resources: view(&entry.offer.resources),
-            });
-        }
-        let agents = books
-            .agents()
-            .iter()
-            .map(|(id, agent)| {
-                let total = &agent.info.resources;
-                let offered = offered.get(id).cloned().unwrap_or_default();
-                let used = match (&agent.status, books.free(id)) {
-                    (AgentStatus::Active, Some(free)) => total
-                        .checked_sub(&free)
-                        .and_then(|taken| taken.checked_sub(&offered))
-                        .unwrap_or_default(),
-                    _ => Resources::new(),
-                };
-                AgentView {
-                    id: id.to_string(),
-                    pid: agent.pid.to_string(),
-                    hostname: agent.info.hostname.clone(),
-                    status: match agent.status {
-                        AgentStatus::Active => "active",
-                        AgentStatus::Unreachable { .. } => "unreachable",
-                    },
-                    attributes: AttributesView(agent.info.attributes.clone()),
-                    total: view(total),
-                    used: view(&used),
-                    offered: view(&offered),
-                    tasks: agent.tasks.len(),
-                }
-            })
-            .collect();
-        let mut frameworks = Vec::new();
-        let mut tasks = Vec::new();
-        let mut completed_tasks = Vec::new();
-        let mut completed_frameworks = Vec::new();
-        let removed = books
-            .completed_frameworks()
-            .iter()
-            .filter_map(|framework| Some((framework.info.id.as_ref()?, framework, false)));
-        let current = books
-            .frameworks()
-            .iter()
-            .map(|(id, framework)| (id, framework, true));
-        for (id, framework, is_current) in current.chain(removed) {
-            let task_view = |task: &strata_protocol::Task| TaskView {
-                id: task.info.task_id.to_string(),
-                name: task.info.name.clone(),
-                framework_id: id.to_string(),
-                user: match &task.info.kind {
-                    strata_protocol::TaskKind::Command(command) => command.user.as_ref(),
-                    strata_protocol::TaskKind::Executor(executor) => executor.command.user.as_ref(),
-                }
-                .unwrap_or(&framework.info.user)
-                .clone(),
-                agent_id: task.info.agent_id.to_string(),
-                state: task.state.to_string(),
-                resources: view(&task.info.resources),
-                message: task
-                    .status
-                    .as_ref()
-                    .map(|status| status.message.clone())
+    let agents = books
+        .agents()
+        .iter()
+        .map(|(id, agent)| {
+            let total = &agent.info.resources;
+            let offered = offered.get(id).cloned().unwrap_or_default();
+            let active = matches!(agent.status, crate::books::AgentStatus::Active);
+            let used = match (active, books.free(id)) {
+                (true, Some(free)) => total
+                    .checked_sub(&free)
+                    .and_then(|taken| taken.checked_sub(&offered))
                     .unwrap_or_default(),
-                history: HistoryView(
-                    framework
-                        .history
-                        .get(&task.info.task_id)
-                        .cloned()
-                        .unwrap_or_default(),
-                ),
+                _ => Resources::new(),
             };
-            let mut used = Resources::new();
-            for task in framework.tasks.values() {
-                if !task.state.is_terminal() {
-                    used.add(&task.info.resources);
-                    tasks.push(task_view(task));
-                }
+            Agent {
+                id: id.clone(),
+                pid: agent.pid.to_string(),
+                hostname: agent.info.hostname.clone(),
+                status: if active {
+                    AgentStatus::Active
+                } else {
+                    AgentStatus::Unreachable
+                },
+                attributes: agent.info.attributes.clone(),
+                total: total.clone(),
+                used,
+                offered,
+                tasks: agent.tasks.len(),
             }
-            completed_tasks.extend(framework.completed.iter().map(task_view));
-            let list = if is_current {
-                &mut frameworks
-            } else {
-                &mut completed_frameworks
-            };
-            list.push(FrameworkView {
-                id: id.to_string(),
-                name: framework.info.name.clone(),
-                role: framework.info.role().to_owned(),
-                user: framework.info.user.clone(),
-                principal: framework.info.principal.clone(),
-                active: framework.pid.is_some(),
-                pid: framework.pid.as_ref().map(ToString::to_string),
-                failover_timeout_secs: framework.info.failover_timeout.as_secs_f64(),
-                checkpoint: framework.info.checkpoint,
-                partition_aware: framework.info.is_partition_aware(),
-                tasks: framework
-                    .tasks
-                    .values()
-                    .filter(|task| !task.state.is_terminal())
-                    .count(),
-                completed_tasks: framework.completed.len(),
-                offers: framework.offers.len(),
-                used: view(&used),
-            });
-        }
-        State {
-            pid: pid.to_owned(),
-            epoch: books.master_epoch(),
-            start_time_ms,
-            snapshot_time_ms: now_ms,
-            recovering: books.recovering(),
-            agents,
-            frameworks,
-            completed_frameworks,
-            tasks,
-            completed_tasks,
-            offers,
-            ended: books
-                .ended()
-                .iter()
-                .map(|(state, count)| (state.to_string(), *count))
-                .collect(),
-            authorization_denials: books.denied(),
-        }
-    }
-
-    /// The metrics, by Apache Mesos's names, in a stable order.
-    pub fn metrics(&self) -> Vec<(&'static str, f64)> {
-        let count_agents = |status: &str| {
-            self.agents
-                .iter()
-                .filter(|agent| agent.status == status)
-                .count() as f64
-        };
-        let count_tasks = |state: TaskState| {
-            let name = state.to_string();
-            self.tasks.iter().filter(|task| task.state == name).count() as f64
-        };
-        let ended = |state: TaskState| {
-            self.ended
-                .get(&state.to_string())
-                .copied()
-                .unwrap_or_default() as f64
-        };
-        let sum = |pick: &dyn Fn(&AgentView) -> &ResourceView, name: &str| -> f64 {
-            self.agents
-                .iter()
-                .filter(|agent| agent.status == "active")
-                .map(|agent| pick(agent).scalar(name))
-                .sum()
-        };
-        let frameworks_active = self.frameworks.iter().filter(|f| f.active).count() as f64;
-        let uptime = self.snapshot_time_ms.saturating_sub(self.start_time_ms) as f64 / 1000.0;
-        let mut metrics = vec![
-            ("master/elected", 1.0),
-            ("master/uptime_secs", uptime),
-            ("master/epoch", self.epoch as f64),
-            ("master/recovering", f64::from(u8::from(self.recovering))),
-            ("master/agents_active", count_agents("active")),
-            ("master/agents_unreachable", count_agents("unreachable")),
-            ("master/frameworks_active", frameworks_active),
-            (
-                "master/frameworks_inactive",
-                self.frameworks.len() as f64 - frameworks_active,
-            ),
-            ("master/outstanding_offers", self.offers.len() as f64),
-            ("master/tasks_staging", count_tasks(TaskState::Staging)),
-            ("master/tasks_starting", count_tasks(TaskState::Starting)),
-            ("master/tasks_running", count_tasks(TaskState::Running)),
-            ("master/tasks_killing", count_tasks(TaskState::Killing)),
-            (
-                "master/tasks_unreachable",
-                count_tasks(TaskState::Unreachable),
-            ),
-            ("master/tasks_finished", ended(TaskState::Finished)),
-            ("master/tasks_failed", ended(TaskState::Failed)),
-            ("master/tasks_killed", ended(TaskState::Killed)),
-            ("master/tasks_lost", ended(TaskState::Lost)),
-            ("master/tasks_error", ended(TaskState::Error)),
-            ("master/tasks_dropped", ended(TaskState::Dropped)),
-            ("master/tasks_gone", ended(TaskState::Gone)),
-            // Strata's own, under a name in Mesos's style.
-            (
-                "master/authorization_denials",
-                self.authorization_denials as f64,
-            ),
-        ];
-        for (resource, total_name, used_name, offered_name, percent_name) in [
-            (
-                "cpus",
-                "master/cpus_total",
-                "master/cpus_used",
-                "master/cpus_offered",
-                "master/cpus_percent",
-            ),
-            (
-                "mem",
-                "master/mem_total",
-                "master/mem_used",
-                "master/mem_offered",
-                "master/mem_percent",
-            ),
-            (
-                "disk",
-                "master/disk_total",
-                "master/disk_used",
-                "master/disk_offered",
-                "master/disk_percent",
-            ),
-            (
-                "gpus",
-                "master/gpus_total",
-                "master/gpus_used",
-                "master/gpus_offered",
-                "master/gpus_percent",
-            ),
-        ] {
-            let total = sum(&|agent| &agent.total, resource);
-            let used = sum(&|agent| &agent.used, resource);
-            metrics.push((total_name, total));
-            metrics.push((used_name, used));
-            metrics.push((offered_name, sum(&|agent| &agent.offered, resource)));
-            metrics.push((percent_name, if total > 0.0 { used / total } else { 0.0 }));
-        }
-        metrics
-    }
-}
-
-/// `/metrics/snapshot`: flat JSON by Apache Mesos's names.
-pub fn metrics_snapshot(state: &State) -> Vec<u8> {
-    let map: serde_json::Map<String, serde_json::Value> = state
-        .metrics()
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), serde_json::json!(value)))
+        })
         .collect();
-    let mut body = serde_json::to_vec_pretty(&map).unwrap_or_default();
-    body.push(b'\n');
-    body
+    let mut frameworks = Vec::new();
+    let mut tasks = Vec::new();
+    let mut completed_tasks = Vec::new();
+    let mut completed_frameworks = Vec::new();
+    let removed = books
+        .completed_frameworks()
+        .iter()
+        .filter_map(|framework| Some((framework.info.id.as_ref()?, framework, false)));
+    let current = books
+        .frameworks()
+        .iter()
+        .map(|(id, framework)| (id, framework, true));
+    for (id, framework, is_current) in current.chain(removed) {
+        let task_view = |task: &strata_protocol::Task| Task {
+            id: task.info.task_id.clone(),
+            name: task.info.name.clone(),
+            framework_id: id.clone(),
+            user: match &task.info.kind {
+                strata_protocol::TaskKind::Command(command) => command.user.as_ref(),
+                strata_protocol::TaskKind::Executor(executor) => executor.command.user.as_ref(),
+            }
+            .unwrap_or(&framework.info.user)
+            .clone(),
+            agent_id: task.info.agent_id.clone(),
+            state: task.state,
+            resources: task.info.resources.clone(),
+            message: task
+                .status
+                .as_ref()
+                .map(|status| status.message.clone())
+                .unwrap_or_default(),
+            sandbox: task
+                .status
+                .as_ref()
+                .and_then(|status| status.sandbox.clone()),
+            history: framework
+                .history
+                .get(&task.info.task_id)
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let mut used = Resources::new();
+        for task in framework.tasks.values() {
+            if !task.state.is_terminal() {
+                used.add(&task.info.resources);
+                tasks.push(task_view(task));
+            }
+        }
+        completed_tasks.extend(framework.completed.iter().map(task_view));
+        let list = if is_current {
+            &mut frameworks
+        } else {
+            &mut completed_frameworks
+        };
+        list.push(Framework {
+            id: id.clone(),
+            name: framework.info.name.clone(),
+            role: framework.info.role().to_owned(),
+            user: framework.info.user.clone(),
+            principal: framework.info.principal.clone(),
+            active: framework.pid.is_some(),
+            pid: framework.pid.as_ref().map(ToString::to_string),
+            failover_timeout_secs: framework.info.failover_timeout.as_secs_f64(),
+            checkpoint: framework.info.checkpoint,
+            partition_aware: framework.info.is_partition_aware(),
+            tasks: framework
+                .tasks
+                .values()
+                .filter(|task| !task.state.is_terminal())
+                .count(),
+            completed_tasks: framework.completed.len(),
+            offers: framework.offers.len(),
+            used,
+        });
+    }
+    State {
+        pid: pid.to_owned(),
+        epoch: books.master_epoch(),
+        start_time_ms,
+        snapshot_time_ms: now_ms,
+        recovering: books.recovering(),
+        agents,
+        frameworks,
+        completed_frameworks,
+        tasks,
+        completed_tasks,
+        offers,
+        ended: books.ended().clone(),
+        authorization_denials: books.denied(),
+    }
 }
 
-/// `/metrics`: Prometheus text; `master/tasks_finished` becomes
-/// `strata_master_tasks_finished_total` (counters end in `_total`).
-pub fn prometheus(state: &State) -> String {
-    const COUNTERS: [&str; 8] = [
-        "master/tasks_finished",
-        "master/tasks_failed",
-        "master/tasks_killed",
-        "master/tasks_lost",
-        "master/tasks_error",
-        "master/tasks_dropped",
-        "master/tasks_gone",
-        "master/authorization_denials",
+/// The master's metrics, by Apache Mesos's names, in a stable order.
+pub fn metrics(state: &State) -> Vec<Metric> {
+    let count_agents = |status: AgentStatus| {
+        state
+            .agents
+            .iter()
+            .filter(|agent| agent.status == status)
+            .count() as f64
+    };
+    let count_tasks = |wanted: TaskState| {
+        state
+            .tasks
+            .iter()
+            .filter(|task| task.state == wanted)
+            .count() as f64
+    };
+    let ended = |wanted: TaskState| state.ended.get(&wanted).copied().unwrap_or_default() as f64;
+    let sum = |pick: &dyn Fn(&Agent) -> &Resources, name: &str| -> f64 {
+        state
+            .agents
+            .iter()
+            .filter(|agent| agent.status == AgentStatus::Active)
+            .map(|agent| pick(agent).scalar_total(name).as_f64())
+            .sum()
+    };
+    let frameworks_active = state.frameworks.iter().filter(|f| f.active).count() as f64;
+    let uptime = state.snapshot_time_ms.saturating_sub(state.start_time_ms) as f64 / 1000.0;
+    let mut metrics = vec![
+        Metric::gauge("master/elected", 1.0),
+        Metric::gauge("master/uptime_secs", uptime),
+        Metric::gauge("master/epoch", state.epoch as f64),
+        Metric::gauge("master/recovering", f64::from(u8::from(state.recovering))),
+        Metric::gauge("master/agents_active", count_agents(AgentStatus::Active)),
+        Metric::gauge(
+            "master/agents_unreachable",
+            count_agents(AgentStatus::Unreachable),
+        ),
+        Metric::gauge("master/frameworks_active", frameworks_active),
+        Metric::gauge(
+            "master/frameworks_inactive",
+            state.frameworks.len() as f64 - frameworks_active,
+        ),
+        Metric::gauge("master/outstanding_offers", state.offers.len() as f64),
+        Metric::gauge("master/tasks_staging", count_tasks(TaskState::Staging)),
+        Metric::gauge("master/tasks_starting", count_tasks(TaskState::Starting)),
+        Metric::gauge("master/tasks_running", count_tasks(TaskState::Running)),
+        Metric::gauge("master/tasks_killing", count_tasks(TaskState::Killing)),
+        Metric::gauge(
+            "master/tasks_unreachable",
+            count_tasks(TaskState::Unreachable),
+        ),
+        Metric::counter("master/tasks_finished", ended(TaskState::Finished)),
+        Metric::counter("master/tasks_failed", ended(TaskState::Failed)),
+        Metric::counter("master/tasks_killed", ended(TaskState::Killed)),
+        Metric::counter("master/tasks_lost", ended(TaskState::Lost)),
+        Metric::counter("master/tasks_error", ended(TaskState::Error)),
+        Metric::counter("master/tasks_dropped", ended(TaskState::Dropped)),
+        Metric::counter("master/tasks_gone", ended(TaskState::Gone)),
+        // Strata's own, under a name in Mesos's style.
+        Metric::counter(
+            "master/authorization_denials",
+            state.authorization_denials as f64,
+        ),
     ];
-    let mut text = String::new();
-    for (name, value) in state.metrics() {
-        let counter = COUNTERS.contains(&name);
-        let base = format!("strata_{}", name.replace('/', "_"));
-        let (metric, kind) = if counter {
-            (format!("{base}_total"), "counter")
-        } else {
-            (base, "gauge")
-        };
-        text.push_str(&format!("# HELP {metric} Apache Mesos metric {name}.\n"));
-        text.push_str(&format!("# TYPE {metric} {kind}\n"));
-        text.push_str(&format!("{metric} {value}\n"));
+    for (resource, total_name, used_name, offered_name, percent_name) in [
+        (
+            "cpus",
+            "master/cpus_total",
+            "master/cpus_used",
+            "master/cpus_offered",
+            "master/cpus_percent",
+        ),
+        (
+            "mem",
+            "master/mem_total",
+            "master/mem_used",
+            "master/mem_offered",
+            "master/mem_percent",
+        ),
+        (
+            "disk",
+            "master/disk_total",
+            "master/disk_used",
+            "master/disk_offered",
+            "master/disk_percent",
+        ),
+        (
+            "gpus",
+            "master/gpus_total",
+            "master/gpus_used",
+            "master/gpus_offered",
+            "master/gpus_percent",
+        ),
+    ] {
+        let total = sum(&|agent| &agent.total, resource);
+        let used = sum(&|agent| &agent.used, resource);
+        metrics.push(Metric::gauge(total_name, total));
+        metrics.push(Metric::gauge(used_name, used));
+        metrics.push(Metric::gauge(
+            offered_name,
+            sum(&|agent| &agent.offered, resource),
+        ));
+        metrics.push(Metric::gauge(
+            percent_name,
+            if total > 0.0 { used / total } else { 0.0 },
+        ));
     }
-    text
+    metrics
 }
 
 /// The web UI: one page, embedded in the binary, that polls `/state`
@@ -598,37 +440,34 @@ pub const PUBLIC_PATHS: &[&str] = &[
     "/metrics/snapshot",
 ];
 
-impl State {
-    /// What `principal` may see of this state by the view ACLs:
-    /// frameworks by `view_frameworks` (their user), tasks by
-    /// `view_tasks` (their user), offers of the frameworks it sees.
-    pub fn visible_to(&self, authorizer: &Authorizer, principal: Option<&str>) -> State {
-        let framework_visible = |framework: &FrameworkView| {
-            authorizer
-                .may_view_framework(principal, &framework.user)
-                .is_ok()
-        };
-        let task_visible =
-            |task: &TaskView| authorizer.may_view_task(principal, &task.user).is_ok();
-        let mut visible = self.clone();
-        visible.frameworks.retain(framework_visible);
-        visible.completed_frameworks.retain(framework_visible);
-        visible.tasks.retain(task_visible);
-        visible.completed_tasks.retain(task_visible);
-        let seen: std::collections::BTreeSet<&str> = visible
-            .frameworks
-            .iter()
-            .map(|framework| framework.id.as_str())
-            .collect();
-        let offers = self
-            .offers
-            .iter()
-            .filter(|offer| seen.contains(offer.framework_id.as_str()))
-            .cloned()
-            .collect();
-        visible.offers = offers;
-        visible
-    }
+/// What `principal` may see of `state` by the view ACLs: frameworks by
+/// `view_frameworks` (their user), tasks by `view_tasks` (their user),
+/// offers of the frameworks it sees.
+pub fn visible_to(state: &State, authorizer: &Authorizer, principal: Option<&str>) -> State {
+    let framework_visible = |framework: &Framework| {
+        authorizer
+            .may_view_framework(principal, &framework.user)
+            .is_ok()
+    };
+    let task_visible = |task: &Task| authorizer.may_view_task(principal, &task.user).is_ok();
+    let mut visible = state.clone();
+    visible.frameworks.retain(framework_visible);
+    visible.completed_frameworks.retain(framework_visible);
+    visible.tasks.retain(task_visible);
+    visible.completed_tasks.retain(task_visible);
+    let seen: std::collections::BTreeSet<&strata_protocol::FrameworkId> = visible
+        .frameworks
+        .iter()
+        .map(|framework| &framework.id)
+        .collect();
+    let offers = state
+        .offers
+        .iter()
+        .filter(|offer| seen.contains(&offer.framework_id))
+        .cloned()
+        .collect();
+    visible.offers = offers;
+    visible
 }
 
 /// `/master/redirect`: 307 to the leading master's HTTP address in
@@ -672,7 +511,7 @@ pub fn routes(
             ("/version", _) => strata_runtime::http::version(),
             (_, None) => Response::error(503, "the master is starting"),
             ("/state", Some(state)) if !authorizer.allows_everything() => {
-                let visible = state.visible_to(&authorizer, request.principal.as_deref());
+                let visible = visible_to(&state, &authorizer, request.principal.as_deref());
                 match serde_json::to_vec(&visible) {
                     Ok(body) => Response::json(body),
                     Err(error) => Response::error(500, &error.to_string()),
@@ -680,10 +519,13 @@ pub fn routes(
             }
             ("/state", Some(state)) => serialized.answer(&state),
             ("/master/redirect" | "/redirect", Some(state)) => redirect_to_leader(&state.pid),
-            ("/metrics/snapshot", Some(state)) => Response::json(metrics_snapshot(&state)),
-            ("/metrics", Some(state)) => {
-                Response::text("text/plain; version=0.0.4", prometheus(&state))
+            ("/metrics/snapshot", Some(state)) => {
+                Response::json(strata_api::metrics::snapshot(&metrics(&state)))
             }
+            ("/metrics", Some(state)) => Response::text(
+                strata_api::metrics::PROMETHEUS_CONTENT_TYPE,
+                strata_api::metrics::prometheus(&metrics(&state)),
+            ),
             _ => Response::error(404, "no such endpoint"),
         }
     }
@@ -695,7 +537,7 @@ mod tests {
 
     fn state(pid: &str) -> Arc<State> {
         let books = Books::new(crate::Config::default(), "m");
-        Arc::new(State::of(&books, pid, 0, 0))
+        Arc::new(snapshot(&books, pid, 0, 0))
     }
 
     /// A reader asking for a fresh snapshot gets one taken after it

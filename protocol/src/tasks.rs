@@ -272,6 +272,10 @@ pub struct TaskStatus {
     pub update_id: Option<UpdateId>,
     /// Milliseconds since the Unix epoch when the state was reached.
     pub timestamp_ms: u64,
+    /// Where the task runs: its sandbox relative to the agent's sandbox
+    /// root (`frameworks/F/executors/E/runs/R`), once it has one; what
+    /// the agent's `/files` endpoints read under.
+    pub sandbox: Option<String>,
 }
 
 /// A command to run: a shell string (`shell`) or an executable with

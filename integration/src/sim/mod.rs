@@ -671,7 +671,7 @@ impl SimCluster {
     /// The id agent `index` is registered under, once it is.
     pub fn agent_id(&self, index: usize) -> Option<AgentId> {
         let state = self.agent_state(index)?;
-        AgentId::new(state.id.as_deref()?).ok()
+        state.id.clone()
     }
 
     /// The counters of agent `index`'s node in its current life.
@@ -1062,7 +1062,7 @@ impl SimCluster {
                 state
                     .frameworks
                     .iter()
-                    .map(|framework| framework.id.clone())
+                    .map(|framework| framework.id.to_string())
                     .collect()
             })
             .unwrap_or_default()
@@ -1086,8 +1086,8 @@ impl SimCluster {
             .iter()
             .map(|task| {
                 (
-                    (task.framework_id.clone(), task.id.clone()),
-                    (task.state.as_str(), task.agent_id.as_str()),
+                    (task.framework_id.to_string(), task.id.to_string()),
+                    (task.state.mesos_name(), task.agent_id.as_str()),
                 )
             })
             .collect();
@@ -1105,10 +1105,9 @@ impl SimCluster {
                 .as_ref()
                 .and_then(|state| state.id.as_ref())
                 .is_some_and(|id| {
-                    master
-                        .agents
-                        .iter()
-                        .any(|known| &known.id == id && known.status == "active")
+                    master.agents.iter().any(|known| {
+                        &known.id == id && known.status == strata_api::views::AgentStatus::Active
+                    })
                 });
             if !active {
                 problems.push(format!(
@@ -1130,14 +1129,14 @@ impl SimCluster {
                 continue;
             };
             agent_tasks.insert(
-                id.clone(),
+                id.to_string(),
                 state
                     .tasks
                     .iter()
                     .map(|task| {
                         (
-                            (task.framework_id.clone(), task.id.clone()),
-                            task.state.clone(),
+                            (task.framework_id.to_string(), task.id.to_string()),
+                            task.state.to_string(),
                         )
                     })
                     .collect(),

@@ -643,11 +643,11 @@ impl Attack {
                 continue;
             };
             if let (Some(known), Some(now)) = (&self.agent_ids[index], &state.id)
-                && known.as_str() != now
+                && known != now
             {
                 problems.push(format!("agent-{index} was {known} and is now {now}"));
             }
-            for task in state.tasks.iter().filter(|task| forged(&task.id)) {
+            for task in state.tasks.iter().filter(|task| forged(task.id.as_str())) {
                 problems.push(format!(
                     "agent-{index} has the attacker's task {}/{} ({})",
                     task.framework_id, task.id, task.state
@@ -661,7 +661,7 @@ impl Attack {
                 let real = self
                     .agent_ids
                     .iter()
-                    .any(|known| known.as_ref().is_some_and(|id| id.as_str() == agent.id));
+                    .any(|known| known.as_ref() == Some(&agent.id));
                 if real && agent.pid.ends_with(&intruder) {
                     problems.push(format!(
                         "the master has agent {} at the stolen certificate's {}",
@@ -670,7 +670,7 @@ impl Attack {
                 }
             }
             for task in master.tasks.iter().chain(&master.completed_tasks) {
-                if forged(&task.id) {
+                if forged(task.id.as_str()) {
                     problems.push(format!(
                         "the master has the attacker's task {}/{} ({})",
                         task.framework_id, task.id, task.state

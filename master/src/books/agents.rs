@@ -639,6 +639,7 @@ impl Books {
             executor_id: None,
             update_id: None,
             timestamp_ms: now_ms,
+            sandbox: task.status.as_ref().and_then(|last| last.sandbox.clone()),
         }
     }
 }

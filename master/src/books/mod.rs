@@ -215,13 +215,9 @@ pub struct FrameworkEntry {
 /// Most state changes remembered per task.
 pub const HISTORY_KEPT: usize = 32;
 
-/// One state a task reached, when, and what was said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transition {
-    pub state: strata_protocol::TaskState,
-    pub timestamp_ms: u64,
-    pub message: String,
-}
+/// One state a task reached, when, and what was said: kept in the
+/// books as the views show it.
+pub use strata_api::views::Transition;
 
 impl FrameworkEntry {
     /// Records that `task_id` reached `state`.

@@ -131,6 +131,11 @@ impl Books {
             timestamp_ms: status.timestamp_ms,
             message: status.message.clone(),
         };
+        let mut status = status;
+        if status.sandbox.is_none() {
+            // Told once (when it started), known from then on.
+            status.sandbox = task.status.as_ref().and_then(|last| last.sandbox.clone());
+        }
         task.state = status.state;
         task.status = Some(status);
         let state = task.state;
@@ -226,6 +231,7 @@ impl Books {
             executor_id: None,
             update_id: None,
             timestamp_ms: self.wall_ms(now),
+            sandbox: None,
         };
         out.push(Command::ToScheduler(pid, ToScheduler::Update { status }));
     }
@@ -293,6 +299,7 @@ impl Books {
             executor_id: None,
             update_id: None,
             timestamp_ms: self.wall_ms(now),
+            sandbox: None,
         };
         out.push(Command::ToScheduler(pid, ToScheduler::Update { status }));
     }

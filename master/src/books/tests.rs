@@ -135,6 +135,7 @@ impl Harness {
             executor_id: None,
             update_id: Some(UpdateId(7)),
             timestamp_ms: 0,
+            sandbox: None,
         };
         self.send(
             agent,

@@ -220,14 +220,14 @@ fn denials_reach_the_metrics() {
         },
     );
     assert_eq!(h.books.authorizer().acls().register_frameworks.len(), 2);
-    let state = crate::state::State::of(&h.books, "master@10.0.0.1:5050", 0, 0);
+    let state = crate::state::snapshot(&h.books, "master@10.0.0.1:5050", 0, 0);
     assert_eq!(state.authorization_denials, 2);
-    assert!(
-        state
-            .metrics()
-            .contains(&("master/authorization_denials", 2.0))
-    );
-    let text = crate::state::prometheus(&state);
+    let metrics = crate::state::metrics(&state);
+    assert!(metrics.contains(&strata_api::metrics::Metric::counter(
+        "master/authorization_denials",
+        2.0
+    )));
+    let text = strata_api::metrics::prometheus(&metrics);
     assert!(
         text.contains("# TYPE strata_master_authorization_denials_total counter\n")
             && text.contains("\nstrata_master_authorization_denials_total 2\n"),
@@ -319,7 +319,7 @@ fn views_show_what_the_view_acls_allow() {
     let offer = offers_to(&out, &bob).remove(0);
     let launched = task("t-bob", &offer.agent_id, "cpus:1;mem:64");
     h.send(&bob, accept(&bob_id, &[&offer], vec![launched], 0));
-    let state = crate::state::State::of(&h.books, "master@10.0.0.1:5050", 0, 0);
+    let state = crate::state::snapshot(&h.books, "master@10.0.0.1:5050", 0, 0);
     assert_eq!((state.frameworks.len(), state.tasks.len()), (2, 2));
     let acls = r#"{"permissive": false,
         "view_frameworks": [{"principals": {"values": ["ops"]}, "users": {"type": "ANY"}},
@@ -328,7 +328,7 @@ fn views_show_what_the_view_acls_allow() {
                        {"principals": {"values": ["alice-team"]}, "users": {"values": ["alice"]}}]}"#;
     let authorizer = Authorizer::new(acls.parse().unwrap(), DefaultDecision::Allow);
     let seen = |principal: Option<&str>| {
-        let visible = state.visible_to(&authorizer, principal);
+        let visible = crate::state::visible_to(&state, &authorizer, principal);
         let mut users: Vec<String> = visible.frameworks.iter().map(|f| f.user.clone()).collect();
         users.extend(visible.tasks.iter().map(|t| format!("task of {}", t.user)));
         users

@@ -290,6 +290,7 @@ fn an_agent_speaks_only_of_its_own_tasks() {
         executor_id: None,
         update_id: Some(UpdateId(9)),
         timestamp_ms: 0,
+        sandbox: None,
     };
     let out = h.send(
         &a,
