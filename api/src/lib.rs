@@ -10,6 +10,7 @@
 
 pub mod mesos;
 pub mod metrics;
+pub mod operator;
 pub mod recordio;
 pub mod scheduler;
 pub mod views;

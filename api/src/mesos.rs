@@ -377,15 +377,6 @@ fn capability_from(name: &str) -> Option<protocol::Capability> {
     }
 }
 
-fn capability_name(capability: protocol::Capability) -> &'static str {
-    match capability {
-        protocol::Capability::PartitionAware => "PARTITION_AWARE",
-        protocol::Capability::MultiRole => "MULTI_ROLE",
-        protocol::Capability::TaskKillingState => "TASK_KILLING_STATE",
-        protocol::Capability::GpuResources => "GPU_RESOURCES",
-    }
-}
-
 /// What a framework says of itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FrameworkInfo {
@@ -481,7 +472,7 @@ impl FrameworkInfo {
                 .capabilities
                 .iter()
                 .map(|capability| Capability {
-                    kind: capability_name(*capability).to_owned(),
+                    kind: capability.mesos_name().to_owned(),
                 })
                 .collect(),
             labels: None,

@@ -22,6 +22,8 @@ use strata_protocol::{
 /// The master's state at one moment (`GET /state` on the master).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MasterState {
+    /// The master's id (what its MasterInfo and ids it hands out carry).
+    pub id: String,
     /// The master's process id, `master@host:port`.
     pub pid: String,
     pub epoch: u64,
@@ -121,6 +123,8 @@ pub struct Framework {
     pub failover_timeout_secs: f64,
     pub checkpoint: bool,
     pub partition_aware: bool,
+    /// Its capabilities, by Mesos's names (`PARTITION_AWARE`, ...).
+    pub capabilities: Vec<String>,
     pub tasks: usize,
     pub completed_tasks: usize,
     pub offers: usize,
@@ -137,6 +141,8 @@ pub struct Task {
     /// The user it runs as.
     pub user: String,
     pub agent_id: AgentId,
+    /// The custom executor that runs it (none for a command task).
+    pub executor_id: Option<ExecutorId>,
     #[serde(with = "state_name")]
     pub state: TaskState,
     #[serde(with = "totals")]
@@ -294,13 +300,7 @@ pub mod totals {
             map.serialize_entry(name, &resources.scalar_total(name).as_f64())?;
         }
         if !ports.is_empty() {
-            let text = ports
-                .intervals()
-                .iter()
-                .map(|(begin, end)| format!("{begin}-{end}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            map.serialize_entry("ports", &format!("[{text}]"))?;
+            map.serialize_entry("ports", &ports.to_string())?;
         }
         map.end()
     }
@@ -384,6 +384,7 @@ mod tests {
             framework_id: id("m-F1"),
             user: "nobody".into(),
             agent_id: id("m-S1"),
+            executor_id: None,
             state: TaskState::Finished,
             resources: "cpus:0.5;mem:32;ports:[31000-31001,31005-31005]"
                 .parse()
@@ -402,6 +403,7 @@ mod tests {
             strata_protocol::attributes::AttributeValue::parse("r1"),
         );
         let state = MasterState {
+            id: "m".into(),
             pid: "master@127.0.0.1:5050".into(),
             epoch: 3,
             start_time_ms: 1,

@@ -17,7 +17,7 @@ use strata_agent::{AGENT_ID, Agent, AgentConfig, Runner};
 use strata_master::MASTER_ID;
 use strata_protocol::{Attributes, Resources};
 use strata_runtime::upid::parse_socket_addr;
-use strata_runtime::{Node, NodeConfig, SpawnOptions, Upid};
+use strata_runtime::{NodeConfig, SpawnOptions, Upid};
 use tracing::info;
 
 #[derive(Debug, clap::Args)]
@@ -101,7 +101,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let http_credentials = args.http_auth.credentials()?;
     credentials.trusted_by(&mut material);
     actix_rt::System::new().block_on(async move {
-        let node = Node::bind(NodeConfig::new(
+        let (node, listener) = crate::bind_serving_node(NodeConfig::new(
             SocketAddr::new(args.ip, args.port),
             material,
         ))
@@ -126,7 +126,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         };
         let (publisher, snapshots) = strata_agent::http::channel();
         let http = crate::serve_http(
-            node.addr(),
+            listener,
             crate::agent_cors(master.addr()),
             strata_runtime::http_auth::guard(
                 http_credentials,

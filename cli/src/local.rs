@@ -17,7 +17,7 @@ use strata_agent::{Agent, AgentConfig, Runner};
 use strata_master::allocator::Policy;
 use strata_master::{Config, MASTER_ID, Master};
 use strata_protocol::{Attributes, Ranges, Resource, Resources, UNRESERVED, Value};
-use strata_runtime::{Node, NodeConfig, Role, SpawnOptions, TlsMaterial};
+use strata_runtime::{NodeConfig, Role, SpawnOptions, TlsMaterial};
 
 #[derive(Debug, clap::Args)]
 pub struct LocalArgs {
@@ -107,23 +107,53 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         authorizer,
         ..Config::default()
     };
+    let flags: Vec<(String, String)> = [
+        ("cluster", "local".to_owned()),
+        ("port", args.port.to_string()),
+        ("work_dir", work_dir.display().to_string()),
+        ("agents", args.agents.to_string()),
+        ("allocation_policy", args.allocation_policy.to_string()),
+        (
+            "acls",
+            args.authorization
+                .acls
+                .as_ref()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default(),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
     actix_rt::System::new().block_on(async move {
         let loopback = Ipv4Addr::LOCALHOST.into();
         let master_tls = TlsMaterial::development(&tls_dir, Role::Master, "master")?;
-        let master_node = Node::bind(NodeConfig::new(SocketAddr::new(loopback, args.port), master_tls)).await?;
+        let (master_node, master_listener) =
+            crate::bind_serving_node(NodeConfig::new(SocketAddr::new(loopback, args.port), master_tls))
+                .await?;
         let publisher_and_routes = strata_master::state::channel();
         let (api, api_calls) = strata_master::api::channel();
         let http = crate::serve_http(
-            master_node.addr(),
+            master_listener,
             strata_runtime::http::Cors::SameOrigin,
             // A development cluster on loopback: frameworks of the
             // machine's users may call without credentials.
+            // So may operator calls that change the cluster.
             strata_master::api::routes(
-                api,
+                api.clone(),
                 strata_master::api::FrameworkAccess::Unauthenticated,
-                strata_master::state::routes(
-                    publisher_and_routes.1.clone(),
-                    config.authorizer.clone(),
+                strata_master::operator::routes(
+                    strata_master::operator::OperatorApi {
+                        api,
+                        snapshots: publisher_and_routes.1.clone(),
+                        authorizer: config.authorizer.clone(),
+                        flags: std::sync::Arc::new(flags),
+                        writes: strata_master::operator::WriteAccess::Unauthenticated,
+                    },
+                    strata_master::state::routes(
+                        publisher_and_routes.1.clone(),
+                        config.authorizer.clone(),
+                    ),
                 ),
             ),
         )
@@ -150,7 +180,8 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
             let agent_work_dir = work_dir.join(&name);
             let credentials = strata_agent::ExecutorCredentials::kept_in(&agent_work_dir, &tls)?;
             credentials.trusted_by(&mut tls);
-            let node = Node::bind(NodeConfig::new(SocketAddr::new(loopback, 0), tls)).await?;
+            let (node, listener) =
+                crate::bind_serving_node(NodeConfig::new(SocketAddr::new(loopback, 0), tls)).await?;
             let resources = share(detected, args.agents, index, &args.resources);
             let agent = AgentConfig {
                 master: master.clone(),
@@ -173,7 +204,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
             };
             let (publisher, snapshots) = strata_agent::http::channel();
             crate::serve_http(
-                node.addr(),
+                listener,
                 crate::agent_cors(master.addr()),
                 strata_agent::http::routes(snapshots),
             )

@@ -130,19 +130,53 @@ impl TlsSource {
 /// Serves HTTP `routes` on the TCP port of `addr` (the node's QUIC
 /// address); returns where.
 pub async fn serve_http(
-    addr: std::net::SocketAddr,
+    listener: tokio::net::TcpListener,
     cors: strata_runtime::http::Cors,
     routes: impl Fn(&strata_runtime::http::Request) -> strata_runtime::http::Response
     + Send
     + Sync
     + 'static,
 ) -> anyhow::Result<std::net::SocketAddr> {
-    let listener = strata_runtime::http::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot serve HTTP on TCP {addr} (the node's port): {e}"))?;
     let bound = listener.local_addr()?;
     tokio::spawn(strata_runtime::http::serve(listener, cors, routes));
     Ok(bound)
+}
+
+/// Binds a node that serves HTTP too: QUIC on UDP and HTTP on TCP, at the
+/// same port number. Port 0 picks a number free for both: a free TCP port
+/// first, then its UDP twin, again with another when that one is taken.
+pub async fn bind_serving_node(
+    config: strata_runtime::NodeConfig,
+) -> anyhow::Result<(strata_runtime::Node, tokio::net::TcpListener)> {
+    let http_error = |addr: std::net::SocketAddr, error: std::io::Error| {
+        anyhow::anyhow!("cannot serve HTTP on TCP {addr} (the node's port): {error}")
+    };
+    if config.listen.port() != 0 {
+        let node = strata_runtime::Node::bind(config).await?;
+        let listener = strata_runtime::http::bind(node.addr())
+            .await
+            .map_err(|error| http_error(node.addr(), error))?;
+        return Ok((node, listener));
+    }
+    let mut taken = None;
+    for _ in 0..32 {
+        let listener = strata_runtime::http::bind(config.listen)
+            .await
+            .map_err(|error| http_error(config.listen, error))?;
+        let mut attempt = config.clone();
+        attempt.listen.set_port(listener.local_addr()?.port());
+        match strata_runtime::Node::bind(attempt).await {
+            Ok(node) => return Ok((node, listener)),
+            Err(error) => taken = Some(error),
+        }
+    }
+    match taken {
+        Some(error) => Err(anyhow::anyhow!(
+            "no port on {} was free for both QUIC (UDP) and HTTP (TCP): {error}",
+            config.listen.ip()
+        )),
+        None => anyhow::bail!("no port was free for both QUIC (UDP) and HTTP (TCP)"),
+    }
 }
 
 /// Whether HTTP endpoints that reveal task data need credentials

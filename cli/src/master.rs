@@ -14,7 +14,7 @@ use std::time::Duration;
 use strata_master::allocator::Policy;
 use strata_master::authorization::{Acls, Authorizer, DefaultDecision};
 use strata_master::{Config, MASTER_ID, Master};
-use strata_runtime::{Node, NodeConfig, SpawnOptions};
+use strata_runtime::{NodeConfig, SpawnOptions};
 use tracing::info;
 
 #[derive(Debug, clap::Args)]
@@ -139,7 +139,81 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
         })
 }
 
+/// The master's flags by name (Apache Mesos's style, `snake_case`), for
+/// `/master/flags` and GET_FLAGS.
+fn flags(args: &MasterArgs) -> Vec<(String, String)> {
+    let path = |path: &Option<PathBuf>| {
+        path.as_ref()
+            .map(|path| path.display().to_string())
+            .unwrap_or_default()
+    };
+    [
+        ("ip", args.ip.to_string()),
+        ("port", args.port.to_string()),
+        ("work_dir", args.tls.work_dir.display().to_string()),
+        ("tls_dir", path(&args.tls.tls_dir)),
+        ("allocation_policy", args.allocation_policy.to_string()),
+        (
+            "allocation_interval",
+            format!("{}secs", args.allocation_interval),
+        ),
+        (
+            "offer_timeout",
+            args.offer_timeout
+                .map(|secs| format!("{secs}secs"))
+                .unwrap_or_default(),
+        ),
+        (
+            "agent_ping_timeout",
+            format!("{}secs", args.agent_ping_timeout),
+        ),
+        (
+            "max_agent_ping_timeouts",
+            args.max_agent_ping_timeouts.to_string(),
+        ),
+        (
+            "agent_reregister_timeout",
+            format!("{}secs", args.agent_reregister_timeout),
+        ),
+        (
+            "max_frameworks_per_principal",
+            args.max_frameworks_per_principal.to_string(),
+        ),
+        (
+            "max_tasks_per_framework",
+            args.max_tasks_per_framework.to_string(),
+        ),
+        ("acls", path(&args.authorization.acls)),
+        (
+            "authorization",
+            if args.authorization.authorization == DefaultDecision::Allow {
+                "default-allow"
+            } else {
+                "default-deny"
+            }
+            .to_owned(),
+        ),
+        (
+            "authenticate_http_readonly",
+            args.http_auth.authenticate_http_readonly.to_string(),
+        ),
+        ("http_credentials", path(&args.http_auth.http_credentials)),
+        (
+            "authenticate_http_frameworks",
+            args.authenticate_http_frameworks.to_string(),
+        ),
+        (
+            "allow_unauthenticated_http_frameworks",
+            args.allow_unauthenticated_http_frameworks.to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
+}
+
 pub fn run(args: MasterArgs) -> anyhow::Result<()> {
+    let flags = std::sync::Arc::new(flags(&args));
     let config = Config {
         allocation_interval: seconds("allocation-interval", args.allocation_interval)?,
         offer_timeout: args
@@ -176,6 +250,12 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
         (false, true, _) => strata_master::api::FrameworkAccess::Unauthenticated,
         (false, false, _) => strata_master::api::FrameworkAccess::Off,
     };
+    // Operator calls that change the cluster need an operator who
+    // authenticates.
+    let operator_writes = match args.http_auth.credentials_file()? {
+        Some(credentials) => strata_master::operator::WriteAccess::Authenticated(credentials),
+        None => strata_master::operator::WriteAccess::Off,
+    };
     let work_dir = args.tls.work_dir.clone();
     let registry = strata_master::registry::path(&work_dir);
     let lock = registry.with_file_name("lock");
@@ -193,24 +273,33 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
     let material = args.tls.material(strata_runtime::Role::Master, "master")?;
     let publisher_and_routes = strata_master::state::channel();
     actix_rt::System::new().block_on(async move {
-        let node = Node::bind(NodeConfig::new(
+        let (node, listener) = crate::bind_serving_node(NodeConfig::new(
             SocketAddr::new(args.ip, args.port),
             material,
         ))
         .await?;
         let (api, api_calls) = strata_master::api::channel();
         let http = crate::serve_http(
-            node.addr(),
+            listener,
             strata_runtime::http::Cors::SameOrigin,
             strata_master::api::routes(
-                api,
+                api.clone(),
                 framework_access,
                 strata_runtime::http_auth::guard(
                     http_credentials,
                     strata_master::state::PUBLIC_PATHS,
-                    strata_master::state::routes(
-                        publisher_and_routes.1.clone(),
-                        config.authorizer.clone(),
+                    strata_master::operator::routes(
+                        strata_master::operator::OperatorApi {
+                            api,
+                            snapshots: publisher_and_routes.1.clone(),
+                            authorizer: config.authorizer.clone(),
+                            flags,
+                            writes: operator_writes,
+                        },
+                        strata_master::state::routes(
+                            publisher_and_routes.1.clone(),
+                            config.authorizer.clone(),
+                        ),
                     ),
                 ),
             ),

@@ -15,28 +15,7 @@ const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 fn execute_against_local_returns_the_documented_exit_codes() {
     let work_dir = std::env::temp_dir().join(format!("strata-local-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
-    let mut local = Command::new(STRATA)
-        .args(["local", "--port", "0", "--agents", "2", "--work-dir"])
-        .arg(&work_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(local.stdout.take().unwrap()).lines();
-    let mut master = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(word) = line
-            .split_whitespace()
-            .find(|word| word.starts_with("master@"))
-        {
-            master = Some(word.trim_start_matches("master@").to_owned());
-        }
-        if line.starts_with("Submit work") {
-            break;
-        }
-    }
-    let master = master.expect("local printed its master");
+    let (mut local, master) = common::start_local(&work_dir, "2");
     let execute = |name: &str, command: &str, extra: &[&str]| {
         Command::new(STRATA)
             .args([

@@ -10,50 +10,10 @@ mod common;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use common::events::{Events, client};
 use serde_json::{Value, json};
-use strata_api::recordio::RecordReader;
 
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
-
-fn client() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into()
-}
-
-/// The events of one subscription, record by record.
-struct Events {
-    body: Box<dyn Read + Send>,
-    reader: RecordReader,
-}
-
-impl Events {
-    fn next(&mut self) -> Value {
-        loop {
-            if let Some(record) = self.reader.next_record().unwrap() {
-                return serde_json::from_slice(&record).unwrap();
-            }
-            let mut buffer = [0; 4096];
-            let read = self.body.read(&mut buffer).unwrap();
-            assert!(read > 0, "the stream ended");
-            self.reader.push(&buffer[..read]);
-        }
-    }
-
-    /// The next event of type `kind`, skipping heartbeats and others.
-    fn next_of(&mut self, kind: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let event = self.next();
-            if event["type"] == kind {
-                return event;
-            }
-            assert!(Instant::now() < deadline, "no {kind} event");
-        }
-    }
-}
 
 struct Api {
     url: String,
@@ -97,11 +57,7 @@ impl Api {
             .to_str()
             .unwrap()
             .to_owned();
-        let body = Box::new(response.into_body().into_reader());
-        let events = Events {
-            body,
-            reader: RecordReader::new(1 << 20),
-        };
+        let events = Events::of(Box::new(response.into_body().into_reader()));
         (stream_id, events)
     }
 }

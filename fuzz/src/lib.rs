@@ -425,11 +425,16 @@ pub fn master_books(data: &[u8]) {
     }
 }
 
-/// A v1 scheduler API call as a framework POSTs it: parsed, and when it
-/// is valid translated into the master message it stands for, which must
-/// encode and decode like any other.
+/// A v1 scheduler API call as a framework POSTs it (and the same bytes as
+/// an operator API call): parsed, and when it is valid translated into
+/// the master message it stands for, which must encode and decode like
+/// any other.
 pub fn v1_calls(data: &[u8]) {
     use strata_api::scheduler::{Call, Translated};
+    // The same bytes as an operator call: parsed and checked, or refused.
+    if let Ok(call) = strata_api::operator::Call::parse(data) {
+        let _ = call.kind().name();
+    }
     let Ok(call) = Call::parse(data) else {
         return;
     };

@@ -66,6 +66,8 @@ pub enum ApiCall {
         message: ToMaster,
         answer: Answer<()>,
     },
+    /// A call of the operator API (see [`crate::operator`]).
+    Operator(crate::operator::OperatorCall),
 }
 
 impl ApiCall {
@@ -74,6 +76,12 @@ impl ApiCall {
         match self {
             ApiCall::Subscribe { answer, .. } => drop(answer.try_send(Err(reason.to_owned()))),
             ApiCall::Call { answer, .. } => drop(answer.try_send(Err(reason.to_owned()))),
+            ApiCall::Operator(crate::operator::OperatorCall::Subscribe { answer, .. }) => {
+                drop(answer.try_send(Err(reason.to_owned())))
+            }
+            ApiCall::Operator(crate::operator::OperatorCall::Change { answer, .. }) => {
+                drop(answer.try_send(Err((503, reason.to_owned()))))
+            }
         }
     }
 }
@@ -95,6 +103,23 @@ pub fn channel() -> (ApiSender, ApiReceiver) {
     )
 }
 
+impl ApiSender {
+    /// Hands `call` to the master without waiting; a refusal to answer
+    /// at once when it cannot take more or is not running.
+    pub fn hand_over(&self, call: ApiCall) -> Result<(), Response> {
+        match self.0.try_send(call) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(refused(
+                503,
+                "the master has too many calls waiting; try again",
+            )),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(refused(503, "the master is not running"))
+            }
+        }
+    }
+}
+
 impl ApiReceiver {
     /// The next call; `None` once every sender is gone.
     pub async fn next(&self) -> Option<ApiCall> {
@@ -112,18 +137,7 @@ fn ask<T>(
     call: impl FnOnce(Answer<T>) -> ApiCall,
 ) -> Result<Result<T, String>, Response> {
     let (answer, answered) = std::sync::mpsc::sync_channel(1);
-    match api.0.try_send(call(answer)) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            return Err(refused(
-                503,
-                "the master has too many calls waiting; try again",
-            ));
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            return Err(refused(503, "the master is not running"));
-        }
-    }
+    api.hand_over(call(answer))?;
     answered
         .recv_timeout(CALL_TIMEOUT)
         .map_err(|_| refused(503, "the master did not answer in time"))
@@ -336,6 +350,10 @@ impl HttpFrameworks {
                         constraints: Vec::new(),
                     },
                 }
+            }
+            ApiCall::Operator(call) => {
+                ApiCall::Operator(call).refuse("not a scheduler API call");
+                Admitted::Answered
             }
             ApiCall::Call {
                 stream_id,

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use strata_protocol::ToMaster;
+use strata_protocol::{ToMaster, ToScheduler};
 use strata_runtime::{Process, ProcessContext, Upid};
 use tracing::{debug, error, info, warn};
 
@@ -59,7 +59,14 @@ pub struct Master {
     api: Option<crate::api::ApiReceiver>,
     /// The subscriptions of HTTP frameworks.
     http: crate::api::HttpFrameworks,
+    /// The operator API's event streams.
+    operators: crate::operator::OperatorStreams,
+    /// Process ids handed to operator API calls that change the cluster.
+    next_operator: u64,
 }
+
+/// The answer to an operator call that changed the cluster.
+type ChangeAnswer = std::sync::mpsc::SyncSender<crate::operator::ChangeResult>;
 
 /// Where a checking master reports a broken invariant of its books.
 pub type InvariantSink = std::sync::Arc<dyn Fn(String) + Send + Sync>;
@@ -79,6 +86,8 @@ struct RegistryFile {
     flush_pending: bool,
     /// Messages held until the pending write is done.
     held: Vec<Command>,
+    /// Operator calls answered once the pending write is done.
+    answers: Vec<(ChangeAnswer, crate::operator::ChangeResult)>,
     /// Since when writes have been failing, and the next retry's wait.
     failing: Option<(Instant, Duration)>,
 }
@@ -109,6 +118,8 @@ impl Master {
             checker: None,
             api: None,
             http: crate::api::HttpFrameworks::new(id_prefix),
+            operators: Default::default(),
+            next_operator: 0,
         }
     }
 
@@ -211,11 +222,14 @@ impl Master {
                 written: 0,
                 flush_pending: false,
                 held: Vec::new(),
+                answers: Vec::new(),
                 failing: None,
             }),
             checker: None,
             api: None,
             http: crate::api::HttpFrameworks::new(id_prefix),
+            operators: Default::default(),
+            next_operator: 0,
         }
     }
 
@@ -284,7 +298,11 @@ impl Master {
             }
         }
         let held = std::mem::take(&mut file.held);
+        let answers = std::mem::take(&mut file.answers);
         self.carry_out_all(ctx, held);
+        for (answer, result) in answers {
+            let _ = answer.try_send(result);
+        }
     }
 
     /// The books, for operators' views and tests.
@@ -293,14 +311,25 @@ impl Master {
     }
 
     fn apply(&mut self, ctx: &mut ProcessContext<'_, Self>, input: Input) {
-        let now = now();
-        let commands = self.books.handle(now, input);
+        let commands = self.decide(input);
+        self.execute(ctx, commands);
+    }
+
+    /// What the books make of `input`.
+    fn decide(&mut self, input: Input) -> Vec<Command> {
+        let commands = self.books.handle(now(), input);
         self.changed = true;
         if let Some(Checker(sink)) = &self.checker
             && let Err(violation) = self.books.check_invariants()
         {
             sink(violation);
         }
+        commands
+    }
+
+    /// Carries out `commands`, or holds them until the registry holds
+    /// what they depend on.
+    fn execute(&mut self, ctx: &mut ProcessContext<'_, Self>, commands: Vec<Command>) {
         let changes = self.books.registry_changes();
         match &mut self.registry {
             Some(file) if file.flush_pending || file.written != changes => {
@@ -316,12 +345,139 @@ impl Master {
         }
     }
 
+    /// Answers an operator call once what it changed is carried out (and
+    /// in the registry).
+    fn answer_after(&mut self, answer: ChangeAnswer, result: crate::operator::ChangeResult) {
+        match &mut self.registry {
+            Some(file) if file.flush_pending => file.answers.push((answer, result)),
+            _ => drop(answer.try_send(result)),
+        }
+    }
+
+    /// Takes an operator API call.
+    fn operator_call(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        call: crate::operator::OperatorCall,
+    ) {
+        match call {
+            crate::operator::OperatorCall::Subscribe { events, answer } => {
+                let now_ms = self.books.wall_clock_ms(now());
+                let state =
+                    crate::state::snapshot(&self.books, &self.pid, self.start_time_ms, now_ms);
+                let subscribed = self.operators.subscribe(events, std::sync::Arc::new(state));
+                let _ = answer.try_send(subscribed);
+            }
+            crate::operator::OperatorCall::Change {
+                principal,
+                message,
+                answer,
+            } => {
+                let missing = match &message {
+                    ToMaster::OperatorTeardown { framework_id }
+                        if !self.books.frameworks().contains_key(framework_id) =>
+                    {
+                        Some(format!("there is no framework {framework_id}"))
+                    }
+                    ToMaster::OperatorMarkAgentGone { agent_id }
+                        if !self.books.agents().contains_key(agent_id) =>
+                    {
+                        Some(format!("there is no agent {agent_id}"))
+                    }
+                    _ => None,
+                };
+                if let Some(reason) = missing {
+                    let _ = answer.try_send(Err((404, reason)));
+                    return;
+                }
+                self.next_operator += 1;
+                let master = ctx.pid().clone();
+                let Ok(from) = Upid::new(
+                    &format!("{OPERATOR_PROCESS_PREFIX}{}", self.next_operator),
+                    master.addr(),
+                    master.incarnation(),
+                ) else {
+                    let _ = answer.try_send(Err((503, "no process id for the call".into())));
+                    return;
+                };
+                let sender = std::sync::Arc::new(strata_runtime::tls::PeerIdentity {
+                    role: Some(strata_runtime::tls::Role::Operator),
+                    name: principal.unwrap_or_default(),
+                    fingerprint: "http".to_owned(),
+                });
+                let commands = self.decide(Input::Received {
+                    from: from.clone(),
+                    sender,
+                    message,
+                });
+                let refusal = commands.iter().find_map(|command| match command {
+                    Command::ToScheduler(to, ToScheduler::Error { message }) if *to == from => {
+                        Some((403, message.clone()))
+                    }
+                    _ => None,
+                });
+                self.execute(ctx, commands);
+                self.answer_after(answer, refusal.map_or(Ok(()), Err));
+            }
+        }
+    }
+
+    /// Tells the operator streams what `command` says happened.
+    fn tell_operators(&mut self, command: &Command) {
+        use strata_api::operator::Event as Told;
+        let Command::Log(event) = command else {
+            return;
+        };
+        let told = match event {
+            Event::AgentAdmitted { agent_id, .. } | Event::AgentReturned { agent_id } => {
+                crate::state::agent_of(&self.books, agent_id).map(Told::AgentAdded)
+            }
+            Event::AgentUnreachable { agent_id, .. } | Event::AgentGone { agent_id, .. } => {
+                Some(Told::AgentRemoved(agent_id.clone()))
+            }
+            Event::FrameworkRegistered { framework_id, .. } => {
+                crate::state::framework_of(&self.books, framework_id).map(Told::FrameworkAdded)
+            }
+            Event::FrameworkResubscribed { framework_id }
+            | Event::FrameworkDisconnected { framework_id } => {
+                crate::state::framework_of(&self.books, framework_id).map(Told::FrameworkUpdated)
+            }
+            Event::FrameworkRemoved { framework_id, .. } => {
+                crate::state::framework_of(&self.books, framework_id).map(Told::FrameworkRemoved)
+            }
+            Event::TaskLaunched {
+                framework_id,
+                task_id,
+                ..
+            } => crate::state::task_of(&self.books, framework_id, task_id).map(Told::TaskAdded),
+            Event::TaskUpdated {
+                framework_id,
+                status,
+            } => Some(Told::TaskUpdated {
+                framework_id: framework_id.clone(),
+                status: status.clone(),
+                user: crate::state::task_of(&self.books, framework_id, &status.task_id)
+                    .map(|task| task.user)
+                    .unwrap_or_default(),
+            }),
+            Event::AgentRefused { .. }
+            | Event::RequestRefused { .. }
+            | Event::OperatorKill { .. } => None,
+        };
+        if let Some(told) = told {
+            self.operators.send(&told);
+        }
+    }
+
     /// Carries out the books' commands: sends, links and logs; messages
     /// for HTTP frameworks go to their streams. A framework whose stream
     /// is gone is disconnected next, as if its link broke.
     fn carry_out_all(&mut self, ctx: &mut ProcessContext<'_, Self>, commands: Vec<Command>) {
         let master = ctx.pid().clone();
         for command in commands {
+            if self.operators.any() {
+                self.tell_operators(&command);
+            }
             match command {
                 Command::ToScheduler(pid, message) if self.http.serves(&pid) => {
                     if !self.http.deliver(&master, &pid, &message) {
@@ -329,9 +485,11 @@ impl Master {
                     }
                 }
                 Command::Link(pid) if self.http.serves(&pid) => {}
-                // A subscription that is gone: nothing to send to.
+                // A subscription that is gone, or an operator call
+                // answered already: nothing to send to.
                 Command::ToScheduler(pid, _) | Command::Link(pid)
-                    if crate::api::HttpFrameworks::owns(&master, &pid) => {}
+                    if crate::api::HttpFrameworks::owns(&master, &pid)
+                        || operator_call_of(&master, &pid) => {}
                 Command::ToAgent(pid, message) => send(ctx, &pid, message),
                 Command::ToScheduler(pid, message) => send(ctx, &pid, message),
                 Command::Link(pid) => ctx.link(&pid),
@@ -355,8 +513,13 @@ impl Master {
             return;
         };
         ctx.spawn_future(async move { api.next().await }, |master, ctx, call| {
-            let Some(call) = call else {
-                return;
+            let call = match call {
+                None => return,
+                Some(crate::api::ApiCall::Operator(call)) => {
+                    master.operator_call(ctx, call);
+                    return master.take_api_calls(ctx);
+                }
+                Some(call) => call,
             };
             let Some(stream_id) = fresh_stream_id() else {
                 call.refuse("the master has no random source for a stream id");
@@ -399,6 +562,14 @@ fn fresh_stream_id() -> Option<String> {
 }
 
 /// The runtime's clock (tokio's, so paused tests and simulation drive it).
+/// The process ids of operator API calls start so, on the master's node.
+const OPERATOR_PROCESS_PREFIX: &str = "operator-http-";
+
+/// Whether `pid` is an operator API call's, on the master's node.
+fn operator_call_of(master: &Upid, pid: &Upid) -> bool {
+    pid.addr() == master.addr() && pid.id().starts_with(OPERATOR_PROCESS_PREFIX)
+}
+
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
@@ -454,6 +625,18 @@ fn log(event: &Event) {
         } => {
             info!(from = %from, framework_id = %framework_id, task_id = %task_id, "operator kill")
         }
+        Event::TaskUpdated {
+            framework_id,
+            status,
+        } => {
+            debug!(framework_id = %framework_id, task_id = %status.task_id, state = %status.state, "task updated")
+        }
+        Event::FrameworkResubscribed { framework_id } => {
+            info!(framework_id = %framework_id, "framework subscribed again")
+        }
+        Event::AgentGone { from, agent_id } => {
+            warn!(from = %from, agent_id = %agent_id, "agent marked gone by an operator")
+        }
     }
 }
 
@@ -495,6 +678,9 @@ impl Process for Master {
                 for pid in master.http.heartbeat() {
                     master.stream_gone(ctx, pid);
                 }
+                master
+                    .operators
+                    .send(&strata_api::operator::Event::Heartbeat);
             });
         }
         info!(pid = %ctx.pid(), epoch = self.books.master_epoch(), "master started");

@@ -38,6 +38,10 @@ pub struct Registry {
     pub agents_admitted: u64,
     #[serde(default)]
     pub frameworks_created: u64,
+    /// Agents an operator marked gone, oldest first: never admitted
+    /// again.
+    #[serde(default)]
+    pub gone_agents: Vec<strata_protocol::AgentId>,
 }
 
 impl Registry {
@@ -51,6 +55,7 @@ impl Registry {
             removed_frameworks: Vec::new(),
             agents_admitted: 0,
             frameworks_created: 0,
+            gone_agents: Vec::new(),
         }
     }
 }

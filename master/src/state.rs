@@ -18,19 +18,158 @@ use std::time::Duration;
 use bytes::Bytes;
 use strata_api::metrics::Metric;
 use strata_api::views::{Agent, AgentStatus, Framework, Offer, Task};
-use strata_protocol::{Resources, TaskState};
+use strata_protocol::Task as ProtocolTask;
+use strata_protocol::{AgentId, FrameworkId, Resources, TaskId, TaskKind, TaskState};
 use strata_runtime::http::{Request, Response, SharedJson};
 use tokio::sync::{Notify, watch};
 
 use crate::authorization::Authorizer;
-use crate::books::Books;
+use crate::books::{AgentEntry, Books, FrameworkEntry};
 
 /// The master's state at one moment: the typed view every reader shares.
 pub type State = strata_api::views::MasterState;
 
+/// Agent `id` as the views show it, with `offered` its outstanding
+/// offers' resources.
+fn agent_view(books: &Books, id: &AgentId, agent: &AgentEntry, offered: Resources) -> Agent {
+    let total = &agent.info.resources;
+    let active = matches!(agent.status, crate::books::AgentStatus::Active);
+    let used = match (active, books.free(id)) {
+        (true, Some(free)) => total
+            .checked_sub(&free)
+            .and_then(|taken| taken.checked_sub(&offered))
+            .unwrap_or_default(),
+        _ => Resources::new(),
+    };
+    Agent {
+        id: id.clone(),
+        pid: agent.pid.to_string(),
+        hostname: agent.info.hostname.clone(),
+        status: if active {
+            AgentStatus::Active
+        } else {
+            AgentStatus::Unreachable
+        },
+        attributes: agent.info.attributes.clone(),
+        total: total.clone(),
+        used,
+        offered,
+        tasks: agent.tasks.len(),
+    }
+}
+
+/// Agent `id`'s view, if the books know it.
+pub fn agent_of(books: &Books, id: &AgentId) -> Option<Agent> {
+    let agent = books.agents().get(id)?;
+    let mut offered = Resources::new();
+    for offer_id in &agent.offers {
+        if let Some(entry) = books.offers().get(offer_id) {
+            offered.add(&entry.offer.resources);
+        }
+    }
+    Some(agent_view(books, id, agent, offered))
+}
+
+/// A task of framework `framework_id` as the views show it.
+fn task_view(framework_id: &FrameworkId, framework: &FrameworkEntry, task: &ProtocolTask) -> Task {
+    Task {
+        id: task.info.task_id.clone(),
+        name: task.info.name.clone(),
+        framework_id: framework_id.clone(),
+        user: match &task.info.kind {
+            TaskKind::Command(command) => command.user.as_ref(),
+            TaskKind::Executor(executor) => executor.command.user.as_ref(),
+        }
+        .unwrap_or(&framework.info.user)
+        .clone(),
+        agent_id: task.info.agent_id.clone(),
+        executor_id: match &task.info.kind {
+            TaskKind::Command(_) => None,
+            TaskKind::Executor(executor) => Some(executor.executor_id.clone()),
+        },
+        state: task.state,
+        resources: task.info.resources.clone(),
+        message: task
+            .status
+            .as_ref()
+            .map(|status| status.message.clone())
+            .unwrap_or_default(),
+        sandbox: task
+            .status
+            .as_ref()
+            .and_then(|status| status.sandbox.clone()),
+        history: framework
+            .history
+            .get(&task.info.task_id)
+            .cloned()
+            .unwrap_or_default(),
+    }
+}
+
+/// Task `task_id` of `framework_id` (running, else recently ended), if
+/// the books know it.
+pub fn task_of(books: &Books, framework_id: &FrameworkId, task_id: &TaskId) -> Option<Task> {
+    let framework = books.frameworks().get(framework_id)?;
+    let task = framework.tasks.get(task_id).or_else(|| {
+        framework
+            .completed
+            .iter()
+            .rev()
+            .find(|task| task.info.task_id == *task_id)
+    })?;
+    Some(task_view(framework_id, framework, task))
+}
+
+/// Framework `id` as the views show it.
+fn framework_view(id: &FrameworkId, framework: &FrameworkEntry) -> Framework {
+    let mut used = Resources::new();
+    let mut running = 0;
+    for task in framework.tasks.values() {
+        if !task.state.is_terminal() {
+            used.add(&task.info.resources);
+            running += 1;
+        }
+    }
+    Framework {
+        id: id.clone(),
+        name: framework.info.name.clone(),
+        role: framework.info.role().to_owned(),
+        user: framework.info.user.clone(),
+        principal: framework.info.principal.clone(),
+        active: framework.pid.is_some(),
+        pid: framework.pid.as_ref().map(ToString::to_string),
+        failover_timeout_secs: framework.info.failover_timeout.as_secs_f64(),
+        checkpoint: framework.info.checkpoint,
+        partition_aware: framework.info.is_partition_aware(),
+        capabilities: framework
+            .info
+            .capabilities
+            .iter()
+            .map(|capability| capability.mesos_name().to_owned())
+            .collect(),
+        tasks: running,
+        completed_tasks: framework.completed.len(),
+        offers: framework.offers.len(),
+        used,
+    }
+}
+
+/// Framework `id`'s view: a current one, else one removed lately.
+pub fn framework_of(books: &Books, id: &FrameworkId) -> Option<Framework> {
+    match books.frameworks().get(id) {
+        Some(framework) => Some(framework_view(id, framework)),
+        None => books
+            .completed_frameworks()
+            .iter()
+            .rev()
+            .find(|framework| framework.info.id.as_ref() == Some(id))
+            .map(|framework| framework_view(id, framework)),
+    }
+}
+
 /// A snapshot of `books`, for the master at `pid`.
 pub fn snapshot(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> State {
-    let mut offered: BTreeMap<&strata_protocol::AgentId, Resources> = BTreeMap::new();
+    let mut offered: BTreeMap<&AgentId, Resources> = BTreeMap::new();
     let mut offers = Vec::with_capacity(books.offers().len());
     for entry in books.offers().values() {
         offered
@@ -48,31 +187,8 @@ pub fn snapshot(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> St
         .agents()
         .iter()
         .map(|(id, agent)| {
-            let total = &agent.info.resources;
             let offered = offered.get(id).cloned().unwrap_or_default();
-            let active = matches!(agent.status, crate::books::AgentStatus::Active);
-            let used = match (active, books.free(id)) {
-                (true, Some(free)) => total
-                    .checked_sub(&free)
-                    .and_then(|taken| taken.checked_sub(&offered))
-                    .unwrap_or_default(),
-                _ => Resources::new(),
-            };
-            Agent {
-                id: id.clone(),
-                pid: agent.pid.to_string(),
-                hostname: agent.info.hostname.clone(),
-                status: if active {
-                    AgentStatus::Active
-                } else {
-                    AgentStatus::Unreachable
-                },
-                attributes: agent.info.attributes.clone(),
-                total: total.clone(),
-                used,
-                offered,
-                tasks: agent.tasks.len(),
-            }
+            agent_view(books, id, agent, offered)
         })
         .collect();
     let mut frameworks = Vec::new();
@@ -88,69 +204,28 @@ pub fn snapshot(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> St
         .iter()
         .map(|(id, framework)| (id, framework, true));
     for (id, framework, is_current) in current.chain(removed) {
-        let task_view = |task: &strata_protocol::Task| Task {
-            id: task.info.task_id.clone(),
-            name: task.info.name.clone(),
-            framework_id: id.clone(),
-            user: match &task.info.kind {
-                strata_protocol::TaskKind::Command(command) => command.user.as_ref(),
-                strata_protocol::TaskKind::Executor(executor) => executor.command.user.as_ref(),
-            }
-            .unwrap_or(&framework.info.user)
-            .clone(),
-            agent_id: task.info.agent_id.clone(),
-            state: task.state,
-            resources: task.info.resources.clone(),
-            message: task
-                .status
-                .as_ref()
-                .map(|status| status.message.clone())
-                .unwrap_or_default(),
-            sandbox: task
-                .status
-                .as_ref()
-                .and_then(|status| status.sandbox.clone()),
-            history: framework
-                .history
-                .get(&task.info.task_id)
-                .cloned()
-                .unwrap_or_default(),
-        };
-        let mut used = Resources::new();
-        for task in framework.tasks.values() {
-            if !task.state.is_terminal() {
-                used.add(&task.info.resources);
-                tasks.push(task_view(task));
-            }
-        }
-        completed_tasks.extend(framework.completed.iter().map(task_view));
-        let list = if is_current {
-            &mut frameworks
-        } else {
-            &mut completed_frameworks
-        };
-        list.push(Framework {
-            id: id.clone(),
-            name: framework.info.name.clone(),
-            role: framework.info.role().to_owned(),
-            user: framework.info.user.clone(),
-            principal: framework.info.principal.clone(),
-            active: framework.pid.is_some(),
-            pid: framework.pid.as_ref().map(ToString::to_string),
-            failover_timeout_secs: framework.info.failover_timeout.as_secs_f64(),
-            checkpoint: framework.info.checkpoint,
-            partition_aware: framework.info.is_partition_aware(),
-            tasks: framework
+        tasks.extend(
+            framework
                 .tasks
                 .values()
                 .filter(|task| !task.state.is_terminal())
-                .count(),
-            completed_tasks: framework.completed.len(),
-            offers: framework.offers.len(),
-            used,
-        });
+                .map(|task| task_view(id, framework, task)),
+        );
+        completed_tasks.extend(
+            framework
+                .completed
+                .iter()
+                .map(|task| task_view(id, framework, task)),
+        );
+        let view = framework_view(id, framework);
+        if is_current {
+            frameworks.push(view);
+        } else {
+            completed_frameworks.push(view);
+        }
     }
     State {
+        id: books.id_prefix().to_owned(),
         pid: pid.to_owned(),
         epoch: books.master_epoch(),
         start_time_ms,

@@ -23,6 +23,18 @@ pub enum Capability {
     GpuResources,
 }
 
+impl Capability {
+    /// The Mesos name, `PARTITION_AWARE`.
+    pub fn mesos_name(self) -> &'static str {
+        match self {
+            Capability::PartitionAware => "PARTITION_AWARE",
+            Capability::MultiRole => "MULTI_ROLE",
+            Capability::TaskKillingState => "TASK_KILLING_STATE",
+            Capability::GpuResources => "GPU_RESOURCES",
+        }
+    }
+}
+
 /// Longest failover timeout the master honours (Mesos takes any double
 /// of seconds; a year is beyond any real use and keeps deadlines far from
 /// the clock's limits). Longer ones are taken as this.

@@ -122,6 +122,15 @@ pub enum ToMaster {
         executor_id: ExecutorId,
         data: Blob,
     },
+
+    // From operators (certificates with the operator role).
+    /// Tear a framework down as if its scheduler had: its tasks are
+    /// killed and it is forgotten (the `teardown_frameworks` ACL).
+    OperatorTeardown { framework_id: FrameworkId },
+    /// The agent is gone for good (its machine was decommissioned): its
+    /// tasks are TASK_GONE_BY_OPERATOR and its id is never admitted
+    /// again.
+    OperatorMarkAgentGone { agent_id: AgentId },
 }
 
 impl strata_runtime::Message for ToMaster {
@@ -145,6 +154,8 @@ impl strata_runtime::Message for ToMaster {
             ToMaster::FrameworkMessage { .. } => "FrameworkMessage",
             ToMaster::ExecutorExited { .. } => "ExecutorExited",
             ToMaster::ExecutorMessage { .. } => "ExecutorMessage",
+            ToMaster::OperatorTeardown { .. } => "OperatorTeardown",
+            ToMaster::OperatorMarkAgentGone { .. } => "OperatorMarkAgentGone",
         }
     }
 }

@@ -757,43 +757,6 @@ impl FromStr for Resources {
     }
 }
 
-/// Resources as operators read them: an object with each scalar as a
-/// number (mem and disk in MB) and ports as Mesos range text. The
-/// snapshot keeps the resources; they take this shape when serialized,
-/// outside the master's process.
-#[derive(Debug, Clone, Default)]
-pub struct ResourceView(pub Resources);
-
-impl ResourceView {
-    /// The total of scalar `name`.
-    pub fn scalar(&self, name: &str) -> f64 {
-        self.0.scalar_total(name).as_f64()
-    }
-}
-
-impl serde::Serialize for ResourceView {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let names = self.0.scalar_names();
-        let ports = self.0.ports();
-        let mut map =
-            serializer.serialize_map(Some(names.len() + usize::from(!ports.is_empty())))?;
-        for name in names {
-            map.serialize_entry(name, &self.0.scalar_total(name).as_f64())?;
-        }
-        if !ports.is_empty() {
-            let text = ports
-                .intervals()
-                .iter()
-                .map(|(begin, end)| format!("{begin}-{end}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            map.serialize_entry("ports", &format!("[{text}]"))?;
-        }
-        map.end()
-    }
-}
-
 #[cfg(test)]
 mod tests {
 

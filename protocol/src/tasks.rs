@@ -162,6 +162,8 @@ pub enum Reason {
     InvalidOffers,
     ResourcesUnknown,
     FrameworkRemoved,
+    /// An operator marked the task's agent gone (TASK_GONE_BY_OPERATOR).
+    AgentRemovedByOperator,
 }
 
 impl Source {
@@ -187,7 +189,7 @@ impl Source {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::Reconciliation,
         Reason::AgentRemoved,
         Reason::AgentDisconnected,
@@ -206,6 +208,7 @@ impl Reason {
         Reason::InvalidOffers,
         Reason::ResourcesUnknown,
         Reason::FrameworkRemoved,
+        Reason::AgentRemovedByOperator,
     ];
 
     /// The Mesos name, `REASON_RECONCILIATION`. Mesos has no reason for
@@ -230,6 +233,7 @@ impl Reason {
             Reason::InvalidOffers => "REASON_INVALID_OFFERS",
             Reason::ResourcesUnknown => "REASON_RESOURCES_UNKNOWN",
             Reason::FrameworkRemoved => "REASON_FRAMEWORK_REMOVED",
+            Reason::AgentRemovedByOperator => "REASON_AGENT_REMOVED_BY_OPERATOR",
         }
     }
 

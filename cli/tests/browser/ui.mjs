@@ -13,6 +13,12 @@ const browser = await chromium.launch({
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
   page.setDefaultTimeout(30_000);
+  // The page follows the operator API's event stream.
+  let subscribed = 0;
+  page.on("request", (request) => {
+    if (request.method() === "POST" && request.url().endsWith("/api/v1")
+        && (request.postData() || "").includes("SUBSCRIBE")) subscribed += 1;
+  });
   await page.goto(`${url}/#/`);
   await page.getByText("Resources").waitFor();
   // The overview counts the agent once it has registered.
@@ -44,6 +50,7 @@ try {
   if (!(await page.evaluate(() => window.sameDocument === true))) {
     throw new Error("the page reloaded; it should update in place");
   }
+  if (subscribed < 1) throw new Error("the page did not follow the operator event stream");
   console.log("output");
 } finally {
   await browser.close();

@@ -2,6 +2,8 @@
 //! instances that can only overlap on two different agents, and its check.
 #![allow(clippy::unwrap_used, dead_code, unused_imports)]
 
+pub mod events;
+
 use std::collections::BTreeSet;
 
 use std::process::Output;
@@ -210,4 +212,38 @@ pub fn work_dirs(name: &str) -> (std::path::PathBuf, String, String) {
     let text = dir.to_str().unwrap().to_owned();
     let agent = agent_work_dir(&dir, "agent");
     (dir, text, agent)
+}
+
+/// Starts `strata local` with `agents` agents in `work_dir` (its stdout
+/// read, its log in `local.log` there); the child and the master's
+/// address, HOST:PORT.
+pub fn start_local(work_dir: &std::path::Path, agents: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    std::fs::create_dir_all(work_dir).unwrap();
+    let log = std::fs::File::create(work_dir.join("local.log")).unwrap();
+    let mut local = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["local", "--port", "0", "--agents", agents, "--work-dir"])
+        .arg(work_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut master = None;
+    let mut lines = BufReader::new(local.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(word) = line
+            .split_whitespace()
+            .find(|word| word.starts_with("master@"))
+        {
+            master = Some(word.trim_start_matches("master@").to_owned());
+        }
+        if line.starts_with("Submit work") {
+            break;
+        }
+    }
+    // What it prints later is read (and dropped), so it never writes to
+    // a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (local, master.expect("local printed its master"))
 }

@@ -71,6 +71,9 @@ impl Books {
         ) {
             return self.refuse_agent(pid, reason, out);
         }
+        if let Some(reason) = info.id.as_ref().and_then(|id| self.gone_reason(id)) {
+            return self.refuse_agent(pid, reason, out);
+        }
         // A registration naming an agent id claims it: only that agent's
         // certificate may.
         if let Some(agent_id) = &info.id
@@ -220,6 +223,9 @@ impl Books {
         let Some(agent_id) = info.id.clone() else {
             return self.refuse_agent(pid, "re-registration without an agent id".into(), out);
         };
+        if let Some(reason) = self.gone_reason(&agent_id) {
+            return self.refuse_agent(pid, reason, out);
+        }
         if let Some(reason) = self.bound_elsewhere(&agent_id, certificate_name) {
             self.denied += 1;
             return self.refuse_agent(pid, reason, out);
@@ -608,6 +614,11 @@ impl Books {
             agent_id: agent_id.clone(),
             missed_pongs,
         }));
+        self.tell_agent_lost(agent_id, out);
+    }
+
+    /// Tells every connected scheduler that `agent_id` is lost.
+    pub(super) fn tell_agent_lost(&self, agent_id: &AgentId, out: &mut Vec<Command>) {
         for framework in self.frameworks.values() {
             if let Some(pid) = &framework.pid {
                 out.push(Command::ToScheduler(

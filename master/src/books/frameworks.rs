@@ -169,6 +169,9 @@ impl Books {
                 self.rescind_framework_offers(now, &framework_id);
                 self.allocator.set_constraints(&framework_id, constraints);
                 self.allocator.revive(&framework_id);
+                out.push(Command::Log(Event::FrameworkResubscribed {
+                    framework_id: framework_id.clone(),
+                }));
             }
             None => {
                 self.allocator

@@ -21,6 +21,7 @@
 mod agents;
 mod frameworks;
 mod offers;
+pub mod operator;
 mod recovery;
 mod tasks;
 
@@ -148,6 +149,21 @@ pub enum Event {
         framework_id: FrameworkId,
         task_id: TaskId,
     },
+    /// A task reached the state of `status` (logged at debug level; the
+    /// operator API streams it).
+    TaskUpdated {
+        framework_id: FrameworkId,
+        status: strata_protocol::TaskStatus,
+    },
+    /// A known framework's scheduler subscribed again (a failover).
+    FrameworkResubscribed {
+        framework_id: FrameworkId,
+    },
+    /// An operator marked an agent gone.
+    AgentGone {
+        from: Upid,
+        agent_id: AgentId,
+    },
 }
 
 /// What to do.
@@ -259,6 +275,10 @@ pub struct Books {
     /// Frameworks this master removed, most recent last, so one cannot
     /// come back under its old id (at most [`REMOVED_FRAMEWORKS_KEPT`]).
     removed_frameworks: std::collections::VecDeque<FrameworkId>,
+    /// Agents an operator marked gone (never admitted again), and the
+    /// order they were marked in.
+    gone_agents: BTreeSet<AgentId>,
+    gone_order: std::collections::VecDeque<AgentId>,
     offers: BTreeMap<OfferId, OfferEntry>,
     /// An instant and the wall-clock time then, in milliseconds since the
     /// Unix epoch, so statuses carry wall-clock timestamps without the
@@ -328,6 +348,8 @@ impl Books {
             frameworks: BTreeMap::new(),
             frameworks_by_pid: BTreeMap::new(),
             removed_frameworks: std::collections::VecDeque::new(),
+            gone_agents: BTreeSet::new(),
+            gone_order: std::collections::VecDeque::new(),
             offers: BTreeMap::new(),
             clock_anchor: None,
             master_epoch: 0,
@@ -386,6 +408,11 @@ impl Books {
 
     /// How many tasks ended in each terminal state since this master
     /// started.
+    /// The prefix of every id these books hand out: the master's id.
+    pub fn id_prefix(&self) -> &str {
+        &self.id_prefix
+    }
+
     pub fn ended(&self) -> &BTreeMap<strata_protocol::TaskState, u64> {
         &self.ended
     }
@@ -453,6 +480,22 @@ impl Books {
                     "{sender} may not subscribe a framework: that needs a certificate with the framework role, named after the framework's principal"
                 );
                 self.refuse_request(&from, reason, out)
+            }
+            ToMaster::OperatorTeardown { .. } | ToMaster::OperatorMarkAgentGone { .. }
+                if !sender.is(Role::Operator) =>
+            {
+                self.denied += 1;
+                let reason = format!(
+                    "{sender} may not tear down frameworks or mark agents gone: that needs the operator role"
+                );
+                self.refuse_request(&from, reason, out)
+            }
+            ToMaster::OperatorTeardown { framework_id } => {
+                let principal = (!sender.name.is_empty()).then_some(sender.name.as_str());
+                self.operator_teardown(now, &from, principal, &framework_id, out)
+            }
+            ToMaster::OperatorMarkAgentGone { agent_id } => {
+                self.mark_agent_gone(now, &from, &agent_id, out)
             }
             ToMaster::OperatorKill { .. } if !sender.is(Role::Operator) => {
                 self.denied += 1;
@@ -588,7 +631,9 @@ impl Books {
             | ToMaster::Subscribe { .. }
             | ToMaster::ExecutorExited { .. }
             | ToMaster::ExecutorMessage { .. }
-            | ToMaster::OperatorKill { .. } => {}
+            | ToMaster::OperatorKill { .. }
+            | ToMaster::OperatorTeardown { .. }
+            | ToMaster::OperatorMarkAgentGone { .. } => {}
         }
     }
 

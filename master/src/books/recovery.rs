@@ -64,6 +64,7 @@ impl Books {
         registry.removed_frameworks = self.removed_frameworks.iter().cloned().collect();
         registry.agents_admitted = self.next_agent;
         registry.frameworks_created = self.next_framework;
+        registry.gone_agents = self.gone_order.iter().cloned().collect();
         registry
     }
 
@@ -74,6 +75,9 @@ impl Books {
         self.next_agent = self.next_agent.max(registry.agents_admitted);
         self.next_framework = self.next_framework.max(registry.frameworks_created);
         let wait = self.config.agent_reregister_timeout;
+        for agent_id in registry.gone_agents {
+            self.remember_gone(agent_id);
+        }
         for agent in registry.agents {
             let Some(agent_id) = agent.info.id.clone() else {
                 continue;

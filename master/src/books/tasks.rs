@@ -15,7 +15,7 @@ use strata_protocol::{
 };
 use strata_runtime::Upid;
 
-use super::{AgentStatus, Books, Command};
+use super::{AgentStatus, Books, Command, Event};
 
 /// Most tasks one reconciliation may name; the rest are ignored.
 const MAX_RECONCILE_TASKS: usize = 100_000;
@@ -48,7 +48,7 @@ impl Books {
         let mut status = status;
         status.agent_id = Some(agent_id.clone());
         if known {
-            self.apply_status(now, &framework_id, &task_id, status.clone());
+            self.apply_status(now, &framework_id, &task_id, status.clone(), out);
             // Freed resources are offered at once, not at the next tick.
             if status.state.is_terminal() {
                 self.allocate_agents(now, std::slice::from_ref(&agent_id), out);
@@ -116,6 +116,7 @@ impl Books {
         framework_id: &FrameworkId,
         task_id: &TaskId,
         status: TaskStatus,
+        out: &mut Vec<Command>,
     ) {
         let Some(framework) = self.frameworks.get_mut(framework_id) else {
             return;
@@ -137,6 +138,10 @@ impl Books {
             status.sandbox = task.status.as_ref().and_then(|last| last.sandbox.clone());
         }
         task.state = status.state;
+        out.push(Command::Log(Event::TaskUpdated {
+            framework_id: framework_id.clone(),
+            status: status.clone(),
+        }));
         task.status = Some(status);
         let state = task.state;
         framework.record(task_id, transition);
@@ -182,7 +187,7 @@ impl Books {
             return;
         };
         let status = Books::master_status(&task, state, reason, message, self.wall_ms(now));
-        self.apply_status(now, framework_id, task_id, status.clone());
+        self.apply_status(now, framework_id, task_id, status.clone(), out);
         self.tell_scheduler(framework_id, ToScheduler::Update { status }, out);
     }
 

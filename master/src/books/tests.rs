@@ -14,6 +14,7 @@ use super::{Books, Command, Config, Input, invariants};
 mod authorization;
 mod hardening;
 mod identity;
+mod operator;
 
 fn r(text: &str) -> Resources {
     text.parse().unwrap()
