@@ -101,13 +101,40 @@ fn raw_spawns(total: usize) -> anyhow::Result<f64> {
 /// deleting thousands of sandbox directories run after run makes the
 /// inode allocator scan ever longer (it avoids recently deleted inodes),
 /// which measures the filesystem rather than the launch path.
-fn sandbox_root() -> (std::path::PathBuf, &'static str) {
+pub(crate) fn sandbox_root() -> (std::path::PathBuf, &'static str) {
     let shm = std::path::Path::new("/dev/shm");
     if shm.is_dir() && std::fs::metadata(shm).is_ok_and(|meta| !meta.permissions().readonly()) {
         (shm.to_owned(), "tmpfs")
     } else {
         (std::env::temp_dir(), "temp dir")
     }
+}
+
+/// An agent of `master` with [`IN_FLIGHT`] cpus running tasks as
+/// processes in `work_dir`, through `launcher` when given.
+pub(crate) fn agent_config(
+    master: strata_runtime::Upid,
+    work_dir: &std::path::Path,
+    launcher: Option<&std::path::Path>,
+) -> anyhow::Result<AgentConfig> {
+    Ok(AgentConfig {
+        master,
+        hostname: "bench".into(),
+        resources: format!("cpus:{IN_FLIGHT};mem:{}", IN_FLIGHT * 32).parse()?,
+        attributes: Default::default(),
+        seed: 1,
+        runner: Runner::Processes {
+            work_dir: work_dir.to_owned(),
+            kill_grace: Duration::from_secs(1),
+        },
+        status_update_retry: strata_agent::status_updates::FIRST_RETRY,
+        usage_interval: std::time::Duration::from_secs(1),
+        executor_credentials: None,
+        executor_registration_timeout: std::time::Duration::from_secs(60),
+        task_launcher: launcher.map(std::path::Path::to_owned),
+        switch_user: false,
+        kill_tasks_on_stop: true,
+    })
 }
 
 fn through_strata(total: usize, launcher: Option<&std::path::Path>) -> anyhow::Result<f64> {
@@ -140,24 +167,7 @@ async fn launch_all(
         SpawnOptions::default(),
     )?;
     let agent_node = Node::bind(bind(strata_runtime::Role::Agent, "agent")?).await?;
-    let agent = AgentConfig {
-        master: master.clone(),
-        hostname: "bench".into(),
-        resources: format!("cpus:{IN_FLIGHT};mem:{}", IN_FLIGHT * 32).parse()?,
-        attributes: Default::default(),
-        seed: 1,
-        runner: Runner::Processes {
-            work_dir: work_dir.to_owned(),
-            kill_grace: Duration::from_secs(1),
-        },
-        status_update_retry: strata_agent::status_updates::FIRST_RETRY,
-        usage_interval: std::time::Duration::from_secs(1),
-        executor_credentials: None,
-        executor_registration_timeout: std::time::Duration::from_secs(60),
-        task_launcher: launcher.map(std::path::Path::to_owned),
-        switch_user: false,
-        kill_tasks_on_stop: true,
-    };
+    let agent = agent_config(master.clone(), work_dir, launcher)?;
     agent_node.spawn(
         "agent",
         move || Agent::new(agent.clone()),

@@ -6,6 +6,7 @@
 //! this is a test that asserts a time.
 
 mod allocator;
+mod api;
 mod launch;
 mod recovery;
 mod report;
@@ -33,6 +34,9 @@ enum Suite {
     /// What `/state` costs at 10,000 agents: the master's time per
     /// snapshot, JSON outside it, and `GET /state` latency.
     State,
+    /// A v1 HTTP framework against the Rust SDK's: tasks per second and
+    /// offer-to-RUNNING; GET_STATE and /master/state at 10,000 agents.
+    Api,
     /// Simulated cluster-seconds per wall-second of the failure
     /// simulation: 3 agents with 2 frameworks, 100 agents with 10.
     Sim,
@@ -73,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Recovery => recovery::run(arguments.scale)?,
         Suite::State => state::run(arguments.scale)?,
         Suite::Sim => sim::run(arguments.scale)?,
+        Suite::Api => api::run(arguments.scale)?,
     };
     if arguments.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

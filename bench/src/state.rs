@@ -30,7 +30,7 @@ fn upid(text: &str) -> anyhow::Result<Upid> {
 /// task on every agent. The agents arrive as after a master restart,
 /// re-registering with their tasks, which the books adopt: that fills
 /// them in linear time.
-fn cluster(agents: usize, frameworks: usize) -> anyhow::Result<Books> {
+pub(crate) fn cluster(agents: usize, frameworks: usize) -> anyhow::Result<Books> {
     let mut books = Books::new(Config::default(), "bench");
     let now = Instant::now();
     books.set_clock(now, 1_700_000_000_000);
@@ -103,7 +103,7 @@ fn cluster(agents: usize, frameworks: usize) -> anyhow::Result<Books> {
     Ok(books)
 }
 
-fn median(mut samples: Vec<f64>) -> f64 {
+pub(crate) fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }
@@ -132,7 +132,7 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
     let (state, bytes) = state.ok_or_else(|| anyhow::anyhow!("no snapshot taken"))?;
     let snapshot = median(snapshot_ms);
     let json = median(json_ms);
-    let http = http_latency_ms(state)?;
+    let http = http_latencies_ms(state, &[GET_STATE])?[0];
     let shape = format!("{agents} agents, {frameworks} frameworks, {tasks} tasks");
     let context = |unit| Measure {
         unit,
@@ -168,37 +168,63 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-/// Serves `state` as the master does and times `GET /state`.
-fn http_latency_ms(state: State) -> anyhow::Result<f64> {
+/// Serves `state` as the master does (operator API in front of
+/// `/state`) and times each of `requests` (whole HTTP/1.1 requests),
+/// the median of 20 each, in milliseconds.
+pub(crate) fn http_latencies_ms(state: State, requests: &[&[u8]]) -> anyhow::Result<Vec<f64>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let (publisher, snapshots) = strata_master::state::channel();
     publisher.publish(std::sync::Arc::new(state), 0);
+    let (api, _calls) = strata_master::api::channel();
+    let operator = strata_master::operator::OperatorApi {
+        api,
+        snapshots: snapshots.clone(),
+        authorizer: Default::default(),
+        flags: Default::default(),
+        writes: strata_master::operator::WriteAccess::Off,
+    };
     runtime.block_on(async {
         let listener = strata_runtime::http::bind("127.0.0.1:0".parse()?).await?;
         let address = listener.local_addr()?;
         let server = tokio::spawn(strata_runtime::http::serve(
             listener,
             strata_runtime::http::Cors::SameOrigin,
-            strata_master::state::routes(snapshots, Default::default()),
+            strata_master::operator::routes(
+                operator,
+                strata_master::state::routes(snapshots, Default::default()),
+            ),
         ));
-        let mut samples = Vec::new();
-        for _ in 0..20 {
-            let started = Instant::now();
-            let mut stream = tokio::net::TcpStream::connect(address).await?;
-            stream
-                .write_all(b"GET /state HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-                .await?;
-            let mut answer = Vec::new();
-            stream.read_to_end(&mut answer).await?;
-            samples.push(started.elapsed().as_secs_f64() * 1000.0);
-            if !answer.starts_with(b"HTTP/1.1 200") {
-                anyhow::bail!("GET /state failed");
+        let mut medians = Vec::new();
+        for request in requests {
+            let mut samples = Vec::new();
+            for _ in 0..20 {
+                let started = Instant::now();
+                let mut stream = tokio::net::TcpStream::connect(address).await?;
+                stream.write_all(request).await?;
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer).await?;
+                samples.push(started.elapsed().as_secs_f64() * 1000.0);
+                if !answer.starts_with(b"HTTP/1.1 200") {
+                    anyhow::bail!(
+                        "{} failed: {}",
+                        String::from_utf8_lossy(request)
+                            .lines()
+                            .next()
+                            .unwrap_or_default(),
+                        String::from_utf8_lossy(&answer[..answer.len().min(200)])
+                    );
+                }
             }
+            medians.push(median(samples));
         }
         server.abort();
-        Ok(median(samples))
+        Ok(medians)
     })
 }
+
+/// `GET /state`, as a client that closes the connection sends it.
+pub(crate) const GET_STATE: &[u8] =
+    b"GET /state HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";

@@ -578,6 +578,9 @@ where
             Ok((stream, peer)) => match permits.clone().try_acquire_owned() {
                 Ok(permit) => {
                     debug!(%peer, "http connection");
+                    // Events of a stream go out as they are written, not
+                    // held back to fill a segment.
+                    let _ = stream.set_nodelay(true);
                     let server = server.clone();
                     tokio::spawn(async move {
                         serve_connection(stream, server).await;
