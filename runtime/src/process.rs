@@ -515,6 +515,13 @@ impl<P: Process> Actor for ProcessActor<P> {
     type Context = actix::Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Polled for the first time while its runtime is being torn
+        // down (a command that failed after spawning it): nothing can
+        // start now, and timers would panic without a reactor.
+        if tokio::runtime::Handle::try_current().is_err() {
+            ctx.stop();
+            return;
+        }
         self.invoke(ctx, |process, pctx| process.started(pctx));
     }
 

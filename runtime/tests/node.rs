@@ -568,3 +568,41 @@ fn sends_from_other_threads_work_and_spawning_there_is_refused() {
         assert_eq!(reply.map(|(_, text)| text).as_deref(), Some("from afar"));
     });
 }
+
+/// A process whose `started` sets up a timer, as the master's does.
+struct Ticking(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Process for Ticking {
+    type Message = Command;
+
+    fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        ctx.run_every(Duration::from_secs(1), |_, _| {});
+    }
+
+    fn handle(&mut self, _: &mut ProcessContext<'_, Self>, _: Upid, _: Command) {}
+}
+
+/// A command that fails after spawning its processes drops its runtime
+/// with them not yet started: they never start (their timers would have
+/// no reactor), and nothing panics on the way out.
+#[test]
+fn processes_spawned_as_the_runtime_ends_never_start() {
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = started.clone();
+    let system = actix_rt::System::new();
+    let failed: Result<(), &str> = system.block_on(async move {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let node = node(&ca, "failing").await;
+        node.spawn(
+            "ticking",
+            move || Ticking(flag.clone()),
+            SpawnOptions::default(),
+        )
+        .unwrap();
+        Err("the command failed before its processes ran")
+    });
+    assert!(failed.is_err());
+    drop(system);
+    assert!(!started.load(std::sync::atomic::Ordering::SeqCst));
+}
