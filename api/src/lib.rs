@@ -8,6 +8,7 @@
 //! Nothing here does IO: the master's and agents' HTTP endpoints parse
 //! with these types, translate, and hand the result to their cores.
 
+pub mod executor;
 pub mod mesos;
 pub mod metrics;
 pub mod operator;

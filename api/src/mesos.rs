@@ -573,6 +573,9 @@ impl CommandInfo {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExecutorInfo {
     pub executor_id: Id,
+    /// Set in what the agent tells an executor; ignored in a launch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framework_id: Option<Id>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -601,6 +604,7 @@ impl ExecutorInfo {
 
     pub fn from_protocol(executor: &protocol::ExecutorInfo) -> ExecutorInfo {
         ExecutorInfo {
+            framework_id: None,
             executor_id: Id::of(&executor.executor_id),
             name: Some(executor.name.clone()),
             command: Some(CommandInfo::from_protocol(&executor.command)),

@@ -426,14 +426,24 @@ pub fn master_books(data: &[u8]) {
 }
 
 /// A v1 scheduler API call as a framework POSTs it (and the same bytes as
-/// an operator API call): parsed, and when it is valid translated into
-/// the master message it stands for, which must encode and decode like
-/// any other.
+/// an operator or an executor API call): parsed, and when it is valid
+/// translated into the message it stands for, which must encode and
+/// decode like any other.
 pub fn v1_calls(data: &[u8]) {
     use strata_api::scheduler::{Call, Translated};
     // The same bytes as an operator call: parsed and checked, or refused.
     if let Ok(call) = strata_api::operator::Call::parse(data) {
         let _ = call.kind().name();
+    }
+    // And as an executor's call: what it translates to travels like any
+    // other message.
+    if let Ok(message) =
+        strata_api::executor::Call::parse(data).and_then(|call| call.to_protocol())
+    {
+        let encoded = codec::encode(&message).expect("a translated call encodes");
+        let decoded: strata_protocol::ToAgent =
+            codec::decode("fuzz", &encoded).expect("a translated call decodes");
+        assert_eq!(decoded, message);
     }
     let Ok(call) = Call::parse(data) else {
         return;
