@@ -143,17 +143,31 @@ fn ask<T>(
         .map_err(|_| refused(503, "the master did not answer in time"))
 }
 
+/// The refusal of a call that is not JSON (415) or asks for answers in
+/// another type (406): the v1 APIs speak JSON only.
+pub fn not_json(request: &Request) -> Option<Response> {
+    let content_type = request.header("content-type").unwrap_or("application/json");
+    if !content_type.starts_with("application/json") {
+        return Some(refused(
+            415,
+            &format!("{content_type} is not supported; calls are application/json"),
+        ));
+    }
+    match request.header("accept") {
+        Some(accept) if !accept.contains("application/json") && !accept.contains("*/*") => Some(
+            refused(406, &format!("answers are application/json, not {accept}")),
+        ),
+        _ => None,
+    }
+}
+
 /// `POST /api/v1/scheduler`.
 pub fn scheduler(api: &ApiSender, request: &Request) -> Response {
     if request.method != "POST" {
         return refused(405, "the scheduler API takes POST");
     }
-    let content_type = request.header("content-type").unwrap_or("application/json");
-    if !content_type.starts_with("application/json") {
-        return refused(
-            415,
-            &format!("{content_type} is not supported; calls are application/json"),
-        );
+    if let Some(refusal) = not_json(request) {
+        return refusal;
     }
     let call = match Call::parse(&request.body) {
         Ok(call) => call,
@@ -577,6 +591,27 @@ mod tests {
             },
         );
         answered.try_recv().unwrap()
+    }
+
+    #[test]
+    fn calls_that_are_not_json_are_refused() {
+        let (api, _calls) = channel();
+        let mut request = Request {
+            method: "POST".into(),
+            path: "/api/v1/scheduler".into(),
+            ..Request::default()
+        };
+        request
+            .headers
+            .push(("accept".into(), "application/x-protobuf".into()));
+        assert_eq!(scheduler(&api, &request).status, 406);
+        request.headers = vec![("content-type".into(), "application/x-protobuf".into())];
+        let refused = scheduler(&api, &request);
+        assert_eq!(refused.status, 415);
+        assert!(String::from_utf8_lossy(&refused.body).contains("application/json"));
+        request.headers = vec![("accept".into(), "application/json, */*".into())];
+        request.body = Bytes::from_static(b"{");
+        assert_eq!(scheduler(&api, &request).status, 400);
     }
 
     #[test]

@@ -93,18 +93,8 @@ impl OperatorApi {
         if request.method != "POST" {
             return refused(405, "the operator API takes POST");
         }
-        let content_type = request.header("content-type").unwrap_or("application/json");
-        if !content_type.starts_with("application/json") {
-            return refused(
-                415,
-                &format!("{content_type} is not supported; calls are application/json"),
-            );
-        }
-        if let Some(accept) = request.header("accept")
-            && !accept.contains("application/json")
-            && !accept.contains("*/*")
-        {
-            return refused(406, &format!("answers are application/json, not {accept}"));
+        if let Some(refusal) = crate::api::not_json(request) {
+            return refusal;
         }
         let call = match Call::parse(&request.body) {
             Ok(call) => call,
