@@ -8,9 +8,10 @@
 //! actor framework's messages would; what the books send to that id is
 //! written to the subscription's stream as events instead of going over
 //! the network. A stream whose client is gone, or that has
-//! [`EVENT_BUFFER`] events unread, is closed, and its framework is
-//! disconnected as an actor framework whose link broke (it may
-//! subscribe again within its failover timeout and keep its tasks).
+//! [`EVENT_BUFFER`] events or [`EVENT_BYTES`] bytes unread, is closed,
+//! and its framework is disconnected as an actor framework whose link
+//! broke (it may subscribe again within its failover timeout and keep
+//! its tasks).
 //!
 //! The HTTP side ([`scheduler`]) runs on the server's blocking threads;
 //! it hands each call to the master through a bounded channel
@@ -30,6 +31,11 @@ use tokio::sync::mpsc;
 
 /// Events a subscription may have unread before its stream is closed.
 pub const EVENT_BUFFER: usize = 1024;
+
+/// Bytes of events a subscription may have unread (queued or being
+/// written) before its stream is closed: a client that does not read
+/// holds at most this much of the master's memory.
+pub const EVENT_BYTES: usize = 16 << 20;
 
 /// Subscriptions open at once; more are refused (each holds one of the
 /// server's connections for as long as it lasts).
@@ -262,8 +268,48 @@ struct Stream {
     role: String,
     identity: Arc<PeerIdentity>,
     events: mpsc::Sender<Bytes>,
+    /// Bytes of its events not yet written and dropped by the server.
+    unread: Arc<std::sync::atomic::AtomicUsize>,
     /// The SUBSCRIBE waiting for the books' answer.
     waiting: Option<Answer<Subscription>>,
+}
+
+/// An event's bytes that give their size back to their stream's count
+/// when the server has written and dropped them.
+struct Counted {
+    record: Vec<u8>,
+    unread: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.record
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.unread
+            .fetch_sub(self.record.len(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Stream {
+    /// Queues `record`; false when the stream is gone or has more than
+    /// [`EVENT_BUFFER`] events or [`EVENT_BYTES`] bytes unread.
+    fn push(&self, record: Vec<u8>) -> bool {
+        use std::sync::atomic::Ordering;
+        let size = record.len();
+        if self.unread.load(Ordering::SeqCst).saturating_add(size) > EVENT_BYTES {
+            return false;
+        }
+        self.unread.fetch_add(size, Ordering::SeqCst);
+        let counted = Bytes::from_owner(Counted {
+            record,
+            unread: self.unread.clone(),
+        });
+        self.events.try_send(counted).is_ok()
+    }
 }
 
 /// The master's HTTP frameworks: their streams by process id.
@@ -353,6 +399,7 @@ impl HttpFrameworks {
                         role: info.role().to_owned(),
                         identity: identity.clone(),
                         events,
+                        unread: Default::default(),
                         waiting: Some(answer),
                     },
                 );
@@ -430,7 +477,7 @@ impl HttpFrameworks {
                     strata_api::mesos::MasterInfo::of(master, &self.master_id),
                 );
                 let framework_id = framework_id.clone();
-                let delivered = stream.events.try_send(Bytes::from(event.record())).is_ok();
+                let delivered = stream.push(event.record());
                 self.close_others(pid, &framework_id);
                 return delivered;
             }
@@ -447,17 +494,17 @@ impl HttpFrameworks {
                 None => return true,
             },
         };
-        stream.events.try_send(Bytes::from(event.record())).is_ok()
+        stream.push(event.record())
     }
 
     /// Sends a heartbeat on every subscribed stream; returns the process
     /// ids of streams that are gone.
     pub fn heartbeat(&mut self) -> Vec<Upid> {
-        let record = Bytes::from(Event::heartbeat().record());
+        let record = Event::heartbeat().record();
         self.streams
             .iter()
             .filter(|(_, stream)| stream.framework_id.is_some())
-            .filter(|(_, stream)| stream.events.try_send(record.clone()).is_err())
+            .filter(|(_, stream)| !stream.push(record.clone()))
             .map(|(pid, _)| pid.clone())
             .collect()
     }
@@ -473,12 +520,10 @@ impl HttpFrameworks {
             })
             .map(|(other, _)| other.clone())
             .collect();
-        let record = Bytes::from(
-            Event::error("the framework subscribed again on another connection").record(),
-        );
+        let record = Event::error("the framework subscribed again on another connection").record();
         for other in others {
             if let Some(stream) = self.streams.get(&other) {
-                let _ = stream.events.try_send(record.clone());
+                let _ = stream.push(record.clone());
             }
             self.forget(&other);
         }
@@ -591,6 +636,44 @@ mod tests {
             },
         );
         answered.try_recv().unwrap()
+    }
+
+    /// A client that does not read holds at most EVENT_BYTES of events,
+    /// however few they are; what it reads is counted off.
+    #[test]
+    fn a_stream_is_bounded_in_bytes_too() {
+        let mut frameworks = HttpFrameworks::new("m");
+        let (events, mut stream) = mpsc::channel(EVENT_BUFFER);
+        let (answer, _answered) = std::sync::mpsc::sync_channel(1);
+        let call = ApiCall::Subscribe {
+            info: FrameworkInfo::new("f", "u"),
+            principal: None,
+            events,
+            answer,
+        };
+        let Admitted::Message { from: pid, .. } = frameworks.admit(&master(), "s1".into(), call)
+        else {
+            panic!("not admitted");
+        };
+        let subscribed = ToScheduler::Subscribed {
+            framework_id: FrameworkId::new("m-F1").unwrap(),
+            epoch: 1,
+        };
+        assert!(frameworks.deliver(&master(), &pid, &subscribed));
+        let big = ToScheduler::Error {
+            message: "x".repeat(1 << 20),
+        };
+        let mut delivered = 0;
+        while frameworks.deliver(&master(), &pid, &big) {
+            delivered += 1;
+            assert!(delivered < 64, "no bound in bytes");
+        }
+        assert_eq!(delivered, EVENT_BYTES / (1 << 20) - 1);
+        // Read (and dropped, as the server does once written): room again.
+        while let Ok(read) = stream.try_recv() {
+            drop(read);
+        }
+        assert!(frameworks.deliver(&master(), &pid, &big));
     }
 
     #[test]
