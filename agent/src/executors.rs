@@ -5,9 +5,14 @@
 //! sandbox and process group, and tells it through environment variables
 //! where to register (`STRATA_AGENT_PID`), who it is (`STRATA_EXECUTOR_ID`,
 //! `STRATA_FRAMEWORK_ID`) and where its TLS material is (`STRATA_TLS_DIR`,
-//! a copy of the agent's, mode 0600, in the sandbox). Tasks wait until the
-//! executor registers, then go to it as `LaunchTask`s; it reports their
-//! states. An executor that does not register within the registration
+//! a copy of the agent's, mode 0600, in the sandbox), and, for executors
+//! written with an Apache Mesos library, Mesos's environment
+//! (`MESOS_AGENT_ENDPOINT`, `MESOS_FRAMEWORK_ID`, `MESOS_EXECUTOR_ID`,
+//! `MESOS_DIRECTORY`, `MESOS_SANDBOX`, `MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD`,
+//! and `MESOS_CHECKPOINT` when the framework checkpoints) for the v1
+//! executor API (see [`crate::executor_api`]). Tasks wait until the
+//! executor registers (or subscribes), then go to it as `LaunchTask`s
+//! (LAUNCH events); it reports their states. An executor that does not register within the registration
 //! timeout (1 min) is killed and its tasks fail with
 //! EXECUTOR_REGISTRATION_TIMEOUT; one that exits fails its remaining tasks
 //! with EXECUTOR_TERMINATED.
@@ -105,7 +110,7 @@ impl Agent {
         };
         run.tasks.insert(task.task_id.clone());
         match run.pid.clone() {
-            Some(pid) => send(ctx, &pid, ToExecutor::LaunchTask { task }),
+            Some(pid) => self.tell_executor(ctx, &pid, ToExecutor::LaunchTask { task }),
             None => run.queued.push(task),
         }
     }
@@ -149,7 +154,34 @@ impl Agent {
             ),
             ("STRATA_TLS_DIR".to_owned(), tls_dir.display().to_string()),
         ]);
+        // Apache Mesos's environment, for executors written with a Mesos
+        // library against the v1 executor API (on the agent's HTTP
+        // port, the same as its node's). MESOS_CHECKPOINT is only set
+        // when it is true: libraries read any value as true.
+        let grace = match &self.config().runner {
+            Runner::Processes { kill_grace, .. } => *kill_grace,
+            Runner::InProcess | Runner::Simulated { .. } => std::time::Duration::ZERO,
+        };
+        let sandbox_text = sandbox.display().to_string();
+        environment.extend([
+            (
+                "MESOS_AGENT_ENDPOINT".to_owned(),
+                ctx.pid().addr().to_string(),
+            ),
+            ("MESOS_FRAMEWORK_ID".to_owned(), framework_id.to_string()),
+            (
+                "MESOS_EXECUTOR_ID".to_owned(),
+                executor.executor_id.to_string(),
+            ),
+            ("MESOS_DIRECTORY".to_owned(), sandbox_text.clone()),
+            ("MESOS_SANDBOX".to_owned(), sandbox_text),
+            (
+                "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD".to_owned(),
+                format!("{}ms", grace.as_millis()),
+            ),
+        ]);
         if self.checkpointing(framework_id) {
+            environment.insert("MESOS_CHECKPOINT".to_owned(), "1".to_owned());
             // It outlives this agent, waiting to be reconnected.
             environment.insert("STRATA_CHECKPOINT".to_owned(), "1".to_owned());
             environment.insert(
@@ -240,7 +272,7 @@ impl Agent {
         let key = (framework_id.clone(), checkpoint.executor_id.clone());
         let run = ExecutorRun::unregistered(group, checkpoint.start_ticks, launcher.is_some());
         self.executors_mut().insert(key.clone(), run);
-        send(ctx, &pid, ToExecutor::Reconnect);
+        self.tell_executor(ctx, &pid, ToExecutor::Reconnect);
         let exit_key = key.clone();
         let ending: command_executor::Ending = match launcher {
             Some(launcher) => Box::pin(launcher.end_of(group)),
@@ -317,11 +349,11 @@ impl Agent {
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
         from: Upid,
+        identity: &strata_runtime::PeerIdentity,
         framework_id: FrameworkId,
         executor_id: ExecutorId,
         status: Option<strata_protocol::TaskStatus>,
     ) {
-        let identity = ctx.sender_identity();
         if !crate::credentials::is_executor(identity, &framework_id, &executor_id) {
             warn!(
                 from = %from,
@@ -348,8 +380,11 @@ impl Agent {
                 run.pid = Some(from.clone());
                 let queued = std::mem::take(&mut run.queued);
                 self.checkpoint_executor(&key);
-                ctx.link(&from);
-                send(
+                // An HTTP executor's stream going away stands for its link.
+                if !crate::executor_api::HttpExecutors::owns(ctx.pid(), &from) {
+                    ctx.link(&from);
+                }
+                self.tell_executor(
                     ctx,
                     &from,
                     ToExecutor::ExecutorRegistered {
@@ -359,7 +394,7 @@ impl Agent {
                     },
                 );
                 for task in queued {
-                    send(ctx, &from, ToExecutor::LaunchTask { task });
+                    self.tell_executor(ctx, &from, ToExecutor::LaunchTask { task });
                 }
             }
             Some(status) => {
@@ -412,7 +447,7 @@ impl Agent {
             return;
         };
         if from.same_name(&master) {
-            send(ctx, &executor, ToExecutor::FrameworkMessage { data });
+            self.tell_executor(ctx, &executor, ToExecutor::FrameworkMessage { data });
         } else if from.same_name(&executor) {
             let message = ToMaster::ExecutorMessage {
                 framework_id,
@@ -504,7 +539,7 @@ impl Agent {
             return false;
         };
         if let Some(pid) = run.pid.clone() {
-            send(
+            self.tell_executor(
                 ctx,
                 &pid,
                 ToExecutor::KillTask {
@@ -547,7 +582,7 @@ impl Agent {
                 continue;
             };
             if let Some(pid) = &run.pid {
-                send(ctx, pid, ToExecutor::Shutdown);
+                self.tell_executor(ctx, pid, ToExecutor::Shutdown);
             }
             self.report_executor_exited(ctx, key.0.clone(), key.1.clone());
             let (group, start_ticks, launched) = (run.group, run.start_ticks, run.launched);
@@ -604,8 +639,201 @@ impl Agent {
     }
 }
 
-fn send(ctx: &mut ProcessContext<'_, Agent>, to: &Upid, message: ToExecutor) {
-    if let Err(error) = ctx.send(to, message) {
-        debug!(to = %to, cause = %error, "message to an executor not sent");
+impl Agent {
+    /// Sends `message` to the executor at `to`: over the network, or as
+    /// an event on its stream when it subscribed over HTTP.
+    pub(crate) fn tell_executor(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        to: &Upid,
+        message: ToExecutor,
+    ) {
+        use strata_api::executor::Event;
+        if self.http_executors.serves(to) {
+            let event = match &message {
+                ToExecutor::ExecutorRegistered {
+                    agent_id,
+                    framework_id,
+                    executor_id,
+                } => self.subscribed(agent_id, framework_id, executor_id),
+                other => Event::from_protocol(other),
+            };
+            if let Some(event) = event
+                && !self.http_executors.send(to, &event)
+            {
+                let pid = to.clone();
+                ctx.run_later(std::time::Duration::ZERO, move |agent, _| {
+                    agent.http_executor_gone(&pid)
+                });
+            }
+            return;
+        }
+        if crate::executor_api::HttpExecutors::owns(ctx.pid(), to) {
+            // A stream that is gone: nothing to send to.
+            return;
+        }
+        if let Err(error) = ctx.send(to, message) {
+            debug!(to = %to, cause = %error, "message to an executor not sent");
+        }
+    }
+
+    /// The SUBSCRIBED event of an HTTP executor: its ExecutorInfo (from a
+    /// task it was launched for), its framework's and this agent's.
+    fn subscribed(
+        &self,
+        agent_id: &strata_protocol::AgentId,
+        framework_id: &FrameworkId,
+        executor_id: &ExecutorId,
+    ) -> Option<strata_api::executor::Event> {
+        let executor = self
+            .tasks
+            .iter()
+            .filter(|((owner, _), _)| owner == framework_id)
+            .find_map(|(_, task)| match &task.info.kind {
+                strata_protocol::TaskKind::Executor(executor)
+                    if executor.executor_id == *executor_id =>
+                {
+                    Some(executor.clone())
+                }
+                _ => None,
+            })?;
+        let framework = self.frameworks.get(framework_id)?;
+        let agent = strata_protocol::AgentInfo {
+            id: Some(agent_id.clone()),
+            hostname: self.config().hostname.clone(),
+            resources: self.config().resources.clone(),
+            attributes: self.config().attributes.clone(),
+        };
+        Some(strata_api::executor::Event::subscribed(
+            &executor,
+            framework,
+            agent_id,
+            &agent,
+            framework_id,
+        ))
+    }
+
+    /// An HTTP executor's stream is gone: as an executor whose link
+    /// broke, it is killed and its tasks fail.
+    pub(crate) fn http_executor_gone(&mut self, pid: &Upid) {
+        self.http_executors.forget(pid);
+        self.executor_lost(pid);
+    }
+
+    /// Takes the next call of the v1 executor API, then waits for more.
+    pub(crate) fn take_executor_calls(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let Some(api) = self.executor_api.clone() else {
+            return;
+        };
+        ctx.spawn_future(async move { api.next().await }, |agent, ctx, call| {
+            let Some(call) = call else {
+                return;
+            };
+            agent.executor_call(ctx, call);
+            agent.take_executor_calls(ctx);
+        });
+    }
+
+    fn executor_call(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        call: crate::executor_api::ExecutorCall,
+    ) {
+        use crate::executor_api::{ExecutorCall, HttpExecutors};
+        match call {
+            ExecutorCall::Subscribe {
+                framework_id,
+                executor_id,
+                events,
+                answer,
+            } => {
+                let key = (framework_id.clone(), executor_id.clone());
+                let agent = ctx.pid().clone();
+                let refusal = match self.executors().get(&key) {
+                    None => Some(format!(
+                        "no executor {executor_id} of framework {framework_id} was started by this agent"
+                    )),
+                    Some(run)
+                        if run
+                            .pid
+                            .as_ref()
+                            .is_some_and(|pid| !HttpExecutors::owns(&agent, pid)) =>
+                    {
+                        Some(format!("executor {executor_id} is registered already"))
+                    }
+                    Some(_) => None,
+                };
+                if let Some(reason) = refusal {
+                    let _ = answer.try_send(Err(reason));
+                    return;
+                }
+                let Some((pid, identity)) = self.http_executors.open(
+                    &agent,
+                    framework_id.clone(),
+                    executor_id.clone(),
+                    events,
+                ) else {
+                    let _ = answer.try_send(Err("no process id for the executor".into()));
+                    return;
+                };
+                // One that subscribes again replaces its older stream.
+                if let Some(run) = self.executors_mut().get_mut(&key) {
+                    run.pid = None;
+                }
+                if answer.try_send(Ok(())).is_err() {
+                    // The client gave up waiting.
+                    self.http_executors.forget(&pid);
+                    return;
+                }
+                self.executor_message(ctx, pid, &identity, framework_id, executor_id, None);
+            }
+            ExecutorCall::Call {
+                framework_id,
+                executor_id,
+                message,
+                answer,
+            } => {
+                let Some(pid) = self.http_executors.of(&framework_id, &executor_id) else {
+                    let _ = answer.try_send(Err(format!(
+                        "executor {executor_id} of framework {framework_id} has not subscribed"
+                    )));
+                    return;
+                };
+                if answer.try_send(Ok(())).is_err() {
+                    return;
+                }
+                match message {
+                    strata_protocol::ToAgent::ExecutorStatus { status, .. } => {
+                        let (task_id, update_id) = (status.task_id.clone(), status.update_id);
+                        let identity = strata_runtime::PeerIdentity {
+                            role: Some(strata_runtime::Role::Executor),
+                            name: crate::credentials::executor_name(&framework_id, &executor_id),
+                            fingerprint: "http".to_owned(),
+                        };
+                        self.executor_message(
+                            ctx,
+                            pid.clone(),
+                            &identity,
+                            framework_id,
+                            executor_id,
+                            Some(status),
+                        );
+                        // The agent holds the update now and delivers it
+                        // to the framework at least once.
+                        if let Some(update_id) = update_id {
+                            let acknowledged =
+                                strata_api::executor::Event::acknowledged(&task_id, update_id);
+                            if !self.http_executors.send(&pid, &acknowledged) {
+                                self.http_executor_gone(&pid);
+                            }
+                        }
+                    }
+                    strata_protocol::ToAgent::FrameworkMessage { data, .. } => {
+                        self.relay_framework_message(ctx, pid, framework_id, executor_id, data)
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod command_executor;
 pub mod credentials;
 pub mod detection;
+pub mod executor_api;
 mod executors;
 pub mod http;
 pub mod launcher;

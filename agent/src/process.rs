@@ -229,6 +229,10 @@ pub struct Agent {
     pub(crate) last_ping: Instant,
     /// The task launcher, once connected.
     pub(crate) launcher: Option<crate::launcher::Launcher>,
+    /// Calls from the v1 executor API, when the agent serves it.
+    pub(crate) executor_api: Option<crate::executor_api::ExecutorApiReceiver>,
+    /// The streams of HTTP executors.
+    pub(crate) http_executors: crate::executor_api::HttpExecutors,
 }
 
 pub(crate) fn now() -> Instant {
@@ -269,7 +273,16 @@ impl Agent {
             pid: String::new(),
             last_ping: now(),
             launcher: None,
+            executor_api: None,
+            http_executors: Default::default(),
         }
+    }
+
+    /// Serves the v1 executor API's calls that arrive on `api` (see
+    /// [`crate::executor_api`]).
+    pub fn serving_executor_api(mut self, api: crate::executor_api::ExecutorApiReceiver) -> Agent {
+        self.executor_api = Some(api);
+        self
     }
 
     /// Publishes a snapshot every usage interval, for the HTTP endpoints
@@ -1115,6 +1128,16 @@ impl Process for Agent {
         ctx.run_every(MASTER_SILENCE_CHECK, |agent, ctx| {
             agent.check_master_silence(ctx)
         });
+        if self.executor_api.is_some() {
+            self.take_executor_calls(ctx);
+            let heartbeat =
+                Duration::from_secs_f64(strata_api::scheduler::HEARTBEAT_INTERVAL_SECONDS);
+            ctx.run_every(heartbeat, |agent, _| {
+                for pid in agent.http_executors.heartbeat() {
+                    agent.http_executor_gone(&pid);
+                }
+            });
+        }
         ctx.run_every(
             UPDATE_CHECK_INTERVAL.min(self.config.status_update_retry),
             |agent, ctx| {
@@ -1130,16 +1153,33 @@ impl Process for Agent {
     fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, message: ToAgent) {
         // Executors speak for themselves; everything else must come from
         // the master.
-        let message = match message {
+        let executor_said = match message {
             ToAgent::RegisterExecutor {
                 framework_id,
                 executor_id,
-            } => return self.executor_message(ctx, from, framework_id, executor_id, None),
+            } => Ok((framework_id, executor_id, None)),
             ToAgent::ExecutorStatus {
                 framework_id,
                 executor_id,
                 status,
-            } => return self.executor_message(ctx, from, framework_id, executor_id, Some(status)),
+            } => Ok((framework_id, executor_id, Some(status))),
+            other => Err(other),
+        };
+        let message = match executor_said {
+            Ok((framework_id, executor_id, status)) => {
+                let identity = ctx.sender_identity().clone();
+                return self.executor_message(
+                    ctx,
+                    from,
+                    &identity,
+                    framework_id,
+                    executor_id,
+                    status,
+                );
+            }
+            Err(message) => message,
+        };
+        let message = match message {
             ToAgent::FrameworkMessage {
                 framework_id,
                 executor_id,

@@ -46,6 +46,14 @@ pub struct AgentArgs {
     /// all as this agent's user.
     #[arg(long, env = "STRATA_SWITCH_USER", default_value_t = true, action = clap::ArgAction::Set)]
     pub switch_user: bool,
+    /// Take v1 executor API calls (`/api/v1/executor`) without
+    /// credentials, for the executors this agent started that have not
+    /// registered yet (as Apache Mesos does without executor
+    /// authentication): custom executors written with a Mesos library.
+    /// Without it, executors register with the certificates the agent
+    /// gives them.
+    #[arg(long, env = "STRATA_ALLOW_UNAUTHENTICATED_HTTP_EXECUTORS")]
+    pub allow_unauthenticated_http_executors: bool,
     #[command(flatten)]
     pub http_auth: crate::HttpAuthArgs,
     #[command(flatten)]
@@ -125,19 +133,33 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             kill_tasks_on_stop: false,
         };
         let (publisher, snapshots) = strata_agent::http::channel();
+        let (executor_api, executor_calls) = strata_agent::executor_api::channel();
+        let executor_access = if args.allow_unauthenticated_http_executors {
+            strata_agent::executor_api::ExecutorAccess::Unauthenticated
+        } else {
+            strata_agent::executor_api::ExecutorAccess::Off
+        };
         let http = crate::serve_http(
             listener,
             crate::agent_cors(master.addr()),
-            strata_runtime::http_auth::guard(
-                http_credentials,
-                strata_agent::http::PUBLIC_PATHS,
-                strata_agent::http::routes(snapshots),
+            strata_agent::executor_api::routes(
+                executor_api,
+                executor_access,
+                strata_runtime::http_auth::guard(
+                    http_credentials,
+                    strata_agent::http::PUBLIC_PATHS,
+                    strata_agent::http::routes(snapshots),
+                ),
             ),
         )
         .await?;
         let pid = node.spawn(
             AGENT_ID,
-            move || Agent::new(config.clone()).publishing(publisher.clone()),
+            move || {
+                Agent::new(config.clone())
+                    .publishing(publisher.clone())
+                    .serving_executor_api(executor_calls.clone())
+            },
             SpawnOptions::default(),
         )?;
         say!("agent listening at {pid}, offering {resources}, registering with {master}");

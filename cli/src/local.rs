@@ -203,15 +203,26 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 kill_tasks_on_stop: true,
             };
             let (publisher, snapshots) = strata_agent::http::channel();
+            // Executors written with a Mesos library may use the v1
+            // executor API without credentials, on loopback.
+            let (executor_api, executor_calls) = strata_agent::executor_api::channel();
             crate::serve_http(
                 listener,
                 crate::agent_cors(master.addr()),
-                strata_agent::http::routes(snapshots),
+                strata_agent::executor_api::routes(
+                    executor_api,
+                    strata_agent::executor_api::ExecutorAccess::Unauthenticated,
+                    strata_agent::http::routes(snapshots),
+                ),
             )
             .await?;
             let pid = node.spawn(
                 "agent",
-                move || Agent::new(agent.clone()).publishing(publisher.clone()),
+                move || {
+                    Agent::new(agent.clone())
+                        .publishing(publisher.clone())
+                        .serving_executor_api(executor_calls.clone())
+                },
                 SpawnOptions::default(),
             )?;
             say!("  {name}  {pid}  {resources}");

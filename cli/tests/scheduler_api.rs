@@ -515,3 +515,149 @@ fn a_scheduler_written_with_mesos_framework_from_npm_runs_a_task() {
     assert!(stdout.contains(" TASK_RUNNING"), "{stdout}");
     assert!(stdout.contains(" TASK_FINISHED"), "{stdout}");
 }
+
+/// A custom executor written with an unmodified third-party library,
+/// pymesos (installed by `.ci/run` into cli/tests/mesos-executor/venv),
+/// runs a v1 HTTP framework's tasks through the agent's executor API:
+/// one finishes, one fails with its exit code, one is killed.
+#[test]
+fn a_custom_executor_written_with_pymesos_runs_tasks() {
+    let executor_dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mesos-executor");
+    let python = executor_dir.join("venv/bin/python");
+    let importable = std::process::Command::new(&python)
+        .args(["-c", "import pymesos"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !importable {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the pymesos executor test: run {}/install.sh",
+            executor_dir.display()
+        );
+        eprintln!(
+            "skipping the pymesos executor test: no pymesos in {}",
+            python.display()
+        );
+        return;
+    }
+    let cluster = Cluster::start(
+        "v1-executor",
+        &[
+            "--resources",
+            "cpus:2;mem:512",
+            "--allow-unauthenticated-http-executors",
+        ],
+    );
+    let api = &cluster.api;
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let (stream_id, mut events) =
+        api.subscribe(json!({"user": user, "name": "python-executor", "failover_timeout": 60.0}));
+    let subscribed = events.next();
+    let framework_id = subscribed["subscribed"]["framework_id"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let offer = events.next_of("OFFERS")["offers"]["offers"][0].clone();
+    let executor = json!({
+        "executor_id": {"value": "python"},
+        "command": {"value": format!("exec {} {}", python.display(), executor_dir.join("executor.py").display())},
+        "resources": [
+            {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+            {"name": "mem", "type": "SCALAR", "scalar": {"value": 64}}
+        ]
+    });
+    let task = |id: &str, command: &str| {
+        json!({
+            "name": id, "task_id": {"value": id}, "agent_id": offer["agent_id"],
+            "resources": [
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}}
+            ],
+            "executor": executor,
+            "labels": {"labels": [{"key": "command", "value": command}]}
+        })
+    };
+    let accept = json!({
+        "framework_id": {"value": framework_id},
+        "type": "ACCEPT",
+        "accept": {
+            "offer_ids": [offer["id"]],
+            "operations": [{"type": "LAUNCH", "launch": {"task_infos": [
+                task("py-ok", "echo from python"),
+                task("py-fails", "exit 3"),
+                task("py-killed", "exec sleep 600"),
+            ]}}],
+            "filters": {"refuse_seconds": 1}
+        }
+    });
+    let (status, body) = api.call(Some(&stream_id), "application/json", &accept.to_string());
+    assert_eq!(status, 202, "{body}");
+    let mut last: std::collections::BTreeMap<String, String> = Default::default();
+    let mut messages: std::collections::BTreeMap<String, String> = Default::default();
+    let mut kill_sent = false;
+    let settled = |last: &std::collections::BTreeMap<String, String>| {
+        last.get("py-ok").map(String::as_str) == Some("TASK_FINISHED")
+            && last.get("py-fails").map(String::as_str) == Some("TASK_FAILED")
+            && last.get("py-killed").map(String::as_str) == Some("TASK_KILLED")
+    };
+    while !settled(&last) {
+        let update = events.next_of("UPDATE");
+        let status = &update["update"]["status"];
+        let task_id = status["task_id"]["value"].as_str().unwrap().to_owned();
+        let state = status["state"].as_str().unwrap().to_owned();
+        messages.insert(
+            task_id.clone(),
+            status["message"].as_str().unwrap_or_default().to_owned(),
+        );
+        last.insert(task_id.clone(), state.clone());
+        if let Some(uuid) = status["uuid"].as_str() {
+            let acknowledge = json!({
+                "framework_id": {"value": framework_id},
+                "type": "ACKNOWLEDGE",
+                "acknowledge": {"agent_id": status["agent_id"], "task_id": status["task_id"], "uuid": uuid}
+            });
+            let (code, body) = api.call(
+                Some(&stream_id),
+                "application/json",
+                &acknowledge.to_string(),
+            );
+            assert_eq!(code, 202, "{body}");
+        }
+        if task_id == "py-killed" && state == "TASK_RUNNING" && !kill_sent {
+            kill_sent = true;
+            let kill = json!({
+                "framework_id": {"value": framework_id},
+                "type": "KILL",
+                "kill": {"task_id": {"value": "py-killed"}}
+            });
+            let (code, body) = api.call(Some(&stream_id), "application/json", &kill.to_string());
+            assert_eq!(code, 202, "{body}");
+        }
+        assert!(
+            !(task_id == "py-ok" && state.ends_with("FAILED")),
+            "{update}"
+        );
+    }
+    assert_eq!(messages["py-fails"], "exit code 3");
+    // Nobody subscribes as an executor this agent did not start.
+    let agent_api = format!("http://{}/api/v1/executor", cluster._agent.pid.addr());
+    let subscribe = |executor_id: &str| {
+        let call = json!({
+            "type": "SUBSCRIBE",
+            "framework_id": {"value": framework_id},
+            "executor_id": {"value": executor_id},
+            "subscribe": {"unacknowledged_tasks": [], "unacknowledged_updates": []}
+        });
+        let mut response = client()
+            .post(&agent_api)
+            .header("Content-Type", "application/json")
+            .send(call.to_string())
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    };
+    let (status, body) = subscribe("stranger");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("was started by this agent"), "{body}");
+}

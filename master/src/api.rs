@@ -149,30 +149,12 @@ fn ask<T>(
         .map_err(|_| refused(503, "the master did not answer in time"))
 }
 
-/// The refusal of a call that is not JSON (415) or asks for answers in
-/// another type (406): the v1 APIs speak JSON only.
-pub fn not_json(request: &Request) -> Option<Response> {
-    let content_type = request.header("content-type").unwrap_or("application/json");
-    if !content_type.starts_with("application/json") {
-        return Some(refused(
-            415,
-            &format!("{content_type} is not supported; calls are application/json"),
-        ));
-    }
-    match request.header("accept") {
-        Some(accept) if !accept.contains("application/json") && !accept.contains("*/*") => Some(
-            refused(406, &format!("answers are application/json, not {accept}")),
-        ),
-        _ => None,
-    }
-}
-
 /// `POST /api/v1/scheduler`.
 pub fn scheduler(api: &ApiSender, request: &Request) -> Response {
     if request.method != "POST" {
         return refused(405, "the scheduler API takes POST");
     }
-    if let Some(refusal) = not_json(request) {
+    if let Some(refusal) = strata_runtime::http::refuse_unless_json(request) {
         return refusal;
     }
     let call = match Call::parse(&request.body) {

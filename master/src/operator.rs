@@ -93,7 +93,7 @@ impl OperatorApi {
         if request.method != "POST" {
             return refused(405, "the operator API takes POST");
         }
-        if let Some(refusal) = crate::api::not_json(request) {
+        if let Some(refusal) = strata_runtime::http::refuse_unless_json(request) {
             return refusal;
         }
         let call = match Call::parse(&request.body) {

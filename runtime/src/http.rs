@@ -204,6 +204,24 @@ impl Response {
     }
 }
 
+/// The refusal of a v1 API call that is not JSON (415) or asks for
+/// answers in another type (406): the v1 APIs speak JSON only.
+pub fn refuse_unless_json(request: &Request) -> Option<Response> {
+    let content_type = request.header("content-type").unwrap_or("application/json");
+    if !content_type.starts_with("application/json") {
+        return Some(Response::error(
+            415,
+            &format!("{content_type} is not supported; calls are application/json"),
+        ));
+    }
+    match request.header("accept") {
+        Some(accept) if !accept.contains("application/json") && !accept.contains("*/*") => Some(
+            Response::error(406, &format!("answers are application/json, not {accept}")),
+        ),
+        _ => None,
+    }
+}
+
 /// The Apache Mesos release whose HTTP APIs Strata's follow: `/version`
 /// reports it as `version`, which Mesos client libraries parse as
 /// numbers to decide what they may call.
