@@ -560,12 +560,40 @@ impl Agent {
         true
     }
 
-    /// Asks a framework's executors to shut down, killing them after the
-    /// grace period.
+    /// Shuts down one executor at its framework's request: its tasks that
+    /// have not ended are killed (TASK_KILLED), then it is asked to stop
+    /// and killed after the grace period.
+    pub(crate) fn shutdown_executor(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        framework_id: &FrameworkId,
+        executor_id: &ExecutorId,
+    ) {
+        let key = (framework_id.clone(), executor_id.clone());
+        let Some(run) = self.executors().get(&key) else {
+            return;
+        };
+        let tasks: Vec<TaskId> = run.tasks.iter().cloned().collect();
+        for task_id in tasks {
+            self.report_with(
+                ctx,
+                framework_id,
+                &task_id,
+                TaskState::Killed,
+                Some(Reason::ExecutorTerminated),
+                "its executor was shut down by its framework",
+            );
+        }
+        self.shutdown_executors(ctx, framework_id, Some(executor_id));
+    }
+
+    /// Asks a framework's executors (or only `only`) to shut down,
+    /// killing them after the grace period.
     pub(crate) fn shutdown_executors(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
         framework_id: &FrameworkId,
+        only: Option<&ExecutorId>,
     ) {
         let grace = match &self.config().runner {
             Runner::Processes { kill_grace, .. } => *kill_grace,
@@ -574,7 +602,9 @@ impl Agent {
         let keys: Vec<_> = self
             .executors()
             .keys()
-            .filter(|(owner, _)| owner == framework_id)
+            .filter(|(owner, executor)| {
+                owner == framework_id && only.is_none_or(|only| only == executor)
+            })
             .cloned()
             .collect();
         for key in keys {

@@ -1090,7 +1090,7 @@ impl Agent {
             self.tasks.remove(&key);
         }
         self.finished.retain(|(owner, _), _| owner != framework_id);
-        self.shutdown_executors(ctx, framework_id);
+        self.shutdown_executors(ctx, framework_id, None);
         self.frameworks.remove(framework_id);
         self.updates.remove_framework(framework_id);
         self.forget_framework_checkpoints(framework_id);
@@ -1254,6 +1254,10 @@ impl Process for Agent {
             ToAgent::ShutdownFramework { framework_id } => {
                 self.shutdown_framework(ctx, &framework_id)
             }
+            ToAgent::ShutdownExecutor {
+                framework_id,
+                executor_id,
+            } => self.shutdown_executor(ctx, &framework_id, &executor_id),
             // Routed above.
             ToAgent::RegisterExecutor { .. }
             | ToAgent::ExecutorStatus { .. }

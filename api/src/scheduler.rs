@@ -308,11 +308,12 @@ impl Call {
                 }
             }
             CallType::Shutdown => {
-                // Strata ends an executor when its last task ends; an
-                // explicit shutdown is not a call it takes yet.
-                return Err(ApiError::Unsupported(
-                    "SHUTDOWN (executors end with their last task)".into(),
-                ));
+                let shutdown = body(&self.shutdown, "shutdown")?;
+                ToMaster::ShutdownExecutor {
+                    framework_id,
+                    agent_id: shutdown.agent_id.parse("shutdown.agent_id")?,
+                    executor_id: shutdown.executor_id.parse("shutdown.executor_id")?,
+                }
             }
             CallType::Acknowledge => {
                 let acknowledge = body(&self.acknowledge, "acknowledge")?;
@@ -354,14 +355,11 @@ impl Call {
             }
             CallType::Request => return Ok(Translated::Nothing),
             CallType::UpdateFramework => {
-                // A re-subscription would rescind the framework's offers
-                // and revive it; a change in place is not a call Strata
-                // takes yet.
-                body(&self.update_framework, "update_framework")?;
-                return Err(ApiError::Unsupported(
-                    "UPDATE_FRAMEWORK (subscribe again with the framework's id to change it)"
-                        .into(),
-                ));
+                let update = body(&self.update_framework, "update_framework")?;
+                ToMaster::UpdateFramework {
+                    framework_id,
+                    info: update.framework_info.to_protocol()?,
+                }
             }
             other @ (CallType::AcceptInverseOffers
             | CallType::DeclineInverseOffers

@@ -219,6 +219,27 @@ fn other_calls_become_the_same_messages_as_an_actor_frameworks() {
                 data: strata_runtime::Blob(b"hi".to_vec()),
             },
         ),
+        (
+            json!({"type": "SHUTDOWN", "shutdown": {"agent_id": {"value": "m-S1"},
+                   "executor_id": {"value": "ex"}}}),
+            ToMaster::ShutdownExecutor {
+                framework_id: framework(),
+                agent_id: AgentId::new("m-S1").unwrap(),
+                executor_id: protocol::ExecutorId::new("ex").unwrap(),
+            },
+        ),
+        (
+            json!({"type": "UPDATE_FRAMEWORK", "update_framework": {"framework_info": {
+                   "user": "u", "name": "renamed", "failover_timeout": 30.0}}}),
+            ToMaster::UpdateFramework {
+                framework_id: framework(),
+                info: {
+                    let mut info = protocol::FrameworkInfo::new("renamed", "u");
+                    info.failover_timeout = std::time::Duration::from_secs(30);
+                    info
+                },
+            },
+        ),
     ];
     for (call, expected) in checks {
         assert_eq!(to_master(call.clone()), expected, "{call}");
@@ -319,10 +340,11 @@ fn bad_calls_are_refused_with_what_is_wrong() {
         501,
         "asks for a container",
     );
+    refused(r#"{"type": "UPDATE_FRAMEWORK"}"#, 400, "update_framework");
     refused(
-        r#"{"type": "UPDATE_FRAMEWORK", "update_framework": {"framework_info": {"user": "u", "name": "n"}}}"#,
-        501,
-        "UPDATE_FRAMEWORK",
+        r#"{"type": "SHUTDOWN", "shutdown": {"agent_id": {"value": "m-S1"}}}"#,
+        400,
+        "missing field",
     );
     let many: Vec<Value> = (0..=protocol::offers::MAX_OFFERS_PER_CALL)
         .map(|index| json!({"value": format!("o{index}")}))

@@ -519,7 +519,8 @@ fn a_scheduler_written_with_mesos_framework_from_npm_runs_a_task() {
 /// A custom executor written with an unmodified third-party library,
 /// pymesos (installed by `.ci/run` into cli/tests/mesos-executor/venv),
 /// runs a v1 HTTP framework's tasks through the agent's executor API:
-/// one finishes, one fails with its exit code, one is killed.
+/// one finishes, one fails with its exit code, one is killed, and the
+/// last ends when the framework shuts the executor down.
 #[test]
 fn a_custom_executor_written_with_pymesos_runs_tasks() {
     let executor_dir =
@@ -587,6 +588,7 @@ fn a_custom_executor_written_with_pymesos_runs_tasks() {
                 task("py-ok", "echo from python"),
                 task("py-fails", "exit 3"),
                 task("py-killed", "exec sleep 600"),
+                task("py-long", "exec sleep 600"),
             ]}}],
             "filters": {"refuse_seconds": 1}
         }
@@ -596,12 +598,11 @@ fn a_custom_executor_written_with_pymesos_runs_tasks() {
     let mut last: std::collections::BTreeMap<String, String> = Default::default();
     let mut messages: std::collections::BTreeMap<String, String> = Default::default();
     let mut kill_sent = false;
-    let settled = |last: &std::collections::BTreeMap<String, String>| {
-        last.get("py-ok").map(String::as_str) == Some("TASK_FINISHED")
-            && last.get("py-fails").map(String::as_str) == Some("TASK_FAILED")
-            && last.get("py-killed").map(String::as_str) == Some("TASK_KILLED")
+    let state_of = |last: &std::collections::BTreeMap<String, String>, task: &str| {
+        last.get(task).cloned().unwrap_or_default()
     };
-    while !settled(&last) {
+    let mut shutdown_sent = false;
+    while state_of(&last, "py-long") != "TASK_KILLED" {
         let update = events.next_of("UPDATE");
         let status = &update["update"]["status"];
         let task_id = status["task_id"]["value"].as_str().unwrap().to_owned();
@@ -638,8 +639,29 @@ fn a_custom_executor_written_with_pymesos_runs_tasks() {
             !(task_id == "py-ok" && state.ends_with("FAILED")),
             "{update}"
         );
+        // The others settled and the long one runs: the framework shuts
+        // its executor down, which ends the long one.
+        let settled = state_of(&last, "py-ok") == "TASK_FINISHED"
+            && state_of(&last, "py-fails") == "TASK_FAILED"
+            && state_of(&last, "py-killed") == "TASK_KILLED"
+            && state_of(&last, "py-long") == "TASK_RUNNING";
+        if settled && !shutdown_sent {
+            shutdown_sent = true;
+            let shutdown = json!({
+                "framework_id": {"value": framework_id},
+                "type": "SHUTDOWN",
+                "shutdown": {"executor_id": {"value": "python"}, "agent_id": offer["agent_id"]}
+            });
+            let (code, body) =
+                api.call(Some(&stream_id), "application/json", &shutdown.to_string());
+            assert_eq!(code, 202, "{body}");
+        }
     }
     assert_eq!(messages["py-fails"], "exit code 3");
+    assert_eq!(
+        messages["py-long"],
+        "its executor was shut down by its framework"
+    );
     // Nobody subscribes as an executor this agent did not start.
     let agent_api = format!("http://{}/api/v1/executor", cluster._agent.pid.addr());
     let subscribe = |executor_id: &str| {

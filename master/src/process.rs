@@ -439,6 +439,7 @@ impl Master {
                 crate::state::framework_of(&self.books, framework_id).map(Told::FrameworkAdded)
             }
             Event::FrameworkResubscribed { framework_id }
+            | Event::FrameworkUpdated { framework_id }
             | Event::FrameworkDisconnected { framework_id } => {
                 crate::state::framework_of(&self.books, framework_id).map(Told::FrameworkUpdated)
             }
@@ -633,6 +634,9 @@ fn log(event: &Event) {
         }
         Event::FrameworkResubscribed { framework_id } => {
             info!(framework_id = %framework_id, "framework subscribed again")
+        }
+        Event::FrameworkUpdated { framework_id } => {
+            info!(framework_id = %framework_id, "framework updated its description")
         }
         Event::AgentGone { from, agent_id } => {
             warn!(from = %from, agent_id = %agent_id, "agent marked gone by an operator")

@@ -123,6 +123,20 @@ pub enum ToMaster {
         data: Blob,
     },
 
+    /// Shut down one of the framework's executors on an agent: its tasks
+    /// end TASK_KILLED, then it is stopped.
+    ShutdownExecutor {
+        framework_id: FrameworkId,
+        agent_id: AgentId,
+        executor_id: ExecutorId,
+    },
+    /// Change the framework's description in place (Mesos's
+    /// UPDATE_FRAMEWORK): its name, failover timeout and capabilities.
+    UpdateFramework {
+        framework_id: FrameworkId,
+        info: FrameworkInfo,
+    },
+
     // From operators (certificates with the operator role).
     /// Tear a framework down as if its scheduler had: its tasks are
     /// killed and it is forgotten (the `teardown_frameworks` ACL).
@@ -154,6 +168,8 @@ impl strata_runtime::Message for ToMaster {
             ToMaster::FrameworkMessage { .. } => "FrameworkMessage",
             ToMaster::ExecutorExited { .. } => "ExecutorExited",
             ToMaster::ExecutorMessage { .. } => "ExecutorMessage",
+            ToMaster::ShutdownExecutor { .. } => "ShutdownExecutor",
+            ToMaster::UpdateFramework { .. } => "UpdateFramework",
             ToMaster::OperatorTeardown { .. } => "OperatorTeardown",
             ToMaster::OperatorMarkAgentGone { .. } => "OperatorMarkAgentGone",
         }
@@ -204,6 +220,12 @@ pub enum ToAgent {
         update_id: UpdateId,
     },
     /// Kill every task of the framework and forget it.
+    /// Shut down the framework's executor: it is asked to stop, and
+    /// killed after the grace period.
+    ShutdownExecutor {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+    },
     ShutdownFramework {
         framework_id: FrameworkId,
     },
@@ -240,6 +262,7 @@ impl strata_runtime::Message for ToAgent {
             ToAgent::KillTask { .. } => "KillTask",
             ToAgent::StatusUpdateAcknowledged { .. } => "StatusUpdateAcknowledged",
             ToAgent::ShutdownFramework { .. } => "ShutdownFramework",
+            ToAgent::ShutdownExecutor { .. } => "ShutdownExecutor",
             ToAgent::RegisterExecutor { .. } => "RegisterExecutor",
             ToAgent::ExecutorStatus { .. } => "ExecutorStatus",
             ToAgent::FrameworkMessage { .. } => "FrameworkMessage",

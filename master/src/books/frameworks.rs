@@ -31,27 +31,38 @@ fn valid_role(role: &str) -> bool {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
 }
 
+/// A framework's description as the books keep it: in the default role
+/// when it names none, its failover timeout within the master's bound;
+/// refused when it is too large to keep.
+fn prepared(mut info: FrameworkInfo) -> Result<FrameworkInfo, String> {
+    if info.roles.is_empty() {
+        info.roles.push(strata_protocol::UNRESERVED.to_owned());
+    }
+    info.failover_timeout = info.failover_timeout();
+    match strata_protocol::limits::too_large(
+        "framework description",
+        &info,
+        strata_protocol::limits::MAX_FRAMEWORK_INFO_BYTES,
+    ) {
+        Some(reason) => Err(reason),
+        None => Ok(info),
+    }
+}
+
 impl Books {
     pub(super) fn subscribe(
         &mut self,
         now: Instant,
         pid: Upid,
         principal: &str,
-        mut info: FrameworkInfo,
+        info: FrameworkInfo,
         constraints: Vec<OfferConstraint>,
         out: &mut Vec<Command>,
     ) {
-        if info.roles.is_empty() {
-            info.roles.push(strata_protocol::UNRESERVED.to_owned());
-        }
-        info.failover_timeout = info.failover_timeout();
-        if let Some(reason) = strata_protocol::limits::too_large(
-            "framework description",
-            &info,
-            strata_protocol::limits::MAX_FRAMEWORK_INFO_BYTES,
-        ) {
-            return self.refuse_request(&pid, reason, out);
-        }
+        let mut info = match prepared(info) {
+            Ok(info) => info,
+            Err(reason) => return self.refuse_request(&pid, reason, out),
+        };
         let known = info
             .id
             .as_ref()
@@ -255,7 +266,9 @@ impl Books {
             | ToMaster::Acknowledge { framework_id, .. }
             | ToMaster::Reconcile { framework_id, .. }
             | ToMaster::Teardown { framework_id }
-            | ToMaster::FrameworkMessage { framework_id, .. } => framework_id,
+            | ToMaster::FrameworkMessage { framework_id, .. }
+            | ToMaster::ShutdownExecutor { framework_id, .. }
+            | ToMaster::UpdateFramework { framework_id, .. } => framework_id,
             _ => return None,
         };
         let current = self
@@ -320,6 +333,55 @@ impl Books {
 
     /// Forgets a framework: its offers go back, its agents shut its tasks
     /// down, and the allocator returns everything it held.
+    /// Changes a framework's description in place: its name, failover
+    /// timeout and capabilities. Who it is (user, principal), its roles
+    /// and whether it checkpoints are fixed; a change to those is refused
+    /// naming it.
+    pub(super) fn update_framework(
+        &mut self,
+        from: &Upid,
+        framework_id: &FrameworkId,
+        info: FrameworkInfo,
+        out: &mut Vec<Command>,
+    ) {
+        let info = match prepared(info) {
+            Ok(info) => info,
+            Err(reason) => return self.refuse_request(from, reason, out),
+        };
+        let Some(framework) = self.frameworks.get(framework_id) else {
+            return;
+        };
+        let current = &framework.info;
+        let refusal = if info.id.as_ref().is_some_and(|id| id != framework_id) {
+            Some("framework_info.id names another framework".to_owned())
+        } else if info.user != current.user {
+            Some("a framework's user cannot change".to_owned())
+        } else if info.principal.is_some() && info.principal != current.principal {
+            Some("a framework's principal cannot change".to_owned())
+        } else if info.checkpoint != current.checkpoint {
+            Some("whether a framework checkpoints cannot change".to_owned())
+        } else if info.roles != current.roles {
+            Some(
+                "changing a framework's roles is not supported; tear it down and subscribe again"
+                    .to_owned(),
+            )
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            return self.refuse_request(from, format!("UPDATE_FRAMEWORK refused: {reason}"), out);
+        }
+        if let Some(framework) = self.frameworks.get_mut(framework_id) {
+            framework.info.name = info.name;
+            framework.info.failover_timeout = info.failover_timeout;
+            framework.info.capabilities = info.capabilities;
+        }
+        self.registry_changed();
+        out.push(Command::Log(Event::FrameworkUpdated {
+            framework_id: framework_id.clone(),
+        }));
+    }
+
     pub(super) fn remove_framework(
         &mut self,
         now: Instant,

@@ -159,6 +159,10 @@ pub enum Event {
     FrameworkResubscribed {
         framework_id: FrameworkId,
     },
+    /// A framework changed its description (UPDATE_FRAMEWORK).
+    FrameworkUpdated {
+        framework_id: FrameworkId,
+    },
     /// An operator marked an agent gone.
     AgentGone {
         from: Upid,
@@ -604,6 +608,31 @@ impl Books {
             }
             ToMaster::Teardown { .. } => {
                 self.remove_framework(now, &framework_id, "torn down by its scheduler", out)
+            }
+            ToMaster::ShutdownExecutor {
+                agent_id,
+                executor_id,
+                ..
+            } => {
+                // An executor the agent does not run (any more) is left
+                // alone, as Mesos does.
+                if let Some(agent) = self.agents.get(&agent_id)
+                    && agent.status == AgentStatus::Active
+                    && agent
+                        .executors
+                        .contains_key(&(framework_id.clone(), executor_id.clone()))
+                {
+                    out.push(Command::ToAgent(
+                        agent.pid.clone(),
+                        ToAgent::ShutdownExecutor {
+                            framework_id,
+                            executor_id,
+                        },
+                    ));
+                }
+            }
+            ToMaster::UpdateFramework { info, .. } => {
+                self.update_framework(from, &framework_id, info, out)
             }
             ToMaster::FrameworkMessage {
                 agent_id,

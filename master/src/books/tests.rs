@@ -15,6 +15,7 @@ mod authorization;
 mod hardening;
 mod identity;
 mod operator;
+mod scheduler_calls;
 
 fn r(text: &str) -> Resources {
     text.parse().unwrap()
