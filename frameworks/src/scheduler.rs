@@ -370,6 +370,33 @@ impl<S: Scheduler> SchedulerDriver<'_, '_, S> {
         });
     }
 
+    /// Shuts down one of this framework's executors on `agent_id`: its
+    /// tasks end TASK_KILLED, then it is stopped.
+    pub fn shutdown_executor(&mut self, agent_id: &AgentId, executor_id: &ExecutorId) {
+        let (agent_id, executor_id) = (agent_id.clone(), executor_id.clone());
+        self.call(|framework_id| ToMaster::ShutdownExecutor {
+            framework_id,
+            agent_id,
+            executor_id,
+        });
+    }
+
+    /// Changes this framework's name, failover timeout and capabilities
+    /// in place (its user, principal, roles and checkpointing stay; the
+    /// master refuses a change to them with an error). Later
+    /// subscriptions (after a reconnection) use the new description.
+    pub fn update_framework(&mut self, info: FrameworkInfo) {
+        let mut kept = self.state.config.info.clone();
+        kept.name = info.name;
+        kept.failover_timeout = info.failover_timeout;
+        kept.capabilities = info.capabilities;
+        self.state.config.info = kept.clone();
+        self.call(|framework_id| ToMaster::UpdateFramework {
+            framework_id,
+            info: kept,
+        });
+    }
+
     /// Stops the scheduler. With `failover`, the master keeps the
     /// framework and its tasks for its failover timeout, for another
     /// scheduler to take over; without, the framework is torn down.
