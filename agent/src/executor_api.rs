@@ -2,10 +2,13 @@
 //! any language POSTs JSON calls to `/api/v1/executor` and reads its
 //! events from the RecordIO stream its SUBSCRIBE opened.
 //!
-//! An HTTP executor is an ordinary executor to the agent. Its
-//! subscription gets a process id of its own on the agent's node
-//! (`executor-http-N`) and the identity the agent would have issued it a
-//! certificate for; its calls enter the agent as a certificate-holding
+//! An HTTP executor is an ordinary executor to the agent. A SUBSCRIBE is
+//! taken only for an executor the agent started that has not registered;
+//! its answer carries an unguessable `Mesos-Stream-Id` that later calls
+//! must carry. The subscription gets a process id of its own on the
+//! agent's node (`executor-http-N`) and the identity the agent would
+//! have issued it a certificate for; its calls enter the agent as a
+//! certificate-holding
 //! executor's messages would, and what the agent sends to that id is
 //! written to its stream as events. A stream whose client is gone, or
 //! with [`EVENT_BUFFER`] events unread, is taken as the executor's
@@ -44,24 +47,27 @@ pub const EXECUTOR_PATH: &str = "/api/v1/executor";
 /// The process ids of HTTP executors start so, on the agent's node.
 const HTTP_PROCESS_PREFIX: &str = "executor-http-";
 
-type Answer = std::sync::mpsc::SyncSender<Result<(), String>>;
+type Answer<T> = std::sync::mpsc::SyncSender<Result<T, String>>;
 
 /// A call handed from the HTTP side to the agent.
 // Made and taken at once, never stored: the size of a message is fine.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum ExecutorCall {
+    /// Answered with the subscription's stream id.
     Subscribe {
         framework_id: FrameworkId,
         executor_id: ExecutorId,
         events: mpsc::Sender<Bytes>,
-        answer: Answer,
+        answer: Answer<String>,
     },
+    /// Taken only with the stream id its subscription was given.
     Call {
         framework_id: FrameworkId,
         executor_id: ExecutorId,
+        stream_id: String,
         message: ToAgent,
-        answer: Answer,
+        answer: Answer<()>,
     },
 }
 
@@ -102,11 +108,11 @@ pub enum ExecutorAccess {
 }
 
 /// Hands `call` to the agent and waits for its answer.
-fn ask(
+fn ask<T>(
     api: &ExecutorApiSender,
     call: ExecutorCall,
-    answered: std::sync::mpsc::Receiver<Result<(), String>>,
-) -> Result<Result<(), String>, Response> {
+    answered: std::sync::mpsc::Receiver<Result<T, String>>,
+) -> Result<Result<T, String>, Response> {
     match api.0.try_send(call) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
@@ -140,8 +146,8 @@ pub fn executor(api: &ExecutorApiSender, request: &Request) -> Response {
         Ok(ids) => ids,
         Err(error) => return Response::error(error.status(), &error.to_string()),
     };
-    let (answer, answered) = std::sync::mpsc::sync_channel(1);
     if call.kind == CallType::Subscribe {
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
         let (events, stream) = mpsc::channel(EVENT_BUFFER);
         let subscribe = ExecutorCall::Subscribe {
             framework_id,
@@ -150,18 +156,27 @@ pub fn executor(api: &ExecutorApiSender, request: &Request) -> Response {
             answer,
         };
         return match ask(api, subscribe, answered) {
-            Ok(Ok(())) => Response::streaming("application/json", stream),
+            Ok(Ok(stream_id)) => Response::streaming("application/json", stream)
+                .with_header("Mesos-Stream-Id", stream_id),
             Ok(Err(reason)) => Response::error(403, &reason),
             Err(response) => response,
         };
     }
+    let Some(stream_id) = request.header("mesos-stream-id") else {
+        return Response::error(
+            403,
+            "calls other than SUBSCRIBE carry the Mesos-Stream-Id their subscription was answered with",
+        );
+    };
     let message = match call.to_protocol() {
         Ok(message) => message,
         Err(error) => return Response::error(error.status(), &error.to_string()),
     };
+    let (answer, answered) = std::sync::mpsc::sync_channel(1);
     let call = ExecutorCall::Call {
         framework_id,
         executor_id,
+        stream_id: stream_id.to_owned(),
         message,
         answer,
     };
@@ -202,6 +217,8 @@ pub fn routes(
 struct Stream {
     framework_id: FrameworkId,
     executor_id: ExecutorId,
+    /// Unguessable: what lets a call act for this executor.
+    stream_id: String,
     events: mpsc::Sender<Bytes>,
 }
 
@@ -225,15 +242,16 @@ impl HttpExecutors {
     }
 
     /// Opens a stream for `framework_id`'s executor `executor_id`: its
-    /// process id and the identity it speaks under. An older stream of
-    /// the same executor (one that subscribes again) is closed.
+    /// process id, its stream id and the identity it speaks under. An
+    /// older stream of the same executor is closed.
     pub fn open(
         &mut self,
         agent: &Upid,
         framework_id: FrameworkId,
         executor_id: ExecutorId,
         events: mpsc::Sender<Bytes>,
-    ) -> Option<(Upid, PeerIdentity)> {
+    ) -> Option<(Upid, String, PeerIdentity)> {
+        let stream_id = strata_runtime::random::unguessable_id()?;
         self.next += 1;
         let pid = Upid::new(
             &format!("{HTTP_PROCESS_PREFIX}{}", self.next),
@@ -262,21 +280,43 @@ impl HttpExecutors {
             Stream {
                 framework_id,
                 executor_id,
+                stream_id: stream_id.clone(),
                 events,
             },
         );
-        Some((pid, identity))
+        Some((pid, stream_id, identity))
     }
 
-    /// The stream of `framework_id`'s executor `executor_id`, if it has
-    /// one.
-    pub fn of(&self, framework_id: &FrameworkId, executor_id: &ExecutorId) -> Option<Upid> {
-        self.streams
+    /// The process id of `framework_id`'s executor `executor_id` if
+    /// `stream_id` is its stream's; why not otherwise.
+    pub fn of(
+        &self,
+        framework_id: &FrameworkId,
+        executor_id: &ExecutorId,
+        stream_id: &str,
+    ) -> Result<Upid, String> {
+        let (pid, stream) = self
+            .streams
             .iter()
             .find(|(_, stream)| {
                 stream.framework_id == *framework_id && stream.executor_id == *executor_id
             })
-            .map(|(pid, _)| pid.clone())
+            .ok_or_else(|| {
+                format!("executor {executor_id} of framework {framework_id} has not subscribed")
+            })?;
+        if stream.stream_id.len() != stream_id.len()
+            || stream
+                .stream_id
+                .bytes()
+                .zip(stream_id.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                != 0
+        {
+            return Err(format!(
+                "stream {stream_id:?} is not executor {executor_id}'s"
+            ));
+        }
+        Ok(pid.clone())
     }
 
     /// Writes `event` on `pid`'s stream; false when it is gone or full.
@@ -311,14 +351,23 @@ mod tests {
     }
 
     #[test]
-    fn a_subscription_gets_an_executor_identity_and_replaces_an_older_one() {
+    fn a_subscription_gets_an_executor_identity_and_a_stream_id_its_calls_need() {
         let mut executors = HttpExecutors::default();
         let framework_id: FrameworkId = "m-F1".parse().unwrap();
         let executor_id: ExecutorId = "ex".parse().unwrap();
         let (events, mut first_stream) = mpsc::channel(4);
-        let (first, identity) = executors
+        let (first, first_id, identity) = executors
             .open(&agent(), framework_id.clone(), executor_id.clone(), events)
             .unwrap();
+        assert_eq!(
+            executors.of(&framework_id, &executor_id, &first_id),
+            Ok(first.clone())
+        );
+        assert!(
+            executors
+                .of(&framework_id, &executor_id, "guessed")
+                .is_err()
+        );
         assert!(crate::credentials::is_executor(
             &identity,
             &framework_id,
@@ -328,11 +377,19 @@ mod tests {
         assert!(executors.send(&first, &Event::heartbeat()));
         assert!(first_stream.try_recv().is_ok());
         let (events, _second_stream) = mpsc::channel(4);
-        let (second, _) = executors
+        let (second, second_id, _) = executors
             .open(&agent(), framework_id.clone(), executor_id.clone(), events)
             .unwrap();
         assert!(!executors.serves(&first) && executors.serves(&second));
-        assert_eq!(executors.of(&framework_id, &executor_id), Some(second));
+        assert!(
+            executors
+                .of(&framework_id, &executor_id, &first_id)
+                .is_err()
+        );
+        assert_eq!(
+            executors.of(&framework_id, &executor_id, &second_id),
+            Ok(second)
+        );
         assert!(!executors.send(&first, &Event::heartbeat()));
         // The first stream ended with its sender.
         assert!(first_stream.try_recv().is_err());
@@ -352,6 +409,14 @@ mod tests {
             executor(&api, &request).status
         };
         assert_eq!(call("{", "application/json"), 400);
+        // A call without its subscription's stream id.
+        assert_eq!(
+            call(
+                r#"{"type": "MESSAGE", "framework_id": {"value": "f"}, "executor_id": {"value": "e"}, "message": {"data": ""}}"#,
+                "application/json"
+            ),
+            403
+        );
         assert_eq!(call("{}", "application/x-protobuf"), 415);
         assert_eq!(
             call(

@@ -51,6 +51,9 @@ pub(crate) struct ExecutorRun {
     start_ticks: u64,
     /// Whether the task launcher started it (and reports its end).
     launched: bool,
+    /// What it was started from (unknown for one an earlier life of the
+    /// agent started).
+    info: Option<ExecutorInfo>,
 }
 
 impl ExecutorRun {
@@ -74,6 +77,7 @@ impl ExecutorRun {
             registration_timed_out: false,
             start_ticks,
             launched,
+            info: None,
         }
     }
 }
@@ -203,7 +207,8 @@ impl Agent {
         let key = (framework_id.clone(), executor.executor_id.clone());
         let group = started.group;
         let start_ticks = command_executor::start_ticks(group).unwrap_or(0);
-        let run = ExecutorRun::unregistered(group, start_ticks, launcher.is_some());
+        let mut run = ExecutorRun::unregistered(group, start_ticks, launcher.is_some());
+        run.info = Some(executor.clone());
         self.executors_mut().insert(key.clone(), run);
         self.checkpoint_executor(&key);
         let exit_key = key.clone();
@@ -344,7 +349,9 @@ impl Agent {
         }
     }
 
-    /// `RegisterExecutor` and `ExecutorStatus`, from executor processes.
+    /// `RegisterExecutor` and `ExecutorStatus`, from executor processes;
+    /// whether the agent took it (an update taken is the agent's to
+    /// deliver).
     pub(crate) fn executor_message(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
@@ -353,7 +360,7 @@ impl Agent {
         framework_id: FrameworkId,
         executor_id: ExecutorId,
         status: Option<strata_protocol::TaskStatus>,
-    ) {
+    ) -> bool {
         if !crate::credentials::is_executor(identity, &framework_id, &executor_id) {
             warn!(
                 from = %from,
@@ -361,21 +368,21 @@ impl Agent {
                 executor_id = %executor_id,
                 "executor message under another identity than the one issued to that executor dropped"
             );
-            return;
+            return false;
         }
         let key = (framework_id.clone(), executor_id.clone());
         let Some(agent_id) = self.agent_id().cloned() else {
-            return;
+            return false;
         };
         let Some(run) = self.executors_mut().get_mut(&key) else {
             warn!(from = %from, executor_id = %executor_id, "message from an executor this agent did not start");
-            return;
+            return false;
         };
         match status {
             None => {
                 if run.pid.as_ref().is_some_and(|pid| !pid.same_name(&from)) {
                     warn!(from = %from, executor_id = %executor_id, "a second process registered for an executor");
-                    return;
+                    return false;
                 }
                 run.pid = Some(from.clone());
                 let queued = std::mem::take(&mut run.queued);
@@ -402,7 +409,7 @@ impl Agent {
                 let registered_sender = run.pid.as_ref().is_some_and(|pid| pid.same_name(&from));
                 if !own_task || !registered_sender {
                     warn!(from = %from, task_id = %status.task_id, "status for a task this executor does not run");
-                    return;
+                    return false;
                 }
                 if status.state.is_terminal() {
                     run.tasks.remove(&status.task_id);
@@ -416,7 +423,7 @@ impl Agent {
                 if recorded.is_some_and(|known| {
                     known.state == status.state && known.message == status.message
                 }) {
-                    return;
+                    return true;
                 }
                 self.report_with(
                     ctx,
@@ -428,6 +435,7 @@ impl Agent {
                 );
             }
         }
+        true
     }
 
     /// Framework messages: from the master for an executor, or from an
@@ -484,6 +492,25 @@ impl Agent {
         group: i32,
         status: std::io::Result<std::process::ExitStatus>,
     ) {
+        let ours = self
+            .executors()
+            .get(&key)
+            .is_some_and(|run| run.group == group);
+        if !ours {
+            // Shut down already (its tasks were reported then), or
+            // replaced by a newer run of the same executor: what is left
+            // of this one is its checkpoint, unless a newer run has one,
+            // and the launcher's record of its end.
+            if !self.executors().contains_key(&key) {
+                self.forget_executor_checkpoint(&key);
+            }
+            if let Some(launcher) = self.launcher.clone()
+                && launcher.knows(group)
+            {
+                launcher.forget(group);
+            }
+            return;
+        }
         let Some(run) = self.executors_mut().remove(&key) else {
             return;
         };
@@ -715,18 +742,23 @@ impl Agent {
         framework_id: &FrameworkId,
         executor_id: &ExecutorId,
     ) -> Option<strata_api::executor::Event> {
-        let executor = self
-            .tasks
-            .iter()
-            .filter(|((owner, _), _)| owner == framework_id)
-            .find_map(|(_, task)| match &task.info.kind {
-                strata_protocol::TaskKind::Executor(executor)
-                    if executor.executor_id == *executor_id =>
-                {
-                    Some(executor.clone())
-                }
-                _ => None,
-            })?;
+        let started = self
+            .executors()
+            .get(&(framework_id.clone(), executor_id.clone()))
+            .and_then(|run| run.info.clone());
+        let executor = started.or_else(|| {
+            self.tasks
+                .iter()
+                .filter(|((owner, _), _)| owner == framework_id)
+                .find_map(|(_, task)| match &task.info.kind {
+                    strata_protocol::TaskKind::Executor(executor)
+                        if executor.executor_id == *executor_id =>
+                    {
+                        Some(executor.clone())
+                    }
+                    _ => None,
+                })
+        })?;
         let framework = self.frameworks.get(framework_id)?;
         let agent = strata_protocol::AgentInfo {
             id: Some(agent_id.clone()),
@@ -769,7 +801,7 @@ impl Agent {
         ctx: &mut ProcessContext<'_, Self>,
         call: crate::executor_api::ExecutorCall,
     ) {
-        use crate::executor_api::{ExecutorCall, HttpExecutors};
+        use crate::executor_api::ExecutorCall;
         match call {
             ExecutorCall::Subscribe {
                 framework_id,
@@ -779,16 +811,13 @@ impl Agent {
             } => {
                 let key = (framework_id.clone(), executor_id.clone());
                 let agent = ctx.pid().clone();
+                // Only an executor that has not registered (over QUIC or
+                // HTTP): nobody takes over one that runs.
                 let refusal = match self.executors().get(&key) {
                     None => Some(format!(
                         "no executor {executor_id} of framework {framework_id} was started by this agent"
                     )),
-                    Some(run)
-                        if run
-                            .pid
-                            .as_ref()
-                            .is_some_and(|pid| !HttpExecutors::owns(&agent, pid)) =>
-                    {
+                    Some(run) if run.registered() => {
                         Some(format!("executor {executor_id} is registered already"))
                     }
                     Some(_) => None,
@@ -797,20 +826,16 @@ impl Agent {
                     let _ = answer.try_send(Err(reason));
                     return;
                 }
-                let Some((pid, identity)) = self.http_executors.open(
+                let Some((pid, stream_id, identity)) = self.http_executors.open(
                     &agent,
                     framework_id.clone(),
                     executor_id.clone(),
                     events,
                 ) else {
-                    let _ = answer.try_send(Err("no process id for the executor".into()));
+                    let _ = answer.try_send(Err("no stream for the executor".into()));
                     return;
                 };
-                // One that subscribes again replaces its older stream.
-                if let Some(run) = self.executors_mut().get_mut(&key) {
-                    run.pid = None;
-                }
-                if answer.try_send(Ok(())).is_err() {
+                if answer.try_send(Ok(stream_id)).is_err() {
                     // The client gave up waiting.
                     self.http_executors.forget(&pid);
                     return;
@@ -820,18 +845,20 @@ impl Agent {
             ExecutorCall::Call {
                 framework_id,
                 executor_id,
+                stream_id,
                 message,
                 answer,
             } => {
-                let Some(pid) = self.http_executors.of(&framework_id, &executor_id) else {
-                    let _ = answer.try_send(Err(format!(
-                        "executor {executor_id} of framework {framework_id} has not subscribed"
-                    )));
-                    return;
+                let pid = match self
+                    .http_executors
+                    .of(&framework_id, &executor_id, &stream_id)
+                {
+                    Ok(pid) => pid,
+                    Err(reason) => {
+                        let _ = answer.try_send(Err(reason));
+                        return;
+                    }
                 };
-                if answer.try_send(Ok(())).is_err() {
-                    return;
-                }
                 match message {
                     strata_protocol::ToAgent::ExecutorStatus { status, .. } => {
                         let (task_id, update_id) = (status.task_id.clone(), status.update_id);
@@ -840,14 +867,21 @@ impl Agent {
                             name: crate::credentials::executor_name(&framework_id, &executor_id),
                             fingerprint: "http".to_owned(),
                         };
-                        self.executor_message(
+                        let taken = self.executor_message(
                             ctx,
                             pid.clone(),
                             &identity,
                             framework_id,
-                            executor_id,
+                            executor_id.clone(),
                             Some(status),
                         );
+                        if !taken {
+                            let _ = answer.try_send(Err(format!(
+                                "executor {executor_id} does not run task {task_id}"
+                            )));
+                            return;
+                        }
+                        let _ = answer.try_send(Ok(()));
                         // The agent holds the update now and delivers it
                         // to the framework at least once.
                         if let Some(update_id) = update_id {
@@ -859,9 +893,12 @@ impl Agent {
                         }
                     }
                     strata_protocol::ToAgent::FrameworkMessage { data, .. } => {
+                        let _ = answer.try_send(Ok(()));
                         self.relay_framework_message(ctx, pid, framework_id, executor_id, data)
                     }
-                    _ => {}
+                    _ => {
+                        let _ = answer.try_send(Err("not an executor's call".into()));
+                    }
                 }
             }
         }

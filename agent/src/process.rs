@@ -1168,14 +1168,8 @@ impl Process for Agent {
         let message = match executor_said {
             Ok((framework_id, executor_id, status)) => {
                 let identity = ctx.sender_identity().clone();
-                return self.executor_message(
-                    ctx,
-                    from,
-                    &identity,
-                    framework_id,
-                    executor_id,
-                    status,
-                );
+                self.executor_message(ctx, from, &identity, framework_id, executor_id, status);
+                return;
             }
             Err(message) => message,
         };

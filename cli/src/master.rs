@@ -82,7 +82,8 @@ pub struct MasterArgs {
 pub struct AuthorizationArgs {
     /// ACLs in Apache Mesos's JSON: register_frameworks (principals,
     /// roles), run_tasks (principals, users), teardown_frameworks,
-    /// view_frameworks, view_tasks and permissive.
+    /// view_frameworks, view_tasks, mark_agents_gone (principals,
+    /// agents) and permissive.
     #[arg(long, env = "STRATA_ACLS")]
     pub acls: Option<PathBuf>,
     /// What decides a request no ACL applies to when the file has no

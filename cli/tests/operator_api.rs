@@ -291,6 +291,10 @@ fn an_operator_tears_down_a_framework_and_marks_an_agent_gone() {
         frameworks["get_frameworks"]["completed_frameworks"][0]["framework_info"]["id"],
         framework_id
     );
+    // Its running task ends TASK_KILLED on the stream, before the
+    // framework is removed.
+    let killed = events.next_of("TASK_UPDATED");
+    assert_eq!(killed["task_updated"]["state"], "TASK_KILLED", "{killed}");
     let removed = events.next_of("FRAMEWORK_REMOVED");
     assert_eq!(
         removed["framework_removed"]["framework_info"]["id"],

@@ -277,12 +277,16 @@ impl Drop for Counted {
 }
 
 impl Stream {
-    /// Queues `record`; false when the stream is gone or has more than
-    /// [`EVENT_BUFFER`] events or [`EVENT_BYTES`] bytes unread.
+    /// Queues `record`; false when the stream is gone or would have more
+    /// than [`EVENT_BUFFER`] events or [`EVENT_BYTES`] bytes unread (one
+    /// larger event is taken when nothing else is unread).
     fn push(&self, record: Vec<u8>) -> bool {
         use std::sync::atomic::Ordering;
         let size = record.len();
-        if self.unread.load(Ordering::SeqCst).saturating_add(size) > EVENT_BYTES {
+        let unread = self.unread.load(Ordering::SeqCst);
+        // One event larger than the bound (the offers of a very large
+        // cluster) still goes out on a stream that has read everything.
+        if unread > 0 && unread.saturating_add(size) > EVENT_BYTES {
             return false;
         }
         self.unread.fetch_add(size, Ordering::SeqCst);
@@ -511,6 +515,26 @@ impl HttpFrameworks {
         }
     }
 
+    /// Ends the streams of `framework_id`, which the master removed
+    /// (an operator tore it down, or its failover timeout passed),
+    /// telling them why.
+    pub fn close_framework(&mut self, framework_id: &FrameworkId, reason: &str) {
+        let gone: Vec<Upid> = self
+            .streams
+            .iter()
+            .filter(|(_, stream)| stream.framework_id.as_ref() == Some(framework_id))
+            .map(|(pid, _)| pid.clone())
+            .collect();
+        let record =
+            Event::error(format!("framework {framework_id} was removed: {reason}")).record();
+        for pid in gone {
+            if let Some(stream) = self.streams.get(&pid) {
+                let _ = stream.push(record.clone());
+            }
+            self.forget(&pid);
+        }
+    }
+
     /// Forgets `pid`'s stream (closing it).
     pub fn forget(&mut self, pid: &Upid) {
         if let Some(stream) = self.streams.remove(pid) {
@@ -656,6 +680,13 @@ mod tests {
             drop(read);
         }
         assert!(frameworks.deliver(&master(), &pid, &big));
+        drop(stream.try_recv());
+        // One event above the bound goes out when nothing else waits.
+        let huge = ToScheduler::Error {
+            message: "x".repeat(EVENT_BYTES + 1),
+        };
+        assert!(frameworks.deliver(&master(), &pid, &huge));
+        assert!(!frameworks.deliver(&master(), &pid, &big));
     }
 
     #[test]

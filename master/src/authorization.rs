@@ -71,15 +71,19 @@ pub enum Action {
     ViewFrameworks,
     /// A principal sees a task that runs as a user.
     ViewTasks,
+    /// A principal marks an agent gone (the rules' objects are agent
+    /// ids, `agents` in the file).
+    MarkAgentsGone,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 6] = [
         Action::RegisterFrameworks,
         Action::RunTasks,
         Action::TeardownFrameworks,
         Action::ViewFrameworks,
         Action::ViewTasks,
+        Action::MarkAgentsGone,
     ];
 
     /// The action's key in the file.
@@ -90,6 +94,7 @@ impl Action {
             Action::TeardownFrameworks => "teardown_frameworks",
             Action::ViewFrameworks => "view_frameworks",
             Action::ViewTasks => "view_tasks",
+            Action::MarkAgentsGone => "mark_agents_gone",
         }
     }
 
@@ -99,6 +104,7 @@ impl Action {
             Action::RegisterFrameworks => "roles",
             Action::RunTasks | Action::ViewFrameworks | Action::ViewTasks => "users",
             Action::TeardownFrameworks => "framework_principals",
+            Action::MarkAgentsGone => "agents",
         }
     }
 }
@@ -220,6 +226,13 @@ struct TeardownFrameworkRule {
     framework_principals: Entity,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkAgentsGoneRule {
+    principals: Entity,
+    agents: Entity,
+}
+
 /// An ACL file as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,6 +248,8 @@ struct AclsFile {
     view_frameworks: Vec<UserRule>,
     #[serde(default)]
     view_tasks: Vec<UserRule>,
+    #[serde(default)]
+    mark_agents_gone: Vec<MarkAgentsGoneRule>,
 }
 
 /// A parsed ACL file: each action's rules, in order.
@@ -248,6 +263,7 @@ pub struct Acls {
     pub teardown_frameworks: Vec<Rule>,
     pub view_frameworks: Vec<Rule>,
     pub view_tasks: Vec<Rule>,
+    pub mark_agents_gone: Vec<Rule>,
 }
 
 impl Acls {
@@ -294,6 +310,14 @@ impl Acls {
                 .collect(),
             view_frameworks: user_rules(file.view_frameworks),
             view_tasks: user_rules(file.view_tasks),
+            mark_agents_gone: file
+                .mark_agents_gone
+                .into_iter()
+                .map(|rule| Rule {
+                    subjects: rule.principals,
+                    objects: rule.agents,
+                })
+                .collect(),
         })
     }
 
@@ -305,6 +329,7 @@ impl Acls {
             Action::TeardownFrameworks => &self.teardown_frameworks,
             Action::ViewFrameworks => &self.view_frameworks,
             Action::ViewTasks => &self.view_tasks,
+            Action::MarkAgentsGone => &self.mark_agents_gone,
         }
     }
 
@@ -457,6 +482,15 @@ impl Authorizer {
         framework_principal: Option<&str>,
     ) -> Result<(), Denial> {
         self.authorize(Action::TeardownFrameworks, principal, framework_principal)
+    }
+
+    /// Whether `principal` may mark agent `agent_id` gone.
+    pub fn may_mark_agent_gone(
+        &self,
+        principal: Option<&str>,
+        agent_id: &str,
+    ) -> Result<(), Denial> {
+        self.authorize(Action::MarkAgentsGone, principal, Some(agent_id))
     }
 
     /// Whether `principal` may see a framework whose tasks run as `user`.

@@ -270,10 +270,15 @@ async fn write_stream(
     }
 }
 
-/// The master's operator streams.
+/// How a subscription is answered: open, or why not.
+type SubscribeAnswer = std::sync::mpsc::SyncSender<Result<(), String>>;
+
+/// The master's operator streams, and the subscriptions waiting for
+/// their first state.
 #[derive(Debug, Default)]
 pub struct OperatorStreams {
     streams: Vec<mpsc::Sender<Event>>,
+    waiting: Vec<(mpsc::Sender<Event>, SubscribeAnswer)>,
 }
 
 impl OperatorStreams {
@@ -282,24 +287,41 @@ impl OperatorStreams {
         !self.streams.is_empty()
     }
 
-    /// Opens a stream that starts with `state`; refused beyond
-    /// [`MAX_SUBSCRIPTIONS`].
-    pub fn subscribe(
+    /// Whether subscriptions wait for their first state.
+    pub fn waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Takes a subscription, to be opened with the next state; refused
+    /// (and answered) beyond [`MAX_SUBSCRIPTIONS`], counting those that
+    /// wait, before anything is spent on it.
+    pub fn admit(
         &mut self,
         events: mpsc::Sender<Event>,
-        state: Arc<State>,
+        answer: SubscribeAnswer,
     ) -> Result<(), String> {
         self.streams.retain(|stream| !stream.is_closed());
-        if self.streams.len() >= MAX_SUBSCRIPTIONS {
-            return Err(format!(
+        self.waiting.retain(|(stream, _)| !stream.is_closed());
+        if self.streams.len() + self.waiting.len() >= MAX_SUBSCRIPTIONS {
+            let reason = format!(
                 "the master has {MAX_SUBSCRIPTIONS} operator streams open, the most it takes"
-            ));
+            );
+            let _ = answer.try_send(Err(reason.clone()));
+            return Err(reason);
         }
-        events
-            .try_send(Event::Subscribed(state))
-            .map_err(|_| "the stream closed at once".to_owned())?;
-        self.streams.push(events);
+        self.waiting.push((events, answer));
         Ok(())
+    }
+
+    /// Opens every waiting stream with `state`.
+    pub fn open_waiting(&mut self, state: &Arc<State>) {
+        for (events, answer) in std::mem::take(&mut self.waiting) {
+            if events.try_send(Event::Subscribed(state.clone())).is_ok()
+                && answer.try_send(Ok(())).is_ok()
+            {
+                self.streams.push(events);
+            }
+        }
     }
 
     /// Sends `event` on every stream; a stream that is gone or full is

@@ -61,6 +61,8 @@ pub struct Master {
     http: crate::api::HttpFrameworks,
     /// The operator API's event streams.
     operators: crate::operator::OperatorStreams,
+    /// Whether a timer will open the operator streams that wait.
+    operators_timer: bool,
     /// Process ids handed to operator API calls that change the cluster.
     next_operator: u64,
 }
@@ -119,6 +121,7 @@ impl Master {
             api: None,
             http: crate::api::HttpFrameworks::new(id_prefix),
             operators: Default::default(),
+            operators_timer: false,
             next_operator: 0,
         }
     }
@@ -229,6 +232,7 @@ impl Master {
             api: None,
             http: crate::api::HttpFrameworks::new(id_prefix),
             operators: Default::default(),
+            operators_timer: false,
             next_operator: 0,
         }
     }
@@ -303,6 +307,7 @@ impl Master {
         for (answer, result) in answers {
             let _ = answer.try_send(result);
         }
+        self.open_operator_streams(ctx);
     }
 
     /// The books, for operators' views and tests.
@@ -354,6 +359,54 @@ impl Master {
         }
     }
 
+    /// Opens the operator streams waiting for their first state: with a
+    /// snapshot taken once what the books decided is carried out (so the
+    /// events that follow start where it ends), one for all that wait,
+    /// within the snapshots' share of the master's time.
+    fn open_operator_streams(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        if !self.operators.waiting() || self.operators_timer {
+            return;
+        }
+        if self
+            .registry
+            .as_ref()
+            .is_some_and(|file| file.flush_pending)
+        {
+            // The flush opens them once it has carried out what it held.
+            return;
+        }
+        let wait = self.next_fresh.saturating_duration_since(now());
+        if !wait.is_zero() {
+            self.operators_timer = true;
+            ctx.run_later(wait, |master, ctx| {
+                master.operators_timer = false;
+                master.open_operator_streams(ctx);
+            });
+            return;
+        }
+        let stale = self
+            .publisher
+            .as_ref()
+            .is_some_and(|publisher| self.changed || publisher.latest().is_none());
+        if stale {
+            self.snapshot();
+        }
+        let state = self
+            .publisher
+            .as_ref()
+            .and_then(|publisher| publisher.latest());
+        let state = state.unwrap_or_else(|| {
+            let now_ms = self.books.wall_clock_ms(now());
+            std::sync::Arc::new(crate::state::snapshot(
+                &self.books,
+                &self.pid,
+                self.start_time_ms,
+                now_ms,
+            ))
+        });
+        self.operators.open_waiting(&state);
+    }
+
     /// Takes an operator API call.
     fn operator_call(
         &mut self,
@@ -362,11 +415,10 @@ impl Master {
     ) {
         match call {
             crate::operator::OperatorCall::Subscribe { events, answer } => {
-                let now_ms = self.books.wall_clock_ms(now());
-                let state =
-                    crate::state::snapshot(&self.books, &self.pid, self.start_time_ms, now_ms);
-                let subscribed = self.operators.subscribe(events, std::sync::Arc::new(state));
-                let _ = answer.try_send(subscribed);
+                if let Err(reason) = self.operators.admit(events, answer) {
+                    debug!(%reason, "operator subscription refused");
+                }
+                self.open_operator_streams(ctx);
             }
             crate::operator::OperatorCall::Change {
                 principal,
@@ -378,6 +430,13 @@ impl Master {
                         if !self.books.frameworks().contains_key(framework_id) =>
                     {
                         Some(format!("there is no framework {framework_id}"))
+                    }
+                    ToMaster::OperatorMarkAgentGone { agent_id }
+                        if self.books.is_gone(agent_id) =>
+                    {
+                        // Marked already (a retried call): done.
+                        let _ = answer.try_send(Ok(()));
+                        return;
                     }
                     ToMaster::OperatorMarkAgentGone { agent_id }
                         if !self.books.agents().contains_key(agent_id) =>
@@ -454,12 +513,11 @@ impl Master {
             Event::TaskUpdated {
                 framework_id,
                 status,
+                user,
             } => Some(Told::TaskUpdated {
                 framework_id: framework_id.clone(),
                 status: status.clone(),
-                user: crate::state::task_of(&self.books, framework_id, &status.task_id)
-                    .map(|task| task.user)
-                    .unwrap_or_default(),
+                user: user.clone(),
             }),
             Event::AgentRefused { .. }
             | Event::RequestRefused { .. }
@@ -478,6 +536,13 @@ impl Master {
         for command in commands {
             if self.operators.any() {
                 self.tell_operators(&command);
+            }
+            if let Command::Log(Event::FrameworkRemoved {
+                framework_id,
+                reason,
+            }) = &command
+            {
+                self.http.close_framework(framework_id, reason);
             }
             match command {
                 Command::ToScheduler(pid, message) if self.http.serves(&pid) => {
@@ -532,7 +597,11 @@ impl Master {
                     sender,
                     message,
                 } => {
-                    let ends = matches!(message, ToMaster::Teardown { .. });
+                    if matches!(message, ToMaster::Teardown { .. }) {
+                        // Torn down by its own call: its stream ends, as in
+                        // Mesos, without an error.
+                        master.http.forget(&from);
+                    }
                     master.apply(
                         ctx,
                         Input::Received {
@@ -541,10 +610,6 @@ impl Master {
                             message,
                         },
                     );
-                    if ends {
-                        // Torn down: its stream ends, as in Mesos.
-                        master.http.forget(&from);
-                    }
                 }
                 crate::api::Admitted::Answered => {}
             }
@@ -556,13 +621,9 @@ impl Master {
 /// An unguessable stream id (128 bits from the system's random source):
 /// it is what lets a call act for its framework.
 fn fresh_stream_id() -> Option<String> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
-    Some(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+    strata_runtime::random::unguessable_id()
 }
 
-/// The runtime's clock (tokio's, so paused tests and simulation drive it).
 /// The process ids of operator API calls start so, on the master's node.
 const OPERATOR_PROCESS_PREFIX: &str = "operator-http-";
 
@@ -571,6 +632,7 @@ fn operator_call_of(master: &Upid, pid: &Upid) -> bool {
     pid.addr() == master.addr() && pid.id().starts_with(OPERATOR_PROCESS_PREFIX)
 }
 
+/// The runtime's clock (tokio's, so paused tests and simulation drive it).
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
@@ -629,6 +691,7 @@ fn log(event: &Event) {
         Event::TaskUpdated {
             framework_id,
             status,
+            ..
         } => {
             debug!(framework_id = %framework_id, task_id = %status.task_id, state = %status.state, "task updated")
         }

@@ -76,12 +76,7 @@ fn task_view(framework_id: &FrameworkId, framework: &FrameworkEntry, task: &Prot
         id: task.info.task_id.clone(),
         name: task.info.name.clone(),
         framework_id: framework_id.clone(),
-        user: match &task.info.kind {
-            TaskKind::Command(command) => command.user.as_ref(),
-            TaskKind::Executor(executor) => executor.command.user.as_ref(),
-        }
-        .unwrap_or(&framework.info.user)
-        .clone(),
+        user: crate::books::task_user(&task.info, &framework.info.user),
         agent_id: task.info.agent_id.clone(),
         executor_id: match &task.info.kind {
             TaskKind::Command(_) => None,

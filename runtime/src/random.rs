@@ -35,6 +35,16 @@ impl SplitMix {
     }
 }
 
+/// An unguessable id: 128 bits from the system's random source, in hex
+/// (a stream id that lets a call act for what subscribed it); `None` if
+/// the system has no random source.
+pub fn unguessable_id() -> Option<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

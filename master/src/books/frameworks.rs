@@ -417,9 +417,53 @@ impl Books {
         }
         self.allocator.remove_framework(framework_id);
         self.registry_changed();
-        // Kept a while for operators: what it ran and how that ended.
+        // Kept a while for operators: what it ran and how that ended. Its
+        // tasks that had not ended end TASK_KILLED (their agents kill
+        // them), as Mesos reports them.
         let mut kept = framework;
         kept.pid = None;
+        let now_ms = self.wall_ms(now);
+        let live: Vec<strata_protocol::Task> = kept
+            .tasks
+            .values()
+            .filter(|task| !task.state.is_terminal())
+            .cloned()
+            .collect();
+        for mut task in live {
+            let message = format!("its framework was removed: {reason}");
+            let status = Books::master_status(
+                &task,
+                strata_protocol::TaskState::Killed,
+                strata_protocol::Reason::FrameworkRemoved,
+                &message,
+                now_ms,
+            );
+            out.push(Command::Log(Event::TaskUpdated {
+                framework_id: framework_id.clone(),
+                status: status.clone(),
+                user: super::task_user(&task.info, &kept.info.user),
+            }));
+            kept.record(
+                &task.info.task_id,
+                super::Transition {
+                    state: strata_protocol::TaskState::Killed,
+                    timestamp_ms: now_ms,
+                    message,
+                },
+            );
+            task.state = strata_protocol::TaskState::Killed;
+            task.status = Some(status);
+            *self
+                .ended
+                .entry(strata_protocol::TaskState::Killed)
+                .or_default() += 1;
+            kept.completed.push_back(task);
+        }
+        while kept.completed.len() > self.config.completed_tasks_kept {
+            if let Some(forgotten) = kept.completed.pop_front() {
+                kept.history.remove(&forgotten.info.task_id);
+            }
+        }
         kept.tasks.clear();
         kept.offers.clear();
         let ended: std::collections::BTreeSet<_> = kept

@@ -154,6 +154,8 @@ pub enum Event {
     TaskUpdated {
         framework_id: FrameworkId,
         status: strata_protocol::TaskStatus,
+        /// Who the task runs as (for the view ACLs of who is told).
+        user: String,
     },
     /// A known framework's scheduler subscribed again (a failover).
     FrameworkResubscribed {
@@ -238,6 +240,17 @@ pub const HISTORY_KEPT: usize = 32;
 /// One state a task reached, when, and what was said: kept in the
 /// books as the views show it.
 pub use strata_api::views::Transition;
+
+/// Who `task` of a framework of `framework_user` runs as: its command's
+/// user, else its framework's.
+pub fn task_user(task: &strata_protocol::TaskInfo, framework_user: &str) -> String {
+    match &task.kind {
+        strata_protocol::TaskKind::Command(command) => command.user.as_deref(),
+        strata_protocol::TaskKind::Executor(executor) => executor.command.user.as_deref(),
+    }
+    .unwrap_or(framework_user)
+    .to_owned()
+}
 
 impl FrameworkEntry {
     /// Records that `task_id` reached `state`.
@@ -499,7 +512,8 @@ impl Books {
                 self.operator_teardown(now, &from, principal, &framework_id, out)
             }
             ToMaster::OperatorMarkAgentGone { agent_id } => {
-                self.mark_agent_gone(now, &from, &agent_id, out)
+                let principal = (!sender.name.is_empty()).then_some(sender.name.as_str());
+                self.mark_agent_gone(now, &from, principal, &agent_id, out)
             }
             ToMaster::OperatorKill { .. } if !sender.is(Role::Operator) => {
                 self.denied += 1;

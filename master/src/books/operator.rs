@@ -1,7 +1,8 @@
 //! What operators may do beyond killing a task: tear a framework down
 //! and mark an agent gone (Apache Mesos's TEARDOWN and MARK_AGENT_GONE
 //! operator calls). Both need a certificate (or, over HTTP, a principal)
-//! with the operator role; a teardown also the `teardown_frameworks` ACL.
+//! with the operator role, and the ACLs' leave: `teardown_frameworks`,
+//! `mark_agents_gone`.
 
 use std::time::Instant;
 
@@ -65,6 +66,7 @@ impl Books {
         &mut self,
         now: Instant,
         from: &Upid,
+        principal: Option<&str>,
         agent_id: &AgentId,
         out: &mut Vec<Command>,
     ) {
@@ -75,6 +77,18 @@ impl Books {
         let Some(agent) = self.agents.get(agent_id) else {
             return self.refuse_request(from, format!("there is no agent {agent_id}"), out);
         };
+        if let Err(denial) = self
+            .config
+            .authorizer
+            .may_mark_agent_gone(principal, agent_id.as_str())
+        {
+            self.denied += 1;
+            let reason = format!(
+                "{} may not mark agent {agent_id} gone: {denial}",
+                principal.unwrap_or("an unauthenticated operator")
+            );
+            return self.refuse_request(from, reason, out);
+        }
         let active = agent.status == super::AgentStatus::Active;
         let pid = agent.pid.clone();
         let tasks: Vec<_> = agent.tasks.iter().cloned().collect();
@@ -109,7 +123,11 @@ impl Books {
             ));
         }
         if let Some(agent) = self.agents.remove(agent_id) {
-            self.agents_by_pid.remove(&agent.pid.to_string());
+            // Its address may be another agent's by now.
+            let pid = agent.pid.to_string();
+            if self.agents_by_pid.get(&pid) == Some(agent_id) {
+                self.agents_by_pid.remove(&pid);
+            }
             if let Some(count) = self.agents_per_certificate.get_mut(&agent.certificate_name) {
                 *count = count.saturating_sub(1);
                 if *count == 0 {
@@ -138,6 +156,11 @@ impl Books {
                 self.gone_agents.remove(&forgotten);
             }
         }
+    }
+
+    /// Whether an operator marked `agent_id` gone.
+    pub fn is_gone(&self, agent_id: &AgentId) -> bool {
+        self.gone_agents.contains(agent_id)
     }
 
     /// Why `agent_id` may not (re-)register, if an operator marked it

@@ -141,6 +141,7 @@ impl Books {
         out.push(Command::Log(Event::TaskUpdated {
             framework_id: framework_id.clone(),
             status: status.clone(),
+            user: super::task_user(&task.info, &framework.info.user),
         }));
         task.status = Some(status);
         let state = task.state;

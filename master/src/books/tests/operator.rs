@@ -90,6 +90,15 @@ fn an_operator_tears_a_framework_down_as_the_acls_allow() {
     )));
     assert!(!h.books.frameworks().contains_key(&framework_id));
     assert_eq!(h.books.denied(), 2);
+    // Its running task ended TASK_KILLED, for the operators' views.
+    assert!(out.iter().any(|command| matches!(
+        command,
+        Command::Log(super::super::Event::TaskUpdated { status, .. })
+            if status.state == TaskState::Killed
+    )));
+    assert_eq!(h.books.ended().get(&TaskState::Killed), Some(&1));
+    let removed = h.books.completed_frameworks().back().unwrap();
+    assert_eq!(removed.completed.back().unwrap().state, TaskState::Killed);
 }
 
 #[test]
@@ -179,4 +188,41 @@ fn an_agent_marked_gone_ends_its_tasks_and_never_comes_back() {
     // As a new agent (its work directory wiped), it gets a new id.
     let fresh = h.register_agent(&agent, "cpus:4;mem:4096", "");
     assert_ne!(fresh, agent_id);
+}
+
+#[test]
+fn marking_agents_gone_follows_the_acls() {
+    let acls = r#"{"mark_agents_gone": [
+        {"principals": {"values": ["ops"]}, "agents": {"type": "ANY"}},
+        {"principals": {"type": "ANY"}, "agents": {"type": "NONE"}}
+    ]}"#;
+    let mut h = Harness::with(Config {
+        authorizer: Authorizer::new(acls.parse().unwrap(), DefaultDecision::Allow),
+        ..Config::default()
+    });
+    let (_, agent_id, _, _) = cluster(&mut h);
+    let gone = ToMaster::OperatorMarkAgentGone {
+        agent_id: agent_id.clone(),
+    };
+    let dashboard = pid("operator-dashboard@10.0.0.7:1");
+    let out = h.send_as(
+        &dashboard,
+        PeerIdentity::simulated(Some(Role::Operator), "dashboard"),
+        gone.clone(),
+    );
+    assert!(
+        refusal(&out, &dashboard)
+            .unwrap()
+            .contains("mark_agents_gone rule 2"),
+        "{out:?}"
+    );
+    assert!(h.books.agents().contains_key(&agent_id));
+    let ops = pid("operator-ops@10.0.0.7:1");
+    let out = h.send_as(
+        &ops,
+        PeerIdentity::simulated(Some(Role::Operator), "ops"),
+        gone,
+    );
+    assert_eq!(refusal(&out, &ops), None);
+    assert!(!h.books.agents().contains_key(&agent_id));
 }
