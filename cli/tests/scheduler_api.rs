@@ -134,7 +134,40 @@ fn a_v1_http_framework_runs_a_task_to_finished() {
         master.pid.addr().port()
     );
 
-    let offers = events.next_of("OFFERS");
+    // UPDATE_FRAMEWORK changes the name in place; a change of who the
+    // framework is gets a 4xx naming it, not a (fatal) ERROR event.
+    let update = |info: Value| {
+        let call = json!({"framework_id": {"value": framework_id}, "type": "UPDATE_FRAMEWORK",
+                          "update_framework": {"framework_info": info}});
+        api.call(Some(&stream_id), "application/json", &call.to_string())
+    };
+    let renamed = json!({"user": user, "name": "renamed", "failover_timeout": 60.0,
+                         "capabilities": [{"type": "PARTITION_AWARE"}]});
+    assert_eq!(update(renamed).0, 202);
+    let (status, body) = update(json!({"user": "someone-else", "name": "renamed"}));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("user cannot change"), "{body}");
+
+    // Nothing between the refusal and what the master says next (the
+    // answer to a reconciliation) is an ERROR.
+    let reconcile = json!({"framework_id": {"value": framework_id}, "type": "RECONCILE",
+                           "reconcile": {"tasks": [{"task_id": {"value": "never-launched"}}]}});
+    let (status, body) = api.call(Some(&stream_id), "application/json", &reconcile.to_string());
+    assert_eq!(status, 202, "{body}");
+    let mut offers = None;
+    loop {
+        let event = events.next();
+        assert_ne!(event["type"], "ERROR", "{event}");
+        if event["type"] == "OFFERS" && offers.is_none() {
+            offers = Some(event.clone());
+        }
+        if event["type"] == "UPDATE"
+            && event["update"]["status"]["task_id"]["value"] == "never-launched"
+        {
+            break;
+        }
+    }
+    let offers = offers.unwrap_or_else(|| events.next_of("OFFERS"));
     let offer = &offers["offers"]["offers"][0];
     let cpus = offer["resources"]
         .as_array()

@@ -319,6 +319,15 @@ pub enum Admitted {
         sender: Arc<PeerIdentity>,
         message: ToMaster,
     },
+    /// Enters the books as this message from this process; answered
+    /// once the books decided (a refusal is the call's answer, not an
+    /// ERROR event: UPDATE_FRAMEWORK).
+    Checked {
+        from: Upid,
+        sender: Arc<PeerIdentity>,
+        message: ToMaster,
+        answer: Answer<()>,
+    },
     /// Answered already (refused).
     Answered,
 }
@@ -422,6 +431,14 @@ impl HttpFrameworks {
                         "stream {stream_id:?} is not framework {framework_id}'s"
                     )));
                     return Admitted::Answered;
+                }
+                if matches!(message, ToMaster::UpdateFramework { .. }) {
+                    return Admitted::Checked {
+                        from: pid.clone(),
+                        sender: stream.identity.clone(),
+                        message,
+                        answer,
+                    };
                 }
                 if answer.try_send(Ok(())).is_err() {
                     // The client gave up waiting (and was told 503): the

@@ -611,6 +611,29 @@ impl Master {
                         },
                     );
                 }
+                crate::api::Admitted::Checked {
+                    from,
+                    sender,
+                    message,
+                    answer,
+                } => {
+                    let mut commands = master.decide(Input::Received {
+                        from: from.clone(),
+                        sender,
+                        message,
+                    });
+                    let refused = commands.iter().position(|command| {
+                        matches!(command, Command::ToScheduler(to, ToScheduler::Error { .. }) if *to == from)
+                    });
+                    let result = match refused.map(|at| commands.remove(at)) {
+                        Some(Command::ToScheduler(_, ToScheduler::Error { message })) => {
+                            Err(message)
+                        }
+                        _ => Ok(()),
+                    };
+                    master.execute(ctx, commands);
+                    let _ = answer.try_send(result);
+                }
                 crate::api::Admitted::Answered => {}
             }
             master.take_api_calls(ctx);
