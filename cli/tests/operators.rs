@@ -8,6 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use strata_api::views::{AgentState, AgentStatus, MasterState};
+use strata_protocol::TaskState;
 
 mod common;
 
@@ -34,14 +36,14 @@ fn get(address: &str, path: &str) -> (u16, String) {
     )
 }
 
-/// `/state` once it shows what `ready` wants (snapshots follow the
-/// master's ticks); waits up to 30 s.
-fn state_when(address: &str, ready: impl Fn(&Value) -> bool) -> Value {
+/// `/state` (as `T`: a typed view, or raw JSON) once it shows what
+/// `ready` wants; waits up to 30 s.
+fn state_when<T: serde::de::DeserializeOwned>(address: &str, ready: impl Fn(&T) -> bool) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, body) = get(address, "/state");
         if status == 200 {
-            let state: Value = serde_json::from_str(&body).unwrap();
+            let state: T = serde_json::from_str(&body).unwrap();
             if ready(&state) {
                 return state;
             }
@@ -167,33 +169,45 @@ fn the_master_serves_state_and_metrics() {
     assert_eq!(version["version"], "1.11.0", "{body}");
     assert!(version["strata_version"].is_string(), "{body}");
 
-    let state = state_when(&address, |state| {
-        state["tasks"][0]["state"] == "TASK_RUNNING"
+    // Read as the typed view the master writes it from.
+    let state: MasterState = state_when(&address, |state: &MasterState| {
+        state
+            .tasks
+            .first()
+            .is_some_and(|task| task.state == TaskState::Running)
     });
-    assert_eq!(state["pid"], master.pid.to_string());
-    let agent = &state["agents"][0];
-    assert_eq!(agent["status"], "active");
-    assert_eq!(agent["attributes"]["rack"], "r1");
-    assert_eq!(agent["total"]["cpus"], 2.0);
-    assert_eq!(agent["used"]["cpus"], 0.5);
-    assert_eq!(agent["total"]["mem"], 1024.0);
-    assert!(agent["offered"].is_object());
-    let framework = &state["frameworks"][0];
-    assert_eq!(framework["role"], "*");
-    assert_eq!(framework["active"], true);
-    assert_eq!(framework["tasks"], 1);
-    assert_eq!(framework["used"]["cpus"], 0.5);
-    let task = &state["tasks"][0];
-    assert_eq!(task["name"], "web");
-    assert_eq!(task["agent_id"], agent["id"]);
-    let history: Vec<&str> = task["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|step| step["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(history, ["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING"]);
-    assert!(state["offers"].is_array());
+    assert_eq!(state.pid, master.pid.to_string());
+    let agent = &state.agents[0];
+    assert_eq!(agent.status, AgentStatus::Active);
+    assert_eq!(
+        agent
+            .attributes
+            .get("rack")
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("r1")
+    );
+    assert_eq!(agent.total.cpus().as_f64(), 2.0);
+    assert_eq!(agent.used.cpus().as_f64(), 0.5);
+    assert_eq!(agent.total.mem_mb().as_f64(), 1024.0);
+    let framework = &state.frameworks[0];
+    assert_eq!(framework.role, "*");
+    assert!(framework.active);
+    assert_eq!(framework.tasks, 1);
+    assert_eq!(framework.used.cpus().as_f64(), 0.5);
+    let task = &state.tasks[0];
+    assert_eq!(task.name, "web");
+    assert_eq!(task.agent_id, agent.id);
+    assert!(task.sandbox.is_some());
+    let history: Vec<TaskState> = task.history.iter().map(|step| step.state).collect();
+    assert_eq!(
+        history,
+        [TaskState::Staging, TaskState::Starting, TaskState::Running]
+    );
+    // The wire shape the web UI reads.
+    let raw: Value = serde_json::from_str(&get(&address, "/state").1).unwrap();
+    assert_eq!(raw["agents"][0]["total"]["cpus"], 2.0);
+    assert_eq!(raw["tasks"][0]["state"], "TASK_RUNNING");
 
     let (status, body) = get(&address, "/metrics/snapshot");
     assert_eq!(status, 200);
@@ -310,11 +324,12 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
     let sandbox_path = cluster.sandbox.clone();
 
     assert_eq!(get(&agent_http, "/health"), (200, "ok\n".to_owned()));
-    let state = state_when(&agent_http, |state| {
-        state["tasks"][0]["usage"].is_object() && state["tasks"][0]["sandbox"].is_string()
+    let state = state_when(&agent_http, |state: &AgentState| {
+        state
+            .tasks
+            .first()
+            .is_some_and(|task| task.usage.is_some() && task.sandbox.is_some())
     });
-    // Read as the typed view the agent writes it from.
-    let state: strata_api::views::AgentState = serde_json::from_value(state).unwrap();
     assert!(state.registered);
     assert_eq!(state.total.cpus().as_f64(), 2.0);
     assert_eq!(state.allocated.cpus().as_f64(), 0.5);
@@ -323,11 +338,12 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
     let sandbox = task.sandbox.clone().unwrap();
     assert!(sandbox_path.ends_with(&sandbox), "{sandbox}");
     // The master's view of the task names the same sandbox.
-    let master: strata_api::views::MasterState =
-        serde_json::from_value(state_when(&cluster.address, |state| {
-            state["tasks"][0]["sandbox"].is_string()
-        }))
-        .unwrap();
+    let master = state_when(&cluster.address, |state: &MasterState| {
+        state
+            .tasks
+            .first()
+            .is_some_and(|task| task.sandbox.is_some())
+    });
     assert_eq!(
         master.task("files").unwrap().sandbox.as_ref(),
         Some(&sandbox)
@@ -388,8 +404,10 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("not a regular file"), "{body}");
     assert_eq!(get(&agent_http, "/health").0, 200);
-    let master_state = state_when(&cluster.address, |state| state["agents"][0].is_object());
-    assert_eq!(master_state["agents"][0]["status"], "active");
+    let master_state = state_when(&cluster.address, |state: &MasterState| {
+        !state.agents.is_empty()
+    });
+    assert_eq!(master_state.agents[0].status, AgentStatus::Active);
     assert_eq!(get(&agent_http, "/files/read").0, 400);
     assert_eq!(refused(&format!("{sandbox}/nothing")), 404);
 
@@ -598,11 +616,7 @@ fn tables_on_a_live_local_cluster() {
         .trim_end_matches('/')
         .to_owned();
     // Both agents registered, as the master's snapshot shows.
-    state_when(&address, |state| {
-        state["agents"]
-            .as_array()
-            .is_some_and(|agents| agents.len() == 2)
-    });
+    state_when(&address, |state: &MasterState| state.agents.len() == 2);
     let output = Command::new(STRATA)
         .args(["agents", "--master", &address])
         .output()
