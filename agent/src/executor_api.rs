@@ -219,6 +219,8 @@ struct Stream {
     executor_id: ExecutorId,
     /// Unguessable: what lets a call act for this executor.
     stream_id: String,
+    /// The identity its calls enter the agent under.
+    identity: PeerIdentity,
     events: mpsc::Sender<Bytes>,
 }
 
@@ -281,20 +283,21 @@ impl HttpExecutors {
                 framework_id,
                 executor_id,
                 stream_id: stream_id.clone(),
+                identity: identity.clone(),
                 events,
             },
         );
         Some((pid, stream_id, identity))
     }
 
-    /// The process id of `framework_id`'s executor `executor_id` if
-    /// `stream_id` is its stream's; why not otherwise.
+    /// The process id and identity of `framework_id`'s executor
+    /// `executor_id` if `stream_id` is its stream's; why not otherwise.
     pub fn of(
         &self,
         framework_id: &FrameworkId,
         executor_id: &ExecutorId,
         stream_id: &str,
-    ) -> Result<Upid, String> {
+    ) -> Result<(Upid, PeerIdentity), String> {
         let (pid, stream) = self
             .streams
             .iter()
@@ -316,7 +319,7 @@ impl HttpExecutors {
                 "stream {stream_id:?} is not executor {executor_id}'s"
             ));
         }
-        Ok(pid.clone())
+        Ok((pid.clone(), stream.identity.clone()))
     }
 
     /// Writes `event` on `pid`'s stream; false when it is gone or full.
@@ -361,7 +364,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             executors.of(&framework_id, &executor_id, &first_id),
-            Ok(first.clone())
+            Ok((first.clone(), identity.clone()))
         );
         assert!(
             executors
@@ -387,7 +390,9 @@ mod tests {
                 .is_err()
         );
         assert_eq!(
-            executors.of(&framework_id, &executor_id, &second_id),
+            executors
+                .of(&framework_id, &executor_id, &second_id)
+                .map(|(pid, _)| pid),
             Ok(second)
         );
         assert!(!executors.send(&first, &Event::heartbeat()));

@@ -849,24 +849,20 @@ impl Agent {
                 message,
                 answer,
             } => {
-                let pid = match self
-                    .http_executors
-                    .of(&framework_id, &executor_id, &stream_id)
-                {
-                    Ok(pid) => pid,
-                    Err(reason) => {
-                        let _ = answer.try_send(Err(reason));
-                        return;
-                    }
-                };
+                let (pid, identity) =
+                    match self
+                        .http_executors
+                        .of(&framework_id, &executor_id, &stream_id)
+                    {
+                        Ok(found) => found,
+                        Err(reason) => {
+                            let _ = answer.try_send(Err(reason));
+                            return;
+                        }
+                    };
                 match message {
                     strata_protocol::ToAgent::ExecutorStatus { status, .. } => {
                         let (task_id, update_id) = (status.task_id.clone(), status.update_id);
-                        let identity = strata_runtime::PeerIdentity {
-                            role: Some(strata_runtime::Role::Executor),
-                            name: crate::credentials::executor_name(&framework_id, &executor_id),
-                            fingerprint: "http".to_owned(),
-                        };
                         let taken = self.executor_message(
                             ctx,
                             pid.clone(),

@@ -594,12 +594,7 @@ fn event_json<T: Serialize>(kind: &'static str, body: Option<&T>) -> Vec<u8> {
 }
 
 impl Event {
-    /// Its JSON, as `master.proto`'s `Event`.
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.bytes()).unwrap_or(Value::Null)
-    }
-
-    /// Its JSON text.
+    /// Its JSON text, as `master.proto`'s `Event`.
     fn bytes(&self) -> Vec<u8> {
         match self {
             Event::Subscribed(state) => event_json(
