@@ -146,6 +146,18 @@ pub fn executor(api: &ExecutorApiSender, request: &Request) -> Response {
         Ok(ids) => ids,
         Err(error) => return Response::error(error.status(), &error.to_string()),
     };
+    // Over HTTPS with a client certificate, it must be the one the agent
+    // issued this executor.
+    if let Some(peer) = &request.peer
+        && !crate::credentials::is_executor(peer, &framework_id, &executor_id)
+    {
+        return Response::error(
+            403,
+            &format!(
+                "the client certificate is for {peer}, not for executor {executor_id} of framework {framework_id}"
+            ),
+        );
+    }
     if call.kind == CallType::Subscribe {
         let (answer, answered) = std::sync::mpsc::sync_channel(1);
         let (events, stream) = mpsc::channel(EVENT_BUFFER);
@@ -202,11 +214,16 @@ pub fn routes(
         if request.path != EXECUTOR_PATH {
             return rest(request);
         }
+        // An executor's certificate (in its sandbox's .tls) authenticates
+        // it whatever else the agent allows; `executor` checks it is this
+        // executor's.
+        let certified = request.peer.is_some();
         match access {
             ExecutorAccess::Unauthenticated => executor(&api, request),
+            ExecutorAccess::Off if certified => executor(&api, request),
             ExecutorAccess::Off => Response::error(
                 403,
-                "the executor API is off: start the agent with --allow-unauthenticated-http-executors",
+                "the executor API needs the executor's certificate (in its sandbox's .tls) over HTTPS, or an agent started with --allow-unauthenticated-http-executors",
             ),
         }
     }
@@ -402,7 +419,7 @@ mod tests {
 
     #[test]
     fn bad_calls_are_refused_before_reaching_the_agent() {
-        let (api, _calls) = channel();
+        let (api, calls) = channel();
         let call = |body: &str, content_type: &str| {
             let request = Request {
                 method: "POST".into(),
@@ -439,5 +456,34 @@ mod tests {
             ..Request::default()
         };
         assert_eq!(off(&request).status, 403);
+
+        // Over HTTPS, a certificate must be this executor's.
+        let subscribe = r#"{"type": "SUBSCRIBE", "framework_id": {"value": "f"}, "executor_id": {"value": "e"}, "subscribe": {}}"#;
+        let with = |role: Role, name: &str| Request {
+            method: "POST".into(),
+            path: EXECUTOR_PATH.into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Bytes::from_static(subscribe.as_bytes()),
+            peer: Some(PeerIdentity::simulated(Some(role), name)),
+            ..Request::default()
+        };
+        for (role, name) in [
+            (Role::Executor, "f/other"),
+            (Role::Executor, "g/e"),
+            (Role::Framework, "f/e"),
+            (Role::Operator, "ops"),
+        ] {
+            let answer = off(&with(role, name));
+            assert_eq!(answer.status, 403, "{role} {name}");
+            let text = String::from_utf8_lossy(&answer.body).into_owned();
+            assert!(text.contains("not for executor e of framework f"), "{text}");
+        }
+        // The right one reaches the agent.
+        let right = std::thread::spawn(move || off(&with(Role::Executor, "f/e")).status);
+        let reached = calls.0.blocking_lock().blocking_recv().unwrap();
+        assert!(matches!(reached, ExecutorCall::Subscribe { .. }));
+        drop(reached);
+        // Unanswered, here.
+        assert_eq!(right.join().unwrap(), 503);
     }
 }

@@ -101,13 +101,15 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     // A development agent is named after its machine and work directory,
     // which a restarted agent keeps: the master binds the agent's id to
     // that name.
-    let mut material = args.tls.material(
+    let mut material = args.tls.serving_material(
         strata_runtime::Role::Agent,
         &development_agent_name(&args.ip.to_string(), &work_dir),
+        &crate::served_names(args.ip),
     )?;
     let credentials = strata_agent::ExecutorCredentials::kept_in(&work_dir, &material)?;
     let http_credentials = args.http_auth.credentials()?;
     credentials.trusted_by(&mut material);
+    let https = args.http_auth.https(&material)?;
     actix_rt::System::new().block_on(async move {
         let (node, listener) = crate::bind_serving_node(NodeConfig::new(
             SocketAddr::new(args.ip, args.port),
@@ -142,6 +144,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         let http = crate::serve_http(
             listener,
             crate::agent_cors(master.addr()),
+            Some(https),
             strata_agent::executor_api::routes(
                 executor_api,
                 executor_access,

@@ -12,16 +12,83 @@ use serde_json::Value;
 /// agents and tasks.
 const MAX_ANSWER_BYTES: u64 = 1 << 30;
 
-fn agent() -> &'static ureq::Agent {
-    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
-    AGENT.get_or_init(|| {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into()
+/// The CLI's HTTP agent and the scheme it speaks, set once.
+struct Client {
+    agent: ureq::Agent,
+    scheme: &'static str,
+}
+
+static CLIENT: OnceLock<Client> = OnceLock::new();
+
+fn client() -> &'static Client {
+    CLIENT.get_or_init(|| Client {
+        agent: config().build().into(),
+        scheme: "http",
     })
+}
+
+fn config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_global(Some(Duration::from_secs(60)))
+}
+
+/// Whether to speak HTTPS, and with which certificate.
+#[derive(Debug, clap::Args)]
+pub struct HttpsArgs {
+    /// Speak HTTPS to the master and the agents: verify them with the
+    /// cluster's CA and present an operator's certificate (from
+    /// --tls-dir, or one the development CA in --work-dir issues).
+    #[arg(long, env = "STRATA_HTTPS")]
+    pub https: bool,
+    #[command(flatten)]
+    pub tls: crate::TlsSource,
+}
+
+/// Sets up the client as `args` ask, before its first request.
+pub fn configure(args: &HttpsArgs) -> anyhow::Result<()> {
+    if !args.https {
+        return Ok(());
+    }
+    let material = args
+        .tls
+        .material(strata_runtime::Role::Operator, "strata-cli")?;
+    let client = Client {
+        agent: https_agent(&material)?,
+        scheme: "https",
+    };
+    if CLIENT.set(client).is_err() {
+        bail!("the HTTP client was configured twice");
+    }
+    Ok(())
+}
+
+/// A ureq agent that trusts only `material`'s CAs and presents its
+/// certificate.
+pub fn https_agent(material: &strata_runtime::TlsMaterial) -> anyhow::Result<ureq::Agent> {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let roots: Vec<Certificate<'static>> = material
+        .roots()
+        .iter()
+        .map(|root| Certificate::from_der(root.as_ref()).to_owned())
+        .collect();
+    let chain: Vec<Certificate<'static>> = material
+        .chain()
+        .iter()
+        .map(|certificate| Certificate::from_der(certificate.as_ref()).to_owned())
+        .collect();
+    let key = PrivateKey::from_pem(material.key_pem().as_bytes())
+        .context("the certificate's key cannot be used for HTTPS")?;
+    let tls = TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .client_cert(Some(ClientCert::new_with_certs(&chain, key)))
+        .build();
+    Ok(config().tls_config(tls).build().into())
 }
 
 /// Endpoints that need credentials get the principal and secret from
@@ -37,8 +104,9 @@ fn authorization() -> Option<String> {
 /// `GET path` (already percent-encoded) on `address`; the body of a 200
 /// answer, or an error saying what the server answered.
 pub fn get(address: SocketAddr, path: &str) -> anyhow::Result<Vec<u8>> {
-    let url = format!("http://{address}{path}");
-    let mut request = agent().get(&url);
+    let client = client();
+    let url = format!("{}://{address}{path}", client.scheme);
+    let mut request = client.agent.get(&url);
     if let Some(authorization) = authorization() {
         request = request.header("Authorization", authorization);
     }
@@ -59,8 +127,10 @@ pub fn get(address: SocketAddr, path: &str) -> anyhow::Result<Vec<u8>> {
             .ok()
             .and_then(|error| error["error"].as_str().map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
-        let hint = if status == 401 {
-            " (set STRATA_HTTP_PRINCIPAL and STRATA_HTTP_SECRET)"
+        let hint = if reason.contains("HTTPS only") {
+            " (pass --https, with an operator's certificate in --tls-dir)"
+        } else if status == 401 {
+            " (set STRATA_HTTP_PRINCIPAL and STRATA_HTTP_SECRET, or use --https with an operator's certificate)"
         } else {
             ""
         };

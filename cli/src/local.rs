@@ -127,7 +127,16 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     .collect();
     actix_rt::System::new().block_on(async move {
         let loopback = Ipv4Addr::LOCALHOST.into();
-        let master_tls = TlsMaterial::development(&tls_dir, Role::Master, "master")?;
+        let master_tls = TlsMaterial::development_serving(
+            &tls_dir,
+            Role::Master,
+            "master",
+            &crate::served_names(loopback),
+        )?;
+        let master_https = strata_runtime::http::Https {
+            config: strata_runtime::tls::https_server_config(&master_tls)?,
+            only: false,
+        };
         let (master_node, master_listener) =
             crate::bind_serving_node(NodeConfig::new(SocketAddr::new(loopback, args.port), master_tls))
                 .await?;
@@ -136,6 +145,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         let http = crate::serve_http(
             master_listener,
             strata_runtime::http::Cors::SameOrigin,
+            Some(master_https),
             // A development cluster on loopback: frameworks of the
             // machine's users may call without credentials.
             // So may operator calls that change the cluster.
@@ -176,10 +186,19 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         let mut nodes = vec![master_node];
         for index in 0..args.agents {
             let name = format!("agent-{}", index + 1);
-            let mut tls = TlsMaterial::development(&tls_dir, Role::Agent, &name)?;
+            let mut tls = TlsMaterial::development_serving(
+                &tls_dir,
+                Role::Agent,
+                &name,
+                &crate::served_names(loopback),
+            )?;
             let agent_work_dir = work_dir.join(&name);
             let credentials = strata_agent::ExecutorCredentials::kept_in(&agent_work_dir, &tls)?;
             credentials.trusted_by(&mut tls);
+            let https = strata_runtime::http::Https {
+                config: strata_runtime::tls::https_server_config(&tls)?,
+                only: false,
+            };
             let (node, listener) =
                 crate::bind_serving_node(NodeConfig::new(SocketAddr::new(loopback, 0), tls)).await?;
             let resources = share(detected, args.agents, index, &args.resources);
@@ -209,6 +228,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
             crate::serve_http(
                 listener,
                 crate::agent_cors(master.addr()),
+                Some(https),
                 strata_agent::executor_api::routes(
                     executor_api,
                     strata_agent::executor_api::ExecutorAccess::Unauthenticated,

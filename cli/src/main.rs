@@ -106,6 +106,17 @@ impl TlsSource {
         role: strata_runtime::Role,
         name: &str,
     ) -> anyhow::Result<strata_runtime::TlsMaterial> {
+        self.serving_material(role, name, &[])
+    }
+
+    /// As [`TlsSource::material`], for a node serving HTTPS at `hosts`: a
+    /// development certificate names them.
+    pub fn serving_material(
+        &self,
+        role: strata_runtime::Role,
+        name: &str,
+        hosts: &[String],
+    ) -> anyhow::Result<strata_runtime::TlsMaterial> {
         match &self.tls_dir {
             Some(dir) => {
                 let material = strata_runtime::TlsMaterial::load(dir)?;
@@ -118,28 +129,49 @@ impl TlsSource {
                 }
                 Ok(material)
             }
-            None => Ok(strata_runtime::TlsMaterial::development(
+            None => Ok(strata_runtime::TlsMaterial::development_serving(
                 &self.work_dir.join("tls"),
                 role,
                 name,
+                hosts,
             )?),
         }
     }
 }
 
-/// Serves HTTP `routes` on the TCP port of `addr` (the node's QUIC
-/// address); returns where.
+/// Serves HTTP `routes` on `listener` (the TCP port of the node's QUIC
+/// address), and HTTPS with `https`; returns where.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     cors: strata_runtime::http::Cors,
+    https: Option<strata_runtime::http::Https>,
     routes: impl Fn(&strata_runtime::http::Request) -> strata_runtime::http::Response
     + Send
     + Sync
     + 'static,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let bound = listener.local_addr()?;
-    tokio::spawn(strata_runtime::http::serve(listener, cors, routes));
+    tokio::spawn(strata_runtime::http::serve_with(
+        listener,
+        cors,
+        strata_runtime::http::Limits::default(),
+        https,
+        routes,
+    ));
     Ok(bound)
+}
+
+/// The names a node's development certificate gives for HTTPS clients to
+/// verify: the address it serves on, and `localhost` on loopback.
+pub fn served_names(ip: std::net::IpAddr) -> Vec<String> {
+    let mut names = Vec::new();
+    if !ip.is_unspecified() {
+        names.push(ip.to_string());
+    }
+    if ip.is_loopback() {
+        names.push("localhost".to_owned());
+    }
+    names
 }
 
 /// Binds a node that serves HTTP too: QUIC on UDP and HTTP on TCP, at the
@@ -184,7 +216,8 @@ pub async fn bind_serving_node(
 #[derive(Debug, clap::Args)]
 pub struct HttpAuthArgs {
     /// Serve /state, sandbox files and usage only to principals that
-    /// authenticate (HTTP Basic, or a bearer token: the secret) with
+    /// authenticate: with a framework's or an operator's certificate over
+    /// HTTPS, or with HTTP Basic or a bearer token (the secret) from
     /// --http-credentials; /health and /metrics stay open.
     #[arg(long, env = "STRATA_AUTHENTICATE_HTTP_READONLY")]
     pub authenticate_http_readonly: bool,
@@ -192,6 +225,12 @@ pub struct HttpAuthArgs {
     /// {"credentials": [{"principal": "ops", "secret": "..."}]}.
     #[arg(long, env = "STRATA_HTTP_CREDENTIALS")]
     pub http_credentials: Option<std::path::PathBuf>,
+    /// Refuse plain HTTP: clients must speak HTTPS to the node's port,
+    /// verifying its certificate with the cluster's CA (and may present
+    /// a framework's or an operator's certificate instead of
+    /// credentials). Without it, the port serves both.
+    #[arg(long, env = "STRATA_HTTPS_ONLY")]
+    pub https_only: bool,
 }
 
 impl HttpAuthArgs {
@@ -216,22 +255,35 @@ impl HttpAuthArgs {
         if !self.authenticate_http_readonly {
             return Ok(None);
         }
-        match self.credentials_file()? {
-            Some(credentials) => Ok(Some(credentials)),
-            None => anyhow::bail!(
-                "--authenticate-http-readonly needs --http-credentials FILE naming who may read"
-            ),
-        }
+        // Without a credentials file, only clients with a framework's or
+        // an operator's certificate authenticate.
+        Ok(Some(self.credentials_file()?.unwrap_or_default()))
+    }
+
+    /// HTTPS on the node's port with `material`'s certificate.
+    pub fn https(
+        &self,
+        material: &strata_runtime::TlsMaterial,
+    ) -> anyhow::Result<strata_runtime::http::Https> {
+        Ok(strata_runtime::http::Https {
+            config: strata_runtime::tls::https_server_config(material)?,
+            only: self.https_only,
+        })
     }
 }
 
 /// Who may read an agent's HTTP answers from a page of another origin:
-/// the web UI of its master at `master` (its HTTP shares the port).
+/// the web UI of its master at `master` (its HTTP and HTTPS share the
+/// port).
 pub fn agent_cors(master: std::net::SocketAddr) -> strata_runtime::http::Cors {
-    let mut origins = vec![format!("http://{master}")];
+    let mut hosts = vec![master.to_string()];
     if master.ip().is_loopback() {
-        origins.push(format!("http://localhost:{}", master.port()));
+        hosts.push(format!("localhost:{}", master.port()));
     }
+    let origins = hosts
+        .iter()
+        .flat_map(|host| [format!("http://{host}"), format!("https://{host}")])
+        .collect();
     strata_runtime::http::Cors::Origins(origins)
 }
 

@@ -199,6 +199,7 @@ fn flags(args: &MasterArgs) -> Vec<(String, String)> {
             args.http_auth.authenticate_http_readonly.to_string(),
         ),
         ("http_credentials", path(&args.http_auth.http_credentials)),
+        ("https_only", args.http_auth.https_only.to_string()),
         (
             "authenticate_http_frameworks",
             args.authenticate_http_frameworks.to_string(),
@@ -271,7 +272,12 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
     // Checked before starting, so a damaged registry is this command's
     // error.
     let recovered = strata_master::registry::load(&registry)?;
-    let material = args.tls.material(strata_runtime::Role::Master, "master")?;
+    let material = args.tls.serving_material(
+        strata_runtime::Role::Master,
+        "master",
+        &crate::served_names(args.ip),
+    )?;
+    let https = args.http_auth.https(&material)?;
     let publisher_and_routes = strata_master::state::channel();
     actix_rt::System::new().block_on(async move {
         let (node, listener) = crate::bind_serving_node(NodeConfig::new(
@@ -283,6 +289,7 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
         let http = crate::serve_http(
             listener,
             strata_runtime::http::Cors::SameOrigin,
+            Some(https),
             strata_master::api::routes(
                 api.clone(),
                 framework_access,
@@ -321,7 +328,11 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             "master listening at {pid} (allocation policy {})",
             args.allocation_policy
         );
-        say!("HTTP API at http://{http}/ (state, metrics)");
+        if args.http_auth.https_only {
+            say!("HTTP API at https://{http}/ (state, metrics; HTTPS only)");
+        } else {
+            say!("HTTP API at http://{http}/ (state, metrics; HTTPS on the same port)");
+        }
         say!("authorization: {authorization}");
         if let Some(registry) = recovered {
             say!(

@@ -38,6 +38,11 @@ pub enum TlsCommand {
         /// operator's user.
         #[arg(long)]
         name: String,
+        /// An IP address or DNS name that HTTPS clients reach the node
+        /// by, so they can verify it (repeat for several); masters and
+        /// agents serve HTTPS on their port.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
         /// How many days the certificate is valid.
         #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=3650))]
         days: u64,
@@ -72,15 +77,17 @@ pub fn run(command: TlsCommand) -> anyhow::Result<()> {
             ca_dir,
             role,
             name,
+            hosts,
             days,
             out,
         } => {
             let ca = CertificateAuthority::load(&ca_dir)
                 .with_context(|| format!("cannot read the CA in {}", ca_dir.display()))?;
-            let material = ca.issue_for(
+            let material = ca.issue_serving(
                 role,
                 &name,
                 std::time::Duration::from_secs(days * 24 * 3600),
+                &hosts,
             )?;
             material.save(&out)?;
             println!(

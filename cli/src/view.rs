@@ -28,6 +28,8 @@ pub struct ViewArgs {
     /// Print the rows as JSON, as `/state` has them.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub https: crate::client::HttpsArgs,
 }
 
 fn parse_address(text: &str) -> Result<SocketAddr, String> {
@@ -106,6 +108,7 @@ fn print_json(rows: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 pub fn run(table: Table, args: ViewArgs) -> anyhow::Result<()> {
+    crate::client::configure(&args.https)?;
     let state = master_state(args.master)?;
     let header = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect();
     let mut lines: Vec<Vec<String>> = Vec::new();
@@ -198,6 +201,8 @@ pub struct LogsArgs {
     /// The master's address, HOST:PORT.
     #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050", value_parser = parse_address)]
     pub master: SocketAddr,
+    #[command(flatten)]
+    pub https: crate::client::HttpsArgs,
 }
 
 /// Percent-encodes a query value.
@@ -267,12 +272,13 @@ pub struct KillArgs {
     #[arg(long, default_value_t = 60.0)]
     pub timeout: f64,
     #[command(flatten)]
-    pub tls: crate::TlsSource,
+    pub https: crate::client::HttpsArgs,
 }
 
 /// Asks the master to kill a task and waits until it has ended; prints its
 /// final state.
 pub fn kill(args: KillArgs) -> anyhow::Result<()> {
+    crate::client::configure(&args.https)?;
     let timeout = Duration::try_from_secs_f64(args.timeout).map_err(|_| {
         anyhow::anyhow!(
             "--timeout must be a number of seconds, not {}",
@@ -310,6 +316,7 @@ pub fn kill(args: KillArgs) -> anyhow::Result<()> {
         .parse()
         .context("the master gave a malformed address")?;
     let material = args
+        .https
         .tls
         .material(strata_runtime::Role::Operator, "strata-cli")?;
     let local_ip = crate::ping::local_ip_towards(master.addr())?;
@@ -365,6 +372,7 @@ pub fn kill(args: KillArgs) -> anyhow::Result<()> {
 }
 
 pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
+    crate::client::configure(&args.https)?;
     let (state, task) = task_in_state(args.master, &args.task_id)?;
     let (agent, sandbox) = locate(&state, &task)?;
     let file = format!(

@@ -127,19 +127,9 @@ fn a_command_runs_on_an_agent_daemon() {
 }
 
 fn start_agent(master: &str, work: &str, resources: &str, extra: &[&str]) -> ChildNode {
-    let mut args = vec![
-        "agent",
-        "--master",
-        master,
-        "--port",
-        "0",
-        "--work-dir",
-        work,
-        "--resources",
-        resources,
-    ];
+    let mut args = vec!["--resources", resources];
     args.extend_from_slice(extra);
-    ChildNode::start_daemon(Path::new(STRATA), &args).unwrap()
+    common::start_agent_with(master, work, &args)
 }
 
 #[test]

@@ -35,6 +35,63 @@ impl Api {
         (status, response.body_mut().read_to_string().unwrap())
     }
 
+    /// Launches `command` as task `task_id` on `offer` and follows its
+    /// updates to TASK_FINISHED, acknowledging each; the states seen.
+    fn run_to_finished(
+        &self,
+        stream_id: &str,
+        events: &mut Events,
+        framework_id: &str,
+        offer: &Value,
+        task_id: &str,
+        command: &str,
+    ) -> Vec<String> {
+        let accept = json!({
+            "framework_id": {"value": framework_id},
+            "type": "ACCEPT",
+            "accept": {
+                "offer_ids": [offer["id"]],
+                "operations": [{"type": "LAUNCH", "launch": {"task_infos": [{
+                    "name": task_id, "task_id": {"value": task_id}, "agent_id": offer["agent_id"],
+                    "resources": [
+                        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}},
+                        {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}}
+                    ],
+                    "command": {"value": command}
+                }]}}],
+                "filters": {"refuse_seconds": 1}
+            }
+        });
+        let (status, body) = self.call(Some(stream_id), "application/json", &accept.to_string());
+        assert_eq!(status, 202, "{body}");
+        let mut states = Vec::new();
+        while states.last().map(String::as_str) != Some("TASK_FINISHED") {
+            let update = events.next_of("UPDATE");
+            let status = &update["update"]["status"];
+            assert_eq!(status["task_id"]["value"], task_id, "{update}");
+            states.push(status["state"].as_str().unwrap().to_owned());
+            assert!(
+                !status["state"].as_str().unwrap().ends_with("FAILED"),
+                "{update}"
+            );
+            if let Some(uuid) = status["uuid"].as_str() {
+                let acknowledge = json!({
+                    "framework_id": {"value": framework_id},
+                    "type": "ACKNOWLEDGE",
+                    "acknowledge": {"agent_id": status["agent_id"], "task_id": status["task_id"],
+                                    "uuid": uuid}
+                });
+                let (code, body) = self.call(
+                    Some(stream_id),
+                    "application/json",
+                    &acknowledge.to_string(),
+                );
+                assert_eq!(code, 202, "{body}");
+            }
+        }
+        states
+    }
+
     fn subscribe(&self, framework_info: Value) -> (String, Events) {
         let call = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": framework_info}});
         let response = self
@@ -78,19 +135,7 @@ impl Cluster {
         let master =
             common::start_master_with(&work, "0", &["--allow-unauthenticated-http-frameworks"]);
         let address = master.pid.addr().to_string();
-        let mut args = vec![
-            "agent",
-            "--master",
-            &address,
-            "--port",
-            "0",
-            "--work-dir",
-            &agent_work,
-        ];
-        args.extend_from_slice(agent_flags);
-        let agent =
-            strata_integration::ChildNode::start_daemon(std::path::Path::new(STRATA), &args)
-                .unwrap();
+        let agent = common::start_agent_with(&address, &agent_work, agent_flags);
         let api = Api {
             url: format!("http://{address}/api/v1/scheduler"),
             client: client(),
@@ -196,51 +241,14 @@ fn a_v1_http_framework_runs_a_task_to_finished() {
     let (status, body) = api.call(Some(&stream_id), "application/json", &other);
     assert_eq!(status, 403, "{body}");
 
-    // Launch on the offer.
-    let accept = json!({
-        "framework_id": {"value": framework_id},
-        "type": "ACCEPT",
-        "accept": {
-            "offer_ids": [offer["id"]],
-            "operations": [{"type": "LAUNCH", "launch": {"task_infos": [{
-                "name": "hello", "task_id": {"value": "hello-1"}, "agent_id": offer["agent_id"],
-                "resources": [
-                    {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}},
-                    {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}}
-                ],
-                "command": {"value": "echo hello from a v1 framework"}
-            }]}}],
-            "filters": {"refuse_seconds": 1}
-        }
-    });
-    let (status, body) = api.call(Some(&stream_id), "application/json", &accept.to_string());
-    assert_eq!(status, 202, "{body}");
-
-    let mut states = Vec::new();
-    while states.last().map(String::as_str) != Some("TASK_FINISHED") {
-        let update = events.next_of("UPDATE");
-        let status = &update["update"]["status"];
-        assert_eq!(status["task_id"]["value"], "hello-1", "{update}");
-        states.push(status["state"].as_str().unwrap().to_owned());
-        assert!(
-            !status["state"].as_str().unwrap().ends_with("FAILED"),
-            "{update}"
-        );
-        if let Some(uuid) = status["uuid"].as_str() {
-            let acknowledge = json!({
-                "framework_id": {"value": framework_id},
-                "type": "ACKNOWLEDGE",
-                "acknowledge": {"agent_id": status["agent_id"], "task_id": status["task_id"],
-                                "uuid": uuid}
-            });
-            let (code, body) = api.call(
-                Some(&stream_id),
-                "application/json",
-                &acknowledge.to_string(),
-            );
-            assert_eq!(code, 202, "{body}");
-        }
-    }
+    let states = api.run_to_finished(
+        &stream_id,
+        &mut events,
+        &framework_id,
+        offer,
+        "hello-1",
+        "echo hello from a v1 framework",
+    );
     assert!(states.contains(&"TASK_RUNNING".to_owned()), "{states:?}");
 
     let teardown = json!({"framework_id": {"value": framework_id}, "type": "TEARDOWN"});
@@ -339,6 +347,18 @@ fn a_resubscribed_http_framework_keeps_its_tasks() {
     }
 }
 
+/// ACLs in `dir` under which principal bob may register in no role; their
+/// path.
+fn bob_registers_nowhere(dir: &std::path::Path) -> std::path::PathBuf {
+    let acls = dir.join("acls.json");
+    std::fs::write(
+        &acls,
+        r#"{"register_frameworks": [{"principals": {"values": ["bob"]}, "roles": {"type": "NONE"}}]}"#,
+    )
+    .unwrap();
+    acls
+}
+
 #[test]
 fn http_frameworks_authenticate_and_the_acls_decide() {
     let (dir, work, _) = common::work_dirs("v1-auth");
@@ -349,12 +369,7 @@ fn http_frameworks_authenticate_and_the_acls_decide() {
                             {"principal": "bob", "secret": "b-secret"}]}"#,
     )
     .unwrap();
-    let acls = dir.join("acls.json");
-    std::fs::write(
-        &acls,
-        r#"{"register_frameworks": [{"principals": {"values": ["bob"]}, "roles": {"type": "NONE"}}]}"#,
-    )
-    .unwrap();
+    let acls = bob_registers_nowhere(&dir);
     let master = common::start_master_with(
         &work,
         "0",
@@ -715,4 +730,223 @@ fn a_custom_executor_written_with_pymesos_runs_tasks() {
     let (status, body) = subscribe("stranger");
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("was started by this agent"), "{body}");
+}
+
+/// Runs `strata` with `args`; its output.
+fn strata(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(STRATA)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// An HTTPS client trusting the CA in `ca` (a `strata tls` directory),
+/// presenting the certificate in `identity` when given: as a client in
+/// another language would, from the PEM files.
+fn https_client(ca: &std::path::Path, identity: Option<&std::path::Path>) -> ureq::Agent {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let pem = |path: std::path::PathBuf| std::fs::read(path).unwrap();
+    let root = Certificate::from_pem(&pem(ca.join("ca.pem"))).unwrap();
+    let mut tls = TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .root_certs(RootCerts::new_with_certs(&[root]));
+    if let Some(dir) = identity {
+        let certificate = Certificate::from_pem(&pem(dir.join("node.pem"))).unwrap();
+        let key = PrivateKey::from_pem(&pem(dir.join("node-key.pem"))).unwrap();
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&[certificate], key)));
+    }
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .tls_config(tls.build())
+        .build()
+        .into()
+}
+
+#[test]
+fn http_callers_authenticate_with_client_certificates() {
+    let (dir, work, agent_work) = common::work_dirs("v1-certificates");
+    let path = |name: &str| dir.join(name);
+    let text = |name: &str| path(name).to_str().unwrap().to_owned();
+    // A production CA, a certificate for each node and caller, and a
+    // look-alike framework certificate from a CA the cluster never saw.
+    for ca in ["ca", "other-ca"] {
+        common::succeeded(&strata(&["tls", "ca", "--dir", &text(ca)]));
+    }
+    let issue = |ca: &str, role: &str, name: &str, out: &str| {
+        let mut args = vec![
+            "tls", "cert", "--ca-dir", ca, "--role", role, "--name", name,
+        ];
+        args.extend(["--host", "127.0.0.1", "--out", out]);
+        common::succeeded(&strata(&args));
+    };
+    for (role, name) in [
+        ("master", "master"),
+        ("agent", "agent-1"),
+        ("framework", "alice"),
+        ("framework", "bob"),
+        ("operator", "ops"),
+    ] {
+        issue(&text("ca"), role, name, &text(name));
+    }
+    issue(
+        &text("other-ca"),
+        "framework",
+        "alice",
+        &text("forged-alice"),
+    );
+    let acls = bob_registers_nowhere(&dir);
+    // HTTPS only, /state only for those who authenticate, and no HTTP
+    // credentials at all: certificates are the only way in.
+    let master = common::start_master_with(
+        &work,
+        "0",
+        &[
+            "--tls-dir",
+            &text("master"),
+            "--https-only",
+            "--authenticate-http-readonly",
+            "--acls",
+            acls.to_str().unwrap(),
+        ],
+    );
+    let address = master.pid.addr().to_string();
+    let _agent = common::start_agent_with(
+        &address,
+        &agent_work,
+        &[
+            "--tls-dir",
+            &text("agent-1"),
+            "--https-only",
+            "--authenticate-http-readonly",
+            "--resources",
+            "cpus:2;mem:512",
+        ],
+    );
+    let ca = path("ca");
+    let as_who = |who: Option<&str>| https_client(&ca, who.map(&path).as_deref());
+    let get = |client: &ureq::Agent, url: &str| {
+        let mut response = client.get(url).call().unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    };
+    let state_url = format!("https://{address}/state");
+
+    // Plain HTTP is told to use HTTPS; HTTPS without a certificate reaches
+    // only the public endpoints.
+    let (status, body) = get(&client(), &format!("http://{address}/health"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("HTTPS only"), "{body}");
+    assert_eq!(
+        get(&as_who(None), &format!("https://{address}/health")).0,
+        200
+    );
+    let (status, body) = get(&as_who(None), &state_url);
+    assert_eq!(status, 401, "{body}");
+    // A certificate of another CA fails the handshake; an agent's names no
+    // principal; an operator's reads the state.
+    assert!(as_who(Some("forged-alice")).get(&state_url).call().is_err());
+    let (status, body) = get(&as_who(Some("agent-1")), &state_url);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("names no principal"), "{body}");
+    let (status, body) = get(&as_who(Some("ops")), &state_url);
+    assert_eq!(status, 200, "{body}");
+    let state: strata_api::views::MasterState = serde_json::from_str(&body).unwrap();
+    assert_eq!(state.agents.len(), 1, "{body}");
+
+    // The scheduler API: the certificate's name is the principal, and the
+    // ACLs decide as for any framework.
+    let api_as = |who: &str| Api {
+        url: format!("https://{address}/api/v1/scheduler"),
+        client: as_who(Some(who)),
+    };
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let subscribe = |info: Value| {
+        json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": info}}).to_string()
+    };
+    let (status, body) = api_as("bob").call(
+        None,
+        "application/json",
+        &subscribe(json!({"user": user, "name": "bob's"})),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("may not register"), "{body}");
+    let (status, body) = api_as("alice").call(
+        None,
+        "application/json",
+        &subscribe(json!({"user": user, "name": "claims bob", "principal": "bob"})),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("principal"), "{body}");
+    let (status, body) = api_as("ops").call(
+        None,
+        "application/json",
+        &subscribe(json!({"user": user, "name": "operator's"})),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("framework's certificate"), "{body}");
+
+    let alice = api_as("alice");
+    let (stream_id, mut events) = alice.subscribe(json!({"user": user, "name": "alice's"}));
+    let subscribed = events.next_of("SUBSCRIBED");
+    let framework_id = subscribed["subscribed"]["framework_id"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let offers = events.next_of("OFFERS");
+    let states = alice.run_to_finished(
+        &stream_id,
+        &mut events,
+        &framework_id,
+        &offers["offers"]["offers"][0],
+        "over-https",
+        "echo hello over https",
+    );
+    assert!(states.contains(&"TASK_RUNNING".to_owned()), "{states:?}");
+
+    // The CLI reads the master and the agent over HTTPS with an operator's
+    // certificate; without HTTPS it is told to use it.
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--master", &address, "--https", "--tls-dir"]);
+        let ops = text("ops");
+        all.push(&ops);
+        strata(&all)
+    };
+    let tasks = common::succeeded(&cli(&["tasks"]));
+    assert!(tasks.contains("over-https"), "{tasks}");
+    let logs = common::succeeded(&cli(&["logs", "over-https"]));
+    assert_eq!(logs.trim(), "hello over https");
+    let plain = strata(&["tasks", "--master", &address]);
+    assert!(!plain.status.success());
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("HTTPS only"),
+        "{plain:?}"
+    );
+
+    // Calls that change the cluster need an operator's certificate.
+    let teardown =
+        json!({"type": "TEARDOWN", "teardown": {"framework_id": {"value": framework_id}}})
+            .to_string();
+    let operator_call = |who: &str| {
+        let mut response = as_who(Some(who))
+            .post(&format!("https://{address}/api/v1"))
+            .header("Content-Type", "application/json")
+            .send(&teardown)
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    };
+    let (status, body) = operator_call("alice");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("operator's certificate"), "{body}");
+    let (status, body) = operator_call("ops");
+    assert_eq!(status, 200, "{body}");
+    // The torn-down framework's stream ends.
+    let mut rest = Vec::new();
+    let _ = events.body.read_to_end(&mut rest);
+    let _ = std::fs::remove_dir_all(&dir);
 }

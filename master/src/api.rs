@@ -592,14 +592,24 @@ pub fn routes(
         scheduler(&api, request)
     });
     move |request: &Request| {
+        let certified = request.peer.as_ref().map(|peer| peer.is(Role::Framework));
         if !SCHEDULER_PATHS.contains(&request.path.as_str()) {
             rest(request)
-        } else if open {
+        } else if let (Some(false), Some(peer)) = (certified, &request.peer) {
+            refused(
+                403,
+                &format!(
+                    "the scheduler API takes a framework's certificate; this one is for {peer}"
+                ),
+            )
+        } else if open || certified == Some(true) {
+            // A framework's certificate authenticates its principal
+            // whatever else the master accepts.
             scheduler(request)
         } else {
             refused(
                 403,
-                "the scheduler API is off: start the master with --authenticate-http-frameworks (and --http-credentials) or --allow-unauthenticated-http-frameworks",
+                "the scheduler API needs a framework's certificate over HTTPS, or a master started with --authenticate-http-frameworks (and --http-credentials) or --allow-unauthenticated-http-frameworks",
             )
         }
     }

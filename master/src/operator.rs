@@ -24,6 +24,7 @@ use bytes::Bytes;
 use strata_api::operator::{Call, CallType, Event};
 use strata_protocol::ToMaster;
 use strata_runtime::http::{Request, Response};
+use strata_runtime::tls::Role;
 use tokio::sync::mpsc;
 
 use crate::api::{ApiCall, ApiSender};
@@ -159,17 +160,36 @@ impl OperatorApi {
     /// The principal a call that changes the cluster acts for, or the
     /// refusal.
     fn writer(&self, request: &Request) -> Result<Option<String>, Response> {
+        // A client certificate over HTTPS: an operator's authenticates
+        // the call, whatever else the master accepts; any other is
+        // refused here rather than taken for an operator.
+        if let Some(peer) = &request.peer {
+            if !peer.is(Role::Operator) {
+                return Err(refused(
+                    403,
+                    &format!(
+                        "operator calls that change the cluster need an operator's certificate; this one is for {peer}"
+                    ),
+                ));
+            }
+            let credentials = match &self.writes {
+                WriteAccess::Authenticated(credentials) => Some(&**credentials),
+                WriteAccess::Off | WriteAccess::Unauthenticated => None,
+            };
+            return strata_runtime::http_auth::authenticate(credentials, request)
+                .map_err(|(status, reason)| refused(status, &reason));
+        }
         match &self.writes {
             WriteAccess::Off => Err(refused(
                 403,
-                "operator calls that change the cluster are off: start the master with --http-credentials so that operators can authenticate",
+                "operator calls that change the cluster need an operator's certificate over HTTPS, or credentials when the master has --http-credentials",
             )),
             WriteAccess::Unauthenticated => Ok(request.principal.clone()),
             WriteAccess::Authenticated(credentials) => match credentials.authenticate(request) {
                 Ok(Some(principal)) => Ok(Some(principal)),
                 Ok(None) => Err(refused(
                     401,
-                    "operator calls that change the cluster need credentials (HTTP Basic or a bearer token)",
+                    "operator calls that change the cluster need credentials (HTTP Basic, a bearer token, or an operator's certificate over HTTPS)",
                 )),
                 Err(reason) => Err(refused(401, &reason)),
             },

@@ -89,6 +89,9 @@ pub struct Request {
     pub body: Bytes,
     /// Who sent it, once authenticated (see [`crate::http_auth::guard`]).
     pub principal: Option<String>,
+    /// The client certificate it came with over HTTPS, verified against
+    /// the cluster's CA.
+    pub peer: Option<crate::tls::PeerIdentity>,
 }
 
 /// Which other origins' pages may read a server's answers.
@@ -359,6 +362,7 @@ fn request_from<'a>(
         headers,
         body: Bytes::new(),
         principal: None,
+        peer: None,
     })
 }
 
@@ -399,7 +403,11 @@ where
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
     /// Reads the request's body, runs the handler and builds the answer.
-    async fn answer(self: Arc<Self>, request: hyper::Request<Incoming>) -> hyper::Response<Answer> {
+    async fn answer(
+        self: Arc<Self>,
+        request: hyper::Request<Incoming>,
+        peer: Option<crate::tls::PeerIdentity>,
+    ) -> hyper::Response<Answer> {
         let origin = request
             .headers()
             .get(header::ORIGIN)
@@ -407,7 +415,8 @@ where
             .map(str::to_owned);
         let allow_origin = self.cors.allow(origin.as_deref());
         let response = match self.read(request).await {
-            Ok(request) => {
+            Ok(mut request) => {
+                request.peer = peer;
                 let server = self.clone();
                 tokio::task::spawn_blocking(move || (server.handler)(&request))
                     .await
@@ -531,9 +540,14 @@ fn build(response: Response, allow_origin: Option<String>) -> hyper::Response<An
 }
 
 /// Serves one connection until the client closes it, it idles past the
-/// head timeout or a write waits past the write timeout.
-async fn serve_connection<H>(stream: TcpStream, server: Arc<Server<H>>)
-where
+/// head timeout or a write waits past the write timeout. `peer` is the
+/// client certificate's identity, over HTTPS.
+async fn serve_connection<S, H>(
+    stream: S,
+    server: Arc<Server<H>>,
+    peer: Option<crate::tls::PeerIdentity>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
     let limits = server.limits;
@@ -542,7 +556,8 @@ where
     let io = TokioIo::new(Box::pin(stream));
     let service = hyper::service::service_fn(move |request| {
         let server = server.clone();
-        async move { Ok::<_, Infallible>(server.answer(request).await) }
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(server.answer(request, peer).await) }
     });
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -558,11 +573,12 @@ where
     }
 }
 
-/// Answers a connection beyond the limit 503 and closes it.
-async fn refuse_busy(mut stream: TcpStream) {
-    let body = "{\"error\":\"too many connections; try again\"}\n";
+/// Answers `status` with a JSON error and closes the connection: for
+/// connections refused before HTTP is spoken.
+async fn refuse(mut stream: TcpStream, status: &str, message: &str) {
+    let body = format!("{{\"error\":{}}}\n", serde_json::Value::from(message));
     let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -572,17 +588,93 @@ async fn refuse_busy(mut stream: TcpStream) {
     .await;
 }
 
-/// Serves `handler` on `listener` with the default [`Limits`].
+/// HTTPS on a server's port, beside or instead of plain HTTP.
+#[derive(Clone)]
+pub struct Https {
+    /// The server's TLS configuration: its certificate, and the CA that
+    /// client certificates are verified against (see
+    /// [`crate::tls::https_server_config`]).
+    pub config: Arc<rustls::ServerConfig>,
+    /// Refuse plain HTTP: a client that does not start with a TLS
+    /// handshake is answered 400 saying to use HTTPS.
+    pub only: bool,
+}
+
+impl std::fmt::Debug for Https {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Https").field("only", &self.only).finish()
+    }
+}
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Serves one accepted connection: HTTPS when it starts a TLS handshake
+/// and the server has `https`, plain HTTP otherwise (unless refused).
+async fn accepted<H>(stream: TcpStream, server: Arc<Server<H>>, https: Option<Https>)
+where
+    H: Fn(&Request) -> Response + Send + Sync + 'static,
+{
+    let Some(https) = https else {
+        return serve_connection(stream, server, None).await;
+    };
+    let limits = server.limits;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limits.head_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        // Closed, failed or silent before sending anything.
+        _ => return,
+    }
+    if first[0] != TLS_HANDSHAKE {
+        if https.only {
+            return refuse(
+                stream,
+                "400 Bad Request",
+                "this server speaks HTTPS only: use https:// with the cluster's CA",
+            )
+            .await;
+        }
+        return serve_connection(stream, server, None).await;
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(https.config);
+    let stream = match tokio::time::timeout(limits.head_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            debug!(cause = %error, "https handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!("https handshake did not finish in time");
+            return;
+        }
+    };
+    let peer = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(<[_]>::first)
+        .map(crate::tls::PeerIdentity::from_certificate);
+    serve_connection(stream, server, peer).await
+}
+
+/// Serves `handler` on `listener` with the default [`Limits`], plain HTTP
+/// only.
 pub async fn serve<H>(listener: TcpListener, cors: Cors, handler: H)
 where
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
-    serve_with(listener, cors, Limits::default(), handler).await
+    serve_with(listener, cors, Limits::default(), None, handler).await
 }
 
-/// Serves `handler` on `listener` within `limits`.
-pub async fn serve_with<H>(listener: TcpListener, cors: Cors, limits: Limits, handler: H)
-where
+/// Serves `handler` on `listener` within `limits`; HTTPS too with
+/// `https`.
+pub async fn serve_with<H>(
+    listener: TcpListener,
+    cors: Cors,
+    limits: Limits,
+    https: Option<Https>,
+    handler: H,
+) where
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
     let server = Arc::new(Server {
@@ -600,14 +692,19 @@ where
                     // held back to fill a segment.
                     let _ = stream.set_nodelay(true);
                     let server = server.clone();
+                    let https = https.clone();
                     tokio::spawn(async move {
-                        serve_connection(stream, server).await;
+                        accepted(stream, server, https).await;
                         drop(permit);
                     });
                 }
                 Err(_) => {
                     debug!(%peer, "http connection refused: too many");
-                    tokio::spawn(refuse_busy(stream));
+                    tokio::spawn(refuse(
+                        stream,
+                        "503 Service Unavailable",
+                        "too many connections; try again",
+                    ));
                 }
             },
             Err(error) => {
@@ -702,6 +799,7 @@ mod tests {
             listener,
             cors,
             limits,
+            None,
             move |request: &Request| match (request.method.as_str(), request.path.as_str()) {
                 ("POST", _) => Response::text("text/plain", request.body.len().to_string()),
                 (_, "/big") => Response::text("text/plain", vec![b'x'; big]),
@@ -899,4 +997,100 @@ mod tests {
         }
         drop(unread);
     }
+
+    /// Serves the name of the client certificate a request came with
+    /// (`-` without one), over HTTPS by `server`'s certificate and plain
+    /// HTTP unless `only`.
+    async fn https_server(server: &crate::tls::TlsMaterial, only: bool) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let https = Https {
+            config: crate::tls::https_server_config(server).unwrap(),
+            only,
+        };
+        tokio::spawn(serve_with(
+            listener,
+            Cors::SameOrigin,
+            Limits::default(),
+            Some(https),
+            |request: &Request| {
+                let name = request.peer.as_ref().map_or("-", |peer| peer.name.as_str());
+                Response::text("text/plain", name.to_owned())
+            },
+        ));
+        addr
+    }
+
+    /// A request over TLS trusting `roots`, presenting `identity` if
+    /// given; the answer, or the error that ended the handshake.
+    async fn exchange_tls(
+        addr: SocketAddr,
+        roots: &crate::tls::TlsMaterial,
+        identity: Option<&crate::tls::TlsMaterial>,
+    ) -> std::io::Result<String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut store = rustls::RootCertStore::empty();
+        for root in roots.roots() {
+            store.add(root.clone()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(store);
+        let config = match identity {
+            Some(identity) => builder
+                .with_client_auth_cert(identity.chain().to_vec(), identity.key().clone_key())
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let mut stream = connector.connect(name, tcp).await?;
+        stream
+            .write_all(b"GET /who HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    }
+
+    #[tokio::test]
+    async fn https_and_http_share_a_port_and_client_certificates_name_the_peer() {
+        use crate::tls::{CertificateAuthority, Role};
+        let ca = CertificateAuthority::generate("test CA").unwrap();
+        let hosts = ["127.0.0.1".to_owned()];
+        let master = ca
+            .issue_serving(Role::Master, "master", DAY, &hosts)
+            .unwrap();
+        let alice = ca.issue(Role::Framework, "alice").unwrap();
+        let stranger = CertificateAuthority::generate("another CA")
+            .unwrap()
+            .issue(Role::Framework, "alice")
+            .unwrap();
+
+        let addr = https_server(&master, false).await;
+        let answer = exchange_tls(addr, &master, Some(&alice)).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nalice"), "{answer}");
+        let answer = exchange_tls(addr, &master, None).await.unwrap();
+        assert!(answer.ends_with("\r\n\r\n-"), "{answer}");
+        let plain = exchange(addr, b"GET /who HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        assert!(plain.ends_with("\r\n\r\n-"), "{plain}");
+        // A certificate the cluster's CA did not issue ends the handshake.
+        assert!(exchange_tls(addr, &master, Some(&stranger)).await.is_err());
+        // A certificate that does not name the address fails the client's
+        // verification.
+        let unnamed = https_server(&ca.issue(Role::Master, "master").unwrap(), false).await;
+        assert!(exchange_tls(unnamed, &master, None).await.is_err());
+
+        let only = https_server(&master, true).await;
+        let refused = exchange(only, b"GET /who HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+        assert!(refused.contains("HTTPS only"), "{refused}");
+        let answer = exchange_tls(only, &master, Some(&alice)).await.unwrap();
+        assert!(answer.ends_with("\r\n\r\nalice"), "{answer}");
+    }
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
 }

@@ -1,6 +1,8 @@
 //! Who is asking over HTTP: principals from a Mesos-style credentials
 //! file, presented as HTTP Basic (`principal:secret`) or as a bearer
-//! token (the secret alone).
+//! token (the secret alone), or from a client certificate over HTTPS (a
+//! framework's or an operator's, issued by the cluster's CA; its common
+//! name is the principal, as over QUIC).
 //!
 //! Endpoints that reveal task data (`/state`, sandbox files, usage) are
 //! served only to an authenticated principal when the operator asks for
@@ -19,6 +21,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::http::{Request, Response};
+use crate::tls::Role;
 
 /// Largest credentials file read.
 pub const MAX_CREDENTIALS_BYTES: u64 = 1 << 20;
@@ -151,10 +154,64 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// The roles whose certificates authenticate HTTP callers: their names
+/// are principals (a framework's, an operator's). Other certificates
+/// (a node's, an executor's) name no principal over HTTP.
+pub const PRINCIPAL_ROLES: [Role; 2] = [Role::Framework, Role::Operator];
+
+/// Why a request was refused authentication: the status and the reason.
+pub type Refusal = (u16, String);
+
+/// The principal `request` authenticates as: its client certificate's
+/// name (a framework's or an operator's certificate, verified during the
+/// TLS handshake), else the HTTP credentials it presents when the server
+/// has `credentials`. `Ok(None)` when it presents neither; a refusal
+/// naming what is wrong when what it presents is invalid, when its
+/// credentials name another principal than its certificate, or when its
+/// certificate is one that names no principal and it has no credentials.
+pub fn authenticate(
+    credentials: Option<&HttpCredentials>,
+    request: &Request,
+) -> Result<Option<String>, Refusal> {
+    let from_credentials = || match credentials {
+        Some(credentials) => credentials
+            .authenticate(request)
+            .map_err(|reason| (401, reason)),
+        None => Ok(None),
+    };
+    let Some(peer) = &request.peer else {
+        return from_credentials();
+    };
+    if !PRINCIPAL_ROLES.iter().any(|role| peer.is(*role)) {
+        return match from_credentials()? {
+            Some(principal) => Ok(Some(principal)),
+            None if credentials.is_none() => Ok(None),
+            None => Err((
+                403,
+                format!(
+                    "the client certificate is for {peer}, which names no principal over HTTP; use a framework's or an operator's certificate, or credentials"
+                ),
+            )),
+        };
+    }
+    match from_credentials()? {
+        Some(principal) if principal != peer.name => Err((
+            401,
+            format!(
+                "the client certificate is for principal {:?} but the credentials for {principal:?}",
+                peer.name
+            ),
+        )),
+        _ => Ok(Some(peer.name.clone())),
+    }
+}
+
 /// `handler`, with every path but those in `public` served only to
-/// principals `credentials` authenticates; the principal is in
-/// `request.principal`. Without credentials (`None`), everything is
-/// served, and a request's valid credentials are still ignored.
+/// authenticated principals: those with a framework's or an operator's
+/// client certificate, and those `credentials` authenticate. The
+/// principal is in `request.principal`. Without credentials (`None`),
+/// everything is served, a request's credentials are ignored, and a
+/// client certificate still names the principal.
 pub fn guard<H>(
     credentials: Option<Arc<HttpCredentials>>,
     public: &'static [&'static str],
@@ -164,11 +221,8 @@ where
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
     move |request: &Request| {
-        let Some(credentials) = &credentials else {
-            return handler(request);
-        };
-        let open = public.contains(&request.path.as_str());
-        match credentials.authenticate(request) {
+        let open = credentials.is_none() || public.contains(&request.path.as_str());
+        match authenticate(credentials.as_deref(), request) {
             Ok(Some(principal)) => {
                 let mut request = request.clone();
                 request.principal = Some(principal);
@@ -177,9 +231,10 @@ where
             Ok(None) if open => handler(request),
             Ok(None) => Response::error(
                 401,
-                "this endpoint needs credentials (HTTP Basic or a bearer token)",
+                "this endpoint needs credentials (HTTP Basic, a bearer token, or a client certificate over HTTPS)",
             ),
-            Err(reason) => Response::error(401, &reason),
+            Err((status, reason)) if !open || status != 403 => Response::error(status, &reason),
+            Err(_) => handler(request),
         }
     }
 }
@@ -244,6 +299,77 @@ mod tests {
         assert_eq!((answer.status, &answer.body[..]), (200, &b"ops"[..]));
         let open = guard(None, &[], |_: &Request| Response::text("text/plain", "ok"));
         assert_eq!(open(&request(None, "/state")).status, 200);
+    }
+
+    #[test]
+    fn framework_and_operator_certificates_name_principals() {
+        let credentials = HttpCredentials::parse(
+            br#"{"credentials": [{"principal": "ops", "secret": "s3cret"}]}"#,
+        )
+        .unwrap();
+        let with = |role: Role, name: &str, authorization: Option<&str>, path: &str| Request {
+            peer: Some(crate::tls::PeerIdentity::simulated(Some(role), name)),
+            ..request(authorization, path)
+        };
+        let check = |credentials: Option<&HttpCredentials>, request: &Request| {
+            authenticate(credentials, request)
+        };
+        for role in PRINCIPAL_ROLES {
+            assert_eq!(
+                check(Some(&credentials), &with(role, "alice", None, "/state")),
+                Ok(Some("alice".to_owned()))
+            );
+            assert_eq!(
+                check(None, &with(role, "alice", None, "/state")),
+                Ok(Some("alice".to_owned()))
+            );
+        }
+        // Credentials for the same principal agree; for another they do not.
+        let ops = with(Role::Operator, "ops", Some("Bearer s3cret"), "/state");
+        assert_eq!(check(Some(&credentials), &ops), Ok(Some("ops".to_owned())));
+        let (status, reason) = check(
+            Some(&credentials),
+            &with(Role::Framework, "alice", Some("Bearer s3cret"), "/state"),
+        )
+        .unwrap_err();
+        assert_eq!(status, 401);
+        assert!(
+            reason.contains("\"alice\" but the credentials for \"ops\""),
+            "{reason}"
+        );
+        // A node's certificate names nobody: refused where authentication
+        // is needed, anonymous where it is not, and its credentials count.
+        let agent = with(Role::Agent, "agent-1", None, "/state");
+        let (status, reason) = check(Some(&credentials), &agent).unwrap_err();
+        assert_eq!(status, 403);
+        assert!(reason.contains("agent agent-1"), "{reason}");
+        assert_eq!(check(None, &agent), Ok(None));
+        assert_eq!(
+            check(
+                Some(&credentials),
+                &with(Role::Agent, "agent-1", Some("Bearer s3cret"), "/state")
+            ),
+            Ok(Some("ops".to_owned()))
+        );
+
+        let guarded = guard(
+            Some(Arc::new(credentials)),
+            &["/health"],
+            |request: &Request| {
+                Response::text("text/plain", request.principal.clone().unwrap_or_default())
+            },
+        );
+        let answer = guarded(&with(Role::Framework, "alice", None, "/state"));
+        assert_eq!((answer.status, &answer.body[..]), (200, &b"alice"[..]));
+        assert_eq!(guarded(&agent).status, 403);
+        let public = guarded(&with(Role::Agent, "agent-1", None, "/health"));
+        assert_eq!((public.status, &public.body[..]), (200, &b""[..]));
+        // Without credentials, a certificate still names the principal.
+        let open = guard(None, &[], |request: &Request| {
+            Response::text("text/plain", request.principal.clone().unwrap_or_default())
+        });
+        let answer = open(&with(Role::Operator, "ops", None, "/state"));
+        assert_eq!((answer.status, &answer.body[..]), (200, &b"ops"[..]));
     }
 
     #[test]

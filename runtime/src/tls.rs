@@ -307,7 +307,38 @@ impl TlsMaterial {
     /// start at once on an empty directory: the first CA written wins and
     /// all use it.
     pub fn development(dir: &Path, role: Role, name: &str) -> Result<TlsMaterial, TlsError> {
-        CertificateAuthority::development(dir)?.issue_for(role, name, DEVELOPMENT_VALIDITY)
+        TlsMaterial::development_serving(dir, role, name, &[])
+    }
+
+    /// Development material whose certificate also names `hosts` (the
+    /// addresses the node serves HTTPS on).
+    pub fn development_serving(
+        dir: &Path,
+        role: Role,
+        name: &str,
+        hosts: &[String],
+    ) -> Result<TlsMaterial, TlsError> {
+        CertificateAuthority::development(dir)?.issue_serving(
+            role,
+            name,
+            DEVELOPMENT_VALIDITY,
+            hosts,
+        )
+    }
+
+    /// The CA certificates this material trusts.
+    pub fn roots(&self) -> &[CertificateDer<'static>] {
+        &self.roots
+    }
+
+    /// This node's certificate chain, its own certificate first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// This node's private key.
+    pub fn key(&self) -> &PrivateKeyDer<'static> {
+        &self.key
     }
 
     /// This node's identity, from its own certificate.
@@ -352,11 +383,17 @@ impl TlsMaterial {
             pem_certificates(&self.chain).as_bytes(),
             0o644,
         )?;
-        let key = pem::encode(&pem::Pem::new(
-            "PRIVATE KEY",
-            self.key.secret_der().to_vec(),
-        ));
-        write_file(&dir.join(NODE_KEY_FILE), key.as_bytes(), 0o600)
+        write_file(&dir.join(NODE_KEY_FILE), self.key_pem().as_bytes(), 0o600)
+    }
+
+    /// This node's private key, PEM, labelled with its kind.
+    pub fn key_pem(&self) -> String {
+        let label = match &self.key {
+            PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+            PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+            _ => "PRIVATE KEY",
+        };
+        pem::encode(&pem::Pem::new(label, self.key.secret_der().to_vec()))
     }
 }
 
@@ -491,8 +528,34 @@ impl CertificateAuthority {
         name: &str,
         validity: std::time::Duration,
     ) -> Result<TlsMaterial, TlsError> {
+        self.issue_serving(role, name, validity, &[])
+    }
+
+    /// Issues a node certificate as [`CertificateAuthority::issue_for`]
+    /// that also names `hosts` (IP addresses or DNS names), so that HTTPS
+    /// clients reaching the node by them can verify it.
+    pub fn issue_serving(
+        &self,
+        role: Role,
+        name: &str,
+        validity: std::time::Duration,
+        hosts: &[String],
+    ) -> Result<TlsMaterial, TlsError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
+        let mut names = vec![SERVER_NAME.to_owned()];
+        for host in hosts {
+            if host.parse::<std::net::IpAddr>().is_err()
+                && rustls::pki_types::DnsName::try_from(host.as_str()).is_err()
+            {
+                return Err(TlsError::Config(format!(
+                    "{host:?} is neither an IP address nor a DNS name"
+                )));
+            }
+            if !names.contains(host) {
+                names.push(host.clone());
+            }
+        }
+        let mut params = CertificateParams::new(names)?;
         let mut subject = distinguished_name(name);
         subject.push(DnType::OrganizationalUnitName, role.as_str());
         params.distinguished_name = subject;
@@ -651,6 +714,66 @@ pub struct QuicTimeouts {
     pub keep_alive_interval: std::time::Duration,
 }
 
+/// The rustls server config for HTTPS on a node's HTTP port: the node's
+/// certificate, TLS 1.3, HTTP/1.1 by ALPN, and client certificates
+/// verified against the CAs `material` trusts but not required (clients
+/// may still authenticate with HTTP credentials, or not at all for
+/// public endpoints). A client certificate that fails verification fails
+/// the handshake.
+pub fn https_server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let roots = root_store(material)?;
+    Ok(Arc::new(server_config(
+        material,
+        roots,
+        ClientCertificates::Optional,
+        b"http/1.1".to_vec(),
+    )?))
+}
+
+/// Whether a server demands client certificates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ClientCertificates {
+    Required,
+    Optional,
+}
+
+/// The CAs `material` trusts, as rustls takes them.
+fn root_store(material: &TlsMaterial) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for root in &material.roots {
+        roots
+            .add(root.clone())
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// A TLS 1.3 server config with `material`'s certificate, verifying
+/// client certificates against `roots`, speaking `alpn`.
+fn server_config(
+    material: &TlsMaterial,
+    roots: Arc<rustls::RootCertStore>,
+    clients: ClientCertificates,
+    alpn: Vec<u8>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let config_error = |e: &dyn fmt::Display| TlsError::Config(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+    if clients == ClientCertificates::Optional {
+        verifier = verifier.allow_unauthenticated();
+    }
+    let verifier = verifier.build().map_err(|e| config_error(&e))?;
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| config_error(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(material.chain.clone(), material.key.clone_key())
+        .map_err(|e| config_error(&e))?;
+    server.alpn_protocols = vec![alpn];
+    Ok(server)
+}
+
 /// quinn server and client configs for mutual TLS with `material`,
 /// speaking protocol `version` (in the ALPN). Exposed so benchmarks and
 /// tests can build raw QUIC peers with exactly the node's settings.
@@ -663,26 +786,14 @@ pub fn quic_configs(
     let config_error = |e: &dyn fmt::Display| TlsError::Config(e.to_string());
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for root in &material.roots {
-        roots.add(root.clone()).map_err(|e| config_error(&e))?;
-    }
-    let roots = Arc::new(roots);
+    let roots = root_store(material)?;
     let alpn = crate::codec::alpn(version);
-
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+    let server = server_config(
+        material,
         roots.clone(),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| config_error(&e))?;
-    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| config_error(&e))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(material.chain.clone(), material.key.clone_key())
-        .map_err(|e| config_error(&e))?;
-    server.alpn_protocols = vec![alpn.clone()];
+        ClientCertificates::Required,
+        alpn.clone(),
+    )?;
 
     let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -725,6 +836,20 @@ mod tests {
         assert_eq!(material.identity().name, "agent-7");
         assert_eq!(material.identity().role, Some(Role::Agent));
         assert_eq!(material.identity().fingerprint.len(), 64);
+        // Hosts for HTTPS clients are addresses or DNS names, nothing else.
+        let day = std::time::Duration::from_secs(24 * 3600);
+        let hosts = ["10.0.0.7".to_owned(), "node-7.example".to_owned()];
+        assert!(
+            ca.issue_serving(Role::Agent, "agent-7", day, &hosts)
+                .is_ok()
+        );
+        let error = ca
+            .issue_serving(Role::Agent, "agent-7", day, &["not a host!".to_owned()])
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("neither an IP address"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -184,6 +184,26 @@ pub fn start_master_with(work: &str, port: &str, extra: &[&str]) -> strata_integ
     .unwrap()
 }
 
+/// A `strata agent` daemon of the master at `master` (HOST:PORT) on a free
+/// port in `work`, with more flags.
+pub fn start_agent_with(master: &str, work: &str, extra: &[&str]) -> strata_integration::ChildNode {
+    let mut args = vec![
+        "agent",
+        "--master",
+        master,
+        "--port",
+        "0",
+        "--work-dir",
+        work,
+    ];
+    args.extend_from_slice(extra);
+    strata_integration::ChildNode::start_daemon(
+        std::path::Path::new(env!("CARGO_BIN_EXE_strata")),
+        &args,
+    )
+    .unwrap()
+}
+
 /// A work directory of its own for agent `name` under `work_dir` (an
 /// agent holds its work directory), sharing the development CA in
 /// `work_dir/tls` through a symbolic link.
