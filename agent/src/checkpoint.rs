@@ -68,11 +68,13 @@ pub struct TaskCheckpoint {
     pub run: Option<RunCheckpoint>,
 }
 
-/// A task's process: its group (the pid of its leader) and the leader's
-/// start time in clock ticks since boot, so a recycled pid is not taken
-/// for it.
+/// A task's container (see [`crate::containerizer`]): its id, its process
+/// group (the pid of its leader) and the leader's start time in clock
+/// ticks since boot, so a recycled pid is not taken for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunCheckpoint {
+    #[serde(default)]
+    pub container: crate::containerizer::ContainerId,
     pub group: i32,
     pub start_ticks: u64,
     pub sandbox: PathBuf,
@@ -80,10 +82,6 @@ pub struct RunCheckpoint {
     /// which then reports its end to a restarted agent.
     #[serde(default)]
     pub launched: bool,
-    /// Whether it runs on a simulated machine
-    /// ([`crate::sim_host::SimHost`]) rather than as a process.
-    #[serde(default)]
-    pub simulated: bool,
 }
 
 /// A custom executor of a checkpointing framework: its process group
@@ -98,6 +96,24 @@ pub struct ExecutorCheckpoint {
     /// Whether the task launcher started it (see [`crate::launcher`]).
     #[serde(default)]
     pub launched: bool,
+    /// Its container (see [`crate::containerizer`]).
+    #[serde(default)]
+    pub container: crate::containerizer::ContainerId,
+    #[serde(default)]
+    pub sandbox: PathBuf,
+}
+
+impl ExecutorCheckpoint {
+    /// Its container, as a task's is recorded.
+    pub fn run(&self) -> RunCheckpoint {
+        RunCheckpoint {
+            container: self.container.clone(),
+            group: self.group,
+            start_ticks: self.start_ticks,
+            sandbox: self.sandbox.clone(),
+            launched: self.launched,
+        }
+    }
 }
 
 /// Why a checkpoint could not be written or read.

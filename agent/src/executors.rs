@@ -18,7 +18,6 @@
 //! with EXECUTOR_TERMINATED.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use rustix::process::Signal;
 use strata_protocol::{
@@ -28,18 +27,21 @@ use strata_protocol::{
 use strata_runtime::{ProcessContext, Upid};
 use tracing::{debug, warn};
 
+use crate::checkpoint::RunCheckpoint;
 use crate::command_executor;
+use crate::containerizer::{ContainerId, Launch, Recovery};
+use crate::process::Agent;
 
 /// How long an executor of a checkpointing framework waits for a
 /// restarted agent (Mesos's `--recovery_timeout`).
 pub(crate) const EXECUTOR_RECOVERY_TIMEOUT: std::time::Duration =
     std::time::Duration::from_secs(15 * 60);
-use crate::process::{Agent, Runner};
 
 /// An executor this agent started.
 #[derive(Debug)]
 pub(crate) struct ExecutorRun {
-    group: i32,
+    /// Its container, as checkpointed.
+    run: RunCheckpoint,
     /// Set once it registered.
     pid: Option<Upid>,
     /// Tasks waiting for it to register.
@@ -47,10 +49,6 @@ pub(crate) struct ExecutorRun {
     /// Its tasks that are not terminal (queued ones included).
     tasks: BTreeSet<TaskId>,
     registration_timed_out: bool,
-    /// When its group leader started, to tell it from a recycled pid.
-    start_ticks: u64,
-    /// Whether the task launcher started it (and reports its end).
-    launched: bool,
     /// What it was started from (unknown for one an earlier life of the
     /// agent started).
     info: Option<ExecutorInfo>,
@@ -68,17 +66,19 @@ impl ExecutorRun {
     }
 
     /// An executor process that has not registered (yet, or again).
-    fn unregistered(group: i32, start_ticks: u64, launched: bool) -> ExecutorRun {
+    fn unregistered(run: RunCheckpoint) -> ExecutorRun {
         ExecutorRun {
-            group,
+            run,
             pid: None,
             queued: Vec::new(),
             tasks: BTreeSet::new(),
             registration_timed_out: false,
-            start_ticks,
-            launched,
             info: None,
         }
+    }
+
+    fn container(&self) -> &ContainerId {
+        &self.run.container
     }
 }
 
@@ -90,14 +90,13 @@ impl Agent {
     pub(crate) fn run_on_executor(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
-        work_dir: &Path,
         framework_id: &FrameworkId,
         task: TaskInfo,
         executor: &ExecutorInfo,
     ) {
         let key = (framework_id.clone(), executor.executor_id.clone());
         if !self.executors().contains_key(&key)
-            && let Err(reason) = self.start_executor(ctx, work_dir, framework_id, executor)
+            && let Err(reason) = self.start_executor(ctx, framework_id, executor)
         {
             self.report_with(
                 ctx,
@@ -122,7 +121,6 @@ impl Agent {
     fn start_executor(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
-        work_dir: &Path,
         framework_id: &FrameworkId,
         executor: &ExecutorInfo,
     ) -> Result<(), String> {
@@ -135,13 +133,12 @@ impl Agent {
             .executor_credentials
             .clone()
             .ok_or("this agent has no credentials to give executors")?;
-        let run = format!("{:016x}", self.next_random());
-        let sandbox = command_executor::sandbox_path(
-            work_dir,
+        let container = self.new_container_id();
+        let sandbox = self.sandbox(
             &agent_id,
             framework_id,
             executor.executor_id.as_str(),
-            &run,
+            &container,
         );
         let tls_dir = sandbox.join(crate::http::CREDENTIALS_DIR);
         credentials
@@ -162,10 +159,7 @@ impl Agent {
         // library against the v1 executor API (on the agent's HTTP
         // port, the same as its node's). MESOS_CHECKPOINT is only set
         // when it is true: libraries read any value as true.
-        let grace = match &self.config().runner {
-            Runner::Processes { kill_grace, .. } => *kill_grace,
-            Runner::InProcess | Runner::Simulated { .. } => std::time::Duration::ZERO,
-        };
+        let grace = self.config().runner.kill_grace();
         let sandbox_text = sandbox.display().to_string();
         environment.extend([
             (
@@ -193,30 +187,40 @@ impl Agent {
                 EXECUTOR_RECOVERY_TIMEOUT.as_secs().to_string(),
             );
         }
-        let launcher = self.launcher(work_dir);
-        let parent =
-            command_executor::Parent::of(launcher.as_ref(), !self.checkpointing(framework_id));
         let run_as = self.run_as(framework_id, &executor.command)?;
-        let started = command_executor::start(
-            &sandbox,
-            &executor.command,
-            &environment,
-            parent,
-            run_as.as_ref(),
+        let outlives_agent = self.checkpointing(framework_id);
+        let launched = self.containerizer.launch(
+            &container,
+            Launch {
+                sandbox,
+                command: executor.command.clone(),
+                environment,
+                run_as,
+                outlives_agent,
+                labels: BTreeMap::new(),
+            },
         )?;
         let key = (framework_id.clone(), executor.executor_id.clone());
-        let group = started.group;
-        let start_ticks = command_executor::start_ticks(group).unwrap_or(0);
-        let mut run = ExecutorRun::unregistered(group, start_ticks, launcher.is_some());
+        let mut run = ExecutorRun::unregistered(launched.run);
         run.info = Some(executor.clone());
         self.executors_mut().insert(key.clone(), run);
         self.checkpoint_executor(&key);
-        let exit_key = key.clone();
-        ctx.spawn_future(started.ending, move |agent, ctx, status| {
-            agent.executor_exited(ctx, exit_key, group, status)
-        });
-        self.expect_registration(ctx, key, group);
+        self.wait_for_executor(ctx, key.clone(), container.clone(), launched.ending);
+        self.expect_registration(ctx, key, container);
         Ok(())
+    }
+
+    /// Ends executor `key`'s run in `container` when it ends.
+    fn wait_for_executor(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        key: (FrameworkId, ExecutorId),
+        container: ContainerId,
+        ending: command_executor::Ending,
+    ) {
+        ctx.spawn_future(ending, move |agent, ctx, status| {
+            agent.executor_exited(ctx, key, container, status)
+        });
     }
 
     /// Kills an executor that does not register in time.
@@ -224,24 +228,17 @@ impl Agent {
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
         key: (FrameworkId, ExecutorId),
-        group: i32,
+        container: ContainerId,
     ) {
         let timeout = self.config().executor_registration_timeout;
         ctx.run_later(timeout, move |agent, _| {
             if let Some(run) = agent.executors_mut().get_mut(&key)
                 && run.pid.is_none()
-                && run.group == group
+                && run.container() == &container
             {
                 warn!(executor_id = %key.1, "executor did not register in time; killing it");
                 run.registration_timed_out = true;
-                let (start_ticks, launched) = (run.start_ticks, run.launched);
-                command_executor::signal_process(
-                    agent.launcher.as_ref(),
-                    group,
-                    start_ticks,
-                    launched,
-                    Signal::KILL,
-                );
+                agent.containerizer.signal(&container, Signal::KILL);
             }
         });
     }
@@ -252,46 +249,31 @@ impl Agent {
     pub(crate) fn adopt_executor(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
-        work_dir: &Path,
         framework_id: &FrameworkId,
         checkpoint: &crate::checkpoint::ExecutorCheckpoint,
     ) -> bool {
-        let group = checkpoint.group;
-        // The launcher that started it runs it still, or holds its end.
-        let launcher = checkpoint
-            .launched
-            .then(|| self.launcher(work_dir))
-            .flatten()
-            .filter(|launcher| launcher.knows(group));
-        if let Some(launcher) = &launcher
-            && launcher.take_end(group).is_some()
-        {
+        let run = checkpoint.run();
+        let ending = match self.containerizer.recover(&run) {
+            Recovery::Running(ending) => ending,
             // Ended while the agent was down: its tasks are reported so.
-            launcher.forget(group);
-            return false;
-        }
-        let running = command_executor::still_running(group, checkpoint.start_ticks);
-        let Some(pid) = checkpoint.pid.clone().filter(|_| running) else {
+            Recovery::Ended(_) => {
+                self.containerizer.forget(&run.container);
+                return false;
+            }
+            Recovery::Gone => return false,
+        };
+        let Some(pid) = checkpoint.pid.clone() else {
+            // It never registered, so nothing can reach it: stopped.
+            self.containerizer.forget(&run.container);
             return false;
         };
         let key = (framework_id.clone(), checkpoint.executor_id.clone());
-        let run = ExecutorRun::unregistered(group, checkpoint.start_ticks, launcher.is_some());
-        self.executors_mut().insert(key.clone(), run);
+        let container = run.container.clone();
+        self.executors_mut()
+            .insert(key.clone(), ExecutorRun::unregistered(run));
         self.tell_executor(ctx, &pid, ToExecutor::Reconnect);
-        let exit_key = key.clone();
-        let ending: command_executor::Ending = match launcher {
-            Some(launcher) => Box::pin(launcher.end_of(group)),
-            None => Box::pin(async move {
-                command_executor::wait_for_exit(group).await?;
-                Err(std::io::Error::other(
-                    "it was started by an earlier life of this agent",
-                ))
-            }),
-        };
-        ctx.spawn_future(ending, move |agent, ctx, status| {
-            agent.executor_exited(ctx, exit_key, group, status)
-        });
-        self.expect_registration(ctx, key, group);
+        self.wait_for_executor(ctx, key.clone(), container.clone(), ending);
+        self.expect_registration(ctx, key, container);
         true
     }
 
@@ -329,10 +311,12 @@ impl Agent {
         let checkpoint = crate::checkpoint::ExecutorCheckpoint {
             version: crate::checkpoint::FORMAT_VERSION,
             executor_id: key.1.clone(),
-            group: run.group,
-            start_ticks: run.start_ticks,
+            group: run.run.group,
+            start_ticks: run.run.start_ticks,
             pid: run.pid.clone(),
-            launched: run.launched,
+            launched: run.run.launched,
+            container: run.run.container.clone(),
+            sandbox: run.run.sandbox.clone(),
         };
         let path = crate::checkpoint::executor_path(work_dir, agent_id, &key.0, &key.1);
         if let Err(error) = crate::checkpoint::save(&path, &checkpoint) {
@@ -489,36 +473,27 @@ impl Agent {
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
         key: (FrameworkId, ExecutorId),
-        group: i32,
+        container: ContainerId,
         status: std::io::Result<std::process::ExitStatus>,
     ) {
         let ours = self
             .executors()
             .get(&key)
-            .is_some_and(|run| run.group == group);
+            .is_some_and(|run| run.container() == &container);
         if !ours {
             // Shut down already (its tasks were reported then), or
             // replaced by a newer run of the same executor: what is left
             // of this one is its checkpoint, unless a newer run has one,
-            // and the launcher's record of its end.
+            // and its container.
             if !self.executors().contains_key(&key) {
                 self.forget_executor_checkpoint(&key);
             }
-            if let Some(launcher) = self.launcher.clone()
-                && launcher.knows(group)
-            {
-                launcher.forget(group);
-            }
+            self.containerizer.forget(&container);
             return;
         }
         let Some(run) = self.executors_mut().remove(&key) else {
             return;
         };
-        // Its parent killed what was left of its group before reaping it;
-        // one whose end is unknown (its launcher was lost) may still run.
-        if status.is_err() {
-            command_executor::signal_process(None, group, run.start_ticks, false, Signal::KILL);
-        }
         self.forget_executor_checkpoint(&key);
         self.report_executor_exited(ctx, key.0.clone(), key.1.clone());
         let (reason, message) = if run.registration_timed_out {
@@ -534,8 +509,7 @@ impl Agent {
             )
         };
         debug!(executor_id = %key.1, tasks = run.tasks.len(), "executor ended");
-        // The launcher forgets the end once the updates are recorded.
-        let launched = run.launched;
+        // The container is forgotten once the updates are recorded.
         for task_id in run.tasks {
             self.report_with(
                 ctx,
@@ -546,9 +520,7 @@ impl Agent {
                 &message,
             );
         }
-        if launched && let Some(launcher) = self.launcher.clone() {
-            launcher.forget(group);
-        }
+        self.containerizer.forget(&container);
     }
 
     /// Kills a task an executor runs; false if no executor runs it.
@@ -622,10 +594,7 @@ impl Agent {
         framework_id: &FrameworkId,
         only: Option<&ExecutorId>,
     ) {
-        let grace = match &self.config().runner {
-            Runner::Processes { kill_grace, .. } => *kill_grace,
-            Runner::InProcess | Runner::Simulated { .. } => std::time::Duration::ZERO,
-        };
+        let grace = self.config().runner.kill_grace();
         let keys: Vec<_> = self
             .executors()
             .keys()
@@ -642,34 +611,18 @@ impl Agent {
                 self.tell_executor(ctx, pid, ToExecutor::Shutdown);
             }
             self.report_executor_exited(ctx, key.0.clone(), key.1.clone());
-            let (group, start_ticks, launched) = (run.group, run.start_ticks, run.launched);
+            let container = run.container().clone();
             ctx.run_later(grace, move |agent, _| {
-                command_executor::signal_process(
-                    agent.launcher.as_ref(),
-                    group,
-                    start_ticks,
-                    launched,
-                    Signal::KILL,
-                )
+                agent.containerizer.signal(&container, Signal::KILL)
             });
         }
     }
 
-    /// The process groups of all executors and their frameworks (with
-    /// their leaders' start times and whether the launcher started them),
-    /// for a stopping agent.
-    pub(crate) fn executor_groups(&self) -> Vec<(FrameworkId, i32, u64, bool)> {
+    /// The containers of all executors, with their frameworks.
+    pub(crate) fn executor_containers(&self) -> impl Iterator<Item = (&FrameworkId, &ContainerId)> {
         self.executors()
             .iter()
-            .map(|((framework_id, _), run)| {
-                (
-                    framework_id.clone(),
-                    run.group,
-                    run.start_ticks,
-                    run.launched,
-                )
-            })
-            .collect()
+            .map(|((framework_id, _), run)| (framework_id, run.container()))
     }
 
     /// An executor's process went away (its link broke): kill what is
@@ -679,16 +632,10 @@ impl Agent {
             .executors()
             .values()
             .find(|run| run.pid.as_ref().is_some_and(|known| known.same_name(pid)))
-            .map(|run| (run.group, run.start_ticks, run.launched));
+            .map(|run| run.container().clone());
         match lost {
-            Some((group, start_ticks, launched)) => {
-                command_executor::signal_process(
-                    self.launcher.as_ref(),
-                    group,
-                    start_ticks,
-                    launched,
-                    Signal::KILL,
-                );
+            Some(container) => {
+                self.containerizer.signal(&container, Signal::KILL);
                 true
             }
             None => false,

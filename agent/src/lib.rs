@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod command_executor;
+pub mod containerizer;
 pub mod credentials;
 pub mod detection;
 pub mod executor_api;
@@ -13,7 +14,6 @@ pub mod launcher;
 pub mod process;
 pub mod recovery;
 pub mod resources;
-pub mod sim_host;
 pub mod status_updates;
 pub mod usage;
 pub mod users;

@@ -8,12 +8,10 @@
 //! status update streams, resending until acknowledged. It obeys only its
 //! master: messages from anyone else are dropped.
 //!
-//! Tasks run as real OS processes through the command executor
-//! ([`Runner::Processes`]), or, in tests and simulation, in the in-process
-//! [`TestExecutor`] ([`Runner::InProcess`]): there a task runs for the
-//! time its `strata.test/run-ms` label gives (forever without one) and
-//! ends FINISHED, or FAILED if its `strata.test/outcome` label says
-//! `failed`.
+//! Tasks and custom executors run in containers (see
+//! [`crate::containerizer`]): process groups on this machine
+//! ([`Runner::Processes`]), or those of another containerizer in tests
+//! and simulation ([`Runner::Containers`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,20 +24,16 @@ use strata_protocol::{
     TaskKind, TaskState, TaskStatus, ToAgent, ToMaster, UpdateId,
 };
 use strata_runtime::random::SplitMix;
-use strata_runtime::{Process, ProcessContext, TimerId, Upid};
+use strata_runtime::{Process, ProcessContext, Upid};
 use tracing::{debug, error, info, warn};
 
+use crate::checkpoint::RunCheckpoint;
 use crate::command_executor;
+use crate::containerizer::{ContainerId, Containerizer, Containerizers, Launch};
 use crate::status_updates::{Forward, StatusUpdates};
 
 /// The agent's process id.
 pub const AGENT_ID: &str = "agent";
-
-/// Label: how long a test task runs, in milliseconds.
-pub const RUN_MS_LABEL: &str = "strata.test/run-ms";
-
-/// Label: `failed` makes a test task end FAILED instead of FINISHED.
-pub const OUTCOME_LABEL: &str = "strata.test/outcome";
 
 /// Longest wait between registration attempts.
 const MAX_REGISTRATION_BACKOFF: Duration = Duration::from_secs(60);
@@ -127,68 +121,62 @@ pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 /// How tasks run.
 #[derive(Debug, Clone)]
 pub enum Runner {
-    /// As OS processes, in sandboxes under `work_dir`.
+    /// As process groups on this machine
+    /// ([`crate::containerizer::ProcessContainerizer`]), with sandboxes
+    /// and checkpoints under `work_dir`.
     Processes {
         work_dir: PathBuf,
         kill_grace: Duration,
     },
-    /// Inside the agent, for tests.
-    InProcess,
-    /// On a simulated machine that outlives the agent, with checkpoints
-    /// in `work_dir` (a simulated disk): the failure simulation's agents,
-    /// which a crash and restart on the same host and disk recover.
-    Simulated {
-        work_dir: PathBuf,
-        host: crate::sim_host::SimHost,
+    /// In the containers of another containerizer (tests, the failure
+    /// simulation), with checkpoints in `work_dir` when given, and no
+    /// kill grace.
+    Containers {
+        containerizers: Containerizers,
+        work_dir: Option<PathBuf>,
     },
 }
 
-/// A task process the agent started.
-#[derive(Debug, Clone)]
-pub(crate) struct TaskProcess {
-    pub(crate) group: i32,
-    pub(crate) kill_requested: bool,
-    /// Why the agent killed it for exceeding a limit, if it did.
-    pub(crate) limit_exceeded: Option<String>,
-    /// Whether the task launcher started it (and reports its end).
-    pub(crate) launched: bool,
-    /// When the group's leader started, to tell it from a recycled pid.
-    pub(crate) start_ticks: u64,
-    pub(crate) sandbox: PathBuf,
-}
-
-impl TaskProcess {
-    /// Signals its process group, never once its leader was reaped (see
-    /// [`command_executor::signal_process`]).
-    pub(crate) fn signal(&self, launcher: Option<&crate::launcher::Launcher>, signal: Signal) {
-        command_executor::signal_process(
-            launcher,
-            self.group,
-            self.start_ticks,
-            self.launched,
-            signal,
-        );
+impl Runner {
+    /// Where sandboxes and checkpoints are.
+    pub fn work_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            Runner::Processes { work_dir, .. } => Some(work_dir),
+            Runner::Containers { work_dir, .. } => work_dir.as_deref(),
+        }
     }
 
-    /// A process an earlier life of this agent started.
-    pub(crate) fn recovered(run: &crate::checkpoint::RunCheckpoint, launched: bool) -> TaskProcess {
-        TaskProcess {
-            group: run.group,
-            kill_requested: false,
-            limit_exceeded: None,
-            launched,
-            start_ticks: run.start_ticks,
-            sandbox: run.sandbox.clone(),
+    /// Between asking a task to stop and killing it.
+    pub fn kill_grace(&self) -> Duration {
+        match self {
+            Runner::Processes { kill_grace, .. } => *kill_grace,
+            Runner::Containers { .. } => Duration::ZERO,
         }
     }
 }
 
-/// Runs tasks inside the agent process, for tests and simulation.
-#[derive(Debug, Default)]
-pub struct TestExecutor {
-    pub(crate) timers: BTreeMap<(FrameworkId, TaskId), TimerId>,
-    /// Tasks running on the simulated machine ([`Runner::Simulated`]).
-    pub(crate) hosted: std::collections::BTreeSet<(FrameworkId, TaskId)>,
+/// A task's container.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskProcess {
+    /// What is checkpointed of it (its container id among it).
+    pub(crate) run: RunCheckpoint,
+    pub(crate) kill_requested: bool,
+    /// Why the agent killed it for exceeding a limit, if it did.
+    pub(crate) limit_exceeded: Option<String>,
+}
+
+impl TaskProcess {
+    pub(crate) fn new(run: RunCheckpoint) -> TaskProcess {
+        TaskProcess {
+            run,
+            kill_requested: false,
+            limit_exceeded: None,
+        }
+    }
+
+    pub(crate) fn container(&self) -> &ContainerId {
+        &self.run.container
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,7 +198,8 @@ pub struct Agent {
     /// are reported on re-registration so the master waits for them.
     pub(crate) finished: BTreeMap<(FrameworkId, TaskId), Task>,
     pub(crate) updates: StatusUpdates,
-    pub(crate) executor: TestExecutor,
+    /// Where tasks and executors run.
+    pub(crate) containerizer: Box<dyn Containerizer>,
     pub(crate) processes: BTreeMap<(FrameworkId, TaskId), TaskProcess>,
     /// Resources of the tasks that are not terminal.
     pub(crate) allocated: strata_protocol::Resources,
@@ -227,8 +216,6 @@ pub struct Agent {
     pub(crate) publisher: Option<crate::http::Publisher>,
     pub(crate) pid: String,
     pub(crate) last_ping: Instant,
-    /// The task launcher, once connected.
-    pub(crate) launcher: Option<crate::launcher::Launcher>,
     /// Calls from the v1 executor API, when the agent serves it.
     pub(crate) executor_api: Option<crate::executor_api::ExecutorApiReceiver>,
     /// The streams of HTTP executors.
@@ -253,6 +240,15 @@ impl Agent {
             config.status_update_retry,
             crate::status_updates::LAST_RETRY,
         );
+        let containerizer: Box<dyn Containerizer> = match &config.runner {
+            Runner::Processes { work_dir, .. } => {
+                Box::new(crate::containerizer::ProcessContainerizer::new(
+                    work_dir,
+                    config.task_launcher.clone(),
+                ))
+            }
+            Runner::Containers { containerizers, .. } => containerizers.make(),
+        };
         Agent {
             config,
             agent_id: None,
@@ -261,7 +257,7 @@ impl Agent {
             tasks: BTreeMap::new(),
             finished: BTreeMap::new(),
             updates,
-            executor: TestExecutor::default(),
+            containerizer,
             processes: BTreeMap::new(),
             allocated: strata_protocol::Resources::new(),
             usage: BTreeMap::new(),
@@ -272,7 +268,6 @@ impl Agent {
             publisher: None,
             pid: String::new(),
             last_ping: now(),
-            launcher: None,
             executor_api: None,
             http_executors: Default::default(),
         }
@@ -306,7 +301,11 @@ impl Agent {
     /// one.
     fn relative_sandbox(&self, key: &(FrameworkId, TaskId)) -> Option<String> {
         let process = self.processes.get(key)?;
-        let relative = process.sandbox.strip_prefix(self.sandbox_root()?).ok()?;
+        let relative = process
+            .run
+            .sandbox
+            .strip_prefix(self.sandbox_root()?)
+            .ok()?;
         relative.to_str().map(str::to_owned)
     }
 
@@ -378,10 +377,6 @@ impl Agent {
         &mut self.executors
     }
 
-    pub(crate) fn next_random(&mut self) -> u64 {
-        self.random.next_u64()
-    }
-
     /// Total, allocated and free resources.
     pub fn resources(&self) -> ResourceAccount {
         ResourceAccount {
@@ -402,15 +397,10 @@ impl Agent {
 
     /// Samples the task processes; kills any over its memory.
     fn sample_usage(&mut self) {
-        let groups = self
-            .processes
-            .values()
-            .map(|process| process.group)
-            .collect();
-        let sampled = crate::usage::sample(&groups);
+        let sampled = self.containerizer.usage();
         self.usage.clear();
         for (key, process) in &mut self.processes {
-            let Some(usage) = sampled.get(&process.group) else {
+            let Some(usage) = sampled.get(process.container()) else {
                 continue;
             };
             self.usage.insert(key.clone(), *usage);
@@ -425,7 +415,8 @@ impl Agent {
                     "memory limit exceeded: {} MB used of {mem_mb} MB",
                     usage.rss_bytes / (1024 * 1024)
                 ));
-                process.signal(self.launcher.as_ref(), Signal::KILL);
+                self.containerizer
+                    .signal(&process.run.container, Signal::KILL);
             }
         }
     }
@@ -524,13 +515,7 @@ impl Agent {
 
     /// The work directory and agent id, when this agent keeps checkpoints.
     pub(crate) fn checkpoint_root(&self) -> Option<(&std::path::Path, &AgentId)> {
-        match (&self.config.runner, &self.agent_id) {
-            (
-                Runner::Processes { work_dir, .. } | Runner::Simulated { work_dir, .. },
-                Some(agent_id),
-            ) => Some((work_dir, agent_id)),
-            _ => None,
-        }
+        Some((self.config.runner.work_dir()?, self.agent_id.as_ref()?))
     }
 
     /// Records which agent this work directory belongs to, and its info.
@@ -609,27 +594,7 @@ impl Agent {
         let written = match self.tasks.get(&key).or_else(|| self.finished.get(&key)) {
             None => crate::checkpoint::remove_task_file(&path),
             Some(task) => {
-                let run = self
-                    .processes
-                    .get(&key)
-                    .map(|process| crate::checkpoint::RunCheckpoint {
-                        group: process.group,
-                        start_ticks: process.start_ticks,
-                        sandbox: process.sandbox.clone(),
-                        launched: process.launched,
-                        simulated: false,
-                    })
-                    .or_else(|| {
-                        self.executor.hosted.contains(&key).then(|| {
-                            crate::checkpoint::RunCheckpoint {
-                                group: 0,
-                                start_ticks: 0,
-                                sandbox: PathBuf::new(),
-                                launched: false,
-                                simulated: true,
-                            }
-                        })
-                    });
+                let run = self.processes.get(&key).map(|process| process.run.clone());
                 let checkpoint = crate::checkpoint::TaskCheckpoint {
                     version: crate::checkpoint::FORMAT_VERSION,
                     task: task.clone(),
@@ -654,25 +619,6 @@ impl Agent {
         {
             warn!(dir = %dir.display(), cause = %error, "cannot remove a framework's checkpoints");
         }
-    }
-
-    /// The task launcher, connected (and started) on first use; `None`
-    /// without one, or when it cannot be reached (logged: tasks then run
-    /// as the agent's children and do not outlive it knowingly).
-    pub(crate) fn launcher(
-        &mut self,
-        work_dir: &std::path::Path,
-    ) -> Option<crate::launcher::Launcher> {
-        if self.launcher.is_none() {
-            let program = self.config.task_launcher.as_ref()?;
-            match crate::launcher::Launcher::connect(program, work_dir) {
-                Ok(launcher) => self.launcher = Some(launcher),
-                Err(error) => {
-                    error!(cause = %error, "cannot reach the task launcher; tasks run as the agent's children");
-                }
-            }
-        }
-        self.launcher.clone()
     }
 
     fn forward(&self, ctx: &mut ProcessContext<'_, Self>, forward: Forward) {
@@ -738,9 +684,6 @@ impl Agent {
             if let Some(task) = self.tasks.remove(&key) {
                 self.finished.insert(key.clone(), task);
             }
-            if let Some(timer) = self.executor.timers.remove(&key) {
-                ctx.cancel_timer(timer);
-            }
         }
         let send_now = self.updates.push(now(), framework_id, status);
         self.checkpoint_stream(framework_id, task_id);
@@ -785,14 +728,6 @@ impl Agent {
             warn!(task_id = %info.task_id, %reason, "task refused");
             return;
         }
-        let run_ms = info
-            .labels
-            .get(RUN_MS_LABEL)
-            .and_then(|ms| ms.parse::<u64>().ok());
-        let failed = info
-            .labels
-            .get(OUTCOME_LABEL)
-            .is_some_and(|outcome| outcome == "failed");
         self.frameworks.insert(framework_id.clone(), framework);
         self.checkpoint_framework(&framework_id);
         if !self.resources().free.contains(&info.resources) {
@@ -809,71 +744,7 @@ impl Agent {
                 status: None,
             },
         );
-        if let Runner::Processes { work_dir, .. } = &self.config.runner {
-            let work_dir = work_dir.clone();
-            self.start_process(ctx, &work_dir, &framework_id, &info);
-            return;
-        }
-        if let Runner::Simulated { host, .. } = &self.config.runner {
-            let ending = if failed {
-                (TaskState::Failed, "the test task failed as its label asked")
-            } else {
-                (TaskState::Finished, "")
-            };
-            host.start(
-                key.clone(),
-                run_ms.map(Duration::from_millis),
-                (ending.0, ending.1.to_owned()),
-            );
-            self.executor.hosted.insert(key.clone());
-            self.report(ctx, &framework_id, &info.task_id, TaskState::Running, "");
-            self.watch_hosted(ctx, key);
-            return;
-        }
-        self.report(ctx, &framework_id, &info.task_id, TaskState::Running, "");
-        if let Some(run_ms) = run_ms {
-            let task_id = info.task_id.clone();
-            let (end, message) = if failed {
-                (TaskState::Failed, "the test task failed as its label asked")
-            } else {
-                (TaskState::Finished, "")
-            };
-            let timer = ctx.run_later(Duration::from_millis(run_ms), move |agent, ctx| {
-                agent
-                    .executor
-                    .timers
-                    .remove(&(framework_id.clone(), task_id.clone()));
-                agent.report(ctx, &framework_id, &task_id, end, message);
-            });
-            self.executor.timers.insert(key, timer);
-        }
-    }
-
-    /// Reports a task on the simulated machine when it ends.
-    pub(crate) fn watch_hosted(
-        &mut self,
-        ctx: &mut ProcessContext<'_, Self>,
-        key: (FrameworkId, TaskId),
-    ) {
-        let Runner::Simulated { host, .. } = &self.config.runner else {
-            return;
-        };
-        let ended = host.wait(&key);
-        ctx.spawn_future(ended, move |agent, ctx, ending| {
-            if !agent.executor.hosted.remove(&key) {
-                return;
-            }
-            let (state, message) = ending.unwrap_or_else(|| {
-                (
-                    TaskState::Failed,
-                    "the simulated machine lost the task".to_owned(),
-                )
-            });
-            agent.report(ctx, &key.0, &key.1, state, &message);
-            if let Runner::Simulated { host, .. } = &agent.config.runner {
-                host.forget(&key);
-            }
-        });
+        self.start_process(ctx, &framework_id, &info);
     }
 
     /// Whom `command` of `framework_id` runs as: its own user, else its
@@ -895,11 +766,32 @@ impl Agent {
         crate::users::run_as(&user, self.config.switch_user)
     }
 
-    /// Starts a task's command as a process and waits for it to end.
+    /// The sandbox of one run of `executor` (a task's command executor is
+    /// named after the task), under the work directory.
+    pub(crate) fn sandbox(
+        &self,
+        agent_id: &AgentId,
+        framework_id: &FrameworkId,
+        executor: &str,
+        run: &ContainerId,
+    ) -> PathBuf {
+        let work_dir = self
+            .config
+            .runner
+            .work_dir()
+            .unwrap_or(std::path::Path::new(""));
+        command_executor::sandbox_path(work_dir, agent_id, framework_id, executor, run.as_str())
+    }
+
+    /// A new container id: unique on this agent across its lives.
+    pub(crate) fn new_container_id(&mut self) -> ContainerId {
+        ContainerId::new(format!("{:016x}", self.random.next_u64()))
+    }
+
+    /// Starts a task's command in a container and waits for it to end.
     fn start_process(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
-        work_dir: &std::path::Path,
         framework_id: &FrameworkId,
         info: &TaskInfo,
     ) {
@@ -907,7 +799,7 @@ impl Agent {
         let command = match &info.kind {
             TaskKind::Command(command) => command,
             TaskKind::Executor(executor) => {
-                self.run_on_executor(ctx, work_dir, framework_id, info.clone(), executor);
+                self.run_on_executor(ctx, framework_id, info.clone(), executor);
                 return;
             }
         };
@@ -915,24 +807,31 @@ impl Agent {
             return;
         };
         self.report(ctx, framework_id, &task_id, TaskState::Starting, "");
-        let run = format!("{:016x}", self.random.next_u64());
-        let sandbox = command_executor::sandbox_path(
-            work_dir,
+        let container = self.new_container_id();
+        let sandbox = self.sandbox(
             &agent_id,
             framework_id,
             &command_executor::executor_name(&task_id),
-            &run,
+            &container,
         );
         let environment = BTreeMap::from([
             ("STRATA_TASK_ID".to_owned(), task_id.to_string()),
             ("STRATA_FRAMEWORK_ID".to_owned(), framework_id.to_string()),
             ("STRATA_AGENT_ID".to_owned(), agent_id.to_string()),
         ]);
-        let launcher = self.launcher(work_dir);
-        let parent =
-            command_executor::Parent::of(launcher.as_ref(), !self.checkpointing(framework_id));
+        let outlives_agent = self.checkpointing(framework_id);
         let started = self.run_as(framework_id, command).and_then(|run_as| {
-            command_executor::start(&sandbox, command, &environment, parent, run_as.as_ref())
+            self.containerizer.launch(
+                &container,
+                Launch {
+                    sandbox,
+                    command: command.clone(),
+                    environment,
+                    run_as,
+                    outlives_agent,
+                    labels: info.labels.clone(),
+                },
+            )
         });
         match started {
             Err(reason) => self.report_with(
@@ -943,45 +842,44 @@ impl Agent {
                 Some(Reason::CommandExecutorFailed),
                 &reason,
             ),
-            Ok(started) => {
+            Ok(launched) => {
                 let key = (framework_id.clone(), task_id.clone());
-                let group = started.group;
-                self.processes.insert(
-                    key.clone(),
-                    TaskProcess {
-                        group,
-                        kill_requested: false,
-                        limit_exceeded: None,
-                        launched: launcher.is_some(),
-                        start_ticks: command_executor::start_ticks(group).unwrap_or(0),
-                        sandbox: started.sandbox.clone(),
-                    },
-                );
-                let message = format!("running in {}", started.sandbox.display());
+                let message = format!("running in {}", launched.run.sandbox.display());
+                self.processes
+                    .insert(key.clone(), TaskProcess::new(launched.run));
                 self.report(ctx, framework_id, &task_id, TaskState::Running, &message);
-                ctx.spawn_future(started.ending, move |agent, ctx, status| {
-                    agent.process_exited(ctx, key, group, status)
-                });
+                self.wait_for(ctx, key, container, launched.ending);
             }
         }
+    }
+
+    /// Reports task `key` when its container ends.
+    pub(crate) fn wait_for(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        key: (FrameworkId, TaskId),
+        container: ContainerId,
+        ending: command_executor::Ending,
+    ) {
+        ctx.spawn_future(ending, move |agent, ctx, status| {
+            agent.process_exited(ctx, key, container, status)
+        });
     }
 
     pub(crate) fn process_exited(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
         key: (FrameworkId, TaskId),
-        group: i32,
+        container: ContainerId,
         status: std::io::Result<std::process::ExitStatus>,
     ) {
-        // Nothing the task started outlives it: its parent (the launcher
-        // or the agent's reaping) killed its group before reaping it. One
-        // whose end is unknown (its launcher was lost) may still run.
-        let process = self.processes.remove(&key);
-        if status.is_err()
-            && let Some(process) = &process
-        {
-            command_executor::signal_process(None, group, process.start_ticks, false, Signal::KILL);
-        }
+        // Nothing the task started outlives it: its parent killed its
+        // group before reaping it, and the containerizer kills what is
+        // left of one whose end is unknown.
+        let process = self
+            .processes
+            .remove(&key)
+            .filter(|process| process.container() == &container);
         self.usage.remove(&key);
         if let Some(message) = process
             .as_ref()
@@ -995,19 +893,15 @@ impl Agent {
                 Some(Reason::ContainerLimitationMemory),
                 &message,
             );
-        } else {
+        } else if process.is_some() {
             let kill_requested = process
                 .as_ref()
                 .is_some_and(|process| process.kill_requested);
             let (state, message) = command_executor::outcome(status, kill_requested);
             self.report(ctx, &key.0, &key.1, state, &message);
         }
-        // The launcher forgets the end once its update is recorded.
-        if process.is_some_and(|process| process.launched)
-            && let Some(launcher) = &self.launcher
-        {
-            launcher.forget(group);
-        }
+        // Its end is recorded (or no longer anyone's to report).
+        self.containerizer.forget(&container);
     }
 
     fn kill_task(
@@ -1020,17 +914,7 @@ impl Agent {
             return;
         }
         let key = (framework_id.clone(), task_id.clone());
-        let grace = match &self.config.runner {
-            Runner::Processes { kill_grace, .. } => *kill_grace,
-            Runner::InProcess | Runner::Simulated { .. } => Duration::ZERO,
-        };
-        if let Runner::Simulated { host, .. } = &self.config.runner
-            && self.executor.hosted.contains(&key)
-        {
-            // Its end, reported when the host says so, is KILLED.
-            host.kill(&key, "killed at the framework's request");
-            return;
-        }
+        let grace = self.config.runner.kill_grace();
         let Some(process) = self.processes.get_mut(&key) else {
             self.report(
                 ctx,
@@ -1044,27 +928,15 @@ impl Agent {
         // SIGTERM now, SIGKILL after the grace period if it is still
         // there; its exit reports KILLED.
         process.kill_requested = true;
-        let (group, start_ticks, launched) = (process.group, process.start_ticks, process.launched);
-        command_executor::signal_process(
-            self.launcher.as_ref(),
-            group,
-            start_ticks,
-            launched,
-            Signal::TERM,
-        );
+        let container = process.container().clone();
+        self.containerizer.signal(&container, Signal::TERM);
         ctx.run_later(grace, move |agent, _| {
             if agent
                 .processes
                 .get(&key)
-                .is_some_and(|process| process.group == group)
+                .is_some_and(|process| process.container() == &container)
             {
-                command_executor::signal_process(
-                    agent.launcher.as_ref(),
-                    group,
-                    start_ticks,
-                    launched,
-                    Signal::KILL,
-                );
+                agent.containerizer.signal(&container, Signal::KILL);
             }
         });
     }
@@ -1081,11 +953,9 @@ impl Agent {
             .cloned()
             .collect();
         for key in keys {
-            if let Some(timer) = self.executor.timers.remove(&key) {
-                ctx.cancel_timer(timer);
-            }
+            // Its end, when it comes, is no one's to report.
             if let Some(process) = self.processes.remove(&key) {
-                process.signal(self.launcher.as_ref(), Signal::KILL);
+                self.containerizer.signal(process.container(), Signal::KILL);
             }
             self.tasks.remove(&key);
         }
@@ -1122,9 +992,7 @@ impl Process for Agent {
             return;
         }
         self.register(ctx);
-        if matches!(self.config.runner, Runner::Processes { .. }) {
-            ctx.run_every(self.config.usage_interval, |agent, _| agent.sample_usage());
-        }
+        ctx.run_every(self.config.usage_interval, |agent, _| agent.sample_usage());
         ctx.run_every(MASTER_SILENCE_CHECK, |agent, ctx| {
             agent.check_master_silence(ctx)
         });
@@ -1262,29 +1130,18 @@ impl Process for Agent {
     /// The agent stops: tasks of frameworks that do not checkpoint stop
     /// with it; the others too unless it keeps them for its restart.
     fn stopped(&mut self) {
-        if let Runner::Simulated { host, .. } = &self.config.runner {
-            for key in &self.executor.hosted {
-                if self.config.kill_tasks_on_stop || !self.checkpointing(&key.0) {
-                    host.kill(key, "the agent stopped");
-                    host.forget(key);
-                }
-            }
-        }
-        for ((framework_id, _), process) in &self.processes {
-            if self.config.kill_tasks_on_stop || !self.checkpointing(framework_id) {
-                process.signal(self.launcher.as_ref(), Signal::KILL);
-            }
-        }
-        for (framework_id, group, start_ticks, launched) in self.executor_groups() {
-            if self.config.kill_tasks_on_stop || !self.checkpointing(&framework_id) {
-                command_executor::signal_process(
-                    self.launcher.as_ref(),
-                    group,
-                    start_ticks,
-                    launched,
-                    Signal::KILL,
-                );
-            }
+        let doomed: Vec<ContainerId> = self
+            .processes
+            .iter()
+            .map(|((framework_id, _), process)| (framework_id, process.container()))
+            .chain(self.executor_containers())
+            .filter(|(framework_id, _)| {
+                self.config.kill_tasks_on_stop || !self.checkpointing(framework_id)
+            })
+            .map(|(_, container)| container.clone())
+            .collect();
+        for container in doomed {
+            self.containerizer.signal(&container, Signal::KILL);
         }
     }
 

@@ -31,8 +31,8 @@ use crate::checkpoint::{
     self, AgentCheckpoint, CheckpointError, ExecutorCheckpoint, FrameworkCheckpoint, TaskCheckpoint,
 };
 use crate::command_executor;
-use crate::process::{Agent, Runner, TaskProcess};
-use crate::sim_host::{HostKey, HostStatus};
+use crate::containerizer::Recovery;
+use crate::process::{Agent, TaskProcess};
 
 /// What an agent's work directory says about its previous life.
 #[derive(Debug, Clone, PartialEq)]
@@ -228,12 +228,10 @@ impl Agent {
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
     ) -> Result<(), RecoveryError> {
-        let (Runner::Processes { work_dir, .. } | Runner::Simulated { work_dir, .. }) =
-            &self.config.runner
-        else {
+        let Some(work_dir) = self.config.runner.work_dir() else {
             return Ok(());
         };
-        let work_dir = work_dir.clone();
+        let work_dir = work_dir.to_owned();
         let Some(recovered) = read(&work_dir)? else {
             return Ok(());
         };
@@ -251,7 +249,7 @@ impl Agent {
             self.frameworks.insert(framework_id.clone(), framework.info);
             // Executors first: their tasks wait for them.
             for executor in &framework.executors {
-                if !self.adopt_executor(ctx, &work_dir, &framework_id, executor)
+                if !self.adopt_executor(ctx, &framework_id, executor)
                     && let Some(agent_id) = &self.agent_id
                 {
                     let path = checkpoint::executor_path(
@@ -264,7 +262,7 @@ impl Agent {
                 }
             }
             for task in framework.tasks {
-                self.recover_task(ctx, &work_dir, &framework_id, task);
+                self.recover_task(ctx, &framework_id, task);
             }
         }
         Ok(())
@@ -273,7 +271,6 @@ impl Agent {
     fn recover_task(
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
-        work_dir: &Path,
         framework_id: &FrameworkId,
         recovered: RecoveredTask,
     ) {
@@ -309,106 +306,38 @@ impl Agent {
         {
             return;
         }
-        let launcher = self.launcher(work_dir);
-        match checkpoint.run {
-            Some(run) if run.simulated => self.recover_hosted(ctx, key),
-            // The launcher started it and runs it still, or holds its end.
-            Some(run)
-                if run.launched
-                    && let Some(launcher) =
-                        launcher.filter(|launcher| launcher.knows(run.group)) =>
-            {
-                if let Some(status) = launcher.take_end(run.group) {
-                    let (state, how) = command_executor::outcome(Ok(status), false);
-                    let message = format!("{how} while the agent was down");
-                    self.report(ctx, framework_id, &task_id, state, &message);
-                    launcher.forget(run.group);
-                    return;
-                }
-                info!(task_id = %task_id, group = run.group, "re-attached to a running task");
-                let group = run.group;
-                self.processes
-                    .insert(key.clone(), TaskProcess::recovered(&run, true));
-                ctx.spawn_future(launcher.end_of(group), move |agent, ctx, status| {
-                    agent.process_exited(ctx, key, group, status)
-                });
-            }
-            Some(run) if command_executor::still_running(run.group, run.start_ticks) => {
-                // Its parent is gone: that it ends is known, not how.
-                info!(task_id = %task_id, group = run.group, "re-attached to a running task");
-                let group = run.group;
-                self.processes
-                    .insert(key.clone(), TaskProcess::recovered(&run, false));
-                ctx.spawn_future(
-                    command_executor::wait_for_exit(group),
-                    move |agent, ctx, watched| {
-                        let status = watched.and_then(|()| {
-                            Err(std::io::Error::other(
-                                "its process was started by an earlier life of this agent, \
-                                 and how it ended is not known",
-                            ))
-                        });
-                        agent.process_exited(ctx, key, group, status);
-                    },
-                );
-            }
-            Some(_) => self.report_with(
-                ctx,
-                framework_id,
-                &task_id,
-                TaskState::Failed,
-                Some(Reason::ExecutorTerminated),
-                "the task's process ended while the agent was down, and how is not known",
-            ),
-            None if executor.is_some() => self.report_with(
-                ctx,
-                framework_id,
-                &task_id,
-                TaskState::Failed,
-                Some(Reason::ExecutorTerminated),
-                "its executor did not survive the agent's restart",
-            ),
-            None => self.report_with(
-                ctx,
-                framework_id,
-                &task_id,
-                TaskState::Lost,
-                Some(Reason::AgentRestarted),
-                "the agent restarted before the task's process started",
-            ),
-        }
-    }
-}
-
-impl Agent {
-    /// Takes back a task of the simulated machine: re-attached if it runs
-    /// still, reported as it ended if it ended while the agent was down.
-    fn recover_hosted(&mut self, ctx: &mut ProcessContext<'_, Self>, key: HostKey) {
-        let status = match &self.config.runner {
-            Runner::Simulated { host, .. } => host.status(&key),
-            _ => None,
+        let Some(run) = checkpoint.run else {
+            let (state, reason, message) = match executor {
+                Some(_) => (
+                    TaskState::Failed,
+                    Reason::ExecutorTerminated,
+                    "its executor did not survive the agent's restart",
+                ),
+                None => (
+                    TaskState::Lost,
+                    Reason::AgentRestarted,
+                    "the agent restarted before the task's process started",
+                ),
+            };
+            self.report_with(ctx, framework_id, &task_id, state, Some(reason), message);
+            return;
         };
-        let (framework_id, task_id) = key.clone();
-        match status {
-            Some(HostStatus::Running) => {
-                info!(task_id = %task_id, "re-attached to a running task");
-                self.executor.hosted.insert(key.clone());
-                self.watch_hosted(ctx, key);
+        match self.containerizer.recover(&run) {
+            Recovery::Running(ending) => {
+                info!(task_id = %task_id, container = %run.container, "re-attached to a running task");
+                let container = run.container.clone();
+                self.processes.insert(key.clone(), TaskProcess::new(run));
+                self.wait_for(ctx, key, container, ending);
             }
-            Some(HostStatus::Ended((state, message))) => {
-                if let Runner::Simulated { host, .. } = &self.config.runner {
-                    host.forget(&key);
-                }
-                let how = if message.is_empty() {
-                    "ended while the agent was down".to_owned()
-                } else {
-                    format!("{message} while the agent was down")
-                };
-                self.report_with(ctx, &framework_id, &task_id, state, None, &how);
+            Recovery::Ended(status) => {
+                let (state, how) = command_executor::outcome(Ok(status), false);
+                let message = format!("{how} while the agent was down");
+                self.report(ctx, framework_id, &task_id, state, &message);
+                self.containerizer.forget(&run.container);
             }
-            None => self.report_with(
+            Recovery::Gone => self.report_with(
                 ctx,
-                &framework_id,
+                framework_id,
                 &task_id,
                 TaskState::Failed,
                 Some(Reason::ExecutorTerminated),

@@ -125,7 +125,7 @@ fn agents_re_register_with_a_restarted_master_under_the_same_id() {
             resources: "cpus:2;mem:1024".parse().unwrap(),
             attributes: Default::default(),
             seed: 1,
-            runner: strata_agent::Runner::InProcess,
+            runner: strata_integration::containers::in_process(),
             status_update_retry: strata_agent::status_updates::FIRST_RETRY,
             usage_interval: std::time::Duration::from_secs(1),
             executor_credentials: None,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use strata_agent::process::RUN_MS_LABEL;
+use crate::containers::RUN_MS_LABEL;
 use strata_agent::{Agent, AgentConfig, Runner};
 use strata_master::{Config, MASTER_ID, Master};
 use strata_protocol::{
@@ -75,6 +75,17 @@ pub async fn start_agent(
         runner,
     );
     start_agent_with(ca, name, config).await
+}
+
+/// Starts an agent whose tasks run inside it, on a simulated machine of
+/// its own ([`crate::containers::in_process`]).
+pub async fn start_in_process_agent(
+    ca: &CertificateAuthority,
+    master: &Upid,
+    name: &str,
+    resources: &str,
+) -> Node {
+    start_agent(ca, master, name, resources, crate::containers::in_process()).await
 }
 
 /// Starts an agent with a configuration of the test's own.

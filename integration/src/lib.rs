@@ -3,6 +3,7 @@
 //! test ends, however it ends.
 
 pub mod cluster;
+pub mod containers;
 pub mod sim;
 
 use std::io::{BufRead, BufReader};

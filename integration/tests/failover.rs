@@ -8,10 +8,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata_agent::Runner;
 use strata_frameworks::scheduler::{self, SchedulerConfig, SchedulerDriver};
 use strata_integration::cluster::{
-    DEADLINE, Scheduler, fast_master, node, r, start_agent, start_master, task,
+    DEADLINE, Scheduler, fast_master, node, r, start_in_process_agent, start_master, task,
 };
 use strata_protocol::{FrameworkInfo, Offer, Operation, Reason, TaskState, TaskStatus, ToMaster};
 use strata_runtime::{CertificateAuthority, Node, Role, Upid};
@@ -54,7 +53,7 @@ fn a_scheduler_replaced_within_the_failover_timeout_keeps_its_tasks() {
     actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
-        let _agent = start_agent(&ca, &master, "agent", "cpus:2;mem:1024", Runner::InProcess).await;
+        let _agent = start_in_process_agent(&ca, &master, "agent", "cpus:2;mem:1024").await;
         let (first_node, first) =
             launch_long_task(&ca, &master, with_failover(60), "cpus:1;mem:128").await;
         let framework_id = first.id();
@@ -110,7 +109,7 @@ fn beyond_the_failover_timeout_tasks_are_killed_and_the_id_refused() {
     actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
-        let _agent = start_agent(&ca, &master, "agent", "cpus:2;mem:1024", Runner::InProcess).await;
+        let _agent = start_in_process_agent(&ca, &master, "agent", "cpus:2;mem:1024").await;
         // The task takes the whole agent, so another framework is offered
         // nothing while it runs.
         let (first_node, first) =
@@ -161,14 +160,7 @@ fn an_agent_certificate_cannot_speak_as_the_master() {
     actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
-        let agent = start_agent(
-            &ca,
-            &master,
-            "agent-1",
-            "cpus:2;mem:1024",
-            Runner::InProcess,
-        )
-        .await;
+        let agent = start_in_process_agent(&ca, &master, "agent-1", "cpus:2;mem:1024").await;
         let agent_pid = agent.pid("agent").unwrap();
         let schedulers = node(&ca, Role::Framework, "schedulers").await;
         let mut framework = Scheduler::subscribe(
@@ -233,7 +225,10 @@ fn an_agent_certificate_cannot_speak_as_the_master() {
         loop {
             let status = framework.update().await;
             assert!(
-                matches!(status.state, TaskState::Running | TaskState::Finished),
+                matches!(
+                    status.state,
+                    TaskState::Starting | TaskState::Running | TaskState::Finished
+                ),
                 "{status:?}"
             );
             if status.state == TaskState::Finished {

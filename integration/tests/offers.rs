@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use strata_agent::AgentConfig;
-use strata_agent::Runner;
 use strata_integration::cluster::{
-    Scheduler, fast_master, node, r, start_agent, start_agent_with, start_master, task,
+    Scheduler, fast_master, node, r, start_agent_with, start_in_process_agent, start_master, task,
 };
 use strata_protocol::{
     Filters, FrameworkInfo, Operation, Resources, TaskInfo, TaskState, ToMaster, ToScheduler,
@@ -25,13 +24,7 @@ fn seed_walkthrough_over_quic() {
     actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
-        let _agent = start_agent(
-            &ca,
-            &master,
-            "agent-1",
-            "cpus:4;mem:4096",
-            Runner::InProcess,
-        )
+        let _agent = start_in_process_agent(&ca, &master, "agent-1", "cpus:4;mem:4096")
         .await;
         let schedulers = node(&ca, Role::Framework, "schedulers").await;
 
@@ -83,7 +76,7 @@ fn seed_walkthrough_over_quic() {
         // other: framework 2's refusal holds back only what it declined.
         let mut states: BTreeMap<String, Vec<TaskState>> = BTreeMap::new();
         let mut offered = Resources::new();
-        while states.values().map(Vec::len).sum::<usize>() < 4
+        while states.values().map(Vec::len).sum::<usize>() < 6
             || !offered.contains(&r("cpus:3;mem:3072"))
         {
             tokio::select! {
@@ -105,7 +98,7 @@ fn seed_walkthrough_over_quic() {
         for task in ["t1", "t2"] {
             assert_eq!(
                 states[task],
-                vec![TaskState::Running, TaskState::Finished],
+                vec![TaskState::Starting, TaskState::Running, TaskState::Finished],
                 "{task}"
             );
         }
@@ -119,7 +112,7 @@ fn a_lost_agent_rescinds_its_offers_and_reports_its_tasks() {
     actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
-        let agent = start_agent(&ca, &master, "doomed", "cpus:2;mem:2048", Runner::InProcess).await;
+        let agent = start_in_process_agent(&ca, &master, "doomed", "cpus:2;mem:2048").await;
         let schedulers = node(&ca, Role::Framework, "schedulers").await;
         let mut fw = Scheduler::subscribe(
             &schedulers,
@@ -139,6 +132,7 @@ fn a_lost_agent_rescinds_its_offers_and_reports_its_tasks() {
             }])],
             filters: Filters::default(),
         });
+        assert_eq!(fw.update().await.state, TaskState::Starting);
         assert_eq!(fw.update().await.state, TaskState::Running);
         agent.shutdown();
         let mut lost_task = false;
@@ -173,7 +167,7 @@ fn unacknowledged_updates_are_resent_and_hold_back_the_next() {
             r("cpus:1;mem:512"),
             Default::default(),
             3,
-            Runner::InProcess,
+            strata_integration::containers::in_process(),
         );
         config.status_update_retry = Duration::from_millis(200);
         let _agent = start_agent_with(&ca, "agent", config).await;
@@ -199,6 +193,8 @@ fn unacknowledged_updates_are_resent_and_hold_back_the_next() {
         });
         // Withhold the acknowledgement of RUNNING: it comes again, with
         // the same update id, and FINISHED (due after 50 ms) does not.
+        let starting = fw.update().await;
+        assert_eq!(starting.state, TaskState::Starting);
         let mut running = Vec::new();
         while running.len() < 3 {
             if let ToScheduler::Update { status } = fw.next().await {

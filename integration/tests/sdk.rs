@@ -5,9 +5,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use strata_agent::Runner;
 use strata_frameworks::scheduler::{self, Scheduler, SchedulerConfig, SchedulerDriver};
-use strata_integration::cluster::{fast_master, node, r, start_agent, start_master, task};
+use strata_integration::cluster::{
+    fast_master, node, r, start_in_process_agent, start_master, task,
+};
 use strata_protocol::{FrameworkId, FrameworkInfo, Offer, TaskState, TaskStatus};
 use strata_runtime::{CertificateAuthority, Role};
 
@@ -76,7 +77,7 @@ fn a_batch_scheduler_runs_its_tasks_and_stops() {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
         // Room for two tasks at a time: the batch needs several offers.
-        let _agent = start_agent(&ca, &master, "agent", "cpus:1;mem:256", Runner::InProcess).await;
+        let _agent = start_in_process_agent(&ca, &master, "agent", "cpus:1;mem:256").await;
         let scheduler_node = node(&ca, Role::Framework, "scheduler").await;
         let record = Rc::new(RefCell::new(Record::default()));
         let shared = record.clone();

@@ -5,8 +5,9 @@
 //! The master, agent and scheduler code is the code that runs in
 //! production; only the transport underneath ([`SimNetwork`]), the disk
 //! under the master's registry ([`strata_runtime::durable::SimDisk`]) and
-//! the tasks (the agent's in-process test executor, which runs a task for
-//! the virtual time its `strata.test/run-ms` label says) are simulated.
+//! the tasks (containers on a simulated machine, [`crate::containers`],
+//! which run for the virtual time their `strata.test/run-ms` label says)
+//! are simulated.
 //! Every random choice (latencies, losses, duplicates, and the scenario's
 //! own through [`SimCluster::random`]) derives from the seed, so a failing
 //! run is replayed exactly from its seed.
@@ -73,9 +74,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::containers::SimHost;
 use strata_agent::process::AGENT_ID;
-use strata_agent::sim_host::SimHost;
-use strata_agent::{Agent, AgentConfig, Runner};
+use strata_agent::{Agent, AgentConfig};
 use strata_frameworks::scheduler::{self, Scheduler, SchedulerConfig};
 use strata_master::{Config, MASTER_ID, Master};
 use strata_protocol::{AgentId, FrameworkId, FrameworkInfo, Resources, TaskState};
@@ -88,9 +89,9 @@ use strata_runtime::{
 };
 use tokio::sync::watch;
 
+pub use crate::containers::RUN_MS_LABEL;
 pub use intruder::Intruder;
 pub use ledger::Ledger;
-pub use strata_agent::process::RUN_MS_LABEL;
 pub use workload::{Workload, WorkloadSpec, test_task};
 
 /// Runs `scenario` on a fresh single-threaded actor system whose clock is
@@ -795,8 +796,10 @@ impl SimCluster {
         self.crash_agent(index);
         self.note(format!("agent-{index}'s machine lost with its disk"));
         let agent = &mut self.agents[index];
-        for key in agent.host.running() {
-            agent.host.kill(&key, "the machine was lost");
+        for id in agent.host.running() {
+            agent
+                .host
+                .end(&id, std::os::unix::process::ExitStatusExt::from_raw(9));
         }
         agent.host = SimHost::default();
         agent.disk.disk().wipe();
@@ -826,10 +829,7 @@ impl SimCluster {
             self.spec.agent_resources.clone(),
             Default::default(),
             self.seed ^ (index as u64) << 20 ^ slot.lives,
-            Runner::Simulated {
-                work_dir: disk.root().to_owned(),
-                host: host.clone(),
-            },
+            crate::containers::simulated(host.clone(), disk.root().to_owned()),
         );
         config.status_update_retry = self.spec.status_update_retry;
         // Like a daemon killed with SIGKILL: checkpointed tasks live on.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use strata_agent::process::RUN_MS_LABEL;
+use crate::containers::RUN_MS_LABEL;
 use strata_frameworks::scheduler::{Scheduler, SchedulerDriver};
 use strata_protocol::{CommandInfo, Offer, Resources, TaskId, TaskInfo, TaskKind, TaskStatus};
 use strata_runtime::random::SplitMix;

@@ -1,0 +1,276 @@
+//! Containers that are not processes: agents in tests and in the failure
+//! simulation run their tasks on a [`SimHost`] through a
+//! [`HostContainerizer`].
+//!
+//! On a real machine a task is an OS process that outlives the agent that
+//! started it: a restarted agent finds it running, or finds how it ended.
+//! A [`SimHost`] plays that part: a container "runs" for the (virtual)
+//! time its task's [`RUN_MS_LABEL`] says, or until it is signalled, then
+//! exits 0 (1 if its [`OUTCOME_LABEL`] says `failed`), and the host keeps
+//! how it ended. A host shared by every life of a simulated agent lets an
+//! agent crashed and restarted on it take its tasks back as a real one
+//! does; [`in_process`] gives each life a host of its own.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rustix::process::Signal;
+use strata_agent::Runner;
+use strata_agent::checkpoint::RunCheckpoint;
+use strata_agent::containerizer::{
+    ContainerId, Containerizer, Containerizers, Launch, Launched, Recovery,
+};
+use strata_agent::usage::GroupUsage;
+use tokio::sync::watch;
+
+/// Label: how long a task runs, in milliseconds (forever without it).
+pub const RUN_MS_LABEL: &str = "strata.test/run-ms";
+
+/// Label: `failed` makes a task exit 1 (FAILED) instead of 0.
+pub const OUTCOME_LABEL: &str = "strata.test/outcome";
+
+/// What the host knows of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostStatus {
+    Running,
+    Ended(ExitStatus),
+}
+
+#[derive(Debug)]
+struct Run {
+    ending: watch::Sender<Option<ExitStatus>>,
+    timer: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A simulated machine's process table; cloning shares it.
+#[derive(Debug, Clone, Default)]
+pub struct SimHost {
+    runs: Arc<Mutex<BTreeMap<ContainerId, Run>>>,
+}
+
+/// An exit with `code`.
+fn exited(code: i32) -> ExitStatus {
+    ExitStatus::from_raw(code << 8)
+}
+
+impl SimHost {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<ContainerId, Run>> {
+        self.runs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts a container that ends as `ending` after `run`, or runs until
+    /// signalled when `run` is `None`. One already there is left alone.
+    pub fn start(&self, id: ContainerId, run: Option<Duration>, ending: ExitStatus) {
+        let mut runs = self.lock();
+        if runs.contains_key(&id) {
+            return;
+        }
+        let (sender, _) = watch::channel(None);
+        let timer = run.map(|run| {
+            let host = self.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(run).await;
+                host.end(&id, ending);
+            })
+        });
+        runs.insert(
+            id,
+            Run {
+                ending: sender,
+                timer,
+            },
+        );
+    }
+
+    /// Ends a running container as `ending` (a kill, say); nothing if it
+    /// ended.
+    pub fn end(&self, id: &ContainerId, ending: ExitStatus) {
+        let runs = self.lock();
+        if let Some(run) = runs.get(id)
+            && run.ending.borrow().is_none()
+        {
+            if let Some(timer) = &run.timer {
+                timer.abort();
+            }
+            run.ending.send_replace(Some(ending));
+        }
+    }
+
+    /// What the host knows of a container; `None` if it never ran here
+    /// (or was forgotten).
+    pub fn status(&self, id: &ContainerId) -> Option<HostStatus> {
+        let runs = self.lock();
+        let ending = *runs.get(id)?.ending.borrow();
+        Some(match ending {
+            Some(ending) => HostStatus::Ended(ending),
+            None => HostStatus::Running,
+        })
+    }
+
+    /// Resolves with the container's end once it ends (at once if it
+    /// has); `None` if it never ran here.
+    pub fn wait(
+        &self,
+        id: &ContainerId,
+    ) -> impl std::future::Future<Output = Option<ExitStatus>> + use<> {
+        let receiver = self.lock().get(id).map(|run| run.ending.subscribe());
+        async move {
+            let mut receiver = receiver?;
+            let ending = receiver.wait_for(Option::is_some).await.ok()?;
+            *ending
+        }
+    }
+
+    /// Drops an ended container's record (its end was reported).
+    pub fn forget(&self, id: &ContainerId) {
+        let mut runs = self.lock();
+        if runs
+            .get(id)
+            .is_some_and(|run| run.ending.borrow().is_some())
+        {
+            runs.remove(id);
+        }
+    }
+
+    /// Containers running now.
+    pub fn running(&self) -> Vec<ContainerId> {
+        self.lock()
+            .iter()
+            .filter(|(_, run)| run.ending.borrow().is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+/// An agent's containers on a [`SimHost`].
+#[derive(Debug)]
+pub struct HostContainerizer {
+    host: SimHost,
+}
+
+impl HostContainerizer {
+    pub fn new(host: SimHost) -> HostContainerizer {
+        HostContainerizer { host }
+    }
+
+    fn ending(&self, id: &ContainerId) -> strata_agent::command_executor::Ending {
+        let ended = self.host.wait(id);
+        Box::pin(async move {
+            ended
+                .await
+                .ok_or_else(|| std::io::Error::other("the simulated machine lost the task"))
+        })
+    }
+}
+
+impl Containerizer for HostContainerizer {
+    fn launch(&mut self, id: &ContainerId, launch: Launch) -> Result<Launched, String> {
+        let run = launch
+            .labels
+            .get(RUN_MS_LABEL)
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let failed = launch
+            .labels
+            .get(OUTCOME_LABEL)
+            .is_some_and(|outcome| outcome == "failed");
+        self.host
+            .start(id.clone(), run, exited(if failed { 1 } else { 0 }));
+        Ok(Launched {
+            ending: self.ending(id),
+            run: RunCheckpoint {
+                container: id.clone(),
+                group: 0,
+                start_ticks: 0,
+                sandbox: launch.sandbox,
+                launched: false,
+            },
+        })
+    }
+
+    fn recover(&mut self, run: &RunCheckpoint) -> Recovery {
+        match self.host.status(&run.container) {
+            Some(HostStatus::Running) => Recovery::Running(self.ending(&run.container)),
+            Some(HostStatus::Ended(status)) => Recovery::Ended(status),
+            None => Recovery::Gone,
+        }
+    }
+
+    fn signal(&mut self, id: &ContainerId, signal: Signal) {
+        self.host.end(id, ExitStatus::from_raw(signal.as_raw()));
+    }
+
+    fn forget(&mut self, id: &ContainerId) {
+        self.host
+            .end(id, ExitStatus::from_raw(Signal::KILL.as_raw()));
+        self.host.forget(id);
+    }
+
+    fn usage(&mut self) -> BTreeMap<ContainerId, GroupUsage> {
+        BTreeMap::new()
+    }
+}
+
+/// Tasks run inside the agent's process, each life of it with a host of
+/// its own, and nothing checkpointed.
+pub fn in_process() -> Runner {
+    Runner::Containers {
+        containerizers: Containerizers::new(|| {
+            Box::new(HostContainerizer::new(SimHost::default()))
+        }),
+        work_dir: None,
+    }
+}
+
+/// Tasks run on `host`, which outlives the agent, with checkpoints in
+/// `work_dir` (a simulated disk): the failure simulation's agents, which a
+/// crash and restart on the same host and disk recover.
+pub fn simulated(host: SimHost, work_dir: PathBuf) -> Runner {
+    Runner::Containers {
+        containerizers: Containerizers::new(move || Box::new(HostContainerizer::new(host.clone()))),
+        work_dir: Some(work_dir),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containers_end_on_time_or_when_killed_and_the_host_remembers() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap_or_else(|_| unreachable!())
+            .block_on(async {
+                let host = SimHost::default();
+                let (a, b, c) = (
+                    ContainerId::new("a"),
+                    ContainerId::new("b"),
+                    ContainerId::new("c"),
+                );
+                host.start(a.clone(), Some(Duration::from_secs(5)), exited(0));
+                host.start(b.clone(), None, exited(0));
+                assert_eq!(host.status(&a), Some(HostStatus::Running));
+                assert_eq!(host.status(&c), None);
+                let started = tokio::time::Instant::now();
+                assert_eq!(host.wait(&a).await, Some(exited(0)));
+                assert_eq!(started.elapsed(), Duration::from_secs(5));
+                assert_eq!(host.running(), vec![b.clone()]);
+                let killed = ExitStatus::from_raw(Signal::KILL.as_raw());
+                host.end(&b, killed);
+                assert_eq!(host.status(&b), Some(HostStatus::Ended(killed)));
+                host.forget(&a);
+                assert_eq!(host.status(&a), None);
+                assert_eq!(host.wait(&a).await, None);
+            });
+    }
+}
