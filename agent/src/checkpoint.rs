@@ -84,6 +84,22 @@ pub struct RunCheckpoint {
     pub launched: bool,
 }
 
+impl RunCheckpoint {
+    /// This run, named: a checkpoint written before containers had ids
+    /// is named after its sandbox's run directory (what ids are now), or
+    /// else after its process group.
+    pub fn named(mut self) -> RunCheckpoint {
+        if self.container.as_str().is_empty() {
+            let name = match self.sandbox.file_name().and_then(|name| name.to_str()) {
+                Some(run) if !run.is_empty() => run.to_owned(),
+                _ => format!("group-{}-{}", self.group, self.start_ticks),
+            };
+            self.container = crate::containerizer::ContainerId::new(name);
+        }
+        self
+    }
+}
+
 /// A custom executor of a checkpointing framework: its process group
 /// (leader pid and start time) and, once it registered, its address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +129,7 @@ impl ExecutorCheckpoint {
             sandbox: self.sandbox.clone(),
             launched: self.launched,
         }
+        .named()
     }
 }
 
@@ -351,5 +368,29 @@ mod tests {
         let error = load_stream(&future).unwrap_err().to_string();
         assert!(error.contains("format version 9"), "{error}");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn runs_checkpointed_before_container_ids_are_named_after_their_sandbox() {
+        let old: RunCheckpoint = serde_json::from_str(
+            r#"{"group": 41, "start_ticks": 7, "sandbox": "/w/agents/a/frameworks/f/executors/t/runs/00ab", "launched": true}"#,
+        )
+        .unwrap();
+        assert_eq!(old.clone().named().container.as_str(), "00ab");
+        let nameless = RunCheckpoint {
+            sandbox: PathBuf::new(),
+            ..old.clone()
+        };
+        assert_eq!(nameless.named().container.as_str(), "group-41-7");
+        let named = RunCheckpoint {
+            container: crate::containerizer::ContainerId::new("c1"),
+            ..old
+        };
+        assert_eq!(named.named().container.as_str(), "c1");
+        let executor: ExecutorCheckpoint = serde_json::from_str(
+            r#"{"version": 1, "executor_id": "e", "group": 5, "start_ticks": 6, "pid": null}"#,
+        )
+        .unwrap();
+        assert_eq!(executor.run().container.as_str(), "group-5-6");
     }
 }

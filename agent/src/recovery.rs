@@ -322,6 +322,7 @@ impl Agent {
             self.report_with(ctx, framework_id, &task_id, state, Some(reason), message);
             return;
         };
+        let run = run.named();
         match self.containerizer.recover(&run) {
             Recovery::Running(ending) => {
                 info!(task_id = %task_id, container = %run.container, "re-attached to a running task");
