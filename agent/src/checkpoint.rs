@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use strata_protocol::{
     AgentId, AgentInfo, ExecutorId, FrameworkId, FrameworkInfo, Task, TaskId, TaskStatus,
 };
-use strata_runtime::durable;
+use strata_runtime::durable::Disk;
 
 /// The format version written; readers refuse others.
 pub const FORMAT_VERSION: u32 = 1;
@@ -211,31 +211,33 @@ pub fn stream_path(
 }
 
 /// Writes `value` as versioned JSON, atomically.
-pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), CheckpointError> {
+pub fn save<T: Serialize>(disk: &Disk, path: &Path, value: &T) -> Result<(), CheckpointError> {
     let json = serde_json::to_vec_pretty(value).map_err(|e| CheckpointError::Invalid {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    durable::write_atomically(path, &json).map_err(|source| CheckpointError::Write {
-        path: path.to_owned(),
-        source,
-    })
+    disk.write_atomically(path, &json)
+        .map_err(|source| CheckpointError::Write {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Removes a checkpoint file; one that is gone already is no error.
-pub fn remove(path: &Path) -> Result<(), CheckpointError> {
-    durable::remove_if_present(path).map_err(|source| CheckpointError::Write {
-        path: path.to_owned(),
-        source,
-    })
+pub fn remove(disk: &Disk, path: &Path) -> Result<(), CheckpointError> {
+    disk.remove_if_present(path)
+        .map_err(|source| CheckpointError::Write {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Removes a task's checkpoint file, and the task's directory once
 /// nothing is left in it.
-pub fn remove_task_file(path: &Path) -> Result<(), CheckpointError> {
-    remove(path)?;
+pub fn remove_task_file(disk: &Disk, path: &Path) -> Result<(), CheckpointError> {
+    remove(disk, path)?;
     if let Some(dir) = path.parent() {
-        durable::remove_empty_dir(dir);
+        disk.remove_empty_dir(dir);
     }
     Ok(())
 }
@@ -246,19 +248,19 @@ struct VersionProbe {
 }
 
 /// Reads a checkpoint back, checking its size and version.
-pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
-    let bytes = durable::read_bounded(path, MAX_CHECKPOINT_BYTES).map_err(|source| match source
-        .kind()
-    {
-        std::io::ErrorKind::InvalidData => CheckpointError::Invalid {
-            path: path.to_owned(),
-            reason: source.to_string(),
-        },
-        _ => CheckpointError::Read {
-            path: path.to_owned(),
-            source,
-        },
-    })?;
+pub fn load<T: DeserializeOwned>(disk: &Disk, path: &Path) -> Result<T, CheckpointError> {
+    let bytes = disk
+        .read_bounded(path, MAX_CHECKPOINT_BYTES)
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::InvalidData => CheckpointError::Invalid {
+                path: path.to_owned(),
+                reason: source.to_string(),
+            },
+            _ => CheckpointError::Read {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
     parse(path, &bytes)
 }
 
@@ -284,15 +286,17 @@ pub fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, Checkp
 
 /// Saves a stream, or removes its file when nothing is pending.
 pub fn save_stream(
+    disk: &Disk,
     path: &Path,
     framework_id: &FrameworkId,
     task_id: &TaskId,
     pending: &[TaskStatus],
 ) -> Result<(), CheckpointError> {
     if pending.is_empty() {
-        return remove_task_file(path);
+        return remove_task_file(disk, path);
     }
     save(
+        disk,
         path,
         &StreamCheckpoint {
             version: FORMAT_VERSION,
@@ -304,8 +308,8 @@ pub fn save_stream(
 }
 
 /// Reads a stream back.
-pub fn load_stream(path: &Path) -> Result<StreamCheckpoint, CheckpointError> {
-    load(path)
+pub fn load_stream(disk: &Disk, path: &Path) -> Result<StreamCheckpoint, CheckpointError> {
+    load(disk, path)
 }
 
 #[cfg(test)]
@@ -339,12 +343,12 @@ mod tests {
             status(TaskState::Running, 1),
             status(TaskState::Finished, 2),
         ];
-        save_stream(&path, &framework, &task, &pending).unwrap();
-        let loaded = load_stream(&path).unwrap();
+        save_stream(&Disk::real(), &path, &framework, &task, &pending).unwrap();
+        let loaded = load_stream(&Disk::real(), &path).unwrap();
         assert_eq!(loaded.pending, pending);
         assert!(!path.with_extension("json.tmp").exists());
         assert!(!path.with_file_name("updates.json.tmp").exists());
-        save_stream(&path, &framework, &task, &[]).unwrap();
+        save_stream(&Disk::real(), &path, &framework, &task, &[]).unwrap();
         assert!(!path.exists());
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -357,7 +361,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let torn = dir.join("torn.json");
         fs::write(&torn, br#"{"version": 1, "framework_"#).unwrap();
-        let error = load_stream(&torn).unwrap_err().to_string();
+        let error = load_stream(&Disk::real(), &torn).unwrap_err().to_string();
         assert!(error.contains("torn.json"), "{error}");
         let future = dir.join("future.json");
         fs::write(
@@ -365,7 +369,7 @@ mod tests {
             br#"{"version": 9, "framework_id": "f", "task_id": "t", "pending": []}"#,
         )
         .unwrap();
-        let error = load_stream(&future).unwrap_err().to_string();
+        let error = load_stream(&Disk::real(), &future).unwrap_err().to_string();
         assert!(error.contains("format version 9"), "{error}");
         fs::remove_dir_all(&dir).unwrap();
     }

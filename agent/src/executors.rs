@@ -319,7 +319,7 @@ impl Agent {
             sandbox: run.run.sandbox.clone(),
         };
         let path = crate::checkpoint::executor_path(work_dir, agent_id, &key.0, &key.1);
-        if let Err(error) = crate::checkpoint::save(&path, &checkpoint) {
+        if let Err(error) = crate::checkpoint::save(&self.config().disk, &path, &checkpoint) {
             tracing::error!(cause = %error, "executor checkpoint failed");
         }
     }
@@ -327,7 +327,7 @@ impl Agent {
     fn forget_executor_checkpoint(&self, key: &(FrameworkId, ExecutorId)) {
         if let Some((work_dir, agent_id)) = self.checkpoint_root() {
             let path = crate::checkpoint::executor_path(work_dir, agent_id, &key.0, &key.1);
-            if let Err(error) = crate::checkpoint::remove(&path) {
+            if let Err(error) = crate::checkpoint::remove(&self.config().disk, &path) {
                 warn!(cause = %error, "cannot remove an executor checkpoint");
             }
         }

@@ -77,6 +77,9 @@ pub struct AgentConfig {
     /// tasks of frameworks that do not checkpoint are killed, and the rest
     /// keep running for the restarted agent to recover.
     pub kill_tasks_on_stop: bool,
+    /// Where its checkpoints are written (the real disk but in
+    /// simulations).
+    pub disk: strata_runtime::durable::Disk,
 }
 
 impl AgentConfig {
@@ -103,6 +106,7 @@ impl AgentConfig {
             task_launcher: None,
             switch_user: false,
             kill_tasks_on_stop: true,
+            disk: Default::default(),
         }
     }
 }
@@ -527,16 +531,21 @@ impl Agent {
             version: crate::checkpoint::FORMAT_VERSION,
             info: self.info(),
         };
-        let written =
-            crate::checkpoint::save(&crate::checkpoint::agent_path(work_dir, agent_id), &agent)
-                .and_then(|()| {
-                    let latest = crate::checkpoint::latest_path(work_dir);
-                    strata_runtime::durable::write_atomically(&latest, agent_id.as_str().as_bytes())
-                        .map_err(|source| crate::checkpoint::CheckpointError::Write {
-                            path: latest,
-                            source,
-                        })
-                });
+        let written = crate::checkpoint::save(
+            &self.config.disk,
+            &crate::checkpoint::agent_path(work_dir, agent_id),
+            &agent,
+        )
+        .and_then(|()| {
+            let latest = crate::checkpoint::latest_path(work_dir);
+            self.config
+                .disk
+                .write_atomically(&latest, agent_id.as_str().as_bytes())
+                .map_err(|source| crate::checkpoint::CheckpointError::Write {
+                    path: latest,
+                    source,
+                })
+        });
         if let Err(error) = written {
             error!(cause = %error, "agent checkpoint failed; a restart would register anew");
         }
@@ -557,7 +566,7 @@ impl Agent {
             version: crate::checkpoint::FORMAT_VERSION,
             info: info.clone(),
         };
-        if let Err(error) = crate::checkpoint::save(&path, &framework) {
+        if let Err(error) = crate::checkpoint::save(&self.config.disk, &path, &framework) {
             error!(cause = %error, "framework checkpoint failed");
         }
     }
@@ -574,7 +583,13 @@ impl Agent {
         }
         let path = crate::checkpoint::stream_path(work_dir, agent_id, framework_id, task_id);
         let pending = self.updates.pending(framework_id, task_id);
-        if let Err(error) = crate::checkpoint::save_stream(&path, framework_id, task_id, &pending) {
+        if let Err(error) = crate::checkpoint::save_stream(
+            &self.config.disk,
+            &path,
+            framework_id,
+            task_id,
+            &pending,
+        ) {
             error!(cause = %error, "status update checkpoint failed");
         }
     }
@@ -592,7 +607,7 @@ impl Agent {
             .join("task.json");
         let key = (framework_id.clone(), task_id.clone());
         let written = match self.tasks.get(&key).or_else(|| self.finished.get(&key)) {
-            None => crate::checkpoint::remove_task_file(&path),
+            None => crate::checkpoint::remove_task_file(&self.config.disk, &path),
             Some(task) => {
                 let run = self.processes.get(&key).map(|process| process.run.clone());
                 let checkpoint = crate::checkpoint::TaskCheckpoint {
@@ -600,7 +615,7 @@ impl Agent {
                     task: task.clone(),
                     run,
                 };
-                crate::checkpoint::save(&path, &checkpoint)
+                crate::checkpoint::save(&self.config.disk, &path, &checkpoint)
             }
         };
         if let Err(error) = written {
@@ -614,7 +629,7 @@ impl Agent {
             return;
         };
         let dir = crate::checkpoint::framework_dir(work_dir, agent_id, framework_id);
-        if let Err(error) = strata_runtime::durable::remove_dir_all(&dir)
+        if let Err(error) = self.config.disk.remove_dir_all(&dir)
             && error.kind() != std::io::ErrorKind::NotFound
         {
             warn!(dir = %dir.display(), cause = %error, "cannot remove a framework's checkpoints");

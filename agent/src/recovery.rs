@@ -25,6 +25,7 @@ use strata_protocol::{
     TaskStatus,
 };
 use strata_runtime::ProcessContext;
+use strata_runtime::durable::Disk;
 use tracing::info;
 
 use crate::checkpoint::{
@@ -132,18 +133,19 @@ impl RecoveredTask {
     }
 }
 
-fn entries(dir: &Path) -> Result<Vec<PathBuf>, RecoveryError> {
-    strata_runtime::durable::list_dirs(dir).map_err(|source| RecoveryError::List {
+fn entries(disk: &Disk, dir: &Path) -> Result<Vec<PathBuf>, RecoveryError> {
+    disk.list_dirs(dir).map_err(|source| RecoveryError::List {
         path: dir.to_owned(),
         source,
     })
 }
 
 fn load_if_present<T: serde::de::DeserializeOwned>(
+    disk: &Disk,
     path: &Path,
 ) -> Result<Option<T>, CheckpointError> {
-    if strata_runtime::durable::exists(path) {
-        checkpoint::load(path).map(Some)
+    if disk.exists(path) {
+        checkpoint::load(disk, path).map(Some)
     } else {
         Ok(None)
     }
@@ -151,9 +153,9 @@ fn load_if_present<T: serde::de::DeserializeOwned>(
 
 /// Reads a work directory's checkpoints; `None` when it has none (a new
 /// agent).
-pub fn read(work_dir: &Path) -> Result<Option<Recovered>, RecoveryError> {
+pub fn read(disk: &Disk, work_dir: &Path) -> Result<Option<Recovered>, RecoveryError> {
     let latest = checkpoint::latest_path(work_dir);
-    let Some(bytes) = load_raw_if_present(&latest)? else {
+    let Some(bytes) = load_raw_if_present(disk, &latest)? else {
         return Ok(None);
     };
     let invalid = |reason: String| CheckpointError::Invalid {
@@ -162,23 +164,28 @@ pub fn read(work_dir: &Path) -> Result<Option<Recovered>, RecoveryError> {
     };
     let text = String::from_utf8(bytes).map_err(|e| invalid(e.to_string()))?;
     let agent_id = AgentId::new(text.trim()).map_err(|e| invalid(e.to_string()))?;
-    let agent: AgentCheckpoint = checkpoint::load(&checkpoint::agent_path(work_dir, &agent_id))?;
+    let agent: AgentCheckpoint =
+        checkpoint::load(disk, &checkpoint::agent_path(work_dir, &agent_id))?;
     let frameworks_dir = checkpoint::agents_dir(work_dir)
         .join(agent_id.as_str())
         .join("frameworks");
     let mut frameworks = Vec::new();
-    for dir in entries(&frameworks_dir)? {
-        let Some(framework) = load_if_present::<FrameworkCheckpoint>(&dir.join("framework.json"))?
+    for dir in entries(disk, &frameworks_dir)? {
+        let Some(framework) =
+            load_if_present::<FrameworkCheckpoint>(disk, &dir.join("framework.json"))?
         else {
             continue;
         };
         let mut tasks = Vec::new();
-        for task_dir in entries(&dir.join("tasks"))? {
-            let checkpoint: Option<TaskCheckpoint> = load_if_present(&task_dir.join("task.json"))?;
-            let pending =
-                load_if_present::<checkpoint::StreamCheckpoint>(&task_dir.join("updates.json"))?
-                    .map(|stream| stream.pending)
-                    .unwrap_or_default();
+        for task_dir in entries(disk, &dir.join("tasks"))? {
+            let checkpoint: Option<TaskCheckpoint> =
+                load_if_present(disk, &task_dir.join("task.json"))?;
+            let pending = load_if_present::<checkpoint::StreamCheckpoint>(
+                disk,
+                &task_dir.join("updates.json"),
+            )?
+            .map(|stream| stream.pending)
+            .unwrap_or_default();
             let task_id = match &checkpoint {
                 Some(checkpoint) => checkpoint.task.info.task_id.clone(),
                 None => match pending.first() {
@@ -193,8 +200,8 @@ pub fn read(work_dir: &Path) -> Result<Option<Recovered>, RecoveryError> {
             });
         }
         let mut executors = Vec::new();
-        for executor_dir in entries(&dir.join("executors"))? {
-            if let Some(executor) = load_if_present(&executor_dir.join("executor.json"))? {
+        for executor_dir in entries(disk, &dir.join("executors"))? {
+            if let Some(executor) = load_if_present(disk, &executor_dir.join("executor.json"))? {
                 executors.push(executor);
             }
         }
@@ -211,8 +218,8 @@ pub fn read(work_dir: &Path) -> Result<Option<Recovered>, RecoveryError> {
     }))
 }
 
-fn load_raw_if_present(path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
-    match strata_runtime::durable::read_bounded(path, 4096) {
+fn load_raw_if_present(disk: &Disk, path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
+    match disk.read_bounded(path, 4096) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(CheckpointError::Read {
@@ -232,7 +239,7 @@ impl Agent {
             return Ok(());
         };
         let work_dir = work_dir.to_owned();
-        let Some(recovered) = read(&work_dir)? else {
+        let Some(recovered) = read(&self.config.disk, &work_dir)? else {
             return Ok(());
         };
         recovered.check(&self.config.resources)?;
@@ -258,7 +265,7 @@ impl Agent {
                         &framework_id,
                         &executor.executor_id,
                     );
-                    let _ = checkpoint::remove(&path);
+                    let _ = checkpoint::remove(&self.config.disk, &path);
                 }
             }
             for task in framework.tasks {

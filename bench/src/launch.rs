@@ -134,6 +134,7 @@ pub(crate) fn agent_config(
         task_launcher: launcher.map(std::path::Path::to_owned),
         switch_user: false,
         kill_tasks_on_stop: true,
+        disk: Default::default(),
     })
 }
 

@@ -88,13 +88,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     })?;
     let _lock = strata_agent::recovery::lock_work_dir(&work_dir)?;
     // Checked before starting, so a refusal is this command's error.
-    let recovering = match strata_agent::recovery::read(&work_dir)? {
-        Some(recovered) => {
-            recovered.check(&resources)?;
-            Some(recovered.agent_id)
-        }
-        None => None,
-    };
+    let recovering =
+        match strata_agent::recovery::read(&strata_runtime::durable::Disk::real(), &work_dir)? {
+            Some(recovered) => {
+                recovered.check(&resources)?;
+                Some(recovered.agent_id)
+            }
+            None => None,
+        };
     let task_launcher =
         std::env::current_exe().context("cannot find this program to run as the task launcher")?;
     let master = Upid::new(MASTER_ID, args.master, strata_runtime::Incarnation::ANY)?;
@@ -133,6 +134,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             task_launcher: Some(task_launcher),
             switch_user: args.switch_user,
             kill_tasks_on_stop: false,
+            disk: Default::default(),
         };
         let (publisher, snapshots) = strata_agent::http::channel();
         let (executor_api, executor_calls) = strata_agent::executor_api::channel();

@@ -220,6 +220,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 task_launcher: task_launcher.clone(),
                 switch_user: true,
                 kill_tasks_on_stop: true,
+                disk: Default::default(),
             };
             let (publisher, snapshots) = strata_agent::http::channel();
             // Executors written with a Mesos library may use the v1

@@ -271,7 +271,8 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
         })?;
     // Checked before starting, so a damaged registry is this command's
     // error.
-    let recovered = strata_master::registry::load(&registry)?;
+    let recovered =
+        strata_master::registry::load(&strata_runtime::durable::Disk::real(), &registry)?;
     let material = args.tls.serving_material(
         strata_runtime::Role::Master,
         "master",

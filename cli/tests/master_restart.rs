@@ -119,21 +119,14 @@ fn agents_re_register_with_a_restarted_master_under_the_same_id() {
     let master = first.pid.clone();
     actix_rt::System::new().block_on(async {
         let agent_node = node(&tls_dir, strata_runtime::Role::Agent, "agent-1").await;
-        let config = AgentConfig {
-            master: master.clone(),
-            hostname: "agent-1".into(),
-            resources: "cpus:2;mem:1024".parse().unwrap(),
-            attributes: Default::default(),
-            seed: 1,
-            runner: strata_integration::containers::in_process(),
-            status_update_retry: strata_agent::status_updates::FIRST_RETRY,
-            usage_interval: std::time::Duration::from_secs(1),
-            executor_credentials: None,
-            executor_registration_timeout: std::time::Duration::from_secs(60),
-            task_launcher: None,
-            switch_user: false,
-            kill_tasks_on_stop: true,
-        };
+        let config = AgentConfig::new(
+            master.clone(),
+            "agent-1".into(),
+            "cpus:2;mem:1024".parse().unwrap(),
+            Default::default(),
+            1,
+            strata_integration::containers::in_process(),
+        );
         agent_node
             .spawn(
                 "agent",

@@ -305,9 +305,12 @@ fn nothing_is_acknowledged_before_the_registry_has_it() {
             ),
             "{answer:?}"
         );
-        let registry = strata_master::registry::load(&strata_master::registry::path(&work_dir))
-            .unwrap()
-            .unwrap();
+        let registry = strata_master::registry::load(
+            &strata_runtime::durable::Disk::real(),
+            &strata_master::registry::path(&work_dir),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(registry.frameworks.len(), 1);
     });
     let _ = std::fs::remove_dir_all(&work_dir);

@@ -286,7 +286,7 @@ fn checkpointing_frameworks_have_their_update_streams_on_disk() {
         };
         assert_eq!(starting.state, TaskState::Starting);
         let path = stream_path(&work_dir, &offer.agent_id, &fw.id(), &starting.task_id);
-        let saved = load_stream(&path).unwrap();
+        let saved = load_stream(&strata_runtime::durable::Disk::real(), &path).unwrap();
         assert_eq!(
             saved.pending.first().map(|status| status.update_id),
             Some(starting.update_id)

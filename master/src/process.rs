@@ -83,6 +83,7 @@ pub const SNAPSHOT_SHARE: f64 = 0.1;
 /// Where a durable master keeps its registry, and what it wrote last.
 #[derive(Debug)]
 struct RegistryFile {
+    disk: strata_runtime::durable::Disk,
     path: PathBuf,
     written: u64,
     flush_pending: bool,
@@ -221,6 +222,7 @@ impl Master {
             listening: None,
             books: Books::new(config, id_prefix),
             registry: Some(RegistryFile {
+                disk: Default::default(),
                 path: crate::registry::path(work_dir),
                 written: 0,
                 flush_pending: false,
@@ -237,12 +239,20 @@ impl Master {
         }
     }
 
+    /// Keeps the registry on `disk` instead of the real one (simulations).
+    pub fn on_disk(mut self, disk: strata_runtime::durable::Disk) -> Master {
+        if let Some(file) = &mut self.registry {
+            file.disk = disk;
+        }
+        self
+    }
+
     /// Recovers the registry and writes it back under the next epoch.
     fn recover(&mut self) -> Result<(), crate::registry::RegistryError> {
         let Some(file) = &mut self.registry else {
             return Ok(());
         };
-        let previous = crate::registry::load(&file.path)?;
+        let previous = crate::registry::load(&file.disk, &file.path)?;
         let epoch = previous.as_ref().map_or(0, |registry| registry.epoch) + 1;
         if let Some(registry) = &previous {
             info!(
@@ -257,7 +267,7 @@ impl Master {
             previous.unwrap_or_else(crate::registry::Registry::empty),
             epoch,
         );
-        crate::registry::save(&file.path, &self.books.registry())?;
+        crate::registry::save(&file.disk, &file.path, &self.books.registry())?;
         file.written = self.books.registry_changes();
         Ok(())
     }
@@ -271,7 +281,7 @@ impl Master {
         file.flush_pending = false;
         let changes = self.books.registry_changes();
         if changes != file.written {
-            match crate::registry::save(&file.path, &self.books.registry()) {
+            match crate::registry::save(&file.disk, &file.path, &self.books.registry()) {
                 Ok(()) => {
                     if file.failing.take().is_some() {
                         info!("the registry is written again; sending what waited for it");

@@ -9,6 +9,7 @@
 //! for its agents to re-register (see [`crate::books`]).
 
 use std::path::{Path, PathBuf};
+use strata_runtime::durable::Disk;
 
 use serde::{Deserialize, Serialize};
 use strata_protocol::{AgentInfo, FrameworkId, FrameworkInfo};
@@ -97,8 +98,8 @@ pub fn path(work_dir: &Path) -> PathBuf {
 }
 
 /// Reads the registry; `None` when there is none yet.
-pub fn load(path: &Path) -> Result<Option<Registry>, RegistryError> {
-    let bytes = match strata_runtime::durable::read_bounded(path, MAX_REGISTRY_BYTES) {
+pub fn load(disk: &Disk, path: &Path) -> Result<Option<Registry>, RegistryError> {
+    let bytes = match disk.read_bounded(path, MAX_REGISTRY_BYTES) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
@@ -133,15 +134,16 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Registry, RegistryError> {
 }
 
 /// Writes the registry atomically and durably.
-pub fn save(path: &Path, registry: &Registry) -> Result<(), RegistryError> {
+pub fn save(disk: &Disk, path: &Path, registry: &Registry) -> Result<(), RegistryError> {
     let json = serde_json::to_vec(registry).map_err(|e| RegistryError::Invalid {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    strata_runtime::durable::write_atomically(path, &json).map_err(|source| RegistryError::Write {
-        path: path.to_owned(),
-        source,
-    })
+    disk.write_atomically(path, &json)
+        .map_err(|source| RegistryError::Write {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -153,7 +155,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("strata-registry-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let file = path(&dir);
-        assert_eq!(load(&file).unwrap(), None);
+        assert_eq!(load(&Disk::real(), &file).unwrap(), None);
         let mut registry = Registry::empty();
         registry.epoch = 7;
         registry.frameworks.push(FrameworkInfo::new("f", "u"));
@@ -168,17 +170,22 @@ mod tests {
             certificate_name: "agent-a1".into(),
             unreachable: true,
         });
-        save(&file, &registry).unwrap();
-        assert_eq!(load(&file).unwrap(), Some(registry));
+        save(&Disk::real(), &file, &registry).unwrap();
+        assert_eq!(load(&Disk::real(), &file).unwrap(), Some(registry));
         std::fs::write(&file, br#"{"version": 2}"#).unwrap();
         assert!(
-            load(&file)
+            load(&Disk::real(), &file)
                 .unwrap_err()
                 .to_string()
                 .contains("format version 2")
         );
         std::fs::write(&file, b"{").unwrap();
-        assert!(load(&file).unwrap_err().to_string().contains("not valid"));
+        assert!(
+            load(&Disk::real(), &file)
+                .unwrap_err()
+                .to_string()
+                .contains("not valid")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,12 +8,14 @@
 //! caller expects before reading them, so a corrupt or hostile file cannot
 //! make the reader allocate without limit.
 //!
-//! Simulations mount a [`SimDisk`] at a directory: these functions then
-//! keep what is written under it in memory, shared by every incarnation
-//! of the simulated node that owns it. A write returns only once it is
-//! durable, so a simulated crash (which can only happen between two
-//! steps of the single-threaded simulation) keeps every completed write
-//! and nothing else, which is what the real disk promises.
+//! What keeps such files (the master's registry, an agent's checkpoints)
+//! is given a [`Disk`]: the real one, or in simulations a [`SimDisk`] that
+//! keeps what is written in memory, shared by every incarnation of the
+//! simulated node that owns it. A write returns only once it is durable,
+//! so a simulated crash (which can only happen between two steps of the
+//! single-threaded simulation) keeps every completed write and nothing
+//! else, which is what the real disk promises. The free functions are
+//! the real disk's.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,59 +23,13 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// An in-memory disk for simulated nodes, mounted at a directory with
-/// [`SimDisk::mount`]. Cloning shares it.
+/// An in-memory disk for simulated nodes. Cloning shares it.
 #[derive(Debug, Clone, Default)]
 pub struct SimDisk {
     files: Arc<Mutex<BTreeMap<PathBuf, Vec<u8>>>>,
 }
 
-/// Simulated disks by the directory they are mounted at.
-static MOUNTS: Mutex<Vec<(PathBuf, SimDisk)>> = Mutex::new(Vec::new());
-
-fn mounts() -> MutexGuard<'static, Vec<(PathBuf, SimDisk)>> {
-    MOUNTS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A mounted [`SimDisk`]; unmounted when dropped.
-#[derive(Debug)]
-pub struct Mount {
-    root: PathBuf,
-    disk: SimDisk,
-}
-
-impl Mount {
-    /// The disk mounted.
-    pub fn disk(&self) -> &SimDisk {
-        &self.disk
-    }
-
-    /// Where it is mounted.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        mounts().retain(|(root, _)| root != &self.root);
-    }
-}
-
 impl SimDisk {
-    /// A new, empty disk mounted at `root` (which should not exist on the
-    /// real disk; simulations use paths like `/sim/<run>/master`).
-    pub fn mount(root: &Path) -> Mount {
-        let disk = SimDisk::default();
-        mounts().push((root.to_owned(), disk.clone()));
-        Mount {
-            root: root.to_owned(),
-            disk,
-        }
-    }
-
     /// Every file on the disk, sorted.
     pub fn paths(&self) -> Vec<PathBuf> {
         self.lock().keys().cloned().collect()
@@ -89,13 +45,117 @@ impl SimDisk {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
 
-    /// The disk `path` is on, if a simulated one is mounted above it.
-    fn at(path: &Path) -> Option<SimDisk> {
-        mounts()
-            .iter()
-            .find(|(root, _)| path.starts_with(root))
-            .map(|(_, disk)| disk.clone())
+/// Where durable files go: the real disk (the default) or a simulated
+/// one. Cloning shares it.
+#[derive(Debug, Clone, Default)]
+pub struct Disk {
+    simulated: Option<SimDisk>,
+}
+
+impl Disk {
+    /// The machine's disk.
+    pub fn real() -> Disk {
+        Disk::default()
+    }
+
+    /// A simulated disk.
+    pub fn simulated(disk: &SimDisk) -> Disk {
+        Disk {
+            simulated: Some(disk.clone()),
+        }
+    }
+
+    /// [`write_atomically`] on this disk.
+    pub fn write_atomically(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        match &self.simulated {
+            Some(disk) => {
+                disk.lock().insert(path.to_owned(), contents.to_vec());
+                Ok(())
+            }
+            None => write_atomically(path, contents),
+        }
+    }
+
+    /// [`read_bounded`] on this disk.
+    pub fn read_bounded(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+        let Some(disk) = &self.simulated else {
+            return read_bounded(path, limit);
+        };
+        let files = disk.lock();
+        let bytes = files
+            .get(path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        if bytes.len() as u64 > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} bytes is more than the {limit} this file may hold",
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes.clone())
+    }
+
+    /// [`remove_if_present`] on this disk.
+    pub fn remove_if_present(&self, path: &Path) -> io::Result<()> {
+        match &self.simulated {
+            Some(disk) => {
+                disk.lock().remove(path);
+                Ok(())
+            }
+            None => remove_if_present(path),
+        }
+    }
+
+    /// [`list_dirs`] on this disk.
+    pub fn list_dirs(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let Some(disk) = &self.simulated else {
+            return list_dirs(dir);
+        };
+        // Directories are implied by the files under them.
+        let mut found: Vec<PathBuf> = disk
+            .lock()
+            .keys()
+            .filter_map(|path| {
+                let rest = path.strip_prefix(dir).ok()?;
+                let mut parts = rest.components();
+                let first = parts.next()?;
+                parts.next()?;
+                Some(dir.join(first))
+            })
+            .collect();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// Whether a file is at `path` on this disk.
+    pub fn exists(&self, path: &Path) -> bool {
+        match &self.simulated {
+            Some(disk) => disk.lock().contains_key(path),
+            None => path.exists(),
+        }
+    }
+
+    /// [`remove_dir_all`] on this disk.
+    pub fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        match &self.simulated {
+            Some(disk) => {
+                disk.lock().retain(|path, _| !path.starts_with(dir));
+                Ok(())
+            }
+            None => remove_dir_all(dir),
+        }
+    }
+
+    /// Removes a directory if it is empty (a simulated disk has no empty
+    /// directories); anything else is left as it is.
+    pub fn remove_empty_dir(&self, dir: &Path) {
+        if self.simulated.is_none() {
+            let _ = fs::remove_dir(dir);
+        }
     }
 }
 
@@ -142,10 +202,6 @@ fn create_dir_all_syncing(
 /// Writes `contents` to `path` atomically and durably, creating the
 /// parent directories.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    if let Some(disk) = SimDisk::at(path) {
-        disk.lock().insert(path.to_owned(), contents.to_vec());
-        return Ok(());
-    }
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))?;
@@ -163,22 +219,6 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
 
 /// Reads `path` whole if it holds at most `limit` bytes.
 pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-    if let Some(disk) = SimDisk::at(path) {
-        let files = disk.lock();
-        let bytes = files
-            .get(path)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
-        if bytes.len() as u64 > limit {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} bytes is more than the {limit} this file may hold",
-                    bytes.len()
-                ),
-            ));
-        }
-        return Ok(bytes.clone());
-    }
     let file = fs::File::open(path)?;
     let size = file.metadata()?.len();
     if size > limit {
@@ -221,10 +261,6 @@ pub fn lock_exclusive(path: &Path) -> io::Result<Option<fs::File>> {
 
 /// Removes a file; one that is already gone is no error.
 pub fn remove_if_present(path: &Path) -> io::Result<()> {
-    if let Some(disk) = SimDisk::at(path) {
-        disk.lock().remove(path);
-        return Ok(());
-    }
     match fs::remove_file(path) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),
@@ -233,22 +269,6 @@ pub fn remove_if_present(path: &Path) -> io::Result<()> {
 
 /// The directories directly in `dir`, sorted; none if `dir` is absent.
 pub fn list_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    if let Some(disk) = SimDisk::at(dir) {
-        // Directories are implied by the files under them.
-        let mut found: Vec<PathBuf> = disk
-            .lock()
-            .keys()
-            .filter_map(|path| {
-                let rest = path.strip_prefix(dir).ok()?;
-                let mut parts = rest.components();
-                let first = parts.next()?;
-                parts.next()?;
-                Some(dir.join(first))
-            })
-            .collect();
-        found.dedup();
-        return Ok(found);
-    }
     match fs::read_dir(dir) {
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(error) => Err(error),
@@ -264,31 +284,11 @@ pub fn list_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     }
 }
 
-/// Whether a file is at `path`.
-pub fn exists(path: &Path) -> bool {
-    match SimDisk::at(path) {
-        Some(disk) => disk.lock().contains_key(path),
-        None => path.exists(),
-    }
-}
-
 /// Removes a directory and everything in it; an absent one is no error.
 pub fn remove_dir_all(dir: &Path) -> io::Result<()> {
-    if let Some(disk) = SimDisk::at(dir) {
-        disk.lock().retain(|path, _| !path.starts_with(dir));
-        return Ok(());
-    }
     match fs::remove_dir_all(dir) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),
-    }
-}
-
-/// Removes a directory if it is empty (a simulated disk has no empty
-/// directories); anything else is left as it is.
-pub fn remove_empty_dir(dir: &Path) {
-    if SimDisk::at(dir).is_none() {
-        let _ = fs::remove_dir(dir);
     }
 }
 
@@ -297,40 +297,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_simulated_disk_keeps_writes_in_memory_under_its_mount() {
+    fn a_simulated_disk_keeps_writes_in_memory() {
         let root = Path::new("/sim/durable-test");
         let file = root.join("meta/registry.json");
-        {
-            let mount = SimDisk::mount(root);
-            write_atomically(&file, b"one").unwrap();
-            write_atomically(&file, b"two").unwrap();
-            assert_eq!(read_bounded(&file, 16).unwrap(), b"two");
-            assert!(read_bounded(&file, 2).is_err());
-            assert!(!file.exists(), "nothing reaches the real disk");
-            assert_eq!(mount.disk().paths(), vec![file.clone()]);
-            remove_if_present(&file).unwrap();
-            assert_eq!(
-                read_bounded(&file, 16).unwrap_err().kind(),
-                io::ErrorKind::NotFound
-            );
-        }
-        // Directories are implied by files; removing one removes them.
-        {
-            let mount = SimDisk::mount(root);
-            write_atomically(&root.join("a/x/f"), b"1").unwrap();
-            write_atomically(&root.join("a/y/g"), b"2").unwrap();
-            write_atomically(&root.join("a/top"), b"3").unwrap();
-            assert_eq!(
-                list_dirs(&root.join("a")).unwrap(),
-                vec![root.join("a/x"), root.join("a/y")]
-            );
-            assert!(exists(&root.join("a/top")));
-            remove_dir_all(&root.join("a/x")).unwrap();
-            assert_eq!(list_dirs(&root.join("a")).unwrap(), vec![root.join("a/y")]);
-            assert_eq!(mount.disk().paths().len(), 2);
-        }
-        // Unmounted: the path is the real disk's again.
+        let simulated = SimDisk::default();
+        let disk = Disk::simulated(&simulated);
+        disk.write_atomically(&file, b"one").unwrap();
+        disk.write_atomically(&file, b"two").unwrap();
+        assert_eq!(disk.read_bounded(&file, 16).unwrap(), b"two");
+        assert!(disk.read_bounded(&file, 2).is_err());
+        assert!(!file.exists(), "nothing reaches the real disk");
         assert!(read_bounded(&file, 16).is_err());
+        assert_eq!(simulated.paths(), vec![file.clone()]);
+        disk.remove_if_present(&file).unwrap();
+        assert_eq!(
+            disk.read_bounded(&file, 16).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        // Directories are implied by files; removing one removes them.
+        disk.write_atomically(&root.join("a/x/f"), b"1").unwrap();
+        disk.write_atomically(&root.join("a/y/g"), b"2").unwrap();
+        disk.write_atomically(&root.join("a/top"), b"3").unwrap();
+        assert_eq!(
+            disk.list_dirs(&root.join("a")).unwrap(),
+            vec![root.join("a/x"), root.join("a/y")]
+        );
+        assert!(disk.exists(&root.join("a/top")));
+        disk.remove_dir_all(&root.join("a/x")).unwrap();
+        assert_eq!(
+            disk.list_dirs(&root.join("a")).unwrap(),
+            vec![root.join("a/y")]
+        );
+        assert_eq!(simulated.paths().len(), 2);
+        // A clone shares the disk; wiping empties it.
+        Disk::simulated(&simulated.clone())
+            .remove_dir_all(root)
+            .unwrap();
+        assert!(simulated.paths().is_empty());
     }
 
     #[test]

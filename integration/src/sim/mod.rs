@@ -80,7 +80,7 @@ use strata_agent::{Agent, AgentConfig};
 use strata_frameworks::scheduler::{self, Scheduler, SchedulerConfig};
 use strata_master::{Config, MASTER_ID, Master};
 use strata_protocol::{AgentId, FrameworkId, FrameworkInfo, Resources, TaskState};
-use strata_runtime::durable::{Mount, SimDisk};
+use strata_runtime::durable::{Disk, SimDisk};
 use strata_runtime::random::SplitMix;
 use strata_runtime::transport::sim::{LinkConfig, Observer, SimEvent, SimNetwork};
 use strata_runtime::transport::sim_udp::SimUdpNetwork;
@@ -445,7 +445,23 @@ struct AgentSlot {
     slot: Slot,
     states: Option<AgentStates>,
     host: SimHost,
-    disk: Mount,
+    disk: SimDir,
+}
+
+/// A simulated disk and the directory a node keeps its files in there.
+#[derive(Debug)]
+struct SimDir {
+    root: PathBuf,
+    disk: SimDisk,
+}
+
+impl SimDir {
+    fn new(root: PathBuf) -> SimDir {
+        SimDir {
+            root,
+            disk: SimDisk::default(),
+        }
+    }
 }
 type MasterState = strata_master::state::Snapshots;
 
@@ -459,7 +475,7 @@ pub struct SimCluster {
     started: tokio::time::Instant,
     master: Slot,
     master_state: Option<MasterState>,
-    disk: Mount,
+    disk: SimDir,
     agents: Vec<AgentSlot>,
     frameworks: Vec<FrameworkSlot>,
     intruders: Vec<Intruder>,
@@ -483,7 +499,7 @@ fn address(group: u8, index: usize) -> SocketAddr {
     SocketAddr::from(([10, group, (index >> 8) as u8, (index & 0xff) as u8], 5050))
 }
 
-/// Distinguishes the simulated disks of clusters running at once.
+/// Names each run's simulated directories, for the traces.
 static RUNS: AtomicU64 = AtomicU64::new(0);
 
 impl SimCluster {
@@ -562,14 +578,14 @@ impl SimCluster {
         };
         let run = RUNS.fetch_add(1, Ordering::Relaxed);
         let root = PathBuf::from(format!("/strata-sim/{seed}-{run}"));
-        let disk = SimDisk::mount(&root.join("master"));
+        let disk = SimDir::new(root.join("master"));
         let master = Slot::new(Role::Master, "master".into(), address(0, 0));
         let agents = (0..spec.agents)
             .map(|index| AgentSlot {
                 slot: Slot::new(Role::Agent, format!("agent-{index}"), address(1, index)),
                 states: None,
                 host: SimHost::default(),
-                disk: SimDisk::mount(&root.join(format!("agent-{index}"))),
+                disk: SimDir::new(root.join(format!("agent-{index}"))),
             })
             .collect();
         let mut cluster = SimCluster {
@@ -802,7 +818,7 @@ impl SimCluster {
                 .end(&id, std::os::unix::process::ExitStatusExt::from_raw(9));
         }
         agent.host = SimHost::default();
-        agent.disk.disk().wipe();
+        agent.disk.disk.wipe();
     }
 
     /// Starts agent `index` again (or for the first time), on the same
@@ -829,8 +845,9 @@ impl SimCluster {
             self.spec.agent_resources.clone(),
             Default::default(),
             self.seed ^ (index as u64) << 20 ^ slot.lives,
-            crate::containers::simulated(host.clone(), disk.root().to_owned()),
+            crate::containers::simulated(host.clone(), disk.root.clone()),
         );
+        config.disk = Disk::simulated(&disk.disk);
         config.status_update_retry = self.spec.status_update_retry;
         // Like a daemon killed with SIGKILL: checkpointed tasks live on.
         config.kill_tasks_on_stop = false;
@@ -867,10 +884,8 @@ impl SimCluster {
         };
         let prefix = format!("m{}", self.master.lives);
         let config = self.spec.master.clone();
-        let work_dir = self
-            .spec
-            .durable_master
-            .then(|| self.disk.root().to_owned());
+        let work_dir = self.spec.durable_master.then(|| self.disk.root.clone());
+        let disk = Disk::simulated(&self.disk.disk);
         let shared = self.shared.clone();
         let started = self.started;
         let sink: strata_master::process::InvariantSink = Arc::new(move |violation: String| {
@@ -892,7 +907,9 @@ impl SimCluster {
             MASTER_ID,
             move || {
                 let master = match &work_dir {
-                    Some(dir) => Master::durable(config.clone(), &prefix, dir),
+                    Some(dir) => {
+                        Master::durable(config.clone(), &prefix, dir).on_disk(disk.clone())
+                    }
                     None => Master::new(config.clone(), &prefix),
                 };
                 let master = match &sink {
