@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod command_executor;
 pub mod containerizer;
+pub mod core;
 pub mod credentials;
 pub mod detection;
 pub mod executor_api;

@@ -21,19 +21,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use strata_protocol::{
-    AgentId, AgentInfo, FrameworkId, FrameworkInfo, Reason, Resources, TaskId, TaskKind, TaskState,
-    TaskStatus,
+    AgentId, AgentInfo, FrameworkInfo, Resources, TaskId, TaskState, TaskStatus,
 };
-use strata_runtime::ProcessContext;
 use strata_runtime::durable::Disk;
-use tracing::info;
 
 use crate::checkpoint::{
     self, AgentCheckpoint, CheckpointError, ExecutorCheckpoint, FrameworkCheckpoint, TaskCheckpoint,
 };
-use crate::command_executor;
-use crate::containerizer::Recovery;
-use crate::process::{Agent, TaskProcess};
 
 /// What an agent's work directory says about its previous life.
 #[derive(Debug, Clone, PartialEq)]
@@ -226,132 +220,6 @@ fn load_raw_if_present(disk: &Disk, path: &Path) -> Result<Option<Vec<u8>>, Chec
             path: path.to_owned(),
             source,
         }),
-    }
-}
-
-impl Agent {
-    /// Reads this agent's checkpoints, if any, and takes its tasks back.
-    pub(crate) fn recover(
-        &mut self,
-        ctx: &mut ProcessContext<'_, Self>,
-    ) -> Result<(), RecoveryError> {
-        let Some(work_dir) = self.config.runner.work_dir() else {
-            return Ok(());
-        };
-        let work_dir = work_dir.to_owned();
-        let Some(recovered) = read(&self.config.disk, &work_dir)? else {
-            return Ok(());
-        };
-        recovered.check(&self.config.resources)?;
-        info!(
-            agent_id = %recovered.agent_id,
-            frameworks = recovered.frameworks.len(),
-            "recovering from checkpoints"
-        );
-        self.agent_id = Some(recovered.agent_id.clone());
-        for framework in recovered.frameworks {
-            let Some(framework_id) = framework.info.id.clone() else {
-                continue;
-            };
-            self.frameworks.insert(framework_id.clone(), framework.info);
-            // Executors first: their tasks wait for them.
-            for executor in &framework.executors {
-                if !self.adopt_executor(ctx, &framework_id, executor)
-                    && let Some(agent_id) = &self.agent_id
-                {
-                    let path = checkpoint::executor_path(
-                        &work_dir,
-                        agent_id,
-                        &framework_id,
-                        &executor.executor_id,
-                    );
-                    let _ = checkpoint::remove(&self.config.disk, &path);
-                }
-            }
-            for task in framework.tasks {
-                self.recover_task(ctx, &framework_id, task);
-            }
-        }
-        Ok(())
-    }
-
-    fn recover_task(
-        &mut self,
-        ctx: &mut ProcessContext<'_, Self>,
-        framework_id: &FrameworkId,
-        recovered: RecoveredTask,
-    ) {
-        let state = recovered.state();
-        for status in &recovered.pending {
-            self.updates
-                .push(crate::process::now(), framework_id, status.clone());
-        }
-        let Some(checkpoint) = recovered.checkpoint else {
-            return;
-        };
-        let key = (framework_id.clone(), recovered.task_id.clone());
-        let mut task = checkpoint.task;
-        if let (Some(state), Some(last)) = (state, recovered.pending.last())
-            && state == last.state
-        {
-            task.state = state;
-            task.status = Some(last.clone());
-        }
-        if task.state.is_terminal() {
-            self.finished.insert(key, task);
-            return;
-        }
-        let task_id = recovered.task_id;
-        let executor = match &task.info.kind {
-            TaskKind::Executor(executor) => Some(executor.executor_id.clone()),
-            TaskKind::Command(_) => None,
-        };
-        self.allocated.add(&task.info.resources);
-        self.tasks.insert(key.clone(), task);
-        if let Some(executor_id) = &executor
-            && self.adopt_executor_task(framework_id, executor_id, &task_id)
-        {
-            return;
-        }
-        let Some(run) = checkpoint.run else {
-            let (state, reason, message) = match executor {
-                Some(_) => (
-                    TaskState::Failed,
-                    Reason::ExecutorTerminated,
-                    "its executor did not survive the agent's restart",
-                ),
-                None => (
-                    TaskState::Lost,
-                    Reason::AgentRestarted,
-                    "the agent restarted before the task's process started",
-                ),
-            };
-            self.report_with(ctx, framework_id, &task_id, state, Some(reason), message);
-            return;
-        };
-        let run = run.named();
-        match self.containerizer.recover(&run) {
-            Recovery::Running(ending) => {
-                info!(task_id = %task_id, container = %run.container, "re-attached to a running task");
-                let container = run.container.clone();
-                self.processes.insert(key.clone(), TaskProcess::new(run));
-                self.wait_for(ctx, key, container, ending);
-            }
-            Recovery::Ended(status) => {
-                let (state, how) = command_executor::outcome(Ok(status), false);
-                let message = format!("{how} while the agent was down");
-                self.report(ctx, framework_id, &task_id, state, &message);
-                self.containerizer.forget(&run.container);
-            }
-            Recovery::Gone => self.report_with(
-                ctx,
-                framework_id,
-                &task_id,
-                TaskState::Failed,
-                Some(Reason::ExecutorTerminated),
-                "the task's process ended while the agent was down, and how is not known",
-            ),
-        }
     }
 }
 
