@@ -1,8 +1,10 @@
 //! `strata execute`: run a command on the cluster, like `mesos-execute`.
 //!
-//! A small framework: it subscribes, takes offers that fit its tasks
-//! (resources, `--constraint`s as standing filters), launches them, prints
-//! one line per status update as it arrives and acknowledges it. Exit
+//! A small framework, a scheduler of the SDK
+//! ([`strata_frameworks::scheduler`]): it subscribes, takes offers that fit
+//! its tasks (resources, `--constraint`s as standing filters), launches
+//! them, prints one line per status update as it arrives (the SDK
+//! acknowledges it). Exit
 //! codes: 0 when every task FINISHED, 1 when any ended otherwise (or the
 //! master could not be reached), 2 when the tasks could not be placed
 //! within `--timeout`, with what was asked and the largest offer seen.
@@ -15,19 +17,22 @@
 //! follows the tasks `--name` and `--instances` name, learning their
 //! states by reconciliation, instead of launching them.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use strata_frameworks::scheduler::{self, Scheduler, SchedulerConfig, SchedulerDriver};
 use strata_master::MASTER_ID;
 use strata_protocol::offers::MAX_TASKS_PER_ACCEPT;
 use strata_protocol::{
     AgentId, AttributeValue, Capability, CommandInfo, Filters, FrameworkId, FrameworkInfo, Offer,
-    OfferConstraint, Operation, Reason, ReconcileTask, Resources, Source, TaskId, TaskInfo,
-    TaskKind, TaskState, TaskStatus, ToMaster, ToScheduler,
+    OfferConstraint, Operation, Reason, Resources, Source, TaskId, TaskInfo, TaskKind, TaskState,
+    TaskStatus, ToMaster,
 };
 use strata_runtime::upid::parse_socket_addr;
-use strata_runtime::{Incarnation, Node, NodeConfig, Received, Upid};
+use strata_runtime::{Incarnation, Node, NodeConfig, Upid};
 
 #[derive(Debug, clap::Args)]
 pub struct ExecuteArgs {
@@ -156,11 +161,20 @@ fn print_status(status: &TaskStatus) {
 struct Execution {
     args: ExecuteArgs,
     master: Upid,
+    /// For placing the tasks, and for a lost master to come back.
+    timeout: Duration,
     framework_id: Option<FrameworkId>,
     /// Tasks not placed yet, in the order they are tried.
     pending: Vec<TaskId>,
     states: BTreeMap<TaskId, TaskState>,
     largest_offer: Option<Resources>,
+    /// Updates printed, by task and update id.
+    acknowledged: BTreeSet<(TaskId, u128)>,
+    /// How many times the master was lost: the token of the latest
+    /// loss's deadline.
+    lost: u64,
+    /// The exit code, once decided.
+    result: Option<u8>,
 }
 
 impl Execution {
@@ -275,6 +289,136 @@ impl Execution {
     }
 }
 
+/// Timer token: the tasks must be placed by now.
+const PLACEMENT_DEADLINE: u64 = 0;
+
+/// `strata execute` as a scheduler of the SDK, which subscribes (again
+/// after losing the master), follows one master epoch, acknowledges
+/// updates and reconciles; this decides what to launch, prints what
+/// happens and ends with the run's exit code.
+struct Execute {
+    execution: Rc<RefCell<Execution>>,
+}
+
+impl Execute {
+    /// Ends the run with exit code `code`, tearing the framework down
+    /// when asked.
+    fn finish(&self, driver: &mut SchedulerDriver<'_, '_, Self>, code: u8, teardown: bool) {
+        self.execution.borrow_mut().result = Some(code);
+        driver.stop(!teardown);
+    }
+}
+
+impl Scheduler for Execute {
+    fn started(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>) {
+        let timeout = self.execution.borrow().timeout;
+        driver.set_timer(timeout, PLACEMENT_DEADLINE);
+    }
+
+    fn timer(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, token: u64) {
+        let execution = self.execution.borrow();
+        if token == PLACEMENT_DEADLINE {
+            if !execution.pending.is_empty() {
+                eprintln!("strata execute: {}", execution.explain_not_placed());
+                drop(execution);
+                self.finish(driver, NOT_PLACED, true);
+            }
+        } else if token == execution.lost && !driver.subscribed() {
+            eprintln!(
+                "strata execute: the master at {} did not come back within {} s",
+                execution.master,
+                execution.timeout.as_secs_f64()
+            );
+            drop(execution);
+            self.finish(driver, FAILED, false);
+        }
+    }
+
+    fn registered(&mut self, _: &mut SchedulerDriver<'_, '_, Self>, framework_id: &FrameworkId) {
+        eprintln!("strata execute: subscribed as framework {framework_id}");
+        self.execution.borrow_mut().framework_id = Some(framework_id.clone());
+    }
+
+    fn disconnected(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>) {
+        let mut execution = self.execution.borrow_mut();
+        eprintln!(
+            "strata execute: lost the master at {}; subscribing again",
+            execution.master
+        );
+        // Each loss has a deadline of its own.
+        execution.lost += 1;
+        driver.set_timer(execution.timeout, execution.lost);
+    }
+
+    fn resource_offers(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, offers: Vec<Offer>) {
+        let mut execution = self.execution.borrow_mut();
+        for offer in offers {
+            match execution.use_offer(offer) {
+                ToMaster::Accept {
+                    offer_ids,
+                    operations,
+                    filters,
+                    ..
+                } => driver.accept(offer_ids, operations, filters),
+                ToMaster::Decline {
+                    offer_ids, filters, ..
+                } => {
+                    for offer_id in &offer_ids {
+                        driver.decline_with(offer_id, filters);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if execution.pending.is_empty() {
+            driver.suppress();
+        }
+    }
+
+    fn status_update(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, status: &TaskStatus) {
+        let mut execution = self.execution.borrow_mut();
+        if execution.relaunch_if_offer_gone(status) {
+            eprintln!(
+                "strata execute: {}: {}; waiting for another offer",
+                status.task_id, status.message
+            );
+            driver.revive();
+            return;
+        }
+        // An update resent before the acknowledgement arrived is printed
+        // once.
+        if let Some(update_id) = status.update_id
+            && !execution
+                .acknowledged
+                .insert((status.task_id.clone(), update_id.0))
+        {
+            return;
+        }
+        // A reconciliation answer that changes nothing is not news.
+        let restated = status.reason == Some(Reason::Reconciliation)
+            && execution.states.get(&status.task_id) == Some(&status.state);
+        if execution.states.contains_key(&status.task_id) && !restated {
+            print_status(status);
+            execution
+                .states
+                .insert(status.task_id.clone(), status.state);
+        }
+        if execution.done() {
+            let all_finished = execution
+                .states
+                .values()
+                .all(|state| *state == TaskState::Finished);
+            drop(execution);
+            self.finish(driver, if all_finished { FINISHED } else { FAILED }, true);
+        }
+    }
+
+    fn error(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, message: &str) {
+        eprintln!("strata execute: the master refused: {message}");
+        self.finish(driver, FAILED, false);
+    }
+}
+
 pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
     let timeout = seconds("timeout", args.timeout)?;
     let failover_timeout = seconds("failover-timeout", args.failover_timeout)?;
@@ -298,10 +442,13 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
     info.roles = vec![args.role.clone()];
     info.checkpoint = args.checkpoint;
     info.failover_timeout = failover_timeout;
+    // Taking over: a subscription with the framework's id is a failover.
+    info.id = args.framework_id.clone();
     if args.partition_aware {
         info.capabilities.insert(Capability::PartitionAware);
     }
-    let constraints: Vec<OfferConstraint> = args
+    let mut config = SchedulerConfig::new(master.clone(), info);
+    config.constraints = args
         .constraints
         .iter()
         .map(|(name, value)| OfferConstraint::AttributeEquals {
@@ -321,191 +468,32 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
                 .collect(),
         ),
     };
-    let mut execution = Execution {
+    let execution = Rc::new(RefCell::new(Execution {
         framework_id: args.framework_id.clone(),
         args,
         master: master.clone(),
+        timeout,
         pending,
         states,
         largest_offer: None,
-    };
+        acknowledged: BTreeSet::new(),
+        lost: PLACEMENT_DEADLINE,
+        result: None,
+    }));
     actix_rt::System::new().block_on(async move {
         let node = Node::bind(NodeConfig::new(SocketAddr::new(local_ip, 0), material)).await?;
         node.connect(master.addr()).await?;
-        let scheduler_id = format!("execute-{:08x}", node.incarnation().0 as u32);
-        let mut inbox = node.inbox::<ToScheduler>(&scheduler_id, 4096)?;
-        inbox.link(&master);
-        let placement_deadline = tokio::time::Instant::now() + timeout;
-        let mut acknowledged: BTreeSet<(TaskId, u128)> = BTreeSet::new();
-        let mut next_subscribe = tokio::time::Instant::now();
-        let mut subscribed = false;
-        let mut subscribed_once = false;
-        let mut master_epoch = strata_protocol::MasterEpoch::default();
-        // Set while the master is lost: when to give up on it.
-        let mut master_lost_until: Option<tokio::time::Instant> = None;
-        loop {
-            let now = tokio::time::Instant::now();
-            if master_lost_until.is_some_and(|until| now >= until) {
-                eprintln!(
-                    "strata execute: the master at {} did not come back within {} s",
-                    execution.master,
-                    timeout.as_secs_f64()
-                );
-                return Ok(FAILED);
-            }
-            if !subscribed && now >= next_subscribe {
-                // After losing the master, subscribe again as the same
-                // framework.
-                let mut info = info.clone();
-                info.id = execution.framework_id.clone();
-                let subscribe = ToMaster::Subscribe {
-                    info,
-                    constraints: constraints.clone(),
-                };
-                // Repeated until answered: a message may be lost.
-                let _ = inbox.send(&execution.master, subscribe);
-                next_subscribe = now + Duration::from_secs(2);
-            }
-            if !execution.pending.is_empty() && now >= placement_deadline {
-                eprintln!("strata execute: {}", execution.explain_not_placed());
-                teardown(&inbox, &execution);
-                node.close(Duration::from_secs(1)).await;
-                return Ok(NOT_PLACED);
-            }
-            let event = inbox.recv_within(Duration::from_millis(500)).await;
-            match event {
-                None => continue,
-                Some(Received::Exited(_)) => {
-                    if master_lost_until.is_none() {
-                        eprintln!(
-                            "strata execute: lost the master at {}; subscribing again",
-                            execution.master
-                        );
-                        master_lost_until = Some(now + timeout);
-                    }
-                    subscribed = false;
-                    next_subscribe = now;
-                    inbox.link(&execution.master);
-                }
-                Some(Received::Message(from, message)) => match message {
-                    ToScheduler::Subscribed {
-                        framework_id,
-                        epoch,
-                    } => {
-                        if subscribed || !master_epoch.registered(epoch, &from) {
-                            continue;
-                        }
-                        if !std::mem::replace(&mut subscribed_once, true) {
-                            eprintln!("strata execute: subscribed as framework {framework_id}");
-                        }
-                        subscribed = true;
-                        master_lost_until = None;
-                        let again = execution
-                            .framework_id
-                            .replace(framework_id.clone())
-                            .is_some();
-                        // Back with a (restarted) master: ask where the
-                        // launched tasks are.
-                        let launched: Vec<ReconcileTask> = execution
-                            .states
-                            .iter()
-                            .filter(|(_, state)| !state.is_terminal())
-                            .map(|(task_id, _)| ReconcileTask {
-                                task_id: task_id.clone(),
-                                agent_id: None,
-                            })
-                            .collect();
-                        if again && !launched.is_empty() {
-                            let reconcile = ToMaster::Reconcile {
-                                framework_id,
-                                tasks: launched,
-                            };
-                            let _ = inbox.send(&execution.master, reconcile);
-                        }
-                    }
-                    _ if !master_epoch.admits(&from) => {}
-                    ToScheduler::Offers(offers) => {
-                        for offer in offers {
-                            let call = execution.use_offer(offer);
-                            let _ = inbox.send(&execution.master, call);
-                        }
-                        if execution.pending.is_empty()
-                            && let Some(framework_id) = execution.framework_id.clone()
-                        {
-                            let _ =
-                                inbox.send(&execution.master, ToMaster::Suppress { framework_id });
-                        }
-                    }
-                    ToScheduler::Update { status } => {
-                        if execution.relaunch_if_offer_gone(&status) {
-                            eprintln!(
-                                "strata execute: {}: {}; waiting for another offer",
-                                status.task_id, status.message
-                            );
-                            if let Some(framework_id) = execution.framework_id.clone() {
-                                let revive = ToMaster::Revive { framework_id };
-                                let _ = inbox.send(&execution.master, revive);
-                            }
-                            continue;
-                        }
-                        if let (Some(update_id), Some(agent_id), Some(framework_id)) = (
-                            status.update_id,
-                            status.agent_id.clone(),
-                            execution.framework_id.clone(),
-                        ) {
-                            let _ = inbox.send(
-                                &execution.master,
-                                ToMaster::Acknowledge {
-                                    framework_id,
-                                    agent_id,
-                                    task_id: status.task_id.clone(),
-                                    update_id,
-                                },
-                            );
-                            // An update resent before our acknowledgement
-                            // arrived is printed once.
-                            if !acknowledged.insert((status.task_id.clone(), update_id.0)) {
-                                continue;
-                            }
-                        }
-                        // A reconciliation answer that changes nothing is
-                        // not news.
-                        let restated = status.reason == Some(Reason::Reconciliation)
-                            && execution.states.get(&status.task_id) == Some(&status.state);
-                        if execution.states.contains_key(&status.task_id) && !restated {
-                            print_status(&status);
-                            execution
-                                .states
-                                .insert(status.task_id.clone(), status.state);
-                        }
-                        if execution.done() {
-                            teardown(&inbox, &execution);
-                            node.close(Duration::from_secs(1)).await;
-                            let all_finished = execution
-                                .states
-                                .values()
-                                .all(|state| *state == TaskState::Finished);
-                            return Ok(if all_finished { FINISHED } else { FAILED });
-                        }
-                    }
-                    ToScheduler::Error { message } => {
-                        eprintln!("strata execute: the master refused: {message}");
-                        return Ok(FAILED);
-                    }
-                    ToScheduler::OfferRescinded { .. }
-                    | ToScheduler::AgentLost { .. }
-                    | ToScheduler::FrameworkMessage { .. }
-                    | ToScheduler::ExecutorLost { .. } => {}
-                },
-            }
-        }
+        let id = format!("execute-{:08x}", node.incarnation().0 as u32);
+        let shared = execution.clone();
+        let pid = scheduler::spawn(&node, &id, config, move || Execute {
+            execution: shared.clone(),
+        })?;
+        scheduler::wait(&node, &pid).await?;
+        // What it said last (a teardown) goes out before the node closes.
+        node.close(Duration::from_secs(1)).await;
+        let code = execution.borrow().result;
+        Ok(code.unwrap_or(FAILED))
     })
-}
-
-fn teardown(inbox: &strata_runtime::Inbox<ToScheduler>, execution: &Execution) {
-    if let Some(framework_id) = execution.framework_id.clone() {
-        let _ = inbox.send(&execution.master, ToMaster::Teardown { framework_id });
-    }
 }
 
 fn whoami() -> String {
@@ -533,11 +521,15 @@ mod tests {
             .collect();
         Execution {
             master: Upid::new(MASTER_ID, args.master, Incarnation::ANY).unwrap(),
+            timeout: Duration::from_secs(60),
             framework_id: Some(FrameworkId::new("F1").unwrap()),
             args,
             pending,
             states: BTreeMap::new(),
             largest_offer: None,
+            acknowledged: BTreeSet::new(),
+            lost: PLACEMENT_DEADLINE,
+            result: None,
         }
     }
 

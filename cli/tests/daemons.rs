@@ -157,6 +157,40 @@ fn execute_spreads_instances_over_agent_daemons() {
     let _ = std::fs::remove_dir_all(&work_dir);
 }
 
+/// `strata execute` whose master dies and does not come back gives up
+/// after its --timeout, saying so, with exit code 1.
+#[test]
+fn execute_gives_up_on_a_master_that_does_not_come_back() {
+    let (work_dir, work, agent_work) = common::work_dirs("execute-master-gone");
+    let mut master = common::start_master(&work);
+    let master_address = master.pid.addr().to_string();
+    let _agent = start_agent(&master_address, &agent_work, "cpus:1;mem:256", &[]);
+    let mut execute = std::process::Command::new(STRATA)
+        .args(["execute", "--master", &master_address, "--name", "long"])
+        .args([
+            "--command",
+            "sleep 60",
+            "--timeout",
+            "2",
+            "--work-dir",
+            &work,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = common::lines_of(execute.stdout.take().unwrap());
+    common::read_until(&lines, "TASK_RUNNING");
+    master.kill().unwrap();
+    let status = execute.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut execute.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lost the master"), "{stderr}");
+    assert!(stderr.contains("did not come back within 2 s"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
+
 fn find_file(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();

@@ -81,6 +81,13 @@ use tracing::{debug, info, warn};
 /// updates must be handled; the rest default to doing nothing.
 #[allow(unused_variables)]
 pub trait Scheduler: Sized + 'static {
+    /// The scheduler started and is subscribing: a place to set timers
+    /// (calls to the master are dropped until it is subscribed).
+    fn started(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>) {}
+
+    /// A timer set with [`SchedulerDriver::set_timer`] fired.
+    fn timer(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, token: u64) {}
+
     /// The master registered this framework under `framework_id`.
     fn registered(
         &mut self,
@@ -232,6 +239,20 @@ impl<S: Scheduler> SchedulerDriver<'_, '_, S> {
     /// This framework's id, once registered.
     pub fn framework_id(&self) -> Option<&FrameworkId> {
         self.state.framework_id.as_ref()
+    }
+
+    /// Whether the master has this framework now (calls are sent only
+    /// then).
+    pub fn subscribed(&self) -> bool {
+        self.state.subscribed
+    }
+
+    /// Calls [`Scheduler::timer`] with `token` after `after` (delay
+    /// scheduling, deadlines).
+    pub fn set_timer(&mut self, after: Duration, token: u64) {
+        self.ctx.run_later(after, move |process, ctx| {
+            process.with_driver(ctx, |scheduler, driver| scheduler.timer(driver, token))
+        });
     }
 
     fn call(&mut self, make: impl FnOnce(FrameworkId) -> ToMaster) {
@@ -504,6 +525,7 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
     type Message = ToScheduler;
 
     fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        self.with_driver(ctx, |scheduler, driver| scheduler.started(driver));
         self.subscribe(ctx);
         ctx.run_every(self.state.config.resubscribe_interval, |process, ctx| {
             process.subscribe(ctx)
@@ -511,17 +533,21 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
     }
 
     fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, message: ToScheduler) {
-        if !from.same_name(&self.state.config.master) {
-            warn!(from = %from, "message not from the master dropped");
-            return;
-        }
         let answer = matches!(
             message,
             ToScheduler::Subscribed { .. } | ToScheduler::Error { .. }
         );
-        if !answer && !self.state.master_epoch.admits(&from) {
-            debug!(from = %from, "message from an earlier master ignored");
-            return;
+        let master = &self.state.config.master;
+        match self.state.master_epoch.check(master, &from, answer) {
+            Ok(()) => {}
+            Err(strata_protocol::NotFromMaster::Stranger) => {
+                warn!(from = %from, "message not from the master dropped");
+                return;
+            }
+            Err(strata_protocol::NotFromMaster::Earlier) => {
+                debug!(from = %from, "message from an earlier master ignored");
+                return;
+            }
         }
         match message {
             ToScheduler::Subscribed {

@@ -10,6 +10,16 @@
 
 use strata_runtime::{Incarnation, Upid};
 
+/// Why a message was not taken as the master's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotFromMaster {
+    /// Another process than the master sent it.
+    Stranger,
+    /// An earlier master (another incarnation than the one followed)
+    /// sent it.
+    Earlier,
+}
+
 /// The master epoch and incarnation an agent or scheduler follows.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MasterEpoch {
@@ -34,6 +44,26 @@ impl MasterEpoch {
     pub fn admits(&self, from: &Upid) -> bool {
         self.current
             .is_none_or(|(_, incarnation)| incarnation == from.incarnation())
+    }
+
+    /// Whether a message from `from` is one to take from the master
+    /// `master` names: it must come from that process (on any node of
+    /// its), and, unless it answers a registration (which a new master
+    /// may send), from the master incarnation followed. The one check of
+    /// the master's messages, for agents and schedulers alike.
+    pub fn check(
+        &self,
+        master: &Upid,
+        from: &Upid,
+        registration_answer: bool,
+    ) -> Result<(), NotFromMaster> {
+        if !from.same_name(master) {
+            return Err(NotFromMaster::Stranger);
+        }
+        if !registration_answer && !self.admits(from) {
+            return Err(NotFromMaster::Earlier);
+        }
+        Ok(())
     }
 
     /// The epoch followed, once registered.
@@ -62,5 +92,17 @@ mod tests {
         assert!(!followed.registered(3, &first), "an older epoch");
         assert_eq!(followed.epoch(), Some(4));
         assert!(followed.registered(4, &second), "the same master again");
+
+        let stranger: Upid = "scheduler-1@127.0.0.1:5050".parse().unwrap();
+        assert_eq!(
+            followed.check(&master, &stranger, true),
+            Err(NotFromMaster::Stranger)
+        );
+        assert_eq!(
+            followed.check(&master, &first, false),
+            Err(NotFromMaster::Earlier)
+        );
+        assert_eq!(followed.check(&master, &first, true), Ok(()), "an answer");
+        assert_eq!(followed.check(&master, &second, false), Ok(()));
     }
 }

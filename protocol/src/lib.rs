@@ -21,7 +21,7 @@ pub mod tasks;
 
 pub use agents::AgentInfo;
 pub use attributes::{AttributeValue, Attributes};
-pub use epoch::MasterEpoch;
+pub use epoch::{MasterEpoch, NotFromMaster};
 pub use frameworks::{Capability, FrameworkInfo};
 pub use ids::{AgentId, ExecutorId, FrameworkId, IdError, OfferId, TaskId};
 pub use messages::{Operation, ReconcileTask, ToAgent, ToExecutor, ToMaster, ToScheduler};

@@ -785,19 +785,22 @@ impl Core {
             } => return self.relay_framework_message(from, framework_id, executor_id, data),
             other => other,
         };
-        if !from.same_name(&self.config.master) {
-            warn!(from = %from, kind = strata_runtime::Message::kind(&message), "message not from the master dropped");
-            return;
-        }
         let answer = matches!(
             message,
             ToAgent::AgentRegistered { .. }
                 | ToAgent::AgentReregistered { .. }
                 | ToAgent::RegistrationRefused { .. }
         );
-        if !answer && !self.master_epoch.admits(&from) {
-            debug!(from = %from, "message from an earlier master ignored");
-            return;
+        match self.master_epoch.check(&self.config.master, &from, answer) {
+            Ok(()) => {}
+            Err(strata_protocol::NotFromMaster::Stranger) => {
+                warn!(from = %from, kind = strata_runtime::Message::kind(&message), "message not from the master dropped");
+                return;
+            }
+            Err(strata_protocol::NotFromMaster::Earlier) => {
+                debug!(from = %from, "message from an earlier master ignored");
+                return;
+            }
         }
         match message {
             ToAgent::AgentRegistered {
