@@ -28,7 +28,6 @@ use crate::checkpoint::RunCheckpoint;
 use crate::command_executor::{self, Ending, Parent};
 use crate::launcher::Launcher;
 use crate::usage::GroupUsage;
-use crate::users::RunAs;
 
 /// A container's name, unique on its agent across restarts (the run
 /// directory of its sandbox).
@@ -53,8 +52,21 @@ impl std::fmt::Display for ContainerId {
     }
 }
 
+/// Work done in a container's sandbox, once it exists, before its command
+/// starts (writing a custom executor's credentials there).
+pub struct Prepare(pub Box<PrepareFn>);
+
+/// What [`Prepare`] runs, given the sandbox.
+pub type PrepareFn = dyn FnOnce(&Path) -> Result<(), String> + Send;
+
+impl std::fmt::Debug for Prepare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepare")
+    }
+}
+
 /// What to run in a container.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Launch {
     /// Its sandbox, created by the containerizer, its processes' working
     /// directory and home.
@@ -62,8 +74,10 @@ pub struct Launch {
     pub command: CommandInfo,
     /// Environment besides the command's own (which wins).
     pub environment: BTreeMap<String, String>,
-    /// Whom it runs as; `None` for the agent's own user.
-    pub run_as: Option<RunAs>,
+    /// The user it runs as, looked up by the containerizer; `None` for
+    /// the agent's own user.
+    pub user: Option<String>,
+    pub prepare: Option<Prepare>,
     /// Whether it keeps running when the agent stops (its framework
     /// checkpoints) for the agent's next life to take back.
     pub outlives_agent: bool,
@@ -107,11 +121,20 @@ impl std::fmt::Debug for Recovery {
     }
 }
 
-/// Runs containers for an agent.
+/// A launch under way: the container started, or why it could not.
+pub type Launching =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Launched, String>> + Send>>;
+
+/// A usage sample under way.
+pub type Sampling =
+    std::pin::Pin<Box<dyn std::future::Future<Output = BTreeMap<ContainerId, GroupUsage>> + Send>>;
+
+/// Runs containers for an agent. Launches and usage samples are futures
+/// that do their IO away from the agent's thread.
 pub trait Containerizer: Send + std::fmt::Debug {
     /// Creates `launch`'s sandbox and starts its command as container
     /// `id`; an error says why it could not start.
-    fn launch(&mut self, id: &ContainerId, launch: Launch) -> Result<Launched, String>;
+    fn launch(&mut self, id: &ContainerId, launch: Launch) -> Launching;
 
     /// Takes back the container `run` describes, which an earlier life of
     /// the agent started.
@@ -127,7 +150,7 @@ pub trait Containerizer: Send + std::fmt::Debug {
     fn forget(&mut self, id: &ContainerId);
 
     /// What the running containers use now.
-    fn usage(&mut self) -> BTreeMap<ContainerId, GroupUsage>;
+    fn usage(&mut self) -> Sampling;
 }
 
 /// Makes an agent's containerizer: called each time its process starts
@@ -166,72 +189,80 @@ struct Group {
     launched: bool,
 }
 
-/// Containers as process groups on this machine.
-#[derive(Debug)]
-pub struct ProcessContainerizer {
-    work_dir: PathBuf,
-    /// The task launcher program, if the agent has one.
-    program: Option<PathBuf>,
-    launcher: Option<Launcher>,
-    groups: BTreeMap<ContainerId, Group>,
+/// What a [`ProcessContainerizer`] shares with its launches, which run on
+/// tokio's blocking pool.
+#[derive(Debug, Default)]
+struct Shared {
+    launcher: std::sync::Mutex<Option<Launcher>>,
+    groups: std::sync::Mutex<BTreeMap<ContainerId, Group>>,
 }
 
-impl ProcessContainerizer {
-    /// Containers for the agent of `work_dir`, started by the task
-    /// launcher `program` when given, else as the agent's children.
-    pub fn new(work_dir: &Path, program: Option<PathBuf>) -> ProcessContainerizer {
-        ProcessContainerizer {
-            work_dir: work_dir.to_owned(),
-            program,
-            launcher: None,
-            groups: BTreeMap::new(),
-        }
+impl Shared {
+    fn groups(&self) -> std::sync::MutexGuard<'_, BTreeMap<ContainerId, Group>> {
+        self.groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The task launcher, once connected.
+    fn connected(&self) -> Option<Launcher> {
+        self.launcher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The task launcher, connected (and started) on first use; `None`
     /// without one, or when it cannot be reached (logged: containers then
     /// run as the agent's children and do not outlive it knowingly).
-    fn launcher(&mut self) -> Option<Launcher> {
-        if self.launcher.is_none() {
-            let program = self.program.as_ref()?;
-            match Launcher::connect(program, &self.work_dir) {
-                Ok(launcher) => self.launcher = Some(launcher),
+    fn launcher(&self, program: Option<&Path>, work_dir: &Path) -> Option<Launcher> {
+        let mut launcher = self
+            .launcher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if launcher.is_none() {
+            let program = program?;
+            match Launcher::connect(program, work_dir) {
+                Ok(connected) => *launcher = Some(connected),
                 Err(error) => {
                     error!(cause = %error, "cannot reach the task launcher; tasks run as the agent's children");
                 }
             }
         }
-        self.launcher.clone()
+        launcher.clone()
     }
 
-    fn signal_group(&self, group: &Group, signal: Signal) {
-        command_executor::signal_process(
-            self.launcher.as_ref(),
-            group.leader,
-            group.start_ticks,
-            group.launched,
-            signal,
-        );
-    }
-}
-
-impl Containerizer for ProcessContainerizer {
-    fn launch(&mut self, id: &ContainerId, launch: Launch) -> Result<Launched, String> {
-        let launcher = self.launcher();
+    /// Starts a container: blocking IO (the sandbox, the launcher's
+    /// round trip), for the blocking pool.
+    fn launch(
+        &self,
+        program: Option<&Path>,
+        work_dir: &Path,
+        id: &ContainerId,
+        launch: Launch,
+    ) -> Result<Launched, String> {
+        let run_as = match &launch.user {
+            Some(user) => crate::users::run_as(user, true)?,
+            None => None,
+        };
+        if let Some(Prepare(prepare)) = launch.prepare {
+            prepare(&launch.sandbox)?;
+        }
+        let launcher = self.launcher(program, work_dir);
         let parent = Parent::of(launcher.as_ref(), !launch.outlives_agent);
         let started = command_executor::start(
             &launch.sandbox,
             &launch.command,
             &launch.environment,
             parent,
-            launch.run_as.as_ref(),
+            run_as.as_ref(),
         )?;
         let group = Group {
             leader: started.group,
             start_ticks: command_executor::start_ticks(started.group).unwrap_or(0),
             launched: launcher.is_some(),
         };
-        self.groups.insert(id.clone(), group);
+        self.groups().insert(id.clone(), group);
         Ok(Launched {
             ending: started.ending,
             run: RunCheckpoint {
@@ -241,6 +272,52 @@ impl Containerizer for ProcessContainerizer {
                 sandbox: started.sandbox,
                 launched: group.launched,
             },
+        })
+    }
+}
+
+/// Containers as process groups on this machine.
+#[derive(Debug)]
+pub struct ProcessContainerizer {
+    work_dir: PathBuf,
+    /// The task launcher program, if the agent has one.
+    program: Option<PathBuf>,
+    shared: Arc<Shared>,
+}
+
+impl ProcessContainerizer {
+    /// Containers for the agent of `work_dir`, started by the task
+    /// launcher `program` when given, else as the agent's children.
+    pub fn new(work_dir: &Path, program: Option<PathBuf>) -> ProcessContainerizer {
+        ProcessContainerizer {
+            work_dir: work_dir.to_owned(),
+            program,
+            shared: Arc::default(),
+        }
+    }
+
+    fn signal_group(&self, group: &Group, signal: Signal) {
+        command_executor::signal_process(
+            self.shared.connected().as_ref(),
+            group.leader,
+            group.start_ticks,
+            group.launched,
+            signal,
+        );
+    }
+}
+
+impl Containerizer for ProcessContainerizer {
+    fn launch(&mut self, id: &ContainerId, launch: Launch) -> Launching {
+        let shared = self.shared.clone();
+        let (program, work_dir, id) = (self.program.clone(), self.work_dir.clone(), id.clone());
+        let launching = tokio::task::spawn_blocking(move || {
+            shared.launch(program.as_deref(), &work_dir, &id, launch)
+        });
+        Box::pin(async move {
+            launching
+                .await
+                .unwrap_or_else(|error| Err(format!("the launch did not finish: {error}")))
         })
     }
 
@@ -253,11 +330,14 @@ impl Containerizer for ProcessContainerizer {
         // The launcher that started it runs it still, or holds its end.
         let launcher = run
             .launched
-            .then(|| self.launcher())
+            .then(|| {
+                self.shared
+                    .launcher(self.program.as_deref(), &self.work_dir)
+            })
             .flatten()
             .filter(|launcher| launcher.knows(run.group));
         if let Some(launcher) = launcher {
-            self.groups.insert(run.container.clone(), group);
+            self.shared.groups().insert(run.container.clone(), group);
             return match launcher.take_end(run.group) {
                 Some(status) => Recovery::Ended(status),
                 None => Recovery::Running(Box::pin(launcher.end_of(run.group))),
@@ -267,7 +347,7 @@ impl Containerizer for ProcessContainerizer {
             return Recovery::Gone;
         }
         // Its parent is gone: that it ends is known, not how.
-        self.groups.insert(
+        self.shared.groups().insert(
             run.container.clone(),
             Group {
                 launched: false,
@@ -285,13 +365,14 @@ impl Containerizer for ProcessContainerizer {
     }
 
     fn signal(&mut self, id: &ContainerId, signal: Signal) {
-        if let Some(group) = self.groups.get(id) {
-            self.signal_group(group, signal);
+        let group = self.shared.groups().get(id).copied();
+        if let Some(group) = group {
+            self.signal_group(&group, signal);
         }
     }
 
     fn forget(&mut self, id: &ContainerId) {
-        let Some(group) = self.groups.remove(id) else {
+        let Some(group) = self.shared.groups().remove(id) else {
             return;
         };
         // Its parent killed what was left of its group before reaping it;
@@ -302,19 +383,23 @@ impl Containerizer for ProcessContainerizer {
             command_executor::signal_group(group.leader, Signal::KILL);
         }
         if group.launched
-            && let Some(launcher) = &self.launcher
+            && let Some(launcher) = self.shared.connected()
         {
             launcher.forget(group.leader);
         }
     }
 
-    fn usage(&mut self) -> BTreeMap<ContainerId, GroupUsage> {
-        let leaders = self.groups.values().map(|group| group.leader).collect();
-        let sampled = crate::usage::sample(&leaders);
-        self.groups
-            .iter()
-            .filter_map(|(id, group)| Some((id.clone(), *sampled.get(&group.leader)?)))
-            .collect()
+    fn usage(&mut self) -> Sampling {
+        let groups = self.shared.groups().clone();
+        let sampling = tokio::task::spawn_blocking(move || {
+            let leaders = groups.values().map(|group| group.leader).collect();
+            let sampled = crate::usage::sample(&leaders);
+            groups
+                .iter()
+                .filter_map(|(id, group)| Some((id.clone(), *sampled.get(&group.leader)?)))
+                .collect()
+        });
+        Box::pin(async move { sampling.await.unwrap_or_default() })
     }
 }
 
@@ -328,7 +413,8 @@ mod tests {
             sandbox: sandbox.to_owned(),
             command: CommandInfo::shell(script),
             environment: BTreeMap::new(),
-            run_as: None,
+            user: None,
+            prepare: None,
             outlives_agent: false,
             labels: BTreeMap::new(),
         }
@@ -342,6 +428,7 @@ mod tests {
 
         let launched = containerizer
             .launch(&quick, launch(&work.join("quick"), "echo out; exit 3"))
+            .await
             .unwrap();
         assert_eq!(launched.run.container, quick);
         assert_eq!(launched.ending.await.unwrap().code(), Some(3));
@@ -353,9 +440,10 @@ mod tests {
 
         let launched = containerizer
             .launch(&slow, launch(&work.join("slow"), "sleep 100 & wait"))
+            .await
             .unwrap();
         let run = launched.run.clone();
-        assert!(containerizer.usage().contains_key(&slow));
+        assert!(containerizer.usage().await.contains_key(&slow));
         // Another life of the agent finds it running (its end known, not
         // how: it is not that life's child).
         let mut next_life = ProcessContainerizer::new(&work, None);
@@ -368,7 +456,7 @@ mod tests {
         // Gone now, and its recycled number is never taken for it.
         assert!(matches!(next_life.recover(&run), Recovery::Gone));
         containerizer.forget(&slow);
-        assert!(containerizer.usage().is_empty());
+        assert!(containerizer.usage().await.is_empty());
 
         // A command that cannot start says why.
         let error = containerizer
@@ -383,8 +471,32 @@ mod tests {
                     ..launch(&work.join("bad"), "")
                 },
             )
+            .await
             .unwrap_err();
         assert!(error.contains("names no executable"), "{error}");
+        // Work to do in the sandbox before the command starts, and its
+        // failure.
+        let prepared = Launch {
+            prepare: Some(Prepare(Box::new(|sandbox| {
+                std::fs::create_dir_all(sandbox).map_err(|e| e.to_string())?;
+                std::fs::write(sandbox.join("given"), "yes").map_err(|e| e.to_string())
+            }))),
+            ..launch(&work.join("prepared"), "cat given")
+        };
+        let launched = containerizer
+            .launch(&ContainerId::new("prepared"), prepared)
+            .await
+            .unwrap();
+        assert_eq!(launched.ending.await.unwrap().code(), Some(0));
+        let refused = Launch {
+            prepare: Some(Prepare(Box::new(|_| Err("no credentials".into())))),
+            ..launch(&work.join("refused"), "true")
+        };
+        let error = containerizer
+            .launch(&ContainerId::new("refused"), refused)
+            .await
+            .unwrap_err();
+        assert_eq!(error, "no credentials");
         let _ = std::fs::remove_dir_all(&work);
     }
 }

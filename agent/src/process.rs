@@ -23,7 +23,7 @@ use strata_runtime::{Process, ProcessContext, Upid};
 use tracing::{debug, error, warn};
 
 use crate::command_executor::Ending;
-use crate::containerizer::{ContainerId, Containerizer, Containerizers, Launch, Recovery};
+use crate::containerizer::{ContainerId, Containerizer, Containerizers, Launch, Prepare, Recovery};
 use crate::core::{Checkpoint, Core, CoreConfig, Effect, Input, LaunchSpec, Now, RunState};
 
 /// The agent's process id.
@@ -358,13 +358,7 @@ impl Agent {
                         ctx.link(&pid);
                     }
                 }
-                Effect::Launch { container, spec } => {
-                    let result = self.launch(&container, *spec).map(|launched| {
-                        self.wait_for(ctx, container.clone(), launched.ending);
-                        launched.run
-                    });
-                    next.push(Input::Launched { container, result });
-                }
+                Effect::Launch { container, spec } => self.launch(ctx, container, *spec),
                 Effect::Watch(container) => {
                     if let Some(ending) = self.recovered.remove(&container) {
                         self.wait_for(ctx, container, ending);
@@ -439,38 +433,51 @@ impl Agent {
         });
     }
 
-    /// Launches `spec` in container `container`: as whom it runs, a
-    /// custom executor's credentials in its sandbox, then the
-    /// containerizer.
+    /// Launches `spec` in container `container` (a custom executor's
+    /// credentials written into its sandbox first); the core hears how
+    /// it went when the launch is done, away from this thread.
     fn launch(
         &mut self,
-        container: &ContainerId,
+        ctx: &mut ProcessContext<'_, Self>,
+        container: ContainerId,
         spec: LaunchSpec,
-    ) -> Result<crate::containerizer::Launched, String> {
-        let run_as = crate::users::run_as(&spec.user, self.config.switch_user)?;
-        if let Some((framework_id, executor_id)) = &spec.executor {
-            let credentials = self
-                .config
-                .executor_credentials
-                .as_ref()
-                .ok_or("this agent has no credentials to give executors")?;
-            let tls_dir = spec.sandbox.join(crate::http::CREDENTIALS_DIR);
-            credentials
-                .issue(framework_id, executor_id)
-                .and_then(|material| material.save(&tls_dir))
-                .map_err(|e| format!("cannot give the executor its certificate: {e}"))?;
-        }
-        self.containerizer.launch(
-            container,
+    ) {
+        let prepare = match &spec.executor {
+            None => None,
+            Some((framework_id, executor_id)) => {
+                let credentials = self.config.executor_credentials.clone();
+                let (framework_id, executor_id) = (framework_id.clone(), executor_id.clone());
+                Some(Prepare(Box::new(move |sandbox: &std::path::Path| {
+                    let credentials =
+                        credentials.ok_or("this agent has no credentials to give executors")?;
+                    credentials
+                        .issue(&framework_id, &executor_id)
+                        .and_then(|material| {
+                            material.save(&sandbox.join(crate::http::CREDENTIALS_DIR))
+                        })
+                        .map_err(|e| format!("cannot give the executor its certificate: {e}"))
+                })))
+            }
+        };
+        let launching = self.containerizer.launch(
+            &container,
             Launch {
                 sandbox: spec.sandbox,
                 command: spec.command,
                 environment: spec.environment,
-                run_as,
+                user: self.config.switch_user.then_some(spec.user),
+                prepare,
                 outlives_agent: spec.outlives_agent,
                 labels: spec.labels,
             },
-        )
+        );
+        ctx.spawn_future(launching, move |agent, ctx, launched| {
+            let result = launched.map(|launched| {
+                agent.wait_for(ctx, container.clone(), launched.ending);
+                launched.run
+            });
+            agent.step(ctx, Input::Launched { container, result });
+        });
     }
 
     /// Writes a checkpoint; a failure is logged (the update or task is
@@ -643,8 +650,9 @@ impl Process for Agent {
         // Taken back containers the core did not keep were forgotten.
         self.recovered.clear();
         ctx.run_every(self.config.usage_interval, |agent, ctx| {
-            let usage = agent.containerizer.usage();
-            agent.step(ctx, Input::Usage(usage));
+            ctx.spawn_future(agent.containerizer.usage(), |agent, ctx, usage| {
+                agent.step(ctx, Input::Usage(usage));
+            });
         });
         ctx.run_every(MASTER_SILENCE_CHECK, |agent, ctx| {
             agent.step(ctx, Input::CheckMaster);

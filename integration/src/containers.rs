@@ -22,9 +22,8 @@ use rustix::process::Signal;
 use strata_agent::Runner;
 use strata_agent::checkpoint::RunCheckpoint;
 use strata_agent::containerizer::{
-    ContainerId, Containerizer, Containerizers, Launch, Launched, Recovery,
+    ContainerId, Containerizer, Containerizers, Launch, Launched, Launching, Recovery, Sampling,
 };
-use strata_agent::usage::GroupUsage;
 use tokio::sync::watch;
 
 /// Label: how long a task runs, in milliseconds (forever without it).
@@ -171,7 +170,7 @@ impl HostContainerizer {
 }
 
 impl Containerizer for HostContainerizer {
-    fn launch(&mut self, id: &ContainerId, launch: Launch) -> Result<Launched, String> {
+    fn launch(&mut self, id: &ContainerId, launch: Launch) -> Launching {
         let run = launch
             .labels
             .get(RUN_MS_LABEL)
@@ -183,7 +182,7 @@ impl Containerizer for HostContainerizer {
             .is_some_and(|outcome| outcome == "failed");
         self.host
             .start(id.clone(), run, exited(if failed { 1 } else { 0 }));
-        Ok(Launched {
+        Box::pin(std::future::ready(Ok(Launched {
             ending: self.ending(id),
             run: RunCheckpoint {
                 container: id.clone(),
@@ -192,7 +191,7 @@ impl Containerizer for HostContainerizer {
                 sandbox: launch.sandbox,
                 launched: false,
             },
-        })
+        })))
     }
 
     fn recover(&mut self, run: &RunCheckpoint) -> Recovery {
@@ -213,8 +212,8 @@ impl Containerizer for HostContainerizer {
         self.host.forget(id);
     }
 
-    fn usage(&mut self) -> BTreeMap<ContainerId, GroupUsage> {
-        BTreeMap::new()
+    fn usage(&mut self) -> Sampling {
+        Box::pin(std::future::ready(BTreeMap::new()))
     }
 }
 
