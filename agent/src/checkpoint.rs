@@ -210,13 +210,18 @@ pub fn stream_path(
     task_dir(work_dir, agent_id, framework_id, task_id).join("updates.json")
 }
 
-/// Writes `value` as versioned JSON, atomically.
-pub fn save<T: Serialize>(disk: &Disk, path: &Path, value: &T) -> Result<(), CheckpointError> {
-    let json = serde_json::to_vec_pretty(value).map_err(|e| CheckpointError::Invalid {
+/// `value` as the JSON a checkpoint at `path` holds.
+pub fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<String, CheckpointError> {
+    serde_json::to_string_pretty(value).map_err(|e| CheckpointError::Invalid {
         path: path.to_owned(),
         reason: e.to_string(),
-    })?;
-    disk.write_atomically(path, &json)
+    })
+}
+
+/// Writes `value` as versioned JSON, atomically.
+pub fn save<T: Serialize>(disk: &Disk, path: &Path, value: &T) -> Result<(), CheckpointError> {
+    let json = to_json(path, value)?;
+    disk.write_atomically(path, json.as_bytes())
         .map_err(|source| CheckpointError::Write {
             path: path.to_owned(),
             source,

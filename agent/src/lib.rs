@@ -11,6 +11,7 @@ pub mod detection;
 pub mod executor_api;
 mod executors;
 pub mod http;
+pub mod journal;
 pub mod launcher;
 pub mod process;
 pub mod recovery;

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use strata_protocol::{AgentId, ToAgent, ToExecutor};
 use strata_runtime::{Process, ProcessContext, Upid};
-use tracing::{debug, error, warn};
+use tracing::{debug, error};
 
 use crate::command_executor::Ending;
 use crate::containerizer::{ContainerId, Containerizer, Containerizers, Launch, Prepare, Recovery};
@@ -166,6 +166,10 @@ pub struct Agent {
     pub(crate) executor_api: Option<crate::executor_api::ExecutorApiReceiver>,
     /// The streams of HTTP executors.
     pub(crate) http_executors: crate::executor_api::HttpExecutors,
+    /// Where checkpoint batches are committed, on a real disk.
+    journal: Option<crate::journal::Journal>,
+    /// Checkpoint changes not committed yet.
+    pending: Vec<crate::journal::Op>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -174,6 +178,21 @@ impl std::fmt::Debug for Agent {
             .field("core", &self.core)
             .field("containerizer", &self.containerizer)
             .finish_non_exhaustive()
+    }
+}
+
+/// The JSON a checkpoint file holds.
+fn checkpoint_json(
+    path: &std::path::Path,
+    checkpoint: &Checkpoint,
+) -> Result<String, crate::checkpoint::CheckpointError> {
+    match checkpoint {
+        Checkpoint::Latest(agent_id) => Ok(agent_id.as_str().to_owned()),
+        Checkpoint::Agent(value) => crate::checkpoint::to_json(path, value),
+        Checkpoint::Framework(value) => crate::checkpoint::to_json(path, value),
+        Checkpoint::Task(value) => crate::checkpoint::to_json(path, value),
+        Checkpoint::Stream(value) => crate::checkpoint::to_json(path, value),
+        Checkpoint::Executor(value) => crate::checkpoint::to_json(path, value),
     }
 }
 
@@ -216,6 +235,12 @@ impl Agent {
             },
             clock(),
         );
+        let journal = match config.runner.work_dir() {
+            Some(work_dir) if !config.disk.is_simulated() => {
+                Some(crate::journal::Journal::new(work_dir))
+            }
+            _ => None,
+        };
         Agent {
             config,
             core,
@@ -225,6 +250,8 @@ impl Agent {
             pid: String::new(),
             executor_api: None,
             http_executors: Default::default(),
+            journal,
+            pending: Vec::new(),
         }
     }
 
@@ -324,6 +351,14 @@ impl Agent {
         let mut taken = false;
         let mut next = Vec::new();
         for effect in effects {
+            // Checkpoint changes are batched; whatever leaves the agent
+            // waits for the batch before it to be committed.
+            if !matches!(
+                effect,
+                Effect::Write { .. } | Effect::Remove { .. } | Effect::RemoveDir(_)
+            ) {
+                self.commit();
+            }
             match effect {
                 Effect::ToMaster(message) => {
                     let master = self.config.master.clone();
@@ -368,24 +403,17 @@ impl Agent {
                     self.containerizer.signal(&container, signal)
                 }
                 Effect::Forget(container) => self.containerizer.forget(&container),
-                Effect::Write { path, checkpoint } => self.write(&path, checkpoint),
-                Effect::Remove { path, prune } => {
-                    let disk = &self.config.disk;
-                    let removed = if prune {
-                        crate::checkpoint::remove_task_file(disk, &path)
-                    } else {
-                        crate::checkpoint::remove(disk, &path)
-                    };
-                    if let Err(error) = removed {
-                        warn!(cause = %error, "cannot remove a checkpoint");
-                    }
-                }
-                Effect::RemoveDir(dir) => {
-                    if let Err(error) = self.config.disk.remove_dir_all(&dir)
-                        && error.kind() != std::io::ErrorKind::NotFound
-                    {
-                        warn!(dir = %dir.display(), cause = %error, "cannot remove checkpoints");
-                    }
+                Effect::Write { path, checkpoint } => match checkpoint_json(&path, &checkpoint) {
+                    Ok(contents) => self
+                        .pending
+                        .push(crate::journal::Op::Write { path, contents }),
+                    Err(error) => error!(cause = %error, "checkpoint failed"),
+                },
+                Effect::Remove { path, prune } => self
+                    .pending
+                    .push(crate::journal::Op::Remove { path, prune }),
+                Effect::RemoveDir(path) => {
+                    self.pending.push(crate::journal::Op::RemoveDir { path })
                 }
                 Effect::Timer { after, timer } => {
                     ctx.run_later(after, move |agent, ctx| {
@@ -394,10 +422,56 @@ impl Agent {
                 }
             }
         }
+        self.commit();
         for input in next {
             taken |= self.step(ctx, input);
         }
         taken
+    }
+
+    /// Commits the pending checkpoint changes: one batch in the journal
+    /// on a real disk, each change on its own on a simulated one (whose
+    /// writes are durable when done). A failure is logged: what it was
+    /// for still happens, but would not survive a restart.
+    fn commit(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let ops = std::mem::take(&mut self.pending);
+        if let Some(journal) = &mut self.journal {
+            if let Err(error) = journal.commit(&ops) {
+                error!(cause = %error, "checkpoints not written; they would not survive a restart");
+            }
+            return;
+        }
+        let disk = &self.config.disk;
+        for op in ops {
+            let done = match &op {
+                crate::journal::Op::Write { path, contents } => disk
+                    .write_atomically(path, contents.as_bytes())
+                    .map_err(|source| crate::checkpoint::CheckpointError::Write {
+                        path: path.clone(),
+                        source,
+                    }),
+                crate::journal::Op::Remove { path, prune: true } => {
+                    crate::checkpoint::remove_task_file(disk, path)
+                }
+                crate::journal::Op::Remove { path, prune: false } => {
+                    crate::checkpoint::remove(disk, path)
+                }
+                crate::journal::Op::RemoveDir { path } => {
+                    disk.remove_dir_all(path).map_err(|source| {
+                        crate::checkpoint::CheckpointError::Write {
+                            path: path.clone(),
+                            source,
+                        }
+                    })
+                }
+            };
+            if let Err(error) = done {
+                error!(cause = %error, "checkpoint not written; it would not survive a restart");
+            }
+        }
     }
 
     /// A message from `from`, whose certificate (or HTTP executor stream)
@@ -478,28 +552,6 @@ impl Agent {
             });
             agent.step(ctx, Input::Launched { container, result });
         });
-    }
-
-    /// Writes a checkpoint; a failure is logged (the update or task is
-    /// still handled, but would not survive a restart).
-    fn write(&self, path: &std::path::Path, checkpoint: Checkpoint) {
-        let disk = &self.config.disk;
-        let written = match &checkpoint {
-            Checkpoint::Latest(agent_id) => disk
-                .write_atomically(path, agent_id.as_str().as_bytes())
-                .map_err(|source| crate::checkpoint::CheckpointError::Write {
-                    path: path.to_owned(),
-                    source,
-                }),
-            Checkpoint::Agent(value) => crate::checkpoint::save(disk, path, value),
-            Checkpoint::Framework(value) => crate::checkpoint::save(disk, path, value),
-            Checkpoint::Task(value) => crate::checkpoint::save(disk, path, value),
-            Checkpoint::Stream(value) => crate::checkpoint::save(disk, path, value),
-            Checkpoint::Executor(value) => crate::checkpoint::save(disk, path, value),
-        };
-        if let Err(error) = written {
-            error!(cause = %error, "checkpoint failed; it would not survive a restart");
-        }
     }
 
     /// Reads this agent's checkpoints and takes back their containers:
@@ -627,6 +679,15 @@ impl Process for Agent {
             && let Err(error) = crate::users::make_private(&work_dir.join("meta"))
         {
             error!(cause = %error, "cannot make the agent's meta directory private; not registering");
+            self.core.registration = crate::core::Registration::Refused;
+            return;
+        }
+        // Committed checkpoint batches whose files a crash lost come back
+        // first.
+        if let Some(journal) = &mut self.journal
+            && let Err(error) = journal.replay()
+        {
+            error!(cause = %error, "cannot replay the checkpoint journal; not registering");
             self.core.registration = crate::core::Registration::Refused;
             return;
         }

@@ -87,6 +87,16 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         )
     })?;
     let _lock = strata_agent::recovery::lock_work_dir(&work_dir)?;
+    // Checkpoint batches a machine crash kept only in the journal come
+    // back before anything reads the checkpoints.
+    strata_agent::journal::Journal::new(&work_dir)
+        .replay()
+        .with_context(|| {
+            format!(
+                "cannot replay the checkpoint journal in {}",
+                work_dir.display()
+            )
+        })?;
     // Checked before starting, so a refusal is this command's error.
     let recovering =
         match strata_agent::recovery::read(&strata_runtime::durable::Disk::real(), &work_dir)? {

@@ -67,6 +67,11 @@ impl Disk {
         }
     }
 
+    /// Whether this is a simulated disk.
+    pub fn is_simulated(&self) -> bool {
+        self.simulated.is_some()
+    }
+
     /// [`write_atomically`] on this disk.
     pub fn write_atomically(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
         match &self.simulated {
