@@ -64,7 +64,9 @@ fn apply(op: &Op, sync: bool) -> io::Result<()> {
             let dir = path.parent().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidInput, "no parent directory")
             })?;
-            durable::create_dir_all(dir)?;
+            // Not synced either: the journal holds the write until the
+            // compaction syncs the directories too.
+            fs::create_dir_all(dir)?;
             let mut aside = path.as_os_str().to_owned();
             aside.push(".tmp");
             fs::write(&aside, contents)?;
@@ -81,19 +83,32 @@ fn apply(op: &Op, sync: bool) -> io::Result<()> {
     }
 }
 
-/// Syncs a file and its directory, or the directory of one removed.
-fn sync(path: &Path) -> io::Result<()> {
-    match fs::File::open(path) {
-        Ok(file) => file.sync_all()?,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        Err(error) => return Err(error),
+/// Syncs the files at `paths` (those that exist), then every directory
+/// above them up to `root`, each once: what makes writes and removals
+/// made without syncing as durable as the journal that held them.
+fn sync_all(paths: &BTreeSet<PathBuf>, root: &Path) -> io::Result<()> {
+    let mut dirs = BTreeSet::new();
+    for path in paths {
+        match fs::File::open(path) {
+            Ok(file) if file.metadata()?.is_file() => file.sync_all()?,
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        let mut dir = path.parent();
+        while let Some(at) = dir {
+            dirs.insert(at.to_owned());
+            if at == root || !at.starts_with(root) {
+                break;
+            }
+            dir = at.parent();
+        }
     }
-    let mut dir = path.parent();
-    // A removed directory's parent holds the removal.
-    while let Some(at) = dir {
-        match fs::File::open(at) {
-            Ok(file) => return file.sync_all(),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => dir = at.parent(),
+    // Deepest first, so an entry is synced after what it names.
+    for dir in dirs.iter().rev() {
+        match fs::File::open(dir) {
+            Ok(file) => file.sync_all()?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => return Err(error),
         }
     }
@@ -103,6 +118,7 @@ fn sync(path: &Path) -> io::Result<()> {
 /// The journal of one work directory.
 #[derive(Debug)]
 pub struct Journal {
+    root: PathBuf,
     path: PathBuf,
     file: Option<fs::File>,
     bytes: u64,
@@ -114,6 +130,7 @@ impl Journal {
     /// The journal of `work_dir`; nothing is read or written yet.
     pub fn new(work_dir: &Path) -> Journal {
         Journal {
+            root: work_dir.to_owned(),
             path: path(work_dir),
             file: None,
             bytes: 0,
@@ -180,9 +197,7 @@ impl Journal {
 
     /// Syncs every file the journal covers, then starts it over.
     pub fn compact(&mut self) -> io::Result<()> {
-        for path in std::mem::take(&mut self.touched) {
-            sync(&path)?;
-        }
+        sync_all(&std::mem::take(&mut self.touched), &self.root)?;
         self.start_over()
     }
 
