@@ -226,7 +226,14 @@ fn load_raw_if_present(disk: &Disk, path: &Path) -> Result<Option<Vec<u8>>, Chec
 /// An agent's hold on its work directory, for as long as it lives.
 #[derive(Debug)]
 pub struct WorkDirLock {
-    _file: fs::File,
+    file: fs::File,
+}
+
+impl WorkDirLock {
+    /// The locked file, which holds the lock while open.
+    pub fn into_file(self) -> fs::File {
+        self.file
+    }
 }
 
 /// Takes the work directory for one agent: a second agent on the same
@@ -234,7 +241,7 @@ pub struct WorkDirLock {
 pub fn lock_work_dir(work_dir: &Path) -> Result<WorkDirLock, RecoveryError> {
     let path = checkpoint::agents_dir(work_dir).join("lock");
     match strata_runtime::durable::lock_exclusive(&path) {
-        Ok(Some(file)) => Ok(WorkDirLock { _file: file }),
+        Ok(Some(file)) => Ok(WorkDirLock { file }),
         Ok(None) => Err(RecoveryError::InUse {
             work_dir: work_dir.to_owned(),
         }),

@@ -101,6 +101,24 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     let tls_dir = work_dir.join("tls");
     let task_launcher = std::env::current_exe().ok();
     let master_work_dir = work_dir.join("master");
+    // One cluster per work directory: its master's and agents' locks, as
+    // `strata master` and `strata agent` take them, held until it stops.
+    let master_lock = strata_master::registry::path(&master_work_dir).with_file_name("lock");
+    let mut locks = vec![
+        strata_runtime::durable::lock_exclusive(&master_lock)
+            .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", master_lock.display()))?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "another strata local or master uses the work directory {}; give each its own --work-dir",
+                    work_dir.display()
+                )
+            })?,
+    ];
+    for index in 0..args.agents {
+        let agent_work_dir = work_dir.join(format!("agent-{}", index + 1));
+        let lock = strata_agent::recovery::lock_work_dir(&agent_work_dir)?;
+        locks.push(lock.into_file());
+    }
     let detected = strata_agent::detection::detect(&work_dir)?;
     let config = Config {
         policy: args.allocation_policy,

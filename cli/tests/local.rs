@@ -16,6 +16,15 @@ fn execute_against_local_returns_the_documented_exit_codes() {
     let work_dir = std::env::temp_dir().join(format!("strata-local-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     let (mut local, master) = common::start_local(&work_dir, "2");
+    // A second cluster on the same work directory is refused.
+    let second = Command::new(STRATA)
+        .args(["local", "--port", "0", "--work-dir"])
+        .arg(&work_dir)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let refusal = String::from_utf8_lossy(&second.stderr);
+    assert!(refusal.contains("uses the work directory"), "{refusal}");
     let execute = |name: &str, command: &str, extra: &[&str]| {
         Command::new(STRATA)
             .args([
