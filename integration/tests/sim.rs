@@ -9,11 +9,16 @@ use strata_integration::sim::sweep;
 const REGRESSIONS: &str = include_str!("sim-regressions.txt");
 
 fn sweep_scenario(name: &str) {
+    sweep_scenario_over(name, sweep::DEFAULT_SEEDS);
+}
+
+/// [`sweep_scenario`] over `seeds` seeds by default.
+fn sweep_scenario_over(name: &str, seeds: u64) {
     let Some((_, scenario)) = scenarios::ALL.iter().find(|(known, _)| *known == name) else {
         panic!("no scenario {name}");
     };
     let regressions = sweep::regressions(REGRESSIONS, name);
-    let summary = sweep::sweep(name, *scenario as Scenario, &regressions);
+    let summary = sweep::sweep_over(name, *scenario as Scenario, &regressions, seeds);
     eprintln!(
         "{name}: {} runs, {:.0} simulated seconds in {:.2} s, {} tasks, {} updates",
         summary.runs,
@@ -22,6 +27,13 @@ fn sweep_scenario(name: &str) {
         summary.tasks,
         summary.updates
     );
+}
+
+/// At scale a run takes seconds, not milliseconds: a few seeds by
+/// default (`SIM_SEEDS` sweeps more).
+#[test]
+fn a_thousand_agents() {
+    sweep_scenario_over("a_thousand_agents", 3);
 }
 
 #[test]

@@ -130,6 +130,9 @@ pub struct ClusterSpec {
     /// Whether the master checks its books after every input (a pass
     /// over them each time: on unless measuring speed without it).
     pub check_invariants: bool,
+    /// Checks them only after every this many inputs (1: every input),
+    /// for clusters so large that a pass per input costs too much.
+    pub check_every: u64,
     /// What carries the messages.
     pub network: NetworkKind,
 }
@@ -164,6 +167,7 @@ impl ClusterSpec {
             durable_master: true,
             status_update_retry: Duration::from_secs(10),
             check_invariants: true,
+            check_every: 1,
             network: NetworkKind::Frames,
         }
     }
@@ -901,6 +905,7 @@ impl SimCluster {
                 .push(format!("master: {violation}"));
         });
         let sink = self.spec.check_invariants.then_some(sink);
+        let every = self.spec.check_every;
         let (publisher, receiver) = strata_master::state::channel();
         self.master_state = Some(receiver);
         let spawned = node.spawn(
@@ -913,7 +918,7 @@ impl SimCluster {
                     None => Master::new(config.clone(), &prefix),
                 };
                 let master = match &sink {
-                    Some(sink) => master.checking(sink.clone()),
+                    Some(sink) => master.checking_every(sink.clone(), every),
                     None => master,
                 };
                 master.publishing(publisher.clone())

@@ -80,7 +80,62 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("stolen_agent_certificate", |seed| {
         Box::pin(stolen_agent_certificate(seed))
     }),
+    ("a_thousand_agents", |seed| {
+        Box::pin(a_thousand_agents(seed))
+    }),
 ];
+
+/// How many agents [`a_thousand_agents`] runs.
+pub const AT_SCALE: usize = 1_000;
+
+/// A thousand agents, the paths a large cluster takes: they all register
+/// (and re-register after a master crash, all at once), three frameworks
+/// keep a few thousand tasks of seconds to minutes going across them, two
+/// agents crash (one with its machine) and come back; the cluster must
+/// agree at the end, the master's books checked as it runs.
+pub async fn a_thousand_agents(seed: u64) -> Result<Report, Failure> {
+    // A pass over the books of a thousand agents after every input would
+    // cost twenty times the run: every hundredth input instead.
+    let spec = ClusterSpec {
+        check_every: 100,
+        ..ClusterSpec::new(AT_SCALE, "cpus:4;mem:4096")
+    };
+    let mut cluster = SimCluster::new(seed, spec);
+    for (index, (tasks, checkpoint)) in [(1_500, false), (1_000, true), (500, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let spec = WorkloadSpec {
+            seed: seed ^ index as u64,
+            run: (secs(2), secs(90)),
+            ..WorkloadSpec::new(tasks, "cpus:1;mem:256", secs(90))
+        };
+        let mut info = FrameworkInfo::new(format!("scale-{index}"), "sim");
+        info.checkpoint = checkpoint;
+        info.failover_timeout = secs(120);
+        cluster.add_framework(info, Workload::factory(spec));
+    }
+    let first = cluster.between(secs(5), secs(30));
+    cluster.run_for(first).await;
+    let (crashed, lost) = (
+        cluster.random().below(AT_SCALE as u64) as usize,
+        cluster.random().below(AT_SCALE as u64) as usize,
+    );
+    cluster.crash_agent(crashed);
+    if lost != crashed {
+        cluster.crash_machine(lost);
+    }
+    let down = cluster.between(secs(5), secs(60));
+    cluster.run_for(down).await;
+    cluster.crash_master();
+    let gone = cluster.between(secs(1), secs(20));
+    cluster.run_for(gone).await;
+    cluster.restart_master();
+    cluster.restart_agent(crashed);
+    cluster.restart_agent(lost);
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
 
 /// The framework index of `batch`.
 pub const BATCH: usize = 0;

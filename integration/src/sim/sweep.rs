@@ -41,10 +41,15 @@ fn variable(name: &str) -> Option<u64> {
 /// The seeds a sweep runs: a replay's one, or the regressions and then
 /// the swept range.
 pub fn seeds(regressions: &[u64]) -> Vec<u64> {
+    seeds_over(regressions, DEFAULT_SEEDS)
+}
+
+/// [`seeds`], sweeping `default` seeds unless `SIM_SEEDS` says otherwise.
+pub fn seeds_over(regressions: &[u64], default: u64) -> Vec<u64> {
     if let Some(seed) = variable("SIM_SEED") {
         return vec![seed];
     }
-    let count = variable("SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let count = variable("SIM_SEEDS").unwrap_or(default);
     let start = variable("SIM_SEED_START").unwrap_or(0);
     let mut seeds = regressions.to_vec();
     seeds.extend(start..start.saturating_add(count));
@@ -85,6 +90,15 @@ pub fn run_seed(scenario: Scenario, seed: u64) -> Result<Report, super::Failure>
 /// On the first failing seed, with the seed, the replay command and the
 /// trace tail.
 pub fn sweep(test: &str, scenario: Scenario, regressions: &[u64]) -> Summary {
+    sweep_over(test, scenario, regressions, DEFAULT_SEEDS)
+}
+
+/// [`sweep`] over `default` seeds unless `SIM_SEEDS` says otherwise.
+///
+/// # Panics
+///
+/// As [`sweep`].
+pub fn sweep_over(test: &str, scenario: Scenario, regressions: &[u64], default: u64) -> Summary {
     let started = Instant::now();
     let mut summary = Summary {
         runs: 0,
@@ -93,7 +107,7 @@ pub fn sweep(test: &str, scenario: Scenario, regressions: &[u64]) -> Summary {
         tasks: 0,
         updates: 0,
     };
-    for seed in seeds(regressions) {
+    for seed in seeds_over(regressions, default) {
         let replay = format!(
             "SIM_SEED={seed} cargo test -p strata-integration --test sim -- --exact {test}"
         );
