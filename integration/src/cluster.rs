@@ -191,6 +191,15 @@ impl Scheduler {
     }
 }
 
+/// A framework `fw` of user `u`, subscribed as process `scheduler` on a
+/// node of its own (kept alive by the caller).
+pub async fn framework(ca: &CertificateAuthority, master: &Upid) -> (Node, Scheduler) {
+    let node = node(ca, Role::Framework, "schedulers").await;
+    let scheduler =
+        Scheduler::subscribe(&node, "scheduler", master, FrameworkInfo::new("fw", "u")).await;
+    (node, scheduler)
+}
+
 /// A test-executor task that runs for `run_ms`.
 pub fn task(id: &str, agent: &AgentId, resources: &str, run_ms: u64) -> TaskInfo {
     TaskInfo {

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod containers;
+pub mod emulator;
 pub mod sim;
 
 use std::io::{BufRead, BufReader};

@@ -58,14 +58,21 @@ fn read_pid(sandbox: &Path, file: &str) -> i32 {
         .unwrap()
 }
 
-#[test]
-fn commands_run_as_processes_and_end_as_they_should() {
-    let work_dir = std::env::temp_dir().join(format!("strata-tasks-{}", std::process::id()));
+/// A fresh work directory for test `name` and tasks as processes there,
+/// killed 2 s after they are asked to stop.
+fn processes_in(name: &str) -> (PathBuf, Runner) {
+    let work_dir = std::env::temp_dir().join(format!("strata-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     let runner = Runner::Processes {
         work_dir: work_dir.clone(),
         kill_grace: Duration::from_secs(2),
     };
+    (work_dir, runner)
+}
+
+#[test]
+fn commands_run_as_processes_and_end_as_they_should() {
+    let (work_dir, runner) = processes_in("tasks");
     actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
@@ -299,6 +306,113 @@ fn checkpointing_frameworks_have_their_update_streams_on_disk() {
             tokio::task::yield_now().await;
         }
         assert!(!path.exists(), "an acknowledged stream stays on disk");
+    });
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+/// What a framework heard of one task: state, reason and source of each
+/// update.
+type Updates = Vec<(TaskState, Option<Reason>, String)>;
+
+/// An emulated agent (the emulator's: the real agent on a simulated
+/// machine and disk) says to its master what a real agent says, for a
+/// task that finishes and one that is killed: the same code, not a
+/// look-alike.
+#[test]
+fn an_emulated_agent_says_what_a_real_agent_says() {
+    let (work_dir, runner) = processes_in("emulated");
+    actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let (_master_node, master) = start_master(&ca, fast_master()).await;
+        let _real = start_agent(&ca, &master, "real", "cpus:2;mem:1024", runner).await;
+        let _emulated =
+            strata_integration::emulator::emulate(&ca, &master, "emulated", 1, "cpus:2;mem:1024")
+                .await
+                .unwrap();
+        let (_schedulers, mut fw) = strata_integration::cluster::framework(&ca, &master).await;
+        // One offer from each agent; on each, a task that finishes and one
+        // that runs until killed.
+        let mut agents = BTreeMap::new();
+        while agents.len() < 2 {
+            for offer in fw.offers().await {
+                let prefix = if offer.hostname == "real" {
+                    "real"
+                } else {
+                    "emulated"
+                };
+                let finishes = if prefix == "real" {
+                    command_task(
+                        &format!("{prefix}-finishes"),
+                        &offer.agent_id,
+                        "cpus:0.5;mem:64",
+                        CommandInfo::shell("true"),
+                    )
+                } else {
+                    strata_integration::cluster::task(
+                        &format!("{prefix}-finishes"),
+                        &offer.agent_id,
+                        "cpus:0.5;mem:64",
+                        50,
+                    )
+                };
+                let killed = command_task(
+                    &format!("{prefix}-killed"),
+                    &offer.agent_id,
+                    "cpus:0.5;mem:64",
+                    CommandInfo::shell("exec sleep 60"),
+                );
+                fw.send(ToMaster::Accept {
+                    framework_id: fw.id(),
+                    offer_ids: vec![offer.id.clone()],
+                    operations: vec![Operation::Launch(vec![finishes, killed])],
+                    filters: Filters::default(),
+                });
+                agents.insert(prefix, offer.agent_id.clone());
+            }
+        }
+        let mut seen: BTreeMap<String, Updates> = BTreeMap::new();
+        let ended = |seen: &BTreeMap<String, Updates>| {
+            seen.values()
+                .filter(|states| states.last().is_some_and(|(state, ..)| state.is_terminal()))
+                .count()
+        };
+        let mut killing = 0;
+        while ended(&seen) < 4 {
+            let status = fw.update().await;
+            assert!(
+                status.update_id.is_some() && status.agent_id.is_some(),
+                "{status:?}"
+            );
+            let task = status.task_id.to_string();
+            if task.ends_with("-killed") && status.state == TaskState::Running {
+                killing += 1;
+                fw.send(ToMaster::Kill {
+                    framework_id: fw.id(),
+                    task_id: status.task_id.clone(),
+                });
+            }
+            seen.entry(task).or_default().push((
+                status.state,
+                status.reason,
+                format!("{:?}", status.source),
+            ));
+        }
+        assert_eq!(killing, 2);
+        for kind in ["finishes", "killed"] {
+            let (real, emulated) = (
+                &seen[&format!("real-{kind}")],
+                &seen[&format!("emulated-{kind}")],
+            );
+            assert_eq!(real, emulated, "{kind}");
+        }
+        let states: Vec<TaskState> = seen["real-killed"]
+            .iter()
+            .map(|(state, ..)| *state)
+            .collect();
+        assert_eq!(
+            states,
+            vec![TaskState::Starting, TaskState::Running, TaskState::Killed]
+        );
     });
     let _ = std::fs::remove_dir_all(&work_dir);
 }

@@ -1,0 +1,71 @@
+//! Emulated agents, for runs at scale: the real agent (its core and its
+//! shell, the same code as `strata agent`) on a containerizer that runs
+//! each task for the time its [`crate::containers::RUN_MS_LABEL`] label
+//! declares, with its checkpoints on a simulated disk, many agents to a
+//! node, over real QUIC to a real master. Only the processes and the disk
+//! are not real.
+
+use std::path::PathBuf;
+
+use strata_agent::{Agent, AgentConfig};
+use strata_runtime::durable::{Disk, SimDisk};
+use strata_runtime::{CertificateAuthority, Node, NodeConfig, Role, SpawnOptions, Upid};
+
+use crate::containers::{SimHost, simulated};
+
+/// Emulated agents on one node.
+#[derive(Debug)]
+pub struct EmulatedAgents {
+    pub node: Node,
+    /// Each agent's process id (`agent-N@…`).
+    pub pids: Vec<Upid>,
+}
+
+/// The configuration of emulated agent `index` of `name`, following
+/// `master`, offering `resources`: the real agent's, with a simulated
+/// machine and disk of its own.
+pub fn config(
+    master: &Upid,
+    name: &str,
+    index: usize,
+    resources: &str,
+) -> anyhow::Result<AgentConfig> {
+    let mut config = AgentConfig::new(
+        master.clone(),
+        format!("{name}-{index}"),
+        resources.parse()?,
+        Default::default(),
+        (index as u64) << 8 ^ 0x5eed,
+        simulated(
+            SimHost::default(),
+            PathBuf::from(format!("/emulated/{name}/{index}")),
+        ),
+    );
+    config.disk = Disk::simulated(&SimDisk::default());
+    Ok(config)
+}
+
+/// Starts `count` emulated agents of `master` on one node, whose
+/// certificate (`name`, issued by `ca`) they share: a master takes up to
+/// `max_agents_per_certificate` (1,000) agents on one certificate.
+pub async fn emulate(
+    ca: &CertificateAuthority,
+    master: &Upid,
+    name: &str,
+    count: usize,
+    resources: &str,
+) -> anyhow::Result<EmulatedAgents> {
+    let material = ca.issue(Role::Agent, name)?;
+    let node = Node::bind(NodeConfig::new("127.0.0.1:0".parse()?, material)).await?;
+    let mut pids = Vec::with_capacity(count);
+    for index in 0..count {
+        let config = config(master, name, index, resources)?;
+        let pid = node.spawn(
+            &format!("agent-{index}"),
+            move || Agent::new(config.clone()),
+            SpawnOptions::default(),
+        )?;
+        pids.push(pid);
+    }
+    Ok(EmulatedAgents { node, pids })
+}
