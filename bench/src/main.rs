@@ -11,6 +11,7 @@ mod launch;
 mod recovery;
 mod report;
 mod runtime;
+mod scale;
 mod sim;
 mod state;
 
@@ -40,6 +41,10 @@ enum Suite {
     /// Simulated cluster-seconds per wall-second of the failure
     /// simulation: 3 agents with 2 frameworks, 100 agents with 10.
     Sim,
+    /// A real master and 1,000 emulated agents (--scale 10 for 10,000):
+    /// registration, the master's memory per agent, tasks per second,
+    /// offer-to-RUNNING (needs the release `strata` binary).
+    Scale,
 }
 
 #[derive(Debug, Parser)]
@@ -78,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Suite::State => state::run(arguments.scale)?,
         Suite::Sim => sim::run(arguments.scale)?,
         Suite::Api => api::run(arguments.scale)?,
+        Suite::Scale => scale::run(arguments.scale)?,
     };
     if arguments.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -113,6 +113,11 @@ impl ChildNode {
         Ok(ChildNode { child, pid })
     }
 
+    /// The child's operating-system process id.
+    pub fn process_id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the child with SIGKILL, as a crash would, and reaps it.
     pub fn kill(&mut self) -> anyhow::Result<()> {
         self.child.kill()?;

@@ -1,0 +1,308 @@
+//! The scale suite: a real `strata master` process and many emulated
+//! agents (the real agent code on simulated machines and disks, 500 to a
+//! node and certificate, over real QUIC; `strata_integration::emulator`),
+//! with a framework of the SDK keeping them busy with short tasks.
+//!
+//! Reported: the time for all agents to register (until the master's
+//! `master/agents_active` counts them all), the master's resident memory
+//! per agent (its RSS after they registered less before, over their
+//! number), tasks per second from the first accept to the last
+//! TASK_FINISHED, and the time from an offer's arrival at the framework
+//! to the RUNNING update of a task launched on it (p50, p99). Beside
+//! them, published figures: Nomad's C1M test (about 3,750 containers per
+//! second on 5,000 nodes) and the Mesos paper's task launch overhead at
+//! 50,000 emulated agents (under 1 s); and the issue's targets.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use strata_frameworks::scheduler::{self, Scheduler, SchedulerConfig, SchedulerDriver};
+use strata_protocol::{
+    CommandInfo, FrameworkInfo, Offer, Resources, TaskId, TaskInfo, TaskKind, TaskState, TaskStatus,
+};
+use strata_runtime::{CertificateAuthority, Node, NodeConfig, Role, TlsMaterial, Upid};
+
+use crate::report::{Better, Measure, Row, Target};
+
+const AGENTS: usize = 1_000;
+const AGENTS_PER_NODE: usize = 500;
+const TASKS_PER_AGENT: usize = 5;
+const TASK_RUN_MS: u64 = 100;
+
+pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
+    let agents = ((AGENTS as f64 * scale) as usize).max(1);
+    let tasks = agents * TASKS_PER_AGENT;
+    let measured = measure(agents, tasks)?;
+    let mut rows = vec![
+        Row::new(
+            format!("register {agents} emulated agents"),
+            Measure {
+                unit: "s",
+                baseline_name: "(no published figure)",
+                better: Better::Lower,
+                target: Target::None,
+            },
+            0.0,
+            measured.registration.as_secs_f64(),
+        ),
+        Row::new(
+            format!("master resident memory per agent, {agents} agents"),
+            Measure {
+                unit: "bytes",
+                baseline_name: "the target: 4 KiB an agent",
+                better: Better::Lower,
+                target: Target::Absolute(4096.0),
+            },
+            4096.0,
+            measured.memory_per_agent,
+        ),
+        Row::new(
+            format!(
+                "tasks per second, accept to FINISHED, {tasks} tasks of {TASK_RUN_MS} ms on {agents} agents"
+            ),
+            Measure {
+                unit: "tasks/s",
+                baseline_name: "Nomad C1M, ~3,750 containers/s on 5,000 nodes (published)",
+                better: Better::Higher,
+                target: if agents >= 10_000 {
+                    Target::Absolute(20_000.0)
+                } else {
+                    Target::None
+                },
+            },
+            3750.0,
+            measured.tasks_per_second,
+        ),
+    ];
+    for (name, value, target) in [
+        ("p50", measured.offer_to_running_p50, Target::None),
+        (
+            "p99",
+            measured.offer_to_running_p99,
+            Target::Absolute(100.0),
+        ),
+    ] {
+        rows.push(Row::new(
+            format!("offer to RUNNING {name}, {agents} agents"),
+            Measure {
+                unit: "ms",
+                baseline_name: "Mesos paper: launch overhead < 1 s at 50,000 agents",
+                better: Better::Lower,
+                target,
+            },
+            1000.0,
+            value,
+        ));
+    }
+    Ok(rows)
+}
+
+/// What one run measured.
+struct Measured {
+    registration: Duration,
+    memory_per_agent: f64,
+    tasks_per_second: f64,
+    offer_to_running_p50: f64,
+    offer_to_running_p99: f64,
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn resident_bytes(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kilobytes: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")?;
+    Ok(kilobytes * 1024.0)
+}
+
+/// How many agents the master at `address` has active.
+fn agents_active(client: &ureq::Agent, address: &str) -> anyhow::Result<usize> {
+    let body = client
+        .get(&format!("http://{address}/metrics/snapshot"))
+        .call()?
+        .body_mut()
+        .read_to_string()?;
+    let snapshot: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(snapshot["master/agents_active"].as_f64().unwrap_or(0.0) as usize)
+}
+
+fn measure(agents: usize, tasks: usize) -> anyhow::Result<Measured> {
+    let strata = crate::recovery::strata_binary()?;
+    let dir = std::env::temp_dir().join(format!("strata-bench-scale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    TlsMaterial::development(&dir.join("tls"), Role::Operator, "bootstrap")?;
+    let ca = CertificateAuthority::development(&dir.join("tls"))?;
+    let master = strata_integration::ChildNode::start_daemon(
+        &strata,
+        &[
+            "master",
+            "--port",
+            "0",
+            "--work-dir",
+            dir.to_str().context("path")?,
+        ],
+    )?;
+    let address = master.pid.addr().to_string();
+    let client: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let before = resident_bytes(master.process_id())?;
+    let result = actix_rt::System::new().block_on(async {
+        let started = Instant::now();
+        let mut emulators = Vec::new();
+        for (index, first) in (0..agents).step_by(AGENTS_PER_NODE).enumerate() {
+            let count = AGENTS_PER_NODE.min(agents - first);
+            emulators.push(
+                strata_integration::emulator::emulate(
+                    &ca,
+                    &master.pid,
+                    &format!("emulated-{index}"),
+                    count,
+                    "cpus:4;mem:4096",
+                )
+                .await?,
+            );
+        }
+        while agents_active(&client, &address)? < agents {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(600),
+                "the agents did not all register within 10 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let registration = started.elapsed();
+        let after = resident_bytes(master.process_id())?;
+        let load = load(&ca, &master.pid, tasks).await?;
+        anyhow::Ok((registration, (after - before) / agents as f64, load))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let (registration, memory_per_agent, (tasks_per_second, mut latencies)) = result?;
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok(Measured {
+        registration,
+        memory_per_agent,
+        tasks_per_second,
+        offer_to_running_p50: percentile(0.5),
+        offer_to_running_p99: percentile(0.99),
+    })
+}
+
+/// What the load framework saw.
+#[derive(Default)]
+struct Load {
+    tasks: usize,
+    launched: usize,
+    finished: usize,
+    first_accept: Option<Instant>,
+    last_finished: Option<Instant>,
+    /// When the offer each running task was launched on arrived.
+    offered: BTreeMap<TaskId, Instant>,
+    /// Offer to RUNNING, ms.
+    latencies: Vec<f64>,
+}
+
+/// Launches short tasks on every offer until `tasks` have been launched,
+/// and stops once they all finished.
+struct LoadScheduler {
+    load: Rc<RefCell<Load>>,
+    task: Resources,
+}
+
+impl Scheduler for LoadScheduler {
+    fn resource_offers(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, offers: Vec<Offer>) {
+        let mut load = self.load.borrow_mut();
+        let now = Instant::now();
+        for offer in offers {
+            let mut left = offer.resources.clone();
+            let mut launch = Vec::new();
+            while load.launched < load.tasks
+                && let Some(rest) = left.checked_sub(&self.task)
+            {
+                left = rest;
+                let task_id = TaskId::new(format!("t{}", load.launched))
+                    .unwrap_or_else(|_| unreachable!("a valid id"));
+                load.launched += 1;
+                load.offered.insert(task_id.clone(), now);
+                launch.push(TaskInfo {
+                    task_id,
+                    name: "load".into(),
+                    agent_id: offer.agent_id.clone(),
+                    resources: self.task.clone(),
+                    kind: TaskKind::Command(CommandInfo::shell("true")),
+                    labels: BTreeMap::from([(
+                        strata_integration::containers::RUN_MS_LABEL.to_owned(),
+                        TASK_RUN_MS.to_string(),
+                    )]),
+                });
+            }
+            if launch.is_empty() {
+                driver.decline(&offer.id);
+            } else {
+                load.first_accept.get_or_insert(now);
+                driver.launch(&offer.id, launch);
+            }
+        }
+    }
+
+    fn status_update(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, status: &TaskStatus) {
+        let mut load = self.load.borrow_mut();
+        let now = Instant::now();
+        if status.state == TaskState::Running
+            && let Some(offered) = load.offered.remove(&status.task_id)
+        {
+            load.latencies
+                .push(now.duration_since(offered).as_secs_f64() * 1000.0);
+        }
+        if status.state.is_terminal() {
+            load.finished += 1;
+            if load.finished == load.tasks {
+                load.last_finished = Some(now);
+                driver.stop(false);
+            }
+        }
+    }
+}
+
+/// Runs `tasks` short tasks through a framework of the SDK; tasks per
+/// second and each task's offer-to-RUNNING time.
+async fn load(
+    ca: &CertificateAuthority,
+    master: &Upid,
+    tasks: usize,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    let node = Node::bind(NodeConfig::new(
+        "127.0.0.1:0".parse()?,
+        ca.issue(Role::Framework, "load")?,
+    ))
+    .await?;
+    let load = Rc::new(RefCell::new(Load {
+        tasks,
+        ..Load::default()
+    }));
+    let shared = load.clone();
+    let task: Resources = "cpus:0.1;mem:32".parse()?;
+    let config = SchedulerConfig::new(master.clone(), FrameworkInfo::new("load", "bench"));
+    let pid = scheduler::spawn(&node, "load", config, move || LoadScheduler {
+        load: shared.clone(),
+        task: task.clone(),
+    })?;
+    scheduler::wait(&node, &pid).await?;
+    let load = load.borrow();
+    let elapsed = match (load.first_accept, load.last_finished) {
+        (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
+        _ => anyhow::bail!("the tasks did not all finish"),
+    };
+    Ok((tasks as f64 / elapsed, load.latencies.clone()))
+}
