@@ -35,6 +35,27 @@ pub const COMPACT_BYTES: u64 = 1 << 20;
 /// Largest record read back; a longer one is a torn or foreign tail.
 const MAX_RECORD_BYTES: u32 = 64 << 20;
 
+/// A batch's changes go into records of about this many bytes at most
+/// (one change may make a record longer, up to [`MAX_RECORD_BYTES`]).
+pub const RECORD_BYTES: usize = 8 << 20;
+
+/// The bytes of a record holding `ops`.
+fn record(ops: &[&Op]) -> io::Result<Vec<u8>> {
+    let payload = serde_json::to_vec(ops)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+    let length = u32::try_from(payload.len())
+        .ok()
+        .filter(|length| *length <= MAX_RECORD_BYTES)
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "a change too large to journal")
+        })?;
+    let mut record = Vec::with_capacity(payload.len() + 12);
+    record.extend_from_slice(&length.to_le_bytes());
+    record.extend_from_slice(&checksum(&payload).to_le_bytes());
+    record.extend_from_slice(&payload);
+    Ok(record)
+}
+
 /// One change to the checkpoint files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
@@ -45,6 +66,25 @@ pub enum Op {
     Remove { path: PathBuf, prune: bool },
     /// No directory at `path`, nor anything in it.
     RemoveDir { path: PathBuf },
+}
+
+impl Op {
+    /// The file or directory it changes.
+    pub fn path(&self) -> &Path {
+        match self {
+            Op::Write { path, .. } | Op::Remove { path, .. } | Op::RemoveDir { path } => path,
+        }
+    }
+
+    /// About how many bytes it takes in a record.
+    fn weight(&self) -> usize {
+        let contents = match self {
+            Op::Write { contents, .. } => contents.len(),
+            Op::Remove { .. } | Op::RemoveDir { .. } => 0,
+        };
+        // JSON escapes may double the contents.
+        2 * contents + self.path().as_os_str().len() + 64
+    }
 }
 
 /// FNV-1a: tells a whole record from a torn one.
@@ -124,6 +164,11 @@ pub struct Journal {
     bytes: u64,
     /// Files written or removed since the journal last started over.
     touched: BTreeSet<PathBuf>,
+    /// A journalled change could not be applied to the files: the journal
+    /// must not start over (a restart replays it).
+    unapplied: bool,
+    /// Past this length it is compacted ([`COMPACT_BYTES`]).
+    compact_bytes: u64,
 }
 
 impl Journal {
@@ -135,13 +180,16 @@ impl Journal {
             file: None,
             bytes: 0,
             touched: BTreeSet::new(),
+            unapplied: false,
+            compact_bytes: COMPACT_BYTES,
         }
     }
 
     /// Replays what the journal holds over the files, durably, and starts
     /// it over: how a restarted agent finds every committed batch. A torn
     /// or damaged tail ends the replay (what follows was never
-    /// committed). Returns how many batches were replayed.
+    /// committed). Returns how many records were replayed (a batch is one
+    /// record unless it is large).
     pub fn replay(&mut self) -> io::Result<usize> {
         let bytes = match durable::read_bounded(&self.path, 1 << 32) {
             Ok(bytes) => bytes,
@@ -150,46 +198,60 @@ impl Journal {
         };
         let mut replayed = 0;
         let mut rest = &bytes[..];
+        let mut paths = BTreeSet::new();
         while let Some(ops) = next_record(&mut rest) {
             for op in &ops {
                 apply(op, true)?;
+                paths.insert(op.path().to_owned());
             }
             replayed += 1;
         }
+        // Removals are durable too before the journal lets them go.
+        sync_all(&paths, &self.root)?;
         self.start_over()?;
         Ok(replayed)
     }
 
-    /// Commits `ops` as one batch: journalled with one fsync, then applied
-    /// to the files.
+    /// Commits `ops` as one batch: journalled with one fsync (in records
+    /// of at most [`RECORD_BYTES`] each), then applied to the files. On an
+    /// error nothing of the batch stays in the journal.
     pub fn commit(&mut self, ops: &[Op]) -> io::Result<()> {
         if ops.is_empty() {
             return Ok(());
         }
-        let payload = serde_json::to_vec(ops)
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
-        let length = u32::try_from(payload.len())
-            .ok()
-            .filter(|length| *length <= MAX_RECORD_BYTES)
-            .ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, "a batch too large to journal")
-            })?;
-        let mut record = Vec::with_capacity(payload.len() + 12);
-        record.extend_from_slice(&length.to_le_bytes());
-        record.extend_from_slice(&checksum(&payload).to_le_bytes());
-        record.extend_from_slice(&payload);
-        let file = self.file()?;
-        file.write_all(&record)?;
-        file.sync_data()?;
-        self.bytes += record.len() as u64;
+        let mut records = Vec::new();
+        let mut chunk: Vec<&Op> = Vec::new();
+        let mut size = 0;
         for op in ops {
-            apply(op, false)?;
-            let path = match op {
-                Op::Write { path, .. } | Op::Remove { path, .. } | Op::RemoveDir { path } => path,
-            };
-            self.touched.insert(path.clone());
+            let weight = op.weight();
+            if !chunk.is_empty() && size + weight > RECORD_BYTES {
+                records.extend(record(&chunk)?);
+                chunk.clear();
+                size = 0;
+            }
+            chunk.push(op);
+            size += weight;
         }
-        if self.bytes >= COMPACT_BYTES {
+        records.extend(record(&chunk)?);
+        let before = self.bytes;
+        let file = self.file()?;
+        if let Err(error) = file.write_all(&records).and_then(|()| file.sync_data()) {
+            // A torn record would hide every later batch from a replay.
+            let _ = file.set_len(before);
+            let _ = file.sync_all();
+            return Err(error);
+        }
+        self.bytes = before + records.len() as u64;
+        for op in ops {
+            self.touched.insert(op.path().to_owned());
+        }
+        for op in ops {
+            if let Err(error) = apply(op, false) {
+                self.unapplied = true;
+                return Err(error);
+            }
+        }
+        if self.bytes >= self.compact_bytes && !self.unapplied {
             self.compact()?;
         }
         Ok(())
@@ -197,7 +259,8 @@ impl Journal {
 
     /// Syncs every file the journal covers, then starts it over.
     pub fn compact(&mut self) -> io::Result<()> {
-        sync_all(&std::mem::take(&mut self.touched), &self.root)?;
+        sync_all(&self.touched, &self.root)?;
+        self.touched.clear();
         self.start_over()
     }
 
@@ -325,6 +388,34 @@ mod tests {
         fs::write(&a, "a-lost").unwrap();
         assert_eq!(Journal::new(&dir).replay().unwrap(), 0);
         assert_eq!(fs::read_to_string(&a).unwrap(), "a-lost");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_large_batch_goes_in_several_records_and_comes_back_whole() {
+        let dir = std::env::temp_dir().join(format!("strata-journal-big-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let big = "y".repeat(3 << 20);
+        let files: Vec<PathBuf> = (0..3)
+            .map(|index| dir.join(format!("t{index}.json")))
+            .collect();
+        let ops: Vec<Op> = files.iter().map(|file| write(file, &big)).collect();
+        let mut journal = Journal::new(&dir);
+        // Not compacted at once, as it would be: the files' writes may be
+        // lost.
+        journal.compact_bytes = u64::MAX;
+        journal.commit(&ops).unwrap();
+        for file in &files {
+            fs::write(file, "lost").unwrap();
+        }
+        assert_eq!(
+            Journal::new(&dir).replay().unwrap(),
+            3,
+            "one record a change"
+        );
+        for file in &files {
+            assert_eq!(fs::read_to_string(file).unwrap().len(), big.len());
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 

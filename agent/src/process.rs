@@ -340,11 +340,14 @@ impl Agent {
     pub(crate) fn step(&mut self, ctx: &mut ProcessContext<'_, Self>, input: Input) -> bool {
         let registration = self.core.registration;
         let effects = self.core.handle(clock(), input);
-        // Operators see a registration at once, not at the next snapshot.
-        if self.core.registration != registration {
+        let changed = self.core.registration != registration;
+        let taken = self.apply(ctx, effects);
+        // Operators see a registration at once (once it is checkpointed),
+        // not at the next snapshot.
+        if changed {
             self.publish();
         }
-        self.apply(ctx, effects)
+        taken
     }
 
     fn apply(&mut self, ctx: &mut ProcessContext<'_, Self>, effects: Vec<Effect>) -> bool {
@@ -439,10 +442,14 @@ impl Agent {
         }
         let ops = std::mem::take(&mut self.pending);
         if let Some(journal) = &mut self.journal {
-            if let Err(error) = journal.commit(&ops) {
-                error!(cause = %error, "checkpoints not written; they would not survive a restart");
+            match journal.commit(&ops) {
+                Ok(()) => return,
+                // The journal could not take the batch: each change is
+                // written durably on its own instead.
+                Err(error) => {
+                    error!(cause = %error, "the checkpoint journal failed; writing each checkpoint on its own")
+                }
             }
-            return;
         }
         let disk = &self.config.disk;
         for op in ops {

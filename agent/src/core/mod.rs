@@ -578,6 +578,12 @@ impl Core {
             task.status = Some(last.clone());
         }
         if task.state.is_terminal() {
+            // Its container, if taken back, is no one's now.
+            if let (Some(run), Some(RunState::Running | RunState::Ended(_))) =
+                (&checkpoint.run, run_state)
+            {
+                self.emit(Effect::Forget(run.clone().named().container));
+            }
             self.finished.insert(key, task);
             return;
         }
@@ -1623,29 +1629,30 @@ impl Core {
                 if status.state.is_terminal() {
                     run.tasks.remove(&status.task_id);
                 }
-                self.emit(Effect::UpdateTaken {
+                let taken = Effect::UpdateTaken {
                     to: from,
                     task_id: status.task_id.clone(),
                     update_id: status.update_id,
-                });
+                };
                 // An executor reconnected after an agent restart resends
                 // its tasks' latest states; one already recorded is no news.
                 let recorded = self
                     .tasks
                     .get(&(framework_id.clone(), status.task_id.clone()))
                     .and_then(|task| task.status.as_ref());
-                if recorded.is_some_and(|known| {
+                if !recorded.is_some_and(|known| {
                     known.state == status.state && known.message == status.message
                 }) {
-                    return;
+                    self.report_with(
+                        &framework_id,
+                        &status.task_id,
+                        status.state,
+                        status.reason,
+                        &status.message,
+                    );
                 }
-                self.report_with(
-                    &framework_id,
-                    &status.task_id,
-                    status.state,
-                    status.reason,
-                    &status.message,
-                );
+                // Taken once it is recorded (checkpointed first).
+                self.emit(taken);
             }
         }
     }
