@@ -36,7 +36,7 @@ pub const COMPACT_BYTES: u64 = 1 << 20;
 const MAX_RECORD_BYTES: u32 = 64 << 20;
 
 /// A batch's changes go into records of about this many bytes at most
-/// (one change may make a record longer, up to [`MAX_RECORD_BYTES`]).
+/// (one change may make a record longer, up to 64 MiB).
 pub const RECORD_BYTES: usize = 8 << 20;
 
 /// The bytes of a record holding `ops`.
