@@ -220,8 +220,12 @@ pub fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<String, Checkpoin
 
 /// Writes `value` as versioned JSON, atomically.
 pub fn save<T: Serialize>(disk: &Disk, path: &Path, value: &T) -> Result<(), CheckpointError> {
-    let json = to_json(path, value)?;
-    disk.write_atomically(path, json.as_bytes())
+    write(disk, path, to_json(path, value)?.as_bytes())
+}
+
+/// Writes a checkpoint's `contents`, atomically and durably.
+pub fn write(disk: &Disk, path: &Path, contents: &[u8]) -> Result<(), CheckpointError> {
+    disk.write_atomically(path, contents)
         .map_err(|source| CheckpointError::Write {
             path: path.to_owned(),
             source,

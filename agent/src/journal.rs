@@ -32,6 +32,10 @@ pub fn path(work_dir: &Path) -> PathBuf {
 /// A journal this long is compacted after its next commit.
 pub const COMPACT_BYTES: u64 = 1 << 20;
 
+/// Largest journal read back: far past what compaction lets it reach;
+/// a larger one is refused as foreign.
+const MAX_JOURNAL_BYTES: u64 = 1 << 30;
+
 /// Largest record read back; a longer one is a torn or foreign tail.
 const MAX_RECORD_BYTES: u32 = 64 << 20;
 
@@ -191,7 +195,7 @@ impl Journal {
     /// committed). Returns how many records were replayed (a batch is one
     /// record unless it is large).
     pub fn replay(&mut self) -> io::Result<usize> {
-        let bytes = match durable::read_bounded(&self.path, 1 << 32) {
+        let bytes = match durable::read_bounded(&self.path, MAX_JOURNAL_BYTES) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(error) => return Err(error),

@@ -454,12 +454,9 @@ impl Agent {
         let disk = &self.config.disk;
         for op in ops {
             let done = match &op {
-                crate::journal::Op::Write { path, contents } => disk
-                    .write_atomically(path, contents.as_bytes())
-                    .map_err(|source| crate::checkpoint::CheckpointError::Write {
-                        path: path.clone(),
-                        source,
-                    }),
+                crate::journal::Op::Write { path, contents } => {
+                    crate::checkpoint::write(disk, path, contents.as_bytes())
+                }
                 crate::journal::Op::Remove { path, prune: true } => {
                     crate::checkpoint::remove_task_file(disk, path)
                 }

@@ -386,7 +386,7 @@ impl Core {
         self.emit(Effect::ToMaster(message));
     }
 
-    /// Total, allocated and free resources.
+    /// What live tasks leave of the agent's resources.
     pub fn free(&self) -> Resources {
         self.config
             .resources
