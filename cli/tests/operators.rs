@@ -526,6 +526,9 @@ fn tasks_run_as_their_frameworks_user() {
         agent_work.join("meta").join("task-launcher.secret"),
         cluster.sandbox.join("private"),
     ];
+    // The task writes its file once it runs, which may be after RUNNING
+    // is reported.
+    common::wait_for_path(&cluster.sandbox.join("private"));
     for target in &targets {
         assert!(target.exists(), "{} exists", target.display());
     }

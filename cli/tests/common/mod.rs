@@ -99,6 +99,20 @@ pub fn task_pid(sandbox: &std::path::Path) -> i32 {
     }
 }
 
+/// Waits up to 30 s for something to appear at `path` (a file a task
+/// writes once it runs).
+pub fn wait_for_path(path: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not appear",
+            path.display()
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// When process `pid` started, in clock ticks since boot.
 fn start_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
