@@ -71,6 +71,9 @@ pub struct AgentConfig {
     /// Where its checkpoints are written (the real disk but in
     /// simulations).
     pub disk: strata_runtime::durable::Disk,
+    /// The leading master as it changes (found in ZooKeeper); without
+    /// it the agent follows `master` alone.
+    pub leader: Option<tokio::sync::watch::Receiver<Option<Upid>>>,
 }
 
 impl AgentConfig {
@@ -98,6 +101,7 @@ impl AgentConfig {
             switch_user: false,
             kill_tasks_on_stop: true,
             disk: Default::default(),
+            leader: None,
         }
     }
 }
@@ -321,7 +325,7 @@ impl Agent {
             pid: self.pid.clone(),
             id: core.agent_id.clone(),
             hostname: self.config.hostname.clone(),
-            master: self.config.master.to_string(),
+            master: self.core.config.master.to_string(),
             registered: core.registration == crate::core::Registration::Registered,
             total: self.config.resources.clone(),
             allocated: core.allocated.clone(),
@@ -364,7 +368,7 @@ impl Agent {
             }
             match effect {
                 Effect::ToMaster(message) => {
-                    let master = self.config.master.clone();
+                    let master = self.core.config.master.clone();
                     if let Err(error) = ctx.send(&master, message) {
                         debug!(master = %master, cause = %error, "message to the master not sent");
                     }
@@ -674,6 +678,13 @@ impl Process for Agent {
 
     fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
         self.pid = ctx.pid().to_string();
+        if let Some(leader) = self.config.leader.clone() {
+            ctx.follow(leader, |agent, ctx, leader| {
+                if let Some(master) = leader {
+                    agent.step(ctx, Input::MasterDetected(master));
+                }
+            });
+        }
         if self.publisher.is_some() {
             ctx.run_every(self.config.usage_interval, |agent, _| agent.publish());
         }

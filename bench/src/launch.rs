@@ -135,6 +135,7 @@ pub(crate) fn agent_config(
         switch_user: false,
         kill_tasks_on_stop: true,
         disk: Default::default(),
+        leader: None,
     })
 }
 

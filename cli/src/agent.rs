@@ -14,17 +14,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strata_agent::{AGENT_ID, Agent, AgentConfig, Runner};
-use strata_master::MASTER_ID;
 use strata_protocol::{Attributes, Resources};
-use strata_runtime::upid::parse_socket_addr;
-use strata_runtime::{NodeConfig, SpawnOptions, Upid};
+use strata_runtime::{NodeConfig, SpawnOptions};
 use tracing::info;
 
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// The master's address, HOST:PORT.
-    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050", value_parser = parse_address)]
-    pub master: SocketAddr,
+    /// The master's address, HOST:PORT, or zk://HOST:PORT[,...]/PATH to
+    /// follow whichever master leads in ZooKeeper.
+    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050")]
+    pub master: crate::leader::MasterAddress,
     /// Address to listen on; the master reaches the agent here.
     #[arg(long, env = "STRATA_IP", default_value = "127.0.0.1")]
     pub ip: IpAddr,
@@ -58,10 +57,6 @@ pub struct AgentArgs {
     pub http_auth: crate::HttpAuthArgs,
     #[command(flatten)]
     pub tls: crate::TlsSource,
-}
-
-fn parse_address(text: &str) -> Result<SocketAddr, String> {
-    parse_socket_addr(text).map_err(|e| e.to_string())
 }
 
 fn parse_resources(text: &str) -> Result<Resources, String> {
@@ -108,7 +103,6 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         };
     let task_launcher =
         std::env::current_exe().context("cannot find this program to run as the task launcher")?;
-    let master = Upid::new(MASTER_ID, args.master, strata_runtime::Incarnation::ANY)?;
     // A development agent is named after its machine and work directory,
     // which a restarted agent keeps: the master binds the agent's id to
     // that name.
@@ -127,6 +121,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             material,
         ))
         .await?;
+        if let crate::leader::MasterAddress::Zk(url) = &args.master {
+            say!("waiting for a master to lead in {url}");
+        }
+        let (master, leader) = crate::leader::find(&args.master, None).await?;
         let config = AgentConfig {
             master: master.clone(),
             hostname: args.ip.to_string(),
@@ -145,6 +143,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             switch_user: args.switch_user,
             kill_tasks_on_stop: false,
             disk: Default::default(),
+            leader,
         };
         let (publisher, snapshots) = strata_agent::http::channel();
         let (executor_api, executor_calls) = strata_agent::executor_api::channel();

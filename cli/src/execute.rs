@@ -24,15 +24,13 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use strata_frameworks::scheduler::{self, Scheduler, SchedulerConfig, SchedulerDriver};
-use strata_master::MASTER_ID;
 use strata_protocol::offers::MAX_TASKS_PER_ACCEPT;
 use strata_protocol::{
     AgentId, AttributeValue, Capability, CommandInfo, Filters, FrameworkId, FrameworkInfo, Offer,
     OfferConstraint, Operation, Reason, Resources, Source, TaskId, TaskInfo, TaskKind, TaskState,
     TaskStatus, ToMaster,
 };
-use strata_runtime::upid::parse_socket_addr;
-use strata_runtime::{Incarnation, Node, NodeConfig, Upid};
+use strata_runtime::{Node, NodeConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct ExecuteArgs {
@@ -42,9 +40,10 @@ pub struct ExecuteArgs {
     /// The shell command to run.
     #[arg(long, required_unless_present = "framework_id")]
     pub command: Option<String>,
-    /// The master's address, HOST:PORT.
-    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050", value_parser = parse_address)]
-    pub master: SocketAddr,
+    /// The master's address, HOST:PORT, or zk://HOST:PORT[,...]/PATH to
+    /// follow whichever master leads in ZooKeeper.
+    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050")]
+    pub master: crate::leader::MasterAddress,
     /// Resources each instance needs.
     #[arg(long, env = "STRATA_RESOURCES", default_value = "cpus:0.1;mem:32", value_parser = parse_resources)]
     pub resources: Resources,
@@ -89,10 +88,6 @@ pub struct ExecuteArgs {
 
 fn parse_framework_id(text: &str) -> Result<FrameworkId, String> {
     FrameworkId::new(text).map_err(|e| e.to_string())
-}
-
-fn parse_address(text: &str) -> Result<SocketAddr, String> {
-    parse_socket_addr(text).map_err(|e| e.to_string())
 }
 
 fn parse_resources(text: &str) -> Result<Resources, String> {
@@ -160,7 +155,8 @@ fn print_status(status: &TaskStatus) {
 
 struct Execution {
     args: ExecuteArgs,
-    master: Upid,
+    /// Where the master is, as given.
+    master: String,
     /// For placing the tasks, and for a lost master to come back.
     timeout: Duration,
     framework_id: Option<FrameworkId>,
@@ -425,8 +421,7 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
     let material = args
         .tls
         .material(strata_runtime::Role::Framework, &args.principal)?;
-    let master = Upid::new(MASTER_ID, args.master, Incarnation::ANY)?;
-    let local_ip = crate::ping::local_ip_towards(args.master)?;
+    let address = args.master.clone();
     let pending: Vec<TaskId> = (0..args.instances)
         .map(|index| {
             if args.instances == 1 {
@@ -447,8 +442,7 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
     if args.partition_aware {
         info.capabilities.insert(Capability::PartitionAware);
     }
-    let mut config = SchedulerConfig::new(master.clone(), info);
-    config.constraints = args
+    let constraints: Vec<OfferConstraint> = args
         .constraints
         .iter()
         .map(|(name, value)| OfferConstraint::AttributeEquals {
@@ -471,7 +465,7 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
     let execution = Rc::new(RefCell::new(Execution {
         framework_id: args.framework_id.clone(),
         args,
-        master: master.clone(),
+        master: address.to_string(),
         timeout,
         pending,
         states,
@@ -481,6 +475,11 @@ pub fn run(args: ExecuteArgs) -> anyhow::Result<u8> {
         result: None,
     }));
     actix_rt::System::new().block_on(async move {
+        let (master, leader) = crate::leader::find(&address, Some(timeout)).await?;
+        let local_ip = crate::ping::local_ip_towards(master.addr())?;
+        let mut config = SchedulerConfig::new(master.clone(), info);
+        config.constraints = constraints;
+        config.leader = leader;
         let node = Node::bind(NodeConfig::new(SocketAddr::new(local_ip, 0), material)).await?;
         node.connect(master.addr()).await?;
         let id = format!("execute-{:08x}", node.incarnation().0 as u32);
@@ -520,7 +519,7 @@ mod tests {
             .map(|index| TaskId::new(format!("{}-{index}", args.name)).unwrap())
             .collect();
         Execution {
-            master: Upid::new(MASTER_ID, args.master, Incarnation::ANY).unwrap(),
+            master: args.master.to_string(),
             timeout: Duration::from_secs(60),
             framework_id: Some(FrameworkId::new("F1").unwrap()),
             args,

@@ -239,6 +239,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 switch_user: true,
                 kill_tasks_on_stop: true,
                 disk: Default::default(),
+            leader: None,
             };
             let (publisher, snapshots) = strata_agent::http::channel();
             // Executors written with a Mesos library may use the v1

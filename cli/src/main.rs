@@ -17,6 +17,7 @@ macro_rules! say {
 mod agent;
 mod client;
 mod execute;
+mod leader;
 mod local;
 mod master;
 mod ping;
@@ -163,6 +164,28 @@ pub async fn serve_http(
 
 /// The names a node's development certificate gives for HTTPS clients to
 /// verify: the address it serves on, and `localhost` on loopback.
+/// A duration written with its unit (`10s`, `500ms`, `1.5s`, `2m`), or a
+/// plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(number) = text.strip_suffix("ms") {
+        (number, 0.001)
+    } else if let Some(number) = text.strip_suffix('s') {
+        (number, 1.0)
+    } else if let Some(number) = text.strip_suffix('m') {
+        (number, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|value| std::time::Duration::try_from_secs_f64(value * scale).ok())
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a positive duration (10s, 500ms, 2m)"))
+}
+
 pub fn served_names(ip: std::net::IpAddr) -> Vec<String> {
     let mut names = Vec::new();
     if !ip.is_unspecified() {

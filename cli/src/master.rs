@@ -72,6 +72,15 @@ pub struct MasterArgs {
         conflicts_with = "authenticate_http_frameworks"
     )]
     pub allow_unauthenticated_http_frameworks: bool,
+    /// Contend for leadership with other masters in ZooKeeper
+    /// (zk://HOST:PORT[,HOST:PORT...]/PATH) and keep the registry there;
+    /// without it this master leads alone, its registry in --work-dir.
+    #[arg(long, env = "STRATA_ZK")]
+    pub zk: Option<strata_zk::ZkUrl>,
+    /// The ZooKeeper session timeout (10s, 500ms): a leader unheard of for
+    /// this long is replaced.
+    #[arg(long, env = "STRATA_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = crate::parse_duration)]
+    pub zk_session_timeout: Duration,
     #[command(flatten)]
     pub tls: crate::TlsSource,
 }
@@ -184,6 +193,17 @@ fn flags(args: &MasterArgs) -> Vec<(String, String)> {
             "max_tasks_per_framework",
             args.max_tasks_per_framework.to_string(),
         ),
+        (
+            "zk",
+            args.zk
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ),
+        (
+            "zk_session_timeout",
+            format!("{}secs", args.zk_session_timeout.as_secs_f64()),
+        ),
         ("acls", path(&args.authorization.acls)),
         (
             "authorization",
@@ -270,9 +290,15 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             )
         })?;
     // Checked before starting, so a damaged registry is this command's
-    // error.
-    let recovered =
-        strata_master::registry::load(&strata_runtime::durable::Disk::real(), &registry)?;
+    // error (with ZooKeeper, the registry is read once elected).
+    let recovered = match &args.zk {
+        Some(_) => None,
+        None => strata_master::registry::load(&strata_runtime::durable::Disk::real(), &registry)?,
+    };
+    let (view, view_watch) = tokio::sync::watch::channel(match &args.zk {
+        Some(_) => strata_master::process::LeaderView::Unknown,
+        None => strata_master::process::LeaderView::Leading,
+    });
     let material = args.tls.serving_material(
         strata_runtime::Role::Master,
         "master",
@@ -291,7 +317,7 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             listener,
             strata_runtime::http::Cors::SameOrigin,
             Some(https),
-            strata_master::api::routes(
+            strata_master::process::redirecting(view_watch, strata_master::api::routes(
                 api.clone(),
                 framework_access,
                 strata_runtime::http_auth::guard(
@@ -311,17 +337,26 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
                         ),
                     ),
                 ),
-            ),
+            )),
         )
         .await?;
         let prefix = format!("{:08x}", node.incarnation().0 as u32);
         let publisher = publisher_and_routes.0.clone();
+        let ha = args.zk.as_ref().map(|url| strata_master::process::HaConfig {
+            base: url.path().to_owned(),
+            connect: strata_zk::election::connector(url, args.zk_session_timeout),
+            hostname: args.ip.to_string(),
+            view: view.clone(),
+        });
         let pid = node.spawn(
             MASTER_ID,
             move || {
-                Master::durable(config.clone(), &prefix, &work_dir)
-                    .publishing(publisher.clone())
-                    .serving_api(api_calls.clone())
+                match &ha {
+                    Some(ha) => Master::highly_available(config.clone(), &prefix, ha.clone()),
+                    None => Master::durable(config.clone(), &prefix, &work_dir),
+                }
+                .publishing(publisher.clone())
+                .serving_api(api_calls.clone())
             },
             SpawnOptions::default(),
         )?;
@@ -335,6 +370,12 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             say!("HTTP API at http://{http}/ (state, metrics; HTTPS on the same port)");
         }
         say!("authorization: {authorization}");
+        if let Some(url) = &args.zk {
+            say!(
+                "contending for leadership in {url} (session timeout {:?}); the registry is kept there",
+                args.zk_session_timeout
+            );
+        }
         if let Some(registry) = recovered {
             say!(
                 "recovering the registry of epoch {}: {} agents, {} frameworks",

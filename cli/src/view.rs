@@ -22,18 +22,15 @@ pub enum Table {
 
 #[derive(Debug, clap::Args)]
 pub struct ViewArgs {
-    /// The master's address, HOST:PORT (its HTTP API is on that port).
-    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050", value_parser = parse_address)]
-    pub master: SocketAddr,
+    /// The master's address, HOST:PORT (its HTTP API is on that port), or
+    /// zk://HOST:PORT[,...]/PATH to ask whichever master leads.
+    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050")]
+    pub master: crate::leader::MasterAddress,
     /// Print the rows as JSON, as `/state` has them.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub https: crate::client::HttpsArgs,
-}
-
-fn parse_address(text: &str) -> Result<SocketAddr, String> {
-    strata_runtime::upid::parse_socket_addr(text).map_err(|e| e.to_string())
 }
 
 /// Prints `rows` (header first) with columns aligned.
@@ -109,7 +106,7 @@ fn print_json(rows: &impl serde::Serialize) -> anyhow::Result<()> {
 
 pub fn run(table: Table, args: ViewArgs) -> anyhow::Result<()> {
     crate::client::configure(&args.https)?;
-    let state = master_state(args.master)?;
+    let state = master_state(crate::leader::http_address(&args.master)?)?;
     let header = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect();
     let mut lines: Vec<Vec<String>> = Vec::new();
     match table {
@@ -198,9 +195,9 @@ pub struct LogsArgs {
     /// Keep printing what the task writes until it ends.
     #[arg(long, short)]
     pub follow: bool,
-    /// The master's address, HOST:PORT.
-    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050", value_parser = parse_address)]
-    pub master: SocketAddr,
+    /// The master's address, HOST:PORT, or zk://HOST:PORT[,...]/PATH.
+    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050")]
+    pub master: crate::leader::MasterAddress,
     #[command(flatten)]
     pub https: crate::client::HttpsArgs,
 }
@@ -265,9 +262,9 @@ pub struct KillArgs {
     /// The task's framework, when tasks of several frameworks have this id.
     #[arg(long)]
     pub framework: Option<String>,
-    /// The master's address, HOST:PORT.
-    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050", value_parser = parse_address)]
-    pub master: SocketAddr,
+    /// The master's address, HOST:PORT, or zk://HOST:PORT[,...]/PATH.
+    #[arg(long, env = "STRATA_MASTER", default_value = "127.0.0.1:5050")]
+    pub master: crate::leader::MasterAddress,
     /// Seconds to wait for the task to end.
     #[arg(long, default_value_t = 60.0)]
     pub timeout: f64,
@@ -285,7 +282,8 @@ pub fn kill(args: KillArgs) -> anyhow::Result<()> {
             args.timeout
         )
     })?;
-    let (state, _) = task_in_state(args.master, &args.task_id)?;
+    let master_http = crate::leader::http_address(&args.master)?;
+    let (state, _) = task_in_state(master_http, &args.task_id)?;
     let candidates: Vec<&Task> = state
         .tasks
         .iter()
@@ -337,7 +335,7 @@ pub fn kill(args: KillArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot reach the master at {master}: {e}"))?;
         let deadline = tokio::time::Instant::now() + timeout;
         let ended = loop {
-            let address = args.master;
+            let address = master_http;
             let id = args.task_id.clone();
             let framework = task.framework_id.clone();
             let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<String>> {
@@ -373,7 +371,8 @@ pub fn kill(args: KillArgs) -> anyhow::Result<()> {
 
 pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
     crate::client::configure(&args.https)?;
-    let (state, task) = task_in_state(args.master, &args.task_id)?;
+    let master_http = crate::leader::http_address(&args.master)?;
+    let (state, task) = task_in_state(master_http, &args.task_id)?;
     let (agent, sandbox) = locate(&state, &task)?;
     let file = format!(
         "{sandbox}/{}",
@@ -398,7 +397,7 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
         }
         out.flush()?;
         std::thread::sleep(Duration::from_millis(500));
-        let state = master_state(args.master)?;
+        let state = master_state(master_http)?;
         ended = !running(&state, &task.framework_id, &args.task_id);
     }
 }

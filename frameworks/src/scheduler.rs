@@ -159,6 +159,9 @@ pub struct SchedulerConfig {
     /// of every task it knows; tasks not answered within this are asked
     /// again, the wait doubling up to [`MAX_RECONCILE_BACKOFF`].
     pub reconcile_backoff: Duration,
+    /// The leading master as it changes (found in ZooKeeper); without
+    /// it the scheduler follows `master` alone.
+    pub leader: Option<tokio::sync::watch::Receiver<Option<Upid>>>,
 }
 
 /// The longest wait between two reconciliations of unanswered tasks.
@@ -176,6 +179,7 @@ impl SchedulerConfig {
             implicit_acknowledgements: true,
             resubscribe_interval: Duration::from_secs(2),
             reconcile_backoff: Duration::from_secs(1),
+            leader: None,
         }
     }
 }
@@ -502,6 +506,20 @@ impl<S: Scheduler> SchedulerProcess<S> {
         });
     }
 
+    /// Another master leads: it is subscribed with at once.
+    fn follow_leader(&mut self, ctx: &mut ProcessContext<'_, Self>, master: Upid) {
+        if master.same_name(&self.state.config.master) {
+            return;
+        }
+        info!(old = %self.state.config.master, new = %master, "another master leads; subscribing with it");
+        self.state.config.master = master;
+        if self.state.subscribed {
+            self.state.subscribed = false;
+            self.with_driver(ctx, |scheduler, driver| scheduler.disconnected(driver));
+        }
+        self.subscribe(ctx);
+    }
+
     fn subscribe(&mut self, ctx: &mut ProcessContext<'_, Self>) {
         if self.state.subscribed {
             return;
@@ -526,6 +544,13 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
 
     fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
         self.with_driver(ctx, |scheduler, driver| scheduler.started(driver));
+        if let Some(leader) = self.state.config.leader.clone() {
+            ctx.follow(leader, |process, ctx, leader| {
+                if let Some(master) = leader {
+                    process.follow_leader(ctx, master);
+                }
+            });
+        }
         self.subscribe(ctx);
         ctx.run_every(self.state.config.resubscribe_interval, |process, ctx| {
             process.subscribe(ctx)

@@ -15,6 +15,7 @@ pub mod operator;
 pub mod process;
 pub mod registry;
 pub mod state;
+pub mod zk_registry;
 
 pub use books::Config;
 pub use process::{MASTER_ID, Master};

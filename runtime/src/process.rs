@@ -92,6 +92,9 @@ pub trait Process: Sized + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TimerId(u64);
 
+/// What [`ProcessContext::follow`] calls with each new value.
+type FollowCallback<P, T> = std::rc::Rc<dyn Fn(&mut P, &mut ProcessContext<'_, P>, T)>;
+
 /// How a process is spawned.
 #[derive(Debug, Clone, Default)]
 pub struct SpawnOptions {
@@ -361,6 +364,38 @@ impl<P: Process> ProcessContext<'_, P> {
             );
         self.shell.timers.insert(id, handle);
         id
+    }
+
+    /// Calls `changed` with every new value `receiver` sees (not the one
+    /// it holds now), on this process, until its sender is gone: for
+    /// following something that changes outside the process (the leading
+    /// master). Stops, like timers, if the process fails and restarts.
+    pub fn follow<T: Clone + 'static>(
+        &mut self,
+        receiver: tokio::sync::watch::Receiver<T>,
+        changed: impl Fn(&mut P, &mut ProcessContext<'_, P>, T) + 'static,
+    ) {
+        self.follow_with(receiver, std::rc::Rc::new(changed));
+    }
+
+    fn follow_with<T: Clone + 'static>(
+        &mut self,
+        mut receiver: tokio::sync::watch::Receiver<T>,
+        changed: FollowCallback<P, T>,
+    ) {
+        self.spawn_future(
+            async move {
+                let open = receiver.changed().await.is_ok();
+                let now = receiver.borrow_and_update().clone();
+                (open, now, receiver)
+            },
+            move |process, ctx, (open, now, receiver)| {
+                if open {
+                    changed(process, ctx, now);
+                    ctx.follow_with(receiver, changed);
+                }
+            },
+        );
     }
 
     /// Cancels a timer; false if it already fired or was cancelled.

@@ -129,6 +129,8 @@ pub enum Input {
     Timer(Timer),
     /// Time to check that the master still pings.
     CheckMaster,
+    /// Another master leads now (found in ZooKeeper): register with it.
+    MasterDetected(Upid),
     /// Time to resend unacknowledged updates that are due.
     ResendUpdates,
     /// The link to `pid` broke, or an HTTP executor's stream went away.
@@ -140,8 +142,9 @@ pub enum Input {
 /// What a timer is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Timer {
-    /// The next registration attempt.
-    Register,
+    /// The next registration attempt of round `round` (a new master
+    /// starts a new round; older rounds' timers do nothing).
+    Register { round: u64 },
     /// The grace of a container asked to stop is over: kill it.
     Kill(ContainerId),
     /// An executor's time to register is over.
@@ -308,6 +311,8 @@ pub struct Core {
     master_ping_limit: Option<Duration>,
     /// The master followed: older masters' messages are ignored.
     master_epoch: strata_protocol::MasterEpoch,
+    /// Which round of registration attempts is current.
+    registration_round: u64,
     last_ping: Option<Instant>,
     effects: Vec<Effect>,
     now: Now,
@@ -336,6 +341,7 @@ impl Core {
             executors: BTreeMap::new(),
             master_ping_limit: None,
             master_epoch: Default::default(),
+            registration_round: 0,
             last_ping: None,
             effects: Vec::new(),
             now,
@@ -361,6 +367,7 @@ impl Core {
             Input::Usage(usage) => self.sampled(usage),
             Input::Timer(timer) => self.timer(timer),
             Input::CheckMaster => self.check_master(),
+            Input::MasterDetected(master) => self.master_detected(master),
             Input::ResendUpdates => {
                 if self.registration == Registration::Registered {
                     for forward in self.updates.due(now.instant) {
@@ -678,8 +685,26 @@ impl Core {
         };
         self.emit(Effect::Timer {
             after: wait,
-            timer: Timer::Register,
+            timer: Timer::Register {
+                round: self.registration_round,
+            },
         });
+    }
+
+    /// Another master leads: the agent registers with it at once (in a
+    /// new round of attempts), and takes messages from it alone.
+    fn master_detected(&mut self, master: Upid) {
+        if master.same_name(&self.config.master) {
+            return;
+        }
+        info!(old = %self.config.master, new = %master, "another master leads; registering with it");
+        self.config.master = master;
+        if self.registration == Registration::Refused {
+            return;
+        }
+        self.registration_round += 1;
+        self.registration = Registration::Registering { attempt: 0 };
+        self.register();
     }
 
     /// A master that stopped pinging has lost this agent (a partition it
@@ -1148,7 +1173,8 @@ impl Core {
 
     fn timer(&mut self, timer: Timer) {
         match timer {
-            Timer::Register => self.register(),
+            Timer::Register { round } if round == self.registration_round => self.register(),
+            Timer::Register { .. } => {}
             // A container that has ended since is forgotten: the signal
             // reaches nothing.
             Timer::Kill(container) => self.emit(Effect::Signal {

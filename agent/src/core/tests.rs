@@ -351,8 +351,8 @@ fn registration_backs_off_until_answered_and_follows_one_master() {
     // minute.
     let mut ceilings = Vec::new();
     for attempt in 0..10u32 {
-        let effects = harness.step(Input::Timer(Timer::Register));
-        let [(wait, Timer::Register)] = timers(&effects)[..] else {
+        let effects = harness.step(Input::Timer(Timer::Register { round: 0 }));
+        let [(wait, Timer::Register { round: 0 })] = timers(&effects)[..] else {
             panic!("one retry timer: {effects:?}");
         };
         let ceiling = Duration::from_secs(1 << (attempt + 1).min(6)).min(MAX_REGISTRATION_BACKOFF);
@@ -381,7 +381,11 @@ fn registration_backs_off_until_answered_and_follows_one_master() {
     assert_eq!(harness.core.registration, Registration::Registered);
     // Registered: a pending retry sends nothing; an earlier master's
     // registration is ignored.
-    assert!(harness.step(Input::Timer(Timer::Register)).is_empty());
+    assert!(
+        harness
+            .step(Input::Timer(Timer::Register { round: 0 }))
+            .is_empty()
+    );
     harness.master_says(ToAgent::AgentRegistered {
         agent_id: AgentId::new("old").unwrap_or_else(|_| unreachable!()),
         ping_timeout: Duration::from_secs(75),
@@ -396,6 +400,61 @@ fn registration_backs_off_until_answered_and_follows_one_master() {
             .iter()
             .any(|effect| matches!(effect, Effect::ToMaster(ToMaster::ReregisterAgent { .. })))
     );
+}
+
+#[test]
+fn a_new_leading_master_is_registered_with_at_once_and_the_old_one_ignored() {
+    let mut harness = Harness::registered();
+    harness.run(command_task("t1", "cpus:1;mem:64"), true);
+    let successor: Upid = "master@10.0.0.2:5050"
+        .parse()
+        .unwrap_or_else(|_| unreachable!());
+    let effects = harness.step(Input::MasterDetected(successor.clone()));
+    assert!(
+        effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::Link(pid) if *pid == successor)),
+        "{effects:?}"
+    );
+    let reregistration = effects.iter().find_map(|effect| match effect {
+        Effect::ToMaster(ToMaster::ReregisterAgent { tasks, .. }) => Some(tasks.len()),
+        _ => None,
+    });
+    assert_eq!(reregistration, Some(1), "its running task goes with it");
+    assert_eq!(harness.core.config.master, successor);
+    // The old master's word counts no more; the new one's does.
+    harness.master_says(ToAgent::AgentRegistered {
+        agent_id: agent_id(),
+        ping_timeout: Duration::from_secs(75),
+        epoch: 1,
+    });
+    assert!(matches!(
+        harness.core.registration,
+        Registration::Registering { .. }
+    ));
+    // The earlier round's retry does nothing; the new round's retries.
+    assert!(
+        harness
+            .step(Input::Timer(Timer::Register { round: 0 }))
+            .is_empty()
+    );
+    assert!(
+        !harness
+            .step(Input::Timer(Timer::Register { round: 1 }))
+            .is_empty()
+    );
+    harness.step(Input::Message {
+        from: successor.clone(),
+        identity: PeerIdentity::simulated(Some(Role::Master), "master"),
+        message: Box::new(ToAgent::AgentRegistered {
+            agent_id: agent_id(),
+            ping_timeout: Duration::from_secs(75),
+            epoch: 2,
+        }),
+    });
+    assert_eq!(harness.core.registration, Registration::Registered);
+    // The same master again changes nothing.
+    assert!(harness.step(Input::MasterDetected(successor)).is_empty());
 }
 
 #[test]

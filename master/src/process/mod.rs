@@ -19,6 +19,11 @@ use strata_runtime::{Process, ProcessContext, Upid};
 use tracing::{debug, error, info, warn};
 
 use crate::books::{Books, Command, Config, Event, Input};
+use crate::zk_registry::{ZkRegistry, ZkRegistryError};
+
+mod ha;
+use ha::{Ha, Stage};
+pub use ha::{HaConfig, LeaderView, redirecting};
 
 /// The master's process id.
 pub const MASTER_ID: &str = "master";
@@ -65,6 +70,8 @@ pub struct Master {
     operators_timer: bool,
     /// Process ids handed to operator API calls that change the cluster.
     next_operator: u64,
+    /// Leadership by ZooKeeper, for a master among several.
+    ha: Option<Ha>,
 }
 
 /// The answer to an operator call that changed the cluster.
@@ -83,8 +90,7 @@ pub const SNAPSHOT_SHARE: f64 = 0.1;
 /// Where a durable master keeps its registry, and what it wrote last.
 #[derive(Debug)]
 struct RegistryFile {
-    disk: strata_runtime::durable::Disk,
-    path: PathBuf,
+    store: Store,
     written: u64,
     flush_pending: bool,
     /// Messages held until the pending write is done.
@@ -94,6 +100,35 @@ struct RegistryFile {
     /// Since when writes have been failing, and the next retry's wait.
     failing: Option<(Instant, Duration)>,
 }
+
+impl RegistryFile {
+    fn new(store: Store) -> RegistryFile {
+        RegistryFile {
+            store,
+            written: 0,
+            flush_pending: false,
+            held: Vec::new(),
+            answers: Vec::new(),
+            failing: None,
+        }
+    }
+}
+
+/// Where the registry is kept.
+#[derive(Debug)]
+enum Store {
+    /// A file in the work directory.
+    File {
+        disk: strata_runtime::durable::Disk,
+        path: PathBuf,
+    },
+    /// ZooKeeper, once elected (`None` before, and while a write is
+    /// under way).
+    Zk(Option<ZkRegistry>),
+}
+
+/// How soon a master that may not act (its lease ran out) looks again.
+const LEASE_RETRY: Duration = Duration::from_millis(50);
 
 /// Where violations go, how often the books are checked (every `every`
 /// inputs) and how many inputs since the last check.
@@ -126,7 +161,31 @@ impl Master {
             operators: Default::default(),
             operators_timer: false,
             next_operator: 0,
+            ha: None,
         }
+    }
+
+    /// A master among several that lead in turn by ZooKeeper (see
+    /// [`HaConfig`]), with its registry there.
+    pub fn highly_available(config: Config, id_prefix: &str, ha: HaConfig) -> Master {
+        let mut master = Master::new(config, id_prefix);
+        master.registry = Some(RegistryFile::new(Store::Zk(None)));
+        master.ha = Some(Ha::new(ha));
+        master
+    }
+
+    /// Whether this master waits to lead (a standby, or elected and
+    /// recovering); a master without ZooKeeper always leads.
+    fn standby(&self) -> bool {
+        self.ha
+            .as_ref()
+            .is_some_and(|ha| ha.stage != Stage::Leading)
+    }
+
+    /// Whether the master may carry out what it decided now: always
+    /// without ZooKeeper, under its lease with it.
+    fn may_act(&self) -> bool {
+        self.ha.as_ref().is_none_or(|ha| ha.leased(now()))
     }
 
     /// Serves the v1 scheduler API's calls that arrive on `api` (see
@@ -220,47 +279,49 @@ impl Master {
     /// A master that keeps its registry in `work_dir` and recovers it
     /// when started again.
     pub fn durable(config: Config, id_prefix: &str, work_dir: &Path) -> Master {
-        Master {
-            publisher: None,
-            start_time_ms: 0,
-            pid: String::new(),
-            next_snapshot: now(),
-            next_fresh: now(),
-            changed: true,
-            listening: None,
-            books: Books::new(config, id_prefix),
-            registry: Some(RegistryFile {
-                disk: Default::default(),
-                path: crate::registry::path(work_dir),
-                written: 0,
-                flush_pending: false,
-                held: Vec::new(),
-                answers: Vec::new(),
-                failing: None,
-            }),
-            checker: None,
-            api: None,
-            http: crate::api::HttpFrameworks::new(id_prefix),
-            operators: Default::default(),
-            operators_timer: false,
-            next_operator: 0,
-        }
+        let mut master = Master::new(config, id_prefix);
+        master.registry = Some(RegistryFile::new(Store::File {
+            disk: Default::default(),
+            path: crate::registry::path(work_dir),
+        }));
+        master
     }
 
     /// Keeps the registry on `disk` instead of the real one (simulations).
     pub fn on_disk(mut self, disk: strata_runtime::durable::Disk) -> Master {
-        if let Some(file) = &mut self.registry {
-            file.disk = disk;
+        if let Some(RegistryFile {
+            store: Store::File { disk: kept, .. },
+            ..
+        }) = &mut self.registry
+        {
+            *kept = disk;
         }
         self
     }
 
     /// Recovers the registry and writes it back under the next epoch.
     fn recover(&mut self) -> Result<(), crate::registry::RegistryError> {
-        let Some(file) = &mut self.registry else {
+        let Some(RegistryFile {
+            store: Store::File { disk, path },
+            ..
+        }) = &self.registry
+        else {
             return Ok(());
         };
-        let previous = crate::registry::load(&file.disk, &file.path)?;
+        let previous = crate::registry::load(disk, path)?;
+        let (disk, path) = (disk.clone(), path.clone());
+        self.take_back(previous);
+        crate::registry::save(&disk, &path, &self.books.registry())?;
+        if let Some(file) = &mut self.registry {
+            file.written = self.books.registry_changes();
+        }
+        Ok(())
+    }
+
+    /// Takes back the registry an earlier master left (if any) under the
+    /// next epoch: its agents may re-register, its frameworks subscribe
+    /// again.
+    fn take_back(&mut self, previous: Option<crate::registry::Registry>) {
         let epoch = previous.as_ref().map_or(0, |registry| registry.epoch) + 1;
         if let Some(registry) = &previous {
             info!(
@@ -275,13 +336,10 @@ impl Master {
             previous.unwrap_or_else(crate::registry::Registry::empty),
             epoch,
         );
-        crate::registry::save(&file.disk, &file.path, &self.books.registry())?;
-        file.written = self.books.registry_changes();
-        Ok(())
     }
 
     /// Writes the registry if it changed since it was last written, then
-    /// sends what waited for it.
+    /// sends what waited for it (once the master may act).
     fn flush_registry(&mut self, ctx: &mut ProcessContext<'_, Self>) {
         let Some(file) = &mut self.registry else {
             return;
@@ -289,36 +347,39 @@ impl Master {
         file.flush_pending = false;
         let changes = self.books.registry_changes();
         if changes != file.written {
-            match crate::registry::save(&file.disk, &file.path, &self.books.registry()) {
+            let result = match &mut file.store {
+                Store::File { disk, path } => {
+                    crate::registry::save(disk, path, &self.books.registry())
+                        .map_err(|cause| cause.to_string())
+                }
+                Store::Zk(slot) => {
+                    match slot.take() {
+                        // A write is under way; its end flushes again.
+                        None => file.flush_pending = true,
+                        Some(zk) => self.write_to_zk(ctx, zk, changes),
+                    }
+                    return;
+                }
+            };
+            match result {
                 Ok(()) => {
                     if file.failing.take().is_some() {
                         info!("the registry is written again; sending what waited for it");
                     }
                     file.written = changes;
                 }
-                Err(cause) => {
-                    // Nothing that depended on the change goes out before
-                    // it is durable: retry, and give up after a while.
-                    let now = now();
-                    let (since, wait) = file.failing.unwrap_or((now, REGISTRY_RETRY));
-                    if now.saturating_duration_since(since) >= REGISTRY_STORE_TIMEOUT {
-                        error!(%cause, "the registry could not be written for {REGISTRY_STORE_TIMEOUT:?}; the master gives up");
-                        ctx.fail(format!(
-                            "the registry {} could not be written for {REGISTRY_STORE_TIMEOUT:?}: {cause}",
-                            file.path.display()
-                        ));
-                        return;
-                    }
-                    if file.failing.is_none() {
-                        error!(%cause, held = file.held.len(), "the registry was not written; holding back what depends on it and retrying");
-                    }
-                    file.failing = Some((since, (wait * 2).min(Duration::from_secs(1))));
-                    file.flush_pending = true;
-                    ctx.run_later(wait, |master, ctx| master.flush_registry(ctx));
-                    return;
-                }
+                Err(cause) => return self.registry_failed(ctx, cause),
             }
         }
+        if !self.may_act() {
+            return self.blocked(ctx);
+        }
+        if let Some(ha) = &mut self.ha {
+            ha.blocked_since = None;
+        }
+        let Some(file) = &mut self.registry else {
+            return;
+        };
         let held = std::mem::take(&mut file.held);
         let answers = std::mem::take(&mut file.answers);
         self.carry_out_all(ctx, held);
@@ -326,6 +387,124 @@ impl Master {
             let _ = answer.try_send(result);
         }
         self.open_operator_streams(ctx);
+    }
+
+    /// A registry write failed: nothing that depended on the change goes
+    /// out before it is durable; it is tried again, and after
+    /// [`REGISTRY_STORE_TIMEOUT`] the master gives up.
+    fn registry_failed(&mut self, ctx: &mut ProcessContext<'_, Self>, cause: String) {
+        let Some(file) = &mut self.registry else {
+            return;
+        };
+        let now = now();
+        let (since, wait) = file.failing.unwrap_or((now, REGISTRY_RETRY));
+        if now.saturating_duration_since(since) >= REGISTRY_STORE_TIMEOUT {
+            error!(%cause, "the registry could not be written for {REGISTRY_STORE_TIMEOUT:?}; the master gives up");
+            ctx.fail(format!(
+                "the registry could not be written for {REGISTRY_STORE_TIMEOUT:?}: {cause}"
+            ));
+            return;
+        }
+        if file.failing.is_none() {
+            error!(%cause, held = file.held.len(), "the registry was not written; holding back what depends on it and retrying");
+        }
+        file.failing = Some((since, (wait * 2).min(Duration::from_secs(1))));
+        file.flush_pending = true;
+        ctx.run_later(wait, |master, ctx| master.flush_registry(ctx));
+    }
+
+    /// Writes the registry's changes to ZooKeeper in the background; when
+    /// done, flushes again (sending what waited, or writing what changed
+    /// meanwhile).
+    fn write_to_zk(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        mut zk: ZkRegistry,
+        changes: u64,
+    ) {
+        let registry = self.books.registry();
+        let plan = zk.plan(&registry);
+        let session = self.ha.as_ref().and_then(|ha| ha.session.clone());
+        if let Some(file) = &mut self.registry {
+            file.store = Store::Zk(None);
+        }
+        let (plan, session) = match (plan, session) {
+            (Ok(plan), Some(session)) => (plan, session),
+            (Err(cause), _) => {
+                self.put_back(zk);
+                return self.registry_failed(ctx, cause.to_string());
+            }
+            (_, None) => return ctx.fail("no ZooKeeper session to write the registry in"),
+        };
+        ctx.spawn_future(
+            async move {
+                let result = ZkRegistry::commit(session, &plan).await;
+                (zk, plan, result)
+            },
+            move |master, ctx, (mut zk, plan, result)| match result {
+                Ok(()) => {
+                    zk.committed(plan);
+                    master.put_back(zk);
+                    if let Some(file) = &mut master.registry {
+                        if file.failing.take().is_some() {
+                            info!("the registry is written again; sending what waited for it");
+                        }
+                        file.written = changes;
+                    }
+                    master.flush_registry(ctx);
+                }
+                Err(ZkRegistryError::Deposed) => {
+                    error!("another master wrote the registry: this one no longer leads");
+                    ctx.fail("another master wrote the registry: this one no longer leads");
+                }
+                Err(ZkRegistryError::ZooKeeper(strata_zk::ZkError::SessionExpired)) => {
+                    error!("the ZooKeeper session expired: this master no longer leads");
+                    ctx.fail("the ZooKeeper session expired while writing the registry");
+                }
+                Err(cause) => {
+                    master.put_back(zk);
+                    master.registry_failed(ctx, cause.to_string());
+                }
+            },
+        );
+    }
+
+    fn put_back(&mut self, zk: ZkRegistry) {
+        if let Some(file) = &mut self.registry {
+            file.store = Store::Zk(Some(zk));
+        }
+    }
+
+    /// The master may not act now (its lease ran out): what it decided
+    /// waits, and it looks again shortly; once it could not act for a
+    /// session timeout, its session is surely over and it stops leading.
+    fn blocked(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let now = now();
+        let Some(ha) = &mut self.ha else {
+            return;
+        };
+        let since = *ha.blocked_since.get_or_insert(now);
+        let limit = ha
+            .session
+            .as_ref()
+            .map_or(strata_zk::DEFAULT_SESSION_TIMEOUT, |session| {
+                session.timeout()
+            });
+        if ha.stage == Stage::Leading && now.saturating_duration_since(since) >= limit {
+            error!(
+                ?limit,
+                "this master could not confirm its ZooKeeper session; it stops leading"
+            );
+            return ctx.fail(format!(
+                "could not confirm the ZooKeeper session for {limit:?}"
+            ));
+        }
+        if let Some(file) = &mut self.registry
+            && !file.flush_pending
+        {
+            file.flush_pending = true;
+            ctx.run_later(LEASE_RETRY, |master, ctx| master.flush_registry(ctx));
+        }
     }
 
     /// The books, for operators' views and tests.
@@ -358,8 +537,9 @@ impl Master {
     /// what they depend on.
     fn execute(&mut self, ctx: &mut ProcessContext<'_, Self>, commands: Vec<Command>) {
         let changes = self.books.registry_changes();
+        let acting = self.may_act();
         match &mut self.registry {
-            Some(file) if file.flush_pending || file.written != changes => {
+            Some(file) if !acting || file.flush_pending || file.written != changes => {
                 file.held.extend(commands);
                 if !file.flush_pending {
                     file.flush_pending = true;
@@ -603,6 +783,10 @@ impl Master {
         ctx.spawn_future(async move { api.next().await }, |master, ctx, call| {
             let call = match call {
                 None => return,
+                Some(call) if master.standby() => {
+                    call.refuse("this master does not lead now");
+                    return master.take_api_calls(ctx);
+                }
                 Some(crate::api::ApiCall::Operator(call)) => {
                     master.operator_call(ctx, call);
                     return master.take_api_calls(ctx);
@@ -763,7 +947,11 @@ impl Process for Master {
         self.books.set_clock(now(), wall_ms);
         self.start_time_ms = wall_ms;
         self.pid = ctx.pid().to_string();
-        if let Err(cause) = self.recover() {
+        if let Some(ha) = &mut self.ha {
+            // A standby until elected; the registry is read then.
+            let events = ha.start(ctx.pid());
+            self.take_ha_events(ctx, events);
+        } else if let Err(cause) = self.recover() {
             error!(%cause, "cannot recover the registry; stopping");
             ctx.stop();
             return;
@@ -774,6 +962,9 @@ impl Process for Master {
             .allocation_interval
             .max(Duration::from_millis(10));
         ctx.run_every(interval, |master, ctx| {
+            if master.standby() {
+                return;
+            }
             master.apply(ctx, Input::Tick);
             master.publish();
         });
@@ -799,6 +990,9 @@ impl Process for Master {
     }
 
     fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, message: ToMaster) {
+        if self.standby() {
+            return self.not_leading(ctx, from, message);
+        }
         let sender = ctx.sender();
         self.apply(
             ctx,
@@ -811,6 +1005,9 @@ impl Process for Master {
     }
 
     fn exited(&mut self, ctx: &mut ProcessContext<'_, Self>, pid: Upid) {
+        if self.standby() {
+            return;
+        }
         self.apply(ctx, Input::Exited(pid));
     }
 }

@@ -1,0 +1,474 @@
+//! A master among several, leading by ZooKeeper (`--zk`).
+//!
+//! The master contends in a task of its own ([`contend`]): it opens a
+//! session, enters the contest ([`strata_zk::Leadership`]) and tells the
+//! master where it stands. A standby serves nothing (its HTTP port
+//! redirects to the leader, see [`redirecting`]). Once elected, the master
+//! reads the registry from ZooKeeper, takes an epoch above every earlier
+//! leader's, writes it back through the registry's fence and only then
+//! acts, as a restarted master does.
+//!
+//! It acts only under a **lease**: the task confirms the session every
+//! quarter of its timeout, and the master carries out nothing (messages
+//! and registry writes wait) unless its session was confirmed alive less
+//! than half a timeout ago, since the ensemble expires a session it has
+//! not heard from for a timeout and elects the next master then. So a
+//! leader cut off from ZooKeeper, or stopped and resumed, stops acting
+//! before its successor can lead. A leader whose session ended, or whose
+//! registry write was fenced off, fails; its supervisor starts it again
+//! as a standby with a new session.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_runtime::http::{Request, Response};
+use strata_zk::election::{Connect, Leadership, MasterInfo, Standing};
+use strata_zk::{Session, SessionState, ZkError};
+use tracing::{info, warn};
+
+/// Where a master stands, for its HTTP port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaderView {
+    /// Not known yet (not connected to ZooKeeper).
+    Unknown,
+    /// This master leads (or leads alone, without ZooKeeper).
+    Leading,
+    /// Another master leads (`None`: none does now).
+    Following(Option<MasterInfo>),
+}
+
+/// How a master reaches ZooKeeper.
+#[derive(Clone)]
+pub struct HaConfig {
+    /// The path masters contend under.
+    pub base: String,
+    /// Opens sessions.
+    pub connect: Connect,
+    /// The name the master gives in its `MasterInfo`.
+    pub hostname: String,
+    /// Where the master says where it stands, for [`redirecting`].
+    pub view: tokio::sync::watch::Sender<LeaderView>,
+}
+
+impl std::fmt::Debug for HaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HaConfig")
+            .field("base", &self.base)
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the contending task tells the master.
+#[derive(Debug)]
+pub(super) enum HaEvent {
+    /// This master leads, in `session`.
+    Elected(Arc<dyn Session>),
+    /// Another master leads.
+    Following(Option<MasterInfo>),
+    /// The candidacy is over (session ended, or another master leads
+    /// after this one did).
+    Lost(String),
+}
+
+/// The first wait before connecting again; it doubles up to two seconds.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+
+/// How the master's side of leadership stands.
+#[derive(Debug)]
+pub(super) struct Ha {
+    pub(super) config: HaConfig,
+    pub(super) stage: Stage,
+    pub(super) session: Option<Arc<dyn Session>>,
+    /// Until when the session is known alive (see the module's lease).
+    lease: tokio::sync::watch::Receiver<Option<Instant>>,
+    lease_sender: Option<tokio::sync::watch::Sender<Option<Instant>>>,
+    /// Since when the master could not act, while leading.
+    pub(super) blocked_since: Option<Instant>,
+}
+
+/// Where a master stands in its own lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Waiting to be elected.
+    Standby,
+    /// Elected: reading and writing back the registry.
+    Recovering,
+    /// Acting as the leader.
+    Leading,
+}
+
+impl Ha {
+    pub(super) fn new(config: HaConfig) -> Ha {
+        let (lease_sender, lease) = tokio::sync::watch::channel(None);
+        Ha {
+            config,
+            stage: Stage::Standby,
+            session: None,
+            lease,
+            lease_sender: Some(lease_sender),
+            blocked_since: None,
+        }
+    }
+
+    /// Whether the lease allows acting at `now`.
+    pub(super) fn leased(&self, now: Instant) -> bool {
+        self.stage == Stage::Leading && self.lease.borrow().is_some_and(|until| now < until)
+    }
+
+    /// Starts the contending task for the master at `pid`; its events
+    /// arrive on the receiver.
+    pub(super) fn start(
+        &mut self,
+        pid: &strata_runtime::Upid,
+    ) -> tokio::sync::mpsc::Receiver<HaEvent> {
+        let (events, receiver) = tokio::sync::mpsc::channel(16);
+        let info = MasterInfo::new(
+            &format!("{}-{}", pid.addr(), pid.incarnation()),
+            pid,
+            &self.config.hostname,
+        );
+        let lease = self
+            .lease_sender
+            .take()
+            .unwrap_or_else(|| tokio::sync::watch::channel(None).0);
+        let (connect, base) = (self.config.connect.clone(), self.config.base.clone());
+        tokio::spawn(async move {
+            let lost = tokio::select! {
+                lost = contend(connect, &base, &info, &events, &lease) => lost,
+                () = events.closed() => return,
+            };
+            lease.send_replace(None);
+            let _ = events.send(HaEvent::Lost(lost)).await;
+        });
+        receiver
+    }
+}
+
+/// Contends until the candidacy is over; why it is.
+async fn contend(
+    connect: Connect,
+    base: &str,
+    info: &MasterInfo,
+    events: &tokio::sync::mpsc::Sender<HaEvent>,
+    lease: &tokio::sync::watch::Sender<Option<Instant>>,
+) -> String {
+    let mut retry = FIRST_RETRY;
+    let session = loop {
+        match connect().await {
+            Ok(session) => break session,
+            Err(cause) => {
+                warn!(%cause, "cannot reach ZooKeeper; trying again");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(2));
+            }
+        }
+    };
+    let leadership = match Leadership::contend(session.clone(), base, info).await {
+        Ok(leadership) => leadership,
+        Err(cause) => return format!("cannot contend in ZooKeeper: {cause}"),
+    };
+    let node = format!("{base}/{}", leadership.node());
+    let timeout = session.timeout();
+    let mut state = session.state();
+    let mut led = false;
+    loop {
+        let (standing, changed) = match leadership.standing().await {
+            Ok(found) => found,
+            Err(ZkError::ConnectionLoss) => {
+                lease.send_replace(None);
+                match tokio::time::timeout(timeout, state.changed()).await {
+                    Ok(Ok(())) if *state.borrow() != SessionState::Expired => continue,
+                    _ => return "the ZooKeeper session ended".to_owned(),
+                }
+            }
+            Err(cause) => return format!("the ZooKeeper session ended: {cause}"),
+        };
+        match standing {
+            Standing::Leading if !led => {
+                led = true;
+                confirm(&session, &node, timeout, lease).await;
+                if events
+                    .send(HaEvent::Elected(session.clone()))
+                    .await
+                    .is_err()
+                {
+                    return "the master is gone".to_owned();
+                }
+            }
+            Standing::Leading => {}
+            Standing::Following(_) if led => return "another master leads".to_owned(),
+            Standing::Following(leader) => {
+                if events.send(HaEvent::Following(leader)).await.is_err() {
+                    return "the master is gone".to_owned();
+                }
+            }
+        }
+        tokio::pin!(changed);
+        loop {
+            tokio::select! {
+                () = &mut changed => break,
+                moved = state.changed() => {
+                    let now = *state.borrow();
+                    if moved.is_err() || now == SessionState::Expired {
+                        return "the ZooKeeper session expired".to_owned();
+                    }
+                    if now == SessionState::Disconnected {
+                        // Not acting until the session is confirmed again.
+                        lease.send_replace(None);
+                        continue;
+                    }
+                }
+                () = tokio::time::sleep(timeout / 4) => {}
+            }
+            if led && !confirm(&session, &node, timeout, lease).await {
+                return "this master's node is gone from ZooKeeper".to_owned();
+            }
+        }
+    }
+}
+
+/// Confirms the session alive by reading this master's node; extends the
+/// lease to half a timeout after the read was sent. False when the node
+/// is gone (the session is over).
+async fn confirm(
+    session: &Arc<dyn Session>,
+    node: &str,
+    timeout: Duration,
+    lease: &tokio::sync::watch::Sender<Option<Instant>>,
+) -> bool {
+    let sent = tokio::time::Instant::now().into_std();
+    match session.get(node).await {
+        Ok(Some(_)) => {
+            lease.send_replace(Some(sent + timeout / 2));
+            true
+        }
+        Ok(None) | Err(ZkError::SessionExpired) => false,
+        // Not confirmed now; the lease runs out on its own.
+        Err(_) => true,
+    }
+}
+
+/// The HTTP routes of a master that may not lead: while another master
+/// leads, every request but `/health` and `/version` is answered 307 to
+/// the same path on the leader (a protocol-relative `Location`, as
+/// Apache Mesos answers); while none does, 503.
+pub fn redirecting(
+    view: tokio::sync::watch::Receiver<LeaderView>,
+    rest: impl Fn(&Request) -> Response + Send + Sync + 'static,
+) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
+    move |request: &Request| {
+        if matches!(request.path.as_str(), "/health" | "/version") {
+            return rest(request);
+        }
+        let view = view.borrow().clone();
+        match view {
+            LeaderView::Leading => rest(request),
+            LeaderView::Following(Some(leader)) => match leader.http_address() {
+                Some(address) => {
+                    let mut location = format!("//{address}{}", request.path);
+                    if !request.query.is_empty() {
+                        let query: Vec<String> = request
+                            .query
+                            .iter()
+                            .map(|(key, value)| format!("{}={}", encode(key), encode(value)))
+                            .collect();
+                        location.push('?');
+                        location.push_str(&query.join("&"));
+                    }
+                    let mut response = Response::error(
+                        307,
+                        &format!("this master does not lead; {} does", leader.pid),
+                    );
+                    response.headers.push(("Location", location));
+                    response
+                }
+                None => Response::error(503, "no master leads now"),
+            },
+            LeaderView::Following(None) | LeaderView::Unknown => {
+                Response::error(503, "no master leads now")
+            }
+        }
+    }
+}
+
+/// Percent-encodes what is not unreserved in a query component.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Logs where the master stands, once per change.
+pub(super) fn announce(view: &tokio::sync::watch::Sender<LeaderView>, now: LeaderView) {
+    view.send_if_modified(|known| {
+        if *known == now {
+            return false;
+        }
+        match &now {
+            LeaderView::Leading => info!("this master leads"),
+            LeaderView::Following(Some(leader)) => {
+                info!(leader = %leader.pid, "another master leads")
+            }
+            LeaderView::Following(None) => info!("no master leads now"),
+            LeaderView::Unknown => {}
+        }
+        *known = now;
+        true
+    });
+}
+
+impl super::Master {
+    /// Takes the contending task's next event, then waits for more.
+    pub(super) fn take_ha_events(
+        &mut self,
+        ctx: &mut strata_runtime::ProcessContext<'_, Self>,
+        mut events: tokio::sync::mpsc::Receiver<HaEvent>,
+    ) {
+        ctx.spawn_future(
+            async move { (events.recv().await, events) },
+            |master, ctx, (event, events)| {
+                let Some(event) = event else {
+                    return ctx.fail("the ZooKeeper contender stopped");
+                };
+                master.ha_event(ctx, event);
+                master.take_ha_events(ctx, events);
+            },
+        );
+    }
+
+    fn ha_event(&mut self, ctx: &mut strata_runtime::ProcessContext<'_, Self>, event: HaEvent) {
+        let Some(ha) = &mut self.ha else {
+            return;
+        };
+        match event {
+            HaEvent::Following(leader) => {
+                if ha.stage == Stage::Standby {
+                    announce(&ha.config.view, LeaderView::Following(leader));
+                }
+            }
+            HaEvent::Lost(reason) => {
+                warn!(%reason, "leadership contest over; starting again as a standby");
+                announce(&ha.config.view, LeaderView::Unknown);
+                ctx.fail(format!("left the leadership contest: {reason}"));
+            }
+            HaEvent::Elected(session) => {
+                info!("elected; recovering the registry from ZooKeeper");
+                ha.stage = Stage::Recovering;
+                ha.session = Some(session.clone());
+                let base = ha.config.base.clone();
+                ctx.spawn_future(
+                    async move {
+                        crate::zk_registry::ZkRegistry::recover(session.as_ref(), &base).await
+                    },
+                    |master, ctx, recovered| match recovered {
+                        Ok((zk, previous)) => master.take_over(ctx, zk, previous),
+                        Err(cause) => {
+                            tracing::error!(%cause, "cannot read the registry from ZooKeeper");
+                            ctx.fail(format!("cannot read the registry from ZooKeeper: {cause}"));
+                        }
+                    },
+                );
+            }
+        }
+    }
+
+    /// Elected, with the registry read: takes the next epoch, writes it
+    /// back through the fence, then leads.
+    fn take_over(
+        &mut self,
+        ctx: &mut strata_runtime::ProcessContext<'_, Self>,
+        mut zk: crate::zk_registry::ZkRegistry,
+        previous: Option<crate::registry::Registry>,
+    ) {
+        self.take_back(previous);
+        let plan = match zk.plan(&self.books.registry()) {
+            Ok(plan) => plan,
+            Err(cause) => return ctx.fail(format!("cannot write the registry: {cause}")),
+        };
+        let Some(session) = self.ha.as_ref().and_then(|ha| ha.session.clone()) else {
+            return ctx.fail("elected without a ZooKeeper session");
+        };
+        ctx.spawn_future(
+            async move {
+                let result = crate::zk_registry::ZkRegistry::commit(session, &plan).await;
+                (zk, plan, result)
+            },
+            |master, ctx, (mut zk, plan, result)| {
+                if let Err(cause) = result {
+                    tracing::error!(%cause, "cannot write the registry to ZooKeeper");
+                    return ctx.fail(format!("cannot write the registry to ZooKeeper: {cause}"));
+                }
+                zk.committed(plan);
+                master.put_back(zk);
+                let changes = master.books.registry_changes();
+                if let Some(file) = &mut master.registry {
+                    file.written = changes;
+                }
+                let Some(ha) = &mut master.ha else {
+                    return;
+                };
+                ha.stage = Stage::Leading;
+                announce(&ha.config.view, LeaderView::Leading);
+                info!(epoch = master.books.master_epoch(), "leading");
+                master.changed = true;
+                master.publish();
+            },
+        );
+    }
+
+    /// A message to a master that does not lead: dropped (agents and
+    /// schedulers find the leader in ZooKeeper and try again).
+    pub(super) fn not_leading(
+        &mut self,
+        _ctx: &mut strata_runtime::ProcessContext<'_, Self>,
+        from: strata_runtime::Upid,
+        message: strata_protocol::ToMaster,
+    ) {
+        tracing::debug!(
+            from = %from,
+            kind = strata_runtime::Message::kind(&message),
+            "message to a master that does not lead dropped"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standby_redirects_to_the_leader_and_serves_its_health() {
+        let (view, watching) = tokio::sync::watch::channel(LeaderView::Unknown);
+        let routes = redirecting(watching, |_: &Request| Response::text("text/plain", "here"));
+        let get = |path: &str, query: Vec<(String, String)>| {
+            routes(&Request {
+                method: "GET".into(),
+                path: path.into(),
+                query,
+                ..Request::default()
+            })
+        };
+        assert_eq!(get("/state", vec![]).status, 503);
+        assert_eq!(get("/health", vec![]).status, 200);
+        let pid = "master@10.0.0.2:5050".parse().unwrap();
+        view.send_replace(LeaderView::Following(Some(MasterInfo::new("m", &pid, "h"))));
+        let answer = get("/state", vec![("jsonp".into(), "a b&c".into())]);
+        assert_eq!(answer.status, 307);
+        assert_eq!(
+            answer.headers,
+            vec![(
+                "Location",
+                "//10.0.0.2:5050/state?jsonp=a%20b%26c".to_owned()
+            )]
+        );
+        view.send_replace(LeaderView::Leading);
+        assert_eq!(get("/state", vec![]).status, 200);
+    }
+}
