@@ -122,7 +122,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         ))
         .await?;
         if let crate::leader::MasterAddress::Zk(url) = &args.master {
-            say!("waiting for a master to lead in {url}");
+            info!(%url, "waiting for a master to lead");
         }
         let (master, leader) = crate::leader::find(&args.master, None).await?;
         let config = AgentConfig {

@@ -374,8 +374,11 @@ impl Master {
         if !self.may_act() {
             return self.blocked(ctx);
         }
-        if let Some(ha) = &mut self.ha {
-            ha.blocked_since = None;
+        if let Some(ha) = &mut self.ha
+            && ha.blocked_since.take().is_some()
+        {
+            info!("the ZooKeeper session is confirmed again; acting as the leader");
+            ha::announce(&ha.config.view, LeaderView::Leading);
         }
         let Some(file) = &mut self.registry else {
             return;
@@ -483,7 +486,11 @@ impl Master {
         let Some(ha) = &mut self.ha else {
             return;
         };
-        let since = *ha.blocked_since.get_or_insert(now);
+        let since = *ha.blocked_since.get_or_insert_with(|| {
+            warn!("the ZooKeeper session is not confirmed; holding everything back");
+            ha::announce(&ha.config.view, LeaderView::Unknown);
+            now
+        });
         let limit = ha
             .session
             .as_ref()
@@ -964,6 +971,11 @@ impl Process for Master {
         ctx.run_every(interval, |master, ctx| {
             if master.standby() {
                 return;
+            }
+            if !master.may_act() {
+                // Idle or not, a leader without its lease stops serving
+                // and, past a session timeout, stops leading.
+                master.blocked(ctx);
             }
             master.apply(ctx, Input::Tick);
             master.publish();
