@@ -236,6 +236,7 @@ impl Agent {
                 sandboxes: matches!(config.runner, Runner::Processes { .. }),
                 executors: config.executor_credentials.is_some(),
                 kill_tasks_on_stop: config.kill_tasks_on_stop,
+                follows_detector: config.leader.is_some(),
             },
             clock(),
         );

@@ -490,7 +490,8 @@ impl Event {
     /// from [`Event::subscribed`]).
     pub fn from_protocol(message: &ToScheduler, role: &str) -> Option<Event> {
         let event = match message {
-            ToScheduler::Subscribed { .. } => return None,
+            // HTTP frameworks reach standbys only to be redirected.
+            ToScheduler::Subscribed { .. } | ToScheduler::NotLeader { .. } => return None,
             ToScheduler::Offers(offers) => Event {
                 offers: Some(Offers {
                     offers: offers

@@ -14,13 +14,26 @@ use anyhow::Context;
 use strata_agent::detection::HostResources;
 use strata_agent::process::DEFAULT_KILL_GRACE;
 use strata_agent::{Agent, AgentConfig, Runner};
+use strata_master::Config;
 use strata_master::allocator::Policy;
-use strata_master::{Config, MASTER_ID, Master};
+use strata_master::process::LeaderView;
 use strata_protocol::{Attributes, Ranges, Resource, Resources, UNRESERVED, Value};
 use strata_runtime::{NodeConfig, Role, SpawnOptions, TlsMaterial};
 
 #[derive(Debug, clap::Args)]
 pub struct LocalArgs {
+    /// How many masters to run: 1, or 3 (or 5) electing a leader in
+    /// ZooKeeper, which this command starts from the installed package
+    /// unless --zk names one.
+    #[arg(long, env = "STRATA_MASTERS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=7))]
+    pub masters: u64,
+    /// The ZooKeeper the masters contend in (zk://HOST:PORT[,...]/PATH),
+    /// with --masters above 1.
+    #[arg(long, env = "STRATA_ZK")]
+    pub zk: Option<strata_zk::ZkUrl>,
+    /// The ZooKeeper session timeout (10s, 500ms).
+    #[arg(long, env = "STRATA_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = crate::parse_duration)]
+    pub zk_session_timeout: Duration,
     /// How many agents to run.
     #[arg(long, env = "STRATA_AGENTS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub agents: u64,
@@ -100,20 +113,29 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     let work_dir = args.work_dir.canonicalize()?;
     let tls_dir = work_dir.join("tls");
     let task_launcher = std::env::current_exe().ok();
-    let master_work_dir = work_dir.join("master");
-    // One cluster per work directory: its master's and agents' locks, as
+    let highly_available = args.masters > 1 || args.zk.is_some();
+    let master_work_dirs: Vec<PathBuf> = (0..args.masters)
+        .map(|index| match index {
+            0 => work_dir.join("master"),
+            _ => work_dir.join(format!("master-{}", index + 1)),
+        })
+        .collect();
+    // One cluster per work directory: its masters' and agents' locks, as
     // `strata master` and `strata agent` take them, held until it stops.
-    let master_lock = strata_master::registry::path(&master_work_dir).with_file_name("lock");
-    let mut locks = vec![
-        strata_runtime::durable::lock_exclusive(&master_lock)
-            .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", master_lock.display()))?
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "another strata local or master uses the work directory {}; give each its own --work-dir",
-                    work_dir.display()
-                )
-            })?,
-    ];
+    let mut locks = Vec::new();
+    for master_work_dir in &master_work_dirs {
+        let master_lock = strata_master::registry::path(master_work_dir).with_file_name("lock");
+        locks.push(
+            strata_runtime::durable::lock_exclusive(&master_lock)
+                .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", master_lock.display()))?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "another strata local or master uses the work directory {}; give each its own --work-dir",
+                        work_dir.display()
+                    )
+                })?,
+        );
+    }
     for index in 0..args.agents {
         let agent_work_dir = work_dir.join(format!("agent-{}", index + 1));
         let lock = strata_agent::recovery::lock_work_dir(&agent_work_dir)?;
@@ -130,6 +152,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         ("port", args.port.to_string()),
         ("work_dir", work_dir.display().to_string()),
         ("agents", args.agents.to_string()),
+        ("masters", args.masters.to_string()),
         ("allocation_policy", args.allocation_policy.to_string()),
         (
             "acls",
@@ -143,65 +166,65 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))
     .collect();
+    // Several masters elect a leader in ZooKeeper: the one given, or a
+    // server of the installed package run in the work directory.
+    let (_zookeeper, zk) = match (&args.zk, highly_available) {
+        (Some(url), _) => (None, Some(url.clone())),
+        (None, true) => {
+            let dir = work_dir.join("zookeeper");
+            let ensemble = strata_zk::server::LocalEnsemble::start(&dir, 1).with_context(|| {
+                "--masters above 1 needs ZooKeeper: install it, or give one with --zk".to_owned()
+            })?;
+            let url: strata_zk::ZkUrl = ensemble.url("/strata").parse()?;
+            (Some(ensemble), Some(url))
+        }
+        (None, false) => (None, None),
+    };
+    let flags = std::sync::Arc::new(flags);
     actix_rt::System::new().block_on(async move {
-        let loopback = Ipv4Addr::LOCALHOST.into();
-        let master_tls = TlsMaterial::development_serving(
-            &tls_dir,
-            Role::Master,
-            "master",
-            &crate::served_names(loopback),
-        )?;
-        let master_https = strata_runtime::http::Https {
-            config: strata_runtime::tls::https_server_config(&master_tls)?,
-            only: false,
-        };
-        let (master_node, master_listener) =
-            crate::bind_serving_node(NodeConfig::new(SocketAddr::new(loopback, args.port), master_tls))
-                .await?;
-        let publisher_and_routes = strata_master::state::channel();
-        let (api, api_calls) = strata_master::api::channel();
-        let http = crate::serve_http(
-            master_listener,
-            strata_runtime::http::Cors::SameOrigin,
-            Some(master_https),
-            // A development cluster on loopback: frameworks of the
-            // machine's users may call without credentials.
-            // So may operator calls that change the cluster.
-            strata_master::api::routes(
-                api.clone(),
-                strata_master::api::FrameworkAccess::Unauthenticated,
-                strata_master::operator::routes(
-                    strata_master::operator::OperatorApi {
-                        api,
-                        snapshots: publisher_and_routes.1.clone(),
-                        authorizer: config.authorizer.clone(),
-                        flags: std::sync::Arc::new(flags),
-                        writes: strata_master::operator::WriteAccess::Unauthenticated,
-                    },
-                    strata_master::state::routes(
-                        publisher_and_routes.1.clone(),
-                        config.authorizer.clone(),
-                    ),
-                ),
-            ),
-        )
-        .await?;
-        let prefix = format!("{:08x}", master_node.incarnation().0 as u32);
-        let publisher = publisher_and_routes.0.clone();
-        let master = master_node.spawn(
-            MASTER_ID,
-            move || {
-                Master::durable(config.clone(), &prefix, &master_work_dir)
-                    .publishing(publisher.clone())
-                    .serving_api(api_calls.clone())
-            },
-            SpawnOptions::default(),
-        )?;
+        let loopback: std::net::IpAddr = Ipv4Addr::LOCALHOST.into();
         say!("Strata local cluster, work directory {}", work_dir.display());
-        say!("  master   {master}  (allocation policy {})", args.allocation_policy);
-        say!("  HTTP API http://{http}/  (state, metrics)");
+        if let Some(url) = &zk {
+            let started = if _zookeeper.is_some() {
+                "started here from the installed package, its data in the work directory"
+            } else {
+                "given with --zk"
+            };
+            say!("  ZooKeeper {url}  ({started})");
+        }
+        let mut nodes = Vec::new();
+        let mut masters = Vec::new();
+        for (index, master_work_dir) in master_work_dirs.into_iter().enumerate() {
+            let port = match (index, args.port) {
+                (0, port) | (_, port @ 0) => port,
+                (index, port) => port.saturating_add(2 * index as u16),
+            };
+            let ha = zk.as_ref().map(|url| (url.clone(), args.zk_session_timeout));
+            let (node, pid, http) = start_master(
+                &tls_dir,
+                SocketAddr::new(loopback, port),
+                master_work_dir,
+                config.clone(),
+                flags.clone(),
+                ha,
+            )
+            .await?;
+            say!("  master   {pid}  (allocation policy {})", args.allocation_policy);
+            say!("  HTTP API http://{http}/  (state, metrics)");
+            nodes.push(node);
+            masters.push(pid);
+        }
         say!("  authorization: {authorization}");
-        let mut nodes = vec![master_node];
+        let (master, leader) = match &zk {
+            Some(url) => {
+                let address = crate::leader::MasterAddress::Zk(url.clone());
+                crate::leader::find(&address, Some(Duration::from_secs(60))).await?
+            }
+            None => (masters[0].clone(), None),
+        };
+        if zk.is_some() {
+            say!("  leading  {master}");
+        }
         for index in 0..args.agents {
             let name = format!("agent-{}", index + 1);
             let mut tls = TlsMaterial::development_serving(
@@ -238,8 +261,8 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 task_launcher: task_launcher.clone(),
                 switch_user: true,
                 kill_tasks_on_stop: true,
-                disk: Default::default(),
-            leader: None,
+                    disk: Default::default(),
+                leader: leader.clone(),
             };
             let (publisher, snapshots) = strata_agent::http::channel();
             // Executors written with a Mesos library may use the v1
@@ -269,14 +292,14 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
             nodes.push(node);
         }
         let master_address = master.addr();
-        let master_flag = if master_address.port() == 5050 {
-            String::new()
-        } else {
-            format!(" --master {master_address}")
+        let master_flag = match &zk {
+            Some(url) => format!(" --master {url}"),
+            None if master_address.port() == 5050 => String::new(),
+            None => format!(" --master {master_address}"),
         };
         say!("Submit work: cargo run --release -- execute{master_flag} --name hello --command 'echo hello'");
         say!("Stop with Ctrl-C.");
-        let served = crate::serve_until_shutdown(&nodes[0], std::slice::from_ref(&master)).await;
+        let served = crate::serve_until_shutdown(&nodes[0], &masters).await;
         say!("Stopping: killing tasks.");
         // Agents first, so their tasks are killed before the master goes.
         for node in nodes.iter().rev() {
@@ -284,6 +307,75 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         }
         served
     })
+}
+
+/// Starts a master of the local cluster on `address`: its node, its
+/// address and its HTTP address. With `ha` (ZooKeeper and the session
+/// timeout) it contends for leadership there.
+async fn start_master(
+    tls_dir: &std::path::Path,
+    address: SocketAddr,
+    work_dir: PathBuf,
+    config: Config,
+    flags: std::sync::Arc<Vec<(String, String)>>,
+    ha: Option<(strata_zk::ZkUrl, Duration)>,
+) -> anyhow::Result<(strata_runtime::Node, strata_runtime::Upid, SocketAddr)> {
+    let tls = TlsMaterial::development_serving(
+        tls_dir,
+        Role::Master,
+        "master",
+        &crate::served_names(address.ip()),
+    )?;
+    let https = strata_runtime::http::Https {
+        config: strata_runtime::tls::https_server_config(&tls)?,
+        only: false,
+    };
+    let (node, listener) = crate::bind_serving_node(NodeConfig::new(address, tls)).await?;
+    let publisher_and_routes = strata_master::state::channel();
+    let (api, api_calls) = strata_master::api::channel();
+    let (view, view_watch) = tokio::sync::watch::channel(match ha {
+        Some(_) => LeaderView::Unknown,
+        None => LeaderView::Leading,
+    });
+    let http = crate::serve_http(
+        listener,
+        strata_runtime::http::Cors::SameOrigin,
+        Some(https),
+        // A development cluster on loopback: frameworks of the machine's
+        // users may call without credentials, and so may operator calls
+        // that change the cluster. Standbys redirect to the leader.
+        strata_master::process::redirecting(
+            view_watch,
+            strata_master::api::routes(
+                api.clone(),
+                strata_master::api::FrameworkAccess::Unauthenticated,
+                strata_master::operator::routes(
+                    strata_master::operator::OperatorApi {
+                        api,
+                        snapshots: publisher_and_routes.1.clone(),
+                        authorizer: config.authorizer.clone(),
+                        flags,
+                        writes: strata_master::operator::WriteAccess::Unauthenticated,
+                    },
+                    strata_master::state::routes(
+                        publisher_and_routes.1.clone(),
+                        config.authorizer.clone(),
+                    ),
+                ),
+            ),
+        ),
+    )
+    .await?;
+    let ha = ha.map(|(url, timeout)| (url, timeout, view));
+    let pid = crate::master::spawn_master(
+        &node,
+        config,
+        work_dir,
+        ha,
+        publisher_and_routes.0.clone(),
+        api_calls,
+    )?;
+    Ok((node, pid, http))
 }
 
 #[cfg(test)]

@@ -234,6 +234,43 @@ fn flags(args: &MasterArgs) -> Vec<(String, String)> {
     .collect()
 }
 
+/// Spawns the master process on `node`: leading alone with its registry
+/// in `work_dir`, or with `ha` (ZooKeeper, the session timeout, where to
+/// say where it stands) contending for leadership there.
+pub fn spawn_master(
+    node: &strata_runtime::Node,
+    config: Config,
+    work_dir: PathBuf,
+    ha: Option<(
+        strata_zk::ZkUrl,
+        Duration,
+        tokio::sync::watch::Sender<strata_master::process::LeaderView>,
+    )>,
+    publisher: strata_master::state::Publisher,
+    api_calls: strata_master::api::ApiReceiver,
+) -> anyhow::Result<strata_runtime::Upid> {
+    let prefix = format!("{:08x}", node.incarnation().0 as u32);
+    let hostname = node.pid(MASTER_ID)?.addr().ip().to_string();
+    let ha = ha.map(|(url, timeout, view)| strata_master::process::HaConfig {
+        base: url.path().to_owned(),
+        connect: strata_zk::election::connector(&url, timeout),
+        hostname,
+        view,
+    });
+    Ok(node.spawn(
+        MASTER_ID,
+        move || {
+            match &ha {
+                Some(ha) => Master::highly_available(config.clone(), &prefix, ha.clone()),
+                None => Master::durable(config.clone(), &prefix, &work_dir),
+            }
+            .publishing(publisher.clone())
+            .serving_api(api_calls.clone())
+        },
+        SpawnOptions::default(),
+    )?)
+}
+
 pub fn run(args: MasterArgs) -> anyhow::Result<()> {
     let flags = std::sync::Arc::new(flags(&args));
     let config = Config {
@@ -340,25 +377,17 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             )),
         )
         .await?;
-        let prefix = format!("{:08x}", node.incarnation().0 as u32);
-        let publisher = publisher_and_routes.0.clone();
-        let ha = args.zk.as_ref().map(|url| strata_master::process::HaConfig {
-            base: url.path().to_owned(),
-            connect: strata_zk::election::connector(url, args.zk_session_timeout),
-            hostname: args.ip.to_string(),
-            view: view.clone(),
-        });
-        let pid = node.spawn(
-            MASTER_ID,
-            move || {
-                match &ha {
-                    Some(ha) => Master::highly_available(config.clone(), &prefix, ha.clone()),
-                    None => Master::durable(config.clone(), &prefix, &work_dir),
-                }
-                .publishing(publisher.clone())
-                .serving_api(api_calls.clone())
-            },
-            SpawnOptions::default(),
+        let ha = args
+            .zk
+            .as_ref()
+            .map(|url| (url.clone(), args.zk_session_timeout, view.clone()));
+        let pid = spawn_master(
+            &node,
+            config,
+            work_dir,
+            ha,
+            publisher_and_routes.0.clone(),
+            api_calls,
         )?;
         say!(
             "master listening at {pid} (allocation policy {})",

@@ -88,10 +88,10 @@ fn registered_agents(masters: &[ChildNode], index: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// Starts `strata execute` of `command` through ZooKeeper; its child and
-/// its output lines.
+/// Starts `strata execute` of `command` with `--master master` (through
+/// ZooKeeper, or a master's address); its child and its output lines.
 fn execute(
-    zk: &str,
+    master: &str,
     work: &str,
     name: &str,
     command: &str,
@@ -100,7 +100,7 @@ fn execute(
         .args([
             "execute",
             "--master",
-            zk,
+            master,
             "--name",
             name,
             "--command",
@@ -226,6 +226,11 @@ fn masters_fail_over_through_zookeeper_and_tasks_run_on() {
     };
     assert_eq!(run_code, Some(0));
     assert_eq!(state_of(&masters, third), (200, Some(third_epoch)));
+    // A framework given a standby's address is sent to the leader.
+    let standby = masters[second].pid.addr().to_string();
+    let (mut run, lines) = execute(&standby, &work, "through-a-standby", "true");
+    common::read_until(&lines, "TASK_FINISHED");
+    assert_eq!(exit_code(&mut run), Some(0));
 
     // 4. The quorum is lost: no master leads, the running task keeps
     // running; the quorum back, a master leads and the task's end reaches
@@ -258,5 +263,70 @@ fn masters_fail_over_through_zookeeper_and_tasks_run_on() {
     assert_eq!(exit_code(&mut run), Some(0));
     drop(masters);
     drop(ensemble);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn strata_local_runs_three_masters_over_a_zookeeper_it_starts() {
+    use std::io::{BufRead, BufReader};
+    let dir = std::env::temp_dir().join(format!("strata-local-ha-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = std::fs::File::create(dir.join("local.log")).unwrap();
+    let mut local = std::process::Command::new(STRATA)
+        .args(["local", "--masters", "3", "--port", "0", "--work-dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let stdout = local.stdout.take().unwrap();
+    let local = KillOnDrop(local);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.starts_with("Submit work");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let masters = printed
+        .iter()
+        .filter(|line| line.trim_start().starts_with("master "))
+        .count();
+    assert_eq!(masters, 3, "{printed:#?}");
+    let zk = printed
+        .iter()
+        .find_map(|line| {
+            line.split_whitespace()
+                .find(|word| word.starts_with("zk://"))
+        })
+        .unwrap_or_else(|| panic!("no ZooKeeper address in {printed:#?}"))
+        .to_owned();
+    let work = dir.to_str().unwrap();
+    let run = std::process::Command::new(STRATA)
+        .args([
+            "execute",
+            "--master",
+            &zk,
+            "--name",
+            "hello",
+            "--command",
+            "true",
+        ])
+        .args(["--work-dir", work, "--timeout", "60"])
+        .output()
+        .unwrap();
+    let out = common::succeeded(&run);
+    assert!(out.contains("TASK_FINISHED"), "{out}");
+    let tasks = std::process::Command::new(STRATA)
+        .args(["tasks", "--master", &zk])
+        .output()
+        .unwrap();
+    assert!(common::succeeded(&tasks).contains("hello"));
+    drop(local);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -198,11 +198,17 @@ struct State {
     reconciliation: u64,
     /// The master followed: older masters' messages are ignored.
     master_epoch: strata_protocol::MasterEpoch,
+    /// The master configured, and whether the scheduler talks to another
+    /// because that one said it leads (losing it, it asks again).
+    configured_master: Upid,
+    redirected: bool,
 }
 
 impl State {
     fn new(config: SchedulerConfig) -> State {
         State {
+            configured_master: config.master.clone(),
+            redirected: false,
             config,
             framework_id: None,
             subscribed: false,
@@ -513,6 +519,7 @@ impl<S: Scheduler> SchedulerProcess<S> {
         }
         info!(old = %self.state.config.master, new = %master, "another master leads; subscribing with it");
         self.state.config.master = master;
+        self.state.redirected = false;
         if self.state.subscribed {
             self.state.subscribed = false;
             self.with_driver(ctx, |scheduler, driver| scheduler.disconnected(driver));
@@ -560,7 +567,9 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
     fn handle(&mut self, ctx: &mut ProcessContext<'_, Self>, from: Upid, message: ToScheduler) {
         let answer = matches!(
             message,
-            ToScheduler::Subscribed { .. } | ToScheduler::Error { .. }
+            ToScheduler::Subscribed { .. }
+                | ToScheduler::Error { .. }
+                | ToScheduler::NotLeader { .. }
         );
         let master = &self.state.config.master;
         match self.state.master_epoch.check(master, &from, answer) {
@@ -575,6 +584,31 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
             }
         }
         match message {
+            ToScheduler::NotLeader { leader } => {
+                // The master named does not lead: subscribe with the one
+                // it names (only a master's certificate may say so), unless
+                // the leader comes from ZooKeeper, which knows better.
+                if self.state.config.leader.is_some() {
+                    debug!("a master does not lead; the leader comes from ZooKeeper");
+                    return;
+                }
+                if !ctx.sender_identity().is(strata_runtime::tls::Role::Master) {
+                    warn!(from = %from, "a not-leader answer from a non-master dropped");
+                    return;
+                }
+                match leader.as_deref().map(str::parse::<Upid>) {
+                    Some(Ok(leader)) => {
+                        self.follow_leader(ctx, leader);
+                        self.state.redirected = !self
+                            .state
+                            .config
+                            .master
+                            .same_name(&self.state.configured_master);
+                    }
+                    Some(Err(_)) => warn!("the master named a leader that is not an address"),
+                    None => debug!("the master does not lead and knows no leader; trying again"),
+                }
+            }
             ToScheduler::Subscribed {
                 framework_id,
                 epoch,
@@ -656,6 +690,11 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
             return;
         }
         warn!(master = %pid, "lost the master; re-subscribing");
+        if self.state.redirected {
+            // Sent there by the configured master: ask it again.
+            self.state.config.master = self.state.configured_master.clone();
+            self.state.redirected = false;
+        }
         self.state.subscribed = false;
         self.with_driver(ctx, |scheduler, driver| scheduler.disconnected(driver));
         self.subscribe(ctx);

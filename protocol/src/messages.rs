@@ -249,6 +249,11 @@ pub enum ToAgent {
         executor_id: ExecutorId,
         data: Blob,
     },
+    /// From a master that does not lead (a standby of several): the
+    /// leader's address (`master@ip:port`) when it knows one.
+    NotLeader {
+        leader: Option<String>,
+    },
 }
 
 impl strata_runtime::Message for ToAgent {
@@ -266,6 +271,7 @@ impl strata_runtime::Message for ToAgent {
             ToAgent::RegisterExecutor { .. } => "RegisterExecutor",
             ToAgent::ExecutorStatus { .. } => "ExecutorStatus",
             ToAgent::FrameworkMessage { .. } => "FrameworkMessage",
+            ToAgent::NotLeader { .. } => "NotLeader",
         }
     }
 }
@@ -348,6 +354,11 @@ pub enum ToScheduler {
     Error {
         message: String,
     },
+    /// From a master that does not lead (a standby of several): the
+    /// leader's address (`master@ip:port`) when it knows one.
+    NotLeader {
+        leader: Option<String>,
+    },
 }
 
 impl strata_runtime::Message for ToScheduler {
@@ -361,6 +372,7 @@ impl strata_runtime::Message for ToScheduler {
             ToScheduler::FrameworkMessage { .. } => "FrameworkMessage",
             ToScheduler::ExecutorLost { .. } => "ExecutorLost",
             ToScheduler::Error { .. } => "Error",
+            ToScheduler::NotLeader { .. } => "NotLeader",
         }
     }
 }

@@ -2,7 +2,8 @@
 //! package (Debian's 3.8: `/usr/share/java/zookeeper.jar` run by Java, no
 //! service manager): an ensemble on loopback ports in a directory of its
 //! own, for `strata local --masters 3` and for tests. Each server is a
-//! child process killed when the [`LocalEnsemble`] is dropped.
+//! child process killed when the [`LocalEnsemble`] is dropped, or when
+//! the thread that started it dies.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 /// Where the package keeps its jar and its configuration directory.
 const JAR: &str = "/usr/share/java/zookeeper.jar";
 const CONF_DIR: &str = "/etc/zookeeper/conf";
+const SETPRIV: &str = "/usr/bin/setpriv";
 
 /// Why an ensemble could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +151,16 @@ impl LocalEnsemble {
             .create(true)
             .append(true)
             .open(&server.log)?;
-        let child = Command::new("java")
+        // The server dies with whoever started it, even by SIGKILL (where
+        // util-linux's setpriv can ask the kernel for that).
+        let mut command = if Path::new(SETPRIV).exists() {
+            let mut command = Command::new(SETPRIV);
+            command.args(["--pdeathsig", "KILL", "java"]);
+            command
+        } else {
+            Command::new("java")
+        };
+        let child = command
             .args([
                 "-Xmx256m",
                 "-XX:+UseSerialGC",

@@ -77,6 +77,10 @@ pub struct CoreConfig {
     /// Whether stopping kills every container, or only those of
     /// frameworks that do not checkpoint.
     pub kill_tasks_on_stop: bool,
+    /// Whether the leading master is found in ZooKeeper
+    /// ([`Input::MasterDetected`]): then a standby's word on who leads,
+    /// which may be older, is not taken.
+    pub follows_detector: bool,
 }
 
 /// The time, as the shell read it.
@@ -313,6 +317,11 @@ pub struct Core {
     master_epoch: strata_protocol::MasterEpoch,
     /// Which round of registration attempts is current.
     registration_round: u64,
+    /// The master this agent was configured with, and whether it now
+    /// talks to another because that one said so (a standby naming the
+    /// leader): losing the leader it was sent to, it goes back to ask.
+    configured_master: Upid,
+    redirected: bool,
     last_ping: Option<Instant>,
     effects: Vec<Effect>,
     now: Now,
@@ -321,6 +330,7 @@ pub struct Core {
 impl Core {
     /// A core that has not started, at `now`.
     pub fn new(config: CoreConfig, now: Now) -> Core {
+        let configured_master = config.master.clone();
         let updates = StatusUpdates::with_retries(
             config.status_update_retry,
             crate::status_updates::LAST_RETRY,
@@ -342,6 +352,8 @@ impl Core {
             master_ping_limit: None,
             master_epoch: Default::default(),
             registration_round: 0,
+            configured_master,
+            redirected: false,
             last_ping: None,
             effects: Vec::new(),
             now,
@@ -699,6 +711,7 @@ impl Core {
         }
         info!(old = %self.config.master, new = %master, "another master leads; registering with it");
         self.config.master = master;
+        self.redirected = false;
         if self.registration == Registration::Refused {
             return;
         }
@@ -759,6 +772,11 @@ impl Core {
             return;
         }
         warn!(master = %pid, "lost the master; re-registering");
+        if self.redirected {
+            // Sent here by the configured master: ask it again who leads.
+            self.config.master = self.configured_master.clone();
+            self.redirected = false;
+        }
         self.registration = Registration::Registering { attempt: 0 };
         self.register();
     }
@@ -821,6 +839,7 @@ impl Core {
             ToAgent::AgentRegistered { .. }
                 | ToAgent::AgentReregistered { .. }
                 | ToAgent::RegistrationRefused { .. }
+                | ToAgent::NotLeader { .. }
         );
         match self.master_epoch.check(&self.config.master, &from, answer) {
             Ok(()) => {}
@@ -875,10 +894,33 @@ impl Core {
                 framework_id,
                 executor_id,
             } => self.shutdown_executor(&framework_id, &executor_id),
+            ToAgent::NotLeader { leader } => self.not_leader(identity, leader.as_deref()),
             // Routed above.
             ToAgent::RegisterExecutor { .. }
             | ToAgent::ExecutorStatus { .. }
             | ToAgent::FrameworkMessage { .. } => {}
+        }
+    }
+
+    /// The master this agent registers with does not lead: it registers
+    /// with the one that master names (a master's certificate is needed
+    /// to send it elsewhere).
+    fn not_leader(&mut self, identity: &PeerIdentity, leader: Option<&str>) {
+        if self.config.follows_detector {
+            debug!("a master does not lead; the leader comes from ZooKeeper");
+            return;
+        }
+        if !identity.is(strata_runtime::tls::Role::Master) {
+            warn!(from = %identity, "a not-leader answer from a non-master dropped");
+            return;
+        }
+        match leader.map(str::parse::<Upid>) {
+            Some(Ok(leader)) => {
+                self.master_detected(leader);
+                self.redirected = !self.config.master.same_name(&self.configured_master);
+            }
+            Some(Err(_)) => warn!("the master named a leader that is not an address"),
+            None => debug!("the master does not lead and knows no leader; trying again"),
         }
     }
 

@@ -115,6 +115,7 @@ impl Harness {
             sandboxes: true,
             executors: true,
             kill_tasks_on_stop: true,
+            follows_detector: false,
         };
         Harness {
             core: Core::new(config, now),
@@ -455,6 +456,60 @@ fn a_new_leading_master_is_registered_with_at_once_and_the_old_one_ignored() {
     assert_eq!(harness.core.registration, Registration::Registered);
     // The same master again changes nothing.
     assert!(harness.step(Input::MasterDetected(successor)).is_empty());
+}
+
+#[test]
+fn a_standby_sends_the_agent_to_the_leader_and_back_once_it_is_lost() {
+    let mut harness = Harness::new(Some("/work"));
+    harness.step(Input::Start {
+        pid: agent_pid(),
+        recovered: None,
+        containers: BTreeMap::new(),
+    });
+    let leader: Upid = "master@10.0.0.3:5050"
+        .parse()
+        .unwrap_or_else(|_| unreachable!());
+    let not_leader = ToAgent::NotLeader {
+        leader: Some(leader.to_string()),
+    };
+    // Only a master's certificate may send the agent elsewhere.
+    harness.step(Input::Message {
+        from: master(),
+        identity: PeerIdentity::simulated(Some(Role::Framework), "master"),
+        message: Box::new(not_leader.clone()),
+    });
+    assert_eq!(harness.core.config.master, master());
+    let effects = harness.master_says(not_leader);
+    assert_eq!(harness.core.config.master, leader);
+    assert!(
+        effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::ToMaster(ToMaster::RegisterAgent { .. })))
+    );
+    harness.step(Input::Message {
+        from: leader.clone(),
+        identity: PeerIdentity::simulated(Some(Role::Master), "master"),
+        message: Box::new(ToAgent::AgentRegistered {
+            agent_id: agent_id(),
+            ping_timeout: Duration::from_secs(75),
+            epoch: 4,
+        }),
+    });
+    assert_eq!(harness.core.registration, Registration::Registered);
+    // The leader is lost: the agent asks the configured master again.
+    let effects = harness.step(Input::Lost(leader));
+    assert_eq!(harness.core.config.master, master());
+    assert!(
+        effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::Link(pid) if *pid == master()))
+    );
+    // A standby that knows no leader changes nothing.
+    assert!(
+        harness
+            .master_says(ToAgent::NotLeader { leader: None })
+            .is_empty()
+    );
 }
 
 #[test]

@@ -85,6 +85,8 @@ pub(super) struct Ha {
     lease_sender: Option<tokio::sync::watch::Sender<Option<Instant>>>,
     /// Since when the master could not act, while leading.
     pub(super) blocked_since: Option<Instant>,
+    /// The leader, while another master leads.
+    leader: Option<MasterInfo>,
 }
 
 /// Where a master stands in its own lifecycle.
@@ -108,6 +110,7 @@ impl Ha {
             lease,
             lease_sender: Some(lease_sender),
             blocked_since: None,
+            leader: None,
         }
     }
 
@@ -350,6 +353,7 @@ impl super::Master {
         match event {
             HaEvent::Following(leader) => {
                 if ha.stage == Stage::Standby {
+                    ha.leader.clone_from(&leader);
                     announce(&ha.config.view, LeaderView::Following(leader));
                 }
             }
@@ -361,6 +365,7 @@ impl super::Master {
             HaEvent::Elected(session) => {
                 info!("elected; recovering the registry from ZooKeeper");
                 ha.stage = Stage::Recovering;
+                ha.leader = None;
                 ha.session = Some(session.clone());
                 let base = ha.config.base.clone();
                 ctx.spawn_future(
@@ -423,19 +428,35 @@ impl super::Master {
         );
     }
 
-    /// A message to a master that does not lead: dropped (agents and
-    /// schedulers find the leader in ZooKeeper and try again).
+    /// A message to a master that does not lead: registrations and
+    /// subscriptions are answered with the leader's address (when one is
+    /// known), the rest dropped; agents and schedulers that follow
+    /// ZooKeeper find the leader there anyway.
     pub(super) fn not_leading(
         &mut self,
-        _ctx: &mut strata_runtime::ProcessContext<'_, Self>,
+        ctx: &mut strata_runtime::ProcessContext<'_, Self>,
         from: strata_runtime::Upid,
         message: strata_protocol::ToMaster,
     ) {
-        tracing::debug!(
-            from = %from,
-            kind = strata_runtime::Message::kind(&message),
-            "message to a master that does not lead dropped"
-        );
+        use strata_protocol::{ToAgent, ToMaster, ToScheduler};
+        let leader = self
+            .ha
+            .as_ref()
+            .and_then(|ha| ha.leader.as_ref())
+            .map(|info| info.pid.clone());
+        match message {
+            ToMaster::RegisterAgent { .. } | ToMaster::ReregisterAgent { .. } => {
+                super::send(ctx, &from, ToAgent::NotLeader { leader });
+            }
+            ToMaster::Subscribe { .. } => {
+                super::send(ctx, &from, ToScheduler::NotLeader { leader });
+            }
+            other => tracing::debug!(
+                from = %from,
+                kind = strata_runtime::Message::kind(&other),
+                "message to a master that does not lead dropped"
+            ),
+        }
     }
 }
 
