@@ -7,6 +7,7 @@
 
 mod allocator;
 mod api;
+mod failover;
 mod launch;
 mod recovery;
 mod report;
@@ -45,6 +46,11 @@ enum Suite {
     /// registration, the master's memory per agent, tasks per second,
     /// offer-to-RUNNING (needs the release `strata` binary).
     Scale,
+    /// Two masters in a ZooKeeper ensemble with 1,000 emulated agents and
+    /// running tasks: kill -9 of the leader to a new leader and to every
+    /// agent re-registered (needs the release `strata` binary and the
+    /// zookeeper package).
+    Failover,
 }
 
 #[derive(Debug, Parser)]
@@ -84,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Sim => sim::run(arguments.scale)?,
         Suite::Api => api::run(arguments.scale)?,
         Suite::Scale => scale::run(arguments.scale)?,
+        Suite::Failover => failover::run(arguments.scale)?,
     };
     if arguments.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

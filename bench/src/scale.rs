@@ -20,9 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use strata_frameworks::scheduler::{self, Scheduler, SchedulerConfig, SchedulerDriver};
-use strata_protocol::{
-    CommandInfo, FrameworkInfo, Offer, Resources, TaskId, TaskInfo, TaskKind, TaskState, TaskStatus,
-};
+use strata_protocol::{FrameworkInfo, Offer, Resources, TaskId, TaskState, TaskStatus};
 use strata_runtime::{CertificateAuthority, Node, NodeConfig, Role, TlsMaterial, Upid};
 
 use crate::report::{Better, Measure, Row, Target};
@@ -235,17 +233,13 @@ impl Scheduler for LoadScheduler {
                     .unwrap_or_else(|_| unreachable!("a valid id"));
                 load.launched += 1;
                 load.offered.insert(task_id.clone(), now);
-                launch.push(TaskInfo {
+                launch.push(strata_integration::containers::timed_task(
                     task_id,
-                    name: "load".into(),
-                    agent_id: offer.agent_id.clone(),
-                    resources: self.task.clone(),
-                    kind: TaskKind::Command(CommandInfo::shell("true")),
-                    labels: BTreeMap::from([(
-                        strata_integration::containers::RUN_MS_LABEL.to_owned(),
-                        TASK_RUN_MS.to_string(),
-                    )]),
-                });
+                    "load",
+                    offer.agent_id.clone(),
+                    self.task.clone(),
+                    TASK_RUN_MS,
+                ));
             }
             if launch.is_empty() {
                 driver.decline(&offer.id);

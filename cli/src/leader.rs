@@ -56,28 +56,10 @@ pub async fn find(
         }
         MasterAddress::Zk(url) => url,
     };
-    let mut found = Detector::spawn(
+    let mut leader = Detector::spawn_upids(
         strata_zk::election::connector(url, strata_zk::DEFAULT_SESSION_TIMEOUT),
         url.path(),
     );
-    let (sender, mut leader) = tokio::sync::watch::channel(None);
-    tokio::spawn(async move {
-        loop {
-            let now = found
-                .borrow_and_update()
-                .as_ref()
-                .and_then(|info| info.upid());
-            sender.send_if_modified(|known| {
-                let changed = *known != now;
-                *known = now;
-                changed
-            });
-            tokio::select! {
-                changed = found.changed() => if changed.is_err() { return },
-                () = sender.closed() => return,
-            }
-        }
-    });
     let wait = leader.wait_for(Option::is_some);
     let first = match within {
         Some(within) => tokio::time::timeout(within, wait)

@@ -32,7 +32,7 @@ pub struct LocalArgs {
     #[arg(long, env = "STRATA_ZK")]
     pub zk: Option<strata_zk::ZkUrl>,
     /// The ZooKeeper session timeout (10s, 500ms).
-    #[arg(long, env = "STRATA_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = crate::parse_duration)]
+    #[arg(long, env = "STRATA_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = crate::parse_session_timeout)]
     pub zk_session_timeout: Duration,
     /// How many agents to run.
     #[arg(long, env = "STRATA_AGENTS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]

@@ -186,6 +186,17 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a positive duration (10s, 500ms, 2m)"))
 }
 
+/// A ZooKeeper session timeout: a duration (see [`parse_duration`])
+/// from 1 s to 10 min (ZooKeeper grants between 2 and 20 of its ticks).
+pub fn parse_session_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let timeout = parse_duration(text)?;
+    if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(600)).contains(&timeout)
+    {
+        return Err(format!("{text:?} is not a session timeout from 1s to 10m"));
+    }
+    Ok(timeout)
+}
+
 pub fn served_names(ip: std::net::IpAddr) -> Vec<String> {
     let mut names = Vec::new();
     if !ip.is_unspecified() {
@@ -423,5 +434,30 @@ fn main() -> ExitCode {
             eprintln!("strata: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_with_their_units_and_session_timeouts_are_bounded() {
+        assert_eq!(super::parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(
+            super::parse_duration("500ms"),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(super::parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(
+            super::parse_duration("1.5"),
+            Ok(Duration::from_millis(1500))
+        );
+        for bad in ["", "0s", "-1s", "ten", "1e400s", "s"] {
+            assert!(super::parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(super::parse_session_timeout("4s").is_ok());
+        assert!(super::parse_session_timeout("100ms").is_err());
+        assert!(super::parse_session_timeout("1e9s").is_err());
     }
 }

@@ -79,7 +79,7 @@ pub struct MasterArgs {
     pub zk: Option<strata_zk::ZkUrl>,
     /// The ZooKeeper session timeout (10s, 500ms): a leader unheard of for
     /// this long is replaced.
-    #[arg(long, env = "STRATA_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = crate::parse_duration)]
+    #[arg(long, env = "STRATA_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = crate::parse_session_timeout)]
     pub zk_session_timeout: Duration,
     #[command(flatten)]
     pub tls: crate::TlsSource,

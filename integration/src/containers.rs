@@ -29,6 +29,25 @@ use tokio::sync::watch;
 /// Label: how long a task runs, in milliseconds (forever without it).
 pub const RUN_MS_LABEL: &str = "strata.test/run-ms";
 
+/// A task of `resources` on `agent_id` that runs for `run_ms` on a
+/// simulated or emulated agent (its command, `true`, is not run there).
+pub fn timed_task(
+    task_id: strata_protocol::TaskId,
+    name: &str,
+    agent_id: strata_protocol::AgentId,
+    resources: strata_protocol::Resources,
+    run_ms: u64,
+) -> strata_protocol::TaskInfo {
+    strata_protocol::TaskInfo {
+        task_id,
+        name: name.to_owned(),
+        agent_id,
+        resources,
+        kind: strata_protocol::TaskKind::Command(strata_protocol::CommandInfo::shell("true")),
+        labels: std::collections::BTreeMap::from([(RUN_MS_LABEL.to_owned(), run_ms.to_string())]),
+    }
+}
+
 /// Label: `failed` makes a task exit 1 (FAILED) instead of 0.
 pub const OUTCOME_LABEL: &str = "strata.test/outcome";
 

@@ -55,11 +55,25 @@ pub async fn emulate(
     count: usize,
     resources: &str,
 ) -> anyhow::Result<EmulatedAgents> {
+    emulate_following(ca, master, None, name, count, resources).await
+}
+
+/// [`emulate`], the agents following the leading master as `leader`
+/// changes (found in ZooKeeper).
+pub async fn emulate_following(
+    ca: &CertificateAuthority,
+    master: &Upid,
+    leader: Option<tokio::sync::watch::Receiver<Option<Upid>>>,
+    name: &str,
+    count: usize,
+    resources: &str,
+) -> anyhow::Result<EmulatedAgents> {
     let material = ca.issue(Role::Agent, name)?;
     let node = Node::bind(NodeConfig::new("127.0.0.1:0".parse()?, material)).await?;
     let mut pids = Vec::with_capacity(count);
     for index in 0..count {
-        let config = config(master, name, index, resources)?;
+        let mut config = config(master, name, index, resources)?;
+        config.leader = leader.clone();
         let pid = node.spawn(
             &format!("agent-{index}"),
             move || Agent::new(config.clone()),

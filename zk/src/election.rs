@@ -243,6 +243,32 @@ impl Detector {
     }
 }
 
+impl Detector {
+    /// [`Detector::spawn`], as the leading master's process address.
+    pub fn spawn_upids(connect: Connect, base: &str) -> tokio::sync::watch::Receiver<Option<Upid>> {
+        let mut found = Detector::spawn(connect, base);
+        let (sender, leader) = tokio::sync::watch::channel(None);
+        tokio::spawn(async move {
+            loop {
+                let now = found
+                    .borrow_and_update()
+                    .as_ref()
+                    .and_then(MasterInfo::upid);
+                sender.send_if_modified(|known| {
+                    let changed = *known != now;
+                    *known = now;
+                    changed
+                });
+                tokio::select! {
+                    changed = found.changed() => if changed.is_err() { return },
+                    () = sender.closed() => return,
+                }
+            }
+        });
+        leader
+    }
+}
+
 async fn follow(
     connect: Connect,
     base: &str,

@@ -87,7 +87,22 @@ pub(super) struct Ha {
     pub(super) blocked_since: Option<Instant>,
     /// The leader, while another master leads.
     leader: Option<MasterInfo>,
+    /// Messages that arrived while this master, elected, was recovering
+    /// the registry: handled once it leads (at most [`MAX_DEFERRED`]).
+    deferred: Vec<Deferred>,
 }
+
+/// A message kept for when the master leads: who sent it, their
+/// certificate's identity, and the message.
+type Deferred = (
+    strata_runtime::Upid,
+    Arc<strata_runtime::tls::PeerIdentity>,
+    strata_protocol::ToMaster,
+);
+
+/// The most messages an elected master keeps while it recovers; agents
+/// and schedulers send again those beyond.
+const MAX_DEFERRED: usize = 100_000;
 
 /// Where a master stands in its own lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +126,7 @@ impl Ha {
             lease_sender: Some(lease_sender),
             blocked_since: None,
             leader: None,
+            deferred: Vec::new(),
         }
     }
 
@@ -421,14 +437,30 @@ impl super::Master {
                 };
                 ha.stage = Stage::Leading;
                 announce(&ha.config.view, LeaderView::Leading);
-                info!(epoch = master.books.master_epoch(), "leading");
+                let deferred = std::mem::take(&mut ha.deferred);
+                info!(
+                    epoch = master.books.master_epoch(),
+                    deferred = deferred.len(),
+                    "leading"
+                );
+                for (from, sender, message) in deferred {
+                    master.apply(
+                        ctx,
+                        crate::books::Input::Received {
+                            from,
+                            sender,
+                            message,
+                        },
+                    );
+                }
                 master.changed = true;
                 master.publish();
             },
         );
     }
 
-    /// A message to a master that does not lead: registrations and
+    /// A message to a master that does not lead: kept for later if it was
+    /// elected and is recovering; otherwise registrations and
     /// subscriptions are answered with the leader's address (when one is
     /// known), the rest dropped; agents and schedulers that follow
     /// ZooKeeper find the leader there anyway.
@@ -439,6 +471,16 @@ impl super::Master {
         message: strata_protocol::ToMaster,
     ) {
         use strata_protocol::{ToAgent, ToMaster, ToScheduler};
+        if let Some(ha) = &mut self.ha
+            && ha.stage == Stage::Recovering
+        {
+            // Elected: what arrives is handled once the registry is back
+            // (agents re-registering as the leader changes, mostly).
+            if ha.deferred.len() < MAX_DEFERRED {
+                ha.deferred.push((from, ctx.sender(), message));
+            }
+            return;
+        }
         let leader = self
             .ha
             .as_ref()
