@@ -32,7 +32,9 @@ impl MasterProcess {
             .args(["--agent-ping-timeout", "1", "--work-dir"])
             .arg(work_dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // Why it did not start, if it did not.
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -110,11 +112,15 @@ fn agents_re_register_with_a_restarted_master_under_the_same_id() {
     let tls_dir = work_dir.join("tls");
     // The CA exists before any process reads it.
     TlsMaterial::development(&tls_dir, strata_runtime::Role::Operator, "bootstrap").unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port free for both QUIC (UDP) and HTTP (TCP), as the master binds
+    // both.
+    let port = loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            break port;
+        }
+    };
     let mut first = MasterProcess::start(&work_dir, port);
     let master = first.pid.clone();
     actix_rt::System::new().block_on(async {

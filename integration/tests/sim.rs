@@ -91,6 +91,26 @@ fn stolen_agent_certificate() {
     sweep_scenario("stolen_agent_certificate");
 }
 
+#[test]
+fn leader_crash() {
+    sweep_scenario("leader_crash");
+}
+
+#[test]
+fn leader_cut_off_from_zookeeper() {
+    sweep_scenario("leader_cut_off_from_zookeeper");
+}
+
+#[test]
+fn zookeeper_quorum_lost() {
+    sweep_scenario("zookeeper_quorum_lost");
+}
+
+#[test]
+fn leadership_flaps() {
+    sweep_scenario("leadership_flaps");
+}
+
 /// Runs on the simulated transport repeat exactly; runs on real QUIC do
 /// not (TLS draws its own randomness), so they are left out.
 #[test]

@@ -2,10 +2,12 @@
 //! sequential nodes, versions, child watches, all-or-nothing multis,
 //! disconnections, expiry and a lost quorum, driven by whoever holds the
 //! [`Ensemble`] (a test, or the simulation with its clock). What a real
-//! ensemble does on its own (expiring a session it has not heard from
-//! for its timeout) the holder does by calling [`Ensemble::expire`].
+//! ensemble does on its own, expiring a session it has not heard from for
+//! its timeout, happens when the holder calls [`Ensemble::expire_overdue`]
+//! (for sessions cut off by [`Ensemble::partition`], on tokio's clock) or
+//! [`Ensemble::expire`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,7 +25,7 @@ pub struct Ensemble {
 #[derive(Debug, Default)]
 struct Tree {
     nodes: BTreeMap<String, Node>,
-    sessions: HashMap<SessionId, Client>,
+    sessions: BTreeMap<SessionId, Client>,
     next_session: SessionId,
     /// Whether a quorum serves (no operation succeeds without one).
     quorum_lost: bool,
@@ -45,6 +47,12 @@ struct Client {
     state: tokio::sync::watch::Sender<SessionState>,
     /// Cut off from the ensemble (a partition of this client alone).
     partitioned: bool,
+    /// Since when the ensemble has not heard from it (while a quorum
+    /// serves).
+    unheard_since: Option<tokio::time::Instant>,
+    timeout: Duration,
+    /// Expired while out of touch: it does not know yet.
+    expired: bool,
 }
 
 impl Ensemble {
@@ -76,6 +84,9 @@ impl Ensemble {
             Client {
                 state,
                 partitioned: false,
+                unheard_since: None,
+                timeout,
+                expired: false,
             },
         );
         Arc::new(MemorySession {
@@ -85,13 +96,23 @@ impl Ensemble {
         })
     }
 
-    /// Ends session `id`: its ephemeral nodes go, its watches fire.
+    /// Ends session `id`: its ephemeral nodes go, others' watches fire.
+    /// Its client learns of it (state expired, watches fired) only once it
+    /// reaches the ensemble: at once, or when a partition cutting it off
+    /// heals.
     pub fn expire(&self, id: SessionId) {
         let mut tree = self.tree();
-        let Some(client) = tree.sessions.remove(&id) else {
+        let quorum_lost = tree.quorum_lost;
+        let Some(client) = tree.sessions.get_mut(&id) else {
             return;
         };
-        client.state.send_replace(SessionState::Expired);
+        if client.expired {
+            return;
+        }
+        client.expired = true;
+        if !client.partitioned && !quorum_lost {
+            tree.tell_expired(id);
+        }
         let owned: Vec<String> = tree
             .nodes
             .iter()
@@ -102,15 +123,6 @@ impl Ensemble {
             tree.nodes.remove(&path);
             tree.fire(&path);
         }
-        let mut kept = Vec::new();
-        for (path, watcher, tell) in std::mem::take(&mut tree.watches) {
-            if watcher == id {
-                let _ = tell.send(());
-            } else {
-                kept.push((path, watcher, tell));
-            }
-        }
-        tree.watches = kept;
     }
 
     /// Cuts session `id` off from the ensemble (`true`) or lets it reach
@@ -118,13 +130,26 @@ impl Ensemble {
     pub fn partition(&self, id: SessionId, cut: bool) {
         let mut tree = self.tree();
         let quorum_lost = tree.quorum_lost;
-        if let Some(client) = tree.sessions.get_mut(&id) {
+        let Some(client) = tree.sessions.get_mut(&id) else {
+            return;
+        };
+        if client.expired {
             client.partitioned = cut;
-            client.state.send_replace(if cut || quorum_lost {
-                SessionState::Disconnected
-            } else {
-                SessionState::Connected
-            });
+            if !cut && !quorum_lost {
+                // Back in touch: it learns its session is over.
+                tree.tell_expired(id);
+            }
+            return;
+        }
+        client.partitioned = cut;
+        client.unheard_since = cut.then(tokio::time::Instant::now);
+        client.state.send_replace(if cut || quorum_lost {
+            SessionState::Disconnected
+        } else {
+            SessionState::Connected
+        });
+        if !cut && !quorum_lost {
+            tree.fire_session(id);
         }
     }
 
@@ -133,13 +158,68 @@ impl Ensemble {
     pub fn lose_quorum(&self, lost: bool) {
         let mut tree = self.tree();
         tree.quorum_lost = lost;
+        if !lost {
+            let learning: Vec<SessionId> = tree
+                .sessions
+                .iter()
+                .filter(|(_, client)| client.expired && !client.partitioned)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in learning {
+                tree.tell_expired(id);
+            }
+        }
         for client in tree.sessions.values_mut() {
+            // A new quorum gives every session a fresh timeout.
+            if !lost && client.partitioned {
+                client.unheard_since = Some(tokio::time::Instant::now());
+            }
             client.state.send_replace(if lost || client.partitioned {
                 SessionState::Disconnected
             } else {
                 SessionState::Connected
             });
         }
+        if !lost {
+            let hearing: Vec<SessionId> = tree
+                .sessions
+                .iter()
+                .filter(|(_, client)| !client.partitioned)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in hearing {
+                tree.fire_session(id);
+            }
+        }
+    }
+
+    /// Expires the sessions cut off for at least their timeout (while a
+    /// quorum serves: without one, nothing expires), as an ensemble does;
+    /// the ids expired.
+    pub fn expire_overdue(&self) -> Vec<SessionId> {
+        let overdue: Vec<SessionId> = {
+            let tree = self.tree();
+            if tree.quorum_lost {
+                return Vec::new();
+            }
+            let now = tokio::time::Instant::now();
+            tree.sessions
+                .iter()
+                .filter(|(_, client)| {
+                    !client.expired
+                        && client
+                            .unheard_since
+                            .is_some_and(|since| now.duration_since(since) >= client.timeout)
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let mut overdue = overdue;
+        overdue.sort_unstable();
+        for id in &overdue {
+            self.expire(*id);
+        }
+        overdue
     }
 
     /// The sessions alive, and whether each is connected.
@@ -148,6 +228,7 @@ impl Ensemble {
         let mut sessions: Vec<_> = tree
             .sessions
             .iter()
+            .filter(|(_, client)| !client.expired)
             .map(|(id, client)| (*id, !client.partitioned && !tree.quorum_lost))
             .collect();
         sessions.sort_unstable();
@@ -166,16 +247,49 @@ impl Tree {
         match self.sessions.get(&id) {
             None => Err(ZkError::SessionExpired),
             Some(client) if client.partitioned || self.quorum_lost => Err(ZkError::ConnectionLoss),
+            Some(client) if client.expired => Err(ZkError::SessionExpired),
             Some(_) => Ok(()),
         }
     }
 
-    /// Tells the watchers of `path`'s parent (and of `path`) it changed.
+    /// Whether session `id` hears from the ensemble now.
+    fn hears(&self, id: SessionId) -> bool {
+        !self.quorum_lost
+            && self
+                .sessions
+                .get(&id)
+                .is_some_and(|client| !client.partitioned)
+    }
+
+    /// Session `id`, expired, learns it: its state, and its watches fire.
+    fn tell_expired(&mut self, id: SessionId) {
+        if let Some(client) = self.sessions.remove(&id) {
+            client.state.send_replace(SessionState::Expired);
+        }
+        self.fire_session(id);
+    }
+
+    /// Fires every watch of session `id` (after it was out of touch, it
+    /// looks again at what it watched).
+    fn fire_session(&mut self, id: SessionId) {
+        let mut kept = Vec::new();
+        for (path, watcher, tell) in std::mem::take(&mut self.watches) {
+            if watcher == id {
+                let _ = tell.send(());
+            } else {
+                kept.push((path, watcher, tell));
+            }
+        }
+        self.watches = kept;
+    }
+
+    /// Tells the watchers of `path`'s parent (and of `path`) it changed;
+    /// those out of touch hear of it when they are back.
     fn fire(&mut self, path: &str) {
         let parent = parent_of(path);
         let mut kept = Vec::new();
         for (watched, watcher, tell) in std::mem::take(&mut self.watches) {
-            if watched == parent || watched == path {
+            if (watched == parent || watched == path) && self.hears(watcher) {
                 let _ = tell.send(());
             } else {
                 kept.push((watched, watcher, tell));
@@ -347,6 +461,26 @@ impl MemorySession {
     }
 }
 
+/// Dropping a session closes it, as the real client does: its ephemeral
+/// nodes go at once. A session that cannot reach a quorum cannot close;
+/// it is heard from no more and expires after its timeout.
+impl Drop for MemorySession {
+    fn drop(&mut self) {
+        let reachable = self.ensemble.tree().reachable(self.id).is_ok();
+        if reachable {
+            self.ensemble.expire(self.id);
+            return;
+        }
+        let mut tree = self.ensemble.tree();
+        if let Some(client) = tree.sessions.get_mut(&self.id) {
+            client.partitioned = true;
+            client
+                .unheard_since
+                .get_or_insert_with(tokio::time::Instant::now);
+        }
+    }
+}
+
 impl Session for MemorySession {
     fn create(&self, path: &str, data: Vec<u8>, mode: CreateMode) -> ZkFuture<String> {
         self.run(|tree, id| tree.create(id, path, data, mode))
@@ -464,6 +598,10 @@ mod tests {
         assert_eq!(block(two.children("/a")).unwrap(), ["n_0000000001"]);
         ensemble.lose_quorum(true);
         assert_eq!(block(two.children("/a")), Err(ZkError::ConnectionLoss));
+        assert!(
+            ensemble.expire_overdue().is_empty(),
+            "nothing expires without a quorum"
+        );
         ensemble.lose_quorum(false);
         assert_eq!(
             block(two.multi(vec![Op::Delete {
@@ -472,5 +610,30 @@ mod tests {
             }])),
             Err(ZkError::NotEmpty)
         );
+    }
+}
+
+#[cfg(test)]
+mod expiry {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_cut_off_for_its_timeout_expires_unless_the_quorum_is_lost() {
+        let ensemble = Ensemble::new();
+        let cut = ensemble.session(Duration::from_secs(10));
+        let kept = ensemble.session(Duration::from_secs(10));
+        ensemble.partition(cut.id(), true);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(ensemble.expire_overdue().is_empty());
+        ensemble.lose_quorum(true);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(ensemble.expire_overdue().is_empty());
+        // A new quorum: a fresh timeout from now.
+        ensemble.lose_quorum(false);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(ensemble.expire_overdue().is_empty());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(ensemble.expire_overdue(), vec![cut.id()]);
+        assert_eq!(ensemble.sessions(), vec![(kept.id(), true)]);
     }
 }

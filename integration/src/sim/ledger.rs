@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use strata_protocol::{
-    FrameworkId, Operation, Reason, Source, TaskId, TaskState, TaskStatus, ToMaster, ToScheduler,
-    UpdateId,
+    FrameworkId, Operation, Reason, Source, TaskId, TaskState, TaskStatus, ToAgent, ToMaster,
+    ToScheduler, UpdateId,
 };
 use strata_runtime::codec;
 
@@ -50,6 +50,11 @@ pub struct Ledger {
     pub generated: BTreeMap<(FrameworkId, TaskId), Vec<(UpdateId, TaskState)>>,
     /// Broken invariants, in the order found.
     pub violations: Vec<String>,
+    /// Which master answered registrations in each epoch, the latest
+    /// epoch each master answered in, and the latest of all.
+    epoch_leaders: BTreeMap<u64, SocketAddr>,
+    master_epochs: HashMap<SocketAddr, u64>,
+    latest_epoch: u64,
 }
 
 impl Ledger {
@@ -98,6 +103,55 @@ impl Ledger {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A frame was sent by the master at `from`: at most one master acts
+    /// as the leader in an epoch (answers registrations in it), and a
+    /// master whose epoch is behind the latest acts no more (sends
+    /// nothing but pings, which a master that was just elected may send
+    /// before its first answer, and not-leader answers).
+    pub(crate) fn sent_by_master(&mut self, from: SocketAddr, kind: &str, bytes: &[u8]) {
+        let epoch = match kind {
+            "AgentRegistered" | "AgentReregistered" => match payload::<ToAgent>(bytes) {
+                Some(
+                    ToAgent::AgentRegistered { epoch, .. }
+                    | ToAgent::AgentReregistered { epoch, .. },
+                ) => Some(epoch),
+                _ => None,
+            },
+            "Subscribed" => match payload::<ToScheduler>(bytes) {
+                Some(ToScheduler::Subscribed { epoch, .. }) => Some(epoch),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(epoch) = epoch {
+            let leader = *self.epoch_leaders.entry(epoch).or_insert(from);
+            if leader != from {
+                self.violations.push(format!(
+                    "masters at {leader} and {from} both acted as the leader in epoch {epoch}"
+                ));
+            }
+            if epoch < self.latest_epoch
+                && self.epoch_leaders.get(&self.latest_epoch) != Some(&from)
+            {
+                self.violations.push(format!(
+                    "the master at {from} answered in epoch {epoch} after epoch {} began",
+                    self.latest_epoch
+                ));
+            }
+            self.master_epochs.insert(from, epoch);
+            self.latest_epoch = self.latest_epoch.max(epoch);
+        } else if !matches!(kind, "Ping" | "NotLeader")
+            && let Some(own) = self.master_epochs.get(&from)
+            && *own < self.latest_epoch
+            && self.epoch_leaders.get(&self.latest_epoch) != Some(&from)
+        {
+            self.violations.push(format!(
+                "the master at {from} of epoch {own} sent {kind} after epoch {} began",
+                self.latest_epoch
+            ));
         }
     }
 

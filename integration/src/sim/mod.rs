@@ -65,7 +65,7 @@ pub mod scenarios;
 pub mod sweep;
 mod workload;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -135,6 +135,11 @@ pub struct ClusterSpec {
     pub check_every: u64,
     /// What carries the messages.
     pub network: NetworkKind,
+    /// How many masters: 1 leads alone; more elect a leader in a
+    /// simulated ZooKeeper ensemble and keep the registry there.
+    pub masters: usize,
+    /// Their ZooKeeper session timeout.
+    pub zk_session_timeout: Duration,
 }
 
 /// What carries a simulated cluster's messages.
@@ -169,6 +174,8 @@ impl ClusterSpec {
             check_invariants: true,
             check_every: 1,
             network: NetworkKind::Frames,
+            masters: 1,
+            zk_session_timeout: strata_zk::DEFAULT_SESSION_TIMEOUT,
         }
     }
 }
@@ -256,6 +263,7 @@ struct Shared {
     names: BTreeMap<SocketAddr, String>,
     agents: HashSet<SocketAddr>,
     schedulers: HashSet<SocketAddr>,
+    masters: HashSet<SocketAddr>,
     /// A running hash of the frames seen sent and delivered.
     events: u64,
 }
@@ -443,6 +451,132 @@ struct FrameworkSlot {
 
 type AgentStates = watch::Receiver<Option<Arc<strata_agent::http::State>>>;
 
+/// A master's node and what it publishes.
+struct MasterSlot {
+    slot: Slot,
+    state: Option<MasterState>,
+}
+
+/// The simulated ZooKeeper of a cluster with several masters: the
+/// ensemble, each master's current session, and the leader as a detector
+/// sees it (agents and schedulers follow that).
+struct SimZk {
+    ensemble: strata_zk::memory::Ensemble,
+    sessions: Arc<Mutex<Sessions>>,
+    leader: watch::Receiver<Option<Upid>>,
+    /// Each agent's and scheduler's own view of the leader, told in
+    /// order (one watch shared by all would wake them in an order of
+    /// tokio's choosing, which differs between runs).
+    followers: Arc<Mutex<Vec<watch::Sender<Option<Upid>>>>>,
+}
+
+/// Each master's current session, and the masters cut off from
+/// ZooKeeper (their new sessions too).
+#[derive(Debug, Default)]
+struct Sessions {
+    current: BTreeMap<usize, strata_zk::memory::SessionId>,
+    cut: BTreeSet<usize>,
+}
+
+/// Where masters contend in the simulated ZooKeeper.
+const ZK_PATH: &str = "/strata";
+
+impl SimZk {
+    /// An ensemble that expires cut-off sessions on the virtual clock.
+    fn start(timeout: Duration) -> SimZk {
+        let ensemble = strata_zk::memory::Ensemble::new();
+        let ticking = ensemble.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                ticking.expire_overdue();
+            }
+        });
+        let detecting = ensemble.clone();
+        let connect: strata_zk::election::Connect = Arc::new(move || {
+            let session: Arc<dyn strata_zk::Session> = detecting.session(timeout);
+            Box::pin(std::future::ready(Ok(session)))
+        });
+        let leader = strata_zk::Detector::spawn_upids(connect, ZK_PATH);
+        let followers: Arc<Mutex<Vec<watch::Sender<Option<Upid>>>>> = Arc::default();
+        let (mut watching, telling) = (leader.clone(), followers.clone());
+        tokio::spawn(async move {
+            while watching.changed().await.is_ok() {
+                let now = watching.borrow_and_update().clone();
+                let mut followers = telling
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                followers.retain(|follower| !follower.is_closed());
+                for follower in followers.iter() {
+                    follower.send_replace(now.clone());
+                }
+            }
+        });
+        SimZk {
+            ensemble,
+            sessions: Arc::default(),
+            leader,
+            followers,
+        }
+    }
+
+    /// A view of the leader for one agent or scheduler.
+    fn follower(&self) -> watch::Receiver<Option<Upid>> {
+        follower_of(&self.leader, &self.followers)
+    }
+
+    /// Opens sessions for master `index`, noting each as its current one.
+    fn connector(&self, index: usize, timeout: Duration) -> strata_zk::election::Connect {
+        let ensemble = self.ensemble.clone();
+        let sessions = self.sessions.clone();
+        Arc::new(move || {
+            let session = ensemble.session(timeout);
+            let mut sessions = lock_sessions(&sessions);
+            sessions.current.insert(index, session.id());
+            if sessions.cut.contains(&index) {
+                ensemble.partition(session.id(), true);
+            }
+            let session: Arc<dyn strata_zk::Session> = session;
+            Box::pin(std::future::ready(Ok(session)))
+        })
+    }
+
+    /// Cuts master `index` off from ZooKeeper or reconnects it; a crashed
+    /// master's session is cut off for good (`forever`).
+    fn cut(&self, index: usize, cut: bool, forever: bool) {
+        let mut sessions = lock_sessions(&self.sessions);
+        if let Some(session) = sessions.current.get(&index) {
+            self.ensemble.partition(*session, cut);
+        }
+        if forever {
+            sessions.current.remove(&index);
+        } else if cut {
+            sessions.cut.insert(index);
+        } else {
+            sessions.cut.remove(&index);
+        }
+    }
+}
+
+/// A new view of `leader`, told of changes through `followers`.
+fn follower_of(
+    leader: &watch::Receiver<Option<Upid>>,
+    followers: &Mutex<Vec<watch::Sender<Option<Upid>>>>,
+) -> watch::Receiver<Option<Upid>> {
+    let (sender, receiver) = watch::channel(leader.borrow().clone());
+    followers
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(sender);
+    receiver
+}
+
+fn lock_sessions(sessions: &Mutex<Sessions>) -> MutexGuard<'_, Sessions> {
+    sessions
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// An agent's node, its machine (where its tasks run, and survive it) and
 /// its disk (where its checkpoints are).
 struct AgentSlot {
@@ -477,8 +611,9 @@ pub struct SimCluster {
     random: SplitMix,
     shared: SharedRef,
     started: tokio::time::Instant,
-    master: Slot,
-    master_state: Option<MasterState>,
+    masters: Vec<MasterSlot>,
+    /// The ZooKeeper ensemble several masters elect a leader in.
+    zk: Option<SimZk>,
     disk: SimDir,
     agents: Vec<AgentSlot>,
     frameworks: Vec<FrameworkSlot>,
@@ -532,6 +667,9 @@ impl SimCluster {
                 } => {
                     let from_agent = shared.agents.contains(&from);
                     shared.ledger.sent(from_agent, from, kind, bytes);
+                    if shared.masters.contains(&from) {
+                        shared.ledger.sent_by_master(from, kind, bytes);
+                    }
                     if matches!(kind, "Ping" | "Pong") && copies > 0 {
                         return;
                     }
@@ -583,7 +721,22 @@ impl SimCluster {
         let run = RUNS.fetch_add(1, Ordering::Relaxed);
         let root = PathBuf::from(format!("/strata-sim/{seed}-{run}"));
         let disk = SimDir::new(root.join("master"));
-        let master = Slot::new(Role::Master, "master".into(), address(0, 0));
+        let several = spec.masters > 1;
+        let masters = (0..spec.masters.max(1))
+            .map(|index| MasterSlot {
+                slot: Slot::new(
+                    Role::Master,
+                    if several {
+                        format!("master-{index}")
+                    } else {
+                        "master".into()
+                    },
+                    address(0, index),
+                ),
+                state: None,
+            })
+            .collect();
+        let zk = several.then(|| SimZk::start(spec.zk_session_timeout));
         let agents = (0..spec.agents)
             .map(|index| AgentSlot {
                 slot: Slot::new(Role::Agent, format!("agent-{index}"), address(1, index)),
@@ -599,8 +752,8 @@ impl SimCluster {
             fabric,
             shared,
             started,
-            master,
-            master_state: None,
+            masters,
+            zk,
             disk,
             agents,
             frameworks: Vec::new(),
@@ -608,7 +761,12 @@ impl SimCluster {
         };
         {
             let mut shared = lock(&cluster.shared);
-            shared.names.insert(cluster.master.addr, "master".into());
+            for master in &cluster.masters {
+                shared
+                    .names
+                    .insert(master.slot.addr, master.slot.name.clone());
+                shared.masters.insert(master.slot.addr);
+            }
             for agent in &cluster.agents {
                 shared
                     .names
@@ -653,14 +811,45 @@ impl SimCluster {
         self.started.elapsed()
     }
 
-    /// The master's address as agents and schedulers know it.
+    /// The master's address as agents and schedulers know it: with
+    /// several, the leader's (the first master's while none leads).
     pub fn master(&self) -> Upid {
-        Upid::new(MASTER_ID, self.master.addr, Incarnation::ANY)
-            .unwrap_or_else(|_| unreachable!("the master's id is valid"))
+        Upid::new(
+            MASTER_ID,
+            self.masters[self.leader_index()].slot.addr,
+            Incarnation::ANY,
+        )
+        .unwrap_or_else(|_| unreachable!("the master's id is valid"))
     }
 
     pub fn master_addr(&self) -> SocketAddr {
-        self.master.addr
+        self.masters[self.leader_index()].slot.addr
+    }
+
+    /// How many masters the cluster has.
+    pub fn master_count(&self) -> usize {
+        self.masters.len()
+    }
+
+    /// The address of master `index`.
+    pub fn master_addr_at(&self, index: usize) -> SocketAddr {
+        self.masters[index].slot.addr
+    }
+
+    /// Which master leads as ZooKeeper says (the first when none does, or
+    /// with one master).
+    pub fn leader_index(&self) -> usize {
+        let Some(zk) = &self.zk else {
+            return 0;
+        };
+        let leader = zk.leader.borrow().clone();
+        leader
+            .and_then(|leader| {
+                self.masters
+                    .iter()
+                    .position(|master| master.slot.addr == leader.addr())
+            })
+            .unwrap_or(0)
     }
 
     pub fn agent_count(&self) -> usize {
@@ -700,9 +889,11 @@ impl SimCluster {
         self.agents[index].slot.node.as_ref().map(Node::metrics)
     }
 
-    /// What the master last published of its books, while it runs.
+    /// What the master (the leader, with several) last published of its
+    /// books, while it runs.
     pub fn master_state(&self) -> Option<Arc<strata_master::state::State>> {
-        self.master_state
+        self.masters[self.leader_index()]
+            .state
             .as_ref()
             .and_then(strata_master::state::Snapshots::latest)
     }
@@ -735,18 +926,21 @@ impl SimCluster {
     ) -> usize {
         let index = self.frameworks.len();
         let master = self.master();
+        let zk_followers = self
+            .zk
+            .as_ref()
+            .map(|zk| (zk.leader.clone(), zk.followers.clone()));
         let start: StartScheduler = Rc::new(move |node, framework_id| {
+            let leader = zk_followers
+                .as_ref()
+                .map(|(leader, followers)| follower_of(leader, followers));
             let mut info = info.clone();
             if framework_id.is_some() {
                 info.id = framework_id;
             }
-            scheduler::spawn(
-                node,
-                "scheduler",
-                SchedulerConfig::new(master.clone(), info),
-                factory.clone(),
-            )
-            .ok()
+            let mut config = SchedulerConfig::new(master.clone(), info);
+            config.leader = leader;
+            scheduler::spawn(node, "scheduler", config, factory.clone()).ok()
         });
         let slot = Slot::new(
             Role::Framework,
@@ -852,6 +1046,7 @@ impl SimCluster {
             crate::containers::simulated(host.clone(), disk.root.clone()),
         );
         config.disk = Disk::simulated(&disk.disk);
+        config.leader = self.zk.as_ref().map(SimZk::follower);
         config.status_update_retry = self.spec.status_update_retry;
         // Like a daemon killed with SIGKILL: checkpointed tasks live on.
         config.kill_tasks_on_stop = false;
@@ -869,27 +1064,83 @@ impl SimCluster {
         self.note(note);
     }
 
-    /// Crashes the master.
+    /// Crashes the master (the leader, with several).
     pub fn crash_master(&mut self) {
-        self.note("crash master");
-        Self::crash(&self.fabric, &mut self.master);
-        self.master_state = None;
+        self.crash_master_at(self.leader_index());
     }
 
-    /// Starts the master again (or for the first time): a durable master
-    /// recovers its registry from its simulated disk.
+    /// Crashes master `index`. With ZooKeeper, its session is heard from
+    /// no more and expires after its timeout.
+    pub fn crash_master_at(&mut self, index: usize) {
+        let name = self.masters[index].slot.name.clone();
+        self.note(format!("crash {name}"));
+        Self::crash(&self.fabric, &mut self.masters[index].slot);
+        self.masters[index].state = None;
+        if let Some(zk) = &self.zk {
+            zk.cut(index, true, true);
+        }
+    }
+
+    /// Cuts master `index` off from ZooKeeper (`true`), or lets it reach
+    /// ZooKeeper again; its session expires if cut off for its timeout.
+    pub fn zk_partition_master(&mut self, index: usize, cut: bool) {
+        let name = self.masters[index].slot.name.clone();
+        self.note(format!(
+            "{} {name} from ZooKeeper",
+            if cut { "partition" } else { "reconnect" }
+        ));
+        if let Some(zk) = &self.zk {
+            zk.cut(index, cut, false);
+        }
+    }
+
+    /// ZooKeeper loses its quorum (`true`) or gets it back.
+    pub fn zk_quorum_lost(&mut self, lost: bool) {
+        self.note(if lost {
+            "ZooKeeper loses its quorum"
+        } else {
+            "ZooKeeper's quorum is back"
+        });
+        if let Some(zk) = &self.zk {
+            zk.ensemble.lose_quorum(lost);
+        }
+    }
+
+    /// Starts every master that is down again (or for the first time): a
+    /// durable master recovers its registry from its simulated disk, one
+    /// of several contends in ZooKeeper.
     pub fn restart_master(&mut self) {
-        if self.master.node.is_some() {
+        for index in 0..self.masters.len() {
+            self.restart_master_at(index);
+        }
+    }
+
+    /// Starts master `index` again (or for the first time).
+    pub fn restart_master_at(&mut self, index: usize) {
+        if self.masters[index].slot.node.is_some() {
             return;
         }
-        let Some(node) = self.master.start(&self.fabric, 1) else {
-            self.violation("the master's node could not be started");
+        let Some(node) = self.masters[index]
+            .slot
+            .start(&self.fabric, 1 + index as u64)
+        else {
+            self.violation("a master's node could not be started");
             return;
         };
-        let prefix = format!("m{}", self.master.lives);
+        let lives = self.masters[index].slot.lives;
+        let prefix = match index {
+            0 => format!("m{lives}"),
+            _ => format!("m{index}x{lives}"),
+        };
         let config = self.spec.master.clone();
         let work_dir = self.spec.durable_master.then(|| self.disk.root.clone());
         let disk = Disk::simulated(&self.disk.disk);
+        let ha = self.zk.as_ref().map(|zk| strata_master::process::HaConfig {
+            base: ZK_PATH.to_owned(),
+            connect: zk.connector(index, self.spec.zk_session_timeout),
+            hostname: self.masters[index].slot.addr.ip().to_string(),
+            view: watch::channel(strata_master::process::LeaderView::Unknown).0,
+        });
         let shared = self.shared.clone();
         let started = self.started;
         let sink: strata_master::process::InvariantSink = Arc::new(move |violation: String| {
@@ -907,15 +1158,16 @@ impl SimCluster {
         let sink = self.spec.check_invariants.then_some(sink);
         let every = self.spec.check_every;
         let (publisher, receiver) = strata_master::state::channel();
-        self.master_state = Some(receiver);
+        self.masters[index].state = Some(receiver);
         let spawned = node.spawn(
             MASTER_ID,
             move || {
-                let master = match &work_dir {
-                    Some(dir) => {
+                let master = match (&ha, &work_dir) {
+                    (Some(ha), _) => Master::highly_available(config.clone(), &prefix, ha.clone()),
+                    (None, Some(dir)) => {
                         Master::durable(config.clone(), &prefix, dir).on_disk(disk.clone())
                     }
-                    None => Master::new(config.clone(), &prefix),
+                    (None, None) => Master::new(config.clone(), &prefix),
                 };
                 let master = match &sink {
                     Some(sink) => master.checking_every(sink.clone(), every),
@@ -925,9 +1177,10 @@ impl SimCluster {
             },
             SpawnOptions::default(),
         );
+        let name = self.masters[index].slot.name.clone();
         let note = match spawned {
-            Ok(_) => format!("start master (life {})", self.master.lives),
-            Err(error) => format!("the master did not start: {error}"),
+            Ok(_) => format!("start {name} (life {lives})"),
+            Err(error) => format!("{name} did not start: {error}"),
         };
         self.note(note);
     }
@@ -1077,9 +1330,7 @@ impl SimCluster {
 
     /// The frameworks the master has (not removed), by id.
     fn active_frameworks(&self) -> HashSet<String> {
-        self.master_state
-            .as_ref()
-            .and_then(strata_master::state::Snapshots::latest)
+        self.master_state()
             .map(|state| {
                 state
                     .frameworks
@@ -1092,11 +1343,7 @@ impl SimCluster {
 
     /// What keeps the cluster from agreeing now, if anything.
     fn disagreement(&self) -> Vec<String> {
-        let Some(master) = self
-            .master_state
-            .as_ref()
-            .and_then(strata_master::state::Snapshots::latest)
-        else {
+        let Some(master) = self.master_state() else {
             return vec!["the master is down".into()];
         };
         if master.recovering {
@@ -1317,7 +1564,7 @@ impl Drop for SimCluster {
                     .iter_mut()
                     .map(|framework| &mut framework.slot),
             )
-            .chain(std::iter::once(&mut self.master))
+            .chain(self.masters.iter_mut().map(|master| &mut master.slot))
             .filter_map(|slot| slot.node.take())
         {
             node.shutdown();

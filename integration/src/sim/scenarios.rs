@@ -83,7 +83,93 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("a_thousand_agents", |seed| {
         Box::pin(a_thousand_agents(seed))
     }),
+    ("leader_crash", |seed| Box::pin(leader_crash(seed))),
+    ("leader_cut_off_from_zookeeper", |seed| {
+        Box::pin(leader_cut_off_from_zookeeper(seed))
+    }),
+    ("zookeeper_quorum_lost", |seed| {
+        Box::pin(zookeeper_quorum_lost(seed))
+    }),
+    ("leadership_flaps", |seed| Box::pin(leadership_flaps(seed))),
 ];
+
+/// The highly available cluster with its workload running for a while.
+async fn highly_available_running(seed: u64) -> SimCluster {
+    let mut cluster = highly_available_cluster(seed);
+    let first = cluster.between(secs(2), secs(30));
+    cluster.run_for(first).await;
+    cluster
+}
+
+/// Three masters in ZooKeeper; the leader crashes while tasks run: once
+/// ZooKeeper expires its session another master leads with a later
+/// epoch, agents and frameworks follow it, and the crashed one comes back
+/// as a standby. At most one master acts in an epoch throughout.
+pub async fn leader_crash(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = highly_available_running(seed).await;
+    cluster.crash_master();
+    let down = cluster.between(secs(1), secs(40));
+    cluster.run_for(down).await;
+    cluster.restart_master();
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
+
+/// The leader is cut off from ZooKeeper but not from agents or
+/// frameworks, for 1 s to a minute (its session expires after 10 s): it
+/// must stop acting before another master leads, then rejoin as a
+/// standby; if the cut is short, it leads on.
+pub async fn leader_cut_off_from_zookeeper(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = highly_available_running(seed).await;
+    let leader = cluster.leader_index();
+    cluster.zk_partition_master(leader, true);
+    let cut = cluster.between(secs(1), secs(60));
+    cluster.run_for(cut).await;
+    cluster.zk_partition_master(leader, false);
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
+
+/// ZooKeeper loses its quorum for 1 s to 2 min: no master leads
+/// meanwhile (tasks keep running on the agents), and leadership returns
+/// with the quorum.
+pub async fn zookeeper_quorum_lost(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = highly_available_running(seed).await;
+    cluster.zk_quorum_lost(true);
+    let lost = cluster.between(secs(1), secs(120));
+    cluster.run_for(lost).await;
+    cluster.zk_quorum_lost(false);
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
+
+/// Leadership changes again and again: three to six times, the leader
+/// crashes or is cut off from ZooKeeper, for a random while, and comes
+/// back; the cluster must still agree at the end.
+pub async fn leadership_flaps(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = highly_available_running(seed).await;
+    let rounds = 3 + cluster.random().below(4);
+    for _ in 0..rounds {
+        let leader = cluster.leader_index();
+        let crash = cluster.random().below(2) == 0;
+        if crash {
+            cluster.crash_master_at(leader);
+        } else {
+            cluster.zk_partition_master(leader, true);
+        }
+        let away = cluster.between(secs(1), secs(30));
+        cluster.run_for(away).await;
+        if crash {
+            cluster.restart_master_at(leader);
+        } else {
+            cluster.zk_partition_master(leader, false);
+        }
+        let between = cluster.between(secs(1), secs(20));
+        cluster.run_for(between).await;
+    }
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
 
 /// How many agents [`a_thousand_agents`] runs.
 pub const AT_SCALE: usize = 1_000;
@@ -152,10 +238,29 @@ pub fn standard_cluster(seed: u64) -> SimCluster {
 
 /// The standard cluster on the given network.
 pub fn standard_cluster_on(seed: u64, network: NetworkKind) -> SimCluster {
-    let spec = ClusterSpec {
-        network,
-        ..ClusterSpec::new(3, "cpus:4;mem:4096")
-    };
+    standard_cluster_of(
+        seed,
+        ClusterSpec {
+            network,
+            ..ClusterSpec::new(3, "cpus:4;mem:4096")
+        },
+    )
+}
+
+/// The standard cluster's agents and frameworks with three masters
+/// electing a leader in a simulated ZooKeeper.
+pub fn highly_available_cluster(seed: u64) -> SimCluster {
+    standard_cluster_of(
+        seed,
+        ClusterSpec {
+            masters: 3,
+            ..ClusterSpec::new(3, "cpus:4;mem:4096")
+        },
+    )
+}
+
+/// The standard workload on a cluster of `spec`.
+fn standard_cluster_of(seed: u64, spec: ClusterSpec) -> SimCluster {
     let mut cluster = SimCluster::new(seed, spec);
     let batch = WorkloadSpec {
         seed,

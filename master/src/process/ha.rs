@@ -164,7 +164,9 @@ impl Ha {
     }
 }
 
-/// Contends until the candidacy is over; why it is.
+/// Contends until the candidacy is over (this master led and lost its
+/// session, or another leads after it); why it is. A standby whose
+/// session ends opens a new one and contends again.
 async fn contend(
     connect: Connect,
     base: &str,
@@ -173,35 +175,82 @@ async fn contend(
     lease: &tokio::sync::watch::Sender<Option<Instant>>,
 ) -> String {
     let mut retry = FIRST_RETRY;
-    let session = loop {
-        match connect().await {
-            Ok(session) => break session,
+    loop {
+        let session = match connect().await {
+            Ok(session) => session,
             Err(cause) => {
                 warn!(%cause, "cannot reach ZooKeeper; trying again");
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        retry = FIRST_RETRY;
+        match candidacy(session, base, info, events, lease).await {
+            Candidacy::Over(reason) => return reason,
+            Candidacy::Again(reason) => {
+                info!(%reason, "contending again in a new ZooKeeper session");
             }
         }
-    };
-    let leadership = match Leadership::contend(session.clone(), base, info).await {
-        Ok(leadership) => leadership,
-        Err(cause) => return format!("cannot contend in ZooKeeper: {cause}"),
-    };
-    let node = format!("{base}/{}", leadership.node());
+    }
+}
+
+/// How one session's candidacy ended.
+enum Candidacy {
+    /// For good: this master led.
+    Over(String),
+    /// The session ended before this master led: a new one may contend.
+    Again(String),
+}
+
+/// Contends in `session` until it ends, or this master's leadership does.
+async fn candidacy(
+    session: Arc<dyn Session>,
+    base: &str,
+    info: &MasterInfo,
+    events: &tokio::sync::mpsc::Sender<HaEvent>,
+    lease: &tokio::sync::watch::Sender<Option<Instant>>,
+) -> Candidacy {
     let timeout = session.timeout();
     let mut state = session.state();
+    // Not connected (no quorum): wait, in the same session.
+    let leadership = loop {
+        match Leadership::contend(session.clone(), base, info).await {
+            Ok(leadership) => break leadership,
+            Err(ZkError::ConnectionLoss) => {
+                if wait_for_connection(&mut state, timeout).await == SessionState::Expired {
+                    return Candidacy::Again("the ZooKeeper session expired".to_owned());
+                }
+            }
+            Err(ZkError::SessionExpired) => {
+                return Candidacy::Again("the ZooKeeper session expired".to_owned());
+            }
+            Err(cause) => return Candidacy::Over(format!("cannot contend in ZooKeeper: {cause}")),
+        }
+    };
+    let node = format!("{base}/{}", leadership.node());
     let mut led = false;
+    let ended = |led: bool, reason: &str| {
+        if led {
+            Candidacy::Over(reason.to_owned())
+        } else {
+            Candidacy::Again(reason.to_owned())
+        }
+    };
     loop {
         let (standing, changed) = match leadership.standing().await {
             Ok(found) => found,
             Err(ZkError::ConnectionLoss) => {
                 lease.send_replace(None);
-                match tokio::time::timeout(timeout, state.changed()).await {
-                    Ok(Ok(())) if *state.borrow() != SessionState::Expired => continue,
-                    _ => return "the ZooKeeper session ended".to_owned(),
+                match wait_for_connection(&mut state, timeout).await {
+                    SessionState::Connected => continue,
+                    // A leader unconnected for a whole timeout has surely
+                    // lost its session; a standby waits on.
+                    SessionState::Disconnected if !led => continue,
+                    _ => return ended(led, "the ZooKeeper session ended"),
                 }
             }
-            Err(cause) => return format!("the ZooKeeper session ended: {cause}"),
+            Err(cause) => return ended(led, &format!("the ZooKeeper session ended: {cause}")),
         };
         match standing {
             Standing::Leading if !led => {
@@ -212,14 +261,16 @@ async fn contend(
                     .await
                     .is_err()
                 {
-                    return "the master is gone".to_owned();
+                    return Candidacy::Over("the master is gone".to_owned());
                 }
             }
             Standing::Leading => {}
-            Standing::Following(_) if led => return "another master leads".to_owned(),
+            Standing::Following(_) if led => {
+                return Candidacy::Over("another master leads".to_owned());
+            }
             Standing::Following(leader) => {
                 if events.send(HaEvent::Following(leader)).await.is_err() {
-                    return "the master is gone".to_owned();
+                    return Candidacy::Over("the master is gone".to_owned());
                 }
             }
         }
@@ -230,7 +281,7 @@ async fn contend(
                 moved = state.changed() => {
                     let now = *state.borrow();
                     if moved.is_err() || now == SessionState::Expired {
-                        return "the ZooKeeper session expired".to_owned();
+                        return ended(led, "the ZooKeeper session expired");
                     }
                     if now == SessionState::Disconnected {
                         // Not acting until the session is confirmed again.
@@ -241,9 +292,21 @@ async fn contend(
                 () = tokio::time::sleep(timeout / 4) => {}
             }
             if led && !confirm(&session, &node, timeout, lease).await {
-                return "this master's node is gone from ZooKeeper".to_owned();
+                return Candidacy::Over("this master's node is gone from ZooKeeper".to_owned());
             }
         }
+    }
+}
+
+/// Waits up to `timeout` for the session's state to change; the state
+/// then.
+async fn wait_for_connection(
+    state: &mut tokio::sync::watch::Receiver<SessionState>,
+    timeout: Duration,
+) -> SessionState {
+    match tokio::time::timeout(timeout, state.changed()).await {
+        Ok(Err(_)) => SessionState::Expired,
+        _ => *state.borrow(),
     }
 }
 
