@@ -22,9 +22,9 @@ use strata_runtime::{NodeConfig, Role, SpawnOptions, TlsMaterial};
 
 #[derive(Debug, clap::Args)]
 pub struct LocalArgs {
-    /// How many masters to run: 1, or 3 (or 5) electing a leader in
-    /// ZooKeeper, which this command starts from the installed package
-    /// unless --zk names one.
+    /// How many masters to run: 1, or an odd number (3, 5) electing a
+    /// leader in ZooKeeper, which this command starts from the installed
+    /// package unless --zk names one.
     #[arg(long, env = "STRATA_MASTERS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=7))]
     pub masters: u64,
     /// The ZooKeeper the masters contend in (zk://HOST:PORT[,...]/PATH),

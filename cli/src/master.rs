@@ -251,6 +251,10 @@ pub fn spawn_master(
 ) -> anyhow::Result<strata_runtime::Upid> {
     let prefix = format!("{:08x}", node.incarnation().0 as u32);
     let hostname = node.pid(MASTER_ID)?.addr().ip().to_string();
+    let options = match ha {
+        Some(_) => SpawnOptions::default().restart(strata_master::process::restart_policy()),
+        None => SpawnOptions::default(),
+    };
     let ha = ha.map(|(url, timeout, view)| strata_master::process::HaConfig {
         base: url.path().to_owned(),
         connect: strata_zk::election::connector(&url, timeout),
@@ -267,7 +271,7 @@ pub fn spawn_master(
             .publishing(publisher.clone())
             .serving_api(api_calls.clone())
         },
-        SpawnOptions::default(),
+        options,
     )?)
 }
 

@@ -597,14 +597,18 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
                     return;
                 }
                 match leader.as_deref().map(str::parse::<Upid>) {
-                    Some(Ok(leader)) => {
-                        self.follow_leader(ctx, leader);
+                    // The next subscription, at its time, goes there (two
+                    // standbys naming each other must not make it spin).
+                    Some(Ok(leader)) if !leader.same_name(&self.state.config.master) => {
+                        info!(old = %self.state.config.master, new = %leader, "the master does not lead; subscribing with the one it names");
+                        self.state.config.master = leader;
                         self.state.redirected = !self
                             .state
                             .config
                             .master
                             .same_name(&self.state.configured_master);
                     }
+                    Some(Ok(_)) => {}
                     Some(Err(_)) => warn!("the master named a leader that is not an address"),
                     None => debug!("the master does not lead and knows no leader; trying again"),
                 }

@@ -171,16 +171,41 @@ impl ZkRegistry {
                 let Some((bytes, _)) = read.await? else {
                     continue;
                 };
+                // An entry must be in its id's bucket, so none is read
+                // twice.
+                let misplaced = |id: &str| {
+                    format!("{collection}/{:04}", bucket_of(id)) != format!("{collection}/{name}")
+                };
                 match collection {
                     "agents" => {
                         let bucket: BTreeMap<String, RegisteredAgent> =
                             serde_json::from_slice(&bytes).map_err(|e| invalid(&node, e))?;
-                        registry.agents.extend(bucket.into_values());
+                        for (id, agent) in bucket {
+                            if misplaced(&id)
+                                || agent.info.id.as_ref().is_none_or(|own| own.as_str() != id)
+                            {
+                                return Err(invalid(
+                                    &node,
+                                    format!("agent {id:?} does not belong here"),
+                                ));
+                            }
+                            registry.agents.push(agent);
+                        }
                     }
                     "frameworks" => {
                         let bucket: BTreeMap<String, strata_protocol::FrameworkInfo> =
                             serde_json::from_slice(&bytes).map_err(|e| invalid(&node, e))?;
-                        registry.frameworks.extend(bucket.into_values());
+                        for (id, framework) in bucket {
+                            if misplaced(&id)
+                                || framework.id.as_ref().is_none_or(|own| own.as_str() != id)
+                            {
+                                return Err(invalid(
+                                    &node,
+                                    format!("framework {id:?} does not belong here"),
+                                ));
+                            }
+                            registry.frameworks.push(framework);
+                        }
                     }
                     _ => {
                         let bucket: BTreeMap<String, u64> =
@@ -191,6 +216,9 @@ impl ZkRegistry {
                             &mut gone
                         };
                         for (id, ordinal) in bucket {
+                            if misplaced(&id) {
+                                return Err(invalid(&node, format!("{id:?} does not belong here")));
+                            }
                             let kind = if collection == "removed" {
                                 "removed"
                             } else {
@@ -294,7 +322,15 @@ impl ZkRegistry {
         })
         .map_err(|e| invalid(&self.root, e))?;
         let mut changes = Vec::new();
-        for (key, bytes) in &after {
+        // Gone agents and removed frameworks first: should a write split
+        // in several multis stop midway, an agent may be both registered
+        // and gone (and stays refused), never neither.
+        let first = |key: &&String| key.starts_with("gone/") || key.starts_with("removed/");
+        let ordered = after
+            .iter()
+            .filter(|(key, _)| first(key))
+            .chain(after.iter().filter(|(key, _)| !first(key)));
+        for (key, bytes) in ordered {
             let path = format!("{}/{key}", self.root);
             match self.written.get(key) {
                 Some(before) if before == bytes => {}
@@ -468,5 +504,20 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.to_string().contains("agents/0000"), "{error}");
+        // An entry in another id's bucket (a copy, say) is refused too.
+        let bucket = format!("/strata/registry/agents/{:04}", bucket_of("agent-7"));
+        let (copy, _) = second.get(&bucket).await.unwrap().unwrap();
+        second
+            .multi(vec![Op::Set {
+                path: "/strata/registry/agents/0000".into(),
+                data: copy,
+                version: None,
+            }])
+            .await
+            .unwrap();
+        let error = ZkRegistry::recover(second.as_ref(), "/strata")
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("does not belong"), "{error}");
     }
 }

@@ -98,10 +98,10 @@ impl Session for RealSession {
     }
 
     fn get(&self, path: &str) -> ZkFuture<Option<(Vec<u8>, i32)>> {
-        let client = self.client.clone();
-        let path = path.to_owned();
+        // Sent now, not when first polled: many reads go out together.
+        let read = self.client.get_data(path);
         Box::pin(async move {
-            match client.get_data(&path).await {
+            match read.await {
                 Ok((data, stat)) => Ok(Some((data, stat.version))),
                 Err(zk::Error::NoNode) => Ok(None),
                 Err(other) => Err(error(other)),

@@ -152,13 +152,31 @@ pub struct Leadership {
 }
 
 impl Leadership {
-    /// Enters the contest under `base` (created when missing) with `info`.
+    /// Enters the contest under `base` (created when missing) with `info`,
+    /// whose `id` must be unique to this candidacy: a node holding it
+    /// already (made by an earlier attempt whose answer was lost) is this
+    /// contender's, and no second one is made.
     pub async fn contend(
         session: Arc<dyn Session>,
         base: &str,
         info: &MasterInfo,
     ) -> Result<Leadership, ZkError> {
         crate::ensure_path(session.as_ref(), base).await?;
+        for name in session.children(base).await? {
+            if sequence_of(&name).is_none() {
+                continue;
+            }
+            if let Some((data, _)) = session.get(&format!("{base}/{name}")).await?
+                && MasterInfo::from_json(&data).is_some_and(|found| found.id == info.id)
+            {
+                info!(node = %name, "contending for leadership (with a node made before)");
+                return Ok(Leadership {
+                    session,
+                    base: base.to_owned(),
+                    node: name,
+                });
+            }
+        }
         let created = session
             .create(
                 &format!("{base}/{CONTENDER_PREFIX}"),
@@ -193,15 +211,29 @@ impl Leadership {
     /// that may have changed. [`ZkError::SessionExpired`] once its node
     /// is gone.
     pub async fn standing(&self) -> Result<(Standing, Changed), ZkError> {
-        let (children, changed) = self.session.watch_children(&self.base).await?;
-        if !children.contains(&self.node) {
-            return Err(ZkError::SessionExpired);
+        loop {
+            // One listing decides (the watch set with it covers what
+            // changes after): a second could see this node lowest with no
+            // watch left to say so.
+            let (children, changed) = self.session.watch_children(&self.base).await?;
+            if !children.contains(&self.node) {
+                return Err(ZkError::SessionExpired);
+            }
+            let Some(lowest) = lowest(&children) else {
+                return Err(ZkError::SessionExpired);
+            };
+            if lowest == self.node {
+                return Ok((Standing::Leading, changed));
+            }
+            match self.session.get(&format!("{}/{lowest}", self.base)).await? {
+                // Gone since the listing: its watch has fired; look again.
+                None => continue,
+                Some((data, _)) => {
+                    let leader = MasterInfo::from_json(&data);
+                    return Ok((Standing::Following(leader), changed));
+                }
+            }
         }
-        if lowest(&children) == Some(self.node.as_str()) {
-            return Ok((Standing::Leading, changed));
-        }
-        let (leader, changed) = leader(self.session.as_ref(), &self.base).await?;
-        Ok((Standing::Following(leader), changed))
     }
 }
 

@@ -915,10 +915,14 @@ impl Core {
             return;
         }
         match leader.map(str::parse::<Upid>) {
-            Some(Ok(leader)) => {
-                self.master_detected(leader);
+            // The next attempt, at its time, goes there (two standbys
+            // naming each other must not make the agent spin).
+            Some(Ok(leader)) if !leader.same_name(&self.config.master) => {
+                info!(old = %self.config.master, new = %leader, "the master does not lead; registering with the one it names");
+                self.config.master = leader;
                 self.redirected = !self.config.master.same_name(&self.configured_master);
             }
+            Some(Ok(_)) => {}
             Some(Err(_)) => warn!("the master named a leader that is not an address"),
             None => debug!("the master does not lead and knows no leader; trying again"),
         }

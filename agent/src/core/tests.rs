@@ -479,8 +479,15 @@ fn a_standby_sends_the_agent_to_the_leader_and_back_once_it_is_lost() {
         message: Box::new(not_leader.clone()),
     });
     assert_eq!(harness.core.config.master, master());
-    let effects = harness.master_says(not_leader);
+    harness.master_says(not_leader);
     assert_eq!(harness.core.config.master, leader);
+    // The next attempt, at its time, goes to the leader.
+    let effects = harness.step(Input::Timer(Timer::Register { round: 0 }));
+    assert!(
+        effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::Link(pid) if *pid == leader))
+    );
     assert!(
         effects
             .iter()

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use strata_protocol::{
-    FrameworkId, Operation, Reason, Source, TaskId, TaskState, TaskStatus, ToAgent, ToMaster,
-    ToScheduler, UpdateId,
+    AgentId, FrameworkId, Operation, Reason, Source, TaskId, TaskState, TaskStatus, ToAgent,
+    ToMaster, ToScheduler, UpdateId,
 };
 use strata_runtime::codec;
 
@@ -55,6 +55,10 @@ pub struct Ledger {
     epoch_leaders: BTreeMap<u64, SocketAddr>,
     master_epochs: HashMap<SocketAddr, u64>,
     latest_epoch: u64,
+    /// Agents a master told they were (re-)registered, frameworks it told
+    /// they were subscribed: what its registry held by then.
+    pub admitted: BTreeSet<AgentId>,
+    pub subscribed: BTreeSet<FrameworkId>,
 }
 
 impl Ledger {
@@ -115,13 +119,26 @@ impl Ledger {
         let epoch = match kind {
             "AgentRegistered" | "AgentReregistered" => match payload::<ToAgent>(bytes) {
                 Some(
-                    ToAgent::AgentRegistered { epoch, .. }
-                    | ToAgent::AgentReregistered { epoch, .. },
-                ) => Some(epoch),
+                    ToAgent::AgentRegistered {
+                        epoch, agent_id, ..
+                    }
+                    | ToAgent::AgentReregistered {
+                        epoch, agent_id, ..
+                    },
+                ) => {
+                    self.admitted.insert(agent_id);
+                    Some(epoch)
+                }
                 _ => None,
             },
             "Subscribed" => match payload::<ToScheduler>(bytes) {
-                Some(ToScheduler::Subscribed { epoch, .. }) => Some(epoch),
+                Some(ToScheduler::Subscribed {
+                    epoch,
+                    framework_id,
+                }) => {
+                    self.subscribed.insert(framework_id);
+                    Some(epoch)
+                }
                 _ => None,
             },
             _ => None,

@@ -1175,7 +1175,12 @@ impl SimCluster {
                 };
                 master.publishing(publisher.clone())
             },
-            SpawnOptions::default(),
+            match self.zk {
+                Some(_) => {
+                    SpawnOptions::default().restart(strata_master::process::restart_policy())
+                }
+                None => SpawnOptions::default(),
+            },
         );
         let name = self.masters[index].slot.name.clone();
         let note = match spawned {
@@ -1325,6 +1330,57 @@ impl SimCluster {
         }
         for problem in problems {
             self.violation(format!("not converged after {limit:?}: {problem}"));
+        }
+        self.check_registry().await;
+    }
+
+    /// With ZooKeeper: every agent a leader admitted and every framework
+    /// it subscribed (acknowledged registry writes: the answers go out
+    /// only once the registry holds them) is in the registry now, unless
+    /// gone or removed since.
+    async fn check_registry(&mut self) {
+        let Some(zk) = &self.zk else {
+            return;
+        };
+        let session = zk.ensemble.session(self.spec.zk_session_timeout);
+        let registry = match strata_master::zk_registry::ZkRegistry::recover(
+            session.as_ref(),
+            ZK_PATH,
+        )
+        .await
+        {
+            Ok((_, Some(registry))) => registry,
+            Ok((_, None)) => return self.violation("no registry in ZooKeeper"),
+            Err(error) => return self.violation(format!("cannot read the registry: {error}")),
+        };
+        let (admitted, subscribed) = {
+            let shared = lock(&self.shared);
+            (
+                shared.ledger.admitted.clone(),
+                shared.ledger.subscribed.clone(),
+            )
+        };
+        let agents: HashSet<&AgentId> = registry
+            .agents
+            .iter()
+            .filter_map(|agent| agent.info.id.as_ref())
+            .chain(registry.gone_agents.iter())
+            .collect();
+        let frameworks: HashSet<&FrameworkId> = registry
+            .frameworks
+            .iter()
+            .filter_map(|framework| framework.id.as_ref())
+            .chain(registry.removed_frameworks.iter())
+            .collect();
+        for agent in admitted.iter().filter(|agent| !agents.contains(agent)) {
+            self.violation(format!(
+                "agent {agent} was admitted but the registry lost it"
+            ));
+        }
+        for framework in subscribed.iter().filter(|id| !frameworks.contains(id)) {
+            self.violation(format!(
+                "framework {framework} was subscribed but the registry lost it"
+            ));
         }
     }
 

@@ -8,11 +8,13 @@
 //! leader's, writes it back through the registry's fence and only then
 //! acts, as a restarted master does.
 //!
-//! It acts only under a **lease**: the task confirms the session every
-//! quarter of its timeout, and the master carries out nothing (messages
-//! and registry writes wait) unless its session was confirmed alive less
-//! than half a timeout ago, since the ensemble expires a session it has
-//! not heard from for a timeout and elects the next master then. So a
+//! It acts only under a **lease**: the task confirms the session through
+//! the ensemble's quorum every quarter of its timeout, and the master
+//! sends nothing (messages and operator answers wait) unless its session
+//! was confirmed alive less than half a timeout ago, since the ensemble
+//! expires a session it has not heard from for a timeout and elects the
+//! next master then. Registry writes need no lease: the registry's fence
+//! refuses a deposed master's. So a
 //! leader cut off from ZooKeeper, or stopped and resumed, stops acting
 //! before its successor can lead. A leader whose session ended, or whose
 //! registry write was fenced off, fails; its supervisor starts it again
@@ -56,6 +58,19 @@ impl std::fmt::Debug for HaConfig {
             .field("base", &self.base)
             .field("hostname", &self.hostname)
             .finish_non_exhaustive()
+    }
+}
+
+/// How a master among several is restarted: it steps down by failing
+/// (its supervisor starts it again as a standby), which leadership
+/// changes may ask of it often; only a master failing at every start,
+/// about once a second for a minute, is given up.
+pub fn restart_policy() -> strata_runtime::RestartPolicy {
+    strata_runtime::RestartPolicy {
+        max_restarts: 60,
+        within: Duration::from_secs(60),
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(2),
     }
 }
 
@@ -142,8 +157,11 @@ impl Ha {
         pid: &strata_runtime::Upid,
     ) -> tokio::sync::mpsc::Receiver<HaEvent> {
         let (events, receiver) = tokio::sync::mpsc::channel(16);
+        // Unique to this candidacy (a restart contends anew).
+        static CANDIDACIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let candidacy = CANDIDACIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let info = MasterInfo::new(
-            &format!("{}-{}", pid.addr(), pid.incarnation()),
+            &format!("{}-{}-{candidacy}", pid.addr(), pid.incarnation()),
             pid,
             &self.config.hostname,
         );
@@ -254,8 +272,10 @@ async fn candidacy(
         };
         match standing {
             Standing::Leading if !led => {
+                if !confirm(&session, &node, timeout, lease).await {
+                    return Candidacy::Again("this master's node is gone".to_owned());
+                }
                 led = true;
-                confirm(&session, &node, timeout, lease).await;
                 if events
                     .send(HaEvent::Elected(session.clone()))
                     .await
@@ -310,9 +330,11 @@ async fn wait_for_connection(
     }
 }
 
-/// Confirms the session alive by reading this master's node; extends the
-/// lease to half a timeout after the read was sent. False when the node
-/// is gone (the session is over).
+/// Confirms the session alive through the ensemble's quorum (a check of
+/// this master's node in a multi, which is a write: a server cut off from
+/// the quorum cannot answer it, as it could a read); extends the lease to
+/// half a timeout after it was sent. False when the node is gone (the
+/// session is over).
 async fn confirm(
     session: &Arc<dyn Session>,
     node: &str,
@@ -320,12 +342,16 @@ async fn confirm(
     lease: &tokio::sync::watch::Sender<Option<Instant>>,
 ) -> bool {
     let sent = tokio::time::Instant::now().into_std();
-    match session.get(node).await {
-        Ok(Some(_)) => {
+    let check = vec![strata_zk::Op::Check {
+        path: node.to_owned(),
+        version: 0,
+    }];
+    match session.multi(check).await {
+        Ok(()) => {
             lease.send_replace(Some(sent + timeout / 2));
             true
         }
-        Ok(None) | Err(ZkError::SessionExpired) => false,
+        Err(ZkError::NoNode | ZkError::SessionExpired | ZkError::BadVersion) => false,
         // Not confirmed now; the lease runs out on its own.
         Err(_) => true,
     }
@@ -348,7 +374,13 @@ pub fn redirecting(
             LeaderView::Leading => rest(request),
             LeaderView::Following(Some(leader)) => match leader.http_address() {
                 Some(address) => {
-                    let mut location = format!("//{address}{}", request.path);
+                    let path: String = request
+                        .path
+                        .split('/')
+                        .map(encode)
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    let mut location = format!("//{address}{path}");
                     if !request.query.is_empty() {
                         let query: Vec<String> = request
                             .query
@@ -445,6 +477,8 @@ impl super::Master {
                 info!("elected; recovering the registry from ZooKeeper");
                 ha.stage = Stage::Recovering;
                 ha.leader = None;
+                // Not the old leader's any more, not serving yet.
+                announce(&ha.config.view, LeaderView::Unknown);
                 ha.session = Some(session.clone());
                 let base = ha.config.base.clone();
                 ctx.spawn_future(

@@ -23,7 +23,7 @@ use crate::zk_registry::{ZkRegistry, ZkRegistryError};
 
 mod ha;
 use ha::{Ha, Stage};
-pub use ha::{HaConfig, LeaderView, redirecting};
+pub use ha::{HaConfig, LeaderView, redirecting, restart_policy};
 
 /// The master's process id.
 pub const MASTER_ID: &str = "master";
@@ -93,10 +93,11 @@ struct RegistryFile {
     store: Store,
     written: u64,
     flush_pending: bool,
-    /// Messages held until the pending write is done.
-    held: Vec<Command>,
+    /// Messages held until the registry holds what they depend on: the
+    /// count of registry changes when they were decided, in order.
+    held: std::collections::VecDeque<(u64, Command)>,
     /// Operator calls answered once the pending write is done.
-    answers: Vec<(ChangeAnswer, crate::operator::ChangeResult)>,
+    answers: Vec<(u64, ChangeAnswer, crate::operator::ChangeResult)>,
     /// Since when writes have been failing, and the next retry's wait.
     failing: Option<(Instant, Duration)>,
 }
@@ -107,7 +108,7 @@ impl RegistryFile {
             store,
             written: 0,
             flush_pending: false,
-            held: Vec::new(),
+            held: Default::default(),
             answers: Vec::new(),
             failing: None,
         }
@@ -338,8 +339,9 @@ impl Master {
         );
     }
 
-    /// Writes the registry if it changed since it was last written, then
-    /// sends what waited for it (once the master may act).
+    /// Writes the registry if it changed since it was last written (in
+    /// the background with ZooKeeper), then sends what waited for what is
+    /// written now (once the master may act), in order.
     fn flush_registry(&mut self, ctx: &mut ProcessContext<'_, Self>) {
         let Some(file) = &mut self.registry else {
             return;
@@ -347,28 +349,23 @@ impl Master {
         file.flush_pending = false;
         let changes = self.books.registry_changes();
         if changes != file.written {
-            let result = match &mut file.store {
+            match &mut file.store {
                 Store::File { disk, path } => {
-                    crate::registry::save(disk, path, &self.books.registry())
-                        .map_err(|cause| cause.to_string())
-                }
-                Store::Zk(slot) => {
-                    match slot.take() {
-                        // A write is under way; its end flushes again.
-                        None => file.flush_pending = true,
-                        Some(zk) => self.write_to_zk(ctx, zk, changes),
+                    match crate::registry::save(disk, path, &self.books.registry()) {
+                        Ok(()) => {
+                            if file.failing.take().is_some() {
+                                info!("the registry is written again; sending what waited for it");
+                            }
+                            file.written = changes;
+                        }
+                        Err(cause) => return self.registry_failed(ctx, cause.to_string()),
                     }
-                    return;
                 }
-            };
-            match result {
-                Ok(()) => {
-                    if file.failing.take().is_some() {
-                        info!("the registry is written again; sending what waited for it");
-                    }
-                    file.written = changes;
-                }
-                Err(cause) => return self.registry_failed(ctx, cause),
+                Store::Zk(slot) => match slot.take() {
+                    // A write is under way; its end flushes again.
+                    None => file.flush_pending = true,
+                    Some(zk) => self.write_to_zk(ctx, zk, changes),
+                },
             }
         }
         if !self.may_act() {
@@ -383,10 +380,26 @@ impl Master {
         let Some(file) = &mut self.registry else {
             return;
         };
-        let held = std::mem::take(&mut file.held);
-        let answers = std::mem::take(&mut file.answers);
+        // What depends only on written changes goes; the rest waits for
+        // the write under way (changes keep coming during a failover:
+        // waiting for all of them would send nothing).
+        let written = file.written;
+        let ready = file
+            .held
+            .iter()
+            .take_while(|(needs, _)| *needs <= written)
+            .count();
+        let held: Vec<Command> = file
+            .held
+            .drain(..ready)
+            .map(|(_, command)| command)
+            .collect();
+        let (answers, waiting) = std::mem::take(&mut file.answers)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(needs, _, _)| *needs <= written);
+        file.answers = waiting;
         self.carry_out_all(ctx, held);
-        for (answer, result) in answers {
+        for (_, answer, result) in answers {
             let _ = answer.try_send(result);
         }
         self.open_operator_streams(ctx);
@@ -464,9 +477,59 @@ impl Master {
                     error!("the ZooKeeper session expired: this master no longer leads");
                     ctx.fail("the ZooKeeper session expired while writing the registry");
                 }
+                Err(ZkRegistryError::ZooKeeper(strata_zk::ZkError::ConnectionLoss)) => {
+                    // Written or not, or in part: read back what is there
+                    // before writing again.
+                    warn!("the registry write's answer was lost; reading the registry back");
+                    master.resync_registry(ctx);
+                }
                 Err(cause) => {
                     master.put_back(zk);
                     master.registry_failed(ctx, cause.to_string());
+                }
+            },
+        );
+    }
+
+    /// Reads the registry back from ZooKeeper after a write whose outcome
+    /// is not known, then writes what differs; it is this master's still
+    /// if it holds this master's epoch. Tried again while ZooKeeper cannot
+    /// be reached, up to [`REGISTRY_STORE_TIMEOUT`].
+    fn resync_registry(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let Some(ha) = &self.ha else {
+            return;
+        };
+        let Some(session) = ha.session.clone() else {
+            return ctx.fail("no ZooKeeper session to read the registry back in");
+        };
+        let base = ha.config.base.clone();
+        ctx.spawn_future(
+            async move { ZkRegistry::recover(session.as_ref(), &base).await },
+            |master, ctx, read| match read {
+                Ok((zk, Some(registry))) if registry.epoch == master.books.master_epoch() => {
+                    // The changes the lost write carried are still not
+                    // counted written: the next flush writes what the
+                    // read-back lacks.
+                    master.put_back(zk);
+                    master.flush_registry(ctx);
+                }
+                Ok(_) => {
+                    error!("another master wrote the registry: this one no longer leads");
+                    ctx.fail("another master wrote the registry: this one no longer leads");
+                }
+                Err(cause) => {
+                    let now = now();
+                    let Some(file) = &mut master.registry else {
+                        return;
+                    };
+                    let (since, wait) = file.failing.unwrap_or((now, REGISTRY_RETRY));
+                    if now.saturating_duration_since(since) >= REGISTRY_STORE_TIMEOUT {
+                        return ctx.fail(format!(
+                            "the registry could not be read back for {REGISTRY_STORE_TIMEOUT:?}: {cause}"
+                        ));
+                    }
+                    file.failing = Some((since, (wait * 2).min(Duration::from_secs(1))));
+                    ctx.run_later(wait, |master, ctx| master.resync_registry(ctx));
                 }
             },
         );
@@ -547,7 +610,8 @@ impl Master {
         let acting = self.may_act();
         match &mut self.registry {
             Some(file) if !acting || file.flush_pending || file.written != changes => {
-                file.held.extend(commands);
+                file.held
+                    .extend(commands.into_iter().map(|command| (changes, command)));
                 if !file.flush_pending {
                     file.flush_pending = true;
                     ctx.run_later(REGISTRY_FLUSH_DELAY, |master, ctx| {
@@ -562,8 +626,9 @@ impl Master {
     /// Answers an operator call once what it changed is carried out (and
     /// in the registry).
     fn answer_after(&mut self, answer: ChangeAnswer, result: crate::operator::ChangeResult) {
+        let changes = self.books.registry_changes();
         match &mut self.registry {
-            Some(file) if file.flush_pending => file.answers.push((answer, result)),
+            Some(file) if file.flush_pending => file.answers.push((changes, answer, result)),
             _ => drop(answer.try_send(result)),
         }
     }
