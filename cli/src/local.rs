@@ -333,6 +333,7 @@ async fn start_master(
     let (node, listener) = crate::bind_serving_node(NodeConfig::new(address, tls)).await?;
     let publisher_and_routes = strata_master::state::channel();
     let (api, api_calls) = strata_master::api::channel();
+    let (masters, masters_watch) = tokio::sync::watch::channel(Vec::new());
     let (view, view_watch) = tokio::sync::watch::channel(match ha {
         Some(_) => LeaderView::Unknown,
         None => LeaderView::Leading,
@@ -346,6 +347,7 @@ async fn start_master(
         // that change the cluster. Standbys redirect to the leader.
         strata_master::process::redirecting(
             view_watch,
+            masters_watch,
             strata_master::api::routes(
                 api.clone(),
                 strata_master::api::FrameworkAccess::Unauthenticated,
@@ -366,7 +368,7 @@ async fn start_master(
         ),
     )
     .await?;
-    let ha = ha.map(|(url, timeout)| (url, timeout, view));
+    let ha = ha.map(|(url, timeout)| (url, timeout, view, masters));
     let pid = crate::master::spawn_master(
         &node,
         config,

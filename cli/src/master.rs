@@ -234,6 +234,15 @@ fn flags(args: &MasterArgs) -> Vec<(String, String)> {
     .collect()
 }
 
+/// How a master contends in ZooKeeper: where, the session timeout, and
+/// where it tells its HTTP port where it stands and who contends.
+pub type Contending = (
+    strata_zk::ZkUrl,
+    Duration,
+    tokio::sync::watch::Sender<strata_master::process::LeaderView>,
+    tokio::sync::watch::Sender<Vec<strata_zk::MasterInfo>>,
+);
+
 /// Spawns the master process on `node`: leading alone with its registry
 /// in `work_dir`, or with `ha` (ZooKeeper, the session timeout, where to
 /// say where it stands) contending for leadership there.
@@ -241,11 +250,7 @@ pub fn spawn_master(
     node: &strata_runtime::Node,
     config: Config,
     work_dir: PathBuf,
-    ha: Option<(
-        strata_zk::ZkUrl,
-        Duration,
-        tokio::sync::watch::Sender<strata_master::process::LeaderView>,
-    )>,
+    ha: Option<Contending>,
     publisher: strata_master::state::Publisher,
     api_calls: strata_master::api::ApiReceiver,
 ) -> anyhow::Result<strata_runtime::Upid> {
@@ -255,12 +260,15 @@ pub fn spawn_master(
         Some(_) => SpawnOptions::default().restart(strata_master::process::restart_policy()),
         None => SpawnOptions::default(),
     };
-    let ha = ha.map(|(url, timeout, view)| strata_master::process::HaConfig {
-        base: url.path().to_owned(),
-        connect: strata_zk::election::connector(&url, timeout),
-        hostname,
-        view,
-    });
+    let ha = ha.map(
+        |(url, timeout, view, masters)| strata_master::process::HaConfig {
+            base: url.path().to_owned(),
+            connect: strata_zk::election::connector(&url, timeout),
+            hostname,
+            view,
+            masters,
+        },
+    );
     Ok(node.spawn(
         MASTER_ID,
         move || {
@@ -336,6 +344,7 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
         Some(_) => None,
         None => strata_master::registry::load(&strata_runtime::durable::Disk::real(), &registry)?,
     };
+    let (masters, masters_watch) = tokio::sync::watch::channel(Vec::new());
     let (view, view_watch) = tokio::sync::watch::channel(match &args.zk {
         Some(_) => strata_master::process::LeaderView::Unknown,
         None => strata_master::process::LeaderView::Leading,
@@ -358,7 +367,7 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
             listener,
             strata_runtime::http::Cors::SameOrigin,
             Some(https),
-            strata_master::process::redirecting(view_watch, strata_master::api::routes(
+            strata_master::process::redirecting(view_watch, masters_watch, strata_master::api::routes(
                 api.clone(),
                 framework_access,
                 strata_runtime::http_auth::guard(
@@ -384,7 +393,7 @@ pub fn run(args: MasterArgs) -> anyhow::Result<()> {
         let ha = args
             .zk
             .as_ref()
-            .map(|url| (url.clone(), args.zk_session_timeout, view.clone()));
+            .map(|url| (url.clone(), args.zk_session_timeout, view.clone(), masters.clone()));
         let pid = spawn_master(
             &node,
             config,

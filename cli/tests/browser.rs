@@ -35,8 +35,9 @@ fn missing_tools(script_dir: &Path) -> Option<String> {
     None
 }
 
-#[test]
-fn the_web_ui_follows_a_task_in_a_real_browser() {
+/// The scripts' directory and where screenshots go; `None` (the test
+/// passes, saying why) when the tools are missing outside CI.
+fn browser_tools() -> Option<(PathBuf, PathBuf)> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let script_dir = manifest.join("tests/browser");
     if let Some(reason) = missing_tools(&script_dir) {
@@ -45,10 +46,18 @@ fn the_web_ui_follows_a_task_in_a_real_browser() {
             "CI must run the browser test: {reason}"
         );
         eprintln!("skipping the browser test: {reason}");
-        return;
+        return None;
     }
     let shots: PathBuf = manifest.join("../target/browser");
     std::fs::create_dir_all(&shots).unwrap();
+    Some((script_dir, shots))
+}
+
+#[test]
+fn the_web_ui_follows_a_task_in_a_real_browser() {
+    let Some((script_dir, shots)) = browser_tools() else {
+        return;
+    };
     let dir = std::env::temp_dir().join(format!("strata-browser-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -125,5 +134,73 @@ fn the_web_ui_follows_a_task_in_a_real_browser() {
     ] {
         assert!(shots.join(format!("{shot}.png")).is_file(), "{shot}.png");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two masters in ZooKeeper: the UI opened on the standby is redirected
+/// to the leader; when the leader is killed, the page moves by itself to
+/// the other master once it leads.
+#[test]
+fn the_web_ui_follows_the_leader_to_another_master() {
+    let Some((script_dir, shots)) = browser_tools() else {
+        return;
+    };
+    let (dir, _, _) = common::work_dirs("browser-ha");
+    let ensemble = strata_zk::server::LocalEnsemble::start(&dir.join("zookeeper"), 1).unwrap();
+    let zk = ensemble.url("/strata/browser");
+    let mut masters: Vec<_> = (0..2)
+        .map(|index| {
+            let home = common::agent_work_dir(&dir, &format!("master-{index}"));
+            common::start_master_with(&home, "0", &["--zk", &zk, "--zk-session-timeout", "2s"])
+        })
+        .collect();
+    // The standby: the master whose /state redirects.
+    let client: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let standby = loop {
+        let found = (0..2).find(|index| {
+            client
+                .get(&format!("http://{}/state", masters[*index].pid.addr()))
+                .call()
+                .is_ok_and(|answer| answer.status().as_u16() == 307)
+        });
+        if let Some(index) = found {
+            break index;
+        }
+        assert!(std::time::Instant::now() < deadline, "no master stood by");
+        std::thread::yield_now();
+    };
+    let leader = 1 - standby;
+    let url = format!("http://{}", masters[standby].pid.addr());
+    let mut browser = Command::new("node")
+        .arg(script_dir.join("ha.mjs"))
+        .args([url.as_str(), shots.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut input = browser.stdin.take().unwrap();
+    let steps = common::lines_of(browser.stdout.take().unwrap());
+    let mut browser = common::KillOnDrop(browser);
+    let shown = common::read_until(&steps, "leader ");
+    assert_eq!(
+        shown.trim_start_matches("leader "),
+        masters[leader].pid.addr().to_string(),
+        "the standby sends the page to the leader"
+    );
+    masters[leader].kill().unwrap();
+    input.write_all(b"killed\n").unwrap();
+    let moved = common::read_until(&steps, "moved ");
+    assert_eq!(
+        moved.trim_start_matches("moved "),
+        masters[standby].pid.addr().to_string()
+    );
+    assert!(browser.0.wait().unwrap().success());
+    drop(ensemble);
     let _ = std::fs::remove_dir_all(&dir);
 }

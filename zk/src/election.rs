@@ -134,6 +134,27 @@ pub async fn leader(
     }
 }
 
+/// Every contender under `base` with its information, lowest (the
+/// leader) first; nodes that hold none are left out.
+pub async fn contenders(session: &dyn Session, base: &str) -> Result<Vec<MasterInfo>, ZkError> {
+    let mut named: Vec<(u64, String)> = session
+        .children(base)
+        .await?
+        .into_iter()
+        .filter_map(|name| sequence_of(&name).map(|sequence| (sequence, name)))
+        .collect();
+    named.sort_unstable();
+    let mut found = Vec::with_capacity(named.len());
+    for (_, name) in named {
+        if let Some((data, _)) = session.get(&format!("{base}/{name}")).await?
+            && let Some(info) = MasterInfo::from_json(&data)
+        {
+            found.push(info);
+        }
+    }
+    Ok(found)
+}
+
 /// Where a contender stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {

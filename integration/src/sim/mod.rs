@@ -1140,6 +1140,7 @@ impl SimCluster {
             connect: zk.connector(index, self.spec.zk_session_timeout),
             hostname: self.masters[index].slot.addr.ip().to_string(),
             view: watch::channel(strata_master::process::LeaderView::Unknown).0,
+            masters: watch::channel(Vec::new()).0,
         });
         let shared = self.shared.clone();
         let started = self.started;

@@ -50,6 +50,10 @@ pub struct HaConfig {
     pub hostname: String,
     /// Where the master says where it stands, for [`redirecting`].
     pub view: tokio::sync::watch::Sender<LeaderView>,
+    /// Every master contending now, leader first, for [`redirecting`]'s
+    /// `/masters` (the web UI finds another master there when its own
+    /// is gone).
+    pub masters: tokio::sync::watch::Sender<Vec<MasterInfo>>,
 }
 
 impl std::fmt::Debug for HaConfig {
@@ -170,9 +174,10 @@ impl Ha {
             .take()
             .unwrap_or_else(|| tokio::sync::watch::channel(None).0);
         let (connect, base) = (self.config.connect.clone(), self.config.base.clone());
+        let masters = self.config.masters.clone();
         tokio::spawn(async move {
             let lost = tokio::select! {
-                lost = contend(connect, &base, &info, &events, &lease) => lost,
+                lost = contend(connect, &base, &info, &events, &lease, &masters) => lost,
                 () = events.closed() => return,
             };
             lease.send_replace(None);
@@ -191,6 +196,7 @@ async fn contend(
     info: &MasterInfo,
     events: &tokio::sync::mpsc::Sender<HaEvent>,
     lease: &tokio::sync::watch::Sender<Option<Instant>>,
+    masters: &tokio::sync::watch::Sender<Vec<MasterInfo>>,
 ) -> String {
     let mut retry = FIRST_RETRY;
     loop {
@@ -204,7 +210,7 @@ async fn contend(
             }
         };
         retry = FIRST_RETRY;
-        match candidacy(session, base, info, events, lease).await {
+        match candidacy(session, base, info, events, lease, masters).await {
             Candidacy::Over(reason) => return reason,
             Candidacy::Again(reason) => {
                 info!(%reason, "contending again in a new ZooKeeper session");
@@ -228,6 +234,7 @@ async fn candidacy(
     info: &MasterInfo,
     events: &tokio::sync::mpsc::Sender<HaEvent>,
     lease: &tokio::sync::watch::Sender<Option<Instant>>,
+    masters: &tokio::sync::watch::Sender<Vec<MasterInfo>>,
 ) -> Candidacy {
     let timeout = session.timeout();
     let mut state = session.state();
@@ -270,6 +277,13 @@ async fn candidacy(
             }
             Err(cause) => return ended(led, &format!("the ZooKeeper session ended: {cause}")),
         };
+        if let Ok(found) = strata_zk::election::contenders(session.as_ref(), base).await {
+            masters.send_if_modified(|known| {
+                let changed = *known != found;
+                *known = found;
+                changed
+            });
+        }
         match standing {
             Standing::Leading if !led => {
                 if !confirm(&session, &node, timeout, lease).await {
@@ -363,6 +377,7 @@ async fn confirm(
 /// Apache Mesos answers); while none does, 503.
 pub fn redirecting(
     view: tokio::sync::watch::Receiver<LeaderView>,
+    masters: tokio::sync::watch::Receiver<Vec<MasterInfo>>,
     rest: impl Fn(&Request) -> Response + Send + Sync + 'static,
 ) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
     move |request: &Request| {
@@ -370,6 +385,15 @@ pub fn redirecting(
             return rest(request);
         }
         let view = view.borrow().clone();
+        if request.path == "/masters" {
+            return masters_answer(&view, &masters.borrow());
+        }
+        // The web UI itself, while no master leads: it waits for one.
+        if matches!(request.path.as_str(), "/" | "/index.html")
+            && matches!(view, LeaderView::Following(None) | LeaderView::Unknown)
+        {
+            return rest(request);
+        }
         match view {
             LeaderView::Leading => rest(request),
             LeaderView::Following(Some(leader)) => match leader.http_address() {
@@ -404,6 +428,26 @@ pub fn redirecting(
             }
         }
     }
+}
+
+/// `/masters`: every master contending (`host:port` of its HTTP API,
+/// leader first) and the leader, as this master knows them; empty for a
+/// master leading alone.
+fn masters_answer(view: &LeaderView, masters: &[MasterInfo]) -> Response {
+    let leader = match view {
+        LeaderView::Following(Some(leader)) => leader.http_address(),
+        LeaderView::Leading => masters.first().and_then(MasterInfo::http_address),
+        _ => None,
+    };
+    let body = serde_json::json!({
+        "leader": leader.map(|address| address.to_string()),
+        "masters": masters
+            .iter()
+            .filter_map(MasterInfo::http_address)
+            .map(|address| address.to_string())
+            .collect::<Vec<_>>(),
+    });
+    Response::json(body.to_string())
 }
 
 /// Percent-encodes what is not unreserved in a query component.
@@ -606,7 +650,10 @@ mod tests {
     #[test]
     fn a_standby_redirects_to_the_leader_and_serves_its_health() {
         let (view, watching) = tokio::sync::watch::channel(LeaderView::Unknown);
-        let routes = redirecting(watching, |_: &Request| Response::text("text/plain", "here"));
+        let (masters, known) = tokio::sync::watch::channel(Vec::new());
+        let routes = redirecting(watching, known, |_: &Request| {
+            Response::text("text/plain", "here")
+        });
         let get = |path: &str, query: Vec<(String, String)>| {
             routes(&Request {
                 method: "GET".into(),
@@ -617,8 +664,24 @@ mod tests {
         };
         assert_eq!(get("/state", vec![]).status, 503);
         assert_eq!(get("/health", vec![]).status, 200);
+        // The web UI waits for a leader on any master.
+        assert_eq!(get("/", vec![]).status, 200);
         let pid = "master@10.0.0.2:5050".parse().unwrap();
+        let other = "master@10.0.0.3:5050".parse().unwrap();
+        masters.send_replace(vec![
+            MasterInfo::new("m", &pid, "h"),
+            MasterInfo::new("o", &other, "h"),
+        ]);
         view.send_replace(LeaderView::Following(Some(MasterInfo::new("m", &pid, "h"))));
+        let listed: serde_json::Value =
+            serde_json::from_slice(&get("/masters", vec![]).body).unwrap();
+        assert_eq!(listed["leader"], "10.0.0.2:5050");
+        assert_eq!(listed["masters"][1], "10.0.0.3:5050");
+        assert_eq!(get("/", vec![]).status, 307);
+        assert_eq!(
+            get("/files/a b", vec![]).headers,
+            vec![("Location", "//10.0.0.2:5050/files/a%20b".to_owned())]
+        );
         let answer = get("/state", vec![("jsonp".into(), "a b&c".into())]);
         assert_eq!(answer.status, 307);
         assert_eq!(
