@@ -2,6 +2,7 @@
 //! master, runs tasks as real processes in per-task sandboxes, and reports
 //! every status update at least once.
 
+pub mod cgroups;
 pub mod checkpoint;
 pub mod command_executor;
 pub mod containerizer;

@@ -132,6 +132,10 @@ pub struct CgroupMounts {
     pub unified: Option<CgroupMount>,
     pub cpu: Option<CgroupMount>,
     pub memory: Option<CgroupMount>,
+    /// The v1 hierarchies the cgroups isolator also uses.
+    pub cpuacct: Option<CgroupMount>,
+    pub pids: Option<CgroupMount>,
+    pub freezer: Option<CgroupMount>,
 }
 
 /// Parses cgroup v2 `cpu.max` ("max 100000", "150000 100000") into the limit
@@ -301,6 +305,9 @@ pub fn parse_mountinfo(text: &str) -> Result<CgroupMounts, ParseError> {
                     let slot = match option {
                         "cpu" => &mut mounts.cpu,
                         "memory" => &mut mounts.memory,
+                        "cpuacct" => &mut mounts.cpuacct,
+                        "pids" => &mut mounts.pids,
+                        "freezer" => &mut mounts.freezer,
                         _ => continue,
                     };
                     slot.get_or_insert_with(mount);

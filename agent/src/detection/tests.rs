@@ -141,6 +141,8 @@ fn mountinfo() {
                 unified: Some(mount("/", "/sys/fs/cgroup/unified")),
                 cpu: Some(mount("/", "/sys/fs/cgroup/cpu,cpuacct")),
                 memory: Some(mount("/", "/sys/fs/cgroup/memory")),
+                cpuacct: Some(mount("/", "/sys/fs/cgroup/cpu,cpuacct")),
+                ..CgroupMounts::default()
             }),
         ),
         (
@@ -149,6 +151,8 @@ fn mountinfo() {
                 unified: None,
                 cpu: Some(mount("/docker/abc", "/sys/fs/cgroup/cpu,cpuacct")),
                 memory: Some(mount("/docker/abc", "/sys/fs/cgroup/memory")),
+                cpuacct: Some(mount("/docker/abc", "/sys/fs/cgroup/cpu,cpuacct")),
+                ..CgroupMounts::default()
             }),
         ),
         (

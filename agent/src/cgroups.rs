@@ -1,0 +1,463 @@
+//! Control groups for containers: one cgroup per container under the
+//! agent's root (`strata` by default), on cgroup v2 (a unified hierarchy
+//! with the cpu, memory and pids controllers) or v1 (the cpu, cpuacct,
+//! memory, pids and freezer hierarchies, as on hybrid hosts).
+//!
+//! What a container's cgroup gets, in Apache Mesos's terms: cpu shares
+//! of 1024 per cpu (v2: the same share as a weight, as the kubelet maps
+//! it), with `cfs` a hard limit of that many cpus per 100 ms period; a
+//! memory limit of its mem; at most `pids_max` processes. Its processes
+//! are killed all at once, those that left their process group included
+//! (v2 `cgroup.kill`, else frozen, each killed, thawed); its usage is read
+//! from the kernel's accounting.
+//!
+//! The few cgroup files are written directly (see the research notes:
+//! the crates that wrap them pull in much more).
+
+use std::path::{Path, PathBuf};
+
+use crate::detection::{CgroupMounts, cgroup_dir, parse_mountinfo, parse_proc_self_cgroup};
+
+/// CFS period for a hard cpu limit (Mesos's, 100 ms).
+pub const CFS_PERIOD_US: u64 = 100_000;
+
+/// Why a cgroup could not be set up or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no cgroup hierarchy this agent can use: {0}")]
+    Unavailable(String),
+    #[error("cgroup {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cgroup file {} holds {text:?}, not what it should", .path.display())]
+    Parse { path: PathBuf, text: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Where the agent's containers' cgroups live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// cgroup v2: the root's directory in the unified hierarchy.
+    V2 { root: PathBuf },
+    /// cgroup v1: the root's directory in each hierarchy.
+    V1 {
+        cpu: PathBuf,
+        cpuacct: PathBuf,
+        memory: PathBuf,
+        pids: PathBuf,
+        freezer: PathBuf,
+    },
+}
+
+/// What a container may use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub cpus: f64,
+    /// A hard cpu limit (CFS quota, `cpu.max`) besides the share.
+    pub cfs: bool,
+    pub mem_bytes: u64,
+    pub pids_max: Option<u64>,
+}
+
+/// What a container used, from the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_time_ns: u64,
+    pub throttled_ns: u64,
+    pub memory_bytes: u64,
+    pub memory_peak_bytes: u64,
+    /// Processes the kernel killed for the memory limit.
+    pub oom_kills: u64,
+}
+
+impl Layout {
+    /// Finds the hierarchies in this process's view (`self/mountinfo`
+    /// and `self/cgroup` under `proc_root`), with the containers' root
+    /// `root_name` at the top of what it sees of each.
+    pub fn detect(proc_root: &Path, root_name: &str) -> Result<Layout, CgroupError> {
+        let read = |file: &str| {
+            let path = proc_root.join(file);
+            std::fs::read_to_string(&path).map_err(io(&path))
+        };
+        let mounts = parse_mountinfo(&read("self/mountinfo")?)
+            .map_err(|error| CgroupError::Unavailable(error.to_string()))?;
+        // Checked only for being well formed: containers' cgroups go at the
+        // top of what the agent sees of each hierarchy.
+        parse_proc_self_cgroup(&read("self/cgroup")?)
+            .map_err(|error| CgroupError::Unavailable(error.to_string()))?;
+        Layout::within(&mounts, root_name)
+    }
+
+    /// The layout under `mounts`: v1 when its cpu and memory hierarchies
+    /// are mounted, else v2 when the unified hierarchy has the cpu and
+    /// memory controllers.
+    pub fn within(mounts: &CgroupMounts, root_name: &str) -> Result<Layout, CgroupError> {
+        let top = |mount: &Option<crate::detection::CgroupMount>| {
+            mount
+                .as_ref()
+                .and_then(|mount| cgroup_dir(mount, &mount.root))
+                .map(|dir| dir.join(root_name))
+        };
+        if let (Some(cpu), Some(cpuacct), Some(memory), Some(pids), Some(freezer)) = (
+            top(&mounts.cpu),
+            top(&mounts.cpuacct),
+            top(&mounts.memory),
+            top(&mounts.pids),
+            top(&mounts.freezer),
+        ) {
+            return Ok(Layout::V1 {
+                cpu,
+                cpuacct,
+                memory,
+                pids,
+                freezer,
+            });
+        }
+        let Some(unified) = mounts
+            .unified
+            .as_ref()
+            .and_then(|mount| cgroup_dir(mount, &mount.root))
+        else {
+            return Err(CgroupError::Unavailable(
+                "neither the v1 cpu, cpuacct, memory, pids and freezer hierarchies nor a unified one is mounted"
+                    .into(),
+            ));
+        };
+        let controllers_file = unified.join("cgroup.controllers");
+        let controllers =
+            std::fs::read_to_string(&controllers_file).map_err(io(&controllers_file))?;
+        let has = |name: &str| controllers.split_whitespace().any(|found| found == name);
+        if !(has("cpu") && has("memory") && has("pids")) {
+            return Err(CgroupError::Unavailable(format!(
+                "the unified hierarchy at {} offers {:?}, not cpu, memory and pids",
+                unified.display(),
+                controllers.trim()
+            )));
+        }
+        Ok(Layout::V2 {
+            root: unified.join(root_name),
+        })
+    }
+
+    /// The containers' root in each hierarchy.
+    fn roots(&self) -> Vec<PathBuf> {
+        match self {
+            Layout::V2 { root } => vec![root.clone()],
+            Layout::V1 {
+                cpu,
+                cpuacct,
+                memory,
+                pids,
+                freezer,
+            } => {
+                let mut roots: Vec<PathBuf> = [cpu, cpuacct, memory, pids, freezer]
+                    .into_iter()
+                    .cloned()
+                    .collect();
+                // cpu and cpuacct are often one hierarchy.
+                roots.dedup();
+                roots
+            }
+        }
+    }
+
+    /// Every directory of container `name`'s cgroup.
+    fn dirs(&self, name: &str) -> Vec<PathBuf> {
+        self.roots()
+            .into_iter()
+            .map(|root| root.join(name))
+            .collect()
+    }
+
+    /// Removes the containers' root once no container's cgroup is left.
+    pub fn remove_root(&self) -> Result<(), CgroupError> {
+        for root in self.roots() {
+            match std::fs::remove_dir(&root) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io(&root)(error)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of the containers' cgroups that exist now (after a
+    /// restart: those to re-attach or clean up).
+    pub fn existing(&self) -> Result<Vec<String>, CgroupError> {
+        let root = match self {
+            Layout::V2 { root } => root,
+            Layout::V1 { memory, .. } => memory,
+        };
+        let entries = match std::fs::read_dir(root) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(io(root)(error)),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Creates container `name`'s cgroup with `limits` (again, if it
+    /// exists: the limits are written anew).
+    pub fn create(&self, name: &str, limits: Limits) -> Result<Cgroup, CgroupError> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(CgroupError::Unavailable(format!(
+                "{name:?} is not a cgroup name"
+            )));
+        }
+        if let Layout::V2 { root } = self {
+            std::fs::create_dir_all(root).map_err(io(root))?;
+            // The controllers a container's cgroup needs, for the root's
+            // children.
+            let control = root.join("cgroup.subtree_control");
+            write(&control, "+cpu +memory +pids")?;
+        }
+        for dir in self.dirs(name) {
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        }
+        let cgroup = Cgroup {
+            layout: self.clone(),
+            name: name.to_owned(),
+        };
+        cgroup.limit(limits)?;
+        Ok(cgroup)
+    }
+
+    /// Container `name`'s cgroup, as it is (to re-attach after a restart).
+    pub fn open(&self, name: &str) -> Cgroup {
+        Cgroup {
+            layout: self.clone(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, text).map_err(io(path))
+}
+
+fn read(path: &Path) -> Result<String, CgroupError> {
+    std::fs::read_to_string(path).map_err(io(path))
+}
+
+fn number(path: &Path) -> Result<u64, CgroupError> {
+    let text = read(path)?;
+    text.trim().parse().map_err(|_| CgroupError::Parse {
+        path: path.to_owned(),
+        text: text.chars().take(64).collect(),
+    })
+}
+
+/// The value of `key` in a flat keyed file (`cpu.stat`, `memory.events`).
+fn keyed(path: &Path, key: &str) -> Result<u64, CgroupError> {
+    let text = read(path)?;
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(' ')?;
+            (name == key).then(|| value.trim().parse().ok())?
+        })
+        .ok_or_else(|| CgroupError::Parse {
+            path: path.to_owned(),
+            text: format!("no {key}"),
+        })
+}
+
+/// One container's cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    layout: Layout,
+    name: String,
+}
+
+/// cpu.shares for `cpus` (Mesos: 1024 a cpu, at least 2).
+pub fn cpu_shares(cpus: f64) -> u64 {
+    ((cpus * 1024.0) as u64).max(2)
+}
+
+/// cpu.weight for `cpus`: the shares mapped onto 1..10000 as the kubelet
+/// does.
+pub fn cpu_weight(cpus: f64) -> u64 {
+    let shares = cpu_shares(cpus).min(262_144);
+    1 + ((shares - 2) * 9_999) / 262_142
+}
+
+impl Cgroup {
+    /// Its name under the root.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dir(&self, root: &Path) -> PathBuf {
+        root.join(&self.name)
+    }
+
+    /// Writes `limits`.
+    pub fn limit(&self, limits: Limits) -> Result<(), CgroupError> {
+        let quota = (limits.cpus * CFS_PERIOD_US as f64).ceil().max(1000.0) as u64;
+        let pids = limits
+            .pids_max
+            .map_or_else(|| "max".to_owned(), |max| max.to_string());
+        match &self.layout {
+            Layout::V2 { root } => {
+                let dir = self.dir(root);
+                write(
+                    &dir.join("cpu.weight"),
+                    &cpu_weight(limits.cpus).to_string(),
+                )?;
+                let max = if limits.cfs {
+                    format!("{quota} {CFS_PERIOD_US}")
+                } else {
+                    format!("max {CFS_PERIOD_US}")
+                };
+                write(&dir.join("cpu.max"), &max)?;
+                write(&dir.join("memory.max"), &limits.mem_bytes.to_string())?;
+                write(&dir.join("pids.max"), &pids)?;
+            }
+            Layout::V1 {
+                cpu,
+                memory,
+                pids: pids_root,
+                ..
+            } => {
+                let cpu = self.dir(cpu);
+                write(
+                    &cpu.join("cpu.shares"),
+                    &cpu_shares(limits.cpus).to_string(),
+                )?;
+                write(&cpu.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string())?;
+                let quota = if limits.cfs {
+                    quota.to_string()
+                } else {
+                    "-1".into()
+                };
+                write(&cpu.join("cpu.cfs_quota_us"), &quota)?;
+                let memory = self.dir(memory);
+                write(
+                    &memory.join("memory.limit_in_bytes"),
+                    &limits.mem_bytes.to_string(),
+                )?;
+                write(&self.dir(pids_root).join("pids.max"), &pids)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves process `pid` (and, for a child before it execs, what it
+    /// starts) into the cgroup.
+    pub fn add(&self, pid: u32) -> Result<(), CgroupError> {
+        for dir in self.layout.dirs(&self.name) {
+            write(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The processes in it.
+    pub fn processes(&self) -> Result<Vec<u32>, CgroupError> {
+        let dir = match &self.layout {
+            Layout::V2 { root } => self.dir(root),
+            Layout::V1 { freezer, .. } => self.dir(freezer),
+        };
+        let procs = dir.join("cgroup.procs");
+        Ok(read(&procs)?
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect())
+    }
+
+    /// Kills every process in it at once: v2 `cgroup.kill` where the
+    /// kernel has it, else frozen (none can fork meanwhile), each
+    /// SIGKILLed, thawed.
+    pub fn kill(&self) -> Result<(), CgroupError> {
+        let freezer = match &self.layout {
+            Layout::V2 { root } => {
+                let kill = self.dir(root).join("cgroup.kill");
+                if kill.exists() {
+                    return write(&kill, "1");
+                }
+                (self.dir(root).join("cgroup.freeze"), "1", "0")
+            }
+            Layout::V1 { freezer, .. } => {
+                (self.dir(freezer).join("freezer.state"), "FROZEN", "THAWED")
+            }
+        };
+        let (state, frozen, thawed) = freezer;
+        write(&state, frozen)?;
+        let killed = self.processes().map(|pids| {
+            for pid in pids {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    // Gone already: nothing to kill.
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        });
+        let thaw = write(&state, thawed);
+        killed.and(thaw)
+    }
+
+    /// What it used, from the kernel's accounting.
+    pub fn usage(&self) -> Result<Usage, CgroupError> {
+        match &self.layout {
+            Layout::V2 { root } => {
+                let dir = self.dir(root);
+                let stat = dir.join("cpu.stat");
+                let peak = dir.join("memory.peak");
+                Ok(Usage {
+                    cpu_time_ns: keyed(&stat, "usage_usec")?.saturating_mul(1000),
+                    throttled_ns: keyed(&stat, "throttled_usec")
+                        .unwrap_or(0)
+                        .saturating_mul(1000),
+                    memory_bytes: number(&dir.join("memory.current"))?,
+                    // memory.peak came with Linux 5.19.
+                    memory_peak_bytes: if peak.exists() { number(&peak)? } else { 0 },
+                    oom_kills: keyed(&dir.join("memory.events"), "oom_kill")?,
+                })
+            }
+            Layout::V1 {
+                cpu,
+                cpuacct,
+                memory,
+                ..
+            } => {
+                let memory = self.dir(memory);
+                Ok(Usage {
+                    cpu_time_ns: number(&self.dir(cpuacct).join("cpuacct.usage"))?,
+                    throttled_ns: keyed(&self.dir(cpu).join("cpu.stat"), "throttled_time")
+                        .unwrap_or(0),
+                    memory_bytes: number(&memory.join("memory.usage_in_bytes"))?,
+                    memory_peak_bytes: number(&memory.join("memory.max_usage_in_bytes"))?,
+                    // Counted since Linux 4.13.
+                    oom_kills: keyed(&memory.join("memory.oom_control"), "oom_kill").unwrap_or(0),
+                })
+            }
+        }
+    }
+
+    /// Removes it; its processes must be gone (a cgroup with processes
+    /// cannot be removed: the error says so).
+    pub fn destroy(&self) -> Result<(), CgroupError> {
+        for dir in self.layout.dirs(&self.name) {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io(&dir)(error)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
