@@ -322,23 +322,29 @@ impl Detector {
     }
 }
 
+/// A new session, opened again and again (waiting 100 ms, doubling up to
+/// 2 s) until ZooKeeper is reached.
+pub async fn open_session(connect: &Connect) -> Arc<dyn Session> {
+    let mut retry = FIRST_RETRY;
+    loop {
+        match connect().await {
+            Ok(session) => return session,
+            Err(cause) => {
+                warn!(%cause, "cannot reach ZooKeeper; trying again");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
+
 async fn follow(
     connect: Connect,
     base: &str,
     sender: &tokio::sync::watch::Sender<Option<MasterInfo>>,
 ) {
-    let mut retry = FIRST_RETRY;
     loop {
-        let session = match connect().await {
-            Ok(session) => session,
-            Err(cause) => {
-                debug!(%cause, "cannot reach ZooKeeper; trying again");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(MAX_RETRY);
-                continue;
-            }
-        };
-        retry = FIRST_RETRY;
+        let session = open_session(&connect).await;
         let mut state = session.state();
         loop {
             match leader(session.as_ref(), base).await {

@@ -90,9 +90,6 @@ pub(super) enum HaEvent {
     Lost(String),
 }
 
-/// The first wait before connecting again; it doubles up to two seconds.
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-
 /// How the master's side of leadership stands.
 #[derive(Debug)]
 pub(super) struct Ha {
@@ -198,18 +195,8 @@ async fn contend(
     lease: &tokio::sync::watch::Sender<Option<Instant>>,
     masters: &tokio::sync::watch::Sender<Vec<MasterInfo>>,
 ) -> String {
-    let mut retry = FIRST_RETRY;
     loop {
-        let session = match connect().await {
-            Ok(session) => session,
-            Err(cause) => {
-                warn!(%cause, "cannot reach ZooKeeper; trying again");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        retry = FIRST_RETRY;
+        let session = strata_zk::election::open_session(&connect).await;
         match candidacy(session, base, info, events, lease, masters).await {
             Candidacy::Over(reason) => return reason,
             Candidacy::Again(reason) => {
