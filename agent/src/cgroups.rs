@@ -45,8 +45,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
 /// Where the agent's containers' cgroups live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
-    /// cgroup v2: the root's directory in the unified hierarchy.
-    V2 { root: PathBuf },
+    /// cgroup v2: the root's directory in the unified hierarchy, and the
+    /// top of what this agent sees of that hierarchy (every level between
+    /// them hands the controllers down).
+    V2 { base: PathBuf, root: PathBuf },
     /// cgroup v1: the root's directory in each hierarchy.
     V1 {
         cpu: PathBuf,
@@ -63,6 +65,7 @@ pub struct Limits {
     pub cpus: f64,
     /// A hard cpu limit (CFS quota, `cpu.max`) besides the share.
     pub cfs: bool,
+    /// The memory limit; 0 for none.
     pub mem_bytes: u64,
     pub pids_max: Option<u64>,
 }
@@ -74,8 +77,12 @@ pub struct Usage {
     pub throttled_ns: u64,
     pub memory_bytes: u64,
     pub memory_peak_bytes: u64,
+    /// Anonymous memory (what `/proc` would call resident, less files).
+    pub rss_bytes: u64,
     /// Processes the kernel killed for the memory limit.
     pub oom_kills: u64,
+    /// Processes in the cgroup.
+    pub processes: u32,
 }
 
 impl Layout {
@@ -100,6 +107,16 @@ impl Layout {
     /// are mounted, else v2 when the unified hierarchy has the cpu and
     /// memory controllers.
     pub fn within(mounts: &CgroupMounts, root_name: &str) -> Result<Layout, CgroupError> {
+        let relative = Path::new(root_name);
+        if root_name.is_empty()
+            || !relative
+                .components()
+                .all(|part| matches!(part, std::path::Component::Normal(_)))
+        {
+            return Err(CgroupError::Unavailable(format!(
+                "{root_name:?} is not a cgroup path below the top of a hierarchy"
+            )));
+        }
         let top = |mount: &Option<crate::detection::CgroupMount>| {
             mount
                 .as_ref()
@@ -144,13 +161,14 @@ impl Layout {
         }
         Ok(Layout::V2 {
             root: unified.join(root_name),
+            base: unified,
         })
     }
 
     /// The containers' root in each hierarchy.
     fn roots(&self) -> Vec<PathBuf> {
         match self {
-            Layout::V2 { root } => vec![root.clone()],
+            Layout::V2 { root, .. } => vec![root.clone()],
             Layout::V1 {
                 cpu,
                 cpuacct,
@@ -177,13 +195,19 @@ impl Layout {
             .collect()
     }
 
-    /// Removes the containers' root once no container's cgroup is left.
+    /// Removes the containers' root once no container's cgroup is left,
+    /// and its parent if that is left empty (the agents' common root, when
+    /// the root is one agent's subtree).
     pub fn remove_root(&self) -> Result<(), CgroupError> {
         for root in self.roots() {
             match std::fs::remove_dir(&root) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => return Err(io(&root)(error)),
+            }
+            // Another agent's subtree may keep it: that is no error.
+            if let Some(parent) = root.parent() {
+                let _ = std::fs::remove_dir(parent);
             }
         }
         Ok(())
@@ -193,7 +217,7 @@ impl Layout {
     /// restart: those to re-attach or clean up).
     pub fn existing(&self) -> Result<Vec<String>, CgroupError> {
         let root = match self {
-            Layout::V2 { root } => root,
+            Layout::V2 { root, .. } => root,
             Layout::V1 { memory, .. } => memory,
         };
         let entries = match std::fs::read_dir(root) {
@@ -218,12 +242,18 @@ impl Layout {
                 "{name:?} is not a cgroup name"
             )));
         }
-        if let Layout::V2 { root } = self {
+        if let Layout::V2 { base, root } = self {
             std::fs::create_dir_all(root).map_err(io(root))?;
-            // The controllers a container's cgroup needs, for the root's
-            // children.
-            let control = root.join("cgroup.subtree_control");
-            write(&control, "+cpu +memory +pids")?;
+            // The controllers a container's cgroup needs, handed down from
+            // the top to the root's children.
+            let mut level = base.clone();
+            let below = root.strip_prefix(base).unwrap_or(Path::new(""));
+            for part in std::iter::once(None).chain(below.components().map(Some)) {
+                if let Some(part) = part {
+                    level.push(part);
+                }
+                write(&level.join("cgroup.subtree_control"), "+cpu +memory +pids")?;
+            }
         }
         for dir in self.dirs(name) {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -311,7 +341,7 @@ impl Cgroup {
             .pids_max
             .map_or_else(|| "max".to_owned(), |max| max.to_string());
         match &self.layout {
-            Layout::V2 { root } => {
+            Layout::V2 { root, .. } => {
                 let dir = self.dir(root);
                 write(
                     &dir.join("cpu.weight"),
@@ -323,7 +353,11 @@ impl Cgroup {
                     format!("max {CFS_PERIOD_US}")
                 };
                 write(&dir.join("cpu.max"), &max)?;
-                write(&dir.join("memory.max"), &limits.mem_bytes.to_string())?;
+                let memory = match limits.mem_bytes {
+                    0 => "max".to_owned(),
+                    bytes => bytes.to_string(),
+                };
+                write(&dir.join("memory.max"), &memory)?;
                 write(&dir.join("pids.max"), &pids)?;
             }
             Layout::V1 {
@@ -345,14 +379,38 @@ impl Cgroup {
                 };
                 write(&cpu.join("cpu.cfs_quota_us"), &quota)?;
                 let memory = self.dir(memory);
-                write(
-                    &memory.join("memory.limit_in_bytes"),
-                    &limits.mem_bytes.to_string(),
-                )?;
+                let limit = match limits.mem_bytes {
+                    0 => "-1".to_owned(),
+                    bytes => bytes.to_string(),
+                };
+                write(&memory.join("memory.limit_in_bytes"), &limit)?;
                 write(&self.dir(pids_root).join("pids.max"), &pids)?;
             }
         }
         Ok(())
+    }
+
+    /// Its memory limit; `None` when it has none.
+    pub fn memory_limit(&self) -> Result<Option<u64>, CgroupError> {
+        let path = match &self.layout {
+            Layout::V2 { root, .. } => self.dir(root).join("memory.max"),
+            Layout::V1 { memory, .. } => self.dir(memory).join("memory.limit_in_bytes"),
+        };
+        if read(&path)?.trim() == "max" {
+            return Ok(None);
+        }
+        // v1 says "none" with the largest page-aligned value.
+        Ok(Some(number(&path)?).filter(|limit| *limit < 1 << 62))
+    }
+
+    /// The `cgroup.procs` file of each of its directories: what a process
+    /// writes itself into.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.layout
+            .dirs(&self.name)
+            .into_iter()
+            .map(|dir| dir.join("cgroup.procs"))
+            .collect()
     }
 
     /// Moves process `pid` (and, for a child before it execs, what it
@@ -367,7 +425,7 @@ impl Cgroup {
     /// The processes in it.
     pub fn processes(&self) -> Result<Vec<u32>, CgroupError> {
         let dir = match &self.layout {
-            Layout::V2 { root } => self.dir(root),
+            Layout::V2 { root, .. } => self.dir(root),
             Layout::V1 { freezer, .. } => self.dir(freezer),
         };
         let procs = dir.join("cgroup.procs");
@@ -377,12 +435,17 @@ impl Cgroup {
             .collect())
     }
 
+    /// How many processes are in it.
+    fn count(&self) -> Result<u32, CgroupError> {
+        Ok(u32::try_from(self.processes()?.len()).unwrap_or(u32::MAX))
+    }
+
     /// Kills every process in it at once: v2 `cgroup.kill` where the
     /// kernel has it, else frozen (none can fork meanwhile), each
     /// SIGKILLed, thawed.
     pub fn kill(&self) -> Result<(), CgroupError> {
         let freezer = match &self.layout {
-            Layout::V2 { root } => {
+            Layout::V2 { root, .. } => {
                 let kill = self.dir(root).join("cgroup.kill");
                 if kill.exists() {
                     return write(&kill, "1");
@@ -410,7 +473,7 @@ impl Cgroup {
     /// What it used, from the kernel's accounting.
     pub fn usage(&self) -> Result<Usage, CgroupError> {
         match &self.layout {
-            Layout::V2 { root } => {
+            Layout::V2 { root, .. } => {
                 let dir = self.dir(root);
                 let stat = dir.join("cpu.stat");
                 let peak = dir.join("memory.peak");
@@ -422,7 +485,9 @@ impl Cgroup {
                     memory_bytes: number(&dir.join("memory.current"))?,
                     // memory.peak came with Linux 5.19.
                     memory_peak_bytes: if peak.exists() { number(&peak)? } else { 0 },
+                    rss_bytes: keyed(&dir.join("memory.stat"), "anon")?,
                     oom_kills: keyed(&dir.join("memory.events"), "oom_kill")?,
+                    processes: self.count()?,
                 })
             }
             Layout::V1 {
@@ -438,8 +503,10 @@ impl Cgroup {
                         .unwrap_or(0),
                     memory_bytes: number(&memory.join("memory.usage_in_bytes"))?,
                     memory_peak_bytes: number(&memory.join("memory.max_usage_in_bytes"))?,
+                    rss_bytes: keyed(&memory.join("memory.stat"), "total_rss")?,
                     // Counted since Linux 4.13.
                     oom_kills: keyed(&memory.join("memory.oom_control"), "oom_kill").unwrap_or(0),
+                    processes: self.count()?,
                 })
             }
         }

@@ -20,6 +20,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
 use rustix::process::{Pid, Signal};
+use serde::{Deserialize, Serialize};
 use strata_protocol::{AgentId, CommandInfo, FrameworkId, TaskId, TaskState};
 
 use crate::launcher::Launcher;
@@ -92,14 +93,39 @@ impl<'a> Parent<'a> {
     }
 }
 
+/// How a container's first process is confined before it execs (see
+/// [`crate::isolation`]); the default confines nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confinement {
+    /// The `cgroup.procs` files of the container's cgroup, one per
+    /// hierarchy: the process joins them before it execs, so everything
+    /// it starts is in the cgroup from its first instruction.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Its own pid and mount namespaces (and network namespace), under
+    /// the container init ([`crate::init`]).
+    pub namespaces: Option<Namespaces>,
+}
+
+/// A container's namespaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespaces {
+    /// The program whose `container-init` subcommand sets the namespaces
+    /// up and reaps in them (the `strata` binary).
+    pub init: PathBuf,
+    /// A network namespace of its own, with nothing but loopback.
+    pub network: bool,
+}
+
 /// Creates the sandbox and starts `command` in it, as `parent`'s child,
-/// as `run_as` (who then owns the sandbox) or as the agent's user.
+/// as `run_as` (who then owns the sandbox) or as the agent's user,
+/// confined as `confinement` says.
 pub fn start(
     sandbox: &Path,
     command: &CommandInfo,
     extra_environment: &BTreeMap<String, String>,
     parent: Parent<'_>,
     run_as: Option<&RunAs>,
+    confinement: &Confinement,
 ) -> Result<Started, String> {
     fs::create_dir_all(sandbox)
         .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
@@ -166,6 +192,7 @@ pub fn start(
             stderr: sandbox.join("stderr"),
             dies_with_agent,
             run_as: run_as.cloned(),
+            confinement: confinement.clone(),
         };
         let group = launcher.launch(launch)?;
         return Ok(Started {
@@ -174,8 +201,16 @@ pub fn start(
             sandbox: sandbox.to_owned(),
         });
     }
-    let child = spawn_in_group(&argv, environment, sandbox, stdout, stderr, run_as)
-        .map_err(|e| format!("cannot start {:?}: {e}", command.value))?;
+    let child = spawn_in_group(
+        &argv,
+        environment,
+        sandbox,
+        stdout,
+        stderr,
+        run_as,
+        confinement,
+    )
+    .map_err(|e| format!("cannot start {:?}: {e}", command.value))?;
     let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
         return Err("the task process exited before it could be tracked".into());
     };
@@ -187,8 +222,9 @@ pub fn start(
 }
 
 /// Starts `argv` (not empty) in `directory` with exactly `environment`,
-/// its output to the given files, in a process group of its own: how
-/// every task process starts, by the agent or by its launcher.
+/// its output to the given files, in a process group of its own,
+/// confined as `confinement` says: how every task process starts, by the
+/// agent or by its launcher.
 pub(crate) fn spawn_in_group(
     argv: &[OsString],
     environment: impl IntoIterator<Item = (OsString, OsString)>,
@@ -196,12 +232,50 @@ pub(crate) fn spawn_in_group(
     stdout: fs::File,
     stderr: fs::File,
     run_as: Option<&RunAs>,
+    confinement: &Confinement,
 ) -> std::io::Result<tokio::process::Child> {
+    let command = command_in_group(
+        argv,
+        environment,
+        directory,
+        stdout,
+        stderr,
+        run_as,
+        confinement,
+    )?;
+    tokio::process::Command::from(command)
+        .kill_on_drop(false)
+        .spawn()
+}
+
+/// The command [`spawn_in_group`] starts.
+pub(crate) fn command_in_group(
+    argv: &[OsString],
+    environment: impl IntoIterator<Item = (OsString, OsString)>,
+    directory: &Path,
+    stdout: impl Into<Stdio>,
+    stderr: impl Into<Stdio>,
+    run_as: Option<&RunAs>,
+    confinement: &Confinement,
+) -> std::io::Result<std::process::Command> {
+    use std::os::unix::process::CommandExt;
+    if argv.is_empty() {
+        return Err(std::io::Error::other("the command names no executable"));
+    }
+    // In namespaces, the container init runs first (as root, to set them
+    // up) and starts the command as `run_as` itself.
+    let argv: Vec<OsString> = match &confinement.namespaces {
+        Some(namespaces) => std::iter::once(namespaces.init.clone().into_os_string())
+            .chain(crate::init::arguments(run_as, namespaces.network, argv))
+            .collect(),
+        None => argv.to_vec(),
+    };
     let Some((program, arguments)) = argv.split_first() else {
         return Err(std::io::Error::other("the command names no executable"));
     };
-    let mut command = tokio::process::Command::new(program);
-    if let Some(run_as) = run_as {
+    let mut command = std::process::Command::new(program);
+    crate::users::confine_in_child(&mut command, confinement)?;
+    if let Some(run_as) = run_as.filter(|_| confinement.namespaces.is_none()) {
         crate::users::switch_in_child(&mut command, run_as);
     }
     command
@@ -212,9 +286,8 @@ pub(crate) fn spawn_in_group(
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
-        .process_group(0)
-        .kill_on_drop(false)
-        .spawn()
+        .process_group(0);
+    Ok(command)
 }
 
 /// When process `pid` started, in clock ticks since boot; `None` when it

@@ -11,8 +11,11 @@
 //! [`ProcessContainerizer`] runs containers as process groups on this
 //! machine: started by the task launcher ([`crate::launcher`]) when the
 //! agent has one, so that they outlive the agent and their ends are still
-//! known to its next life, or else as the agent's own children. Tests and
-//! the failure simulation bring their own containerizers.
+//! known to its next life, or else as the agent's own children; with
+//! cgroups isolation ([`crate::isolation`]) each also gets a cgroup of
+//! its own, which holds its limits, accounts for its usage, and is killed
+//! and removed as a whole when it ends. Tests and the failure simulation
+//! bring their own containerizers.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,12 +25,14 @@ use std::sync::Arc;
 use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
 use strata_protocol::CommandInfo;
-use tracing::error;
+use tracing::{error, info};
 
+use crate::cgroups::Cgroup;
 use crate::checkpoint::RunCheckpoint;
-use crate::command_executor::{self, Ending, Parent};
+use crate::command_executor::{self, Confinement, Ending, Parent};
+use crate::isolation::CgroupIsolation;
 use crate::launcher::Launcher;
-use crate::usage::GroupUsage;
+use crate::usage::{GroupUsage, KernelUsage};
 
 /// A container's name, unique on its agent across restarts (the run
 /// directory of its sandbox).
@@ -83,12 +88,61 @@ pub struct Launch {
     pub outlives_agent: bool,
     /// The task's labels (none for an executor's container).
     pub labels: BTreeMap<String, String>,
+    /// What it may use (cpus and mem), where the containerizer enforces
+    /// limits.
+    pub resources: strata_protocol::Resources,
+}
+
+/// A limit a container reached, for which it was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limitation {
+    /// The kernel killed a process of it for want of memory under its
+    /// limit.
+    Memory { limit_bytes: u64, peak_bytes: u64 },
+}
+
+impl Limitation {
+    /// What a task stopped for it is told (Apache Mesos's words).
+    pub fn message(&self) -> String {
+        match self {
+            Limitation::Memory {
+                limit_bytes,
+                peak_bytes,
+            } => format!(
+                "Memory limit exceeded: Requested: {}MB Maximum Used: {}MB",
+                limit_bytes >> 20,
+                peak_bytes >> 20
+            ),
+        }
+    }
+}
+
+/// How a container ended.
+#[derive(Debug)]
+pub struct Exit {
+    /// Its first process's status; an error when it is not known.
+    pub status: Result<ExitStatus, String>,
+    /// The limit it reached, if that is why it ended.
+    pub limitation: Option<Limitation>,
+}
+
+/// How a launched container ends.
+pub type ContainerEnding = std::pin::Pin<Box<dyn std::future::Future<Output = Exit> + Send>>;
+
+/// A container ending as `ending` does, with no limits to report.
+pub fn unlimited(ending: Ending) -> ContainerEnding {
+    Box::pin(async move {
+        Exit {
+            status: ending.await.map_err(|error| error.to_string()),
+            limitation: None,
+        }
+    })
 }
 
 /// A launched container: how it ends, and what to checkpoint to take it
 /// back after a restart.
 pub struct Launched {
-    pub ending: Ending,
+    pub ending: ContainerEnding,
     pub run: RunCheckpoint,
 }
 
@@ -104,9 +158,10 @@ impl std::fmt::Debug for Launched {
 pub enum Recovery {
     /// It runs still; how it ends. An error there means its end is
     /// known, not how.
-    Running(Ending),
-    /// It ended while the agent was down, as this says.
-    Ended(ExitStatus),
+    Running(ContainerEnding),
+    /// It ended while the agent was down, as this says, for the limit it
+    /// reached if any.
+    Ended(ExitStatus, Option<Limitation>),
     /// It is gone and how it ended is not known.
     Gone,
 }
@@ -115,7 +170,7 @@ impl std::fmt::Debug for Recovery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Recovery::Running(_) => f.write_str("Running"),
-            Recovery::Ended(status) => write!(f, "Ended({status})"),
+            Recovery::Ended(status, limitation) => write!(f, "Ended({status}, {limitation:?})"),
             Recovery::Gone => f.write_str("Gone"),
         }
     }
@@ -151,6 +206,15 @@ pub trait Containerizer: Send + std::fmt::Debug {
 
     /// What the running containers use now.
     fn usage(&mut self) -> Sampling;
+
+    /// Container `id` may now use `resources` (a custom executor's, as
+    /// its tasks come and go).
+    fn update(&mut self, _id: &ContainerId, _resources: &strata_protocol::Resources) {}
+
+    /// Every container of an earlier life the agent still knows was
+    /// passed to [`Containerizer::recover`]: what is left of any other is
+    /// cleaned up.
+    fn recovered(&mut self) {}
 }
 
 /// Makes an agent's containerizer: called each time its process starts
@@ -178,8 +242,9 @@ impl std::fmt::Debug for Containerizers {
     }
 }
 
-/// One container of a [`ProcessContainerizer`]: its process group.
-#[derive(Debug, Clone, Copy)]
+/// One container of a [`ProcessContainerizer`]: its process group, and
+/// its cgroup with cgroups isolation.
+#[derive(Debug, Clone)]
 struct Group {
     /// The leader's pid, which numbers the group.
     leader: i32,
@@ -187,6 +252,7 @@ struct Group {
     start_ticks: u64,
     /// Whether the task launcher started it (and reports its end).
     launched: bool,
+    cgroup: Option<Cgroup>,
 }
 
 /// What a [`ProcessContainerizer`] shares with its launches, which run on
@@ -238,6 +304,7 @@ impl Shared {
         &self,
         program: Option<&Path>,
         work_dir: &Path,
+        isolation: Option<&CgroupIsolation>,
         id: &ContainerId,
         launch: Launch,
     ) -> Result<Launched, String> {
@@ -248,6 +315,16 @@ impl Shared {
         if let Some(Prepare(prepare)) = launch.prepare {
             prepare(&launch.sandbox)?;
         }
+        let (cgroup, confinement) = match isolation {
+            None => (None, Confinement::default()),
+            Some(isolation) => {
+                let cgroup = isolation
+                    .create(id.as_str(), &launch.resources)
+                    .map_err(|e| format!("cannot create the container's cgroup: {e}"))?;
+                let confinement = isolation.confinement(&cgroup);
+                (Some(cgroup), confinement)
+            }
+        };
         let launcher = self.launcher(program, work_dir);
         let parent = Parent::of(launcher.as_ref(), !launch.outlives_agent);
         let started = command_executor::start(
@@ -256,24 +333,96 @@ impl Shared {
             &launch.environment,
             parent,
             run_as.as_ref(),
-        )?;
+            &confinement,
+        );
+        let started = match started {
+            Ok(started) => started,
+            Err(error) => {
+                if let Some(cgroup) = &cgroup {
+                    // Nothing started in it.
+                    let _ = cgroup.kill().and_then(|()| cgroup.destroy());
+                }
+                return Err(error);
+            }
+        };
         let group = Group {
             leader: started.group,
             start_ticks: command_executor::start_ticks(started.group).unwrap_or(0),
             launched: launcher.is_some(),
+            cgroup,
         };
+        let run = RunCheckpoint {
+            container: id.clone(),
+            group: group.leader,
+            start_ticks: group.start_ticks,
+            sandbox: started.sandbox,
+            launched: group.launched,
+        };
+        let ending = contained(started.ending, group.cgroup.clone());
         self.groups().insert(id.clone(), group);
-        Ok(Launched {
-            ending: started.ending,
-            run: RunCheckpoint {
-                container: id.clone(),
-                group: group.leader,
-                start_ticks: group.start_ticks,
-                sandbox: started.sandbox,
-                launched: group.launched,
-            },
-        })
+        Ok(Launched { ending, run })
     }
+}
+
+/// A container ending as `ending` does; with a cgroup, whatever is left
+/// in it is killed and it is removed before the end is told, and an OOM
+/// kill the kernel counted there makes the end a memory limitation.
+fn contained(ending: Ending, cgroup: Option<Cgroup>) -> ContainerEnding {
+    let Some(cgroup) = cgroup else {
+        return unlimited(ending);
+    };
+    Box::pin(async move {
+        let status = ending.await.map_err(|error| error.to_string());
+        let limitation = remove_cgroup(cgroup).await;
+        Exit { status, limitation }
+    })
+}
+
+/// The memory limitation `cgroup` reached, if the kernel killed in it.
+fn limitation_of(cgroup: &Cgroup) -> Option<Limitation> {
+    let usage = cgroup.usage().ok()?;
+    (usage.oom_kills > 0).then(|| Limitation::Memory {
+        limit_bytes: cgroup.memory_limit().ok().flatten().unwrap_or(0),
+        peak_bytes: usage.memory_peak_bytes.max(usage.memory_bytes),
+    })
+}
+
+/// How long a killed cgroup's processes get to go before its removal is
+/// given up (logged; the next agent start cleans it up).
+const CGROUP_EMPTYING: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Kills what is left in a container's cgroup and removes it once empty;
+/// the memory limitation it reached, read first.
+async fn remove_cgroup(cgroup: Cgroup) -> Option<Limitation> {
+    let killing = cgroup.clone();
+    let limitation = tokio::task::spawn_blocking(move || {
+        let limitation = limitation_of(&killing);
+        if let Err(error) = killing.kill() {
+            error!(cgroup = killing.name(), cause = %error, "cannot kill what is left of a container");
+        }
+        limitation
+    })
+    .await
+    .ok()
+    .flatten();
+    // Killed processes leave the cgroup as the kernel reaps them: soon.
+    let deadline = tokio::time::Instant::now() + CGROUP_EMPTYING;
+    let mut pause = std::time::Duration::from_millis(1);
+    while cgroup.processes().is_ok_and(|pids| !pids.is_empty()) {
+        if tokio::time::Instant::now() >= deadline {
+            error!(
+                cgroup = cgroup.name(),
+                "processes of an ended container do not go; its cgroup is left"
+            );
+            return limitation;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(100));
+    }
+    if let Err(error) = cgroup.destroy() {
+        error!(cgroup = cgroup.name(), cause = %error, "cannot remove an ended container's cgroup");
+    }
+    limitation
 }
 
 /// Containers as process groups on this machine.
@@ -282,6 +431,7 @@ pub struct ProcessContainerizer {
     work_dir: PathBuf,
     /// The task launcher program, if the agent has one.
     program: Option<PathBuf>,
+    isolation: Option<Arc<CgroupIsolation>>,
     shared: Arc<Shared>,
 }
 
@@ -292,11 +442,25 @@ impl ProcessContainerizer {
         ProcessContainerizer {
             work_dir: work_dir.to_owned(),
             program,
+            isolation: None,
             shared: Arc::default(),
         }
     }
 
+    /// Containers isolated in cgroups (and namespaces) as `isolation`
+    /// says.
+    pub fn isolated(mut self, isolation: Arc<CgroupIsolation>) -> ProcessContainerizer {
+        self.isolation = Some(isolation);
+        self
+    }
+
     fn signal_group(&self, group: &Group, signal: Signal) {
+        if signal == Signal::KILL
+            && let Some(cgroup) = &group.cgroup
+            && cgroup.kill().is_ok()
+        {
+            return;
+        }
         command_executor::signal_process(
             self.shared.connected().as_ref(),
             group.leader,
@@ -311,8 +475,15 @@ impl Containerizer for ProcessContainerizer {
     fn launch(&mut self, id: &ContainerId, launch: Launch) -> Launching {
         let shared = self.shared.clone();
         let (program, work_dir, id) = (self.program.clone(), self.work_dir.clone(), id.clone());
+        let isolation = self.isolation.clone();
         let launching = tokio::task::spawn_blocking(move || {
-            shared.launch(program.as_deref(), &work_dir, &id, launch)
+            shared.launch(
+                program.as_deref(),
+                &work_dir,
+                isolation.as_deref(),
+                &id,
+                launch,
+            )
         });
         Box::pin(async move {
             launching
@@ -322,10 +493,15 @@ impl Containerizer for ProcessContainerizer {
     }
 
     fn recover(&mut self, run: &RunCheckpoint) -> Recovery {
+        let cgroup = self
+            .isolation
+            .as_ref()
+            .and_then(|isolation| isolation.existing(run.container.as_str()));
         let group = Group {
             leader: run.group,
             start_ticks: run.start_ticks,
             launched: run.launched,
+            cgroup: cgroup.clone(),
         };
         // The launcher that started it runs it still, or holds its end.
         let launcher = run
@@ -339,11 +515,16 @@ impl Containerizer for ProcessContainerizer {
         if let Some(launcher) = launcher {
             self.shared.groups().insert(run.container.clone(), group);
             return match launcher.take_end(run.group) {
-                Some(status) => Recovery::Ended(status),
-                None => Recovery::Running(Box::pin(launcher.end_of(run.group))),
+                // Its cgroup goes when the agent forgets it.
+                Some(status) => Recovery::Ended(status, cgroup.as_ref().and_then(limitation_of)),
+                None => Recovery::Running(contained(Box::pin(launcher.end_of(run.group)), cgroup)),
             };
         }
         if !command_executor::still_running(run.group, run.start_ticks) {
+            if let Some(cgroup) = cgroup {
+                // What it left behind goes with it.
+                tokio::spawn(remove_cgroup(cgroup));
+            }
             return Recovery::Gone;
         }
         // Its parent is gone: that it ends is known, not how.
@@ -355,17 +536,52 @@ impl Containerizer for ProcessContainerizer {
             },
         );
         let leader = run.group;
-        Recovery::Running(Box::pin(async move {
-            command_executor::wait_for_exit(leader).await?;
-            Err(std::io::Error::other(
-                "its process was started by an earlier life of this agent, \
-                 and how it ended is not known",
-            ))
-        }))
+        Recovery::Running(contained(
+            Box::pin(async move {
+                command_executor::wait_for_exit(leader).await?;
+                Err(std::io::Error::other(
+                    "its process was started by an earlier life of this agent, \
+                     and how it ended is not known",
+                ))
+            }),
+            cgroup,
+        ))
+    }
+
+    fn update(&mut self, id: &ContainerId, resources: &strata_protocol::Resources) {
+        let (Some(isolation), Some(group)) =
+            (&self.isolation, self.shared.groups().get(id).cloned())
+        else {
+            return;
+        };
+        if let Some(cgroup) = &group.cgroup
+            && let Err(error) = isolation.limit(cgroup, resources)
+        {
+            error!(container = %id, cause = %error, "cannot change a container's limits");
+        }
+    }
+
+    fn recovered(&mut self) {
+        let Some(isolation) = &self.isolation else {
+            return;
+        };
+        let known = self.shared.groups().keys().cloned().collect::<Vec<_>>();
+        match isolation.layout.existing() {
+            Ok(names) => {
+                for name in names {
+                    if known.iter().any(|id| id.as_str() == name) {
+                        continue;
+                    }
+                    info!(cgroup = %name, "removing the cgroup of a container this agent no longer knows");
+                    tokio::spawn(remove_cgroup(isolation.layout.open(&name)));
+                }
+            }
+            Err(error) => error!(cause = %error, "cannot list the containers' cgroups"),
+        }
     }
 
     fn signal(&mut self, id: &ContainerId, signal: Signal) {
-        let group = self.shared.groups().get(id).copied();
+        let group = self.shared.groups().get(id).cloned();
         if let Some(group) = group {
             self.signal_group(&group, signal);
         }
@@ -382,6 +598,13 @@ impl Containerizer for ProcessContainerizer {
         if command_executor::still_running(group.leader, group.start_ticks) {
             command_executor::signal_group(group.leader, Signal::KILL);
         }
+        // One that ended while the agent was down still has its cgroup
+        // (one watched to its end has none by now).
+        if let Some(cgroup) = group.cgroup
+            && cgroup.processes().is_ok()
+        {
+            tokio::spawn(remove_cgroup(cgroup));
+        }
         if group.launched
             && let Some(launcher) = self.shared.connected()
         {
@@ -392,15 +615,44 @@ impl Containerizer for ProcessContainerizer {
     fn usage(&mut self) -> Sampling {
         let groups = self.shared.groups().clone();
         let sampling = tokio::task::spawn_blocking(move || {
-            let leaders = groups.values().map(|group| group.leader).collect();
+            // From the kernel's accounting where there is a cgroup, else
+            // from /proc.
+            let leaders = groups
+                .values()
+                .filter(|group| group.cgroup.is_none())
+                .map(|group| group.leader)
+                .collect();
             let sampled = crate::usage::sample(&leaders);
             groups
                 .iter()
-                .filter_map(|(id, group)| Some((id.clone(), *sampled.get(&group.leader)?)))
+                .filter_map(|(id, group)| {
+                    let usage = match &group.cgroup {
+                        Some(cgroup) => kernel_usage(cgroup)?,
+                        None => *sampled.get(&group.leader)?,
+                    };
+                    Some((id.clone(), usage))
+                })
                 .collect()
         });
         Box::pin(async move { sampling.await.unwrap_or_default() })
     }
+}
+
+/// A container's usage from its cgroup; `None` once it is gone.
+fn kernel_usage(cgroup: &Cgroup) -> Option<GroupUsage> {
+    let usage = cgroup.usage().ok()?;
+    Some(GroupUsage {
+        cpu_seconds: usage.cpu_time_ns as f64 / 1e9,
+        rss_bytes: usage.rss_bytes,
+        processes: usage.processes,
+        kernel: Some(KernelUsage {
+            throttled_seconds: usage.throttled_ns as f64 / 1e9,
+            memory_bytes: usage.memory_bytes,
+            memory_peak_bytes: usage.memory_peak_bytes,
+            memory_limit_bytes: cgroup.memory_limit().ok().flatten(),
+            oom_kills: usage.oom_kills,
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -417,6 +669,7 @@ mod tests {
             prepare: None,
             outlives_agent: false,
             labels: BTreeMap::new(),
+            resources: strata_protocol::Resources::default(),
         }
     }
 
@@ -431,7 +684,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(launched.run.container, quick);
-        assert_eq!(launched.ending.await.unwrap().code(), Some(3));
+        assert_eq!(launched.ending.await.status.unwrap().code(), Some(3));
         assert_eq!(
             std::fs::read_to_string(work.join("quick").join("stdout")).unwrap(),
             "out\n"
@@ -451,8 +704,8 @@ mod tests {
             panic!("a running container is taken back");
         };
         containerizer.signal(&slow, Signal::TERM);
-        assert_eq!(launched.ending.await.unwrap().signal(), Some(15));
-        assert!(watched.await.is_err());
+        assert_eq!(launched.ending.await.status.unwrap().signal(), Some(15));
+        assert!(watched.await.status.is_err());
         // Gone now, and its recycled number is never taken for it.
         assert!(matches!(next_life.recover(&run), Recovery::Gone));
         containerizer.forget(&slow);
@@ -487,7 +740,7 @@ mod tests {
             .launch(&ContainerId::new("prepared"), prepared)
             .await
             .unwrap();
-        assert_eq!(launched.ending.await.unwrap().code(), Some(0));
+        assert_eq!(launched.ending.await.status.unwrap().code(), Some(0));
         let refused = Launch {
             prepare: Some(Prepare(Box::new(|_| Err("no credentials".into())))),
             ..launch(&work.join("refused"), "true")

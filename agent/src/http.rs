@@ -263,9 +263,8 @@ struct Statistics<'a> {
 
 #[derive(Serialize)]
 struct StatisticsValues {
-    cpus_time_secs: f64,
-    mem_rss_bytes: u64,
-    processes: u32,
+    #[serde(flatten)]
+    usage: strata_api::views::Usage,
     cpus_limit: f64,
     mem_limit_bytes: u64,
 }
@@ -275,14 +274,11 @@ fn statistics(state: &State) -> Response {
         .tasks
         .iter()
         .filter_map(|task| {
-            let usage = task.usage?;
             Some(Statistics {
                 framework_id: task.framework_id.as_str(),
                 executor_id: task.id.as_str(),
                 statistics: StatisticsValues {
-                    cpus_time_secs: usage.cpus_time_secs,
-                    mem_rss_bytes: usage.mem_rss_bytes,
-                    processes: usage.processes,
+                    usage: task.usage?,
                     cpus_limit: task.resources.cpus().as_f64(),
                     mem_limit_bytes: (task.resources.mem_mb().as_f64() * 1024.0 * 1024.0) as u64,
                 },
@@ -305,6 +301,14 @@ pub fn metrics(state: &State) -> Vec<Metric> {
         .count();
     let scalar =
         |resources: &strata_protocol::Resources, name: &str| resources.scalar_total(name).as_f64();
+    // A figure summed over the tasks that have it.
+    let total = |figure: fn(&strata_api::views::Usage) -> Option<f64>| -> f64 {
+        state
+            .tasks
+            .iter()
+            .filter_map(|task| figure(task.usage.as_ref()?))
+            .sum()
+    };
     vec![
         Metric::gauge("slave/registered", f64::from(u8::from(state.registered))),
         Metric::gauge("slave/tasks_running", running as f64),
@@ -318,6 +322,27 @@ pub fn metrics(state: &State) -> Vec<Metric> {
         Metric::gauge("slave/cpus_used", scalar(&state.allocated, "cpus")),
         Metric::gauge("slave/mem_total", scalar(&state.total, "mem")),
         Metric::gauge("slave/mem_used", scalar(&state.allocated, "mem")),
+        // What the running tasks use, from the kernel with cgroups.
+        Metric::gauge(
+            "slave/tasks_cpus_time_secs",
+            total(|u| Some(u.cpus_time_secs)),
+        ),
+        Metric::gauge(
+            "slave/tasks_cpus_throttled_time_secs",
+            total(|u| u.cpus_throttled_time_secs),
+        ),
+        Metric::gauge(
+            "slave/tasks_mem_rss_bytes",
+            total(|u| Some(u.mem_rss_bytes as f64)),
+        ),
+        Metric::gauge(
+            "slave/tasks_mem_total_bytes",
+            total(|u| u.mem_total_bytes.map(|bytes| bytes as f64)),
+        ),
+        Metric::gauge(
+            "slave/tasks_mem_oom_kills",
+            total(|u| u.mem_oom_kills.map(|kills| kills as f64)),
+        ),
         Metric::gauge("slave/disk_total", scalar(&state.total, "disk")),
         Metric::gauge("slave/disk_used", scalar(&state.allocated, "disk")),
     ]

@@ -80,6 +80,8 @@ pub struct Launch {
     pub dies_with_agent: bool,
     /// Whom to run it as; the launcher's own user when `None`.
     pub run_as: Option<crate::users::RunAs>,
+    /// Its cgroup and namespaces.
+    pub confinement: crate::command_executor::Confinement,
 }
 
 /// What the agent (or anyone on its socket) sends the launcher.
@@ -93,7 +95,7 @@ pub enum ToLauncher {
     Events {
         secret: Vec<u8>,
     },
-    Launch(Launch),
+    Launch(Box<Launch>),
     /// The agent has taken note of the end of `pid`.
     Forget {
         pid: i32,
@@ -127,8 +129,10 @@ pub enum FromLauncher {
     },
 }
 
-/// The abstract socket name of the launcher for `work_dir`.
-pub fn socket_name(work_dir: &Path) -> String {
+/// A short name for `work_dir` (its canonical path), the same from every
+/// process and build: what tells apart the launchers and the cgroups of
+/// several agents on one machine.
+pub fn work_dir_key(work_dir: &Path) -> String {
     let path = std::fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_owned());
     // FNV-1a: stable across builds, unlike std's hasher.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -136,7 +140,12 @@ pub fn socket_name(work_dir: &Path) -> String {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    format!("strata-task-launcher-{hash:016x}")
+    format!("{hash:016x}")
+}
+
+/// The abstract socket name of the launcher for `work_dir`.
+pub fn socket_name(work_dir: &Path) -> String {
+    format!("strata-task-launcher-{}", work_dir_key(work_dir))
 }
 
 /// Bytes in the launcher's secret.
@@ -378,7 +387,7 @@ impl Launcher {
 
     /// Starts `launch`; its pid (the leader of its own process group).
     pub fn launch(&self, launch: Launch) -> Result<i32, String> {
-        let request = frame(&ToLauncher::Launch(launch)).map_err(|e| e.to_string())?;
+        let request = frame(&ToLauncher::Launch(Box::new(launch))).map_err(|e| e.to_string())?;
         let lost = self.lock().as_ref().is_none_or(|c| known(c).lost.is_some());
         if lost {
             self.reconnect()
@@ -928,7 +937,7 @@ pub async fn serve(
             }
             Input::Message(id, ToLauncher::Launch(launch)) => {
                 let dies_with = launch.dies_with_agent.then_some(id);
-                let answer = match start(launch) {
+                let answer = match start(*launch) {
                     Ok(child) => match child.id().and_then(|pid| i32::try_from(pid).ok()) {
                         Some(pid) => {
                             // A recycled pid's old end is not this one's.
@@ -1080,6 +1089,7 @@ fn start(launch: Launch) -> Result<tokio::process::Child, String> {
         stdout,
         stderr,
         launch.run_as.as_ref(),
+        &launch.confinement,
     )
     .map_err(|e| format!("cannot start {:?}: {e}", program.to_string_lossy()))
 }
@@ -1100,6 +1110,7 @@ mod tests {
             stderr: dir.join("stderr"),
             dies_with_agent,
             run_as: None,
+            confinement: Default::default(),
         }
     }
 
@@ -1263,7 +1274,14 @@ mod tests {
         // Without the secret: ignored, and it cannot launch either.
         let mut guesser = intruder(&dir, vec![0; SECRET_BYTES]);
         guesser
-            .write_all(&frame(&ToLauncher::Launch(launch("touch pwned", &dir, false))).unwrap())
+            .write_all(
+                &frame(&ToLauncher::Launch(Box::new(launch(
+                    "touch pwned",
+                    &dir,
+                    false,
+                ))))
+                .unwrap(),
+            )
             .unwrap();
         // With it (as a task that could read the agent's files would):
         // the launcher hands it the events, and the agent takes them back.

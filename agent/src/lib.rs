@@ -12,6 +12,8 @@ pub mod detection;
 pub mod executor_api;
 mod executors;
 pub mod http;
+pub mod init;
+pub mod isolation;
 pub mod journal;
 pub mod launcher;
 pub mod process;

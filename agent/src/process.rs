@@ -22,7 +22,7 @@ use strata_protocol::{AgentId, ToAgent, ToExecutor};
 use strata_runtime::{Process, ProcessContext, Upid};
 use tracing::{debug, error};
 
-use crate::command_executor::Ending;
+use crate::containerizer::ContainerEnding;
 use crate::containerizer::{ContainerId, Containerizer, Containerizers, Launch, Prepare, Recovery};
 use crate::core::{Checkpoint, Core, CoreConfig, Effect, Input, LaunchSpec, Now, RunState};
 
@@ -126,6 +126,8 @@ pub enum Runner {
     Processes {
         work_dir: PathBuf,
         kill_grace: Duration,
+        /// How containers are isolated ([`crate::isolation`]).
+        isolation: crate::isolation::Isolation,
     },
     /// In the containers of another containerizer (tests, the failure
     /// simulation), with checkpoints in `work_dir` when given, and no
@@ -162,7 +164,7 @@ pub struct Agent {
     pub(crate) containerizer: Box<dyn Containerizer>,
     /// How containers taken back after a restart end, until the core
     /// watches them.
-    recovered: BTreeMap<ContainerId, Ending>,
+    recovered: BTreeMap<ContainerId, ContainerEnding>,
     /// Where snapshots for the HTTP endpoints go.
     publisher: Option<crate::http::Publisher>,
     pid: String,
@@ -214,11 +216,21 @@ fn clock() -> Now {
 impl Agent {
     pub fn new(config: AgentConfig) -> Agent {
         let containerizer: Box<dyn Containerizer> = match &config.runner {
-            Runner::Processes { work_dir, .. } => {
-                Box::new(crate::containerizer::ProcessContainerizer::new(
+            Runner::Processes {
+                work_dir,
+                isolation,
+                ..
+            } => {
+                let containerizer = crate::containerizer::ProcessContainerizer::new(
                     work_dir,
                     config.task_launcher.clone(),
-                ))
+                );
+                Box::new(match isolation {
+                    crate::isolation::Isolation::Posix => containerizer,
+                    crate::isolation::Isolation::Cgroups(isolation) => {
+                        containerizer.isolated(isolation.clone())
+                    }
+                })
             }
             Runner::Containers { containerizers, .. } => containerizers.make(),
         };
@@ -307,6 +319,10 @@ impl Agent {
                     cpus_time_secs: usage.cpu_seconds,
                     mem_rss_bytes: usage.rss_bytes,
                     processes: usage.processes,
+                    cpus_throttled_time_secs: usage.kernel.map(|kernel| kernel.throttled_seconds),
+                    mem_total_bytes: usage.kernel.map(|kernel| kernel.memory_bytes),
+                    mem_peak_bytes: usage.kernel.map(|kernel| kernel.memory_peak_bytes),
+                    mem_oom_kills: usage.kernel.map(|kernel| kernel.oom_kills),
                 }),
             })
             .collect();
@@ -411,6 +427,10 @@ impl Agent {
                     self.containerizer.signal(&container, signal)
                 }
                 Effect::Forget(container) => self.containerizer.forget(&container),
+                Effect::Update {
+                    container,
+                    resources,
+                } => self.containerizer.update(&container, &resources),
                 Effect::Write { path, checkpoint } => match checkpoint_json(&path, &checkpoint) {
                     Ok(contents) => self
                         .pending
@@ -508,11 +528,17 @@ impl Agent {
         &mut self,
         ctx: &mut ProcessContext<'_, Self>,
         container: ContainerId,
-        ending: Ending,
+        ending: ContainerEnding,
     ) {
-        ctx.spawn_future(ending, move |agent, ctx, status| {
-            let status = status.map_err(|error| error.to_string());
-            agent.step(ctx, Input::Exited { container, status });
+        ctx.spawn_future(ending, move |agent, ctx, exit| {
+            agent.step(
+                ctx,
+                Input::Exited {
+                    container,
+                    status: exit.status,
+                    limitation: exit.limitation,
+                },
+            );
         });
     }
 
@@ -552,6 +578,7 @@ impl Agent {
                 prepare,
                 outlives_agent: spec.outlives_agent,
                 labels: spec.labels,
+                resources: spec.resources,
             },
         );
         ctx.spawn_future(launching, move |agent, ctx, launched| {
@@ -602,7 +629,7 @@ impl Agent {
                     self.recovered.insert(run.container.clone(), ending);
                     RunState::Running
                 }
-                Recovery::Ended(status) => RunState::Ended(status),
+                Recovery::Ended(status, limitation) => RunState::Ended(status, limitation),
                 Recovery::Gone => RunState::Gone,
             };
             containers.insert(run.container, state);
@@ -708,7 +735,11 @@ impl Process for Agent {
             return;
         }
         let (recovered, containers) = match self.recover() {
-            Ok(found) => found,
+            Ok(found) => {
+                // Only once every checkpointed container was taken back.
+                self.containerizer.recovered();
+                found
+            }
             Err(error) => {
                 error!(cause = %error, "cannot recover this agent's checkpoints; not registering");
                 self.core.registration = crate::core::Registration::Refused;

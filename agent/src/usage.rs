@@ -1,11 +1,13 @@
 //! What running tasks use: cpu time and resident memory, per process
 //! group, sampled from `/proc`.
 //!
-//! A task is its process group (see [`crate::command_executor`]), so its
-//! usage is the sum over the group's processes. The agent samples every
-//! second, keeps the latest figures for `/monitor/statistics`, and fails a
-//! task whose resident memory exceeds its `mem` (a sampling limit: the
-//! kernel-enforced one comes with cgroup isolation).
+//! Without cgroups a task is its process group (see
+//! [`crate::command_executor`]), so its usage is the sum over the group's
+//! processes. The agent samples every second, keeps the latest figures
+//! for `/monitor/statistics`, and fails a task whose resident memory
+//! exceeds its `mem` (a sampling limit). With cgroups isolation the
+//! figures are the kernel's, for the container's cgroup
+//! ([`KernelUsage`]), and the kernel enforces the limit.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +22,22 @@ pub struct GroupUsage {
     pub rss_bytes: u64,
     /// How many processes the group has.
     pub processes: u32,
+    /// What only the kernel's accounting of a cgroup knows.
+    pub kernel: Option<KernelUsage>,
+}
+
+/// A container's usage from its cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct KernelUsage {
+    /// Time its processes wanted cpu but were held by the hard limit.
+    pub throttled_seconds: f64,
+    /// Memory charged to it now (page cache included) and at its peak.
+    pub memory_bytes: u64,
+    pub memory_peak_bytes: u64,
+    /// Its memory limit, if it has one.
+    pub memory_limit_bytes: Option<u64>,
+    /// Processes the kernel killed in it for want of memory.
+    pub oom_kills: u64,
 }
 
 /// Reads `/proc` once and sums usage for each of `groups`; a group with no

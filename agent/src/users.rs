@@ -114,7 +114,8 @@ pub fn hand_over(path: &Path, run_as: &RunAs) -> std::io::Result<()> {
 /// Makes the command that `command` will run become `run_as` between
 /// fork and exec: supplementary groups, then group, then user (in that
 /// order: after giving up root nothing else can be changed).
-pub fn switch_in_child(command: &mut tokio::process::Command, run_as: &RunAs) {
+pub fn switch_in_child(command: &mut std::process::Command, run_as: &RunAs) {
+    use std::os::unix::process::CommandExt;
     let groups: Vec<rustix::process::Gid> = run_as
         .groups
         .iter()
@@ -136,6 +137,59 @@ pub fn switch_in_child(command: &mut tokio::process::Command, run_as: &RunAs) {
             Ok(())
         });
     }
+}
+
+/// Makes the command that `command` will run join its container's cgroup
+/// and, with namespaces, enter new pid, mount (and network) namespaces,
+/// between fork and exec, before anything else (as root). The cgroup
+/// files are opened now, in the parent.
+pub fn confine_in_child(
+    command: &mut std::process::Command,
+    confinement: &crate::command_executor::Confinement,
+) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::thread::UnshareFlags;
+    use std::os::unix::process::CommandExt;
+    if confinement.cgroup_procs.is_empty() && confinement.namespaces.is_none() {
+        return Ok(());
+    }
+    let cgroups = confinement
+        .cgroup_procs
+        .iter()
+        .map(|path| {
+            rustix::fs::open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()).map_err(
+                |error| std::io::Error::other(format!("cannot open {}: {error}", path.display())),
+            )
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let unshare = confinement.namespaces.as_ref().map(|namespaces| {
+        let mut flags = UnshareFlags::NEWPID | UnshareFlags::NEWNS;
+        if namespaces.network {
+            flags |= UnshareFlags::NEWNET;
+        }
+        flags
+    });
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed. It makes raw system calls
+    // (rustix's linux_raw backend: no allocation, no lock, no libc state)
+    // on descriptors and flags prepared before the fork: a write of "0"
+    // (this process) to each `cgroup.procs`, then `unshare` of namespaces
+    // only (never of the file table, which `unshare_unsafe` warns about),
+    // and reports failure through the returned error, which makes the
+    // spawn fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            for cgroup in &cgroups {
+                rustix::io::write(cgroup, b"0")?;
+            }
+            if let Some(flags) = unshare {
+                rustix::thread::unshare_unsafe(flags)?;
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 /// Makes `dir` usable by this process's user alone (mode 0700), creating

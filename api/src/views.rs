@@ -222,12 +222,26 @@ pub struct Executor {
     pub tasks: usize,
 }
 
-/// A task's usage, as `/monitor/statistics` reports it.
+/// A task's usage, as `/monitor/statistics` reports it (Apache Mesos's
+/// `ResourceStatistics` names; the kernel's figures only with cgroups
+/// isolation).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub cpus_time_secs: f64,
     pub mem_rss_bytes: u64,
     pub processes: u32,
+    /// Time held back by the CFS quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus_throttled_time_secs: Option<f64>,
+    /// Memory charged to the container's cgroup (page cache included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_total_bytes: Option<u64>,
+    /// The most it was ever charged (Strata's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_peak_bytes: Option<u64>,
+    /// Processes of it the kernel killed for memory (Strata's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_oom_kills: Option<u64>,
 }
 
 /// A task state as its Mesos name (`TASK_RUNNING`).

@@ -116,7 +116,12 @@ impl Cluster {
                 )?;
                 let agent_node =
                     Node::bind(NodeConfig::new("127.0.0.1:0".parse()?, agent_tls)).await?;
-                let agent = crate::launch::agent_config(master.clone(), &agent_dir, None)?;
+                let agent = crate::launch::agent_config(
+                    master.clone(),
+                    &agent_dir,
+                    None,
+                    strata_agent::isolation::Isolation::Posix,
+                )?;
                 agent_node.spawn(
                     "agent",
                     move || Agent::new(agent.clone()),

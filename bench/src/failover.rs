@@ -12,7 +12,7 @@
 //! leader (its `/state` lists them all active); the tasks still running
 //! afterwards.
 //! Beside them, Apache Mesos's published master fail-over recovery time,
-//! 4–8 s (its high-availability documentation), and the target:
+//! 4–8 s (its high-availability documentation), and Strata's target:
 //! all agents back within 2 s of the new leader's election.
 
 use std::cell::RefCell;

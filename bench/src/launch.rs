@@ -34,14 +34,29 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
     // `strata` binary), so tasks survive agent restarts; measured too when
     // that binary is built beside this one.
     let launcher = crate::recovery::strata_binary().ok();
+    // Isolated launches (cgroups, then with namespaces) need the launcher
+    // binary, for the container init, and root.
+    let isolations: Vec<(&str, Isolating)> = match &launcher {
+        Some(_) if rustix::process::geteuid().is_root() => {
+            vec![
+                ("cgroups", Isolating::Cgroups),
+                ("cgroups,namespaces", Isolating::Namespaces),
+            ]
+        }
+        _ => Vec::new(),
+    };
     let mut baseline: f64 = 0.0;
     let mut ours: f64 = 0.0;
     let mut launched: f64 = 0.0;
+    let mut isolated = vec![0.0f64; isolations.len()];
     for _ in 0..3 {
         baseline = baseline.max(raw_spawns(total)?);
-        ours = ours.max(through_strata(total, None)?);
+        ours = ours.max(through_strata(total, None, Isolating::Posix)?);
         if let Some(launcher) = &launcher {
-            launched = launched.max(through_strata(total, Some(launcher))?);
+            launched = launched.max(through_strata(total, Some(launcher), Isolating::Posix)?);
+            for (rate, (_, isolation)) in isolated.iter_mut().zip(&isolations) {
+                *rate = rate.max(through_strata(total, Some(launcher), *isolation)?);
+            }
         }
     }
     let measure = Measure {
@@ -70,7 +85,62 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
             launched,
         ));
     }
+    // What isolation costs a task: the same launches, posix against
+    // cgroups and against cgroups with namespaces.
+    let isolation_measure = Measure {
+        unit: "tasks/s",
+        baseline_name: "the same through the task launcher, posix isolation",
+        better: Better::Higher,
+        target: Target::None,
+    };
+    for ((name, _), rate) in isolations.iter().zip(isolated) {
+        rows.push(Row::new(
+            format!(
+                "launch {total} /bin/true with {name} isolation ({:.2} ms more per task at {IN_FLIGHT} in flight)",
+                (IN_FLIGHT as f64) * (1.0 / rate - 1.0 / launched) * 1e3
+            ),
+            isolation_measure,
+            launched,
+            rate,
+        ));
+    }
     Ok(rows)
+}
+
+/// Which isolation a launch run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isolating {
+    Posix,
+    Cgroups,
+    Namespaces,
+}
+
+impl Isolating {
+    /// The agent's isolation for `work_dir`, the container init being
+    /// `launcher`.
+    fn isolation(
+        self,
+        work_dir: &std::path::Path,
+        launcher: Option<&std::path::Path>,
+    ) -> anyhow::Result<strata_agent::isolation::Isolation> {
+        use strata_agent::isolation::{IsolationFlags, IsolationOptions, choose};
+        let requested = match self {
+            Isolating::Posix => return Ok(strata_agent::isolation::Isolation::Posix),
+            Isolating::Cgroups => "cgroups",
+            Isolating::Namespaces => "cgroups,namespaces",
+        };
+        let requested: IsolationFlags = requested.parse().map_err(anyhow::Error::msg)?;
+        let (isolation, _) = choose(&IsolationOptions {
+            requested: Some(requested),
+            cgroups_root: format!("strata-bench-{}", std::process::id()),
+            cfs: false,
+            pids_max: None,
+            program: launcher.map(std::path::Path::to_owned),
+            work_dir: work_dir.to_owned(),
+        })
+        .map_err(anyhow::Error::msg)?;
+        Ok(isolation)
+    }
 }
 
 fn raw_spawns(total: usize) -> anyhow::Result<f64> {
@@ -116,6 +186,7 @@ pub(crate) fn agent_config(
     master: strata_runtime::Upid,
     work_dir: &std::path::Path,
     launcher: Option<&std::path::Path>,
+    isolation: strata_agent::isolation::Isolation,
 ) -> anyhow::Result<AgentConfig> {
     Ok(AgentConfig {
         master,
@@ -126,6 +197,7 @@ pub(crate) fn agent_config(
         runner: Runner::Processes {
             work_dir: work_dir.to_owned(),
             kill_grace: Duration::from_secs(1),
+            isolation,
         },
         status_update_retry: strata_agent::status_updates::FIRST_RETRY,
         usage_interval: std::time::Duration::from_secs(1),
@@ -139,13 +211,30 @@ pub(crate) fn agent_config(
     })
 }
 
-fn through_strata(total: usize, launcher: Option<&std::path::Path>) -> anyhow::Result<f64> {
+fn through_strata(
+    total: usize,
+    launcher: Option<&std::path::Path>,
+    isolation: Isolating,
+) -> anyhow::Result<f64> {
     let work_dir = sandbox_root()
         .0
         .join(format!("strata-bench-launch-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
+    std::fs::create_dir_all(&work_dir)?;
+    let isolation = isolation.isolation(&work_dir, launcher)?;
     let ca = CertificateAuthority::generate("strata-bench")?;
-    let rate = actix_rt::System::new().block_on(launch_all(&ca, &work_dir, total, launcher));
+    let rate = actix_rt::System::new().block_on(launch_all(
+        &ca,
+        &work_dir,
+        total,
+        launcher,
+        isolation.clone(),
+    ));
+    // The agent removed each container's cgroup; its own subtree and the
+    // bench's root go too.
+    if let strata_agent::isolation::Isolation::Cgroups(cgroups) = &isolation {
+        let _ = cgroups.layout.remove_root();
+    }
     let _ = std::fs::remove_dir_all(&work_dir);
     rate
 }
@@ -155,6 +244,7 @@ async fn launch_all(
     work_dir: &std::path::Path,
     total: usize,
     launcher: Option<&std::path::Path>,
+    isolation: strata_agent::isolation::Isolation,
 ) -> anyhow::Result<f64> {
     let bind = |role: strata_runtime::Role, name: &str| -> anyhow::Result<NodeConfig> {
         Ok(NodeConfig::new(
@@ -169,7 +259,7 @@ async fn launch_all(
         SpawnOptions::default(),
     )?;
     let agent_node = Node::bind(bind(strata_runtime::Role::Agent, "agent")?).await?;
-    let agent = agent_config(master.clone(), work_dir, launcher)?;
+    let agent = agent_config(master.clone(), work_dir, launcher, isolation)?;
     agent_node.spawn(
         "agent",
         move || Agent::new(agent.clone()),

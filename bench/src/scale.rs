@@ -11,7 +11,7 @@
 //! to the RUNNING update of a task launched on it (p50, p99). Beside
 //! them, published figures: Nomad's C1M test (about 3,750 containers per
 //! second on 5,000 nodes) and the Mesos paper's task launch overhead at
-//! 50,000 emulated agents (under 1 s); and the targets.
+//! 50,000 emulated agents (under 1 s); and Strata's own targets.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

@@ -54,9 +54,76 @@ pub struct AgentArgs {
     #[arg(long, env = "STRATA_ALLOW_UNAUTHENTICATED_HTTP_EXECUTORS")]
     pub allow_unauthenticated_http_executors: bool,
     #[command(flatten)]
+    pub isolation: IsolationArgs,
+    #[command(flatten)]
     pub http_auth: crate::HttpAuthArgs,
     #[command(flatten)]
     pub tls: crate::TlsSource,
+}
+
+/// How an agent isolates its tasks.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IsolationArgs {
+    /// How tasks are isolated: posix (a process group each), cgroups (a
+    /// cgroup each: cpu shares, memory and pids limits, the kernel's
+    /// accounting, a kill that reaches every process), cgroups,namespaces
+    /// (besides, pid and mount namespaces with a private /tmp), with
+    /// ,network/none no network but loopback. Default: cgroups,namespaces
+    /// where this machine allows, else what it does (logged).
+    #[arg(long, env = "STRATA_ISOLATION")]
+    pub isolation: Option<strata_agent::isolation::IsolationFlags>,
+    /// Where containers' cgroups go, below the top of each hierarchy (one
+    /// subtree per agent work directory inside).
+    #[arg(long, env = "STRATA_CGROUPS_ROOT", default_value = strata_agent::isolation::DEFAULT_CGROUPS_ROOT, value_parser = parse_cgroups_root)]
+    pub cgroups_root: String,
+    /// Limit each task's cpu to its cpus with a CFS quota, besides its
+    /// share (Mesos's --cgroups_enable_cfs).
+    #[arg(long, env = "STRATA_CGROUPS_ENABLE_CFS")]
+    pub cgroups_enable_cfs: bool,
+    /// The most processes a task's container may have.
+    #[arg(long, env = "STRATA_CGROUPS_PIDS_MAX", value_parser = clap::value_parser!(u64).range(1..))]
+    pub cgroups_pids_max: Option<u64>,
+}
+
+impl IsolationArgs {
+    /// The isolation of the agent of `work_dir`: what was asked (an error
+    /// when this machine cannot), else the most that works, with why it
+    /// is less logged once.
+    pub fn choose(
+        &self,
+        work_dir: &std::path::Path,
+        program: Option<PathBuf>,
+        say_why: bool,
+    ) -> anyhow::Result<strata_agent::isolation::Isolation> {
+        let (isolation, why) =
+            strata_agent::isolation::choose(&strata_agent::isolation::IsolationOptions {
+                requested: self.isolation,
+                cgroups_root: self.cgroups_root.clone(),
+                cfs: self.cgroups_enable_cfs,
+                pids_max: self.cgroups_pids_max,
+                program,
+                work_dir: work_dir.to_owned(),
+            })
+            .map_err(|error| anyhow::anyhow!("--isolation: {error}"))?;
+        if let Some(why) = why.filter(|_| say_why) {
+            tracing::warn!("{why}");
+        }
+        Ok(isolation)
+    }
+}
+
+fn parse_cgroups_root(text: &str) -> Result<String, String> {
+    let path = std::path::Path::new(text);
+    if text.is_empty()
+        || !path
+            .components()
+            .all(|part| matches!(part, std::path::Component::Normal(_)))
+    {
+        return Err(format!(
+            "{text:?} is not a relative cgroup path such as strata"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_resources(text: &str) -> Result<Resources, String> {
@@ -103,6 +170,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         };
     let task_launcher =
         std::env::current_exe().context("cannot find this program to run as the task launcher")?;
+    let isolation = args
+        .isolation
+        .choose(&work_dir, Some(task_launcher.clone()), true)?;
+    let isolated = isolation.flags();
     // A development agent is named after its machine and work directory,
     // which a restarted agent keeps: the master binds the agent's id to
     // that name.
@@ -134,6 +205,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             runner: Runner::Processes {
                 work_dir: work_dir.clone(),
                 kill_grace,
+                isolation,
             },
             status_update_retry: strata_agent::status_updates::FIRST_RETRY,
             usage_interval: std::time::Duration::from_secs(1),
@@ -178,6 +250,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         )?;
         say!("agent listening at {pid}, offering {resources}, registering with {master}");
         say!("HTTP API at http://{http}/ (state, metrics, sandbox files)");
+        say!("tasks isolated with {isolated}");
         if let Some(agent_id) = recovering {
             say!(
                 "recovering agent {agent_id} and its tasks from {}",

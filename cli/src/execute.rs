@@ -140,11 +140,14 @@ fn print_status(status: &TaskStatus) {
         .as_ref()
         .map(AgentId::to_string)
         .unwrap_or_else(|| "-".into());
-    let message = if status.message.is_empty() {
-        String::new()
-    } else {
-        format!(" {}", status.message)
+    let mut message = match status.reason {
+        Some(reason) if status.state.is_terminal() => format!(" reason={}", reason.mesos_name()),
+        _ => String::new(),
     };
+    if !status.message.is_empty() {
+        message.push(' ');
+        message.push_str(&status.message);
+    }
     println!(
         "{} {} {} agent={agent}{message}",
         clock(),

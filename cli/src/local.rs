@@ -55,6 +55,9 @@ pub struct LocalArgs {
     pub work_dir: PathBuf,
     #[command(flatten)]
     pub authorization: crate::master::AuthorizationArgs,
+    /// The agents' isolation, as `strata agent` takes it.
+    #[command(flatten)]
+    pub isolation: crate::agent::IsolationArgs,
 }
 
 fn parse_resources(text: &str) -> Result<Resources, String> {
@@ -251,6 +254,11 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 seed: node.incarnation().0,
                 runner: Runner::Processes {
                     // Each agent keeps its own checkpoints.
+                    isolation: args.isolation.choose(
+                        &agent_work_dir,
+                        task_launcher.clone(),
+                        index == 0,
+                    )?,
                     work_dir: agent_work_dir,
                     kill_grace: DEFAULT_KILL_GRACE,
                 },

@@ -394,6 +394,21 @@ fn main() -> ExitCode {
             }
         };
     }
+    // So is the container init, which runs first in a container with
+    // namespaces.
+    let mut arguments = std::env::args_os().skip(1);
+    if arguments
+        .next()
+        .is_some_and(|first| first == strata_agent::init::SUBCOMMAND)
+    {
+        return match strata_agent::init::parse_arguments(arguments) {
+            Ok(task) => ExitCode::from(strata_agent::init::run(task).clamp(0, 255) as u8),
+            Err(error) => {
+                eprintln!("strata {}: {error}", strata_agent::init::SUBCOMMAND);
+                ExitCode::from(2)
+            }
+        };
+    }
     let cli = Cli::parse();
     // Daemons log what they do; one-shot commands report failures as their
     // error message and log only errors unless RUST_LOG asks for more.

@@ -58,7 +58,7 @@ fn the_web_ui_follows_a_task_in_a_real_browser() {
     let Some((script_dir, shots)) = browser_tools() else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("strata-browser-{}", std::process::id()));
+    let dir = common::scratch().join(format!("strata-browser-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let work = dir.to_str().unwrap().to_owned();

@@ -18,7 +18,7 @@ const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
 #[test]
 fn a_command_runs_on_an_agent_daemon() {
-    let work_dir = std::env::temp_dir().join(format!("strata-daemons-{}", std::process::id()));
+    let work_dir = common::scratch().join(format!("strata-daemons-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     let work = work_dir.to_str().unwrap();
     TlsMaterial::development(
@@ -134,7 +134,7 @@ fn start_agent(master: &str, work: &str, resources: &str, extra: &[&str]) -> Chi
 
 #[test]
 fn execute_spreads_instances_over_agent_daemons() {
-    let work_dir = std::env::temp_dir().join(format!("strata-spread-{}", std::process::id()));
+    let work_dir = common::scratch().join(format!("strata-spread-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     let work = work_dir.to_str().unwrap();
     TlsMaterial::development(
@@ -227,7 +227,7 @@ fn bad_flags_are_refused_with_the_bad_part_named() {
 #[test]
 fn daemons_can_log_json_lines() {
     use std::io::{BufRead, BufReader};
-    let work_dir = std::env::temp_dir().join(format!("strata-json-logs-{}", std::process::id()));
+    let work_dir = common::scratch().join(format!("strata-json-logs-{}", std::process::id()));
     let mut master = std::process::Command::new(STRATA)
         .args([
             "master",
@@ -264,7 +264,7 @@ fn daemons_can_log_json_lines() {
 /// serves without a master.
 #[test]
 fn a_daemon_whose_master_gives_up_exits_with_an_error() {
-    let work_dir = std::env::temp_dir().join(format!("strata-gives-up-{}", std::process::id()));
+    let work_dir = common::scratch().join(format!("strata-gives-up-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     // The registry's temporary file is a directory: every write fails.
     let registry = strata_master::registry::path(&work_dir);

@@ -269,7 +269,7 @@ fn masters_fail_over_through_zookeeper_and_tasks_run_on() {
 #[test]
 fn strata_local_runs_three_masters_over_a_zookeeper_it_starts() {
     use std::io::{BufRead, BufReader};
-    let dir = std::env::temp_dir().join(format!("strata-local-ha-{}", std::process::id()));
+    let dir = common::scratch().join(format!("strata-local-ha-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let log = std::fs::File::create(dir.join("local.log")).unwrap();

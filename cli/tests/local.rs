@@ -13,7 +13,7 @@ const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
 #[test]
 fn execute_against_local_returns_the_documented_exit_codes() {
-    let work_dir = std::env::temp_dir().join(format!("strata-local-{}", std::process::id()));
+    let work_dir = common::scratch().join(format!("strata-local-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     let (mut local, master) = common::start_local(&work_dir, "2");
     // A second cluster on the same work directory is refused.

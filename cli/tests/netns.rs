@@ -180,7 +180,7 @@ fn a_framework_runs_across_three_hosts_in_network_namespaces() {
     let first_ip = link(master_ns, first_ns, 1, &tag).unwrap();
     let second_ip = link(master_ns, second_ns, 2, &tag).unwrap();
 
-    let work_dir = std::env::temp_dir().join(format!("strata-netns-{}", std::process::id()));
+    let work_dir = common::scratch().join(format!("strata-netns-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     let work = work_dir.to_str().unwrap();
     TlsMaterial::development(
@@ -227,7 +227,7 @@ fn a_partitioned_agent_returns_with_its_task_for_a_partition_aware_framework() {
     };
     let (master_ns, agent_ns) = (&names[0], &names[1]);
     let agent_ip = link(master_ns, agent_ns, 3, &tag).unwrap();
-    let work_dir = std::env::temp_dir().join(format!("strata-partition-{}", std::process::id()));
+    let work_dir = common::scratch().join(format!("strata-partition-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     let work = work_dir.to_str().unwrap();
     TlsMaterial::development(

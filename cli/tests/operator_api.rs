@@ -23,7 +23,7 @@ struct Local {
 
 impl Local {
     fn start(name: &str) -> Local {
-        let work_dir = std::env::temp_dir().join(format!("strata-{name}-{}", std::process::id()));
+        let work_dir = common::scratch().join(format!("strata-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&work_dir);
         let (child, master) = common::start_local(&work_dir, "2");
         let local = Local {

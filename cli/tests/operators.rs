@@ -369,6 +369,8 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
         .unwrap()
         .iter()
         .map(|entry| entry["path"].as_str().unwrap().rsplit('/').next().unwrap())
+        // The task's private /tmp, when it runs in namespaces (as root).
+        .filter(|name| *name != "tmp")
         .collect();
     assert_eq!(names, ["escape", "pipe", "stderr", "stdout"]);
     let (status, body) = get(&agent_http, &format!("/files/read?path={sandbox}/stdout"));
@@ -460,7 +462,7 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
 /// principals of its credentials file; health and metrics stay open.
 #[test]
 fn agent_endpoints_need_credentials_when_asked() {
-    let credentials = std::env::temp_dir().join(format!(
+    let credentials = common::scratch().join(format!(
         "strata-http-credentials-{}.json",
         std::process::id()
     ));
@@ -599,7 +601,7 @@ fn tasks_run_as_their_frameworks_user() {
 /// scripts can read.
 #[test]
 fn tables_on_a_live_local_cluster() {
-    let dir = std::env::temp_dir().join(format!("strata-tables-{}", std::process::id()));
+    let dir = common::scratch().join(format!("strata-tables-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut local = Command::new(STRATA)

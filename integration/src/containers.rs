@@ -7,7 +7,10 @@
 //! A [`SimHost`] plays that part: a container "runs" for the (virtual)
 //! time its task's [`RUN_MS_LABEL`] says, or until it is signalled, then
 //! exits 0 (1 if its [`OUTCOME_LABEL`] says `failed`), and the host keeps
-//! how it ended. A host shared by every life of a simulated agent lets an
+//! how it ended. A task whose [`MEM_MB_LABEL`] is more than its `mem` is
+//! killed half way through its run (or after [`OOM_AFTER`] if it runs
+//! forever), as the kernel kills a process over its cgroup's memory
+//! limit, and ends with that memory limitation. A host shared by every life of a simulated agent lets an
 //! agent crashed and restarted on it take its tasks back as a real one
 //! does; [`in_process`] gives each life a host of its own.
 
@@ -22,7 +25,8 @@ use rustix::process::Signal;
 use strata_agent::Runner;
 use strata_agent::checkpoint::RunCheckpoint;
 use strata_agent::containerizer::{
-    ContainerId, Containerizer, Containerizers, Launch, Launched, Launching, Recovery, Sampling,
+    ContainerEnding, ContainerId, Containerizer, Containerizers, Exit, Launch, Launched, Launching,
+    Limitation, Recovery, Sampling,
 };
 use tokio::sync::watch;
 
@@ -51,16 +55,39 @@ pub fn timed_task(
 /// Label: `failed` makes a task exit 1 (FAILED) instead of 0.
 pub const OUTCOME_LABEL: &str = "strata.test/outcome";
 
+/// Label: how much memory a task takes, in MB (none without it).
+pub const MEM_MB_LABEL: &str = "strata.test/mem-mb";
+
+/// When a task that runs forever and takes more memory than its `mem` is
+/// killed for it.
+pub const OOM_AFTER: Duration = Duration::from_millis(100);
+
+/// How a container ended on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    pub status: ExitStatus,
+    pub limitation: Option<Limitation>,
+}
+
+impl From<ExitStatus> for Ending {
+    fn from(status: ExitStatus) -> Ending {
+        Ending {
+            status,
+            limitation: None,
+        }
+    }
+}
+
 /// What the host knows of a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostStatus {
     Running,
-    Ended(ExitStatus),
+    Ended(Ending),
 }
 
 #[derive(Debug)]
 struct Run {
-    ending: watch::Sender<Option<ExitStatus>>,
+    ending: watch::Sender<Option<Ending>>,
     timer: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -84,7 +111,8 @@ impl SimHost {
 
     /// Starts a container that ends as `ending` after `run`, or runs until
     /// signalled when `run` is `None`. One already there is left alone.
-    pub fn start(&self, id: ContainerId, run: Option<Duration>, ending: ExitStatus) {
+    pub fn start(&self, id: ContainerId, run: Option<Duration>, ending: impl Into<Ending>) {
+        let ending = ending.into();
         let mut runs = self.lock();
         if runs.contains_key(&id) {
             return;
@@ -109,7 +137,8 @@ impl SimHost {
 
     /// Ends a running container as `ending` (a kill, say); nothing if it
     /// ended.
-    pub fn end(&self, id: &ContainerId, ending: ExitStatus) {
+    pub fn end(&self, id: &ContainerId, ending: impl Into<Ending>) {
+        let ending = ending.into();
         let runs = self.lock();
         if let Some(run) = runs.get(id)
             && run.ending.borrow().is_none()
@@ -137,7 +166,7 @@ impl SimHost {
     pub fn wait(
         &self,
         id: &ContainerId,
-    ) -> impl std::future::Future<Output = Option<ExitStatus>> + use<> {
+    ) -> impl std::future::Future<Output = Option<Ending>> + use<> {
         let receiver = self.lock().get(id).map(|run| run.ending.subscribe());
         async move {
             let mut receiver = receiver?;
@@ -178,12 +207,19 @@ impl HostContainerizer {
         HostContainerizer { host }
     }
 
-    fn ending(&self, id: &ContainerId) -> strata_agent::command_executor::Ending {
+    fn ending(&self, id: &ContainerId) -> ContainerEnding {
         let ended = self.host.wait(id);
         Box::pin(async move {
-            ended
-                .await
-                .ok_or_else(|| std::io::Error::other("the simulated machine lost the task"))
+            match ended.await {
+                Some(ending) => Exit {
+                    status: Ok(ending.status),
+                    limitation: ending.limitation,
+                },
+                None => Exit {
+                    status: Err("the simulated machine lost the task".into()),
+                    limitation: None,
+                },
+            }
         })
     }
 }
@@ -199,8 +235,30 @@ impl Containerizer for HostContainerizer {
             .labels
             .get(OUTCOME_LABEL)
             .is_some_and(|outcome| outcome == "failed");
-        self.host
-            .start(id.clone(), run, exited(if failed { 1 } else { 0 }));
+        let limit_mb = launch.resources.mem_mb().floor();
+        let taken_mb = launch
+            .labels
+            .get(MEM_MB_LABEL)
+            .and_then(|mb| mb.parse::<u64>().ok())
+            .unwrap_or(0);
+        if taken_mb > limit_mb {
+            // The kernel kills it for its memory, as a cgroup's limit does.
+            let oom = run.map_or(OOM_AFTER, |run| run / 2);
+            self.host.start(
+                id.clone(),
+                Some(oom),
+                Ending {
+                    status: ExitStatus::from_raw(Signal::KILL.as_raw()),
+                    limitation: Some(Limitation::Memory {
+                        limit_bytes: limit_mb << 20,
+                        peak_bytes: limit_mb << 20,
+                    }),
+                },
+            );
+        } else {
+            self.host
+                .start(id.clone(), run, exited(if failed { 1 } else { 0 }));
+        }
         Box::pin(std::future::ready(Ok(Launched {
             ending: self.ending(id),
             run: RunCheckpoint {
@@ -216,7 +274,7 @@ impl Containerizer for HostContainerizer {
     fn recover(&mut self, run: &RunCheckpoint) -> Recovery {
         match self.host.status(&run.container) {
             Some(HostStatus::Running) => Recovery::Running(self.ending(&run.container)),
-            Some(HostStatus::Ended(status)) => Recovery::Ended(status),
+            Some(HostStatus::Ended(ending)) => Recovery::Ended(ending.status, ending.limitation),
             None => Recovery::Gone,
         }
     }
@@ -280,12 +338,12 @@ mod tests {
                 assert_eq!(host.status(&a), Some(HostStatus::Running));
                 assert_eq!(host.status(&c), None);
                 let started = tokio::time::Instant::now();
-                assert_eq!(host.wait(&a).await, Some(exited(0)));
+                assert_eq!(host.wait(&a).await, Some(exited(0).into()));
                 assert_eq!(started.elapsed(), Duration::from_secs(5));
                 assert_eq!(host.running(), vec![b.clone()]);
                 let killed = ExitStatus::from_raw(Signal::KILL.as_raw());
                 host.end(&b, killed);
-                assert_eq!(host.status(&b), Some(HostStatus::Ended(killed)));
+                assert_eq!(host.status(&b), Some(HostStatus::Ended(killed.into())));
                 host.forget(&a);
                 assert_eq!(host.status(&a), None);
                 assert_eq!(host.wait(&a).await, None);

@@ -45,6 +45,7 @@ fn agent_config(
     let runner = Runner::Processes {
         work_dir: work_dir.to_owned(),
         kill_grace: Duration::from_secs(1),
+        isolation: strata_agent::isolation::Isolation::Posix,
     };
     let mut config = AgentConfig::new(
         master.clone(),

@@ -111,6 +111,11 @@ fn leadership_flaps() {
     sweep_scenario("leadership_flaps");
 }
 
+#[test]
+fn memory_limits() {
+    sweep_scenario("memory_limits");
+}
+
 /// Runs on the simulated transport repeat exactly; runs on real QUIC do
 /// not (TLS draws its own randomness), so they are left out.
 #[test]

@@ -66,6 +66,7 @@ fn processes_in(name: &str) -> (PathBuf, Runner) {
     let runner = Runner::Processes {
         work_dir: work_dir.clone(),
         kill_grace: Duration::from_secs(2),
+        isolation: strata_agent::isolation::Isolation::Posix,
     };
     (work_dir, runner)
 }
@@ -143,7 +144,11 @@ fn commands_run_as_processes_and_end_as_they_should() {
                 // that would leave the test nothing to check.
                 let pid_file = sandbox_of(&status).join("pid");
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while !pid_file.exists() && Instant::now() < deadline {
+                // Written whole: `echo` makes the file, then writes.
+                let written = |path: &Path| {
+                    std::fs::read_to_string(path).is_ok_and(|text| text.ends_with('\n'))
+                };
+                while !written(&pid_file) && Instant::now() < deadline {
                     tokio::task::yield_now().await;
                 }
                 fw.send(ToMaster::Kill {
@@ -209,6 +214,7 @@ fn a_task_over_its_memory_fails_with_the_memory_reason() {
         let runner = Runner::Processes {
             work_dir: work_dir.clone(),
             kill_grace: Duration::from_secs(1),
+            isolation: strata_agent::isolation::Isolation::Posix,
         };
         let mut config = AgentConfig::new(
             master.clone(),
@@ -250,7 +256,7 @@ fn a_task_over_its_memory_fails_with_the_memory_reason() {
         };
         assert_eq!(last.state, TaskState::Failed, "{}", last.message);
         assert_eq!(last.reason, Some(Reason::ContainerLimitationMemory));
-        assert!(last.message.contains("of 64 MB"), "{}", last.message);
+        assert!(last.message.contains("Requested: 64MB"), "{}", last.message);
     });
     let _ = std::fs::remove_dir_all(&work_dir);
 }
@@ -267,6 +273,7 @@ fn checkpointing_frameworks_have_their_update_streams_on_disk() {
         let runner = Runner::Processes {
             work_dir: work_dir.clone(),
             kill_grace: Duration::from_secs(1),
+            isolation: strata_agent::isolation::Isolation::Posix,
         };
         let _agent = start_agent(&ca, &master, "agent", "cpus:1;mem:256", runner).await;
         let schedulers = node(&ca, Role::Framework, "schedulers").await;

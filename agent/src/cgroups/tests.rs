@@ -49,12 +49,18 @@ fn a_v2_container_gets_its_limits_and_reports_its_usage() {
     assert_eq!(
         layout,
         Layout::V2 {
+            base: dir.clone(),
             root: dir.join("strata")
         }
     );
     let cgroup = layout.create("c1", LIMITS).unwrap();
     let file = |name: &str| std::fs::read_to_string(dir.join("strata").join(name)).unwrap();
     assert_eq!(file("cgroup.subtree_control"), "+cpu +memory +pids");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap(),
+        "+cpu +memory +pids",
+        "the top hands the controllers down too"
+    );
     assert_eq!(file("c1/cpu.max"), "50000 100000");
     assert_eq!(file("c1/memory.max"), "67108864");
     assert_eq!(file("c1/pids.max"), "100");
@@ -66,6 +72,8 @@ fn a_v2_container_gets_its_limits_and_reports_its_usage() {
     )
     .unwrap();
     std::fs::write(c1.join("memory.current"), "4096\n").unwrap();
+    std::fs::write(c1.join("memory.stat"), "anon 2048\nfile 2048\n").unwrap();
+    std::fs::write(c1.join("cgroup.procs"), "17\n18\n").unwrap();
     std::fs::write(
         c1.join("memory.events"),
         "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
@@ -78,7 +86,9 @@ fn a_v2_container_gets_its_limits_and_reports_its_usage() {
             throttled_ns: 20_000,
             memory_bytes: 4096,
             memory_peak_bytes: 0,
+            rss_bytes: 2048,
             oom_kills: 1,
+            processes: 2,
         }
     );
     std::fs::write(c1.join("memory.current"), "lots\n").unwrap();
@@ -93,6 +103,8 @@ fn a_v2_container_gets_its_limits_and_reports_its_usage() {
     std::fs::write(dir.join("cgroup.controllers"), "cpu io\n").unwrap();
     assert!(Layout::within(&mounts, "strata").is_err());
     assert!(layout.create("../escape", LIMITS).is_err());
+    assert!(Layout::within(&mounts, "../up").is_err());
+    assert!(Layout::within(&mounts, "/abs").is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -36,7 +36,7 @@ use crate::checkpoint::{
     StreamCheckpoint, TaskCheckpoint,
 };
 use crate::command_executor;
-use crate::containerizer::ContainerId;
+use crate::containerizer::{ContainerId, Limitation};
 use crate::recovery::Recovered;
 use crate::status_updates::{Forward, StatusUpdates};
 use crate::usage::GroupUsage;
@@ -96,7 +96,9 @@ pub struct Now {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {
     Running,
-    Ended(ExitStatus),
+    /// It ended while the agent was down, as this says, for the limit it
+    /// reached if any.
+    Ended(ExitStatus, Option<Limitation>),
     Gone,
 }
 
@@ -126,6 +128,8 @@ pub enum Input {
     Exited {
         container: ContainerId,
         status: Result<ExitStatus, String>,
+        /// The limit it reached, if that is why it ended.
+        limitation: Option<Limitation>,
     },
     /// What the running containers use now.
     Usage(BTreeMap<ContainerId, GroupUsage>),
@@ -172,6 +176,9 @@ pub struct LaunchSpec {
     /// For a custom executor: the identity its credentials are issued to
     /// (written into its sandbox before it starts).
     pub executor: Option<(FrameworkId, ExecutorId)>,
+    /// What it may use: a task's resources, or a custom executor's with
+    /// those of its tasks.
+    pub resources: Resources,
 }
 
 /// A checkpoint to write.
@@ -214,6 +221,12 @@ pub enum Effect {
     },
     /// A container's end is recorded: kill what is left, forget it.
     Forget(ContainerId),
+    /// A custom executor's container may now use `resources` (its own and
+    /// its tasks').
+    Update {
+        container: ContainerId,
+        resources: Resources,
+    },
     Write {
         path: PathBuf,
         checkpoint: Checkpoint,
@@ -375,7 +388,11 @@ impl Core {
                 message,
             } => self.message(from, &identity, *message),
             Input::Launched { container, result } => self.launched(&container, result),
-            Input::Exited { container, status } => self.exited(&container, status),
+            Input::Exited {
+                container,
+                status,
+                limitation,
+            } => self.exited(&container, status, limitation),
             Input::Usage(usage) => self.sampled(usage),
             Input::Timer(timer) => self.timer(timer),
             Input::CheckMaster => self.check_master(),
@@ -550,7 +567,7 @@ impl Core {
         match state {
             RunState::Running => {}
             // Ended while the agent was down: its tasks are reported so.
-            RunState::Ended(_) => {
+            RunState::Ended(..) => {
                 self.emit(Effect::Forget(run.container));
                 return false;
             }
@@ -598,7 +615,7 @@ impl Core {
         }
         if task.state.is_terminal() {
             // Its container, if taken back, is no one's now.
-            if let (Some(run), Some(RunState::Running | RunState::Ended(_))) =
+            if let (Some(run), Some(RunState::Running | RunState::Ended(..))) =
                 (&checkpoint.run, run_state)
             {
                 self.emit(Effect::Forget(run.clone().named().container));
@@ -652,7 +669,18 @@ impl Core {
                 );
                 self.emit(Effect::Watch(container));
             }
-            RunState::Ended(status) => {
+            RunState::Ended(_, Some(limitation)) => {
+                let message = format!("{} while the agent was down", limitation.message());
+                self.report_with(
+                    framework_id,
+                    &task_id,
+                    TaskState::Failed,
+                    Some(Reason::ContainerLimitationMemory),
+                    &message,
+                );
+                self.emit(Effect::Forget(run.container));
+            }
+            RunState::Ended(status, None) => {
                 let (state, how) = command_executor::outcome(Ok(status), false);
                 let message = format!("{how} while the agent was down");
                 self.report(framework_id, &task_id, state, &message);
@@ -1052,6 +1080,7 @@ impl Core {
             outlives_agent: self.checkpointing(framework_id),
             labels: info.labels.clone(),
             executor: None,
+            resources: info.resources.clone(),
         };
         self.containers.insert(
             (framework_id.clone(), task_id),
@@ -1134,6 +1163,7 @@ impl Core {
                     if let Some(executor) = self.executors.get_mut(&key) {
                         executor.run = Some(run);
                     }
+                    self.update_executor_limits(&key);
                     self.checkpoint_executor(&key);
                     self.expect_registration(key, container.clone());
                 }
@@ -1149,17 +1179,27 @@ impl Core {
         }
     }
 
-    fn exited(&mut self, container: &ContainerId, status: Result<ExitStatus, String>) {
+    fn exited(
+        &mut self,
+        container: &ContainerId,
+        status: Result<ExitStatus, String>,
+        limitation: Option<Limitation>,
+    ) {
         if let Some(key) = self.task_of(container) {
-            self.task_exited(key, status);
+            self.task_exited(key, status, limitation);
         } else if let Some(key) = self.executor_of(container) {
-            self.executor_exited(key, status);
+            self.executor_exited(key, status, limitation);
         }
         // Its end is recorded (or no longer anyone's to report).
         self.emit(Effect::Forget(container.clone()));
     }
 
-    fn task_exited(&mut self, key: TaskKey, status: Result<ExitStatus, String>) {
+    fn task_exited(
+        &mut self,
+        key: TaskKey,
+        status: Result<ExitStatus, String>,
+        limitation: Option<Limitation>,
+    ) {
         // Nothing the task started outlives it: its parent killed its
         // group before reaping it, and the shell kills what is left of
         // one whose end is unknown when it forgets it.
@@ -1167,7 +1207,11 @@ impl Core {
             return;
         };
         self.usage.remove(&key);
-        if let Some(message) = task.limit_exceeded {
+        // The kernel's word on the limit first, else the agent's sample.
+        if let Some(message) = limitation
+            .map(|limitation| limitation.message())
+            .or(task.limit_exceeded)
+        {
             self.report_with(
                 &key.0,
                 &key.1,
@@ -1247,7 +1291,8 @@ impl Core {
         }
     }
 
-    /// Records usage; kills a task over its memory.
+    /// Records usage; kills a task over its memory, or one the kernel
+    /// killed a process of for its memory.
     fn sampled(&mut self, usage: BTreeMap<ContainerId, GroupUsage>) {
         self.usage.clear();
         let mut over = Vec::new();
@@ -1260,13 +1305,28 @@ impl Core {
                 .tasks
                 .get(key)
                 .map_or(0, |task| task.info.resources.mem_mb().floor());
-            if task.limit_exceeded.is_none()
-                && crate::usage::over_memory_limit(sample.rss_bytes, mem_mb)
-            {
-                task.limit_exceeded = Some(format!(
-                    "memory limit exceeded: {} MB used of {mem_mb} MB",
-                    sample.rss_bytes / (1024 * 1024)
-                ));
+            if task.limit_exceeded.is_some() {
+                continue;
+            }
+            let exceeded = match &sample.kernel {
+                // The kernel enforces the limit: a process it killed for
+                // memory stops the whole container, as in Mesos.
+                Some(kernel) => (kernel.oom_kills > 0).then(|| {
+                    Limitation::Memory {
+                        limit_bytes: kernel.memory_limit_bytes.unwrap_or(0),
+                        peak_bytes: kernel.memory_peak_bytes.max(kernel.memory_bytes),
+                    }
+                    .message()
+                }),
+                None => crate::usage::over_memory_limit(sample.rss_bytes, mem_mb).then(|| {
+                    format!(
+                        "Memory limit exceeded: Requested: {mem_mb}MB Maximum Used: {}MB",
+                        sample.rss_bytes >> 20
+                    )
+                }),
+            };
+            if let Some(message) = exceeded {
+                task.limit_exceeded = Some(message);
                 over.push(task.container.clone());
             }
         }
@@ -1550,6 +1610,29 @@ impl Core {
             }),
             None => run.queued.push(task),
         }
+        self.update_executor_limits(&key);
+    }
+
+    /// Tells the containerizer what executor `key`'s container may use
+    /// now: its own resources and its live tasks'. Only for a container
+    /// that has started (its launch gets the latest when it has).
+    fn update_executor_limits(&mut self, key: &ExecutorKey) {
+        let Some(run) = self.executors.get(key) else {
+            return;
+        };
+        let (Some(_), Some(info)) = (&run.run, &run.info) else {
+            return;
+        };
+        let mut resources = info.resources.clone();
+        for task_id in &run.tasks {
+            if let Some(task) = self.tasks.get(&(key.0.clone(), task_id.clone())) {
+                resources.add(&task.info.resources);
+            }
+        }
+        self.emit(Effect::Update {
+            container: run.container.clone(),
+            resources,
+        });
     }
 
     fn start_executor(
@@ -1616,6 +1699,8 @@ impl Core {
             outlives_agent: self.checkpointing(framework_id),
             labels: BTreeMap::new(),
             executor: Some((framework_id.clone(), executor.executor_id.clone())),
+            // Its tasks' are added as they come.
+            resources: executor.resources.clone(),
         };
         let key = (framework_id.clone(), executor.executor_id.clone());
         let mut run = ExecutorRun::new(container.clone(), None);
@@ -1725,6 +1810,9 @@ impl Core {
                 }
                 // Taken once it is recorded (checkpointed first).
                 self.emit(taken);
+                if status.state.is_terminal() {
+                    self.update_executor_limits(&key);
+                }
             }
         }
     }
@@ -1757,7 +1845,12 @@ impl Core {
         }
     }
 
-    fn executor_exited(&mut self, key: ExecutorKey, status: Result<ExitStatus, String>) {
+    fn executor_exited(
+        &mut self,
+        key: ExecutorKey,
+        status: Result<ExitStatus, String>,
+        limitation: Option<Limitation>,
+    ) {
         let Some(run) = self.executors.remove(&key) else {
             return;
         };
@@ -1766,7 +1859,9 @@ impl Core {
             framework_id: key.0.clone(),
             executor_id: key.1.clone(),
         });
-        let (reason, message) = if run.registration_timed_out {
+        let (reason, message) = if let Some(limitation) = limitation {
+            (Reason::ContainerLimitationMemory, limitation.message())
+        } else if run.registration_timed_out {
             (
                 Reason::ExecutorRegistrationTimeout,
                 "the executor did not register in time".to_owned(),
@@ -1786,7 +1881,7 @@ impl Core {
 
     /// Kills a task an executor runs; false if no executor runs it.
     fn kill_executor_task(&mut self, framework_id: &FrameworkId, task_id: &TaskId) -> bool {
-        let Some((_, run)) = self
+        let Some((key, run)) = self
             .executors
             .iter_mut()
             .find(|((owner, _), run)| owner == framework_id && run.tasks.contains(task_id))
@@ -1804,6 +1899,8 @@ impl Core {
         }
         run.queued.retain(|task| &task.task_id != task_id);
         run.tasks.remove(task_id);
+        let key = key.clone();
+        self.update_executor_limits(&key);
         self.report(
             framework_id,
             task_id,

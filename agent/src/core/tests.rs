@@ -563,6 +563,7 @@ fn a_task_runs_to_its_end_and_its_updates_go_once_each_in_order() {
     let effects = harness.step(Input::Exited {
         container: container.clone(),
         status: exit(0),
+        limitation: None,
     });
     assert_eq!(states(&effects), vec![TaskState::Finished]);
     assert!(
@@ -606,6 +607,7 @@ fn kills_launch_failures_and_memory_limits_end_tasks_saying_why() {
     harness.step(Input::Exited {
         container,
         status: killed_by(15),
+        limitation: None,
     });
     assert_eq!(harness.status("k").state, TaskState::Killed);
 
@@ -633,8 +635,79 @@ fn kills_launch_failures_and_memory_limits_end_tasks_saying_why() {
             cpu_seconds: 1.0,
             rss_bytes: 100 << 20,
             processes: 1,
+            kernel: None,
         },
     );
+    killed_for_memory(
+        &mut harness,
+        "big",
+        usage,
+        "Memory limit exceeded: Requested: 64MB Maximum Used: 100MB",
+    );
+
+    // With cgroups the kernel kills: the container's end says so.
+    let container = harness.run(command_task("oom", "cpus:1;mem:64"), false);
+    let oom = Limitation::Memory {
+        limit_bytes: 64 << 20,
+        peak_bytes: 64 << 20,
+    };
+    harness.step(Input::Exited {
+        container,
+        status: killed_by(9),
+        limitation: Some(oom),
+    });
+    let status = harness.status("oom");
+    assert_eq!(
+        (status.state, status.reason),
+        (TaskState::Failed, Some(Reason::ContainerLimitationMemory))
+    );
+    assert_eq!(
+        status.message,
+        "Memory limit exceeded: Requested: 64MB Maximum Used: 64MB"
+    );
+
+    // A process of it the kernel killed, its first one alive: the whole
+    // container is stopped, and the kernel's sample is trusted over the
+    // resident memory it shows.
+    let container = harness.run(command_task("child", "cpus:1;mem:64"), false);
+    let sample = |oom_kills| GroupUsage {
+        cpu_seconds: 1.0,
+        rss_bytes: 1 << 20,
+        processes: 2,
+        kernel: Some(crate::usage::KernelUsage {
+            throttled_seconds: 0.0,
+            memory_bytes: 60 << 20,
+            memory_peak_bytes: 64 << 20,
+            memory_limit_bytes: Some(64 << 20),
+            oom_kills,
+        }),
+    };
+    let effects = harness.step(Input::Usage(BTreeMap::from([(
+        container.clone(),
+        sample(0),
+    )])));
+    assert!(
+        !effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::Signal { .. }))
+    );
+    killed_for_memory(
+        &mut harness,
+        "child",
+        BTreeMap::from([(container, sample(1))]),
+        "Memory limit exceeded: Requested: 64MB Maximum Used: 64MB",
+    );
+}
+
+/// A usage sample makes the agent kill task `name`'s container for its
+/// memory; its end then fails it with the memory reason and `message`.
+fn killed_for_memory(
+    harness: &mut Harness,
+    name: &str,
+    usage: BTreeMap<ContainerId, GroupUsage>,
+    message: &str,
+) {
+    let container = usage.keys().next().cloned().unwrap_or_default();
     let effects = harness.step(Input::Usage(usage));
     assert!(effects.iter().any(|effect| matches!(
         effect,
@@ -643,15 +716,11 @@ fn kills_launch_failures_and_memory_limits_end_tasks_saying_why() {
     harness.step(Input::Exited {
         container,
         status: killed_by(9),
+        limitation: None,
     });
-    let big = harness.status("big");
-    assert_eq!(big.reason, Some(Reason::ContainerLimitationMemory));
-    assert!(
-        big.message
-            .contains("memory limit exceeded: 100 MB used of 64 MB"),
-        "{}",
-        big.message
-    );
+    let status = harness.status(name);
+    assert_eq!(status.reason, Some(Reason::ContainerLimitationMemory));
+    assert_eq!(status.message, message);
 }
 
 #[test]
@@ -691,11 +760,24 @@ fn a_custom_executor_gets_its_tasks_once_it_registers_and_fails_them_when_it_end
             .any(|(after, timer)| *after == Duration::from_secs(60)
                 && matches!(timer, Timer::ExecutorRegistration { .. }))
     );
+    // Its container may use its own resources and its tasks'.
+    let limits = |effects: &[Effect]| {
+        effects.iter().find_map(|effect| match effect {
+            Effect::Update {
+                container: updated,
+                resources,
+            } if *updated == container => Some(resources.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(spec.resources, r("cpus:0.1;mem:32"));
+    assert_eq!(limits(&effects), Some(r("cpus:0.6;mem:96")));
     // A second task waits with the first.
-    harness.master_says(ToAgent::RunTask {
+    let effects = harness.master_says(ToAgent::RunTask {
         framework: framework(true),
         task: executor_task("x2"),
     });
+    assert_eq!(limits(&effects), Some(r("cpus:1.1;mem:160")));
     // Someone else's certificate cannot register it.
     let effects = harness.step(Input::Message {
         from: executor_pid(),
@@ -750,6 +832,7 @@ fn a_custom_executor_gets_its_tasks_once_it_registers_and_fails_them_when_it_end
     let effects = harness.step(Input::Exited {
         container,
         status: exit(1),
+        limitation: None,
     });
     assert!(
         effects
@@ -804,7 +887,7 @@ fn a_restart_takes_back_running_containers_and_reports_the_rest() {
         (ContainerId::new("alive"), RunState::Running),
         (
             ContainerId::new("ended"),
-            RunState::Ended(ExitStatus::from_raw(0)),
+            RunState::Ended(ExitStatus::from_raw(0), None),
         ),
     ]);
     let effects = harness.step(Input::Start {
@@ -901,7 +984,15 @@ fn random_walks_keep_the_invariants() {
                     } else {
                         killed_by(9)
                     };
-                    harness.step(Input::Exited { container, status })
+                    let limitation = (random.below(4) == 0).then_some(Limitation::Memory {
+                        limit_bytes: 64 << 20,
+                        peak_bytes: 64 << 20,
+                    });
+                    harness.step(Input::Exited {
+                        container,
+                        status,
+                        limitation,
+                    })
                 }
                 3 if !harness.core.tasks.is_empty() => {
                     let keys: Vec<_> = harness.core.tasks.keys().cloned().collect();

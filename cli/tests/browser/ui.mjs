@@ -34,6 +34,11 @@ try {
   await page.click('#nav a[data-page="overview"]');
   await page.getByText("Running tasks").waitFor();
   await page.screenshot({ path: `${shots}/overview.png`, fullPage: true });
+  // The running task's page shows what it uses, from its agent.
+  await page.click('#nav a[data-page="tasks"]');
+  await page.click(`tr[data-task="${taskId}"] a`);
+  await page.locator("#usage").filter({ hasText: "CPU time" }).waitFor();
+  await page.screenshot({ path: `${shots}/task-usage.png`, fullPage: true });
   await page.click('#nav a[data-page="tasks"]');
   console.log("running");
 

@@ -231,11 +231,23 @@ pub fn agent_work_dir(work_dir: &std::path::Path, name: &str) -> String {
     dir.to_str().unwrap().to_owned()
 }
 
+/// Where tests make their directories: not under `/tmp` when `/var/tmp`
+/// is there, since a task in namespaces has a `/tmp` of its own and could
+/// not reach a test's files under the host's.
+pub fn scratch() -> std::path::PathBuf {
+    let var_tmp = std::path::Path::new("/var/tmp");
+    if var_tmp.is_dir() {
+        var_tmp.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// A fresh directory for the master and frameworks of test `name`, with
 /// a development CA, and a work directory for one agent beside it: the
 /// directory, its path as text, and the agent's.
 pub fn work_dirs(name: &str) -> (std::path::PathBuf, String, String) {
-    let dir = std::env::temp_dir().join(format!("strata-{name}-{}", std::process::id()));
+    let dir = scratch().join(format!("strata-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     strata_runtime::TlsMaterial::development(
         &dir.join("tls"),

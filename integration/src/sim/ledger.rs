@@ -17,6 +17,8 @@ pub struct TaskRecord {
     /// The latest state the framework was told, and by whom.
     pub state: Option<TaskState>,
     pub source: Option<Source>,
+    /// Why, with that state.
+    pub reason: Option<Reason>,
     /// The updates with ids (the reliable stream), in the order they
     /// arrived, duplicates left out.
     pub stream: Vec<(UpdateId, TaskState)>,
@@ -271,6 +273,7 @@ impl Ledger {
         if record.terminal().is_none() {
             record.state = Some(status.state);
             record.source = Some(status.source);
+            record.reason = status.reason;
         }
         self.violations.extend(violations);
     }

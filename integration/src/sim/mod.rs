@@ -89,7 +89,7 @@ use strata_runtime::{
 };
 use tokio::sync::watch;
 
-pub use crate::containers::RUN_MS_LABEL;
+pub use crate::containers::{MEM_MB_LABEL, RUN_MS_LABEL};
 pub use intruder::Intruder;
 pub use ledger::Ledger;
 pub use workload::{Workload, WorkloadSpec, test_task};
@@ -1011,9 +1011,10 @@ impl SimCluster {
         self.note(format!("agent-{index}'s machine lost with its disk"));
         let agent = &mut self.agents[index];
         for id in agent.host.running() {
-            agent
-                .host
-                .end(&id, std::os::unix::process::ExitStatusExt::from_raw(9));
+            agent.host.end(
+                &id,
+                <std::process::ExitStatus as std::os::unix::process::ExitStatusExt>::from_raw(9),
+            );
         }
         agent.host = SimHost::default();
         agent.disk.disk.wipe();

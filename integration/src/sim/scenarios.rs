@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use strata_master::MASTER_ID;
 use strata_protocol::{
-    AgentId, AgentInfo, Capability, CommandInfo, FrameworkId, FrameworkInfo, Resources, TaskId,
-    TaskInfo, TaskKind, TaskState, ToAgent, ToMaster,
+    AgentId, AgentInfo, Capability, CommandInfo, FrameworkId, FrameworkInfo, Reason, Resources,
+    TaskId, TaskInfo, TaskKind, TaskState, ToAgent, ToMaster,
 };
 use strata_runtime::transport::sim::LinkConfig;
 use strata_runtime::{Inbox, Received, Role};
@@ -91,6 +91,7 @@ pub const ALL: &[(&str, Scenario)] = &[
         Box::pin(zookeeper_quorum_lost(seed))
     }),
     ("leadership_flaps", |seed| Box::pin(leadership_flaps(seed))),
+    ("memory_limits", |seed| Box::pin(memory_limits(seed))),
 ];
 
 /// The highly available cluster with its workload running for a while.
@@ -168,6 +169,90 @@ pub async fn leadership_flaps(seed: u64) -> Result<Report, Failure> {
         cluster.run_for(between).await;
     }
     cluster.converge(CONVERGENCE_LIMIT).await;
+    cluster.finish()
+}
+
+/// How many tasks the `hogs` framework of [`memory_limits`] launches.
+pub const HOGS: usize = 6;
+
+/// Beside the standard workload, a checkpointing framework `hogs` runs
+/// tasks that take more memory than they asked for: the kernel (the
+/// simulated machine) kills each half way through its run. An agent
+/// crashes meanwhile and comes back after up to a minute, so some hogs
+/// are killed while their agent is down and learnt of from the machine
+/// when it recovers. Every hog must end TASK_FAILED with
+/// REASON_CONTAINER_LIMITATION_MEMORY, and no other task with that
+/// reason.
+pub async fn memory_limits(seed: u64) -> Result<Report, Failure> {
+    let mut cluster = standard_cluster(seed);
+    let hogs = WorkloadSpec {
+        seed: seed ^ 3,
+        run: (secs(10), secs(60)),
+        labels: BTreeMap::from([(super::MEM_MB_LABEL.to_owned(), "512".to_owned())]),
+        ..WorkloadSpec::new(HOGS, "cpus:0.5;mem:128", secs(60))
+    };
+    let mut info = FrameworkInfo::new("hogs", "sim");
+    info.checkpoint = true;
+    info.failover_timeout = secs(60);
+    cluster.add_framework(info, Workload::factory(hogs));
+    let first = cluster.between(secs(2), secs(20));
+    cluster.run_for(first).await;
+    let agent = cluster.random().below(3) as usize;
+    cluster.crash_agent(agent);
+    let down = cluster.between(secs(1), secs(60));
+    cluster.run_for(down).await;
+    cluster.restart_agent(agent);
+    cluster.converge(CONVERGENCE_LIMIT).await;
+    // Until every hog has ended (each is killed half way through a run
+    // of at most a minute, once offers let it start).
+    let hogs_id = cluster.framework_id(3);
+    let ended = |cluster: &SimCluster| {
+        cluster.ledger(|ledger| {
+            hogs_id
+                .as_ref()
+                .and_then(|id| ledger.frameworks.get(id))
+                .is_some_and(|hogs| {
+                    hogs.tasks.len() == HOGS
+                        && hogs
+                            .tasks
+                            .values()
+                            .all(|record| record.state.is_some_and(TaskState::is_terminal))
+                })
+        })
+    };
+    if !cluster.run_until(CONVERGENCE_LIMIT, ended).await {
+        cluster.violation("the hogs never all ended");
+    }
+    let problems = cluster.ledger(|ledger| {
+        let mut problems = Vec::new();
+        let mut ended = 0;
+        for (framework_id, framework) in &ledger.frameworks {
+            let is_hogs = Some(framework_id) == hogs_id.as_ref();
+            for (task_id, record) in &framework.tasks {
+                let memory = record.reason == Some(Reason::ContainerLimitationMemory);
+                if is_hogs {
+                    ended += 1;
+                    if record.state != Some(TaskState::Failed) || !memory {
+                        problems.push(format!(
+                            "hog {task_id} ended {:?} ({:?}), not failed for its memory",
+                            record.state, record.reason
+                        ));
+                    }
+                } else if memory {
+                    problems.push(format!(
+                        "{framework_id}/{task_id} failed for memory it did not take"
+                    ));
+                }
+            }
+        }
+        if ended != HOGS {
+            problems.push(format!("{ended} of {HOGS} hogs were heard of"));
+        }
+        problems
+    });
+    for problem in problems {
+        cluster.violation(problem);
+    }
     cluster.finish()
 }
 

@@ -21,6 +21,9 @@ pub struct WorkloadSpec {
     pub run: (Duration, Duration),
     /// Seeds the run times.
     pub seed: u64,
+    /// Labels each task carries besides its run time (what it does on
+    /// the simulated machine: [`crate::containers::MEM_MB_LABEL`]).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl WorkloadSpec {
@@ -38,6 +41,7 @@ impl WorkloadSpec {
             resources,
             run: (run / 10, run),
             seed: 0,
+            labels: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -73,7 +77,9 @@ impl Workload {
         let run = low + Duration::from_millis(self.random.below(spread + 1));
         let task_id = TaskId::new(format!("task-{index}"))
             .unwrap_or_else(|_| unreachable!("task ids are valid"));
-        test_task(task_id, offer, self.spec.resources.clone(), run)
+        let mut task = test_task(task_id, offer, self.spec.resources.clone(), run);
+        task.labels.extend(self.spec.labels.clone());
+        task
     }
 }
 

@@ -1,0 +1,399 @@
+//! The container init: what runs first in a container with namespaces.
+//!
+//! A container with namespaces starts as the `strata` binary's
+//! `container-init` subcommand, in the container's cgroup, after the
+//! launching side unshared new pid and mount namespaces (and a network
+//! namespace for `network/none`) between fork and exec. It takes two
+//! processes:
+//!
+//! - The **outer** one (in the host's pid namespace, the new mount
+//!   namespace): makes every mount private to the container, mounts the
+//!   sandbox's `tmp/` over `/tmp` (a sandbox that was under `/tmp` is
+//!   shown again at its path), brings loopback up in a new network
+//!   namespace, and starts the inner one, which is the new pid
+//!   namespace's first process. It outlives a SIGTERM to the container's
+//!   process group (the command gets it directly: the group spans the
+//!   namespace), and ends as the command ended: with its exit code, or
+//!   killed by its signal (it execs itself with `--die-by`, since a
+//!   caught signal cannot be raised again).
+//! - The **inner** one, pid 1 of the container: mounts a `/proc` of the
+//!   new namespace, starts the command as its user (which never runs as
+//!   root when a user was asked), reaps every orphan, and when the
+//!   command ends hands its wait status to the outer one through a pipe
+//!   (its standard input) and exits, which makes the kernel kill whatever
+//!   is left in the namespace. It dies with the outer one.
+//!
+//! Signals from the host reach the command through its process group;
+//! the agent's kill reaches the whole cgroup.
+
+use std::ffi::OsString;
+use std::os::fd::AsFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{ExitStatus, Stdio};
+
+use crate::users::RunAs;
+
+/// The subcommand of the `strata` binary.
+pub const SUBCOMMAND: &str = "container-init";
+
+/// The arguments (after the program) that start `argv` under the
+/// container init, as `run_as` when given, with loopback brought up when
+/// `loopback` (a new network namespace).
+pub fn arguments(run_as: Option<&RunAs>, loopback: bool, argv: &[OsString]) -> Vec<OsString> {
+    let mut arguments: Vec<OsString> = vec![SUBCOMMAND.into()];
+    if let Some(run_as) = run_as {
+        let groups: Vec<String> = run_as.groups.iter().map(u32::to_string).collect();
+        arguments.push("--user".into());
+        arguments.push(
+            format!(
+                "{}:{}:{}:{}",
+                run_as.uid,
+                run_as.gid,
+                groups.join(","),
+                run_as.user
+            )
+            .into(),
+        );
+    }
+    if loopback {
+        arguments.push("--loopback".into());
+    }
+    arguments.push("--".into());
+    arguments.extend(argv.iter().cloned());
+    arguments
+}
+
+/// What the container init was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    /// Run `argv` in the container.
+    Run {
+        run_as: Option<RunAs>,
+        loopback: bool,
+        argv: Vec<OsString>,
+    },
+    /// End by this signal (the outer init's last step).
+    DieBy(i32),
+}
+
+/// Reads the subcommand's arguments (after its name).
+pub fn parse_arguments(arguments: impl Iterator<Item = OsString>) -> Result<Task, String> {
+    let mut arguments = arguments.peekable();
+    let (mut run_as, mut loopback) = (None, false);
+    while let Some(argument) = arguments.next() {
+        match argument.to_str() {
+            Some("--") => break,
+            Some("--loopback") => loopback = true,
+            Some("--die-by") => {
+                let signal = arguments
+                    .next()
+                    .and_then(|value| value.to_str()?.parse().ok())
+                    .filter(|signal| (1..=64).contains(signal))
+                    .ok_or("--die-by takes a signal number")?;
+                return Ok(Task::DieBy(signal));
+            }
+            Some("--user") => {
+                let value = arguments.next().ok_or("--user takes UID:GID:GROUPS:NAME")?;
+                run_as = Some(parse_user(&value.to_string_lossy())?);
+            }
+            _ => return Err(format!("unexpected argument {argument:?}")),
+        }
+    }
+    let argv: Vec<OsString> = arguments.collect();
+    if argv.is_empty() {
+        return Err("no command to run after --".into());
+    }
+    Ok(Task::Run {
+        run_as,
+        loopback,
+        argv,
+    })
+}
+
+fn parse_user(value: &str) -> Result<RunAs, String> {
+    let bad = || format!("--user {value:?} is not UID:GID:GROUPS:NAME");
+    let mut parts = value.splitn(4, ':');
+    let mut number = || -> Result<u32, String> {
+        parts
+            .next()
+            .and_then(|part| part.parse().ok())
+            .ok_or_else(bad)
+    };
+    let (uid, gid) = (number()?, number()?);
+    let groups = parts.next().ok_or_else(bad)?;
+    let groups = if groups.is_empty() {
+        Vec::new()
+    } else {
+        groups
+            .split(',')
+            .map(|group| group.parse().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?
+    };
+    let user = parts.next().ok_or_else(bad)?.to_owned();
+    Ok(RunAs {
+        user,
+        uid,
+        gid,
+        groups,
+    })
+}
+
+/// Runs the container init; its exit code.
+pub fn run(task: Task) -> i32 {
+    match task {
+        Task::DieBy(signal) => die_by(signal),
+        Task::Run {
+            run_as,
+            loopback,
+            argv,
+        } => {
+            let result = if rustix::process::getpid().is_init() {
+                inner(run_as.as_ref(), &argv)
+            } else {
+                outer(loopback)
+            };
+            result.unwrap_or_else(|error| {
+                eprintln!("strata {SUBCOMMAND}: {error}");
+                // What a shell answers for a command it cannot run.
+                127
+            })
+        }
+    }
+}
+
+/// Ends by `signal` (its handler is the default after exec), or with the
+/// shell's code for it when the signal is ignored.
+fn die_by(signal: i32) -> i32 {
+    if let Some(named) = rustix::process::Signal::from_named_raw(signal) {
+        let _ = rustix::process::kill_process(rustix::process::getpid(), named);
+    }
+    128 + signal
+}
+
+/// The outer init: the mount namespace, then the pid namespace's first
+/// process, then its end.
+fn outer(loopback: bool) -> Result<i32, String> {
+    use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
+    let program =
+        std::env::current_exe().map_err(|e| format!("cannot find its own program: {e}"))?;
+    mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(|e| format!("cannot make the container's mounts private: {e}"))?;
+    let sandbox = std::env::current_dir().map_err(|e| format!("no sandbox: {e}"))?;
+    let tmp = sandbox.join("tmp");
+    match std::fs::create_dir(&tmp) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(format!("cannot create {}: {error}", tmp.display())),
+    }
+    let tmp_dir = rustix::fs::open(
+        &tmp,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| format!("{} is not a directory: {e}", tmp.display()))?;
+    rustix::fs::fchmod(&tmp_dir, rustix::fs::Mode::from_raw_mode(0o1777))
+        .map_err(|e| format!("cannot open {} to the task: {e}", tmp.display()))?;
+    mount_bind(&tmp, "/tmp").map_err(|e| format!("cannot mount the sandbox's tmp: {e}"))?;
+    // A sandbox under /tmp (a work directory there) is hidden by it now:
+    // it is shown again at its own path, from the working directory that
+    // still is it.
+    if let Ok(below) = sandbox.strip_prefix("/tmp")
+        && below.components().next().is_some()
+    {
+        let place = std::path::Path::new("/tmp").join(below);
+        std::fs::create_dir_all(&place)
+            .map_err(|e| format!("cannot make {} again: {e}", place.display()))?;
+        mount_bind(".", &place)
+            .map_err(|e| format!("cannot show the sandbox at {}: {e}", place.display()))?;
+    }
+    if loopback {
+        loopback_up().map_err(|e| format!("cannot bring loopback up: {e}"))?;
+    }
+    // The inner init tells its command's wait status through this pipe.
+    let (status_read, status_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| format!("cannot make a pipe: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let ended = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Signals to the container's group reach its command directly;
+        // this one only lives on until the command has ended.
+        for kind in [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::hangup(),
+            SignalKind::quit(),
+            SignalKind::user_defined1(),
+            SignalKind::user_defined2(),
+        ] {
+            let mut signals = signal(kind)?;
+            tokio::spawn(async move { while signals.recv().await.is_some() {} });
+        }
+        let mut inner = tokio::process::Command::new(&program);
+        inner
+            .args(std::env::args_os().skip(1))
+            .stdin(Stdio::from(status_write))
+            .kill_on_drop(true);
+        let mut child = inner.spawn()?;
+        drop(inner);
+        child.wait().await
+    });
+    let inner_status =
+        ended.map_err(|e| format!("cannot run the container's first process: {e}"))?;
+    let mut raw = [0u8; 4];
+    let status = match rustix::io::read(&status_read, &mut raw) {
+        Ok(4) => ExitStatus::from_raw(i32::from_le_bytes(raw)),
+        // Killed before its command ended (the container's kill).
+        _ => inner_status,
+    };
+    if let Some(code) = status.code() {
+        return Ok(code);
+    }
+    let signal = status
+        .signal()
+        .unwrap_or(rustix::process::Signal::KILL.as_raw());
+    let error = std::process::Command::new(&program)
+        .args([SUBCOMMAND, "--die-by", &signal.to_string()])
+        .exec();
+    eprintln!("strata {SUBCOMMAND}: cannot end as its command did: {error}");
+    Ok(128 + signal)
+}
+
+/// The inner init, pid 1 of the container: `/proc`, the command, the
+/// reaping, the command's status to the outer init.
+fn inner(run_as: Option<&RunAs>, argv: &[OsString]) -> Result<i32, String> {
+    use rustix::mount::{MountFlags, mount};
+    use rustix::process::{WaitOptions, wait};
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| format!("cannot tie itself to its parent: {e}"))?;
+    mount(
+        "proc",
+        "/proc",
+        "proc",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )
+    .map_err(|e| format!("cannot mount the container's /proc: {e}"))?;
+    let Some((program, arguments)) = argv.split_first() else {
+        return Err("no command to run".into());
+    };
+    let mut command = std::process::Command::new(program);
+    command.args(arguments).stdin(Stdio::null());
+    if let Some(run_as) = run_as {
+        crate::users::switch_in_child(&mut command, run_as);
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let pid = rustix::process::Pid::from_child(&child);
+    let status = loop {
+        match wait(WaitOptions::empty()) {
+            Ok(Some((reaped, status))) if reaped == pid => break status.as_raw(),
+            // An orphan reaped.
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(error) => return Err(format!("cannot wait for its command: {error}")),
+        }
+    };
+    rustix::io::write(std::io::stdin().as_fd(), &status.to_le_bytes())
+        .map_err(|e| format!("cannot report its command's end: {e}"))?;
+    Ok(0)
+}
+
+/// Brings the loopback interface of a new network namespace up (index 1
+/// there) with one rtnetlink request: `RTM_NEWLINK` setting `IFF_UP`.
+fn loopback_up() -> std::io::Result<()> {
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType, recv, send, socket};
+    const RTM_NEWLINK: u16 = 16;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_ACK: u16 = 4;
+    const NLMSG_ERROR: u16 = 2;
+    const IFF_UP: u32 = 1;
+    let socket = socket(AddressFamily::NETLINK, SocketType::RAW, None)?;
+    let mut request = Vec::with_capacity(32);
+    // struct nlmsghdr: length, type, flags, sequence, port.
+    request.extend_from_slice(&32u32.to_ne_bytes());
+    request.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
+    request.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    // struct ifinfomsg: family, padding, type, index, flags, change.
+    request.extend_from_slice(&[0, 0, 0, 0]);
+    request.extend_from_slice(&1i32.to_ne_bytes());
+    request.extend_from_slice(&IFF_UP.to_ne_bytes());
+    request.extend_from_slice(&IFF_UP.to_ne_bytes());
+    send(&socket, &request, SendFlags::empty())?;
+    let mut answer = [0u8; 256];
+    let (length, _) = recv(&socket, &mut answer, RecvFlags::empty())?;
+    // An acknowledgement is an error message whose error is 0.
+    let field = |at: usize, size: usize| answer.get(at..at + size).filter(|_| at + size <= length);
+    let kind = field(4, 2).map(|bytes| u16::from_ne_bytes([bytes[0], bytes[1]]));
+    let error =
+        field(16, 4).map(|bytes| i32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+    match (kind, error) {
+        (Some(NLMSG_ERROR), Some(0)) => Ok(()),
+        (Some(NLMSG_ERROR), Some(error)) => Err(std::io::Error::from_raw_os_error(-error)),
+        _ => Err(std::io::Error::other(
+            "the kernel's answer is not an acknowledgement",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_round_trip_and_bad_ones_are_named() {
+        let run_as = RunAs {
+            user: "nobody:odd".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534, 10],
+        };
+        let argv: Vec<OsString> = vec!["/bin/sh".into(), "-c".into(), "echo --".into()];
+        let given = arguments(Some(&run_as), true, &argv);
+        assert_eq!(given[0], SUBCOMMAND);
+        assert_eq!(
+            parse_arguments(given.into_iter().skip(1)).unwrap(),
+            Task::Run {
+                run_as: Some(run_as),
+                loopback: true,
+                argv: argv.clone(),
+            }
+        );
+        let plain = arguments(None, false, &argv);
+        assert!(matches!(
+            parse_arguments(plain.into_iter().skip(1)).unwrap(),
+            Task::Run {
+                run_as: None,
+                loopback: false,
+                ..
+            }
+        ));
+        let parse = |words: &[&str]| parse_arguments(words.iter().map(OsString::from));
+        assert_eq!(parse(&["--die-by", "15"]).unwrap(), Task::DieBy(15));
+        assert!(parse(&["--die-by", "99"]).is_err());
+        assert!(parse(&["--"]).unwrap_err().contains("no command"));
+        assert!(parse(&["--user", "x:1::n", "--", "true"]).is_err());
+        assert!(parse(&["--what"]).unwrap_err().contains("--what"));
+        assert_eq!(
+            parse(&["--user", "5:6::u", "--", "true"]).unwrap(),
+            Task::Run {
+                run_as: Some(RunAs {
+                    user: "u".into(),
+                    uid: 5,
+                    gid: 6,
+                    groups: Vec::new()
+                }),
+                loopback: false,
+                argv: vec!["true".into()],
+            }
+        );
+    }
+}

@@ -1,0 +1,457 @@
+//! Tasks isolated in cgroups and namespaces, on this machine's real
+//! cgroups: `strata agent --isolation cgroups[,namespaces]` under a
+//! cgroups root of each test's own. They need root (CI runs as root and
+//! must run them); elsewhere they say so and pass.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+mod common;
+
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+/// Whether this test may create cgroups and namespaces (root); in CI it
+/// must.
+fn may_isolate(test: &str) -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the isolation tests as root"
+        );
+        eprintln!("{test}: skipped, cgroups and namespaces need root");
+    }
+    root
+}
+
+/// A master and one agent isolating with `isolation`, its cgroups under
+/// a root of this test's own; the agent's flags kept to start it again.
+struct Isolated {
+    dir: PathBuf,
+    work: String,
+    agent_work: String,
+    master: strata_integration::ChildNode,
+    agent: Option<strata_integration::ChildNode>,
+    address: String,
+    cgroups_root: String,
+    agent_flags: Vec<String>,
+}
+
+impl Isolated {
+    fn start(test: &str, isolation: &str, resources: &str) -> Isolated {
+        let (dir, work, agent_work) = common::work_dirs(test);
+        let master = common::start_master(&work);
+        let address = master.pid.addr().to_string();
+        let cgroups_root = format!("strata-test-{test}-{}", std::process::id());
+        let agent_flags = [
+            "--isolation",
+            isolation,
+            "--cgroups-root",
+            &cgroups_root,
+            "--cgroups-enable-cfs",
+            "--cgroups-pids-max",
+            "64",
+            "--resources",
+            resources,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut cluster = Isolated {
+            dir,
+            work,
+            agent_work,
+            master,
+            agent: None,
+            address,
+            cgroups_root,
+            agent_flags,
+        };
+        cluster.start_agent();
+        cluster
+    }
+
+    fn start_agent(&mut self) {
+        let flags: Vec<&str> = self.agent_flags.iter().map(String::as_str).collect();
+        self.agent = Some(common::start_agent_with(
+            &self.address,
+            &self.agent_work,
+            &flags,
+        ));
+    }
+
+    /// `strata execute` of one task; its status lines.
+    fn execute(
+        &self,
+        name: &str,
+        resources: &str,
+        command: &str,
+        extra: &[&str],
+    ) -> (common::KillOnDrop, Receiver<String>) {
+        let mut framework = Command::new(STRATA)
+            .args(["execute", "--master", &self.address, "--name", name])
+            .args(["--command", command, "--resources", resources])
+            .args(["--work-dir", &self.work, "--timeout", "120"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = common::lines_of(framework.stdout.take().unwrap());
+        (common::KillOnDrop(framework), lines)
+    }
+
+    /// The memory hierarchy's directory of this test's cgroups root.
+    fn memory_root(&self) -> PathBuf {
+        Path::new("/sys/fs/cgroup/memory").join(&self.cgroups_root)
+    }
+
+    /// The containers' cgroups that exist now (one subtree per agent
+    /// work directory under the root).
+    fn containers(&self) -> Vec<PathBuf> {
+        let Ok(agents) = std::fs::read_dir(self.memory_root()) else {
+            return Vec::new();
+        };
+        agents
+            .flatten()
+            .filter(|agent| agent.path().is_dir())
+            .flat_map(|agent| std::fs::read_dir(agent.path()).unwrap().flatten())
+            .map(|container| container.path())
+            .filter(|path| path.is_dir())
+            .collect()
+    }
+
+    /// Waits up to 30 s for every container's cgroup to be gone.
+    fn assert_no_cgroup_left(&self) {
+        until("every container's cgroup to go", || {
+            self.containers().is_empty().then_some(())
+        });
+    }
+
+    fn agent_http(&self) -> String {
+        self.agent.as_ref().unwrap().pid.addr().to_string()
+    }
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        let _ = self.agent.take();
+        // What a failed test left: killed, then its cgroups removed.
+        for hierarchy in ["memory", "cpu", "cpuacct", "cpu,cpuacct", "pids", "freezer"] {
+            let root = Path::new("/sys/fs/cgroup")
+                .join(hierarchy)
+                .join(&self.cgroups_root);
+            let Ok(agents) = std::fs::read_dir(&root) else {
+                continue;
+            };
+            for agent in agents.flatten().filter(|entry| entry.path().is_dir()) {
+                for container in std::fs::read_dir(agent.path()).unwrap().flatten() {
+                    if container.path().is_dir() {
+                        let _ = std::fs::write(container.path().join("freezer.state"), "THAWED");
+                        let procs = std::fs::read_to_string(container.path().join("cgroup.procs"))
+                            .unwrap_or_default();
+                        for pid in procs.lines().filter_map(|line| line.parse().ok()) {
+                            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                                let _ = rustix::process::kill_process(
+                                    pid,
+                                    rustix::process::Signal::KILL,
+                                );
+                            }
+                        }
+                        let _ = std::fs::remove_dir(container.path());
+                    }
+                }
+                let _ = std::fs::remove_dir(agent.path());
+            }
+            let _ = std::fs::remove_dir(&root);
+        }
+        let _ = &self.master;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits up to 30 s for `found` to find something.
+fn until<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(thing) = found() {
+            return thing;
+        }
+        assert!(Instant::now() < deadline, "waited 30 s for {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// The sandbox a TASK_RUNNING line names.
+fn sandbox_of(running: &str) -> PathBuf {
+    PathBuf::from(running.split_once("running in ").unwrap().1)
+}
+
+/// One raw HTTP GET; the status code and the body.
+fn get(address: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_owned(),
+    )
+}
+
+/// A task that takes more memory than its mem is killed by the kernel
+/// and fails for it, with Mesos's reason and the limit in its message;
+/// one that stays within its limit runs in a /tmp of its own, sees only
+/// its own processes, and nothing of either is left after.
+#[test]
+fn a_task_over_its_memory_fails_for_it_and_nothing_is_left() {
+    if !may_isolate("memory") {
+        return;
+    }
+    let cluster = Isolated::start("memory", "cgroups,namespaces", "cpus:2;mem:1024");
+    let (_hog, lines) = cluster.execute(
+        "hog",
+        "cpus:0.5;mem:32",
+        "python3 -c 'x = bytearray(256 << 20); print(len(x))'",
+        &[],
+    );
+    let failed = common::read_until(&lines, "TASK_FAILED");
+    assert!(
+        failed.contains("reason=REASON_CONTAINER_LIMITATION_MEMORY")
+            && failed.contains("Memory limit exceeded: Requested: 32MB"),
+        "{failed}"
+    );
+
+    let (_inside, lines) = cluster.execute(
+        "inside",
+        "cpus:0.5;mem:64",
+        "echo mine > /tmp/file; echo tmp: $(ls /tmp); echo processes: $(ls /proc | grep -c '^[0-9]'); cat /proc/self/cgroup",
+        &[],
+    );
+    let sandbox = sandbox_of(&common::read_until(&lines, "TASK_RUNNING"));
+    common::read_until(&lines, "TASK_FINISHED");
+    let output = std::fs::read_to_string(sandbox.join("stdout")).unwrap();
+    let line = |label: &str| {
+        output
+            .lines()
+            .find_map(|line| line.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label} in {output}"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(line("tmp:"), "file", "its /tmp is its own: {output}");
+    assert_eq!(
+        std::fs::read_to_string(sandbox.join("tmp/file")).unwrap(),
+        "mine\n",
+        "in its sandbox"
+    );
+    let processes: u32 = line("processes:").parse().unwrap();
+    assert!(
+        processes <= 5,
+        "it sees its own processes only: {processes}"
+    );
+    assert!(
+        output.contains(&format!("memory:/{}/", cluster.cgroups_root)),
+        "in its cgroup: {output}"
+    );
+    cluster.assert_no_cgroup_left();
+}
+
+/// With CFS on, a busy task of 0.5 cpus gets at most about half a core,
+/// by the kernel's accounting of its cgroup over 5 s; the agent reports
+/// that accounting and the throttling in `/monitor/statistics`.
+#[test]
+fn cfs_holds_a_busy_task_to_its_cpus() {
+    if !may_isolate("cfs") {
+        return;
+    }
+    let cluster = Isolated::start("cfs", "cgroups,namespaces", "cpus:2;mem:1024");
+    let (_busy, lines) = cluster.execute("busy", "cpus:0.5;mem:64", "while :; do :; done", &[]);
+    common::read_until(&lines, "TASK_RUNNING");
+    let container = until("the container's cgroup", || cluster.containers().pop());
+    // cpuacct is its own hierarchy or shares cpu's.
+    let cpuacct = ["cpuacct", "cpu,cpuacct"]
+        .iter()
+        .map(|name| Path::new("/sys/fs/cgroup").join(name))
+        .find(|path| path.join("cpuacct.usage").exists())
+        .unwrap();
+    let usage_file = cpuacct
+        .join(
+            container
+                .strip_prefix(cluster.memory_root().parent().unwrap())
+                .unwrap(),
+        )
+        .join("cpuacct.usage");
+    let used = || -> u64 {
+        std::fs::read_to_string(&usage_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (start, before) = (Instant::now(), used());
+    // A measurement, not a wait for an event: 5 s of the kernel's
+    // accounting.
+    std::thread::sleep(Duration::from_secs(5));
+    let (share, elapsed) = (
+        (used() - before) as f64 / 1e9,
+        start.elapsed().as_secs_f64(),
+    );
+    let cores = share / elapsed;
+    assert!(cores <= 0.55, "{cores:.3} of a core under a 0.5 cpu quota");
+    assert!(cores > 0.05, "{cores:.3}: the task did not run");
+    // The agent's statistics are the kernel's.
+    let statistics = until("the task to be throttled", || {
+        let (status, body) = get(&cluster.agent_http(), "/monitor/statistics");
+        assert_eq!(status, 200);
+        let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let statistics = rows[0]["statistics"].clone();
+        let throttled = statistics["cpus_throttled_time_secs"].as_f64();
+        throttled
+            .is_some_and(|secs| secs > 0.0)
+            .then_some(statistics)
+    });
+    assert!(statistics["cpus_time_secs"].as_f64().unwrap() > 0.0);
+    assert!(statistics["mem_total_bytes"].as_u64().is_some());
+    assert_eq!(statistics["mem_oom_kills"], 0);
+    let (status, metrics) = get(&cluster.agent_http(), "/metrics/snapshot");
+    assert_eq!(status, 200);
+    let metrics: serde_json::Value = serde_json::from_str(&metrics).unwrap();
+    assert!(
+        metrics["slave/tasks_cpus_throttled_time_secs"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{metrics}"
+    );
+}
+
+/// A fork bomb stops at the pids limit (64 processes), the agent keeps
+/// serving, and a task that left its session (setsid) dies with its
+/// container when the task is killed: here without namespaces, so the
+/// cgroup alone holds them.
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit_and_an_escaped_daemon_dies_with_its_task() {
+    if !may_isolate("pids") {
+        return;
+    }
+    let cluster = Isolated::start("pids", "cgroups", "cpus:2;mem:1024");
+    let bomb = "import os, time\n\
+        forked = 0\n\
+        try:\n    \
+            while True:\n        \
+                if os.fork() == 0:\n            \
+                    time.sleep(120)\n            \
+                    os._exit(0)\n        \
+                forked += 1\n\
+        except OSError as error:\n    \
+            print('stopped after', forked, error.errno)\n";
+    std::fs::write(cluster.dir.join("bomb.py"), bomb).unwrap();
+    let command = format!("python3 {}", cluster.dir.join("bomb.py").display());
+    let (_bomb, lines) = cluster.execute("bomb", "cpus:0.5;mem:256", &command, &[]);
+    let sandbox = sandbox_of(&common::read_until(&lines, "TASK_RUNNING"));
+    common::read_until(&lines, "TASK_FINISHED");
+    let output = std::fs::read_to_string(sandbox.join("stdout")).unwrap();
+    let forked: u32 = output
+        .split_whitespace()
+        .nth(2)
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("{output}"));
+    assert!(forked < 64, "{output}");
+    assert!(output.trim().ends_with(" 11"), "EAGAIN: {output}");
+    assert_eq!(get(&cluster.agent_http(), "/health").0, 200);
+
+    // A daemon in a session of its own, then the task is killed.
+    let (_daemon, lines) = cluster.execute(
+        "daemon",
+        "cpus:0.5;mem:64",
+        "setsid sleep 300 & echo started; exec sleep 300",
+        &[],
+    );
+    let sandbox = sandbox_of(&common::read_until(&lines, "TASK_RUNNING"));
+    common::wait_for_path(&sandbox.join("stdout"));
+    let daemon = until("the daemon to start", || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == sandbox)
+                    && rustix::process::getsid(rustix::process::Pid::from_raw(*pid))
+                        .is_ok_and(|sid| sid.as_raw_nonzero().get() == *pid)
+            })
+    });
+    let killed = Command::new(STRATA)
+        .args(["kill", "daemon", "--master", &cluster.address])
+        .args(["--work-dir", &cluster.work])
+        .output()
+        .unwrap();
+    assert!(killed.status.success(), "{killed:?}");
+    common::read_until(&lines, "TASK_KILLED");
+    assert!(
+        common::exits_within(daemon, Duration::from_secs(30)),
+        "the daemon outlived its container"
+    );
+    cluster.assert_no_cgroup_left();
+}
+
+/// kill -9 of the agent while a checkpointed task runs in its container
+/// and one is gated: the restarted agent re-attaches to the first through
+/// its cgroup (and kills it as a whole); the second, which took more
+/// memory than its limit while the agent was down, is reported FAILED
+/// for its memory; no cgroup is left.
+#[test]
+fn a_restarted_agent_re_attaches_to_its_containers() {
+    if !may_isolate("restart") {
+        return;
+    }
+    let mut cluster = Isolated::start("restart", "cgroups,namespaces", "cpus:2;mem:1024");
+    let (_runner, running_lines) = cluster.execute(
+        "runner",
+        "cpus:0.5;mem:64",
+        "exec sleep 600",
+        &["--checkpoint"],
+    );
+    common::read_until(&running_lines, "TASK_RUNNING");
+    let gate = cluster.dir.join("go");
+    let hog = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; python3 -c 'x = bytearray(256 << 20)'",
+        gate.display()
+    );
+    let (_hog, hog_lines) = cluster.execute("hog", "cpus:0.5;mem:32", &hog, &["--checkpoint"]);
+    let hog_sandbox = sandbox_of(&common::read_until(&hog_lines, "TASK_RUNNING"));
+    let hog_pid = common::task_pid(&hog_sandbox);
+    let mut agent = cluster.agent.take().unwrap();
+    agent.kill().unwrap();
+    drop(agent);
+    // While the agent is down, the hog takes too much and is killed.
+    std::fs::write(&gate, "").unwrap();
+    assert!(common::exits_within(hog_pid, Duration::from_secs(30)));
+    cluster.start_agent();
+    let failed = common::read_until(&hog_lines, "TASK_FAILED");
+    assert!(
+        failed.contains("reason=REASON_CONTAINER_LIMITATION_MEMORY")
+            && failed.contains("while the agent was down"),
+        "{failed}"
+    );
+    // The runner is still watched: its kill goes through its cgroup.
+    let killed = Command::new(STRATA)
+        .args(["kill", "runner", "--master", &cluster.address])
+        .args(["--work-dir", &cluster.work])
+        .output()
+        .unwrap();
+    assert!(killed.status.success(), "{killed:?}");
+    common::read_until(&running_lines, "TASK_KILLED");
+    cluster.assert_no_cgroup_left();
+}
