@@ -35,6 +35,15 @@ pub enum CgroupError {
     Parse { path: PathBuf, text: String },
 }
 
+impl CgroupError {
+    /// Whether the kernel still holds what was to be removed (processes
+    /// on their way out): worth trying again.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, CgroupError::Io { source, .. }
+            if source.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()))
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
     move |source| CgroupError::Io {
         path: path.to_owned(),
@@ -216,21 +225,24 @@ impl Layout {
     /// The names of the containers' cgroups that exist now (after a
     /// restart: those to re-attach or clean up).
     pub fn existing(&self) -> Result<Vec<String>, CgroupError> {
-        let root = match self {
-            Layout::V2 { root, .. } => root,
-            Layout::V1 { memory, .. } => memory,
-        };
-        let entries = match std::fs::read_dir(root) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => return Err(io(root)(error)),
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(Result::ok)
-            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
-            .filter_map(|entry| entry.file_name().into_string().ok())
-            .collect();
+        let mut names = Vec::new();
+        // In any hierarchy: one half made or half removed may be in some
+        // only.
+        for root in self.roots() {
+            let entries = match std::fs::read_dir(&root) {
+                Ok(entries) => entries,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(io(&root)(error)),
+            };
+            names.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+                    .filter_map(|entry| entry.file_name().into_string().ok()),
+            );
+        }
         names.sort();
+        names.dedup();
         Ok(names)
     }
 
@@ -255,14 +267,19 @@ impl Layout {
                 write(&level.join("cgroup.subtree_control"), "+cpu +memory +pids")?;
             }
         }
-        for dir in self.dirs(name) {
-            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        }
         let cgroup = Cgroup {
             layout: self.clone(),
             name: name.to_owned(),
         };
-        cgroup.limit(limits)?;
+        let made = self
+            .dirs(name)
+            .into_iter()
+            .try_for_each(|dir| std::fs::create_dir_all(&dir).map_err(io(&dir)));
+        if let Err(error) = made.and_then(|()| cgroup.limit(limits)) {
+            // Nothing runs in it yet.
+            let _ = cgroup.destroy();
+            return Err(error);
+        }
         Ok(cgroup)
     }
 
@@ -422,17 +439,32 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The processes in it.
+    /// The processes in it, in any of its hierarchies (one half made or
+    /// half removed may have only some); an error when it has none.
     pub fn processes(&self) -> Result<Vec<u32>, CgroupError> {
-        let dir = match &self.layout {
-            Layout::V2 { root, .. } => self.dir(root),
-            Layout::V1 { freezer, .. } => self.dir(freezer),
-        };
-        let procs = dir.join("cgroup.procs");
-        Ok(read(&procs)?
-            .lines()
-            .filter_map(|line| line.trim().parse().ok())
-            .collect())
+        let mut found = None;
+        for dir in self.layout.dirs(&self.name) {
+            let procs = dir.join("cgroup.procs");
+            match std::fs::read_to_string(&procs) {
+                Ok(text) => found.get_or_insert_with(Vec::new).extend(
+                    text.lines()
+                        .filter_map(|line| line.trim().parse::<u32>().ok()),
+                ),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io(&procs)(error)),
+            }
+        }
+        let mut pids = found.ok_or_else(|| {
+            io(&self.layout.dirs(&self.name)[0])(std::io::ErrorKind::NotFound.into())
+        })?;
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
+    /// Whether any of its directories exists.
+    pub fn exists(&self) -> bool {
+        self.layout.dirs(&self.name).iter().any(|dir| dir.is_dir())
     }
 
     /// How many processes are in it.
@@ -457,7 +489,27 @@ impl Cgroup {
             }
         };
         let (state, frozen, thawed) = freezer;
-        write(&state, frozen)?;
+        // Without its freezer directory (half made), each process is
+        // killed as it is found.
+        let freezing = state.parent().is_some_and(Path::is_dir);
+        if freezing {
+            write(&state, frozen)?;
+            // Frozen once the kernel says so: none of its processes can
+            // fork any more (v1 passes through FREEZING; v2 has
+            // cgroup.events say `frozen 1`).
+            for _ in 0..1000 {
+                let settled = match &self.layout {
+                    Layout::V2 { root, .. } => {
+                        keyed(&self.dir(root).join("cgroup.events"), "frozen").is_ok_and(|f| f == 1)
+                    }
+                    Layout::V1 { .. } => read(&state).is_ok_and(|now| now.trim() == frozen),
+                };
+                if settled {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
         let killed = self.processes().map(|pids| {
             for pid in pids {
                 if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
@@ -466,8 +518,23 @@ impl Cgroup {
                 }
             }
         });
-        let thaw = write(&state, thawed);
+        let thaw = if freezing {
+            write(&state, thawed)
+        } else {
+            Ok(())
+        };
         killed.and(thaw)
+    }
+
+    /// How many of its processes the kernel killed for want of memory.
+    pub fn oom_kills(&self) -> Result<u64, CgroupError> {
+        match &self.layout {
+            Layout::V2 { root, .. } => keyed(&self.dir(root).join("memory.events"), "oom_kill"),
+            // Counted since Linux 4.13.
+            Layout::V1 { memory, .. } => {
+                Ok(keyed(&self.dir(memory).join("memory.oom_control"), "oom_kill").unwrap_or(0))
+            }
+        }
     }
 
     /// What it used, from the kernel's accounting.
@@ -486,7 +553,7 @@ impl Cgroup {
                     // memory.peak came with Linux 5.19.
                     memory_peak_bytes: if peak.exists() { number(&peak)? } else { 0 },
                     rss_bytes: keyed(&dir.join("memory.stat"), "anon")?,
-                    oom_kills: keyed(&dir.join("memory.events"), "oom_kill")?,
+                    oom_kills: self.oom_kills()?,
                     processes: self.count()?,
                 })
             }
@@ -504,8 +571,7 @@ impl Cgroup {
                     memory_bytes: number(&memory.join("memory.usage_in_bytes"))?,
                     memory_peak_bytes: number(&memory.join("memory.max_usage_in_bytes"))?,
                     rss_bytes: keyed(&memory.join("memory.stat"), "total_rss")?,
-                    // Counted since Linux 4.13.
-                    oom_kills: keyed(&memory.join("memory.oom_control"), "oom_kill").unwrap_or(0),
+                    oom_kills: self.oom_kills()?,
                     processes: self.count()?,
                 })
             }
@@ -515,14 +581,19 @@ impl Cgroup {
     /// Removes it; its processes must be gone (a cgroup with processes
     /// cannot be removed: the error says so).
     pub fn destroy(&self) -> Result<(), CgroupError> {
+        let mut first = Ok(());
         for dir in self.layout.dirs(&self.name) {
             match std::fs::remove_dir(&dir) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(io(&dir)(error)),
+                Err(error) => {
+                    if first.is_ok() {
+                        first = Err(io(&dir)(error));
+                    }
+                }
             }
         }
-        Ok(())
+        first
     }
 }
 

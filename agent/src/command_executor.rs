@@ -275,18 +275,27 @@ pub(crate) fn command_in_group(
     };
     let mut command = std::process::Command::new(program);
     crate::users::confine_in_child(&mut command, confinement)?;
-    if let Some(run_as) = run_as.filter(|_| confinement.namespaces.is_none()) {
-        crate::users::switch_in_child(&mut command, run_as);
-    }
     command
         .args(arguments)
         .current_dir(directory)
         .env_clear()
-        .envs(environment)
-        .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
         .process_group(0);
+    if confinement.namespaces.is_some() {
+        // The container init runs as root: the command's environment
+        // reaches it on its standard input, never in its own.
+        let environment: crate::init::Environment = environment
+            .into_iter()
+            .map(|(name, value)| (name.into_vec(), value.into_vec()))
+            .collect();
+        command.stdin(crate::init::environment_file(&environment)?);
+    } else {
+        if let Some(run_as) = run_as {
+            crate::users::switch_in_child(&mut command, run_as);
+        }
+        command.envs(environment).stdin(Stdio::null());
+    }
     Ok(command)
 }
 

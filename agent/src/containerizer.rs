@@ -91,6 +91,9 @@ pub struct Launch {
     /// What it may use (cpus and mem), where the containerizer enforces
     /// limits.
     pub resources: strata_protocol::Resources,
+    /// A custom executor's container, which must reach its agent: it
+    /// keeps the host's network under `network/none`.
+    pub executor: bool,
 }
 
 /// A limit a container reached, for which it was stopped.
@@ -321,7 +324,12 @@ impl Shared {
                 let cgroup = isolation
                     .create(id.as_str(), &launch.resources)
                     .map_err(|e| format!("cannot create the container's cgroup: {e}"))?;
-                let confinement = isolation.confinement(&cgroup);
+                let mut confinement = isolation.confinement(&cgroup);
+                if launch.executor
+                    && let Some(namespaces) = &mut confinement.namespaces
+                {
+                    namespaces.network = false;
+                }
                 (Some(cgroup), confinement)
             }
         };
@@ -338,9 +346,9 @@ impl Shared {
         let started = match started {
             Ok(started) => started,
             Err(error) => {
-                if let Some(cgroup) = &cgroup {
-                    // Nothing started in it.
-                    let _ = cgroup.kill().and_then(|()| cgroup.destroy());
+                if let Some(cgroup) = cgroup {
+                    // Nothing started in it, or what did goes with it.
+                    tokio::spawn(remove_cgroup(cgroup));
                 }
                 return Err(error);
             }
@@ -380,8 +388,11 @@ fn contained(ending: Ending, cgroup: Option<Cgroup>) -> ContainerEnding {
 
 /// The memory limitation `cgroup` reached, if the kernel killed in it.
 fn limitation_of(cgroup: &Cgroup) -> Option<Limitation> {
+    if cgroup.oom_kills().ok()? == 0 {
+        return None;
+    }
     let usage = cgroup.usage().ok()?;
-    (usage.oom_kills > 0).then(|| Limitation::Memory {
+    Some(Limitation::Memory {
         limit_bytes: cgroup.memory_limit().ok().flatten().unwrap_or(0),
         peak_bytes: usage.memory_peak_bytes.max(usage.memory_bytes),
     })
@@ -394,35 +405,71 @@ const CGROUP_EMPTYING: std::time::Duration = std::time::Duration::from_secs(10);
 /// Kills what is left in a container's cgroup and removes it once empty;
 /// the memory limitation it reached, read first.
 async fn remove_cgroup(cgroup: Cgroup) -> Option<Limitation> {
-    let killing = cgroup.clone();
-    let limitation = tokio::task::spawn_blocking(move || {
-        let limitation = limitation_of(&killing);
-        if let Err(error) = killing.kill() {
-            error!(cgroup = killing.name(), cause = %error, "cannot kill what is left of a container");
+    // Every cgroup file operation runs on the blocking pool: removing a
+    // memory cgroup can take the kernel a while.
+    let (limitation, mut removed) = on_blocking_pool(&cgroup, |cgroup| {
+        let limitation = limitation_of(cgroup);
+        // Usually nothing is left: its first process took the rest along.
+        if remove_if_empty(cgroup) {
+            return (limitation, true);
         }
-        limitation
+        if let Err(error) = cgroup.kill() {
+            error!(cgroup = cgroup.name(), cause = %error, "cannot kill what is left of a container");
+        }
+        (limitation, remove_if_empty(cgroup))
     })
     .await
-    .ok()
-    .flatten();
+    .unwrap_or((None, false));
     // Killed processes leave the cgroup as the kernel reaps them: soon.
     let deadline = tokio::time::Instant::now() + CGROUP_EMPTYING;
     let mut pause = std::time::Duration::from_millis(1);
-    while cgroup.processes().is_ok_and(|pids| !pids.is_empty()) {
+    while !removed {
         if tokio::time::Instant::now() >= deadline {
             error!(
                 cgroup = cgroup.name(),
                 "processes of an ended container do not go; its cgroup is left"
             );
-            return limitation;
+            break;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(std::time::Duration::from_millis(100));
-    }
-    if let Err(error) = cgroup.destroy() {
-        error!(cgroup = cgroup.name(), cause = %error, "cannot remove an ended container's cgroup");
+        // Killed again: whatever forked meanwhile goes too.
+        removed = on_blocking_pool(&cgroup, |cgroup| {
+            let _ = cgroup.kill();
+            remove_if_empty(cgroup)
+        })
+        .await
+        .unwrap_or(false);
     }
     limitation
+}
+
+/// Runs `work` on `cgroup` on tokio's blocking pool; `None` if it could
+/// not finish.
+async fn on_blocking_pool<T: Send + 'static>(
+    cgroup: &Cgroup,
+    work: impl FnOnce(&Cgroup) -> T + Send + 'static,
+) -> Option<T> {
+    let cgroup = cgroup.clone();
+    tokio::task::spawn_blocking(move || work(&cgroup))
+        .await
+        .ok()
+}
+
+/// Removes `cgroup` if no process is left in it; false while some are
+/// (or the kernel still holds them).
+fn remove_if_empty(cgroup: &Cgroup) -> bool {
+    if cgroup.processes().is_ok_and(|pids| !pids.is_empty()) {
+        return false;
+    }
+    match cgroup.destroy() {
+        Ok(()) => true,
+        Err(error) if error.is_busy() => false,
+        Err(error) => {
+            error!(cgroup = cgroup.name(), cause = %error, "cannot remove an ended container's cgroup");
+            true
+        }
+    }
 }
 
 /// Containers as process groups on this machine.
@@ -456,10 +503,16 @@ impl ProcessContainerizer {
 
     fn signal_group(&self, group: &Group, signal: Signal) {
         if signal == Signal::KILL
-            && let Some(cgroup) = &group.cgroup
-            && cgroup.kill().is_ok()
+            && let Some(cgroup) = group.cgroup.clone()
         {
-            return;
+            // Every process of it, those that left its group included, away
+            // from the agent's thread (freezing may take a moment); its
+            // group is killed at once below.
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = cgroup.kill() {
+                    error!(cgroup = cgroup.name(), cause = %error, "cannot kill a container");
+                }
+            });
         }
         command_executor::signal_process(
             self.shared.connected().as_ref(),
@@ -554,11 +607,19 @@ impl Containerizer for ProcessContainerizer {
         else {
             return;
         };
-        if let Some(cgroup) = &group.cgroup
-            && let Err(error) = isolation.limit(cgroup, resources)
-        {
-            error!(container = %id, cause = %error, "cannot change a container's limits");
-        }
+        let (Some(cgroup), isolation, resources) =
+            (group.cgroup, isolation.clone(), resources.clone())
+        else {
+            return;
+        };
+        let id = id.clone();
+        // The kernel may reclaim memory as the limit changes: not on the
+        // agent's thread.
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = isolation.limit(&cgroup, &resources) {
+                error!(container = %id, cause = %error, "cannot change a container's limits");
+            }
+        });
     }
 
     fn recovered(&mut self) {
@@ -601,7 +662,7 @@ impl Containerizer for ProcessContainerizer {
         // One that ended while the agent was down still has its cgroup
         // (one watched to its end has none by now).
         if let Some(cgroup) = group.cgroup
-            && cgroup.processes().is_ok()
+            && cgroup.exists()
         {
             tokio::spawn(remove_cgroup(cgroup));
         }
@@ -670,6 +731,7 @@ mod tests {
             outlives_agent: false,
             labels: BTreeMap::new(),
             resources: strata_protocol::Resources::default(),
+            executor: false,
         }
     }
 

@@ -162,64 +162,148 @@ pub fn run(task: Task) -> i32 {
 }
 
 /// Ends by `signal` (its handler is the default after exec), or with the
-/// shell's code for it when the signal is ignored.
+/// shell's code for it when the signal is ignored (SIGPIPE, which Rust
+/// programs ignore) or has no name (a real-time one). Dumps no core.
 fn die_by(signal: i32) -> i32 {
+    let core = rustix::process::getrlimit(rustix::process::Resource::Core);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Core,
+        rustix::process::Rlimit {
+            current: Some(0),
+            maximum: core.maximum,
+        },
+    );
     if let Some(named) = rustix::process::Signal::from_named_raw(signal) {
         let _ = rustix::process::kill_process(rustix::process::getpid(), named);
     }
     128 + signal
 }
 
+/// The most environment a container's command may be given (as the task
+/// launcher takes a launch).
+const MAX_ENVIRONMENT_BYTES: usize = 1 << 20;
+
+/// A command's environment, as the container init is handed it: never
+/// through its own environment, which the dynamic loader of a process
+/// running as root would read (`LD_PRELOAD`).
+pub type Environment = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// `environment` in a sealed-off file for the outer init's standard
+/// input.
+pub fn environment_file(environment: &Environment) -> std::io::Result<std::os::fd::OwnedFd> {
+    let bytes = strata_runtime::codec::encode(environment).map_err(std::io::Error::other)?;
+    if bytes.len() > MAX_ENVIRONMENT_BYTES {
+        return Err(std::io::Error::other("the environment is over 1 MiB"));
+    }
+    let file = rustix::fs::memfd_create("strata-environment", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut written = 0;
+    while written < bytes.len() {
+        written += rustix::io::write(&file, &bytes[written..])?;
+    }
+    rustix::fs::seek(&file, rustix::fs::SeekFrom::Start(0))?;
+    Ok(file)
+}
+
+/// Reads an environment from `source` (bounded), as `environment_file`
+/// or the outer init wrote it.
+fn read_environment(source: impl std::io::Read) -> Result<Environment, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    source
+        .take(MAX_ENVIRONMENT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the environment: {e}"))?;
+    if bytes.len() > MAX_ENVIRONMENT_BYTES {
+        return Err("the environment is over 1 MiB".into());
+    }
+    strata_runtime::codec::decode("environment", &bytes).map_err(|e| e.to_string())
+}
+
+/// A directory opened without following a symbolic link, not inherited
+/// by what runs next.
+fn open_directory(
+    at: impl AsFd,
+    name: impl rustix::path::Arg,
+) -> rustix::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::openat(
+        at,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// The path that names what `fd` is open on (for `mount`, which takes
+/// paths: an opened directory cannot be swapped for a link meanwhile).
+fn fd_path(fd: &std::os::fd::OwnedFd) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
 /// The outer init: the mount namespace, then the pid namespace's first
 /// process, then its end.
 fn outer(loopback: bool) -> Result<i32, String> {
+    use rustix::fs::CWD;
     use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
     let program =
         std::env::current_exe().map_err(|e| format!("cannot find its own program: {e}"))?;
+    let environment = read_environment(std::io::stdin().lock())?;
     mount_change(
         "/",
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
     .map_err(|e| format!("cannot make the container's mounts private: {e}"))?;
-    let sandbox = std::env::current_dir().map_err(|e| format!("no sandbox: {e}"))?;
-    let tmp = sandbox.join("tmp");
-    match std::fs::create_dir(&tmp) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(error) => return Err(format!("cannot create {}: {error}", tmp.display())),
+    // The sandbox is its user's: everything in it is reached through
+    // descriptors opened without following links, never by path again.
+    let sandbox_path = std::env::current_dir().map_err(|e| format!("no sandbox: {e}"))?;
+    let sandbox = open_directory(CWD, ".").map_err(|e| format!("no sandbox: {e}"))?;
+    match rustix::fs::mkdirat(&sandbox, "tmp", rustix::fs::Mode::from_raw_mode(0o1777)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(error) => return Err(format!("cannot create the sandbox's tmp: {error}")),
     }
-    let tmp_dir = rustix::fs::open(
-        &tmp,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| format!("{} is not a directory: {e}", tmp.display()))?;
-    rustix::fs::fchmod(&tmp_dir, rustix::fs::Mode::from_raw_mode(0o1777))
-        .map_err(|e| format!("cannot open {} to the task: {e}", tmp.display()))?;
-    mount_bind(&tmp, "/tmp").map_err(|e| format!("cannot mount the sandbox's tmp: {e}"))?;
+    let tmp = open_directory(&sandbox, "tmp")
+        .map_err(|e| format!("the sandbox's tmp is not a directory: {e}"))?;
+    rustix::fs::fchmod(&tmp, rustix::fs::Mode::from_raw_mode(0o1777))
+        .map_err(|e| format!("cannot open the sandbox's tmp to the task: {e}"))?;
+    mount_bind(fd_path(&tmp), "/tmp")
+        .map_err(|e| format!("cannot mount the sandbox's tmp: {e}"))?;
+    drop(tmp);
     // A sandbox under /tmp (a work directory there) is hidden by it now:
-    // it is shown again at its own path, from the working directory that
-    // still is it.
-    if let Ok(below) = sandbox.strip_prefix("/tmp")
+    // it is shown again at its own path, each directory on the way made
+    // and opened in the new /tmp without following links.
+    if let Ok(below) = sandbox_path.strip_prefix("/tmp")
         && below.components().next().is_some()
     {
-        let place = std::path::Path::new("/tmp").join(below);
-        std::fs::create_dir_all(&place)
-            .map_err(|e| format!("cannot make {} again: {e}", place.display()))?;
-        mount_bind(".", &place)
-            .map_err(|e| format!("cannot show the sandbox at {}: {e}", place.display()))?;
+        let mut place = open_directory(CWD, "/tmp").map_err(|e| format!("no /tmp: {e}"))?;
+        for part in below.components() {
+            let std::path::Component::Normal(name) = part else {
+                return Err(format!("{} is not a plain path", sandbox_path.display()));
+            };
+            match rustix::fs::mkdirat(&place, name, rustix::fs::Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(error) => return Err(format!("cannot show the sandbox again: {error}")),
+            }
+            place = open_directory(&place, name)
+                .map_err(|e| format!("cannot show the sandbox again: {e}"))?;
+        }
+        mount_bind(fd_path(&sandbox), fd_path(&place))
+            .map_err(|e| format!("cannot show the sandbox at its path: {e}"))?;
     }
+    drop(sandbox);
     if loopback {
         loopback_up().map_err(|e| format!("cannot bring loopback up: {e}"))?;
     }
-    // The inner init tells its command's wait status through this pipe.
-    let (status_read, status_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| format!("cannot make a pipe: {e}"))?;
+    // The inner init reads its command's environment from this socket,
+    // and tells the command's wait status through it.
+    let (mut here, there) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| format!("cannot make a socket pair: {e}"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start: {e}"))?;
     let ended = runtime.block_on(async {
+        use std::io::Write;
         use tokio::signal::unix::{SignalKind, signal};
         // Signals to the container's group reach its command directly;
         // this one only lives on until the command has ended.
@@ -237,19 +321,26 @@ fn outer(loopback: bool) -> Result<i32, String> {
         let mut inner = tokio::process::Command::new(&program);
         inner
             .args(std::env::args_os().skip(1))
-            .stdin(Stdio::from(status_write))
+            .env_clear()
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(there)))
             .kill_on_drop(true);
         let mut child = inner.spawn()?;
         drop(inner);
+        // The inner init reads it all first thing; one that died first
+        // makes this fail, and its end tells.
+        let bytes = strata_runtime::codec::encode(&environment).map_err(std::io::Error::other)?;
+        let _ = here
+            .write_all(&bytes)
+            .and_then(|()| here.shutdown(std::net::Shutdown::Write));
         child.wait().await
     });
     let inner_status =
         ended.map_err(|e| format!("cannot run the container's first process: {e}"))?;
     let mut raw = [0u8; 4];
-    let status = match rustix::io::read(&status_read, &mut raw) {
-        Ok(4) => ExitStatus::from_raw(i32::from_le_bytes(raw)),
+    let status = match std::io::Read::read_exact(&mut here, &mut raw) {
+        Ok(()) => ExitStatus::from_raw(i32::from_le_bytes(raw)),
         // Killed before its command ended (the container's kill).
-        _ => inner_status,
+        Err(_) => inner_status,
     };
     if let Some(code) = status.code() {
         return Ok(code);
@@ -259,6 +350,7 @@ fn outer(loopback: bool) -> Result<i32, String> {
         .unwrap_or(rustix::process::Signal::KILL.as_raw());
     let error = std::process::Command::new(&program)
         .args([SUBCOMMAND, "--die-by", &signal.to_string()])
+        .env_clear()
         .exec();
     eprintln!("strata {SUBCOMMAND}: cannot end as its command did: {error}");
     Ok(128 + signal)
@@ -269,8 +361,17 @@ fn outer(loopback: bool) -> Result<i32, String> {
 fn inner(run_as: Option<&RunAs>, argv: &[OsString]) -> Result<i32, String> {
     use rustix::mount::{MountFlags, mount};
     use rustix::process::{WaitOptions, wait};
+    use std::os::unix::ffi::OsStringExt;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| format!("cannot tie itself to its parent: {e}"))?;
+    // Its standard input is its socket to the outer init.
+    let socket = std::os::unix::net::UnixStream::from(
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("cannot reach the outer init: {e}"))?,
+    );
+    let environment = read_environment(&socket)?;
     mount(
         "proc",
         "/proc",
@@ -283,7 +384,15 @@ fn inner(run_as: Option<&RunAs>, argv: &[OsString]) -> Result<i32, String> {
         return Err("no command to run".into());
     };
     let mut command = std::process::Command::new(program);
-    command.args(arguments).stdin(Stdio::null());
+    command
+        .args(arguments)
+        .env_clear()
+        .envs(
+            environment
+                .into_iter()
+                .map(|(name, value)| (OsString::from_vec(name), OsString::from_vec(value))),
+        )
+        .stdin(Stdio::null());
     if let Some(run_as) = run_as {
         crate::users::switch_in_child(&mut command, run_as);
     }
@@ -300,7 +409,7 @@ fn inner(run_as: Option<&RunAs>, argv: &[OsString]) -> Result<i32, String> {
             Err(error) => return Err(format!("cannot wait for its command: {error}")),
         }
     };
-    rustix::io::write(std::io::stdin().as_fd(), &status.to_le_bytes())
+    std::io::Write::write_all(&mut &socket, &status.to_le_bytes())
         .map_err(|e| format!("cannot report its command's end: {e}"))?;
     Ok(0)
 }
@@ -376,6 +485,14 @@ mod tests {
                 ..
             }
         ));
+        let environment: Environment =
+            vec![(b"A".to_vec(), b"1=2".to_vec()), (b"B".to_vec(), vec![])];
+        let file = environment_file(&environment).unwrap();
+        assert_eq!(
+            read_environment(std::fs::File::from(file)).unwrap(),
+            environment
+        );
+        assert!(read_environment(&b"\xff\xff\xff\xff\x0f"[..]).is_err());
         let parse = |words: &[&str]| parse_arguments(words.iter().map(OsString::from));
         assert_eq!(parse(&["--die-by", "15"]).unwrap(), Task::DieBy(15));
         assert!(parse(&["--die-by", "99"]).is_err());

@@ -109,16 +109,26 @@ impl CgroupIsolation {
         self.layout.create(name, self.limits(resources))
     }
 
-    /// Sets `cgroup`'s limits to those of `resources`.
+    /// Sets `cgroup`'s limits to those of `resources`, except that its
+    /// memory limit is only ever raised (as in Mesos: memory a process
+    /// holds is not given back because its container may use less now,
+    /// and the kernel would kill for it).
     pub fn limit(&self, cgroup: &Cgroup, resources: &Resources) -> Result<(), CgroupError> {
-        cgroup.limit(self.limits(resources))
+        let mut limits = self.limits(resources);
+        if let Some(current) = cgroup.memory_limit()? {
+            limits.mem_bytes = limits.mem_bytes.max(current);
+        } else {
+            // No limit now: none after either.
+            limits.mem_bytes = 0;
+        }
+        cgroup.limit(limits)
     }
 
     fn limits(&self, resources: &Resources) -> Limits {
         Limits {
             cpus: resources.cpus().as_f64(),
             cfs: self.cfs,
-            mem_bytes: resources.mem_mb().floor().saturating_mul(1 << 20),
+            mem_bytes: memory_limit_mb(resources).saturating_mul(1 << 20),
             pids_max: self.pids_max,
         }
     }
@@ -126,7 +136,7 @@ impl CgroupIsolation {
     /// Container `name`'s cgroup if it exists (after a restart).
     pub fn existing(&self, name: &str) -> Option<Cgroup> {
         let cgroup = self.layout.open(name);
-        cgroup.processes().is_ok().then_some(cgroup)
+        cgroup.exists().then_some(cgroup)
     }
 
     /// How a container's first process is confined in `cgroup`.
@@ -136,6 +146,16 @@ impl CgroupIsolation {
             namespaces: self.namespaces.clone(),
         }
     }
+}
+
+/// The least memory limit a container gets, in MB (Apache Mesos's
+/// `MIN_MEMORY`): a task that asks for less (or none) still runs its
+/// command, and the container init with it.
+pub const MIN_MEMORY_MB: u64 = 32;
+
+/// The memory limit of a container of `resources`, in MB.
+pub fn memory_limit_mb(resources: &Resources) -> u64 {
+    resources.mem_mb().floor().max(MIN_MEMORY_MB)
 }
 
 /// What the agent isolates with.
@@ -216,7 +236,7 @@ pub fn choose(options: &IsolationOptions) -> Result<(Isolation, Option<String>),
             .clone()
             .ok_or("namespaces need the strata program for the container init")?;
         let namespaces = Namespaces { init, network };
-        probe_namespaces(layout, &namespaces, &options.work_dir)?;
+        probe_namespaces(layout, &namespaces, &options.work_dir, options.pids_max)?;
         Ok(namespaces)
     };
     let isolation = |layout: Layout, namespaces: Option<Namespaces>| {
@@ -258,11 +278,14 @@ pub fn choose(options: &IsolationOptions) -> Result<(Isolation, Option<String>),
 }
 
 /// Runs `true` in a container with `namespaces`, once: that they can be
-/// made here (root, and the kernel and its confinement allow it).
+/// made here (root, and the kernel and its confinement allow it), and
+/// that a container of at most `pids_max` processes has room for its
+/// init (two processes) and a command.
 fn probe_namespaces(
     layout: &Layout,
     namespaces: &Namespaces,
     work_dir: &Path,
+    pids_max: Option<u64>,
 ) -> Result<(), String> {
     let name = format!("probe-{}", std::process::id());
     let cgroup = layout
@@ -272,7 +295,7 @@ fn probe_namespaces(
                 cpus: 0.1,
                 cfs: false,
                 mem_bytes: 0,
-                pids_max: None,
+                pids_max,
             },
         )
         .map_err(|error| error.to_string())?;

@@ -143,9 +143,18 @@ pub fn work_dir_key(work_dir: &Path) -> String {
     format!("{hash:016x}")
 }
 
+/// The launcher's protocol: part of its socket's name, so an agent of
+/// another protocol (after an upgrade) starts a launcher of its own
+/// instead of sending one that outlived its agent what it cannot read.
+/// 2: launches carry their confinement (cgroup, namespaces).
+pub const PROTOCOL_VERSION: u32 = 2;
+
 /// The abstract socket name of the launcher for `work_dir`.
 pub fn socket_name(work_dir: &Path) -> String {
-    format!("strata-task-launcher-{}", work_dir_key(work_dir))
+    format!(
+        "strata-task-launcher-v{PROTOCOL_VERSION}-{}",
+        work_dir_key(work_dir)
+    )
 }
 
 /// Bytes in the launcher's secret.

@@ -578,6 +578,7 @@ impl Agent {
                 prepare,
                 outlives_agent: spec.outlives_agent,
                 labels: spec.labels,
+                executor: spec.executor.is_some(),
                 resources: spec.resources,
             },
         );

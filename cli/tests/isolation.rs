@@ -236,7 +236,7 @@ fn a_task_over_its_memory_fails_for_it_and_nothing_is_left() {
     let (_inside, lines) = cluster.execute(
         "inside",
         "cpus:0.5;mem:64",
-        "echo mine > /tmp/file; echo tmp: $(ls /tmp); echo processes: $(ls /proc | grep -c '^[0-9]'); cat /proc/self/cgroup",
+        "echo mine > /tmp/file; echo tmp: $(ls /tmp); echo processes: $(ls /proc | grep -c '^[0-9]'); echo init environment: $(tr '\\0' '\\n' < /proc/1/environ | grep -c .); echo task: $STRATA_TASK_ID; cat /proc/self/cgroup",
         &[],
     );
     let sandbox = sandbox_of(&common::read_until(&lines, "TASK_RUNNING"));
@@ -257,6 +257,10 @@ fn a_task_over_its_memory_fails_for_it_and_nothing_is_left() {
         "in its sandbox"
     );
     let processes: u32 = line("processes:").parse().unwrap();
+    // The init runs as root: the task's environment (which could name a
+    // library for the loader) is the command's alone.
+    assert_eq!(line("init environment:"), "0", "{output}");
+    assert_eq!(line("task:"), "inside", "{output}");
     assert!(
         processes <= 5,
         "it sees its own processes only: {processes}"
@@ -406,6 +410,45 @@ fn a_fork_bomb_stops_at_the_pids_limit_and_an_escaped_daemon_dies_with_its_task(
     cluster.assert_no_cgroup_left();
 }
 
+/// With network/none a task has loopback and nothing else: it reaches
+/// what it listens on itself, not the master on the host's loopback.
+#[test]
+fn network_none_leaves_a_task_only_its_own_loopback() {
+    if !may_isolate("network") {
+        return;
+    }
+    let cluster = Isolated::start(
+        "network",
+        "cgroups,namespaces,network/none",
+        "cpus:2;mem:1024",
+    );
+    let port = cluster.address.rsplit(':').next().unwrap().to_owned();
+    let script = format!(
+        "import socket\n\
+         own = socket.socket()\n\
+         own.bind(('127.0.0.1', 0))\n\
+         own.listen()\n\
+         socket.create_connection(own.getsockname(), timeout=5)\n\
+         print('own loopback: yes')\n\
+         try:\n    \
+             socket.create_connection(('127.0.0.1', {port}), timeout=5)\n    \
+             print('host: reached')\n\
+         except OSError as error:\n    \
+             print('host: refused', error.errno)\n\
+         print('interfaces:', sorted(line.split(':')[0].strip() for line in open('/proc/net/dev').readlines()[2:]))\n"
+    );
+    std::fs::write(cluster.dir.join("network.py"), script).unwrap();
+    let command = format!("python3 {}", cluster.dir.join("network.py").display());
+    let (_task, lines) = cluster.execute("network", "cpus:0.5;mem:64", &command, &[]);
+    let sandbox = sandbox_of(&common::read_until(&lines, "TASK_RUNNING"));
+    common::read_until(&lines, "TASK_FINISHED");
+    let output = std::fs::read_to_string(sandbox.join("stdout")).unwrap();
+    assert!(output.contains("own loopback: yes"), "{output}");
+    assert!(output.contains("host: refused"), "{output}");
+    assert!(output.contains("interfaces: ['lo']"), "{output}");
+    cluster.assert_no_cgroup_left();
+}
+
 /// kill -9 of the agent while a checkpointed task runs in its container
 /// and one is gated: the restarted agent re-attaches to the first through
 /// its cgroup (and kills it as a whole); the second, which took more
@@ -438,7 +481,16 @@ fn a_restarted_agent_re_attaches_to_its_containers() {
     // While the agent is down, the hog takes too much and is killed.
     std::fs::write(&gate, "").unwrap();
     assert!(common::exits_within(hog_pid, Duration::from_secs(30)));
+    // A cgroup the agent does not know, with a process in it, in its
+    // subtree: cleaned up when it comes back.
+    let subtree = cluster.containers()[0].parent().unwrap().to_owned();
+    let stray = subtree.join("stray");
+    std::fs::create_dir(&stray).unwrap();
+    let mut sleeper = Command::new("sleep").arg("600").spawn().unwrap();
+    std::fs::write(stray.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
     cluster.start_agent();
+    sleeper.wait().unwrap();
+    until("the stray cgroup to go", || (!stray.exists()).then_some(()));
     let failed = common::read_until(&hog_lines, "TASK_FAILED");
     assert!(
         failed.contains("reason=REASON_CONTAINER_LIMITATION_MEMORY")

@@ -7,7 +7,8 @@
 //! A [`SimHost`] plays that part: a container "runs" for the (virtual)
 //! time its task's [`RUN_MS_LABEL`] says, or until it is signalled, then
 //! exits 0 (1 if its [`OUTCOME_LABEL`] says `failed`), and the host keeps
-//! how it ended. A task whose [`MEM_MB_LABEL`] is more than its `mem` is
+//! how it ended. A task whose [`MEM_MB_LABEL`] is more than its memory
+//! limit (its `mem`, at least `MIN_MEMORY_MB`) is
 //! killed half way through its run (or after [`OOM_AFTER`] if it runs
 //! forever), as the kernel kills a process over its cgroup's memory
 //! limit, and ends with that memory limitation. A host shared by every life of a simulated agent lets an
@@ -235,7 +236,7 @@ impl Containerizer for HostContainerizer {
             .labels
             .get(OUTCOME_LABEL)
             .is_some_and(|outcome| outcome == "failed");
-        let limit_mb = launch.resources.mem_mb().floor();
+        let limit_mb = strata_agent::isolation::memory_limit_mb(&launch.resources);
         let taken_mb = launch
             .labels
             .get(MEM_MB_LABEL)
