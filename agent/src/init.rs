@@ -16,8 +16,10 @@
 //!   namespace), and ends as the command ended: with its exit code, or
 //!   killed by its signal (it execs itself with `--die-by`, since a
 //!   caught signal cannot be raised again).
-//! - The **inner** one, pid 1 of the container: mounts a `/proc` of the
-//!   new namespace, starts the command as its user (which never runs as
+//! - The **inner** one, pid 1 of the container, in a mount namespace of
+//!   its own (so the outer one keeps the host's `/proc`, and reaches its
+//!   program through a descriptor even when it lives under `/tmp`):
+//!   mounts a `/proc` of the new namespace, starts the command as its user (which never runs as
 //!   root when a user was asked), reaps every orphan, and when the
 //!   command ends hands its wait status to the outer one through a pipe
 //!   (its standard input) and exits, which makes the kernel kill whatever
@@ -246,8 +248,13 @@ fn fd_path(fd: &std::os::fd::OwnedFd) -> String {
 fn outer(loopback: bool) -> Result<i32, String> {
     use rustix::fs::CWD;
     use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
-    let program =
-        std::env::current_exe().map_err(|e| format!("cannot find its own program: {e}"))?;
+    // Its own program, held open: a program under /tmp is hidden once the
+    // sandbox's tmp is mounted there. Run again through its descriptor.
+    let program_file: std::os::fd::OwnedFd = std::env::current_exe()
+        .and_then(std::fs::File::open)
+        .map_err(|e| format!("cannot open its own program: {e}"))?
+        .into();
+    let program = fd_path(&program_file);
     let environment = read_environment(std::io::stdin().lock())?;
     mount_change(
         "/",
@@ -318,12 +325,17 @@ fn outer(loopback: bool) -> Result<i32, String> {
             let mut signals = signal(kind)?;
             tokio::spawn(async move { while signals.recv().await.is_some() {} });
         }
-        let mut inner = tokio::process::Command::new(&program);
+        let mut inner = std::process::Command::new(&program);
         inner
             .args(std::env::args_os().skip(1))
             .env_clear()
-            .stdin(Stdio::from(std::os::fd::OwnedFd::from(there)))
-            .kill_on_drop(true);
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(there)));
+        // Its /proc is the new pid namespace's: mounted in a mount
+        // namespace of its own, so this one keeps the host's /proc (and
+        // can run its program again through its descriptor).
+        crate::users::own_mount_namespace_in_child(&mut inner);
+        let mut inner = tokio::process::Command::from(inner);
+        inner.kill_on_drop(true);
         let mut child = inner.spawn()?;
         drop(inner);
         // The inner init reads it all first thing; one that died first
@@ -353,6 +365,7 @@ fn outer(loopback: bool) -> Result<i32, String> {
         .env_clear()
         .exec();
     eprintln!("strata {SUBCOMMAND}: cannot end as its command did: {error}");
+    drop(program_file);
     Ok(128 + signal)
 }
 

@@ -192,6 +192,26 @@ pub fn confine_in_child(
     Ok(())
 }
 
+/// Makes the command that `command` will run enter a mount namespace of
+/// its own (a copy of this one) between fork and exec: what it mounts
+/// then stays its own (the container's inner init and its `/proc`).
+pub fn own_mount_namespace_in_child(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed. It makes one raw system call
+    // (rustix's linux_raw backend: no allocation, no lock, no libc state),
+    // `unshare` of the mount namespace only (never of the file table,
+    // which `unshare_unsafe` warns about), and reports failure through the
+    // returned error, which makes the spawn fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(|| {
+            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)?;
+            Ok(())
+        });
+    }
+}
+
 /// Makes `dir` usable by this process's user alone (mode 0700), creating
 /// it if needed: where the agent keeps what tasks must not read.
 pub fn make_private(dir: &Path) -> std::io::Result<()> {
