@@ -596,6 +596,14 @@ fn a_custom_executor_written_with_pymesos_runs_tasks() {
             "--resources",
             "cpus:2;mem:512",
             "--allow-unauthenticated-http-executors",
+            // The executor runs from this source tree, which may be under
+            // /tmp: a task in namespaces has a /tmp of its own.
+            "--isolation",
+            if rustix::process::geteuid().is_root() {
+                "cgroups"
+            } else {
+                "posix"
+            },
         ],
     );
     let api = &cluster.api;
