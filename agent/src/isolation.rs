@@ -226,6 +226,9 @@ pub fn choose(options: &IsolationOptions) -> Result<(Isolation, Option<String>),
                 },
             )?;
             probe.destroy()?;
+            // The agent's subtree comes back with its first container (one
+            // that holds containers still is not removed).
+            let _ = layout.remove_root();
             Ok(layout)
         })
         .map_err(|error| error.to_string())
@@ -333,6 +336,7 @@ fn probe_namespaces(
     let _ = std::fs::remove_dir_all(&sandbox);
     let _ = cgroup.kill();
     let _ = cgroup.destroy();
+    let _ = layout.remove_root();
     result
 }
 

@@ -139,33 +139,24 @@ impl Drop for Isolated {
     fn drop(&mut self) {
         let _ = self.agent.take();
         // What a failed test left: killed, then its cgroups removed.
-        for hierarchy in ["memory", "cpu", "cpuacct", "cpu,cpuacct", "pids", "freezer"] {
-            let root = Path::new("/sys/fs/cgroup")
-                .join(hierarchy)
-                .join(&self.cgroups_root);
-            let Ok(agents) = std::fs::read_dir(&root) else {
-                continue;
-            };
-            for agent in agents.flatten().filter(|entry| entry.path().is_dir()) {
-                for container in std::fs::read_dir(agent.path()).unwrap().flatten() {
-                    if container.path().is_dir() {
-                        let _ = std::fs::write(container.path().join("freezer.state"), "THAWED");
-                        let procs = std::fs::read_to_string(container.path().join("cgroup.procs"))
-                            .unwrap_or_default();
-                        for pid in procs.lines().filter_map(|line| line.parse().ok()) {
-                            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                                let _ = rustix::process::kill_process(
-                                    pid,
-                                    rustix::process::Signal::KILL,
-                                );
-                            }
-                        }
-                        let _ = std::fs::remove_dir(container.path());
-                    }
+        let subtree = format!(
+            "{}/{}",
+            self.cgroups_root,
+            strata_agent::launcher::work_dir_key(Path::new(&self.agent_work))
+        );
+        if let Ok(layout) = strata_agent::cgroups::Layout::detect(Path::new("/proc"), &subtree) {
+            for name in layout.existing().unwrap_or_default() {
+                let cgroup = layout.open(&name);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while cgroup.processes().is_ok_and(|pids| !pids.is_empty())
+                    && Instant::now() < deadline
+                {
+                    let _ = cgroup.kill();
+                    std::thread::yield_now();
                 }
-                let _ = std::fs::remove_dir(agent.path());
+                let _ = cgroup.destroy();
             }
-            let _ = std::fs::remove_dir(&root);
+            let _ = layout.remove_root();
         }
         let _ = &self.master;
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -251,8 +251,8 @@ impl Containerizer for HostContainerizer {
                 Ending {
                     status: ExitStatus::from_raw(Signal::KILL.as_raw()),
                     limitation: Some(Limitation::Memory {
-                        limit_bytes: limit_mb << 20,
-                        peak_bytes: limit_mb << 20,
+                        limit_bytes: limit_mb.saturating_mul(1 << 20),
+                        peak_bytes: limit_mb.saturating_mul(1 << 20),
                     }),
                 },
             );

@@ -1319,10 +1319,11 @@ impl Core {
                     .message()
                 }),
                 None => crate::usage::over_memory_limit(sample.rss_bytes, mem_mb).then(|| {
-                    format!(
-                        "Memory limit exceeded: Requested: {mem_mb}MB Maximum Used: {}MB",
-                        sample.rss_bytes >> 20
-                    )
+                    Limitation::Memory {
+                        limit_bytes: mem_mb.saturating_mul(1 << 20),
+                        peak_bytes: sample.rss_bytes,
+                    }
+                    .message()
                 }),
             };
             if let Some(message) = exceeded {
