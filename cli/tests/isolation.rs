@@ -383,8 +383,7 @@ fn a_fork_bomb_stops_at_the_pids_limit_and_an_escaped_daemon_dies_with_its_task(
             .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
             .find(|pid| {
                 std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == sandbox)
-                    && rustix::process::getsid(rustix::process::Pid::from_raw(*pid))
-                        .is_ok_and(|sid| sid.as_raw_nonzero().get() == *pid)
+                    && session_of(*pid) == Some(*pid)
             })
     });
     let killed = Command::new(STRATA)
@@ -399,6 +398,20 @@ fn a_fork_bomb_stops_at_the_pids_limit_and_an_escaped_daemon_dies_with_its_task(
         "the daemon outlived its container"
     );
     cluster.assert_no_cgroup_left();
+}
+
+/// The session a process is in, from /proc (a process that is exiting
+/// may have none: then `None`).
+fn session_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis: state, ppid, pgrp, session.
+    let (_, fields) = stat.rsplit_once(')')?;
+    fields
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+        .filter(|sid| *sid > 0)
 }
 
 /// With network/none a task has loopback and nothing else: it reaches
