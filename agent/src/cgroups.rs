@@ -443,7 +443,12 @@ impl Cgroup {
     /// half removed may have only some); an error when it has none.
     pub fn processes(&self) -> Result<Vec<u32>, CgroupError> {
         let mut found = None;
-        for dir in self.layout.dirs(&self.name) {
+        for dir in self
+            .layout
+            .dirs(&self.name)
+            .iter()
+            .flat_map(|dir| subtree(dir))
+        {
             let procs = dir.join("cgroup.procs");
             match std::fs::read_to_string(&procs) {
                 Ok(text) => found.get_or_insert_with(Vec::new).extend(
@@ -460,6 +465,34 @@ impl Cgroup {
         pids.sort_unstable();
         pids.dedup();
         Ok(pids)
+    }
+
+    /// Its path below the top of its hierarchies (`/strata/…/<name>`), as
+    /// an OCI runtime's `cgroupsPath` names it: its directory in the
+    /// memory (v1) or unified (v2) hierarchy less that hierarchy's mount
+    /// point in this process's view.
+    pub fn hierarchy_path(&self) -> Result<String, CgroupError> {
+        let dir = match &self.layout {
+            Layout::V2 { root, .. } => self.dir(root),
+            Layout::V1 { memory, .. } => self.dir(memory),
+        };
+        let mountinfo = Path::new("/proc/self/mountinfo");
+        let text = std::fs::read_to_string(mountinfo).map_err(io(mountinfo))?;
+        let mount_point = text
+            .lines()
+            .filter(|line| {
+                line.split_once(" - ")
+                    .is_some_and(|(_, fs)| fs.starts_with("cgroup ") || fs.starts_with("cgroup2 "))
+            })
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(Path::new)
+            .filter(|point| dir.starts_with(point))
+            .max_by_key(|point| point.as_os_str().len())
+            .ok_or_else(|| {
+                CgroupError::Unavailable(format!("no cgroup mount holds {}", dir.display()))
+            })?;
+        let relative = dir.strip_prefix(mount_point).unwrap_or(&dir);
+        Ok(format!("/{}", relative.display()))
     }
 
     /// Whether any of its directories exists.
@@ -582,7 +615,12 @@ impl Cgroup {
     /// cannot be removed: the error says so).
     pub fn destroy(&self) -> Result<(), CgroupError> {
         let mut first = Ok(());
-        for dir in self.layout.dirs(&self.name) {
+        for dir in self
+            .layout
+            .dirs(&self.name)
+            .iter()
+            .flat_map(|dir| subtree(dir))
+        {
             match std::fs::remove_dir(&dir) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -595,6 +633,26 @@ impl Cgroup {
         }
         first
     }
+}
+
+/// `dir` and the cgroups below it (an OCI runtime's), deepest first,
+/// `dir` last; at most a few levels down.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
+        if depth < 8
+            && let Ok(entries) = std::fs::read_dir(dir)
+        {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                    walk(&entry.path(), depth + 1, found);
+                }
+            }
+        }
+        found.push(dir.to_owned());
+    }
+    let mut found = Vec::new();
+    walk(dir, 0, &mut found);
+    found
 }
 
 #[cfg(test)]

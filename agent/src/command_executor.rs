@@ -127,6 +127,48 @@ pub fn start(
     run_as: Option<&RunAs>,
     confinement: &Confinement,
 ) -> Result<Started, String> {
+    let output = prepare_sandbox(sandbox, run_as)?;
+    let argv: Vec<std::ffi::OsString> = if command.shell {
+        vec!["/bin/sh".into(), "-c".into(), command.value.clone().into()]
+    } else {
+        if command.value.is_empty() {
+            return Err("the command names no executable".into());
+        }
+        // Mesos's convention: `arguments` is the whole argv, argv[0] first.
+        std::iter::once(command.value.clone().into())
+            .chain(command.arguments.iter().skip(1).map(Into::into))
+            .collect()
+    };
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut environment: BTreeMap<OsString, OsString> = BTreeMap::from([
+        ("PATH".into(), path.into()),
+        ("HOME".into(), sandbox.into()),
+        ("STRATA_SANDBOX".into(), sandbox.into()),
+    ]);
+    if let Some(run_as) = run_as {
+        environment.insert("USER".into(), run_as.user.clone().into());
+        environment.insert("LOGNAME".into(), run_as.user.clone().into());
+    }
+    for (name, value) in extra_environment.iter().chain(&command.environment) {
+        environment.insert(name.into(), value.into());
+    }
+    start_argv(
+        sandbox,
+        argv,
+        environment,
+        output,
+        parent,
+        run_as,
+        confinement,
+    )
+}
+
+/// Creates the sandbox (its user's alone: `run_as`'s, or the agent's)
+/// and its `stdout` and `stderr` files.
+pub fn prepare_sandbox(
+    sandbox: &Path,
+    run_as: Option<&RunAs>,
+) -> Result<(fs::File, fs::File), String> {
     fs::create_dir_all(sandbox)
         .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
     let stdout = fs::File::create(sandbox.join("stdout"))
@@ -152,30 +194,26 @@ pub fn start(
             )
         })?;
     }
-    let argv: Vec<std::ffi::OsString> = if command.shell {
-        vec!["/bin/sh".into(), "-c".into(), command.value.clone().into()]
-    } else {
-        if command.value.is_empty() {
-            return Err("the command names no executable".into());
-        }
-        // Mesos's convention: `arguments` is the whole argv, argv[0] first.
-        std::iter::once(command.value.clone().into())
-            .chain(command.arguments.iter().skip(1).map(Into::into))
-            .collect()
-    };
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-    let mut environment: BTreeMap<OsString, OsString> = BTreeMap::from([
-        ("PATH".into(), path.into()),
-        ("HOME".into(), sandbox.into()),
-        ("STRATA_SANDBOX".into(), sandbox.into()),
-    ]);
-    if let Some(run_as) = run_as {
-        environment.insert("USER".into(), run_as.user.clone().into());
-        environment.insert("LOGNAME".into(), run_as.user.clone().into());
-    }
-    for (name, value) in extra_environment.iter().chain(&command.environment) {
-        environment.insert(name.into(), value.into());
-    }
+    Ok((stdout, stderr))
+}
+
+/// Starts `argv` in the prepared `sandbox` with exactly `environment`,
+/// its output to `output`, as `parent`'s child, as `run_as` or the
+/// agent's user, confined as `confinement` says.
+pub fn start_argv(
+    sandbox: &Path,
+    argv: Vec<OsString>,
+    environment: BTreeMap<OsString, OsString>,
+    output: (fs::File, fs::File),
+    parent: Parent<'_>,
+    run_as: Option<&RunAs>,
+    confinement: &Confinement,
+) -> Result<Started, String> {
+    let (stdout, stderr) = output;
+    let shown = argv
+        .first()
+        .map(|program| program.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if let Parent::Launcher {
         launcher,
         dies_with_agent,
@@ -210,7 +248,7 @@ pub fn start(
         run_as,
         confinement,
     )
-    .map_err(|e| format!("cannot start {:?}: {e}", command.value))?;
+    .map_err(|e| format!("cannot start {shown:?}: {e}"))?;
     let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
         return Err("the task process exited before it could be tracked".into());
     };

@@ -30,6 +30,7 @@ use tracing::{error, info};
 use crate::cgroups::Cgroup;
 use crate::checkpoint::RunCheckpoint;
 use crate::command_executor::{self, Confinement, Ending, Parent};
+use crate::image_containers::{ImageContainers, ImageRun};
 use crate::isolation::CgroupIsolation;
 use crate::launcher::Launcher;
 use crate::usage::{GroupUsage, KernelUsage};
@@ -179,9 +180,44 @@ impl std::fmt::Debug for Recovery {
     }
 }
 
+/// Why a container could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchError {
+    /// Its container could not be made (its image could not be had, its
+    /// root filesystem not mounted), as opposed to its command not
+    /// starting.
+    pub preparation: bool,
+    pub message: String,
+}
+
+impl LaunchError {
+    /// A container that could not be prepared, for `message`.
+    pub fn preparation(message: impl Into<String>) -> LaunchError {
+        LaunchError {
+            preparation: true,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<String> for LaunchError {
+    fn from(message: String) -> LaunchError {
+        LaunchError {
+            preparation: false,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// A launch under way: the container started, or why it could not.
 pub type Launching =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Launched, String>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Launched, LaunchError>> + Send>>;
 
 /// A usage sample under way.
 pub type Sampling =
@@ -218,6 +254,15 @@ pub trait Containerizer: Send + std::fmt::Debug {
     /// passed to [`Containerizer::recover`]: what is left of any other is
     /// cleaned up.
     fn recovered(&mut self) {}
+
+    /// The agent stops and `doomed` stop with it: killed, and cleaned up
+    /// before this returns (bounded), since nothing would be left to do
+    /// it after.
+    fn stop_with_agent(&mut self, doomed: &[ContainerId]) {
+        for id in doomed {
+            self.signal(id, Signal::KILL);
+        }
+    }
 }
 
 /// Makes an agent's containerizer: called each time its process starts
@@ -256,6 +301,8 @@ struct Group {
     /// Whether the task launcher started it (and reports its end).
     launched: bool,
     cgroup: Option<Cgroup>,
+    /// A container in an image: the OCI runtime's, until cleaned up.
+    image: Option<ImageRun>,
 }
 
 /// What a [`ProcessContainerizer`] shares with its launches, which run on
@@ -308,15 +355,34 @@ impl Shared {
         program: Option<&Path>,
         work_dir: &Path,
         isolation: Option<&CgroupIsolation>,
+        images: &Result<Arc<ImageContainers>, String>,
         id: &ContainerId,
-        launch: Launch,
-    ) -> Result<Launched, String> {
+        mut launch: Launch,
+    ) -> Result<Launched, LaunchError> {
         let run_as = match &launch.user {
             Some(user) => crate::users::run_as(user, true)?,
             None => None,
         };
-        if let Some(Prepare(prepare)) = launch.prepare {
+        if let Some(Prepare(prepare)) = launch.prepare.take() {
             prepare(&launch.sandbox)?;
+        }
+        if launch
+            .command
+            .container
+            .as_ref()
+            .is_some_and(|container| container.image.is_some())
+        {
+            let images = images.as_ref().map_err(|reason| {
+                LaunchError::preparation(format!(
+                    "this agent cannot run containers with images: {reason}"
+                ))
+            })?;
+            let isolation = isolation.ok_or_else(|| {
+                LaunchError::preparation(
+                    "containers with images need the cgroups isolation (an agent run as root)",
+                )
+            })?;
+            return self.launch_in_image(program, work_dir, isolation, images, id, launch, run_as);
         }
         let (cgroup, confinement) = match isolation {
             None => (None, Confinement::default()),
@@ -350,14 +416,28 @@ impl Shared {
                     // Nothing started in it, or what did goes with it.
                     tokio::spawn(remove_cgroup(cgroup));
                 }
-                return Err(error);
+                return Err(error.into());
             }
         };
+        Ok(self.track(id, started, launcher.is_some(), cgroup, None))
+    }
+
+    /// Keeps started container `id` (its leader, cgroup, image) and says
+    /// how it ends and what to checkpoint of it.
+    fn track(
+        &self,
+        id: &ContainerId,
+        started: command_executor::Started,
+        launched: bool,
+        cgroup: Option<Cgroup>,
+        image: Option<(Arc<ImageContainers>, ImageRun)>,
+    ) -> Launched {
         let group = Group {
             leader: started.group,
             start_ticks: command_executor::start_ticks(started.group).unwrap_or(0),
-            launched: launcher.is_some(),
+            launched,
             cgroup,
+            image: image.as_ref().map(|(_, run)| run.clone()),
         };
         let run = RunCheckpoint {
             container: id.clone(),
@@ -366,10 +446,111 @@ impl Shared {
             sandbox: started.sandbox,
             launched: group.launched,
         };
-        let ending = contained(started.ending, group.cgroup.clone());
+        let mut ending = contained(started.ending, group.cgroup.clone());
+        if let Some((images, image)) = image {
+            ending = in_image(ending, images, id.clone(), image);
+        }
         self.groups().insert(id.clone(), group);
-        Ok(Launched { ending, run })
+        Launched { ending, run }
     }
+}
+
+impl Shared {
+    /// Starts a container in its image: the image provisioned, its bundle
+    /// written, the OCI runtime started (as root, in the container's
+    /// cgroup) to run it. Blocking.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_in_image(
+        &self,
+        program: Option<&Path>,
+        work_dir: &Path,
+        isolation: &CgroupIsolation,
+        images: &Arc<ImageContainers>,
+        id: &ContainerId,
+        launch: Launch,
+        run_as: Option<crate::users::RunAs>,
+    ) -> Result<Launched, LaunchError> {
+        let container = launch.command.container.clone().unwrap_or_default();
+        let output = command_executor::prepare_sandbox(&launch.sandbox, run_as.as_ref())
+            .map_err(LaunchError::preparation)?;
+        let cgroup = isolation
+            .create(id.as_str(), &launch.resources)
+            .map_err(|e| {
+                LaunchError::preparation(format!("cannot create the container's cgroup: {e}"))
+            })?;
+        let own_network = !launch.executor
+            && isolation
+                .namespaces
+                .as_ref()
+                .is_some_and(|namespaces| namespaces.network);
+        let prepared = images.prepare(
+            id,
+            &container,
+            &launch.command,
+            &launch.environment,
+            &launch.sandbox,
+            run_as.as_ref(),
+            &cgroup,
+            own_network,
+        );
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                tokio::spawn(remove_cgroup(cgroup));
+                return Err(error);
+            }
+        };
+        // The runtime joins the cgroup before it execs; it makes the
+        // container's namespaces itself.
+        let confinement = Confinement {
+            cgroup_procs: cgroup.procs_files(),
+            namespaces: None,
+        };
+        let launcher = self.launcher(program, work_dir);
+        let parent = Parent::of(launcher.as_ref(), !launch.outlives_agent);
+        let started = command_executor::start_argv(
+            &launch.sandbox,
+            prepared.argv,
+            prepared.environment,
+            output,
+            parent,
+            None,
+            &confinement,
+        );
+        let started = match started {
+            Ok(started) => started,
+            Err(error) => {
+                images.end(id.as_str(), &prepared.run);
+                tokio::spawn(remove_cgroup(cgroup));
+                return Err(error.into());
+            }
+        };
+        Ok(self.track(
+            id,
+            started,
+            launcher.is_some(),
+            Some(cgroup),
+            Some((images.clone(), prepared.run)),
+        ))
+    }
+}
+
+/// A container in an image ending as `ending` does, cleaned up after (its
+/// cgroup first, then the runtime's state and its root filesystem).
+fn in_image(
+    ending: ContainerEnding,
+    images: Arc<ImageContainers>,
+    id: ContainerId,
+    run: ImageRun,
+) -> ContainerEnding {
+    Box::pin(async move {
+        let exit = ending.await;
+        let cleaning = tokio::task::spawn_blocking(move || images.end(id.as_str(), &run));
+        if let Err(error) = cleaning.await {
+            error!(cause = %error, "cleaning up after an image container failed");
+        }
+        exit
+    })
 }
 
 /// A container ending as `ending` does; with a cgroup, whatever is left
@@ -479,6 +660,8 @@ pub struct ProcessContainerizer {
     /// The task launcher program, if the agent has one.
     program: Option<PathBuf>,
     isolation: Option<Arc<CgroupIsolation>>,
+    /// Containers with images, or why this agent cannot run them.
+    images: Result<Arc<ImageContainers>, String>,
     shared: Arc<Shared>,
 }
 
@@ -490,8 +673,19 @@ impl ProcessContainerizer {
             work_dir: work_dir.to_owned(),
             program,
             isolation: None,
+            images: Err("it was started without them".into()),
             shared: Arc::default(),
         }
+    }
+
+    /// Containers with images run as `images` says (or, an error, why
+    /// they cannot be run here).
+    pub fn with_images(
+        mut self,
+        images: Result<Arc<ImageContainers>, String>,
+    ) -> ProcessContainerizer {
+        self.images = images;
+        self
     }
 
     /// Containers isolated in cgroups (and namespaces) as `isolation`
@@ -529,11 +723,13 @@ impl Containerizer for ProcessContainerizer {
         let shared = self.shared.clone();
         let (program, work_dir, id) = (self.program.clone(), self.work_dir.clone(), id.clone());
         let isolation = self.isolation.clone();
+        let images = self.images.clone();
         let launching = tokio::task::spawn_blocking(move || {
             shared.launch(
                 program.as_deref(),
                 &work_dir,
                 isolation.as_deref(),
+                &images,
                 &id,
                 launch,
             )
@@ -541,7 +737,7 @@ impl Containerizer for ProcessContainerizer {
         Box::pin(async move {
             launching
                 .await
-                .unwrap_or_else(|error| Err(format!("the launch did not finish: {error}")))
+                .unwrap_or_else(|error| Err(format!("the launch did not finish: {error}").into()))
         })
     }
 
@@ -550,11 +746,24 @@ impl Containerizer for ProcessContainerizer {
             .isolation
             .as_ref()
             .and_then(|isolation| isolation.existing(run.container.as_str()));
+        let image = self
+            .images
+            .as_ref()
+            .ok()
+            .and_then(|images| Some((images.clone(), images.recover(run.container.as_str())?)));
         let group = Group {
             leader: run.group,
             start_ticks: run.start_ticks,
             launched: run.launched,
             cgroup: cgroup.clone(),
+            image: image.as_ref().map(|(_, image)| image.clone()),
+        };
+        // A container in an image is cleaned up after its end.
+        let finish = |ending: ContainerEnding| match &image {
+            Some((images, image)) => {
+                in_image(ending, images.clone(), run.container.clone(), image.clone())
+            }
+            None => ending,
         };
         // The launcher that started it runs it still, or holds its end.
         let launcher = run
@@ -570,13 +779,20 @@ impl Containerizer for ProcessContainerizer {
             return match launcher.take_end(run.group) {
                 // Its cgroup goes when the agent forgets it.
                 Some(status) => Recovery::Ended(status, cgroup.as_ref().and_then(limitation_of)),
-                None => Recovery::Running(contained(Box::pin(launcher.end_of(run.group)), cgroup)),
+                None => Recovery::Running(finish(contained(
+                    Box::pin(launcher.end_of(run.group)),
+                    cgroup,
+                ))),
             };
         }
         if !command_executor::still_running(run.group, run.start_ticks) {
             if let Some(cgroup) = cgroup {
                 // What it left behind goes with it.
                 tokio::spawn(remove_cgroup(cgroup));
+            }
+            if let Some((images, image)) = image {
+                let id = run.container.clone();
+                tokio::task::spawn_blocking(move || images.end(id.as_str(), &image));
             }
             return Recovery::Gone;
         }
@@ -589,7 +805,7 @@ impl Containerizer for ProcessContainerizer {
             },
         );
         let leader = run.group;
-        Recovery::Running(contained(
+        Recovery::Running(finish(contained(
             Box::pin(async move {
                 command_executor::wait_for_exit(leader).await?;
                 Err(std::io::Error::other(
@@ -598,7 +814,7 @@ impl Containerizer for ProcessContainerizer {
                 ))
             }),
             cgroup,
-        ))
+        )))
     }
 
     fn update(&mut self, id: &ContainerId, resources: &strata_protocol::Resources) {
@@ -623,10 +839,15 @@ impl Containerizer for ProcessContainerizer {
     }
 
     fn recovered(&mut self) {
+        let known = self.shared.groups().keys().cloned().collect::<Vec<_>>();
+        if let Ok(images) = &self.images {
+            let images = images.clone();
+            let known: Vec<String> = known.iter().map(|id| id.as_str().to_owned()).collect();
+            tokio::task::spawn_blocking(move || images.clean_up_unknown(&known));
+        }
         let Some(isolation) = &self.isolation else {
             return;
         };
-        let known = self.shared.groups().keys().cloned().collect::<Vec<_>>();
         match isolation.layout.existing() {
             Ok(names) => {
                 for name in names {
@@ -641,9 +862,64 @@ impl Containerizer for ProcessContainerizer {
         }
     }
 
+    fn stop_with_agent(&mut self, doomed: &[ContainerId]) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        for id in doomed {
+            let Some(group) = self.shared.groups().get(id).cloned() else {
+                continue;
+            };
+            command_executor::signal_process(
+                self.shared.connected().as_ref(),
+                group.leader,
+                group.start_ticks,
+                group.launched,
+                Signal::KILL,
+            );
+            if let Some(cgroup) = &group.cgroup {
+                // Killed again each pass while the kernel holds exiting
+                // processes.
+                loop {
+                    if let Err(error) = cgroup.kill() {
+                        info!(cgroup = cgroup.name(), %error, "cannot kill a container as the agent stops");
+                    }
+                    match cgroup.destroy() {
+                        Err(error) if error.is_busy() && std::time::Instant::now() < deadline => {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                        }
+                        Err(error) => {
+                            error!(cgroup = cgroup.name(), cause = %error, "a container's cgroup is left as the agent stops");
+                            break;
+                        }
+                        Ok(()) => break,
+                    }
+                }
+            }
+            if let (Some(image), Ok(images)) = (&group.image, &self.images) {
+                images.end(id.as_str(), image);
+            }
+        }
+    }
+
     fn signal(&mut self, id: &ContainerId, signal: Signal) {
         let group = self.shared.groups().get(id).cloned();
         if let Some(group) = group {
+            if group.image.is_some()
+                && let Ok(images) = &self.images
+            {
+                // Through the runtime, to the container's processes (the
+                // runtime's own process passes signals on as well).
+                let (images, id) = (images.clone(), id.clone());
+                let name = if signal == Signal::KILL {
+                    "KILL"
+                } else {
+                    "TERM"
+                };
+                tokio::task::spawn_blocking(move || {
+                    if let Err(error) = images.runtime.kill(id.as_str(), name) {
+                        info!(container = %id, %error, "the OCI runtime could not signal a container");
+                    }
+                });
+            }
             self.signal_group(&group, signal);
         }
     }
@@ -670,6 +946,11 @@ impl Containerizer for ProcessContainerizer {
             && let Some(launcher) = self.shared.connected()
         {
             launcher.forget(group.leader);
+        }
+        // One that ended while the agent was down: its image's things.
+        if let (Some(image), Ok(images)) = (group.image, &self.images) {
+            let (images, id) = (images.clone(), id.clone());
+            tokio::task::spawn_blocking(move || images.end(id.as_str(), &image));
         }
     }
 
@@ -788,7 +1069,7 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert!(error.contains("names no executable"), "{error}");
+        assert!(error.message.contains("names no executable"), "{error}");
         // Work to do in the sandbox before the command starts, and its
         // failure.
         let prepared = Launch {
@@ -811,7 +1092,8 @@ mod tests {
             .launch(&ContainerId::new("refused"), refused)
             .await
             .unwrap_err();
-        assert_eq!(error, "no credentials");
+        assert_eq!(error.message, "no credentials");
+        assert!(!error.preparation);
         let _ = std::fs::remove_dir_all(&work);
     }
 }

@@ -128,6 +128,8 @@ pub enum Runner {
         kill_grace: Duration,
         /// How containers are isolated ([`crate::isolation`]).
         isolation: crate::isolation::Isolation,
+        /// How containers with images run; `None` runs none.
+        images: Option<crate::image_containers::ImageOptions>,
     },
     /// In the containers of another containerizer (tests, the failure
     /// simulation), with checkpoints in `work_dir` when given, and no
@@ -219,12 +221,24 @@ impl Agent {
             Runner::Processes {
                 work_dir,
                 isolation,
+                images,
                 ..
             } => {
+                let images = match images {
+                    None => Err("it was started without an image store".to_owned()),
+                    Some(options) => crate::image_containers::ImageContainers::open(
+                        work_dir, options,
+                    )
+                    .map(std::sync::Arc::new)
+                    .inspect_err(|reason| {
+                        tracing::warn!(%reason, "tasks with images cannot run on this agent");
+                    }),
+                };
                 let containerizer = crate::containerizer::ProcessContainerizer::new(
                     work_dir,
                     config.task_launcher.clone(),
-                );
+                )
+                .with_images(images);
                 Box::new(match isolation {
                     crate::isolation::Isolation::Posix => containerizer,
                     crate::isolation::Isolation::Cgroups(isolation) => {
@@ -792,11 +806,17 @@ impl Process for Agent {
     /// The agent stops: tasks of frameworks that do not checkpoint stop
     /// with it; the others too unless it keeps them for its restart.
     fn stopped(&mut self) {
+        let mut doomed = Vec::new();
         for effect in self.core.handle(clock(), Input::Stop) {
             if let Effect::Signal { container, signal } = effect {
-                self.containerizer.signal(&container, signal);
+                if signal == rustix::process::Signal::KILL {
+                    doomed.push(container);
+                } else {
+                    self.containerizer.signal(&container, signal);
+                }
             }
         }
+        self.containerizer.stop_with_agent(&doomed);
     }
 
     fn exited(&mut self, ctx: &mut ProcessContext<'_, Self>, pid: Upid) {

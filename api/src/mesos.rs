@@ -546,6 +546,8 @@ impl CommandInfo {
                 })
                 .unwrap_or_default(),
             user: self.user.clone(),
+            // The task's or executor's `container`, set by its caller.
+            container: None,
         })
     }
 
@@ -586,6 +588,8 @@ pub struct ExecutorInfo {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub resources: Vec<Resource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerInfo>,
 }
 
 impl ExecutorInfo {
@@ -597,7 +601,15 @@ impl ExecutorInfo {
         Ok(protocol::ExecutorInfo {
             executor_id: self.executor_id.parse("executor.executor_id")?,
             name: self.name.clone().unwrap_or_default(),
-            command: command.to_protocol()?,
+            command: {
+                let mut command = command.to_protocol()?;
+                command.container = self
+                    .container
+                    .as_ref()
+                    .map(ContainerInfo::to_protocol)
+                    .transpose()?;
+                command
+            },
             resources: resources_from(&self.resources)?,
         })
     }
@@ -609,6 +621,189 @@ impl ExecutorInfo {
             name: Some(executor.name.clone()),
             command: Some(CommandInfo::from_protocol(&executor.command)),
             resources: resources_to(&executor.resources, None),
+            container: executor
+                .command
+                .container
+                .as_ref()
+                .map(ContainerInfo::from_protocol),
+        }
+    }
+}
+
+/// Apache Mesos's `ContainerInfo`: `type` MESOS with `mesos.image`
+/// (`type` DOCKER, `docker.name`), or `type` DOCKER with `docker.image`,
+/// and `volumes`. Both kinds run the same way in Strata: the agent
+/// provisions the image and an OCI runtime runs it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesos: Option<MesosContainer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerContainer>,
+    #[serde(
+        default,
+        deserialize_with = "crate::mesos::nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub volumes: Vec<VolumeJson>,
+}
+
+/// `ContainerInfo.mesos`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MesosContainer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageJson>,
+}
+
+/// `Image`: Strata reads `type` DOCKER (`docker.name`); APPC images are
+/// not supported.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageJson {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerImage>,
+}
+
+/// `Image.Docker`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DockerImage {
+    pub name: String,
+}
+
+/// `ContainerInfo.DockerInfo`: its `image`; the network is the host's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DockerContainer {
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// `Volume`: a host path mounted at `container_path`, `mode` RW or RO.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VolumeJson {
+    pub container_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
+    pub mode: String,
+}
+
+impl ContainerInfo {
+    pub fn to_protocol(&self) -> Result<protocol::ContainerInfo, ApiError> {
+        let (kind, image) = match self.kind.as_str() {
+            "MESOS" => {
+                let image = match self.mesos.as_ref().and_then(|mesos| mesos.image.as_ref()) {
+                    None => None,
+                    Some(image) => match (image.kind.as_str(), &image.docker) {
+                        ("DOCKER", Some(docker)) => Some(docker.name.clone()),
+                        ("DOCKER", None) => {
+                            return Err(ApiError::invalid(
+                                "container.mesos.image",
+                                "an image of type DOCKER needs `docker.name`",
+                            ));
+                        }
+                        (other, _) => {
+                            return Err(ApiError::Unsupported(format!(
+                                "images of type {other}: Strata runs DOCKER (and OCI) images"
+                            )));
+                        }
+                    },
+                };
+                (protocol::ContainerKind::Mesos, image)
+            }
+            "DOCKER" => {
+                let docker = self.docker.as_ref().ok_or_else(|| {
+                    ApiError::invalid(
+                        "container.docker",
+                        "a DOCKER container needs `docker.image`",
+                    )
+                })?;
+                if let Some(network) = &docker.network
+                    && network != "HOST"
+                {
+                    return Err(ApiError::Unsupported(format!(
+                        "docker network {network}: containers share the host's network"
+                    )));
+                }
+                (protocol::ContainerKind::Docker, Some(docker.image.clone()))
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    "container.type",
+                    format!("{other:?} is not MESOS or DOCKER"),
+                ));
+            }
+        };
+        let volumes = self
+            .volumes
+            .iter()
+            .map(|volume| {
+                let read_only = match volume.mode.as_str() {
+                    "RW" => false,
+                    "RO" => true,
+                    other => {
+                        return Err(ApiError::invalid(
+                            "container.volumes.mode",
+                            format!("{other:?} is not RW or RO"),
+                        ));
+                    }
+                };
+                let host_path = volume.host_path.clone().ok_or_else(|| {
+                    ApiError::Unsupported(
+                        "volumes without a host_path (images, secrets, sources)".into(),
+                    )
+                })?;
+                Ok(protocol::Volume {
+                    host_path,
+                    container_path: volume.container_path.clone(),
+                    read_only,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        let container = protocol::ContainerInfo {
+            kind,
+            image,
+            volumes,
+        };
+        container
+            .validate()
+            .map_err(|reason| ApiError::invalid("container", reason))?;
+        Ok(container)
+    }
+
+    pub fn from_protocol(container: &protocol::ContainerInfo) -> ContainerInfo {
+        let volumes = container
+            .volumes
+            .iter()
+            .map(|volume| VolumeJson {
+                container_path: volume.container_path.clone(),
+                host_path: Some(volume.host_path.clone()),
+                mode: if volume.read_only { "RO" } else { "RW" }.into(),
+            })
+            .collect();
+        match container.kind {
+            protocol::ContainerKind::Mesos => ContainerInfo {
+                kind: "MESOS".into(),
+                mesos: Some(MesosContainer {
+                    image: container.image.as_ref().map(|name| ImageJson {
+                        kind: "DOCKER".into(),
+                        docker: Some(DockerImage { name: name.clone() }),
+                    }),
+                }),
+                docker: None,
+                volumes,
+            },
+            protocol::ContainerKind::Docker => ContainerInfo {
+                kind: "DOCKER".into(),
+                mesos: None,
+                docker: Some(DockerContainer {
+                    image: container.image.clone().unwrap_or_default(),
+                    network: Some("HOST".into()),
+                }),
+                volumes,
+            },
         }
     }
 }
@@ -628,22 +823,33 @@ pub struct TaskInfo {
     pub command: Option<CommandInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Labels>,
-    /// A container to run in: refused until Strata runs containers,
-    /// rather than running the command on the host.
+    /// The container a command task runs in (a task for an executor runs
+    /// in the executor's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<serde_json::Value>,
+    pub container: Option<ContainerInfo>,
 }
 
 impl TaskInfo {
     pub fn to_protocol(&self) -> Result<protocol::TaskInfo, ApiError> {
-        if self.container.is_some() {
-            return Err(ApiError::Unsupported(format!(
-                "task {} asks for a container; tasks run as commands on the agent's host",
-                self.task_id.value
-            )));
-        }
         let kind = match (&self.command, &self.executor) {
-            (Some(command), None) => protocol::TaskKind::Command(command.to_protocol()?),
+            (Some(command), None) => {
+                let mut command = command.to_protocol()?;
+                command.container = self
+                    .container
+                    .as_ref()
+                    .map(ContainerInfo::to_protocol)
+                    .transpose()?;
+                protocol::TaskKind::Command(command)
+            }
+            (None, Some(_)) if self.container.is_some() => {
+                return Err(ApiError::invalid(
+                    "task_info.container",
+                    format!(
+                        "task {} runs in its executor's container: give the executor a `container`",
+                        self.task_id.value
+                    ),
+                ));
+            }
             (None, Some(executor)) => protocol::TaskKind::Executor(executor.to_protocol()?),
             _ => {
                 return Err(ApiError::invalid(
@@ -682,7 +888,12 @@ impl TaskInfo {
             executor,
             command,
             labels: labels_to(&task.labels),
-            container: None,
+            container: match &task.kind {
+                protocol::TaskKind::Command(command) => {
+                    command.container.as_ref().map(ContainerInfo::from_protocol)
+                }
+                protocol::TaskKind::Executor(_) => None,
+            },
         }
     }
 }

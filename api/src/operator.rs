@@ -330,6 +330,9 @@ pub struct TaskJson<'a> {
     pub resources: Vec<crate::mesos::Resource>,
     pub statuses: Vec<StatusJson<'a>>,
     pub user: &'a str,
+    /// Its image, as a MESOS container's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::mesos::ContainerInfo>,
 }
 
 pub fn task(task: &Task) -> TaskJson<'_> {
@@ -356,6 +359,12 @@ pub fn task(task: &Task) -> TaskJson<'_> {
             })
             .collect(),
         user: &task.user,
+        container: task.image.as_ref().map(|image| {
+            crate::mesos::ContainerInfo::from_protocol(&strata_protocol::ContainerInfo {
+                image: Some(image.clone()),
+                ..Default::default()
+            })
+        }),
     }
 }
 

@@ -332,13 +332,44 @@ fn bad_calls_are_refused_with_what_is_wrong() {
         400,
         "exactly one of `command` and `executor`",
     );
+    let in_container = |container: &str| {
+        format!(
+            r#"{{"type": "ACCEPT", "accept": {{"offer_ids": [], "operations": [{{"type": "LAUNCH",
+            "launch": {{"task_infos": [{{"name": "t", "task_id": {{"value": "t"}},
+            "agent_id": {{"value": "a"}}, "command": {{"value": "true"}},
+            "container": {container}}}]}}}}]}}}}"#
+        )
+    };
     refused(
-        r#"{"type": "ACCEPT", "accept": {"offer_ids": [], "operations": [{"type": "LAUNCH",
-            "launch": {"task_infos": [{"name": "t", "task_id": {"value": "t"},
-            "agent_id": {"value": "a"}, "command": {"value": "true"},
-            "container": {"type": "DOCKER", "docker": {"image": "busybox"}}}]}}]}}"#,
+        &in_container(r#"{"type": "MESOS", "mesos": {"image": {"type": "APPC"}}}"#),
         501,
-        "asks for a container",
+        "APPC",
+    );
+    refused(
+        &in_container(r#"{"type": "DOCKER", "docker": {"image": "busybox", "network": "BRIDGE"}}"#),
+        501,
+        "host's network",
+    );
+    refused(
+        &in_container(
+            r#"{"type": "MESOS", "mesos": {"image": {"type": "DOCKER", "docker": {"name": "busybox"}}},
+                "volumes": [{"container_path": "/data", "host_path": "data", "mode": "RWX"}]}"#,
+        ),
+        400,
+        "RW or RO",
+    );
+    refused(
+        &in_container(
+            r#"{"type": "MESOS", "mesos": {"image": {"type": "DOCKER", "docker": {"name": "busybox"}}},
+                "volumes": [{"container_path": "/../etc", "host_path": "data", "mode": "RW"}]}"#,
+        ),
+        400,
+        "goes up",
+    );
+    refused(
+        &in_container(r#"{"type": "LXC"}"#),
+        400,
+        "not MESOS or DOCKER",
     );
     refused(r#"{"type": "UPDATE_FRAMEWORK"}"#, 400, "update_framework");
     refused(
@@ -465,4 +496,42 @@ fn master_info_as_mesos_publishes_it() {
     let subscribed = serde_json::to_value(Event::subscribed(&framework(), info)).unwrap();
     assert_eq!(subscribed["subscribed"]["framework_id"]["value"], "m-F1");
     assert_eq!(subscribed["subscribed"]["heartbeat_interval_seconds"], 15.0);
+}
+
+#[test]
+fn containers_read_from_mesos_json_and_back() {
+    let task: crate::mesos::TaskInfo = serde_json::from_value(json!({
+        "name": "t", "task_id": {"value": "t"}, "agent_id": {"value": "a"},
+        "command": {"value": "cat /data/x"},
+        "container": {"type": "MESOS",
+            "mesos": {"image": {"type": "DOCKER", "docker": {"name": "registry:5000/app:1"}}},
+            "volumes": [{"container_path": "/data", "host_path": "data", "mode": "RO"}]}
+    }))
+    .unwrap();
+    let protocol = task.to_protocol().unwrap();
+    let container = protocol.kind.container().unwrap().clone();
+    assert_eq!(container.kind, protocol::ContainerKind::Mesos);
+    assert_eq!(container.image.as_deref(), Some("registry:5000/app:1"));
+    assert_eq!(
+        container.volumes,
+        [protocol::Volume {
+            host_path: "data".into(),
+            container_path: "/data".into(),
+            read_only: true,
+        }]
+    );
+    let back = crate::mesos::TaskInfo::from_protocol(&protocol);
+    assert_eq!(back.to_protocol().unwrap(), protocol);
+    let docker: crate::mesos::TaskInfo = serde_json::from_value(json!({
+        "name": "t", "task_id": {"value": "t"}, "agent_id": {"value": "a"},
+        "command": {"value": "true"},
+        "container": {"type": "DOCKER", "docker": {"image": "busybox", "network": "HOST"}}
+    }))
+    .unwrap();
+    let protocol = docker.to_protocol().unwrap();
+    let container = protocol.kind.container().unwrap();
+    assert_eq!(container.kind, protocol::ContainerKind::Docker);
+    assert_eq!(container.image.as_deref(), Some("busybox"));
+    let back = crate::mesos::TaskInfo::from_protocol(&protocol);
+    assert_eq!(back.to_protocol().unwrap(), protocol);
 }

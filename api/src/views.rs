@@ -152,6 +152,10 @@ pub struct Task {
     /// Its sandbox relative to its agent's sandbox root, once it has one
     /// (a task run by a custom executor has its executor's).
     pub sandbox: Option<String>,
+    /// The image it runs in (its executor's, for a custom executor's
+    /// task); none on the agent's own filesystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     pub history: Vec<Transition>,
 }
 
@@ -405,6 +409,7 @@ mod tests {
                 .unwrap(),
             message: "exited with status 0".into(),
             sandbox: Some("frameworks/m-F1/executors/t1/runs/0a".into()),
+            image: Some("registry:5000/app:1".into()),
             history: vec![Transition {
                 state: TaskState::Running,
                 timestamp_ms: 5,

@@ -198,6 +198,7 @@ pub(crate) fn agent_config(
             work_dir: work_dir.to_owned(),
             kill_grace: Duration::from_secs(1),
             isolation,
+            images: None,
         },
         status_update_retry: strata_agent::status_updates::FIRST_RETRY,
         usage_interval: std::time::Duration::from_secs(1),

@@ -83,9 +83,35 @@ pub struct IsolationArgs {
     /// The most processes a task's container may have.
     #[arg(long, env = "STRATA_CGROUPS_PIDS_MAX", value_parser = clap::value_parser!(u64).range(1..))]
     pub cgroups_pids_max: Option<u64>,
+    /// The OCI runtime that runs tasks in images: runc, crun, or a path
+    /// to either. Default: runc if installed, else crun.
+    #[arg(long, env = "STRATA_OCI_RUNTIME")]
+    pub oci_runtime: Option<String>,
+    /// The most MiB of unpacked image layers the agent keeps; the least
+    /// recently used images not in use go first beyond it.
+    #[arg(long, env = "STRATA_IMAGE_CACHE_MB", default_value_t = 10240, value_parser = clap::value_parser!(u64).range(1..))]
+    pub image_cache_mb: u64,
+    /// The CAs (PEM) trusted for image registries spoken to over HTTPS
+    /// (registries on loopback are spoken to over plain HTTP).
+    #[arg(long, env = "STRATA_REGISTRY_CA", default_value = strata_agent::images::registry::DEFAULT_CA_BUNDLE)]
+    pub registry_ca: PathBuf,
 }
 
 impl IsolationArgs {
+    /// How the agent runs tasks in images; an error for an OCI runtime
+    /// asked for that is not there.
+    pub fn images(&self) -> anyhow::Result<strata_agent::image_containers::ImageOptions> {
+        if let Some(runtime) = &self.oci_runtime {
+            strata_agent::oci::OciRuntime::find(Some(runtime), std::path::Path::new("/"))
+                .map_err(|error| anyhow::anyhow!("--oci-runtime: {error}"))?;
+        }
+        Ok(strata_agent::image_containers::ImageOptions {
+            runtime: self.oci_runtime.clone(),
+            cache_bytes: self.image_cache_mb.saturating_mul(1 << 20),
+            ca_bundle: self.registry_ca.clone(),
+        })
+    }
+
     /// The isolation of the agent of `work_dir`: what was asked (an error
     /// when this machine cannot), else the most that works, with why it
     /// is less logged once.
@@ -206,6 +232,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 work_dir: work_dir.clone(),
                 kill_grace,
                 isolation,
+                images: Some(args.isolation.images()?),
             },
             status_update_retry: strata_agent::status_updates::FIRST_RETRY,
             usage_interval: std::time::Duration::from_secs(1),

@@ -82,8 +82,26 @@ pub struct ExecuteArgs {
     /// the user running this command).
     #[arg(long, env = "STRATA_USER")]
     pub user: Option<String>,
+    /// Run the command in this image: a Docker reference
+    /// (`busybox`, `registry:5000/team/app:1`, `app@sha256:…`) or an
+    /// absolute path, on the agent, to an OCI image layout or a `docker
+    /// save` / OCI archive. Its sandbox is at /mnt/mesos/sandbox.
+    #[arg(long, env = "STRATA_IMAGE", value_parser = parse_image)]
+    pub image: Option<String>,
     #[command(flatten)]
     pub tls: crate::TlsSource,
+}
+
+fn parse_image(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        strata_agent::images::reference::parse(text)?;
+    }
+    strata_protocol::ContainerInfo {
+        image: Some(text.to_owned()),
+        ..Default::default()
+    }
+    .validate()?;
+    Ok(text.to_owned())
 }
 
 fn parse_framework_id(text: &str) -> Result<FrameworkId, String> {
@@ -217,9 +235,15 @@ impl Execution {
                     resources: self.args.resources.clone(),
                     // Launching only happens without --framework-id, when
                     // --command is required.
-                    kind: TaskKind::Command(CommandInfo::shell(
-                        self.args.command.clone().unwrap_or_default(),
-                    )),
+                    kind: TaskKind::Command(CommandInfo {
+                        container: self.args.image.clone().map(|image| {
+                            strata_protocol::ContainerInfo {
+                                image: Some(image),
+                                ..Default::default()
+                            }
+                        }),
+                        ..CommandInfo::shell(self.args.command.clone().unwrap_or_default())
+                    }),
                     labels: Default::default(),
                 });
             }

@@ -261,6 +261,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                     )?,
                     work_dir: agent_work_dir,
                     kill_grace: DEFAULT_KILL_GRACE,
+                    images: Some(args.isolation.images()?),
                 },
                 status_update_retry: strata_agent::status_updates::FIRST_RETRY,
                 usage_interval: std::time::Duration::from_secs(1),

@@ -167,6 +167,7 @@ pub fn run(table: Table, args: ViewArgs) -> anyhow::Result<()> {
                 "AGENT",
                 "CPUS",
                 "MEM",
+                "IMAGE",
             ]));
             for task in tasks {
                 lines.push(vec![
@@ -177,6 +178,7 @@ pub fn run(table: Table, args: ViewArgs) -> anyhow::Result<()> {
                     task.agent_id.to_string(),
                     amount(&task.resources, "cpus"),
                     amount(&task.resources, "mem"),
+                    task.image.clone().unwrap_or_else(|| "-".into()),
                 ]);
             }
         }

@@ -48,6 +48,7 @@ async fn cluster(work_dir: &Path, agents: &[&str]) -> (String, Vec<Node>) {
             work_dir: work_dir.to_owned(),
             kill_grace: Duration::from_secs(1),
             isolation: strata_agent::isolation::Isolation::Posix,
+            images: None,
         };
         let mut config = AgentConfig::new(
             master.clone(),

@@ -46,6 +46,7 @@ fn agent_config(
         work_dir: work_dir.to_owned(),
         kill_grace: Duration::from_secs(1),
         isolation: strata_agent::isolation::Isolation::Posix,
+        images: None,
     };
     let mut config = AgentConfig::new(
         master.clone(),

@@ -67,6 +67,7 @@ fn processes_in(name: &str) -> (PathBuf, Runner) {
         work_dir: work_dir.clone(),
         kill_grace: Duration::from_secs(2),
         isolation: strata_agent::isolation::Isolation::Posix,
+        images: None,
     };
     (work_dir, runner)
 }
@@ -215,6 +216,7 @@ fn a_task_over_its_memory_fails_with_the_memory_reason() {
             work_dir: work_dir.clone(),
             kill_grace: Duration::from_secs(1),
             isolation: strata_agent::isolation::Isolation::Posix,
+            images: None,
         };
         let mut config = AgentConfig::new(
             master.clone(),
@@ -274,6 +276,7 @@ fn checkpointing_frameworks_have_their_update_streams_on_disk() {
             work_dir: work_dir.clone(),
             kill_grace: Duration::from_secs(1),
             isolation: strata_agent::isolation::Isolation::Posix,
+            images: None,
         };
         let _agent = start_agent(&ca, &master, "agent", "cpus:1;mem:256", runner).await;
         let schedulers = node(&ca, Role::Framework, "schedulers").await;

@@ -93,6 +93,11 @@ fn task_view(framework_id: &FrameworkId, framework: &FrameworkEntry, task: &Prot
             .status
             .as_ref()
             .and_then(|status| status.sandbox.clone()),
+        image: task
+            .info
+            .kind
+            .container()
+            .and_then(|container| container.image.clone()),
         history: framework
             .history
             .get(&task.info.task_id)

@@ -28,6 +28,6 @@ pub use messages::{Operation, ReconcileTask, ToAgent, ToExecutor, ToMaster, ToSc
 pub use offers::{Filters, Offer, OfferConstraint};
 pub use resources::{Ranges, Resource, Resources, ResourcesError, Scalar, UNRESERVED, Value};
 pub use tasks::{
-    CommandInfo, ExecutorInfo, Reason, Source, Task, TaskInfo, TaskKind, TaskState, TaskStatus,
-    UpdateId,
+    CommandInfo, ContainerInfo, ContainerKind, ExecutorInfo, Reason, Source, Task, TaskInfo,
+    TaskKind, TaskState, TaskStatus, UpdateId, Volume,
 };

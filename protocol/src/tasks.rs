@@ -152,6 +152,9 @@ pub enum Reason {
     ExecutorTerminated,
     ExecutorUnregistered,
     ContainerLimitationMemory,
+    /// Its container could not be made: its image could not be had or
+    /// unpacked, or its root filesystem mounted.
+    ContainerPreparationFailed,
     CommandExecutorFailed,
     TaskInvalid,
     /// An ACL does not let the framework's principal run the task as its
@@ -189,7 +192,7 @@ impl Source {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Reconciliation,
         Reason::AgentRemoved,
         Reason::AgentDisconnected,
@@ -200,6 +203,7 @@ impl Reason {
         Reason::ExecutorTerminated,
         Reason::ExecutorUnregistered,
         Reason::ContainerLimitationMemory,
+        Reason::ContainerPreparationFailed,
         Reason::CommandExecutorFailed,
         Reason::TaskInvalid,
         Reason::TaskUnauthorized,
@@ -225,6 +229,7 @@ impl Reason {
             Reason::ExecutorTerminated => "REASON_EXECUTOR_TERMINATED",
             Reason::ExecutorUnregistered => "REASON_EXECUTOR_UNREGISTERED",
             Reason::ContainerLimitationMemory => "REASON_CONTAINER_LIMITATION_MEMORY",
+            Reason::ContainerPreparationFailed => "REASON_CONTAINER_PREPARATION_FAILED",
             Reason::CommandExecutorFailed => "REASON_COMMAND_EXECUTOR_FAILED",
             Reason::TaskInvalid => "REASON_TASK_INVALID",
             Reason::TaskUnauthorized => "REASON_TASK_UNAUTHORIZED",
@@ -295,6 +300,95 @@ pub struct CommandInfo {
     pub environment: BTreeMap<String, String>,
     /// The user to run it as; the framework's user when `None`.
     pub user: Option<String>,
+    /// The container it runs in: an image's root filesystem and volumes.
+    /// `None` runs it on the agent's own filesystem.
+    #[serde(default)]
+    pub container: Option<ContainerInfo>,
+}
+
+/// The longest image reference or volume path a container may name.
+pub const MAX_CONTAINER_PATH_BYTES: usize = 4096;
+
+/// The most volumes a container may have.
+pub const MAX_VOLUMES: usize = 64;
+
+/// Which kind of container Mesos was asked for. Both run the same way in
+/// Strata (the agent provisions the image and an OCI runtime runs it; no
+/// Docker daemon is involved); the kind is kept for what frameworks read
+/// back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum ContainerKind {
+    #[default]
+    Mesos,
+    Docker,
+}
+
+/// A bind mount from the agent's host into a container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Volume {
+    /// A path on the agent (absolute), or relative to the sandbox.
+    pub host_path: String,
+    /// Where it appears in the container (absolute).
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// Where a command runs: in an image's root filesystem (Apache Mesos's
+/// `ContainerInfo`).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ContainerInfo {
+    pub kind: ContainerKind,
+    /// A Docker image reference (`busybox`, `registry:5000/team/app:1`,
+    /// `name@sha256:…`) or an absolute path on the agent to an OCI image
+    /// layout directory or a `docker save` / OCI archive. Without one the
+    /// command runs on the agent's own filesystem.
+    pub image: Option<String>,
+    pub volumes: Vec<Volume>,
+}
+
+impl ContainerInfo {
+    /// Why this container cannot be run anywhere, checked where tasks are
+    /// accepted: sizes and paths, not whether the image exists.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(image) = &self.image {
+            if image.is_empty() || image.len() > MAX_CONTAINER_PATH_BYTES {
+                return Err("the image reference is empty or too long".into());
+            }
+            if image.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(format!(
+                    "the image reference {image:?} has blanks or control characters"
+                ));
+            }
+        }
+        if self.volumes.len() > MAX_VOLUMES {
+            return Err(format!("more than {MAX_VOLUMES} volumes"));
+        }
+        if !self.volumes.is_empty() && self.image.is_none() {
+            return Err("volumes need an image: a container without one runs on the host".into());
+        }
+        for volume in &self.volumes {
+            for path in [&volume.host_path, &volume.container_path] {
+                if path.is_empty() || path.len() > MAX_CONTAINER_PATH_BYTES || path.contains('\0') {
+                    return Err(format!(
+                        "the volume path {path:?} is empty, too long or has NUL"
+                    ));
+                }
+                if path.split('/').any(|part| part == "..") {
+                    return Err(format!("the volume path {path:?} goes up with `..`"));
+                }
+            }
+            if !volume.container_path.starts_with('/') || volume.container_path == "/" {
+                return Err(format!(
+                    "the volume's container path {:?} is not an absolute path below /",
+                    volume.container_path
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl CommandInfo {
@@ -328,6 +422,17 @@ pub enum TaskKind {
     Command(CommandInfo),
     /// A task handed to the framework's own executor.
     Executor(ExecutorInfo),
+}
+
+impl TaskKind {
+    /// The container the task's process runs in, if it names one (a
+    /// custom executor's tasks run in its container).
+    pub fn container(&self) -> Option<&ContainerInfo> {
+        match self {
+            TaskKind::Command(command) => command.container.as_ref(),
+            TaskKind::Executor(executor) => executor.command.container.as_ref(),
+        }
+    }
 }
 
 /// What a framework asks to run.

@@ -25,7 +25,7 @@ use crate::upid::Incarnation;
 
 /// The protocol version, carried in the connection's ALPN. Nodes speaking
 /// different versions refuse each other during the TLS handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Frame cap used when a node is not configured otherwise.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 4 << 20;

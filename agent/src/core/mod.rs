@@ -36,7 +36,7 @@ use crate::checkpoint::{
     StreamCheckpoint, TaskCheckpoint,
 };
 use crate::command_executor;
-use crate::containerizer::{ContainerId, Limitation};
+use crate::containerizer::{ContainerId, LaunchError, Limitation};
 use crate::recovery::Recovered;
 use crate::status_updates::{Forward, StatusUpdates};
 use crate::usage::GroupUsage;
@@ -122,7 +122,7 @@ pub enum Input {
     /// not start (why).
     Launched {
         container: ContainerId,
-        result: Result<RunCheckpoint, String>,
+        result: Result<RunCheckpoint, LaunchError>,
     },
     /// Container `container` ended; an error when how is not known.
     Exited {
@@ -1113,17 +1113,22 @@ impl Core {
             .map(|(key, _)| key.clone())
     }
 
-    fn launched(&mut self, container: &ContainerId, result: Result<RunCheckpoint, String>) {
+    fn launched(&mut self, container: &ContainerId, result: Result<RunCheckpoint, LaunchError>) {
         if let Some(key) = self.task_of(container) {
             match result {
-                Err(reason) => {
+                Err(error) => {
                     self.containers.remove(&key);
+                    let reason = if error.preparation {
+                        Reason::ContainerPreparationFailed
+                    } else {
+                        Reason::CommandExecutorFailed
+                    };
                     self.report_with(
                         &key.0,
                         &key.1,
                         TaskState::Failed,
-                        Some(Reason::CommandExecutorFailed),
-                        &reason,
+                        Some(reason),
+                        &error.message,
                     );
                 }
                 Ok(run) => {
@@ -1145,17 +1150,22 @@ impl Core {
         }
         if let Some(key) = self.executor_of(container) {
             match result {
-                Err(reason) => {
+                Err(error) => {
                     let Some(run) = self.executors.remove(&key) else {
                         return;
+                    };
+                    let reason = if error.preparation {
+                        Reason::ContainerPreparationFailed
+                    } else {
+                        Reason::ExecutorTerminated
                     };
                     for task_id in run.tasks {
                         self.report_with(
                             &key.0,
                             &task_id,
                             TaskState::Failed,
-                            Some(Reason::ExecutorTerminated),
-                            &reason,
+                            Some(reason),
+                            &error.message,
                         );
                     }
                 }

@@ -619,7 +619,7 @@ fn kills_launch_failures_and_memory_limits_end_tasks_saying_why() {
     let (container, _) = launches(&effects)[0].clone();
     harness.step(Input::Launched {
         container,
-        result: Err("no such user".into()),
+        result: Err(String::from("no such user").into()),
     });
     let status = harness.status("bad");
     assert_eq!(status.state, TaskState::Failed);

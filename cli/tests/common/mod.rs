@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, dead_code, unused_imports)]
 
 pub mod events;
+pub mod isolated;
 
 use std::collections::BTreeSet;
 

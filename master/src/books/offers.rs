@@ -405,6 +405,9 @@ impl Books {
         ) {
             return Some(reason);
         }
+        if let Some(Err(reason)) = task.kind.container().map(|container| container.validate()) {
+            return Some(format!("invalid container: {reason}"));
+        }
         // The books keep a task until its end is acknowledged: that is
         // what the bound counts, at no cost per launch.
         let kept = self.frameworks.get(framework_id)?.tasks.len();

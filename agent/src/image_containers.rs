@@ -1,0 +1,384 @@
+//! Containers whose command runs in an image: the image provisioned by
+//! the store, a root filesystem made of it, a bundle written for the OCI
+//! runtime, and all of it removed when the container ends.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use strata_protocol::{CommandInfo, ContainerInfo};
+use tracing::{info, warn};
+
+use crate::cgroups::Cgroup;
+use crate::containerizer::{ContainerId, LaunchError};
+use crate::images::{ImageStore, rootfs};
+use crate::oci::{BindMount, Bundle, OciRuntime, SANDBOX_PATH};
+use crate::users::RunAs;
+
+/// The PATH a container gets when its image sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// An agent's means to run containers with images.
+#[derive(Debug)]
+pub struct ImageContainers {
+    pub store: ImageStore,
+    pub runtime: OciRuntime,
+    /// Bundles, one directory per container.
+    dir: PathBuf,
+}
+
+/// A container running in an image, until it is cleaned up (once).
+#[derive(Debug, Clone)]
+pub struct ImageRun {
+    pub digest: String,
+    done: Arc<AtomicBool>,
+}
+
+/// What starts a prepared container.
+#[derive(Debug)]
+pub struct Prepared {
+    pub argv: Vec<OsString>,
+    pub environment: BTreeMap<OsString, OsString>,
+    pub run: ImageRun,
+}
+
+/// How an agent runs containers with images (its flags).
+#[derive(Debug, Clone)]
+pub struct ImageOptions {
+    /// `runc`, `crun` or a path; runc if installed, else crun, when `None`.
+    pub runtime: Option<String>,
+    pub cache_bytes: u64,
+    pub ca_bundle: PathBuf,
+}
+
+impl Default for ImageOptions {
+    fn default() -> ImageOptions {
+        ImageOptions {
+            runtime: None,
+            cache_bytes: crate::images::DEFAULT_CACHE_BYTES,
+            ca_bundle: PathBuf::from(crate::images::registry::DEFAULT_CA_BUNDLE),
+        }
+    }
+}
+
+impl ImageContainers {
+    /// The image containers of the agent of `work_dir`.
+    pub fn open(work_dir: &Path, options: &ImageOptions) -> Result<ImageContainers, String> {
+        let runtime = OciRuntime::find(options.runtime.as_deref(), &work_dir.join("runtime"))?;
+        let store = ImageStore::open(
+            &work_dir.join("images"),
+            options.cache_bytes,
+            &options.ca_bundle,
+        )?;
+        let dir = work_dir.join("containers");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        Ok(ImageContainers {
+            store,
+            runtime,
+            dir,
+        })
+    }
+
+    fn bundle(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Provisions `container`'s image for container `id` and writes its
+    /// bundle: its command (`command`, or the image's), environment and
+    /// user, its sandbox and volumes, its cgroup. Nothing is left behind
+    /// when it fails.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare(
+        &self,
+        id: &ContainerId,
+        container: &ContainerInfo,
+        command: &CommandInfo,
+        extra_environment: &BTreeMap<String, String>,
+        sandbox: &Path,
+        run_as: Option<&RunAs>,
+        cgroup: &Cgroup,
+        own_network: bool,
+    ) -> Result<Prepared, LaunchError> {
+        let Some(name) = &container.image else {
+            return Err(LaunchError::preparation("the container names no image"));
+        };
+        let image = self
+            .store
+            .provision(name)
+            .map_err(|e| LaunchError::preparation(format!("cannot provision image {name}: {e}")))?;
+        let run = ImageRun {
+            digest: image.digest.clone(),
+            done: Arc::default(),
+        };
+        let bundle = self.bundle(id.as_str());
+        let prepared = (|| {
+            std::fs::create_dir_all(&bundle)
+                .map_err(|e| format!("cannot make {}: {e}", bundle.display()))?;
+            std::fs::write(bundle.join("image"), &image.digest)
+                .map_err(|e| format!("cannot write {}: {e}", bundle.join("image").display()))?;
+            rootfs::make(&image.layers, &bundle)?;
+            let args = arguments(command, &image.config)?;
+            let env = environment(
+                &image.config.env,
+                extra_environment,
+                command,
+                sandbox,
+                run_as,
+            );
+            let volumes = volumes(container, sandbox)?;
+            let cgroups_path = self.runtime.cgroups_path(
+                &cgroup
+                    .hierarchy_path()
+                    .map_err(|e| format!("cannot name the container's cgroup: {e}"))?,
+            );
+            crate::oci::write_config(
+                &bundle,
+                &Bundle {
+                    rootfs: bundle.join("rootfs"),
+                    args,
+                    env,
+                    cwd: SANDBOX_PATH.into(),
+                    uid: run_as.map_or_else(|| rustix::process::geteuid().as_raw(), |r| r.uid),
+                    gid: run_as.map_or_else(|| rustix::process::getegid().as_raw(), |r| r.gid),
+                    groups: run_as.map(|r| r.groups.clone()).unwrap_or_default(),
+                    sandbox: sandbox.to_owned(),
+                    volumes,
+                    cgroups_path,
+                    own_network,
+                },
+            )
+        })();
+        if let Err(message) = prepared {
+            self.end(id.as_str(), &run);
+            return Err(LaunchError::preparation(message));
+        }
+        let environment = BTreeMap::from([(OsString::from("PATH"), OsString::from(DEFAULT_PATH))]);
+        Ok(Prepared {
+            argv: self.runtime.run_argv(&bundle, id.as_str()),
+            environment,
+            run,
+        })
+    }
+
+    /// Cleans up after container `id` (once, however often asked): the
+    /// runtime's state, the root filesystem and bundle, the hold on the
+    /// image. Blocking.
+    pub fn end(&self, id: &str, run: &ImageRun) {
+        if run.done.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.remove(id);
+        self.store.release(&run.digest);
+    }
+
+    fn remove(&self, id: &str) {
+        if let Err(error) = self.runtime.delete(id) {
+            warn!(container = id, %error, "the OCI runtime cannot delete a container");
+        }
+        if let Err(error) = rootfs::remove(&self.bundle(id)) {
+            warn!(container = id, %error, "cannot remove a container's root filesystem");
+        }
+    }
+
+    /// Container `id`'s image run, if it has a bundle (an earlier life of
+    /// the agent started it), its image held again.
+    pub fn recover(&self, id: &str) -> Option<ImageRun> {
+        let digest = std::fs::read_to_string(self.bundle(id).join("image")).ok()?;
+        let digest = digest.trim().to_owned();
+        self.store.hold(&digest);
+        Some(ImageRun {
+            digest,
+            done: Arc::default(),
+        })
+    }
+
+    /// Removes what containers not in `known` left: the runtime's
+    /// containers and bundles. Blocking.
+    pub fn clean_up_unknown(&self, known: &[String]) {
+        let mut ids: Vec<String> = self.runtime.list().unwrap_or_else(|error| {
+            warn!(%error, "cannot list the OCI runtime's containers");
+            Vec::new()
+        });
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            ids.extend(
+                entries
+                    .flatten()
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned()),
+            );
+        }
+        ids.sort();
+        ids.dedup();
+        for id in ids.into_iter().filter(|id| !known.contains(id)) {
+            info!(container = %id, "removing an image container this agent no longer knows");
+            self.remove(&id);
+        }
+    }
+}
+
+/// The container's argv: a shell command in the image's `/bin/sh`, a
+/// command with its arguments, or (a command with no value) the image's
+/// entrypoint with the command's arguments or else the image's cmd.
+fn arguments(
+    command: &CommandInfo,
+    image: &crate::images::RunConfig,
+) -> Result<Vec<String>, String> {
+    let args: Vec<String> = if command.shell {
+        vec!["/bin/sh".into(), "-c".into(), command.value.clone()]
+    } else if command.value.is_empty() {
+        let rest = if command.arguments.len() > 1 {
+            command.arguments[1..].to_vec()
+        } else {
+            image.cmd.clone()
+        };
+        image.entrypoint.iter().cloned().chain(rest).collect()
+    } else {
+        std::iter::once(command.value.clone())
+            .chain(command.arguments.iter().skip(1).cloned())
+            .collect()
+    };
+    if args.is_empty() || args[0].is_empty() {
+        return Err("neither the command nor the image names what to run".into());
+    }
+    Ok(args)
+}
+
+/// The container's environment: the image's, then the agent's and the
+/// command's (host sandbox paths in them made the container's), and the
+/// sandbox's variables.
+fn environment(
+    image: &[String],
+    extra: &BTreeMap<String, String>,
+    command: &CommandInfo,
+    sandbox: &Path,
+    run_as: Option<&RunAs>,
+) -> Vec<String> {
+    let mut variables: BTreeMap<String, String> = image
+        .iter()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+    variables
+        .entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.into());
+    let host = sandbox.to_string_lossy().into_owned();
+    for (name, value) in extra.iter().chain(&command.environment) {
+        let value = match value.strip_prefix(&host) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                format!("{SANDBOX_PATH}{rest}")
+            }
+            _ => value.clone(),
+        };
+        variables.insert(name.clone(), value);
+    }
+    for name in ["MESOS_SANDBOX", "STRATA_SANDBOX", "HOME"] {
+        variables.insert(name.into(), SANDBOX_PATH.into());
+    }
+    if let Some(run_as) = run_as {
+        variables.insert("USER".into(), run_as.user.clone());
+        variables.insert("LOGNAME".into(), run_as.user.clone());
+    }
+    variables
+        .into_iter()
+        .filter(|(name, value)| {
+            !name.is_empty() && !name.contains(['=', '\0']) && !value.contains('\0')
+        })
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect()
+}
+
+/// The container's volumes, their host paths resolved: absolute ones
+/// must exist; relative ones are in the sandbox (made when missing).
+fn volumes(container: &ContainerInfo, sandbox: &Path) -> Result<Vec<BindMount>, String> {
+    container.validate()?;
+    container
+        .volumes
+        .iter()
+        .map(|volume| {
+            let host = if volume.host_path.starts_with('/') {
+                let host = PathBuf::from(&volume.host_path);
+                std::fs::canonicalize(&host)
+                    .map_err(|e| format!("volume {}: {e}", host.display()))?
+            } else {
+                let host = sandbox.join(&volume.host_path);
+                std::fs::create_dir_all(&host)
+                    .map_err(|e| format!("volume {}: {e}", host.display()))?;
+                let resolved = std::fs::canonicalize(&host)
+                    .map_err(|e| format!("volume {}: {e}", host.display()))?;
+                let root = std::fs::canonicalize(sandbox)
+                    .map_err(|e| format!("the sandbox {}: {e}", sandbox.display()))?;
+                if !resolved.starts_with(&root) {
+                    return Err(format!("volume {} leaves the sandbox", volume.host_path));
+                }
+                resolved
+            };
+            Ok(BindMount {
+                host,
+                container: PathBuf::from(&volume.container_path),
+                read_only: volume.read_only,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_runs_its_command_or_its_image_s() {
+        let image = crate::images::RunConfig {
+            env: vec!["PATH=/opt/bin".into(), "LANG=C".into()],
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["--serve".into()],
+            working_dir: None,
+        };
+        let shell = CommandInfo::shell("echo hi");
+        assert_eq!(
+            arguments(&shell, &image).unwrap(),
+            ["/bin/sh", "-c", "echo hi"]
+        );
+        let own = CommandInfo {
+            value: "/bin/ls".into(),
+            arguments: vec!["ls".into(), "-l".into()],
+            ..CommandInfo::default()
+        };
+        assert_eq!(arguments(&own, &image).unwrap(), ["/bin/ls", "-l"]);
+        let default = CommandInfo::default();
+        assert_eq!(arguments(&default, &image).unwrap(), ["/entry", "--serve"]);
+        let overridden = CommandInfo {
+            arguments: vec!["x".into(), "--once".into()],
+            ..CommandInfo::default()
+        };
+        assert_eq!(
+            arguments(&overridden, &image).unwrap(),
+            ["/entry", "--once"]
+        );
+        assert!(arguments(&default, &crate::images::RunConfig::default()).is_err());
+
+        let sandbox = Path::new("/work/sandboxes/s1");
+        let extra = BTreeMap::from([
+            ("MESOS_SANDBOX".to_owned(), "/work/sandboxes/s1".to_owned()),
+            (
+                "CREDENTIALS".to_owned(),
+                "/work/sandboxes/s1/credentials".to_owned(),
+            ),
+            ("OTHER".to_owned(), "/work/sandboxes/s10".to_owned()),
+        ]);
+        let env = environment(&image.env, &extra, &shell, sandbox, None);
+        assert!(env.contains(&"PATH=/opt/bin".to_owned()), "{env:?}");
+        assert!(
+            env.contains(&"MESOS_SANDBOX=/mnt/mesos/sandbox".to_owned()),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&"CREDENTIALS=/mnt/mesos/sandbox/credentials".to_owned()),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&"OTHER=/work/sandboxes/s10".to_owned()),
+            "{env:?}"
+        );
+    }
+}

@@ -1,0 +1,698 @@
+//! The agent's image store: images from an OCI image layout directory, a
+//! `docker save` or OCI archive, or a Docker Registry API v2 registry;
+//! layers checked against their digests, unpacked once (whiteouts in
+//! overlayfs's format), cached by digest under a size bound and
+//! collected least recently used first.
+//!
+//! All of it is blocking IO, for tokio's blocking pool. Pulls run one at
+//! a time (a second task of an image waits for the first's pull and
+//! finds it cached).
+
+pub mod layer;
+pub mod reference;
+pub mod registry;
+pub mod rootfs;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use layer::{Compression, Expected, sha256};
+use reference::{ImageSource, Reference};
+use registry::{MAX_DOCUMENT_BYTES, Registry};
+
+/// The default bound on the unpacked layers an agent keeps.
+pub const DEFAULT_CACHE_BYTES: u64 = 10 << 30;
+
+/// The most layers an image may have (overlayfs takes a few hundred).
+pub const MAX_LAYERS: usize = 128;
+
+/// What an image says about running it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// `NAME=value`.
+    pub env: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub working_dir: Option<String>,
+}
+
+/// An image ready to run: its layers unpacked, bottom first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Its identity: the manifest's digest (a `docker save` image's:
+    /// its configuration's).
+    pub digest: String,
+    pub layers: Vec<PathBuf>,
+    pub config: RunConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedImage {
+    /// Layer keys (digests), bottom first.
+    layers: Vec<String>,
+    config: RunConfig,
+    last_used_ms: u64,
+}
+
+/// What the store keeps on disk (`catalog.json`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Catalog {
+    /// Images by identity.
+    images: BTreeMap<String, CachedImage>,
+    /// Names an image was asked for by, and the identity they led to.
+    names: BTreeMap<String, String>,
+    /// Unpacked layers by key, and the bytes their files take.
+    layers: BTreeMap<String, u64>,
+    /// Images containers run in, and how many (not kept on disk: the
+    /// agent holds its containers' images again when it recovers them).
+    #[serde(skip)]
+    in_use: BTreeMap<String, usize>,
+}
+
+impl Catalog {
+    fn total_bytes(&self) -> u64 {
+        self.layers.values().sum()
+    }
+}
+
+/// An agent's images.
+#[derive(Debug)]
+pub struct ImageStore {
+    dir: PathBuf,
+    max_bytes: u64,
+    registry: Registry,
+    catalog: Mutex<Catalog>,
+    pulling: Mutex<()>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+fn hex_of(digest: &str) -> Result<&str, String> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|hex| {
+            hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+        .ok_or_else(|| format!("{digest:?} is not a sha256 digest"))
+}
+
+impl ImageStore {
+    /// The store in `dir`, keeping at most `max_bytes` of unpacked layers
+    /// (besides images in use), trusting the CAs in `ca_bundle` for
+    /// registries spoken to over HTTPS. What an earlier life left half
+    /// done is removed.
+    pub fn open(dir: &Path, max_bytes: u64, ca_bundle: &Path) -> Result<ImageStore, String> {
+        for sub in ["layers", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(|e| format!("cannot make {}: {e}", dir.join(sub).display()))?;
+        }
+        let _ = std::fs::remove_dir_all(dir.join("tmp"));
+        std::fs::create_dir_all(dir.join("tmp"))
+            .map_err(|e| format!("cannot make {}: {e}", dir.join("tmp").display()))?;
+        let path = dir.join("catalog.json");
+        let mut catalog: Catalog = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+                warn!(path = %path.display(), %error, "the image catalog is unreadable; starting empty");
+                Catalog::default()
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Catalog::default(),
+            Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
+        };
+        // Layers on disk the catalog does not list, and listed ones gone.
+        let listed: Vec<String> = catalog.layers.keys().cloned().collect();
+        for key in listed {
+            let present = hex_of(&key).is_ok_and(|hex| dir.join("layers").join(hex).is_dir());
+            if !present {
+                catalog.layers.remove(&key);
+            }
+        }
+        catalog.images.retain(|_, image| {
+            image
+                .layers
+                .iter()
+                .all(|key| catalog.layers.contains_key(key))
+        });
+        let images = &catalog.images;
+        catalog
+            .names
+            .retain(|_, digest| images.contains_key(digest));
+        if let Ok(entries) = std::fs::read_dir(dir.join("layers")) {
+            for entry in entries.flatten() {
+                let key = format!("sha256:{}", entry.file_name().to_string_lossy());
+                if !catalog.layers.contains_key(&key) {
+                    let _ = layer::remove_any(&entry.path());
+                }
+            }
+        }
+        let store = ImageStore {
+            dir: dir.to_owned(),
+            max_bytes,
+            registry: Registry::new(ca_bundle),
+            catalog: Mutex::new(catalog),
+            pulling: Mutex::new(()),
+        };
+        store.save(&store.catalog());
+        Ok(store)
+    }
+
+    fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
+        self.catalog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn save(&self, catalog: &Catalog) {
+        let path = self.dir.join("catalog.json");
+        let temporary = self.dir.join("catalog.json.new");
+        let written = serde_json::to_vec(catalog)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&temporary, bytes))
+            .and_then(|()| std::fs::rename(&temporary, &path));
+        if let Err(error) = written {
+            warn!(path = %path.display(), %error, "cannot write the image catalog");
+        }
+    }
+
+    fn layer_dir(&self, key: &str) -> PathBuf {
+        self.dir
+            .join("layers")
+            .join(key.strip_prefix("sha256:").unwrap_or(key))
+    }
+
+    /// The unpacked layers' bytes.
+    pub fn cached_bytes(&self) -> u64 {
+        self.catalog().total_bytes()
+    }
+
+    /// The image `image` names (see [`reference::parse`]), fetched and
+    /// unpacked if not cached, and held (in use) until [`Self::release`].
+    pub fn provision(&self, image: &str) -> Result<Image, String> {
+        let source = reference::parse(image)?;
+        let _pulling = self
+            .pulling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let name = match &source {
+            ImageSource::Registry(reference) => Some(reference.to_string()),
+            // A layout's index is read each time (it may have changed); an
+            // archive is known by its size and time.
+            ImageSource::Path(path) if path.is_file() => {
+                std::fs::metadata(path).ok().and_then(|metadata| {
+                    let modified = metadata.modified().ok()?;
+                    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+                    Some(format!(
+                        "{}@{}:{}",
+                        path.display(),
+                        since.as_nanos(),
+                        metadata.len()
+                    ))
+                })
+            }
+            ImageSource::Path(_) => None,
+        };
+        if let Some(name) = &name
+            && let Some(held) = self.hold_named(name)
+        {
+            return Ok(held);
+        }
+        let scratch = self.dir.join("tmp").join(format!("{:016x}", rand_u64()));
+        let result = self.fetch(&source, &scratch);
+        let _ = std::fs::remove_dir_all(&scratch);
+        let (digest, layers, config) = result?;
+        let mut catalog = self.catalog();
+        catalog.images.insert(
+            digest.clone(),
+            CachedImage {
+                layers: layers.clone(),
+                config: config.clone(),
+                last_used_ms: now_ms(),
+            },
+        );
+        if let Some(name) = name {
+            catalog.names.insert(name, digest.clone());
+        }
+        *catalog.in_use.entry(digest.clone()).or_default() += 1;
+        self.collect(&mut catalog);
+        self.save(&catalog);
+        Ok(Image {
+            digest,
+            layers: layers.iter().map(|key| self.layer_dir(key)).collect(),
+            config,
+        })
+    }
+
+    fn hold_named(&self, name: &str) -> Option<Image> {
+        let mut catalog = self.catalog();
+        let digest = catalog.names.get(name)?.clone();
+        let image = self.touch(&mut catalog, &digest)?;
+        self.save(&catalog);
+        Some(image)
+    }
+
+    /// Marks cached image `digest` used now and in use once more.
+    fn touch(&self, catalog: &mut Catalog, digest: &str) -> Option<Image> {
+        let cached = catalog.images.get_mut(digest)?;
+        cached.last_used_ms = now_ms();
+        let image = Image {
+            digest: digest.to_owned(),
+            layers: cached
+                .layers
+                .iter()
+                .map(|key| self.layer_dir(key))
+                .collect(),
+            config: cached.config.clone(),
+        };
+        *catalog.in_use.entry(digest.to_owned()).or_default() += 1;
+        Some(image)
+    }
+
+    /// Holds image `digest` for a container the agent took back.
+    pub fn hold(&self, digest: &str) {
+        let mut catalog = self.catalog();
+        *catalog.in_use.entry(digest.to_owned()).or_default() += 1;
+    }
+
+    /// A container of image `digest` is gone; unused images may go once
+    /// the cache is over its bound.
+    pub fn release(&self, digest: &str) {
+        let mut catalog = self.catalog();
+        if let Some(count) = catalog.in_use.get_mut(digest) {
+            *count -= 1;
+            if *count == 0 {
+                catalog.in_use.remove(digest);
+            }
+        }
+        self.collect(&mut catalog);
+        self.save(&catalog);
+    }
+
+    /// Drops the least recently used images not in use while the layers
+    /// take more than the bound, and the layers no image uses.
+    fn collect(&self, catalog: &mut Catalog) {
+        while catalog.total_bytes() > self.max_bytes {
+            let Some(oldest) = catalog
+                .images
+                .iter()
+                .filter(|(digest, _)| !catalog.in_use.contains_key(*digest))
+                .min_by_key(|(_, image)| image.last_used_ms)
+                .map(|(digest, _)| digest.clone())
+            else {
+                break;
+            };
+            info!(image = %oldest, "image collected from the cache");
+            catalog.images.remove(&oldest);
+            catalog.names.retain(|_, digest| *digest != oldest);
+            let used: std::collections::BTreeSet<&String> = catalog
+                .images
+                .values()
+                .flat_map(|image| &image.layers)
+                .collect();
+            let unused: Vec<String> = catalog
+                .layers
+                .keys()
+                .filter(|key| !used.contains(key))
+                .cloned()
+                .collect();
+            for key in unused {
+                if let Err(error) = layer::remove_any(&self.layer_dir(&key)) {
+                    warn!(%error, "cannot remove a collected layer");
+                }
+                catalog.layers.remove(&key);
+            }
+        }
+    }
+
+    /// Fetches and unpacks what `source` names (work files in `scratch`):
+    /// the image's identity, layer keys and run configuration.
+    fn fetch(
+        &self,
+        source: &ImageSource,
+        scratch: &Path,
+    ) -> Result<(String, Vec<String>, RunConfig), String> {
+        let plan = match source {
+            ImageSource::Registry(reference) => self.registry_plan(reference)?,
+            ImageSource::Path(path) if path.is_dir() => layout_plan(path)?,
+            ImageSource::Path(path) if path.is_file() => {
+                let unpacked = scratch.join("archive");
+                unpack_archive(path, &unpacked)?;
+                if unpacked.join("index.json").is_file() {
+                    layout_plan(&unpacked)?
+                } else if unpacked.join("manifest.json").is_file() {
+                    docker_archive_plan(&unpacked)?
+                } else {
+                    return Err(format!(
+                        "{} is neither an OCI archive (index.json) nor a docker save archive (manifest.json)",
+                        path.display()
+                    ));
+                }
+            }
+            ImageSource::Path(path) => {
+                return Err(format!("image {} not found on the agent", path.display()));
+            }
+        };
+        let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&plan.config)
+            .map_err(|e| format!("the image configuration is malformed: {e}"))?;
+        let diff_ids = config.rootfs().diff_ids();
+        if diff_ids.len() != plan.layers.len() {
+            return Err(format!(
+                "the image has {} layers and its configuration {} diff_ids",
+                plan.layers.len(),
+                diff_ids.len()
+            ));
+        }
+        let mut keys = Vec::with_capacity(plan.layers.len());
+        for (index, (layer, diff_id)) in plan.layers.iter().zip(diff_ids).enumerate() {
+            let key = layer.digest.clone().unwrap_or_else(|| diff_id.clone());
+            hex_of(&key)?;
+            let dir = self.layer_dir(&key);
+            let cached = self.catalog().layers.contains_key(&key) && dir.is_dir();
+            if !cached {
+                let target = scratch.join(format!("layer-{index}"));
+                let blob = (layer.open)()?;
+                let expected = Expected {
+                    digest: layer.digest.clone(),
+                    size: layer.size,
+                    diff_id: Some(diff_id.clone()),
+                    compression: layer.compression,
+                    max_bytes: self.max_bytes,
+                };
+                let bytes = layer::unpack(blob, &expected, &target)
+                    .map_err(|e| format!("layer {}: {e}", key))?;
+                layer::remove_any(&dir)?;
+                std::fs::rename(&target, &dir)
+                    .map_err(|e| format!("cannot keep layer {key}: {e}"))?;
+                let mut catalog = self.catalog();
+                catalog.layers.insert(key.clone(), bytes);
+                self.save(&catalog);
+            }
+            keys.push(key);
+        }
+        let run = config
+            .config()
+            .as_ref()
+            .map(|run| RunConfig {
+                env: run.env().clone().unwrap_or_default(),
+                entrypoint: run.entrypoint().clone().unwrap_or_default(),
+                cmd: run.cmd().clone().unwrap_or_default(),
+                working_dir: run.working_dir().clone().filter(|dir| !dir.is_empty()),
+            })
+            .unwrap_or_default();
+        Ok((plan.identity, keys, run))
+    }
+
+    fn registry_plan(&self, reference: &Reference) -> Result<Plan<'_>, String> {
+        let (mut bytes, mut media_type) =
+            self.registry.manifest(reference, &reference.reference)?;
+        if let Some(digest) = reference.digest()
+            && sha256(&bytes) != digest
+        {
+            return Err(format!(
+                "digest mismatch: {reference}'s manifest is {}",
+                sha256(&bytes)
+            ));
+        }
+        if is_index(&media_type, &bytes) {
+            let chosen = choose_manifest(&bytes)?;
+            let (manifest, manifest_type) = self.registry.manifest(reference, &chosen)?;
+            if sha256(&manifest) != chosen {
+                return Err(format!(
+                    "digest mismatch: manifest {chosen} is {}",
+                    sha256(&manifest)
+                ));
+            }
+            bytes = manifest;
+            media_type = manifest_type;
+        }
+        let _ = media_type;
+        let identity = sha256(&bytes);
+        let manifest = parse_manifest(&bytes)?;
+        let config_digest = manifest.config().digest().to_string();
+        let mut config = Vec::new();
+        self.registry
+            .blob(reference, &config_digest)?
+            .take(MAX_DOCUMENT_BYTES + 1)
+            .read_to_end(&mut config)
+            .map_err(|e| format!("cannot read the image configuration: {e}"))?;
+        if sha256(&config) != config_digest {
+            return Err(format!(
+                "digest mismatch: the image configuration is not {config_digest}"
+            ));
+        }
+        let mut layers = Vec::new();
+        for descriptor in manifest.layers() {
+            let digest = descriptor.digest().to_string();
+            let registry = &self.registry;
+            let reference = reference.clone();
+            let wanted = digest.clone();
+            // The registry is borrowed: opened when the layer is needed.
+            let opener: Box<dyn Fn() -> Result<Box<dyn Read>, String> + '_> =
+                Box::new(
+                    move || Ok(Box::new(registry.blob(&reference, &wanted)?) as Box<dyn Read>),
+                );
+            layers.push(PlannedLayer {
+                digest: Some(digest),
+                size: Some(descriptor.size()),
+                compression: layer::compression_of(descriptor.media_type().as_ref())?,
+                open: opener,
+            });
+        }
+        Ok(Plan {
+            identity,
+            config,
+            layers,
+        })
+    }
+}
+
+/// What an image is made of, before it is fetched.
+struct Plan<'a> {
+    identity: String,
+    /// The image configuration's bytes, checked.
+    config: Vec<u8>,
+    layers: Vec<PlannedLayer<'a>>,
+}
+
+struct PlannedLayer<'a> {
+    digest: Option<String>,
+    size: Option<u64>,
+    compression: Compression,
+    open: Box<dyn Fn() -> Result<Box<dyn Read>, String> + 'a>,
+}
+
+fn rand_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+fn is_index(media_type: &str, bytes: &[u8]) -> bool {
+    if media_type.contains("index") || media_type.contains("manifest.list") {
+        return true;
+    }
+    // Without a media type, an index is what has `manifests`.
+    media_type.is_empty()
+        && serde_json::from_slice::<serde_json::Value>(bytes)
+            .is_ok_and(|value| value.get("manifests").is_some())
+}
+
+/// This host's architecture in OCI's words.
+fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+/// The digest of the manifest in index `bytes` for this host (linux and
+/// its architecture; an entry without a platform fits any).
+fn choose_manifest(bytes: &[u8]) -> Result<String, String> {
+    let index: oci_spec::image::ImageIndex =
+        serde_json::from_slice(bytes).map_err(|e| format!("the image index is malformed: {e}"))?;
+    let fits = |descriptor: &&oci_spec::image::Descriptor| match descriptor.platform() {
+        None => true,
+        Some(platform) => {
+            platform.os().to_string() == "linux"
+                && platform.architecture().to_string() == host_architecture()
+        }
+    };
+    index
+        .manifests()
+        .iter()
+        .find(fits)
+        .map(|descriptor| descriptor.digest().to_string())
+        .ok_or_else(|| {
+            format!(
+                "the image has no manifest for linux/{} among {}",
+                host_architecture(),
+                index.manifests().len()
+            )
+        })
+}
+
+fn parse_manifest(bytes: &[u8]) -> Result<oci_spec::image::ImageManifest, String> {
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(bytes)
+        .map_err(|e| format!("the image manifest is malformed: {e}"))?;
+    if manifest.layers().len() > MAX_LAYERS {
+        return Err(format!("the image has more than {MAX_LAYERS} layers"));
+    }
+    Ok(manifest)
+}
+
+/// What opens file `path` to read, when it is needed.
+fn file_opener(path: PathBuf) -> Box<dyn Fn() -> Result<Box<dyn Read>, String>> {
+    Box::new(move || {
+        std::fs::File::open(&path)
+            .map(|file| Box::new(std::io::BufReader::new(file)) as Box<dyn Read>)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    })
+}
+
+/// Reads at most [`MAX_DOCUMENT_BYTES`] of `path`.
+fn read_document(path: &Path) -> Result<Vec<u8>, String> {
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_DOCUMENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
+        return Err(format!(
+            "{} is larger than {MAX_DOCUMENT_BYTES} bytes",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A blob of an OCI layout, by digest.
+fn layout_blob(layout: &Path, digest: &str) -> Result<PathBuf, String> {
+    Ok(layout.join("blobs").join("sha256").join(hex_of(digest)?))
+}
+
+/// The plan of the image in OCI layout `layout`: its index's manifest
+/// for this host (through nested indexes).
+fn layout_plan(layout: &Path) -> Result<Plan<'static>, String> {
+    let index = read_document(&layout.join("index.json"))
+        .map_err(|e| format!("not an OCI image layout: {e}"))?;
+    let mut digest = choose_manifest(&index)?;
+    let mut bytes = read_document(&layout_blob(layout, &digest)?)?;
+    for _ in 0..4 {
+        if sha256(&bytes) != digest {
+            return Err(format!(
+                "digest mismatch: blob {digest} of the layout is {}",
+                sha256(&bytes)
+            ));
+        }
+        if !is_index("", &bytes) {
+            break;
+        }
+        digest = choose_manifest(&bytes)?;
+        bytes = read_document(&layout_blob(layout, &digest)?)?;
+    }
+    let manifest = parse_manifest(&bytes)?;
+    let config_digest = manifest.config().digest().to_string();
+    let config = read_document(&layout_blob(layout, &config_digest)?)?;
+    if sha256(&config) != config_digest {
+        return Err(format!(
+            "digest mismatch: the image configuration is not {config_digest}"
+        ));
+    }
+    let mut layers = Vec::new();
+    for descriptor in manifest.layers() {
+        let digest = descriptor.digest().to_string();
+        let path = layout_blob(layout, &digest)?;
+        layers.push(PlannedLayer {
+            digest: Some(digest),
+            size: Some(descriptor.size()),
+            compression: layer::compression_of(descriptor.media_type().as_ref())?,
+            open: file_opener(path),
+        });
+    }
+    Ok(Plan {
+        identity: digest,
+        config,
+        layers,
+    })
+}
+
+/// The plan of the first image in a `docker save` archive unpacked at
+/// `dir`: its `manifest.json` names the configuration and the layer tars
+/// (checked against the configuration's diff_ids).
+fn docker_archive_plan(dir: &Path) -> Result<Plan<'static>, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Entry {
+        config: String,
+        layers: Vec<String>,
+    }
+    let entries: Vec<Entry> =
+        serde_json::from_slice(&read_document(&dir.join("manifest.json"))?)
+            .map_err(|e| format!("the archive's manifest.json is malformed: {e}"))?;
+    let entry = entries
+        .into_iter()
+        .next()
+        .ok_or("the archive's manifest.json lists no image")?;
+    if entry.layers.len() > MAX_LAYERS {
+        return Err(format!("the image has more than {MAX_LAYERS} layers"));
+    }
+    let inside = |name: &str| -> Result<PathBuf, String> {
+        let relative = Path::new(name);
+        if relative
+            .components()
+            .all(|part| matches!(part, std::path::Component::Normal(_)))
+        {
+            Ok(dir.join(relative))
+        } else {
+            Err(format!("the archive names {name:?} outside itself"))
+        }
+    };
+    let config = read_document(&inside(&entry.config)?)?;
+    let mut layers = Vec::new();
+    for name in &entry.layers {
+        let path = inside(name)?;
+        layers.push(PlannedLayer {
+            digest: None,
+            size: None,
+            compression: Compression::Sniff,
+            open: file_opener(path),
+        });
+    }
+    Ok(Plan {
+        identity: sha256(&config),
+        config,
+        layers,
+    })
+}
+
+/// Unpacks archive `path` (a tar, plain or gzipped) into `dir`.
+fn unpack_archive(path: &Path, dir: &Path) -> Result<(), String> {
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let expected = Expected {
+        digest: None,
+        size: None,
+        diff_id: None,
+        compression: Compression::Sniff,
+        max_bytes: u64::MAX / 4,
+    };
+    layer::unpack(std::io::BufReader::new(file), &expected, dir)
+        .map(|_| ())
+        .map_err(|e| format!("the archive {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests;
