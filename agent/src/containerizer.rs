@@ -525,6 +525,13 @@ impl Shared {
                 return Err(error.into());
             }
         };
+        let (leader, ticks) = (
+            started.group,
+            command_executor::start_ticks(started.group).unwrap_or(0),
+        );
+        crate::oci::wait_until_started(&images.bundle(id.as_str()), || {
+            command_executor::still_running(leader, ticks)
+        });
         Ok(self.track(
             id,
             started,

@@ -81,7 +81,8 @@ impl ImageContainers {
         })
     }
 
-    fn bundle(&self, id: &str) -> PathBuf {
+    /// Container `id`'s bundle directory.
+    pub fn bundle(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
 

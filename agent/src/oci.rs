@@ -19,6 +19,51 @@ use oci_spec::runtime::{
     PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
+/// The file in a bundle the runtime writes the container's first
+/// process's pid to once it started.
+pub const PID_FILE: &str = "pid";
+
+/// How long a runtime may take to start a container.
+const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits (blocking) until the runtime started the container of `bundle`
+/// (its pid file exists), or `runtime_running` says the runtime's own
+/// process ended first, or a minute passed: TASK_RUNNING means the
+/// container's process runs, not only its runtime.
+pub fn wait_until_started(bundle: &Path, mut runtime_running: impl FnMut() -> bool) {
+    use rustix::fs::inotify;
+    let pid_file = bundle.join(PID_FILE);
+    let watch = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+        .and_then(|fd| {
+            inotify::add_watch(
+                &fd,
+                bundle,
+                inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO,
+            )?;
+            Ok(fd)
+        })
+        .ok();
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    let mut buffer = [std::mem::MaybeUninit::<u8>::uninit(); 1024];
+    while !pid_file.exists() && runtime_running() && std::time::Instant::now() < deadline {
+        // Woken by a file made in the bundle, else every 20 ms to see
+        // whether the runtime is still there.
+        let slice = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 20_000_000,
+        };
+        match &watch {
+            Some(fd) => {
+                let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+                let _ = rustix::event::poll(&mut fds, Some(&slice));
+                let mut events = inotify::Reader::new(fd, &mut buffer);
+                while events.next().is_ok() {}
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
 /// Where a container sees its sandbox (Apache Mesos's path).
 pub const SANDBOX_PATH: &str = "/mnt/mesos/sandbox";
 
@@ -93,14 +138,21 @@ impl OciRuntime {
     }
 
     /// The command that runs container `id` of `bundle` in the
-    /// foreground and exits as its first process does.
+    /// foreground and exits as its first process does; the runtime writes
+    /// [`PID_FILE`] in the bundle once the container's process started.
     pub fn run_argv(&self, bundle: &Path, id: &str) -> Vec<OsString> {
         let mut argv = self.base();
         argv.push("run".into());
         if self.kind == RuntimeKind::Runc {
             argv.push("--keep".into());
         }
-        argv.extend(["--bundle".into(), bundle.into(), id.into()]);
+        argv.extend([
+            "--pid-file".into(),
+            bundle.join(PID_FILE).into(),
+            "--bundle".into(),
+            bundle.into(),
+            id.into(),
+        ]);
         argv
     }
 

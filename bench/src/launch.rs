@@ -118,7 +118,7 @@ pub(crate) enum Isolating {
 impl Isolating {
     /// The agent's isolation for `work_dir`, the container init being
     /// `launcher`.
-    fn isolation(
+    pub(crate) fn isolation(
         self,
         work_dir: &std::path::Path,
         launcher: Option<&std::path::Path>,

@@ -8,6 +8,7 @@
 mod allocator;
 mod api;
 mod failover;
+mod image;
 mod launch;
 mod recovery;
 mod report;
@@ -29,6 +30,10 @@ enum Suite {
     /// Tasks per second from accept to finished for /bin/true, beside
     /// spawning and reaping /bin/true directly.
     Launch,
+    /// Accept to TASK_RUNNING of a task in a cached image (run by runc)
+    /// against a plain command task, in the same run (needs root, runc,
+    /// busybox-static and the `strata` binary).
+    Image,
     /// Agent restart with 100 running tasks, master restart with 1,000
     /// agents, beside a fresh agent start and Apache Mesos's published
     /// master fail-over time (needs the release `strata` binary).
@@ -85,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Runtime => runtime::run(arguments.scale, arguments.only.as_deref())?,
         Suite::Allocator => allocator::run(arguments.scale)?,
         Suite::Launch => launch::run(arguments.scale)?,
+        Suite::Image => image::run(arguments.scale)?,
         Suite::Recovery => recovery::run(arguments.scale)?,
         Suite::State => state::run(arguments.scale)?,
         Suite::Sim => sim::run(arguments.scale)?,
