@@ -848,9 +848,10 @@ impl Containerizer for ProcessContainerizer {
     fn recovered(&mut self) {
         let known = self.shared.groups().keys().cloned().collect::<Vec<_>>();
         if let Ok(images) = &self.images {
-            let images = images.clone();
+            // Before any launch, so no new container's bundle is taken
+            // for an unknown one (bounded: each runtime command is).
             let known: Vec<String> = known.iter().map(|id| id.as_str().to_owned()).collect();
-            tokio::task::spawn_blocking(move || images.clean_up_unknown(&known));
+            images.clean_up_unknown(&known);
         }
         let Some(isolation) = &self.isolation else {
             return;
@@ -882,6 +883,7 @@ impl Containerizer for ProcessContainerizer {
                 group.launched,
                 Signal::KILL,
             );
+            let mut emptied = true;
             if let Some(cgroup) = &group.cgroup {
                 // Killed again each pass while the kernel holds exiting
                 // processes.
@@ -895,13 +897,16 @@ impl Containerizer for ProcessContainerizer {
                         }
                         Err(error) => {
                             error!(cgroup = cgroup.name(), cause = %error, "a container's cgroup is left as the agent stops");
+                            emptied = false;
                             break;
                         }
                         Ok(()) => break,
                     }
                 }
             }
-            if let (Some(image), Ok(images)) = (&group.image, &self.images) {
+            // Its root filesystem stays while anything may still run in
+            // it (the next start cleans up).
+            if emptied && let (Some(image), Ok(images)) = (&group.image, &self.images) {
                 images.end(id.as_str(), image);
             }
         }

@@ -27,6 +27,8 @@ pub struct ImageContainers {
     pub runtime: OciRuntime,
     /// Bundles, one directory per container.
     dir: PathBuf,
+    /// Where absolute host paths of volumes may be (canonical).
+    volume_dirs: Vec<PathBuf>,
 }
 
 /// A container running in an image, until it is cleaned up (once).
@@ -51,6 +53,10 @@ pub struct ImageOptions {
     pub runtime: Option<String>,
     pub cache_bytes: u64,
     pub ca_bundle: PathBuf,
+    /// Where images named by a path on the agent may be.
+    pub image_dirs: Vec<PathBuf>,
+    /// Where absolute host paths of volumes may be.
+    pub volume_dirs: Vec<PathBuf>,
 }
 
 impl Default for ImageOptions {
@@ -59,6 +65,8 @@ impl Default for ImageOptions {
             runtime: None,
             cache_bytes: crate::images::DEFAULT_CACHE_BYTES,
             ca_bundle: PathBuf::from(crate::images::registry::DEFAULT_CA_BUNDLE),
+            image_dirs: Vec::new(),
+            volume_dirs: Vec::new(),
         }
     }
 }
@@ -69,15 +77,29 @@ impl ImageContainers {
         let runtime = OciRuntime::find(options.runtime.as_deref(), &work_dir.join("runtime"))?;
         let store = ImageStore::open(
             &work_dir.join("images"),
-            options.cache_bytes,
-            &options.ca_bundle,
+            &crate::images::StoreOptions {
+                max_bytes: options.cache_bytes,
+                ca_bundle: options.ca_bundle.clone(),
+                image_dirs: options.image_dirs.clone(),
+            },
         )?;
+        // Bundles hold tasks' environments, and root filesystems their
+        // images' setuid files: root's alone, as the runtime's state.
         let dir = work_dir.join("containers");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        for private in [&dir, &runtime.state_dir] {
+            crate::users::make_private(private)
+                .map_err(|e| format!("cannot make {}: {e}", private.display()))?;
+        }
+        let volume_dirs = options
+            .volume_dirs
+            .iter()
+            .filter_map(|allowed| std::fs::canonicalize(allowed).ok())
+            .collect();
         Ok(ImageContainers {
             store,
             runtime,
             dir,
+            volume_dirs,
         })
     }
 
@@ -128,7 +150,7 @@ impl ImageContainers {
                 sandbox,
                 run_as,
             );
-            let volumes = volumes(container, sandbox)?;
+            let volumes = volumes(container, sandbox, &self.volume_dirs, run_as)?;
             let cgroups_path = self.runtime.cgroups_path(
                 &cgroup
                     .hierarchy_path()
@@ -289,30 +311,40 @@ fn environment(
         .collect()
 }
 
-/// The container's volumes, their host paths resolved: absolute ones
-/// must exist; relative ones are in the sandbox (made when missing).
-fn volumes(container: &ContainerInfo, sandbox: &Path) -> Result<Vec<BindMount>, String> {
+/// The container's volumes, their host paths resolved: an absolute one
+/// must be in one of `volume_dirs` (after every link); a relative one is
+/// a directory in the sandbox, made (for `run_as`) when missing, through
+/// no link.
+fn volumes(
+    container: &ContainerInfo,
+    sandbox: &Path,
+    volume_dirs: &[PathBuf],
+    run_as: Option<&RunAs>,
+) -> Result<Vec<BindMount>, String> {
     container.validate()?;
     container
         .volumes
         .iter()
         .map(|volume| {
             let host = if volume.host_path.starts_with('/') {
-                let host = PathBuf::from(&volume.host_path);
-                std::fs::canonicalize(&host)
-                    .map_err(|e| format!("volume {}: {e}", host.display()))?
-            } else {
-                let host = sandbox.join(&volume.host_path);
-                std::fs::create_dir_all(&host)
-                    .map_err(|e| format!("volume {}: {e}", host.display()))?;
-                let resolved = std::fs::canonicalize(&host)
-                    .map_err(|e| format!("volume {}: {e}", host.display()))?;
-                let root = std::fs::canonicalize(sandbox)
-                    .map_err(|e| format!("the sandbox {}: {e}", sandbox.display()))?;
-                if !resolved.starts_with(&root) {
-                    return Err(format!("volume {} leaves the sandbox", volume.host_path));
+                let host = std::fs::canonicalize(&volume.host_path)
+                    .map_err(|e| format!("volume {}: {e}", volume.host_path))?;
+                if !volume_dirs.iter().any(|dir| host.starts_with(dir)) {
+                    return Err(format!(
+                        "volume {}: host paths are mounted only from the agent's --volume-dirs",
+                        volume.host_path
+                    ));
                 }
-                resolved
+                host
+            } else {
+                let host =
+                    crate::images::layer::directory_beneath(sandbox, Path::new(&volume.host_path))
+                        .map_err(|e| format!("volume {}: {e}", volume.host_path))?;
+                if let Some(run_as) = run_as {
+                    std::os::unix::fs::lchown(&host, Some(run_as.uid), Some(run_as.gid))
+                        .map_err(|e| format!("volume {}: {e}", volume.host_path))?;
+                }
+                host
             };
             Ok(BindMount {
                 host,
@@ -381,5 +413,46 @@ mod tests {
             env.contains(&"OTHER=/work/sandboxes/s10".to_owned()),
             "{env:?}"
         );
+    }
+
+    #[test]
+    fn volumes_stay_in_the_sandbox_or_the_allowed_dirs() {
+        let dir = std::env::temp_dir().join(format!("strata-volumes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (sandbox, allowed) = (dir.join("sandbox"), dir.join("allowed"));
+        std::fs::create_dir_all(&sandbox).unwrap();
+        std::fs::create_dir_all(allowed.join("data")).unwrap();
+        let allowed = std::fs::canonicalize(&allowed).unwrap();
+        let with = |host: &str| ContainerInfo {
+            image: Some("busybox".into()),
+            volumes: vec![strata_protocol::Volume {
+                host_path: host.into(),
+                container_path: "/v".into(),
+                read_only: true,
+            }],
+            ..ContainerInfo::default()
+        };
+        let mounts = volumes(&with("cache/a"), &sandbox, &[], None).unwrap();
+        assert!(sandbox.join("cache/a").is_dir());
+        assert_eq!(mounts[0].container, PathBuf::from("/v"));
+        assert!(mounts[0].read_only);
+        // A link the task left in its sandbox leads nowhere.
+        std::os::unix::fs::symlink("/etc", sandbox.join("escape")).unwrap();
+        let error = volumes(&with("escape/x"), &sandbox, &[], None).unwrap_err();
+        assert!(error.contains("link"), "{error}");
+        assert!(!Path::new("/etc/x").exists());
+        // Absolute paths: only under the allowed directories.
+        let error = volumes(
+            &with("/etc"),
+            &sandbox,
+            std::slice::from_ref(&allowed),
+            None,
+        )
+        .unwrap_err();
+        assert!(error.contains("--volume-dirs"), "{error}");
+        let inside = allowed.join("data");
+        let mounts = volumes(&with(inside.to_str().unwrap()), &sandbox, &[allowed], None).unwrap();
+        assert_eq!(mounts[0].host, inside);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

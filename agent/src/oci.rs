@@ -10,9 +10,14 @@
 //! below it, which it removes itself.
 
 use std::ffi::OsString;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
+    LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
+};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
@@ -22,6 +27,9 @@ use oci_spec::runtime::{
 /// The file in a bundle the runtime writes the container's first
 /// process's pid to once it started.
 pub const PID_FILE: &str = "pid";
+
+/// How long a runtime's command (kill, delete, list) may take.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a runtime may take to start a container.
 const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -168,7 +176,7 @@ impl OciRuntime {
     fn command(&self, arguments: &[&str]) -> Result<String, String> {
         let mut argv = self.base();
         argv.extend(arguments.iter().map(OsString::from));
-        let output = std::process::Command::new(&argv[0])
+        let child = std::process::Command::new(&argv[0])
             .args(&argv[1..])
             .env_clear()
             .env(
@@ -176,8 +184,30 @@ impl OciRuntime {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
+        // Bounded: a runtime that hangs is killed, not waited for.
+        let pid = rustix::process::Pid::from_child(&child);
+        let (sender, answer) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(child.wait_with_output());
+        });
+        let output = match answer.recv_timeout(COMMAND_TIMEOUT) {
+            Ok(output) => {
+                output.map_err(|e| format!("cannot run {}: {e}", self.program.display()))?
+            }
+            Err(_) => {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                return Err(format!(
+                    "{} {} did not answer within {} s",
+                    self.program.display(),
+                    arguments.join(" "),
+                    COMMAND_TIMEOUT.as_secs()
+                ));
+            }
+        };
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
@@ -264,14 +294,15 @@ fn mount(destination: &str, kind: &str, source: &str, options: &[&str]) -> Resul
         .map_err(|e| e.to_string())
 }
 
-/// The capabilities a container's processes keep: Docker's default set.
-const CAPABILITIES: [Capability; 14] = [
+/// The capabilities a container's processes keep (a root user's; others
+/// lose them at exec): Docker's default set less MKNOD (a device node
+/// made on a volume could be opened from the host, outside the
+/// container's device rules) and, on the host's network, NET_RAW.
+const CAPABILITIES: [Capability; 12] = [
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,
     Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
     Capability::Setgid,
     Capability::Setuid,
     Capability::Setfcap,
@@ -282,10 +313,127 @@ const CAPABILITIES: [Capability; 14] = [
     Capability::AuditWrite,
 ];
 
+/// System calls a container may not make (EPERM), after Docker's default
+/// profile: the kernel's keyrings, modules, clocks, accounting, swap,
+/// reboot, mounts and namespaces, tracing and other processes' memory,
+/// BPF and perf. New user namespaces (`clone` with CLONE_NEWUSER) are
+/// refused too; `clone3`, whose flags a filter cannot read, answers
+/// ENOSYS so the C library falls back to `clone`.
+const DENIED_SYSCALLS: &[&str] = &[
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "query_module",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "settimeofday",
+    "stime",
+    "swapoff",
+    "swapon",
+    "sysfs",
+    "_sysctl",
+    "umount",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vm86",
+    "vm86old",
+];
+
+/// CLONE_NEWUSER.
+const CLONE_NEWUSER: u64 = 0x1000_0000;
+
+fn seccomp() -> Result<LinuxSeccomp, String> {
+    let failed =
+        |e: oci_spec::OciSpecError| format!("cannot write the container's seccomp filter: {e}");
+    let (eperm, enosys) = (1u32, 38u32);
+    let rules: Vec<LinuxSyscall> = vec![
+        LinuxSyscallBuilder::default()
+            .names(
+                DENIED_SYSCALLS
+                    .iter()
+                    .map(|name| (*name).to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(eperm)
+            .build()
+            .map_err(failed)?,
+        LinuxSyscallBuilder::default()
+            .names(vec!["clone".to_owned()])
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(eperm)
+            .args(vec![
+                LinuxSeccompArgBuilder::default()
+                    .index(0usize)
+                    .value(CLONE_NEWUSER)
+                    .value_two(CLONE_NEWUSER)
+                    .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+                    .build()
+                    .map_err(failed)?,
+            ])
+            .build()
+            .map_err(failed)?,
+        LinuxSyscallBuilder::default()
+            .names(vec!["clone3".to_owned()])
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(enosys)
+            .build()
+            .map_err(failed)?,
+    ];
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchAarch64,
+        ])
+        .syscalls(rules)
+        .build()
+        .map_err(failed)
+}
+
 /// The runtime spec of `bundle`.
 pub fn spec(bundle: &Bundle) -> Result<Spec, String> {
     let failed = |e: oci_spec::OciSpecError| format!("cannot write the container's spec: {e}");
-    let capabilities: std::collections::HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    let capabilities: std::collections::HashSet<Capability> = CAPABILITIES
+        .into_iter()
+        .chain(bundle.own_network.then_some(Capability::NetRaw))
+        .collect();
     let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     let process = ProcessBuilder::default()
         .terminal(false)
@@ -367,7 +515,7 @@ pub fn spec(bundle: &Bundle) -> Result<Spec, String> {
         SANDBOX_PATH,
         "bind",
         &host(&bundle.sandbox),
-        &["rbind", "rw"],
+        &["rbind", "rw", "nosuid", "nodev"],
     )?);
     if !bundle.own_network {
         // The host's network, with its resolver and hosts.
@@ -383,7 +531,7 @@ pub fn spec(bundle: &Bundle) -> Result<Spec, String> {
             &volume.container.to_string_lossy(),
             "bind",
             &host(&volume.host),
-            &["rbind", mode],
+            &["rbind", mode, "nosuid", "nodev"],
         )?);
     }
     let mut namespaces = Vec::new();
@@ -391,6 +539,7 @@ pub fn spec(bundle: &Bundle) -> Result<Spec, String> {
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Cgroup,
     ]
     .into_iter()
     .chain(bundle.own_network.then_some(LinuxNamespaceType::Network))
@@ -418,6 +567,7 @@ pub fn spec(bundle: &Bundle) -> Result<Spec, String> {
                 .build()
                 .map_err(failed)?,
         )
+        .seccomp(seccomp()?)
         .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
         .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
         .build()
@@ -442,6 +592,13 @@ pub fn write_config(dir: &Path, bundle: &Bundle) -> Result<(), String> {
     let spec = spec(bundle)?;
     let bytes = serde_json::to_vec_pretty(&spec)
         .map_err(|e| format!("cannot write the container's spec: {e}"))?;
-    std::fs::write(dir.join("config.json"), bytes)
-        .map_err(|e| format!("cannot write {}: {e}", dir.join("config.json").display()))
+    // It holds the task's environment: root's alone.
+    let path = dir.join("config.json");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, &bytes));
+    written.map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -174,7 +174,10 @@ async fn alternate(
     let agent_node = Node::bind(bind(strata_runtime::Role::Agent, "agent")?).await?;
     let mut agent = agent_config(master.clone(), work_dir, Some(launcher), isolation)?;
     if let Runner::Processes { images, .. } = &mut agent.runner {
-        *images = Some(Default::default());
+        *images = Some(strata_agent::image_containers::ImageOptions {
+            image_dirs: vec![work_dir.to_owned()],
+            ..Default::default()
+        });
     }
     agent_node.spawn(
         "agent",

@@ -95,6 +95,15 @@ pub struct IsolationArgs {
     /// (registries on loopback are spoken to over plain HTTP).
     #[arg(long, env = "STRATA_REGISTRY_CA", default_value = strata_agent::images::registry::DEFAULT_CA_BUNDLE)]
     pub registry_ca: PathBuf,
+    /// Directories (comma-separated) whose OCI layouts and image archives
+    /// tasks may name as their image by path; none by default.
+    #[arg(long, env = "STRATA_IMAGE_DIRS", value_delimiter = ',')]
+    pub image_dirs: Vec<PathBuf>,
+    /// Directories (comma-separated) whose contents containers may mount
+    /// as volumes by absolute host path; none by default (relative host
+    /// paths, in the sandbox, are always allowed).
+    #[arg(long, env = "STRATA_VOLUME_DIRS", value_delimiter = ',')]
+    pub volume_dirs: Vec<PathBuf>,
 }
 
 impl IsolationArgs {
@@ -109,6 +118,8 @@ impl IsolationArgs {
             runtime: self.oci_runtime.clone(),
             cache_bytes: self.image_cache_mb.saturating_mul(1 << 20),
             ca_bundle: self.registry_ca.clone(),
+            image_dirs: self.image_dirs.clone(),
+            volume_dirs: self.volume_dirs.clone(),
         })
     }
 

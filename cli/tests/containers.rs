@@ -272,6 +272,7 @@ fn images_are_pulled_cached_and_refused_when_bad() {
 
     refused("unreachable", "127.0.0.1:1/test/busybox", "unreachable");
     refused("unknown-path", "/nonexistent/image", "not found");
+    refused("outside", "/etc", "--image-dirs");
     assert_nothing_left(&cluster);
     let tmp = agent_dir(&cluster, "images/tmp");
     assert!(std::fs::read_dir(&tmp).map_or(true, |mut entries| entries.next().is_none()));

@@ -380,10 +380,26 @@ impl ContainerInfo {
                     return Err(format!("the volume path {path:?} goes up with `..`"));
                 }
             }
-            if !volume.container_path.starts_with('/') || volume.container_path == "/" {
+            // Plain names below / (at least one: never the root itself),
+            // or plain names in the sandbox.
+            let names = |path: &str, absolute: bool| {
+                let mut components = std::path::Path::new(path).components().peekable();
+                if absolute && components.next() != Some(std::path::Component::RootDir) {
+                    return false;
+                }
+                components.peek().is_some()
+                    && components.all(|part| matches!(part, std::path::Component::Normal(_)))
+            };
+            if !names(&volume.container_path, true) {
                 return Err(format!(
                     "the volume's container path {:?} is not an absolute path below /",
                     volume.container_path
+                ));
+            }
+            if !names(&volume.host_path, volume.host_path.starts_with('/')) {
+                return Err(format!(
+                    "the volume's host path {:?} is neither an absolute path below / nor plain names in the sandbox",
+                    volume.host_path
                 ));
             }
         }
@@ -505,6 +521,46 @@ mod tests {
                 assert!(pair[0].can_become(pair[1]), "{} -> {}", pair[0], pair[1]);
             }
         }
+    }
+
+    #[test]
+    fn container_volumes_name_plain_paths() {
+        let with = |host: &str, container: &str| ContainerInfo {
+            kind: ContainerKind::Mesos,
+            image: Some("busybox".into()),
+            volumes: vec![Volume {
+                host_path: host.into(),
+                container_path: container.into(),
+                read_only: false,
+            }],
+        };
+        for (host, container) in [("data", "/data"), ("/srv/x", "/mnt/x"), ("a/b", "/a/./b")] {
+            assert!(
+                with(host, container).validate().is_ok(),
+                "{host} {container}"
+            );
+        }
+        for (host, container) in [
+            ("data", "/"),
+            ("data", "//"),
+            ("data", "/."),
+            ("data", "relative"),
+            ("../up", "/x"),
+            ("./x", "/x"),
+            ("/", "/x"),
+            ("", "/x"),
+            ("a\0b", "/x"),
+        ] {
+            assert!(
+                with(host, container).validate().is_err(),
+                "{host:?} {container:?}"
+            );
+        }
+        let without_image = ContainerInfo {
+            image: None,
+            ..with("data", "/data")
+        };
+        assert!(without_image.validate().is_err());
     }
 
     #[test]

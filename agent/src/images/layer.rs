@@ -12,6 +12,8 @@ pub struct Hashing<R> {
     context: ring::digest::Context,
     read: u64,
     limit: u64,
+    /// When reading must have ended.
+    deadline: Option<std::time::Instant>,
 }
 
 impl<R> std::fmt::Debug for Hashing<R> {
@@ -27,6 +29,7 @@ impl<R: Read> Hashing<R> {
             context: ring::digest::Context::new(&ring::digest::SHA256),
             read: 0,
             limit,
+            deadline: None,
         }
     }
 
@@ -40,6 +43,15 @@ impl<R: Read> Hashing<R> {
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self
+            .deadline
+            .is_some_and(|deadline| std::time::Instant::now() > deadline)
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the pull took longer than it may",
+            ));
+        }
         let read = self.inner.read(buf)?;
         self.read += read as u64;
         if self.read > self.limit {
@@ -100,6 +112,8 @@ pub struct Expected {
     pub compression: Compression,
     /// The most bytes its files may take unpacked.
     pub max_bytes: u64,
+    /// When reading it must have ended.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// Unpacks layer `blob` into `target` (made here), checking it as
@@ -109,6 +123,7 @@ pub fn unpack(blob: impl Read, expected: &Expected, target: &Path) -> Result<u64
     std::fs::create_dir_all(target)
         .map_err(|e| format!("cannot make {}: {e}", target.display()))?;
     let mut compressed = Hashing::new(blob, expected.size.unwrap_or(u64::MAX));
+    compressed.deadline = expected.deadline;
     let (unpacked, diff) = {
         let mut head = [0u8; 2];
         let compression = match expected.compression {
@@ -198,12 +213,182 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> 
     Ok(filled)
 }
 
+/// The most an extension entry of a layer tar (a PAX header, a GNU long
+/// name or link) may hold: the tar crate reads those whole into memory.
+pub const MAX_EXTENSION_BYTES: u64 = 1 << 20;
+
+/// A reader that watches a tar stream's blocks go by (without changing
+/// them) and fails on an extension entry over [`MAX_EXTENSION_BYTES`], so
+/// no layer makes the agent hold more than that in memory for one; it
+/// follows PAX `size` records and GNU sparse headers to stay in step.
+struct TarGuard<R> {
+    inner: R,
+    phase: Phase,
+    /// The header being read.
+    block: Vec<u8>,
+    /// A local PAX header's records, being read.
+    pax: Vec<u8>,
+    /// The next entry's size, from a PAX record.
+    next_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Header,
+    /// An entry's data and padding: bytes left, and whether they are a
+    /// local PAX header's records.
+    Data {
+        left: u64,
+        pax: bool,
+    },
+    /// GNU sparse extension blocks, then `left` bytes of data.
+    Sparse {
+        left: u64,
+    },
+    /// After the end-of-archive block.
+    Trailer,
+}
+
+fn tar_number(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|byte| byte & 0x80 != 0) {
+        // Base-256: big-endian, the top bit of the first byte a flag.
+        let mut value: u64 = u64::from(field[0] & 0x7f);
+        for byte in &field[1..] {
+            value = value.checked_mul(256)?.checked_add(u64::from(*byte))?;
+        }
+        return Some(value);
+    }
+    let text = std::str::from_utf8(field).ok()?;
+    let text = text.trim_matches(|c: char| c == '\0' || c == ' ');
+    if text.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(text, 8).ok()
+}
+
+/// The `size` record of PAX records `records`, if any.
+fn pax_size(records: &[u8]) -> Option<u64> {
+    let mut rest = records;
+    let mut size = None;
+    while let Some(space) = rest.iter().position(|byte| *byte == b' ') {
+        let length: usize = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+        if length <= space || length > rest.len() {
+            return size;
+        }
+        let record = &rest[space + 1..length];
+        if let Some(value) = record.strip_prefix(b"size=") {
+            size = std::str::from_utf8(value).ok()?.trim_end().parse().ok();
+        }
+        rest = &rest[length..];
+    }
+    size
+}
+
+impl<R: Read> TarGuard<R> {
+    fn new(inner: R) -> TarGuard<R> {
+        TarGuard {
+            inner,
+            phase: Phase::Header,
+            block: Vec::with_capacity(512),
+            pax: Vec::new(),
+            next_size: None,
+        }
+    }
+
+    fn observe(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+        while !bytes.is_empty() {
+            match self.phase {
+                Phase::Trailer => return Ok(()),
+                Phase::Header | Phase::Sparse { .. } => {
+                    let wanted = 512 - self.block.len();
+                    let taken = wanted.min(bytes.len());
+                    self.block.extend_from_slice(&bytes[..taken]);
+                    bytes = &bytes[taken..];
+                    if self.block.len() == 512 {
+                        let block = std::mem::take(&mut self.block);
+                        self.block_done(&block)?;
+                    }
+                }
+                Phase::Data { left, pax } => {
+                    let taken = (left.min(bytes.len() as u64)) as usize;
+                    if pax {
+                        self.pax.extend_from_slice(&bytes[..taken]);
+                    }
+                    bytes = &bytes[taken..];
+                    let left = left - taken as u64;
+                    self.phase = Phase::Data { left, pax };
+                    if left == 0 {
+                        if pax {
+                            if let Some(size) = pax_size(&self.pax) {
+                                self.next_size = Some(size);
+                            }
+                            self.pax.clear();
+                        }
+                        self.phase = Phase::Header;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn block_done(&mut self, block: &[u8]) -> Result<(), String> {
+        if let Phase::Sparse { left } = self.phase {
+            // Another extension block follows while its flag is set.
+            if block[504] == 0 {
+                self.start_data(left, false);
+            }
+            return Ok(());
+        }
+        if block.iter().all(|byte| *byte == 0) {
+            self.phase = Phase::Trailer;
+            return Ok(());
+        }
+        let size = tar_number(&block[124..136])
+            .ok_or("the layer is corrupt: a tar header's size is not a number")?;
+        let kind = block[156];
+        if matches!(kind, b'x' | b'g' | b'L' | b'K' | b'X') {
+            if size > MAX_EXTENSION_BYTES {
+                return Err(format!(
+                    "the layer has a tar extension header of {size} bytes (at most {MAX_EXTENSION_BYTES})"
+                ));
+            }
+            self.start_data(size, kind == b'x');
+            return Ok(());
+        }
+        let size = self.next_size.take().unwrap_or(size);
+        if kind == b'S' && block[482] != 0 {
+            self.phase = Phase::Sparse { left: size };
+            return Ok(());
+        }
+        self.start_data(size, false);
+        Ok(())
+    }
+
+    fn start_data(&mut self, size: u64, pax: bool) {
+        let left = size.div_ceil(512).saturating_mul(512);
+        self.phase = if left == 0 {
+            Phase::Header
+        } else {
+            Phase::Data { left, pax }
+        };
+    }
+}
+
+impl<R: Read> Read for TarGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.observe(&buf[..read]).map_err(std::io::Error::other)?;
+        Ok(read)
+    }
+}
+
 /// The name overlayfs gives an opaque directory's marker in a layer tar.
 const OPAQUE: &str = ".wh..wh..opq";
 const WHITEOUT: &str = ".wh.";
 
 fn unpack_tar(tarred: impl Read, target: &Path, max_bytes: u64) -> Result<u64, String> {
-    let mut archive = tar::Archive::new(tarred);
+    let mut archive = tar::Archive::new(TarGuard::new(tarred));
     let root = rustix::process::geteuid().is_root();
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(root);
@@ -221,7 +406,9 @@ fn unpack_tar(tarred: impl Read, target: &Path, max_bytes: u64) -> Result<u64, S
             .into_owned();
         let relative = relative_path(&path)
             .ok_or_else(|| format!("the layer names {} outside its root", path.display()))?;
-        total = total.saturating_add(entry.header().size().unwrap_or(0));
+        // What its data takes (a PAX size included), and a block for the
+        // entry itself, so millions of empty entries count too.
+        total = total.saturating_add(entry.size().max(512));
         if total > max_bytes {
             return Err(format!("the layer unpacks to more than {max_bytes} bytes"));
         }
@@ -230,10 +417,8 @@ fn unpack_tar(tarred: impl Read, target: &Path, max_bytes: u64) -> Result<u64, S
             .and_then(|name| name.to_str())
             .unwrap_or_default()
             .to_owned();
-        let parent = target.join(relative.parent().unwrap_or(Path::new("")));
         if name == OPAQUE {
-            std::fs::create_dir_all(&parent)
-                .map_err(|e| format!("cannot make {}: {e}", parent.display()))?;
+            let parent = directory_beneath(target, relative.parent().unwrap_or(Path::new("")))?;
             rustix::fs::setxattr(
                 &parent,
                 "trusted.overlay.opaque",
@@ -247,8 +432,7 @@ fn unpack_tar(tarred: impl Read, target: &Path, max_bytes: u64) -> Result<u64, S
             if hidden.is_empty() || hidden == "." || hidden == ".." {
                 return Err(format!("the layer has a bad whiteout {}", path.display()));
             }
-            std::fs::create_dir_all(&parent)
-                .map_err(|e| format!("cannot make {}: {e}", parent.display()))?;
+            let parent = directory_beneath(target, relative.parent().unwrap_or(Path::new("")))?;
             let whiteout = parent.join(hidden);
             remove_any(&whiteout)?;
             rustix::fs::mknodat(
@@ -260,13 +444,6 @@ fn unpack_tar(tarred: impl Read, target: &Path, max_bytes: u64) -> Result<u64, S
             )
             .map_err(|e| format!("cannot make the whiteout {}: {e}", whiteout.display()))?;
             continue;
-        }
-        // A file over a whiteout of a lower layer's: the whiteout goes.
-        let placed = target.join(&relative);
-        if std::fs::symlink_metadata(&placed)
-            .is_ok_and(|metadata| is_whiteout(&metadata) && !entry.header().entry_type().is_dir())
-        {
-            remove_any(&placed)?;
         }
         let unpacked = entry
             .unpack_in(target)
@@ -292,6 +469,38 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `root`/`relative` as a directory of `root`'s own: each component made
+/// when missing, and none a symbolic link (or anything but a directory),
+/// so nothing done in it reaches outside `root`. `relative` is plain
+/// names.
+pub fn directory_beneath(root: &Path, relative: &Path) -> Result<PathBuf, String> {
+    let mut dir = root.to_owned();
+    for component in relative.components() {
+        let Component::Normal(part) = component else {
+            return Err(format!(
+                "{} is not a plain relative path",
+                relative.display()
+            ));
+        };
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(metadata) if metadata.is_dir() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "{} is a link or a file, not a directory",
+                    dir.display()
+                ));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&dir)
+                    .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+            }
+            Err(error) => return Err(format!("cannot read {}: {error}", dir.display())),
+        }
+    }
+    Ok(dir)
 }
 
 /// `path` as a relative path of plain names (`./` dropped); `None` when
@@ -377,6 +586,7 @@ mod tests {
             diff_id: Some(sha256(tar)),
             compression: Compression::Gzip,
             max_bytes: 1 << 20,
+            deadline: None,
         }
     }
 
@@ -392,7 +602,8 @@ mod tests {
         let blob = gzip(&tar);
         let target = scratch("whiteouts");
         let unpacked = unpack(&blob[..], &expected(&blob, &tar), &target).unwrap();
-        assert_eq!(unpacked, 5);
+        // Each entry counts at least a block.
+        assert_eq!(unpacked, 5 * 512);
         assert_eq!(std::fs::read(target.join("etc/motd")).unwrap(), b"hello");
         if rustix::process::geteuid().is_root() {
             let whiteout = std::fs::symlink_metadata(target.join("etc/passwd")).unwrap();
@@ -415,6 +626,53 @@ mod tests {
         for dir in [target, sniffed, plain] {
             std::fs::remove_dir_all(dir).unwrap();
         }
+    }
+
+    #[test]
+    fn whiteouts_never_reach_through_a_link() {
+        let outside = scratch("outside");
+        std::fs::create_dir_all(outside.join("etc")).unwrap();
+        std::fs::write(outside.join("etc/keep"), "kept").unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        link.set_mode(0o777);
+        link.set_uid(0);
+        link.set_gid(0);
+        builder
+            .append_link(&mut link, "x", outside.to_str().unwrap())
+            .unwrap();
+        for name in ["x/etc/.wh.keep", "x/etc/.wh..wh..opq"] {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(0);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_cksum();
+            let mut layer = builder.get_ref().clone();
+            let mut one = tar::Builder::new(std::mem::take(&mut layer));
+            one.append_data(&mut header, name, &[][..]).unwrap();
+            let bytes = one.into_inner().unwrap();
+            let target = scratch("through-link");
+            let hostile = Expected {
+                digest: None,
+                size: None,
+                diff_id: None,
+                compression: Compression::None,
+                max_bytes: 1 << 20,
+                deadline: None,
+            };
+            let error = unpack(&bytes[..], &hostile, &target).unwrap_err();
+            assert!(error.contains("link or a file"), "{name}: {error}");
+            assert_eq!(
+                std::fs::read_to_string(outside.join("etc/keep")).unwrap(),
+                "kept"
+            );
+            let _ = std::fs::remove_dir_all(&target);
+        }
+        std::fs::remove_dir_all(&outside).unwrap();
     }
 
     #[test]
@@ -465,16 +723,49 @@ mod tests {
             diff_id: None,
             compression: Compression::None,
             max_bytes: 1 << 20,
+            deadline: None,
         };
         let error = unpack(&bytes[..], &hostile, &target).unwrap_err();
         assert!(error.contains("outside its root"), "{error}");
         let big = tar_of(&[("big", Some(&[0u8; 4096]))]);
         let bounded = Expected {
             max_bytes: 1000,
-            ..hostile
+            ..hostile.clone()
         };
         let error = unpack(&big[..], &bounded, &target).unwrap_err();
         assert!(error.contains("more than"), "{error}");
+        // A PAX header of 4 MiB (the tar crate would hold it whole).
+        let mut huge = tar::Builder::new(Vec::new());
+        let mut pax = tar::Header::new_ustar();
+        pax.set_entry_type(tar::EntryType::XHeader);
+        pax.set_size(4 << 20);
+        pax.set_mode(0o644);
+        pax.set_uid(0);
+        pax.set_gid(0);
+        pax.set_cksum();
+        huge.append(&pax, &vec![b'a'; 4 << 20][..]).unwrap();
+        let huge = huge.into_inner().unwrap();
+        let error = unpack(&huge[..], &hostile, &target).unwrap_err();
+        assert!(error.contains("extension header"), "{error}");
+        // PAX records are followed: a long name and a size for the entry
+        // after them unpack as the tar crate reads them.
+        let mut paxed = tar::Builder::new(Vec::new());
+        let long = format!("{}/file", "d".repeat(150));
+        let mut header = tar::Header::new_ustar();
+        header.set_size(3);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        paxed
+            .append_pax_extensions([("path", long.as_bytes()), ("size", b"3".as_slice())])
+            .unwrap();
+        header.set_path("short").unwrap();
+        header.set_cksum();
+        paxed.append(&header, &b"abc"[..]).unwrap();
+        let paxed = paxed.into_inner().unwrap();
+        unpack(&paxed[..], &hostile, &target).unwrap();
+        assert_eq!(std::fs::read(target.join(&long)).unwrap(), b"abc");
         let _ = std::fs::remove_dir_all(&target);
         assert!(compression_of("application/vnd.oci.image.layer.v1.tar+zstd").is_err());
     }

@@ -59,6 +59,16 @@ struct CachedImage {
     last_used_ms: u64,
 }
 
+/// An unpacked layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedLayer {
+    /// The bytes its files take.
+    bytes: u64,
+    /// The digest of its tar (the image configuration's `diff_ids`): an
+    /// image whose configuration says otherwise does not reuse it.
+    diff_id: String,
+}
+
 /// What the store keeps on disk (`catalog.json`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Catalog {
@@ -66,17 +76,20 @@ struct Catalog {
     images: BTreeMap<String, CachedImage>,
     /// Names an image was asked for by, and the identity they led to.
     names: BTreeMap<String, String>,
-    /// Unpacked layers by key, and the bytes their files take.
-    layers: BTreeMap<String, u64>,
+    /// Unpacked layers by key.
+    layers: BTreeMap<String, CachedLayer>,
     /// Images containers run in, and how many (not kept on disk: the
     /// agent holds its containers' images again when it recovers them).
     #[serde(skip)]
     in_use: BTreeMap<String, usize>,
+    /// Layers pulls under way use, and how many: never collected.
+    #[serde(skip)]
+    pinned: BTreeMap<String, usize>,
 }
 
 impl Catalog {
     fn total_bytes(&self) -> u64 {
-        self.layers.values().sum()
+        self.layers.values().map(|layer| layer.bytes).sum()
     }
 }
 
@@ -85,10 +98,18 @@ impl Catalog {
 pub struct ImageStore {
     dir: PathBuf,
     max_bytes: u64,
+    /// Where images named by a path may be (canonical).
+    image_dirs: Vec<PathBuf>,
     registry: Registry,
     catalog: Mutex<Catalog>,
-    pulling: Mutex<()>,
+    /// Images being pulled, by what they were asked for: a second ask
+    /// waits for the first's pull (and finds it cached); others go on.
+    pulling: Mutex<std::collections::BTreeSet<String>>,
+    pulled: std::sync::Condvar,
 }
+
+/// How long one pull may take, all of its layers together.
+const PULL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -108,47 +129,75 @@ fn hex_of(digest: &str) -> Result<&str, String> {
         .ok_or_else(|| format!("{digest:?} is not a sha256 digest"))
 }
 
+/// Options of an [`ImageStore`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The most bytes of unpacked layers kept (besides images in use).
+    pub max_bytes: u64,
+    /// The CAs (PEM) trusted for registries spoken to over HTTPS.
+    pub ca_bundle: PathBuf,
+    /// Where images named by a path on the agent may be.
+    pub image_dirs: Vec<PathBuf>,
+}
+
+/// Removes the pull of `name` from those under way, and wakes whoever
+/// waits for it, however the pull ends.
+struct Pulling<'a> {
+    store: &'a ImageStore,
+    name: String,
+}
+
+impl Drop for Pulling<'_> {
+    fn drop(&mut self) {
+        self.store
+            .pulling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.name);
+        self.store.pulled.notify_all();
+    }
+}
+
 impl ImageStore {
-    /// The store in `dir`, keeping at most `max_bytes` of unpacked layers
-    /// (besides images in use), trusting the CAs in `ca_bundle` for
-    /// registries spoken to over HTTPS. What an earlier life left half
-    /// done is removed.
-    pub fn open(dir: &Path, max_bytes: u64, ca_bundle: &Path) -> Result<ImageStore, String> {
+    /// The store in `dir` (made private to the agent's user). What an
+    /// earlier life left half done is removed; an unreadable catalog is
+    /// logged and its layers left alone (containers may run on them).
+    pub fn open(dir: &Path, options: &StoreOptions) -> Result<ImageStore, String> {
+        crate::users::make_private(dir)
+            .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        let _ = std::fs::remove_dir_all(dir.join("tmp"));
         for sub in ["layers", "tmp"] {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| format!("cannot make {}: {e}", dir.join(sub).display()))?;
         }
-        let _ = std::fs::remove_dir_all(dir.join("tmp"));
-        std::fs::create_dir_all(dir.join("tmp"))
-            .map_err(|e| format!("cannot make {}: {e}", dir.join("tmp").display()))?;
         let path = dir.join("catalog.json");
-        let mut catalog: Catalog = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
-                warn!(path = %path.display(), %error, "the image catalog is unreadable; starting empty");
-                Catalog::default()
-            }),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Catalog::default(),
+        let disk = strata_runtime::durable::Disk::real();
+        let (mut catalog, trusted): (Catalog, bool) = match disk.read_bounded(&path, 64 << 20) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(catalog) => (catalog, true),
+                Err(error) => {
+                    warn!(path = %path.display(), %error, "the image catalog is unreadable; its layers are left in place, unused");
+                    (Catalog::default(), false)
+                }
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                (Catalog::default(), true)
+            }
             Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
         };
-        // Layers on disk the catalog does not list, and listed ones gone.
-        let listed: Vec<String> = catalog.layers.keys().cloned().collect();
-        for key in listed {
-            let present = hex_of(&key).is_ok_and(|hex| dir.join("layers").join(hex).is_dir());
-            if !present {
-                catalog.layers.remove(&key);
-            }
-        }
-        catalog.images.retain(|_, image| {
-            image
-                .layers
-                .iter()
-                .all(|key| catalog.layers.contains_key(key))
-        });
+        let layers_dir = dir.join("layers");
+        catalog
+            .layers
+            .retain(|key, _| hex_of(key).is_ok_and(|hex| layers_dir.join(hex).is_dir()));
+        let layers = &catalog.layers;
+        catalog
+            .images
+            .retain(|_, image| image.layers.iter().all(|key| layers.contains_key(key)));
         let images = &catalog.images;
         catalog
             .names
             .retain(|_, digest| images.contains_key(digest));
-        if let Ok(entries) = std::fs::read_dir(dir.join("layers")) {
+        if trusted && let Ok(entries) = std::fs::read_dir(&layers_dir) {
             for entry in entries.flatten() {
                 let key = format!("sha256:{}", entry.file_name().to_string_lossy());
                 if !catalog.layers.contains_key(&key) {
@@ -156,12 +205,25 @@ impl ImageStore {
                 }
             }
         }
+        let image_dirs = options
+            .image_dirs
+            .iter()
+            .filter_map(|allowed| match std::fs::canonicalize(allowed) {
+                Ok(canonical) => Some(canonical),
+                Err(error) => {
+                    warn!(dir = %allowed.display(), %error, "an image directory is not there; ignored");
+                    None
+                }
+            })
+            .collect();
         let store = ImageStore {
             dir: dir.to_owned(),
-            max_bytes,
-            registry: Registry::new(ca_bundle),
+            max_bytes: options.max_bytes,
+            image_dirs,
+            registry: Registry::new(&options.ca_bundle),
             catalog: Mutex::new(catalog),
-            pulling: Mutex::new(()),
+            pulling: Mutex::default(),
+            pulled: std::sync::Condvar::new(),
         };
         store.save(&store.catalog());
         Ok(store)
@@ -175,11 +237,11 @@ impl ImageStore {
 
     fn save(&self, catalog: &Catalog) {
         let path = self.dir.join("catalog.json");
-        let temporary = self.dir.join("catalog.json.new");
         let written = serde_json::to_vec(catalog)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&temporary, bytes))
-            .and_then(|()| std::fs::rename(&temporary, &path));
+            .and_then(|bytes| {
+                strata_runtime::durable::Disk::real().write_atomically(&path, &bytes)
+            });
         if let Err(error) = written {
             warn!(path = %path.display(), %error, "cannot write the image catalog");
         }
@@ -199,11 +261,10 @@ impl ImageStore {
     /// The image `image` names (see [`reference::parse`]), fetched and
     /// unpacked if not cached, and held (in use) until [`Self::release`].
     pub fn provision(&self, image: &str) -> Result<Image, String> {
-        let source = reference::parse(image)?;
-        let _pulling = self
-            .pulling
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let source = match reference::parse(image)? {
+            ImageSource::Path(path) => ImageSource::Path(self.allowed(&path)?),
+            registry => registry,
+        };
         let name = match &source {
             ImageSource::Registry(reference) => Some(reference.to_string()),
             // A layout's index is read each time (it may have changed); an
@@ -227,11 +288,34 @@ impl ImageStore {
         {
             return Ok(held);
         }
+        let _pulling = self.pull(image);
+        if let Some(name) = &name
+            && let Some(held) = self.hold_named(name)
+        {
+            return Ok(held);
+        }
         let scratch = self.dir.join("tmp").join(format!("{:016x}", rand_u64()));
-        let result = self.fetch(&source, &scratch);
+        let mut pinned = Vec::new();
+        let result = self.fetch(&source, &scratch, &mut pinned);
         let _ = std::fs::remove_dir_all(&scratch);
-        let (digest, layers, config) = result?;
         let mut catalog = self.catalog();
+        for key in pinned {
+            if let Some(count) = catalog.pinned.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    catalog.pinned.remove(&key);
+                }
+            }
+        }
+        let (digest, layers, config) = match result {
+            Ok(fetched) => fetched,
+            Err(error) => {
+                // What it unpacked before it failed goes when unused.
+                self.collect(&mut catalog);
+                self.save(&catalog);
+                return Err(error);
+            }
+        };
         catalog.images.insert(
             digest.clone(),
             CachedImage {
@@ -253,6 +337,39 @@ impl ImageStore {
         })
     }
 
+    /// Waits until no pull of `image` is under way, then marks one.
+    fn pull(&self, image: &str) -> Pulling<'_> {
+        let mut pulling = self
+            .pulling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while pulling.contains(image) {
+            pulling = self
+                .pulled
+                .wait(pulling)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        pulling.insert(image.to_owned());
+        Pulling {
+            store: self,
+            name: image.to_owned(),
+        }
+    }
+
+    /// `path` (an image named by a path) made canonical; an error unless
+    /// it is in one of the agent's image directories.
+    fn allowed(&self, path: &Path) -> Result<PathBuf, String> {
+        let canonical = std::fs::canonicalize(path)
+            .map_err(|_| format!("image {} not found on the agent", path.display()))?;
+        if !self.image_dirs.iter().any(|dir| canonical.starts_with(dir)) {
+            return Err(format!(
+                "image {} is not in a directory the agent reads images from (--image-dirs)",
+                path.display()
+            ));
+        }
+        Ok(canonical)
+    }
+
     fn hold_named(&self, name: &str) -> Option<Image> {
         let mut catalog = self.catalog();
         let digest = catalog.names.get(name)?.clone();
@@ -261,17 +378,26 @@ impl ImageStore {
         Some(image)
     }
 
-    /// Marks cached image `digest` used now and in use once more.
+    /// Marks cached image `digest` used now and in use once more; `None`
+    /// (and forgotten) if a layer of it is gone from the disk.
     fn touch(&self, catalog: &mut Catalog, digest: &str) -> Option<Image> {
+        let cached = catalog.images.get(digest)?;
+        let layers: Vec<PathBuf> = cached
+            .layers
+            .iter()
+            .map(|key| self.layer_dir(key))
+            .collect();
+        if !layers.iter().all(|layer| layer.is_dir()) {
+            warn!(image = %digest, "a cached image lost a layer; it is fetched again");
+            catalog.images.remove(digest);
+            catalog.names.retain(|_, known| known != digest);
+            return None;
+        }
         let cached = catalog.images.get_mut(digest)?;
         cached.last_used_ms = now_ms();
         let image = Image {
             digest: digest.to_owned(),
-            layers: cached
-                .layers
-                .iter()
-                .map(|key| self.layer_dir(key))
-                .collect(),
+            layers,
             config: cached.config.clone(),
         };
         *catalog.in_use.entry(digest.to_owned()).or_default() += 1;
@@ -299,7 +425,8 @@ impl ImageStore {
     }
 
     /// Drops the least recently used images not in use while the layers
-    /// take more than the bound, and the layers no image uses.
+    /// take more than the bound, then the layers no image uses and no
+    /// pull has pinned.
     fn collect(&self, catalog: &mut Catalog) {
         while catalog.total_bytes() > self.max_bytes {
             let Some(oldest) = catalog
@@ -314,39 +441,50 @@ impl ImageStore {
             info!(image = %oldest, "image collected from the cache");
             catalog.images.remove(&oldest);
             catalog.names.retain(|_, digest| *digest != oldest);
-            let used: std::collections::BTreeSet<&String> = catalog
-                .images
-                .values()
-                .flat_map(|image| &image.layers)
-                .collect();
-            let unused: Vec<String> = catalog
-                .layers
-                .keys()
-                .filter(|key| !used.contains(key))
-                .cloned()
-                .collect();
-            for key in unused {
-                if let Err(error) = layer::remove_any(&self.layer_dir(&key)) {
-                    warn!(%error, "cannot remove a collected layer");
-                }
-                catalog.layers.remove(&key);
+            self.sweep(catalog);
+        }
+        self.sweep(catalog);
+    }
+
+    /// Removes the layers no image uses and no pull has pinned.
+    fn sweep(&self, catalog: &mut Catalog) {
+        let used: std::collections::BTreeSet<&String> = catalog
+            .images
+            .values()
+            .flat_map(|image| &image.layers)
+            .collect();
+        let unused: Vec<String> = catalog
+            .layers
+            .keys()
+            .filter(|key| !used.contains(key) && !catalog.pinned.contains_key(*key))
+            .cloned()
+            .collect();
+        for key in unused {
+            if let Err(error) = layer::remove_any(&self.layer_dir(&key)) {
+                warn!(%error, "cannot remove an unused layer");
             }
+            catalog.layers.remove(&key);
         }
     }
 
-    /// Fetches and unpacks what `source` names (work files in `scratch`):
-    /// the image's identity, layer keys and run configuration.
+    /// Fetches and unpacks what `source` names (work files in `scratch`),
+    /// pinning the layers it uses (in `pinned`) against collection: the
+    /// image's identity, layer keys and run configuration.
     fn fetch(
         &self,
         source: &ImageSource,
         scratch: &Path,
+        pinned: &mut Vec<String>,
     ) -> Result<(String, Vec<String>, RunConfig), String> {
+        let deadline = std::time::Instant::now() + PULL_TIMEOUT;
         let plan = match source {
             ImageSource::Registry(reference) => self.registry_plan(reference)?,
             ImageSource::Path(path) if path.is_dir() => layout_plan(path)?,
             ImageSource::Path(path) if path.is_file() => {
                 let unpacked = scratch.join("archive");
-                unpack_archive(path, &unpacked)?;
+                unpack_archive(path, &unpacked, self.max_bytes)?;
+                let unpacked = std::fs::canonicalize(&unpacked)
+                    .map_err(|e| format!("cannot read the unpacked archive: {e}"))?;
                 if unpacked.join("index.json").is_file() {
                     layout_plan(&unpacked)?
                 } else if unpacked.join("manifest.json").is_file() {
@@ -359,7 +497,10 @@ impl ImageStore {
                 }
             }
             ImageSource::Path(path) => {
-                return Err(format!("image {} not found on the agent", path.display()));
+                return Err(format!(
+                    "image {} is neither a directory nor a file",
+                    path.display()
+                ));
             }
         };
         let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&plan.config)
@@ -373,11 +514,23 @@ impl ImageStore {
             ));
         }
         let mut keys = Vec::with_capacity(plan.layers.len());
+        // What the image's layers take unpacked, together: at most the
+        // cache's bound.
+        let mut left = self.max_bytes;
         for (index, (layer, diff_id)) in plan.layers.iter().zip(diff_ids).enumerate() {
             let key = layer.digest.clone().unwrap_or_else(|| diff_id.clone());
             hex_of(&key)?;
             let dir = self.layer_dir(&key);
-            let cached = self.catalog().layers.contains_key(&key) && dir.is_dir();
+            let cached = {
+                let mut catalog = self.catalog();
+                *catalog.pinned.entry(key.clone()).or_default() += 1;
+                pinned.push(key.clone());
+                catalog
+                    .layers
+                    .get(&key)
+                    .is_some_and(|cached| cached.diff_id == *diff_id)
+                    && dir.is_dir()
+            };
             if !cached {
                 let target = scratch.join(format!("layer-{index}"));
                 let blob = (layer.open)()?;
@@ -386,16 +539,33 @@ impl ImageStore {
                     size: layer.size,
                     diff_id: Some(diff_id.clone()),
                     compression: layer.compression,
-                    max_bytes: self.max_bytes,
+                    max_bytes: left,
+                    deadline: Some(deadline),
                 };
                 let bytes = layer::unpack(blob, &expected, &target)
-                    .map_err(|e| format!("layer {}: {e}", key))?;
-                layer::remove_any(&dir)?;
-                std::fs::rename(&target, &dir)
-                    .map_err(|e| format!("cannot keep layer {key}: {e}"))?;
+                    .map_err(|e| format!("layer {key}: {e}"))?;
+                left = left.saturating_sub(bytes);
                 let mut catalog = self.catalog();
-                catalog.layers.insert(key.clone(), bytes);
-                self.save(&catalog);
+                let placed = catalog
+                    .layers
+                    .get(&key)
+                    .is_some_and(|cached| cached.diff_id == *diff_id)
+                    && dir.is_dir();
+                // Another pull may have placed it meanwhile: that one
+                // stays (containers may use it already).
+                if !placed {
+                    layer::remove_any(&dir)?;
+                    std::fs::rename(&target, &dir)
+                        .map_err(|e| format!("cannot keep layer {key}: {e}"))?;
+                    catalog.layers.insert(
+                        key.clone(),
+                        CachedLayer {
+                            bytes,
+                            diff_id: diff_id.clone(),
+                        },
+                    );
+                    self.save(&catalog);
+                }
             }
             keys.push(key);
         }
@@ -578,15 +748,34 @@ fn read_document(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// `root` (canonical) joined with `relative`, as a regular file that is
+/// in `root` after every link: what an image's files are read through.
+fn file_beneath(root: &Path, relative: &Path) -> Result<PathBuf, String> {
+    let path = root.join(relative);
+    let canonical = std::fs::canonicalize(&path)
+        .map_err(|e| format!("{} is missing from the image: {e}", relative.display()))?;
+    if !canonical.starts_with(root) {
+        return Err(format!("{} leads outside the image", relative.display()));
+    }
+    if !std::fs::metadata(&canonical).is_ok_and(|metadata| metadata.is_file()) {
+        return Err(format!("{} is not a regular file", relative.display()));
+    }
+    Ok(canonical)
+}
+
 /// A blob of an OCI layout, by digest.
 fn layout_blob(layout: &Path, digest: &str) -> Result<PathBuf, String> {
-    Ok(layout.join("blobs").join("sha256").join(hex_of(digest)?))
+    file_beneath(
+        layout,
+        &Path::new("blobs").join("sha256").join(hex_of(digest)?),
+    )
 }
 
 /// The plan of the image in OCI layout `layout`: its index's manifest
 /// for this host (through nested indexes).
 fn layout_plan(layout: &Path) -> Result<Plan<'static>, String> {
-    let index = read_document(&layout.join("index.json"))
+    let index = file_beneath(layout, Path::new("index.json"))
+        .and_then(|index| read_document(&index))
         .map_err(|e| format!("not an OCI image layout: {e}"))?;
     let mut digest = choose_manifest(&index)?;
     let mut bytes = read_document(&layout_blob(layout, &digest)?)?;
@@ -614,12 +803,14 @@ fn layout_plan(layout: &Path) -> Result<Plan<'static>, String> {
     let mut layers = Vec::new();
     for descriptor in manifest.layers() {
         let digest = descriptor.digest().to_string();
-        let path = layout_blob(layout, &digest)?;
+        hex_of(&digest)?;
+        // Found when it is needed: a layer already unpacked is not read.
+        let (root, wanted) = (layout.to_owned(), digest.clone());
         layers.push(PlannedLayer {
             digest: Some(digest),
             size: Some(descriptor.size()),
             compression: layer::compression_of(descriptor.media_type().as_ref())?,
-            open: file_opener(path),
+            open: Box::new(move || file_opener(layout_blob(&root, &wanted)?)()),
         });
     }
     Ok(Plan {
@@ -639,9 +830,11 @@ fn docker_archive_plan(dir: &Path) -> Result<Plan<'static>, String> {
         config: String,
         layers: Vec<String>,
     }
-    let entries: Vec<Entry> =
-        serde_json::from_slice(&read_document(&dir.join("manifest.json"))?)
-            .map_err(|e| format!("the archive's manifest.json is malformed: {e}"))?;
+    let entries: Vec<Entry> = serde_json::from_slice(&read_document(&file_beneath(
+        dir,
+        Path::new("manifest.json"),
+    )?)?)
+    .map_err(|e| format!("the archive's manifest.json is malformed: {e}"))?;
     let entry = entries
         .into_iter()
         .next()
@@ -655,7 +848,7 @@ fn docker_archive_plan(dir: &Path) -> Result<Plan<'static>, String> {
             .components()
             .all(|part| matches!(part, std::path::Component::Normal(_)))
         {
-            Ok(dir.join(relative))
+            file_beneath(dir, relative)
         } else {
             Err(format!("the archive names {name:?} outside itself"))
         }
@@ -678,8 +871,9 @@ fn docker_archive_plan(dir: &Path) -> Result<Plan<'static>, String> {
     })
 }
 
-/// Unpacks archive `path` (a tar, plain or gzipped) into `dir`.
-fn unpack_archive(path: &Path, dir: &Path) -> Result<(), String> {
+/// Unpacks archive `path` (a tar, plain or gzipped) into `dir`, at most
+/// `max_bytes` of it.
+fn unpack_archive(path: &Path, dir: &Path, max_bytes: u64) -> Result<(), String> {
     let file =
         std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let expected = Expected {
@@ -687,7 +881,8 @@ fn unpack_archive(path: &Path, dir: &Path) -> Result<(), String> {
         size: None,
         diff_id: None,
         compression: Compression::Sniff,
-        max_bytes: u64::MAX / 4,
+        max_bytes,
+        deadline: None,
     };
     layer::unpack(std::io::BufReader::new(file), &expected, dir)
         .map(|_| ())

@@ -189,12 +189,7 @@ impl Registry {
         let realm = parameters
             .get("realm")
             .ok_or_else(|| format!("registry {}'s challenge names no realm", reference.registry))?;
-        if !(realm.starts_with("https://") || realm.starts_with("http://")) {
-            return Err(format!(
-                "registry {}'s token realm {realm:?} is not a URL",
-                reference.registry
-            ));
-        }
+        realm_allowed(realm, reference)?;
         let scope = parameters
             .get("scope")
             .cloned()
@@ -255,7 +250,39 @@ fn https_agent(ca_bundle: &Path) -> Result<ureq::Agent, String> {
         ))
         .root_certs(RootCerts::new_with_certs(&roots))
         .build();
-    Ok(config().tls_config(tls).build().into())
+    // Never a step down to plain HTTP, redirects included.
+    Ok(config().tls_config(tls).https_only(true).build().into())
+}
+
+/// Whether the agent fetches a token from `realm` for `reference`'s
+/// registry: over HTTPS, or over plain HTTP from loopback for a registry
+/// on loopback (a test's or a local mirror's).
+fn realm_allowed(realm: &str, reference: &Reference) -> Result<(), String> {
+    if realm.starts_with("https://") {
+        return Ok(());
+    }
+    let host = realm
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .ok_or_else(|| {
+            format!(
+                "registry {}'s token realm {realm:?} is not a URL",
+                reference.registry
+            )
+        })?;
+    let realm_on_loopback = Reference {
+        registry: host.to_owned(),
+        repository: String::new(),
+        reference: String::new(),
+    }
+    .on_loopback();
+    if reference.on_loopback() && realm_on_loopback {
+        return Ok(());
+    }
+    Err(format!(
+        "registry {}'s token realm {realm:?} is not HTTPS",
+        reference.registry
+    ))
 }
 
 /// The parameters of a `Bearer` challenge; `None` for other schemes.
@@ -304,5 +331,21 @@ mod tests {
         );
         assert!(parse_challenge(r#"Basic realm="x""#).is_none());
         assert!(parse_challenge(r#"Bearer realm="unterminated"#).is_none());
+    }
+
+    #[test]
+    fn tokens_come_over_https_or_from_loopback_to_loopback() {
+        let reference = |registry: &str| Reference {
+            registry: registry.into(),
+            repository: "x".into(),
+            reference: "latest".into(),
+        };
+        let (remote, local) = (reference("registry.example"), reference("127.0.0.1:5000"));
+        assert!(realm_allowed("https://auth.example/token", &remote).is_ok());
+        assert!(realm_allowed("http://auth.example/token", &remote).is_err());
+        assert!(realm_allowed("http://127.0.0.1:1/token", &remote).is_err());
+        assert!(realm_allowed("http://127.0.0.1:5001/token", &local).is_ok());
+        assert!(realm_allowed("http://169.254.169.254/latest", &local).is_err());
+        assert!(realm_allowed("ftp://x", &local).is_err());
     }
 }

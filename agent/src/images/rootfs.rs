@@ -33,15 +33,24 @@ pub fn make(layers: &[PathBuf], dir: &Path) -> Result<Made, String> {
 }
 
 fn overlay(layers: &[PathBuf], dir: &Path) -> Result<(), String> {
-    // overlayfs lists the top layer first; `:` and `,` separate its
-    // options, so paths holding them cannot be named.
+    // Each layer through a descriptor (`/proc/self/fd/N`): short names,
+    // so a mount's one page of options holds an image's every layer, and
+    // none of `:` or `,` that separate them. overlayfs lists the top
+    // layer first.
+    let mut held = Vec::with_capacity(layers.len());
     let mut lower = Vec::with_capacity(layers.len());
     for layer in layers.iter().rev() {
-        let text = layer
-            .to_str()
-            .filter(|text| !text.contains([':', ',']))
-            .ok_or_else(|| format!("{} cannot be named to overlayfs", layer.display()))?;
-        lower.push(text.to_owned());
+        let fd = rustix::fs::open(
+            layer,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| format!("cannot open layer {}: {e}", layer.display()))?;
+        lower.push(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ));
+        held.push(fd);
     }
     let upper = dir.join("upper");
     let work = dir.join("work");
@@ -60,14 +69,16 @@ fn overlay(layers: &[PathBuf], dir: &Path) -> Result<(), String> {
     }
     let options =
         std::ffi::CString::new(options).map_err(|_| "a layer path holds NUL".to_owned())?;
-    rustix::mount::mount(
+    let mounted = rustix::mount::mount(
         "overlay",
         dir.join("rootfs"),
         "overlay",
         rustix::mount::MountFlags::NODEV,
         Some(options.as_c_str()),
     )
-    .map_err(|e| format!("cannot mount overlayfs: {e}"))
+    .map_err(|e| format!("cannot mount overlayfs: {e}"));
+    drop(held);
+    mounted
 }
 
 /// Applies layer `layer` (overlayfs's format) onto the tree at `target`:

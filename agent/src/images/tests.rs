@@ -76,7 +76,15 @@ fn layout_of(layout: &Path, layers: &[Vec<u8>], media_type: &str) -> String {
 }
 
 fn store(dir: &Path, max_bytes: u64) -> ImageStore {
-    ImageStore::open(&dir.join("store"), max_bytes, Path::new("/nonexistent")).unwrap()
+    ImageStore::open(
+        &dir.join("store"),
+        &StoreOptions {
+            max_bytes,
+            ca_bundle: PathBuf::from("/nonexistent"),
+            image_dirs: vec![dir.to_owned()],
+        },
+    )
+    .unwrap()
 }
 
 #[test]

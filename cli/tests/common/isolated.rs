@@ -52,6 +52,9 @@ impl Isolated {
             "64",
             "--resources",
             resources,
+            // Images the container tests build go in the test's directory.
+            "--image-dirs",
+            dir.to_str().unwrap(),
         ]
         .map(str::to_owned)
         .to_vec();
@@ -154,9 +157,28 @@ impl Drop for Isolated {
             }
             let _ = layout.remove_root();
         }
+        // What an OCI runtime made in the hierarchies the agent does not
+        // use (empty parents of its containers' cgroups), deepest first.
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for hierarchy in hierarchies.flatten() {
+                remove_empty_tree(&hierarchy.path().join(&self.cgroups_root));
+            }
+        }
         let _ = &self.master;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Removes the empty cgroups at and below `dir`, deepest first.
+fn remove_empty_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                remove_empty_tree(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// Waits up to 30 s for `found` to find something.

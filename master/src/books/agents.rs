@@ -37,6 +37,7 @@ impl Books {
             next_ping_at: now + self.config.agent_ping_timeout,
             ping_sequence: 0,
             tasks: Default::default(),
+            kills: Default::default(),
             executors: Default::default(),
             offers: Default::default(),
         }
@@ -185,13 +186,17 @@ impl Books {
             info.attributes.clone(),
             used,
         );
-        let previous = self
-            .agents
-            .get(&agent_id)
-            .map(|entry| (entry.tasks.clone(), entry.executors.clone()));
+        let previous = self.agents.get(&agent_id).map(|entry| {
+            (
+                entry.tasks.clone(),
+                entry.kills.clone(),
+                entry.executors.clone(),
+            )
+        });
         let mut entry = self.agent_entry(now, info, pid.clone(), certificate_name);
-        if let Some((tasks, executors)) = previous {
+        if let Some((tasks, kills, executors)) = previous {
             entry.tasks = tasks;
+            entry.kills = kills;
             entry.executors = executors;
         }
         match self.agents.insert(agent_id.clone(), entry) {
@@ -333,7 +338,24 @@ impl Books {
             out,
         );
         if let Some(entry) = self.agents.get_mut(&agent_id) {
+            entry.kills.retain(|key| running.contains(key));
             entry.tasks = running;
+        }
+        // Kills asked for while it was away (or on its way back) go to it
+        // again, after its answer.
+        let kills: Vec<(FrameworkId, strata_protocol::TaskId)> = self
+            .agents
+            .get(&agent_id)
+            .map(|entry| entry.kills.iter().cloned().collect())
+            .unwrap_or_default();
+        for (framework_id, task_id) in kills {
+            followups.push(Command::ToAgent(
+                pid.clone(),
+                ToAgent::KillTask {
+                    framework_id,
+                    task_id,
+                },
+            ));
         }
         out.push(Command::Log(Event::AgentReturned {
             agent_id: agent_id.clone(),

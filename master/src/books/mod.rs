@@ -208,6 +208,11 @@ pub struct AgentEntry {
     ping_sequence: u64,
     /// Tasks on the agent that are not terminal.
     pub tasks: BTreeSet<(FrameworkId, TaskId)>,
+    /// Tasks there a kill was asked for that have not ended: the kill is
+    /// sent again when the agent re-registers (the first may have gone to
+    /// a life of the agent that had just died, as Mesos's master
+    /// retries kills of a returning agent).
+    pub kills: BTreeSet<(FrameworkId, TaskId)>,
     /// Custom executors running there, with their own resources.
     pub executors: BTreeMap<(FrameworkId, strata_protocol::ExecutorId), Resources>,
     pub offers: BTreeSet<OfferId>,

@@ -160,7 +160,9 @@ impl Books {
         let resources = task.info.resources.clone();
         self.file_completed(framework_id, task);
         if let Some(agent) = self.agents.get_mut(&agent_id) {
-            agent.tasks.remove(&(framework_id.clone(), task_id.clone()));
+            let key = (framework_id.clone(), task_id.clone());
+            agent.tasks.remove(&key);
+            agent.kills.remove(&key);
         }
         self.allocator
             .recover(framework_id, &agent_id, &resources, None, now);
@@ -259,17 +261,22 @@ impl Books {
             self.answer_unknown(now, framework_id, &task_id, None, Reason::TaskUnknown, out);
             return;
         };
-        match self.agents.get(&task.info.agent_id) {
-            Some(agent) if agent.status == AgentStatus::Active => out.push(Command::ToAgent(
+        let Some(agent) = self.agents.get_mut(&task.info.agent_id) else {
+            return;
+        };
+        // Kept until the task ends, and sent again when the agent
+        // re-registers: an agent that is unreachable gets it then (its
+        // framework knows the task as UNREACHABLE or LOST meanwhile), one
+        // that died a moment ago gets it in its next life.
+        agent.kills.insert((framework_id.clone(), task_id.clone()));
+        if agent.status == AgentStatus::Active {
+            out.push(Command::ToAgent(
                 agent.pid.clone(),
                 ToAgent::KillTask {
                     framework_id: framework_id.clone(),
                     task_id,
                 },
-            )),
-            // The agent is unreachable: the kill is sent when it returns;
-            // the framework already knows the task as UNREACHABLE or LOST.
-            _ => {}
+            ));
         }
     }
 

@@ -606,6 +606,75 @@ fn a_silent_agent_is_lost_and_its_tasks_reported_then_reconciled_on_return() {
     )));
 }
 
+/// A kill that went to an agent that had just died (the master had not
+/// seen it go) reaches the agent's next life when it re-registers, and
+/// is sent no more once the task ended.
+#[test]
+fn a_kill_sent_to_a_dying_agent_is_sent_again_when_it_returns() {
+    let mut h = Harness::new();
+    let old = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&old, "cpus:4;mem:4096", "");
+    let scheduler = pid("s@10.0.0.9:4000");
+    let (framework_id, out) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    let offer = offers_to(&out, &scheduler).remove(0);
+    h.send(
+        &scheduler,
+        accept(
+            &framework_id,
+            &[&offer],
+            vec![task("t", &agent_id, "cpus:1;mem:128")],
+            3600,
+        ),
+    );
+    h.finish(&old, &framework_id, "t", TaskState::Running);
+    let kill = ToMaster::Kill {
+        framework_id: framework_id.clone(),
+        task_id: TaskId::new("t").unwrap(),
+    };
+    let out = h.send(&scheduler, kill);
+    assert!(out.iter().any(|command| matches!(
+        command,
+        Command::ToAgent(to, ToAgent::KillTask { .. }) if to == &old
+    )));
+    // The agent had died; its next life comes back with the task.
+    let new = pid("agent@10.0.0.1:5052");
+    let running = running_task(&framework_id, task("t", &agent_id, "cpus:1;mem:128"));
+    // The same certificate as its last life's, at a new address.
+    let identity = default_identity(&old);
+    let out = h.send_as(
+        &new,
+        identity.clone(),
+        ToMaster::ReregisterAgent {
+            info: returning_agent(&agent_id, "cpus:4;mem:4096"),
+            tasks: vec![running.clone()],
+        },
+    );
+    let kills = |out: &[Command]| {
+        out.iter()
+            .filter(|command| {
+                matches!(
+                    command,
+                    Command::ToAgent(to, ToAgent::KillTask { task_id, .. })
+                        if to == &new && task_id.as_str() == "t"
+                )
+            })
+            .count()
+    };
+    assert_eq!(kills(&out), 1, "{out:?}");
+    invariants::check(&h.books).unwrap();
+    // Once it ended, a later return sends no kill.
+    h.finish(&new, &framework_id, "t", TaskState::Killed);
+    let out = h.send_as(
+        &new,
+        identity,
+        ToMaster::ReregisterAgent {
+            info: returning_agent(&agent_id, "cpus:4;mem:4096"),
+            tasks: vec![],
+        },
+    );
+    assert_eq!(kills(&out), 0, "{out:?}");
+}
+
 #[test]
 fn a_scheduler_that_disconnects_without_failover_is_removed() {
     let mut h = Harness::new();
