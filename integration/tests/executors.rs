@@ -36,17 +36,38 @@ fn binary(path: &str) -> CommandInfo {
 }
 
 /// An agent running processes under `work_dir`, with TLS material for
-/// its executors.
+/// its executors; with `images`, in cgroups and able to run images from
+/// `work_dir`.
 fn agent_config(
     ca: &CertificateAuthority,
     master: &strata_runtime::Upid,
     work_dir: &std::path::Path,
+    images: bool,
 ) -> AgentConfig {
+    let (isolation, images) = if images {
+        let (isolation, _) =
+            strata_agent::isolation::choose(&strata_agent::isolation::IsolationOptions {
+                requested: Some("cgroups".parse().unwrap()),
+                cgroups_root: format!("strata-test-executors-{}", std::process::id()),
+                cfs: false,
+                pids_max: None,
+                program: None,
+                work_dir: work_dir.to_owned(),
+            })
+            .unwrap();
+        let images = strata_agent::image_containers::ImageOptions {
+            image_dirs: vec![work_dir.to_owned()],
+            ..Default::default()
+        };
+        (isolation, Some(images))
+    } else {
+        (strata_agent::isolation::Isolation::Posix, None)
+    };
     let runner = Runner::Processes {
         work_dir: work_dir.to_owned(),
         kill_grace: Duration::from_secs(1),
-        isolation: strata_agent::isolation::Isolation::Posix,
-        images: None,
+        isolation,
+        images,
     };
     let mut config = AgentConfig::new(
         master.clone(),
@@ -62,19 +83,35 @@ fn agent_config(
     config
 }
 
+/// The work directory of test `test`'s agent.
+fn work_dir_of(test: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("strata-executors-{test}-{}", std::process::id()))
+}
+
 /// Runs `tasks` on one agent and returns each task's statuses.
 fn run_tasks(
     test: &str,
     registration_timeout: Duration,
     make: impl Fn(&strata_protocol::AgentId) -> Vec<TaskInfo>,
 ) -> (BTreeMap<String, Vec<TaskStatus>>, std::path::PathBuf) {
-    let work_dir =
-        std::env::temp_dir().join(format!("strata-executors-{test}-{}", std::process::id()));
+    let work_dir = work_dir_of(test);
     let _ = std::fs::remove_dir_all(&work_dir);
+    run_tasks_in(test, registration_timeout, false, make)
+}
+
+/// [`run_tasks`] in `work_dir_of(test)` as it is, with an agent that
+/// runs images when `images`.
+fn run_tasks_in(
+    test: &str,
+    registration_timeout: Duration,
+    images: bool,
+    make: impl Fn(&strata_protocol::AgentId) -> Vec<TaskInfo>,
+) -> (BTreeMap<String, Vec<TaskStatus>>, std::path::PathBuf) {
+    let work_dir = work_dir_of(test);
     let statuses = actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
-        let mut config = agent_config(&ca, &master, &work_dir);
+        let mut config = agent_config(&ca, &master, &work_dir, images);
         config.executor_registration_timeout = registration_timeout;
         let _agent = start_agent_with(&ca, "agent", config).await;
         let schedulers = node(&ca, Role::Framework, "schedulers").await;
@@ -161,6 +198,93 @@ fn one_custom_executor_runs_three_tasks() {
     let _ = std::fs::remove_dir_all(&work_dir);
 }
 
+/// A custom executor in an image (the test executor and the libraries
+/// it needs, over busybox), run by runc: it reaches its agent over the
+/// host's network with the credentials the agent left in its sandbox
+/// (at /mnt/mesos/sandbox in the container), and runs its tasks.
+#[test]
+fn a_custom_executor_runs_in_an_image() {
+    let root = rustix::process::geteuid().is_root();
+    let runc = strata_agent::oci::OciRuntime::find(Some("runc"), std::path::Path::new("/")).is_ok();
+    if !(root && runc && std::path::Path::new("/bin/busybox").is_file()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the image test as root, with runc and busybox-static"
+        );
+        eprintln!("skipped: images need root, runc and busybox-static");
+        return;
+    }
+    let work_dir = work_dir_of("image");
+    let _ = std::fs::remove_dir_all(&work_dir);
+    std::fs::create_dir_all(&work_dir).unwrap();
+    let layout = work_dir.join("layout");
+    let built = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../cli/tests/images/make_image.py"
+        ))
+        .arg(&layout)
+        .args(["--with-binary", EXECUTOR])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let name = std::path::Path::new(EXECUTOR)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let command = CommandInfo {
+        container: Some(strata_protocol::ContainerInfo {
+            image: Some(layout.to_str().unwrap().to_owned()),
+            ..Default::default()
+        }),
+        ..binary(&format!("/bin/{name}"))
+    };
+    let (statuses, work_dir) = run_tasks_in("image", Duration::from_secs(60), true, |agent| {
+        (1..=2)
+            .map(|n| task(&format!("t{n}"), agent, executor("boxed", command.clone())))
+            .collect()
+    });
+    for n in 1..=2 {
+        let states: Vec<TaskState> = statuses[&format!("t{n}")].iter().map(|s| s.state).collect();
+        assert_eq!(
+            states,
+            vec![TaskState::Running, TaskState::Finished],
+            "t{n}: {:?}",
+            statuses[&format!("t{n}")]
+        );
+    }
+    // The agent stopped with the test: the executor's container is gone,
+    // and with it its bundle and root filesystem.
+    let bundles = std::fs::read_dir(work_dir.join("containers"))
+        .unwrap()
+        .count();
+    assert_eq!(bundles, 0);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(work_dir.to_str().unwrap()), "{mounts}");
+    // The cgroups the agent and the runtime made under this test's root.
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        remove_empty_tree(
+            &hierarchy
+                .path()
+                .join(format!("strata-test-executors-{}", std::process::id())),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+/// Removes the empty directories at and below `dir`, deepest first.
+fn remove_empty_tree(dir: &std::path::Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                remove_empty_tree(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 #[test]
 fn an_executor_that_exits_fails_its_tasks() {
     let (statuses, work_dir) = run_tasks("exits", Duration::from_secs(60), |agent| {
@@ -213,7 +337,7 @@ fn framework_messages_reach_the_executor_and_come_back() {
     actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
         let (_master_node, master) = start_master(&ca, fast_master()).await;
-        let config = agent_config(&ca, &master, &work_dir);
+        let config = agent_config(&ca, &master, &work_dir, false);
         let _agent = start_agent_with(&ca, "agent", config).await;
         let schedulers = node(&ca, Role::Framework, "schedulers").await;
         let mut fw = Scheduler::subscribe(
@@ -341,7 +465,7 @@ fn reconnects_executor(launcher: Option<&str>) {
                 strata_runtime::SpawnOptions::default(),
             )
             .unwrap();
-        let mut config = agent_config(&ca, &master, &work_dir);
+        let mut config = agent_config(&ca, &master, &work_dir, false);
         config.kill_tasks_on_stop = false;
         config.task_launcher = launcher.map(std::path::PathBuf::from);
         let agent = start_agent_with(&ca, "agent", config.clone()).await;

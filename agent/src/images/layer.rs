@@ -404,6 +404,13 @@ fn unpack_tar(tarred: impl Read, target: &Path, max_bytes: u64) -> Result<u64, S
             .path()
             .map_err(|e| format!("the layer is corrupt: {e}"))?
             .into_owned();
+        if path
+            .components()
+            .all(|part| matches!(part, Component::CurDir))
+        {
+            // The root itself (`./`), which tars made with `-C dir .` hold.
+            continue;
+        }
         let relative = relative_path(&path)
             .ok_or_else(|| format!("the layer names {} outside its root", path.display()))?;
         // What its data takes (a PAX size included), and a block for the

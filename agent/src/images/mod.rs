@@ -373,9 +373,9 @@ impl ImageStore {
     fn hold_named(&self, name: &str) -> Option<Image> {
         let mut catalog = self.catalog();
         let digest = catalog.names.get(name)?.clone();
-        let image = self.touch(&mut catalog, &digest)?;
-        self.save(&catalog);
-        Some(image)
+        // Its last use is written with the next change of the catalog:
+        // a cached launch does not wait for the disk.
+        self.touch(&mut catalog, &digest)
     }
 
     /// Marks cached image `digest` used now and in use once more; `None`

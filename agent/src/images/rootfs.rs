@@ -169,3 +169,81 @@ pub fn remove(dir: &Path) -> Result<(), String> {
     }
     remove_any(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Layers applied as copies: a whiteout removes what a lower layer
+    /// had, an opaque directory hides its lower contents, files, links and
+    /// modes come through; both ways agree.
+    #[test]
+    fn a_copy_applies_whiteouts_and_opaque_directories_as_overlayfs_does() {
+        if !rustix::process::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs as root: whiteouts are devices only root makes"
+            );
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("strata-rootfs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (lower, upper) = (dir.join("lower"), dir.join("upper-layer"));
+        std::fs::create_dir_all(lower.join("etc")).unwrap();
+        std::fs::create_dir_all(lower.join("var/cache")).unwrap();
+        std::fs::write(lower.join("etc/gone"), "lower").unwrap();
+        std::fs::write(lower.join("etc/kept"), "lower").unwrap();
+        std::fs::write(lower.join("var/cache/old"), "lower").unwrap();
+        std::os::unix::fs::symlink("kept", lower.join("etc/link")).unwrap();
+        std::fs::create_dir_all(upper.join("etc")).unwrap();
+        std::fs::create_dir_all(upper.join("var/cache")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            upper.join("etc/gone"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            rustix::fs::makedev(0, 0),
+        )
+        .unwrap();
+        rustix::fs::setxattr(
+            upper.join("var/cache"),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        std::fs::write(upper.join("var/cache/new"), "upper").unwrap();
+        std::fs::write(upper.join("etc/kept"), "upper").unwrap();
+        let layers = [lower.clone(), upper.clone()];
+        let check = |rootfs: &Path| {
+            assert!(!rootfs.join("etc/gone").exists());
+            assert_eq!(
+                std::fs::read_to_string(rootfs.join("etc/kept")).unwrap(),
+                "upper"
+            );
+            assert_eq!(
+                std::fs::read_to_string(rootfs.join("etc/link")).unwrap(),
+                "upper"
+            );
+            assert!(!rootfs.join("var/cache/old").exists());
+            assert_eq!(
+                std::fs::read_to_string(rootfs.join("var/cache/new")).unwrap(),
+                "upper"
+            );
+        };
+        // As copies.
+        let copied = dir.join("copied/rootfs");
+        std::fs::create_dir_all(&copied).unwrap();
+        for layer in &layers {
+            apply(layer, &copied).unwrap();
+        }
+        check(&copied);
+        // As overlayfs mounts them.
+        let container = dir.join("container");
+        assert_eq!(make(&layers, &container).unwrap(), Made::Overlay);
+        check(&container.join("rootfs"));
+        remove(&container).unwrap();
+        assert!(!container.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -222,3 +222,28 @@ fn the_least_recently_used_image_not_in_use_is_collected_over_the_bound() {
     assert!(again.layers[0].is_dir());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_oci_archive_is_its_layout_in_a_tar() {
+    let dir = scratch("oci-archive");
+    let layout = dir.join("layout");
+    let digest = layout_of(
+        &layout,
+        &[tar_of(&[("hello", b"from an archive")])],
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
+    // The layout's files in one tar, as `skopeo copy oci-archive:` makes.
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append_dir_all(".", &layout).unwrap();
+    std::fs::write(dir.join("image.tar"), builder.into_inner().unwrap()).unwrap();
+    let store = store(&dir, 1 << 30);
+    let image = store
+        .provision(dir.join("image.tar").to_str().unwrap())
+        .unwrap();
+    assert_eq!(image.digest, digest);
+    assert_eq!(
+        std::fs::read(image.layers[0].join("hello")).unwrap(),
+        b"from an archive"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

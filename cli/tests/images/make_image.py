@@ -3,13 +3,18 @@
 (two gzipped layers, the second with a whiteout) and, with --docker-archive,
 the same image as a `docker save` archive.
 
-usage: make_image.py LAYOUT_DIR [--docker-archive FILE] [--tag TAG]
+usage: make_image.py LAYOUT_DIR [--docker-archive FILE] [--tag TAG] [--with-binary PATH]
+
+--with-binary adds PATH as /bin/NAME with the shared libraries `ldd` says it
+needs, at their own paths.
 """
 import gzip
 import hashlib
 import io
 import json
 import os
+import re
+import subprocess
 import sys
 import tarfile
 
@@ -41,7 +46,20 @@ def tar_bytes(entries):
     return out.getvalue()
 
 
-def layers():
+def binary_entries(path):
+    """PATH as /bin/NAME, and the libraries ldd names, their directories first."""
+    entries = [("bin/" + os.path.basename(path), "exe", open(path, "rb").read())]
+    found = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+    dirs = set()
+    for library in re.findall(r"(/\S+) \(0x", found):
+        parts = library.strip("/").split("/")
+        for i in range(1, len(parts)):
+            dirs.add("/".join(parts[:i]))
+        entries.append(("/".join(parts), "exe", open(os.path.realpath(library), "rb").read()))
+    return [(d, "dir", None) for d in sorted(dirs)] + entries
+
+
+def layers(extra):
     busybox = open(BUSYBOX, "rb").read()
     base = [("bin", "dir", None), ("bin/busybox", "exe", busybox)]
     base += [("bin/" + applet, "link", "busybox") for applet in APPLETS]
@@ -49,6 +67,8 @@ def layers():
              ("etc/image-release", "file", b"strata test image\n"),
              ("etc/removed", "file", b"the upper layer removes this\n"),
              ("tmp", "dir", None), ("proc", "dir", None), ("dev", "dir", None), ("sys", "dir", None)]
+    for path in extra:
+        base += binary_entries(path)
     upper = [("etc", "dir", None), ("etc/.wh.removed", "file", b""),
              ("etc/motd", "file", b"from the second layer\n")]
     return [tar_bytes(base), tar_bytes(upper)]
@@ -63,7 +83,8 @@ def main():
     layout = args[0]
     archive = args[args.index("--docker-archive") + 1] if "--docker-archive" in args else None
     tag = args[args.index("--tag") + 1] if "--tag" in args else "latest"
-    tars = layers()
+    extra = [args[i + 1] for i, arg in enumerate(args) if arg == "--with-binary"]
+    tars = layers(extra)
     blobs = {}
     compressed = [gzip.compress(t, mtime=0) for t in tars]
     config = json.dumps({
