@@ -35,6 +35,8 @@ pub struct ImageContainers {
 #[derive(Debug, Clone)]
 pub struct ImageRun {
     pub digest: String,
+    /// Its layers' keys, pinned against collection while it runs.
+    layers: Vec<String>,
     done: Arc<AtomicBool>,
 }
 
@@ -131,8 +133,11 @@ impl ImageContainers {
             .store
             .provision(name)
             .map_err(|e| LaunchError::preparation(format!("cannot provision image {name}: {e}")))?;
+        let layers = self.store.layer_keys(&image.digest);
+        self.store.pin(&layers);
         let run = ImageRun {
             digest: image.digest.clone(),
+            layers,
             done: Arc::default(),
         };
         let bundle = self.bundle(id.as_str());
@@ -141,6 +146,8 @@ impl ImageContainers {
                 .map_err(|e| format!("cannot make {}: {e}", bundle.display()))?;
             std::fs::write(bundle.join("image"), &image.digest)
                 .map_err(|e| format!("cannot write {}: {e}", bundle.join("image").display()))?;
+            std::fs::write(bundle.join("layers"), run.layers.join("\n"))
+                .map_err(|e| format!("cannot write {}: {e}", bundle.join("layers").display()))?;
             rootfs::make(&image.layers, &bundle)?;
             let args = arguments(command, &image.config)?;
             let env = environment(
@@ -150,7 +157,7 @@ impl ImageContainers {
                 sandbox,
                 run_as,
             );
-            let volumes = volumes(container, sandbox, &self.volume_dirs, run_as)?;
+            let volumes = volumes(container, sandbox, &self.volume_dirs, run_as, &bundle)?;
             let cgroups_path = self.runtime.cgroups_path(
                 &cgroup
                     .hierarchy_path()
@@ -193,6 +200,7 @@ impl ImageContainers {
             return;
         }
         self.remove(id);
+        self.store.unpin(&run.layers);
         self.store.release(&run.digest);
     }
 
@@ -210,9 +218,16 @@ impl ImageContainers {
     pub fn recover(&self, id: &str) -> Option<ImageRun> {
         let digest = std::fs::read_to_string(self.bundle(id).join("image")).ok()?;
         let digest = digest.trim().to_owned();
+        let layers: Vec<String> = std::fs::read_to_string(self.bundle(id).join("layers"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
         self.store.hold(&digest);
+        self.store.pin(&layers);
         Some(ImageRun {
             digest,
+            layers,
             done: Arc::default(),
         })
     }
@@ -237,6 +252,8 @@ impl ImageContainers {
             info!(container = %id, "removing an image container this agent no longer knows");
             self.remove(&id);
         }
+        // Every container the agent knows pinned its layers by now.
+        self.store.start_collecting();
     }
 }
 
@@ -311,48 +328,93 @@ fn environment(
         .collect()
 }
 
-/// The container's volumes, their host paths resolved: an absolute one
-/// must be in one of `volume_dirs` (after every link); a relative one is
-/// a directory in the sandbox, made (for `run_as`) when missing, through
-/// no link.
+/// The container's volumes, each bind-mounted (by the agent, from a
+/// descriptor reached through no link) on a staging directory in the
+/// bundle, which only root can reach, for the runtime to mount: an
+/// absolute host path must be in one of `volume_dirs`; a relative one is
+/// a directory in the sandbox, made (for `run_as`) when missing.
 fn volumes(
     container: &ContainerInfo,
     sandbox: &Path,
     volume_dirs: &[PathBuf],
     run_as: Option<&RunAs>,
+    bundle: &Path,
 ) -> Result<Vec<BindMount>, String> {
     container.validate()?;
-    container
-        .volumes
-        .iter()
-        .map(|volume| {
-            let host = if volume.host_path.starts_with('/') {
-                let host = std::fs::canonicalize(&volume.host_path)
-                    .map_err(|e| format!("volume {}: {e}", volume.host_path))?;
-                if !volume_dirs.iter().any(|dir| host.starts_with(dir)) {
-                    return Err(format!(
-                        "volume {}: host paths are mounted only from the agent's --volume-dirs",
-                        volume.host_path
-                    ));
-                }
-                host
-            } else {
-                let host =
-                    crate::images::layer::directory_beneath(sandbox, Path::new(&volume.host_path))
-                        .map_err(|e| format!("volume {}: {e}", volume.host_path))?;
-                if let Some(run_as) = run_as {
-                    std::os::unix::fs::lchown(&host, Some(run_as.uid), Some(run_as.gid))
-                        .map_err(|e| format!("volume {}: {e}", volume.host_path))?;
-                }
-                host
-            };
-            Ok(BindMount {
-                host,
-                container: PathBuf::from(&volume.container_path),
-                read_only: volume.read_only,
-            })
-        })
-        .collect()
+    let staging = bundle.join("volumes");
+    let mut mounts = Vec::new();
+    for (index, volume) in container.volumes.iter().enumerate() {
+        let failed = |e: String| format!("volume {}: {e}", volume.host_path);
+        let fd = if volume.host_path.starts_with('/') {
+            let host =
+                std::fs::canonicalize(&volume.host_path).map_err(|e| failed(e.to_string()))?;
+            if !volume_dirs.iter().any(|dir| host.starts_with(dir)) {
+                return Err(failed(
+                    "host paths are mounted only from the agent's --volume-dirs".into(),
+                ));
+            }
+            let relative = host.strip_prefix("/").unwrap_or(&host).to_owned();
+            directory_fd(Path::new("/"), &relative, None).map_err(failed)?
+        } else {
+            directory_fd(sandbox, Path::new(&volume.host_path), run_as).map_err(failed)?
+        };
+        let target = staging.join(index.to_string());
+        std::fs::create_dir_all(&target).map_err(|e| failed(e.to_string()))?;
+        let source = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        rustix::mount::mount_bind(source.as_str(), &target)
+            .map_err(|e| failed(format!("cannot stage its mount: {e}")))?;
+        mounts.push(BindMount {
+            host: target,
+            container: PathBuf::from(&volume.container_path),
+            read_only: volume.read_only,
+        });
+    }
+    Ok(mounts)
+}
+
+/// The directory `root`/`relative` opened through no link, each missing
+/// component made (given to `owner` when there is one).
+fn directory_fd(
+    root: &Path,
+    relative: &Path,
+    owner: Option<&RunAs>,
+) -> Result<std::os::fd::OwnedFd, String> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::open(root, flags, Mode::empty())
+        .map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+    for component in relative.components() {
+        let std::path::Component::Normal(name) = component else {
+            return Err(format!("{} is not plain names", relative.display()));
+        };
+        let made = match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => true,
+            Err(rustix::io::Errno::EXIST) => false,
+            Err(error) => return Err(format!("cannot make {}: {error}", name.to_string_lossy())),
+        };
+        let next = rustix::fs::openat(&dir, name, flags, Mode::empty()).map_err(|e| {
+            format!(
+                "{} is a link or not a directory: {e}",
+                name.to_string_lossy()
+            )
+        })?;
+        if made && let Some(owner) = owner {
+            rustix::fs::fchown(
+                &next,
+                Some(rustix::process::Uid::from_raw(owner.uid)),
+                Some(rustix::process::Gid::from_raw(owner.gid)),
+            )
+            .map_err(|e| {
+                format!(
+                    "cannot give {} to {}: {e}",
+                    name.to_string_lossy(),
+                    owner.user
+                )
+            })?;
+        }
+        dir = next;
+    }
+    Ok(dir)
 }
 
 #[cfg(test)]
@@ -417,11 +479,17 @@ mod tests {
 
     #[test]
     fn volumes_stay_in_the_sandbox_or_the_allowed_dirs() {
+        if !rustix::process::geteuid().is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            return;
+        }
         let dir = std::env::temp_dir().join(format!("strata-volumes-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let (sandbox, allowed) = (dir.join("sandbox"), dir.join("allowed"));
+        let (sandbox, allowed, bundle) =
+            (dir.join("sandbox"), dir.join("allowed"), dir.join("bundle"));
         std::fs::create_dir_all(&sandbox).unwrap();
         std::fs::create_dir_all(allowed.join("data")).unwrap();
+        std::fs::write(allowed.join("data/file"), "allowed").unwrap();
         let allowed = std::fs::canonicalize(&allowed).unwrap();
         let with = |host: &str| ContainerInfo {
             image: Some("busybox".into()),
@@ -432,27 +500,43 @@ mod tests {
             }],
             ..ContainerInfo::default()
         };
-        let mounts = volumes(&with("cache/a"), &sandbox, &[], None).unwrap();
+        // Made in the sandbox, staged in the bundle for the runtime.
+        let mounts = volumes(&with("cache/a"), &sandbox, &[], None, &bundle).unwrap();
         assert!(sandbox.join("cache/a").is_dir());
+        assert_eq!(mounts[0].host, bundle.join("volumes/0"));
         assert_eq!(mounts[0].container, PathBuf::from("/v"));
         assert!(mounts[0].read_only);
+        std::fs::write(sandbox.join("cache/a/seen"), "").unwrap();
+        assert!(bundle.join("volumes/0/seen").exists());
         // A link the task left in its sandbox leads nowhere.
         std::os::unix::fs::symlink("/etc", sandbox.join("escape")).unwrap();
-        let error = volumes(&with("escape/x"), &sandbox, &[], None).unwrap_err();
+        let error = volumes(&with("escape/x"), &sandbox, &[], None, &bundle).unwrap_err();
         assert!(error.contains("link"), "{error}");
         assert!(!Path::new("/etc/x").exists());
         // Absolute paths: only under the allowed directories.
-        let error = volumes(
-            &with("/etc"),
-            &sandbox,
-            std::slice::from_ref(&allowed),
-            None,
-        )
-        .unwrap_err();
+        let allowed_dirs = [allowed.clone()];
+        let error = volumes(&with("/etc"), &sandbox, &allowed_dirs, None, &bundle).unwrap_err();
         assert!(error.contains("--volume-dirs"), "{error}");
         let inside = allowed.join("data");
-        let mounts = volumes(&with(inside.to_str().unwrap()), &sandbox, &[allowed], None).unwrap();
-        assert_eq!(mounts[0].host, inside);
+        let other = dir.join("other");
+        let mounts = volumes(
+            &with(inside.to_str().unwrap()),
+            &sandbox,
+            &allowed_dirs,
+            None,
+            &other,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(mounts[0].host.join("file")).unwrap(),
+            "allowed"
+        );
+        // Removing a bundle unmounts its staged volumes first: what they
+        // show stays.
+        crate::images::rootfs::remove(&bundle).unwrap();
+        crate::images::rootfs::remove(&other).unwrap();
+        assert!(sandbox.join("cache/a/seen").exists());
+        assert!(allowed.join("data/file").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -515,7 +515,7 @@ pub fn spec(bundle: &Bundle) -> Result<Spec, String> {
         SANDBOX_PATH,
         "bind",
         &host(&bundle.sandbox),
-        &["rbind", "rw", "nosuid", "nodev"],
+        &["bind", "rw", "nosuid", "nodev"],
     )?);
     if !bundle.own_network {
         // The host's network, with its resolver and hosts.
@@ -531,7 +531,7 @@ pub fn spec(bundle: &Bundle) -> Result<Spec, String> {
             &volume.container.to_string_lossy(),
             "bind",
             &host(&volume.host),
-            &["rbind", mode, "nosuid", "nodev"],
+            &["bind", mode, "nosuid", "nodev"],
         )?);
     }
     let mut namespaces = Vec::new();

@@ -106,6 +106,8 @@ pub struct ImageStore {
     /// waits for the first's pull (and finds it cached); others go on.
     pulling: Mutex<std::collections::BTreeSet<String>>,
     pulled: std::sync::Condvar,
+    /// Whether collection may run (see [`ImageStore::start_collecting`]).
+    collecting: std::sync::atomic::AtomicBool,
 }
 
 /// How long one pull may take, all of its layers together.
@@ -197,13 +199,31 @@ impl ImageStore {
         catalog
             .names
             .retain(|_, digest| images.contains_key(digest));
-        if trusted && let Ok(entries) = std::fs::read_dir(&layers_dir) {
+        // Layers on disk the catalog does not list (a catalog that was
+        // unreadable, or a write lost): kept, counted, reused by no image
+        // (no diff_id), and collected like any unused layer once the agent
+        // has taken back its containers (which pin theirs).
+        if let Ok(entries) = std::fs::read_dir(&layers_dir) {
             for entry in entries.flatten() {
                 let key = format!("sha256:{}", entry.file_name().to_string_lossy());
-                if !catalog.layers.contains_key(&key) {
+                if hex_of(&key).is_ok() && !catalog.layers.contains_key(&key) {
+                    let bytes = tree_bytes(&entry.path());
+                    catalog.layers.insert(
+                        key,
+                        CachedLayer {
+                            bytes,
+                            diff_id: String::new(),
+                        },
+                    );
+                } else if hex_of(&key).is_err() {
                     let _ = layer::remove_any(&entry.path());
                 }
             }
+        }
+        if !trusted {
+            // Kept for a person to look at, not written over.
+            let aside = dir.join(format!("catalog.json.unreadable-{}", now_ms()));
+            let _ = std::fs::rename(&path, &aside);
         }
         let image_dirs = options
             .image_dirs
@@ -224,6 +244,7 @@ impl ImageStore {
             catalog: Mutex::new(catalog),
             pulling: Mutex::default(),
             pulled: std::sync::Condvar::new(),
+            collecting: std::sync::atomic::AtomicBool::new(false),
         };
         store.save(&store.catalog());
         Ok(store)
@@ -410,6 +431,48 @@ impl ImageStore {
         *catalog.in_use.entry(digest.to_owned()).or_default() += 1;
     }
 
+    /// Pins layers `keys` (a container's, read from its bundle) against
+    /// collection until [`Self::unpin`]: a container keeps its layers
+    /// even if the catalog lost its image.
+    pub fn pin(&self, keys: &[String]) {
+        let mut catalog = self.catalog();
+        for key in keys {
+            *catalog.pinned.entry(key.clone()).or_default() += 1;
+        }
+    }
+
+    /// Undoes [`Self::pin`].
+    pub fn unpin(&self, keys: &[String]) {
+        let mut catalog = self.catalog();
+        for key in keys {
+            if let Some(count) = catalog.pinned.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    catalog.pinned.remove(key);
+                }
+            }
+        }
+    }
+
+    /// The layer keys of image `digest`, bottom first.
+    pub fn layer_keys(&self, digest: &str) -> Vec<String> {
+        self.catalog()
+            .images
+            .get(digest)
+            .map(|image| image.layers.clone())
+            .unwrap_or_default()
+    }
+
+    /// Lets collection run: once the agent has taken back its containers
+    /// (and pinned their layers), not before.
+    pub fn start_collecting(&self) {
+        self.collecting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut catalog = self.catalog();
+        self.collect(&mut catalog);
+        self.save(&catalog);
+    }
+
     /// A container of image `digest` is gone; unused images may go once
     /// the cache is over its bound.
     pub fn release(&self, digest: &str) {
@@ -428,6 +491,9 @@ impl ImageStore {
     /// take more than the bound, then the layers no image uses and no
     /// pull has pinned.
     fn collect(&self, catalog: &mut Catalog) {
+        if !self.collecting.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         while catalog.total_bytes() > self.max_bytes {
             let Some(oldest) = catalog
                 .images
@@ -746,6 +812,23 @@ fn read_document(path: &Path) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(bytes)
+}
+
+/// The bytes the files under `dir` take (at least a block each).
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            total = total.saturating_add(metadata.len().max(512));
+            if metadata.is_dir() {
+                total = total.saturating_add(tree_bytes(&entry.path()));
+            }
+        }
+    }
+    total
 }
 
 /// `root` (canonical) joined with `relative`, as a regular file that is

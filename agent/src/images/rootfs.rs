@@ -157,15 +157,27 @@ fn copy_one(from: &Path, to: &Path, metadata: &std::fs::Metadata) -> Result<(), 
     Ok(())
 }
 
-/// Unmounts (if mounted) and removes the root filesystem in `dir`, and
-/// `dir` with it.
+/// Unmounts (if mounted) the root filesystem in `dir` and the volumes
+/// staged in `dir/volumes`, then removes `dir`; nothing is removed while
+/// anything in it stays mounted (it would reach into a volume's host
+/// directory).
 pub fn remove(dir: &Path) -> Result<(), String> {
-    let rootfs = dir.join("rootfs");
-    match rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH) {
-        Ok(()) => {}
-        // Not a mount point (a copy), or gone already.
-        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => {}
-        Err(error) => return Err(format!("cannot unmount {}: {error}", rootfs.display())),
+    let mut mounted = vec![dir.join("rootfs")];
+    if let Ok(entries) = std::fs::read_dir(dir.join("volumes")) {
+        mounted.extend(entries.flatten().map(|entry| entry.path()));
+    }
+    for point in mounted {
+        match rustix::mount::unmount(&point, rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) => {}
+            // Not a mount point (a copy), or gone already.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => {}
+            Err(error) => {
+                return Err(format!(
+                    "cannot unmount {} (left in place): {error}",
+                    point.display()
+                ));
+            }
+        }
     }
     remove_any(dir)
 }

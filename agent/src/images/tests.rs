@@ -76,7 +76,7 @@ fn layout_of(layout: &Path, layers: &[Vec<u8>], media_type: &str) -> String {
 }
 
 fn store(dir: &Path, max_bytes: u64) -> ImageStore {
-    ImageStore::open(
+    let store = ImageStore::open(
         &dir.join("store"),
         &StoreOptions {
             max_bytes,
@@ -84,7 +84,9 @@ fn store(dir: &Path, max_bytes: u64) -> ImageStore {
             image_dirs: vec![dir.to_owned()],
         },
     )
-    .unwrap()
+    .unwrap();
+    store.start_collecting();
+    store
 }
 
 #[test]
