@@ -49,6 +49,14 @@ pub struct MasterState {
     /// Requests refused since the master started because the sender may
     /// not make them: its certificate's role or principal, or an ACL.
     pub authorization_denials: u64,
+    /// The longest the master's loop spent on one thing (an input to its
+    /// books, or the snapshot before this one) since the snapshot before,
+    /// in milliseconds: how long a message could wait behind it.
+    #[serde(default)]
+    pub longest_stall_ms: f64,
+    /// How long the snapshot before this one took, in milliseconds.
+    #[serde(default)]
+    pub snapshot_ms: f64,
 }
 
 impl MasterState {
@@ -427,6 +435,8 @@ mod tests {
             epoch: 3,
             start_time_ms: 1,
             snapshot_time_ms: 2,
+            longest_stall_ms: 0.5,
+            snapshot_ms: 0.25,
             recovering: false,
             agents: vec![Agent {
                 id: id("m-S1"),

@@ -95,6 +95,42 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
             value,
         ));
     }
+    let context = |baseline_name: &'static str, target: Target| Measure {
+        unit: "ms",
+        baseline_name,
+        better: Better::Lower,
+        target,
+    };
+    for (name, value) in [("p50", measured.state_p50), ("p99", measured.state_p99)] {
+        rows.push(Row::new(
+            format!(
+                "GET /state {name} while polled ({} polls), {agents} agents and their tasks",
+                measured.state_polls
+            ),
+            context("(no published figure)", Target::None),
+            0.0,
+            value,
+        ));
+    }
+    rows.push(Row::new(
+        format!("master's longest stall while /state is polled, {agents} agents"),
+        context(
+            "the target: 10 ms at 50,000 agents",
+            if agents >= 50_000 {
+                Target::Absolute(10.0)
+            } else {
+                Target::None
+            },
+        ),
+        10.0,
+        measured.longest_stall_ms,
+    ));
+    rows.push(Row::new(
+        format!("master's longest snapshot of its books meanwhile, {agents} agents"),
+        context("(no published figure)", Target::None),
+        0.0,
+        measured.longest_snapshot_ms,
+    ));
     Ok(rows)
 }
 
@@ -105,6 +141,13 @@ struct Measured {
     tasks_per_second: f64,
     offer_to_running_p50: f64,
     offer_to_running_p99: f64,
+    /// `GET /state` latency while polled, ms, and how many polls.
+    state_p50: f64,
+    state_p99: f64,
+    state_polls: usize,
+    /// The master's longest stall and its longest snapshot meanwhile, ms.
+    longest_stall_ms: f64,
+    longest_snapshot_ms: f64,
 }
 
 /// The resident memory of process `pid`, in bytes.
@@ -176,11 +219,20 @@ fn measure(agents: usize, tasks: usize) -> anyhow::Result<Measured> {
         }
         let registration = started.elapsed();
         let after = resident_bytes(master.process_id())?;
-        let load = load(&ca, &master.pid, tasks).await?;
-        anyhow::Ok((registration, (after - before) / agents as f64, load))
+        // HTTP clients poll /state while the framework keeps the agents
+        // busy; the master's own figures are sampled beside them.
+        let polling = Polling::start(&address);
+        let load = load(&ca, &master.pid, tasks).await;
+        let polled = polling.stop();
+        anyhow::Ok((
+            registration,
+            (after - before) / agents as f64,
+            load?,
+            polled,
+        ))
     });
     let _ = std::fs::remove_dir_all(&dir);
-    let (registration, memory_per_agent, (tasks_per_second, mut latencies)) = result?;
+    let (registration, memory_per_agent, (tasks_per_second, mut latencies), mut polled) = result?;
     latencies.sort_by(f64::total_cmp);
     let percentile = |p: f64| {
         latencies
@@ -194,7 +246,113 @@ fn measure(agents: usize, tasks: usize) -> anyhow::Result<Measured> {
         tasks_per_second,
         offer_to_running_p50: percentile(0.5),
         offer_to_running_p99: percentile(0.99),
+        state_p50: polled.percentile(0.5),
+        state_p99: polled.percentile(0.99),
+        state_polls: polled.latencies.len(),
+        longest_stall_ms: polled.longest_stall_ms,
+        longest_snapshot_ms: polled.longest_snapshot_ms,
     })
+}
+
+/// `/state` polled in a loop by one HTTP client, and the master's
+/// `master/longest_stall_ms` and `master/snapshot_ms` sampled every
+/// 100 ms, from threads of their own.
+struct Polling {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Polled>>,
+}
+
+/// What polling saw.
+#[derive(Default)]
+struct Polled {
+    /// `GET /state` latencies, ms.
+    latencies: Vec<f64>,
+    longest_stall_ms: f64,
+    longest_snapshot_ms: f64,
+}
+
+impl Polled {
+    fn percentile(&mut self, p: f64) -> f64 {
+        self.latencies.sort_by(f64::total_cmp);
+        self.latencies
+            .get(
+                ((self.latencies.len() as f64 * p) as usize)
+                    .min(self.latencies.len().saturating_sub(1)),
+            )
+            .copied()
+            .unwrap_or(0.0)
+    }
+}
+
+impl Polling {
+    fn start(address: &str) -> Polling {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = || -> ureq::Agent {
+            ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into()
+        };
+        let (state_url, metrics_url) = (
+            format!("http://{address}/state"),
+            format!("http://{address}/metrics/snapshot"),
+        );
+        let stopped = stop.clone();
+        let poller = std::thread::spawn(move || {
+            let client = client();
+            let mut polled = Polled::default();
+            while !stopped.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let answered = client.get(&state_url).call().and_then(|mut answer| {
+                    answer.body_mut().with_config().limit(1 << 30).read_to_vec()
+                });
+                if answered.is_ok() {
+                    polled.latencies.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            polled
+        });
+        let stopped = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let client = client();
+            let mut polled = Polled::default();
+            while !stopped.load(Ordering::Relaxed) {
+                let snapshot: Option<serde_json::Value> = client
+                    .get(&metrics_url)
+                    .call()
+                    .ok()
+                    .and_then(|mut answer| answer.body_mut().read_to_string().ok())
+                    .and_then(|body| serde_json::from_str(&body).ok());
+                if let Some(snapshot) = snapshot {
+                    let read = |name: &str| snapshot[name].as_f64().unwrap_or(0.0);
+                    polled.longest_stall_ms =
+                        polled.longest_stall_ms.max(read("master/longest_stall_ms"));
+                    polled.longest_snapshot_ms =
+                        polled.longest_snapshot_ms.max(read("master/snapshot_ms"));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            polled
+        });
+        Polling {
+            stop,
+            threads: vec![poller, sampler],
+        }
+    }
+
+    fn stop(self) -> Polled {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = Polled::default();
+        for thread in self.threads {
+            if let Ok(polled) = thread.join() {
+                all.latencies.extend(polled.latencies);
+                all.longest_stall_ms = all.longest_stall_ms.max(polled.longest_stall_ms);
+                all.longest_snapshot_ms = all.longest_snapshot_ms.max(polled.longest_snapshot_ms);
+            }
+        }
+        all
+    }
 }
 
 /// What the load framework saw.

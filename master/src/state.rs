@@ -239,6 +239,9 @@ pub fn snapshot(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> St
         offers,
         ended: books.ended().clone(),
         authorization_denials: books.denied(),
+        // The master's process fills these in: the books know no time.
+        longest_stall_ms: 0.0,
+        snapshot_ms: 0.0,
     }
 }
 
@@ -305,6 +308,8 @@ pub fn metrics(state: &State) -> Vec<Metric> {
             "master/authorization_denials",
             state.authorization_denials as f64,
         ),
+        Metric::gauge("master/longest_stall_ms", state.longest_stall_ms),
+        Metric::gauge("master/snapshot_ms", state.snapshot_ms),
     ];
     for (resource, total_name, used_name, offered_name, percent_name) in [
         (

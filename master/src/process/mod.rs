@@ -56,6 +56,10 @@ pub struct Master {
     next_fresh: Instant,
     /// Whether the books took an input since the last snapshot.
     changed: bool,
+    /// The longest the loop spent on one input to the books since the
+    /// last snapshot, and how long that snapshot took.
+    stall: Duration,
+    snapshot_took: Duration,
     /// Held while this master publishes snapshots.
     listening: Option<crate::state::Listening>,
     /// Told of every broken invariant, when checking (simulation).
@@ -155,6 +159,8 @@ impl Master {
             next_snapshot: now(),
             next_fresh: now(),
             changed: true,
+            stall: Duration::ZERO,
+            snapshot_took: Duration::ZERO,
             listening: None,
             checker: None,
             api: None,
@@ -238,10 +244,14 @@ impl Master {
         };
         let covers = publisher.asked();
         let now_ms = self.books.wall_clock_ms(started);
-        let state = crate::state::snapshot(&self.books, &self.pid, self.start_time_ms, now_ms);
+        let mut state = crate::state::snapshot(&self.books, &self.pid, self.start_time_ms, now_ms);
+        state.longest_stall_ms = self.stall.max(self.snapshot_took).as_secs_f64() * 1e3;
+        state.snapshot_ms = self.snapshot_took.as_secs_f64() * 1e3;
         publisher.publish(std::sync::Arc::new(state), covers);
         self.changed = false;
         let took = now().saturating_duration_since(started);
+        self.stall = Duration::ZERO;
+        self.snapshot_took = took;
         self.next_fresh = started + took.div_f64(SNAPSHOT_SHARE);
         (started, took)
     }
@@ -589,7 +599,9 @@ impl Master {
 
     /// What the books make of `input`.
     fn decide(&mut self, input: Input) -> Vec<Command> {
-        let commands = self.books.handle(now(), input);
+        let started = now();
+        let commands = self.books.handle(started, input);
+        self.stall = self.stall.max(now().saturating_duration_since(started));
         self.changed = true;
         if let Some(Checker(sink, every, since)) = &mut self.checker {
             *since += 1;
