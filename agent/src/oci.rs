@@ -316,7 +316,7 @@ const CAPABILITIES: [Capability; 12] = [
 /// System calls a container may not make (EPERM), after Docker's default
 /// profile: the kernel's keyrings, modules, clocks, accounting, swap,
 /// reboot, mounts and namespaces, tracing and other processes' memory,
-/// BPF and perf. New user namespaces (`clone` with CLONE_NEWUSER) are
+/// BPF, perf and io_uring. New user namespaces (`clone` with CLONE_NEWUSER) are
 /// refused too; `clone3`, whose flags a filter cannot read, answers
 /// ENOSYS so the C library falls back to `clone`.
 const DENIED_SYSCALLS: &[&str] = &[
@@ -334,6 +334,9 @@ const DENIED_SYSCALLS: &[&str] = &[
     "fspick",
     "get_kernel_syms",
     "init_module",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
     "ioperm",
     "iopl",
     "kcmp",
@@ -568,7 +571,15 @@ pub fn spec(bundle: &Bundle) -> Result<Spec, String> {
                 .map_err(failed)?,
         )
         .seccomp(seccomp()?)
-        .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
+        .masked_paths(
+            defaults
+                .masked_paths()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(["/sys/devices/virtual/powercap".to_owned()])
+                .collect::<Vec<_>>(),
+        )
         .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
         .build()
         .map_err(failed)?;

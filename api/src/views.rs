@@ -57,6 +57,10 @@ pub struct MasterState {
     /// How long the snapshot before this one took, in milliseconds.
     #[serde(default)]
     pub snapshot_ms: f64,
+    /// How long the master's last periodic cycle took (pings, expiries,
+    /// and the allocation of every agent's resources), in milliseconds.
+    #[serde(default)]
+    pub allocation_cycle_ms: f64,
 }
 
 impl MasterState {
@@ -437,6 +441,7 @@ mod tests {
             snapshot_time_ms: 2,
             longest_stall_ms: 0.5,
             snapshot_ms: 0.25,
+            allocation_cycle_ms: 0.125,
             recovering: false,
             agents: vec![Agent {
                 id: id("m-S1"),

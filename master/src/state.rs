@@ -242,6 +242,7 @@ pub fn snapshot(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> St
         // The master's process fills these in: the books know no time.
         longest_stall_ms: 0.0,
         snapshot_ms: 0.0,
+        allocation_cycle_ms: 0.0,
     }
 }
 
@@ -310,6 +311,7 @@ pub fn metrics(state: &State) -> Vec<Metric> {
         ),
         Metric::gauge("master/longest_stall_ms", state.longest_stall_ms),
         Metric::gauge("master/snapshot_ms", state.snapshot_ms),
+        Metric::gauge("master/allocation_cycle_ms", state.allocation_cycle_ms),
     ];
     for (resource, total_name, used_name, offered_name, percent_name) in [
         (

@@ -213,6 +213,9 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> 
     Ok(filled)
 }
 
+/// The most entries (files, directories, links) one layer may have.
+pub const MAX_ENTRIES: u64 = 1_000_000;
+
 /// The most an extension entry of a layer tar (a PAX header, a GNU long
 /// name or link) may hold: the tar crate reads those whole into memory.
 pub const MAX_EXTENSION_BYTES: u64 = 1 << 20;
@@ -354,6 +357,7 @@ fn unpack_tar(tarred: impl Read, target: &Path, max_bytes: u64) -> Result<u64, S
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
     let mut total: u64 = 0;
+    let mut entries_seen: u64 = 0;
     let entries = archive
         .entries()
         .map_err(|e| format!("the layer is not a tar archive: {e}"))?;
@@ -372,9 +376,19 @@ fn unpack_tar(tarred: impl Read, target: &Path, max_bytes: u64) -> Result<u64, S
         }
         let relative = relative_path(&path)
             .ok_or_else(|| format!("the layer names {} outside its root", path.display()))?;
-        // What its data takes (a PAX size included), and a block for the
-        // entry itself, so millions of empty entries count too.
-        total = total.saturating_add(entry.size().max(512));
+        // What its data takes, and a block for the entry itself (a
+        // directory's block and inode), so millions of empty entries
+        // count too; and at most so many entries.
+        entries_seen += 1;
+        if entries_seen > MAX_ENTRIES {
+            return Err(format!("the layer has more than {MAX_ENTRIES} entries"));
+        }
+        let block = if entry.header().entry_type().is_dir() {
+            4096
+        } else {
+            512
+        };
+        total = total.saturating_add(entry.size().max(block));
         if total > max_bytes {
             return Err(format!("the layer unpacks to more than {max_bytes} bytes"));
         }
@@ -569,7 +583,7 @@ mod tests {
         let target = scratch("whiteouts");
         let unpacked = unpack(&blob[..], &expected(&blob, &tar), &target).unwrap();
         // Each entry counts at least a block.
-        assert_eq!(unpacked, 5 * 512);
+        assert_eq!(unpacked, 2 * 4096 + 3 * 512);
         assert_eq!(std::fs::read(target.join("etc/motd")).unwrap(), b"hello");
         if rustix::process::geteuid().is_root() {
             let whiteout = std::fs::symlink_metadata(target.join("etc/passwd")).unwrap();

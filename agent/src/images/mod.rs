@@ -110,6 +110,9 @@ pub struct ImageStore {
     collecting: std::sync::atomic::AtomicBool,
 }
 
+/// The most pulls under way at once.
+const MAX_PULLS: usize = 2;
+
 /// How long one pull may take, all of its layers together.
 const PULL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
@@ -309,7 +312,14 @@ impl ImageStore {
         {
             return Ok(held);
         }
-        let _pulling = self.pull(image);
+        // Known by what it resolves to (`busybox` and
+        // `docker.io/library/busybox:latest` are one pull).
+        let key = match (&name, &source) {
+            (Some(name), _) => name.clone(),
+            (None, ImageSource::Path(path)) => path.display().to_string(),
+            (None, ImageSource::Registry(reference)) => reference.to_string(),
+        };
+        let _pulling = self.pull(&key);
         if let Some(name) = &name
             && let Some(held) = self.hold_named(name)
         {
@@ -358,13 +368,15 @@ impl ImageStore {
         })
     }
 
-    /// Waits until no pull of `image` is under way, then marks one.
+    /// Waits until no pull of `image` is under way and fewer than
+    /// [`MAX_PULLS`] are (each may fill the cache's bound in scratch
+    /// space), then marks one.
     fn pull(&self, image: &str) -> Pulling<'_> {
         let mut pulling = self
             .pulling
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while pulling.contains(image) {
+        while pulling.contains(image) || pulling.len() >= MAX_PULLS {
             pulling = self
                 .pulled
                 .wait(pulling)
@@ -621,6 +633,14 @@ impl ImageStore {
                 // stays (containers may use it already).
                 if !placed {
                     layer::remove_any(&dir)?;
+                    // On the disk before the catalog names it.
+                    if let Ok(fd) = rustix::fs::open(
+                        &target,
+                        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+                        rustix::fs::Mode::empty(),
+                    ) {
+                        let _ = rustix::fs::syncfs(&fd);
+                    }
                     std::fs::rename(&target, &dir)
                         .map_err(|e| format!("cannot keep layer {key}: {e}"))?;
                     catalog.layers.insert(

@@ -400,6 +400,7 @@ impl Books {
         for agent in self.agents.values_mut() {
             let before = agent.tasks.len() + agent.executors.len();
             agent.tasks.retain(|(owner, _)| owner != framework_id);
+            agent.kills.retain(|(owner, _)| owner != framework_id);
             agent
                 .executors
                 .retain(|(owner, _), _| owner != framework_id);

@@ -60,6 +60,9 @@ pub struct Master {
     /// last snapshot, and how long that snapshot took.
     stall: Duration,
     snapshot_took: Duration,
+    /// How long the last periodic cycle (pings, expiries, the allocation
+    /// of every agent) took.
+    cycle_took: Duration,
     /// Held while this master publishes snapshots.
     listening: Option<crate::state::Listening>,
     /// Told of every broken invariant, when checking (simulation).
@@ -161,6 +164,7 @@ impl Master {
             changed: true,
             stall: Duration::ZERO,
             snapshot_took: Duration::ZERO,
+            cycle_took: Duration::ZERO,
             listening: None,
             checker: None,
             api: None,
@@ -247,6 +251,7 @@ impl Master {
         let mut state = crate::state::snapshot(&self.books, &self.pid, self.start_time_ms, now_ms);
         state.longest_stall_ms = self.stall.max(self.snapshot_took).as_secs_f64() * 1e3;
         state.snapshot_ms = self.snapshot_took.as_secs_f64() * 1e3;
+        state.allocation_cycle_ms = self.cycle_took.as_secs_f64() * 1e3;
         publisher.publish(std::sync::Arc::new(state), covers);
         self.changed = false;
         let took = now().saturating_duration_since(started);
@@ -600,8 +605,13 @@ impl Master {
     /// What the books make of `input`.
     fn decide(&mut self, input: Input) -> Vec<Command> {
         let started = now();
+        let cycle = matches!(input, Input::Tick);
         let commands = self.books.handle(started, input);
-        self.stall = self.stall.max(now().saturating_duration_since(started));
+        let took = now().saturating_duration_since(started);
+        self.stall = self.stall.max(took);
+        if cycle {
+            self.cycle_took = took;
+        }
         self.changed = true;
         if let Some(Checker(sink, every, since)) = &mut self.checker {
             *since += 1;
