@@ -239,7 +239,11 @@ impl OciRuntime {
 
     /// The containers the runtime knows under its state directory.
     pub fn list(&self) -> Result<Vec<String>, String> {
-        if !self.state_dir.is_dir() {
+        // The runtime keeps a directory per container there: none, no
+        // need to ask it (an agent's start does not wait for a runtime).
+        let empty =
+            std::fs::read_dir(&self.state_dir).map_or(true, |mut entries| entries.next().is_none());
+        if empty {
             return Ok(Vec::new());
         }
         let listed = self.command(&["list", "--format", "json"])?;

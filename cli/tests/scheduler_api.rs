@@ -860,10 +860,18 @@ fn http_callers_authenticate_with_client_certificates() {
     let (status, body) = get(&as_who(Some("agent-1")), &state_url);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("names no principal"), "{body}");
-    let (status, body) = get(&as_who(Some("ops")), &state_url);
-    assert_eq!(status, 200, "{body}");
-    let state: strata_api::views::MasterState = serde_json::from_str(&body).unwrap();
-    assert_eq!(state.agents.len(), 1, "{body}");
+    // The agent registers a moment after it announced its address.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = get(&as_who(Some("ops")), &state_url);
+        assert_eq!(status, 200, "{body}");
+        let state: strata_api::views::MasterState = serde_json::from_str(&body).unwrap();
+        if state.agents.len() == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        std::thread::yield_now();
+    }
 
     // The scheduler API: the certificate's name is the principal, and the
     // ACLs decide as for any framework.
