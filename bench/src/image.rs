@@ -11,15 +11,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use strata_agent::{Agent, Runner};
-use strata_master::{Config, MASTER_ID, Master};
+use strata_agent::Runner;
 use strata_protocol::{
-    CommandInfo, ContainerInfo, Filters, FrameworkInfo, Operation, Resources, TaskId, TaskInfo,
-    TaskKind, TaskState, ToMaster, ToScheduler,
+    CommandInfo, ContainerInfo, Filters, Operation, Resources, TaskId, TaskInfo, TaskKind,
+    TaskState, ToMaster, ToScheduler,
 };
-use strata_runtime::{CertificateAuthority, Node, NodeConfig, Received, SpawnOptions};
+use strata_runtime::{CertificateAuthority, Received};
 
-use crate::launch::{Isolating, agent_config, sandbox_root};
+use crate::launch::{Cluster, Isolating, agent_config, sandbox_root};
 use crate::report::{Better, Measure, Row, Target};
 
 pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
@@ -159,42 +158,23 @@ async fn alternate(
     image: &str,
     each: usize,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-    let bind = |role: strata_runtime::Role, name: &str| -> anyhow::Result<NodeConfig> {
-        Ok(NodeConfig::new(
-            "127.0.0.1:0".parse()?,
-            ca.issue(role, name)?,
-        ))
-    };
-    let master_node = Node::bind(bind(strata_runtime::Role::Master, "master")?).await?;
-    let master = master_node.spawn(
-        MASTER_ID,
-        || Master::new(Config::default(), "bench"),
-        SpawnOptions::default(),
-    )?;
-    let agent_node = Node::bind(bind(strata_runtime::Role::Agent, "agent")?).await?;
-    let mut agent = agent_config(master.clone(), work_dir, Some(launcher), isolation)?;
-    if let Runner::Processes { images, .. } = &mut agent.runner {
-        *images = Some(strata_agent::image_containers::ImageOptions {
-            image_dirs: vec![work_dir.to_owned()],
-            ..Default::default()
-        });
-    }
-    agent_node.spawn(
-        "agent",
-        move || Agent::new(agent.clone()),
-        SpawnOptions::default(),
-    )?;
-    let scheduler_node = Node::bind(bind(strata_runtime::Role::Framework, "scheduler")?).await?;
-    let mut inbox = scheduler_node.inbox::<ToScheduler>("scheduler", 65_536)?;
-    inbox
-        .send(
-            &master,
-            ToMaster::Subscribe {
-                info: FrameworkInfo::new("bench", "bench"),
-                constraints: vec![],
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Cluster {
+        master_node,
+        agent_node,
+        scheduler_node,
+        master,
+        mut inbox,
+    } = Cluster::start(ca, |master| {
+        let mut agent = agent_config(master, work_dir, Some(launcher), isolation)?;
+        if let Runner::Processes { images, .. } = &mut agent.runner {
+            *images = Some(strata_agent::image_containers::ImageOptions {
+                image_dirs: vec![work_dir.to_owned()],
+                ..Default::default()
+            });
+        }
+        Ok(agent)
+    })
+    .await?;
     let need: Resources = "cpus:0.5;mem:32".parse()?;
     let total = 2 * (each + 1);
     let (mut plain, mut imaged) = (Vec::new(), Vec::new());

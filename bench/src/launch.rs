@@ -240,6 +240,63 @@ fn through_strata(
     rate
 }
 
+/// A master, one agent and a scheduler's inbox on loopback, in the
+/// bench's process; the scheduler's subscription sent.
+pub(crate) struct Cluster {
+    pub master_node: Node,
+    pub agent_node: Node,
+    pub scheduler_node: Node,
+    pub master: strata_runtime::Upid,
+    pub inbox: strata_runtime::Inbox<ToScheduler>,
+}
+
+impl Cluster {
+    /// Starts the cluster, the agent as `agent` makes it for the master.
+    pub(crate) async fn start(
+        ca: &CertificateAuthority,
+        agent: impl FnOnce(strata_runtime::Upid) -> anyhow::Result<AgentConfig>,
+    ) -> anyhow::Result<Cluster> {
+        let bind = |role: strata_runtime::Role, name: &str| -> anyhow::Result<NodeConfig> {
+            Ok(NodeConfig::new(
+                "127.0.0.1:0".parse()?,
+                ca.issue(role, name)?,
+            ))
+        };
+        let master_node = Node::bind(bind(strata_runtime::Role::Master, "master")?).await?;
+        let master = master_node.spawn(
+            MASTER_ID,
+            || Master::new(Config::default(), "bench"),
+            SpawnOptions::default(),
+        )?;
+        let agent_node = Node::bind(bind(strata_runtime::Role::Agent, "agent")?).await?;
+        let agent = agent(master.clone())?;
+        agent_node.spawn(
+            "agent",
+            move || Agent::new(agent.clone()),
+            SpawnOptions::default(),
+        )?;
+        let scheduler_node =
+            Node::bind(bind(strata_runtime::Role::Framework, "scheduler")?).await?;
+        let inbox = scheduler_node.inbox::<ToScheduler>("scheduler", 65_536)?;
+        inbox
+            .send(
+                &master,
+                ToMaster::Subscribe {
+                    info: FrameworkInfo::new("bench", "bench"),
+                    constraints: vec![],
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Cluster {
+            master_node,
+            agent_node,
+            scheduler_node,
+            master,
+            inbox,
+        })
+    }
+}
+
 async fn launch_all(
     ca: &CertificateAuthority,
     work_dir: &std::path::Path,
@@ -247,36 +304,16 @@ async fn launch_all(
     launcher: Option<&std::path::Path>,
     isolation: strata_agent::isolation::Isolation,
 ) -> anyhow::Result<f64> {
-    let bind = |role: strata_runtime::Role, name: &str| -> anyhow::Result<NodeConfig> {
-        Ok(NodeConfig::new(
-            "127.0.0.1:0".parse()?,
-            ca.issue(role, name)?,
-        ))
-    };
-    let master_node = Node::bind(bind(strata_runtime::Role::Master, "master")?).await?;
-    let master = master_node.spawn(
-        MASTER_ID,
-        || Master::new(Config::default(), "bench"),
-        SpawnOptions::default(),
-    )?;
-    let agent_node = Node::bind(bind(strata_runtime::Role::Agent, "agent")?).await?;
-    let agent = agent_config(master.clone(), work_dir, launcher, isolation)?;
-    agent_node.spawn(
-        "agent",
-        move || Agent::new(agent.clone()),
-        SpawnOptions::default(),
-    )?;
-    let scheduler_node = Node::bind(bind(strata_runtime::Role::Framework, "scheduler")?).await?;
-    let mut inbox = scheduler_node.inbox::<ToScheduler>("scheduler", 65_536)?;
-    inbox
-        .send(
-            &master,
-            ToMaster::Subscribe {
-                info: FrameworkInfo::new("bench", "bench"),
-                constraints: vec![],
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Cluster {
+        master_node,
+        agent_node,
+        scheduler_node,
+        master,
+        mut inbox,
+    } = Cluster::start(ca, |master| {
+        agent_config(master, work_dir, launcher, isolation)
+    })
+    .await?;
     let need: Resources = "cpus:1;mem:32".parse()?;
     let mut framework_id = None;
     let mut launched = 0;

@@ -669,8 +669,7 @@ impl ImageStore {
     }
 
     fn registry_plan(&self, reference: &Reference) -> Result<Plan<'_>, String> {
-        let (mut bytes, mut media_type) =
-            self.registry.manifest(reference, &reference.reference)?;
+        let (mut bytes, media_type) = self.registry.manifest(reference, &reference.reference)?;
         if let Some(digest) = reference.digest()
             && sha256(&bytes) != digest
         {
@@ -681,7 +680,7 @@ impl ImageStore {
         }
         if is_index(&media_type, &bytes) {
             let chosen = choose_manifest(&bytes)?;
-            let (manifest, manifest_type) = self.registry.manifest(reference, &chosen)?;
+            let (manifest, _) = self.registry.manifest(reference, &chosen)?;
             if sha256(&manifest) != chosen {
                 return Err(format!(
                     "digest mismatch: manifest {chosen} is {}",
@@ -689,46 +688,26 @@ impl ImageStore {
                 ));
             }
             bytes = manifest;
-            media_type = manifest_type;
         }
-        let _ = media_type;
-        let identity = sha256(&bytes);
-        let manifest = parse_manifest(&bytes)?;
-        let config_digest = manifest.config().digest().to_string();
-        let mut config = Vec::new();
-        self.registry
-            .blob(reference, &config_digest)?
-            .take(MAX_DOCUMENT_BYTES + 1)
-            .read_to_end(&mut config)
-            .map_err(|e| format!("cannot read the image configuration: {e}"))?;
-        if sha256(&config) != config_digest {
-            return Err(format!(
-                "digest mismatch: the image configuration is not {config_digest}"
-            ));
-        }
-        let mut layers = Vec::new();
-        for descriptor in manifest.layers() {
-            let digest = descriptor.digest().to_string();
-            let registry = &self.registry;
-            let reference = reference.clone();
-            let wanted = digest.clone();
-            // The registry is borrowed: opened when the layer is needed.
-            let opener: Box<dyn Fn() -> Result<Box<dyn Read>, String> + '_> =
-                Box::new(
-                    move || Ok(Box::new(registry.blob(&reference, &wanted)?) as Box<dyn Read>),
-                );
-            layers.push(PlannedLayer {
-                digest: Some(digest),
-                size: Some(descriptor.size()),
-                compression: layer::compression_of(descriptor.media_type().as_ref())?,
-                open: opener,
-            });
-        }
-        Ok(Plan {
-            identity,
-            config,
-            layers,
-        })
+        let registry = &self.registry;
+        manifest_plan(
+            sha256(&bytes),
+            &bytes,
+            |digest| {
+                let mut config = Vec::new();
+                registry
+                    .blob(reference, digest)?
+                    .take(MAX_DOCUMENT_BYTES + 1)
+                    .read_to_end(&mut config)
+                    .map_err(|e| format!("cannot read the image configuration: {e}"))?;
+                Ok(config)
+            },
+            // The registry is borrowed: a blob is asked for when needed.
+            |digest| {
+                let reference = reference.clone();
+                Box::new(move || Ok(Box::new(registry.blob(&reference, &digest)?) as Box<dyn Read>))
+            },
+        )
     }
 }
 
@@ -744,7 +723,7 @@ struct PlannedLayer<'a> {
     digest: Option<String>,
     size: Option<u64>,
     compression: Compression,
-    open: Box<dyn Fn() -> Result<Box<dyn Read>, String> + 'a>,
+    open: Opener<'a>,
 }
 
 fn rand_u64() -> u64 {
@@ -895,9 +874,33 @@ fn layout_plan(layout: &Path) -> Result<Plan<'static>, String> {
         digest = choose_manifest(&bytes)?;
         bytes = read_document(&layout_blob(layout, &digest)?)?;
     }
-    let manifest = parse_manifest(&bytes)?;
+    manifest_plan(
+        digest,
+        &bytes,
+        |digest| read_document(&layout_blob(layout, digest)?),
+        // Found when it is needed: a layer already unpacked is not read.
+        |digest| {
+            let root = layout.to_owned();
+            Box::new(move || file_opener(layout_blob(&root, &digest)?)())
+        },
+    )
+}
+
+/// What opens a layer's blob, when it is needed.
+type Opener<'a> = Box<dyn Fn() -> Result<Box<dyn Read>, String> + 'a>;
+
+/// The plan of image `identity` from manifest `bytes`: its configuration
+/// as `read_config` reads it (by digest), checked; each layer opened by
+/// what `open` makes of its digest.
+fn manifest_plan<'a>(
+    identity: String,
+    bytes: &[u8],
+    read_config: impl FnOnce(&str) -> Result<Vec<u8>, String>,
+    open: impl Fn(String) -> Opener<'a>,
+) -> Result<Plan<'a>, String> {
+    let manifest = parse_manifest(bytes)?;
     let config_digest = manifest.config().digest().to_string();
-    let config = read_document(&layout_blob(layout, &config_digest)?)?;
+    let config = read_config(&config_digest)?;
     if sha256(&config) != config_digest {
         return Err(format!(
             "digest mismatch: the image configuration is not {config_digest}"
@@ -907,17 +910,15 @@ fn layout_plan(layout: &Path) -> Result<Plan<'static>, String> {
     for descriptor in manifest.layers() {
         let digest = descriptor.digest().to_string();
         hex_of(&digest)?;
-        // Found when it is needed: a layer already unpacked is not read.
-        let (root, wanted) = (layout.to_owned(), digest.clone());
         layers.push(PlannedLayer {
-            digest: Some(digest),
+            digest: Some(digest.clone()),
             size: Some(descriptor.size()),
             compression: layer::compression_of(descriptor.media_type().as_ref())?,
-            open: Box::new(move || file_opener(layout_blob(&root, &wanted)?)()),
+            open: open(digest),
         });
     }
     Ok(Plan {
-        identity: digest,
+        identity,
         config,
         layers,
     })
