@@ -52,7 +52,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
 }
 
 /// Where the agent's containers' cgroups live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Layout {
     /// cgroup v2: the root's directory in the unified hierarchy, and the
     /// top of what this agent sees of that hierarchy (every level between
@@ -323,7 +323,7 @@ fn keyed(path: &Path, key: &str) -> Result<u64, CgroupError> {
 }
 
 /// One container's cgroup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cgroup {
     layout: Layout,
     name: String,

@@ -97,10 +97,10 @@ impl<'a> Parent<'a> {
 /// [`crate::isolation`]); the default confines nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confinement {
-    /// The `cgroup.procs` files of the container's cgroup, one per
-    /// hierarchy: the process joins them before it execs, so everything
-    /// it starts is in the cgroup from its first instruction.
-    pub cgroup_procs: Vec<PathBuf>,
+    /// The container's cgroup: the process joins it (its `cgroup.procs`
+    /// file in each hierarchy) before it execs, so everything it starts
+    /// is in the cgroup from its first instruction.
+    pub cgroup: Option<crate::cgroups::Cgroup>,
     /// Its own pid and mount namespaces (and network namespace), under
     /// the container init ([`crate::init`]).
     pub namespaces: Option<Namespaces>,

@@ -503,7 +503,7 @@ impl Shared {
         // The runtime joins the cgroup before it execs; it makes the
         // container's namespaces itself.
         let confinement = Confinement {
-            cgroup_procs: cgroup.procs_files(),
+            cgroup: Some(cgroup.clone()),
             namespaces: None,
         };
         let launcher = self.launcher(program, work_dir);
@@ -595,41 +595,69 @@ const CGROUP_EMPTYING: std::time::Duration = std::time::Duration::from_secs(10);
 async fn remove_cgroup(cgroup: Cgroup) -> Option<Limitation> {
     // Every cgroup file operation runs on the blocking pool: removing a
     // memory cgroup can take the kernel a while.
-    let (limitation, mut removed) = on_blocking_pool(&cgroup, |cgroup| {
-        let limitation = limitation_of(cgroup);
-        // Usually nothing is left: its first process took the rest along.
-        if remove_if_empty(cgroup) {
-            return (limitation, true);
-        }
-        if let Err(error) = cgroup.kill() {
-            error!(cgroup = cgroup.name(), cause = %error, "cannot kill what is left of a container");
-        }
-        (limitation, remove_if_empty(cgroup))
+    let (limitation, removed) = on_blocking_pool(&cgroup, |cgroup| {
+        (limitation_of(cgroup), kill_and_remove(cgroup))
     })
     .await
     .unwrap_or((None, false));
+    if !removed {
+        finish_removal(cgroup).await;
+    }
+    limitation
+}
+
+/// Kills what is left in the cgroup of a container whose first process
+/// ended and removes the cgroup once empty (the task launcher's, for the
+/// containers of an agent that went away).
+pub(crate) async fn remove_ended(cgroup: Cgroup) {
+    if !on_blocking_pool(&cgroup, kill_and_remove)
+        .await
+        .unwrap_or(false)
+    {
+        finish_removal(cgroup).await;
+    }
+}
+
+/// Removes `cgroup` if empty, else kills what is in it and tries once
+/// more; false while processes are left.
+fn kill_and_remove(cgroup: &Cgroup) -> bool {
+    // Usually nothing is left: its first process took the rest along.
+    if remove_if_empty(cgroup) {
+        return true;
+    }
+    if let Err(error) = cgroup.kill() {
+        error!(cgroup = cgroup.name(), cause = %error, "cannot kill what is left of a container");
+    }
+    remove_if_empty(cgroup)
+}
+
+/// Kills what is in `cgroup` until the kernel let its processes go, then
+/// removes it; gives up after [`CGROUP_EMPTYING`] (logged).
+async fn finish_removal(cgroup: Cgroup) {
     // Killed processes leave the cgroup as the kernel reaps them: soon.
     let deadline = tokio::time::Instant::now() + CGROUP_EMPTYING;
     let mut pause = std::time::Duration::from_millis(1);
-    while !removed {
+    loop {
         if tokio::time::Instant::now() >= deadline {
             error!(
                 cgroup = cgroup.name(),
                 "processes of an ended container do not go; its cgroup is left"
             );
-            break;
+            return;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(std::time::Duration::from_millis(100));
         // Killed again: whatever forked meanwhile goes too.
-        removed = on_blocking_pool(&cgroup, |cgroup| {
+        let removed = on_blocking_pool(&cgroup, |cgroup| {
             let _ = cgroup.kill();
             remove_if_empty(cgroup)
         })
         .await
         .unwrap_or(false);
+        if removed {
+            return;
+        }
     }
-    limitation
 }
 
 /// Runs `work` on `cgroup` on tokio's blocking pool; `None` if it could

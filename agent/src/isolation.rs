@@ -142,7 +142,7 @@ impl CgroupIsolation {
     /// How a container's first process is confined in `cgroup`.
     pub fn confinement(&self, cgroup: &Cgroup) -> Confinement {
         Confinement {
-            cgroup_procs: cgroup.procs_files(),
+            cgroup: Some(cgroup.clone()),
             namespaces: self.namespaces.clone(),
         }
     }
@@ -306,7 +306,7 @@ fn probe_namespaces(
     let result = (|| {
         strata_runtime::durable::create_dir_all(&sandbox).map_err(|e| e.to_string())?;
         let confinement = Confinement {
-            cgroup_procs: cgroup.procs_files(),
+            cgroup: Some(cgroup.clone()),
             namespaces: Some(namespaces.clone()),
         };
         let status = crate::command_executor::command_in_group(

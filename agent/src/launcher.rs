@@ -26,8 +26,10 @@
 //!
 //! Tasks of frameworks that do not checkpoint die with the agent: when the
 //! requests connection that started them closes, the launcher kills their
-//! groups. Each task's group is killed once its command ends, so nothing
-//! it started outlives it. The launcher leaves when no agent is connected
+//! groups, and once each ended, whatever is left in its container's
+//! cgroup, and removes the cgroup (its agent is not there to). Each
+//! task's group is killed once its command ends, so nothing it started
+//! outlives it. The launcher leaves when no agent is connected
 //! and no task of its runs, or, with ends nobody collected, after
 //! [`UNCLAIMED_ENDS_KEPT`] without an agent.
 
@@ -147,7 +149,9 @@ pub fn work_dir_key(work_dir: &Path) -> String {
 /// another protocol (after an upgrade) starts a launcher of its own
 /// instead of sending one that outlived its agent what it cannot read.
 /// 2: launches carry their confinement (cgroup, namespaces).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: the confinement names the cgroup, which the launcher removes when
+/// the container outlives its agent's connection.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The abstract socket name of the launcher for `work_dir`.
 pub fn socket_name(work_dir: &Path) -> String {
@@ -806,11 +810,16 @@ enum Input {
     /// An unwatched child was reaped: its group's number may be someone
     /// else's by now.
     Reaped(i32, std::io::Result<ExitStatus>),
+    /// The cgroup of a container whose agent went away is gone.
+    Removed,
 }
 
 struct Child {
     /// The requests connection whose end kills it, if any.
     dies_with: Option<u64>,
+    /// Its container's cgroup: removed here when the container ends after
+    /// the agent that would have removed it went away.
+    cgroup: Option<crate::cgroups::Cgroup>,
 }
 
 /// Serves on `listener` until nothing is left to serve (see the module
@@ -839,6 +848,8 @@ pub async fn serve(
     // Children being waited for without a pidfd: no longer signalled.
     let mut unwatched: BTreeMap<i32, Child> = BTreeMap::new();
     let mut ended: BTreeMap<i32, i32> = BTreeMap::new();
+    // Cgroups of orphaned containers being removed.
+    let mut removing = 0usize;
     let mut next_connection = 0u64;
     let mut served = false;
     let mut alone_since: Option<tokio::time::Instant> = None;
@@ -848,10 +859,12 @@ pub async fn serve(
             && children.is_empty()
             && unwatched.is_empty()
             && ended.is_empty()
+            && removing == 0
         {
             return Ok(());
         }
-        let alone = requests.is_empty() && children.is_empty() && unwatched.is_empty();
+        let alone =
+            requests.is_empty() && children.is_empty() && unwatched.is_empty() && removing == 0;
         if !alone {
             alone_since = None;
         }
@@ -946,12 +959,13 @@ pub async fn serve(
             }
             Input::Message(id, ToLauncher::Launch(launch)) => {
                 let dies_with = launch.dies_with_agent.then_some(id);
+                let cgroup = launch.confinement.cgroup.clone();
                 let answer = match start(*launch) {
                     Ok(child) => match child.id().and_then(|pid| i32::try_from(pid).ok()) {
                         Some(pid) => {
                             // A recycled pid's old end is not this one's.
                             ended.remove(&pid);
-                            children.insert(pid, Child { dies_with });
+                            children.insert(pid, Child { dies_with, cgroup });
                             let inputs = inputs.clone();
                             tokio::spawn(async move {
                                 let exited = crate::command_executor::wait_for_exit(pid).await;
@@ -995,6 +1009,9 @@ pub async fn serve(
                         }
                     }
                 }
+            }
+            Input::Removed => {
+                removing = removing.saturating_sub(1);
             }
             Input::Unwatched(pid, mut child) => {
                 // It leaves the children first, so no signal reaches its
@@ -1041,6 +1058,16 @@ pub async fn serve(
                     .dies_with
                     .is_some_and(|connection| !requests.contains(&connection));
                 if orphaned {
+                    // Nobody will take note of its end or remove its
+                    // cgroup but this launcher.
+                    if let Some(cgroup) = child.cgroup {
+                        removing += 1;
+                        let inputs = inputs.clone();
+                        tokio::spawn(async move {
+                            crate::containerizer::remove_ended(cgroup).await;
+                            let _ = inputs.send(Input::Removed);
+                        });
+                    }
                     continue;
                 }
                 ended.insert(pid, wait_status);

@@ -150,11 +150,15 @@ pub fn confine_in_child(
     use rustix::fs::{Mode, OFlags};
     use rustix::thread::UnshareFlags;
     use std::os::unix::process::CommandExt;
-    if confinement.cgroup_procs.is_empty() && confinement.namespaces.is_none() {
+    let procs = confinement
+        .cgroup
+        .as_ref()
+        .map(crate::cgroups::Cgroup::procs_files)
+        .unwrap_or_default();
+    if procs.is_empty() && confinement.namespaces.is_none() {
         return Ok(());
     }
-    let cgroups = confinement
-        .cgroup_procs
+    let cgroups = procs
         .iter()
         .map(|path| {
             rustix::fs::open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()).map_err(

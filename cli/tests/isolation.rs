@@ -186,17 +186,7 @@ fn a_fork_bomb_stops_at_the_pids_limit_and_an_escaped_daemon_dies_with_its_task(
         &[],
     );
     let sandbox = sandbox_of(&common::read_until(&lines, "TASK_RUNNING"));
-    common::wait_for_path(&sandbox.join("stdout"));
-    let daemon = until("the daemon to start", || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-            .find(|pid| {
-                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == sandbox)
-                    && session_of(*pid) == Some(*pid)
-            })
-    });
+    let daemon = daemon_in(&sandbox);
     let killed = Command::new(STRATA)
         .args(["kill", "daemon", "--master", &cluster.address])
         .args(["--work-dir", &cluster.work])
@@ -209,6 +199,51 @@ fn a_fork_bomb_stops_at_the_pids_limit_and_an_escaped_daemon_dies_with_its_task(
         "the daemon outlived its container"
     );
     cluster.assert_no_cgroup_left();
+}
+
+/// kill -9 of an agent whose framework does not checkpoint, never
+/// started again: its task launcher kills the task, then what is left in
+/// its container's cgroup (a daemon that left the task's session), and
+/// removes the cgroup.
+#[test]
+fn an_agent_killed_for_good_takes_its_containers_along() {
+    if !may_isolate("orphans") {
+        return;
+    }
+    let mut cluster = Isolated::start("orphans", "cgroups", "cpus:2;mem:1024");
+    let (_daemon, lines) = cluster.execute(
+        "daemon",
+        "cpus:0.5;mem:64",
+        "setsid sleep 300 & echo started; exec sleep 300",
+        &[],
+    );
+    let sandbox = sandbox_of(&common::read_until(&lines, "TASK_RUNNING"));
+    let daemon = daemon_in(&sandbox);
+    assert_eq!(cluster.containers().len(), 1);
+    let mut agent = cluster.agent.take().unwrap();
+    agent.kill().unwrap();
+    drop(agent);
+    assert!(
+        common::exits_within(daemon, Duration::from_secs(30)),
+        "the daemon outlived its agent"
+    );
+    cluster.assert_no_cgroup_left();
+}
+
+/// The process in a session of its own that runs in `sandbox`, once the
+/// task wrote its first line.
+fn daemon_in(sandbox: &Path) -> i32 {
+    common::wait_for_path(&sandbox.join("stdout"));
+    until("the daemon to start", || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == sandbox)
+                    && session_of(*pid) == Some(*pid)
+            })
+    })
 }
 
 /// The session a process is in, from /proc (a process that is exiting
