@@ -9,6 +9,7 @@
 //! with these types, translate, and hand the result to their cores.
 
 pub mod executor;
+pub mod listed;
 pub mod mesos;
 pub mod metrics;
 pub mod operator;

@@ -14,6 +14,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use crate::listed::{ListKey, Listed};
+
 use serde::{Deserialize, Serialize};
 use strata_protocol::{
     AgentId, Attributes, ExecutorId, FrameworkId, OfferId, Resources, TaskId, TaskState,
@@ -33,16 +35,19 @@ pub struct MasterState {
     pub snapshot_time_ms: u64,
     /// Whether agents may still come back to this (restarted) master.
     pub recovering: bool,
-    pub agents: Vec<Agent>,
-    pub frameworks: Vec<Framework>,
+    /// By id.
+    pub agents: Listed<AgentId, Agent>,
+    /// By id.
+    pub frameworks: Listed<FrameworkId, Framework>,
     /// Frameworks removed lately (their ended tasks are among
     /// `completed_tasks`).
     pub completed_frameworks: Vec<Framework>,
-    /// Tasks that are not terminal.
-    pub tasks: Vec<Task>,
-    /// Recently ended tasks, oldest first per framework.
-    pub completed_tasks: Vec<Task>,
-    pub offers: Vec<Offer>,
+    /// Tasks that are not terminal, by framework and id.
+    pub tasks: Listed<TaskKey, Task>,
+    /// Recently ended tasks, by framework, oldest first.
+    pub completed_tasks: Listed<CompletedKey, Task>,
+    /// By id.
+    pub offers: Listed<OfferId, Offer>,
     /// Tasks that ended in each terminal state since the master started.
     #[serde(with = "state_counts")]
     pub ended: BTreeMap<TaskState, u64>,
@@ -63,6 +68,44 @@ pub struct MasterState {
     pub allocation_cycle_ms: f64,
 }
 
+/// A task that is not terminal: its framework and id.
+pub type TaskKey = (FrameworkId, TaskId);
+
+/// An ended task: its framework, and how many of that framework's tasks
+/// ended before it (read back from a list: its position).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CompletedKey(pub FrameworkId, pub u64);
+
+impl ListKey<Agent> for AgentId {
+    fn of(agent: &Agent, _: u64) -> AgentId {
+        agent.id.clone()
+    }
+}
+
+impl ListKey<Framework> for FrameworkId {
+    fn of(framework: &Framework, _: u64) -> FrameworkId {
+        framework.id.clone()
+    }
+}
+
+impl ListKey<Task> for TaskKey {
+    fn of(task: &Task, _: u64) -> TaskKey {
+        (task.framework_id.clone(), task.id.clone())
+    }
+}
+
+impl ListKey<Task> for CompletedKey {
+    fn of(task: &Task, position: u64) -> CompletedKey {
+        CompletedKey(task.framework_id.clone(), position)
+    }
+}
+
+impl ListKey<Offer> for OfferId {
+    fn of(offer: &Offer, _: u64) -> OfferId {
+        offer.id.clone()
+    }
+}
+
 impl MasterState {
     /// The task `task_id`: a running one, else the latest that ended.
     pub fn task(&self, task_id: &str) -> Option<&Task> {
@@ -79,7 +122,7 @@ impl MasterState {
 
     /// The agent `agent_id`, if the master knows it.
     pub fn agent(&self, agent_id: &AgentId) -> Option<&Agent> {
-        self.agents.iter().find(|agent| agent.id == *agent_id)
+        self.agents.get(agent_id)
     }
 }
 
@@ -443,7 +486,7 @@ mod tests {
             snapshot_ms: 0.25,
             allocation_cycle_ms: 0.125,
             recovering: false,
-            agents: vec![Agent {
+            agents: [Agent {
                 id: id("m-S1"),
                 pid: "agent@127.0.0.1:5051".into(),
                 hostname: "h".into(),
@@ -453,12 +496,14 @@ mod tests {
                 used: "cpus:0.5".parse().unwrap(),
                 offered: Resources::new(),
                 tasks: 1,
-            }],
-            frameworks: vec![],
+            }]
+            .into_iter()
+            .collect(),
+            frameworks: Listed::new(),
             completed_frameworks: vec![],
-            tasks: vec![],
-            completed_tasks: vec![task],
-            offers: vec![],
+            tasks: Listed::new(),
+            completed_tasks: [task].into_iter().collect(),
+            offers: Listed::new(),
             ended: BTreeMap::from([(TaskState::Finished, 7)]),
             authorization_denials: 0,
         };

@@ -111,7 +111,7 @@ pub(crate) fn median(mut samples: Vec<f64>) -> f64 {
 pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
     let agents = ((10_000.0 * scale) as usize).max(10);
     let frameworks = ((1_000.0 * scale) as usize).max(1);
-    let books = cluster(agents, frameworks)?;
+    let mut books = cluster(agents, frameworks)?;
     let tasks: usize = books
         .frameworks()
         .values()
@@ -129,6 +129,23 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
         json_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         state = Some((taken, json.len()));
     }
+    // What the master does: views kept up to date with the books'
+    // changes, a snapshot that shares them.
+    let mut views = strata_master::state::Views::default();
+    let started = Instant::now();
+    views.update(&mut books);
+    let first_views_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let mut shared_ms = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let shared = views.refresh(&mut books, "master@127.0.0.1:5050", 0, 1);
+        shared_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(
+            shared.agents.len() == agents && shared.tasks.len() == tasks,
+            "the shared snapshot lacks agents or tasks"
+        );
+    }
+    let shared = median(shared_ms);
     let (state, bytes) = state.ok_or_else(|| anyhow::anyhow!("no snapshot taken"))?;
     let snapshot = median(snapshot_ms);
     let json = median(json_ms);
@@ -149,6 +166,23 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
             },
             snapshot + json,
             snapshot,
+        ),
+        Row::new(
+            format!(
+                "master process time per snapshot made of changes, none since the last, {shape}"
+            ),
+            Measure {
+                target: Target::Ratio(1.0),
+                ..context("ms")
+            },
+            snapshot + json,
+            shared,
+        ),
+        Row::new(
+            format!("bringing the master's views up to date from nothing (once), {shape}"),
+            context("ms"),
+            snapshot + json,
+            first_views_ms,
         ),
         Row::new(
             format!(

@@ -177,7 +177,7 @@ fn the_master_serves_state_and_metrics() {
             .is_some_and(|task| task.state == TaskState::Running)
     });
     assert_eq!(state.pid, master.pid.to_string());
-    let agent = &state.agents[0];
+    let agent = state.agents.first().unwrap();
     assert_eq!(agent.status, AgentStatus::Active);
     assert_eq!(
         agent
@@ -190,12 +190,12 @@ fn the_master_serves_state_and_metrics() {
     assert_eq!(agent.total.cpus().as_f64(), 2.0);
     assert_eq!(agent.used.cpus().as_f64(), 0.5);
     assert_eq!(agent.total.mem_mb().as_f64(), 1024.0);
-    let framework = &state.frameworks[0];
+    let framework = state.frameworks.first().unwrap();
     assert_eq!(framework.role, "*");
     assert!(framework.active);
     assert_eq!(framework.tasks, 1);
     assert_eq!(framework.used.cpus().as_f64(), 0.5);
-    let task = &state.tasks[0];
+    let task = state.tasks.first().unwrap();
     assert_eq!(task.name, "web");
     assert_eq!(task.agent_id, agent.id);
     assert!(task.sandbox.is_some());
@@ -333,7 +333,7 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
     assert!(state.registered);
     assert_eq!(state.total.cpus().as_f64(), 2.0);
     assert_eq!(state.allocated.cpus().as_f64(), 0.5);
-    let task = &state.tasks[0];
+    let task = state.tasks.first().unwrap();
     assert_eq!(task.state, strata_protocol::TaskState::Running);
     let sandbox = task.sandbox.clone().unwrap();
     assert!(sandbox_path.ends_with(&sandbox), "{sandbox}");
@@ -409,7 +409,10 @@ fn the_agent_serves_state_statistics_and_sandbox_files() {
     let master_state = state_when(&cluster.address, |state: &MasterState| {
         !state.agents.is_empty()
     });
-    assert_eq!(master_state.agents[0].status, AgentStatus::Active);
+    assert_eq!(
+        master_state.agents.first().unwrap().status,
+        AgentStatus::Active
+    );
     assert_eq!(get(&agent_http, "/files/read").0, 400);
     assert_eq!(refused(&format!("{sandbox}/nothing")), 404);
 

@@ -3,28 +3,34 @@
 //! The master process takes a [`State`] snapshot of its books on every
 //! allocation tick and publishes it; the HTTP endpoints serve snapshots,
 //! so a large `/state` is serialized outside the master's process and
-//! never holds it up. `/state` asks for a fresh one ([`Snapshots::fresh`]):
+//! never holds it up. A snapshot is made from [`Views`] kept up to date
+//! with what changed in the books, and shares their lists: its cost is
+//! the changes since the last, not the size of the cluster. `/state` asks for a fresh one ([`Snapshots::fresh`]):
 //! the master takes it between two messages, one for every reader that
 //! asked meanwhile, within its share of time ([`crate::process::SNAPSHOT_SHARE`]),
 //! so an update a client saw is in the `/state` it reads next. [`routes`] answers `/health`, `/state`,
 //! `/metrics` (Prometheus text, `strata_*`) and `/metrics/snapshot` (flat
 //! JSON with Apache Mesos's metric names).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use strata_api::metrics::Metric;
-use strata_api::views::{Agent, AgentStatus, Framework, Offer, Task};
+use strata_api::views::{
+    Agent, AgentStatus, CompletedKey, Framework, Listed, Offer, Task, TaskKey,
+};
 use strata_protocol::Task as ProtocolTask;
-use strata_protocol::{AgentId, FrameworkId, Resources, TaskId, TaskKind, TaskState};
+use strata_protocol::{
+    AgentId, FrameworkId, OfferId, Ranges, Resource, Resources, TaskId, TaskKind, TaskState, Value,
+};
 use strata_runtime::http::{Request, Response, SharedJson};
 use tokio::sync::{Notify, watch};
 
 use crate::authorization::Authorizer;
-use crate::books::{AgentEntry, Books, FrameworkEntry};
+use crate::books::{AgentEntry, Books, Changes, FrameworkEntry};
 
 /// The master's state at one moment: the typed view every reader shares.
 pub type State = strata_api::views::MasterState;
@@ -68,6 +74,16 @@ pub fn agent_of(books: &Books, id: &AgentId) -> Option<Agent> {
         }
     }
     Some(agent_view(books, id, agent, offered))
+}
+
+/// An offer as the views show it.
+fn offer_view(offer: &strata_protocol::Offer) -> Offer {
+    Offer {
+        id: offer.id.clone(),
+        framework_id: offer.framework_id.clone(),
+        agent_id: offer.agent_id.clone(),
+        resources: offer.resources.clone(),
+    }
 }
 
 /// A task of framework `framework_id` as the views show it.
@@ -130,6 +146,17 @@ fn framework_view(id: &FrameworkId, framework: &FrameworkEntry) -> Framework {
             running += 1;
         }
     }
+    framework_view_of(id, framework, used, running)
+}
+
+/// Framework `id` as the views show it, whose tasks that are not
+/// terminal use `used` and are `running`.
+fn framework_view_of(
+    id: &FrameworkId,
+    framework: &FrameworkEntry,
+    used: Resources,
+    running: usize,
+) -> Framework {
     Framework {
         id: id.clone(),
         name: framework.info.name.clone(),
@@ -170,18 +197,13 @@ pub fn framework_of(books: &Books, id: &FrameworkId) -> Option<Framework> {
 /// A snapshot of `books`, for the master at `pid`.
 pub fn snapshot(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> State {
     let mut offered: BTreeMap<&AgentId, Resources> = BTreeMap::new();
-    let mut offers = Vec::with_capacity(books.offers().len());
-    for entry in books.offers().values() {
+    let mut offers = Listed::new();
+    for (id, entry) in books.offers() {
         offered
             .entry(&entry.offer.agent_id)
             .or_default()
             .add(&entry.offer.resources);
-        offers.push(Offer {
-            id: entry.offer.id.clone(),
-            framework_id: entry.offer.framework_id.clone(),
-            agent_id: entry.offer.agent_id.clone(),
-            resources: entry.offer.resources.clone(),
-        });
+        offers.insert(id.clone(), offer_view(&entry.offer));
     }
     let agents = books
         .agents()
@@ -191,10 +213,9 @@ pub fn snapshot(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> St
             agent_view(books, id, agent, offered)
         })
         .collect();
-    let mut frameworks = Vec::new();
-    let mut tasks = Vec::new();
-    let mut completed_tasks = Vec::new();
-    let mut completed_frameworks = Vec::new();
+    let mut frameworks = Listed::new();
+    let mut tasks = Listed::new();
+    let mut completed_tasks = Listed::new();
     let removed = books
         .completed_frameworks()
         .iter()
@@ -204,45 +225,421 @@ pub fn snapshot(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> St
         .iter()
         .map(|(id, framework)| (id, framework, true));
     for (id, framework, is_current) in current.chain(removed) {
-        tasks.extend(
-            framework
-                .tasks
-                .values()
-                .filter(|task| !task.state.is_terminal())
-                .map(|task| task_view(id, framework, task)),
-        );
-        completed_tasks.extend(
-            framework
-                .completed
-                .iter()
-                .map(|task| task_view(id, framework, task)),
-        );
-        let view = framework_view(id, framework);
+        for task in framework.tasks.values() {
+            if !task.state.is_terminal() {
+                let key = (id.clone(), task.info.task_id.clone());
+                tasks.insert(key, task_view(id, framework, task));
+            }
+        }
+        let first = framework
+            .filed
+            .saturating_sub(framework.completed.len() as u64);
+        for (number, task) in (first..).zip(&framework.completed) {
+            let key = CompletedKey(id.clone(), number);
+            completed_tasks.insert(key, task_view(id, framework, task));
+        }
         if is_current {
-            frameworks.push(view);
-        } else {
-            completed_frameworks.push(view);
+            frameworks.insert(id.clone(), framework_view(id, framework));
         }
     }
-    State {
-        id: books.id_prefix().to_owned(),
-        pid: pid.to_owned(),
-        epoch: books.master_epoch(),
-        start_time_ms,
-        snapshot_time_ms: now_ms,
-        recovering: books.recovering(),
+    let views = Views {
         agents,
         frameworks,
-        completed_frameworks,
         tasks,
         completed_tasks,
         offers,
-        ended: books.ended().clone(),
-        authorization_denials: books.denied(),
-        // The master's process fills these in: the books know no time.
-        longest_stall_ms: 0.0,
-        snapshot_ms: 0.0,
-        allocation_cycle_ms: 0.0,
+        ..Views::default()
+    };
+    views.state(books, pid, start_time_ms, now_ms)
+}
+
+/// The views of the last snapshot the master took, kept so that the next
+/// redoes only what changed since ([`Views::refresh`]): at tens of
+/// thousands of agents a pass over everything would hold up the master
+/// for longer than any message should wait. A snapshot shares the views'
+/// lists ([`strata_api::listed::Listed`]): taking one costs the changes,
+/// not the size of the cluster.
+#[derive(Debug, Default)]
+pub struct Views {
+    agents: Listed<AgentId, Agent>,
+    frameworks: Listed<FrameworkId, Framework>,
+    tasks: Listed<TaskKey, Task>,
+    completed_tasks: Listed<CompletedKey, Task>,
+    offers: Listed<OfferId, Offer>,
+    /// What is listed of each framework (current or lately removed).
+    listings: BTreeMap<FrameworkId, Listing>,
+    /// The ids of the lately removed frameworks at the last refresh.
+    removed: Vec<FrameworkId>,
+}
+
+/// What the views list of one framework.
+#[derive(Debug, Default)]
+struct Listing {
+    /// What its listed (not terminal) tasks use, and how many they are.
+    used: Tally,
+    running: usize,
+    /// The numbers of its ended tasks listed (see
+    /// [`FrameworkEntry::filed`]), and which of them each task id has.
+    completed: std::ops::Range<u64>,
+    completed_ids: BTreeMap<TaskId, BTreeSet<u64>>,
+}
+
+/// Resources summed as the views sum them (ranges and sets as unions),
+/// which tasks can also be taken out of again: scalars as a sum, each
+/// interval and set item with the number of tasks holding it.
+#[derive(Debug, Default)]
+struct Tally {
+    scalars: Resources,
+    pieces: BTreeMap<(String, String, Piece), usize>,
+}
+
+/// An interval of a ranges resource or an item of a set resource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Piece {
+    Interval(u64, u64),
+    Item(String),
+}
+
+impl Tally {
+    fn add(&mut self, resources: &Resources) {
+        self.count(resources, true);
+    }
+
+    fn remove(&mut self, resources: &Resources) {
+        self.count(resources, false);
+    }
+
+    fn count(&mut self, resources: &Resources, add: bool) {
+        for resource in resources.iter() {
+            let pieces: Vec<Piece> = match resource.value {
+                Value::Scalar(amount) => {
+                    let scalar = Resources::scalar(&resource.name, &resource.role, amount);
+                    if add {
+                        self.scalars.add(&scalar);
+                    } else {
+                        self.scalars = self.scalars.checked_sub(&scalar).unwrap_or_default();
+                    }
+                    continue;
+                }
+                Value::Ranges(ranges) => ranges
+                    .intervals()
+                    .iter()
+                    .map(|(begin, end)| Piece::Interval(*begin, *end))
+                    .collect(),
+                Value::Set(items) => items.into_iter().map(Piece::Item).collect(),
+            };
+            for piece in pieces {
+                let key = (resource.name.clone(), resource.role.clone(), piece);
+                if add {
+                    *self.pieces.entry(key).or_default() += 1;
+                } else if let Some(count) = self.pieces.get_mut(&key) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.pieces.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The sum.
+    fn total(&self) -> Resources {
+        let mut total = self.scalars.clone();
+        for (name, role, piece) in self.pieces.keys() {
+            let value = match piece {
+                Piece::Interval(begin, end) => Value::Ranges(Ranges::interval(*begin, *end)),
+                Piece::Item(item) => Value::Set(BTreeSet::from([item.clone()])),
+            };
+            // Added before under the same name and kind: cannot fail.
+            let _ = total.try_add_one(Resource {
+                name: name.clone(),
+                role: role.clone(),
+                value,
+            });
+        }
+        total
+    }
+}
+
+/// The least task id: ids are never empty and start with a character no
+/// lower than a space (control characters are refused).
+fn least_task_id() -> TaskId {
+    TaskId::new(" ").unwrap_or_else(|_| unreachable!("a space is a valid id"))
+}
+
+impl Views {
+    /// A snapshot of `books` for the master at `pid`, made of the views
+    /// and the changes since they were last brought up to date, which it
+    /// takes from the books. The same as [`snapshot`] of the same books.
+    pub fn refresh(
+        &mut self,
+        books: &mut Books,
+        pid: &str,
+        start_time_ms: u64,
+        now_ms: u64,
+    ) -> State {
+        self.update(books);
+        self.state(books, pid, start_time_ms, now_ms)
+    }
+
+    /// Brings the views up to date with the changes the books took since
+    /// the last time (the master does so every few inputs, so that no
+    /// snapshot has many to make up).
+    pub fn update(&mut self, books: &mut Books) {
+        let changes = books.take_view_changes();
+        let books = &*books;
+        for id in to_redo(changes.agents, &mut self.agents, books.agents()) {
+            match agent_of(books, &id) {
+                Some(view) => self.agents.insert(id, view),
+                None => self.agents.remove(&id),
+            };
+        }
+        for id in to_redo(changes.offers, &mut self.offers, books.offers()) {
+            match books.offers().get(&id) {
+                Some(entry) => self.offers.insert(id, offer_view(&entry.offer)),
+                None => self.offers.remove(&id),
+            };
+        }
+        if changes.frameworks == Changes::All {
+            self.frameworks = Listed::new();
+            self.tasks = Listed::new();
+            self.completed_tasks = Listed::new();
+            self.listings.clear();
+        }
+        let removed: Vec<FrameworkId> = books
+            .completed_frameworks()
+            .iter()
+            .filter_map(|framework| framework.info.id.clone())
+            .collect();
+        let mut frameworks = changes.tasks;
+        if removed != self.removed {
+            // Those that left the lately removed go from the lists.
+            for id in &self.removed {
+                if !removed.contains(id) && !books.frameworks().contains_key(id) {
+                    frameworks.push((id.clone(), Changes::All));
+                }
+            }
+            self.removed = removed;
+        }
+        for (id, tasks) in frameworks {
+            self.refresh_framework(books, &id, tasks);
+        }
+    }
+
+    /// A snapshot of `books` made of the views as they are (up to date
+    /// after [`Views::update`]): the lists are shared, not copied.
+    pub fn state(&self, books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> State {
+        State {
+            id: books.id_prefix().to_owned(),
+            pid: pid.to_owned(),
+            epoch: books.master_epoch(),
+            start_time_ms,
+            snapshot_time_ms: now_ms,
+            recovering: books.recovering(),
+            agents: self.agents.clone(),
+            frameworks: self.frameworks.clone(),
+            completed_frameworks: books
+                .completed_frameworks()
+                .iter()
+                .filter_map(|framework| {
+                    Some(framework_view(framework.info.id.as_ref()?, framework))
+                })
+                .collect(),
+            tasks: self.tasks.clone(),
+            completed_tasks: self.completed_tasks.clone(),
+            offers: self.offers.clone(),
+            ended: books.ended().clone(),
+            authorization_denials: books.denied(),
+            longest_stall_ms: 0.0,
+            snapshot_ms: 0.0,
+            allocation_cycle_ms: 0.0,
+        }
+    }
+
+    /// Redoes framework `id`'s views: itself, the `tasks` that changed
+    /// and its ended tasks.
+    fn refresh_framework(&mut self, books: &Books, id: &FrameworkId, tasks: Changes<TaskId>) {
+        let current = books.frameworks().get(id);
+        let entry = current.or_else(|| {
+            books
+                .completed_frameworks()
+                .iter()
+                .find(|framework| framework.info.id.as_ref() == Some(id))
+        });
+        let Some(entry) = entry else {
+            // Gone from the books: gone from the views.
+            self.forget_framework(id);
+            return;
+        };
+        let task_ids: Vec<TaskId> = match tasks {
+            Changes::All => {
+                let first = (id.clone(), least_task_id());
+                let listed: Vec<TaskId> = self
+                    .tasks
+                    .keys_from(&first)
+                    .take_while(|(framework_id, _)| framework_id == id)
+                    .map(|(_, task_id)| task_id.clone())
+                    .collect();
+                let all: BTreeSet<TaskId> = listed
+                    .into_iter()
+                    .chain(entry.tasks.keys().cloned())
+                    .collect();
+                all.into_iter().collect()
+            }
+            Changes::Keys(keys) => keys.into_iter().collect(),
+        };
+        self.listings.entry(id.clone()).or_default();
+        for task_id in &task_ids {
+            self.refresh_task(id, entry, task_id);
+        }
+        self.refresh_completed(id, entry);
+        for task_id in &task_ids {
+            self.refresh_completed_of(id, entry, task_id);
+        }
+        match current {
+            Some(framework) => {
+                let listing = self.listings.get(id);
+                let mut view = framework_view_of(id, framework, Resources::new(), 0);
+                if let Some(listing) = listing {
+                    view.used = listing.used.total();
+                    view.tasks = listing.running;
+                }
+                self.frameworks.insert(id.clone(), view)
+            }
+            None => self.frameworks.remove(id),
+        };
+    }
+
+    /// Redoes the view of task `task_id` of framework `id`: listed while
+    /// not terminal.
+    fn refresh_task(&mut self, id: &FrameworkId, entry: &FrameworkEntry, task_id: &TaskId) {
+        let key = (id.clone(), task_id.clone());
+        let view = entry
+            .tasks
+            .get(task_id)
+            .filter(|task| !task.state.is_terminal())
+            .map(|task| task_view(id, entry, task));
+        let listing = self.listings.entry(id.clone()).or_default();
+        if let Some(view) = &view {
+            listing.used.add(&view.resources);
+            listing.running += 1;
+        }
+        let old = match view {
+            Some(view) => self.tasks.insert(key, view),
+            None => self.tasks.remove(&key),
+        };
+        if let Some(old) = old {
+            listing.used.remove(&old.resources);
+            listing.running = listing.running.saturating_sub(1);
+        }
+    }
+
+    /// Lists framework `id`'s ended tasks as its books hold them now: the
+    /// ones forgotten since go, the ones filed since come.
+    fn refresh_completed(&mut self, id: &FrameworkId, entry: &FrameworkEntry) {
+        let to = entry.filed;
+        let from = to.saturating_sub(entry.completed.len() as u64);
+        let listing = self.listings.entry(id.clone()).or_default();
+        let mut old = listing.completed.clone();
+        let mut forget = |number: u64, listing: &mut Listing| {
+            if let Some(task) = self
+                .completed_tasks
+                .remove(&CompletedKey(id.clone(), number))
+            {
+                forget_number(&mut listing.completed_ids, &task.id, number);
+            }
+        };
+        if to < old.end {
+            // Numbered anew (books made again): all of it again.
+            for number in old.clone() {
+                forget(number, listing);
+            }
+            old = from..from;
+        }
+        for number in old.start..old.end.min(from) {
+            forget(number, listing);
+        }
+        for number in old.end.max(from)..to {
+            let Some(task) = entry.completed.get((number - from) as usize) else {
+                continue;
+            };
+            listing
+                .completed_ids
+                .entry(task.info.task_id.clone())
+                .or_default()
+                .insert(number);
+            self.completed_tasks
+                .insert(CompletedKey(id.clone(), number), task_view(id, entry, task));
+        }
+        listing.completed = from..to;
+    }
+
+    /// Redoes the views of framework `id`'s ended tasks of id `task_id`:
+    /// they show the history of their id, which a later task of the same
+    /// id goes on with.
+    fn refresh_completed_of(&mut self, id: &FrameworkId, entry: &FrameworkEntry, task_id: &TaskId) {
+        let Some(listing) = self.listings.get(id) else {
+            return;
+        };
+        let Some(numbers) = listing.completed_ids.get(task_id) else {
+            return;
+        };
+        let from = listing.completed.start;
+        for number in numbers {
+            if let Some(task) = entry.completed.get((number - from) as usize) {
+                self.completed_tasks.insert(
+                    CompletedKey(id.clone(), *number),
+                    task_view(id, entry, task),
+                );
+            }
+        }
+    }
+
+    /// Takes framework `id` and everything of it out of the views.
+    fn forget_framework(&mut self, id: &FrameworkId) {
+        self.frameworks.remove(id);
+        let first = (id.clone(), least_task_id());
+        let tasks: Vec<TaskKey> = self
+            .tasks
+            .keys_from(&first)
+            .take_while(|(framework_id, _)| framework_id == id)
+            .cloned()
+            .collect();
+        for key in &tasks {
+            self.tasks.remove(key);
+        }
+        if let Some(listing) = self.listings.remove(id) {
+            for number in listing.completed {
+                self.completed_tasks
+                    .remove(&CompletedKey(id.clone(), number));
+            }
+        }
+    }
+}
+
+/// The keys whose views to redo: those that changed, or, when all may
+/// have, every key the books hold (`listed` then starts anew).
+fn to_redo<K: Ord + Clone, V, E>(
+    changes: Changes<K>,
+    listed: &mut Listed<K, V>,
+    held: &BTreeMap<K, E>,
+) -> Vec<K> {
+    match changes {
+        Changes::All => {
+            *listed = Listed::new();
+            held.keys().cloned().collect()
+        }
+        Changes::Keys(keys) => keys.into_iter().collect(),
+    }
+}
+
+/// Takes `number` from the ended tasks of `task_id`.
+fn forget_number(ids: &mut BTreeMap<TaskId, BTreeSet<u64>>, task_id: &TaskId, number: u64) {
+    if let Some(numbers) = ids.get_mut(task_id) {
+        numbers.remove(&number);
+        if numbers.is_empty() {
+            ids.remove(task_id);
+        }
     }
 }
 

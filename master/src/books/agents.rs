@@ -543,7 +543,7 @@ impl Books {
         let Some(agent_id) = self.agents_by_pid.get(&from.to_string()) else {
             return;
         };
-        if let Some(agent) = self.agents.get_mut(agent_id)
+        if let Some(agent) = self.agents.get_mut_unseen(agent_id)
             && agent.ping_sequence == sequence
         {
             agent.awaiting_pong = false;
@@ -560,7 +560,8 @@ impl Books {
             .collect();
         let mut lost = Vec::new();
         for agent_id in due {
-            let Some(agent) = self.agents.get_mut(&agent_id) else {
+            // Pings change nothing operators see.
+            let Some(agent) = self.agents.get_mut_unseen(&agent_id) else {
                 continue;
             };
             if agent.awaiting_pong {

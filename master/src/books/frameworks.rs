@@ -203,6 +203,7 @@ impl Books {
                         tasks: Default::default(),
                         completed: Default::default(),
                         history: Default::default(),
+                        filed: 0,
                         offers: Default::default(),
                     },
                 );
@@ -397,17 +398,19 @@ impl Books {
             self.frameworks_by_pid.remove(&pid.to_string());
         }
         let mut agents_with_tasks = std::collections::BTreeSet::new();
-        for agent in self.agents.values_mut() {
+        self.agents.change_each(|_, agent| {
             let before = agent.tasks.len() + agent.executors.len();
             agent.tasks.retain(|(owner, _)| owner != framework_id);
             agent.kills.retain(|(owner, _)| owner != framework_id);
             agent
                 .executors
                 .retain(|(owner, _), _| owner != framework_id);
-            if agent.tasks.len() + agent.executors.len() != before {
+            let changed = agent.tasks.len() + agent.executors.len() != before;
+            if changed {
                 agents_with_tasks.insert(agent.pid.clone());
             }
-        }
+            changed
+        });
         for pid in agents_with_tasks {
             out.push(Command::ToAgent(
                 pid,
@@ -459,6 +462,7 @@ impl Books {
                 .entry(strata_protocol::TaskState::Killed)
                 .or_default() += 1;
             kept.completed.push_back(task);
+            kept.filed += 1;
         }
         while kept.completed.len() > self.config.completed_tasks_kept {
             if let Some(forgotten) = kept.completed.pop_front() {

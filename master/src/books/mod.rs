@@ -24,6 +24,7 @@ mod offers;
 pub mod operator;
 mod recovery;
 mod tasks;
+pub mod tracked;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -36,6 +37,7 @@ use strata_runtime::{PeerIdentity, Role, Upid};
 
 use crate::allocator::{Allocator, HierarchicalAllocator, Policy};
 use crate::authorization::Authorizer;
+pub use tracked::{Changes, Tracked};
 
 /// How the master judges agents and offers.
 #[derive(Debug, Clone)]
@@ -229,10 +231,13 @@ pub struct FrameworkEntry {
     pub constraints: Vec<OfferConstraint>,
     /// Tasks not yet terminal, and terminal ones until their agent drops
     /// them; see `completed` for history.
-    pub tasks: BTreeMap<TaskId, Task>,
+    pub tasks: Tracked<TaskId, Task>,
     /// Recently finished tasks, oldest first, at most
     /// [`Config::completed_tasks_kept`].
     pub completed: std::collections::VecDeque<Task>,
+    /// How many tasks were ever filed in `completed`: the last of them is
+    /// number `filed - 1`.
+    pub filed: u64,
     pub offers: BTreeSet<OfferId>,
     /// Each known task's states so far, oldest first (at most
     /// [`HISTORY_KEPT`] per task: the first and the latest).
@@ -260,12 +265,23 @@ pub fn task_user(task: &strata_protocol::TaskInfo, framework_user: &str) -> Stri
 impl FrameworkEntry {
     /// Records that `task_id` reached `state`.
     pub(crate) fn record(&mut self, task_id: &TaskId, transition: Transition) {
+        self.tasks.mark(task_id);
         let history = self.history.entry(task_id.clone()).or_default();
         if history.len() >= HISTORY_KEPT {
             history.remove(1);
         }
         history.push(transition);
     }
+}
+
+/// What changed for operators' views (see [`Books::take_view_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewChanges {
+    pub agents: Changes<AgentId>,
+    pub offers: Changes<OfferId>,
+    pub frameworks: Changes<FrameworkId>,
+    /// The tasks of each framework that changed.
+    pub tasks: Vec<(FrameworkId, Changes<TaskId>)>,
 }
 
 /// An outstanding offer.
@@ -289,10 +305,10 @@ pub struct Books {
     next_framework: u64,
     next_offer: u64,
     allocator: Box<dyn Allocator>,
-    agents: BTreeMap<AgentId, AgentEntry>,
+    agents: Tracked<AgentId, AgentEntry>,
     /// Agent ids by process address text (incarnation left out).
     agents_by_pid: BTreeMap<String, AgentId>,
-    frameworks: BTreeMap<FrameworkId, FrameworkEntry>,
+    frameworks: Tracked<FrameworkId, FrameworkEntry>,
     frameworks_by_pid: BTreeMap<String, FrameworkId>,
     /// Frameworks this master removed, most recent last, so one cannot
     /// come back under its old id (at most [`REMOVED_FRAMEWORKS_KEPT`]).
@@ -301,7 +317,7 @@ pub struct Books {
     /// order they were marked in.
     gone_agents: BTreeSet<AgentId>,
     gone_order: std::collections::VecDeque<AgentId>,
-    offers: BTreeMap<OfferId, OfferEntry>,
+    offers: Tracked<OfferId, OfferEntry>,
     /// An instant and the wall-clock time then, in milliseconds since the
     /// Unix epoch, so statuses carry wall-clock timestamps without the
     /// books reading a clock.
@@ -365,14 +381,14 @@ impl Books {
             next_framework: 0,
             next_offer: 0,
             allocator,
-            agents: BTreeMap::new(),
+            agents: Tracked::default(),
             agents_by_pid: BTreeMap::new(),
-            frameworks: BTreeMap::new(),
+            frameworks: Tracked::default(),
             frameworks_by_pid: BTreeMap::new(),
             removed_frameworks: std::collections::VecDeque::new(),
             gone_agents: BTreeSet::new(),
             gone_order: std::collections::VecDeque::new(),
-            offers: BTreeMap::new(),
+            offers: Tracked::default(),
             clock_anchor: None,
             master_epoch: 0,
             registry_changes: 0,
@@ -428,13 +444,54 @@ impl Books {
         &self.completed_frameworks
     }
 
-    /// How many tasks ended in each terminal state since this master
-    /// started.
+    /// What changed for operators' views since the last call: agents,
+    /// offers and frameworks by key, and for each framework that changed,
+    /// its tasks (a framework no longer in the books, current or
+    /// completed, has all its tasks changed).
+    pub fn take_view_changes(&mut self) -> ViewChanges {
+        let agents = self.agents.take_changes();
+        let offers = self.offers.take_changes();
+        let frameworks = self.frameworks.take_changes();
+        let mut tasks = Vec::new();
+        let changed: Vec<FrameworkId> = match &frameworks {
+            Changes::All => self
+                .frameworks
+                .keys()
+                .cloned()
+                .chain(
+                    self.completed_frameworks
+                        .iter()
+                        .filter_map(|framework| framework.info.id.clone()),
+                )
+                .collect(),
+            Changes::Keys(keys) => keys.iter().cloned().collect(),
+        };
+        for framework_id in changed {
+            let entry = match self.frameworks.get_mut_unseen(&framework_id) {
+                Some(entry) => Some(entry),
+                None => self
+                    .completed_frameworks
+                    .iter_mut()
+                    .find(|entry| entry.info.id.as_ref() == Some(&framework_id)),
+            };
+            let changes = entry.map_or(Changes::All, |entry| entry.tasks.take_changes());
+            tasks.push((framework_id, changes));
+        }
+        ViewChanges {
+            agents,
+            offers,
+            frameworks,
+            tasks,
+        }
+    }
+
     /// The prefix of every id these books hand out: the master's id.
     pub fn id_prefix(&self) -> &str {
         &self.id_prefix
     }
 
+    /// How many tasks ended in each terminal state since this master
+    /// started.
     pub fn ended(&self) -> &BTreeMap<strata_protocol::TaskState, u64> {
         &self.ended
     }

@@ -118,6 +118,7 @@ impl Books {
                     tasks: Default::default(),
                     completed: Default::default(),
                     history: Default::default(),
+                    filed: 0,
                     offers: Default::default(),
                 },
             );

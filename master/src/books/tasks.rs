@@ -83,9 +83,12 @@ impl Books {
             if framework.completed.len() >= kept
                 && let Some(forgotten) = framework.completed.pop_front()
             {
+                // A task of the same id may still run: its view changes.
+                framework.tasks.mark(&forgotten.info.task_id);
                 framework.history.remove(&forgotten.info.task_id);
             }
             framework.completed.push_back(task);
+            framework.filed += 1;
         }
     }
 

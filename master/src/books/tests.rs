@@ -34,10 +34,13 @@ fn default_identity(from: &Upid) -> PeerIdentity {
     }
 }
 
-/// The books and a virtual clock.
+/// The books and a virtual clock, and the views of operators' snapshots
+/// made from the changes, checked after every step against a snapshot
+/// made from everything.
 struct Harness {
     books: Books,
     now: Instant,
+    views: crate::state::Views,
 }
 
 impl Harness {
@@ -49,7 +52,25 @@ impl Harness {
         Harness {
             books: Books::new(config, "m1"),
             now: Instant::now(),
+            views: Default::default(),
         }
+    }
+
+    /// The invariants, and the snapshot made from the changes since the
+    /// last one is the snapshot made from everything.
+    fn check(&mut self) {
+        invariants::check(&self.books).unwrap();
+        let refreshed = self.views.refresh(&mut self.books, "m", 0, 0);
+        let whole = crate::state::snapshot(&self.books, "m", 0, 0);
+        assert_eq!(refreshed.agents, whole.agents, "agents");
+        assert_eq!(refreshed.frameworks, whole.frameworks, "frameworks");
+        assert_eq!(refreshed.tasks, whole.tasks, "tasks");
+        assert_eq!(
+            refreshed.completed_tasks, whole.completed_tasks,
+            "completed tasks"
+        );
+        assert_eq!(refreshed.offers, whole.offers, "offers");
+        assert_eq!(refreshed, whole);
     }
 
     /// Sends as the identity a sender with that process id has in these
@@ -69,14 +90,14 @@ impl Harness {
                 message,
             },
         );
-        invariants::check(&self.books).unwrap();
+        self.check();
         out
     }
 
     fn advance(&mut self, seconds: u64) -> Vec<Command> {
         self.now += Duration::from_secs(seconds);
         let out = self.books.handle(self.now, Input::Tick);
-        invariants::check(&self.books).unwrap();
+        self.check();
         out
     }
 
@@ -661,7 +682,7 @@ fn a_kill_sent_to_a_dying_agent_is_sent_again_when_it_returns() {
             .count()
     };
     assert_eq!(kills(&out), 1, "{out:?}");
-    invariants::check(&h.books).unwrap();
+    h.check();
     // Once it ended, a later return sends no kill.
     h.finish(&new, &framework_id, "t", TaskState::Killed);
     let out = h.send_as(
@@ -699,7 +720,7 @@ fn a_scheduler_that_disconnects_without_failover_is_removed() {
     )));
     assert!(h.books.frameworks().is_empty());
     assert_eq!(h.books.free(&agent_id), Some(r("cpus:4;mem:4096")));
-    invariants::check(&h.books).unwrap();
+    h.check();
 
     // It cannot come back under its old id.
     let returning = pid("s@10.0.0.9:4001");
@@ -752,7 +773,7 @@ fn a_scheduler_taking_over_is_offered_what_its_predecessor_held() {
     let offers = offers_to(&out, &second);
     assert_eq!(offers.len(), 1, "{out:#?}");
     assert_eq!(offers[0].resources, r("cpus:4;mem:4096"));
-    invariants::check(&h.books).unwrap();
+    h.check();
 
     // The second scheduler runs a task, keeping the rest refused, and
     // goes away; a third takes over and is offered the rest at once.
@@ -778,7 +799,7 @@ fn a_scheduler_taking_over_is_offered_what_its_predecessor_held() {
     let offers = offers_to(&out, &third);
     assert_eq!(offers.len(), 1, "{out:#?}");
     assert_eq!(offers[0].resources, r("cpus:3;mem:3968"));
-    invariants::check(&h.books).unwrap();
+    h.check();
 }
 
 #[test]
@@ -821,8 +842,9 @@ impl SplitMix {
 }
 
 /// Random accepts, declines, launches, finishes, kills, agent losses and
-/// returns never break the invariants (checked after every step by the
-/// harness).
+/// returns, task ids used again and frameworks torn down never break the
+/// invariants, nor make the snapshot made of changes differ from one made
+/// of everything (checked after every step by the harness).
 #[test]
 fn random_operations_never_break_the_invariants() {
     for seed in 0..40 {
@@ -830,6 +852,7 @@ fn random_operations_never_break_the_invariants() {
         let mut h = Harness::with(Config {
             agent_ping_timeout: Duration::from_secs(2),
             max_missed_pongs: 2,
+            completed_tasks_kept: 4,
             ..Config::default()
         });
         let agents: Vec<Upid> = (0..4)
@@ -881,7 +904,12 @@ fn random_operations_never_break_the_invariants() {
                             "cpus:9",
                             "mem:100",
                         ][random.below(4)];
-                        let id = format!("t{next_task}");
+                        // Now and then an id used before.
+                        let id = if random.below(4) == 0 {
+                            format!("t{}", random.below(next_task))
+                        } else {
+                            format!("t{next_task}")
+                        };
                         tasks.push(task(&id, &offer.agent_id, spec));
                         let agent_index = agent_ids
                             .iter()
@@ -960,6 +988,16 @@ fn random_operations_never_break_the_invariants() {
                     };
                     offers.retain(|(_, offer)| Some(&offer.agent_id) != agent_ids[index].as_ref());
                     h.send(&agents[index], ToMaster::ReregisterAgent { info, tasks })
+                }
+                8 if random.below(8) == 0 => {
+                    // A framework tears itself down; it subscribes anew.
+                    let index = random.below(schedulers.len());
+                    let Some(framework_id) = framework_ids[index].take() else {
+                        continue;
+                    };
+                    offers.retain(|(scheduler, _)| *scheduler != index);
+                    launched.retain(|(scheduler, _, _)| *scheduler != index);
+                    h.send(&schedulers[index], ToMaster::Teardown { framework_id })
                 }
                 _ if !launched.is_empty() => {
                     let (scheduler, _, id) = launched[random.below(launched.len())].clone();

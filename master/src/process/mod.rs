@@ -48,6 +48,10 @@ pub struct Master {
     registry: Option<RegistryFile>,
     /// Where snapshots for the HTTP endpoints go, and what they need.
     publisher: Option<crate::state::Publisher>,
+    /// The views of the last snapshot, which the next is made from, and
+    /// the inputs since they were last brought up to date.
+    views: crate::state::Views,
+    inputs_since_views: u32,
     start_time_ms: u64,
     pid: String,
     /// When the next periodic snapshot is due, and the earliest a fresh
@@ -93,6 +97,9 @@ pub type InvariantSink = std::sync::Arc<dyn Fn(String) + Send + Sync>;
 /// interval; fresh ones readers ask for are taken as soon as that share
 /// allows, one for all readers that asked meanwhile).
 pub const SNAPSHOT_SHARE: f64 = 0.1;
+
+/// Inputs to the books between two updates of operators' views.
+const VIEWS_EVERY: u32 = 64;
 
 /// Where a durable master keeps its registry, and what it wrote last.
 #[derive(Debug)]
@@ -157,6 +164,8 @@ impl Master {
             books: Books::new(config, id_prefix),
             registry: None,
             publisher: None,
+            views: Default::default(),
+            inputs_since_views: 0,
             start_time_ms: 0,
             pid: String::new(),
             next_snapshot: now(),
@@ -248,7 +257,9 @@ impl Master {
         };
         let covers = publisher.asked();
         let now_ms = self.books.wall_clock_ms(started);
-        let mut state = crate::state::snapshot(&self.books, &self.pid, self.start_time_ms, now_ms);
+        let mut state = self
+            .views
+            .refresh(&mut self.books, &self.pid, self.start_time_ms, now_ms);
         state.longest_stall_ms = self.stall.max(self.snapshot_took).as_secs_f64() * 1e3;
         state.snapshot_ms = self.snapshot_took.as_secs_f64() * 1e3;
         state.allocation_cycle_ms = self.cycle_took.as_secs_f64() * 1e3;
@@ -607,12 +618,23 @@ impl Master {
         let started = now();
         let cycle = matches!(input, Input::Tick);
         let commands = self.books.handle(started, input);
-        let took = now().saturating_duration_since(started);
-        self.stall = self.stall.max(took);
+        let mut took = now().saturating_duration_since(started);
         if cycle {
             self.cycle_took = took;
         }
         self.changed = true;
+        if self.publisher.is_some() {
+            // The views follow the books every few inputs (and after each
+            // cycle, which offers every agent): a snapshot then has little
+            // left to make up.
+            self.inputs_since_views += 1;
+            if cycle || self.inputs_since_views >= VIEWS_EVERY {
+                self.inputs_since_views = 0;
+                self.views.update(&mut self.books);
+                took = now().saturating_duration_since(started);
+            }
+        }
+        self.stall = self.stall.max(took);
         if let Some(Checker(sink, every, since)) = &mut self.checker {
             *since += 1;
             if *since >= *every {
@@ -693,8 +715,8 @@ impl Master {
             .and_then(|publisher| publisher.latest());
         let state = state.unwrap_or_else(|| {
             let now_ms = self.books.wall_clock_ms(now());
-            std::sync::Arc::new(crate::state::snapshot(
-                &self.books,
+            std::sync::Arc::new(self.views.refresh(
+                &mut self.books,
                 &self.pid,
                 self.start_time_ms,
                 now_ms,

@@ -31,7 +31,7 @@ fn a_failover_timeout_of_u64_max_seconds_neither_overflows_nor_crash_loops() {
     let (framework_id, _) = h.subscribe(&scheduler, info, vec![]);
     // Its scheduler goes away: the deadline is computed, capped.
     h.books.handle(h.now, Input::Exited(scheduler.clone()));
-    invariants::check(&h.books).unwrap();
+    h.check();
     assert!(
         h.books.frameworks()[&framework_id]
             .failover_deadline
@@ -208,7 +208,7 @@ fn an_agent_whose_tasks_disagree_on_a_resource_kind_is_refused() {
             tasks: vec![task("a", "gpus2:1"), task("b", "gpus2:{x}")],
         },
     );
-    invariants::check(&h.books).unwrap();
+    h.check();
     let refusal = out.iter().find_map(|command| match command {
         Command::ToAgent(to, ToAgent::RegistrationRefused { reason }) if to == &agent => {
             Some(reason.clone())
@@ -244,7 +244,7 @@ fn a_returning_agent_is_charged_what_the_books_hold_for_its_tasks() {
             tasks: vec![adopted],
         },
     );
-    invariants::check(&h.books).unwrap();
+    h.check();
     // Again, reporting it ended, holding what the agent does not have.
     let mut ended = running_task(&framework_id, task("t", &agent_id, "gpus:3"));
     ended.state = TaskState::Failed;
@@ -255,7 +255,7 @@ fn a_returning_agent_is_charged_what_the_books_hold_for_its_tasks() {
             tasks: vec![ended],
         },
     );
-    invariants::check(&h.books).unwrap();
+    h.check();
     // An agent that comes back with less than its known tasks hold is
     // refused.
     let still = running_task(&framework_id, task("t", &agent_id, "cpus:1"));
@@ -266,7 +266,7 @@ fn a_returning_agent_is_charged_what_the_books_hold_for_its_tasks() {
             tasks: vec![still],
         },
     );
-    invariants::check(&h.books).unwrap();
+    h.check();
     assert!(
         out.iter().any(|command| matches!(
             command,
