@@ -850,6 +850,10 @@ pub async fn serve(
     let mut ended: BTreeMap<i32, i32> = BTreeMap::new();
     // Cgroups of orphaned containers being removed.
     let mut removing = 0usize;
+    // The cgroups of containers that died with their agent and ended
+    // before it went, until it takes note of their end: removed here if
+    // it goes first.
+    let mut unremoved: BTreeMap<i32, (u64, crate::cgroups::Cgroup)> = BTreeMap::new();
     let mut next_connection = 0u64;
     let mut served = false;
     let mut alone_since: Option<tokio::time::Instant> = None;
@@ -965,6 +969,7 @@ pub async fn serve(
                         Some(pid) => {
                             // A recycled pid's old end is not this one's.
                             ended.remove(&pid);
+                            unremoved.remove(&pid);
                             children.insert(pid, Child { dies_with, cgroup });
                             let inputs = inputs.clone();
                             tokio::spawn(async move {
@@ -987,6 +992,7 @@ pub async fn serve(
             }
             Input::Message(_, ToLauncher::Forget { pid }) => {
                 ended.remove(&pid);
+                unremoved.remove(&pid);
             }
             Input::Message(_, ToLauncher::Signal { pid, signal }) => {
                 // Only an unreaped child's group is surely still its own.
@@ -1006,6 +1012,17 @@ pub async fn serve(
                     for (pid, child) in &mut children {
                         if child.dies_with == Some(id) {
                             signal_group(*pid, Signal::KILL);
+                        }
+                    }
+                    let gone: Vec<i32> = unremoved
+                        .iter()
+                        .filter(|(_, (connection, _))| *connection == id)
+                        .map(|(pid, _)| *pid)
+                        .collect();
+                    for pid in gone {
+                        if let Some((_, cgroup)) = unremoved.remove(&pid) {
+                            removing += 1;
+                            remove_later(cgroup, &inputs);
                         }
                     }
                 }
@@ -1062,13 +1079,12 @@ pub async fn serve(
                     // cgroup but this launcher.
                     if let Some(cgroup) = child.cgroup {
                         removing += 1;
-                        let inputs = inputs.clone();
-                        tokio::spawn(async move {
-                            crate::containerizer::remove_ended(cgroup).await;
-                            let _ = inputs.send(Input::Removed);
-                        });
+                        remove_later(cgroup, &inputs);
                     }
                     continue;
+                }
+                if let (Some(connection), Some(cgroup)) = (child.dies_with, child.cgroup) {
+                    unremoved.insert(pid, (connection, cgroup));
                 }
                 ended.insert(pid, wait_status);
                 if let Some(id) = events {
@@ -1078,6 +1094,15 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Kills what is left in `cgroup` and removes it, then says so.
+fn remove_later(cgroup: crate::cgroups::Cgroup, inputs: &mpsc::UnboundedSender<Input>) {
+    let inputs = inputs.clone();
+    tokio::spawn(async move {
+        crate::containerizer::remove_ended(cgroup).await;
+        let _ = inputs.send(Input::Removed);
+    });
 }
 
 fn send(

@@ -29,6 +29,11 @@ const AGENTS: usize = 1_000;
 const AGENTS_PER_NODE: usize = 500;
 const TASKS_PER_AGENT: usize = 5;
 const TASK_RUN_MS: u64 = 100;
+/// Tasks each load framework runs: the master bounds one framework's
+/// unfinished tasks (100,000 by default).
+const TASKS_PER_FRAMEWORK: usize = 50_000;
+/// How often the HTTP client polls `/state` (at most).
+const POLL_EVERY: Duration = Duration::from_secs(1);
 
 pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
     let agents = ((AGENTS as f64 * scale) as usize).max(1);
@@ -263,7 +268,7 @@ fn measure(agents: usize, tasks: usize) -> anyhow::Result<Measured> {
     })
 }
 
-/// `/state` polled in a loop by one HTTP client, and the master's
+/// `/state` polled by one HTTP client (every [`POLL_EVERY`] at most), and the master's
 /// `master/longest_stall_ms` and `master/snapshot_ms` sampled every
 /// 100 ms, from threads of their own.
 struct Polling {
@@ -319,6 +324,10 @@ impl Polling {
                 });
                 if answered.is_ok() {
                     polled.latencies.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+                // Once a second at most, as the web UI polls.
+                if let Some(rest) = POLL_EVERY.checked_sub(started.elapsed()) {
+                    std::thread::sleep(rest);
                 }
             }
             polled
@@ -397,7 +406,9 @@ impl Scheduler for LoadScheduler {
         for offer in offers {
             let mut left = offer.resources.clone();
             let mut launch = Vec::new();
+            // At most TASKS_PER_AGENT an offer, so every agent runs tasks.
             while load.launched < load.tasks
+                && launch.len() < TASKS_PER_AGENT
                 && let Some(rest) = left.checked_sub(&self.task)
             {
                 left = rest;
@@ -441,8 +452,10 @@ impl Scheduler for LoadScheduler {
     }
 }
 
-/// Runs `tasks` short tasks through a framework of the SDK; tasks per
-/// second and each task's offer-to-RUNNING time.
+/// Runs `tasks` short tasks through frameworks of the SDK, one for each
+/// [`TASKS_PER_FRAMEWORK`] (under the master's bound on one framework's
+/// unfinished tasks); tasks per second from the first accept to the last
+/// end, and each task's offer-to-RUNNING time.
 async fn load(
     ca: &CertificateAuthority,
     master: &Upid,
@@ -453,22 +466,41 @@ async fn load(
         ca.issue(Role::Framework, "load")?,
     ))
     .await?;
-    let load = Rc::new(RefCell::new(Load {
-        tasks,
-        ..Load::default()
-    }));
-    let shared = load.clone();
     let task: Resources = "cpus:0.1;mem:32".parse()?;
-    let config = SchedulerConfig::new(master.clone(), FrameworkInfo::new("load", "bench"));
-    let pid = scheduler::spawn(&node, "load", config, move || LoadScheduler {
-        load: shared.clone(),
-        task: task.clone(),
-    })?;
-    scheduler::wait(&node, &pid).await?;
-    let load = load.borrow();
-    let elapsed = match (load.first_accept, load.last_finished) {
+    let frameworks = tasks.div_ceil(TASKS_PER_FRAMEWORK).max(1);
+    let mut loads = Vec::new();
+    for index in 0..frameworks {
+        let share = tasks / frameworks + usize::from(index < tasks % frameworks);
+        let load = Rc::new(RefCell::new(Load {
+            tasks: share,
+            ..Load::default()
+        }));
+        let shared = load.clone();
+        let task = task.clone();
+        let name = format!("load-{index}");
+        let config = SchedulerConfig::new(master.clone(), FrameworkInfo::new(&name, "bench"));
+        let pid = scheduler::spawn(&node, &name, config, move || LoadScheduler {
+            load: shared.clone(),
+            task: task.clone(),
+        })?;
+        loads.push((pid, load));
+    }
+    let mut first = None::<Instant>;
+    let mut last = None::<Instant>;
+    let mut latencies = Vec::new();
+    for (pid, load) in loads {
+        scheduler::wait(&node, &pid).await?;
+        let load = load.borrow();
+        let (Some(began), Some(ended)) = (load.first_accept, load.last_finished) else {
+            anyhow::bail!("the tasks did not all finish");
+        };
+        first = Some(first.map_or(began, |first| first.min(began)));
+        last = Some(last.map_or(ended, |last| last.max(ended)));
+        latencies.extend_from_slice(&load.latencies);
+    }
+    let elapsed = match (first, last) {
         (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
-        _ => anyhow::bail!("the tasks did not all finish"),
+        _ => anyhow::bail!("no task ran"),
     };
-    Ok((tasks as f64 / elapsed, load.latencies.clone()))
+    Ok((tasks as f64 / elapsed, latencies))
 }

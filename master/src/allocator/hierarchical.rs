@@ -89,7 +89,13 @@ pub struct HierarchicalAllocator {
     /// Set when the totals changed and every key must be recomputed.
     keys_stale: bool,
     next_sequence: u64,
+    /// When expired refusals were last dropped.
+    swept_at: Option<Instant>,
 }
+
+/// How often expired refusals are dropped: they are skipped where found
+/// anyway, and dropping them is a pass over every framework's.
+const REFUSALS_SWEPT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for HierarchicalAllocator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,6 +122,7 @@ impl HierarchicalAllocator {
             totals: [0; SHARED_SCALARS.len()],
             keys_stale: false,
             next_sequence: 0,
+            swept_at: None,
         }
     }
 
@@ -533,10 +540,18 @@ impl Allocator for HierarchicalAllocator {
 
     fn allocate_agents(&mut self, agents: &[AgentId], now: Instant) -> Vec<Allocation> {
         self.refresh_keys();
-        // Expired refusals are dropped once per cycle so the tables do not
-        // grow with every decline ever made.
-        for framework in self.frameworks.values_mut() {
-            framework.refusals.retain(|_, (until, _)| *until > now);
+        // Expired refusals are dropped now and then (not on every
+        // allocation: one agent's, after each task's end, would pay for a
+        // pass over all of them) so the tables do not grow with every
+        // decline ever made.
+        let due = self
+            .swept_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= REFUSALS_SWEPT_EVERY);
+        if due {
+            self.swept_at = Some(now);
+            for framework in self.frameworks.values_mut() {
+                framework.refusals.retain(|_, (until, _)| *until > now);
+            }
         }
         agents
             .iter()

@@ -466,6 +466,8 @@ impl Books {
         }
         while kept.completed.len() > self.config.completed_tasks_kept {
             if let Some(forgotten) = kept.completed.pop_front() {
+                // An ended task of the same id may stay: its view changes.
+                kept.tasks.mark(&forgotten.info.task_id);
                 kept.history.remove(&forgotten.info.task_id);
             }
         }

@@ -51,6 +51,11 @@ pub struct Config {
     pub offer_timeout: Option<Duration>,
     /// How often the shell should send [`Input::Tick`] (Mesos: 1 s).
     pub allocation_interval: Duration,
+    /// Most agents one input allocates: a pass over every agent (each
+    /// tick's, or after a framework subscribes or revives) goes on in
+    /// [`Input::Allocate`]s, so no input holds the master for long, and
+    /// messages that arrive meanwhile are handled between slices.
+    pub allocation_slice: usize,
     pub policy: Policy,
     /// Most finished tasks remembered per framework for operators.
     pub completed_tasks_kept: usize,
@@ -81,6 +86,7 @@ impl Default for Config {
             max_missed_pongs: 5,
             offer_timeout: None,
             allocation_interval: Duration::from_secs(1),
+            allocation_slice: 1_000,
             policy: Policy::Drf,
             completed_tasks_kept: 1000,
             agent_reregister_timeout: Duration::from_secs(600),
@@ -104,6 +110,9 @@ pub enum Input {
     },
     /// The periodic tick: pings, offer timeouts, failovers, allocation.
     Tick,
+    /// The next slice of a pass of allocation over every agent, which the
+    /// shell sends while [`Books::allocating`] says one goes on.
+    Allocate,
     /// A linked process exited or its node became unreachable.
     Exited(Upid),
 }
@@ -340,6 +349,10 @@ pub struct Books {
     /// and did not remove is in the books: true once a registry was
     /// recovered; a master without one accepts ids it does not know.
     knows_every_framework: bool,
+    /// Where the allocation of every agent is: the last agent allocated,
+    /// and how many agents the pass has yet to visit (none: no pass).
+    allocation_cursor: Option<AgentId>,
+    allocation_left: usize,
     /// Frameworks removed lately, most recent last, with their ended
     /// tasks, for operators (at most [`COMPLETED_FRAMEWORKS_KEPT`]).
     completed_frameworks: std::collections::VecDeque<FrameworkEntry>,
@@ -398,6 +411,8 @@ impl Books {
             denied: 0,
             agents_per_certificate: BTreeMap::new(),
             knows_every_framework: false,
+            allocation_cursor: None,
+            allocation_left: 0,
             completed_frameworks: std::collections::VecDeque::new(),
         }
     }
@@ -475,6 +490,12 @@ impl Books {
                     .find(|entry| entry.info.id.as_ref() == Some(&framework_id)),
             };
             let changes = entry.map_or(Changes::All, |entry| entry.tasks.take_changes());
+            // With every framework changed the views start anew: every
+            // task of each is listed again.
+            let changes = match frameworks {
+                Changes::All => Changes::All,
+                Changes::Keys(_) => changes,
+            };
             tasks.push((framework_id, changes));
         }
         ViewChanges {
@@ -509,6 +530,12 @@ impl Books {
         self.wall_ms(now)
     }
 
+    /// Whether a pass of allocation over every agent goes on: the shell
+    /// then sends [`Input::Allocate`] until it is over.
+    pub fn allocating(&self) -> bool {
+        self.allocation_left > 0
+    }
+
     /// Free (neither offered nor used) resources of an agent.
     pub fn free(&self, agent_id: &AgentId) -> Option<Resources> {
         self.allocator.free(agent_id)
@@ -524,6 +551,7 @@ impl Books {
                 message,
             } => self.received(now, from, &sender, message, &mut out),
             Input::Tick => self.tick(now, &mut out),
+            Input::Allocate => self.allocate_slice(now, &mut out),
             Input::Exited(pid) => self.exited(now, &pid, &mut out),
         }
         out

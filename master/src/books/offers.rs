@@ -56,8 +56,47 @@ impl Books {
         }
     }
 
+    /// Starts a pass of allocation over every agent (or, while one goes
+    /// on, makes it go round every agent again from where it is), and
+    /// allocates its first slice.
     pub(super) fn allocate_all(&mut self, now: Instant, out: &mut Vec<Command>) {
-        let allocations = self.allocator.allocate(now);
+        self.allocation_left = self.agents.len();
+        self.allocate_slice(now, out);
+    }
+
+    /// Allocates the next slice of the pass that goes on, if any: at most
+    /// [`super::Config::allocation_slice`] agents after the last one,
+    /// round to the first.
+    pub(super) fn allocate_slice(&mut self, now: Instant, out: &mut Vec<Command>) {
+        let wanted = self
+            .allocation_left
+            .min(self.config.allocation_slice.max(1))
+            .min(self.agents.len());
+        if wanted == 0 {
+            self.allocation_left = 0;
+            return;
+        }
+        let agents: Vec<AgentId> = if wanted == self.agents.len() {
+            // Every agent at once, in order.
+            self.agents.keys().cloned().collect()
+        } else {
+            let from = match &self.allocation_cursor {
+                Some(last) => std::ops::Bound::Excluded(last),
+                None => std::ops::Bound::Unbounded,
+            };
+            let after = self
+                .agents
+                .range::<AgentId, _>((from, std::ops::Bound::Unbounded))
+                .map(|(id, _)| id);
+            after
+                .chain(self.agents.keys())
+                .take(wanted)
+                .cloned()
+                .collect()
+        };
+        self.allocation_left -= agents.len();
+        self.allocation_cursor = agents.last().cloned();
+        let allocations = self.allocator.allocate_agents(&agents, now);
         self.make_offers(now, allocations, out);
     }
 

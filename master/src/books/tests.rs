@@ -94,6 +94,13 @@ impl Harness {
         out
     }
 
+    /// Hands the books `input` now.
+    fn input(&mut self, input: Input) -> Vec<Command> {
+        let out = self.books.handle(self.now, input);
+        self.check();
+        out
+    }
+
     fn advance(&mut self, seconds: u64) -> Vec<Command> {
         self.now += Duration::from_secs(seconds);
         let out = self.books.handle(self.now, Input::Tick);
@@ -822,6 +829,102 @@ fn offers_time_out_when_configured() {
     }
     assert!(rescinded);
     let _: &OfferId = &offer.id;
+}
+
+/// A pass of allocation goes over the agents a slice per input: each
+/// agent is offered once a pass, later slices come in `Input::Allocate`s
+/// until the books say the pass is over, and a framework that subscribes
+/// meanwhile makes the pass go round every agent again from where it is.
+#[test]
+fn allocation_goes_over_the_agents_a_slice_at_a_time() {
+    let mut h = Harness::with(Config {
+        allocation_slice: 2,
+        ..Config::default()
+    });
+    let agents: Vec<AgentId> = (0..5)
+        .map(|index| {
+            h.register_agent(
+                &pid(&format!("agent@10.0.0.{index}:5051")),
+                "cpus:1;mem:64",
+                "",
+            )
+        })
+        .collect();
+    assert!(
+        !h.books.allocating(),
+        "registrations allocate their own agent"
+    );
+    let first = pid("s1@10.0.1.1:4000");
+    let (_, out) = h.subscribe(&first, FrameworkInfo::new("f1", "u"), vec![]);
+    let mut offered: Vec<AgentId> = offers_to(&out, &first)
+        .into_iter()
+        .map(|offer| offer.agent_id)
+        .collect();
+    assert_eq!(offered.len(), 2, "one slice");
+    assert!(h.books.allocating());
+    let out = h.input(Input::Allocate);
+    offered.extend(
+        offers_to(&out, &first)
+            .into_iter()
+            .map(|offer| offer.agent_id),
+    );
+    assert_eq!(offered.len(), 4);
+    // A second framework: the pass goes round again, from the fifth.
+    let second = pid("s2@10.0.1.1:4000");
+    let (_, out) = h.subscribe(&second, FrameworkInfo::new("f2", "u"), vec![]);
+    let to_second = offers_to(&out, &second);
+    assert_eq!(to_second.len(), 1, "the others are offered already");
+    assert_eq!(
+        to_second[0].agent_id, agents[4],
+        "the last agent came first"
+    );
+    offered.push(to_second[0].agent_id.clone());
+    let mut sorted = offered.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), agents.len(), "each agent once: {offered:?}");
+    let mut slices = 1;
+    while h.books.allocating() {
+        h.input(Input::Allocate);
+        slices += 1;
+        assert!(slices <= 3, "five agents in slices of two");
+    }
+    assert_eq!(slices, 3);
+    assert!(
+        h.input(Input::Allocate).is_empty(),
+        "nothing once the pass is over"
+    );
+}
+
+/// When so much changed that the books say every framework did (more
+/// changed keys than they keep), the views start anew and list every
+/// task again, not only those that changed.
+#[test]
+fn views_made_anew_list_every_task() {
+    let mut h = Harness::new();
+    let agent_id = h.register_agent(&pid("agent@10.0.0.1:5051"), "cpus:4;mem:4096", "");
+    let scheduler = pid("scheduler-1@10.0.0.9:4000");
+    let (framework_id, out) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    let offers = offers_to(&out, &scheduler);
+    h.send(
+        &scheduler,
+        accept(
+            &framework_id,
+            &[&offers[0]],
+            vec![task("t1", &agent_id, "cpus:1;mem:64")],
+            0,
+        ),
+    );
+    // A map made again counts every key as changed.
+    h.books.frameworks = h
+        .books
+        .frameworks
+        .iter()
+        .map(|(id, entry)| (id.clone(), entry.clone()))
+        .collect();
+    h.check();
+    let state = crate::state::snapshot(&h.books, "m", 0, 0);
+    assert_eq!(state.tasks.len(), 1);
 }
 
 /// A small deterministic generator, so random runs replay.

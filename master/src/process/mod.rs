@@ -65,8 +65,12 @@ pub struct Master {
     stall: Duration,
     snapshot_took: Duration,
     /// How long the last periodic cycle (pings, expiries, the allocation
-    /// of every agent) took.
+    /// of every agent, in slices) took, and the slices so far of the one
+    /// that goes on.
     cycle_took: Duration,
+    cycle_sum: Duration,
+    /// Whether the next slice of a pass of allocation is on its way.
+    allocation_next: bool,
     /// Held while this master publishes snapshots.
     listening: Option<crate::state::Listening>,
     /// Told of every broken invariant, when checking (simulation).
@@ -174,6 +178,8 @@ impl Master {
             stall: Duration::ZERO,
             snapshot_took: Duration::ZERO,
             cycle_took: Duration::ZERO,
+            cycle_sum: Duration::ZERO,
+            allocation_next: false,
             listening: None,
             checker: None,
             api: None,
@@ -611,16 +617,35 @@ impl Master {
     fn apply(&mut self, ctx: &mut ProcessContext<'_, Self>, input: Input) {
         let commands = self.decide(input);
         self.execute(ctx, commands);
+        if self.books.allocating() && !self.allocation_next {
+            // The next slice of the pass of allocation after what waits
+            // to be handled now.
+            self.allocation_next = true;
+            ctx.run_later(Duration::ZERO, |master, ctx| {
+                master.allocation_next = false;
+                if !master.standby() {
+                    master.apply(ctx, Input::Allocate);
+                }
+            });
+        }
     }
 
     /// What the books make of `input`.
     fn decide(&mut self, input: Input) -> Vec<Command> {
         let started = now();
-        let cycle = matches!(input, Input::Tick);
+        let cycle = matches!(input, Input::Tick | Input::Allocate);
+        let pass_began = !self.books.allocating();
         let commands = self.books.handle(started, input);
         let mut took = now().saturating_duration_since(started);
         if cycle {
-            self.cycle_took = took;
+            // A cycle's time is that of its slices together.
+            if pass_began {
+                self.cycle_sum = Duration::ZERO;
+            }
+            self.cycle_sum += took;
+            if !self.books.allocating() {
+                self.cycle_took = self.cycle_sum;
+            }
         }
         self.changed = true;
         if self.publisher.is_some() {
