@@ -66,6 +66,10 @@ pub struct MasterState {
     /// and the allocation of every agent's resources), in milliseconds.
     #[serde(default)]
     pub allocation_cycle_ms: f64,
+    /// The master's node's message counters: sent, received, dropped
+    /// and why.
+    #[serde(default)]
+    pub messages: strata_runtime::MetricsSnapshot,
 }
 
 /// A task that is not terminal: its framework and id.
@@ -485,6 +489,7 @@ mod tests {
             longest_stall_ms: 0.5,
             snapshot_ms: 0.25,
             allocation_cycle_ms: 0.125,
+            messages: Default::default(),
             recovering: false,
             agents: [Agent {
                 id: id("m-S1"),

@@ -453,6 +453,7 @@ impl Views {
             longest_stall_ms: 0.0,
             snapshot_ms: 0.0,
             allocation_cycle_ms: 0.0,
+            messages: Default::default(),
         }
     }
 
@@ -710,6 +711,51 @@ pub fn metrics(state: &State) -> Vec<Metric> {
         Metric::gauge("master/snapshot_ms", state.snapshot_ms),
         Metric::gauge("master/allocation_cycle_ms", state.allocation_cycle_ms),
     ];
+    // The node's counters, under names in Mesos's style (Mesos has
+    // `master/dropped_messages`).
+    let messages = &state.messages;
+    let dropped = [
+        ("master/dropped_mailbox_full", messages.dropped_mailbox_full),
+        (
+            "master/dropped_send_queue_full",
+            messages.dropped_send_queue_full,
+        ),
+        ("master/dropped_unreachable", messages.dropped_unreachable),
+        (
+            "master/dropped_unknown_process",
+            messages.dropped_unknown_process,
+        ),
+        (
+            "master/dropped_stale_incarnation",
+            messages.dropped_stale_incarnation,
+        ),
+        (
+            "master/dropped_impersonation",
+            messages.dropped_impersonation,
+        ),
+        ("master/dropped_wrong_type", messages.dropped_wrong_type),
+        ("master/dropped_too_large", messages.dropped_too_large),
+    ];
+    let total: u64 = dropped.iter().map(|(_, count)| count).sum();
+    metrics.push(Metric::counter("master/dropped_messages", total as f64));
+    for (name, count) in dropped {
+        metrics.push(Metric::counter(name, count as f64));
+    }
+    for (name, count) in [
+        (
+            "master/messages_received",
+            messages.messages_received_remote,
+        ),
+        (
+            "master/messages_sent",
+            messages.messages_sent_remote + messages.messages_sent_local,
+        ),
+        ("master/connections_lost", messages.connections_lost),
+        ("master/handshake_failures", messages.handshake_failures),
+        ("master/decode_errors", messages.decode_errors),
+    ] {
+        metrics.push(Metric::counter(name, count as f64));
+    }
     for (resource, total_name, used_name, offered_name, percent_name) in [
         (
             "cpus",

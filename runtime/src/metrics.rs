@@ -1,8 +1,8 @@
 //! Counters kept by a node: what it sent, received, dropped and why.
 //!
 //! Plain relaxed atomics, cheap enough to bump on every message. They are
-//! read as a [`MetricsSnapshot`]; the master and agent export them on
-//! `/metrics`.
+//! read as a [`MetricsSnapshot`]; the master exports them on `/metrics`
+//! and in `/state`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,7 +15,8 @@ macro_rules! counters {
         }
 
         /// The counters at one moment.
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(default)]
         pub struct MetricsSnapshot {
             $( $(#[$doc])* pub $name: u64, )*
         }

@@ -87,6 +87,8 @@ pub struct Master {
     next_operator: u64,
     /// Leadership by ZooKeeper, for a master among several.
     ha: Option<Ha>,
+    /// The node this master runs on, for its message counters.
+    node: Option<strata_runtime::Node>,
 }
 
 /// The answer to an operator call that changed the cluster.
@@ -188,6 +190,7 @@ impl Master {
             operators_timer: false,
             next_operator: 0,
             ha: None,
+            node: None,
         }
     }
 
@@ -269,6 +272,9 @@ impl Master {
         state.longest_stall_ms = self.stall.max(self.snapshot_took).as_secs_f64() * 1e3;
         state.snapshot_ms = self.snapshot_took.as_secs_f64() * 1e3;
         state.allocation_cycle_ms = self.cycle_took.as_secs_f64() * 1e3;
+        if let Some(node) = &self.node {
+            state.messages = node.metrics();
+        }
         publisher.publish(std::sync::Arc::new(state), covers);
         self.changed = false;
         let took = now().saturating_duration_since(started);
@@ -1081,6 +1087,7 @@ impl Process for Master {
     type Message = ToMaster;
 
     fn started(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        self.node = Some(ctx.node().clone());
         let wall_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|elapsed| elapsed.as_millis() as u64)
