@@ -814,7 +814,13 @@ impl Books {
         self.end_recovery(now, out);
         self.expire_offers(now, out);
         self.expire_failovers(now, out);
-        self.allocate_all(now, out);
+        // A pass still going on (slower than a tick) goes on; it is not
+        // started again, so it ends.
+        if self.allocating() {
+            self.allocate_slice(now, out);
+        } else {
+            self.allocate_all(now, out);
+        }
     }
 
     fn exited(&mut self, now: Instant, pid: &Upid, out: &mut Vec<Command>) {

@@ -894,6 +894,12 @@ fn allocation_goes_over_the_agents_a_slice_at_a_time() {
         h.input(Input::Allocate).is_empty(),
         "nothing once the pass is over"
     );
+    // A tick starts a pass; ticks during it let it go on to its end.
+    h.advance(1);
+    assert!(h.books.allocating());
+    h.advance(1);
+    h.advance(1);
+    assert!(!h.books.allocating(), "three ticks, three slices");
 }
 
 /// When so much changed that the books say every framework did (more

@@ -640,17 +640,13 @@ impl Master {
     fn decide(&mut self, input: Input) -> Vec<Command> {
         let started = now();
         let cycle = matches!(input, Input::Tick | Input::Allocate);
-        let pass_began = !self.books.allocating();
         let commands = self.books.handle(started, input);
         let mut took = now().saturating_duration_since(started);
         if cycle {
             // A cycle's time is that of its slices together.
-            if pass_began {
-                self.cycle_sum = Duration::ZERO;
-            }
             self.cycle_sum += took;
             if !self.books.allocating() {
-                self.cycle_took = self.cycle_sum;
+                self.cycle_took = std::mem::take(&mut self.cycle_sum);
             }
         }
         self.changed = true;
