@@ -8,7 +8,8 @@
 //! drift. The text syntax is Mesos's: `cpus:4;mem:4096;ports:[31000-32000]`
 //! and `cpus(prod):2` for a reservation; parse errors name the bad part.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -289,6 +290,18 @@ impl Value {
         }
     }
 
+    /// Adds `more`, of the same kind, to this value.
+    fn merge(&mut self, more: &Value) {
+        match (self, more) {
+            (Value::Scalar(have), Value::Scalar(more)) => *have = have.saturating_add(*more),
+            (Value::Ranges(have), Value::Ranges(more)) => have.union(more),
+            (Value::Set(have), Value::Set(more)) => have.extend(more.iter().cloned()),
+            // Kinds are checked where resources enter; a mismatch here
+            // would be a bug, and the existing value is kept.
+            _ => debug_assert!(false, "resource kinds differ for one name"),
+        }
+    }
+
     fn contains(&self, other: &Value) -> bool {
         match (self, other) {
             (Value::Scalar(have), Value::Scalar(want)) => have >= want,
@@ -338,11 +351,43 @@ pub struct Resource {
 
 /// A bag of resources. Empty values (zero scalars, empty ranges and sets)
 /// are never stored, so equal bags compare equal.
+///
+/// A master keeps several bags per agent (its total, what is free, what
+/// is offered and used), so a bag is small: its entries are one short
+/// vector sorted by name then role, and the well-known names and the
+/// unreserved role are not allocated at all.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "Vec<Resource>", into = "Vec<Resource>")]
 pub struct Resources {
-    /// (name, role) → value.
-    entries: BTreeMap<(String, String), Value>,
+    /// Sorted by (name, role), one entry for each, none empty.
+    entries: Vec<Entry>,
+}
+
+/// A resource's name or role; the well-known ones borrow a constant.
+type Label = Cow<'static, str>;
+
+/// The names and roles nearly every bag holds.
+const WELL_KNOWN: [&str; 6] = ["cpus", "mem", "disk", "ports", "gpus", UNRESERVED];
+
+fn label(text: &str) -> Label {
+    match WELL_KNOWN.iter().find(|known| **known == text) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(text.to_owned()),
+    }
+}
+
+fn owned_label(text: String) -> Label {
+    match WELL_KNOWN.iter().find(|known| **known == text) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(text),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Entry {
+    name: Label,
+    role: Label,
+    value: Value,
 }
 
 /// Why resources could not be built or parsed.
@@ -390,6 +435,7 @@ impl TryFrom<Vec<Resource>> for Resources {
         for resource in list {
             resources.try_add_one(resource)?;
         }
+        resources.entries.shrink_to_fit();
         Ok(resources)
     }
 }
@@ -428,8 +474,9 @@ impl Resources {
                 format!("{} is a {kind} resource", resource.name),
             ));
         }
-        let key = (resource.name, resource.role);
-        let already = match self.entries.get(&key) {
+        let found = self.find(&resource.name, &resource.role).ok();
+        let existing = found.map(|index| &self.entries[index].value);
+        let already = match existing {
             Some(Value::Scalar(existing)) => existing.0,
             _ => 0,
         };
@@ -455,7 +502,7 @@ impl Resources {
                 ),
             ));
         }
-        if let Some(existing) = self.entries.get(&key)
+        if let Some(existing) = existing
             && existing.kind() != resource.value.kind()
         {
             return Err(error(
@@ -467,14 +514,23 @@ impl Resources {
                 ),
             ));
         }
-        self.add_value(key, &resource.value);
+        if !resource.value.is_empty() {
+            match found {
+                Some(index) => self.entries[index].value.merge(&resource.value),
+                None => self.insert_new(Entry {
+                    name: owned_label(resource.name),
+                    role: owned_label(resource.role),
+                    value: resource.value,
+                }),
+            }
+        }
         Ok(())
     }
 
     /// A scalar resource, e.g. `Resources::scalar("cpus", UNRESERVED, Scalar::whole(2))`.
     pub fn scalar(name: &str, role: &str, amount: Scalar) -> Resources {
         let mut resources = Resources::default();
-        resources.add_value((name.to_owned(), role.to_owned()), &Value::Scalar(amount));
+        resources.add_value(&label(name), &label(role), &Value::Scalar(amount));
         resources
     }
 
@@ -485,22 +541,34 @@ impl Resources {
         resources
     }
 
-    fn add_value(&mut self, key: (String, String), value: &Value) {
+    /// Where the entry for `name` and `role` is, or would go.
+    fn find(&self, name: &str, role: &str) -> Result<usize, usize> {
+        self.entries
+            .binary_search_by(|entry| (&*entry.name, &*entry.role).cmp(&(name, role)))
+    }
+
+    /// Puts in an entry whose name and role are not here yet.
+    fn insert_new(&mut self, entry: Entry) {
+        match self.find(&entry.name, &entry.role) {
+            Err(index) => self.entries.insert(index, entry),
+            Ok(index) => self.entries[index].value.merge(&entry.value),
+        }
+    }
+
+    fn add_value(&mut self, name: &Label, role: &Label, value: &Value) {
         if value.is_empty() {
             return;
         }
-        match self.entries.get_mut(&key) {
-            None => {
-                self.entries.insert(key, value.clone());
-            }
-            Some(existing) => match (existing, value) {
-                (Value::Scalar(have), Value::Scalar(more)) => *have = have.saturating_add(*more),
-                (Value::Ranges(have), Value::Ranges(more)) => have.union(more),
-                (Value::Set(have), Value::Set(more)) => have.extend(more.iter().cloned()),
-                // Kinds are checked where resources enter; a mismatch here
-                // would be a bug, and the existing value is kept.
-                _ => debug_assert!(false, "resource kinds differ for one name"),
-            },
+        match self.find(name, role) {
+            Ok(index) => self.entries[index].value.merge(value),
+            Err(index) => self.entries.insert(
+                index,
+                Entry {
+                    name: name.clone(),
+                    role: role.clone(),
+                    value: value.clone(),
+                },
+            ),
         }
     }
 
@@ -508,13 +576,17 @@ impl Resources {
     /// than there (`cpus` a scalar here and a set there): bags from
     /// different peers are combined this way.
     pub fn try_add(&mut self, other: &Resources) -> Result<(), ResourcesError> {
-        for ((name, role), value) in &other.entries {
-            if let Some(existing) = self.entries.get(&(name.clone(), role.clone()))
-                && existing.kind() != value.kind()
+        for Entry { name, role, value } in &other.entries {
+            if let Ok(index) = self.find(name, role)
+                && self.entries[index].value.kind() != value.kind()
             {
                 return Err(error(
                     &format!("{name}({role})"),
-                    format!("given as both {} and {}", existing.kind(), value.kind()),
+                    format!(
+                        "given as both {} and {}",
+                        self.entries[index].value.kind(),
+                        value.kind()
+                    ),
                 ));
             }
         }
@@ -525,25 +597,30 @@ impl Resources {
     /// Adds every resource of `other`, whose kinds must agree with these
     /// (see [`Resources::try_add`]).
     pub fn add(&mut self, other: &Resources) {
-        for (key, value) in &other.entries {
-            self.add_value(key.clone(), value);
+        for Entry { name, role, value } in &other.entries {
+            self.add_value(name, role, value);
         }
     }
 
     /// Whether `self` holds at least everything in `other`, role by role.
     pub fn contains(&self, other: &Resources) -> bool {
-        other.entries.iter().all(|(key, want)| {
-            self.entries
-                .get(key)
-                .is_some_and(|have| have.contains(want))
+        other.entries.iter().all(|want| {
+            self.find(&want.name, &want.role)
+                .is_ok_and(|index| self.entries[index].value.contains(&want.value))
         })
     }
 
     /// `self` without `other`; `None` unless `self` contains `other`.
     pub fn checked_sub(&self, other: &Resources) -> Option<Resources> {
         let mut result = self.clone();
-        for (key, want) in &other.entries {
-            let have = result.entries.get(key)?;
+        for Entry {
+            name,
+            role,
+            value: want,
+        } in &other.entries
+        {
+            let index = result.find(name, role).ok()?;
+            let have = &result.entries[index].value;
             let left = match (have, want) {
                 (Value::Scalar(have), Value::Scalar(want)) => {
                     Value::Scalar(have.checked_sub(*want)?)
@@ -560,9 +637,9 @@ impl Resources {
                 _ => return None,
             };
             if left.is_empty() {
-                result.entries.remove(key);
+                result.entries.remove(index);
             } else {
-                result.entries.insert(key.clone(), left);
+                result.entries[index].value = left;
             }
         }
         Some(result)
@@ -574,10 +651,10 @@ impl Resources {
 
     /// Every resource, sorted by name then role.
     pub fn iter(&self) -> impl Iterator<Item = Resource> + '_ {
-        self.entries.iter().map(|((name, role), value)| Resource {
-            name: name.clone(),
-            role: role.clone(),
-            value: value.clone(),
+        self.entries.iter().map(|entry| Resource {
+            name: entry.name.to_string(),
+            role: entry.role.to_string(),
+            value: entry.value.clone(),
         })
     }
 
@@ -587,8 +664,8 @@ impl Resources {
         // an owned key for a range lookup, and this runs on hot paths.
         self.entries
             .iter()
-            .filter(|((n, _), _)| n == name)
-            .filter_map(|(_, value)| match value {
+            .filter(|entry| entry.name == name)
+            .filter_map(|entry| match &entry.value {
                 Value::Scalar(scalar) => Some(*scalar),
                 _ => None,
             })
@@ -614,8 +691,8 @@ impl Resources {
     /// All ports over all roles.
     pub fn ports(&self) -> Ranges {
         let mut ports = Ranges::default();
-        for ((name, _), value) in &self.entries {
-            if let (true, Value::Ranges(ranges)) = (name == "ports", value) {
+        for entry in &self.entries {
+            if let (true, Value::Ranges(ranges)) = (entry.name == "ports", &entry.value) {
                 ports.union(ranges);
             }
         }
@@ -638,8 +715,8 @@ impl Resources {
             entries: self
                 .entries
                 .iter()
-                .filter(|((_, role), _)| keep(role))
-                .map(|(key, value)| (key.clone(), value.clone()))
+                .filter(|entry| keep(&entry.role))
+                .cloned()
                 .collect(),
         }
     }
@@ -648,15 +725,15 @@ impl Resources {
     pub fn scalar_names(&self) -> BTreeSet<&str> {
         self.entries
             .iter()
-            .filter(|(_, value)| matches!(value, Value::Scalar(_)))
-            .map(|((name, _), _)| name.as_str())
+            .filter(|entry| matches!(entry.value, Value::Scalar(_)))
+            .map(|entry| &*entry.name)
             .collect()
     }
 }
 
 impl fmt::Display for Resources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, ((name, role), value)) in self.entries.iter().enumerate() {
+        for (index, Entry { name, role, value }) in self.entries.iter().enumerate() {
             if index > 0 {
                 f.write_str(";")?;
             }
@@ -753,6 +830,7 @@ impl FromStr for Resources {
                 })
                 .map_err(|e| error(part, e.reason))?;
         }
+        resources.entries.shrink_to_fit();
         Ok(resources)
     }
 }
@@ -900,6 +978,106 @@ mod tests {
         );
         assert_eq!(agent.checked_sub(&r("mem:5000")), None);
         assert_eq!(left.ports().count(), 900);
+    }
+
+    /// A bag is a sorted vector of labels that borrow the well-known
+    /// names: a random walk of additions and subtractions over well-known
+    /// and other names and roles, given in any order, agrees at every
+    /// step with a plain map of (name, role) to value.
+    #[test]
+    fn bags_agree_with_a_plain_map() {
+        use std::collections::BTreeMap;
+        use std::hash::{BuildHasher, RandomState};
+        type Model = BTreeMap<(String, String), Value>;
+        fn model_add(model: &mut Model, resource: &Resource) {
+            let key = (resource.name.clone(), resource.role.clone());
+            match (model.get_mut(&key), &resource.value) {
+                (Some(Value::Scalar(have)), Value::Scalar(more)) => {
+                    *have = have.saturating_add(*more)
+                }
+                (Some(Value::Ranges(have)), Value::Ranges(more)) => have.union(more),
+                (Some(Value::Set(have)), Value::Set(more)) => have.extend(more.iter().cloned()),
+                (None, value) if !value.is_empty() => {
+                    model.insert(key, value.clone());
+                }
+                _ => {}
+            }
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        let names = ["mem", "cpus", "zones", "ports", "gpus", "fpgas", "disk"];
+        let roles = [UNRESERVED, "prod", "batch/x", "a"];
+        let hasher = RandomState::new();
+        for _ in 0..200 {
+            let mut bag = Resources::new();
+            let mut model = Model::new();
+            for _ in 0..30 {
+                let mut part = Vec::new();
+                for _ in 0..1 + next(4) {
+                    let name = names[next(names.len() as u64) as usize];
+                    let value = match name {
+                        "ports" => {
+                            let begin = next(50);
+                            Value::Ranges(Ranges::interval(begin, begin + next(5)))
+                        }
+                        "zones" => Value::Set([format!("z{}", next(3))].into_iter().collect()),
+                        _ => Value::Scalar(Scalar::from_millis(next(3000))),
+                    };
+                    part.push(Resource {
+                        name: name.to_owned(),
+                        role: roles[next(roles.len() as u64) as usize].to_owned(),
+                        value,
+                    });
+                }
+                // Built in the order given and in the reverse: the same bag.
+                let forward = Resources::try_from(part.clone()).unwrap();
+                let backward =
+                    Resources::try_from(part.iter().rev().cloned().collect::<Vec<_>>()).unwrap();
+                assert_eq!(forward, backward);
+                assert_eq!(hasher.hash_one(&forward), hasher.hash_one(&backward));
+                if next(3) == 0 {
+                    let taken = bag.checked_sub(&forward);
+                    assert_eq!(taken.is_some(), bag.contains(&forward), "{bag} - {forward}");
+                    if let Some(left) = taken {
+                        let mut back = left.clone();
+                        back.add(&forward);
+                        assert_eq!(back, bag, "({bag} - {forward}) + {forward}");
+                        bag = left;
+                        model = bag.iter().map(|r| ((r.name, r.role), r.value)).collect();
+                    }
+                } else {
+                    bag.add(&forward);
+                    for resource in &part {
+                        model_add(&mut model, resource);
+                    }
+                }
+                let listed: Vec<((String, String), Value)> =
+                    bag.iter().map(|r| ((r.name, r.role), r.value)).collect();
+                let expected: Vec<_> = model.clone().into_iter().collect();
+                assert_eq!(listed, expected);
+                assert_eq!(bag.to_string().parse::<Resources>().unwrap(), bag);
+                let cpus = model
+                    .iter()
+                    .filter(|((name, _), _)| name == "cpus")
+                    .map(|(_, value)| match value {
+                        Value::Scalar(scalar) => *scalar,
+                        _ => unreachable!(),
+                    })
+                    .fold(Scalar::ZERO, Scalar::saturating_add);
+                assert_eq!(bag.cpus(), cpus);
+                let prod = bag.usable_by("prod");
+                assert!(bag.contains(&prod));
+                assert!(
+                    prod.iter()
+                        .all(|r| r.role == "prod" || r.role == UNRESERVED)
+                );
+            }
+        }
     }
 
     #[test]

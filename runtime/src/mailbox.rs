@@ -87,6 +87,9 @@ pub(crate) struct MailboxReceiver<M> {
     taken: VecDeque<Item<M>>,
 }
 
+/// Room an empty queue keeps for the next messages; more is given back.
+const KEPT_ROOM: usize = 1024;
+
 /// A mailbox queueing at most `capacity` messages.
 pub(crate) fn mailbox<M>(capacity: usize) -> (MailboxSender<M>, MailboxReceiver<M>) {
     let shared = Arc::new(Shared {
@@ -168,6 +171,12 @@ impl<M> MailboxReceiver<M> {
     /// The next item, or `Pending` with the task registered for a wake-up.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Item<M>> {
         if self.taken.is_empty() {
+            // The emptied queue becomes the one senders fill: what a burst
+            // grew it to is given back, or every burst's peak would stay
+            // resident for the process's life.
+            if self.taken.capacity() > KEPT_ROOM {
+                self.taken.shrink_to(KEPT_ROOM);
+            }
             let was_full = {
                 let mut queue = self.shared.lock();
                 if queue.items.is_empty() {
@@ -211,5 +220,38 @@ impl<M> std::fmt::Debug for MailboxReceiver<M> {
         f.debug_struct("MailboxReceiver")
             .field("taken", &self.taken.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst grows both queues; once drained they give the room back.
+    #[test]
+    fn drained_queues_give_a_burst_s_room_back() {
+        let (sender, mut receiver) = mailbox::<()>(10);
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..2 {
+            for _ in 0..20 * KEPT_ROOM {
+                assert!(sender.signal(Signal::Stop));
+            }
+            let mut handed = 0;
+            while let Poll::Ready(item) = receiver.poll_next(&mut cx) {
+                assert!(matches!(item, Item::Signal(Signal::Stop)));
+                handed += 1;
+            }
+            assert_eq!(handed, 20 * KEPT_ROOM);
+        }
+        assert!(receiver.taken.capacity() <= KEPT_ROOM);
+        assert!(receiver.shared.lock().items.capacity() <= KEPT_ROOM);
+        // What is queued keeps its order through the shrinking.
+        for _ in 0..3 {
+            assert!(sender.signal(Signal::Stop));
+        }
+        for _ in 0..3 {
+            assert!(receiver.poll_next(&mut cx).is_ready());
+        }
+        assert!(receiver.poll_next(&mut cx).is_pending());
     }
 }

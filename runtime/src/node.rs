@@ -159,6 +159,8 @@ impl Links {
         let key = target.with_incarnation(Incarnation::ANY);
         let linkers = self.by_target.entry(key.clone()).or_default();
         linkers.retain(|(id, _)| id != linker);
+        // Nearly every target has one linker: room for one, not four.
+        linkers.reserve_exact(1);
         linkers.push((linker.clone(), target.clone()));
         self.by_linker
             .entry(linker.clone())

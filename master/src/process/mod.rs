@@ -107,6 +107,9 @@ pub const SNAPSHOT_SHARE: f64 = 0.1;
 /// Inputs to the books between two updates of operators' views.
 const VIEWS_EVERY: u32 = 64;
 
+/// Room the queue of commands held for the registry keeps when it empties.
+const HELD_ROOM_KEPT: usize = 1024;
+
 /// Where a durable master keeps its registry, and what it wrote last.
 #[derive(Debug)]
 struct RegistryFile {
@@ -432,6 +435,11 @@ impl Master {
             .drain(..ready)
             .map(|(_, command)| command)
             .collect();
+        // A wave of registrations holds tens of thousands of commands for
+        // a moment; what they grew the queue to is given back.
+        if file.held.capacity() > HELD_ROOM_KEPT.max(4 * file.held.len()) {
+            file.held.shrink_to(HELD_ROOM_KEPT.max(2 * file.held.len()));
+        }
         let (answers, waiting) = std::mem::take(&mut file.answers)
             .into_iter()
             .partition::<Vec<_>, _>(|(needs, _, _)| *needs <= written);
