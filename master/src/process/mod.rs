@@ -104,6 +104,10 @@ pub type InvariantSink = std::sync::Arc<dyn Fn(String) + Send + Sync>;
 /// allows, one for all readers that asked meanwhile).
 pub const SNAPSHOT_SHARE: f64 = 0.1;
 
+/// An input (with the views' update after it) this long is logged at
+/// debug level: the master's stall target.
+const LONG_INPUT: Duration = Duration::from_millis(10);
+
 /// Inputs to the books between two updates of operators' views.
 const VIEWS_EVERY: u32 = 64;
 
@@ -648,6 +652,12 @@ impl Master {
     fn decide(&mut self, input: Input) -> Vec<Command> {
         let started = now();
         let cycle = matches!(input, Input::Tick | Input::Allocate);
+        let kind = match &input {
+            Input::Received { message, .. } => strata_runtime::Message::kind(message),
+            Input::Tick => "Tick",
+            Input::Allocate => "Allocate",
+            Input::Exited(_) => "Exited",
+        };
         let commands = self.books.handle(started, input);
         let mut took = now().saturating_duration_since(started);
         if cycle {
@@ -670,6 +680,14 @@ impl Master {
             }
         }
         self.stall = self.stall.max(took);
+        if took >= LONG_INPUT {
+            debug!(
+                input = kind,
+                took_ms = took.as_secs_f64() * 1e3,
+                commands = commands.len(),
+                "one input held the master up"
+            );
+        }
         if let Some(Checker(sink, every, since)) = &mut self.checker {
             *since += 1;
             if *since >= *every {

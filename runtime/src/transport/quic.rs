@@ -106,6 +106,11 @@ struct Slot {
     connection: Option<Connection>,
     incarnation: Option<Incarnation>,
     status: Arc<watch::Sender<DialStatus>>,
+    /// Frames refused since the queue last took one: the first refusal
+    /// of a run is logged, and the run's count when the queue takes
+    /// frames again, so a peer that falls behind is named once, not
+    /// once per message.
+    refused: u64,
 }
 
 /// What a writer task drains.
@@ -342,6 +347,21 @@ impl Shared {
         self.inbound.get()
     }
 
+    /// Counts a frame dropped for `addr`'s full send queue.
+    fn refuse(&self, slot: &mut Slot, addr: SocketAddr) -> SendError {
+        Metrics::bump(&self.metrics.dropped_send_queue_full);
+        if slot.refused == 0 {
+            warn!(
+                peer = %addr,
+                frames = self.config.send_queue_frames,
+                bytes = self.config.send_queue_bytes,
+                "dropping messages to a peer that does not keep up: its send queue is full"
+            );
+        }
+        slot.refused += 1;
+        SendError::QueueFull(addr)
+    }
+
     fn new_slot(&self, status: DialStatus) -> (Slot, Outbox) {
         let (sender, receiver) = mpsc::channel(self.config.send_queue_frames);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
@@ -352,6 +372,7 @@ impl Shared {
             connection: None,
             incarnation: None,
             status: Arc::new(watch::channel(status).0),
+            refused: 0,
         };
         let outbox = Outbox {
             queue: receiver,
@@ -762,19 +783,25 @@ impl Transport for QuicTransport {
         let mut peers = lock(&shared.peers);
         let slot = peers.entry(addr).or_insert_with(|| shared.dial(addr));
         if slot.queued_bytes.load(Ordering::Relaxed) + len > shared.config.send_queue_bytes {
-            Metrics::bump(&shared.metrics.dropped_send_queue_full);
-            return Err(SendError::QueueFull(addr));
+            return Err(shared.refuse(slot, addr));
         }
         let mut bytes = frame.bytes;
         for _ in 0..2 {
             match slot.queue.try_send(bytes) {
                 Ok(()) => {
                     slot.queued_bytes.fetch_add(len, Ordering::Relaxed);
+                    if slot.refused > 0 {
+                        info!(
+                            peer = %addr,
+                            dropped = slot.refused,
+                            "sending to the peer again after a full send queue"
+                        );
+                        slot.refused = 0;
+                    }
                     return Ok(());
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    Metrics::bump(&shared.metrics.dropped_send_queue_full);
-                    return Err(SendError::QueueFull(addr));
+                    return Err(shared.refuse(slot, addr));
                 }
                 Err(mpsc::error::TrySendError::Closed(returned)) => {
                     // The connection ended and its slot is about to go:
