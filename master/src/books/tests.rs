@@ -579,10 +579,19 @@ fn a_silent_agent_is_lost_and_its_tasks_reported_then_reconciled_on_return() {
     h.finish(&agent, &plain_id, "p1", TaskState::Running);
     h.finish(&agent, &aware_id, "a1", TaskState::Running);
 
-    // The agent answers nothing: 5 pings of 15 s go unanswered.
+    // The agent answers nothing: 5 pings of 15 s go unanswered. Its first
+    // ping comes within the first 15 s (agents' phases are spread).
     let mut lost_at = None;
+    let mut first_ping = None;
     for second in 1..=120 {
         let out = h.advance(1);
+        if first_ping.is_none()
+            && out
+                .iter()
+                .any(|command| matches!(command, Command::ToAgent(to, ToAgent::Ping { .. }) if to == &agent))
+        {
+            first_ping = Some(second);
+        }
         if out.iter().any(|command| {
             matches!(
                 command,
@@ -595,9 +604,14 @@ fn a_silent_agent_is_lost_and_its_tasks_reported_then_reconciled_on_return() {
             break;
         }
     }
+    let first_ping = first_ping.expect("pinged");
+    assert!(
+        (1..=15).contains(&first_ping),
+        "first ping at {first_ping} s"
+    );
     assert_eq!(
         lost_at,
-        Some(90),
+        Some(first_ping + 75),
         "15 s pings, unreachable at the 6th ping time"
     );
 
@@ -829,6 +843,50 @@ fn offers_time_out_when_configured() {
     }
     assert!(rescinded);
     let _: &OfferId = &offer.id;
+}
+
+/// Agents registered at one instant are pinged spread over the ping
+/// interval, each once an interval and in its own phase after that: not
+/// all of them in one tick, every interval.
+#[test]
+fn pings_of_agents_registered_together_are_spread() {
+    let mut h = Harness::new();
+    let agents: Vec<Upid> = (0..300)
+        .map(|index| pid(&format!("agent@10.0.{}.{}:5051", index / 200, index % 200)))
+        .collect();
+    for agent in &agents {
+        h.register_agent(agent, "cpus:1;mem:64", "");
+    }
+    let mut pinged: std::collections::BTreeMap<Upid, Vec<u64>> = Default::default();
+    let mut most_in_a_tick = 0;
+    for second in 1..=30 {
+        let out = h.advance(1);
+        let mut in_this_tick = 0;
+        for command in &out {
+            if let Command::ToAgent(to, ToAgent::Ping { sequence }) = command {
+                pinged.entry(to.clone()).or_default().push(second);
+                in_this_tick += 1;
+                h.send(
+                    to,
+                    ToMaster::Pong {
+                        sequence: *sequence,
+                    },
+                );
+            }
+        }
+        most_in_a_tick = most_in_a_tick.max(in_this_tick);
+    }
+    assert_eq!(pinged.len(), agents.len(), "every agent pinged");
+    for (agent, seconds) in &pinged {
+        assert!(
+            (1..=15).contains(&seconds[0]),
+            "{agent} first at {seconds:?}"
+        );
+        assert_eq!(seconds.len(), 2, "{agent}: {seconds:?}");
+        assert_eq!(seconds[1], seconds[0] + 15, "{agent} keeps its phase");
+    }
+    // 20 a tick on average; all 300 in one tick before.
+    assert!(most_in_a_tick <= 60, "{most_in_a_tick} pings in one tick");
 }
 
 /// A pass of allocation goes over the agents a slice per input: each
