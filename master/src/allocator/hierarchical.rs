@@ -173,6 +173,68 @@ impl HierarchicalAllocator {
         !framework.suppressed
     }
 
+    /// Gives `resources` allocated to `framework_id` on `agent_id` back
+    /// (no more than it holds there), refusing that agent for `refuse`;
+    /// the framework is out of the sorted lists meanwhile.
+    fn give_back(
+        &mut self,
+        framework_id: &FrameworkId,
+        agent_id: &AgentId,
+        resources: &Resources,
+        refuse: Option<Duration>,
+        now: Instant,
+    ) {
+        let Some(framework) = self.frameworks.get(framework_id) else {
+            return;
+        };
+        // Only what is actually allocated there comes back: a stale or
+        // duplicated return must not create resources.
+        let held = framework
+            .on_agents
+            .get(agent_id)
+            .cloned()
+            .unwrap_or_default();
+        let returned = if held.contains(resources) {
+            resources.clone()
+        } else {
+            held.clone()
+        };
+        if let Some(framework) = self.frameworks.get_mut(framework_id) {
+            let left = held.checked_sub(&returned).unwrap_or_default();
+            if left.is_empty() {
+                framework.on_agents.remove(agent_id);
+            } else {
+                framework.on_agents.insert(agent_id.clone(), left);
+            }
+            let amounts = scalars(&returned);
+            sub_quantities(&mut framework.allocated, amounts);
+            if let Some(role) = self.roles.get_mut(&framework.role) {
+                sub_quantities(&mut role.allocated, amounts);
+            }
+            if let Some(refuse) = refuse.filter(|refuse| !refuse.is_zero()) {
+                // Refusals of one agent add up while they last: an agent
+                // whose free resources are in two offers at two frameworks
+                // would otherwise pass its pieces round for ever, each
+                // framework refusing one piece and being offered the other.
+                let until = now + refuse;
+                match framework.refusals.get_mut(agent_id) {
+                    Some((expiry, refused)) if *expiry > now => {
+                        refused.add(&returned);
+                        *expiry = (*expiry).max(until);
+                    }
+                    _ => {
+                        framework
+                            .refusals
+                            .insert(agent_id.clone(), (until, returned.clone()));
+                    }
+                }
+            }
+        }
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.free.add(&returned);
+        }
+    }
+
     /// Takes a framework out of its role's order (before its key changes).
     fn unlist_framework(&mut self, id: &FrameworkId) {
         let Some(framework) = self.frameworks.get(id) else {
@@ -439,55 +501,27 @@ impl Allocator for HierarchicalAllocator {
         refuse: Option<Duration>,
         now: Instant,
     ) {
-        let Some(framework) = self.frameworks.get(framework_id) else {
+        if !self.frameworks.contains_key(framework_id) {
             return;
-        };
-        // Only what is actually allocated there comes back: a stale or
-        // duplicated return must not create resources.
-        let held = framework
-            .on_agents
-            .get(agent_id)
-            .cloned()
-            .unwrap_or_default();
-        let returned = if held.contains(resources) {
-            resources.clone()
-        } else {
-            held.clone()
-        };
-        self.unlist_framework(framework_id);
-        if let Some(framework) = self.frameworks.get_mut(framework_id) {
-            let left = held.checked_sub(&returned).unwrap_or_default();
-            if left.is_empty() {
-                framework.on_agents.remove(agent_id);
-            } else {
-                framework.on_agents.insert(agent_id.clone(), left);
-            }
-            let amounts = scalars(&returned);
-            sub_quantities(&mut framework.allocated, amounts);
-            if let Some(role) = self.roles.get_mut(&framework.role) {
-                sub_quantities(&mut role.allocated, amounts);
-            }
-            if let Some(refuse) = refuse.filter(|refuse| !refuse.is_zero()) {
-                // Refusals of one agent add up while they last: an agent
-                // whose free resources are in two offers at two frameworks
-                // would otherwise pass its pieces round for ever, each
-                // framework refusing one piece and being offered the other.
-                let until = now + refuse;
-                match framework.refusals.get_mut(agent_id) {
-                    Some((expiry, refused)) if *expiry > now => {
-                        refused.add(&returned);
-                        *expiry = (*expiry).max(until);
-                    }
-                    _ => {
-                        framework
-                            .refusals
-                            .insert(agent_id.clone(), (until, returned.clone()));
-                    }
-                }
-            }
         }
-        if let Some(agent) = self.agents.get_mut(agent_id) {
-            agent.free.add(&returned);
+        self.unlist_framework(framework_id);
+        self.give_back(framework_id, agent_id, resources, refuse, now);
+        self.list_framework(framework_id);
+    }
+
+    fn recover_all(
+        &mut self,
+        framework_id: &FrameworkId,
+        returned: &[(AgentId, Resources)],
+        now: Instant,
+    ) {
+        if !self.frameworks.contains_key(framework_id) {
+            return;
+        }
+        // Out of the sorted lists once, not once an agent.
+        self.unlist_framework(framework_id);
+        for (agent_id, resources) in returned {
+            self.give_back(framework_id, agent_id, resources, None, now);
         }
         self.list_framework(framework_id);
     }

@@ -108,6 +108,21 @@ pub trait Allocator {
         now: Instant,
     );
 
+    /// Everything in `returned` (agent by agent) comes back from
+    /// `framework` at once, with no refusal: its offers were voided when
+    /// its scheduler went or subscribed again. The same as a `recover` of
+    /// each, which is what it does unless an allocator does better.
+    fn recover_all(
+        &mut self,
+        framework: &FrameworkId,
+        returned: &[(AgentId, Resources)],
+        now: Instant,
+    ) {
+        for (agent, resources) in returned {
+            self.recover(framework, agent, resources, None, now);
+        }
+    }
+
     /// The framework wants no offers until it revives.
     fn suppress(&mut self, framework: &FrameworkId);
 

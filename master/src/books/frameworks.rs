@@ -390,7 +390,9 @@ impl Books {
         reason: &str,
         out: &mut Vec<Command>,
     ) {
-        self.rescind_framework_offers(now, framework_id);
+        // The allocator takes back everything allocated to the framework
+        // when it removes it, offers included: they only leave the books.
+        self.take_framework_offers(framework_id);
         let Some(framework) = self.frameworks.remove(framework_id) else {
             return;
         };

@@ -221,25 +221,39 @@ impl Books {
         }
     }
 
-    /// Takes back a framework's offers without telling it: it is going
-    /// away or has disconnected.
+    /// Takes back a framework's offers without telling it: it has
+    /// disconnected or subscribed again. Their resources go back to the
+    /// allocator in one batch (a framework may hold an offer of every
+    /// agent).
     pub(super) fn rescind_framework_offers(&mut self, now: Instant, framework_id: &FrameworkId) {
-        let offers: Vec<OfferId> = self
-            .frameworks
-            .get(framework_id)
-            .map(|framework| framework.offers.iter().cloned().collect())
-            .unwrap_or_default();
-        for offer_id in offers {
-            if let Some(offer) = self.take_offer(&offer_id) {
-                self.allocator.recover(
-                    &offer.framework_id,
-                    &offer.agent_id,
-                    &offer.resources,
-                    None,
-                    now,
-                );
+        let returned = self.take_framework_offers(framework_id);
+        self.allocator.recover_all(framework_id, &returned, now);
+    }
+
+    /// Takes a framework's offers out of the books, not out of the
+    /// allocator: what they held, agent by agent.
+    pub(super) fn take_framework_offers(
+        &mut self,
+        framework_id: &FrameworkId,
+    ) -> Vec<(AgentId, Resources)> {
+        // The framework's own list goes at once, not offer by offer.
+        let offers = match self.frameworks.get_mut(framework_id) {
+            Some(framework) if !framework.offers.is_empty() => {
+                std::mem::take(&mut framework.offers)
             }
+            _ => return Vec::new(),
+        };
+        let mut returned = Vec::with_capacity(offers.len());
+        for offer_id in &offers {
+            let Some(entry) = self.offers.remove(offer_id) else {
+                continue;
+            };
+            if let Some(agent) = self.agents.get_mut(&entry.offer.agent_id) {
+                agent.offers.remove(offer_id);
+            }
+            returned.push((entry.offer.agent_id, entry.offer.resources));
         }
+        returned
     }
 
     pub(super) fn expire_offers(&mut self, now: Instant, out: &mut Vec<Command>) {

@@ -514,3 +514,43 @@ fn random_operations_never_break_the_accounting() {
         }
     }
 }
+
+/// Giving a framework's offers back in one batch (its scheduler went)
+/// leaves the allocator as giving them back one by one does: the same
+/// free resources, the same allocations, the same next offers.
+#[test]
+fn recovering_all_at_once_is_recovering_each() {
+    let now = Instant::now();
+    let build = || {
+        let mut allocator = HierarchicalAllocator::new(Policy::Drf);
+        add_agents(&mut allocator, 6, "cpus:4;mem:4096");
+        allocator.add_framework(framework("f"), "*".into());
+        allocator.add_framework(framework("g"), "*".into());
+        let offers = allocator.allocate(now);
+        (allocator, offers)
+    };
+    let (mut each, offers) = build();
+    let (mut all, same) = build();
+    assert_eq!(offers, same);
+    let of_f: Vec<(AgentId, Resources)> = offers
+        .iter()
+        .filter(|offer| offer.framework_id == framework("f"))
+        .map(|offer| (offer.agent_id.clone(), offer.resources.clone()))
+        .collect();
+    assert!(!of_f.is_empty());
+    for (agent_id, resources) in &of_f {
+        each.recover(&framework("f"), agent_id, resources, None, now);
+    }
+    all.recover_all(&framework("f"), &of_f, now);
+    for (agent_id, _) in &of_f {
+        assert_eq!(all.free(agent_id), each.free(agent_id));
+    }
+    for id in ["f", "g"] {
+        assert_eq!(
+            all.allocated(&framework(id)),
+            each.allocated(&framework(id))
+        );
+    }
+    assert_eq!(all.allocated(&framework("f")), Some(Resources::new()));
+    assert_eq!(all.allocate(now), each.allocate(now));
+}
