@@ -23,6 +23,11 @@ pub const UNRESERVED: &str = "*";
 /// 100,000 stay far from overflow.
 pub const MAX_SCALAR_MILLIS: u64 = 100_000_000_000_000;
 
+/// Most resources (distinct names and roles) one bag holds where bags
+/// enter: a handful is usual, and a peer's message may not make a bag
+/// whose every operation walks half a million entries.
+pub const MAX_ENTRIES: usize = 1_024;
+
 /// Longest resource or role name accepted.
 const MAX_NAME_BYTES: usize = 128;
 
@@ -137,16 +142,39 @@ pub struct Ranges(Vec<(u64, u64)>);
 impl TryFrom<Vec<(u64, u64)>> for Ranges {
     type Error = String;
 
-    fn try_from(intervals: Vec<(u64, u64)>) -> Result<Ranges, String> {
-        let mut ranges = Ranges::default();
-        for (begin, end) in intervals {
-            if begin > end {
-                return Err(format!("range {begin}-{end} ends before it begins"));
-            }
-            ranges.insert(begin, end);
+    /// Sorted and merged in one pass (a peer may send any number of
+    /// intervals in any order: inserting them one by one was quadratic).
+    fn try_from(mut intervals: Vec<(u64, u64)>) -> Result<Ranges, String> {
+        if let Some((begin, end)) = intervals.iter().find(|(begin, end)| begin > end) {
+            return Err(format!("range {begin}-{end} ends before it begins"));
+        }
+        intervals.sort_unstable();
+        let ranges = Ranges(coalesce(intervals));
+        if ranges.0.len() > MAX_INTERVALS {
+            return Err(format!(
+                "{} separate ranges are more than the {MAX_INTERVALS} a value may hold",
+                ranges.0.len()
+            ));
         }
         Ok(ranges)
     }
+}
+
+/// Most separate intervals one ranges value holds (every other port of
+/// 0-65535 is 32,768).
+pub const MAX_INTERVALS: usize = 65_536;
+
+/// Merges sorted intervals that overlap or touch.
+fn coalesce(sorted: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+    for (begin, end) in sorted {
+        match merged.last_mut() {
+            Some(last) if begin <= last.1.saturating_add(1) => last.1 = last.1.max(end),
+            _ => merged.push((begin, end)),
+        }
+    }
+    merged.shrink_to_fit();
+    merged
 }
 
 impl From<Ranges> for Vec<(u64, u64)> {
@@ -196,40 +224,68 @@ impl Ranges {
     }
 
     pub fn union(&mut self, other: &Ranges) {
+        if other.0.len() > 1 {
+            let mut all = std::mem::take(&mut self.0);
+            all.extend_from_slice(&other.0);
+            all.sort_unstable();
+            self.0 = coalesce(all);
+            return;
+        }
         for &(begin, end) in &other.0 {
             self.insert(begin, end);
         }
     }
 
-    /// Whether every integer of `other` is in `self`.
+    /// Whether every integer of `other` is in `self`: one walk over
+    /// both (each is sorted and disjoint, so an interval of `other` lies
+    /// within one of `self` or is not contained).
     pub fn contains(&self, other: &Ranges) -> bool {
-        other
-            .0
-            .iter()
-            .all(|&(begin, end)| self.0.iter().any(|&(b, e)| b <= begin && end <= e))
+        let mut have = self.0.iter().peekable();
+        'wanted: for &(begin, end) in &other.0 {
+            while let Some(&&(b, e)) = have.peek() {
+                if e < begin {
+                    have.next();
+                    continue;
+                }
+                if b <= begin && end <= e {
+                    continue 'wanted;
+                }
+                return false;
+            }
+            return false;
+        }
+        true
     }
 
-    /// Removes `other`; `None` unless `self` contains it.
+    /// Removes `other`; `None` unless `self` contains it. One walk over
+    /// both.
     pub fn checked_sub(&self, other: &Ranges) -> Option<Ranges> {
         if !self.contains(other) {
             return None;
         }
-        let mut result = self.0.clone();
-        for &(begin, end) in &other.0 {
-            let mut next = Vec::with_capacity(result.len() + 1);
-            for (b, e) in result {
-                if e < begin || end < b {
-                    next.push((b, e));
-                    continue;
+        let mut result = Vec::with_capacity(self.0.len() + other.0.len());
+        let mut taken = other.0.iter().peekable();
+        for &(b, e) in &self.0 {
+            // What is left of this interval starts here (none once an
+            // interval taken ends at the largest integer).
+            let mut start = Some(b);
+            while let Some(&&(begin, end)) = taken.peek() {
+                if begin > e {
+                    break;
                 }
-                if b < begin {
-                    next.push((b, begin - 1));
+                if let Some(from) = start
+                    && from < begin
+                {
+                    result.push((from, begin - 1));
                 }
-                if end < e {
-                    next.push((end + 1, e));
-                }
+                start = end.checked_add(1);
+                taken.next();
             }
-            result = next;
+            if let Some(from) = start
+                && from <= e
+            {
+                result.push((from, e));
+            }
         }
         Some(Ranges(result))
     }
@@ -502,6 +558,12 @@ impl Resources {
                 ),
             ));
         }
+        if found.is_none() && !resource.value.is_empty() && self.entries.len() >= MAX_ENTRIES {
+            return Err(error(
+                &part,
+                format!("a bag holds at most {MAX_ENTRIES} resources (names and roles)"),
+            ));
+        }
         if let Some(existing) = existing
             && existing.kind() != resource.value.kind()
         {
@@ -717,7 +779,9 @@ impl Resources {
                 .iter()
                 .filter(|entry| keep(&entry.role))
                 .cloned()
-                .collect(),
+                .collect::<Vec<_>>()
+                .into_boxed_slice()
+                .into_vec(),
         }
     }
 
@@ -752,7 +816,7 @@ fn parse_ranges(part: &str, text: &str) -> Result<Ranges, ResourcesError> {
         .strip_prefix('[')
         .and_then(|rest| rest.strip_suffix(']'))
         .ok_or_else(|| error(part, "ranges are written [begin-end,...]"))?;
-    let mut ranges = Ranges::default();
+    let mut intervals = Vec::new();
     for interval in inner.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (begin, end) = interval
             .split_once('-')
@@ -766,9 +830,9 @@ fn parse_ranges(part: &str, text: &str) -> Result<Ranges, ResourcesError> {
         if begin > end {
             return Err(error(part, format!("{interval:?} ends before it begins")));
         }
-        ranges.insert(begin, end);
+        intervals.push((begin, end));
     }
-    Ok(ranges)
+    Ranges::try_from(intervals).map_err(|reason| error(part, reason))
 }
 
 fn parse_set(part: &str, text: &str) -> Result<BTreeSet<String>, ResourcesError> {
@@ -980,6 +1044,16 @@ mod tests {
         assert_eq!(left.ports().count(), 900);
     }
 
+    /// Numbers below a bound, from a xorshift generator started at `seed`.
+    fn numbers(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |bound| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        }
+    }
+
     /// A bag is a sorted vector of labels that borrow the well-known
     /// names: a random walk of additions and subtractions over well-known
     /// and other names and roles, given in any order, agrees at every
@@ -1003,13 +1077,7 @@ mod tests {
                 _ => {}
             }
         }
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |bound: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % bound
-        };
+        let mut next = numbers(0x9e37_79b9_7f4a_7c15_u64);
         let names = ["mem", "cpus", "zones", "ports", "gpus", "fpgas", "disk"];
         let roles = [UNRESERVED, "prod", "batch/x", "a"];
         let hasher = RandomState::new();
@@ -1078,6 +1146,98 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Ranges against the set of integers they stand for, over a small
+    /// domain: union, containment and subtraction walk both lists once.
+    #[test]
+    fn ranges_agree_with_a_set_of_integers() {
+        let mut next = numbers(0x2545_f491_4f6c_dd1d_u64);
+        let random = |next: &mut dyn FnMut(u64) -> u64| {
+            let intervals: Vec<(u64, u64)> = (0..next(6))
+                .map(|_| {
+                    let begin = next(40);
+                    (begin, begin + next(6))
+                })
+                .collect();
+            let set: BTreeSet<u64> = intervals.iter().flat_map(|&(b, e)| b..=e).collect();
+            (Ranges::try_from(intervals).unwrap(), set)
+        };
+        let members = |ranges: &Ranges| -> BTreeSet<u64> {
+            ranges
+                .intervals()
+                .iter()
+                .flat_map(|&(b, e)| b..=e)
+                .collect()
+        };
+        for _ in 0..5_000 {
+            let (a, a_set) = random(&mut next);
+            let (b, b_set) = random(&mut next);
+            assert_eq!(members(&a), a_set);
+            // Disjoint, sorted, not touching.
+            assert!(a.intervals().windows(2).all(|w| w[0].1 + 1 < w[1].0), "{a}");
+            assert_eq!(a.contains(&b), b_set.is_subset(&a_set), "{a} ⊇ {b}");
+            match a.checked_sub(&b) {
+                Some(left) => assert_eq!(members(&left), &a_set - &b_set, "{a} - {b}"),
+                None => assert!(!b_set.is_subset(&a_set)),
+            }
+            let mut union = a.clone();
+            union.union(&b);
+            assert_eq!(members(&union), &a_set | &b_set, "{a} + {b}");
+        }
+        let top = Ranges::interval(u64::MAX - 3, u64::MAX);
+        assert_eq!(
+            top.checked_sub(&Ranges::interval(u64::MAX - 1, u64::MAX)),
+            Some(Ranges::interval(u64::MAX - 3, u64::MAX - 2))
+        );
+    }
+
+    /// What a peer sends is bounded before it is worked on: a bag of half
+    /// a million names (given in the order that made each one an insert
+    /// at the front) is refused past the bound, and ranges of any number
+    /// of intervals in any order are sorted once.
+    #[test]
+    fn hostile_bags_and_ranges_are_bounded() {
+        let descending_names = |count: usize| -> Vec<Resource> {
+            (0..count)
+                .rev()
+                .map(|index| Resource {
+                    name: format!("r{index:06}"),
+                    role: UNRESERVED.into(),
+                    value: Value::Scalar(Scalar::whole(1)),
+                })
+                .collect()
+        };
+        let refused = Resources::try_from(descending_names(500_000)).unwrap_err();
+        assert!(refused.reason.contains("at most 1024"), "{refused}");
+        let bag = Resources::try_from(descending_names(MAX_ENTRIES)).unwrap();
+        assert_eq!(bag.iter().count(), MAX_ENTRIES);
+        assert_eq!(bag.iter().next().unwrap().name, "r000000");
+        // The same name again adds up; it is not a new entry.
+        let mut same = bag.clone();
+        same.add(&bag);
+        assert_eq!(same.iter().count(), MAX_ENTRIES);
+
+        let descending: Vec<(u64, u64)> = (0..MAX_INTERVALS as u64)
+            .rev()
+            .map(|index| (index * 2, index * 2))
+            .collect();
+        let ranges = Ranges::try_from(descending).unwrap();
+        assert_eq!(ranges.intervals().len(), MAX_INTERVALS);
+        assert_eq!(ranges.intervals()[0], (0, 0));
+        let too_many: Vec<(u64, u64)> = (0..=MAX_INTERVALS as u64)
+            .map(|index| (index * 2, index * 2))
+            .collect();
+        assert!(
+            Ranges::try_from(too_many)
+                .unwrap_err()
+                .contains("more than")
+        );
+        let touching: Vec<(u64, u64)> = (0..1_000_000).rev().map(|index| (index, index)).collect();
+        assert_eq!(
+            Ranges::try_from(touching).unwrap(),
+            Ranges::interval(0, 999_999)
+        );
     }
 
     #[test]

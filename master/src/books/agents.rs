@@ -24,9 +24,12 @@ use super::{AgentEntry, AgentStatus, Books, Command, Event};
 /// one wave (a cluster started, a master failed over) are not pinged in
 /// one wave forever after, every ping interval: at 50,000 agents such a
 /// wave was 20,000 pings in one tick (90 ms of the master). Every ping
-/// after keeps the agent's phase. An agent's silence before it is
-/// unreachable is never shorter: the pongs it may miss are counted from
-/// the first ping.
+/// after keeps the agent's phase. The pongs an agent may miss are counted
+/// from its first ping, each ping given a whole interval, so a silent
+/// agent is unreachable between ping timeout × pongs it may miss (75 s by
+/// default, Mesos's figure, whose master pings at once) and one interval
+/// more (the 90 s it was when every first ping came a whole interval
+/// late).
 fn first_ping_after(pid: &Upid, interval: std::time::Duration) -> std::time::Duration {
     // FNV-1a over the address: stable, and spread for the sequential
     // names and ports agents have.

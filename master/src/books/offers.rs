@@ -236,12 +236,18 @@ impl Books {
         &mut self,
         framework_id: &FrameworkId,
     ) -> Vec<(AgentId, Resources)> {
-        // The framework's own list goes at once, not offer by offer.
+        // The framework's own list goes at once, not offer by offer (and
+        // a framework without offers is not marked changed).
+        if self
+            .frameworks
+            .get(framework_id)
+            .is_none_or(|framework| framework.offers.is_empty())
+        {
+            return Vec::new();
+        }
         let offers = match self.frameworks.get_mut(framework_id) {
-            Some(framework) if !framework.offers.is_empty() => {
-                std::mem::take(&mut framework.offers)
-            }
-            _ => return Vec::new(),
+            Some(framework) => std::mem::take(&mut framework.offers),
+            None => return Vec::new(),
         };
         let mut returned = Vec::with_capacity(offers.len());
         for offer_id in &offers {

@@ -660,6 +660,7 @@ impl Master {
         };
         let commands = self.books.handle(started, input);
         let mut took = now().saturating_duration_since(started);
+        let in_books = took;
         if cycle {
             // A cycle's time is that of its slices together.
             self.cycle_sum += took;
@@ -684,8 +685,10 @@ impl Master {
             debug!(
                 input = kind,
                 took_ms = took.as_secs_f64() * 1e3,
+                books_ms = in_books.as_secs_f64() * 1e3,
+                views_ms = took.saturating_sub(in_books).as_secs_f64() * 1e3,
                 commands = commands.len(),
-                "one input held the master up"
+                "one input held the master up (books_ms in the books, views_ms bringing the views up to date after this and the inputs before it)"
             );
         }
         if let Some(Checker(sink, every, since)) = &mut self.checker {

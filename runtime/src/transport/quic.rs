@@ -21,7 +21,7 @@ use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn::{Connection, ConnectionError, RecvStream, SendStream, TransportErrorCode, VarInt};
@@ -106,12 +106,16 @@ struct Slot {
     connection: Option<Connection>,
     incarnation: Option<Incarnation>,
     status: Arc<watch::Sender<DialStatus>>,
-    /// Frames refused since the queue last took one: the first refusal
-    /// of a run is logged, and the run's count when the queue takes
-    /// frames again, so a peer that falls behind is named once, not
-    /// once per message.
+    /// Frames refused for a full queue since the last warning, and when
+    /// that was: a peer that falls behind is named at most once every
+    /// [`QUEUE_WARNING_EVERY`], with what was dropped meanwhile, however
+    /// its queue fills and drains.
     refused: u64,
+    warned_at: Option<Instant>,
 }
+
+/// Least time between two warnings of one peer's full send queue.
+const QUEUE_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// What a writer task drains.
 struct Outbox {
@@ -350,15 +354,22 @@ impl Shared {
     /// Counts a frame dropped for `addr`'s full send queue.
     fn refuse(&self, slot: &mut Slot, addr: SocketAddr) -> SendError {
         Metrics::bump(&self.metrics.dropped_send_queue_full);
-        if slot.refused == 0 {
+        slot.refused += 1;
+        let now = Instant::now();
+        if slot
+            .warned_at
+            .is_none_or(|then| now.duration_since(then) >= QUEUE_WARNING_EVERY)
+        {
             warn!(
                 peer = %addr,
+                dropped = slot.refused,
                 frames = self.config.send_queue_frames,
                 bytes = self.config.send_queue_bytes,
-                "dropping messages to a peer that does not keep up: its send queue is full"
+                "dropping messages to a peer that does not keep up (or is not connected yet): its send queue is full; dropped counts those since the last such warning"
             );
+            slot.refused = 0;
+            slot.warned_at = Some(now);
         }
-        slot.refused += 1;
         SendError::QueueFull(addr)
     }
 
@@ -373,6 +384,7 @@ impl Shared {
             incarnation: None,
             status: Arc::new(watch::channel(status).0),
             refused: 0,
+            warned_at: None,
         };
         let outbox = Outbox {
             queue: receiver,
@@ -790,14 +802,6 @@ impl Transport for QuicTransport {
             match slot.queue.try_send(bytes) {
                 Ok(()) => {
                     slot.queued_bytes.fetch_add(len, Ordering::Relaxed);
-                    if slot.refused > 0 {
-                        info!(
-                            peer = %addr,
-                            dropped = slot.refused,
-                            "sending to the peer again after a full send queue"
-                        );
-                        slot.refused = 0;
-                    }
                     return Ok(());
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
