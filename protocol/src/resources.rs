@@ -224,16 +224,13 @@ impl Ranges {
     }
 
     pub fn union(&mut self, other: &Ranges) {
-        if other.0.len() > 1 {
-            let mut all = std::mem::take(&mut self.0);
-            all.extend_from_slice(&other.0);
-            all.sort_unstable();
-            self.0 = coalesce(all);
+        if other.0.is_empty() {
             return;
         }
-        for &(begin, end) in &other.0 {
-            self.insert(begin, end);
-        }
+        let mut all = std::mem::take(&mut self.0);
+        all.extend_from_slice(&other.0);
+        all.sort_unstable();
+        self.0 = coalesce(all);
     }
 
     /// Whether every integer of `other` is in `self`: one walk over
@@ -425,18 +422,16 @@ type Label = Cow<'static, str>;
 /// The names and roles nearly every bag holds.
 const WELL_KNOWN: [&str; 6] = ["cpus", "mem", "disk", "ports", "gpus", UNRESERVED];
 
+fn well_known(text: &str) -> Option<&'static str> {
+    WELL_KNOWN.iter().copied().find(|known| *known == text)
+}
+
 fn label(text: &str) -> Label {
-    match WELL_KNOWN.iter().find(|known| **known == text) {
-        Some(known) => Cow::Borrowed(known),
-        None => Cow::Owned(text.to_owned()),
-    }
+    well_known(text).map_or_else(|| Cow::Owned(text.to_owned()), Cow::Borrowed)
 }
 
 fn owned_label(text: String) -> Label {
-    match WELL_KNOWN.iter().find(|known| **known == text) {
-        Some(known) => Cow::Borrowed(known),
-        None => Cow::Owned(text),
-    }
+    well_known(&text).map_or(Cow::Owned(text), Cow::Borrowed)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -530,7 +525,8 @@ impl Resources {
                 format!("{} is a {kind} resource", resource.name),
             ));
         }
-        let found = self.find(&resource.name, &resource.role).ok();
+        let place = self.find(&resource.name, &resource.role);
+        let found = place.ok();
         let existing = found.map(|index| &self.entries[index].value);
         let already = match existing {
             Some(Value::Scalar(existing)) => existing.0,
@@ -577,13 +573,16 @@ impl Resources {
             ));
         }
         if !resource.value.is_empty() {
-            match found {
-                Some(index) => self.entries[index].value.merge(&resource.value),
-                None => self.insert_new(Entry {
-                    name: owned_label(resource.name),
-                    role: owned_label(resource.role),
-                    value: resource.value,
-                }),
+            match place {
+                Ok(index) => self.entries[index].value.merge(&resource.value),
+                Err(index) => self.entries.insert(
+                    index,
+                    Entry {
+                        name: owned_label(resource.name),
+                        role: owned_label(resource.role),
+                        value: resource.value,
+                    },
+                ),
             }
         }
         Ok(())
@@ -607,14 +606,6 @@ impl Resources {
     fn find(&self, name: &str, role: &str) -> Result<usize, usize> {
         self.entries
             .binary_search_by(|entry| (&*entry.name, &*entry.role).cmp(&(name, role)))
-    }
-
-    /// Puts in an entry whose name and role are not here yet.
-    fn insert_new(&mut self, entry: Entry) {
-        match self.find(&entry.name, &entry.role) {
-            Err(index) => self.entries.insert(index, entry),
-            Ok(index) => self.entries[index].value.merge(&entry.value),
-        }
     }
 
     fn add_value(&mut self, name: &Label, role: &Label, value: &Value) {
