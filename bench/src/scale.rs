@@ -397,6 +397,9 @@ struct Load {
 struct LoadScheduler {
     load: Rc<RefCell<Load>>,
     task: Resources,
+    /// Whether the master was asked to stop sending offers: once every
+    /// task is launched, as a framework with nothing left to run should.
+    suppressed: bool,
 }
 
 impl Scheduler for LoadScheduler {
@@ -430,6 +433,10 @@ impl Scheduler for LoadScheduler {
                 load.first_accept.get_or_insert(now);
                 driver.launch(&offer.id, launch);
             }
+        }
+        if load.launched == load.tasks && !self.suppressed {
+            self.suppressed = true;
+            driver.suppress();
         }
     }
 
@@ -482,6 +489,7 @@ async fn load(
         let pid = scheduler::spawn(&node, &name, config, move || LoadScheduler {
             load: shared.clone(),
             task: task.clone(),
+            suppressed: false,
         })?;
         loads.push((pid, load));
     }
