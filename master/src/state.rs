@@ -24,7 +24,8 @@ use strata_api::views::{
 };
 use strata_protocol::Task as ProtocolTask;
 use strata_protocol::{
-    AgentId, FrameworkId, OfferId, Ranges, Resource, Resources, TaskId, TaskKind, TaskState, Value,
+    AgentId, FrameworkId, OfferId, Ranges, Resource, Resources, Scalar, TaskId, TaskKind,
+    TaskState, Value,
 };
 use strata_runtime::http::{Request, Response, SharedJson};
 use tokio::sync::{Notify, watch};
@@ -644,31 +645,57 @@ fn forget_number(ids: &mut BTreeMap<TaskId, BTreeSet<u64>>, task_id: &TaskId, nu
     }
 }
 
+/// The resources the metrics sum, in their order.
+const SUMMED: [&str; 4] = ["cpus", "mem", "disk", "gpus"];
+
+/// What the metrics count of agents and tasks, in one pass over each:
+/// a snapshot at tens of thousands of agents holds hundreds of thousands
+/// of tasks, and monitoring polls the metrics often.
+#[derive(Debug, Default)]
+struct Counted {
+    agents_active: u64,
+    agents_unreachable: u64,
+    /// Of active agents, in thousandths, for each of [`SUMMED`]: their
+    /// totals, what is used and what is offered.
+    total: [u64; 4],
+    used: [u64; 4],
+    offered: [u64; 4],
+    /// Tasks that are not terminal, by state.
+    tasks: BTreeMap<TaskState, u64>,
+}
+
+impl Counted {
+    fn of(state: &State) -> Counted {
+        let mut counted = Counted::default();
+        let add = |sums: &mut [u64; 4], resources: &Resources| {
+            for (sum, name) in sums.iter_mut().zip(SUMMED) {
+                *sum = sum.saturating_add(resources.scalar_total(name).millis());
+            }
+        };
+        for agent in state.agents.iter() {
+            match agent.status {
+                AgentStatus::Active => {
+                    counted.agents_active += 1;
+                    add(&mut counted.total, &agent.total);
+                    add(&mut counted.used, &agent.used);
+                    add(&mut counted.offered, &agent.offered);
+                }
+                AgentStatus::Unreachable => counted.agents_unreachable += 1,
+            }
+        }
+        for task in state.tasks.iter() {
+            *counted.tasks.entry(task.state).or_default() += 1;
+        }
+        counted
+    }
+}
+
 /// The master's metrics, by Apache Mesos's names, in a stable order.
 pub fn metrics(state: &State) -> Vec<Metric> {
-    let count_agents = |status: AgentStatus| {
-        state
-            .agents
-            .iter()
-            .filter(|agent| agent.status == status)
-            .count() as f64
-    };
-    let count_tasks = |wanted: TaskState| {
-        state
-            .tasks
-            .iter()
-            .filter(|task| task.state == wanted)
-            .count() as f64
-    };
+    let counted = Counted::of(state);
+    let count_tasks =
+        |wanted: TaskState| counted.tasks.get(&wanted).copied().unwrap_or_default() as f64;
     let ended = |wanted: TaskState| state.ended.get(&wanted).copied().unwrap_or_default() as f64;
-    let sum = |pick: &dyn Fn(&Agent) -> &Resources, name: &str| -> f64 {
-        state
-            .agents
-            .iter()
-            .filter(|agent| agent.status == AgentStatus::Active)
-            .map(|agent| pick(agent).scalar_total(name).as_f64())
-            .sum()
-    };
     let frameworks_active = state.frameworks.iter().filter(|f| f.active).count() as f64;
     let uptime = state.snapshot_time_ms.saturating_sub(state.start_time_ms) as f64 / 1000.0;
     let mut metrics = vec![
@@ -676,10 +703,10 @@ pub fn metrics(state: &State) -> Vec<Metric> {
         Metric::gauge("master/uptime_secs", uptime),
         Metric::gauge("master/epoch", state.epoch as f64),
         Metric::gauge("master/recovering", f64::from(u8::from(state.recovering))),
-        Metric::gauge("master/agents_active", count_agents(AgentStatus::Active)),
+        Metric::gauge("master/agents_active", counted.agents_active as f64),
         Metric::gauge(
             "master/agents_unreachable",
-            count_agents(AgentStatus::Unreachable),
+            counted.agents_unreachable as f64,
         ),
         Metric::gauge("master/frameworks_active", frameworks_active),
         Metric::gauge(
@@ -756,44 +783,40 @@ pub fn metrics(state: &State) -> Vec<Metric> {
     ] {
         metrics.push(Metric::counter(name, count as f64));
     }
-    for (resource, total_name, used_name, offered_name, percent_name) in [
+    let names = [
         (
-            "cpus",
             "master/cpus_total",
             "master/cpus_used",
             "master/cpus_offered",
             "master/cpus_percent",
         ),
         (
-            "mem",
             "master/mem_total",
             "master/mem_used",
             "master/mem_offered",
             "master/mem_percent",
         ),
         (
-            "disk",
             "master/disk_total",
             "master/disk_used",
             "master/disk_offered",
             "master/disk_percent",
         ),
         (
-            "gpus",
             "master/gpus_total",
             "master/gpus_used",
             "master/gpus_offered",
             "master/gpus_percent",
         ),
-    ] {
-        let total = sum(&|agent| &agent.total, resource);
-        let used = sum(&|agent| &agent.used, resource);
+    ];
+    for (index, (total_name, used_name, offered_name, percent_name)) in
+        names.into_iter().enumerate()
+    {
+        let amount = |sums: &[u64; 4]| Scalar::from_millis(sums[index]).as_f64();
+        let (total, used) = (amount(&counted.total), amount(&counted.used));
         metrics.push(Metric::gauge(total_name, total));
         metrics.push(Metric::gauge(used_name, used));
-        metrics.push(Metric::gauge(
-            offered_name,
-            sum(&|agent| &agent.offered, resource),
-        ));
+        metrics.push(Metric::gauge(offered_name, amount(&counted.offered)));
         metrics.push(Metric::gauge(
             percent_name,
             if total > 0.0 { used / total } else { 0.0 },
@@ -1012,11 +1035,42 @@ fn redirect_to_leader(pid: &str) -> Response {
 
 /// The master's HTTP endpoints, over its latest snapshot, showing each
 /// reader what the view ACLs of `authorizer` let its principal see.
+/// The metrics of the snapshot they were last worked out from: monitoring
+/// polls them more often than the master takes snapshots, and each
+/// working out is a pass over the snapshot's agents and tasks. The
+/// snapshot is held weakly: its lists go when the master drops it, and
+/// its address is not reused while the weak reference lives.
+#[derive(Debug, Default)]
+struct MetricsOf {
+    latest: std::sync::Mutex<Option<WorkedOut>>,
+}
+
+/// A snapshot, held weakly, and its metrics.
+type WorkedOut = (std::sync::Weak<State>, Arc<[Metric]>);
+
+impl MetricsOf {
+    fn of(&self, state: &Arc<State>) -> Arc<[Metric]> {
+        let mut latest = self
+            .latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((from, metrics)) = latest.as_ref()
+            && std::ptr::eq(from.as_ptr(), Arc::as_ptr(state))
+        {
+            return metrics.clone();
+        }
+        let worked_out: Arc<[Metric]> = metrics(state).into();
+        *latest = Some((Arc::downgrade(state), worked_out.clone()));
+        worked_out
+    }
+}
+
 pub fn routes(
     snapshots: Snapshots,
     authorizer: Authorizer,
 ) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
     let serialized = SharedJson::default();
+    let worked_out = MetricsOf::default();
     move |request: &Request| {
         if request.method == "POST" {
             return Response::error(405, "these endpoints answer GET and HEAD");
@@ -1045,11 +1099,11 @@ pub fn routes(
             ("/state", Some(state)) => serialized.answer(&state),
             ("/master/redirect" | "/redirect", Some(state)) => redirect_to_leader(&state.pid),
             ("/metrics/snapshot", Some(state)) => {
-                Response::json(strata_api::metrics::snapshot(&metrics(&state)))
+                Response::json(strata_api::metrics::snapshot(&worked_out.of(&state)))
             }
             ("/metrics", Some(state)) => Response::text(
                 strata_api::metrics::PROMETHEUS_CONTENT_TYPE,
-                strata_api::metrics::prometheus(&metrics(&state)),
+                strata_api::metrics::prometheus(&worked_out.of(&state)),
             ),
             _ => Response::error(404, "no such endpoint"),
         }
@@ -1063,6 +1117,159 @@ mod tests {
     fn state(pid: &str) -> Arc<State> {
         let books = Books::new(crate::Config::default(), "m");
         Arc::new(snapshot(&books, pid, 0, 0))
+    }
+
+    /// A state of agents in both statuses and tasks in several states,
+    /// with resources that do not add up exactly as floats.
+    fn busy_state() -> State {
+        let mut state = Arc::unwrap_or_clone(state("master@127.0.0.1:1"));
+        let states = [
+            TaskState::Staging,
+            TaskState::Starting,
+            TaskState::Running,
+            TaskState::Killing,
+            TaskState::Unreachable,
+        ];
+        for n in 0..40u64 {
+            let id = AgentId::new(format!("a{n}")).unwrap();
+            let resources = |cpus: u64, mem: u64| -> Resources {
+                format!("cpus:{}.{};mem:{mem};gpus:{}", cpus / 10, cpus % 10, n % 2)
+                    .parse()
+                    .unwrap()
+            };
+            state.agents.insert(
+                id.clone(),
+                Agent {
+                    id: id.clone(),
+                    pid: format!("agent@127.0.0.1:{}", 1000 + n),
+                    hostname: "h".into(),
+                    status: if n % 7 == 3 {
+                        AgentStatus::Unreachable
+                    } else {
+                        AgentStatus::Active
+                    },
+                    attributes: Default::default(),
+                    total: resources(40 + n, 4096),
+                    used: resources(n % 5, 32 * n),
+                    offered: resources(1, 64),
+                    tasks: 0,
+                },
+            );
+            for t in 0..(n % 4) {
+                let task_id = TaskId::new(format!("t{n}-{t}")).unwrap();
+                let framework_id = FrameworkId::new("f").unwrap();
+                state.tasks.insert(
+                    (framework_id.clone(), task_id.clone()),
+                    Task {
+                        id: task_id,
+                        name: "t".into(),
+                        framework_id,
+                        user: "u".into(),
+                        agent_id: id.clone(),
+                        executor_id: None,
+                        state: states[((n + t) % 5) as usize],
+                        resources: Resources::default(),
+                        message: String::new(),
+                        sandbox: None,
+                        image: None,
+                        history: Vec::new(),
+                    },
+                );
+            }
+        }
+        state
+    }
+
+    /// The metrics counted in one pass are what a pass per metric over
+    /// the same state finds; sums of resources are exact (in thousandths,
+    /// as resources are held), not float sums.
+    #[test]
+    fn metrics_count_what_passes_per_metric_count() {
+        let state = busy_state();
+        let metrics = metrics(&state);
+        let value = |name: &str| {
+            metrics
+                .iter()
+                .find(|metric| metric.name == name)
+                .unwrap_or_else(|| panic!("no {name}"))
+                .value
+        };
+        let active = || {
+            state
+                .agents
+                .iter()
+                .filter(|agent| agent.status == AgentStatus::Active)
+        };
+        assert_eq!(value("master/agents_active"), active().count() as f64);
+        assert_eq!(
+            value("master/agents_unreachable"),
+            (state.agents.len() - active().count()) as f64
+        );
+        for wanted in [
+            TaskState::Staging,
+            TaskState::Running,
+            TaskState::Unreachable,
+        ] {
+            let counted = state
+                .tasks
+                .iter()
+                .filter(|task| task.state == wanted)
+                .count();
+            assert!(counted > 0, "the state has {wanted:?} tasks");
+            let name = format!("master/tasks_{}", format!("{wanted:?}").to_lowercase());
+            assert_eq!(value(&name), counted as f64, "{name}");
+        }
+        for (name, pick) in [
+            (
+                "cpus_total",
+                &(|agent: &Agent| agent.total.clone()) as &dyn Fn(&Agent) -> Resources,
+            ),
+            ("cpus_used", &|agent: &Agent| agent.used.clone()),
+            ("cpus_offered", &|agent: &Agent| agent.offered.clone()),
+        ] {
+            let millis: u64 = active().map(|agent| pick(agent).cpus().millis()).sum();
+            assert_eq!(
+                value(&format!("master/{name}")),
+                millis as f64 / 1000.0,
+                "{name}"
+            );
+        }
+        let mem_used: u64 = active().map(|agent| agent.used.mem_mb().millis()).sum();
+        let mem_total: u64 = active().map(|agent| agent.total.mem_mb().millis()).sum();
+        assert_eq!(value("master/mem_used"), mem_used as f64 / 1000.0);
+        assert_eq!(
+            value("master/mem_percent"),
+            (mem_used as f64 / 1000.0) / (mem_total as f64 / 1000.0)
+        );
+        let gpus: u64 = active().map(|agent| agent.total.gpus().millis()).sum();
+        assert!(gpus > 0);
+        assert_eq!(value("master/gpus_total"), gpus as f64 / 1000.0);
+    }
+
+    /// Metrics are worked out once a snapshot: polled again, the same;
+    /// from a new snapshot, anew.
+    #[test]
+    fn metrics_are_worked_out_once_a_snapshot() {
+        let worked_out = MetricsOf::default();
+        let first = Arc::new(busy_state());
+        let once = worked_out.of(&first);
+        assert!(
+            Arc::ptr_eq(&once, &worked_out.of(&first)),
+            "the same snapshot"
+        );
+        let mut changed = busy_state();
+        changed.agents.remove(&AgentId::new("a0").unwrap());
+        let second = Arc::new(changed);
+        let again = worked_out.of(&second);
+        assert!(!Arc::ptr_eq(&once, &again), "a new snapshot");
+        let active = |metrics: &[Metric]| {
+            metrics
+                .iter()
+                .find(|metric| metric.name == "master/agents_active")
+                .unwrap()
+                .value
+        };
+        assert_eq!(active(&again), active(&once) - 1.0);
     }
 
     /// A reader asking for a fresh snapshot gets one taken after it
