@@ -30,8 +30,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use strata_protocol::{
-    AgentId, AgentInfo, FrameworkId, FrameworkInfo, Offer, OfferConstraint, OfferId, Resources,
-    Task, TaskId, ToAgent, ToMaster, ToScheduler,
+    AgentId, AgentInfo, Filters, FrameworkId, FrameworkInfo, Offer, OfferConstraint, OfferId,
+    Resources, Task, TaskId, ToAgent, ToMaster, ToScheduler,
 };
 use strata_runtime::{PeerIdentity, Role, Upid};
 
@@ -115,6 +115,12 @@ pub enum Input {
     Allocate,
     /// A linked process exited or its node became unreachable.
     Exited(Upid),
+    /// The shell could not send `offers` to the scheduler at `to`: its
+    /// send queue was full, or it was not connected. They never reached
+    /// it, so they come back as if declined with the default filters;
+    /// held, they would keep their resources from every framework until
+    /// this one went.
+    OffersNotSent { to: Upid, offers: Vec<OfferId> },
 }
 
 /// Something the books want logged.
@@ -553,6 +559,17 @@ impl Books {
             Input::Tick => self.tick(now, &mut out),
             Input::Allocate => self.allocate_slice(now, &mut out),
             Input::Exited(pid) => self.exited(now, &pid, &mut out),
+            Input::OffersNotSent { to, offers } => {
+                if let Some(framework_id) = self.frameworks_by_pid.get(&to.to_string()).cloned() {
+                    self.give_back(
+                        now,
+                        &framework_id,
+                        offers,
+                        Filters::default().refuse(),
+                        &mut out,
+                    );
+                }
+            }
         }
         out
     }

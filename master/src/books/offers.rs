@@ -285,8 +285,22 @@ impl Books {
         filters: Filters,
         out: &mut Vec<Command>,
     ) {
+        let offer_ids = offer_ids.into_iter().take(MAX_OFFERS_PER_CALL).collect();
+        self.give_back(now, framework_id, offer_ids, filters.refuse(), out);
+    }
+
+    /// Takes `offer_ids` (those that are the framework's) back from it,
+    /// with a refusal of `refuse`, and offers their agents to the others.
+    pub(super) fn give_back(
+        &mut self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        offer_ids: Vec<OfferId>,
+        refuse: std::time::Duration,
+        out: &mut Vec<Command>,
+    ) {
         let mut agents = Vec::new();
-        for offer_id in offer_ids.into_iter().take(MAX_OFFERS_PER_CALL) {
+        for offer_id in offer_ids {
             let owned = self
                 .offers
                 .get(&offer_id)
@@ -299,7 +313,7 @@ impl Books {
                     framework_id,
                     &offer.agent_id,
                     &offer.resources,
-                    Some(filters.refuse()),
+                    Some(refuse),
                     now,
                 );
                 agents.push(offer.agent_id);

@@ -431,6 +431,76 @@ fn a_decline_keeps_the_agent_away_for_refuse_seconds() {
     assert_eq!(offers_to(&out, &scheduler).len(), 1);
 }
 
+/// Offers the shell could not send to their scheduler (its send queue
+/// was full) come back at once, as a decline with the default filters:
+/// the agent is offered to another framework, and to this one again
+/// once the refusal is over. Nobody else's offers are touched.
+#[test]
+fn offers_that_were_not_sent_come_back() {
+    let mut h = Harness::new();
+    let first = pid("agent@10.0.0.1:5051");
+    let second = pid("agent@10.0.0.2:5051");
+    let first_id = h.register_agent(&first, "cpus:1;mem:1024", "");
+    h.register_agent(&second, "cpus:1;mem:1024", "");
+    let slow = pid("slow@10.0.0.9:4000");
+    let (_, out) = h.subscribe(&slow, FrameworkInfo::new("slow", "u"), vec![]);
+    let offers = offers_to(&out, &slow);
+    assert_eq!(offers.len(), 2);
+    let (lost, kept): (Vec<Offer>, Vec<Offer>) = offers
+        .into_iter()
+        .partition(|offer| offer.agent_id == first_id);
+    let other = pid("other@10.0.0.8:4000");
+    let (other_id, out) = h.subscribe(&other, FrameworkInfo::new("other", "u"), vec![]);
+    assert!(offers_to(&out, &other).is_empty(), "everything is offered");
+
+    // Someone else's process id gives nothing back.
+    h.input(Input::OffersNotSent {
+        to: other.clone(),
+        offers: vec![lost[0].id.clone()],
+    });
+    assert!(h.books.offers().contains_key(&lost[0].id));
+
+    let out = h.input(Input::OffersNotSent {
+        to: slow.clone(),
+        offers: vec![lost[0].id.clone()],
+    });
+    assert!(!h.books.offers().contains_key(&lost[0].id), "taken back");
+    assert!(
+        h.books.offers().contains_key(&kept[0].id),
+        "the other stays"
+    );
+    let to_other = offers_to(&out, &other);
+    assert_eq!(to_other.len(), 1, "the agent goes to the other framework");
+    assert_eq!(to_other[0].agent_id, first_id);
+    assert!(
+        out.iter()
+            .all(|command| !matches!(command, Command::ToScheduler(to, _) if to == &slow)),
+        "nothing is rescinded from a scheduler that never had it: {out:#?}"
+    );
+
+    // Once the other declines for good, the slow framework has it again
+    // after the default refusal of 5 s, not before.
+    h.send(
+        &other,
+        ToMaster::Decline {
+            framework_id: other_id,
+            offer_ids: vec![to_other[0].id.clone()],
+            filters: Filters {
+                refuse: Duration::from_secs(3600),
+            },
+        },
+    );
+    for second in 1..5 {
+        assert!(
+            offers_to(&h.advance(1), &slow).is_empty(),
+            "offered again after {second} s"
+        );
+    }
+    let again = offers_to(&h.advance(1), &slow);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].agent_id, first_id);
+}
+
 /// The seeds' "only nodes with at least 32 GB of RAM".
 #[test]
 fn the_32_gb_filter() {
@@ -1094,14 +1164,22 @@ fn random_operations_never_break_the_invariants() {
                     let Some(framework_id) = framework_ids[scheduler].clone() else {
                         continue;
                     };
-                    h.send(
-                        &schedulers[scheduler],
-                        ToMaster::Decline {
-                            framework_id,
-                            offer_ids: vec![offer.id],
-                            filters: Filters::default(),
-                        },
-                    )
+                    if random.below(2) == 0 {
+                        // The offer could not be sent to the scheduler.
+                        h.input(Input::OffersNotSent {
+                            to: schedulers[scheduler].clone(),
+                            offers: vec![offer.id],
+                        })
+                    } else {
+                        h.send(
+                            &schedulers[scheduler],
+                            ToMaster::Decline {
+                                framework_id,
+                                offer_ids: vec![offer.id],
+                                filters: Filters::default(),
+                            },
+                        )
+                    }
                 }
                 5 if !launched.is_empty() => {
                     let (scheduler, agent, id) = launched[random.below(launched.len())].clone();

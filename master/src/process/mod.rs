@@ -657,6 +657,7 @@ impl Master {
             Input::Tick => "Tick",
             Input::Allocate => "Allocate",
             Input::Exited(_) => "Exited",
+            Input::OffersNotSent { .. } => "OffersNotSent",
         };
         let commands = self.books.handle(started, input);
         let mut took = now().saturating_duration_since(started);
@@ -930,8 +931,27 @@ impl Master {
                 Command::ToScheduler(pid, _) | Command::Link(pid)
                     if crate::api::HttpFrameworks::owns(&master, &pid)
                         || operator_call_of(&master, &pid) => {}
-                Command::ToAgent(pid, message) => send(ctx, &pid, message),
-                Command::ToScheduler(pid, message) => send(ctx, &pid, message),
+                Command::ToAgent(pid, message) => {
+                    send(ctx, &pid, message);
+                }
+                Command::ToScheduler(pid, message) => {
+                    let offered: Vec<strata_protocol::OfferId> = match &message {
+                        ToScheduler::Offers(offers) => {
+                            offers.iter().map(|offer| offer.id.clone()).collect()
+                        }
+                        _ => Vec::new(),
+                    };
+                    if !send(ctx, &pid, message) && !offered.is_empty() {
+                        // Offers that never left come back, after what
+                        // is being carried out.
+                        ctx.run_later(Duration::ZERO, move |master, ctx| {
+                            if !master.standby() {
+                                let offers = offered;
+                                master.apply(ctx, Input::OffersNotSent { to: pid, offers });
+                            }
+                        });
+                    }
+                }
                 Command::Link(pid) => ctx.link(&pid),
                 Command::Log(event) => log(&event),
             }
@@ -1038,12 +1058,22 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-fn send<M: strata_runtime::Message>(ctx: &mut ProcessContext<'_, Master>, to: &Upid, message: M) {
+/// Sends `message` to `to`; whether it was sent (queued for its peer).
+fn send<M: strata_runtime::Message>(
+    ctx: &mut ProcessContext<'_, Master>,
+    to: &Upid,
+    message: M,
+) -> bool {
     let kind = message.kind();
-    if let Err(error) = ctx.send(to, message) {
-        // Delivery is at most once: the protocol recovers (agents resend
-        // updates, schedulers reconcile, offers are rescinded or expire).
-        debug!(to = %to, kind, cause = %error, "message not sent");
+    match ctx.send(to, message) {
+        Ok(()) => true,
+        Err(error) => {
+            // Delivery is at most once: the protocol recovers (agents
+            // resend updates, schedulers reconcile, offers that were not
+            // sent come back).
+            debug!(to = %to, kind, cause = %error, "message not sent");
+            false
+        }
     }
 }
 
