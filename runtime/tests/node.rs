@@ -415,6 +415,33 @@ fn a_full_send_queue_refuses_and_a_dead_peer_drops_what_was_queued() {
     });
 }
 
+/// A slow peer's queue is bounded by bytes, each frame counted with what
+/// holding it costs: many small frames fill it as their bytes and their
+/// handles would, not as their bytes alone.
+#[test]
+fn a_send_queue_counts_what_each_frame_costs() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let mut config = common::config(&ca, "n");
+        config.quic.send_queue_bytes = 100 * strata_runtime::transport::quic::QUEUED_FRAME_COST;
+        config.quic.connect_timeout = Duration::from_millis(500);
+        let node = strata_runtime::Node::bind(config).await.unwrap();
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let target: Upid = format!("nobody@{}", silent.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let inbox = node.inbox::<u64>("client", 4).unwrap();
+        let accepted = (0..200u64)
+            .map(|n| inbox.send(&target, n))
+            .take_while(Result::is_ok)
+            .count();
+        // Frames of about 20 bytes: 76 of them with their cost, all 200
+        // by their bytes alone.
+        assert!((60..=95).contains(&accepted), "accepted {accepted}");
+        assert_eq!(node.metrics().dropped_send_queue_full, 1);
+    });
+}
+
 #[test]
 fn links_report_a_local_process_that_stops() {
     system(async {

@@ -71,7 +71,11 @@ pub struct QuicConfig {
     pub keep_alive_interval: Duration,
     /// Most frames queued for one peer; more are refused.
     pub send_queue_frames: usize,
-    /// Most bytes queued for one peer; more are refused.
+    /// Most bytes queued for one peer, each frame counted with what
+    /// holding it costs beside its bytes ([`QUEUED_FRAME_COST`]); more
+    /// are refused. This is what bounds a slow peer's queue: the frame
+    /// count is set high enough that a burst of small messages (status
+    /// updates to a framework) is held rather than dropped.
     pub send_queue_bytes: usize,
     /// Protocol version announced in the ALPN. Only tests of version skew
     /// set anything but [`codec::PROTOCOL_VERSION`].
@@ -84,7 +88,7 @@ impl Default for QuicConfig {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(5),
             keep_alive_interval: Duration::from_secs(1),
-            send_queue_frames: 65_536,
+            send_queue_frames: 1 << 20,
             send_queue_bytes: 64 << 20,
             protocol_version: codec::PROTOCOL_VERSION,
         }
@@ -113,6 +117,11 @@ struct Slot {
     refused: u64,
     warned_at: Option<Instant>,
 }
+
+/// What a queued frame costs beside its bytes (its handle in the queue
+/// and its allocation's bookkeeping), counted against
+/// [`QuicConfig::send_queue_bytes`].
+pub const QUEUED_FRAME_COST: usize = 64;
 
 /// Least time between two warnings of one peer's full send queue.
 const QUEUE_WARNING_EVERY: Duration = Duration::from_secs(10);
@@ -681,7 +690,9 @@ impl Shared {
             };
             let (chunk, frames) = gather(first, &mut outbox.queue, &mut carried);
             let bytes = chunk.len();
-            outbox.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            outbox
+                .queued_bytes
+                .fetch_sub(bytes + frames * QUEUED_FRAME_COST, Ordering::Relaxed);
             if let Err(error) = send.write_chunk(chunk).await {
                 Metrics::add(&self.metrics.dropped_unreachable, frames as u64);
                 debug!(cause = %error, "write failed");
@@ -791,17 +802,17 @@ impl Transport for QuicTransport {
             return Err(SendError::ShutDown);
         }
         let addr = frame.to.addr();
-        let len = frame.bytes.len();
+        let cost = frame.bytes.len() + QUEUED_FRAME_COST;
         let mut peers = lock(&shared.peers);
         let slot = peers.entry(addr).or_insert_with(|| shared.dial(addr));
-        if slot.queued_bytes.load(Ordering::Relaxed) + len > shared.config.send_queue_bytes {
+        if slot.queued_bytes.load(Ordering::Relaxed) + cost > shared.config.send_queue_bytes {
             return Err(shared.refuse(slot, addr));
         }
         let mut bytes = frame.bytes;
         for _ in 0..2 {
             match slot.queue.try_send(bytes) {
                 Ok(()) => {
-                    slot.queued_bytes.fetch_add(len, Ordering::Relaxed);
+                    slot.queued_bytes.fetch_add(cost, Ordering::Relaxed);
                     return Ok(());
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
