@@ -378,20 +378,30 @@ fn a_full_local_mailbox_refuses_at_once_and_counts() {
     });
 }
 
+/// A node with its QUIC settings changed by `set`, and a process id at a
+/// UDP socket that never answers (kept open while the socket is held):
+/// the handshake hangs until the connect timeout (500 ms) while sends
+/// pile up in the queue.
+async fn node_and_silent_peer(
+    set: impl FnOnce(&mut strata_runtime::transport::quic::QuicConfig),
+) -> (strata_runtime::Node, Upid, std::net::UdpSocket) {
+    let ca = CertificateAuthority::generate("test").unwrap();
+    let mut config = common::config(&ca, "n");
+    config.quic.connect_timeout = Duration::from_millis(500);
+    set(&mut config.quic);
+    let node = strata_runtime::Node::bind(config).await.unwrap();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target: Upid = format!("nobody@{}", silent.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    (node, target, silent)
+}
+
 #[test]
 fn a_full_send_queue_refuses_and_a_dead_peer_drops_what_was_queued() {
     system(async {
-        let ca = CertificateAuthority::generate("test").unwrap();
-        let mut config = common::config(&ca, "n");
-        config.quic.send_queue_frames = 16;
-        config.quic.connect_timeout = Duration::from_millis(500);
-        let node = strata_runtime::Node::bind(config).await.unwrap();
-        // A UDP socket that never answers: the handshake hangs until the
-        // connect timeout, while sends pile up in the queue.
-        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let target: Upid = format!("nobody@{}", silent.local_addr().unwrap())
-            .parse()
-            .unwrap();
+        let (node, target, _silent) =
+            node_and_silent_peer(|quic| quic.send_queue_frames = 16).await;
         let mut inbox = node.inbox::<u64>("client", 4).unwrap();
         inbox.link(&target);
         let results: Vec<_> = (0..20u64).map(|n| inbox.send(&target, n)).collect();
@@ -421,15 +431,10 @@ fn a_full_send_queue_refuses_and_a_dead_peer_drops_what_was_queued() {
 #[test]
 fn a_send_queue_counts_what_each_frame_costs() {
     system(async {
-        let ca = CertificateAuthority::generate("test").unwrap();
-        let mut config = common::config(&ca, "n");
-        config.quic.send_queue_bytes = 100 * strata_runtime::transport::quic::QUEUED_FRAME_COST;
-        config.quic.connect_timeout = Duration::from_millis(500);
-        let node = strata_runtime::Node::bind(config).await.unwrap();
-        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let target: Upid = format!("nobody@{}", silent.local_addr().unwrap())
-            .parse()
-            .unwrap();
+        let (node, target, _silent) = node_and_silent_peer(|quic| {
+            quic.send_queue_bytes = 100 * strata_runtime::transport::quic::QUEUED_FRAME_COST;
+        })
+        .await;
         let inbox = node.inbox::<u64>("client", 4).unwrap();
         let accepted = (0..200u64)
             .map(|n| inbox.send(&target, n))
