@@ -218,6 +218,7 @@ impl Books {
             )
         });
         let mut entry = self.agent_entry(now, info, pid.clone(), certificate_name);
+        self.pings.insert((entry.next_ping_at, agent_id.clone()));
         if let Some((tasks, kills, executors)) = previous {
             entry.tasks = tasks;
             entry.kills = kills;
@@ -576,16 +577,25 @@ impl Books {
     }
 
     pub(super) fn ping_agents(&mut self, now: Instant, out: &mut Vec<Command>) {
-        let due: Vec<AgentId> = self
-            .agents
-            .iter()
-            .filter(|(_, agent)| agent.status == AgentStatus::Active && agent.next_ping_at <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.pings.first()
+            && *at <= now
+            && due.len() < self.config.ping_slice.max(1)
+        {
+            due.extend(self.pings.pop_first());
+        }
+        // What is pinged now is due again an interval later, never now.
+        self.pings_left = self.pings.first().is_some_and(|(at, _)| *at <= now);
         let mut lost = Vec::new();
-        for agent_id in due {
+        for (at, agent_id) in due {
             // Pings change nothing operators see.
-            let Some(agent) = self.agents.get_mut_unseen(&agent_id) else {
+            let Some(agent) = self
+                .agents
+                .get_mut_unseen(&agent_id)
+                .filter(|agent| agent.status == AgentStatus::Active && agent.next_ping_at == at)
+            else {
+                // Stale: the agent went, is unreachable, or registered
+                // again since.
                 continue;
             };
             if agent.awaiting_pong {
@@ -598,6 +608,7 @@ impl Books {
             agent.ping_sequence += 1;
             agent.awaiting_pong = true;
             agent.next_ping_at = now + self.config.agent_ping_timeout;
+            self.pings.insert((agent.next_ping_at, agent_id.clone()));
             out.push(Command::ToAgent(
                 agent.pid.clone(),
                 ToAgent::Ping {

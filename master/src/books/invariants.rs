@@ -9,7 +9,8 @@
 //! - Offers and tasks are indexed consistently: every offer is listed
 //!   under its agent and framework, every task an agent lists exists and
 //!   is not terminal.
-//! - An unreachable agent has no outstanding offers.
+//! - An unreachable agent has no outstanding offers; an active one is
+//!   in the schedule of pings at the time of its next ping.
 //! - The allocator's free resources of an agent are exactly what neither
 //!   its tasks and executors hold nor its offers.
 
@@ -61,6 +62,15 @@ pub(crate) fn check(books: &Books) -> Result<(), String> {
         {
             return Err(format!(
                 "agent {agent_id}: the allocator has {free} free, the books leave {left}"
+            ));
+        }
+        if agent.status == AgentStatus::Active
+            && !books
+                .pings
+                .contains(&(agent.next_ping_at, agent_id.clone()))
+        {
+            return Err(format!(
+                "active agent {agent_id} is not in the schedule of pings"
             ));
         }
         if matches!(agent.status, AgentStatus::Unreachable { .. }) && !agent.offers.is_empty() {

@@ -101,10 +101,14 @@ impl Harness {
         out
     }
 
+    /// A tick `seconds` later, and the pass of allocation it starts, a
+    /// slice an input, as the shell sends them.
     fn advance(&mut self, seconds: u64) -> Vec<Command> {
         self.now += Duration::from_secs(seconds);
-        let out = self.books.handle(self.now, Input::Tick);
-        self.check();
+        let mut out = self.input(Input::Tick);
+        while self.books.work_left() {
+            out.extend(self.input(Input::Allocate));
+        }
         out
     }
 
@@ -959,6 +963,90 @@ fn pings_of_agents_registered_together_are_spread() {
     assert!(most_in_a_tick <= 60, "{most_in_a_tick} pings in one tick");
 }
 
+/// No input sends more than `ping_slice` pings: those due beyond go in
+/// the inputs after the tick, each agent once, before the tick's pass of
+/// allocation.
+#[test]
+fn pings_go_a_slice_an_input() {
+    let mut h = Harness::with(Config {
+        ping_slice: 7,
+        allocation_slice: 4,
+        ..Config::default()
+    });
+    let agents: Vec<Upid> = (0..50)
+        .map(|index| pid(&format!("agent@10.0.1.{index}:5051")))
+        .collect();
+    for agent in &agents {
+        h.register_agent(agent, "cpus:1;mem:64", "");
+    }
+    let scheduler = pid("s@10.0.0.9:4000");
+    let (_, out) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    let mut offered = offers_to(&out, &scheduler).len();
+    while h.books.work_left() {
+        offered += offers_to(&h.input(Input::Allocate), &scheduler).len();
+    }
+    assert_eq!(offered, 50, "every agent offered once");
+    // Every agent's first ping is due within 15 s.
+    h.now += Duration::from_secs(15);
+    let pings = |out: &[Command]| {
+        out.iter()
+            .filter(|command| matches!(command, Command::ToAgent(_, ToAgent::Ping { .. })))
+            .count()
+    };
+    let mut inputs = vec![pings(&h.input(Input::Tick))];
+    while h.books.work_left() {
+        let out = h.input(Input::Allocate);
+        if pings(&out) == 0 {
+            break;
+        }
+        inputs.push(pings(&out));
+    }
+    assert_eq!(inputs, [7, 7, 7, 7, 7, 7, 7, 1], "{inputs:?}");
+    assert!(h.books.allocating(), "the pass comes after the pings");
+}
+
+/// The schedule of pings drops what went stale (an agent that
+/// registered again, one that is unreachable) as it comes due: it holds
+/// about one entry an active agent, however often agents come and go.
+#[test]
+fn the_schedule_of_pings_forgets_stale_entries() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:1;mem:64", "");
+    let silent = pid("silent@10.0.0.2:5051");
+    h.register_agent(&silent, "cpus:1;mem:64", "");
+    for _ in 0..10 {
+        h.now += Duration::from_millis(100);
+        let info = AgentInfo {
+            id: Some(agent_id.clone()),
+            hostname: "h".into(),
+            resources: r("cpus:1;mem:64"),
+            attributes: Attributes::new(),
+        };
+        h.send(
+            &agent,
+            ToMaster::ReregisterAgent {
+                info,
+                tasks: vec![],
+            },
+        );
+    }
+    assert_eq!(h.books.pings.len(), 12, "stale entries wait until due");
+    // The silent agent misses its pongs and becomes unreachable; the
+    // other answers every ping.
+    for _ in 0..100 {
+        for command in h.advance(1) {
+            if let Command::ToAgent(to, ToAgent::Ping { sequence }) = command
+                && to == agent
+            {
+                h.send(&to, ToMaster::Pong { sequence });
+            }
+        }
+    }
+    assert_eq!(h.books.pings.len(), 1, "{:?}", h.books.pings);
+    assert!(h.books.pings.iter().all(|(_, id)| id == &agent_id));
+}
+
 /// A pass of allocation goes over the agents a slice per input: each
 /// agent is offered once a pass, later slices come in `Input::Allocate`s
 /// until the books say the pass is over, and a framework that subscribes
@@ -1022,12 +1110,17 @@ fn allocation_goes_over_the_agents_a_slice_at_a_time() {
         h.input(Input::Allocate).is_empty(),
         "nothing once the pass is over"
     );
-    // A tick starts a pass; ticks during it let it go on to its end.
-    h.advance(1);
+    // A tick starts a pass and leaves its slices to the inputs after
+    // it; a tick during the pass lets it go on to its end.
+    assert!(h.input(Input::Tick).is_empty(), "pings are not due yet");
     assert!(h.books.allocating());
-    h.advance(1);
-    h.advance(1);
-    assert!(!h.books.allocating(), "three ticks, three slices");
+    h.input(Input::Allocate);
+    h.input(Input::Allocate);
+    h.now += Duration::from_secs(1);
+    h.input(Input::Tick);
+    h.input(Input::Allocate);
+    assert!(!h.books.allocating(), "one pass of three slices");
+    assert!(h.input(Input::Allocate).is_empty());
 }
 
 /// When so much changed that the books say every framework did (more

@@ -635,9 +635,9 @@ impl Master {
     fn apply(&mut self, ctx: &mut ProcessContext<'_, Self>, input: Input) {
         let commands = self.decide(input);
         self.execute(ctx, commands);
-        if self.books.allocating() && !self.allocation_next {
-            // The next slice of the pass of allocation after what waits
-            // to be handled now.
+        if self.books.work_left() && !self.allocation_next {
+            // The next slice of what the tick left (pings, then the pass
+            // of allocation) after what waits to be handled now.
             self.allocation_next = true;
             ctx.run_later(Duration::ZERO, |master, ctx| {
                 master.allocation_next = false;
@@ -665,7 +665,7 @@ impl Master {
         if cycle {
             // A cycle's time is that of its slices together.
             self.cycle_sum += took;
-            if !self.books.allocating() {
+            if !self.books.work_left() {
                 self.cycle_took = std::mem::take(&mut self.cycle_sum);
             }
         }
