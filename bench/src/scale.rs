@@ -397,9 +397,6 @@ struct Load {
 struct LoadScheduler {
     load: Rc<RefCell<Load>>,
     task: Resources,
-    /// Whether the master was asked to stop sending offers: once every
-    /// task is launched, as a framework with nothing left to run should.
-    suppressed: bool,
 }
 
 impl Scheduler for LoadScheduler {
@@ -434,8 +431,10 @@ impl Scheduler for LoadScheduler {
                 driver.launch(&offer.id, launch);
             }
         }
-        if load.launched == load.tasks && !self.suppressed {
-            self.suppressed = true;
+        // Nothing left to launch: no more offers, as a framework with
+        // nothing left to run should ask. Asked again if offers still
+        // come (a suppression lost, or undone by subscribing again).
+        if load.launched == load.tasks {
             driver.suppress();
         }
     }
@@ -489,7 +488,6 @@ async fn load(
         let pid = scheduler::spawn(&node, &name, config, move || LoadScheduler {
             load: shared.clone(),
             task: task.clone(),
-            suppressed: false,
         })?;
         loads.push((pid, load));
     }

@@ -200,8 +200,13 @@ pub fn registry(data: &[u8]) {
     let mut books = Books::new(strata_master::Config::default(), "fuzz");
     let now = std::time::Instant::now();
     books.recover(now, registry, 2);
-    books.handle(now, Input::Tick);
-    books.handle(now + std::time::Duration::from_secs(3600), Input::Tick);
+    for at in [now, now + std::time::Duration::from_secs(3600)] {
+        books.handle(at, Input::Tick);
+        // What the tick left, as the master's shell sends it.
+        while books.work_left() {
+            books.handle(at, Input::Continue);
+        }
+    }
     if let Err(violation) = books.check_invariants() {
         panic!("a recovered registry broke the books: {violation}");
     }
@@ -388,7 +393,7 @@ pub fn master_books(data: &[u8]) {
         if u.is_empty() {
             break;
         }
-        let Ok(step) = u.int_in_range(0..=9u8) else {
+        let Ok(step) = u.int_in_range(0..=10u8) else {
             break;
         };
         let input = match step {
@@ -409,6 +414,17 @@ pub fn master_books(data: &[u8]) {
                 Ok((from, _)) => Input::Exited(from.clone()),
                 Err(_) => break,
             },
+            8 => {
+                // Offers the shell could not send, to whichever peer.
+                let outstanding: Vec<_> = books.offers().keys().cloned().collect();
+                let (Ok((to, _)), Ok(offer)) = (u.choose(&peers), u.choose(&outstanding)) else {
+                    break;
+                };
+                Input::OffersNotSent {
+                    to: to.clone(),
+                    offers: vec![offer.clone()],
+                }
+            }
             _ => {
                 let millis = u.int_in_range(0..=120_000u64).unwrap_or(0);
                 now += Duration::from_millis(millis);
@@ -419,6 +435,10 @@ pub fn master_books(data: &[u8]) {
             eprintln!("{input:?}");
         }
         books.handle(now, input);
+        // What a tick left, as the master's shell sends it.
+        while books.work_left() {
+            books.handle(now, Input::Continue);
+        }
         if let Err(violation) = books.check_invariants() {
             panic!("the books broke: {violation}");
         }

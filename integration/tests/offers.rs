@@ -225,3 +225,75 @@ fn unacknowledged_updates_are_resent_and_hold_back_the_next() {
         }
     });
 }
+
+/// Offers the master's node refuses to send (here: larger than what it
+/// may queue for the framework's node) never reach the framework, and
+/// the master does not keep them outstanding: they come back as a
+/// decline would, instead of holding the agent's resources until the
+/// framework goes.
+#[test]
+fn offers_the_master_could_not_send_are_not_kept() {
+    actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let mut config = strata_runtime::NodeConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            ca.issue(Role::Master, "master").unwrap(),
+        );
+        // Room for the small messages (registration, subscription, pings),
+        // not for an offer that carries the agent's long attributes.
+        config.quic.send_queue_bytes = 2048;
+        let master_node = strata_runtime::Node::bind(config).await.unwrap();
+        let (publisher, snapshots) = strata_master::state::channel();
+        let master = master_node
+            .spawn(
+                strata_master::MASTER_ID,
+                move || {
+                    strata_master::Master::new(fast_master(), "m").publishing(publisher.clone())
+                },
+                strata_runtime::SpawnOptions::default(),
+            )
+            .unwrap();
+        let attributes = format!("notes:{}", "x".repeat(3000)).parse().unwrap();
+        let agent_config = AgentConfig::new(
+            master.clone(),
+            "talkative".into(),
+            r("cpus:2;mem:1024"),
+            attributes,
+            7,
+            strata_integration::containers::in_process(),
+        );
+        let _agent = start_agent_with(&ca, "talkative", agent_config).await;
+        let schedulers = node(&ca, Role::Framework, "schedulers").await;
+        let _fw = Scheduler::subscribe(
+            &schedulers,
+            "scheduler",
+            &master,
+            FrameworkInfo::new("fw", "u"),
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while master_node.metrics().dropped_send_queue_full == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no offer was refused"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Refused offers come back at once, and the agent is kept from
+        // the framework for the default 5 s: no snapshot in the next
+        // 3 s may show the offer outstanding for long.
+        let mut without = 0;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let state = snapshots.latest().unwrap();
+            assert_eq!(state.agents.len(), 1);
+            if state.offers.is_empty() {
+                without += 1;
+            }
+        }
+        assert!(
+            without >= 25,
+            "the offer stayed outstanding ({without} of 30 without)"
+        );
+    });
+}

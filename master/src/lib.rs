@@ -11,6 +11,7 @@ pub mod allocator;
 pub mod api;
 pub mod authorization;
 pub mod books;
+pub mod metrics;
 pub mod operator;
 pub mod process;
 pub mod registry;

@@ -139,7 +139,7 @@ impl OperatorApi {
                 };
                 match kind {
                     CallType::GetMetrics => {
-                        json::answer(kind, &json::get_metrics(&crate::state::metrics(&state)))
+                        json::answer(kind, &json::get_metrics(&crate::metrics::metrics(&state)))
                     }
                     CallType::GetState => json::answer(kind, &json::get_state(&state)),
                     CallType::GetAgents => json::answer(kind, &json::get_agents(&state)),

@@ -432,7 +432,7 @@ fn a_full_send_queue_refuses_and_a_dead_peer_drops_what_was_queued() {
 fn a_send_queue_counts_what_each_frame_costs() {
     system(async {
         let (node, target, _silent) = node_and_silent_peer(|quic| {
-            quic.send_queue_bytes = 100 * strata_runtime::transport::quic::QUEUED_FRAME_COST;
+            quic.send_queue_bytes = 100 * strata_runtime::transport::quic::QUEUED_FRAME_COST_BYTES;
         })
         .await;
         let inbox = node.inbox::<u64>("client", 4).unwrap();

@@ -53,11 +53,11 @@ pub struct Config {
     pub allocation_interval: Duration,
     /// Most agents one input allocates: a pass over every agent (each
     /// tick's, or after a framework subscribes or revives) goes on in
-    /// [`Input::Allocate`]s, so no input holds the master for long, and
+    /// [`Input::Continue`]s, so no input holds the master for long, and
     /// messages that arrive meanwhile are handled between slices.
     pub allocation_slice: usize,
     /// Most agents one input pings; those due beyond are pinged in the
-    /// [`Input::Allocate`]s after the tick, before its pass of allocation
+    /// [`Input::Continue`]s after the tick, before its pass of allocation
     /// (at 50,000 agents a ping interval of 15 s makes about 3,300 a
     /// second).
     pub ping_slice: usize,
@@ -119,14 +119,17 @@ pub enum Input {
     /// The next slice of what a tick started: the pings due beyond one
     /// input's share, then a pass of allocation over every agent. The
     /// shell sends it while [`Books::work_left`] says so.
-    Allocate,
+    Continue,
     /// A linked process exited or its node became unreachable.
     Exited(Upid),
-    /// The shell could not send `offers` to the scheduler at `to`: its
-    /// send queue was full, or it was not connected. They never reached
+    /// The shell could not send `offers` to the scheduler at `to`: the
+    /// send was refused (the send queue to its node full, even while
+    /// dialling; its mailbox full or its process unknown on this node;
+    /// the message too large; the node shutting down). They never reached
     /// it, so they come back as if declined with the default filters;
     /// held, they would keep their resources from every framework until
-    /// this one went.
+    /// this one went. (Offers lost after they were queued come back when
+    /// the broken link disconnects the framework.)
     OffersNotSent { to: Upid, offers: Vec<OfferId> },
 }
 
@@ -558,7 +561,7 @@ impl Books {
     }
 
     /// Whether pings are due beyond what the last input sent, or a pass
-    /// of allocation goes on: the shell then sends [`Input::Allocate`]
+    /// of allocation goes on: the shell then sends [`Input::Continue`]
     /// until neither is left.
     pub fn work_left(&self) -> bool {
         self.pings_left || self.allocating()
@@ -579,8 +582,8 @@ impl Books {
                 message,
             } => self.received(now, from, &sender, message, &mut out),
             Input::Tick => self.tick(now, &mut out),
-            Input::Allocate if self.pings_left => self.ping_agents(now, &mut out),
-            Input::Allocate => self.allocate_slice(now, &mut out),
+            Input::Continue if self.pings_left => self.ping_agents(now, &mut out),
+            Input::Continue => self.allocate_slice(now, &mut out),
             Input::Exited(pid) => self.exited(now, &pid, &mut out),
             Input::OffersNotSent { to, offers } => {
                 if let Some(framework_id) = self.frameworks_by_pid.get(&to.to_string()).cloned() {
@@ -856,7 +859,7 @@ impl Books {
         self.expire_failovers(now, out);
         // A pass still going on (slower than a tick) goes on; it is not
         // started again, so it ends. A new pass's slices, its first
-        // included, come in `Input::Allocate`s: at tens of thousands of
+        // included, come in `Input::Continue`s: at tens of thousands of
         // agents a second's pings are input enough.
         if !self.allocating() {
             self.allocation_left = self.agents.len();

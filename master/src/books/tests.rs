@@ -107,7 +107,7 @@ impl Harness {
         self.now += Duration::from_secs(seconds);
         let mut out = self.input(Input::Tick);
         while self.books.work_left() {
-            out.extend(self.input(Input::Allocate));
+            out.extend(self.input(Input::Continue));
         }
         out
     }
@@ -983,7 +983,7 @@ fn pings_go_a_slice_an_input() {
     let (_, out) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
     let mut offered = offers_to(&out, &scheduler).len();
     while h.books.work_left() {
-        offered += offers_to(&h.input(Input::Allocate), &scheduler).len();
+        offered += offers_to(&h.input(Input::Continue), &scheduler).len();
     }
     assert_eq!(offered, 50, "every agent offered once");
     // Every agent's first ping is due within 15 s.
@@ -995,7 +995,7 @@ fn pings_go_a_slice_an_input() {
     };
     let mut inputs = vec![pings(&h.input(Input::Tick))];
     while h.books.work_left() {
-        let out = h.input(Input::Allocate);
+        let out = h.input(Input::Continue);
         if pings(&out) == 0 {
             break;
         }
@@ -1048,7 +1048,7 @@ fn the_schedule_of_pings_forgets_stale_entries() {
 }
 
 /// A pass of allocation goes over the agents a slice per input: each
-/// agent is offered once a pass, later slices come in `Input::Allocate`s
+/// agent is offered once a pass, later slices come in `Input::Continue`s
 /// until the books say the pass is over, and a framework that subscribes
 /// meanwhile makes the pass go round every agent again from where it is.
 #[test]
@@ -1078,7 +1078,7 @@ fn allocation_goes_over_the_agents_a_slice_at_a_time() {
         .collect();
     assert_eq!(offered.len(), 2, "one slice");
     assert!(h.books.allocating());
-    let out = h.input(Input::Allocate);
+    let out = h.input(Input::Continue);
     offered.extend(
         offers_to(&out, &first)
             .into_iter()
@@ -1101,26 +1101,26 @@ fn allocation_goes_over_the_agents_a_slice_at_a_time() {
     assert_eq!(sorted.len(), agents.len(), "each agent once: {offered:?}");
     let mut slices = 1;
     while h.books.allocating() {
-        h.input(Input::Allocate);
+        h.input(Input::Continue);
         slices += 1;
         assert!(slices <= 3, "five agents in slices of two");
     }
     assert_eq!(slices, 3);
     assert!(
-        h.input(Input::Allocate).is_empty(),
+        h.input(Input::Continue).is_empty(),
         "nothing once the pass is over"
     );
     // A tick starts a pass and leaves its slices to the inputs after
     // it; a tick during the pass lets it go on to its end.
     assert!(h.input(Input::Tick).is_empty(), "pings are not due yet");
     assert!(h.books.allocating());
-    h.input(Input::Allocate);
-    h.input(Input::Allocate);
+    h.input(Input::Continue);
+    h.input(Input::Continue);
     h.now += Duration::from_secs(1);
     h.input(Input::Tick);
-    h.input(Input::Allocate);
+    h.input(Input::Continue);
     assert!(!h.books.allocating(), "one pass of three slices");
-    assert!(h.input(Input::Allocate).is_empty());
+    assert!(h.input(Input::Continue).is_empty());
 }
 
 /// When so much changed that the books say every framework did (more

@@ -69,8 +69,9 @@ pub struct Master {
     /// that goes on.
     cycle_took: Duration,
     cycle_sum: Duration,
-    /// Whether the next slice of a pass of allocation is on its way.
-    allocation_next: bool,
+    /// Whether an `Input::Continue` (the next slice of what a tick left)
+    /// is on its way.
+    continue_next: bool,
     /// Held while this master publishes snapshots.
     listening: Option<crate::state::Listening>,
     /// Told of every broken invariant, when checking (simulation).
@@ -188,7 +189,7 @@ impl Master {
             snapshot_took: Duration::ZERO,
             cycle_took: Duration::ZERO,
             cycle_sum: Duration::ZERO,
-            allocation_next: false,
+            continue_next: false,
             listening: None,
             checker: None,
             api: None,
@@ -635,14 +636,14 @@ impl Master {
     fn apply(&mut self, ctx: &mut ProcessContext<'_, Self>, input: Input) {
         let commands = self.decide(input);
         self.execute(ctx, commands);
-        if self.books.work_left() && !self.allocation_next {
+        if self.books.work_left() && !self.continue_next {
             // The next slice of what the tick left (pings, then the pass
             // of allocation) after what waits to be handled now.
-            self.allocation_next = true;
+            self.continue_next = true;
             ctx.run_later(Duration::ZERO, |master, ctx| {
-                master.allocation_next = false;
+                master.continue_next = false;
                 if !master.standby() {
-                    master.apply(ctx, Input::Allocate);
+                    master.apply(ctx, Input::Continue);
                 }
             });
         }
@@ -651,11 +652,11 @@ impl Master {
     /// What the books make of `input`.
     fn decide(&mut self, input: Input) -> Vec<Command> {
         let started = now();
-        let cycle = matches!(input, Input::Tick | Input::Allocate);
+        let cycle = matches!(input, Input::Tick | Input::Continue);
         let kind = match &input {
             Input::Received { message, .. } => strata_runtime::Message::kind(message),
             Input::Tick => "Tick",
-            Input::Allocate => "Allocate",
+            Input::Continue => "Continue",
             Input::Exited(_) => "Exited",
             Input::OffersNotSent { .. } => "OffersNotSent",
         };

@@ -72,7 +72,7 @@ pub struct QuicConfig {
     /// Most frames queued for one peer; more are refused.
     pub send_queue_frames: usize,
     /// Most bytes queued for one peer, each frame counted with what
-    /// holding it costs beside its bytes ([`QUEUED_FRAME_COST`]); more
+    /// holding it costs beside its bytes ([`QUEUED_FRAME_COST_BYTES`]); more
     /// are refused. This is what bounds a slow peer's queue: the frame
     /// count is set high enough that a burst of small messages (status
     /// updates to a framework) is held rather than dropped.
@@ -121,7 +121,7 @@ struct Slot {
 /// What a queued frame costs beside its bytes (its handle in the queue
 /// and its allocation's bookkeeping), counted against
 /// [`QuicConfig::send_queue_bytes`].
-pub const QUEUED_FRAME_COST: usize = 64;
+pub const QUEUED_FRAME_COST_BYTES: usize = 64;
 
 /// Least time between two warnings of one peer's full send queue.
 const QUEUE_WARNING_EVERY: Duration = Duration::from_secs(10);
@@ -294,10 +294,10 @@ impl QuicTransport {
                 config.keep_alive_interval, config.idle_timeout
             )));
         }
-        if config.send_queue_frames == 0 || config.send_queue_bytes == 0 {
-            return Err(NodeError::InvalidConfig(
-                "send queue limits must be positive".into(),
-            ));
+        if config.send_queue_frames == 0 || config.send_queue_bytes <= QUEUED_FRAME_COST_BYTES {
+            return Err(NodeError::InvalidConfig(format!(
+                "send queue limits must be positive, and the bytes more than the {QUEUED_FRAME_COST_BYTES} counted for each frame"
+            )));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             NodeError::InvalidConfig(
@@ -692,7 +692,7 @@ impl Shared {
             let bytes = chunk.len();
             outbox
                 .queued_bytes
-                .fetch_sub(bytes + frames * QUEUED_FRAME_COST, Ordering::Relaxed);
+                .fetch_sub(bytes + frames * QUEUED_FRAME_COST_BYTES, Ordering::Relaxed);
             if let Err(error) = send.write_chunk(chunk).await {
                 Metrics::add(&self.metrics.dropped_unreachable, frames as u64);
                 debug!(cause = %error, "write failed");
@@ -802,7 +802,7 @@ impl Transport for QuicTransport {
             return Err(SendError::ShutDown);
         }
         let addr = frame.to.addr();
-        let cost = frame.bytes.len() + QUEUED_FRAME_COST;
+        let cost = frame.bytes.len() + QUEUED_FRAME_COST_BYTES;
         let mut peers = lock(&shared.peers);
         let slot = peers.entry(addr).or_insert_with(|| shared.dial(addr));
         if slot.queued_bytes.load(Ordering::Relaxed) + cost > shared.config.send_queue_bytes {

@@ -222,7 +222,7 @@ fn denials_reach_the_metrics() {
     assert_eq!(h.books.authorizer().acls().register_frameworks.len(), 2);
     let state = crate::state::snapshot(&h.books, "master@10.0.0.1:5050", 0, 0);
     assert_eq!(state.authorization_denials, 2);
-    let metrics = crate::state::metrics(&state);
+    let metrics = crate::metrics::metrics(&state);
     assert!(metrics.contains(&strata_api::metrics::Metric::counter(
         "master/authorization_denials",
         2.0
