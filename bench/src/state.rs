@@ -6,7 +6,10 @@
 //! process spends taking the snapshot it publishes every allocation tick
 //! (the only `/state` work done inside it), the time to serialize that
 //! snapshot to JSON, and the latency of `GET /state` over HTTP from the
-//! snapshot, the median of 20. The baseline is what answering `/state`
+//! snapshot, the median of 20; beside them, the time to bring the views
+//! up to date after status updates while a snapshot still shares them
+//! (what the master does between two snapshots). The baseline is what
+//! answering `/state`
 //! inside the master's process would hold it up for (snapshot and JSON
 //! together), which Apache Mesos's single-threaded master does.
 
@@ -59,12 +62,7 @@ pub(crate) fn cluster(agents: usize, frameworks: usize) -> anyhow::Result<Books>
         }));
     }
     for index in 0..agents {
-        let pid = upid(&format!(
-            "agent@10.{}.{}.{}:5051",
-            index / 65_536,
-            (index / 256) % 256,
-            index % 256
-        ))?;
+        let pid = agent_pid(index)?;
         let agent_id = AgentId::new(format!("bench-S{index}"))?;
         let info = AgentInfo {
             id: Some(agent_id.clone()),
@@ -87,20 +85,97 @@ pub(crate) fn cluster(agents: usize, frameworks: usize) -> anyhow::Result<Books>
         };
         books.handle(
             now,
-            Input::Received {
-                sender: std::sync::Arc::new(strata_runtime::PeerIdentity::simulated(
-                    Some(strata_runtime::Role::Agent),
-                    &pid.to_string(),
-                )),
-                from: pid,
-                message: ToMaster::ReregisterAgent {
+            from_agent(
+                pid,
+                ToMaster::ReregisterAgent {
                     info,
                     tasks: vec![task],
                 },
-            },
+            ),
         );
     }
     Ok(books)
+}
+
+/// Status updates between two snapshots in [`run`]: about what 64
+/// inputs (the master brings its views up to date every 64) bring.
+const UPDATES: usize = 64;
+
+/// [`UPDATES`] status updates of running tasks, spread over the
+/// `agents` agents of [`cluster`]: each says the task still runs, with a
+/// new message, as a health report would.
+fn status_updates(books: &mut Books, agents: usize, round: u64) -> anyhow::Result<()> {
+    let now = Instant::now();
+    let tasks: Vec<(strata_protocol::FrameworkId, TaskId, AgentId)> = books
+        .frameworks()
+        .iter()
+        .flat_map(|(framework_id, framework)| {
+            framework.tasks.values().map(|task| {
+                (
+                    framework_id.clone(),
+                    task.info.task_id.clone(),
+                    task.info.agent_id.clone(),
+                )
+            })
+        })
+        .collect();
+    let step = (tasks.len() / UPDATES).max(1);
+    for (number, (framework_id, task_id, agent_id)) in
+        tasks.into_iter().step_by(step).take(UPDATES).enumerate()
+    {
+        let index: usize = agent_id
+            .as_str()
+            .strip_prefix("bench-S")
+            .and_then(|index| index.parse().ok())
+            .unwrap_or(0)
+            % agents.max(1);
+        books.handle(
+            now,
+            from_agent(
+                agent_pid(index)?,
+                ToMaster::StatusUpdate {
+                    framework_id,
+                    status: strata_protocol::TaskStatus {
+                        task_id,
+                        state: TaskState::Running,
+                        source: strata_protocol::Source::Executor,
+                        reason: None,
+                        message: format!("healthy, round {round}"),
+                        agent_id: Some(agent_id),
+                        executor_id: None,
+                        update_id: Some(strata_protocol::UpdateId(
+                            u128::from(round) << 32 | number as u128,
+                        )),
+                        timestamp_ms: 1_700_000_000_000 + round,
+                        sandbox: None,
+                    },
+                },
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The process id of agent number `index` of [`cluster`].
+fn agent_pid(index: usize) -> anyhow::Result<Upid> {
+    upid(&format!(
+        "agent@10.{}.{}.{}:5051",
+        index / 65_536,
+        (index / 256) % 256,
+        index % 256
+    ))
+}
+
+/// `message` from the agent at `pid`, as its certificate names it.
+fn from_agent(pid: Upid, message: ToMaster) -> Input {
+    Input::Received {
+        sender: std::sync::Arc::new(strata_runtime::PeerIdentity::simulated(
+            Some(strata_runtime::Role::Agent),
+            &pid.to_string(),
+        )),
+        from: pid,
+        message,
+    }
 }
 
 pub(crate) fn median(mut samples: Vec<f64>) -> f64 {
@@ -146,6 +221,19 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
         );
     }
     let shared = median(shared_ms);
+    // What the master does between snapshots: status updates of tasks
+    // spread over the cluster, then the views brought up to date while
+    // the snapshot before still shares their lists.
+    let mut after_updates_ms = Vec::new();
+    for round in 0..5u64 {
+        let held = views.refresh(&mut books, "master@127.0.0.1:5050", 0, 1);
+        status_updates(&mut books, agents, round)?;
+        let started = Instant::now();
+        views.update(&mut books);
+        after_updates_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        drop(held);
+    }
+    let after_updates = median(after_updates_ms);
     let (state, bytes) = state.ok_or_else(|| anyhow::anyhow!("no snapshot taken"))?;
     let snapshot = median(snapshot_ms);
     let json = median(json_ms);
@@ -177,6 +265,14 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
             },
             snapshot + json,
             shared,
+        ),
+        Row::new(
+            format!(
+                "bringing the views up to date after {UPDATES} status updates, a snapshot held, {shape}"
+            ),
+            context("ms"),
+            snapshot + json,
+            after_updates,
         ),
         Row::new(
             format!("bringing the master's views up to date from nothing (once), {shape}"),
