@@ -28,7 +28,7 @@ fn every_seed_passes_its_target() {
     }
 }
 
-fn write(target: &str, name: &str, bytes: &[u8]) {
+fn write_seed(target: &str, name: &str, bytes: &[u8]) {
     let dir = corpus(target);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(name), bytes).unwrap();
@@ -117,7 +117,7 @@ fn write_seeds() {
         ),
     ];
     for (name, bytes) in &messages {
-        write("messages", name, bytes);
+        write_seed("messages", name, bytes);
     }
     let hello = codec::hello_frame(&codec::Hello {
         listen: "127.0.0.1:4000".parse().unwrap(),
@@ -140,7 +140,7 @@ fn write_seeds() {
         )
         .unwrap(),
     );
-    write("frames", "hello-subscribe", &stream);
+    write_seed("frames", "hello-subscribe", &stream);
 
     let registry = strata_master::registry::Registry {
         epoch: 3,
@@ -156,7 +156,7 @@ fn write_seeds() {
         frameworks_created: 1,
         ..strata_master::registry::Registry::empty()
     };
-    write(
+    write_seed(
         "registry",
         "one-of-each",
         &serde_json::to_vec(&registry).unwrap(),
@@ -195,11 +195,11 @@ fn write_seeds() {
                 version: FORMAT_VERSION,
                 task,
                 run: Some(RunCheckpoint {
+                    container: strata_agent::containerizer::ContainerId::new("run-1"),
                     group: 4242,
                     start_ticks: 99,
                     sandbox: "/tmp/sandbox".into(),
                     launched: true,
-                    simulated: false,
                 }),
             })
             .unwrap(),
@@ -214,6 +214,8 @@ fn write_seeds() {
                 start_ticks: 100,
                 pid: Some("executor-e1@127.0.0.1:40000".parse().unwrap()),
                 launched: true,
+                container: strata_agent::containerizer::ContainerId::new("executor-e1"),
+                sandbox: "/tmp/sandbox-e1".into(),
             })
             .unwrap(),
         ),
@@ -232,11 +234,11 @@ fn write_seeds() {
     for (kind, name, bytes) in checkpoints {
         let mut seed = vec![kind];
         seed.extend_from_slice(&bytes);
-        write("checkpoints", name, &seed);
+        write_seed("checkpoints", name, &seed);
     }
 
     use strata_agent::launcher::{FromLauncher, Launch, ToLauncher};
-    let launch = ToLauncher::Launch(Launch {
+    let launch = ToLauncher::Launch(Box::new(Launch {
         argv: vec![b"/bin/sh".to_vec(), b"-c".to_vec(), b"true".to_vec()],
         environment: vec![(b"PATH".to_vec(), b"/bin".to_vec())],
         directory: "/tmp/sandbox".into(),
@@ -244,7 +246,8 @@ fn write_seeds() {
         stderr: "/tmp/sandbox/stderr".into(),
         dies_with_agent: true,
         run_as: None,
-    });
+        confinement: Default::default(),
+    }));
     let mut frames = Vec::new();
     for message in [
         codec::message_frame(
@@ -259,7 +262,7 @@ fn write_seeds() {
     ] {
         frames.extend_from_slice(&message);
     }
-    write("launcher", "requests-launch", &frames);
+    write_seed("launcher", "requests-launch", &frames);
 
     // The structure-aware targets read any bytes as choices; seeds of a
     // few shapes start them off (libFuzzer grows its own corpus).
@@ -269,8 +272,8 @@ fn write_seeds() {
         stepping.extend_from_slice(&[step % 10, step, 1, 0, 0x40, step.wrapping_mul(37)]);
     }
     for target in ["message_values", "resource_values", "master_books"] {
-        write(target, "zeros", &[0; 256]);
-        write(target, "counting", &counting);
-        write(target, "stepping", &stepping);
+        write_seed(target, "zeros", &[0; 256]);
+        write_seed(target, "counting", &counting);
+        write_seed(target, "stepping", &stepping);
     }
 }
