@@ -269,6 +269,7 @@ impl Master {
     /// for one before; when and how long it took.
     fn snapshot(&mut self) -> (Instant, Duration) {
         let started = now();
+        let cpu_started = tracing::enabled!(tracing::Level::DEBUG).then(thread_cpu_time);
         let Some(publisher) = &self.publisher else {
             return (started, Duration::ZERO);
         };
@@ -286,6 +287,16 @@ impl Master {
         publisher.publish(std::sync::Arc::new(state), covers);
         self.changed = false;
         let took = now().saturating_duration_since(started);
+        if took >= LONG_INPUT
+            && let Some(cpu_started) = cpu_started
+        {
+            let cpu = thread_cpu_time().saturating_sub(cpu_started);
+            debug!(
+                took_ms = took.as_secs_f64() * 1e3,
+                cpu_ms = cpu.as_secs_f64() * 1e3,
+                "a snapshot held the master up (cpu_ms its thread ran, the rest it waited for a core)"
+            );
+        }
         self.stall = Duration::ZERO;
         self.snapshot_took = took;
         self.next_fresh = started + took.div_f64(SNAPSHOT_SHARE);
@@ -652,6 +663,10 @@ impl Master {
     /// What the books make of `input`.
     fn decide(&mut self, input: Input) -> Vec<Command> {
         let started = now();
+        // The thread's own time, to tell a long input from a preempted
+        // one in the debug log (a system call: only when it is read).
+        let logging = tracing::enabled!(tracing::Level::DEBUG);
+        let cpu_started = logging.then(thread_cpu_time);
         let cycle = matches!(input, Input::Tick | Input::Continue);
         let kind = match &input {
             Input::Received { message, .. } => strata_runtime::Message::kind(message),
@@ -683,14 +698,18 @@ impl Master {
             }
         }
         self.stall = self.stall.max(took);
-        if took >= LONG_INPUT {
+        if took >= LONG_INPUT
+            && let Some(cpu_started) = cpu_started
+        {
+            let cpu = thread_cpu_time().saturating_sub(cpu_started);
             debug!(
                 input = kind,
                 took_ms = took.as_secs_f64() * 1e3,
+                cpu_ms = cpu.as_secs_f64() * 1e3,
                 books_ms = in_books.as_secs_f64() * 1e3,
                 views_ms = took.saturating_sub(in_books).as_secs_f64() * 1e3,
                 commands = commands.len(),
-                "one input held the master up (books_ms in the books, views_ms bringing the views up to date after this and the inputs before it)"
+                "one input held the master up (cpu_ms its thread ran, the rest it waited for a core; books_ms in the books, views_ms bringing the views up to date after this and the inputs before it)"
             );
         }
         if let Some(Checker(sink, every, since)) = &mut self.checker {
@@ -1052,6 +1071,15 @@ const OPERATOR_PROCESS_PREFIX: &str = "operator-http-";
 /// Whether `pid` is an operator API call's, on the master's node.
 fn operator_call_of(master: &Upid, pid: &Upid) -> bool {
     pid.addr() == master.addr() && pid.id().starts_with(OPERATOR_PROCESS_PREFIX)
+}
+
+/// The time the calling thread has run.
+fn thread_cpu_time() -> Duration {
+    let spent = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(spent.tv_sec).unwrap_or(0),
+        u32::try_from(spent.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// The runtime's clock (tokio's, so paused tests and simulation drive it).
