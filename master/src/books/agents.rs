@@ -362,6 +362,12 @@ impl Books {
             &used,
             out,
         );
+        for (framework_id, _) in &running {
+            self.framework_agents
+                .entry(framework_id.clone())
+                .or_default()
+                .insert(agent_id.clone());
+        }
         if let Some(entry) = self.agents.get_mut(&agent_id) {
             entry.kills.retain(|key| running.contains(key));
             entry.tasks = running;

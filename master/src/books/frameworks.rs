@@ -399,20 +399,27 @@ impl Books {
         if let Some(pid) = &framework.pid {
             self.frameworks_by_pid.remove(&pid.to_string());
         }
+        // Only the agents it used can hold its tasks, kills or executors.
         let mut agents_with_tasks = std::collections::BTreeSet::new();
-        self.agents.change_each(|_, agent| {
+        for agent_id in self
+            .framework_agents
+            .remove(framework_id)
+            .unwrap_or_default()
+        {
+            let Some(agent) = self.agents.get_mut_unseen(&agent_id) else {
+                continue;
+            };
             let before = agent.tasks.len() + agent.executors.len();
             agent.tasks.retain(|(owner, _)| owner != framework_id);
             agent.kills.retain(|(owner, _)| owner != framework_id);
             agent
                 .executors
                 .retain(|(owner, _), _| owner != framework_id);
-            let changed = agent.tasks.len() + agent.executors.len() != before;
-            if changed {
+            if agent.tasks.len() + agent.executors.len() != before {
                 agents_with_tasks.insert(agent.pid.clone());
+                self.agents.mark(&agent_id);
             }
-            changed
-        });
+        }
         for pid in agents_with_tasks {
             out.push(Command::ToAgent(
                 pid,

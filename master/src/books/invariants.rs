@@ -11,6 +11,9 @@
 //!   is not terminal.
 //! - An unreachable agent has no outstanding offers; an active one is
 //!   in the schedule of pings at the time of its next ping.
+//! - Every framework with tasks, kills or executors on an agent has the
+//!   agent among those it used, which name only known frameworks and
+//!   agents.
 //! - The allocator's free resources of an agent are exactly what neither
 //!   its tasks and executors hold nor its offers.
 
@@ -64,6 +67,23 @@ pub(crate) fn check(books: &Books) -> Result<(), String> {
                 "agent {agent_id}: the allocator has {free} free, the books leave {left}"
             ));
         }
+        let held = agent
+            .tasks
+            .iter()
+            .chain(&agent.kills)
+            .map(|(framework_id, _)| framework_id)
+            .chain(agent.executors.keys().map(|(framework_id, _)| framework_id));
+        for framework_id in held {
+            if !books
+                .framework_agents
+                .get(framework_id)
+                .is_some_and(|agents| agents.contains(agent_id))
+            {
+                return Err(format!(
+                    "agent {agent_id} holds something of {framework_id}, which does not list it among the agents it used"
+                ));
+            }
+        }
         if agent.status == AgentStatus::Active
             && !books
                 .pings
@@ -91,6 +111,18 @@ pub(crate) fn check(books: &Books) -> Result<(), String> {
         if !listed_by_agent || !listed_by_framework {
             return Err(format!(
                 "offer {offer_id} is not indexed under its agent and framework"
+            ));
+        }
+    }
+    for (framework_id, agents) in &books.framework_agents {
+        if !books.frameworks.contains_key(framework_id) {
+            return Err(format!(
+                "removed framework {framework_id} still lists agents it used"
+            ));
+        }
+        if let Some(agent_id) = agents.iter().find(|id| !books.agents.contains_key(id)) {
+            return Err(format!(
+                "framework {framework_id} lists unknown agent {agent_id} as used"
             ));
         }
     }

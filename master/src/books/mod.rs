@@ -340,6 +340,11 @@ pub struct Books {
     pings: BTreeSet<(Instant, AgentId)>,
     /// Whether more pings were due than the last input sent.
     pings_left: bool,
+    /// The agents where each framework may have tasks, kills or
+    /// executors (those it launched tasks on, or that came back with its
+    /// tasks): a teardown visits them rather than every agent. A
+    /// superset; a framework's entry goes with it.
+    framework_agents: BTreeMap<FrameworkId, BTreeSet<AgentId>>,
     frameworks: Tracked<FrameworkId, FrameworkEntry>,
     frameworks_by_pid: BTreeMap<String, FrameworkId>,
     /// Frameworks this master removed, most recent last, so one cannot
@@ -431,6 +436,7 @@ impl Books {
             recovering_agents: BTreeSet::new(),
             pings: BTreeSet::new(),
             pings_left: false,
+            framework_agents: BTreeMap::new(),
             recovery_deadline: None,
             ended: BTreeMap::new(),
             denied: 0,

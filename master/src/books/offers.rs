@@ -604,6 +604,10 @@ impl Books {
         agent
             .tasks
             .insert((framework_id.clone(), info.task_id.clone()));
+        self.framework_agents
+            .entry(framework_id.clone())
+            .or_default()
+            .insert(agent_id.clone());
         out.push(Command::Log(Event::TaskLaunched {
             framework_id: framework_id.clone(),
             task_id: info.task_id.clone(),

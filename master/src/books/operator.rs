@@ -122,6 +122,9 @@ impl Books {
                 },
             ));
         }
+        for agents in self.framework_agents.values_mut() {
+            agents.remove(agent_id);
+        }
         if let Some(agent) = self.agents.remove(agent_id) {
             // Its address may be another agent's by now.
             let pid = agent.pid.to_string();
