@@ -664,9 +664,9 @@ impl Master {
     fn decide(&mut self, input: Input) -> Vec<Command> {
         let started = now();
         // The thread's own time, to tell a long input from a preempted
-        // one in the debug log (a system call: only when it is read).
-        let logging = tracing::enabled!(tracing::Level::DEBUG);
-        let cpu_started = logging.then(thread_cpu_time);
+        // one in the debug log: a system call, made only when debug
+        // logging is on.
+        let cpu_started = tracing::enabled!(tracing::Level::DEBUG).then(thread_cpu_time);
         let cycle = matches!(input, Input::Tick | Input::Continue);
         let kind = match &input {
             Input::Received { message, .. } => strata_runtime::Message::kind(message),
