@@ -447,6 +447,19 @@ fn a_send_queue_counts_what_each_frame_costs() {
     });
 }
 
+/// A send queue whose bytes cannot hold one frame's cost would refuse
+/// every send: such a configuration is refused when the node binds.
+#[test]
+fn a_send_queue_too_small_for_one_frame_is_refused() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let mut config = common::config(&ca, "n");
+        config.quic.send_queue_bytes = strata_runtime::transport::quic::QUEUED_FRAME_COST_BYTES;
+        let refused = strata_runtime::Node::bind(config).await.err().unwrap();
+        assert!(refused.to_string().contains("send queue"), "{refused}");
+    });
+}
+
 #[test]
 fn links_report_a_local_process_that_stops() {
     system(async {
