@@ -73,6 +73,9 @@ struct Role {
     allocated: Quantities,
     /// Frameworks that want offers, in policy order.
     active: BTreeSet<(Key, FrameworkId)>,
+    /// Their registration numbers: the least is the role's tie-breaker,
+    /// found without a pass over them.
+    sequences: BTreeSet<u64>,
     key: Key,
 }
 
@@ -241,10 +244,12 @@ impl HierarchicalAllocator {
             return;
         };
         let role_name = framework.role.clone();
-        let key = framework.key;
+        let (key, sequence) = (framework.key, framework.sequence);
         self.unlist_role(&role_name);
-        if let Some(role) = self.roles.get_mut(&role_name) {
-            role.active.remove(&(key, id.clone()));
+        if let Some(role) = self.roles.get_mut(&role_name)
+            && role.active.remove(&(key, id.clone()))
+        {
+            role.sequences.remove(&sequence);
         }
     }
 
@@ -255,12 +260,13 @@ impl HierarchicalAllocator {
         };
         let key = self.framework_key(framework);
         let wants = Self::wants_offers(framework);
-        let role_name = framework.role.clone();
+        let (role_name, sequence) = (framework.role.clone(), framework.sequence);
         if let Some(framework) = self.frameworks.get_mut(id) {
             framework.key = key;
         }
         if wants && let Some(role) = self.roles.get_mut(&role_name) {
             role.active.insert((key, id.clone()));
+            role.sequences.insert(sequence);
         }
         self.list_role(&role_name);
     }
@@ -276,8 +282,7 @@ impl HierarchicalAllocator {
             return;
         };
         self.role_order.remove(&(role.key, name.to_owned()));
-        let first = role.active.iter().map(|((_, sequence), _)| *sequence).min();
-        let Some(first) = first else {
+        let Some(&first) = role.sequences.first() else {
             return;
         };
         let key = self.role_key(role, first);
@@ -297,6 +302,7 @@ impl HierarchicalAllocator {
         self.role_order.clear();
         for role in self.roles.values_mut() {
             role.active.clear();
+            role.sequences.clear();
         }
         for id in &ids {
             self.list_framework(id);
@@ -454,6 +460,7 @@ impl Allocator for HierarchicalAllocator {
             weight: 1.0,
             allocated: [0; SHARED_SCALARS.len()],
             active: BTreeSet::new(),
+            sequences: BTreeSet::new(),
             key: (0, 0),
         });
         let sequence = self.next_sequence;
@@ -561,6 +568,7 @@ impl Allocator for HierarchicalAllocator {
                 weight,
                 allocated: [0; SHARED_SCALARS.len()],
                 active: BTreeSet::new(),
+                sequences: BTreeSet::new(),
                 key: (0, 0),
             })
             .weight = weight;

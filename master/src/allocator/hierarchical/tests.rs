@@ -1,6 +1,6 @@
 //! The allocator's behaviour, driven as the master drives it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use strata_protocol::{AgentId, Attributes, FrameworkId, OfferConstraint, Resources};
@@ -446,6 +446,29 @@ fn check_accounting(allocator: &HierarchicalAllocator) {
             super::add_quantities(&mut sum, framework.allocated);
         }
         assert_eq!(sum, role.allocated, "role {name}");
+        // Each framework is listed once, with its key, and the role's
+        // tie-breaker is the least of their registration numbers.
+        let listed: BTreeSet<&FrameworkId> = role.active.iter().map(|(_, id)| id).collect();
+        assert_eq!(
+            listed.len(),
+            role.active.len(),
+            "role {name} lists one twice"
+        );
+        for (key, id) in &role.active {
+            assert_eq!(
+                allocator.frameworks[id].key, *key,
+                "{id}'s key in role {name}"
+            );
+        }
+        let sequences: BTreeSet<u64> = role
+            .active
+            .iter()
+            .map(|(_, id)| allocator.frameworks[id].sequence)
+            .collect();
+        assert_eq!(
+            sequences, role.sequences,
+            "role {name}'s registration numbers"
+        );
     }
 }
 
