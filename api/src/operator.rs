@@ -782,8 +782,8 @@ struct SlaveV0<'a> {
     offered_resources: ResourcesV0<'a>,
     #[serde(serialize_with = "owned_v0")]
     unreserved_resources: protocol::Resources,
-    #[serde(with = "crate::views::attributes_text")]
-    attributes: protocol::Attributes,
+    #[serde(serialize_with = "crate::views::attributes_text::serialize")]
+    attributes: &'a protocol::Attributes,
 }
 
 #[derive(Debug, Serialize)]
@@ -915,7 +915,7 @@ pub fn state_v0<'a>(
                 used_resources: ResourcesV0(&agent.used),
                 offered_resources: ResourcesV0(&agent.offered),
                 unreserved_resources: agent.total.unreserved(),
-                attributes: agent.attributes.clone(),
+                attributes: &agent.attributes,
             })
             .collect(),
         frameworks,

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use crate::listed::{ListKey, Listed};
 
@@ -148,18 +149,22 @@ impl AgentStatus {
     }
 }
 
-/// An agent as the master sees it.
+/// An agent as the master sees it. What changes only when the agent
+/// registers again (process id, hostname, attributes, total) is shared
+/// between the versions of its view: the master makes a view again
+/// whenever the agent's offers change, and at tens of thousands of agents
+/// copying those for each would hold it up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Agent {
     pub id: AgentId,
     /// Its process id, `agent@host:port` (its HTTP API is on that port).
-    pub pid: String,
-    pub hostname: String,
+    pub pid: Arc<str>,
+    pub hostname: Arc<str>,
     pub status: AgentStatus,
     #[serde(with = "attributes_text")]
-    pub attributes: Attributes,
+    pub attributes: Arc<Attributes>,
     #[serde(with = "totals")]
-    pub total: Resources,
+    pub total: Arc<Resources>,
     #[serde(with = "totals")]
     pub used: Resources,
     #[serde(with = "totals")]
@@ -365,10 +370,11 @@ pub mod totals {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
     use strata_protocol::Resources;
 
-    pub fn serialize<S: Serializer>(
-        resources: &Resources,
+    pub fn serialize<S: Serializer, R: std::borrow::Borrow<Resources>>(
+        resources: &R,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
+        let resources = resources.borrow();
         let names = resources.scalar_names();
         let ports = resources.ports();
         let mut map =
@@ -390,7 +396,9 @@ pub mod totals {
         Ranges(String),
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Resources, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, R: From<Resources>>(
+        deserializer: D,
+    ) -> Result<R, D::Error> {
         let totals = BTreeMap::<String, Total>::deserialize(deserializer)?;
         if let Some(name) = totals.keys().find(|name| {
             name.is_empty()
@@ -408,7 +416,9 @@ pub mod totals {
             })
             .collect::<Vec<_>>()
             .join(";");
-        text.parse().map_err(D::Error::custom)
+        text.parse::<Resources>()
+            .map(R::from)
+            .map_err(D::Error::custom)
     }
 }
 
@@ -420,10 +430,11 @@ pub mod attributes_text {
     use strata_protocol::Attributes;
     use strata_protocol::attributes::AttributeValue;
 
-    pub fn serialize<S: Serializer>(
-        attributes: &Attributes,
+    pub fn serialize<S: Serializer, A: std::borrow::Borrow<Attributes>>(
+        attributes: &A,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
+        let attributes = attributes.borrow();
         serializer.collect_map(
             attributes
                 .iter()
@@ -431,12 +442,14 @@ pub mod attributes_text {
         )
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Attributes, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, A: From<Attributes>>(
+        deserializer: D,
+    ) -> Result<A, D::Error> {
         let mut attributes = Attributes::new();
         for (name, value) in BTreeMap::<String, String>::deserialize(deserializer)? {
             attributes.insert(name, AttributeValue::parse(&value));
         }
-        Ok(attributes)
+        Ok(A::from(attributes))
     }
 }
 
@@ -496,8 +509,8 @@ mod tests {
                 pid: "agent@127.0.0.1:5051".into(),
                 hostname: "h".into(),
                 status: AgentStatus::Unreachable,
-                attributes,
-                total: "cpus:2;mem:1024;gpus:1".parse().unwrap(),
+                attributes: attributes.into(),
+                total: Arc::new("cpus:2;mem:1024;gpus:1".parse().unwrap()),
                 used: "cpus:0.5".parse().unwrap(),
                 offered: Resources::new(),
                 tasks: 1,

@@ -126,7 +126,7 @@ pub fn run(table: Table, args: ViewArgs) -> anyhow::Result<()> {
             for agent in &state.agents {
                 lines.push(vec![
                     agent.id.to_string(),
-                    agent.hostname.clone(),
+                    agent.hostname.to_string(),
                     agent.status.name().to_owned(),
                     share(&agent.used, &agent.total, "cpus"),
                     share(&agent.used, &agent.total, "mem"),

@@ -268,7 +268,7 @@ mod tests {
                 id.clone(),
                 Agent {
                     id: id.clone(),
-                    pid: format!("agent@127.0.0.1:{}", 1000 + n),
+                    pid: format!("agent@127.0.0.1:{}", 1000 + n).into(),
                     hostname: "h".into(),
                     status: if n % 7 == 3 {
                         AgentStatus::Unreachable
@@ -276,7 +276,7 @@ mod tests {
                         AgentStatus::Active
                     },
                     attributes: Default::default(),
-                    total: resources(40 + n, 4096),
+                    total: resources(40 + n, 4096).into(),
                     used: resources(n % 5, 32 * n),
                     offered: resources(1, 64),
                     tasks: 0,
@@ -349,7 +349,7 @@ mod tests {
         for (name, pick) in [
             (
                 "cpus_total",
-                &(|agent: &Agent| agent.total.clone()) as &dyn Fn(&Agent) -> Resources,
+                &(|agent: &Agent| (*agent.total).clone()) as &dyn Fn(&Agent) -> Resources,
             ),
             ("cpus_used", &|agent: &Agent| agent.used.clone()),
             ("cpus_offered", &|agent: &Agent| agent.offered.clone()),

@@ -35,8 +35,15 @@ use crate::books::{AgentEntry, Books, Changes, FrameworkEntry};
 pub type State = strata_api::views::MasterState;
 
 /// Agent `id` as the views show it, with `offered` its outstanding
-/// offers' resources.
-fn agent_view(books: &Books, id: &AgentId, agent: &AgentEntry, offered: Resources) -> Agent {
+/// offers' resources. What `before` (its view before) shares with it is
+/// shared, not copied.
+fn agent_view(
+    books: &Books,
+    id: &AgentId,
+    agent: &AgentEntry,
+    offered: Resources,
+    before: Option<&Agent>,
+) -> Agent {
     let total = &agent.info.resources;
     let active = matches!(agent.status, crate::books::AgentStatus::Active);
     let used = match (active, books.free(id)) {
@@ -48,23 +55,57 @@ fn agent_view(books: &Books, id: &AgentId, agent: &AgentEntry, offered: Resource
     };
     Agent {
         id: id.clone(),
-        pid: agent.pid.to_string(),
-        hostname: agent.info.hostname.clone(),
+        pid: match before {
+            Some(before) if displays_as(&agent.pid, &before.pid) => before.pid.clone(),
+            _ => agent.pid.to_string().into(),
+        },
+        hostname: match before {
+            Some(before) if *before.hostname == *agent.info.hostname => before.hostname.clone(),
+            _ => agent.info.hostname.as_str().into(),
+        },
         status: if active {
             AgentStatus::Active
         } else {
             AgentStatus::Unreachable
         },
-        attributes: agent.info.attributes.clone(),
-        total: total.clone(),
+        attributes: match before {
+            Some(before) if *before.attributes == agent.info.attributes => {
+                before.attributes.clone()
+            }
+            _ => Arc::new(agent.info.attributes.clone()),
+        },
+        total: match before {
+            Some(before) if *before.total == *total => before.total.clone(),
+            _ => Arc::new(total.clone()),
+        },
         used,
         offered,
         tasks: agent.tasks.len(),
     }
 }
 
+/// Whether `value` is written out as `text`, found without writing it.
+fn displays_as(value: &impl std::fmt::Display, text: &str) -> bool {
+    /// What is left of the text to match.
+    struct Rest<'a>(&'a str);
+    impl std::fmt::Write for Rest<'_> {
+        fn write_str(&mut self, piece: &str) -> std::fmt::Result {
+            self.0 = self.0.strip_prefix(piece).ok_or(std::fmt::Error)?;
+            Ok(())
+        }
+    }
+    let mut rest = Rest(text);
+    std::fmt::write(&mut rest, format_args!("{value}")).is_ok() && rest.0.is_empty()
+}
+
 /// Agent `id`'s view, if the books know it.
 pub fn agent_of(books: &Books, id: &AgentId) -> Option<Agent> {
+    agent_after(books, id, None)
+}
+
+/// Agent `id`'s view, if the books know it, sharing what it can with
+/// `before`.
+fn agent_after(books: &Books, id: &AgentId, before: Option<&Agent>) -> Option<Agent> {
     let agent = books.agents().get(id)?;
     let mut offered = Resources::new();
     for offer_id in &agent.offers {
@@ -72,7 +113,7 @@ pub fn agent_of(books: &Books, id: &AgentId) -> Option<Agent> {
             offered.add(&entry.offer.resources);
         }
     }
-    Some(agent_view(books, id, agent, offered))
+    Some(agent_view(books, id, agent, offered, before))
 }
 
 /// An offer as the views show it.
@@ -209,7 +250,7 @@ pub fn snapshot(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> St
         .iter()
         .map(|(id, agent)| {
             let offered = offered.get(id).cloned().unwrap_or_default();
-            agent_view(books, id, agent, offered)
+            agent_view(books, id, agent, offered, None)
         })
         .collect();
     let mut frameworks = Listed::new();
@@ -388,7 +429,7 @@ impl Views {
         let changes = books.take_view_changes();
         let books = &*books;
         for id in to_redo(changes.agents, &mut self.agents, books.agents()) {
-            match agent_of(books, &id) {
+            match agent_after(books, &id, self.agents.get(&id)) {
                 Some(view) => self.agents.insert(id, view),
                 None => self.agents.remove(&id),
             };
@@ -905,6 +946,18 @@ mod tests {
     fn state(pid: &str) -> Arc<State> {
         let books = Books::new(crate::Config::default(), "m");
         Arc::new(snapshot(&books, pid, 0, 0))
+    }
+
+    /// A process id matches its text, and nothing else: not a prefix,
+    /// not a longer text, not another port.
+    #[test]
+    fn displays_as_matches_the_whole_text_only() {
+        let pid: strata_runtime::Upid = "agent@10.0.0.1:5051".parse().unwrap();
+        assert!(displays_as(&pid, "agent@10.0.0.1:5051"));
+        assert!(!displays_as(&pid, "agent@10.0.0.1:505"));
+        assert!(!displays_as(&pid, "agent@10.0.0.1:50511"));
+        assert!(!displays_as(&pid, "agent@10.0.0.1:5052"));
+        assert!(!displays_as(&pid, ""));
     }
 
     /// A reader asking for a fresh snapshot gets one taken after it

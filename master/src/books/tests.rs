@@ -1154,6 +1154,55 @@ fn views_made_anew_list_every_task() {
     assert_eq!(state.tasks.len(), 1);
 }
 
+/// An agent's view made again because its offers changed shares what
+/// did not change (process id, hostname, attributes, total) with the
+/// view before; what the agent changes by registering again is shown
+/// anew (the harness also checks each step against a snapshot made of
+/// everything).
+#[test]
+fn agent_views_share_what_did_not_change() {
+    use std::sync::Arc;
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:4;mem:4096", "rack:r1");
+    let before = h.views.refresh(&mut h.books, "m", 0, 0);
+    let scheduler = pid("scheduler-1@10.0.0.9:4000");
+    let (_, out) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    assert_eq!(offers_to(&out, &scheduler).len(), 1);
+    let after = h.views.refresh(&mut h.books, "m", 0, 0);
+    let (was, is) = (
+        before.agents.get(&agent_id).unwrap(),
+        after.agents.get(&agent_id).unwrap(),
+    );
+    assert_ne!(
+        was.offered, is.offered,
+        "the offer is in the view made again"
+    );
+    assert!(Arc::ptr_eq(&was.pid, &is.pid));
+    assert!(Arc::ptr_eq(&was.hostname, &is.hostname));
+    assert!(Arc::ptr_eq(&was.attributes, &is.attributes));
+    assert!(Arc::ptr_eq(&was.total, &is.total));
+
+    let mut info = returning_agent(&agent_id, "cpus:8;mem:4096");
+    info.hostname = "elsewhere".to_owned();
+    info.attributes = "rack:r2".parse().unwrap();
+    let identity = default_identity(&agent);
+    h.send_as(
+        &agent,
+        identity,
+        ToMaster::ReregisterAgent {
+            info,
+            tasks: vec![],
+        },
+    );
+    let again = h.views.refresh(&mut h.books, "m", 0, 0);
+    let view = again.agents.get(&agent_id).unwrap();
+    assert_eq!(*view.total, r("cpus:8;mem:4096"));
+    assert_eq!(&*view.hostname, "elsewhere");
+    assert_eq!(view.attributes.to_string(), "rack:r2");
+    assert_eq!(&*view.pid, "agent@10.0.0.1:5051");
+}
+
 /// A small deterministic generator, so random runs replay.
 struct SplitMix(u64);
 
