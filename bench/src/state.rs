@@ -156,6 +156,86 @@ fn status_updates(books: &mut Books, agents: usize, round: u64) -> anyhow::Resul
     Ok(())
 }
 
+/// Allocation slices timed in [`views_after_allocation_slice`].
+const SLICES: usize = 9;
+
+/// The time the books take for a slice of an allocation pass, and the
+/// time to bring `views` up to date after it while the snapshot before
+/// still shares the views (the medians of [`SLICES`], each starting
+/// where the last ended), in milliseconds: what the master does for
+/// each slice at scale. Every framework suppresses offers and declines
+/// those it holds; then one revives, which starts a pass, whose first
+/// slice offers it agents, and declines them.
+fn views_after_allocation_slice(
+    books: &mut Books,
+    views: &mut strata_master::state::Views,
+) -> anyhow::Result<(f64, f64)> {
+    let now = Instant::now();
+    let frameworks: Vec<(strata_protocol::FrameworkId, Upid)> = books
+        .frameworks()
+        .iter()
+        .filter_map(|(id, framework)| Some((id.clone(), framework.pid.clone()?)))
+        .collect();
+    let mut declines: std::collections::BTreeMap<_, Vec<_>> = Default::default();
+    for (offer_id, entry) in books.offers() {
+        declines
+            .entry(entry.offer.framework_id.clone())
+            .or_default()
+            .push(offer_id.clone());
+    }
+    let from_framework = |pid: &Upid, message| Input::Received {
+        sender: std::sync::Arc::new(strata_runtime::PeerIdentity::simulated(
+            Some(strata_runtime::Role::Framework),
+            "bench",
+        )),
+        from: pid.clone(),
+        message,
+    };
+    let decline = |framework_id: &strata_protocol::FrameworkId, offer_ids| ToMaster::Decline {
+        framework_id: framework_id.clone(),
+        offer_ids,
+        filters: strata_protocol::Filters::default(),
+    };
+    for (framework_id, pid) in &frameworks {
+        let framework_id = framework_id.clone();
+        books.handle(
+            now,
+            from_framework(pid, ToMaster::Suppress { framework_id }),
+        );
+    }
+    for (framework_id, pid) in &frameworks {
+        let offer_ids = declines.remove(framework_id).unwrap_or_default();
+        books.handle(now, from_framework(pid, decline(framework_id, offer_ids)));
+    }
+    anyhow::ensure!(books.offers().is_empty(), "offers are left after declines");
+    let (framework_id, pid) = frameworks
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no framework"))?;
+    let (mut slice_ms, mut views_ms) = (Vec::new(), Vec::new());
+    for _ in 0..SLICES {
+        let held = views.refresh(books, "master@127.0.0.1:5050", 0, 1);
+        let revive = ToMaster::Revive {
+            framework_id: framework_id.clone(),
+        };
+        let started = Instant::now();
+        books.handle(now, from_framework(pid, revive));
+        slice_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        let offer_ids: Vec<_> = books.offers().keys().cloned().collect();
+        anyhow::ensure!(
+            offer_ids.len() == books.config().allocation_slice.min(books.agents().len()),
+            "the slice offered {} agents",
+            offer_ids.len()
+        );
+        let started = Instant::now();
+        views.update(books);
+        views_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        drop(held);
+        books.handle(now, from_framework(pid, decline(framework_id, offer_ids)));
+        anyhow::ensure!(books.offers().is_empty(), "offers are left after declines");
+    }
+    Ok((median(slice_ms), median(views_ms)))
+}
+
 /// The process id of agent number `index` of [`cluster`].
 fn agent_pid(index: usize) -> anyhow::Result<Upid> {
     upid(&format!(
@@ -234,6 +314,7 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
         drop(held);
     }
     let after_updates = median(after_updates_ms);
+    let (slice, after_slice) = views_after_allocation_slice(&mut books, &mut views)?;
     let (state, bytes) = state.ok_or_else(|| anyhow::anyhow!("no snapshot taken"))?;
     let snapshot = median(snapshot_ms);
     let json = median(json_ms);
@@ -273,6 +354,24 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
             context("ms"),
             snapshot + json,
             after_updates,
+        ),
+        Row::new(
+            format!(
+                "an allocation slice of {} agents in the books, {shape}",
+                Config::default().allocation_slice
+            ),
+            context("ms"),
+            snapshot + json,
+            slice,
+        ),
+        Row::new(
+            format!(
+                "bringing the views up to date after an allocation slice of {} agents, a snapshot held, {shape}",
+                Config::default().allocation_slice
+            ),
+            context("ms"),
+            snapshot + json,
+            after_slice,
         ),
         Row::new(
             format!("bringing the master's views up to date from nothing (once), {shape}"),
