@@ -4,7 +4,11 @@
 //! QUIC port. A handler is a plain function from a [`Request`] to a
 //! [`Response`]; it runs on tokio's blocking pool, never on the thread of
 //! the process whose snapshots it serves, so a slow one (a large JSON
-//! answer, a file read) cannot stall that process.
+//! answer, a file read) cannot stall that process. Nor can it take that
+//! thread's core: a handler runs [`HANDLER_NICENESS`] below it in the
+//! scheduler's priority (see [`run_below`]), so on a busy machine readers
+//! of a large `/state` wait for spare time rather than the master for
+//! its core.
 //!
 //! Everything a client controls is bounded ([`Limits`]): concurrent
 //! connections (one more is answered 503 and closed), the request head's
@@ -418,7 +422,7 @@ where
             Ok(mut request) => {
                 request.peer = peer;
                 let server = self.clone();
-                tokio::task::spawn_blocking(move || (server.handler)(&request))
+                tokio::task::spawn_blocking(move || run_below(|| (server.handler)(&request)))
                     .await
                     .unwrap_or_else(|_| Response::error(500, "the handler failed"))
             }
@@ -608,6 +612,35 @@ impl std::fmt::Debug for Https {
 
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
+
+/// How far below the rest of the process (in nice values, 0 to 19) an
+/// HTTP handler runs. At 10 a thread has about a tenth of the weight of
+/// one at 0 in Linux's scheduler: the process's own threads keep the
+/// cores they want, and handlers have what they leave.
+pub const HANDLER_NICENESS: i32 = 10;
+
+/// Runs `work` on this thread [`HANDLER_NICENESS`] below the priority it
+/// had, then puts the priority back. Linux keeps a nice value for each
+/// thread. Putting it back needs the right to raise a priority (root, or
+/// `RLIMIT_NICE`): without it the thread, one of tokio's blocking pool,
+/// stays lowered for later blocking work, which is then slower only when
+/// the cores are busy. Where priorities cannot be read or set, `work`
+/// runs as it is.
+pub fn run_below<T>(work: impl FnOnce() -> T) -> T {
+    let thread = Some(rustix::thread::gettid());
+    let before = rustix::process::getpriority_process(thread).ok();
+    if let Some(before) = before {
+        let _ = rustix::process::setpriority_process(
+            thread,
+            before.saturating_add(HANDLER_NICENESS).min(19),
+        );
+    }
+    let result = work();
+    if let Some(before) = before {
+        let _ = rustix::process::setpriority_process(thread, before);
+    }
+    result
+}
 
 /// Serves one accepted connection: HTTPS when it starts a TLS handshake
 /// and the server has `https`, plain HTTP otherwise (unless refused).
@@ -808,6 +841,37 @@ mod tests {
             },
         ));
         addr
+    }
+
+    /// A handler runs lowered in priority, below the thread that serves
+    /// the connection; the priority it had comes back after (where the
+    /// process may raise one: these tests run as root).
+    #[tokio::test]
+    async fn handlers_run_below_the_process() {
+        let ours = rustix::process::getpriority_process(None).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_with(
+            listener,
+            Cors::SameOrigin,
+            Limits::default(),
+            None,
+            |_: &Request| {
+                let thread = Some(rustix::thread::gettid());
+                let nice = rustix::process::getpriority_process(thread).unwrap();
+                Response::text("text/plain", nice.to_string())
+            },
+        ));
+        let got = exchange(addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        let expected = (ours + HANDLER_NICENESS).min(19);
+        assert!(got.ends_with(&format!("\r\n\r\n{expected}")), "{got}");
+
+        let before = rustix::process::getpriority_process(None).unwrap();
+        let inside = run_below(|| rustix::process::getpriority_process(None).unwrap());
+        assert_eq!(inside, (before + HANDLER_NICENESS).min(19));
+        if rustix::process::geteuid().is_root() {
+            assert_eq!(rustix::process::getpriority_process(None).unwrap(), before);
+        }
     }
 
     #[tokio::test]
