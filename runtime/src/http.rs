@@ -620,26 +620,33 @@ const TLS_HANDSHAKE: u8 = 0x16;
 pub const HANDLER_NICENESS: i32 = 10;
 
 /// Runs `work` on this thread [`HANDLER_NICENESS`] below the priority it
-/// had, then puts the priority back. Linux keeps a nice value for each
+/// had, then puts the priority back (also when `work` panics). Linux keeps a nice value for each
 /// thread. Putting it back needs the right to raise a priority (root, or
 /// `RLIMIT_NICE`): without it the thread, one of tokio's blocking pool,
 /// stays lowered for later blocking work, which is then slower only when
 /// the cores are busy. Where priorities cannot be read or set, `work`
 /// runs as it is.
 pub fn run_below<T>(work: impl FnOnce() -> T) -> T {
-    let thread = Some(rustix::thread::gettid());
-    let before = rustix::process::getpriority_process(thread).ok();
+    /// Puts the thread's priority back when dropped, after `work` or
+    /// while a panic in it unwinds.
+    struct Back(Option<(rustix::process::Pid, i32)>);
+    impl Drop for Back {
+        fn drop(&mut self) {
+            if let Some((thread, before)) = self.0 {
+                let _ = rustix::process::setpriority_process(Some(thread), before);
+            }
+        }
+    }
+    let thread = rustix::thread::gettid();
+    let before = rustix::process::getpriority_process(Some(thread)).ok();
     if let Some(before) = before {
         let _ = rustix::process::setpriority_process(
-            thread,
+            Some(thread),
             before.saturating_add(HANDLER_NICENESS).min(19),
         );
     }
-    let result = work();
-    if let Some(before) = before {
-        let _ = rustix::process::setpriority_process(thread, before);
-    }
-    result
+    let _back = Back(before.map(|before| (thread, before)));
+    work()
 }
 
 /// Serves one accepted connection: HTTPS when it starts a TLS handshake
@@ -870,6 +877,10 @@ mod tests {
         let inside = run_below(|| rustix::process::getpriority_process(None).unwrap());
         assert_eq!(inside, (before + HANDLER_NICENESS).min(19));
         if rustix::process::geteuid().is_root() {
+            assert_eq!(rustix::process::getpriority_process(None).unwrap(), before);
+            // A handler that panics leaves no lowered thread behind.
+            let panicked = std::panic::catch_unwind(|| run_below(|| panic!("a handler's bug")));
+            assert!(panicked.is_err());
             assert_eq!(rustix::process::getpriority_process(None).unwrap(), before);
         }
     }
