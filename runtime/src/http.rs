@@ -620,33 +620,58 @@ const TLS_HANDSHAKE: u8 = 0x16;
 pub const HANDLER_NICENESS: i32 = 10;
 
 /// Runs `work` on this thread [`HANDLER_NICENESS`] below the priority it
-/// had, then puts the priority back (also when `work` panics). Linux keeps a nice value for each
-/// thread. Putting it back needs the right to raise a priority (root, or
-/// `RLIMIT_NICE`): without it the thread, one of tokio's blocking pool,
-/// stays lowered for later blocking work, which is then slower only when
-/// the cores are busy. Where priorities cannot be read or set, `work`
-/// runs as it is.
+/// had, then puts the priority back (also when `work` panics). Linux
+/// keeps a nice value for each thread, and a process started from the
+/// thread inherits it: tokio's blocking pool also launches tasks, so a
+/// thread must not stay lowered. Putting a priority back needs the right
+/// to raise one (`CAP_SYS_NICE`, or room in `RLIMIT_NICE`): a process
+/// without it ([`can_lower_handlers`]) runs `work` as it is. Elsewhere
+/// than Linux a priority belongs to the whole process: `work` runs as it
+/// is.
 pub fn run_below<T>(work: impl FnOnce() -> T) -> T {
-    /// Puts the thread's priority back when dropped, after `work` or
-    /// while a panic in it unwinds.
-    struct Back(Option<(rustix::process::Pid, i32)>);
-    impl Drop for Back {
-        fn drop(&mut self) {
-            if let Some((thread, before)) = self.0 {
-                let _ = rustix::process::setpriority_process(Some(thread), before);
+    #[cfg(target_os = "linux")]
+    if can_lower_handlers() {
+        /// Puts the thread's priority back when dropped, after `work` or
+        /// while a panic in it unwinds.
+        struct Back(rustix::process::Pid, i32);
+        impl Drop for Back {
+            fn drop(&mut self) {
+                let _ = rustix::process::setpriority_process(Some(self.0), self.1);
             }
         }
+        let thread = rustix::thread::gettid();
+        if let Ok(before) = rustix::process::getpriority_process(Some(thread)) {
+            let _ = rustix::process::setpriority_process(
+                Some(thread),
+                before.saturating_add(HANDLER_NICENESS).min(19),
+            );
+            let _back = Back(thread, before);
+            return work();
+        }
     }
-    let thread = rustix::thread::gettid();
-    let before = rustix::process::getpriority_process(Some(thread)).ok();
-    if let Some(before) = before {
-        let _ = rustix::process::setpriority_process(
-            Some(thread),
-            before.saturating_add(HANDLER_NICENESS).min(19),
-        );
-    }
-    let _back = Back(before.map(|before| (thread, before)));
     work()
+}
+
+/// Whether this process may lower a handler's thread and put it back:
+/// found once, by lowering this thread by one and raising it again.
+pub fn can_lower_handlers() -> bool {
+    static CAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CAN.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        {
+            let thread = Some(rustix::thread::gettid());
+            let Ok(before) = rustix::process::getpriority_process(thread) else {
+                return false;
+            };
+            if before >= 19 {
+                return false;
+            }
+            rustix::process::setpriority_process(thread, before + 1).is_ok()
+                && rustix::process::setpriority_process(thread, before).is_ok()
+        }
+        #[cfg(not(target_os = "linux"))]
+        false
+    })
 }
 
 /// Serves one accepted connection: HTTPS when it starts a TLS handshake
@@ -851,8 +876,9 @@ mod tests {
     }
 
     /// A handler runs lowered in priority, below the thread that serves
-    /// the connection; the priority it had comes back after (where the
-    /// process may raise one: these tests run as root).
+    /// the connection, and the priority it had comes back after, also
+    /// after a panic; a process that could not put it back lowers none.
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn handlers_run_below_the_process() {
         let ours = rustix::process::getpriority_process(None).unwrap();
@@ -870,19 +896,22 @@ mod tests {
             },
         ));
         let got = exchange(addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        if !can_lower_handlers() {
+            // A process that could not put a priority back lowers none.
+            assert!(got.ends_with(&format!("\r\n\r\n{ours}")), "{got}");
+            return;
+        }
         let expected = (ours + HANDLER_NICENESS).min(19);
         assert!(got.ends_with(&format!("\r\n\r\n{expected}")), "{got}");
 
         let before = rustix::process::getpriority_process(None).unwrap();
         let inside = run_below(|| rustix::process::getpriority_process(None).unwrap());
         assert_eq!(inside, (before + HANDLER_NICENESS).min(19));
-        if rustix::process::geteuid().is_root() {
-            assert_eq!(rustix::process::getpriority_process(None).unwrap(), before);
-            // A handler that panics leaves no lowered thread behind.
-            let panicked = std::panic::catch_unwind(|| run_below(|| panic!("a handler's bug")));
-            assert!(panicked.is_err());
-            assert_eq!(rustix::process::getpriority_process(None).unwrap(), before);
-        }
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), before);
+        // A handler that panics leaves no lowered thread behind.
+        let panicked = std::panic::catch_unwind(|| run_below(|| panic!("a handler's bug")));
+        assert!(panicked.is_err());
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), before);
     }
 
     #[tokio::test]
