@@ -358,7 +358,7 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
         Row::new(
             format!(
                 "an allocation slice of {} agents in the books, {shape}",
-                Config::default().allocation_slice
+                Config::default().allocation_slice.min(agents)
             ),
             context("ms"),
             snapshot + json,
@@ -367,7 +367,7 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
         Row::new(
             format!(
                 "bringing the views up to date after an allocation slice of {} agents, a snapshot held, {shape}",
-                Config::default().allocation_slice
+                Config::default().allocation_slice.min(agents)
             ),
             context("ms"),
             snapshot + json,
