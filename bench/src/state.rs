@@ -9,9 +9,11 @@
 //! snapshot, the median of 20; beside them, the time to bring the views
 //! up to date after status updates while a snapshot still shares them
 //! (what the master does between two snapshots). The baseline is what
-//! answering `/state`
-//! inside the master's process would hold it up for (snapshot and JSON
-//! together), which Apache Mesos's single-threaded master does.
+//! answering `/state` inside the master's process would hold it up for
+//! (snapshot and JSON together), which Apache Mesos's single-threaded
+//! master does. Last, a framework with a running task on each agent is
+//! torn down: the longest input of its removal, which goes a slice an
+//! input, beside the whole removal, which one input once held.
 
 use std::time::Instant;
 
@@ -315,6 +317,9 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
     }
     let after_updates = median(after_updates_ms);
     let (slice, after_slice) = views_after_allocation_slice(&mut books, &mut views)?;
+    drop(views);
+    drop(books);
+    let (teardown_longest, teardown_all, teardown_inputs) = framework_teardown(agents)?;
     let (state, bytes) = state.ok_or_else(|| anyhow::anyhow!("no snapshot taken"))?;
     let snapshot = median(snapshot_ms);
     let json = median(json_ms);
@@ -372,6 +377,19 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
             context("ms"),
             snapshot + json,
             after_slice,
+        ),
+        Row::new(
+            format!(
+                "removing a framework with a running task on each of {agents} agents: its longest input (of {teardown_inputs})"
+            ),
+            Measure {
+                unit: "ms",
+                baseline_name: "the whole removal in one input",
+                better: Better::Lower,
+                target: Target::None,
+            },
+            teardown_all,
+            teardown_longest,
         ),
         Row::new(
             format!("bringing the master's views up to date from nothing (once), {shape}"),
@@ -457,3 +475,41 @@ pub(crate) fn http_latencies_ms(state: State, requests: &[&[u8]]) -> anyhow::Res
 /// `GET /state`, as a client that closes the connection sends it.
 pub(crate) const GET_STATE: &[u8] =
     b"GET /state HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+
+/// A framework with a running task on each of `agents` agents torn down
+/// by its scheduler: the books' longest input of the removal and all
+/// of them together, in milliseconds, and how many inputs it took.
+fn framework_teardown(agents: usize) -> anyhow::Result<(f64, f64, usize)> {
+    let mut books = cluster(agents, 1)?;
+    let (framework_id, pid) = books
+        .frameworks()
+        .iter()
+        .find_map(|(id, framework)| Some((id.clone(), framework.pid.clone()?)))
+        .ok_or_else(|| anyhow::anyhow!("no framework with a scheduler"))?;
+    let mut input = Some(Input::Received {
+        sender: std::sync::Arc::new(strata_runtime::PeerIdentity::simulated(
+            Some(strata_runtime::Role::Framework),
+            "bench",
+        )),
+        from: pid,
+        message: ToMaster::Teardown {
+            framework_id: framework_id.clone(),
+        },
+    });
+    let mut inputs_ms = Vec::new();
+    while let Some(next) = input.take() {
+        let started = Instant::now();
+        books.handle(Instant::now(), next);
+        inputs_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        if books.work_left() {
+            input = Some(Input::Continue);
+        }
+        anyhow::ensure!(inputs_ms.len() <= agents + 10, "the removal never ended");
+    }
+    anyhow::ensure!(
+        !books.frameworks().contains_key(&framework_id),
+        "the framework is still there"
+    );
+    let longest = inputs_ms.iter().copied().fold(0.0, f64::max);
+    Ok((longest, inputs_ms.iter().sum(), inputs_ms.len()))
+}

@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use strata_protocol::{
-    FrameworkId, FrameworkInfo, OfferConstraint, ToAgent, ToMaster, ToScheduler,
+    FrameworkId, FrameworkInfo, OfferConstraint, OfferId, TaskId, ToAgent, ToMaster, ToScheduler,
 };
 use strata_runtime::Upid;
 
@@ -127,7 +127,13 @@ impl Books {
             return self.refuse_request(&pid, reason, out);
         }
         let framework_id = match info.id.clone() {
-            Some(id) if self.removed_frameworks.contains(&id) => {
+            Some(id)
+                if self.removed_frameworks.contains(&id)
+                    || self
+                        .frameworks
+                        .get(&id)
+                        .is_some_and(|framework| framework.removing.is_some()) =>
+            {
                 let reason = format!("framework {id} was removed; subscribe as a new framework");
                 return self.refuse_request(&pid, reason, out);
             }
@@ -205,6 +211,7 @@ impl Books {
                         history: Default::default(),
                         filed: 0,
                         offers: Default::default(),
+                        removing: None,
                     },
                 );
             }
@@ -332,8 +339,6 @@ impl Books {
         }
     }
 
-    /// Forgets a framework: its offers go back, its agents shut its tasks
-    /// down, and the allocator returns everything it held.
     /// Changes a framework's description in place: its name, failover
     /// timeout and capabilities. Who it is (user, principal), its roles
     /// and whether it checkpoints are fixed; a change to those is refused
@@ -383,6 +388,16 @@ impl Books {
         }));
     }
 
+    /// Removes a framework: at once it gets no more offers, its scheduler
+    /// is no longer its (whatever it sends is refused) and it cannot
+    /// subscribe again; then its offers go back, its tasks end KILLED and
+    /// the agents it used are told to shut it down, at most
+    /// [`super::Config::removal_slice`] offers, tasks and agents an input (the
+    /// first slice now, the rest in [`Input::Continue`]s), so that a
+    /// framework with tens of thousands of tasks does not hold the master;
+    /// last, it is filed among the completed frameworks.
+    ///
+    /// [`Input::Continue`]: super::Input::Continue
     pub(super) fn remove_framework(
         &mut self,
         now: Instant,
@@ -390,96 +405,174 @@ impl Books {
         reason: &str,
         out: &mut Vec<Command>,
     ) {
-        // The allocator takes back everything allocated to the framework
-        // when it removes it, offers included: they only leave the books.
-        self.take_framework_offers(framework_id);
-        let Some(framework) = self.frameworks.remove(framework_id) else {
+        let Some(framework) = self.frameworks.get_mut(framework_id) else {
             return;
         };
-        if let Some(pid) = &framework.pid {
+        if framework.removing.is_some() {
+            return;
+        }
+        framework.removing = Some(reason.to_owned());
+        framework.failover_deadline = None;
+        if let Some(pid) = framework.pid.take() {
             self.frameworks_by_pid.remove(&pid.to_string());
         }
-        // Only the agents it used can hold its tasks, kills or executors.
-        let mut agents_with_tasks = std::collections::BTreeSet::new();
-        for agent_id in self
-            .framework_agents
-            .remove(framework_id)
-            .unwrap_or_default()
+        self.allocator.suppress(framework_id);
+        if self.removed_frameworks.len() == super::REMOVED_FRAMEWORKS_KEPT {
+            self.removed_frameworks.pop_front();
+        }
+        self.removed_frameworks.push_back(framework_id.clone());
+        self.registry_changed();
+        if !self.remove_slice(now, framework_id, out) {
+            self.removing.push_back(framework_id.clone());
+        }
+    }
+
+    /// The next slice of the removals under way: the first framework
+    /// being removed goes on.
+    pub(super) fn continue_removals(&mut self, now: Instant, out: &mut Vec<Command>) {
+        if let Some(framework_id) = self.removing.front().cloned()
+            && self.remove_slice(now, &framework_id, out)
         {
-            let Some(agent) = self.agents.get_mut_unseen(&agent_id) else {
+            self.removing.pop_front();
+        }
+    }
+
+    /// Goes on removing a framework for at most
+    /// [`super::Config::removal_slice`] of its offers, its tasks and the
+    /// agents it used; whether it is gone.
+    fn remove_slice(
+        &mut self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        out: &mut Vec<Command>,
+    ) -> bool {
+        let Some(reason) = self
+            .frameworks
+            .get(framework_id)
+            .and_then(|framework| framework.removing.clone())
+        else {
+            return true;
+        };
+        let message = format!("its framework was removed: {reason}");
+        let mut budget = self.config.removal_slice.max(1);
+        // Its offers go back first, without telling it (nothing it sends
+        // is taken any more), in one batch for the allocator.
+        let offers: Vec<OfferId> = self
+            .frameworks
+            .get(framework_id)
+            .map(|framework| framework.offers.iter().take(budget).cloned().collect())
+            .unwrap_or_default();
+        budget -= offers.len();
+        let returned: Vec<_> = offers
+            .iter()
+            .filter_map(|offer_id| self.take_offer(offer_id))
+            .map(|offer| (offer.agent_id, offer.resources))
+            .collect();
+        self.allocator.recover_all(framework_id, &returned, now);
+        // The agents it used, one by one: its tasks there end KILLED, its
+        // executors' and tasks' resources come back, and the agent shuts
+        // it down.
+        while budget > 0 {
+            let Some(agent_id) = self
+                .framework_agents
+                .get_mut(framework_id)
+                .and_then(|agents| agents.pop_first())
+            else {
+                break;
+            };
+            budget -= 1;
+            let Some(agent) = self.agents.get(&agent_id) else {
                 continue;
             };
-            let before = agent.tasks.len() + agent.executors.len();
-            agent.tasks.retain(|(owner, _)| owner != framework_id);
-            agent.kills.retain(|(owner, _)| owner != framework_id);
-            agent
+            let pid = agent.pid.clone();
+            let tasks: Vec<TaskId> = agent
+                .tasks
+                .iter()
+                .filter(|(owner, _)| owner == framework_id)
+                .map(|(_, task_id)| task_id.clone())
+                .collect();
+            let executors: Vec<_> = agent
                 .executors
-                .retain(|(owner, _), _| owner != framework_id);
-            if agent.tasks.len() + agent.executors.len() != before {
-                agents_with_tasks.insert(agent.pid.clone());
-                self.agents.mark(&agent_id);
+                .keys()
+                .filter(|(owner, _)| owner == framework_id)
+                .cloned()
+                .collect();
+            let held = !tasks.is_empty() || !executors.is_empty();
+            budget = budget.saturating_sub(tasks.len());
+            self.kill_all(now, framework_id, tasks, &message, out);
+            if let Some(agent) = self.agents.get_mut(&agent_id) {
+                agent.kills.retain(|(owner, _)| owner != framework_id);
+                for key in executors {
+                    if let Some(resources) = agent.executors.remove(&key) {
+                        self.allocator
+                            .recover(framework_id, &agent_id, &resources, None, now);
+                    }
+                }
+            }
+            if held {
+                out.push(Command::ToAgent(
+                    pid,
+                    ToAgent::ShutdownFramework {
+                        framework_id: framework_id.clone(),
+                    },
+                ));
             }
         }
-        for pid in agents_with_tasks {
-            out.push(Command::ToAgent(
-                pid,
-                ToAgent::ShutdownFramework {
-                    framework_id: framework_id.clone(),
-                },
-            ));
+        if budget == 0 {
+            return false;
         }
-        self.allocator.remove_framework(framework_id);
-        self.registry_changed();
-        // Kept a while for operators: what it ran and how that ended. Its
-        // tasks that had not ended end TASK_KILLED (their agents kill
-        // them), as Mesos reports them.
-        let mut kept = framework;
-        kept.pid = None;
-        let now_ms = self.wall_ms(now);
-        let live: Vec<strata_protocol::Task> = kept
-            .tasks
-            .values()
-            .filter(|task| !task.state.is_terminal())
-            .cloned()
-            .collect();
-        for mut task in live {
-            let message = format!("its framework was removed: {reason}");
-            let status = Books::master_status(
-                &task,
+        self.framework_agents.remove(framework_id);
+        // Tasks on no agent it used (none, as the books are kept) end the
+        // same way.
+        let left: Vec<TaskId> = self
+            .frameworks
+            .get(framework_id)
+            .map(|framework| framework.tasks.keys().take(budget).cloned().collect())
+            .unwrap_or_default();
+        if !left.is_empty() {
+            let before = self.frameworks.get(framework_id).map(|f| f.tasks.len());
+            self.kill_all(now, framework_id, left, &message, out);
+            // Every state short of an end can become KILLED; were one
+            // not to, the framework goes all the same rather than never.
+            if self.frameworks.get(framework_id).map(|f| f.tasks.len()) != before {
+                return false;
+            }
+        }
+        self.file_removed(framework_id, reason, out);
+        true
+    }
+
+    /// Ends tasks of a framework being removed KILLED (as Mesos reports
+    /// them; their agents kill them), freeing what they held.
+    fn kill_all(
+        &mut self,
+        now: Instant,
+        framework_id: &FrameworkId,
+        tasks: Vec<TaskId>,
+        message: &str,
+        out: &mut Vec<Command>,
+    ) {
+        for task_id in tasks {
+            self.set_task_state(
+                now,
+                framework_id,
+                &task_id,
                 strata_protocol::TaskState::Killed,
                 strata_protocol::Reason::FrameworkRemoved,
-                &message,
-                now_ms,
+                message,
+                out,
             );
-            out.push(Command::Log(Event::TaskUpdated {
-                framework_id: framework_id.clone(),
-                status: status.clone(),
-                user: super::task_user(&task.info, &kept.info.user),
-            }));
-            kept.record(
-                &task.info.task_id,
-                super::Transition {
-                    state: strata_protocol::TaskState::Killed,
-                    timestamp_ms: now_ms,
-                    message,
-                },
-            );
-            task.state = strata_protocol::TaskState::Killed;
-            task.status = Some(status);
-            *self
-                .ended
-                .entry(strata_protocol::TaskState::Killed)
-                .or_default() += 1;
-            kept.completed.push_back(task);
-            kept.filed += 1;
         }
-        while kept.completed.len() > self.config.completed_tasks_kept {
-            if let Some(forgotten) = kept.completed.pop_front() {
-                // An ended task of the same id may stay: its view changes.
-                kept.tasks.mark(&forgotten.info.task_id);
-                kept.history.remove(&forgotten.info.task_id);
-            }
-        }
+    }
+
+    /// Files a framework whose tasks all ended among the completed ones,
+    /// kept a while for operators: what it ran and how that ended.
+    fn file_removed(&mut self, framework_id: &FrameworkId, reason: String, out: &mut Vec<Command>) {
+        let Some(mut kept) = self.frameworks.remove(framework_id) else {
+            return;
+        };
+        self.allocator.remove_framework(framework_id);
+        self.registry_changed();
         kept.tasks.clear();
         kept.offers.clear();
         let ended: std::collections::BTreeSet<_> = kept
@@ -492,13 +585,9 @@ impl Books {
             self.completed_frameworks.pop_front();
         }
         self.completed_frameworks.push_back(kept);
-        if self.removed_frameworks.len() == super::REMOVED_FRAMEWORKS_KEPT {
-            self.removed_frameworks.pop_front();
-        }
-        self.removed_frameworks.push_back(framework_id.clone());
         out.push(Command::Log(Event::FrameworkRemoved {
             framework_id: framework_id.clone(),
-            reason: reason.to_owned(),
+            reason,
         }));
     }
 }

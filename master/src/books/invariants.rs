@@ -16,6 +16,9 @@
 //!   agents.
 //! - The allocator's free resources of an agent are exactly what neither
 //!   its tasks and executors hold nor its offers.
+//! - A framework being removed is queued for its next slice and has no
+//!   scheduler and no failover deadline; the queue names only frameworks
+//!   being removed, each once.
 
 use super::{AgentStatus, Books};
 
@@ -126,7 +129,34 @@ pub(crate) fn check(books: &Books) -> Result<(), String> {
             ));
         }
     }
+    for framework_id in &books.removing {
+        if books
+            .removing
+            .iter()
+            .filter(|id| *id == framework_id)
+            .count()
+            > 1
+        {
+            return Err(format!(
+                "framework {framework_id} is queued for removal twice"
+            ));
+        }
+    }
     for (framework_id, framework) in &books.frameworks {
+        let queued = books.removing.contains(framework_id);
+        if framework.removing.is_some() != queued {
+            return Err(format!(
+                "framework {framework_id}: being removed is {}, queued for removal is {queued}",
+                framework.removing.is_some()
+            ));
+        }
+        if framework.removing.is_some()
+            && (framework.pid.is_some() || framework.failover_deadline.is_some())
+        {
+            return Err(format!(
+                "framework {framework_id} being removed still has a scheduler or a failover deadline"
+            ));
+        }
         for (task_id, task) in &framework.tasks {
             if task.state.is_terminal() {
                 return Err(format!(
@@ -134,6 +164,15 @@ pub(crate) fn check(books: &Books) -> Result<(), String> {
                 ));
             }
         }
+    }
+    if let Some(framework_id) = books
+        .removing
+        .iter()
+        .find(|id| !books.frameworks.contains_key(id))
+    {
+        return Err(format!(
+            "framework {framework_id} is queued for removal but unknown"
+        ));
     }
     Ok(())
 }

@@ -56,6 +56,10 @@ pub struct Config {
     /// [`Input::Continue`]s, so no input holds the master for long, and
     /// messages that arrive meanwhile are handled between slices.
     pub allocation_slice: usize,
+    /// Most tasks and agents one input takes from a framework being
+    /// removed (its tasks end, its agents shut it down); the rest go on in
+    /// [`Input::Continue`]s.
+    pub removal_slice: usize,
     /// Most agents one input pings; those due beyond are pinged in the
     /// [`Input::Continue`]s after the tick, before its pass of allocation
     /// (at 50,000 agents a ping interval of 15 s makes about 3,300 a
@@ -92,6 +96,7 @@ impl Default for Config {
             offer_timeout: None,
             allocation_interval: Duration::from_secs(1),
             allocation_slice: 1_000,
+            removal_slice: 1_000,
             ping_slice: 1_000,
             policy: Policy::Drf,
             completed_tasks_kept: 1000,
@@ -267,6 +272,9 @@ pub struct FrameworkEntry {
     /// Each known task's states so far, oldest first (at most
     /// [`HISTORY_KEPT`] per task: the first and the latest).
     pub history: BTreeMap<TaskId, Vec<Transition>>,
+    /// Why it is being removed, while its tasks end a slice at a time;
+    /// it holds no offers, has no scheduler and gets nothing meanwhile.
+    pub removing: Option<String>,
 }
 
 /// Most state changes remembered per task.
@@ -350,6 +358,9 @@ pub struct Books {
     /// Frameworks this master removed, most recent last, so one cannot
     /// come back under its old id (at most [`REMOVED_FRAMEWORKS_KEPT`]).
     removed_frameworks: std::collections::VecDeque<FrameworkId>,
+    /// Frameworks being removed beyond the input that began it, first
+    /// begun first: the next slice goes to the first.
+    removing: std::collections::VecDeque<FrameworkId>,
     /// Agents an operator marked gone (never admitted again), and the
     /// order they were marked in.
     gone_agents: BTreeSet<AgentId>,
@@ -427,6 +438,7 @@ impl Books {
             frameworks: Tracked::default(),
             frameworks_by_pid: BTreeMap::new(),
             removed_frameworks: std::collections::VecDeque::new(),
+            removing: std::collections::VecDeque::new(),
             gone_agents: BTreeSet::new(),
             gone_order: std::collections::VecDeque::new(),
             offers: Tracked::default(),
@@ -566,11 +578,11 @@ impl Books {
         self.allocation_left > 0
     }
 
-    /// Whether pings are due beyond what the last input sent, or a pass
-    /// of allocation goes on: the shell then sends [`Input::Continue`]
-    /// until neither is left.
+    /// Whether pings are due beyond what the last input sent, a framework
+    /// is being removed, or a pass of allocation goes on: the shell then
+    /// sends [`Input::Continue`] until none is left.
     pub fn work_left(&self) -> bool {
-        self.pings_left || self.allocating()
+        self.pings_left || !self.removing.is_empty() || self.allocating()
     }
 
     /// Free (neither offered nor used) resources of an agent.
@@ -589,6 +601,7 @@ impl Books {
             } => self.received(now, from, &sender, message, &mut out),
             Input::Tick => self.tick(now, &mut out),
             Input::Continue if self.pings_left => self.ping_agents(now, &mut out),
+            Input::Continue if !self.removing.is_empty() => self.continue_removals(now, &mut out),
             Input::Continue => self.allocate_slice(now, &mut out),
             Input::Exited(pid) => self.exited(now, &pid, &mut out),
             Input::OffersNotSent { to, offers } => {

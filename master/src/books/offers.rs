@@ -169,7 +169,7 @@ impl Books {
     }
 
     /// Removes an offer from the books (not from the allocator).
-    fn take_offer(&mut self, offer_id: &OfferId) -> Option<Offer> {
+    pub(super) fn take_offer(&mut self, offer_id: &OfferId) -> Option<Offer> {
         let entry = self.offers.remove(offer_id)?;
         let offer = entry.offer;
         if let Some(agent) = self.agents.get_mut(&offer.agent_id) {

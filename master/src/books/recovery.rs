@@ -56,9 +56,12 @@ impl Books {
                         .is_some_and(|id| self.recovering_agents.contains(id)),
             })
             .collect();
+        // One being removed is removed for a master that takes over: its
+        // agents are told to shut it down when they re-register.
         registry.frameworks = self
             .frameworks
             .values()
+            .filter(|framework| framework.removing.is_none())
             .map(|framework| framework.info.clone())
             .collect();
         registry.removed_frameworks = self.removed_frameworks.iter().cloned().collect();
@@ -120,6 +123,7 @@ impl Books {
                     history: Default::default(),
                     filed: 0,
                     offers: Default::default(),
+                    removing: None,
                 },
             );
         }

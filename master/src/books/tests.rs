@@ -841,6 +841,176 @@ fn a_scheduler_that_disconnects_without_failover_is_removed() {
     assert!(h.books.frameworks().is_empty());
 }
 
+/// A framework with more tasks than one input takes is removed a slice
+/// an input: at once it has no scheduler, offers or way back; each input
+/// after ends at most `removal_slice` tasks and agents, every step
+/// keeping the invariants; in the end each task ended KILLED once, each
+/// agent that held something was told once, its executor's share came
+/// back, and it is filed among the completed frameworks.
+#[test]
+fn a_framework_with_many_tasks_is_removed_a_slice_an_input() {
+    let mut h = Harness::with(Config {
+        removal_slice: 4,
+        ..Config::default()
+    });
+    // Tasks on the first six agents; offers of the other five held.
+    let agents: Vec<Upid> = (0..11)
+        .map(|index| pid(&format!("agent@10.0.2.{index}:5051")))
+        .collect();
+    let agent_ids: Vec<AgentId> = agents
+        .iter()
+        .map(|agent| h.register_agent(agent, "cpus:4;mem:4096", ""))
+        .collect();
+    let scheduler = pid("s@10.0.0.9:4000");
+    let (framework_id, out) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    let offers = offers_to(&out, &scheduler);
+    assert_eq!(offers.len(), 11);
+    let executor = strata_protocol::ExecutorInfo {
+        executor_id: strata_protocol::ExecutorId::new("e1").unwrap(),
+        name: "e1".into(),
+        command: CommandInfo::shell("run-executor"),
+        resources: r("cpus:0.5;mem:64"),
+    };
+    for offer in &offers {
+        let index = agent_ids
+            .iter()
+            .position(|id| *id == offer.agent_id)
+            .unwrap();
+        if index >= 6 {
+            continue;
+        }
+        let mut tasks: Vec<TaskInfo> = (0..3)
+            .map(|n| task(&format!("t{index}-{n}"), &offer.agent_id, "cpus:1;mem:128"))
+            .collect();
+        if index == 0 {
+            tasks[0].kind = TaskKind::Executor(executor.clone());
+        }
+        h.send(&scheduler, accept(&framework_id, &[offer], tasks, 3600));
+    }
+    for (index, agent) in agents.iter().take(6).enumerate() {
+        for n in 0..3 {
+            h.finish(
+                agent,
+                &framework_id,
+                &format!("t{index}-{n}"),
+                TaskState::Running,
+            );
+        }
+    }
+    // Another framework's offers stay as they were.
+    let other = pid("other@10.0.0.9:4001");
+    h.subscribe(&other, FrameworkInfo::new("other", "u"), vec![]);
+
+    let killed = |out: &[Command]| -> Vec<TaskId> {
+        out.iter()
+            .filter_map(|command| match command {
+                Command::Log(super::Event::TaskUpdated { status, .. })
+                    if status.state == TaskState::Killed =>
+                {
+                    Some(status.task_id.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let told = |out: &[Command]| -> Vec<Upid> {
+        out.iter()
+            .filter_map(|command| match command {
+                Command::ToAgent(to, ToAgent::ShutdownFramework { framework_id: id })
+                    if *id == framework_id =>
+                {
+                    Some(to.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let removed = |out: &[Command]| {
+        out.iter().any(|command| {
+            matches!(command, Command::Log(super::Event::FrameworkRemoved { framework_id: id, .. }) if *id == framework_id)
+        })
+    };
+    let out = h.send(
+        &scheduler,
+        ToMaster::Teardown {
+            framework_id: framework_id.clone(),
+        },
+    );
+    let (mut all_killed, mut all_told) = (killed(&out), told(&out));
+    // Four of its five offers went back first.
+    assert!(all_killed.is_empty() && all_told.is_empty(), "{out:#?}");
+    assert_eq!(h.books.frameworks()[&framework_id].offers.len(), 1);
+    assert!(!removed(&out));
+    assert!(h.books.work_left());
+    let framework = &h.books.frameworks()[&framework_id];
+    assert!(framework.removing.is_some() && framework.pid.is_none());
+    // Its scheduler is no longer its, and it cannot subscribe again.
+    let out = h.send(
+        &scheduler,
+        ToMaster::Revive {
+            framework_id: framework_id.clone(),
+        },
+    );
+    assert!(
+        out.iter().any(|command| matches!(command, Command::ToScheduler(to, ToScheduler::Error { .. }) if *to == scheduler)),
+        "{out:#?}"
+    );
+    let info = FrameworkInfo {
+        id: Some(framework_id.clone()),
+        ..FrameworkInfo::new("f", "u")
+    };
+    let out = h.send(
+        &pid("s@10.0.0.9:4002"),
+        ToMaster::Subscribe {
+            info,
+            constraints: vec![],
+        },
+    );
+    assert!(
+        out.iter().any(|command| matches!(command, Command::ToScheduler(_, ToScheduler::Error { message }) if message.contains("was removed"))),
+        "{out:#?}"
+    );
+    // A master taking over would not know it.
+    assert!(
+        h.books
+            .registry()
+            .frameworks
+            .iter()
+            .all(|info| info.id.as_ref() != Some(&framework_id))
+    );
+    // A task that ends on its own meanwhile is not killed again.
+    h.finish(&agents[5], &framework_id, "t5-2", TaskState::Finished);
+    let mut inputs = 0;
+    let mut gone = false;
+    while h.books.work_left() {
+        let out = h.input(Input::Continue);
+        let slice = killed(&out);
+        assert!(slice.len() <= 4, "{slice:?}");
+        gone |= removed(&out);
+        all_killed.extend(slice);
+        all_told.extend(told(&out));
+        inputs += 1;
+        assert!(inputs < 100, "the removal never ends");
+    }
+    assert!(gone, "filed as removed at the end");
+    all_killed.sort();
+    let mut expected: Vec<TaskId> = (0..6)
+        .flat_map(|index| (0..3).map(move |n| format!("t{index}-{n}")))
+        .filter(|id| id != "t5-2")
+        .map(|id| TaskId::new(id).unwrap())
+        .collect();
+    expected.sort();
+    assert_eq!(all_killed, expected);
+    all_told.sort();
+    let mut every_agent = agents[..6].to_vec();
+    every_agent.sort();
+    assert_eq!(all_told, every_agent, "each agent told once");
+    assert!(!h.books.frameworks().contains_key(&framework_id));
+    for agent_id in &agent_ids {
+        assert_eq!(offered_or_free(&h, agent_id), r("cpus:4;mem:4096"));
+    }
+}
+
 #[test]
 fn a_scheduler_taking_over_is_offered_what_its_predecessor_held() {
     let mut h = Harness::new();
@@ -1221,9 +1391,10 @@ impl SplitMix {
 }
 
 /// Random accepts, declines, launches, finishes, kills, agent losses and
-/// returns, task ids used again and frameworks torn down never break the
-/// invariants, nor make the snapshot made of changes differ from one made
-/// of everything (checked after every step by the harness).
+/// returns, task ids used again and frameworks torn down (a slice an
+/// input) never break the invariants, nor make the snapshot made of
+/// changes differ from one made of everything (checked after every step
+/// by the harness).
 #[test]
 fn random_operations_never_break_the_invariants() {
     for seed in 0..40 {
@@ -1232,6 +1403,8 @@ fn random_operations_never_break_the_invariants() {
             agent_ping_timeout: Duration::from_secs(2),
             max_missed_pongs: 2,
             completed_tasks_kept: 4,
+            // Removals go on over inputs, other operations between.
+            removal_slice: 1,
             ..Config::default()
         });
         let agents: Vec<Upid> = (0..4)
