@@ -8,10 +8,18 @@
 //! per agent (its RSS after they registered less before, over their
 //! number), tasks per second from the first accept to the last
 //! TASK_FINISHED, and the time from an offer's arrival at the framework
-//! to the RUNNING update of a task launched on it (p50, p99). Beside
-//! them, published figures: Nomad's C1M test (about 3,750 containers per
-//! second on 5,000 nodes) and the Mesos paper's task launch overhead at
-//! 50,000 emulated agents (under 1 s); and Strata's own targets.
+//! to the RUNNING update of a task launched on it (p50, p99), under two
+//! loads: a burst (five tasks on every agent at once, which measures how
+//! long the last of them queues) and a steady load (one task of 15 to
+//! 45 s on each offer, taking all of it, so each agent is offered again
+//! as its task ends,
+//! about agents / 30 s a second; the first task on each agent is left
+//! out, since all of those start at once). Then the steady framework is
+//! torn down with a task running on every agent, and the master's
+//! longest stall meanwhile is reported. Beside them, published figures:
+//! Nomad's C1M test (about 3,750 containers per second on 5,000 nodes)
+//! and the Mesos paper's task launch overhead at 50,000 emulated agents
+//! (under 1 s, with tasks of about 30 s); and Strata's own targets.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -32,6 +40,13 @@ const TASK_RUN_MS: u64 = 100;
 /// Tasks each load framework runs: the master bounds one framework's
 /// unfinished tasks (100,000 by default).
 const TASKS_PER_FRAMEWORK: usize = 50_000;
+/// The steady load's tasks run from this long...
+const STEADY_RUN_MS_LEAST: u64 = 15_000;
+/// ...to this much longer (spread evenly by task number): about 30 s,
+/// as in the Mesos paper's scalability run.
+const STEADY_RUN_MS_SPREAD: u64 = 30_000;
+/// How long the steady load goes on from its first launch.
+const STEADY_FOR: Duration = Duration::from_secs(60);
 /// How often the HTTP client polls `/state` (at most).
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
@@ -80,11 +95,25 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
             measured.tasks_per_second,
         ),
     ];
+    let steady = format!(
+        "steady load (a task of 15-45 s on each offer, {} launched, ~{:.0}/s)",
+        measured.steady_launched, measured.steady_per_second
+    );
     for (name, value, target) in [
-        ("p50", measured.offer_to_running_p50, Target::None),
         (
-            "p99",
+            format!("p50, burst of {tasks} tasks"),
+            measured.offer_to_running_p50,
+            Target::None,
+        ),
+        (
+            format!("p99, burst of {tasks} tasks"),
             measured.offer_to_running_p99,
+            Target::None,
+        ),
+        (format!("p50, {steady}"), measured.steady_p50, Target::None),
+        (
+            format!("p99, {steady}"),
+            measured.steady_p99,
             Target::Absolute(100.0),
         ),
     ] {
@@ -142,6 +171,23 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
         0.0,
         measured.longest_cycle_ms,
     ));
+    rows.push(Row::new(
+        format!(
+            "master's longest stall under the steady load while /state is polled, {agents} agents"
+        ),
+        context("(no published figure)", Target::None),
+        0.0,
+        measured.steady_stall_ms,
+    ));
+    rows.push(Row::new(
+        format!(
+            "master's longest stall while the steady framework is torn down with {} tasks running, {agents} agents",
+            measured.torn_down_tasks
+        ),
+        context("(no published figure)", Target::None),
+        0.0,
+        measured.teardown_stall_ms,
+    ));
     Ok(rows)
 }
 
@@ -161,6 +207,17 @@ struct Measured {
     longest_snapshot_ms: f64,
     /// The longest periodic allocation cycle meanwhile, ms.
     longest_cycle_ms: f64,
+    /// Under the steady load: offer to RUNNING (ms), tasks launched and
+    /// how many a second, the master's longest stall.
+    steady_p50: f64,
+    steady_p99: f64,
+    steady_launched: usize,
+    steady_per_second: f64,
+    steady_stall_ms: f64,
+    /// Its tasks running when the steady framework was torn down, and the
+    /// master's longest stall until they had all ended.
+    torn_down_tasks: usize,
+    teardown_stall_ms: f64,
 }
 
 /// The resident memory of process `pid`, in bytes.
@@ -237,15 +294,19 @@ fn measure(agents: usize, tasks: usize) -> anyhow::Result<Measured> {
         let polling = Polling::start(&address);
         let load = load(&ca, &master.pid, tasks).await;
         let polled = polling.stop();
+        let load = load?;
+        let steady = steady(&ca, &master.pid, &client, &address).await?;
         anyhow::Ok((
             registration,
             (after - before) / agents as f64,
-            load?,
+            load,
             polled,
+            steady,
         ))
     });
     let _ = std::fs::remove_dir_all(&dir);
-    let (registration, memory_per_agent, (tasks_per_second, mut latencies), mut polled) = result?;
+    let (registration, memory_per_agent, (tasks_per_second, mut latencies), mut polled, mut steady) =
+        result?;
     latencies.sort_by(f64::total_cmp);
     let percentile = |p: f64| {
         latencies
@@ -265,6 +326,13 @@ fn measure(agents: usize, tasks: usize) -> anyhow::Result<Measured> {
         longest_stall_ms: polled.longest_stall_ms,
         longest_snapshot_ms: polled.longest_snapshot_ms,
         longest_cycle_ms: polled.longest_cycle_ms,
+        steady_p50: steady.latencies.percentile(0.5),
+        steady_p99: steady.latencies.percentile(0.99),
+        steady_launched: steady.launched,
+        steady_per_second: steady.per_second,
+        steady_stall_ms: steady.stall_ms,
+        torn_down_tasks: steady.torn_down_tasks,
+        teardown_stall_ms: steady.teardown_stall_ms,
     })
 }
 
@@ -509,4 +577,194 @@ async fn load(
         _ => anyhow::bail!("no task ran"),
     };
     Ok((tasks as f64 / elapsed, latencies))
+}
+
+/// What the steady load saw.
+#[derive(Default)]
+struct SteadyLoad {
+    /// Agents offered to it before: the first task on each is the ramp,
+    /// left out of the latencies.
+    seen: std::collections::BTreeSet<strata_protocol::AgentId>,
+    launched: usize,
+    /// When the offer each task not yet RUNNING was launched on arrived,
+    /// and whether its latency counts.
+    offered: BTreeMap<TaskId, (Instant, bool)>,
+    /// Offer to RUNNING of the tasks that count, ms, and when the first
+    /// and last of them were launched.
+    latencies: Polled,
+    first_counted: Option<Instant>,
+    last_counted: Option<Instant>,
+    /// Set when [`STEADY_FOR`] has passed: it launches no more.
+    done: bool,
+    /// Set by the benchmark: tear the framework down now.
+    tear_down: bool,
+}
+
+/// Launches one task on every offer, of 15 to 45 s, taking all of it
+/// (so an agent is offered again when its task ends, and only then), for
+/// [`STEADY_FOR`] from its first launch; then waits to be torn down.
+struct SteadyScheduler {
+    load: Rc<RefCell<SteadyLoad>>,
+}
+
+/// Timer tokens of [`SteadyScheduler`].
+const STEADY_OVER: u64 = 0;
+const TEAR_DOWN_ASKED: u64 = 1;
+
+impl Scheduler for SteadyScheduler {
+    fn resource_offers(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, offers: Vec<Offer>) {
+        let mut load = self.load.borrow_mut();
+        let now = Instant::now();
+        for offer in offers {
+            if load.done || offer.resources.is_empty() {
+                driver.decline(&offer.id);
+                continue;
+            }
+            if load.launched == 0 {
+                driver.set_timer(STEADY_FOR, STEADY_OVER);
+            }
+            let counts = !load.seen.insert(offer.agent_id.clone());
+            if counts {
+                load.first_counted.get_or_insert(now);
+                load.last_counted = Some(now);
+            }
+            let number = load.launched as u64;
+            load.launched += 1;
+            let task_id =
+                TaskId::new(format!("s{number}")).unwrap_or_else(|_| unreachable!("a valid id"));
+            load.offered.insert(task_id.clone(), (now, counts));
+            let run_ms = STEADY_RUN_MS_LEAST + number * 7_919 % (STEADY_RUN_MS_SPREAD + 1);
+            driver.launch(
+                &offer.id,
+                vec![strata_integration::containers::timed_task(
+                    task_id,
+                    "steady",
+                    offer.agent_id.clone(),
+                    offer.resources.clone(),
+                    run_ms,
+                )],
+            );
+        }
+    }
+
+    fn status_update(&mut self, _: &mut SchedulerDriver<'_, '_, Self>, status: &TaskStatus) {
+        let mut load = self.load.borrow_mut();
+        if status.state == TaskState::Running
+            && let Some((offered, counts)) = load.offered.remove(&status.task_id)
+            && counts
+        {
+            load.latencies
+                .latencies
+                .push(offered.elapsed().as_secs_f64() * 1000.0);
+        }
+        if status.state.is_terminal() {
+            load.offered.remove(&status.task_id);
+        }
+    }
+
+    fn timer(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, token: u64) {
+        let mut load = self.load.borrow_mut();
+        if token == STEADY_OVER {
+            load.done = true;
+            driver.suppress();
+        } else if load.tear_down {
+            driver.stop(false);
+            return;
+        }
+        driver.set_timer(Duration::from_millis(50), TEAR_DOWN_ASKED);
+    }
+}
+
+/// What [`steady`] measured.
+struct Steady {
+    latencies: Polled,
+    launched: usize,
+    per_second: f64,
+    stall_ms: f64,
+    torn_down_tasks: usize,
+    teardown_stall_ms: f64,
+}
+
+/// A figure of the master's `/metrics/snapshot`.
+fn master_metric(client: &ureq::Agent, address: &str, name: &str) -> anyhow::Result<f64> {
+    let body = client
+        .get(&format!("http://{address}/metrics/snapshot"))
+        .call()?
+        .body_mut()
+        .read_to_string()?;
+    let snapshot: serde_json::Value = serde_json::from_str(&body)?;
+    snapshot[name]
+        .as_f64()
+        .with_context(|| format!("no {name} in the master's metrics"))
+}
+
+/// Tasks the master counts as neither ended nor unreachable.
+fn tasks_not_ended(client: &ureq::Agent, address: &str) -> anyhow::Result<usize> {
+    let mut sum = 0.0;
+    for state in ["staging", "starting", "running", "killing"] {
+        sum += master_metric(client, address, &format!("master/tasks_{state}"))?;
+    }
+    Ok(sum as usize)
+}
+
+/// The steady load while `/state` is polled, then its framework torn
+/// down with its tasks running, until the master has ended them all.
+async fn steady(
+    ca: &CertificateAuthority,
+    master: &Upid,
+    client: &ureq::Agent,
+    address: &str,
+) -> anyhow::Result<Steady> {
+    let node = Node::bind(NodeConfig::new(
+        "127.0.0.1:0".parse()?,
+        ca.issue(Role::Framework, "steady")?,
+    ))
+    .await?;
+    let load = Rc::new(RefCell::new(SteadyLoad::default()));
+    let shared = load.clone();
+    let polling = Polling::start(address);
+    let config = SchedulerConfig::new(master.clone(), FrameworkInfo::new("steady", "bench"));
+    let pid = scheduler::spawn(&node, "steady", config, move || SteadyScheduler {
+        load: shared.clone(),
+    })?;
+    let started = Instant::now();
+    while !load.borrow().done {
+        anyhow::ensure!(
+            started.elapsed() < STEADY_FOR + Duration::from_secs(300),
+            "the steady load never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let polled = polling.stop();
+    let torn_down_tasks = tasks_not_ended(client, address)?;
+    let polling = Polling::start(address);
+    load.borrow_mut().tear_down = true;
+    scheduler::wait(&node, &pid).await?;
+    let asked = Instant::now();
+    while tasks_not_ended(client, address)? > 0 {
+        anyhow::ensure!(
+            asked.elapsed() < Duration::from_secs(300),
+            "the torn-down framework's tasks did not all end within 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The snapshot that counted none covers the last slice of the
+    // removal: the sampler reads it (every 100 ms) before it stops.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let teardown = polling.stop();
+    let mut load = load.borrow_mut();
+    let per_second = match (load.first_counted, load.last_counted) {
+        (Some(first), Some(last)) if last > first => {
+            load.latencies.latencies.len() as f64 / last.duration_since(first).as_secs_f64()
+        }
+        _ => 0.0,
+    };
+    Ok(Steady {
+        latencies: std::mem::take(&mut load.latencies),
+        launched: load.launched,
+        per_second,
+        stall_ms: polled.longest_stall_ms,
+        torn_down_tasks,
+        teardown_stall_ms: teardown.longest_stall_ms,
+    })
 }

@@ -56,9 +56,10 @@ pub struct Config {
     /// [`Input::Continue`]s, so no input holds the master for long, and
     /// messages that arrive meanwhile are handled between slices.
     pub allocation_slice: usize,
-    /// Most tasks and agents one input takes from a framework being
-    /// removed (its tasks end, its agents shut it down); the rest go on in
-    /// [`Input::Continue`]s.
+    /// Most offers, tasks and agents one input takes from a framework
+    /// being removed (its offers go back, its tasks end, its agents shut
+    /// it down); the rest go on in [`Input::Continue`]s. With the views
+    /// brought up to date after each, 250 make a few milliseconds.
     pub removal_slice: usize,
     /// Most agents one input pings; those due beyond are pinged in the
     /// [`Input::Continue`]s after the tick, before its pass of allocation
@@ -96,7 +97,7 @@ impl Default for Config {
             offer_timeout: None,
             allocation_interval: Duration::from_secs(1),
             allocation_slice: 1_000,
-            removal_slice: 1_000,
+            removal_slice: 250,
             ping_slice: 1_000,
             policy: Policy::Drf,
             completed_tasks_kept: 1000,
