@@ -10,11 +10,12 @@
 //! TASK_FINISHED, and the time from an offer's arrival at the framework
 //! to the RUNNING update of a task launched on it (p50, p99), under two
 //! loads: a burst (five tasks on every agent at once, which measures how
-//! long the last of them queues) and a steady load (one task of 15 to
-//! 45 s on each offer, taking all of it, so each agent is offered again
-//! as its task ends,
-//! about agents / 30 s a second; the first task on each agent is left
-//! out, since all of those start at once). Then the steady framework is
+//! long the last of them queues) and a steady load (one task on each
+//! offer, taking all of it, so each agent is offered again as its task
+//! ends; tasks long enough that this makes about a fifth of the rate the
+//! burst sustained, as the Mesos paper's run kept 50,000 agents busy with
+//! tasks of about 30 s; counted from when every agent's first task runs,
+//! since all of those start at once). Then the steady framework is
 //! torn down with a task running on every agent, and the master's
 //! longest stall meanwhile is reported. Beside them, published figures:
 //! Nomad's C1M test (about 3,750 containers per second on 5,000 nodes)
@@ -40,13 +41,16 @@ const TASK_RUN_MS: u64 = 100;
 /// Tasks each load framework runs: the master bounds one framework's
 /// unfinished tasks (100,000 by default).
 const TASKS_PER_FRAMEWORK: usize = 50_000;
-/// The steady load's tasks run from this long...
-const STEADY_RUN_MS_LEAST: u64 = 15_000;
-/// ...to this much longer (spread evenly by task number): about 30 s,
-/// as in the Mesos paper's scalability run.
-const STEADY_RUN_MS_SPREAD: u64 = 30_000;
-/// How long the steady load goes on from its first launch.
-const STEADY_FOR: Duration = Duration::from_secs(60);
+/// The steady load's tasks run from `d` to `3 d`, spread evenly by task
+/// number (mean `2 d`), where `d` is the agents over this share of the
+/// burst's tasks per second, so that one task on every agent makes about
+/// a fifth of the rate the burst sustained: the launch path is measured,
+/// not a queue. At least [`STEADY_LEAST_RUN`].
+const STEADY_SHARE: f64 = 0.4;
+const STEADY_LEAST_RUN: Duration = Duration::from_secs(2);
+/// The steady load goes on for `3 d` once every agent's first task runs
+/// (each agent's tasks turned over at least once), at least this.
+const STEADY_LEAST_FOR: Duration = Duration::from_secs(20);
 /// How often the HTTP client polls `/state` (at most).
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
@@ -96,8 +100,11 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
         ),
     ];
     let steady = format!(
-        "steady load (a task of 15-45 s on each offer, {} launched, ~{:.0}/s)",
-        measured.steady_launched, measured.steady_per_second
+        "steady load (a task of {:.1}-{:.1} s on each offer, {} launched, ~{:.0}/s)",
+        measured.steady_run.as_secs_f64(),
+        measured.steady_run.as_secs_f64() * 3.0,
+        measured.steady_launched,
+        measured.steady_per_second
     );
     for (name, value, target) in [
         (
@@ -213,6 +220,8 @@ struct Measured {
     steady_p99: f64,
     steady_launched: usize,
     steady_per_second: f64,
+    /// The shortest steady task, `d`.
+    steady_run: Duration,
     steady_stall_ms: f64,
     /// Its tasks running when the steady framework was torn down, and the
     /// master's longest stall until they had all ended.
@@ -295,7 +304,9 @@ fn measure(agents: usize, tasks: usize) -> anyhow::Result<Measured> {
         let load = load(&ca, &master.pid, tasks).await;
         let polled = polling.stop();
         let load = load?;
-        let steady = steady(&ca, &master.pid, &client, &address).await?;
+        let run = Duration::from_secs_f64(agents as f64 / (STEADY_SHARE * load.0).max(1.0))
+            .max(STEADY_LEAST_RUN);
+        let steady = steady(&ca, &master.pid, &client, &address, agents, run).await?;
         anyhow::Ok((
             registration,
             (after - before) / agents as f64,
@@ -330,6 +341,7 @@ fn measure(agents: usize, tasks: usize) -> anyhow::Result<Measured> {
         steady_p99: steady.latencies.percentile(0.99),
         steady_launched: steady.launched,
         steady_per_second: steady.per_second,
+        steady_run: steady.run,
         steady_stall_ms: steady.stall_ms,
         torn_down_tasks: steady.torn_down_tasks,
         teardown_stall_ms: steady.teardown_stall_ms,
@@ -582,9 +594,15 @@ async fn load(
 /// What the steady load saw.
 #[derive(Default)]
 struct SteadyLoad {
-    /// Agents offered to it before: the first task on each is the ramp,
-    /// left out of the latencies.
+    /// How many agents there are.
+    agents: usize,
+    /// Agents offered to it before: the first task on each is the ramp.
     seen: std::collections::BTreeSet<strata_protocol::AgentId>,
+    /// Tasks of the ramp not yet RUNNING (or ended).
+    ramp_left: usize,
+    /// When every agent had its first task running: latencies count for
+    /// tasks offered from then on, once the queue the ramp made is gone.
+    ramp_done: Option<Instant>,
     launched: usize,
     /// When the offer each task not yet RUNNING was launched on arrived,
     /// and whether its latency counts.
@@ -594,17 +612,29 @@ struct SteadyLoad {
     latencies: Polled,
     first_counted: Option<Instant>,
     last_counted: Option<Instant>,
-    /// Set when [`STEADY_FOR`] has passed: it launches no more.
+    /// Set when the steady load's time has passed: it launches no more.
     done: bool,
     /// Set by the benchmark: tear the framework down now.
     tear_down: bool,
 }
 
-/// Launches one task on every offer, of 15 to 45 s, taking all of it
-/// (so an agent is offered again when its task ends, and only then), for
-/// [`STEADY_FOR`] from its first launch; then waits to be torn down.
+impl SteadyLoad {
+    /// A task of the ramp is running or ended: the ramp may be over.
+    fn ramp_task_ran(&mut self, now: Instant) {
+        self.ramp_left = self.ramp_left.saturating_sub(1);
+        if self.ramp_left == 0 && self.seen.len() >= self.agents {
+            self.ramp_done.get_or_insert(now);
+        }
+    }
+}
+
+/// Launches one task on every offer, of `run` to `3 run`, taking all of
+/// it (so an agent is offered again when its task ends, and only then);
+/// once every agent has had its first task running, it goes on for
+/// `3 run` more, then waits to be torn down.
 struct SteadyScheduler {
     load: Rc<RefCell<SteadyLoad>>,
+    run: Duration,
 }
 
 /// Timer tokens of [`SteadyScheduler`].
@@ -620,20 +650,22 @@ impl Scheduler for SteadyScheduler {
                 driver.decline(&offer.id);
                 continue;
             }
-            if load.launched == 0 {
-                driver.set_timer(STEADY_FOR, STEADY_OVER);
+            let ramp = load.seen.insert(offer.agent_id.clone());
+            let counts = load.ramp_done.is_some();
+            if ramp {
+                load.ramp_left += 1;
             }
-            let counts = !load.seen.insert(offer.agent_id.clone());
             if counts {
                 load.first_counted.get_or_insert(now);
                 load.last_counted = Some(now);
             }
             let number = load.launched as u64;
             load.launched += 1;
-            let task_id =
-                TaskId::new(format!("s{number}")).unwrap_or_else(|_| unreachable!("a valid id"));
+            let task_id = TaskId::new(format!("{}{number}", if ramp { "r" } else { "s" }))
+                .unwrap_or_else(|_| unreachable!("a valid id"));
             load.offered.insert(task_id.clone(), (now, counts));
-            let run_ms = STEADY_RUN_MS_LEAST + number * 7_919 % (STEADY_RUN_MS_SPREAD + 1);
+            let least = self.run.as_millis() as u64;
+            let run_ms = least + number * 7_919 % (2 * least + 1);
             driver.launch(
                 &offer.id,
                 vec![strata_integration::containers::timed_task(
@@ -647,18 +679,24 @@ impl Scheduler for SteadyScheduler {
         }
     }
 
-    fn status_update(&mut self, _: &mut SchedulerDriver<'_, '_, Self>, status: &TaskStatus) {
+    fn status_update(&mut self, driver: &mut SchedulerDriver<'_, '_, Self>, status: &TaskStatus) {
         let mut load = self.load.borrow_mut();
-        if status.state == TaskState::Running
+        let now = Instant::now();
+        let first = load.ramp_done.is_none();
+        if (status.state == TaskState::Running || status.state.is_terminal())
             && let Some((offered, counts)) = load.offered.remove(&status.task_id)
-            && counts
         {
-            load.latencies
-                .latencies
-                .push(offered.elapsed().as_secs_f64() * 1000.0);
+            if counts && status.state == TaskState::Running {
+                load.latencies
+                    .latencies
+                    .push(now.duration_since(offered).as_secs_f64() * 1000.0);
+            }
+            if status.task_id.as_str().starts_with('r') {
+                load.ramp_task_ran(now);
+            }
         }
-        if status.state.is_terminal() {
-            load.offered.remove(&status.task_id);
+        if first && load.ramp_done.is_some() {
+            driver.set_timer((self.run * 3).max(STEADY_LEAST_FOR), STEADY_OVER);
         }
     }
 
@@ -677,6 +715,7 @@ impl Scheduler for SteadyScheduler {
 
 /// What [`steady`] measured.
 struct Steady {
+    run: Duration,
     latencies: Polled,
     launched: usize,
     per_second: f64,
@@ -714,23 +753,29 @@ async fn steady(
     master: &Upid,
     client: &ureq::Agent,
     address: &str,
+    agents: usize,
+    run: Duration,
 ) -> anyhow::Result<Steady> {
     let node = Node::bind(NodeConfig::new(
         "127.0.0.1:0".parse()?,
         ca.issue(Role::Framework, "steady")?,
     ))
     .await?;
-    let load = Rc::new(RefCell::new(SteadyLoad::default()));
+    let load = Rc::new(RefCell::new(SteadyLoad {
+        agents,
+        ..SteadyLoad::default()
+    }));
     let shared = load.clone();
     let polling = Polling::start(address);
     let config = SchedulerConfig::new(master.clone(), FrameworkInfo::new("steady", "bench"));
     let pid = scheduler::spawn(&node, "steady", config, move || SteadyScheduler {
         load: shared.clone(),
+        run,
     })?;
     let started = Instant::now();
     while !load.borrow().done {
         anyhow::ensure!(
-            started.elapsed() < STEADY_FOR + Duration::from_secs(300),
+            started.elapsed() < (run * 3).max(STEADY_LEAST_FOR) + Duration::from_secs(600),
             "the steady load never ended"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -760,6 +805,7 @@ async fn steady(
         _ => 0.0,
     };
     Ok(Steady {
+        run,
         latencies: std::mem::take(&mut load.latencies),
         launched: load.launched,
         per_second,
