@@ -27,4 +27,4 @@ pub mod usage;
 pub mod users;
 
 pub use credentials::ExecutorCredentials;
-pub use process::{AGENT_ID, Agent, AgentConfig, ResourceAccount, Runner};
+pub use process::{AGENT_ID, Agent, AgentConfig, MASTER_SILENCE_CHECK, ResourceAccount, Runner};

@@ -32,7 +32,7 @@ pub const AGENT_ID: &str = "agent";
 /// How often unacknowledged updates are checked for resending.
 const UPDATE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the agent checks that its master still pings it.
-const MASTER_SILENCE_CHECK: Duration = Duration::from_millis(250);
+pub const MASTER_SILENCE_CHECK: Duration = Duration::from_millis(250);
 
 /// What an agent needs to start.
 #[derive(Debug, Clone)]
@@ -49,6 +49,9 @@ pub struct AgentConfig {
     pub status_update_retry: Duration,
     /// How often task usage is sampled and memory limits checked.
     pub usage_interval: Duration,
+    /// How often the agent checks whether the master has been silent
+    /// for longer than it allows (ping timeout × missed pings).
+    pub master_silence_check: Duration,
     /// What custom executors get their own certificates from; without
     /// it the agent cannot run custom executors. The agent's node must
     /// trust them ([`crate::ExecutorCredentials::trusted_by`]).
@@ -95,6 +98,7 @@ impl AgentConfig {
             runner,
             status_update_retry: crate::status_updates::FIRST_RETRY,
             usage_interval: Duration::from_secs(1),
+            master_silence_check: MASTER_SILENCE_CHECK,
             executor_credentials: None,
             executor_registration_timeout: Duration::from_secs(60),
             task_launcher: None,
@@ -777,7 +781,7 @@ impl Process for Agent {
                 agent.step(ctx, Input::Usage(usage));
             });
         });
-        ctx.run_every(MASTER_SILENCE_CHECK, |agent, ctx| {
+        ctx.run_every(self.config.master_silence_check, |agent, ctx| {
             agent.step(ctx, Input::CheckMaster);
         });
         if self.executor_api.is_some() {

@@ -202,6 +202,7 @@ pub(crate) fn agent_config(
         },
         status_update_retry: strata_agent::status_updates::FIRST_RETRY,
         usage_interval: std::time::Duration::from_secs(1),
+        master_silence_check: strata_agent::MASTER_SILENCE_CHECK,
         executor_credentials: None,
         executor_registration_timeout: std::time::Duration::from_secs(60),
         task_launcher: launcher.map(std::path::Path::to_owned),

@@ -265,6 +265,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 },
                 status_update_retry: strata_agent::status_updates::FIRST_RETRY,
                 usage_interval: std::time::Duration::from_secs(1),
+                master_silence_check: strata_agent::MASTER_SILENCE_CHECK,
                 executor_credentials: Some(credentials),
                 executor_registration_timeout: std::time::Duration::from_secs(60),
                 task_launcher: task_launcher.clone(),
