@@ -781,7 +781,11 @@ impl Process for Agent {
                 agent.step(ctx, Input::Usage(usage));
             });
         });
-        ctx.run_every(self.config.master_silence_check, |agent, ctx| {
+        let silence_check = self
+            .config
+            .master_silence_check
+            .max(Duration::from_millis(10));
+        ctx.run_every(silence_check, |agent, ctx| {
             agent.step(ctx, Input::CheckMaster);
         });
         if self.executor_api.is_some() {

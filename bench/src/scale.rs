@@ -724,24 +724,21 @@ struct Steady {
     teardown_stall_ms: f64,
 }
 
-/// A figure of the master's `/metrics/snapshot`.
-fn master_metric(client: &ureq::Agent, address: &str, name: &str) -> anyhow::Result<f64> {
+/// Tasks the master counts as neither ended nor unreachable (in one
+/// snapshot).
+fn tasks_not_ended(client: &ureq::Agent, address: &str) -> anyhow::Result<usize> {
     let body = client
         .get(&format!("http://{address}/metrics/snapshot"))
         .call()?
         .body_mut()
         .read_to_string()?;
     let snapshot: serde_json::Value = serde_json::from_str(&body)?;
-    snapshot[name]
-        .as_f64()
-        .with_context(|| format!("no {name} in the master's metrics"))
-}
-
-/// Tasks the master counts as neither ended nor unreachable.
-fn tasks_not_ended(client: &ureq::Agent, address: &str) -> anyhow::Result<usize> {
     let mut sum = 0.0;
     for state in ["staging", "starting", "running", "killing"] {
-        sum += master_metric(client, address, &format!("master/tasks_{state}"))?;
+        let name = format!("master/tasks_{state}");
+        sum += snapshot[&name]
+            .as_f64()
+            .with_context(|| format!("no {name} in the master's metrics"))?;
     }
     Ok(sum as usize)
 }

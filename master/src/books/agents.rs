@@ -441,6 +441,22 @@ impl Books {
                 .map(|known| known.state)
         });
         let framework_known = self.frameworks.contains_key(&framework_id);
+        // A framework being removed whose books no longer hold this task
+        // as running (its slices ended it, or forgot it): as for one this
+        // master does not know, its agent shuts it down. One still held
+        // is kept, and ended by a slice still to come.
+        if self
+            .frameworks
+            .get(&framework_id)
+            .is_some_and(|framework| framework.removing.is_some())
+            && known_state.is_none_or(|state| state.is_terminal())
+        {
+            out.push(Command::ToAgent(
+                pid.clone(),
+                ToAgent::ShutdownFramework { framework_id },
+            ));
+            return false;
+        }
         // An agent back after it was given up (not one of a restarted
         // master's agents coming back in time): a framework that is not
         // partition-aware has been (or will be, when it asks) told its

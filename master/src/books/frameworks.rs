@@ -71,7 +71,10 @@ impl Books {
             let owned = self
                 .frameworks
                 .values()
-                .filter(|framework| framework.info.principal.as_deref() == Some(principal))
+                .filter(|framework| {
+                    framework.removing.is_none()
+                        && framework.info.principal.as_deref() == Some(principal)
+                })
                 .count();
             if owned >= self.config.max_frameworks_per_principal {
                 let reason = format!(
@@ -454,7 +457,8 @@ impl Books {
             return true;
         };
         let message = format!("its framework was removed: {reason}");
-        let mut budget = self.config.removal_slice.max(1);
+        let slice = self.config.removal_slice.max(1);
+        let mut budget = slice;
         // Its offers go back first, without telling it (nothing it sends
         // is taken any more), in one batch for the allocator.
         let offers: Vec<OfferId> = self
@@ -480,12 +484,12 @@ impl Books {
             else {
                 break;
             };
-            budget -= 1;
             let Some(agent) = self.agents.get(&agent_id) else {
+                budget -= 1;
                 continue;
             };
             let pid = agent.pid.clone();
-            let tasks: Vec<TaskId> = agent
+            let mut tasks: Vec<TaskId> = agent
                 .tasks
                 .iter()
                 .filter(|(owner, _)| owner == framework_id)
@@ -497,9 +501,35 @@ impl Books {
                 .filter(|(owner, _)| owner == framework_id)
                 .cloned()
                 .collect();
-            let held = !tasks.is_empty() || !executors.is_empty();
-            budget = budget.saturating_sub(tasks.len());
+            // An agent holding more of its tasks than this input has left
+            // starts the next slice instead; one holding more than a whole
+            // slice comes back in the next for the rest (and is told again
+            // then, which it takes as it took the first).
+            let more = tasks.len() > budget;
+            if more && budget < slice {
+                if let Some(agents) = self.framework_agents.get_mut(framework_id) {
+                    agents.insert(agent_id);
+                }
+                return false;
+            }
+            if !tasks.is_empty() || !executors.is_empty() {
+                out.push(Command::ToAgent(
+                    pid,
+                    ToAgent::ShutdownFramework {
+                        framework_id: framework_id.clone(),
+                    },
+                ));
+            }
+            tasks.truncate(budget);
+            // An agent costs a task's share, or its tasks theirs.
+            budget -= tasks.len().max(1);
             self.kill_all(now, framework_id, tasks, &message, out);
+            if more {
+                if let Some(agents) = self.framework_agents.get_mut(framework_id) {
+                    agents.insert(agent_id);
+                }
+                return false;
+            }
             if let Some(agent) = self.agents.get_mut(&agent_id) {
                 agent.kills.retain(|(owner, _)| owner != framework_id);
                 for key in executors {
@@ -508,14 +538,6 @@ impl Books {
                             .recover(framework_id, &agent_id, &resources, None, now);
                     }
                 }
-            }
-            if held {
-                out.push(Command::ToAgent(
-                    pid,
-                    ToAgent::ShutdownFramework {
-                        framework_id: framework_id.clone(),
-                    },
-                ));
             }
         }
         if budget == 0 {
@@ -532,8 +554,9 @@ impl Books {
         if !left.is_empty() {
             let before = self.frameworks.get(framework_id).map(|f| f.tasks.len());
             self.kill_all(now, framework_id, left, &message, out);
-            // Every state short of an end can become KILLED; were one
-            // not to, the framework goes all the same rather than never.
+            // Every state short of an end can become KILLED, so this
+            // always makes progress; were a task ever stuck, the framework
+            // would be filed all the same rather than never.
             if self.frameworks.get(framework_id).map(|f| f.tasks.len()) != before {
                 return false;
             }
@@ -571,8 +594,8 @@ impl Books {
         let Some(mut kept) = self.frameworks.remove(framework_id) else {
             return;
         };
+        // The registry left it out when its removal began.
         self.allocator.remove_framework(framework_id);
-        self.registry_changed();
         kept.tasks.clear();
         kept.offers.clear();
         let ended: std::collections::BTreeSet<_> = kept

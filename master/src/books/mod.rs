@@ -122,9 +122,9 @@ pub enum Input {
     },
     /// The periodic tick: pings, offer timeouts, failovers, allocation.
     Tick,
-    /// The next slice of what a tick started: the pings due beyond one
-    /// input's share, then a pass of allocation over every agent. The
-    /// shell sends it while [`Books::work_left`] says so.
+    /// The next slice of what is left: the pings due beyond one input's
+    /// share, then a framework's removal, then a pass of allocation over
+    /// every agent. The shell sends it while [`Books::work_left`] says so.
     Continue,
     /// A linked process exited or its node became unreachable.
     Exited(Upid),
@@ -273,8 +273,9 @@ pub struct FrameworkEntry {
     /// Each known task's states so far, oldest first (at most
     /// [`HISTORY_KEPT`] per task: the first and the latest).
     pub history: BTreeMap<TaskId, Vec<Transition>>,
-    /// Why it is being removed, while its tasks end a slice at a time;
-    /// it holds no offers, has no scheduler and gets nothing meanwhile.
+    /// Why it is being removed, while its offers go back and its tasks
+    /// end a slice at a time; it has no scheduler and is offered nothing
+    /// meanwhile.
     pub removing: Option<String>,
 }
 

@@ -1011,6 +1011,80 @@ fn a_framework_with_many_tasks_is_removed_a_slice_an_input() {
     }
 }
 
+/// An agent with more of a framework's tasks than one input takes is
+/// not done in one input: its tasks end a slice at a time too. Coming
+/// back meanwhile with every task, it is told to shut the framework down
+/// for those already ended, which are not taken back nor ended twice.
+#[test]
+fn many_tasks_on_one_agent_are_removed_a_slice_an_input() {
+    let mut h = Harness::with(Config {
+        removal_slice: 4,
+        ..Config::default()
+    });
+    let agent = pid("agent@10.0.3.1:5051");
+    let agent_id = h.register_agent(&agent, "cpus:16;mem:4096", "");
+    let scheduler = pid("s@10.0.0.9:4000");
+    let (framework_id, out) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    let offer = offers_to(&out, &scheduler).remove(0);
+    let tasks: Vec<TaskInfo> = (0..10)
+        .map(|n| task(&format!("t{n}"), &agent_id, "cpus:1;mem:64"))
+        .collect();
+    h.send(&scheduler, accept(&framework_id, &[&offer], tasks, 3600));
+    let killed = |out: &[Command]| {
+        out.iter()
+            .filter(|command| {
+                matches!(command, Command::Log(super::Event::TaskUpdated { status, .. })
+                    if status.state == TaskState::Killed)
+            })
+            .count()
+    };
+    let mut out = h.send(
+        &scheduler,
+        ToMaster::Teardown {
+            framework_id: framework_id.clone(),
+        },
+    );
+    let mut ended = killed(&out);
+    assert!(ended > 0 && ended < 10);
+    let info = returning_agent(&agent_id, "cpus:16;mem:4096");
+    let back = h.send(
+        &agent,
+        ToMaster::ReregisterAgent {
+            info,
+            tasks: (0..10)
+                .map(|n| {
+                    running_task(
+                        &framework_id,
+                        task(&format!("t{n}"), &agent_id, "cpus:1;mem:64"),
+                    )
+                })
+                .collect(),
+        },
+    );
+    assert!(back.iter().any(|command| matches!(
+        command,
+        Command::ToAgent(to, ToAgent::ShutdownFramework { .. }) if *to == agent
+    )));
+    out = back;
+    let mut inputs = 0;
+    loop {
+        let now = killed(&out);
+        assert!(now <= 4, "{now} tasks ended in one input");
+        if inputs > 0 {
+            ended += now;
+        }
+        if !h.books.work_left() {
+            break;
+        }
+        inputs += 1;
+        assert!(inputs < 20, "the removal never ends");
+        out = h.input(Input::Continue);
+    }
+    assert_eq!(ended, 10);
+    assert!(!h.books.frameworks().contains_key(&framework_id));
+    assert_eq!(offered_or_free(&h, &agent_id), r("cpus:16;mem:4096"));
+}
+
 #[test]
 fn a_scheduler_taking_over_is_offered_what_its_predecessor_held() {
     let mut h = Harness::new();

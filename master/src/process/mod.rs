@@ -647,9 +647,14 @@ impl Master {
     fn apply(&mut self, ctx: &mut ProcessContext<'_, Self>, input: Input) {
         let commands = self.decide(input);
         self.execute(ctx, commands);
+        self.continue_if_work_left(ctx);
+    }
+
+    /// Sends the master the next slice of what is left (pings, a
+    /// framework's removal, a pass of allocation), after what waits to be
+    /// handled now, unless one is on its way.
+    fn continue_if_work_left(&mut self, ctx: &mut ProcessContext<'_, Self>) {
         if self.books.work_left() && !self.continue_next {
-            // The next slice of what the tick left (pings, then the pass
-            // of allocation) after what waits to be handled now.
             self.continue_next = true;
             ctx.run_later(Duration::ZERO, |master, ctx| {
                 master.continue_next = false;
@@ -871,6 +876,8 @@ impl Master {
                     _ => None,
                 });
                 self.execute(ctx, commands);
+                // A teardown goes on in slices.
+                self.continue_if_work_left(ctx);
                 self.answer_after(answer, refusal.map_or(Ok(()), Err));
             }
         }
@@ -1051,6 +1058,8 @@ impl Master {
                     };
                     master.execute(ctx, commands);
                     let _ = answer.try_send(result);
+                    // A TEARDOWN goes on in slices.
+                    master.continue_if_work_left(ctx);
                 }
                 crate::api::Admitted::Answered => {}
             }
