@@ -96,8 +96,8 @@ fn write_seeds() {
         (
             "run-task",
             codec::encode(&ToAgent::RunTask {
-                framework: framework.clone(),
-                task: task_info.clone(),
+                framework: Box::new(framework.clone()),
+                task: Box::new(task_info.clone()),
             })
             .unwrap(),
         ),

@@ -205,9 +205,11 @@ pub enum ToAgent {
     Ping {
         sequence: u64,
     },
+    /// Both boxed: inline they made every message to an agent (and every
+    /// command of the master that holds one) about 500 bytes.
     RunTask {
-        framework: FrameworkInfo,
-        task: TaskInfo,
+        framework: Box<FrameworkInfo>,
+        task: Box<TaskInfo>,
     },
     KillTask {
         framework_id: FrameworkId,

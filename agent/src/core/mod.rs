@@ -907,7 +907,7 @@ impl Core {
                 self.last_ping = Some(self.now().instant);
                 self.send_master(ToMaster::Pong { sequence })
             }
-            ToAgent::RunTask { framework, task } => self.run_task(framework, task),
+            ToAgent::RunTask { framework, task } => self.run_task(*framework, *task),
             ToAgent::KillTask {
                 framework_id,
                 task_id,

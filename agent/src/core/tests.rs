@@ -172,8 +172,8 @@ impl Harness {
     /// Runs `task` and starts its container; the container.
     fn run(&mut self, task: TaskInfo, checkpoint: bool) -> ContainerId {
         let effects = self.master_says(ToAgent::RunTask {
-            framework: framework(checkpoint),
-            task,
+            framework: Box::new(framework(checkpoint)),
+            task: Box::new(task),
         });
         let container = launches(&effects)
             .first()
@@ -523,8 +523,8 @@ fn a_standby_sends_the_agent_to_the_leader_and_back_once_it_is_lost() {
 fn a_task_runs_to_its_end_and_its_updates_go_once_each_in_order() {
     let mut harness = Harness::registered();
     let effects = harness.master_says(ToAgent::RunTask {
-        framework: framework(false),
-        task: command_task("t1", "cpus:1;mem:128"),
+        framework: Box::new(framework(false)),
+        task: Box::new(command_task("t1", "cpus:1;mem:128")),
     });
     assert_eq!(states(&effects), vec![TaskState::Starting]);
     let starting = effects;
@@ -613,8 +613,8 @@ fn kills_launch_failures_and_memory_limits_end_tasks_saying_why() {
 
     // A command that cannot start fails the task.
     let effects = harness.master_says(ToAgent::RunTask {
-        framework: framework(false),
-        task: command_task("bad", "cpus:1;mem:64"),
+        framework: Box::new(framework(false)),
+        task: Box::new(command_task("bad", "cpus:1;mem:64")),
     });
     let (container, _) = launches(&effects)[0].clone();
     harness.step(Input::Launched {
@@ -727,8 +727,8 @@ fn killed_for_memory(
 fn a_custom_executor_gets_its_tasks_once_it_registers_and_fails_them_when_it_ends() {
     let mut harness = Harness::registered();
     let effects = harness.master_says(ToAgent::RunTask {
-        framework: framework(true),
-        task: executor_task("x1"),
+        framework: Box::new(framework(true)),
+        task: Box::new(executor_task("x1")),
     });
     let (container, spec) = launches(&effects)[0].clone();
     assert_eq!(
@@ -774,8 +774,8 @@ fn a_custom_executor_gets_its_tasks_once_it_registers_and_fails_them_when_it_end
     assert_eq!(limits(&effects), Some(r("cpus:0.6;mem:96")));
     // A second task waits with the first.
     let effects = harness.master_says(ToAgent::RunTask {
-        framework: framework(true),
-        task: executor_task("x2"),
+        framework: Box::new(framework(true)),
+        task: Box::new(executor_task("x2")),
     });
     assert_eq!(limits(&effects), Some(r("cpus:1.1;mem:160")));
     // Someone else's certificate cannot register it.

@@ -805,7 +805,10 @@ impl Attack {
                 kind: TaskKind::Command(CommandInfo::shell("true")),
                 labels: [(RUN_MS_LABEL.to_owned(), "600000".to_owned())].into(),
             };
-            messages.push(ToAgent::RunTask { framework, task });
+            messages.push(ToAgent::RunTask {
+                framework: Box::new(framework),
+                task: Box::new(task),
+            });
         }
         messages.extend(
             launched

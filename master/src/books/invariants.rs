@@ -7,8 +7,9 @@
 //!   port, say) is in two of them: subtracting each from the total in turn
 //!   must always succeed.
 //! - Offers and tasks are indexed consistently: every offer is listed
-//!   under its agent and framework, every task an agent lists exists and
-//!   is not terminal.
+//!   under its agent and framework, and a framework lists only its own
+//!   outstanding offers; every task an agent lists exists and is not
+//!   terminal.
 //! - An unreachable agent has no outstanding offers; an active one is
 //!   in the schedule of pings at the time of its next ping.
 //! - Every framework with tasks, kills or executors on an agent has the
@@ -114,6 +115,18 @@ pub(crate) fn check(books: &Books) -> Result<(), String> {
         if !listed_by_agent || !listed_by_framework {
             return Err(format!(
                 "offer {offer_id} is not indexed under its agent and framework"
+            ));
+        }
+    }
+    for (framework_id, framework) in books.frameworks.iter() {
+        if let Some(offer_id) = framework.offers.iter().find(|offer_id| {
+            books
+                .offers
+                .get(offer_id)
+                .is_none_or(|entry| &entry.offer.framework_id != framework_id)
+        }) {
+            return Err(format!(
+                "framework {framework_id} lists offer {offer_id}, not an outstanding offer of its own"
             ));
         }
     }

@@ -616,8 +616,8 @@ impl Books {
         out.push(Command::ToAgent(
             agent.pid.clone(),
             ToAgent::RunTask {
-                framework: framework_info,
-                task: info,
+                framework: Box::new(framework_info),
+                task: Box::new(info),
             },
         ));
     }

@@ -330,6 +330,43 @@ fn offered_or_free(h: &Harness, agent_id: &AgentId) -> Resources {
 }
 
 #[test]
+fn the_invariants_catch_a_framework_listing_an_offer_it_does_not_hold() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    h.register_agent(&agent, "cpus:1;mem:1024", "");
+    let (first, out) = h.subscribe(
+        &pid("s@10.0.0.9:4000"),
+        FrameworkInfo::new("f", "u"),
+        vec![],
+    );
+    let offer = offers_to(&out, &pid("s@10.0.0.9:4000")).remove(0);
+    let (second, _) = h.subscribe(
+        &pid("s2@10.0.0.9:4001"),
+        FrameworkInfo::new("g", "u"),
+        vec![],
+    );
+    invariants::check(&h.books).unwrap();
+    // Another framework's offer, then one that is not outstanding.
+    let entry = h.books.frameworks.get_mut(&second).unwrap();
+    entry.offers.insert(offer.id.clone());
+    let broken = invariants::check(&h.books).unwrap_err();
+    assert!(
+        broken.contains(&format!("lists offer {}", offer.id)),
+        "{broken}"
+    );
+    let entry = h.books.frameworks.get_mut(&second).unwrap();
+    entry.offers.clear();
+    let gone = OfferId::try_from("m1-O999".to_owned()).unwrap();
+    h.books
+        .frameworks
+        .get_mut(&first)
+        .unwrap()
+        .offers
+        .insert(gone);
+    assert!(invariants::check(&h.books).is_err());
+}
+
+#[test]
 fn resources_a_task_frees_are_offered_at_once() {
     let mut h = Harness::new();
     let agent = pid("agent@10.0.0.1:5051");

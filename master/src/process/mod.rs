@@ -69,8 +69,9 @@ pub struct Master {
     /// that goes on.
     cycle_took: Duration,
     cycle_sum: Duration,
-    /// Whether an `Input::Continue` (the next slice of what a tick left)
-    /// is on its way.
+    /// Whether an `Input::Continue` (the next slice of what is left:
+    /// pings, a pass of allocation, frameworks being removed) is on its
+    /// way.
     continue_next: bool,
     /// Held while this master publishes snapshots.
     listening: Option<crate::state::Listening>,
