@@ -310,6 +310,32 @@ pub struct Views {
     listings: BTreeMap<FrameworkId, Listing>,
     /// The ids of the lately removed frameworks at the last refresh.
     removed: Vec<FrameworkId>,
+    /// What changed in the books and is not redone yet.
+    pending: Pending,
+}
+
+/// Views left to redo: the books' changes, taken and merged until they
+/// are done, a slice at a time.
+#[derive(Debug, Default)]
+struct Pending {
+    agents: BTreeSet<AgentId>,
+    offers: BTreeSet<OfferId>,
+    /// Frameworks to redo, each after the views of these tasks of it.
+    frameworks: BTreeMap<FrameworkId, BTreeSet<TaskId>>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.agents.is_empty() && self.offers.is_empty() && self.frameworks.is_empty()
+    }
+}
+
+/// Adds `more` to `into`.
+fn merge<K: Ord>(into: &mut BTreeSet<K>, mut more: BTreeSet<K>) {
+    if into.len() < more.len() {
+        std::mem::swap(into, &mut more);
+    }
+    into.extend(more);
 }
 
 /// What the views list of one framework.
@@ -422,29 +448,134 @@ impl Views {
         self.state(books, pid, start_time_ms, now_ms)
     }
 
-    /// Brings the views up to date with the changes the books took since
-    /// the last time (the master does so every few inputs, so that no
-    /// snapshot has many to make up).
+    /// Brings the views up to date with the changes the books noted since
+    /// the last time, all at once (tests and benchmarks; the master does
+    /// it a slice at a time, [`Views::update_some`]).
     pub fn update(&mut self, books: &mut Books) {
-        let changes = books.take_view_changes();
+        self.update_some(books, usize::MAX);
+    }
+
+    /// Takes the changes the books noted since the last time and redoes
+    /// at most about `budget` views of what is left to redo (an agent, an
+    /// offer, a task or a framework counts one, and a framework's ended
+    /// tasks listed or forgotten one each); whether the views are now up
+    /// to date with the books. A task that changed several times before
+    /// it is redone is redone once: the master brings its views up to
+    /// date only for a snapshot, so a task launched, started and ended in
+    /// between is listed once, among the ended.
+    pub fn update_some(&mut self, books: &mut Books, budget: usize) -> bool {
+        self.absorb(books);
         let books = &*books;
-        for id in to_redo(changes.agents, &mut self.agents, books.agents()) {
+        let mut left = budget;
+        while left > 0 {
+            let Some(id) = self.pending.agents.pop_first() else {
+                break;
+            };
             match agent_after(books, &id, self.agents.get(&id)) {
                 Some(view) => self.agents.insert(id, view),
                 None => self.agents.remove(&id),
             };
+            left -= 1;
         }
-        for id in to_redo(changes.offers, &mut self.offers, books.offers()) {
+        while left > 0 {
+            let Some(id) = self.pending.offers.pop_first() else {
+                break;
+            };
             match books.offers().get(&id) {
                 Some(entry) => self.offers.insert(id, offer_view(&entry.offer)),
                 None => self.offers.remove(&id),
             };
+            left -= 1;
+        }
+        while left > 0 {
+            let Some((id, mut tasks)) = self.pending.frameworks.pop_first() else {
+                break;
+            };
+            let current = books.frameworks().get(&id);
+            let entry = current.or_else(|| {
+                books
+                    .completed_frameworks()
+                    .iter()
+                    .find(|framework| framework.info.id.as_ref() == Some(&id))
+            });
+            let Some(entry) = entry else {
+                // Gone from the books: gone from the views.
+                self.forget_framework(&id);
+                left -= 1;
+                continue;
+            };
+            self.listings.entry(id.clone()).or_default();
+            while left > 0 {
+                let Some(task_id) = tasks.pop_first() else {
+                    break;
+                };
+                self.refresh_task(&id, entry, &task_id);
+                self.refresh_completed_of(&id, entry, &task_id);
+                left -= 1;
+            }
+            if !tasks.is_empty() {
+                self.pending.frameworks.insert(id, tasks);
+                break;
+            }
+            // Its ended tasks, then itself.
+            let (redone, all) = self.refresh_completed(&id, entry, left);
+            left = left.saturating_sub(redone);
+            if !all {
+                self.pending.frameworks.insert(id, tasks);
+                break;
+            }
+            left = left.saturating_sub(1);
+            match current {
+                Some(framework) => {
+                    let listing = self.listings.get(&id);
+                    let mut view = framework_view_of(&id, framework, Resources::new(), 0);
+                    if let Some(listing) = listing {
+                        view.used = listing.used.total();
+                        view.tasks = listing.running;
+                    }
+                    self.frameworks.insert(id, view)
+                }
+                None => self.frameworks.remove(&id),
+            };
+        }
+        self.pending.is_empty()
+    }
+
+    /// How many views are left to redo, about (a framework's ended
+    /// tasks count as one).
+    pub fn left_to_redo(&self) -> usize {
+        let tasks: usize = self.pending.frameworks.values().map(BTreeSet::len).sum();
+        self.pending.agents.len()
+            + self.pending.offers.len()
+            + self.pending.frameworks.len()
+            + tasks
+    }
+
+    /// Takes the changes the books noted into what is left to redo.
+    fn absorb(&mut self, books: &mut Books) {
+        let changes = books.take_view_changes();
+        let books = &*books;
+        match changes.agents {
+            Changes::All => {
+                self.agents = Listed::new();
+                self.pending.agents = books.agents().keys().cloned().collect();
+            }
+            Changes::Keys(keys) => merge(&mut self.pending.agents, keys),
+        }
+        match changes.offers {
+            Changes::All => {
+                self.offers = Listed::new();
+                self.pending.offers = books.offers().keys().cloned().collect();
+            }
+            Changes::Keys(keys) => merge(&mut self.pending.offers, keys),
         }
         if changes.frameworks == Changes::All {
+            // Every framework comes with all its tasks below.
             self.frameworks = Listed::new();
             self.tasks = Listed::new();
             self.completed_tasks = Listed::new();
             self.listings.clear();
+            self.pending.frameworks.clear();
         }
         let removed: Vec<FrameworkId> = books
             .completed_frameworks()
@@ -462,7 +593,30 @@ impl Views {
             self.removed = removed;
         }
         for (id, tasks) in frameworks {
-            self.refresh_framework(books, &id, tasks);
+            let keys = match tasks {
+                Changes::All => {
+                    // Every task listed and every task the books hold.
+                    let first = (id.clone(), least_task_id());
+                    let mut all: BTreeSet<TaskId> = self
+                        .tasks
+                        .keys_from(&first)
+                        .take_while(|(framework_id, _)| framework_id == &id)
+                        .map(|(_, task_id)| task_id.clone())
+                        .collect();
+                    let entry = books.frameworks().get(&id).or_else(|| {
+                        books
+                            .completed_frameworks()
+                            .iter()
+                            .find(|framework| framework.info.id.as_ref() == Some(&id))
+                    });
+                    if let Some(entry) = entry {
+                        all.extend(entry.tasks.keys().cloned());
+                    }
+                    all
+                }
+                Changes::Keys(keys) => keys,
+            };
+            merge(self.pending.frameworks.entry(id).or_default(), keys);
         }
     }
 
@@ -497,60 +651,6 @@ impl Views {
         }
     }
 
-    /// Redoes framework `id`'s views: itself, the `tasks` that changed
-    /// and its ended tasks.
-    fn refresh_framework(&mut self, books: &Books, id: &FrameworkId, tasks: Changes<TaskId>) {
-        let current = books.frameworks().get(id);
-        let entry = current.or_else(|| {
-            books
-                .completed_frameworks()
-                .iter()
-                .find(|framework| framework.info.id.as_ref() == Some(id))
-        });
-        let Some(entry) = entry else {
-            // Gone from the books: gone from the views.
-            self.forget_framework(id);
-            return;
-        };
-        let task_ids: Vec<TaskId> = match tasks {
-            Changes::All => {
-                let first = (id.clone(), least_task_id());
-                let listed: Vec<TaskId> = self
-                    .tasks
-                    .keys_from(&first)
-                    .take_while(|(framework_id, _)| framework_id == id)
-                    .map(|(_, task_id)| task_id.clone())
-                    .collect();
-                let all: BTreeSet<TaskId> = listed
-                    .into_iter()
-                    .chain(entry.tasks.keys().cloned())
-                    .collect();
-                all.into_iter().collect()
-            }
-            Changes::Keys(keys) => keys.into_iter().collect(),
-        };
-        self.listings.entry(id.clone()).or_default();
-        for task_id in &task_ids {
-            self.refresh_task(id, entry, task_id);
-        }
-        self.refresh_completed(id, entry);
-        for task_id in &task_ids {
-            self.refresh_completed_of(id, entry, task_id);
-        }
-        match current {
-            Some(framework) => {
-                let listing = self.listings.get(id);
-                let mut view = framework_view_of(id, framework, Resources::new(), 0);
-                if let Some(listing) = listing {
-                    view.used = listing.used.total();
-                    view.tasks = listing.running;
-                }
-                self.frameworks.insert(id.clone(), view)
-            }
-            None => self.frameworks.remove(id),
-        };
-    }
-
     /// Redoes the view of task `task_id` of framework `id`: listed while
     /// not terminal.
     fn refresh_task(&mut self, id: &FrameworkId, entry: &FrameworkEntry, task_id: &TaskId) {
@@ -576,12 +676,19 @@ impl Views {
     }
 
     /// Lists framework `id`'s ended tasks as its books hold them now: the
-    /// ones forgotten since go, the ones filed since come.
-    fn refresh_completed(&mut self, id: &FrameworkId, entry: &FrameworkEntry) {
+    /// ones forgotten since go, the ones filed since come, at most about
+    /// `budget` of them; how many went or came, and whether that was all.
+    fn refresh_completed(
+        &mut self,
+        id: &FrameworkId,
+        entry: &FrameworkEntry,
+        budget: usize,
+    ) -> (usize, bool) {
         let to = entry.filed;
         let from = to.saturating_sub(entry.completed.len() as u64);
         let listing = self.listings.entry(id.clone()).or_default();
-        let mut old = listing.completed.clone();
+        let mut listed = listing.completed.clone();
+        let mut redone = 0;
         let mut forget = |number: u64, listing: &mut Listing| {
             if let Some(task) = self
                 .completed_tasks
@@ -590,29 +697,49 @@ impl Views {
                 forget_number(&mut listing.completed_ids, &task.id, number);
             }
         };
-        if to < old.end {
+        if to < listed.end {
             // Numbered anew (books made again): all of it again.
-            for number in old.clone() {
+            for number in listed.clone() {
                 forget(number, listing);
+                redone += 1;
             }
-            old = from..from;
+            listed = from..from;
         }
-        for number in old.start..old.end.min(from) {
-            forget(number, listing);
+        // Forgotten by the books since.
+        while listed.start < listed.end.min(from) {
+            if redone >= budget {
+                listing.completed = listed;
+                return (redone, false);
+            }
+            forget(listed.start, listing);
+            listed.start += 1;
+            redone += 1;
         }
-        for number in old.end.max(from)..to {
-            let Some(task) = entry.completed.get((number - from) as usize) else {
-                continue;
-            };
-            listing
-                .completed_ids
-                .entry(task.info.task_id.clone())
-                .or_default()
-                .insert(number);
-            self.completed_tasks
-                .insert(CompletedKey(id.clone(), number), task_view(id, entry, task));
+        if listed.start < from {
+            listed = from..from;
         }
-        listing.completed = from..to;
+        // Filed since.
+        while listed.end < to {
+            if redone >= budget {
+                listing.completed = listed;
+                return (redone, false);
+            }
+            if let Some(task) = entry.completed.get((listed.end - from) as usize) {
+                listing
+                    .completed_ids
+                    .entry(task.info.task_id.clone())
+                    .or_default()
+                    .insert(listed.end);
+                self.completed_tasks.insert(
+                    CompletedKey(id.clone(), listed.end),
+                    task_view(id, entry, task),
+                );
+            }
+            listed.end += 1;
+            redone += 1;
+        }
+        listing.completed = listed;
+        (redone, true)
     }
 
     /// Redoes the views of framework `id`'s ended tasks of id `task_id`:
@@ -625,9 +752,17 @@ impl Views {
         let Some(numbers) = listing.completed_ids.get(task_id) else {
             return;
         };
-        let from = listing.completed.start;
+        // Numbered as the books number them now, which the listing may not
+        // have caught up with yet (its ended tasks are listed after its
+        // tasks are redone): one forgotten since, or numbered anew, is
+        // left to [`Views::refresh_completed`].
+        let from = entry.filed.saturating_sub(entry.completed.len() as u64);
         for number in numbers {
-            if let Some(task) = entry.completed.get((number - from) as usize) {
+            let task = number
+                .checked_sub(from)
+                .and_then(|index| entry.completed.get(index as usize))
+                .filter(|task| task.info.task_id == *task_id);
+            if let Some(task) = task {
                 self.completed_tasks.insert(
                     CompletedKey(id.clone(), *number),
                     task_view(id, entry, task),
@@ -655,22 +790,6 @@ impl Views {
                     .remove(&CompletedKey(id.clone(), number));
             }
         }
-    }
-}
-
-/// The keys whose views to redo: those that changed, or, when all may
-/// have, every key the books hold (`listed` then starts anew).
-fn to_redo<K: Ord + Clone, V, E>(
-    changes: Changes<K>,
-    listed: &mut Listed<K, V>,
-    held: &BTreeMap<K, E>,
-) -> Vec<K> {
-    match changes {
-        Changes::All => {
-            *listed = Listed::new();
-            held.keys().cloned().collect()
-        }
-        Changes::Keys(keys) => keys.into_iter().collect(),
     }
 }
 

@@ -41,6 +41,14 @@ struct Harness {
     books: Books,
     now: Instant,
     views: crate::state::Views,
+    /// Views redone after each input, as the master does a slice at a
+    /// time (all of them when `None`); the snapshot is compared whenever
+    /// they are up to date, and they are brought up to date every eighth
+    /// input, as a snapshot would.
+    views_slice: Option<usize>,
+    /// Inputs checked, and how many times the snapshot was compared.
+    checked: usize,
+    compared: usize,
 }
 
 impl Harness {
@@ -53,6 +61,9 @@ impl Harness {
             books: Books::new(config, "m1"),
             now: Instant::now(),
             views: Default::default(),
+            views_slice: None,
+            checked: 0,
+            compared: 0,
         }
     }
 
@@ -60,7 +71,20 @@ impl Harness {
     /// last one is the snapshot made from everything.
     fn check(&mut self) {
         invariants::check(&self.books).unwrap();
-        let refreshed = self.views.refresh(&mut self.books, "m", 0, 0);
+        let refreshed = match self.views_slice {
+            None => self.views.refresh(&mut self.books, "m", 0, 0),
+            Some(budget) => {
+                self.checked += 1;
+                if !self.views.update_some(&mut self.books, budget) {
+                    if !self.checked.is_multiple_of(8) {
+                        return;
+                    }
+                    self.views.update(&mut self.books);
+                }
+                self.views.state(&self.books, "m", 0, 0)
+            }
+        };
+        self.compared += 1;
         let whole = crate::state::snapshot(&self.books, "m", 0, 0);
         assert_eq!(refreshed.agents, whole.agents, "agents");
         assert_eq!(refreshed.frameworks, whole.frameworks, "frameworks");
@@ -1505,7 +1529,8 @@ impl SplitMix {
 /// returns, task ids used again and frameworks torn down (a slice an
 /// input) never break the invariants, nor make the snapshot made of
 /// changes differ from one made of everything (checked after every step
-/// by the harness).
+/// by the harness, with the views redone a few at a time after each
+/// input and compared whenever they are up to date).
 #[test]
 fn random_operations_never_break_the_invariants() {
     for seed in 0..40 {
@@ -1518,6 +1543,7 @@ fn random_operations_never_break_the_invariants() {
             removal_slice: 1,
             ..Config::default()
         });
+        h.views_slice = Some(1 + seed as usize % 4);
         let agents: Vec<Upid> = (0..4)
             .map(|index| pid(&format!("agent@10.0.0.{index}:5051")))
             .collect();
@@ -1699,6 +1725,16 @@ fn random_operations_never_break_the_invariants() {
             }
             offers.retain(|(_, offer)| h.books.offers().contains_key(&offer.id));
         }
+        // Up to date after slices alone now and then, and compared at the
+        // end.
+        assert!(
+            h.compared > h.checked / 8,
+            "seed {seed}: compared {} times in {}",
+            h.compared,
+            h.checked
+        );
+        h.views_slice = None;
+        h.check();
     }
 }
 

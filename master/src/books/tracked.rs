@@ -7,8 +7,11 @@ use std::ops::Deref;
 
 /// More keys remembered than a map holds, beyond which it says that
 /// everything changed instead (a map nobody takes changes from stays
-/// bounded).
-const SLACK: usize = 1024;
+/// bounded). The master takes them when it takes a snapshot, about once
+/// a second: what a second changes at scale (thousands of tasks and
+/// offers that came and went, of a framework's or of all) fits, so that
+/// a snapshot redoes what changed rather than everything.
+const SLACK: usize = 1 << 16;
 
 /// A map that remembers the keys changed through it since its changes
 /// were last taken. It reads as a `BTreeMap`; every change goes through

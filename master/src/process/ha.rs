@@ -582,7 +582,7 @@ impl super::Master {
                     );
                 }
                 master.changed = true;
-                master.publish();
+                master.publish(ctx);
             },
         );
     }

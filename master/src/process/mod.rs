@@ -48,10 +48,15 @@ pub struct Master {
     registry: Option<RegistryFile>,
     /// Where snapshots for the HTTP endpoints go, and what they need.
     publisher: Option<crate::state::Publisher>,
-    /// The views of the last snapshot, which the next is made from, and
-    /// the inputs since they were last brought up to date.
+    /// The views of the last snapshot, which the next is made from.
     views: crate::state::Views,
-    inputs_since_views: u32,
+    /// Bringing the views up to date: whether the next slice is on its
+    /// way, how many it may redo, how many were left after the last, and
+    /// what waits for them.
+    views_next: bool,
+    views_budget: usize,
+    views_left: usize,
+    views_waiting: ViewsWaiting,
     start_time_ms: u64,
     pid: String,
     /// When the next periodic snapshot is due, and the earliest a fresh
@@ -110,8 +115,46 @@ pub const SNAPSHOT_SHARE: f64 = 0.1;
 /// debug level: the master's stall target.
 const LONG_INPUT: Duration = Duration::from_millis(10);
 
-/// Inputs to the books between two updates of operators' views.
-const VIEWS_EVERY: u32 = 64;
+/// Views the master redoes in one turn when it brings them up to date
+/// for a snapshot (about 5 µs each); when a turn leaves no fewer to redo
+/// than the one before, the next may redo twice as many, so that a
+/// master whose inputs change more than a slice redoes still takes its
+/// snapshot.
+pub const VIEWS_SLICE: usize = 500;
+
+/// Logs at debug level a `turn` of the master that took `took`, if that
+/// is long, with its thread's own time since `cpu_started` (known when
+/// debug logging is on).
+fn log_long_turn(turn: &'static str, took: Duration, cpu_started: Option<Duration>) {
+    if took >= LONG_INPUT
+        && let Some(cpu_started) = cpu_started
+    {
+        let cpu = thread_cpu_time().saturating_sub(cpu_started);
+        debug!(
+            turn,
+            took_ms = took.as_secs_f64() * 1e3,
+            cpu_ms = cpu.as_secs_f64() * 1e3,
+            "a turn held the master up (cpu_ms its thread ran, the rest it waited for a core)"
+        );
+    }
+}
+
+/// Views the master redoes after each input while it brings them up to
+/// date for a snapshot, beside its slices: an input changes a few (a
+/// status update: a task, its agent, an offer), so the inputs between two
+/// slices do not outrun them.
+const VIEWS_PER_INPUT: usize = 16;
+
+/// What waits for the views to be up to date.
+#[derive(Debug, Default)]
+struct ViewsWaiting {
+    /// The periodic snapshot.
+    periodic: bool,
+    /// Readers that asked for a fresh snapshot.
+    readers: bool,
+    /// Operator streams waiting for their first state.
+    streams: bool,
+}
 
 /// Room the queue of commands held for the registry keeps when it empties.
 const HELD_ROOM_KEPT: usize = 1024;
@@ -180,7 +223,10 @@ impl Master {
             registry: None,
             publisher: None,
             views: Default::default(),
-            inputs_since_views: 0,
+            views_next: false,
+            views_budget: VIEWS_SLICE,
+            views_left: usize::MAX,
+            views_waiting: ViewsWaiting::default(),
             start_time_ms: 0,
             pid: String::new(),
             next_snapshot: now(),
@@ -254,9 +300,14 @@ impl Master {
         self
     }
 
-    /// Takes and publishes a snapshot when one is due.
-    fn publish(&mut self) {
+    /// Takes and publishes a snapshot when one is due, once the views
+    /// are up to date.
+    fn publish(&mut self, ctx: &mut ProcessContext<'_, Self>) {
         if self.publisher.is_none() || now() < self.next_snapshot {
+            return;
+        }
+        if !self.views_up_to_date(ctx) {
+            self.views_waiting.periodic = true;
             return;
         }
         let (started, took) = self.snapshot();
@@ -266,8 +317,56 @@ impl Master {
         self.next_snapshot = started + wait;
     }
 
+    /// Whether the views are up to date with the books after one more
+    /// slice of them; if not, the slices go on in turns of their own
+    /// (inputs are handled between them) and what waits for them
+    /// ([`Master::views_waiting`]) is done once they are. The books'
+    /// changes wait for a snapshot rather than being redone as they come:
+    /// a task's several changes in between are redone once.
+    fn views_up_to_date(&mut self, ctx: &mut ProcessContext<'_, Self>) -> bool {
+        if self.views_next {
+            return false;
+        }
+        let started = now();
+        let cpu_started = tracing::enabled!(tracing::Level::DEBUG).then(thread_cpu_time);
+        let done = self.views.update_some(&mut self.books, self.views_budget);
+        let took = now().saturating_duration_since(started);
+        self.stall = self.stall.max(took);
+        log_long_turn("a slice of the views' update", took, cpu_started);
+        if done {
+            self.views_budget = VIEWS_SLICE;
+            self.views_left = usize::MAX;
+            return true;
+        }
+        let left = self.views.left_to_redo();
+        if left >= self.views_left {
+            self.views_budget = self.views_budget.saturating_mul(2);
+        }
+        self.views_left = left;
+        self.views_next = true;
+        ctx.run_later(Duration::ZERO, |master, ctx| {
+            master.views_next = false;
+            if !master.views_up_to_date(ctx) {
+                return;
+            }
+            let waiting = std::mem::take(&mut master.views_waiting);
+            if waiting.periodic {
+                master.publish(ctx);
+            }
+            if waiting.readers {
+                master.answer_readers(ctx);
+            }
+            if waiting.streams {
+                master.open_operator_streams(ctx);
+            }
+        });
+        false
+    }
+
     /// Takes and publishes a snapshot, answering the readers that asked
-    /// for one before; when and how long it took.
+    /// for one before; when and how long it took. The views are brought
+    /// up to date first, all at once: callers see to it that they are
+    /// ([`Master::views_up_to_date`]).
     fn snapshot(&mut self) -> (Instant, Duration) {
         let started = now();
         let cpu_started = tracing::enabled!(tracing::Level::DEBUG).then(thread_cpu_time);
@@ -288,16 +387,7 @@ impl Master {
         publisher.publish(std::sync::Arc::new(state), covers);
         self.changed = false;
         let took = now().saturating_duration_since(started);
-        if took >= LONG_INPUT
-            && let Some(cpu_started) = cpu_started
-        {
-            let cpu = thread_cpu_time().saturating_sub(cpu_started);
-            debug!(
-                took_ms = took.as_secs_f64() * 1e3,
-                cpu_ms = cpu.as_secs_f64() * 1e3,
-                "a snapshot held the master up (cpu_ms its thread ran, the rest it waited for a core)"
-            );
-        }
+        log_long_turn("a snapshot", took, cpu_started);
         self.stall = Duration::ZERO;
         self.snapshot_took = took;
         self.next_fresh = started + took.div_f64(SNAPSHOT_SHARE);
@@ -310,10 +400,14 @@ impl Master {
         let Some(publisher) = &self.publisher else {
             return;
         };
-        if self.changed {
+        if !self.changed {
+            publisher.confirm(publisher.asked());
+        } else if self.views_up_to_date(ctx) {
             self.snapshot();
         } else {
-            publisher.confirm(publisher.asked());
+            // Answered once the views are up to date.
+            self.views_waiting.readers = true;
+            return;
         }
         self.await_readers(ctx);
     }
@@ -682,8 +776,11 @@ impl Master {
             Input::OffersNotSent { .. } => "OffersNotSent",
         };
         let commands = self.books.handle(started, input);
-        let mut took = now().saturating_duration_since(started);
-        let in_books = took;
+        if self.views_next {
+            // Bringing the views up to date: a few after each input too.
+            self.views.update_some(&mut self.books, VIEWS_PER_INPUT);
+        }
+        let took = now().saturating_duration_since(started);
         if cycle {
             // A cycle's time is that of its slices together.
             self.cycle_sum += took;
@@ -692,17 +789,6 @@ impl Master {
             }
         }
         self.changed = true;
-        if self.publisher.is_some() {
-            // The views follow the books every few inputs (and after each
-            // cycle, which offers every agent): a snapshot then has little
-            // left to make up.
-            self.inputs_since_views += 1;
-            if cycle || self.inputs_since_views >= VIEWS_EVERY {
-                self.inputs_since_views = 0;
-                self.views.update(&mut self.books);
-                took = now().saturating_duration_since(started);
-            }
-        }
         self.stall = self.stall.max(took);
         if took >= LONG_INPUT
             && let Some(cpu_started) = cpu_started
@@ -712,10 +798,8 @@ impl Master {
                 input = kind,
                 took_ms = took.as_secs_f64() * 1e3,
                 cpu_ms = cpu.as_secs_f64() * 1e3,
-                books_ms = in_books.as_secs_f64() * 1e3,
-                views_ms = took.saturating_sub(in_books).as_secs_f64() * 1e3,
                 commands = commands.len(),
-                "one input held the master up (cpu_ms its thread ran, the rest it waited for a core; books_ms in the books, views_ms bringing the views up to date after this and the inputs before it)"
+                "one input held the master up (cpu_ms its thread ran, the rest it waited for a core)"
             );
         }
         if let Some(Checker(sink, every, since)) = &mut self.checker {
@@ -790,6 +874,10 @@ impl Master {
             .as_ref()
             .is_some_and(|publisher| self.changed || publisher.latest().is_none());
         if stale {
+            if !self.views_up_to_date(ctx) {
+                self.views_waiting.streams = true;
+                return;
+            }
             self.snapshot();
         }
         let state = self
@@ -1213,9 +1301,9 @@ impl Process for Master {
                 master.blocked(ctx);
             }
             master.apply(ctx, Input::Tick);
-            master.publish();
+            master.publish(ctx);
         });
-        self.publish();
+        self.publish(ctx);
         if let Some(publisher) = &self.publisher {
             self.listening = Some(publisher.listen());
             self.await_readers(ctx);
