@@ -564,7 +564,7 @@ async fn load(
         let shared = load.clone();
         let task = task.clone();
         let name = format!("load-{index}");
-        let config = SchedulerConfig::new(master.clone(), FrameworkInfo::new(&name, "bench"));
+        let config = SchedulerConfig::new(master.clone(), load_framework(&name));
         let pid = scheduler::spawn(&node, &name, config, move || LoadScheduler {
             load: shared.clone(),
             task: task.clone(),
@@ -743,6 +743,18 @@ fn tasks_not_ended(client: &ureq::Agent, address: &str) -> anyhow::Result<usize>
     Ok(sum as usize)
 }
 
+/// A load framework named `name`: one the master keeps for a minute
+/// when its link breaks, as frameworks that run for long do (Marathon
+/// keeps a week). With Mesos's default of none, a link broken under the
+/// load at 50,000 agents (the benchmark's one thread with the agents'
+/// and frameworks' connections falling seconds behind) removed the
+/// framework and the run failed; its scheduler subscribes again instead.
+fn load_framework(name: &str) -> FrameworkInfo {
+    let mut info = FrameworkInfo::new(name, "bench");
+    info.failover_timeout = Duration::from_secs(60);
+    info
+}
+
 /// The steady load while `/state` is polled, then its framework torn
 /// down with its tasks running, until the master has ended them all.
 async fn steady(
@@ -764,7 +776,7 @@ async fn steady(
     }));
     let shared = load.clone();
     let polling = Polling::start(address);
-    let config = SchedulerConfig::new(master.clone(), FrameworkInfo::new("steady", "bench"));
+    let config = SchedulerConfig::new(master.clone(), load_framework("steady"));
     let pid = scheduler::spawn(&node, "steady", config, move || SteadyScheduler {
         load: shared.clone(),
         run,

@@ -3,9 +3,10 @@
 //! The master process takes a [`State`] snapshot of its books on every
 //! allocation tick and publishes it; the HTTP endpoints serve snapshots,
 //! so a large `/state` is serialized outside the master's process and
-//! never holds it up. A snapshot is made from [`Views`] kept up to date
-//! with what changed in the books, and shares their lists: its cost is
-//! the changes since the last, not the size of the cluster. `/state` asks for a fresh one ([`Snapshots::fresh`]):
+//! never holds it up. A snapshot is made from [`Views`] brought up to
+//! date, a slice a turn, with what changed in the books since the last,
+//! and shares their lists: its cost is the changes since the last, not
+//! the size of the cluster. `/state` asks for a fresh one ([`Snapshots::fresh`]):
 //! the master takes it between two messages, one for every reader that
 //! asked meanwhile, within its share of time ([`crate::process::SNAPSHOT_SHARE`]),
 //! so an update a client saw is in the `/state` it reads next. [`routes`] answers `/health`, `/state`,
@@ -294,7 +295,7 @@ pub fn snapshot(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> St
 }
 
 /// The views of the last snapshot the master took, kept so that the next
-/// redoes only what changed since ([`Views::refresh`]): at tens of
+/// redoes only what changed since ([`Views::update_some`]): at tens of
 /// thousands of agents a pass over everything would hold up the master
 /// for longer than any message should wait. A snapshot shares the views'
 /// lists ([`strata_api::listed::Listed`]): taking one costs the changes,

@@ -56,6 +56,9 @@ pub struct Master {
     views_next: bool,
     views_budget: usize,
     views_left: usize,
+    /// The views' slices since the last snapshot, which its share of
+    /// time counts.
+    views_took: Duration,
     views_waiting: ViewsWaiting,
     start_time_ms: u64,
     pid: String,
@@ -105,22 +108,27 @@ type ChangeAnswer = std::sync::mpsc::SyncSender<crate::operator::ChangeResult>;
 pub type InvariantSink = std::sync::Arc<dyn Fn(String) + Send + Sync>;
 
 /// Snapshots for the HTTP endpoints take at most this share of the
-/// master's time: after one that took `t`, the next waits at least
+/// master's time: after one that took `t` (its views' slices included),
+/// the next waits at least
 /// `t / SNAPSHOT_SHARE` (and a periodic one at least an allocation
 /// interval; fresh ones readers ask for are taken as soon as that share
 /// allows, one for all readers that asked meanwhile).
 pub const SNAPSHOT_SHARE: f64 = 0.1;
 
-/// An input (with the views' update after it) this long is logged at
-/// debug level: the master's stall target.
+/// A turn of the master (an input, a slice of the views' update, a
+/// snapshot) this long is logged at debug level: the master's stall
+/// target.
 const LONG_INPUT: Duration = Duration::from_millis(10);
 
 /// Views the master redoes in one turn when it brings them up to date
 /// for a snapshot (about 5 µs each); when a turn leaves no fewer to redo
-/// than the one before, the next may redo twice as many, so that a
-/// master whose inputs change more than a slice redoes still takes its
-/// snapshot.
+/// than the one before, the next may redo twice as many, up to
+/// [`VIEWS_SLICE_MOST`], so that a master whose inputs change more than
+/// a slice redoes gets there, once their burst ends if not before.
 pub const VIEWS_SLICE: usize = 500;
+
+/// The most views one turn redoes (about 10 ms).
+pub const VIEWS_SLICE_MOST: usize = 4 * VIEWS_SLICE;
 
 /// Logs at debug level a `turn` of the master that took `took`, if that
 /// is long, with its thread's own time since `cpu_started` (known when
@@ -226,6 +234,7 @@ impl Master {
             views_next: false,
             views_budget: VIEWS_SLICE,
             views_left: usize::MAX,
+            views_took: Duration::ZERO,
             views_waiting: ViewsWaiting::default(),
             start_time_ms: 0,
             pid: String::new(),
@@ -332,6 +341,7 @@ impl Master {
         let done = self.views.update_some(&mut self.books, self.views_budget);
         let took = now().saturating_duration_since(started);
         self.stall = self.stall.max(took);
+        self.views_took += took;
         log_long_turn("a slice of the views' update", took, cpu_started);
         if done {
             self.views_budget = VIEWS_SLICE;
@@ -340,7 +350,7 @@ impl Master {
         }
         let left = self.views.left_to_redo();
         if left >= self.views_left {
-            self.views_budget = self.views_budget.saturating_mul(2);
+            self.views_budget = (self.views_budget * 2).min(VIEWS_SLICE_MOST);
         }
         self.views_left = left;
         self.views_next = true;
@@ -390,6 +400,8 @@ impl Master {
         log_long_turn("a snapshot", took, cpu_started);
         self.stall = Duration::ZERO;
         self.snapshot_took = took;
+        // Its share of time counts the views' slices that led to it.
+        let took = took + std::mem::take(&mut self.views_took);
         self.next_fresh = started + took.div_f64(SNAPSHOT_SHARE);
         (started, took)
     }
@@ -776,14 +788,16 @@ impl Master {
             Input::OffersNotSent { .. } => "OffersNotSent",
         };
         let commands = self.books.handle(started, input);
+        let in_books = now().saturating_duration_since(started);
         if self.views_next {
             // Bringing the views up to date: a few after each input too.
             self.views.update_some(&mut self.books, VIEWS_PER_INPUT);
         }
         let took = now().saturating_duration_since(started);
+        self.views_took += took.saturating_sub(in_books);
         if cycle {
             // A cycle's time is that of its slices together.
-            self.cycle_sum += took;
+            self.cycle_sum += in_books;
             if !self.books.work_left() {
                 self.cycle_took = std::mem::take(&mut self.cycle_sum);
             }
