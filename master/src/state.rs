@@ -596,7 +596,9 @@ impl Views {
         for (id, tasks) in frameworks {
             let keys = match tasks {
                 Changes::All => {
-                    // Every task listed and every task the books hold.
+                    // Every task listed, every task the books hold, and
+                    // every id of an ended task listed (a task of that id
+                    // since may have gone on with its history).
                     let first = (id.clone(), least_task_id());
                     let mut all: BTreeSet<TaskId> = self
                         .tasks
@@ -604,6 +606,9 @@ impl Views {
                         .take_while(|(framework_id, _)| framework_id == &id)
                         .map(|(_, task_id)| task_id.clone())
                         .collect();
+                    if let Some(listing) = self.listings.get(&id) {
+                        all.extend(listing.completed_ids.keys().cloned());
+                    }
                     let entry = books.frameworks().get(&id).or_else(|| {
                         books
                             .completed_frameworks()

@@ -305,6 +305,23 @@ pub async fn a_thousand_agents(seed: u64) -> Result<Report, Failure> {
     cluster.restart_agent(crashed);
     cluster.restart_agent(lost);
     cluster.converge(CONVERGENCE_LIMIT).await;
+    // The master brings its views up to date for each snapshot, more of
+    // them than one turn redoes after a thousand re-registrations: its
+    // snapshots still came, and the last shows every agent back.
+    cluster.run_for(secs(3)).await;
+    let state = cluster.master_state();
+    let active = state.as_ref().map_or(0, |state| {
+        state
+            .agents
+            .iter()
+            .filter(|agent| agent.status == strata_api::views::AgentStatus::Active)
+            .count()
+    });
+    if state.as_ref().is_none_or(|state| state.recovering) || active != AT_SCALE {
+        cluster.violation(format!(
+            "the master's last snapshot shows {active} of {AT_SCALE} agents active"
+        ));
+    }
     cluster.finish()
 }
 
