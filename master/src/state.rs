@@ -875,12 +875,16 @@ impl Publisher {
         async move { wanted.bell.notified().await }
     }
 
-    /// Publishes `state`, taken after the first `covers` requests.
+    /// Publishes `state`, taken after the first `covers` requests. The
+    /// snapshot it replaces is freed on another thread ([`retire`]).
     pub fn publish(&self, state: Arc<State>, covers: u64) {
-        self.sender.send_replace(Published {
+        let replaced = self.sender.send_replace(Published {
             state: Some(state),
             covers,
         });
+        if let Some(state) = replaced.state {
+            retire(state);
+        }
     }
 
     /// Says that the latest snapshot is still current after the first
@@ -942,6 +946,34 @@ impl Snapshots {
             .and_then(|published| published.state.clone())
         });
         answered.or_else(|| self.latest())
+    }
+}
+
+/// Frees a snapshot the master replaced, on a thread of its own. The
+/// views of everything that changed since it was taken are held by it
+/// alone (the next shares the rest): at tens of thousands of agents a
+/// second's changes are tens of thousands of views, and freeing them
+/// held the master's loop up to 30 ms. Freed here if that thread cannot
+/// be started.
+fn retire(state: Arc<State>) {
+    static RETIRED: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Arc<State>>>> =
+        std::sync::OnceLock::new();
+    let retired = RETIRED.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel::<Arc<State>>();
+        std::thread::Builder::new()
+            .name("strata-retired-snapshots".to_owned())
+            .spawn(move || {
+                // Each is freed as the next is received.
+                for _state in receiver {}
+            })
+            .ok()
+            .map(|_| sender)
+    });
+    if let Some(retired) = retired {
+        // The thread lives as long as the process: the send only fails
+        // if it panicked, and then the state is handed back and freed
+        // here.
+        let _ = retired.send(state);
     }
 }
 
@@ -1083,6 +1115,37 @@ mod tests {
         assert!(!displays_as(&pid, "agent@10.0.0.1:50511"));
         assert!(!displays_as(&pid, "agent@10.0.0.1:5052"));
         assert!(!displays_as(&pid, ""));
+    }
+
+    /// A snapshot replaced by the next is freed (on the thread that
+    /// retires them) once no reader holds it, and not while one does.
+    #[test]
+    fn a_replaced_snapshot_is_freed_once_nobody_reads_it() {
+        let (publisher, snapshots) = channel();
+        let first = state("first@127.0.0.1:1");
+        let second = state("second@127.0.0.1:1");
+        let (first_weak, second_weak) = (Arc::downgrade(&first), Arc::downgrade(&second));
+        publisher.publish(first, 0);
+        let read = snapshots.latest().expect("published");
+        publisher.publish(second, 0);
+        let freed = |weak: &std::sync::Weak<State>| {
+            // Freed on another thread: waited for, for at most a minute.
+            let waited_from = std::time::Instant::now();
+            while weak.upgrade().is_some() {
+                if waited_from.elapsed() > Duration::from_secs(60) {
+                    return false;
+                }
+                std::thread::yield_now();
+            }
+            true
+        };
+        assert_eq!(read.pid, "first@127.0.0.1:1");
+        assert!(first_weak.upgrade().is_some(), "a reader still holds it");
+        drop(read);
+        assert!(freed(&first_weak), "the replaced snapshot was never freed");
+        assert!(second_weak.upgrade().is_some(), "the latest is kept");
+        publisher.publish(state("third@127.0.0.1:1"), 0);
+        assert!(freed(&second_weak), "the replaced snapshot was never freed");
     }
 
     /// A reader asking for a fresh snapshot gets one taken after it
