@@ -812,8 +812,9 @@ impl Master {
                 input = kind,
                 took_ms = took.as_secs_f64() * 1e3,
                 cpu_ms = cpu.as_secs_f64() * 1e3,
+                books_ms = in_books.as_secs_f64() * 1e3,
                 commands = commands.len(),
-                "one input held the master up (cpu_ms its thread ran, the rest it waited for a core)"
+                "one input held the master up (cpu_ms its thread ran, the rest it waited for a core; books_ms in the books, the rest the views redone after it)"
             );
         }
         if let Some(Checker(sink, every, since)) = &mut self.checker {
