@@ -876,7 +876,7 @@ impl Publisher {
     }
 
     /// Publishes `state`, taken after the first `covers` requests. The
-    /// snapshot it replaces is freed on another thread ([`retire`]).
+    /// snapshot it replaces is freed on another thread (`retire`).
     pub fn publish(&self, state: Arc<State>, covers: u64) {
         let replaced = self.sender.send_replace(Published {
             state: Some(state),
