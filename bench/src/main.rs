@@ -17,6 +17,12 @@ mod scale;
 mod sim;
 mod state;
 
+/// The allocator the daemons use (see the `strata` binary): the emulated
+/// agents and frameworks of the scale suite share two cores with the
+/// master, and the less they take the more of the run measures it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
