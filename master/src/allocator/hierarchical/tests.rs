@@ -212,6 +212,47 @@ fn refusals_of_one_agent_add_up_while_they_last() {
     assert_eq!(allocator.allocate(now + Duration::from_secs(5)).len(), 1);
 }
 
+/// Expired refusals go a few at a time, the earliest first, each time
+/// allocation runs, not in a pass over every framework's; those that last
+/// stay.
+#[test]
+fn expired_refusals_are_dropped_a_few_at_a_time() {
+    let start = Instant::now();
+    let mut allocator = HierarchicalAllocator::new(Policy::Drf);
+    add_agents(&mut allocator, 600, "cpus:1;mem:1024");
+    allocator.add_framework(framework("f"), "*".into());
+    let offers = allocator.allocate(start);
+    assert_eq!(offers.len(), 600);
+    for (index, offer) in offers.iter().enumerate() {
+        let refuse = Duration::from_secs(if index % 2 == 0 { 1 } else { 60 });
+        allocator.recover(
+            &offer.framework_id,
+            &offer.agent_id,
+            &offer.resources,
+            Some(refuse),
+            start,
+        );
+    }
+    let held =
+        |allocator: &HierarchicalAllocator| allocator.frameworks[&framework("f")].refusals.len();
+    assert_eq!(held(&allocator), 600);
+    let later = start + Duration::from_secs(2);
+    assert!(allocator.allocate_agents(&[], later).is_empty());
+    assert_eq!(held(&allocator), 600 - super::REFUSALS_DROPPED_AT_ONCE);
+    check_accounting(&allocator);
+    allocator.allocate_agents(&[], later);
+    assert_eq!(held(&allocator), 300, "the expired ones are gone");
+    allocator.allocate_agents(&[], later);
+    assert_eq!(held(&allocator), 300, "those that last stay");
+    assert!(
+        allocator.frameworks[&framework("f")]
+            .refusals
+            .values()
+            .all(|(until, _)| *until > later)
+    );
+    check_accounting(&allocator);
+}
+
 #[test]
 fn revive_forgets_refusals_and_suppress_stops_offers() {
     let start = Instant::now();
@@ -439,6 +480,17 @@ fn check_accounting(allocator: &HierarchicalAllocator) {
             super::add_quantities(&mut sum, super::scalars(held));
         }
         assert_eq!(sum, framework.allocated);
+    }
+    // Each refusal is listed by when it ends (entries of refusals gone or
+    // changed since wait there to be passed over).
+    for (framework_id, framework) in &allocator.frameworks {
+        for (agent_id, (until, _)) in &framework.refusals {
+            let entry = (*until, framework_id.clone(), agent_id.clone());
+            assert!(
+                allocator.refusals_ending.contains(&entry),
+                "{framework_id}'s refusal of {agent_id} is not listed by when it ends"
+            );
+        }
     }
     for (name, role) in &allocator.roles {
         let mut sum = [0; super::SHARED_SCALARS.len()];
