@@ -96,16 +96,17 @@ pub struct HierarchicalAllocator {
     /// dropped a few at a time from the front. A pass over all of them
     /// each second grew with frameworks times agents (250,000 refusals of
     /// five frameworks at 50,000 agents: 1.3 ms with a warm cache, in one
-    /// input of the master). An entry may outlive its refusal (revived,
-    /// extended, its framework or agent gone): it is passed over when its
-    /// time comes, so forgetting a refusal costs nothing here.
+    /// input of the master). It lists exactly the refusals the frameworks
+    /// hold, each once.
     refusals_ending: BTreeSet<(Instant, FrameworkId, AgentId)>,
+    /// Refusals made since expired ones were last dropped: as many may
+    /// be dropped next, so dropping keeps up with any rate of declines.
+    refusals_made: usize,
 }
 
-/// Most expired refusals dropped by one call to allocate: they are
-/// skipped where found anyway, so dropping them may lag; allocation comes
-/// after every task's end and in every slice of a pass, so a few at a
-/// time keep up.
+/// Fewest expired refusals one call to allocate may drop (more if more
+/// were made since the last): they are skipped where found anyway, so
+/// dropping them may lag a little.
 const REFUSALS_DROPPED_AT_ONCE: usize = 256;
 
 impl std::fmt::Debug for HierarchicalAllocator {
@@ -134,6 +135,7 @@ impl HierarchicalAllocator {
             keys_stale: false,
             next_sequence: 0,
             refusals_ending: BTreeSet::new(),
+            refusals_made: 0,
         }
     }
 
@@ -228,21 +230,30 @@ impl HierarchicalAllocator {
                 // would otherwise pass its pieces round for ever, each
                 // framework refusing one piece and being offered the other.
                 let until = now + refuse;
-                let until = match framework.refusals.get_mut(agent_id) {
+                let (was, until) = match framework.refusals.get_mut(agent_id) {
                     Some((expiry, refused)) if *expiry > now => {
                         refused.add(&returned);
-                        *expiry = (*expiry).max(until);
-                        *expiry
+                        let was = *expiry;
+                        *expiry = was.max(until);
+                        (Some(was), *expiry)
                     }
                     _ => {
-                        framework
+                        let was = framework
                             .refusals
-                            .insert(agent_id.clone(), (until, returned.clone()));
-                        until
+                            .insert(agent_id.clone(), (until, returned.clone()))
+                            .map(|(expiry, _)| expiry);
+                        (was, until)
                     }
                 };
-                self.refusals_ending
-                    .insert((until, framework_id.clone(), agent_id.clone()));
+                if was != Some(until) {
+                    if let Some(was) = was {
+                        self.refusals_ending
+                            .remove(&(was, framework_id.clone(), agent_id.clone()));
+                    }
+                    self.refusals_ending
+                        .insert((until, framework_id.clone(), agent_id.clone()));
+                    self.refusals_made += 1;
+                }
             }
         }
         if let Some(agent) = self.agents.get_mut(agent_id) {
@@ -321,11 +332,25 @@ impl HierarchicalAllocator {
         }
     }
 
-    /// Drops at most [`REFUSALS_DROPPED_AT_ONCE`] refusals that ended by
-    /// `now`, the earliest first (an entry whose refusal since went or
-    /// changed counts, and is passed over).
+    /// Takes framework `id`'s `refusals`, gone from it, from the list by
+    /// when they end.
+    fn forget_refusals(
+        &mut self,
+        id: &FrameworkId,
+        refusals: &HashMap<AgentId, (Instant, Resources)>,
+    ) {
+        for (agent_id, (until, _)) in refusals {
+            self.refusals_ending
+                .remove(&(*until, id.clone(), agent_id.clone()));
+        }
+    }
+
+    /// Drops the refusals that ended by `now`, the earliest first: at most
+    /// [`REFUSALS_DROPPED_AT_ONCE`], or as many as were made since the
+    /// last time if more.
     fn drop_expired_refusals(&mut self, now: Instant) {
-        for _ in 0..REFUSALS_DROPPED_AT_ONCE {
+        let most = std::mem::take(&mut self.refusals_made).max(REFUSALS_DROPPED_AT_ONCE);
+        for _ in 0..most {
             let Some(first) = self.refusals_ending.first() else {
                 return;
             };
@@ -485,7 +510,10 @@ impl Allocator for HierarchicalAllocator {
                         sub_quantities(&mut role.allocated, amounts);
                     }
                 }
-                framework.refusals.remove(agent_id);
+                if let Some((until, _)) = framework.refusals.remove(agent_id) {
+                    self.refusals_ending
+                        .remove(&(until, framework_id.clone(), agent_id.clone()));
+                }
             }
             self.list_framework(&framework_id);
         }
@@ -526,6 +554,7 @@ impl Allocator for HierarchicalAllocator {
         let Some(framework) = self.frameworks.remove(framework_id) else {
             return;
         };
+        self.forget_refusals(framework_id, &framework.refusals);
         for (agent_id, resources) in &framework.on_agents {
             if let Some(agent) = self.agents.get_mut(agent_id) {
                 agent.free.add(resources);
@@ -582,7 +611,8 @@ impl Allocator for HierarchicalAllocator {
         self.unlist_framework(framework_id);
         if let Some(framework) = self.frameworks.get_mut(framework_id) {
             framework.suppressed = false;
-            framework.refusals.clear();
+            let refusals = std::mem::take(&mut framework.refusals);
+            self.forget_refusals(framework_id, &refusals);
         }
         self.list_framework(framework_id);
     }

@@ -214,30 +214,40 @@ fn refusals_of_one_agent_add_up_while_they_last() {
 
 /// Expired refusals go a few at a time, the earliest first, each time
 /// allocation runs, not in a pass over every framework's; those that last
-/// stay.
+/// stay; as many as were made since the last time may go at once, so
+/// dropping keeps up with declines.
 #[test]
 fn expired_refusals_are_dropped_a_few_at_a_time() {
     let start = Instant::now();
     let mut allocator = HierarchicalAllocator::new(Policy::Drf);
     add_agents(&mut allocator, 600, "cpus:1;mem:1024");
     allocator.add_framework(framework("f"), "*".into());
-    let offers = allocator.allocate(start);
-    assert_eq!(offers.len(), 600);
-    for (index, offer) in offers.iter().enumerate() {
-        let refuse = Duration::from_secs(if index % 2 == 0 { 1 } else { 60 });
-        allocator.recover(
-            &offer.framework_id,
-            &offer.agent_id,
-            &offer.resources,
-            Some(refuse),
-            start,
-        );
-    }
+    let refuse_all =
+        |allocator: &mut HierarchicalAllocator, at: Instant, short: &dyn Fn(usize) -> bool| {
+            let offers = allocator.allocate(at);
+            for (index, offer) in offers.iter().enumerate() {
+                let refuse = Duration::from_secs(if short(index) { 1 } else { 60 });
+                allocator.recover(
+                    &offer.framework_id,
+                    &offer.agent_id,
+                    &offer.resources,
+                    Some(refuse),
+                    at,
+                );
+            }
+            offers.len()
+        };
+    assert_eq!(
+        refuse_all(&mut allocator, start, &|index| index % 2 == 0),
+        600
+    );
     let held =
         |allocator: &HierarchicalAllocator| allocator.frameworks[&framework("f")].refusals.len();
+    // Nothing has ended yet.
+    assert!(allocator.allocate_agents(&[], start).is_empty());
     assert_eq!(held(&allocator), 600);
     let later = start + Duration::from_secs(2);
-    assert!(allocator.allocate_agents(&[], later).is_empty());
+    allocator.allocate_agents(&[], later);
     assert_eq!(held(&allocator), 600 - super::REFUSALS_DROPPED_AT_ONCE);
     check_accounting(&allocator);
     allocator.allocate_agents(&[], later);
@@ -250,6 +260,13 @@ fn expired_refusals_are_dropped_a_few_at_a_time() {
             .values()
             .all(|(until, _)| *until > later)
     );
+    // Revived: its refusals go, and the 600 agents are offered again, to
+    // be refused for a second each; one call drops them all.
+    allocator.revive(&framework("f"));
+    check_accounting(&allocator);
+    assert_eq!(refuse_all(&mut allocator, later, &|_| true), 600);
+    allocator.allocate_agents(&[], later + Duration::from_secs(2));
+    assert_eq!(held(&allocator), 0, "as many as were made go at once");
     check_accounting(&allocator);
 }
 
@@ -481,17 +498,17 @@ fn check_accounting(allocator: &HierarchicalAllocator) {
         }
         assert_eq!(sum, framework.allocated);
     }
-    // Each refusal is listed by when it ends (entries of refusals gone or
-    // changed since wait there to be passed over).
+    // The refusals by when they end are exactly those the frameworks hold.
+    let mut refusals = BTreeSet::new();
     for (framework_id, framework) in &allocator.frameworks {
         for (agent_id, (until, _)) in &framework.refusals {
-            let entry = (*until, framework_id.clone(), agent_id.clone());
-            assert!(
-                allocator.refusals_ending.contains(&entry),
-                "{framework_id}'s refusal of {agent_id} is not listed by when it ends"
-            );
+            refusals.insert((*until, framework_id.clone(), agent_id.clone()));
         }
     }
+    assert_eq!(
+        refusals, allocator.refusals_ending,
+        "the refusals by when they end"
+    );
     for (name, role) in &allocator.roles {
         let mut sum = [0; super::SHARED_SCALARS.len()];
         for framework in allocator.frameworks.values().filter(|f| &f.role == name) {
