@@ -949,31 +949,35 @@ impl Snapshots {
     }
 }
 
+/// Snapshots waiting for the thread that frees them; beyond, one is
+/// freed where it was replaced (a thread that falls behind by that many
+/// snapshots, seconds at scale, is starved anyway).
+const RETIRED_WAITING: usize = 4;
+
 /// Frees a snapshot the master replaced, on a thread of its own. The
 /// views of everything that changed since it was taken are held by it
 /// alone (the next shares the rest): at tens of thousands of agents a
 /// second's changes are tens of thousands of views, and freeing them
-/// held the master's loop up to 30 ms. Freed here if that thread cannot
-/// be started.
+/// held the master's loop up to 105 ms. Freed here if that thread cannot
+/// be started, has stopped, or has [`RETIRED_WAITING`] waiting.
 fn retire(state: Arc<State>) {
-    static RETIRED: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Arc<State>>>> =
+    static RETIRED: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<Arc<State>>>> =
         std::sync::OnceLock::new();
     let retired = RETIRED.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel::<Arc<State>>();
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Arc<State>>(RETIRED_WAITING);
         std::thread::Builder::new()
             .name("strata-retired-snapshots".to_owned())
             .spawn(move || {
-                // Each is freed as the next is received.
+                // Each is freed as it arrives.
                 for _state in receiver {}
             })
             .ok()
             .map(|_| sender)
     });
     if let Some(retired) = retired {
-        // The thread lives as long as the process: the send only fails
-        // if it panicked, and then the state is handed back and freed
-        // here.
-        let _ = retired.send(state);
+        // Refused (full, or the thread gone), it comes back in the error
+        // and is freed here.
+        let _ = retired.try_send(state);
     }
 }
 
@@ -1117,8 +1121,9 @@ mod tests {
         assert!(!displays_as(&pid, ""));
     }
 
-    /// A snapshot replaced by the next is freed (on the thread that
-    /// retires them) once no reader holds it, and not while one does.
+    /// A snapshot replaced by the next is freed once no reader holds it,
+    /// and not while one does (whichever thread frees it: this checks
+    /// that it is freed, and kept while read, not where).
     #[test]
     fn a_replaced_snapshot_is_freed_once_nobody_reads_it() {
         let (publisher, snapshots) = channel();
