@@ -42,11 +42,12 @@ const TASK_RUN_MS: u64 = 100;
 /// Tasks each load framework runs: the master bounds one framework's
 /// unfinished tasks (100,000 by default).
 const TASKS_PER_FRAMEWORK: usize = 50_000;
-/// The steady load's tasks run from `d` to `3 d`, spread evenly by task
-/// number (mean `2 d`, the Mesos paper's tasks of about 30 s). Fixed,
-/// not drawn from the burst's rate, so that runs on different days (and
-/// builds) put the same load on the master. The steady load goes on for `3 d` once every agent's first task runs
-/// (each agent's tasks turned over at least once).
+/// `d`: the steady load's tasks run from `d` to `3 d`, spread evenly by
+/// task number (mean `2 d`, the Mesos paper's tasks of about 30 s).
+/// Fixed, not drawn from the burst's rate, so that runs on different days
+/// (and builds) put the same load on the master. The steady load goes on
+/// for `3 d` once every agent's first task runs (each agent's tasks
+/// turned over at least once).
 const STEADY_RUN: Duration = Duration::from_secs(15);
 /// How long after the last agent registered the master's memory is
 /// read: mimalloc gives freed memory back to the system a second after

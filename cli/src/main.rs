@@ -376,16 +376,17 @@ pub async fn wait_for_shutdown() {
     let _ = interrupt.await;
 }
 
-/// The daemons' allocator: mimalloc, not glibc's. At 50,000 agents a
-/// fifth of the master's thread was in glibc's slow path (`_int_malloc`,
-/// in a profile of its steady load): the master allocates and frees
-/// small blocks (ids, views, messages) at tens of thousands a second. In
-/// runs of the scale suite at 50,000 agents mimalloc made about 1.5 to 2
-/// times the tasks a second, and its memory an agent about as much as
-/// glibc's once it asks for no transparent huge pages (`no_thp`: asking
-/// for them took the figure from about 3,100 to 4,300 bytes). It gives
-/// freed memory back to the system by itself, which glibc needed a fixed
-/// threshold for.
+/// The `strata` binary's allocator (every subcommand): mimalloc, not
+/// glibc's. At 50,000 agents a fifth of the master's thread was in
+/// glibc's slow path (`_int_malloc`, in a profile of its steady load):
+/// the master allocates and frees small blocks (ids, views, messages) at
+/// tens of thousands a second. In runs of the scale suite at 50,000
+/// agents mimalloc made about 1.5 to 2 times the tasks a second, with
+/// about as much memory an agent as glibc once it does not ask for
+/// transparent huge pages (`no_thp`; asking took the figure from about
+/// 3,100 to 4,300 bytes; a host whose kernel gives them to every process
+/// still does). It gives freed memory back to the system by itself, which
+/// glibc needed a fixed threshold for.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
