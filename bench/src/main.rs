@@ -21,7 +21,7 @@ mod state;
 /// agents and frameworks of the scale suite share two cores with the
 /// master, and the less they take the more of the run measures it.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: strata_runtime::memory::Allocator = strata_runtime::memory::Allocator;
 
 use clap::{Parser, ValueEnum};
 
@@ -92,6 +92,8 @@ fn main() -> anyhow::Result<()> {
         return allocator::print_memory_per_agent(agents);
     }
     let arguments = Arguments::parse();
+    // As the daemons do: freed memory is given back on a thread of its own.
+    strata_runtime::memory::give_back_freed_memory()?;
     let rows = match arguments.suite {
         Suite::Runtime => runtime::run(arguments.scale, arguments.only.as_deref())?,
         Suite::Allocator => allocator::run(arguments.scale)?,

@@ -50,8 +50,8 @@ const TASKS_PER_FRAMEWORK: usize = 50_000;
 /// turned over at least once).
 const STEADY_RUN: Duration = Duration::from_secs(15);
 /// How long after the last agent registered the master's memory is
-/// read: mimalloc gives freed memory back to the system a second after
-/// it was freed.
+/// read: the master gives freed memory back to the system every half
+/// second ([`strata_runtime::memory`]).
 const MEMORY_SETTLES: Duration = Duration::from_secs(2);
 /// How often the HTTP client polls `/state` (at most).
 const POLL_EVERY: Duration = Duration::from_secs(1);

@@ -386,9 +386,11 @@ pub async fn wait_for_shutdown() {
 /// transparent huge pages (`no_thp`; asking took the figure from about
 /// 3,100 to 4,300 bytes; a host whose kernel gives them to every process
 /// still does). It gives freed memory back to the system by itself, which
-/// glibc needed a fixed threshold for.
+/// glibc needed a fixed threshold for; the daemons have a thread of their
+/// own do it, so the master's thread does not
+/// ([`strata_runtime::memory`]).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: strata_runtime::memory::Allocator = strata_runtime::memory::Allocator;
 
 fn main() -> ExitCode {
     // The task launcher is started by agents, not people: it reads only
@@ -440,6 +442,14 @@ fn main() -> ExitCode {
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
+    }
+    if matches!(
+        cli.command,
+        Command::Local(_) | Command::Master(_) | Command::Agent(_)
+    ) && let Err(error) = strata_runtime::memory::give_back_freed_memory()
+    {
+        // Memory is still given back, by whichever thread frees some.
+        tracing::warn!(%error, "no thread of its own gives freed memory back");
     }
     let result = match cli.command {
         Command::Execute(args) => match execute::run(args) {

@@ -53,6 +53,8 @@ pub mod http;
 pub mod http_auth;
 pub mod inbox;
 mod mailbox;
+#[cfg(feature = "mimalloc")]
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod process;
