@@ -13,7 +13,7 @@
 //! `/metrics` (Prometheus text, `strata_*`) and `/metrics/snapshot` (flat
 //! JSON with Apache Mesos's metric names).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -313,6 +313,83 @@ pub struct Views {
     removed: Vec<FrameworkId>,
     /// What changed in the books and is not redone yet.
     pending: Pending,
+    /// Views replaced or taken out that a snapshot still showed.
+    replaced: Replaced,
+}
+
+/// Most views replaced since a snapshot that [`Views::update_some`]
+/// frees a call, once no snapshot shows them.
+const FREED_PER_UPDATE: usize = 1_000;
+
+/// Views replaced or taken out while a snapshot still showed them, in
+/// the order they were, freed by the master a few at a time once no
+/// snapshot does. Left to the last snapshot that showed them, they were
+/// freed on the thread that drops snapshots, and mimalloc hands a block
+/// freed on another thread back to the thread that allocated it, which
+/// then walks them one by one: at 50,000 agents the master spent 10 to
+/// 50 ms at once walking a second's replaced views, inside whatever
+/// input it was handling.
+#[derive(Debug, Default)]
+struct Replaced(VecDeque<Gone>);
+
+/// A view replaced or taken out.
+#[derive(Debug)]
+enum Gone {
+    Agent(Arc<Agent>),
+    Offer(Arc<Offer>),
+    Framework(Arc<Framework>),
+    Task(Arc<Task>),
+}
+
+impl Gone {
+    /// Whether something else (a snapshot) still holds it.
+    fn shown(&self) -> bool {
+        match self {
+            Gone::Agent(view) => Arc::strong_count(view) > 1,
+            Gone::Offer(view) => Arc::strong_count(view) > 1,
+            Gone::Framework(view) => Arc::strong_count(view) > 1,
+            Gone::Task(view) => Arc::strong_count(view) > 1,
+        }
+    }
+}
+
+macro_rules! gone_from {
+    ($($view:ident),*) => {$(
+        impl From<Arc<$view>> for Gone {
+            fn from(view: Arc<$view>) -> Gone {
+                Gone::$view(view)
+            }
+        }
+    )*};
+}
+gone_from!(Agent, Offer, Framework, Task);
+
+impl Replaced {
+    /// Frees `view` now if nothing else holds it, else once nothing does.
+    fn keep<V>(&mut self, view: Option<Arc<V>>)
+    where
+        Arc<V>: Into<Gone>,
+    {
+        if let Some(view) = view {
+            let gone = view.into();
+            if gone.shown() {
+                self.0.push_back(gone);
+            }
+        }
+    }
+
+    /// Frees at most `most` of the views no snapshot shows any more, the
+    /// earliest replaced first, up to the first one still shown (a
+    /// snapshot that shows it shows those replaced after it too, unless
+    /// they came after it).
+    fn free(&mut self, most: usize) {
+        for _ in 0..most {
+            match self.0.front() {
+                Some(gone) if !gone.shown() => drop(self.0.pop_front()),
+                _ => break,
+            }
+        }
+    }
 }
 
 /// Views left to redo: the books' changes, taken and merged until they
@@ -465,6 +542,7 @@ impl Views {
     /// date only for a snapshot, so a task launched, started and ended in
     /// between is listed once, among the ended.
     pub fn update_some(&mut self, books: &mut Books, budget: usize) -> bool {
+        self.replaced.free(budget.min(FREED_PER_UPDATE));
         self.absorb(books);
         let books = &*books;
         let mut left = budget;
@@ -472,20 +550,22 @@ impl Views {
             let Some(id) = self.pending.agents.pop_first() else {
                 break;
             };
-            match agent_after(books, &id, self.agents.get(&id)) {
+            let old = match agent_after(books, &id, self.agents.get(&id)) {
                 Some(view) => self.agents.insert(id, view),
                 None => self.agents.remove(&id),
             };
+            self.replaced.keep(old);
             left -= 1;
         }
         while left > 0 {
             let Some(id) = self.pending.offers.pop_first() else {
                 break;
             };
-            match books.offers().get(&id) {
+            let old = match books.offers().get(&id) {
                 Some(entry) => self.offers.insert(id, offer_view(&entry.offer)),
                 None => self.offers.remove(&id),
             };
+            self.replaced.keep(old);
             left -= 1;
         }
         while left > 0 {
@@ -526,7 +606,7 @@ impl Views {
                 break;
             }
             left = left.saturating_sub(1);
-            match current {
+            let old = match current {
                 Some(framework) => {
                     let listing = self.listings.get(&id);
                     let mut view = framework_view_of(&id, framework, Resources::new(), 0);
@@ -538,8 +618,15 @@ impl Views {
                 }
                 None => self.frameworks.remove(&id),
             };
+            self.replaced.keep(old);
         }
         self.pending.is_empty()
+    }
+
+    /// How many views replaced or taken out, which a snapshot showed,
+    /// wait to be freed.
+    pub fn replaced_waiting(&self) -> usize {
+        self.replaced.0.len()
     }
 
     /// How many views are left to redo, about (a framework's ended
@@ -675,10 +762,11 @@ impl Views {
             Some(view) => self.tasks.insert(key, view),
             None => self.tasks.remove(&key),
         };
-        if let Some(old) = old {
+        if let Some(old) = &old {
             listing.used.remove(&old.resources);
             listing.running = listing.running.saturating_sub(1);
         }
+        self.replaced.keep(old);
     }
 
     /// Lists framework `id`'s ended tasks as its books hold them now: the
@@ -696,12 +784,13 @@ impl Views {
         let mut listed = listing.completed.clone();
         let mut redone = 0;
         let mut forget = |number: u64, listing: &mut Listing| {
-            if let Some(task) = self
+            let task = self
                 .completed_tasks
-                .remove(&CompletedKey(id.clone(), number))
-            {
+                .remove(&CompletedKey(id.clone(), number));
+            if let Some(task) = &task {
                 forget_number(&mut listing.completed_ids, &task.id, number);
             }
+            self.replaced.keep(task);
         };
         if to < listed.end {
             // Numbered anew (books made again): all of it again.
@@ -736,10 +825,11 @@ impl Views {
                     .entry(task.info.task_id.clone())
                     .or_default()
                     .insert(listed.end);
-                self.completed_tasks.insert(
+                let old = self.completed_tasks.insert(
                     CompletedKey(id.clone(), listed.end),
                     task_view(id, entry, task),
                 );
+                self.replaced.keep(old);
             }
             listed.end += 1;
             redone += 1;
@@ -769,17 +859,19 @@ impl Views {
                 .and_then(|index| entry.completed.get(index as usize))
                 .filter(|task| task.info.task_id == *task_id);
             if let Some(task) = task {
-                self.completed_tasks.insert(
+                let old = self.completed_tasks.insert(
                     CompletedKey(id.clone(), *number),
                     task_view(id, entry, task),
                 );
+                self.replaced.keep(old);
             }
         }
     }
 
     /// Takes framework `id` and everything of it out of the views.
     fn forget_framework(&mut self, id: &FrameworkId) {
-        self.frameworks.remove(id);
+        let old = self.frameworks.remove(id);
+        self.replaced.keep(old);
         let first = (id.clone(), least_task_id());
         let tasks: Vec<TaskKey> = self
             .tasks
@@ -788,12 +880,15 @@ impl Views {
             .cloned()
             .collect();
         for key in &tasks {
-            self.tasks.remove(key);
+            let old = self.tasks.remove(key);
+            self.replaced.keep(old);
         }
         if let Some(listing) = self.listings.remove(id) {
             for number in listing.completed {
-                self.completed_tasks
+                let old = self
+                    .completed_tasks
                     .remove(&CompletedKey(id.clone(), number));
+                self.replaced.keep(old);
             }
         }
     }

@@ -1508,6 +1508,58 @@ fn agent_views_share_what_did_not_change() {
     assert_eq!(&*view.pid, "agent@10.0.0.1:5051");
 }
 
+/// A view replaced while a snapshot shows it is left for the views to
+/// free (on the master's thread), not to whichever thread drops the last
+/// snapshot, and they free it once no snapshot shows it; one that no
+/// snapshot showed is freed at once.
+#[test]
+fn replaced_views_are_freed_by_the_views_once_no_snapshot_shows_them() {
+    let mut h = Harness::new();
+    let agent = pid("agent@10.0.0.1:5051");
+    h.register_agent(&agent, "cpus:4;mem:4096", "");
+    let shown = h.views.refresh(&mut h.books, "m", 0, 0);
+    assert_eq!(h.views.replaced_waiting(), 0);
+    // Offered: the agent's view is made again while `shown` shows it.
+    let scheduler = pid("scheduler-1@10.0.0.9:4000");
+    let (framework_id, out) = h.subscribe(&scheduler, FrameworkInfo::new("f", "u"), vec![]);
+    let offers = offers_to(&out, &scheduler);
+    let second = h.views.refresh(&mut h.books, "m", 0, 0);
+    assert_eq!(h.views.replaced_waiting(), 1, "the agent's view shown");
+    drop(shown);
+    assert_eq!(
+        h.views.replaced_waiting(),
+        1,
+        "the views hold it, not the dropped snapshot"
+    );
+    // Declined: the agent's and the framework's views again, and the
+    // offer's taken out, all shown by `second`.
+    h.send(
+        &scheduler,
+        ToMaster::Decline {
+            framework_id,
+            offer_ids: vec![offers[0].id.clone()],
+            filters: Filters::default(),
+        },
+    );
+    h.views.update(&mut h.books);
+    assert!(
+        h.views.replaced_waiting() >= 2,
+        "the first freed once nothing showed it, the next kept: {}",
+        h.views.replaced_waiting()
+    );
+    drop(second);
+    h.views.update(&mut h.books);
+    assert_eq!(
+        h.views.replaced_waiting(),
+        0,
+        "freed once nothing shows them"
+    );
+    // Nothing shows the views now: replaced, they go at once.
+    h.advance(10);
+    h.views.update(&mut h.books);
+    assert_eq!(h.views.replaced_waiting(), 0);
+}
+
 /// A small deterministic generator, so random runs replay.
 struct SplitMix(u64);
 
