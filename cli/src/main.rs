@@ -208,12 +208,15 @@ pub fn served_names(ip: std::net::IpAddr) -> Vec<String> {
     names
 }
 
-/// Binds a node that serves HTTP too: QUIC on UDP and HTTP on TCP, at the
-/// same port number. Port 0 picks a number free for both: a free TCP port
+/// Binds a daemon's node, which serves HTTP too: QUIC on UDP (on a
+/// thread of its own) and HTTP on TCP, at the same port number. Port 0 picks a number free for both: a free TCP port
 /// first, then its UDP twin, again with another when that one is taken.
 pub async fn bind_serving_node(
-    config: strata_runtime::NodeConfig,
+    mut config: strata_runtime::NodeConfig,
 ) -> anyhow::Result<(strata_runtime::Node, tokio::net::TcpListener)> {
+    // A daemon's QUIC runs beside its processes, not between their
+    // messages.
+    config.quic.own_thread = true;
     let http_error = |addr: std::net::SocketAddr, error: std::io::Error| {
         anyhow::anyhow!("cannot serve HTTP on TCP {addr} (the node's port): {error}")
     };

@@ -58,16 +58,21 @@ fn ten_thousand_remote_messages_arrive_in_order() {
         let ca = CertificateAuthority::generate("test").unwrap();
         let a = node(&ca, "a").await;
         let b = node(&ca, "b").await;
-        let mut sink = b.inbox::<u64>("sink", 20_000).unwrap();
-        let sender = a.pid("sender").unwrap();
-        for sequence in 0..10_000u64 {
-            a.send(&sender, sink.pid(), sequence).unwrap();
-        }
-        for expected in 0..10_000u64 {
-            let (_, sequence) = sink.message_within(DEADLINE).await.unwrap();
-            assert_eq!(sequence, expected);
-        }
+        ten_thousand_in_order(&a, &b).await;
     });
+}
+
+/// Sends 10,000 numbers from `a` to `b` and checks they arrive in order.
+async fn ten_thousand_in_order(a: &strata_runtime::Node, b: &strata_runtime::Node) {
+    let mut sink = b.inbox::<u64>("sink", 20_000).unwrap();
+    let sender = a.pid("sender").unwrap();
+    for sequence in 0..10_000u64 {
+        a.send(&sender, sink.pid(), sequence).unwrap();
+    }
+    for expected in 0..10_000u64 {
+        let (_, sequence) = sink.message_within(DEADLINE).await.unwrap();
+        assert_eq!(sequence, expected);
+    }
 }
 
 #[test]
@@ -504,6 +509,59 @@ fn links_report_a_peer_node_that_shuts_down() {
             Some(Received::Exited(echo))
         );
     });
+}
+
+/// Nodes whose QUIC runs on a thread of its own (as the daemons' do)
+/// exchange messages in order with a node whose QUIC does not, links
+/// still report a peer that goes, and a node dropped without a shutdown
+/// stops its QUIC thread.
+#[test]
+fn quic_on_a_thread_of_its_own_carries_messages_and_links() {
+    system(async {
+        let ca = CertificateAuthority::generate("test").unwrap();
+        let own = |name: &str| {
+            let mut config = common::config(&ca, name);
+            config.quic.own_thread = true;
+            strata_runtime::Node::bind(config)
+        };
+        let threads_before = quic_threads();
+        let a = own("a").await.unwrap();
+        let b = own("b").await.unwrap();
+        let c = node(&ca, "c").await;
+        assert_eq!(quic_threads(), threads_before + 2);
+        ten_thousand_in_order(&a, &b).await;
+        // Between the two kinds of node, both ways.
+        let echo = b.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
+        let mut watcher = c.inbox::<String>("watcher", 4).unwrap();
+        watcher.link(&echo);
+        watcher.send(&echo, "ping".to_string()).unwrap();
+        let (from, text) = watcher.message_within(DEADLINE).await.unwrap();
+        assert_eq!((from, text.as_str()), (echo.clone(), "ping"));
+        b.shutdown();
+        assert_eq!(
+            watcher.recv_within(DEADLINE).await,
+            Some(Received::Exited(echo))
+        );
+        drop(b);
+        drop(a);
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while quic_threads() > threads_before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "QUIC's threads still run after their nodes went"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
+
+/// Threads of this process named `quic`.
+fn quic_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "quic")
+        .count()
 }
 
 #[test]
