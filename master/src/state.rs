@@ -283,7 +283,7 @@ pub fn snapshot(books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> St
             frameworks.insert(id.clone(), framework_view(id, framework));
         }
     }
-    let views = Views {
+    let mut views = Views {
         agents,
         frameworks,
         tasks,
@@ -318,19 +318,33 @@ pub struct Views {
 }
 
 /// Most views replaced since a snapshot that [`Views::update_some`]
-/// frees a call, once no snapshot shows them.
+/// frees a call, once no snapshot shows them, unless more were kept
+/// since the last call.
 const FREED_PER_UPDATE: usize = 1_000;
 
+/// Snapshots after which a view replaced is no longer kept to be freed
+/// here: a snapshot still showing it then is held by a reader that is
+/// slow or keeps it (an HTTP client reading a large `/state`, a stream),
+/// and frees it when it lets go.
+const KEPT_FOR_SNAPSHOTS: u64 = 4;
+
 /// Views replaced or taken out while a snapshot still showed them, in
-/// the order they were, freed by the master a few at a time once no
-/// snapshot does. Left to the last snapshot that showed them, they were
-/// freed on the thread that drops snapshots, and mimalloc hands a block
-/// freed on another thread back to the thread that allocated it, which
-/// then walks them one by one: at 50,000 agents the master spent 10 to
-/// 50 ms at once walking a second's replaced views, inside whatever
-/// input it was handling.
+/// the order they were, each with the number of snapshots taken before,
+/// freed by the master a few at a time once no snapshot shows them.
+/// Left to the last snapshot that showed them, they were freed on the
+/// thread that drops snapshots, and mimalloc hands a block freed on
+/// another thread back to the thread that allocated it, which then walks
+/// them one by one: at 50,000 agents the master spent 10 to 50 ms at
+/// once walking a second's replaced views, inside whatever input it was
+/// handling.
 #[derive(Debug, Default)]
-struct Replaced(VecDeque<Gone>);
+struct Replaced {
+    gone: VecDeque<(u64, Gone)>,
+    /// Snapshots taken of the views so far.
+    snapshots: u64,
+    /// Views kept since the last [`Replaced::free`].
+    kept: usize,
+}
 
 /// A view replaced or taken out.
 #[derive(Debug)]
@@ -365,7 +379,8 @@ macro_rules! gone_from {
 gone_from!(Agent, Offer, Framework, Task);
 
 impl Replaced {
-    /// Frees `view` now if nothing else holds it, else once nothing does.
+    /// Frees `view` now if nothing else holds it, else keeps it to free
+    /// once nothing does.
     fn keep<V>(&mut self, view: Option<Arc<V>>)
     where
         Arc<V>: Into<Gone>,
@@ -373,21 +388,27 @@ impl Replaced {
         if let Some(view) = view {
             let gone = view.into();
             if gone.shown() {
-                self.0.push_back(gone);
+                self.gone.push_back((self.snapshots, gone));
+                self.kept += 1;
             }
         }
     }
 
-    /// Frees at most `most` of the views no snapshot shows any more, the
-    /// earliest replaced first, up to the first one still shown (a
-    /// snapshot that shows it shows those replaced after it too, unless
-    /// they came after it).
+    /// Frees at most `most` of the views no snapshot shows any more, or
+    /// as many as were kept since the last time if more, the earliest
+    /// replaced first, up to the first one still shown (a snapshot that
+    /// shows it shows those replaced after it too, unless they came
+    /// after it). One still shown [`KEPT_FOR_SNAPSHOTS`] snapshots later
+    /// is left to whoever holds it.
     fn free(&mut self, most: usize) {
+        let most = most.max(std::mem::take(&mut self.kept));
         for _ in 0..most {
-            match self.0.front() {
-                Some(gone) if !gone.shown() => drop(self.0.pop_front()),
+            match self.gone.front() {
+                Some((_, gone)) if !gone.shown() => {}
+                Some((kept_at, _)) if kept_at + KEPT_FOR_SNAPSHOTS <= self.snapshots => {}
                 _ => break,
             }
+            drop(self.gone.pop_front());
         }
     }
 }
@@ -626,7 +647,7 @@ impl Views {
     /// How many views replaced or taken out, which a snapshot showed,
     /// wait to be freed.
     pub fn replaced_waiting(&self) -> usize {
-        self.replaced.0.len()
+        self.replaced.gone.len()
     }
 
     /// How many views are left to redo, about (a framework's ended
@@ -715,7 +736,8 @@ impl Views {
 
     /// A snapshot of `books` made of the views as they are (up to date
     /// after [`Views::update`]): the lists are shared, not copied.
-    pub fn state(&self, books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> State {
+    pub fn state(&mut self, books: &Books, pid: &str, start_time_ms: u64, now_ms: u64) -> State {
+        self.replaced.snapshots += 1;
         State {
             id: books.id_prefix().to_owned(),
             pid: pid.to_owned(),
@@ -1049,12 +1071,13 @@ impl Snapshots {
 /// snapshots, seconds at scale, is starved anyway).
 const RETIRED_WAITING: usize = 4;
 
-/// Frees a snapshot the master replaced, on a thread of its own. The
-/// views of everything that changed since it was taken are held by it
-/// alone (the next shares the rest): at tens of thousands of agents a
-/// second's changes are tens of thousands of views, and freeing them
-/// held the master's loop up to 105 ms. Freed here if that thread cannot
-/// be started, has stopped, or has [`RETIRED_WAITING`] waiting.
+/// Frees a snapshot the master replaced, on a thread of its own. What
+/// it alone holds is the B-tree nodes of everything that changed since
+/// it was taken (the next shares the rest; the views it alone showed are
+/// freed by the master, see [`Replaced`]): when the views went with it,
+/// freeing them held the master's loop up to 105 ms. Freed here if that
+/// thread cannot be started, has stopped, or has [`RETIRED_WAITING`]
+/// waiting.
 fn retire(state: Arc<State>) {
     static RETIRED: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<Arc<State>>>> =
         std::sync::OnceLock::new();

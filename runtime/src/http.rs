@@ -246,10 +246,12 @@ pub fn version() -> Response {
 
 /// Serializes each snapshot once, as JSON, for every reader of it: many
 /// clients polling one snapshot share one buffer (and one serialization)
-/// instead of each holding a copy while its answer is written.
+/// instead of each holding a copy while its answer is written. It knows
+/// the snapshot it serialized last without holding it, so a `/state`
+/// read once does not keep that snapshot alive until the next read.
 #[derive(Debug)]
 pub struct SharedJson<T> {
-    latest: std::sync::Mutex<Option<(Arc<T>, Bytes)>>,
+    latest: std::sync::Mutex<Option<(std::sync::Weak<T>, Bytes)>>,
 }
 
 impl<T> Default for SharedJson<T> {
@@ -269,15 +271,17 @@ impl<T: serde::Serialize> SharedJson<T> {
             .latest
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A weak reference keeps the allocation, so no later snapshot can
+        // have the same address.
         if let Some((serialized, body)) = latest.as_ref()
-            && Arc::ptr_eq(serialized, snapshot)
+            && std::ptr::eq(serialized.as_ptr(), Arc::as_ptr(snapshot))
         {
             return Response::json(body.clone());
         }
         match serde_json::to_vec(&**snapshot) {
             Ok(body) => {
                 let body = Bytes::from(body);
-                *latest = Some((snapshot.clone(), body.clone()));
+                *latest = Some((Arc::downgrade(snapshot), body.clone()));
                 Response::json(body)
             }
             Err(error) => Response::error(500, &error.to_string()),
@@ -833,6 +837,11 @@ mod tests {
         assert_eq!(a.body.as_ptr(), b.body.as_ptr(), "one buffer for both");
         let second = Arc::new(vec![4]);
         assert_eq!(&shared.answer(&second).body[..], b"[4]");
+        // Serialized last, not kept: the reader that dropped it freed it.
+        let weak = Arc::downgrade(&second);
+        drop(second);
+        assert!(weak.upgrade().is_none(), "the last snapshot served is kept");
+        assert_eq!(&shared.answer(&Arc::new(vec![5])).body[..], b"[5]");
     }
 
     #[test]
