@@ -209,8 +209,9 @@ pub fn served_names(ip: std::net::IpAddr) -> Vec<String> {
 }
 
 /// Binds a daemon's node, which serves HTTP too: QUIC on UDP (on a
-/// thread of its own) and HTTP on TCP, at the same port number. Port 0 picks a number free for both: a free TCP port
-/// first, then its UDP twin, again with another when that one is taken.
+/// thread of its own) and HTTP on TCP, at the same port number. Port 0
+/// picks a number free for both: a free TCP port first, then its UDP
+/// twin, again with another when that one is taken.
 pub async fn bind_serving_node(
     mut config: strata_runtime::NodeConfig,
 ) -> anyhow::Result<(strata_runtime::Node, tokio::net::TcpListener)> {

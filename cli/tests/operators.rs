@@ -642,8 +642,7 @@ fn tables_on_a_live_local_cluster() {
         rows[1..].iter().all(|row| row.contains("active")),
         "{table}"
     );
-    // One row each, in the order of their ids (whichever registered
-    // first).
+    // One row each (which is first depends on which registered first).
     for hostname in ["agent-1", "agent-2"] {
         assert_eq!(
             rows[1..]

@@ -12,7 +12,10 @@
 //! mimalloc's purge in nearly every turn over 10 ms). [`give_back_freed_memory`]
 //! starts a thread that does the giving back itself, every
 //! [`GIVE_BACK_EVERY`], so the deadline never passes on another thread
-//! unless this one has been kept off a core for half a second.
+//! unless this one has been kept off a core for half a second. It gives
+//! back what was freed since its last turn too, not only what waited a
+//! second: memory freed and taken again within a second may be faulted
+//! back in once more, a page at a time, where it was taken.
 
 // The calls into mimalloc's C interface below are this module's only
 // unsafe code.

@@ -528,8 +528,26 @@ fn quic_on_a_thread_of_its_own_carries_messages_and_links() {
         let a = own("a").await.unwrap();
         let b = own("b").await.unwrap();
         let c = node(&ca, "c").await;
-        assert_eq!(quic_threads(), threads_before + 2);
+        // Named by the threads themselves once they run.
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while quic_threads() < threads_before + 2 {
+            assert!(std::time::Instant::now() < deadline, "no QUIC threads");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         ten_thousand_in_order(&a, &b).await;
+        // QUIC goes on while the processes' thread is busy: a message
+        // sent with this thread blocked from then on reaches `b`'s QUIC.
+        let received = b.metrics().bytes_received;
+        let sink = b.pid("anyone").unwrap();
+        a.send(&a.pid("sender").unwrap(), &sink, 1u64).unwrap();
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while b.metrics().bytes_received == received {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nothing crossed while the processes' thread was blocked"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // Between the two kinds of node, both ways.
         let echo = b.spawn("echo", || Echo, SpawnOptions::default()).unwrap();
         let mut watcher = c.inbox::<String>("watcher", 4).unwrap();

@@ -83,9 +83,10 @@ pub struct QuicConfig {
     /// Whether QUIC runs on a thread of its own (connections, the
     /// endpoint, encryption, reading and cutting frames and decoding
     /// messages into mailboxes) rather than on the thread that binds the
-    /// node. The daemons' nodes do: at 50,000 agents QUIC and tokio under
-    /// it took a third of the master's thread. Off by default, so that
-    /// tests and simulations on tokio's paused clock keep one clock.
+    /// node. The daemons' nodes do: at 50,000 agents quinn alone took a
+    /// fifth of the master's thread, and tokio's work for it more. Off by
+    /// default, so that tests and simulations on tokio's paused clock
+    /// keep one clock.
     pub own_thread: bool,
 }
 
@@ -131,6 +132,10 @@ struct Slot {
 /// [`QuicConfig::send_queue_bytes`].
 pub const QUEUED_FRAME_COST_BYTES: usize = 64;
 
+/// Longest a thread of QUIC's own waits, when its node is gone, for its
+/// peers to hear that its connections are closed.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 /// Least time between two warnings of one peer's full send queue.
 const QUEUE_WARNING_EVERY: Duration = Duration::from_secs(10);
 
@@ -142,8 +147,9 @@ struct Outbox {
 
 struct Shared {
     endpoint: quinn::Endpoint,
-    /// The runtime the node was bound in: sends may come from any thread,
-    /// and the tasks they start belong there.
+    /// The runtime QUIC runs on (the one the node was bound in, or its
+    /// own): sends may come from any thread, and the tasks they start
+    /// belong there.
     runtime: tokio::runtime::Handle,
     local_addr: SocketAddr,
     hello: Bytes,
@@ -166,8 +172,9 @@ pub struct QuicTransport {
 }
 
 /// A tokio runtime for QUIC alone, on a thread of its own once started.
-/// Dropped before it is (a bind that failed), it is shut down without
-/// waiting, which may be done inside another runtime.
+/// Dropped before it is (a bind that failed, a thread that could not be
+/// started), it is shut down without waiting, which may be done inside
+/// another runtime.
 struct OwnRuntime(Option<tokio::runtime::Runtime>);
 
 impl OwnRuntime {
@@ -184,17 +191,23 @@ impl OwnRuntime {
     }
 
     /// Runs the runtime on a new thread until the handle returned is
-    /// dropped.
-    fn start(mut self) -> std::io::Result<OwnThread> {
+    /// dropped; then it closes `endpoint`, telling peers now rather than
+    /// at their idle timeout, and waits for that at most
+    /// [`CLOSE_WAIT`]. If the thread cannot be started the runtime is
+    /// shut down where it is.
+    fn start(self, endpoint: quinn::Endpoint) -> std::io::Result<OwnThread> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let Some(runtime) = self.0.take() else {
-            return Err(std::io::Error::other("the runtime was started already"));
-        };
         std::thread::Builder::new()
             .name("quic".into())
             .spawn(move || {
+                let mut own = self;
+                let Some(runtime) = own.0.take() else {
+                    return;
+                };
                 runtime.block_on(async {
                     let _ = stopped.await;
+                    endpoint.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"node gone");
+                    let _ = tokio::time::timeout(CLOSE_WAIT, endpoint.wait_idle()).await;
                 });
             })?;
         Ok(OwnThread { _stop: stop })
@@ -406,9 +419,11 @@ impl QuicTransport {
         })
         .map_err(|e| NodeError::InvalidConfig(e.to_string()))?;
         let thread = match own {
-            Some(own) => Some(Arc::new(own.start().map_err(|source| NodeError::Bind {
-                addr: listen,
-                source,
+            Some(own) => Some(Arc::new(own.start(endpoint.clone()).map_err(|source| {
+                NodeError::Bind {
+                    addr: listen,
+                    source,
+                }
             })?)),
             None => None,
         };
