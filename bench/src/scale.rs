@@ -299,8 +299,9 @@ fn measure(agents: usize, tasks: usize) -> anyhow::Result<Measured> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let registration = started.elapsed();
-        // What the wave of registrations freed goes back to the system a
-        // second later (the allocator's purge delay): read after that.
+        // What the wave of registrations freed goes back to the system
+        // within half a second (the master's give-back thread): read
+        // after that.
         tokio::time::sleep(MEMORY_SETTLES).await;
         let after = resident_bytes(master.process_id())?;
         // HTTP clients poll /state while the framework keeps the agents
