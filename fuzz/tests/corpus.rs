@@ -144,12 +144,12 @@ fn write_seeds() {
 
     let registry = strata_master::registry::Registry {
         epoch: 3,
-        agents: vec![strata_master::registry::RegisteredAgent {
-            info: info.clone(),
+        agents: vec![std::sync::Arc::new(strata_master::registry::RegisteredAgent {
+            info: std::sync::Arc::new(info.clone()),
             pid: "agent@127.0.0.1:5051".parse().unwrap(),
             certificate_name: "node-1".into(),
             unreachable: false,
-        }],
+        })],
         frameworks: vec![framework.clone()],
         removed_frameworks: vec![FrameworkId::new("m0-F9").unwrap()],
         agents_admitted: 1,

@@ -9,6 +9,7 @@
 //! for its agents to re-register (see [`crate::books`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use strata_runtime::durable::Disk;
 
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,9 @@ pub struct Registry {
     /// The epoch of the master that wrote it; each master incarnation
     /// takes a higher one.
     pub epoch: u64,
-    pub agents: Vec<RegisteredAgent>,
+    /// Shared with the books, which keep each agent's entry between
+    /// writes (see `Books::registry`).
+    pub agents: Vec<Arc<RegisteredAgent>>,
     pub frameworks: Vec<FrameworkInfo>,
     /// Most recently removed last.
     pub removed_frameworks: Vec<FrameworkId>,
@@ -64,8 +67,8 @@ impl Registry {
 /// One agent the master admitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegisteredAgent {
-    /// With its id set.
-    pub info: AgentInfo,
+    /// With its id set; shared with the books.
+    pub info: Arc<AgentInfo>,
     pub pid: Upid,
     /// The name in the certificate that registered it; only that
     /// certificate may re-register it.
@@ -159,17 +162,17 @@ mod tests {
         let mut registry = Registry::empty();
         registry.epoch = 7;
         registry.frameworks.push(FrameworkInfo::new("f", "u"));
-        registry.agents.push(RegisteredAgent {
-            info: AgentInfo {
+        registry.agents.push(Arc::new(RegisteredAgent {
+            info: Arc::new(AgentInfo {
                 id: Some(strata_protocol::AgentId::new("a1").unwrap()),
                 hostname: "h".into(),
                 resources: "cpus:1;mem:64".parse().unwrap(),
                 attributes: Default::default(),
-            },
+            }),
             pid: "agent@127.0.0.1:5051".parse().unwrap(),
             certificate_name: "agent-a1".into(),
             unreachable: true,
-        });
+        }));
         save(&Disk::real(), &file, &registry).unwrap();
         assert_eq!(load(&Disk::real(), &file).unwrap(), Some(registry));
         std::fs::write(&file, br#"{"version": 2}"#).unwrap();

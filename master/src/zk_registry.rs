@@ -189,7 +189,7 @@ impl ZkRegistry {
                                     format!("agent {id:?} does not belong here"),
                                 ));
                             }
-                            registry.agents.push(agent);
+                            registry.agents.push(std::sync::Arc::new(agent));
                         }
                     }
                     "frameworks" => {
@@ -404,12 +404,12 @@ mod tests {
 
     fn agent(n: usize) -> RegisteredAgent {
         RegisteredAgent {
-            info: AgentInfo {
+            info: std::sync::Arc::new(AgentInfo {
                 id: Some(AgentId::new(format!("agent-{n}")).unwrap()),
                 hostname: format!("host-{n}"),
                 resources: "cpus:4;mem:1024".parse().unwrap(),
                 attributes: Default::default(),
-            },
+            }),
             pid: format!("agent@127.0.0.1:{}", 6000 + n).parse().unwrap(),
             certificate_name: format!("agent-{n}"),
             unreachable: false,
@@ -419,7 +419,7 @@ mod tests {
     fn registry(agents: usize, epoch: u64) -> Registry {
         let mut registry = Registry::empty();
         registry.epoch = epoch;
-        registry.agents = (0..agents).map(agent).collect();
+        registry.agents = (0..agents).map(|n| std::sync::Arc::new(agent(n))).collect();
         let mut framework = FrameworkInfo::new("f", "u");
         framework.id = Some(FrameworkId::new("fw-1").unwrap());
         registry.frameworks.push(framework);
@@ -453,7 +453,7 @@ mod tests {
         ZkRegistry::commit(first.clone(), &plan).await.unwrap();
         zk.committed(plan);
         // One agent changed: one bucket is written, in one multi.
-        written.agents[7].unreachable = true;
+        std::sync::Arc::make_mut(&mut written.agents[7]).unreachable = true;
         written.gone_agents.remove(0);
         written.gone_agents.push(AgentId::new("gone-late").unwrap());
         let plan = zk.plan(&written).unwrap();

@@ -46,13 +46,13 @@ impl Books {
     pub(super) fn agent_entry(
         &self,
         now: Instant,
-        info: AgentInfo,
+        info: impl Into<std::sync::Arc<AgentInfo>>,
         pid: Upid,
         certificate_name: &str,
     ) -> AgentEntry {
         let first_ping = first_ping_after(&pid, self.config.agent_ping_timeout);
         AgentEntry {
-            info,
+            info: info.into(),
             pid,
             certificate_name: certificate_name.to_owned(),
             status: AgentStatus::Active,
@@ -236,8 +236,8 @@ impl Books {
             }
         }
         self.agent_recovered(&agent_id);
+        self.registry_agent_changed(&agent_id);
         self.agents_by_pid.insert(pid.to_string(), agent_id);
-        self.registry_changed();
         out.push(Command::Link(pid));
     }
 
@@ -660,7 +660,7 @@ impl Books {
     ) {
         self.rescind_agent_offers(agent_id, out);
         self.allocator.remove_agent(agent_id);
-        self.registry_changed();
+        self.registry_agent_changed(agent_id);
         let tasks: Vec<(FrameworkId, strata_protocol::TaskId)> = match self.agents.get_mut(agent_id)
         {
             Some(agent) => {

@@ -24,6 +24,9 @@
 use super::{AgentStatus, Books};
 
 pub(crate) fn check(books: &Books) -> Result<(), String> {
+    if let Some(wrong) = books.registry_entries_wrong() {
+        return Err(wrong);
+    }
     for (agent_id, agent) in &books.agents {
         let mut left = agent.info.resources.clone();
         for offer_id in &agent.offers {

@@ -140,7 +140,7 @@ impl Books {
         }
         self.recovering_agents.remove(agent_id);
         self.remember_gone(agent_id.clone());
-        self.registry_changed();
+        self.registry_agent_changed(agent_id);
         self.tell_agent_lost(agent_id, out);
         out.push(Command::Log(Event::AgentGone {
             from: from.clone(),

@@ -32,30 +32,67 @@ impl Books {
         self.registry_changes += 1;
     }
 
+    /// What the registry holds of `agent_id` changed (it was admitted,
+    /// lost, recovered or removed).
+    pub(super) fn registry_agent_changed(&mut self, agent_id: &strata_protocol::AgentId) {
+        self.registered_stale.insert(agent_id.clone());
+        self.registry_changed();
+    }
+
+    /// `agent_id`'s entry in the registry, worked out from the books.
+    fn registry_entry(&self, agent_id: &strata_protocol::AgentId) -> Option<RegisteredAgent> {
+        let agent = self.agents.get(agent_id)?;
+        Some(RegisteredAgent {
+            info: agent.info.clone(),
+            pid: agent.pid.clone(),
+            certificate_name: agent.certificate_name.clone(),
+            unreachable: matches!(agent.status, AgentStatus::Unreachable { .. })
+                && !self.recovering_agents.contains(agent_id),
+        })
+    }
+
+    /// The agents' entries kept for the registry differ from the books'
+    /// (a change to an agent that did not say so): checked with the
+    /// other invariants.
+    pub(super) fn registry_entries_wrong(&self) -> Option<String> {
+        if self.agents.len() + self.registered_stale.len() < self.registered.len() {
+            return Some("the registry keeps entries of agents the books do not hold".into());
+        }
+        for agent_id in self.agents.keys() {
+            if self.registered_stale.contains(agent_id) {
+                continue;
+            }
+            let kept = self.registered.get(agent_id).map(|kept| kept.as_ref());
+            if kept != self.registry_entry(agent_id).as_ref() {
+                return Some(format!(
+                    "the registry's entry of agent {agent_id} is not what the books say"
+                ));
+            }
+        }
+        None
+    }
+
     /// Whether agents of the previous master may still re-register.
     pub fn recovering(&self) -> bool {
         !self.recovering_agents.is_empty()
     }
 
-    /// What must survive a restart, now.
-    pub fn registry(&self) -> Registry {
+    /// What must survive a restart, now: the agents' entries that
+    /// changed since the last call are redone, the others shared.
+    pub fn registry(&mut self) -> Registry {
+        for agent_id in std::mem::take(&mut self.registered_stale) {
+            match self.registry_entry(&agent_id) {
+                Some(entry) => {
+                    self.registered.insert(agent_id, std::sync::Arc::new(entry));
+                }
+                None => {
+                    self.registered.remove(&agent_id);
+                }
+            }
+        }
         let mut registry = Registry::empty();
         registry.epoch = self.master_epoch;
-        registry.agents = self
-            .agents
-            .values()
-            .map(|agent| RegisteredAgent {
-                info: agent.info.clone(),
-                pid: agent.pid.clone(),
-                certificate_name: agent.certificate_name.clone(),
-                unreachable: matches!(agent.status, AgentStatus::Unreachable { .. })
-                    && !agent
-                        .info
-                        .id
-                        .as_ref()
-                        .is_some_and(|id| self.recovering_agents.contains(id)),
-            })
-            .collect();
+        registry.agents = self.registered.values().cloned().collect();
         // One being removed is removed for a master that takes over: its
         // agents are told to shut it down when they re-register.
         registry.frameworks = self
@@ -82,6 +119,7 @@ impl Books {
             self.remember_gone(agent_id);
         }
         for agent in registry.agents {
+            let agent = std::sync::Arc::unwrap_or_clone(agent);
             let Some(agent_id) = agent.info.id.clone() else {
                 continue;
             };
@@ -91,6 +129,7 @@ impl Books {
             if !agent.unreachable {
                 self.recovering_agents.insert(agent_id.clone());
             }
+            self.registered_stale.insert(agent_id.clone());
             self.agents_by_pid
                 .insert(agent.pid.to_string(), agent_id.clone());
             *self
@@ -147,6 +186,7 @@ impl Books {
         }
         self.recovery_deadline = None;
         for agent_id in std::mem::take(&mut self.recovering_agents) {
+            self.registered_stale.insert(agent_id.clone());
             out.push(Command::Log(Event::AgentUnreachable {
                 agent_id,
                 missed_pongs: 0,

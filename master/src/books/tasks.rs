@@ -184,15 +184,15 @@ impl Books {
         message: &str,
         out: &mut Vec<Command>,
     ) {
-        let Some(task) = self
+        let now_ms = self.wall_ms(now);
+        let Some(status) = self
             .frameworks
             .get(framework_id)
             .and_then(|framework| framework.tasks.get(task_id))
-            .cloned()
+            .map(|task| Books::master_status(task, state, reason, message, now_ms))
         else {
             return;
         };
-        let status = Books::master_status(&task, state, reason, message, self.wall_ms(now));
         self.apply_status(now, framework_id, task_id, status.clone(), out);
         self.tell_scheduler(framework_id, ToScheduler::Update { status }, out);
     }
@@ -254,17 +254,17 @@ impl Books {
         task_id: TaskId,
         out: &mut Vec<Command>,
     ) {
-        let task = self
+        let agent_id = self
             .frameworks
             .get(framework_id)
             .and_then(|framework| framework.tasks.get(&task_id))
             .filter(|task| !task.state.is_terminal())
-            .cloned();
-        let Some(task) = task else {
+            .map(|task| task.info.agent_id.clone());
+        let Some(agent_id) = agent_id else {
             self.answer_unknown(now, framework_id, &task_id, None, Reason::TaskUnknown, out);
             return;
         };
-        let Some(agent) = self.agents.get_mut(&task.info.agent_id) else {
+        let Some(agent) = self.agents.get_mut(&agent_id) else {
             return;
         };
         // Kept until the task ends, and sent again when the agent

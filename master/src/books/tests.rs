@@ -71,6 +71,11 @@ impl Harness {
     /// last one is the snapshot made from everything.
     fn check(&mut self) {
         invariants::check(&self.books).unwrap();
+        // The registry is written after every step, as the shell may: an
+        // agent's change that does not mark its entry for redoing shows
+        // in the next step's invariants.
+        let written = self.books.registry();
+        assert_eq!(written.agents.len(), self.books.agents.len());
         let refreshed = match self.views_slice {
             None => self.views.refresh(&mut self.books, "m", 0, 0),
             Some(budget) => {
