@@ -68,8 +68,9 @@ pub struct Master {
     next_fresh: Instant,
     /// Whether the books took an input since the last snapshot.
     changed: bool,
-    /// The longest the loop spent on one input to the books since the
-    /// last snapshot, and how long that snapshot took.
+    /// The longest the loop spent on one turn since the last snapshot (an
+    /// input to the books with its commands carried out, a slice of the
+    /// views' update), and how long that snapshot took.
     stall: Duration,
     snapshot_took: Duration,
     /// How long the last periodic cycle (pings, expiries, the allocation
@@ -127,8 +128,10 @@ const LONG_INPUT: Duration = Duration::from_millis(10);
 /// a slice redoes gets there, once their burst ends if not before.
 pub const VIEWS_SLICE: usize = 500;
 
-/// The most views one turn redoes (about 10 ms).
-pub const VIEWS_SLICE_MOST: usize = 4 * VIEWS_SLICE;
+/// The most views one turn redoes (about 5 ms): a burst that changes more
+/// than slices redo is caught up with once it ends, and the stall target
+/// (10 ms) holds meanwhile.
+pub const VIEWS_SLICE_MOST: usize = 2 * VIEWS_SLICE;
 
 /// Logs at debug level a `turn` of the master that took `took`, if that
 /// is long, with its thread's own time since `cpu_started` (known when
@@ -153,6 +156,17 @@ fn log_long_turn(turn: &'static str, took: Duration, cpu_started: Option<Duratio
 /// slices do not outrun them.
 const VIEWS_PER_INPUT: usize = 16;
 
+/// One input's turn, from its start until its commands are carried out.
+struct Turn {
+    started: Instant,
+    /// The thread's own time at its start, when debug logging is on.
+    cpu_started: Option<Duration>,
+    kind: &'static str,
+    in_books: Duration,
+    in_views: Duration,
+    commands: usize,
+}
+
 /// What waits for the views to be up to date.
 #[derive(Debug, Default)]
 struct ViewsWaiting {
@@ -164,8 +178,25 @@ struct ViewsWaiting {
     streams: bool,
 }
 
-/// Room the queue of commands held for the registry keeps when it empties.
+/// Room (in inputs' batches) the queue of commands held for the registry
+/// keeps when it empties.
 const HELD_ROOM_KEPT: usize = 1024;
+
+/// Most held commands one turn carries out once the registry holds what
+/// they depend on (a few milliseconds; a batch of offers counts as many
+/// as it has offers, see [`held_cost`]); the rest follow in turns of
+/// their own, in order, with inputs handled between them.
+const HELD_SLICE: usize = 500;
+
+/// What carrying out a held command costs against [`HELD_SLICE`]: a
+/// batch of offers (up to an allocation slice's) its offers, any other
+/// one.
+fn held_cost(command: &Command) -> usize {
+    match command {
+        Command::ToScheduler(_, ToScheduler::Offers(offers)) => offers.len().max(1),
+        _ => 1,
+    }
+}
 
 /// Where a durable master keeps its registry, and what it wrote last.
 #[derive(Debug)]
@@ -175,7 +206,10 @@ struct RegistryFile {
     flush_pending: bool,
     /// Messages held until the registry holds what they depend on: the
     /// count of registry changes when they were decided, in order.
-    held: std::collections::VecDeque<(u64, Command)>,
+    /// Each input's commands stay together: at 50,000 agents a write
+    /// holds thousands, and a queue of them one by one was copied over
+    /// whenever it grew (tens of milliseconds).
+    held: std::collections::VecDeque<(u64, Vec<Command>)>,
     /// Operator calls answered once the pending write is done.
     answers: Vec<(u64, ChangeAnswer, crate::operator::ChangeResult)>,
     /// Since when writes have been failing, and the next retry's wait.
@@ -198,10 +232,16 @@ impl RegistryFile {
 /// Where the registry is kept.
 #[derive(Debug)]
 enum Store {
-    /// A file in the work directory.
+    /// A file in the work directory, written on a thread of tokio's
+    /// blocking pool (`writing` while one is under way): at 50,000
+    /// agents the registry is megabytes of JSON, tens of milliseconds
+    /// the master's thread would otherwise spend on it. On a simulated
+    /// disk it is written at once, so that a simulation stays the same
+    /// for a seed.
     File {
         disk: strata_runtime::durable::Disk,
         path: PathBuf,
+        writing: bool,
     },
     /// ZooKeeper, once elected (`None` before, and while a write is
     /// under way).
@@ -448,6 +488,7 @@ impl Master {
         master.registry = Some(RegistryFile::new(Store::File {
             disk: Default::default(),
             path: crate::registry::path(work_dir),
+            writing: false,
         }));
         master
     }
@@ -467,7 +508,7 @@ impl Master {
     /// Recovers the registry and writes it back under the next epoch.
     fn recover(&mut self) -> Result<(), crate::registry::RegistryError> {
         let Some(RegistryFile {
-            store: Store::File { disk, path },
+            store: Store::File { disk, path, .. },
             ..
         }) = &self.registry
         else {
@@ -507,6 +548,17 @@ impl Master {
     /// the background with ZooKeeper), then sends what waited for what is
     /// written now (once the master may act), in order.
     fn flush_registry(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        // A turn of its own: writing the registry to its file and carrying
+        // out what waited for it.
+        let started = now();
+        let cpu_started = tracing::enabled!(tracing::Level::DEBUG).then(thread_cpu_time);
+        self.write_registry_and_carry_out(ctx);
+        let took = now().saturating_duration_since(started);
+        self.stall = self.stall.max(took);
+        log_long_turn("a flush of the registry", took, cpu_started);
+    }
+
+    fn write_registry_and_carry_out(&mut self, ctx: &mut ProcessContext<'_, Self>) {
         let Some(file) = &mut self.registry else {
             return;
         };
@@ -514,7 +566,11 @@ impl Master {
         let changes = self.books.registry_changes();
         if changes != file.written {
             match &mut file.store {
-                Store::File { disk, path } => {
+                Store::File { writing: true, .. } => {
+                    // Its end flushes again.
+                    file.flush_pending = true;
+                }
+                Store::File { disk, path, .. } if disk.is_simulated() => {
                     match crate::registry::save(disk, path, &self.books.registry()) {
                         Ok(()) => {
                             if file.failing.take().is_some() {
@@ -524,6 +580,15 @@ impl Master {
                         }
                         Err(cause) => return self.registry_failed(ctx, cause.to_string()),
                     }
+                }
+                Store::File {
+                    disk,
+                    path,
+                    writing,
+                } => {
+                    *writing = true;
+                    let (disk, path) = (disk.clone(), path.clone());
+                    self.write_file_in_background(ctx, disk, path, changes);
                 }
                 Store::Zk(slot) => match slot.take() {
                     // A write is under way; its end flushes again.
@@ -548,20 +613,46 @@ impl Master {
         // the write under way (changes keep coming during a failover:
         // waiting for all of them would send nothing).
         let written = file.written;
-        let ready = file
-            .held
-            .iter()
-            .take_while(|(needs, _)| *needs <= written)
-            .count();
-        let held: Vec<Command> = file
-            .held
-            .drain(..ready)
-            .map(|(_, command)| command)
-            .collect();
+        let mut budget = HELD_SLICE;
+        let mut held: Vec<Command> = Vec::new();
+        while let Some((needs, batch)) = file.held.front_mut() {
+            if *needs > written || budget == 0 {
+                break;
+            }
+            let mut count = 0;
+            for command in batch.iter() {
+                let cost = held_cost(command);
+                // The first always goes, whatever it costs.
+                if cost > budget && !(held.is_empty() && count == 0) {
+                    break;
+                }
+                budget = budget.saturating_sub(cost);
+                count += 1;
+            }
+            if count < batch.len() {
+                held.extend(batch.drain(..count));
+                break;
+            }
+            if let Some((_, batch)) = file.held.pop_front() {
+                held.extend(batch);
+            }
+        }
         // A wave of registrations holds tens of thousands of commands for
         // a moment; what they grew the queue to is given back.
         if file.held.capacity() > HELD_ROOM_KEPT.max(4 * file.held.len()) {
             file.held.shrink_to(HELD_ROOM_KEPT.max(2 * file.held.len()));
+        }
+        if file
+            .held
+            .front()
+            .is_some_and(|(needs, _)| *needs <= written)
+        {
+            // More is ready: it goes in turns of its own, and what is
+            // decided meanwhile is held behind it.
+            file.flush_pending = true;
+            ctx.run_later(Duration::ZERO, |master, ctx| master.flush_registry(ctx));
+            self.carry_out_all(ctx, held);
+            return;
         }
         let (answers, waiting) = std::mem::take(&mut file.answers)
             .into_iter()
@@ -572,6 +663,46 @@ impl Master {
             let _ = answer.try_send(result);
         }
         self.open_operator_streams(ctx);
+    }
+
+    /// Writes the registry to its file on a thread of tokio's blocking
+    /// pool; when done, flushes again (sending what waited, or writing
+    /// what changed meanwhile).
+    fn write_file_in_background(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        disk: strata_runtime::durable::Disk,
+        path: PathBuf,
+        changes: u64,
+    ) {
+        let registry = self.books.registry();
+        ctx.spawn_future(
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    crate::registry::save(&disk, &path, &registry).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|_| Err("the thread writing the registry failed".to_owned()))
+            },
+            move |master, ctx, written| {
+                let Some(file) = &mut master.registry else {
+                    return;
+                };
+                if let Store::File { writing, .. } = &mut file.store {
+                    *writing = false;
+                }
+                match written {
+                    Ok(()) => {
+                        if file.failing.take().is_some() {
+                            info!("the registry is written again; sending what waited for it");
+                        }
+                        file.written = changes;
+                        master.flush_registry(ctx);
+                    }
+                    Err(cause) => master.registry_failed(ctx, cause),
+                }
+            },
+        );
     }
 
     /// A registry write failed: nothing that depended on the change goes
@@ -591,7 +722,8 @@ impl Master {
             return;
         }
         if file.failing.is_none() {
-            error!(%cause, held = file.held.len(), "the registry was not written; holding back what depends on it and retrying");
+            let held: usize = file.held.iter().map(|(_, batch)| batch.len()).sum();
+            error!(%cause, held, "the registry was not written; holding back what depends on it and retrying");
         }
         file.failing = Some((since, (wait * 2).min(Duration::from_secs(1))));
         file.flush_pending = true;
@@ -752,8 +884,9 @@ impl Master {
     }
 
     fn apply(&mut self, ctx: &mut ProcessContext<'_, Self>, input: Input) {
-        let commands = self.decide(input);
+        let (commands, turn) = self.decide(input);
         self.execute(ctx, commands);
+        self.end_turn(turn);
         self.continue_if_work_left(ctx);
     }
 
@@ -772,8 +905,8 @@ impl Master {
         }
     }
 
-    /// What the books make of `input`.
-    fn decide(&mut self, input: Input) -> Vec<Command> {
+    /// What the books make of `input`, and the turn it began.
+    fn decide(&mut self, input: Input) -> (Vec<Command>, Turn) {
         let started = now();
         // The thread's own time, to tell a long input from a preempted
         // one in the debug log: a system call, made only when debug
@@ -803,20 +936,14 @@ impl Master {
             }
         }
         self.changed = true;
-        self.stall = self.stall.max(took);
-        if took >= LONG_INPUT
-            && let Some(cpu_started) = cpu_started
-        {
-            let cpu = thread_cpu_time().saturating_sub(cpu_started);
-            debug!(
-                input = kind,
-                took_ms = took.as_secs_f64() * 1e3,
-                cpu_ms = cpu.as_secs_f64() * 1e3,
-                books_ms = in_books.as_secs_f64() * 1e3,
-                commands = commands.len(),
-                "one input held the master up (cpu_ms its thread ran, the rest it waited for a core; books_ms in the books, the rest the views redone after it)"
-            );
-        }
+        let turn = Turn {
+            started,
+            cpu_started,
+            kind,
+            in_books,
+            in_views: took.saturating_sub(in_books),
+            commands: commands.len(),
+        };
         if let Some(Checker(sink, every, since)) = &mut self.checker {
             *since += 1;
             if *since >= *every {
@@ -826,7 +953,29 @@ impl Master {
                 }
             }
         }
-        commands
+        (commands, turn)
+    }
+
+    /// Ends the turn of an input once its commands are carried out: the
+    /// stall it made runs from the input's start to its last message
+    /// queued, as no other input is handled meanwhile.
+    fn end_turn(&mut self, turn: Turn) {
+        let took = now().saturating_duration_since(turn.started);
+        self.stall = self.stall.max(took);
+        if took >= LONG_INPUT
+            && let Some(cpu_started) = turn.cpu_started
+        {
+            let cpu = thread_cpu_time().saturating_sub(cpu_started);
+            debug!(
+                input = turn.kind,
+                took_ms = took.as_secs_f64() * 1e3,
+                cpu_ms = cpu.as_secs_f64() * 1e3,
+                books_ms = turn.in_books.as_secs_f64() * 1e3,
+                views_ms = turn.in_views.as_secs_f64() * 1e3,
+                commands = turn.commands,
+                "one input held the master up (cpu_ms its thread ran, the rest it waited for a core; books_ms in the books, views_ms redoing views after it, the rest carrying out its commands)"
+            );
+        }
     }
 
     /// Carries out `commands`, or holds them until the registry holds
@@ -836,8 +985,9 @@ impl Master {
         let acting = self.may_act();
         match &mut self.registry {
             Some(file) if !acting || file.flush_pending || file.written != changes => {
-                file.held
-                    .extend(commands.into_iter().map(|command| (changes, command)));
+                if !commands.is_empty() {
+                    file.held.push_back((changes, commands));
+                }
                 if !file.flush_pending {
                     file.flush_pending = true;
                     ctx.run_later(REGISTRY_FLUSH_DELAY, |master, ctx| {
@@ -968,7 +1118,7 @@ impl Master {
                     name: principal.unwrap_or_default(),
                     fingerprint: "http".to_owned(),
                 });
-                let commands = self.decide(Input::Received {
+                let (commands, turn) = self.decide(Input::Received {
                     from: from.clone(),
                     sender,
                     message,
@@ -980,6 +1130,7 @@ impl Master {
                     _ => None,
                 });
                 self.execute(ctx, commands);
+                self.end_turn(turn);
                 // A teardown goes on in slices.
                 self.continue_if_work_left(ctx);
                 self.answer_after(answer, refusal.map_or(Ok(()), Err));
@@ -1146,7 +1297,7 @@ impl Master {
                     message,
                     answer,
                 } => {
-                    let mut commands = master.decide(Input::Received {
+                    let (mut commands, turn) = master.decide(Input::Received {
                         from: from.clone(),
                         sender,
                         message,
@@ -1161,6 +1312,7 @@ impl Master {
                         _ => Ok(()),
                     };
                     master.execute(ctx, commands);
+                    master.end_turn(turn);
                     let _ = answer.try_send(result);
                     // A TEARDOWN goes on in slices.
                     master.continue_if_work_left(ctx);
