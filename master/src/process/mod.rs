@@ -198,6 +198,20 @@ fn held_cost(command: &Command) -> usize {
     }
 }
 
+/// What a write of the registry to ZooKeeper came to.
+enum ZkWrite {
+    /// Planned and committed, or not.
+    Committed(
+        ZkRegistry,
+        crate::zk_registry::Plan,
+        Result<(), ZkRegistryError>,
+    ),
+    /// The plan failed (a bucket too large, say).
+    NotPlanned(ZkRegistry, ZkRegistryError),
+    /// The thread planning it panicked, and the registry's state with it.
+    Lost,
+}
+
 /// Where a durable master keeps its registry, and what it wrote last.
 #[derive(Debug)]
 struct RegistryFile {
@@ -730,66 +744,93 @@ impl Master {
         ctx.run_later(wait, |master, ctx| master.flush_registry(ctx));
     }
 
-    /// Writes the registry's changes to ZooKeeper in the background; when
-    /// done, flushes again (sending what waited, or writing what changed
+    /// Writes the registry's changes to ZooKeeper in the background (the
+    /// plan, every agent's JSON compared with what was written, on
+    /// tokio's blocking pool: megabytes at 50,000 agents); when done,
+    /// flushes again (sending what waited, or writing what changed
     /// meanwhile).
-    fn write_to_zk(
-        &mut self,
-        ctx: &mut ProcessContext<'_, Self>,
-        mut zk: ZkRegistry,
-        changes: u64,
-    ) {
+    fn write_to_zk(&mut self, ctx: &mut ProcessContext<'_, Self>, zk: ZkRegistry, changes: u64) {
         let registry = self.books.registry();
-        let plan = zk.plan(&registry);
-        let session = self.ha.as_ref().and_then(|ha| ha.session.clone());
         if let Some(file) = &mut self.registry {
             file.store = Store::Zk(None);
         }
-        let (plan, session) = match (plan, session) {
-            (Ok(plan), Some(session)) => (plan, session),
-            (Err(cause), _) => {
-                self.put_back(zk);
-                return self.registry_failed(ctx, cause.to_string());
-            }
-            (_, None) => return ctx.fail("no ZooKeeper session to write the registry in"),
+        let Some(session) = self.ha.as_ref().and_then(|ha| ha.session.clone()) else {
+            return ctx.fail("no ZooKeeper session to write the registry in");
         };
         ctx.spawn_future(
             async move {
-                let result = ZkRegistry::commit(session, &plan).await;
-                (zk, plan, result)
-            },
-            move |master, ctx, (mut zk, plan, result)| match result {
-                Ok(()) => {
-                    zk.committed(plan);
-                    master.put_back(zk);
-                    if let Some(file) = &mut master.registry {
-                        if file.failing.take().is_some() {
-                            info!("the registry is written again; sending what waited for it");
-                        }
-                        file.written = changes;
+                let planned = tokio::task::spawn_blocking(move || {
+                    let mut zk = zk;
+                    let plan = zk.plan(&registry);
+                    (zk, plan)
+                })
+                .await;
+                match planned {
+                    Err(_) => ZkWrite::Lost,
+                    Ok((zk, Err(cause))) => ZkWrite::NotPlanned(zk, cause),
+                    Ok((zk, Ok(plan))) => {
+                        let result = ZkRegistry::commit(session, &plan).await;
+                        ZkWrite::Committed(zk, plan, result)
                     }
-                    master.flush_registry(ctx);
                 }
-                Err(ZkRegistryError::Deposed) => {
-                    error!("another master wrote the registry: this one no longer leads");
-                    ctx.fail("another master wrote the registry: this one no longer leads");
-                }
-                Err(ZkRegistryError::ZooKeeper(strata_zk::ZkError::SessionExpired)) => {
-                    error!("the ZooKeeper session expired: this master no longer leads");
-                    ctx.fail("the ZooKeeper session expired while writing the registry");
-                }
-                Err(ZkRegistryError::ZooKeeper(strata_zk::ZkError::ConnectionLoss)) => {
-                    // Written or not, or in part: read back what is there
-                    // before writing again.
-                    warn!("the registry write's answer was lost; reading the registry back");
-                    master.resync_registry(ctx);
-                }
-                Err(cause) => {
-                    master.put_back(zk);
-                    master.registry_failed(ctx, cause.to_string());
-                }
+            },
+            move |master, ctx, written| {
+                let (zk, plan, result) = match written {
+                    ZkWrite::Committed(zk, plan, result) => (zk, plan, result),
+                    ZkWrite::NotPlanned(zk, cause) => {
+                        master.put_back(zk);
+                        return master.registry_failed(ctx, cause.to_string());
+                    }
+                    ZkWrite::Lost => {
+                        error!("the thread planning the registry's write failed");
+                        return ctx.fail("the thread planning the registry's write failed");
+                    }
+                };
+                master.zk_written(ctx, zk, plan, result, changes);
             },
         );
+    }
+
+    /// What a write of the registry to ZooKeeper came to.
+    fn zk_written(
+        &mut self,
+        ctx: &mut ProcessContext<'_, Self>,
+        mut zk: ZkRegistry,
+        plan: crate::zk_registry::Plan,
+        result: Result<(), ZkRegistryError>,
+        changes: u64,
+    ) {
+        match result {
+            Ok(()) => {
+                zk.committed(plan);
+                self.put_back(zk);
+                if let Some(file) = &mut self.registry {
+                    if file.failing.take().is_some() {
+                        info!("the registry is written again; sending what waited for it");
+                    }
+                    file.written = changes;
+                }
+                self.flush_registry(ctx);
+            }
+            Err(ZkRegistryError::Deposed) => {
+                error!("another master wrote the registry: this one no longer leads");
+                ctx.fail("another master wrote the registry: this one no longer leads");
+            }
+            Err(ZkRegistryError::ZooKeeper(strata_zk::ZkError::SessionExpired)) => {
+                error!("the ZooKeeper session expired: this master no longer leads");
+                ctx.fail("the ZooKeeper session expired while writing the registry");
+            }
+            Err(ZkRegistryError::ZooKeeper(strata_zk::ZkError::ConnectionLoss)) => {
+                // Written or not, or in part: read back what is there
+                // before writing again.
+                warn!("the registry write's answer was lost; reading the registry back");
+                self.resync_registry(ctx);
+            }
+            Err(cause) => {
+                self.put_back(zk);
+                self.registry_failed(ctx, cause.to_string());
+            }
+        }
     }
 
     /// Reads the registry back from ZooKeeper after a write whose outcome
