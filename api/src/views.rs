@@ -56,8 +56,10 @@ pub struct MasterState {
     /// not make them: its certificate's role or principal, or an ACL.
     pub authorization_denials: u64,
     /// The longest the master's loop spent on one thing (an input to its
-    /// books, or the snapshot before this one) since the snapshot before,
-    /// in milliseconds: how long a message could wait behind it.
+    /// books with its messages sent, a slice of its views' update, a
+    /// flush of its registry, or the snapshot before this one) since the
+    /// snapshot before, in milliseconds: how long a message could wait
+    /// behind it.
     #[serde(default)]
     pub longest_stall_ms: f64,
     /// How long the snapshot before this one took, in milliseconds.

@@ -167,7 +167,7 @@ const SLICES: usize = 9;
 /// still shares the views (the medians of [`SLICES`], each starting
 /// where the last ended), in milliseconds: what the views of a slice at
 /// scale cost (the master now redoes them when a snapshot is due, at
-/// most 2,000 a turn). Every framework suppresses offers and declines
+/// most 1,000 a turn). Every framework suppresses offers and declines
 /// those it holds; then one revives, which starts a pass, whose first
 /// slice offers it agents, and declines them.
 fn views_after_allocation_slice(

@@ -267,6 +267,7 @@ pub fn spawn_master(
             hostname,
             view,
             masters,
+            simulated: false,
         },
     );
     Ok(node.spawn(

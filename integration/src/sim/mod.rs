@@ -1142,6 +1142,7 @@ impl SimCluster {
             hostname: self.masters[index].slot.addr.ip().to_string(),
             view: watch::channel(strata_master::process::LeaderView::Unknown).0,
             masters: watch::channel(Vec::new()).0,
+            simulated: true,
         });
         let shared = self.shared.clone();
         let started = self.started;

@@ -382,8 +382,11 @@ pub struct Books {
     /// entry may have changed since: a write of the registry redoes
     /// those alone and shares the rest (at 50,000 agents, copying every
     /// entry for each write took the master tens of milliseconds).
+    /// Kept once the registry is first asked for (a master without one
+    /// keeps nothing).
     registered: BTreeMap<AgentId, std::sync::Arc<crate::registry::RegisteredAgent>>,
     registered_stale: BTreeSet<AgentId>,
+    registered_kept: bool,
     /// Agents of the previous master that have not re-registered yet, and
     /// until when they may.
     recovering_agents: BTreeSet<AgentId>,
@@ -458,6 +461,7 @@ impl Books {
             recovering_agents: BTreeSet::new(),
             registered: BTreeMap::new(),
             registered_stale: BTreeSet::new(),
+            registered_kept: false,
             pings: BTreeSet::new(),
             pings_left: false,
             framework_agents: BTreeMap::new(),

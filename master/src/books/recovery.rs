@@ -35,8 +35,15 @@ impl Books {
     /// What the registry holds of `agent_id` changed (it was admitted,
     /// lost, recovered or removed).
     pub(super) fn registry_agent_changed(&mut self, agent_id: &strata_protocol::AgentId) {
-        self.registered_stale.insert(agent_id.clone());
+        self.registry_entry_stale(agent_id);
         self.registry_changed();
+    }
+
+    /// `agent_id`'s entry is to be redone at the next write.
+    fn registry_entry_stale(&mut self, agent_id: &strata_protocol::AgentId) {
+        if self.registered_kept {
+            self.registered_stale.insert(agent_id.clone());
+        }
     }
 
     /// `agent_id`'s entry in the registry, worked out from the books.
@@ -55,8 +62,15 @@ impl Books {
     /// (a change to an agent that did not say so): checked with the
     /// other invariants.
     pub(super) fn registry_entries_wrong(&self) -> Option<String> {
-        if self.agents.len() + self.registered_stale.len() < self.registered.len() {
-            return Some("the registry keeps entries of agents the books do not hold".into());
+        if !self.registered_kept {
+            return None;
+        }
+        if let Some(gone) = self.registered.keys().find(|agent_id| {
+            !self.agents.contains_key(*agent_id) && !self.registered_stale.contains(*agent_id)
+        }) {
+            return Some(format!(
+                "the registry keeps an entry of agent {gone}, which the books do not hold"
+            ));
         }
         for agent_id in self.agents.keys() {
             if self.registered_stale.contains(agent_id) {
@@ -80,6 +94,10 @@ impl Books {
     /// What must survive a restart, now: the agents' entries that
     /// changed since the last call are redone, the others shared.
     pub fn registry(&mut self) -> Registry {
+        if !self.registered_kept {
+            self.registered_kept = true;
+            self.registered_stale = self.agents.keys().cloned().collect();
+        }
         for agent_id in std::mem::take(&mut self.registered_stale) {
             match self.registry_entry(&agent_id) {
                 Some(entry) => {
@@ -129,7 +147,7 @@ impl Books {
             if !agent.unreachable {
                 self.recovering_agents.insert(agent_id.clone());
             }
-            self.registered_stale.insert(agent_id.clone());
+            self.registry_entry_stale(&agent_id);
             self.agents_by_pid
                 .insert(agent.pid.to_string(), agent_id.clone());
             *self
@@ -186,7 +204,7 @@ impl Books {
         }
         self.recovery_deadline = None;
         for agent_id in std::mem::take(&mut self.recovering_agents) {
-            self.registered_stale.insert(agent_id.clone());
+            self.registry_entry_stale(&agent_id);
             out.push(Command::Log(Event::AgentUnreachable {
                 agent_id,
                 missed_pongs: 0,

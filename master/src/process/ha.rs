@@ -54,6 +54,10 @@ pub struct HaConfig {
     /// `/masters` (the web UI finds another master there when its own
     /// is gone).
     pub masters: tokio::sync::watch::Sender<Vec<MasterInfo>>,
+    /// A simulation's master: the plan of a registry write is worked out
+    /// at once rather than on tokio's blocking pool, whose threads end
+    /// when they end, so that a run stays the same for its seed.
+    pub simulated: bool,
 }
 
 impl std::fmt::Debug for HaConfig {

@@ -116,9 +116,9 @@ pub type InvariantSink = std::sync::Arc<dyn Fn(String) + Send + Sync>;
 /// allows, one for all readers that asked meanwhile).
 pub const SNAPSHOT_SHARE: f64 = 0.1;
 
-/// A turn of the master (an input, a slice of the views' update, a
-/// snapshot) this long is logged at debug level: the master's stall
-/// target.
+/// A turn of the master (an input with its commands carried out, a
+/// slice of the views' update, a flush of the registry, a snapshot) this
+/// long is logged at debug level: the master's stall target.
 const LONG_INPUT: Duration = Duration::from_millis(10);
 
 /// Views the master redoes in one turn when it brings them up to date
@@ -247,15 +247,16 @@ impl RegistryFile {
 #[derive(Debug)]
 enum Store {
     /// A file in the work directory, written on a thread of tokio's
-    /// blocking pool (`writing` while one is under way): at 50,000
-    /// agents the registry is megabytes of JSON, tens of milliseconds
-    /// the master's thread would otherwise spend on it. On a simulated
-    /// disk it is written at once, so that a simulation stays the same
-    /// for a seed.
+    /// blocking pool (`writing` the number of the write under way, if
+    /// one is): at 50,000 agents the registry is megabytes of JSON, tens
+    /// of milliseconds the master's thread would otherwise spend on it.
+    /// On a simulated disk it is written at once, so that a simulation
+    /// stays the same for a seed.
     File {
         disk: strata_runtime::durable::Disk,
         path: PathBuf,
-        writing: bool,
+        writing: Option<u64>,
+        writes: u64,
     },
     /// ZooKeeper, once elected (`None` before, and while a write is
     /// under way).
@@ -502,7 +503,8 @@ impl Master {
         master.registry = Some(RegistryFile::new(Store::File {
             disk: Default::default(),
             path: crate::registry::path(work_dir),
-            writing: false,
+            writing: None,
+            writes: 0,
         }));
         master
     }
@@ -580,7 +582,9 @@ impl Master {
         let changes = self.books.registry_changes();
         if changes != file.written {
             match &mut file.store {
-                Store::File { writing: true, .. } => {
+                Store::File {
+                    writing: Some(_), ..
+                } => {
                     // Its end flushes again.
                     file.flush_pending = true;
                 }
@@ -599,10 +603,12 @@ impl Master {
                     disk,
                     path,
                     writing,
+                    writes,
                 } => {
-                    *writing = true;
-                    let (disk, path) = (disk.clone(), path.clone());
-                    self.write_file_in_background(ctx, disk, path, changes);
+                    *writes += 1;
+                    *writing = Some(*writes);
+                    let (disk, path, write) = (disk.clone(), path.clone(), *writes);
+                    self.write_file_in_background(ctx, disk, path, changes, write);
                 }
                 Store::Zk(slot) => match slot.take() {
                     // A write is under way; its end flushes again.
@@ -688,8 +694,24 @@ impl Master {
         disk: strata_runtime::durable::Disk,
         path: PathBuf,
         changes: u64,
+        write: u64,
     ) {
         let registry = self.books.registry();
+        // A write that never ends (a disk that hangs) holds back every
+        // message: as for one that keeps failing, the master gives up.
+        ctx.run_later(REGISTRY_STORE_TIMEOUT, move |master, ctx| {
+            if let Some(RegistryFile {
+                store: Store::File { writing, .. },
+                ..
+            }) = &master.registry
+                && *writing == Some(write)
+            {
+                error!("the registry's write did not end in {REGISTRY_STORE_TIMEOUT:?}; the master gives up");
+                ctx.fail(format!(
+                    "the registry's write did not end in {REGISTRY_STORE_TIMEOUT:?}"
+                ));
+            }
+        });
         ctx.spawn_future(
             async move {
                 tokio::task::spawn_blocking(move || {
@@ -703,7 +725,7 @@ impl Master {
                     return;
                 };
                 if let Store::File { writing, .. } = &mut file.store {
-                    *writing = false;
+                    *writing = None;
                 }
                 match written {
                     Ok(()) => {
@@ -757,14 +779,19 @@ impl Master {
         let Some(session) = self.ha.as_ref().and_then(|ha| ha.session.clone()) else {
             return ctx.fail("no ZooKeeper session to write the registry in");
         };
+        let simulated = self.ha.as_ref().is_some_and(|ha| ha.config.simulated);
+        let plan = move || {
+            let mut zk = zk;
+            let plan = zk.plan(&registry);
+            (zk, plan)
+        };
         ctx.spawn_future(
             async move {
-                let planned = tokio::task::spawn_blocking(move || {
-                    let mut zk = zk;
-                    let plan = zk.plan(&registry);
-                    (zk, plan)
-                })
-                .await;
+                let planned = if simulated {
+                    Ok(plan())
+                } else {
+                    tokio::task::spawn_blocking(plan).await
+                };
                 match planned {
                     Err(_) => ZkWrite::Lost,
                     Ok((zk, Err(cause))) => ZkWrite::NotPlanned(zk, cause),
@@ -977,7 +1004,7 @@ impl Master {
             }
         }
         self.changed = true;
-        let turn = Turn {
+        let mut turn = Turn {
             started,
             cpu_started,
             kind,
@@ -989,9 +1016,12 @@ impl Master {
             *since += 1;
             if *since >= *every {
                 *since = 0;
+                // Tests' own work: not counted in the turn.
+                let checking = now();
                 if let Err(violation) = self.books.check_invariants() {
                     sink(violation);
                 }
+                turn.started += now().saturating_duration_since(checking);
             }
         }
         (commands, turn)
@@ -1061,9 +1091,11 @@ impl Master {
         if self
             .registry
             .as_ref()
-            .is_some_and(|file| file.flush_pending)
+            .is_some_and(|file| file.flush_pending || !file.held.is_empty())
         {
-            // The flush opens them once it has carried out what it held.
+            // The flush opens them once it has carried out what it held
+            // (a snapshot now would show changes whose events are still
+            // held, and they would be told twice).
             return;
         }
         let wait = self.next_fresh.saturating_duration_since(now());
