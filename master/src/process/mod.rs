@@ -241,6 +241,14 @@ impl RegistryFile {
             failing: None,
         }
     }
+
+    /// The registry holds `changes` now (after failing, said once).
+    fn written_up_to(&mut self, changes: u64) {
+        if self.failing.take().is_some() {
+            info!("the registry is written again; sending what waited for it");
+        }
+        self.written = changes;
+    }
 }
 
 /// Where the registry is kept.
@@ -590,12 +598,7 @@ impl Master {
                 }
                 Store::File { disk, path, .. } if disk.is_simulated() => {
                     match crate::registry::save(disk, path, &self.books.registry()) {
-                        Ok(()) => {
-                            if file.failing.take().is_some() {
-                                info!("the registry is written again; sending what waited for it");
-                            }
-                            file.written = changes;
-                        }
+                        Ok(()) => file.written_up_to(changes),
                         Err(cause) => return self.registry_failed(ctx, cause.to_string()),
                     }
                 }
@@ -729,10 +732,7 @@ impl Master {
                 }
                 match written {
                     Ok(()) => {
-                        if file.failing.take().is_some() {
-                            info!("the registry is written again; sending what waited for it");
-                        }
-                        file.written = changes;
+                        file.written_up_to(changes);
                         master.flush_registry(ctx);
                     }
                     Err(cause) => master.registry_failed(ctx, cause),
@@ -832,10 +832,7 @@ impl Master {
                 zk.committed(plan);
                 self.put_back(zk);
                 if let Some(file) = &mut self.registry {
-                    if file.failing.take().is_some() {
-                        info!("the registry is written again; sending what waited for it");
-                    }
-                    file.written = changes;
+                    file.written_up_to(changes);
                 }
                 self.flush_registry(ctx);
             }
