@@ -471,10 +471,13 @@ impl<P: Process> ProcessActor<P> {
         let span = self.span.clone();
         let _entered = span.enter();
         let shell = &mut self.shell;
+        // What the callback sends wakes QUIC's thread once, as it ends.
+        let held = crate::transport::quic::hold_wakes();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut pctx = ProcessContext { actix: ctx, shell };
             call(process, &mut pctx);
         }));
+        drop(held);
         if self.shell.unrecorded_local_sends > 0 {
             let sends = std::mem::take(&mut self.shell.unrecorded_local_sends);
             Metrics::add(&self.metrics().messages_sent_local, sends);

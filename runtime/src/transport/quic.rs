@@ -9,13 +9,19 @@
 //! exactly one stream, which keeps it ordered.
 //!
 //! Each peer has a bounded send queue (frames and bytes) drained by one
-//! writer task; a full queue refuses the send. The reader cuts frames with
+//! writer task; a full queue refuses the send. A send does not wake its
+//! writer itself: it marks the peer on the transport's [`Doorbell`], and
+//! one task on QUIC's runtime wakes the writers of every marked peer. So a
+//! process that sends to a hundred peers in one callback wakes QUIC's
+//! thread once (at the callback's end, see [`hold_wakes`]), not once a
+//! peer. The reader cuts frames with
 //! [`FrameDecoder`] and hands them to the node; a malformed frame closes
 //! that peer's connection with the reason and nothing else. A dead peer is
 //! noticed by QUIC keep-alives and the idle timeout (no TCP-like reset
 //! exists); then the queue's contents are dropped and counted, the node is
 //! told (links fire), and the next send dials again.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
@@ -26,7 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quinn::{Connection, ConnectionError, RecvStream, SendStream, TransportErrorCode, VarInt};
 use rustls::pki_types::CertificateDer;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::{
@@ -116,6 +122,8 @@ struct Slot {
     generation: u64,
     queue: mpsc::Sender<Bytes>,
     queued_bytes: Arc<AtomicUsize>,
+    /// How its writer is woken.
+    signal: Arc<PeerSignal>,
     connection: Option<Connection>,
     incarnation: Option<Incarnation>,
     status: Arc<watch::Sender<DialStatus>>,
@@ -143,6 +151,130 @@ const QUEUE_WARNING_EVERY: Duration = Duration::from_secs(10);
 struct Outbox {
     queue: mpsc::Receiver<Bytes>,
     queued_bytes: Arc<AtomicUsize>,
+    signal: Arc<PeerSignal>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Its writer waits on the signal, not the queue: wake it to find
+        // the queue closed (once drained) and finish its stream.
+        self.signal.wake.notify_one();
+    }
+}
+
+/// How one peer's writer is woken. It waits on `wake` (never on its queue,
+/// whose wake would be a system call from the sending thread each time)
+/// and drains the queue without waiting.
+#[derive(Default)]
+struct PeerSignal {
+    /// On the doorbell's list since the last time its writer was woken.
+    marked: AtomicBool,
+    wake: Notify,
+}
+
+/// The peers with frames queued since their writers were last woken, and
+/// the one wake of QUIC's runtime that has them woken.
+#[derive(Default)]
+struct Doorbell {
+    marked: Mutex<Vec<Arc<PeerSignal>>>,
+    /// A wake of the ringer is due or under way.
+    rung: AtomicBool,
+    ringer: Notify,
+    /// The transport is gone: the ringer ends.
+    closed: AtomicBool,
+}
+
+impl Doorbell {
+    /// Notes that `peer` has frames queued; the sender then rings.
+    fn mark(&self, peer: &Arc<PeerSignal>) {
+        if !peer.marked.swap(true, Ordering::AcqRel) {
+            lock(&self.marked).push(peer.clone());
+        }
+    }
+
+    /// Has the ringer wake every marked peer's writer, unless it is due to.
+    fn ring(&self) {
+        if !self.rung.swap(true, Ordering::AcqRel) {
+            self.ringer.notify_one();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ringer.notify_one();
+    }
+
+    /// Runs on QUIC's runtime, where waking a writer is a push onto the
+    /// runtime's own queue.
+    async fn run_ringer(self: Arc<Self>) {
+        let mut woken = Vec::new();
+        loop {
+            self.ringer.notified().await;
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            // Cleared before the list is taken: a peer marked after this
+            // rings again.
+            self.rung.swap(false, Ordering::AcqRel);
+            std::mem::swap(&mut *lock(&self.marked), &mut woken);
+            for peer in woken.drain(..) {
+                peer.marked.store(false, Ordering::Release);
+                peer.wake.notify_one();
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Callbacks on this thread under way that hold their sends' wakes
+    /// ([`hold_wakes`]), and the doorbells to ring when the last ends.
+    static HELD_WAKES: RefCell<(usize, Vec<Arc<Doorbell>>)> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// Holds the wakes of QUIC's thread for frames sent on this thread until
+/// the guard is dropped: a process's callback is run under one, so all it
+/// sends wakes QUIC's thread once, at its end, rather than once for each
+/// peer while the callback still runs. Guards nest; the outermost rings.
+pub(crate) fn hold_wakes() -> WakeHold {
+    HELD_WAKES.with(|held| held.borrow_mut().0 += 1);
+    WakeHold(())
+}
+
+/// See [`hold_wakes`].
+pub(crate) struct WakeHold(());
+
+impl Drop for WakeHold {
+    fn drop(&mut self) {
+        let due = HELD_WAKES.with(|held| {
+            let mut held = held.borrow_mut();
+            held.0 -= 1;
+            if held.0 == 0 {
+                std::mem::take(&mut held.1)
+            } else {
+                Vec::new()
+            }
+        });
+        for doorbell in due {
+            doorbell.ring();
+        }
+    }
+}
+
+/// Rings `doorbell` now, or when this thread's callback ends.
+fn ring_or_hold(doorbell: &Arc<Doorbell>) {
+    let now = HELD_WAKES.with(|held| {
+        let mut held = held.borrow_mut();
+        if held.0 == 0 {
+            return true;
+        }
+        if !held.1.iter().any(|due| Arc::ptr_eq(due, doorbell)) {
+            held.1.push(doorbell.clone());
+        }
+        false
+    });
+    if now {
+        doorbell.ring();
+    }
 }
 
 struct Shared {
@@ -158,8 +290,15 @@ struct Shared {
     metrics: Arc<Metrics>,
     inbound: OnceLock<Arc<dyn Inbound>>,
     peers: Mutex<HashMap<SocketAddr, Slot>>,
+    doorbell: Arc<Doorbell>,
     next_generation: AtomicU64,
     closing: AtomicBool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.doorbell.close();
+    }
 }
 
 /// The QUIC transport. Cheap to clone.
@@ -418,6 +557,8 @@ impl QuicTransport {
             incarnation,
         })
         .map_err(|e| NodeError::InvalidConfig(e.to_string()))?;
+        let doorbell = Arc::new(Doorbell::default());
+        runtime.spawn(doorbell.clone().run_ringer());
         let thread = match own {
             Some(own) => Some(Arc::new(own.start(endpoint.clone()).map_err(|source| {
                 NodeError::Bind {
@@ -439,6 +580,7 @@ impl QuicTransport {
                 metrics: Arc::new(Metrics::default()),
                 inbound: OnceLock::new(),
                 peers: Mutex::new(HashMap::new()),
+                doorbell,
                 next_generation: AtomicU64::new(1),
                 closing: AtomicBool::new(false),
             }),
@@ -481,10 +623,12 @@ impl Shared {
     fn new_slot(&self, status: DialStatus) -> (Slot, Outbox) {
         let (sender, receiver) = mpsc::channel(self.config.send_queue_frames);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let signal = Arc::new(PeerSignal::default());
         let slot = Slot {
             generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
             queue: sender,
             queued_bytes: queued_bytes.clone(),
+            signal: signal.clone(),
             connection: None,
             incarnation: None,
             status: Arc::new(watch::channel(status).0),
@@ -494,6 +638,7 @@ impl Shared {
         let outbox = Outbox {
             queue: receiver,
             queued_bytes,
+            signal,
         };
         (slot, outbox)
     }
@@ -779,9 +924,13 @@ impl Shared {
         loop {
             let first = match carried.take() {
                 Some(frame) => frame,
-                None => match outbox.queue.recv().await {
-                    Some(frame) => frame,
-                    None => break,
+                None => match outbox.queue.try_recv() {
+                    Ok(frame) => frame,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        outbox.signal.wake.notified().await;
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
                 },
             };
             let (chunk, frames) = gather(first, &mut outbox.queue, &mut carried);
@@ -909,6 +1058,9 @@ impl Transport for QuicTransport {
             match slot.queue.try_send(bytes) {
                 Ok(()) => {
                     slot.queued_bytes.fetch_add(cost, Ordering::Relaxed);
+                    shared.doorbell.mark(&slot.signal);
+                    drop(peers);
+                    ring_or_hold(&shared.doorbell);
                     return Ok(());
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -979,5 +1131,55 @@ impl Transport for QuicTransport {
             .endpoint
             .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"node shutting down");
         lock(&self.shared.peers).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_wake_rings_once_when_the_outermost_hold_ends() {
+        let doorbell = Arc::new(Doorbell::default());
+        let outer = hold_wakes();
+        let inner = hold_wakes();
+        ring_or_hold(&doorbell);
+        ring_or_hold(&doorbell);
+        assert!(!doorbell.rung.load(Ordering::Acquire), "rung while held");
+        drop(inner);
+        assert!(
+            !doorbell.rung.load(Ordering::Acquire),
+            "rung by an inner hold"
+        );
+        drop(outer);
+        assert!(doorbell.rung.load(Ordering::Acquire), "not rung at the end");
+        HELD_WAKES.with(|held| assert!(held.borrow().1.is_empty()));
+    }
+
+    #[test]
+    fn an_unheld_wake_rings_at_once() {
+        let doorbell = Arc::new(Doorbell::default());
+        ring_or_hold(&doorbell);
+        assert!(doorbell.rung.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn the_ringer_wakes_each_marked_writer_once_and_clears_its_mark() {
+        let doorbell = Arc::new(Doorbell::default());
+        let ringer = tokio::spawn(doorbell.clone().run_ringer());
+        let peers: Vec<Arc<PeerSignal>> = (0..3).map(|_| Arc::default()).collect();
+        for peer in &peers {
+            doorbell.mark(peer);
+            doorbell.mark(peer);
+        }
+        assert_eq!(lock(&doorbell.marked).len(), 3, "a peer is listed once");
+        doorbell.ring();
+        for peer in &peers {
+            peer.wake.notified().await;
+            assert!(!peer.marked.load(Ordering::Acquire));
+        }
+        assert!(!doorbell.rung.load(Ordering::Acquire));
+        doorbell.close();
+        ringer.await.expect("the ringer ends when closed");
     }
 }
