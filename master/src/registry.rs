@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use strata_runtime::durable::Disk;
+use strata_runtime::durable::{Disk, WriteTicket};
 
 use serde::{Deserialize, Serialize};
 use strata_protocol::{AgentInfo, FrameworkId, FrameworkInfo};
@@ -136,17 +136,18 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Registry, RegistryError> {
     serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))
 }
 
-/// Writes the registry atomically and durably.
-pub fn save(disk: &Disk, path: &Path, registry: &Registry) -> Result<(), RegistryError> {
+/// Writes the registry atomically and durably to the ticket's file, in
+/// its place among this process's writes of it ([`Disk::ticket`], taken
+/// when the write was decided): a write of a master since replaced that
+/// ends after its successor's is refused rather than landing over it.
+pub fn save(disk: &Disk, ticket: WriteTicket, registry: &Registry) -> Result<(), RegistryError> {
+    let path = ticket.path().to_owned();
     let json = serde_json::to_vec(registry).map_err(|e| RegistryError::Invalid {
-        path: path.to_owned(),
+        path: path.clone(),
         reason: e.to_string(),
     })?;
-    disk.write_atomically(path, &json)
-        .map_err(|source| RegistryError::Write {
-            path: path.to_owned(),
-            source,
-        })
+    disk.write_in_order(ticket, &json)
+        .map_err(|source| RegistryError::Write { path, source })
 }
 
 #[cfg(test)]
@@ -173,7 +174,7 @@ mod tests {
             certificate_name: "agent-a1".into(),
             unreachable: true,
         }));
-        save(&Disk::real(), &file, &registry).unwrap();
+        save(&Disk::real(), Disk::real().ticket(&file), &registry).unwrap();
         assert_eq!(load(&Disk::real(), &file).unwrap(), Some(registry));
         std::fs::write(&file, br#"{"version": 2}"#).unwrap();
         assert!(

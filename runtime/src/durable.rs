@@ -16,12 +16,20 @@
 //! single-threaded simulation) keeps every completed write and nothing
 //! else, which is what the real disk promises. The free functions are
 //! the real disk's.
+//!
+//! A file written from more than one thread (the master's registry,
+//! written in the background, by a master that its supervisor may have
+//! replaced while a write was under way) is written with a
+//! [`WriteTicket`], taken when the write is decided: writes of one file
+//! in one process then never overlap, and one whose ticket is older than
+//! a write already made is refused rather than landing over newer
+//! contents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// An in-memory disk for simulated nodes. Cloning shares it.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +89,54 @@ impl Disk {
             }
             None => write_atomically(path, contents),
         }
+    }
+
+    /// A place in the order of this process's writes to `path`, taken
+    /// now, for [`Disk::write_in_order`].
+    pub fn ticket(&self, path: &Path) -> WriteTicket {
+        let order = match &self.simulated {
+            // A simulation writes where it decides to, in order.
+            Some(_) => None,
+            None => {
+                let mut orders = file_orders()
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                Some(orders.entry(path.to_owned()).or_default().clone())
+            }
+        };
+        let number = order.as_ref().map_or(0, |order| {
+            order
+                .taken
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1
+        });
+        WriteTicket {
+            path: path.to_owned(),
+            number,
+            order,
+        }
+    }
+
+    /// [`Disk::write_atomically`] to the ticket's path, once no other
+    /// write of it in this process is under way; refused (and the file
+    /// left as it is) if a write with a later ticket was made already.
+    pub fn write_in_order(&self, ticket: WriteTicket, contents: &[u8]) -> io::Result<()> {
+        let Some(order) = &ticket.order else {
+            return self.write_atomically(&ticket.path, contents);
+        };
+        let mut written = order
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *written > ticket.number {
+            return Err(io::Error::other(format!(
+                "{} was written by a later write already; this one is out of date",
+                ticket.path.display()
+            )));
+        }
+        self.write_atomically(&ticket.path, contents)?;
+        *written = ticket.number;
+        Ok(())
     }
 
     /// [`read_bounded`] on this disk.
@@ -202,6 +258,37 @@ fn create_dir_all_syncing(
         sync(parent)?;
     }
     Ok(())
+}
+
+/// A place in the order of one process's writes to one file; see
+/// [`Disk::ticket`].
+#[derive(Debug)]
+pub struct WriteTicket {
+    path: PathBuf,
+    number: u64,
+    order: Option<Arc<FileOrder>>,
+}
+
+impl WriteTicket {
+    /// The file it is a place in the order of.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The writes of one file in this process: tickets taken, and the ticket
+/// of the last write made (its lock is held while a write is under way).
+#[derive(Debug, Default)]
+struct FileOrder {
+    taken: std::sync::atomic::AtomicU64,
+    written: Mutex<u64>,
+}
+
+/// Every file written with tickets in this process (a few: each master's
+/// registry).
+fn file_orders() -> &'static Mutex<HashMap<PathBuf, Arc<FileOrder>>> {
+    static ORDERS: OnceLock<Mutex<HashMap<PathBuf, Arc<FileOrder>>>> = OnceLock::new();
+    ORDERS.get_or_init(Mutex::default)
 }
 
 /// Writes `contents` to `path` atomically and durably, creating the
@@ -363,6 +450,32 @@ mod tests {
         .unwrap();
         assert!(synced.is_empty());
         fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_write_older_than_one_made_is_refused_and_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("strata-ordered-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let path = dir.join("registry.json");
+        let disk = Disk::real();
+        let (first, second, third) = (disk.ticket(&path), disk.ticket(&path), disk.ticket(&path));
+        disk.write_in_order(second, b"second").unwrap();
+        let refused = disk.write_in_order(first, b"first").unwrap_err();
+        assert!(refused.to_string().contains("out of date"), "{refused}");
+        assert_eq!(read_bounded(&path, 100).unwrap(), b"second");
+        disk.write_in_order(third, b"third").unwrap();
+        assert_eq!(read_bounded(&path, 100).unwrap(), b"third");
+        // Another file keeps an order of its own.
+        let other = dir.join("other.json");
+        disk.write_in_order(disk.ticket(&other), b"other").unwrap();
+        assert_eq!(read_bounded(&other, 100).unwrap(), b"other");
+        // A simulated disk writes in the order it is asked to.
+        let sim = Disk::simulated(&SimDisk::default());
+        let (early, late) = (sim.ticket(&path), sim.ticket(&path));
+        sim.write_in_order(late, b"late").unwrap();
+        sim.write_in_order(early, b"early").unwrap();
+        assert_eq!(sim.read_bounded(&path, 100).unwrap(), b"early");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

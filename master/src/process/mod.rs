@@ -541,7 +541,7 @@ impl Master {
         let previous = crate::registry::load(disk, path)?;
         let (disk, path) = (disk.clone(), path.clone());
         self.take_back(previous);
-        crate::registry::save(&disk, &path, &self.books.registry())?;
+        crate::registry::save(&disk, disk.ticket(&path), &self.books.registry())?;
         if let Some(file) = &mut self.registry {
             file.written = self.books.registry_changes();
         }
@@ -597,7 +597,8 @@ impl Master {
                     file.flush_pending = true;
                 }
                 Store::File { disk, path, .. } if disk.is_simulated() => {
-                    match crate::registry::save(disk, path, &self.books.registry()) {
+                    let ticket = disk.ticket(path);
+                    match crate::registry::save(disk, ticket, &self.books.registry()) {
                         Ok(()) => file.written_up_to(changes),
                         Err(cause) => return self.registry_failed(ctx, cause.to_string()),
                     }
@@ -700,6 +701,10 @@ impl Master {
         write: u64,
     ) {
         let registry = self.books.registry();
+        // Its place among writes of the file, taken now: a write of this
+        // master's that ends after its successor's (once it gave up) is
+        // refused.
+        let ticket = disk.ticket(&path);
         // A write that never ends (a disk that hangs) holds back every
         // message: as for one that keeps failing, the master gives up.
         ctx.run_later(REGISTRY_STORE_TIMEOUT, move |master, ctx| {
@@ -718,7 +723,7 @@ impl Master {
         ctx.spawn_future(
             async move {
                 tokio::task::spawn_blocking(move || {
-                    crate::registry::save(&disk, &path, &registry).map_err(|e| e.to_string())
+                    crate::registry::save(&disk, ticket, &registry).map_err(|e| e.to_string())
                 })
                 .await
                 .unwrap_or_else(|_| Err("the thread writing the registry failed".to_owned()))
