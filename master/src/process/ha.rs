@@ -533,31 +533,42 @@ impl super::Master {
     }
 
     /// Elected, with the registry read: takes the next epoch, writes it
-    /// back through the fence, then leads.
+    /// back through the fence (its plan worked out on tokio's blocking
+    /// pool, as every write's), then leads.
     fn take_over(
         &mut self,
         ctx: &mut strata_runtime::ProcessContext<'_, Self>,
-        mut zk: crate::zk_registry::ZkRegistry,
+        zk: crate::zk_registry::ZkRegistry,
         previous: Option<crate::registry::Registry>,
     ) {
         self.take_back(previous);
-        let plan = match zk.plan(&self.books.registry()) {
-            Ok(plan) => plan,
-            Err(cause) => return ctx.fail(format!("cannot write the registry: {cause}")),
-        };
-        let Some(session) = self.ha.as_ref().and_then(|ha| ha.session.clone()) else {
+        let Some((session, simulated)) = self
+            .ha
+            .as_ref()
+            .and_then(|ha| Some((ha.session.clone()?, ha.config.simulated)))
+        else {
             return ctx.fail("elected without a ZooKeeper session");
         };
+        let registry = self.books.registry();
         ctx.spawn_future(
-            async move {
-                let result = crate::zk_registry::ZkRegistry::commit(session, &plan).await;
-                (zk, plan, result)
-            },
-            |master, ctx, (mut zk, plan, result)| {
-                if let Err(cause) = result {
-                    tracing::error!(%cause, "cannot write the registry to ZooKeeper");
-                    return ctx.fail(format!("cannot write the registry to ZooKeeper: {cause}"));
-                }
+            super::ZkWrite::plan_and_commit(zk, registry, session, simulated),
+            |master, ctx, written| {
+                let (mut zk, plan) = match written {
+                    super::ZkWrite::Committed(zk, plan, Ok(())) => (zk, plan),
+                    super::ZkWrite::Committed(_, _, Err(cause)) => {
+                        tracing::error!(%cause, "cannot write the registry to ZooKeeper");
+                        return ctx
+                            .fail(format!("cannot write the registry to ZooKeeper: {cause}"));
+                    }
+                    super::ZkWrite::NotPlanned(_, cause) => {
+                        tracing::error!(%cause, "cannot write the registry");
+                        return ctx.fail(format!("cannot write the registry: {cause}"));
+                    }
+                    super::ZkWrite::Lost => {
+                        tracing::error!("the thread planning the registry's write failed");
+                        return ctx.fail("the thread planning the registry's write failed");
+                    }
+                };
                 zk.committed(plan);
                 master.put_back(zk);
                 let changes = master.books.registry_changes();

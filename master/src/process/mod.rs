@@ -212,6 +212,39 @@ enum ZkWrite {
     Lost,
 }
 
+impl ZkWrite {
+    /// Works out the plan of writing `registry` over what `zk` wrote last
+    /// (every agent's JSON compared with what was written: megabytes at
+    /// 50,000 agents) on tokio's blocking pool, or at once in a
+    /// simulation, so that a run stays the same for its seed; then
+    /// commits it.
+    async fn plan_and_commit(
+        zk: ZkRegistry,
+        registry: crate::registry::Registry,
+        session: std::sync::Arc<dyn strata_zk::Session>,
+        simulated: bool,
+    ) -> ZkWrite {
+        let plan = move || {
+            let mut zk = zk;
+            let plan = zk.plan(&registry);
+            (zk, plan)
+        };
+        let planned = if simulated {
+            Ok(plan())
+        } else {
+            tokio::task::spawn_blocking(plan).await
+        };
+        match planned {
+            Err(_) => ZkWrite::Lost,
+            Ok((zk, Err(cause))) => ZkWrite::NotPlanned(zk, cause),
+            Ok((zk, Ok(plan))) => {
+                let result = ZkRegistry::commit(session, &plan).await;
+                ZkWrite::Committed(zk, plan, result)
+            }
+        }
+    }
+}
+
 /// Where a durable master keeps its registry, and what it wrote last.
 #[derive(Debug)]
 struct RegistryFile {
@@ -785,27 +818,8 @@ impl Master {
             return ctx.fail("no ZooKeeper session to write the registry in");
         };
         let simulated = self.ha.as_ref().is_some_and(|ha| ha.config.simulated);
-        let plan = move || {
-            let mut zk = zk;
-            let plan = zk.plan(&registry);
-            (zk, plan)
-        };
         ctx.spawn_future(
-            async move {
-                let planned = if simulated {
-                    Ok(plan())
-                } else {
-                    tokio::task::spawn_blocking(plan).await
-                };
-                match planned {
-                    Err(_) => ZkWrite::Lost,
-                    Ok((zk, Err(cause))) => ZkWrite::NotPlanned(zk, cause),
-                    Ok((zk, Ok(plan))) => {
-                        let result = ZkRegistry::commit(session, &plan).await;
-                        ZkWrite::Committed(zk, plan, result)
-                    }
-                }
-            },
+            ZkWrite::plan_and_commit(zk, registry, session, simulated),
             move |master, ctx, written| {
                 let (zk, plan, result) = match written {
                     ZkWrite::Committed(zk, plan, result) => (zk, plan, result),
