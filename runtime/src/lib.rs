@@ -73,4 +73,4 @@ pub use supervision::{Failure, RestartPolicy};
 pub use tls::{CertificateAuthority, PeerIdentity, Role, TlsMaterial};
 pub use transport::quic::QuicConfig;
 pub use transport::{PeerInfo, SendError, TransportError};
-pub use upid::{Incarnation, Upid, UpidParseError};
+pub use upid::{Incarnation, ProcessName, Upid, UpidParseError};

@@ -104,6 +104,36 @@ impl Upid {
     pub fn same_name(&self, other: &Upid) -> bool {
         self.addr == other.addr && self.id == other.id
     }
+
+    /// Its id and node address without the incarnation, as a key (cheap:
+    /// the id is shared, not copied or formatted).
+    pub fn name(&self) -> ProcessName {
+        ProcessName {
+            addr: self.addr,
+            id: self.id.clone(),
+        }
+    }
+}
+
+/// A process's id and its node's address, whatever the node's
+/// incarnation ([`Upid::name`]): what a restarted node's process is known
+/// by again. Ordered by address, then id.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcessName {
+    addr: SocketAddr,
+    id: Arc<str>,
+}
+
+impl fmt::Display for ProcessName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.addr)
+    }
+}
+
+impl fmt::Debug for ProcessName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl PartialEq for Upid {
@@ -321,6 +351,10 @@ mod tests {
         assert_eq!(typed.incarnation(), Incarnation::ANY);
         let first = typed.with_incarnation(Incarnation(7));
         let second = typed.with_incarnation(Incarnation(8));
+        assert_eq!(first.name(), second.name());
+        assert_eq!(first.name().to_string(), first.to_string());
+        let elsewhere: Upid = format!("{}@127.0.0.9:1", first.id()).parse().unwrap();
+        assert_ne!(elsewhere.name(), first.name());
         assert_ne!(first, second);
         assert!(first.same_name(&second));
         assert!(Incarnation::ANY.admits(Incarnation(7)));

@@ -109,7 +109,7 @@ impl Books {
         }
         // A retried registration from an agent already admitted: answer
         // again with the same id.
-        if let Some(agent_id) = self.agents_by_pid.get(&pid.to_string()).cloned() {
+        if let Some(agent_id) = self.agents_by_pid.get(&pid.name()).cloned() {
             if let Some(reason) = self.bound_elsewhere(&agent_id, certificate_name) {
                 self.denied += 1;
                 return self.refuse_agent(pid, reason, out);
@@ -226,7 +226,7 @@ impl Books {
         }
         match self.agents.insert(agent_id.clone(), entry) {
             Some(old) => {
-                self.agents_by_pid.remove(&old.pid.to_string());
+                self.agents_by_pid.remove(&old.pid.name());
             }
             None => {
                 *self
@@ -237,7 +237,7 @@ impl Books {
         }
         self.agent_recovered(&agent_id);
         self.registry_agent_changed(&agent_id);
-        self.agents_by_pid.insert(pid.to_string(), agent_id);
+        self.agents_by_pid.insert(pid.name(), agent_id);
         out.push(Command::Link(pid));
     }
 
@@ -587,7 +587,7 @@ impl Books {
     }
 
     pub(super) fn pong(&mut self, from: &Upid, sequence: u64) {
-        let Some(agent_id) = self.agents_by_pid.get(&from.to_string()) else {
+        let Some(agent_id) = self.agents_by_pid.get(&from.name()) else {
             return;
         };
         if let Some(agent) = self.agents.get_mut_unseen(agent_id)

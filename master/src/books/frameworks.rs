@@ -169,8 +169,8 @@ impl Books {
                 // A failover: the new scheduler takes over. Its role stays
                 // the one the allocator knows.
                 if let Some(old) = framework.pid.replace(pid.clone()) {
-                    self.frameworks_by_pid.remove(&old.to_string());
-                    if old.to_string() != pid.to_string() {
+                    self.frameworks_by_pid.remove(&old.name());
+                    if !old.same_name(&pid) {
                         out.push(Command::ToScheduler(
                             old,
                             ToScheduler::Error {
@@ -220,7 +220,7 @@ impl Books {
             }
         }
         self.frameworks_by_pid
-            .insert(pid.to_string(), framework_id.clone());
+            .insert(pid.name(), framework_id.clone());
         self.registry_changed();
         out.push(Command::Link(pid.clone()));
         out.push(Command::ToScheduler(
@@ -310,7 +310,7 @@ impl Books {
         };
         let timeout = framework.info.failover_timeout;
         if let Some(pid) = framework.pid.take() {
-            self.frameworks_by_pid.remove(&pid.to_string());
+            self.frameworks_by_pid.remove(&pid.name());
         }
         if timeout.is_zero() {
             self.remove_framework(now, framework_id, "its scheduler disconnected", out);
@@ -417,7 +417,7 @@ impl Books {
         framework.removing = Some(reason.to_owned());
         framework.failover_deadline = None;
         if let Some(pid) = framework.pid.take() {
-            self.frameworks_by_pid.remove(&pid.to_string());
+            self.frameworks_by_pid.remove(&pid.name());
         }
         self.allocator.suppress(framework_id);
         if self.removed_frameworks.len() == super::REMOVED_FRAMEWORKS_KEPT {

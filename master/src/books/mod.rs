@@ -33,7 +33,7 @@ use strata_protocol::{
     AgentId, AgentInfo, Filters, FrameworkId, FrameworkInfo, Offer, OfferConstraint, OfferId,
     Resources, Task, TaskId, ToAgent, ToMaster, ToScheduler,
 };
-use strata_runtime::{PeerIdentity, Role, Upid};
+use strata_runtime::{PeerIdentity, ProcessName, Role, Upid};
 
 use crate::allocator::{Allocator, HierarchicalAllocator, Policy};
 use crate::authorization::Authorizer;
@@ -343,8 +343,8 @@ pub struct Books {
     next_offer: u64,
     allocator: Box<dyn Allocator>,
     agents: Tracked<AgentId, AgentEntry>,
-    /// Agent ids by process address text (incarnation left out).
-    agents_by_pid: BTreeMap<String, AgentId>,
+    /// Agent ids by process name (the address, incarnation left out).
+    agents_by_pid: BTreeMap<ProcessName, AgentId>,
     /// When each active agent is pinged next: the tick takes those that
     /// are due without a pass over every agent. An entry whose agent is
     /// gone, not active or due at another time is stale, and is dropped
@@ -358,7 +358,7 @@ pub struct Books {
     /// superset; a framework's entry goes with it.
     framework_agents: BTreeMap<FrameworkId, BTreeSet<AgentId>>,
     frameworks: Tracked<FrameworkId, FrameworkEntry>,
-    frameworks_by_pid: BTreeMap<String, FrameworkId>,
+    frameworks_by_pid: BTreeMap<ProcessName, FrameworkId>,
     /// Frameworks this master removed, most recent last, so one cannot
     /// come back under its old id (at most [`REMOVED_FRAMEWORKS_KEPT`]).
     removed_frameworks: std::collections::VecDeque<FrameworkId>,
@@ -621,7 +621,7 @@ impl Books {
             Input::Continue => self.allocate_slice(now, &mut out),
             Input::Exited(pid) => self.exited(now, &pid, &mut out),
             Input::OffersNotSent { to, offers } => {
-                if let Some(framework_id) = self.frameworks_by_pid.get(&to.to_string()).cloned() {
+                if let Some(framework_id) = self.frameworks_by_pid.get(&to.name()).cloned() {
                     self.give_back(
                         now,
                         &framework_id,
@@ -857,7 +857,7 @@ impl Books {
         data: strata_runtime::Blob,
         out: &mut Vec<Command>,
     ) {
-        let Some(agent_id) = self.agents_by_pid.get(&from.to_string()).cloned() else {
+        let Some(agent_id) = self.agents_by_pid.get(&from.name()).cloned() else {
             return;
         };
         self.tell_scheduler(
@@ -902,7 +902,7 @@ impl Books {
     }
 
     fn exited(&mut self, now: Instant, pid: &Upid, out: &mut Vec<Command>) {
-        if let Some(framework_id) = self.frameworks_by_pid.get(&pid.to_string()).cloned() {
+        if let Some(framework_id) = self.frameworks_by_pid.get(&pid.name()).cloned() {
             self.disconnect_framework(now, &framework_id, out);
         }
         // An agent's broken link means "state unknown": pings decide.

@@ -33,7 +33,7 @@ impl Books {
         executor_id: strata_protocol::ExecutorId,
         out: &mut Vec<Command>,
     ) {
-        let Some(agent_id) = self.agents_by_pid.get(&from.to_string()).cloned() else {
+        let Some(agent_id) = self.agents_by_pid.get(&from.name()).cloned() else {
             return;
         };
         let released = self.agents.get_mut(&agent_id).and_then(|agent| {

@@ -127,7 +127,7 @@ impl Books {
         }
         if let Some(agent) = self.agents.remove(agent_id) {
             // Its address may be another agent's by now.
-            let pid = agent.pid.to_string();
+            let pid = agent.pid.name();
             if self.agents_by_pid.get(&pid) == Some(agent_id) {
                 self.agents_by_pid.remove(&pid);
             }

@@ -149,7 +149,7 @@ impl Books {
             }
             self.registry_entry_stale(&agent_id);
             self.agents_by_pid
-                .insert(agent.pid.to_string(), agent_id.clone());
+                .insert(agent.pid.name(), agent_id.clone());
             *self
                 .agents_per_certificate
                 .entry(agent.certificate_name.clone())

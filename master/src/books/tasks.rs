@@ -30,7 +30,7 @@ impl Books {
         out: &mut Vec<Command>,
     ) {
         // Only an admitted agent reports statuses, and only for its tasks.
-        let Some(agent_id) = self.agents_by_pid.get(&from.to_string()).cloned() else {
+        let Some(agent_id) = self.agents_by_pid.get(&from.name()).cloned() else {
             return;
         };
         let task_id = status.task_id.clone();
