@@ -20,10 +20,10 @@
 //! A file written from more than one thread (the master's registry,
 //! written in the background, by a master that its supervisor may have
 //! replaced while a write was under way) is written with a
-//! [`WriteTicket`], taken when the write is decided: writes of one file
-//! in one process then never overlap, and one whose ticket is older than
-//! a write already made is refused rather than landing over newer
-//! contents.
+//! [`WriteTicket`], taken when the write is decided: each such write has
+//! a temporary file of its own, they are put in place one at a time, and
+//! one whose ticket is older than a write already put in place is refused
+//! rather than landing over newer contents.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -117,26 +117,35 @@ impl Disk {
         }
     }
 
-    /// [`Disk::write_atomically`] to the ticket's path, once no other
-    /// write of it in this process is under way; refused (and the file
-    /// left as it is) if a write with a later ticket was made already.
+    /// [`Disk::write_atomically`] to the ticket's path, refused (and the
+    /// file left as it is) if a write with a later ticket was put in
+    /// place already. The contents go to a temporary file of the ticket's
+    /// own and are synced first; only putting it in place (the rename and
+    /// the directory's sync) waits for another write of the file in this
+    /// process to be put in place, so a write that hangs on its data
+    /// holds back no other.
     pub fn write_in_order(&self, ticket: WriteTicket, contents: &[u8]) -> io::Result<()> {
         let Some(order) = &ticket.order else {
             return self.write_atomically(&ticket.path, contents);
         };
+        let aside = write_aside(&ticket.path, &format!("tmp.{}", ticket.number), contents)?;
         let mut written = order
             .written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if *written > ticket.number {
+            drop(written);
+            let _ = fs::remove_file(&aside);
             return Err(io::Error::other(format!(
                 "{} was written by a later write already; this one is out of date",
                 ticket.path.display()
             )));
         }
-        self.write_atomically(&ticket.path, contents)?;
+        // Set first: a rename that happened before its directory's sync
+        // failed holds this write's contents, which no older one may
+        // replace.
         *written = ticket.number;
-        Ok(())
+        put_in_place(&aside, &ticket.path)
     }
 
     /// [`read_bounded`] on this disk.
@@ -294,19 +303,33 @@ fn file_orders() -> &'static Mutex<HashMap<PathBuf, Arc<FileOrder>>> {
 /// Writes `contents` to `path` atomically and durably, creating the
 /// parent directories.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))?;
-    create_dir_all(dir)?;
+    let aside = write_aside(path, "tmp", contents)?;
+    put_in_place(&aside, path)
+}
+
+/// Writes and syncs `contents` to a temporary file beside `path` (its
+/// name and `.{suffix}`), creating the parent directories; its path.
+fn write_aside(path: &Path, suffix: &str, contents: &[u8]) -> io::Result<PathBuf> {
+    create_dir_all(parent_of(path)?)?;
     let mut aside = path.as_os_str().to_owned();
-    aside.push(".tmp");
-    let aside = std::path::PathBuf::from(aside);
+    aside.push(".");
+    aside.push(suffix);
+    let aside = PathBuf::from(aside);
     let mut file = fs::File::create(&aside)?;
     file.write_all(contents)?;
     file.sync_all()?;
-    drop(file);
-    fs::rename(&aside, path)?;
-    fs::File::open(dir)?.sync_all()
+    Ok(aside)
+}
+
+/// Renames `aside` over `path` and syncs the directory.
+fn put_in_place(aside: &Path, path: &Path) -> io::Result<()> {
+    fs::rename(aside, path)?;
+    fs::File::open(parent_of(path)?)?.sync_all()
+}
+
+fn parent_of(path: &Path) -> io::Result<&Path> {
+    path.parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))
 }
 
 /// Reads `path` whole if it holds at most `limit` bytes.
@@ -465,10 +488,20 @@ mod tests {
         assert_eq!(read_bounded(&path, 100).unwrap(), b"second");
         disk.write_in_order(third, b"third").unwrap();
         assert_eq!(read_bounded(&path, 100).unwrap(), b"third");
-        // Another file keeps an order of its own.
+        // Another file keeps an order of its own: its ticket, taken
+        // before a later one of the first file, still writes after it.
         let other = dir.join("other.json");
-        disk.write_in_order(disk.ticket(&other), b"other").unwrap();
+        let (early, later) = (disk.ticket(&other), disk.ticket(&path));
+        disk.write_in_order(later, b"fourth").unwrap();
+        disk.write_in_order(early, b"other").unwrap();
         assert_eq!(read_bounded(&other, 100).unwrap(), b"other");
+        // No write leaves its temporary file behind, refused or not.
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["other.json", "registry.json"]);
         // A simulated disk writes in the order it is asked to.
         let sim = Disk::simulated(&SimDisk::default());
         let (early, late) = (sim.ticket(&path), sim.ticket(&path));

@@ -536,7 +536,8 @@ fn quic_on_a_thread_of_its_own_carries_messages_and_links() {
         }
         ten_thousand_in_order(&a, &b).await;
         // QUIC goes on while the processes' thread is busy: a message
-        // sent with this thread blocked from then on reaches `b`'s QUIC.
+        // sent with this thread blocked from then on (outside a process's
+        // callback, so QUIC's thread is woken at once) reaches `b`'s QUIC.
         let received = b.metrics().bytes_received;
         let sink = b.pid("anyone").unwrap();
         a.send(&a.pid("sender").unwrap(), &sink, 1u64).unwrap();

@@ -122,8 +122,9 @@ struct Slot {
     generation: u64,
     queue: mpsc::Sender<Bytes>,
     queued_bytes: Arc<AtomicUsize>,
-    /// How its writer is woken.
-    signal: Arc<PeerSignal>,
+    /// How its writer is woken; declared after `queue`, so that dropping
+    /// the slot closes the queue before it wakes the writer.
+    signal: WriterSignal,
     connection: Option<Connection>,
     incarnation: Option<Incarnation>,
     status: Arc<watch::Sender<DialStatus>>,
@@ -154,11 +155,15 @@ struct Outbox {
     signal: Arc<PeerSignal>,
 }
 
-impl Drop for Slot {
+/// A slot's hold on its writer's signal. Its writer waits on the signal,
+/// not the queue: dropped (after the queue's sender, the slot's field
+/// before it), it wakes the writer to find the queue closed once drained
+/// and finish its stream.
+struct WriterSignal(Arc<PeerSignal>);
+
+impl Drop for WriterSignal {
     fn drop(&mut self) {
-        // Its writer waits on the signal, not the queue: wake it to find
-        // the queue closed (once drained) and finish its stream.
-        self.signal.wake.notify_one();
+        self.0.wake.notify_one();
     }
 }
 
@@ -218,7 +223,9 @@ impl Doorbell {
             self.rung.swap(false, Ordering::AcqRel);
             std::mem::swap(&mut *lock(&self.marked), &mut woken);
             for peer in woken.drain(..) {
-                peer.marked.store(false, Ordering::Release);
+                // A swap, so that a sender that found it marked (and left
+                // the wake to this) is ordered before the wake.
+                peer.marked.swap(false, Ordering::AcqRel);
                 peer.wake.notify_one();
             }
         }
@@ -237,11 +244,11 @@ thread_local! {
 /// peer while the callback still runs. Guards nest; the outermost rings.
 pub(crate) fn hold_wakes() -> WakeHold {
     HELD_WAKES.with(|held| held.borrow_mut().0 += 1);
-    WakeHold(())
+    WakeHold(std::marker::PhantomData)
 }
 
-/// See [`hold_wakes`].
-pub(crate) struct WakeHold(());
+/// See [`hold_wakes`]. Ends on the thread it was taken on (not `Send`).
+pub(crate) struct WakeHold(std::marker::PhantomData<*const ()>);
 
 impl Drop for WakeHold {
     fn drop(&mut self) {
@@ -628,7 +635,7 @@ impl Shared {
             generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
             queue: sender,
             queued_bytes: queued_bytes.clone(),
-            signal: signal.clone(),
+            signal: WriterSignal(signal.clone()),
             connection: None,
             incarnation: None,
             status: Arc::new(watch::channel(status).0),
@@ -1058,7 +1065,7 @@ impl Transport for QuicTransport {
             match slot.queue.try_send(bytes) {
                 Ok(()) => {
                     slot.queued_bytes.fetch_add(cost, Ordering::Relaxed);
-                    shared.doorbell.mark(&slot.signal);
+                    shared.doorbell.mark(&slot.signal.0);
                     drop(peers);
                     ring_or_hold(&shared.doorbell);
                     return Ok(());
@@ -1174,12 +1181,23 @@ mod tests {
         }
         assert_eq!(lock(&doorbell.marked).len(), 3, "a peer is listed once");
         doorbell.ring();
-        for peer in &peers {
-            peer.wake.notified().await;
-            assert!(!peer.marked.load(Ordering::Acquire));
-        }
+        let woken = async {
+            for peer in &peers {
+                peer.wake.notified().await;
+                assert!(!peer.marked.load(Ordering::Acquire));
+                // Woken once: no wake is left stored for later.
+                let again = std::pin::pin!(peer.wake.notified());
+                assert!(!again.enable(), "woken twice");
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), woken)
+            .await
+            .expect("every marked writer is woken");
         assert!(!doorbell.rung.load(Ordering::Acquire));
         doorbell.close();
-        ringer.await.expect("the ringer ends when closed");
+        tokio::time::timeout(Duration::from_secs(60), ringer)
+            .await
+            .expect("the ringer ends when closed")
+            .expect("the ringer ran");
     }
 }
