@@ -10,10 +10,10 @@
 //!
 //! Each peer has a bounded send queue (frames and bytes) drained by one
 //! writer task; a full queue refuses the send. A send does not wake its
-//! writer itself: it marks the peer on the transport's [`Doorbell`], and
-//! one task on QUIC's runtime wakes the writers of every marked peer. So a
+//! writer itself: it marks the peer on the transport's doorbell, and one
+//! task on QUIC's runtime wakes the writers of every marked peer. So a
 //! process that sends to a hundred peers in one callback wakes QUIC's
-//! thread once (at the callback's end, see [`hold_wakes`]), not once a
+//! thread once (at the callback's end, see `hold_wakes`), not once a
 //! peer. The reader cuts frames with
 //! [`FrameDecoder`] and hands them to the node; a malformed frame closes
 //! that peer's connection with the reason and nothing else. A dead peer is
