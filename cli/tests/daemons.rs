@@ -266,10 +266,12 @@ fn daemons_can_log_json_lines() {
 fn a_daemon_whose_master_gives_up_exits_with_an_error() {
     let work_dir = common::scratch().join(format!("strata-gives-up-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
-    // The registry's temporary file is a directory: every write fails.
+    // The temporary file of the registry's first write (the process's
+    // first ticket for it, `durable::WriteTicket`) is a directory: the
+    // write that recovery makes fails.
     let registry = strata_master::registry::path(&work_dir);
     let mut aside = registry.clone().into_os_string();
-    aside.push(".tmp");
+    aside.push(".tmp.1");
     std::fs::create_dir_all(&aside).unwrap();
     let mut daemon = std::process::Command::new(STRATA)
         .args(["master", "--port", "0", "--work-dir"])
