@@ -138,8 +138,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Registry, RegistryError> {
 
 /// Writes the registry atomically and durably to the ticket's file, in
 /// its place among this process's writes of it ([`Disk::ticket`], taken
-/// when the write was decided): a write of a master since replaced that
-/// ends after its successor's is refused rather than landing over it.
+/// when the write was decided): a write of a master since replaced, put
+/// in place after its successor's, is refused rather than landing over
+/// it.
 pub fn save(disk: &Disk, ticket: WriteTicket, registry: &Registry) -> Result<(), RegistryError> {
     let path = ticket.path().to_owned();
     let json = serde_json::to_vec(registry).map_err(|e| RegistryError::Invalid {

@@ -286,7 +286,7 @@ impl WriteTicket {
 }
 
 /// The writes of one file in this process: tickets taken, and the ticket
-/// of the last write made (its lock is held while a write is under way).
+/// of the last write put in place (its lock is held while one is).
 #[derive(Debug, Default)]
 struct FileOrder {
     taken: std::sync::atomic::AtomicU64,
@@ -308,22 +308,35 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
 }
 
 /// Writes and syncs `contents` to a temporary file beside `path` (its
-/// name and `.{suffix}`), creating the parent directories; its path.
+/// name and `.{suffix}`), creating the parent directories; its path. A
+/// write that fails takes its temporary file away again (a full disk
+/// retried is not filled further by each try's part).
 fn write_aside(path: &Path, suffix: &str, contents: &[u8]) -> io::Result<PathBuf> {
     create_dir_all(parent_of(path)?)?;
     let mut aside = path.as_os_str().to_owned();
     aside.push(".");
     aside.push(suffix);
     let aside = PathBuf::from(aside);
-    let mut file = fs::File::create(&aside)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    Ok(aside)
+    let written = fs::File::create(&aside).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()
+    });
+    match written {
+        Ok(()) => Ok(aside),
+        Err(error) => {
+            let _ = fs::remove_file(&aside);
+            Err(error)
+        }
+    }
 }
 
-/// Renames `aside` over `path` and syncs the directory.
+/// Renames `aside` over `path` and syncs the directory; `aside` is taken
+/// away if it was not renamed.
 fn put_in_place(aside: &Path, path: &Path) -> io::Result<()> {
-    fs::rename(aside, path)?;
+    if let Err(error) = fs::rename(aside, path) {
+        let _ = fs::remove_file(aside);
+        return Err(error);
+    }
     fs::File::open(parent_of(path)?)?.sync_all()
 }
 
@@ -495,7 +508,13 @@ mod tests {
         disk.write_in_order(later, b"fourth").unwrap();
         disk.write_in_order(early, b"other").unwrap();
         assert_eq!(read_bounded(&other, 100).unwrap(), b"other");
-        // No write leaves its temporary file behind, refused or not.
+        // One that cannot be put in place (the file is a directory) fails.
+        let blocked = dir.join("blocked");
+        fs::create_dir_all(blocked.join("inside")).unwrap();
+        assert!(disk.write_in_order(disk.ticket(&blocked), b"x").is_err());
+        fs::remove_dir_all(&blocked).unwrap();
+        // No write leaves its temporary file behind, refused, failed or
+        // not.
         let mut left: Vec<String> = fs::read_dir(&dir)
             .unwrap()
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
