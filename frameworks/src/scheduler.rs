@@ -7,7 +7,9 @@
 //! failover), acknowledging status updates on delivery (unless asked not
 //! to), and reconciling its tasks after every (re)registration: each task
 //! it launched or heard of is asked about until the master answers, with
-//! backoff, and then every task the master knows. The
+//! backoff, and then every task the master knows; and asking about the
+//! tasks it launched and heard nothing of since, at regular looks (a
+//! launch lost on its way is answered as lost). The
 //! [`SchedulerDriver`] given to every callback accepts, declines, kills,
 //! revives and so on; every call is a message, nothing is buffered (the
 //! driver remembers only its framework's unfinished tasks).
@@ -159,6 +161,14 @@ pub struct SchedulerConfig {
     /// of every task it knows; tasks not answered within this are asked
     /// again, the wait doubling up to [`MAX_RECONCILE_BACKOFF`].
     pub reconcile_backoff: Duration,
+    /// How often the driver looks for tasks it launched and has heard
+    /// nothing of since. A task still unheard of at the next look (so
+    /// after one to two of these) is asked about, and again at each look
+    /// until the master answers: a launch the master never received
+    /// (messages are delivered at most once, and a master whose mailbox
+    /// stays full drops what waits too long) is then answered as lost
+    /// rather than waited on forever.
+    pub unheard_launch_check: Duration,
     /// The leading master as it changes (found in ZooKeeper); without
     /// it the scheduler follows `master` alone.
     pub leader: Option<tokio::sync::watch::Receiver<Option<Upid>>>,
@@ -179,6 +189,7 @@ impl SchedulerConfig {
             implicit_acknowledgements: true,
             resubscribe_interval: Duration::from_secs(2),
             reconcile_backoff: Duration::from_secs(1),
+            unheard_launch_check: Duration::from_secs(10),
             leader: None,
         }
     }
@@ -194,6 +205,10 @@ struct State {
     tasks: BTreeMap<TaskId, Option<AgentId>>,
     /// Tasks of the current reconciliation not answered yet.
     unanswered: BTreeSet<TaskId>,
+    /// Tasks launched and not heard of since: those launched since the
+    /// last look for them, and those already unheard of then (see
+    /// [`SchedulerConfig::unheard_launch_check`]).
+    unheard: [BTreeSet<TaskId>; 2],
     /// Bumped by every reconciliation, so older retries stand down.
     reconciliation: u64,
     /// The master followed: older masters' messages are ignored.
@@ -214,6 +229,7 @@ impl State {
             subscribed: false,
             tasks: BTreeMap::new(),
             unanswered: BTreeSet::new(),
+            unheard: Default::default(),
             reconciliation: 0,
             master_epoch: Default::default(),
         }
@@ -222,6 +238,9 @@ impl State {
     /// Keeps the driver's view of a task in step with what it hears.
     fn track(&mut self, status: &TaskStatus) {
         self.unanswered.remove(&status.task_id);
+        for unheard in &mut self.unheard {
+            unheard.remove(&status.task_id);
+        }
         if status.state.is_terminal() {
             self.tasks.remove(&status.task_id);
         } else {
@@ -298,6 +317,7 @@ impl<S: Scheduler> SchedulerDriver<'_, '_, S> {
                         self.state
                             .tasks
                             .insert(task.task_id.clone(), Some(task.agent_id.clone()));
+                        self.state.unheard[0].insert(task.task_id.clone());
                     }
                 }
             }
@@ -472,9 +492,13 @@ impl<S: Scheduler> SchedulerProcess<S> {
     }
 
     fn reconcile_unanswered(&mut self, ctx: &mut ProcessContext<'_, Self>) {
-        let asked: Vec<ReconcileTask> = self
-            .state
-            .unanswered
+        let unanswered = self.state.unanswered.clone();
+        self.ask_about(ctx, &unanswered);
+    }
+
+    /// Asks the master for the states of `tasks`.
+    fn ask_about(&mut self, ctx: &mut ProcessContext<'_, Self>, tasks: &BTreeSet<TaskId>) {
+        let asked: Vec<ReconcileTask> = tasks
             .iter()
             .map(|task_id| ReconcileTask {
                 task_id: task_id.clone(),
@@ -510,6 +534,25 @@ impl<S: Scheduler> SchedulerProcess<S> {
             let next = (delay * 2).min(MAX_RECONCILE_BACKOFF);
             process.retry_reconciliation(ctx, reconciliation, next);
         });
+    }
+
+    /// Asks about the tasks launched and unheard of since the last look
+    /// (the answer may be that the master never heard of them either);
+    /// the rest are looked at next time.
+    fn check_unheard_launches(&mut self, ctx: &mut ProcessContext<'_, Self>) {
+        let [recent, older] = &mut self.state.unheard;
+        let asked = std::mem::replace(older, std::mem::take(recent));
+        // While not subscribed, the reconciliation that follows
+        // subscribing asks about every task.
+        if asked.is_empty() || !self.state.subscribed {
+            return;
+        }
+        debug!(
+            tasks = asked.len(),
+            "asking about launched tasks not heard of since"
+        );
+        self.ask_about(ctx, &asked);
+        self.state.unheard[1].extend(asked);
     }
 
     /// Another master leads: it is subscribed with at once.
@@ -561,6 +604,9 @@ impl<S: Scheduler> Process for SchedulerProcess<S> {
         self.subscribe(ctx);
         ctx.run_every(self.state.config.resubscribe_interval, |process, ctx| {
             process.subscribe(ctx)
+        });
+        ctx.run_every(self.state.config.unheard_launch_check, |process, ctx| {
+            process.check_unheard_launches(ctx)
         });
     }
 

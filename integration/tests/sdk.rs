@@ -129,58 +129,118 @@ async fn next(
     }
 }
 
+/// A master played by the test, and the SDK's scheduler (spawned with
+/// `config`, given the master's address) subscribed with it and launched
+/// one task, `t` on agent `S1`: the master's node, its inbox (the
+/// launch taken from it) and the scheduler.
+async fn subscribed_and_launched(
+    ca: &CertificateAuthority,
+    config: impl FnOnce(strata_runtime::Upid) -> SchedulerConfig,
+) -> (
+    strata_runtime::Node,
+    strata_runtime::Inbox<strata_protocol::ToMaster>,
+    strata_runtime::Upid,
+) {
+    use strata_protocol::{AgentId, Attributes, OfferId, ToMaster, ToScheduler};
+    let master_node = node(ca, Role::Master, "master").await;
+    let mut master = master_node.inbox::<ToMaster>("master", 64).unwrap();
+    let schedulers = node(ca, Role::Framework, "schedulers").await;
+    // Named as users name it, so any incarnation of it is the master.
+    let master_pid = format!("master@{}", master_node.addr()).parse().unwrap();
+    let scheduler = scheduler::spawn(&schedulers, "scheduler", config(master_pid), || {
+        LaunchOnce { launched: false }
+    })
+    .unwrap();
+    let framework_id = FrameworkId::new("F1").unwrap();
+    assert!(matches!(
+        next(&mut master).await,
+        ToMaster::Subscribe { .. }
+    ));
+    let subscribed = ToScheduler::Subscribed {
+        framework_id: framework_id.clone(),
+        epoch: 1,
+    };
+    master.send(&scheduler, subscribed).unwrap();
+    let offer = Offer {
+        id: OfferId::new("O1").unwrap(),
+        framework_id,
+        agent_id: AgentId::new("S1").unwrap(),
+        hostname: "h".into(),
+        agent_address: master_node.addr(),
+        resources: r("cpus:1"),
+        attributes: Attributes::default(),
+    };
+    master
+        .send(&scheduler, ToScheduler::Offers(vec![offer]))
+        .unwrap();
+    loop {
+        if let ToMaster::Accept { .. } = next(&mut master).await {
+            break;
+        }
+    }
+    (master_node, master, scheduler)
+}
+
+/// The master played by the test answers the SDK's question about task
+/// `t` on `S1` with `state`; the SDK asks about it no more within a
+/// second.
+async fn answer_then_no_more_questions(
+    master: &mut strata_runtime::Inbox<strata_protocol::ToMaster>,
+    scheduler: &strata_runtime::Upid,
+    state: TaskState,
+) {
+    use strata_protocol::{AgentId, Reason, Source, ToMaster, ToScheduler};
+    let status = TaskStatus {
+        task_id: strata_protocol::TaskId::new("t").unwrap(),
+        state,
+        source: Source::Master,
+        reason: Some(Reason::Reconciliation),
+        message: String::new(),
+        agent_id: Some(AgentId::new("S1").unwrap()),
+        executor_id: None,
+        update_id: None,
+        timestamp_ms: 0,
+        sandbox: None,
+    };
+    master
+        .send(scheduler, ToScheduler::Update { status })
+        .unwrap();
+    while let Some(strata_runtime::Received::Message(_, message)) =
+        master.recv_within(std::time::Duration::from_secs(1)).await
+    {
+        if let ToMaster::Reconcile { tasks, .. } = message {
+            assert!(
+                tasks.iter().all(|task| task.task_id.as_str() != "t"),
+                "asked again after the answer: {tasks:?}"
+            );
+        }
+    }
+}
+
 /// A master played by the test: it takes the SDK through a launch and a
 /// master failover, then leaves the reconciliation unanswered twice. The
 /// SDK asks again with backoff until answered, and then stops asking.
 #[test]
 fn the_sdk_reconciles_its_tasks_until_the_master_answers() {
     use std::time::Duration;
-    use strata_protocol::{AgentId, Attributes, OfferId, Reason, Source, ToMaster, ToScheduler};
-    use strata_runtime::Received;
+    use strata_protocol::{AgentId, ToMaster, ToScheduler};
 
     actix_rt::System::new().block_on(async {
         let ca = CertificateAuthority::generate("cluster").unwrap();
-        let master_node = node(&ca, Role::Master, "master").await;
-        let mut master = master_node.inbox::<ToMaster>("master", 64).unwrap();
-        let schedulers = node(&ca, Role::Framework, "schedulers").await;
-        // Named as users name it, so any incarnation of it is the master.
-        let master_pid = format!("master@{}", master_node.addr()).parse().unwrap();
-        let mut config = SchedulerConfig::new(master_pid, FrameworkInfo::new("reconciling", "u"));
-        config.resubscribe_interval = Duration::from_millis(100);
-        config.reconcile_backoff = Duration::from_millis(100);
-        let scheduler = scheduler::spawn(&schedulers, "scheduler", config, || LaunchOnce {
-            launched: false,
+        // Registration, an offer, a launch.
+        let (master_node, master, scheduler) = subscribed_and_launched(&ca, |master| {
+            let mut config = SchedulerConfig::new(master, FrameworkInfo::new("reconciling", "u"));
+            config.resubscribe_interval = Duration::from_millis(100);
+            config.reconcile_backoff = Duration::from_millis(100);
+            config
         })
-        .unwrap();
+        .await;
         let framework_id = FrameworkId::new("F1").unwrap();
         let agent_id = AgentId::new("S1").unwrap();
-        // Registration, an offer, a launch.
-        assert!(matches!(
-            next(&mut master).await,
-            ToMaster::Subscribe { .. }
-        ));
         let subscribed = ToScheduler::Subscribed {
             framework_id: framework_id.clone(),
             epoch: 1,
         };
-        master.send(&scheduler, subscribed.clone()).unwrap();
-        let offer = Offer {
-            id: OfferId::new("O1").unwrap(),
-            framework_id: framework_id.clone(),
-            agent_id: agent_id.clone(),
-            hostname: "h".into(),
-            agent_address: master_node.addr(),
-            resources: r("cpus:1"),
-            attributes: Attributes::default(),
-        };
-        master
-            .send(&scheduler, ToScheduler::Offers(vec![offer]))
-            .unwrap();
-        loop {
-            if let ToMaster::Accept { .. } = next(&mut master).await {
-                break;
-            }
-        }
 
         // The master fails over: its node goes, a new one takes its
         // address, and the scheduler subscribes again with its id.
@@ -224,29 +284,42 @@ fn the_sdk_reconciles_its_tasks_until_the_master_answers() {
                 asked += 1;
             }
         }
-        let status = TaskStatus {
-            task_id: strata_protocol::TaskId::new("t").unwrap(),
-            state: TaskState::Running,
-            source: Source::Master,
-            reason: Some(Reason::Reconciliation),
-            message: String::new(),
-            agent_id: Some(agent_id),
-            executor_id: None,
-            update_id: None,
-            timestamp_ms: 0,
-            sandbox: None,
-        };
-        master
-            .send(&scheduler, ToScheduler::Update { status })
-            .unwrap();
         // Answered: no more questions about it (the backoff had reached
         // 400 ms; a second is more than two more rounds).
-        while let Some(Received::Message(_, message)) =
-            master.recv_within(Duration::from_secs(1)).await
-        {
-            if let ToMaster::Reconcile { tasks, .. } = message {
-                assert!(tasks.is_empty(), "asked again after the answer: {tasks:?}");
+        answer_then_no_more_questions(&mut master, &scheduler, TaskState::Running).await;
+    });
+}
+
+/// A master played by the test receives a launch and says nothing of it,
+/// as when the launch was lost on its way. The SDK asks about the task at
+/// its next looks for unheard-of launches, and stops once answered.
+#[test]
+fn the_sdk_asks_about_a_launch_it_never_heard_of() {
+    use std::time::Duration;
+    use strata_protocol::{AgentId, ToMaster};
+
+    actix_rt::System::new().block_on(async {
+        let ca = CertificateAuthority::generate("cluster").unwrap();
+        let (_master_node, mut master, scheduler) = subscribed_and_launched(&ca, |master| {
+            let mut config = SchedulerConfig::new(master, FrameworkInfo::new("unheard", "u"));
+            config.unheard_launch_check = Duration::from_millis(100);
+            config
+        })
+        .await;
+        let agent_id = AgentId::new("S1").unwrap();
+        // Nothing said of the launch: the SDK asks, and asks again.
+        let mut asked = 0;
+        while asked < 2 {
+            if let ToMaster::Reconcile { tasks, .. } = next(&mut master).await
+                && tasks.iter().any(|task| task.task_id.as_str() == "t")
+            {
+                assert_eq!(tasks.len(), 1, "only the unheard-of task: {tasks:?}");
+                assert_eq!(tasks[0].agent_id.as_ref(), Some(&agent_id));
+                asked += 1;
             }
         }
+        // Answered: no more questions about it (it was asked every 100
+        // ms; a second is many more looks).
+        answer_then_no_more_questions(&mut master, &scheduler, TaskState::Lost).await;
     });
 }
