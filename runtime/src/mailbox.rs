@@ -7,7 +7,10 @@
 //! holds at most twice its capacity. A full queue refuses a message
 //! at once ([`MailboxSender::try_send`]) or lets a remote reader wait for
 //! room ([`MailboxSender::send_waiting`]); signals always enter, and there
-//! are at most as many as the links a process made.
+//! are at most as many as the links a process made. Remote readers queue
+//! behind those already waiting ([`MailboxSender::try_send_remote`]): all
+//! waiting are let in when the process next takes its queue, before
+//! readers that came since can fill the room made.
 //!
 //! Why not actix's mailbox or a tokio channel: a send here is one
 //! uncontended lock and a push into a ring buffer that is reused, and the
@@ -38,6 +41,8 @@ struct Queue<M> {
     waker: Option<Waker>,
     /// False once the process's actor is gone.
     open: bool,
+    /// Remote readers waiting for room ([`MailboxSender::send_waiting`]).
+    waiting: usize,
 }
 
 struct Shared<M> {
@@ -98,6 +103,7 @@ pub(crate) fn mailbox<M>(capacity: usize) -> (MailboxSender<M>, MailboxReceiver<
             messages: 0,
             waker: None,
             open: true,
+            waiting: 0,
         }),
         capacity: capacity.max(1),
         freed: Notify::new(),
@@ -116,13 +122,29 @@ pub(crate) fn mailbox<M>(capacity: usize) -> (MailboxSender<M>, MailboxReceiver<
 impl<M> MailboxSender<M> {
     /// Queues a message if there is room, at once.
     pub(crate) fn try_send(&self, delivery: Delivery<M>) -> Result<(), Refused<M>> {
+        self.push(delivery, usize::MAX)
+    }
+
+    /// Queues a message from a remote reader if there is room and no
+    /// other reader waits for it, at once; refused as full otherwise, for
+    /// the reader to wait behind them ([`MailboxSender::send_waiting`]).
+    /// Readers that came later taking the room first, a reader woken for
+    /// it could find the queue full again each time, and wait until it
+    /// gave up: its message lost, though the process was keeping up.
+    pub(crate) fn try_send_remote(&self, delivery: Delivery<M>) -> Result<(), Refused<M>> {
+        self.push(delivery, 0)
+    }
+
+    /// Queues a message if there is room and no more than `waiting`
+    /// readers wait for room.
+    fn push(&self, delivery: Delivery<M>, waiting: usize) -> Result<(), Refused<M>> {
         let shared = &self.shared;
         let waker = {
             let mut queue = shared.lock();
             if !queue.open {
                 return Err(Refused::Closed(delivery));
             }
-            if queue.messages >= shared.capacity {
+            if queue.messages >= shared.capacity || queue.waiting > waiting {
                 return Err(Refused::Full(delivery));
             }
             queue.messages += 1;
@@ -134,15 +156,22 @@ impl<M> MailboxSender<M> {
     }
 
     /// Queues a message, waiting for room as long as the caller lets this
-    /// future run. `false` if the mailbox closed.
+    /// future run, behind the readers already waiting: it is let in when
+    /// the process next takes its queue. `false` if the mailbox closed.
     pub(crate) async fn send_waiting(&self, mut delivery: Delivery<M>) -> bool {
+        // Counted before trying, so a process taking its queue meanwhile
+        // lets it in.
+        let _waiting = Waiting::new(&self.shared);
+        let mut others = 1;
         loop {
             let freed = self.shared.freed.notified();
             tokio::pin!(freed);
             // Registered before trying, so room made between the try and
             // the wait is not missed.
             freed.as_mut().enable();
-            match self.try_send(delivery) {
+            // At first behind those already waiting (itself counted);
+            // woken, it goes in with the others woken.
+            match self.push(delivery, std::mem::replace(&mut others, usize::MAX)) {
                 Ok(()) => return true,
                 Err(Refused::Closed(_)) => return false,
                 Err(Refused::Full(returned)) => delivery = returned,
@@ -167,6 +196,23 @@ impl<M> MailboxSender<M> {
     }
 }
 
+/// Counts a reader among those waiting for room while it lives.
+struct Waiting<'a, M>(&'a Shared<M>);
+
+impl<'a, M> Waiting<'a, M> {
+    fn new(shared: &'a Shared<M>) -> Waiting<'a, M> {
+        shared.lock().waiting += 1;
+        Waiting(shared)
+    }
+}
+
+impl<M> Drop for Waiting<'_, M> {
+    fn drop(&mut self) {
+        let mut queue = self.0.lock();
+        queue.waiting = queue.waiting.saturating_sub(1);
+    }
+}
+
 impl<M> MailboxReceiver<M> {
     /// The next item, or `Pending` with the task registered for a wake-up.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Item<M>> {
@@ -177,7 +223,7 @@ impl<M> MailboxReceiver<M> {
             if self.taken.capacity() > KEPT_ROOM {
                 self.taken.shrink_to(KEPT_ROOM);
             }
-            let was_full = {
+            let let_in = {
                 let mut queue = self.shared.lock();
                 if queue.items.is_empty() {
                     match &queue.waker {
@@ -188,9 +234,10 @@ impl<M> MailboxReceiver<M> {
                 }
                 std::mem::swap(&mut queue.items, &mut self.taken);
                 std::mem::replace(&mut queue.messages, 0) >= self.shared.capacity
+                    || queue.waiting > 0
             };
-            if was_full {
-                // Someone may be waiting for the room just made.
+            if let_in {
+                // Readers may be waiting for the room just made.
                 self.shared.freed.notify_waiters();
             }
         }
@@ -226,6 +273,54 @@ impl<M> std::fmt::Debug for MailboxReceiver<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+
+    fn delivery(message: u32) -> Delivery<u32> {
+        Delivery {
+            from: "reader@127.0.0.1:1".parse().expect("a pid"),
+            sender: None,
+            message,
+        }
+    }
+
+    /// The message the process takes next, if any.
+    fn next(receiver: &mut MailboxReceiver<u32>) -> Option<u32> {
+        match receiver.poll_next(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Item::Message(delivery)) => Some(delivery.message),
+            _ => None,
+        }
+    }
+
+    /// A reader waiting for room goes in before a reader that came since,
+    /// which waits behind it; one that stopped waiting holds nobody back.
+    #[test]
+    fn readers_that_come_later_wait_behind_those_waiting() {
+        let (sender, mut receiver) = mailbox::<u32>(1);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(sender.try_send_remote(delivery(1)).is_ok());
+        let mut waiter = std::pin::pin!(sender.send_waiting(delivery(2)));
+        assert!(waiter.as_mut().poll(&mut cx).is_pending());
+        // The process takes its queue: room for one, kept for the waiter.
+        assert_eq!(next(&mut receiver), Some(1));
+        assert!(matches!(
+            sender.try_send_remote(delivery(3)),
+            Err(Refused::Full(_))
+        ));
+        let mut later = std::pin::pin!(sender.send_waiting(delivery(3)));
+        assert!(later.as_mut().poll(&mut cx).is_pending());
+        assert!(matches!(waiter.as_mut().poll(&mut cx), Poll::Ready(true)));
+        assert_eq!(next(&mut receiver), Some(2));
+        assert!(matches!(later.as_mut().poll(&mut cx), Poll::Ready(true)));
+        assert_eq!(next(&mut receiver), Some(3));
+        // A reader that gave up waiting is no longer counted.
+        assert!(sender.try_send_remote(delivery(4)).is_ok());
+        let mut gave_up = Box::pin(sender.send_waiting(delivery(5)));
+        assert!(gave_up.as_mut().poll(&mut cx).is_pending());
+        drop(gave_up);
+        assert_eq!(next(&mut receiver), Some(4));
+        assert!(sender.try_send_remote(delivery(6)).is_ok());
+        assert_eq!(next(&mut receiver), Some(6));
+    }
 
     /// A burst grows both queues; once drained they give the room back.
     #[test]

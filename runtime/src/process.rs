@@ -102,9 +102,10 @@ pub struct SpawnOptions {
     pub restart: RestartPolicy,
     /// Mailbox capacity; the node's default when `None`. A local send to a
     /// full mailbox fails at once with [`SendError::MailboxFull`]; a remote
-    /// message waits up to the node's `remote_mailbox_wait` for room (the
-    /// connection stops reading meanwhile, which slows the sender through
-    /// QUIC flow control) and is then dropped and counted.
+    /// message waits up to the node's `remote_mailbox_wait` for room,
+    /// behind remote messages already waiting (the connection stops
+    /// reading meanwhile, which slows the sender through QUIC flow
+    /// control), and is then dropped and counted.
     pub mailbox_capacity: Option<usize>,
 }
 
@@ -657,7 +658,7 @@ impl<M: Message> RemoteMailbox for TypedRemote<M> {
             sender,
             message,
         };
-        match self.mailbox.try_send(delivery) {
+        match self.mailbox.try_send_remote(delivery) {
             Ok(()) => {
                 Metrics::bump(&metrics.messages_received_remote);
                 Ok(None)
