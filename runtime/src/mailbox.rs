@@ -7,10 +7,10 @@
 //! holds at most twice its capacity. A full queue refuses a message
 //! at once ([`MailboxSender::try_send`]) or lets a remote reader wait for
 //! room ([`MailboxSender::send_waiting`]); signals always enter, and there
-//! are at most as many as the links a process made. Remote readers queue
-//! behind those already waiting ([`MailboxSender::try_send_remote`]): all
-//! waiting are let in when the process next takes its queue, before
-//! readers that came since can fill the room made.
+//! are at most as many as the links a process made. The room a remote
+//! reader waits for is kept for it ([`MailboxSender::try_send_remote`]):
+//! every reader waiting goes in when the process next takes its queue,
+//! however fast readers that came since fill the rest.
 //!
 //! Why not actix's mailbox or a tokio channel: a send here is one
 //! uncontended lock and a push into a ring buffer that is reused, and the
@@ -20,6 +20,7 @@
 //! benchmark.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -50,6 +51,9 @@ struct Shared<M> {
     capacity: usize,
     /// Woken when a full mailbox makes room.
     freed: Notify,
+    /// Items the process has taken to handle so far: readers waiting for
+    /// room wait while it goes up.
+    handled: AtomicU64,
 }
 
 impl<M> Shared<M> {
@@ -90,6 +94,8 @@ pub(crate) struct MailboxReceiver<M> {
     shared: Arc<Shared<M>>,
     /// Items taken from the queue in one lock, handed out one by one.
     taken: VecDeque<Item<M>>,
+    /// Items handed out so far (published in [`Shared::handled`]).
+    handled: u64,
 }
 
 /// Room an empty queue keeps for the next messages; more is given back.
@@ -107,6 +113,7 @@ pub(crate) fn mailbox<M>(capacity: usize) -> (MailboxSender<M>, MailboxReceiver<
         }),
         capacity: capacity.max(1),
         freed: Notify::new(),
+        handled: AtomicU64::new(0),
     });
     (
         MailboxSender {
@@ -115,6 +122,7 @@ pub(crate) fn mailbox<M>(capacity: usize) -> (MailboxSender<M>, MailboxReceiver<
         MailboxReceiver {
             shared,
             taken: VecDeque::new(),
+            handled: 0,
         },
     )
 }
@@ -122,29 +130,33 @@ pub(crate) fn mailbox<M>(capacity: usize) -> (MailboxSender<M>, MailboxReceiver<
 impl<M> MailboxSender<M> {
     /// Queues a message if there is room, at once.
     pub(crate) fn try_send(&self, delivery: Delivery<M>) -> Result<(), Refused<M>> {
-        self.push(delivery, usize::MAX)
+        self.push(delivery, Room::Any)
     }
 
-    /// Queues a message from a remote reader if there is room and no
-    /// other reader waits for it, at once; refused as full otherwise, for
-    /// the reader to wait behind them ([`MailboxSender::send_waiting`]).
-    /// Readers that came later taking the room first, a reader woken for
-    /// it could find the queue full again each time, and wait until it
-    /// gave up: its message lost, though the process was keeping up.
+    /// Queues a message from a remote reader, at once, if there is room
+    /// besides one place for each reader waiting; refused as full
+    /// otherwise, for the reader to wait ([`MailboxSender::send_waiting`]).
+    /// Were readers that came later let into any room, a reader woken for
+    /// room could find the queue full again each time, until it gave up
+    /// and its message was lost, though the process was keeping up.
     pub(crate) fn try_send_remote(&self, delivery: Delivery<M>) -> Result<(), Refused<M>> {
-        self.push(delivery, 0)
+        self.push(delivery, Room::BesidesWaiting { counted: false })
     }
 
-    /// Queues a message if there is room and no more than `waiting`
-    /// readers wait for room.
-    fn push(&self, delivery: Delivery<M>, waiting: usize) -> Result<(), Refused<M>> {
+    fn push(&self, delivery: Delivery<M>, room: Room) -> Result<(), Refused<M>> {
         let shared = &self.shared;
         let waker = {
             let mut queue = shared.lock();
             if !queue.open {
                 return Err(Refused::Closed(delivery));
             }
-            if queue.messages >= shared.capacity || queue.waiting > waiting {
+            let kept = match room {
+                Room::Any => 0,
+                Room::BesidesWaiting { counted } => {
+                    queue.waiting.saturating_sub(usize::from(counted))
+                }
+            };
+            if queue.messages + kept >= shared.capacity {
                 return Err(Refused::Full(delivery));
             }
             queue.messages += 1;
@@ -155,28 +167,44 @@ impl<M> MailboxSender<M> {
         Ok(())
     }
 
-    /// Queues a message, waiting for room as long as the caller lets this
-    /// future run, behind the readers already waiting: it is let in when
-    /// the process next takes its queue. `false` if the mailbox closed.
-    pub(crate) async fn send_waiting(&self, mut delivery: Delivery<M>) -> bool {
+    /// Queues a message, waiting for room while the process goes on
+    /// handling what it took: a place is kept for it once the process
+    /// takes its queue again, and it goes in then. It gives up once the
+    /// process has handled nothing for `patience`: a process busy with a
+    /// long queue (the master's, in a burst, can take more than a second
+    /// to work through) is not one that stopped.
+    pub(crate) async fn send_waiting(
+        &self,
+        mut delivery: Delivery<M>,
+        patience: std::time::Duration,
+    ) -> Waited {
         // Counted before trying, so a process taking its queue meanwhile
-        // lets it in.
+        // keeps it a place.
         let _waiting = Waiting::new(&self.shared);
-        let mut others = 1;
+        let mut handled = self.shared.handled.load(Ordering::Relaxed);
+        let mut deadline = tokio::time::Instant::now() + patience;
         loop {
             let freed = self.shared.freed.notified();
             tokio::pin!(freed);
             // Registered before trying, so room made between the try and
             // the wait is not missed.
             freed.as_mut().enable();
-            // At first behind those already waiting (itself counted);
-            // woken, it goes in with the others woken.
-            match self.push(delivery, std::mem::replace(&mut others, usize::MAX)) {
-                Ok(()) => return true,
-                Err(Refused::Closed(_)) => return false,
+            match self.push(delivery, Room::BesidesWaiting { counted: true }) {
+                Ok(()) => return Waited::In,
+                Err(Refused::Closed(_)) => return Waited::Closed,
                 Err(Refused::Full(returned)) => delivery = returned,
             }
-            freed.await;
+            if tokio::time::timeout_at(deadline, freed.as_mut())
+                .await
+                .is_err()
+            {
+                let now = self.shared.handled.load(Ordering::Relaxed);
+                if now == handled {
+                    return Waited::GaveUp;
+                }
+                handled = now;
+                deadline = tokio::time::Instant::now() + patience;
+            }
         }
     }
 
@@ -194,6 +222,27 @@ impl<M> MailboxSender<M> {
         wake(waker);
         true
     }
+}
+
+/// How a wait for room ended ([`MailboxSender::send_waiting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// The message is queued.
+    In,
+    /// The process is gone.
+    Closed,
+    /// The process handled nothing for as long as the reader would wait.
+    GaveUp,
+}
+
+/// What room a message may take.
+#[derive(Clone, Copy)]
+enum Room {
+    /// Any.
+    Any,
+    /// Besides a place for each remote reader waiting (other than this
+    /// one, when it is `counted` among them).
+    BesidesWaiting { counted: bool },
 }
 
 /// Counts a reader among those waiting for room while it lives.
@@ -242,7 +291,11 @@ impl<M> MailboxReceiver<M> {
             }
         }
         match self.taken.pop_front() {
-            Some(item) => Poll::Ready(item),
+            Some(item) => {
+                self.handled += 1;
+                self.shared.handled.store(self.handled, Ordering::Relaxed);
+                Poll::Ready(item)
+            }
             None => Poll::Pending,
         }
     }
@@ -291,35 +344,76 @@ mod tests {
         }
     }
 
-    /// A reader waiting for room goes in before a reader that came since,
-    /// which waits behind it; one that stopped waiting holds nobody back.
-    #[test]
-    fn readers_that_come_later_wait_behind_those_waiting() {
-        let (sender, mut receiver) = mailbox::<u32>(1);
+    /// The room a reader waits for is kept for it: a reader that came
+    /// since takes the rest, not its place; one that stopped waiting
+    /// holds no place.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_place_is_kept_for_a_reader_waiting_for_room() {
+        let (sender, mut receiver) = mailbox::<u32>(2);
         let mut cx = Context::from_waker(Waker::noop());
         assert!(sender.try_send_remote(delivery(1)).is_ok());
-        let mut waiter = std::pin::pin!(sender.send_waiting(delivery(2)));
+        assert!(sender.try_send_remote(delivery(2)).is_ok());
+        let mut waiter = std::pin::pin!(sender.send_waiting(delivery(3), PATIENCE));
         assert!(waiter.as_mut().poll(&mut cx).is_pending());
-        // The process takes its queue: room for one, kept for the waiter.
+        // The process takes its queue: room for two, one kept.
         assert_eq!(next(&mut receiver), Some(1));
+        assert!(sender.try_send_remote(delivery(4)).is_ok());
         assert!(matches!(
-            sender.try_send_remote(delivery(3)),
+            sender.try_send_remote(delivery(5)),
             Err(Refused::Full(_))
         ));
-        let mut later = std::pin::pin!(sender.send_waiting(delivery(3)));
-        assert!(later.as_mut().poll(&mut cx).is_pending());
-        assert!(matches!(waiter.as_mut().poll(&mut cx), Poll::Ready(true)));
-        assert_eq!(next(&mut receiver), Some(2));
-        assert!(matches!(later.as_mut().poll(&mut cx), Poll::Ready(true)));
-        assert_eq!(next(&mut receiver), Some(3));
+        assert_eq!(waiter.as_mut().poll(&mut cx), Poll::Ready(Waited::In));
+        let taken: Vec<_> = std::iter::from_fn(|| next(&mut receiver)).collect();
+        assert_eq!(taken, [2, 4, 3]);
         // A reader that gave up waiting is no longer counted.
-        assert!(sender.try_send_remote(delivery(4)).is_ok());
-        let mut gave_up = Box::pin(sender.send_waiting(delivery(5)));
+        assert!(sender.try_send_remote(delivery(6)).is_ok());
+        assert!(sender.try_send_remote(delivery(7)).is_ok());
+        let mut gave_up = Box::pin(sender.send_waiting(delivery(8), PATIENCE));
         assert!(gave_up.as_mut().poll(&mut cx).is_pending());
         drop(gave_up);
-        assert_eq!(next(&mut receiver), Some(4));
-        assert!(sender.try_send_remote(delivery(6)).is_ok());
         assert_eq!(next(&mut receiver), Some(6));
+        assert!(sender.try_send_remote(delivery(9)).is_ok());
+        assert!(sender.try_send_remote(delivery(10)).is_ok());
+    }
+
+    /// A reader waits for room while the process goes on handling what
+    /// it took, however long that takes, and gives up once the process has
+    /// handled nothing for its patience.
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_waits_while_the_process_handles_messages() {
+        let (sender, mut receiver) = mailbox::<u32>(2);
+        let mut cx = Context::from_waker(Waker::noop());
+        for message in 1..=2 {
+            assert!(sender.try_send_remote(delivery(message)).is_ok());
+        }
+        // The process takes both; the queue fills again behind them.
+        assert_eq!(next(&mut receiver), Some(1));
+        for message in 3..=4 {
+            assert!(sender.try_send_remote(delivery(message)).is_ok());
+        }
+        let mut waiter = std::pin::pin!(sender.send_waiting(delivery(5), PATIENCE));
+        assert!(waiter.as_mut().poll(&mut cx).is_pending());
+        // Twice its patience in all, but the process handled one between.
+        tokio::time::advance(PATIENCE * 3 / 4).await;
+        assert!(waiter.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(next(&mut receiver), Some(2));
+        tokio::time::advance(PATIENCE * 3 / 4).await;
+        assert!(waiter.as_mut().poll(&mut cx).is_pending());
+        tokio::time::advance(PATIENCE * 3 / 4).await;
+        assert!(waiter.as_mut().poll(&mut cx).is_pending());
+        // The process takes its queue: the waiter goes in.
+        assert_eq!(next(&mut receiver), Some(3));
+        assert_eq!(waiter.as_mut().poll(&mut cx), Poll::Ready(Waited::In));
+        // Now the process handles nothing: after its patience, it gives up.
+        assert!(sender.try_send_remote(delivery(6)).is_ok());
+        let mut stuck = std::pin::pin!(sender.send_waiting(delivery(7), PATIENCE));
+        assert!(stuck.as_mut().poll(&mut cx).is_pending());
+        tokio::time::advance(PATIENCE * 3 / 4).await;
+        assert!(stuck.as_mut().poll(&mut cx).is_pending());
+        tokio::time::advance(PATIENCE / 2).await;
+        assert_eq!(stuck.as_mut().poll(&mut cx), Poll::Ready(Waited::GaveUp));
     }
 
     /// A burst grows both queues; once drained they give the room back.

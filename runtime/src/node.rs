@@ -40,8 +40,10 @@ pub struct NodeSettings {
     pub incarnation: Option<Incarnation>,
     /// Default mailbox capacity of processes spawned here.
     pub mailbox_capacity: usize,
-    /// How long a message from a peer may wait for room in a full mailbox
-    /// before it is dropped. The connection reads nothing else meanwhile.
+    /// How long a message from a peer waits for room in a full mailbox
+    /// while the process handles nothing, before it is dropped (it waits
+    /// on while the process works through its queue). The connection
+    /// reads nothing else meanwhile.
     pub remote_mailbox_wait: Duration,
     /// Largest frame sent or accepted, in bytes.
     pub max_frame_bytes: usize,

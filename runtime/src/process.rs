@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
 
 use crate::codec;
-use crate::mailbox::{self, Item, MailboxSender, Refused};
+use crate::mailbox::{self, Item, MailboxSender, Refused, Waited};
 use crate::metrics::Metrics;
 use crate::node::{Entry, Node, RemoteMailbox, SpawnError};
 use crate::supervision::{Failure, RestartDecision, RestartPolicy, RestartTracker};
@@ -102,10 +102,11 @@ pub struct SpawnOptions {
     pub restart: RestartPolicy,
     /// Mailbox capacity; the node's default when `None`. A local send to a
     /// full mailbox fails at once with [`SendError::MailboxFull`]; a remote
-    /// message waits up to the node's `remote_mailbox_wait` for room,
-    /// behind remote messages already waiting (the connection stops
-    /// reading meanwhile, which slows the sender through QUIC flow
-    /// control), and is then dropped and counted.
+    /// message waits for room, a place kept for it once the process takes
+    /// its queue (the connection stops reading meanwhile, which slows the
+    /// sender through QUIC flow control), and is dropped and counted once
+    /// the process has handled nothing for the node's
+    /// `remote_mailbox_wait`.
     pub mailbox_capacity: Option<usize>,
 }
 
@@ -667,10 +668,10 @@ impl<M: Message> RemoteMailbox for TypedRemote<M> {
                 let mailbox = self.mailbox.clone();
                 let metrics = metrics.clone();
                 Ok(Some(Box::pin(async move {
-                    match tokio::time::timeout(wait, mailbox.send_waiting(delivery)).await {
-                        Ok(true) => Metrics::bump(&metrics.messages_received_remote),
-                        Ok(false) => Metrics::bump(&metrics.dropped_unknown_process),
-                        Err(_) => Metrics::bump(&metrics.dropped_mailbox_full),
+                    match mailbox.send_waiting(delivery, wait).await {
+                        Waited::In => Metrics::bump(&metrics.messages_received_remote),
+                        Waited::Closed => Metrics::bump(&metrics.dropped_unknown_process),
+                        Waited::GaveUp => Metrics::bump(&metrics.dropped_mailbox_full),
                     }
                 })))
             }
