@@ -18,7 +18,9 @@
 //! agents; counted from when every agent's first task runs, since all of
 //! those start at once). Then the steady framework is
 //! torn down with a task running on every agent, and the master's
-//! longest stall meanwhile is reported. Beside them, published figures:
+//! longest stall meanwhile is reported, and how many messages the master
+//! dropped over the run (at its full mailbox, or to peers whose send
+//! queues were full). Beside them, published figures:
 //! Nomad's C1M test (about 3,750 containers per second on 5,000 nodes)
 //! and the Mesos paper's task launch overhead at 50,000 emulated agents
 //! (under 1 s, with tasks of about 30 s); and Strata's own targets.
@@ -197,6 +199,26 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
         0.0,
         measured.teardown_stall_ms,
     ));
+    let counted = Measure {
+        unit: "msgs",
+        baseline_name: "(no published figure)",
+        better: Better::Lower,
+        target: Target::None,
+    };
+    rows.push(Row::new(
+        format!("messages the master dropped at its full mailbox over the run, {agents} agents"),
+        counted,
+        0.0,
+        measured.dropped_at_mailbox,
+    ));
+    rows.push(Row::new(
+        format!(
+            "messages the master dropped to peers' full send queues over the run, {agents} agents"
+        ),
+        counted,
+        0.0,
+        measured.dropped_at_send_queues,
+    ));
     Ok(rows)
 }
 
@@ -229,6 +251,11 @@ struct Measured {
     /// master's longest stall until they had all ended.
     torn_down_tasks: usize,
     teardown_stall_ms: f64,
+    /// Messages the master dropped over the run: arriving at its full
+    /// mailbox (after waiting a second for room), and to peers whose send
+    /// queues were full.
+    dropped_at_mailbox: f64,
+    dropped_at_send_queues: f64,
 }
 
 /// The resident memory of process `pid`, in bytes.
@@ -244,13 +271,18 @@ fn resident_bytes(pid: u32) -> anyhow::Result<f64> {
 
 /// How many agents the master at `address` has active.
 fn agents_active(client: &ureq::Agent, address: &str) -> anyhow::Result<usize> {
+    Ok(master_metric(client, address, "master/agents_active")? as usize)
+}
+
+/// The master's metric `name` (0 if it has none of that name).
+fn master_metric(client: &ureq::Agent, address: &str, name: &str) -> anyhow::Result<f64> {
     let body = client
         .get(&format!("http://{address}/metrics/snapshot"))
         .call()?
         .body_mut()
         .read_to_string()?;
     let snapshot: serde_json::Value = serde_json::from_str(&body)?;
-    Ok(snapshot["master/agents_active"].as_f64().unwrap_or(0.0) as usize)
+    Ok(snapshot[name].as_f64().unwrap_or(0.0))
 }
 
 fn measure(agents: usize, tasks: usize) -> anyhow::Result<Measured> {
@@ -311,17 +343,29 @@ fn measure(agents: usize, tasks: usize) -> anyhow::Result<Measured> {
         let polled = polling.stop();
         let load = load?;
         let steady = steady(&ca, &master.pid, &client, &address, agents, STEADY_RUN).await?;
+        let dropped = [
+            "master/dropped_mailbox_full",
+            "master/dropped_send_queue_full",
+        ]
+        .map(|name| master_metric(&client, &address, name));
         anyhow::Ok((
             registration,
             (after - before) / agents as f64,
             load,
             polled,
             steady,
+            dropped,
         ))
     });
     let _ = std::fs::remove_dir_all(&dir);
-    let (registration, memory_per_agent, (tasks_per_second, mut latencies), mut polled, mut steady) =
-        result?;
+    let (
+        registration,
+        memory_per_agent,
+        (tasks_per_second, mut latencies),
+        mut polled,
+        mut steady,
+        [dropped_at_mailbox, dropped_at_send_queues],
+    ) = result?;
     latencies.sort_by(f64::total_cmp);
     let percentile = |p: f64| {
         latencies
@@ -349,6 +393,8 @@ fn measure(agents: usize, tasks: usize) -> anyhow::Result<Measured> {
         steady_stall_ms: steady.stall_ms,
         torn_down_tasks: steady.torn_down_tasks,
         teardown_stall_ms: steady.teardown_stall_ms,
+        dropped_at_mailbox: dropped_at_mailbox?,
+        dropped_at_send_queues: dropped_at_send_queues?,
     })
 }
 
