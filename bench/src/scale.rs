@@ -18,9 +18,9 @@
 //! agents; counted from when every agent's first task runs, since all of
 //! those start at once). Then the steady framework is
 //! torn down with a task running on every agent, and the master's
-//! longest stall meanwhile is reported, and how many messages the master
-//! dropped over the run (at its full mailbox, or to peers whose send
-//! queues were full). Beside them, published figures:
+//! longest stall meanwhile is reported, and how many messages the
+//! master's node dropped over the run (at a full mailbox, or to peers
+//! whose send queues were full). Beside them, published figures:
 //! Nomad's C1M test (about 3,750 containers per second on 5,000 nodes)
 //! and the Mesos paper's task launch overhead at 50,000 emulated agents
 //! (under 1 s, with tasks of about 30 s); and Strata's own targets.
@@ -206,14 +206,16 @@ pub fn run(scale: f64) -> anyhow::Result<Vec<Row>> {
         target: Target::None,
     };
     rows.push(Row::new(
-        format!("messages the master dropped at its full mailbox over the run, {agents} agents"),
+        format!(
+            "messages dropped at full mailboxes on the master's node over the run, {agents} agents"
+        ),
         counted,
         0.0,
         measured.dropped_at_mailbox,
     ));
     rows.push(Row::new(
         format!(
-            "messages the master dropped to peers' full send queues over the run, {agents} agents"
+            "messages the master's node dropped to peers' full send queues over the run, {agents} agents"
         ),
         counted,
         0.0,
@@ -251,9 +253,10 @@ struct Measured {
     /// master's longest stall until they had all ended.
     torn_down_tasks: usize,
     teardown_stall_ms: f64,
-    /// Messages the master dropped over the run: arriving at its full
-    /// mailbox (after waiting a second for room), and to peers whose send
-    /// queues were full.
+    /// Messages the master's node dropped over the run: arriving at a
+    /// full mailbox there (the master's, in practice: a remote message
+    /// once the master handled nothing for a second while it waited), and
+    /// to peers whose send queues were full.
     dropped_at_mailbox: f64,
     dropped_at_send_queues: f64,
 }

@@ -164,10 +164,12 @@ pub struct SchedulerConfig {
     /// How often the driver looks for tasks it launched and has heard
     /// nothing of since. A task still unheard of at the next look (so
     /// after one to two of these) is asked about, and again at each look
-    /// until the master answers: a launch the master never received
-    /// (messages are delivered at most once, and a master whose mailbox
-    /// stays full drops what waits too long) is then answered as lost
-    /// rather than waited on forever.
+    /// until the master answers (at most 10,000 tasks a look, the rest
+    /// at the next): a launch the master never received (messages are
+    /// delivered at most once: a full send queue refuses them, and a
+    /// master that handles nothing for a while drops what waits for its
+    /// full mailbox) is then answered as lost rather than waited on
+    /// forever.
     pub unheard_launch_check: Duration,
     /// The leading master as it changes (found in ZooKeeper); without
     /// it the scheduler follows `master` alone.
@@ -541,7 +543,12 @@ impl<S: Scheduler> SchedulerProcess<S> {
     /// the rest are looked at next time.
     fn check_unheard_launches(&mut self, ctx: &mut ProcessContext<'_, Self>) {
         let [recent, older] = &mut self.state.unheard;
-        let asked = std::mem::replace(older, std::mem::take(recent));
+        let mut asked = std::mem::replace(older, std::mem::take(recent));
+        // At most one message's worth a look: the rest wait for the next,
+        // so a master that is slow to answer is not asked ever more.
+        if let Some(first_left) = asked.iter().nth(RECONCILE_CHUNK).cloned() {
+            older.append(&mut asked.split_off(&first_left));
+        }
         // While not subscribed, the reconciliation that follows
         // subscribing asks about every task.
         if asked.is_empty() || !self.state.subscribed {

@@ -8,9 +8,10 @@
 //! at once ([`MailboxSender::try_send`]) or lets a remote reader wait for
 //! room ([`MailboxSender::send_waiting`]); signals always enter, and there
 //! are at most as many as the links a process made. The room a remote
-//! reader waits for is kept for it ([`MailboxSender::try_send_remote`]):
-//! every reader waiting goes in when the process next takes its queue,
-//! however fast readers that came since fill the rest.
+//! reader waits for is kept for it from remote readers that come later
+//! ([`MailboxSender::try_send_remote`]): readers waiting go in when the
+//! process next takes its queue, however fast later ones fill the rest
+//! (local sends, refused at once when full, are not held back).
 //!
 //! Why not actix's mailbox or a tokio channel: a send here is one
 //! uncontended lock and a push into a ring buffer that is reused, and the
@@ -140,7 +141,7 @@ impl<M> MailboxSender<M> {
     /// room could find the queue full again each time, until it gave up
     /// and its message was lost, though the process was keeping up.
     pub(crate) fn try_send_remote(&self, delivery: Delivery<M>) -> Result<(), Refused<M>> {
-        self.push(delivery, Room::BesidesWaiting { counted: false })
+        self.push(delivery, Room::BesidesWaiting)
     }
 
     fn push(&self, delivery: Delivery<M>, room: Room) -> Result<(), Refused<M>> {
@@ -152,9 +153,7 @@ impl<M> MailboxSender<M> {
             }
             let kept = match room {
                 Room::Any => 0,
-                Room::BesidesWaiting { counted } => {
-                    queue.waiting.saturating_sub(usize::from(counted))
-                }
+                Room::BesidesWaiting => queue.waiting,
             };
             if queue.messages + kept >= shared.capacity {
                 return Err(Refused::Full(delivery));
@@ -168,11 +167,14 @@ impl<M> MailboxSender<M> {
     }
 
     /// Queues a message, waiting for room while the process goes on
-    /// handling what it took: a place is kept for it once the process
-    /// takes its queue again, and it goes in then. It gives up once the
-    /// process has handled nothing for `patience`: a process busy with a
-    /// long queue (the master's, in a burst, can take more than a second
-    /// to work through) is not one that stopped.
+    /// handling what it took: a place is kept for it from remote readers
+    /// that come later, and it goes in once the process takes its queue
+    /// (unless local sends fill the room first). It gives up once the
+    /// process has handled nothing for `patience`, since a process busy
+    /// with a long queue (the master's, in a burst, can take more than a
+    /// second to work through) is not one that stopped; and after
+    /// [`MOST_PATIENCES`] times `patience` in all, as its connection
+    /// reads nothing else meanwhile.
     pub(crate) async fn send_waiting(
         &self,
         mut delivery: Delivery<M>,
@@ -182,14 +184,17 @@ impl<M> MailboxSender<M> {
         // keeps it a place.
         let _waiting = Waiting::new(&self.shared);
         let mut handled = self.shared.handled.load(Ordering::Relaxed);
-        let mut deadline = tokio::time::Instant::now() + patience;
+        let started = tokio::time::Instant::now();
+        let last = started + patience * MOST_PATIENCES;
+        let mut deadline = started + patience;
         loop {
             let freed = self.shared.freed.notified();
             tokio::pin!(freed);
             // Registered before trying, so room made between the try and
             // the wait is not missed.
             freed.as_mut().enable();
-            match self.push(delivery, Room::BesidesWaiting { counted: true }) {
+            // Any room: the places kept are for the readers waiting.
+            match self.push(delivery, Room::Any) {
                 Ok(()) => return Waited::In,
                 Err(Refused::Closed(_)) => return Waited::Closed,
                 Err(Refused::Full(returned)) => delivery = returned,
@@ -198,12 +203,18 @@ impl<M> MailboxSender<M> {
                 .await
                 .is_err()
             {
-                let now = self.shared.handled.load(Ordering::Relaxed);
-                if now == handled {
-                    return Waited::GaveUp;
+                let now = tokio::time::Instant::now();
+                let progress = self.shared.handled.load(Ordering::Relaxed);
+                if progress == handled || now >= last {
+                    // A last try: room may have come with the deadline.
+                    return match self.push(delivery, Room::Any) {
+                        Ok(()) => Waited::In,
+                        Err(Refused::Closed(_)) => Waited::Closed,
+                        Err(Refused::Full(_)) => Waited::GaveUp,
+                    };
                 }
-                handled = now;
-                deadline = tokio::time::Instant::now() + patience;
+                handled = progress;
+                deadline = (now + patience).min(last);
             }
         }
     }
@@ -240,10 +251,13 @@ pub(crate) enum Waited {
 enum Room {
     /// Any.
     Any,
-    /// Besides a place for each remote reader waiting (other than this
-    /// one, when it is `counted` among them).
-    BesidesWaiting { counted: bool },
+    /// Besides a place for each remote reader waiting.
+    BesidesWaiting,
 }
+
+/// How many times its patience a remote reader waits for room at most,
+/// however its process goes on ([`MailboxSender::send_waiting`]).
+pub(crate) const MOST_PATIENCES: u32 = 10;
 
 /// Counts a reader among those waiting for room while it lives.
 struct Waiting<'a, M>(&'a Shared<M>);
@@ -367,6 +381,24 @@ mod tests {
         assert_eq!(waiter.as_mut().poll(&mut cx), Poll::Ready(Waited::In));
         let taken: Vec<_> = std::iter::from_fn(|| next(&mut receiver)).collect();
         assert_eq!(taken, [2, 4, 3]);
+        // More readers waiting than the mailbox holds go in, a take each.
+        assert!(sender.try_send_remote(delivery(11)).is_ok());
+        assert!(sender.try_send_remote(delivery(12)).is_ok());
+        let mut waiters: Vec<_> = (13..=15)
+            .map(|message| Box::pin(sender.send_waiting(delivery(message), PATIENCE)))
+            .collect();
+        for waiter in &mut waiters {
+            assert!(waiter.as_mut().poll(&mut cx).is_pending());
+        }
+        let mut taken = Vec::new();
+        for _ in 0..10 {
+            taken.extend(next(&mut receiver));
+            waiters.retain_mut(|waiter| waiter.as_mut().poll(&mut cx).is_pending());
+        }
+        assert!(waiters.is_empty(), "{} still waiting", waiters.len());
+        taken.extend(std::iter::from_fn(|| next(&mut receiver)));
+        taken.sort();
+        assert_eq!(taken, [11, 12, 13, 14, 15]);
         // A reader that gave up waiting is no longer counted.
         assert!(sender.try_send_remote(delivery(6)).is_ok());
         assert!(sender.try_send_remote(delivery(7)).is_ok());
@@ -414,6 +446,36 @@ mod tests {
         assert!(stuck.as_mut().poll(&mut cx).is_pending());
         tokio::time::advance(PATIENCE / 2).await;
         assert_eq!(stuck.as_mut().poll(&mut cx), Poll::Ready(Waited::GaveUp));
+    }
+
+    /// However the process goes on, a reader waits at most
+    /// [`MOST_PATIENCES`] times its patience.
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_waits_at_most_so_many_patiences() {
+        let (sender, mut receiver) = mailbox::<u32>(20);
+        let mut cx = Context::from_waker(Waker::noop());
+        for message in 0..20 {
+            assert!(sender.try_send_remote(delivery(message)).is_ok());
+        }
+        assert_eq!(next(&mut receiver), Some(0));
+        for message in 20..40 {
+            assert!(sender.try_send_remote(delivery(message)).is_ok());
+        }
+        let mut waiter = std::pin::pin!(sender.send_waiting(delivery(40), PATIENCE));
+        assert!(waiter.as_mut().poll(&mut cx).is_pending());
+        // The process handles one message every three quarters of its
+        // patience and never takes its queue.
+        let step = PATIENCE * 3 / 4;
+        let mut waited = std::time::Duration::ZERO;
+        while waited + step < PATIENCE * MOST_PATIENCES {
+            tokio::time::advance(step).await;
+            waited += step;
+            assert!(next(&mut receiver).is_some());
+            assert!(waiter.as_mut().poll(&mut cx).is_pending(), "{waited:?}");
+        }
+        tokio::time::advance(step).await;
+        assert!(next(&mut receiver).is_some());
+        assert_eq!(waiter.as_mut().poll(&mut cx), Poll::Ready(Waited::GaveUp));
     }
 
     /// A burst grows both queues; once drained they give the room back.

@@ -42,8 +42,8 @@ pub struct NodeSettings {
     pub mailbox_capacity: usize,
     /// How long a message from a peer waits for room in a full mailbox
     /// while the process handles nothing, before it is dropped (it waits
-    /// on while the process works through its queue). The connection
-    /// reads nothing else meanwhile.
+    /// on while the process works through its queue, up to ten times
+    /// this in all). The connection reads nothing else meanwhile.
     pub remote_mailbox_wait: Duration,
     /// Largest frame sent or accepted, in bytes.
     pub max_frame_bytes: usize,

@@ -106,7 +106,7 @@ pub struct SpawnOptions {
     /// its queue (the connection stops reading meanwhile, which slows the
     /// sender through QUIC flow control), and is dropped and counted once
     /// the process has handled nothing for the node's
-    /// `remote_mailbox_wait`.
+    /// `remote_mailbox_wait`, or after ten times that in all.
     pub mailbox_capacity: Option<usize>,
 }
 
