@@ -358,11 +358,12 @@ mod tests {
         }
     }
 
-    /// The room a reader waits for is kept for it: a reader that came
-    /// since takes the rest, not its place; one that stopped waiting
-    /// holds no place.
+    /// How long the tests' readers wait while the process handles nothing.
     const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
+    /// The room a reader waits for is kept for it: a reader that came
+    /// since takes the rest, not its place; more readers waiting than the
+    /// mailbox holds all go in; one that stopped waiting holds no place.
     #[tokio::test(start_paused = true)]
     async fn a_place_is_kept_for_a_reader_waiting_for_room() {
         let (sender, mut receiver) = mailbox::<u32>(2);
