@@ -185,8 +185,8 @@ impl<M> MailboxSender<M> {
         let _waiting = Waiting::new(&self.shared);
         let mut handled = self.shared.handled.load(Ordering::Relaxed);
         let started = tokio::time::Instant::now();
-        let last = started + patience * MOST_PATIENCES;
-        let mut deadline = started + patience;
+        let last = later(started, patience.saturating_mul(MOST_PATIENCES));
+        let mut deadline = later(started, patience);
         loop {
             let freed = self.shared.freed.notified();
             tokio::pin!(freed);
@@ -214,7 +214,7 @@ impl<M> MailboxSender<M> {
                     };
                 }
                 handled = progress;
-                deadline = (now + patience).min(last);
+                deadline = later(now, patience).min(last);
             }
         }
     }
@@ -258,6 +258,13 @@ enum Room {
 /// How many times its patience a remote reader waits for room at most,
 /// however its process goes on ([`MailboxSender::send_waiting`]).
 pub(crate) const MOST_PATIENCES: u32 = 10;
+
+/// `wait` after `at`, or decades after it if that is past what a clock
+/// can hold (a patience of `Duration::MAX` means waiting for good).
+fn later(at: tokio::time::Instant, wait: std::time::Duration) -> tokio::time::Instant {
+    at.checked_add(wait)
+        .unwrap_or_else(|| at + std::time::Duration::from_secs(30 * 365 * 86_400))
+}
 
 /// Counts a reader among those waiting for room while it lives.
 struct Waiting<'a, M>(&'a Shared<M>);
@@ -447,6 +454,12 @@ mod tests {
         assert!(stuck.as_mut().poll(&mut cx).is_pending());
         tokio::time::advance(PATIENCE / 2).await;
         assert_eq!(stuck.as_mut().poll(&mut cx), Poll::Ready(Waited::GaveUp));
+        // A patience past what the clock holds waits, and does not panic.
+        let mut forever =
+            std::pin::pin!(sender.send_waiting(delivery(8), std::time::Duration::MAX));
+        assert!(forever.as_mut().poll(&mut cx).is_pending());
+        tokio::time::advance(PATIENCE * 100).await;
+        assert!(forever.as_mut().poll(&mut cx).is_pending());
     }
 
     /// However the process goes on, a reader waits at most
